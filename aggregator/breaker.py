@@ -1,0 +1,117 @@
+"""Circuit-breaker state machine: a pure function of (state, calls since transition, now).
+
+closed -> open       calls since the last transition >= min_calls and failure rate >= threshold
+open -> half_open    once now >= open_until (open time doubles per consecutive re-open, capped)
+half_open -> closed  after half_open_calls calls since the transition, failure rate < threshold
+half_open -> open    same count, failure rate >= threshold
+
+Counting only calls made after the last transition is what keeps a recovered provider closed
+while its old failures are still inside the 5-minute window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Final
+
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half_open"
+STATES: Final = (CLOSED, OPEN, HALF_OPEN)
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    min_calls: int = 20
+    failure_rate: float = 0.5
+    open_seconds: float = 30.0
+    max_open_seconds: float = 300.0
+    half_open_calls: int = 5
+    rate_limited_is_failure: bool = True
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """One provider's breaker as stored in Redis. ``since`` is the time of the last transition
+    (0 = never), ``epoch`` counts transitions (compare-and-set token)."""
+
+    state: str = CLOSED
+    since: float = 0.0
+    epoch: int = 0
+    open_until: float = 0.0
+    consecutive_opens: int = 0
+
+
+@dataclass(frozen=True)
+class BreakerCalls:
+    """Calls counted by the breaker since its last transition (caller errors excluded)."""
+
+    successes: int
+    failures: int
+
+    @property
+    def total(self) -> int:
+        return self.successes + self.failures
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class Transition:
+    old: BreakerState
+    new: BreakerState
+    reason: str
+
+
+def open_duration(consecutive_opens: int, config: BreakerConfig) -> float:
+    """Open time for the n-th consecutive opening (n >= 1): base * 2^(n-1), capped."""
+    exponent = max(0, consecutive_opens - 1)
+    if exponent > 62:
+        return config.max_open_seconds
+    return float(min(config.open_seconds * (2**exponent), config.max_open_seconds))
+
+
+def _open(state: BreakerState, now: float, config: BreakerConfig) -> BreakerState:
+    opens = state.consecutive_opens + 1
+    # A deadline is only ever extended, never shortened.
+    until = max(now + open_duration(opens, config), state.open_until)
+    return BreakerState(OPEN, now, state.epoch + 1, until, opens)
+
+
+def evaluate(
+    state: BreakerState, calls: BreakerCalls, now: float, config: BreakerConfig
+) -> Transition | None:
+    """The transition due now, or None. ``calls`` must count only calls made after
+    ``state.since`` (and inside the window)."""
+    rate = calls.failure_rate
+    if state.state == CLOSED:
+        if calls.total >= config.min_calls and rate >= config.failure_rate:
+            return Transition(
+                state,
+                _open(state, now, config),
+                f"failure rate {rate:.3f} >= {config.failure_rate} over {calls.total} calls",
+            )
+        return None
+    if state.state == OPEN:
+        if now >= state.open_until:
+            new = replace(state, state=HALF_OPEN, since=now, epoch=state.epoch + 1)
+            return Transition(state, new, f"open time elapsed at {state.open_until:.3f}")
+        return None
+    if state.state == HALF_OPEN:
+        if calls.total < config.half_open_calls:
+            return None
+        if rate < config.failure_rate:
+            new = BreakerState(CLOSED, now, state.epoch + 1, state.open_until, 0)
+            return Transition(
+                state,
+                new,
+                f"trial failure rate {rate:.3f} < {config.failure_rate} over {calls.total} calls",
+            )
+        return Transition(
+            state,
+            _open(state, now, config),
+            f"trial failure rate {rate:.3f} >= {config.failure_rate} over {calls.total} calls",
+        )
+    raise ValueError(f"unknown breaker state {state.state!r}")

@@ -1,0 +1,167 @@
+"""Prometheus exposition of the current Snapshot through a custom collector on its own registry,
+so every provider series of one scrape comes from the same cycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from aggregator.breaker import STATES
+from aggregator.cycle import CycleStatus
+from aggregator.snapshot import Snapshot
+from client.keys import HISTOGRAM_BOUNDS, OUTCOMES
+
+
+def _window(seconds: float) -> str:
+    return f"{seconds:g}s sliding window"
+
+
+class SnapshotCollector(Collector):
+    """Yields the metric families of whatever snapshot ``source`` returns at collect time."""
+
+    def __init__(self, source: Callable[[], tuple[Snapshot | None, CycleStatus]]):
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot, status = self._source()
+        yield from _status_metrics(snapshot, status)
+        if snapshot is None:
+            return
+        window = _window(snapshot.window_seconds)
+        availability = GaugeMetricFamily(
+            "provider_availability",
+            f"Provider availability (1=up, 0=down): 0 while its circuit breaker is not closed; "
+            f"{window}",
+            labels=["provider"],
+        )
+        err = GaugeMetricFamily(
+            "provider_error_rate",
+            f"Error rate 0-1: failures / (successes + failures) over the {window}",
+            labels=["provider"],
+        )
+        health = GaugeMetricFamily(
+            "gatewayz_provider_health_score",
+            f"Health score 0-1: 0.4*availability + 0.3*(1-error_rate) + 0.3*latency_score; "
+            f"{window}",
+            labels=["provider"],
+        )
+        p95 = GaugeMetricFamily(
+            "gatewayz_provider_latency_p95_seconds",
+            f"p95 latency of successful calls over the {window} (absent without traffic)",
+            labels=["provider"],
+        )
+        window_requests = GaugeMetricFamily(
+            "gatewayz_provider_window_requests",
+            f"Calls recorded in the {window}, all outcomes (0 = no traffic)",
+            labels=["provider"],
+        )
+        breaker = GaugeMetricFamily(
+            "gatewayz_circuit_breaker_state",
+            "Circuit breaker state, one-hot over closed, open, half_open",
+            labels=["provider", "state"],
+        )
+        response_time = HistogramMetricFamily(
+            "provider_response_time_seconds",
+            "Response time of every recorded provider call, all workers, since first recorded",
+            labels=["provider"],
+        )
+        requests = CounterMetricFamily(
+            "gatewayz_provider_requests",
+            "Provider calls recorded, by outcome class, all workers",
+            labels=["provider", "outcome"],
+        )
+        cost = CounterMetricFamily(
+            "gatewayz_cost_by_provider", "Cost USD, all workers", labels=["provider"]
+        )
+        tokens = CounterMetricFamily(
+            "gatewayz_provider_tokens", "Tokens used, all workers", labels=["provider"]
+        )
+        for p in snapshot.providers:
+            labels = [p.provider]
+            availability.add_metric(labels, p.availability)
+            err.add_metric(labels, p.error_rate)
+            health.add_metric(labels, p.health_score)
+            if p.latency_p95_seconds is not None:
+                p95.add_metric(labels, p.latency_p95_seconds)
+            window_requests.add_metric(labels, p.window_requests)
+            for state in STATES:
+                breaker.add_metric([p.provider, state], 1.0 if p.breaker.state == state else 0.0)
+            buckets = [
+                (f"{bound:g}", count)
+                for bound, count in zip(HISTOGRAM_BOUNDS, p.histogram_cumulative, strict=False)
+            ]
+            buckets.append(("+Inf", p.histogram_cumulative[-1]))
+            response_time.add_metric(labels, buckets, p.latency_sum_seconds)
+            for outcome in OUTCOMES:
+                requests.add_metric([p.provider, outcome], p.requests_total[outcome])
+            cost.add_metric(labels, p.cost_usd)
+            tokens.add_metric(labels, p.tokens_total)
+        yield from (availability, err, health, p95, window_requests, breaker, response_time)
+        yield from (requests, cost, tokens)
+
+        redis_ops = CounterMetricFamily(
+            "gatewayz_redis_operations",
+            "Redis commands issued by clients and aggregators, all processes",
+            labels=["operation"],
+        )
+        for operation, count in sorted(snapshot.redis_ops.items()):
+            redis_ops.add_metric([operation], count)
+        yield redis_ops
+        rejected = CounterMetricFamily(
+            "gatewayz_client_events_rejected",
+            "Events rejected by clients' record() as invalid, by cause, all workers",
+            labels=["reason"],
+        )
+        for reason, count in sorted(snapshot.client_rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield CounterMetricFamily(
+            "gatewayz_client_events_dropped",
+            "Events dropped by clients because their buffer was full (Redis unreachable)",
+            value=snapshot.client_dropped,
+        )
+
+
+def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "gatewayz_aggregator_cycles",
+        "Aggregation cycles that completed",
+        value=status.cycles_ok,
+    )
+    yield CounterMetricFamily(
+        "gatewayz_aggregator_cycles_failed",
+        "Aggregation cycles that failed (the previous snapshot kept being served)",
+        value=status.cycles_failed,
+    )
+    yield GaugeMetricFamily(
+        "gatewayz_aggregator_cycle_duration_seconds",
+        "Duration of the last aggregation cycle",
+        value=status.last_duration_seconds,
+    )
+    if status.last_success_at is not None:
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_last_success_timestamp_seconds",
+            "Unix time of the last successful cycle (the served snapshot's time)",
+            value=status.last_success_at,
+        )
+
+
+def make_registry(source: Callable[[], tuple[Snapshot | None, CycleStatus]]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(source))
+    return registry
+
+
+def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """Body and content type: OpenMetrics when ``accept`` asks for it, else text 0.0.4."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

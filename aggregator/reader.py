@@ -1,0 +1,127 @@
+"""The aggregator's only Redis reader: window counts, cumulative totals and breaker states.
+
+Never transfers window members: per partition it trims what left the window
+(ZREMRANGEBYSCORE) and counts the rest (ZCOUNT). At most three pipelined round trips per cycle.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+
+from aggregator.breaker import BreakerState
+from aggregator.health import WindowCounts
+from client.keys import SUCCESS_PARTITIONS, Keys
+
+
+@dataclass(frozen=True)
+class ProviderReading:
+    provider: str
+    window: WindowCounts
+    since_transition: WindowCounts
+    """Window calls made after the breaker's last transition (== window if before it)."""
+    totals: dict[str, int]
+    breaker: BreakerState
+
+
+@dataclass(frozen=True)
+class Reading:
+    providers: tuple[ProviderReading, ...]
+    client_stats: dict[str, int]
+    redis_ops: dict[str, int]
+
+
+def _counts(values: list[int]) -> WindowCounts:
+    ok = tuple(int(v) for v in values[:SUCCESS_PARTITIONS])
+    failures, rate_limited, caller_errors = (int(v) for v in values[SUCCESS_PARTITIONS:])
+    return WindowCounts(ok, failures, rate_limited, caller_errors)
+
+
+def _int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def parse_breaker(raw: dict[bytes, bytes]) -> BreakerState:
+    if not raw:
+        return BreakerState()
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    return BreakerState(
+        state=fields.get("state", "closed"),
+        since=float(fields.get("since", 0.0)),
+        epoch=int(fields.get("epoch", 0)),
+        open_until=float(fields.get("open_until", 0.0)),
+        consecutive_opens=int(fields.get("consecutive_opens", 0)),
+    )
+
+
+class WindowReader:
+    def __init__(self, connection: redis.Redis, keys: Keys, window_seconds: float):
+        self._redis = connection
+        self._keys = keys
+        self._window = window_seconds
+        self.ops: Counter[str] = Counter()
+        """Commands issued so far; the cycle moves them into Redis's shared op counter."""
+
+    def _count_op(self, name: str, count: int = 1) -> None:
+        self.ops[name] += count
+
+    def known_providers(self, now: float, retention_seconds: float) -> list[str]:
+        """Providers seen within the retention period (older ones are dropped)."""
+        keys = self._keys
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(keys.providers, "-inf", now - retention_seconds)
+        pipe.zrange(keys.providers, 0, -1)
+        _, names = pipe.execute()
+        self._count_op("zremrangebyscore")
+        self._count_op("zrange")
+        return [n.decode() for n in names]
+
+    def read(self, now: float, providers: Iterable[str]) -> Reading:
+        keys = self._keys
+        names = list(dict.fromkeys(providers))
+        start = now - self._window
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.client_stats)
+        pipe.hgetall(keys.redis_ops)
+        for name in names:
+            pipe.hgetall(keys.breaker(name))
+            pipe.hgetall(keys.totals(name))
+            for key in keys.window_keys(name):
+                pipe.zremrangebyscore(key, "-inf", start)
+                pipe.zcount(key, f"({start}", "+inf")
+        replies = pipe.execute()
+        partitions = len(keys.window_keys(names[0])) if names else 0
+        self._count_op("hgetall", 2 + 2 * len(names))
+        self._count_op("zremrangebyscore", partitions * len(names))
+        self._count_op("zcount", partitions * len(names))
+
+        client_stats = _int_hash(replies[0])
+        redis_ops = _int_hash(replies[1])
+        per_provider = 2 + 2 * partitions
+        partial: list[tuple[str, BreakerState, dict[str, int], WindowCounts]] = []
+        for index, name in enumerate(names):
+            chunk = replies[2 + index * per_provider : 2 + (index + 1) * per_provider]
+            breaker = parse_breaker(chunk[0])
+            window = _counts(chunk[3::2])
+            partial.append((name, breaker, _int_hash(chunk[1]), window))
+
+        # Calls since the breaker's last transition, only where it happened inside the window.
+        recent = [(n, b) for n, b, _, _ in partial if b.since > start]
+        since_counts: dict[str, WindowCounts] = {}
+        if recent:
+            pipe = self._redis.pipeline(transaction=False)
+            for name, breaker in recent:
+                for key in keys.window_keys(name):
+                    pipe.zcount(key, f"({breaker.since}", "+inf")
+            replies = pipe.execute()
+            self._count_op("zcount", len(replies))
+            for index, (name, _) in enumerate(recent):
+                since_counts[name] = _counts(replies[index * partitions : (index + 1) * partitions])
+        readings = tuple(
+            ProviderReading(name, window, since_counts.get(name, window), totals, breaker)
+            for name, breaker, totals, window in partial
+        )
+        return Reading(readings, client_stats, redis_ops)

@@ -1,0 +1,117 @@
+"""Aggregator settings: one frozen object built from CLI flags, falling back to env variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from aggregator.breaker import BreakerConfig
+from client.keys import Keys, is_valid_provider
+from client.settings import DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
+
+
+@dataclass(frozen=True)
+class AggregatorSettings:
+    redis_url: str = DEFAULT_REDIS_URL
+    namespace: str = DEFAULT_NAMESPACE
+    host: str = "127.0.0.1"
+    port: int = 9108
+    interval_seconds: float = 30.0
+    window_seconds: float = 300.0
+    providers: tuple[str, ...] = ()
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    latency_target_seconds: float = 2.0
+    latency_ceiling_seconds: float = 10.0
+    retention_seconds: float = 7 * 24 * 3600.0
+    readiness_max_age_intervals: float = 3.0
+    loki_url: str | None = None
+    log_level: str = "INFO"
+    otel_console: bool = False
+
+    def __post_init__(self) -> None:
+        Keys(self.namespace)
+        for name in self.providers:
+            if not is_valid_provider(name):
+                raise ValueError(f"invalid provider name {name!r}")
+        if not self.interval_seconds > 0:
+            raise ValueError("interval must be > 0")
+        if not self.window_seconds > 0:
+            raise ValueError("window must be > 0")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} outside 1..65535")
+        if not 0.0 < self.latency_target_seconds < self.latency_ceiling_seconds:
+            raise ValueError("need 0 < latency target < latency ceiling")
+        b = self.breaker
+        if b.min_calls < 1 or b.half_open_calls < 1:
+            raise ValueError("breaker min calls and half-open calls must be >= 1")
+        if not 0.0 < b.failure_rate <= 1.0:
+            raise ValueError("breaker failure rate must be in (0, 1]")
+        if not 0 < b.open_seconds <= b.max_open_seconds:
+            raise ValueError("need 0 < breaker open seconds <= breaker max open seconds")
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# (flag, env variable, settings field, type, help)
+_OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
+    ("--redis-url", "REDIS_URL", "redis_url", str, "Redis URL"),
+    ("--namespace", "METRICS_NAMESPACE", "namespace", str, "key prefix"),
+    ("--host", "AGGREGATOR_HOST", "host", str, "HTTP bind address"),
+    ("--port", "AGGREGATOR_PORT", "port", int, "HTTP port"),
+    ("--interval", "AGGREGATION_INTERVAL_SECONDS", "interval_seconds", float, "cycle seconds"),
+    ("--window", "WINDOW_SECONDS", "window_seconds", float, "sliding window seconds"),
+    ("--providers", "PROVIDERS", "providers", str, "comma-separated providers to always export"),
+    ("--breaker-min-calls", "BREAKER_MIN_CALLS", "min_calls", int, "calls before opening"),
+    ("--breaker-failure-rate", "BREAKER_FAILURE_RATE", "failure_rate", float, "0..1"),
+    ("--breaker-open-seconds", "BREAKER_OPEN_SECONDS", "open_seconds", float, "first open time"),
+    ("--breaker-max-open-seconds", "BREAKER_MAX_OPEN_SECONDS", "max_open_seconds", float, "cap"),
+    ("--breaker-half-open-calls", "BREAKER_HALF_OPEN_CALLS", "half_open_calls", int, "trials"),
+    ("--latency-target", "LATENCY_TARGET_SECONDS", "latency_target_seconds", float, "p95 ok"),
+    ("--latency-ceiling", "LATENCY_CEILING_SECONDS", "latency_ceiling_seconds", float, "p95 bad"),
+    ("--loki-url", "LOKI_URL", "loki_url", str, "Loki push URL (logs also go to stderr)"),
+    ("--log-level", "LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING, ERROR"),
+)
+_BREAKER_FIELDS = {f for f in BreakerConfig.__dataclass_fields__}
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> AggregatorSettings:
+    """Settings from flags, then env variables, then defaults. Exits with code 2 and a one-line
+    error on a bad value."""
+    env = os.environ if env is None else env
+    parser = _OneLineErrorParser(prog="aggregator", description="gatewayz metrics aggregator")
+    for flag, variable, dest, _, help_text in _OPTIONS:
+        parser.add_argument(flag, dest=dest, help=f"{help_text} (env {variable})")
+    parser.add_argument(
+        "--otel-console", action="store_true", help="print OpenTelemetry spans to stdout"
+    )
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    breaker: dict[str, Any] = {}
+    for flag, variable, dest, convert, _ in _OPTIONS:
+        raw = getattr(args, dest)
+        source = flag
+        if raw is None:
+            raw, source = env.get(variable), variable
+        if raw is None or raw == "":
+            continue
+        try:
+            value = convert(raw)
+        except ValueError:
+            parser.error(f"{source}: invalid value {raw!r}")
+        if dest == "providers":
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        (breaker if dest in _BREAKER_FIELDS else values)[dest] = value
+    values["otel_console"] = args.otel_console
+    try:
+        return AggregatorSettings(breaker=BreakerConfig(**breaker), **values)
+    except ValueError as exc:
+        parser.error(str(exc))
+

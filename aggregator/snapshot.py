@@ -1,0 +1,111 @@
+"""The immutable Snapshot: every exported value of one cycle, computed by pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aggregator.breaker import CLOSED, BreakerState
+from aggregator.health import (
+    WindowCounts,
+    bucket_quantile,
+    error_rate,
+    health_score,
+    latency_score,
+)
+from client.keys import (
+    COST_FIELD,
+    COUNT_FIELDS,
+    DROPPED_FIELD,
+    HISTOGRAM_FIELDS,
+    LATENCY_SUM_FIELD,
+    MICROS_PER_SECOND,
+    NANO_USD_PER_USD,
+    OUTCOMES,
+    REJECTED_FIELD_PREFIX,
+    TOKENS_FIELD,
+    WINDOW_BOUNDS,
+)
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    provider: str
+    availability: float
+    error_rate: float
+    latency_p95_seconds: float | None
+    latency_score: float
+    health_score: float
+    window_requests: int
+    window_by_outcome: dict[str, int]
+    breaker: BreakerState
+    requests_total: dict[str, int]
+    histogram_cumulative: tuple[int, ...]
+    """Cumulative counts for HISTOGRAM_BOUNDS then +Inf (== count)."""
+    latency_sum_seconds: float
+    cost_usd: float
+    tokens_total: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    cycle: int
+    window_seconds: float
+    providers: tuple[ProviderHealth, ...]
+    redis_ops: dict[str, int]
+    client_rejected: dict[str, int]
+    client_dropped: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def provider_health(
+    provider: str,
+    window: WindowCounts,
+    breaker: BreakerState,
+    totals: dict[str, int],
+    latency_target_s: float,
+    latency_ceiling_s: float,
+) -> ProviderHealth:
+    availability = 1.0 if breaker.state == CLOSED else 0.0
+    err = error_rate(window.successes, window.failures)
+    p95 = bucket_quantile(0.95, window.success_partitions, WINDOW_BOUNDS)
+    lat = latency_score(p95, latency_target_s, latency_ceiling_s)
+    running = 0
+    cumulative = []
+    for field in HISTOGRAM_FIELDS:
+        running += totals.get(field, 0)
+        cumulative.append(running)
+    return ProviderHealth(
+        provider=provider,
+        availability=availability,
+        error_rate=err,
+        latency_p95_seconds=p95,
+        latency_score=lat,
+        health_score=health_score(availability, err, lat),
+        window_requests=window.total,
+        window_by_outcome={
+            "success": window.successes,
+            "failure": window.failures,
+            "rate_limited": window.rate_limited,
+            "caller_error": window.caller_errors,
+        },
+        breaker=breaker,
+        requests_total={o: totals.get(f, 0) for o, f in zip(OUTCOMES, COUNT_FIELDS, strict=True)},
+        histogram_cumulative=tuple(cumulative),
+        latency_sum_seconds=totals.get(LATENCY_SUM_FIELD, 0) / MICROS_PER_SECOND,
+        cost_usd=totals.get(COST_FIELD, 0) / NANO_USD_PER_USD,
+        tokens_total=totals.get(TOKENS_FIELD, 0),
+    )
+
+
+def client_counters(stats: dict[str, int]) -> tuple[dict[str, int], int]:
+    """(rejected by cause, dropped) from the clients' shared stats hash."""
+    rejected = {
+        field.removeprefix(REJECTED_FIELD_PREFIX): count
+        for field, count in stats.items()
+        if field.startswith(REJECTED_FIELD_PREFIX)
+    }
+    return rejected, stats.get(DROPPED_FIELD, 0)

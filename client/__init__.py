@@ -1,0 +1,12 @@
+"""Worker-side client of the gatewayz provider metrics pipeline.
+
+from client import MetricsClient
+metrics = MetricsClient.from_env()
+metrics.record("openrouter", latency_s=0.42, status_code=200, tokens=1200, cost_usd=0.0031)
+"""
+
+from client.keys import OUTCOMES, Keys
+from client.metrics_client import CallTracker, MetricsClient
+from client.settings import ClientSettings
+
+__all__ = ["OUTCOMES", "CallTracker", "ClientSettings", "Keys", "MetricsClient"]

@@ -1,0 +1,150 @@
+"""The Redis key schema: every key format used by the client and the aggregator lives here.
+
+Layout (namespace ``gatewayz`` by default; ``{p}`` is the provider name, a Redis Cluster hash tag
+so all of one provider's keys share a slot and can be read in one pipeline):
+
+==========================================  ======  ===============================================
+key                                         type    content
+==========================================  ======  ===============================================
+``gatewayz:providers``                      zset    member = provider, score = last-seen unix time
+``gatewayz:{p}:w:ok:<i>``                   zset    window: successful calls whose latency falls in
+                                                    latency partition ``i`` (see WINDOW_BOUNDS)
+``gatewayz:{p}:w:fail``                     zset    window: provider failures
+``gatewayz:{p}:w:rl``                       zset    window: rate-limited calls (429)
+``gatewayz:{p}:w:ce``                       zset    window: caller errors (other 4xx)
+``gatewayz:{p}:totals``                     hash    cumulative counters since the key was created
+``gatewayz:{p}:breaker``                    hash    circuit-breaker state (aggregator writes)
+``gatewayz:stats:clients``                  hash    events rejected/dropped by clients, by cause
+``gatewayz:stats:redis_ops``                hash    Redis commands issued, by operation
+==========================================  ======  ===============================================
+
+Window members are ``<writer id>.<sequence>`` in base 36 (unique per event, ~12 bytes), scored
+with the event's unix time. Every window key expires ``window + margin`` seconds after its last
+write; ``totals`` and ``breaker`` expire after the retention period of an idle provider.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+OUTCOMES: Final = ("success", "failure", "rate_limited", "caller_error")
+"""Outcome classes, in the order of their numeric codes (0..3)."""
+
+SUCCESS: Final = 0
+FAILURE: Final = 1
+RATE_LIMITED: Final = 2
+CALLER_ERROR: Final = 3
+
+HISTOGRAM_BOUNDS: Final = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+"""Upper bounds of ``provider_response_time_seconds`` (seed contract); +Inf is implicit."""
+
+WINDOW_BOUNDS: Final = (
+    0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0,
+    15.0, 30.0, 60.0,
+)  # fmt: skip
+"""Upper bounds of the latency partitions of successful calls in the window (+Inf is implicit).
+
+The window p95 is interpolated inside one partition, so its error is at most that partition's
+width: 0.5 s between the 2 s target and the 10 s ceiling of the default latency score.
+"""
+
+PROVIDER_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""Accepted provider names: 1-64 characters of ASCII letters, digits, ``.``, ``_``, ``-``,
+starting with a letter or digit. Nothing else can reach a key, so a name cannot address another
+provider's keys or leave the namespace."""
+
+NAMESPACE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def is_valid_provider(name: object) -> bool:
+    """True when ``name`` is a provider name the key schema accepts."""
+    return isinstance(name, str) and PROVIDER_NAME_RE.fullmatch(name) is not None
+
+
+def window_partition(outcome: int, latency_s: float) -> int:
+    """Index of the window partition an event belongs to (see ``Keys.window_keys``)."""
+    if outcome != SUCCESS:
+        return len(WINDOW_BOUNDS) + outcome  # fail, rl, ce follow the ok partitions
+    for index, bound in enumerate(WINDOW_BOUNDS):
+        if latency_s <= bound:
+            return index
+    return len(WINDOW_BOUNDS)
+
+
+def histogram_bucket(latency_s: float) -> int:
+    """Index into HISTOGRAM_BOUNDS (len = +Inf) of the first bucket holding ``latency_s``."""
+    for index, bound in enumerate(HISTOGRAM_BOUNDS):
+        if latency_s <= bound:
+            return index
+    return len(HISTOGRAM_BOUNDS)
+
+
+def _bucket_field(index: int) -> str:
+    return "b:+Inf" if index == len(HISTOGRAM_BOUNDS) else f"b:{HISTOGRAM_BOUNDS[index]:g}"
+
+
+HISTOGRAM_FIELDS: Final = tuple(_bucket_field(i) for i in range(len(HISTOGRAM_BOUNDS) + 1))
+"""``totals`` fields holding per-bucket (non-cumulative) call counts, ``b:0.1`` .. ``b:+Inf``."""
+
+COUNT_FIELDS: Final = tuple(f"n:{outcome}" for outcome in OUTCOMES)
+"""``totals`` fields counting calls per outcome class."""
+
+LATENCY_SUM_FIELD: Final = "lat_us"  # integer microseconds: exact under millions of HINCRBYs
+COST_FIELD: Final = "cost_nusd"  # integer nano-USD: exact, no float drift
+TOKENS_FIELD: Final = "tokens"
+
+NANO_USD_PER_USD: Final = 1_000_000_000
+MICROS_PER_SECOND: Final = 1_000_000
+
+DROPPED_FIELD: Final = "dropped"
+REJECTED_FIELD_PREFIX: Final = "rejected:"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one namespace."""
+
+    namespace: str = "gatewayz"
+
+    def __post_init__(self) -> None:
+        if not NAMESPACE_RE.fullmatch(self.namespace):
+            raise ValueError(f"invalid namespace {self.namespace!r}: use 1-64 of A-Z a-z 0-9 . _ -")
+
+    @property
+    def providers(self) -> str:
+        return f"{self.namespace}:providers"
+
+    @property
+    def client_stats(self) -> str:
+        return f"{self.namespace}:stats:clients"
+
+    @property
+    def redis_ops(self) -> str:
+        return f"{self.namespace}:stats:redis_ops"
+
+    def _provider(self, provider: str) -> str:
+        if not is_valid_provider(provider):
+            raise ValueError(f"invalid provider name {provider!r}")
+        return f"{self.namespace}:{{{provider}}}"
+
+    def window_keys(self, provider: str) -> tuple[str, ...]:
+        """All window partition keys of a provider, indexed by ``window_partition()``."""
+        base = self._provider(provider)
+        ok = tuple(f"{base}:w:ok:{i}" for i in range(len(WINDOW_BOUNDS) + 1))
+        return (*ok, f"{base}:w:fail", f"{base}:w:rl", f"{base}:w:ce")
+
+    def totals(self, provider: str) -> str:
+        return f"{self._provider(provider)}:totals"
+
+    def breaker(self, provider: str) -> str:
+        return f"{self._provider(provider)}:breaker"
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this namespace."""
+        return f"{self.namespace}:*"
+
+
+SUCCESS_PARTITIONS: Final = len(WINDOW_BOUNDS) + 1
+"""Number of window partitions holding successful calls (the first ones of window_keys)."""

@@ -1,0 +1,357 @@
+"""MetricsClient: what a gateway worker imports to record provider calls.
+
+``record()`` validates and appends a tuple to an in-memory buffer under a lock: no I/O, no
+exception. A background flusher thread, started lazily on the first event (so a Gunicorn
+``--preload`` master never runs one), drains the buffer into Redis in one MULTI/EXEC round trip
+per batch, retrying with exponential backoff while Redis is unreachable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from client.keys import NANO_USD_PER_USD, OUTCOMES, Keys, is_valid_provider
+from client.outcome import OUTCOME_CODES, classify_exception, classify_status
+from client.settings import ClientSettings
+from client.writer import Batch, Event, RedisWriter, build_batch, connect
+
+log = logging.getLogger("gatewayz.metrics.client")
+
+_MAX_CACHED_NAMES = 4096
+_INF = math.inf
+
+
+class MetricsClient:
+    """Records provider-call outcomes and ships them to Redis in the background.
+
+    Thread-safe and fork-safe. Construct one per process (construction does no I/O)::
+
+        metrics = MetricsClient(redis_url="redis://127.0.0.1:6379/0", namespace="gatewayz")
+        metrics.record("openrouter", latency_s=0.42, status_code=200, tokens=1200)
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        namespace: str | None = None,
+        settings: ClientSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        base = settings or ClientSettings()
+        overrides: dict[str, Any] = {}
+        if redis_url is not None:
+            overrides["redis_url"] = redis_url
+        if namespace is not None:
+            overrides["namespace"] = namespace
+        if overrides:
+            base = ClientSettings(**{**base.__dict__, **overrides})
+        self.settings = base
+        self._keys = Keys(base.namespace)
+        self._clock = clock
+        self._valid_names: set[str] = set()
+        self._logged_causes: set[str] = set()
+        self._reset_process_state()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _call(ref, "_reset_process_state"))
+        atexit.register(_call, ref, "close")
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time
+    ) -> MetricsClient:
+        """A client configured from REDIS_URL and METRICS_NAMESPACE (see ClientSettings)."""
+        return cls(settings=ClientSettings.from_env(env), clock=clock)
+
+    def _reset_process_state(self) -> None:
+        """Fresh per-process state: called at construction and in a forked child, which must
+        neither re-send its parent's buffered events nor rely on its parent's (absent) thread."""
+        self._lock = threading.Lock()
+        self._settled_cond = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._buffer: deque[Event] = deque()
+        self._writer_id = secrets.token_urlsafe(6)
+        self._seq = 0
+        self._accepted = 0  # events appended to the buffer
+        self._settled = 0  # events written to Redis or dropped
+        self._rejected: Counter[str] = Counter()
+        self._rejected_total: Counter[str] = Counter()
+        self._dropped_unsent = 0
+        self._dropped_total = 0
+        self._stats_version = 0
+        self._stats_written = 0
+        self._flusher: threading.Thread | None = None
+        self._closing = False
+        self._redis_ok = True
+        self._wake_at = max(1, self.settings.max_batch // 2)
+
+    # -- recording (hot path) ------------------------------------------------------------------
+
+    def record(
+        self,
+        provider: str,
+        latency_s: float,
+        status_code: int | None = None,
+        outcome: str | None = None,
+        tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Record one finished provider call. Never blocks on I/O, never raises.
+
+        ``status_code`` decides the outcome class (see ``client.outcome``); ``outcome`` (one of
+        success, failure, rate_limited, caller_error) may be given instead, not both; neither
+        means success. Invalid calls are rejected and counted by cause.
+        """
+        try:
+            if provider not in self._valid_names:
+                if not is_valid_provider(provider):
+                    self._reject("invalid_provider", provider)
+                    return
+                if len(self._valid_names) < _MAX_CACHED_NAMES:
+                    self._valid_names.add(provider)
+            if not 0.0 <= latency_s < _INF:
+                self._reject("invalid_latency", latency_s)
+                return
+            if status_code is not None:
+                if outcome is not None:
+                    self._reject("status_and_outcome", (status_code, outcome))
+                    return
+                try:
+                    code = classify_status(status_code)
+                except ValueError:
+                    self._reject("invalid_status_code", status_code)
+                    return
+            elif outcome is None:
+                code = 0
+            else:
+                maybe = OUTCOME_CODES.get(outcome)
+                if maybe is None:
+                    self._reject("invalid_outcome", outcome)
+                    return
+                code = maybe
+            if tokens and (type(tokens) is not int or tokens < 0):
+                self._reject("invalid_tokens", tokens)
+                return
+            cost_nusd = 0
+            if cost_usd:
+                if not 0.0 <= cost_usd < _INF:
+                    self._reject("invalid_cost", cost_usd)
+                    return
+                cost_nusd = round(cost_usd * NANO_USD_PER_USD)
+            event = (provider, self._clock(), float(latency_s), code, tokens, cost_nusd)
+        except Exception:
+            self._reject("invalid_argument", provider)
+            return
+        with self._lock:
+            buffer = self._buffer
+            if len(buffer) >= self.settings.max_buffer:
+                buffer.popleft()
+                self._dropped_unsent += 1
+                self._dropped_total += 1
+                self._settled += 1
+                self._stats_version += 1
+            buffer.append(event)
+            self._accepted += 1
+            if self._flusher is None:
+                self._start_flusher()
+            if len(buffer) >= self._wake_at:
+                self._wake.set()
+
+    def track(self, provider: str) -> CallTracker:
+        """Time a ``with`` block as one call to ``provider``.
+
+        An exception inside the block records a failure, or the class of the status code it
+        carries (``exc.status_code`` / ``exc.response.status_code``), and is re-raised. Set
+        ``status_code``, ``outcome``, ``tokens`` and ``cost_usd`` on the yielded object.
+        """
+        return CallTracker(self, provider)
+
+    def _reject(self, cause: str, value: object) -> None:
+        try:
+            with self._lock:
+                self._rejected[cause] += 1
+                self._rejected_total[cause] += 1
+                self._stats_version += 1
+                first = cause not in self._logged_causes
+                self._logged_causes.add(cause)
+                if self._flusher is None:
+                    self._start_flusher()
+            if first:
+                log.warning(
+                    "metrics event rejected (%s): %.80r; further rejections of this cause are "
+                    "only counted",
+                    cause,
+                    value,
+                )
+        except Exception:  # logging misconfigured, interpreter shutting down...
+            pass
+
+    # -- flushing ------------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until everything recorded (and every rejection counted) before this call is in
+        Redis, or ``timeout`` seconds pass. Returns True when it all got there."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            target = self._accepted
+            stats_target = self._stats_version
+            if self._flusher is None:
+                return target == self._settled and stats_target == self._stats_written
+        self._wake.set()
+        with self._settled_cond:
+            while self._settled < target or self._stats_written < stats_target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._settled_cond.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush (up to ``timeout`` seconds) and stop the flusher. Returns flush()'s answer."""
+        flushed = self.flush(timeout)
+        with self._lock:
+            self._closing = True
+            flusher = self._flusher
+        self._wake.set()
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(timeout=max(1.0, self.settings.socket_timeout_seconds * 2))
+        return flushed
+
+    def stats(self) -> dict[str, Any]:
+        """This process's counters: buffered, accepted, settled, dropped, rejected by cause."""
+        with self._lock:
+            return {
+                "buffered": len(self._buffer),
+                "accepted": self._accepted,
+                "settled": self._settled,
+                "dropped": self._dropped_total,
+                "rejected": dict(self._rejected_total),
+                "redis_ok": self._redis_ok,
+            }
+
+    def _start_flusher(self) -> None:
+        # Called with self._lock held, in the process that records (never in a preload master
+        # that only constructed the client).
+        if self._closing:
+            return
+        thread = threading.Thread(
+            target=self._run_flusher,
+            args=(self._writer_id,),
+            name="gatewayz-metrics-flusher",
+            daemon=True,
+        )
+        self._flusher = thread
+        thread.start()
+
+    def _take_batch(self, writer_id: str) -> tuple[Batch, int]:
+        max_batch = self.settings.max_batch
+        with self._lock:
+            buffer = self._buffer
+            count = min(len(buffer), max_batch)
+            events = [buffer.popleft() for _ in range(count)]
+            rejected = dict(self._rejected)
+            self._rejected.clear()
+            dropped = self._dropped_unsent
+            self._dropped_unsent = 0
+            stats_version = self._stats_version
+            first_seq = self._seq
+            self._seq += count
+        return build_batch(events, writer_id, first_seq, rejected, dropped), stats_version
+
+    def _run_flusher(self, writer_id: str) -> None:
+        settings = self.settings
+        writer = RedisWriter(
+            connect(settings.redis_url, settings.socket_timeout_seconds),
+            self._keys,
+            settings.window_ttl_seconds,
+            int(settings.retention_seconds),
+        )
+        backoff = settings.backoff_initial_seconds
+        pending: tuple[Batch, int] | None = None
+        while True:
+            if pending is None:
+                pending = self._take_batch(writer_id)
+            batch, stats_version = pending
+            if batch.empty and batch.events == 0:
+                pending = None
+                with self._lock:
+                    self._stats_written = max(self._stats_written, stats_version)
+                    if self._closing or self._writer_id != writer_id:
+                        return
+                self._wake.wait(settings.flush_interval_seconds)
+                self._wake.clear()
+                continue
+            try:
+                writer.write(batch)
+            except (redis.RedisError, OSError) as exc:
+                if self._redis_ok:
+                    self._redis_ok = False
+                    log.error("metrics flush to Redis failed, retrying with backoff: %s", exc)
+                with self._lock:
+                    if self._closing or self._writer_id != writer_id:
+                        return
+                self._wake.wait(backoff)
+                self._wake.clear()
+                backoff = min(backoff * 2, settings.backoff_max_seconds)
+                continue
+            if not self._redis_ok:
+                self._redis_ok = True
+                log.warning("metrics flush to Redis recovered")
+            backoff = settings.backoff_initial_seconds
+            pending = None
+            with self._settled_cond:
+                self._settled += batch.events
+                self._stats_written = max(self._stats_written, stats_version)
+                self._settled_cond.notify_all()
+
+
+class CallTracker:
+    """The object ``MetricsClient.track()`` yields; see there."""
+
+    __slots__ = ("_client", "_start", "cost_usd", "outcome", "provider", "status_code", "tokens")
+
+    def __init__(self, client: MetricsClient, provider: str) -> None:
+        self._client = client
+        self.provider = provider
+        self.status_code: int | None = None
+        self.outcome: str | None = None
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> CallTracker:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        latency_s = time.perf_counter() - self._start
+        status_code, outcome = self.status_code, self.outcome
+        if exc is not None and status_code is None and outcome is None:
+            outcome = OUTCOMES[classify_exception(exc)]
+        self._client.record(
+            self.provider, latency_s, status_code, outcome, self.tokens, self.cost_usd
+        )
+
+
+def _call(ref: weakref.ref[MetricsClient], method: str) -> None:
+    client = ref()
+    if client is not None:
+        getattr(client, method)()

@@ -1,0 +1,78 @@
+"""Client settings: one frozen object, built from keyword arguments or the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from client.keys import Keys
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_NAMESPACE = "gatewayz"
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How a worker's MetricsClient talks to Redis.
+
+    ``window_seconds`` must match the aggregator's window: window keys expire
+    ``window_seconds + key_ttl_margin_seconds`` after their last write.
+    """
+
+    redis_url: str = DEFAULT_REDIS_URL
+    namespace: str = DEFAULT_NAMESPACE
+    window_seconds: float = 300.0
+    key_ttl_margin_seconds: float = 60.0
+    retention_seconds: float = 7 * 24 * 3600.0
+    flush_interval_seconds: float = 0.05
+    max_batch: int = 10_000
+    max_buffer: int = 200_000
+    socket_timeout_seconds: float = 2.0
+    backoff_initial_seconds: float = 0.1
+    backoff_max_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        Keys(self.namespace)  # validates the namespace
+        positive = {
+            "window_seconds": self.window_seconds,
+            "flush_interval_seconds": self.flush_interval_seconds,
+            "max_batch": self.max_batch,
+            "max_buffer": self.max_buffer,
+            "socket_timeout_seconds": self.socket_timeout_seconds,
+            "backoff_initial_seconds": self.backoff_initial_seconds,
+            "backoff_max_seconds": self.backoff_max_seconds,
+            "retention_seconds": self.retention_seconds,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if self.key_ttl_margin_seconds < 0:
+            raise ValueError("key_ttl_margin_seconds must be >= 0")
+
+    @property
+    def window_ttl_seconds(self) -> int:
+        return int(self.window_seconds + self.key_ttl_margin_seconds + 0.999)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
+        """REDIS_URL, METRICS_NAMESPACE, WINDOW_SECONDS, METRICS_FLUSH_INTERVAL_SECONDS,
+        METRICS_MAX_BUFFER."""
+        env = os.environ if env is None else env
+        return cls(
+            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            namespace=env.get("METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
+            window_seconds=env_float(env, "WINDOW_SECONDS", 300.0),
+            flush_interval_seconds=env_float(env, "METRICS_FLUSH_INTERVAL_SECONDS", 0.05),
+            max_buffer=int(env_float(env, "METRICS_MAX_BUFFER", 200_000)),
+        )

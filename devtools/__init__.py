@@ -1,0 +1,1 @@
+"""Development tools: starting Redis for tests and CI, the demo."""

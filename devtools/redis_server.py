@@ -1,0 +1,160 @@
+"""Find or start a Redis for tests, CI and the demo.
+
+``python -m devtools.redis_server [--allow-fake] -- COMMAND...`` runs COMMAND with a Redis
+answering on REDIS_URL: the one already there, else a ``redis-server`` from PATH started on
+REDIS_URL's port (and, with ``--allow-fake``, fakeredis's TCP server when there is no binary).
+Whatever it started, it stops afterwards; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import redis
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+INSTALL_HINT = (
+    "no Redis answers on {url} and no redis-server is on PATH: install one "
+    "(Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or point "
+    "REDIS_URL at a running server"
+)
+
+
+def answers(url: str, timeout: float = 0.5) -> bool:
+    """True when a Redis server answers PING at ``url``."""
+    try:
+        connection = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        try:
+            return bool(connection.ping())
+        finally:
+            connection.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RedisProcess:
+    """A Redis server this code started; ``stop()`` ends it (and only it)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    kind: str  # "redis-server" or "fakeredis"
+    workdir: str
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+def start_redis(
+    port: int | None = None,
+    *,
+    allow_fake: bool = False,
+    extra_args: Sequence[str] = (),
+    timeout: float = 10.0,
+) -> RedisProcess:
+    """Start a throw-away Redis on 127.0.0.1:``port`` (a free one by default), nothing on disk."""
+    port = port or free_port()
+    workdir = tempfile.mkdtemp(prefix="gatewayz-redis-")
+    binary = shutil.which("redis-server")
+    if binary:
+        command = [
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", workdir,
+            "--logfile", "",
+            "--loglevel", "warning",
+            *extra_args,
+        ]  # fmt: skip
+        kind = "redis-server"
+    elif allow_fake:
+        command = [sys.executable, "-m", "devtools.fake_redis", "--port", str(port)]
+        kind = "fakeredis"
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise RuntimeError(INSTALL_HINT.format(url=f"redis://127.0.0.1:{port}"))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+    server = RedisProcess(process, port, kind, workdir)
+    deadline = time.monotonic() + timeout
+    while not answers(server.url, timeout=0.2):
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"{kind} did not start on port {port}")
+        time.sleep(0.05)
+    return server
+
+
+def ensure_redis(url: str, *, allow_fake: bool = False) -> RedisProcess | None:
+    """None when ``url`` already answers; else a server started on its port."""
+    if answers(url):
+        return None
+    parsed = urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise RuntimeError(f"no Redis answers on {parsed.hostname}:{parsed.port}")
+    return start_redis(parsed.port or 6379, allow_fake=allow_fake)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devtools.redis_server", description=__doc__)
+    parser.add_argument("--allow-fake", action="store_true")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else args.command
+    url = os.environ.get("REDIS_URL") or DEFAULT_URL
+    try:
+        server = ensure_redis(url, allow_fake=args.allow_fake)
+    except RuntimeError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 3
+    if server is not None:
+        sys.stderr.write(f"started {server.kind} on port {server.port} for this run\n")
+    try:
+        if not command:
+            return 0
+        return subprocess.call(command)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Shared fixtures: a real Redis (REDIS_URL), one namespace per test, cleaned up afterwards."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from client import MetricsClient
+from client.keys import Keys
+from client.settings import ClientSettings
+
+
+class FakeClock:
+    """A settable clock for clients and the aggregator."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    connection = redis.Redis.from_url(redis_url)
+    keys = list(connection.scan_iter(match=Keys(name).pattern(), count=1000))
+    if keys:
+        connection.delete(*keys)
+    connection.close()
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def keys(namespace: str) -> Keys:
+    return Keys(namespace)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_client(redis_url: str, namespace: str) -> Iterator[Callable[..., MetricsClient]]:
+    clients: list[MetricsClient] = []
+
+    def factory(clock: Callable[[], float] | None = None, **settings: Any) -> MetricsClient:
+        merged = ClientSettings(redis_url=redis_url, namespace=namespace, **settings)
+        client = MetricsClient(settings=merged, **({"clock": clock} if clock else {}))
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.close(timeout=2.0)
