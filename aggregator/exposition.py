@@ -14,11 +14,18 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from aggregator.breaker import STATES
 from aggregator.cycle import CycleStatus
 from aggregator.snapshot import Snapshot
 from client.keys import HISTOGRAM_BOUNDS, OUTCOMES
+
+# le label values exactly as prometheus_client's own Histogram writes them ("1.0", "+Inf").
+_LE_LABELS = (
+    *(floatToGoString(b) for b in HISTOGRAM_BOUNDS),  # type: ignore[no-untyped-call]
+    "+Inf",
+)
 
 
 def _window(seconds: float) -> str:
@@ -95,11 +102,7 @@ class SnapshotCollector(Collector):
             window_requests.add_metric(labels, p.window_requests)
             for state in STATES:
                 breaker.add_metric([p.provider, state], 1.0 if p.breaker.state == state else 0.0)
-            buckets = [
-                (f"{bound:g}", count)
-                for bound, count in zip(HISTOGRAM_BOUNDS, p.histogram_cumulative, strict=False)
-            ]
-            buckets.append(("+Inf", p.histogram_cumulative[-1]))
+            buckets = list(zip(_LE_LABELS, p.histogram_cumulative, strict=True))
             response_time.add_metric(labels, buckets, p.latency_sum_seconds)
             for outcome in OUTCOMES:
                 requests.add_metric([p.provider, outcome], p.requests_total[outcome])

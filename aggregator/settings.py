@@ -114,4 +114,3 @@ def parse_settings(
         return AggregatorSettings(breaker=BreakerConfig(**breaker), **values)
     except ValueError as exc:
         parser.error(str(exc))
-

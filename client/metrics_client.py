@@ -283,17 +283,20 @@ class MetricsClient:
         pending: tuple[Batch, int] | None = None
         while True:
             if pending is None:
+                if not self._closing:
+                    # Wait first, so a batch accumulates: one round trip per interval.
+                    self._wake.wait(settings.flush_interval_seconds)
+                    self._wake.clear()
                 pending = self._take_batch(writer_id)
+                batch, stats_version = pending
+                if batch.empty:
+                    pending = None
+                    with self._lock:
+                        self._stats_written = max(self._stats_written, stats_version)
+                        if self._closing or self._writer_id != writer_id:
+                            return
+                    continue
             batch, stats_version = pending
-            if batch.empty and batch.events == 0:
-                pending = None
-                with self._lock:
-                    self._stats_written = max(self._stats_written, stats_version)
-                    if self._closing or self._writer_id != writer_id:
-                        return
-                self._wake.wait(settings.flush_interval_seconds)
-                self._wake.clear()
-                continue
             try:
                 writer.write(batch)
             except (redis.RedisError, OSError) as exc:

@@ -10,9 +10,13 @@ from typing import Any
 import pytest
 import redis
 
+from aggregator.breaker import BreakerConfig
+from aggregator.cycle import Aggregator
+from aggregator.settings import AggregatorSettings
 from client import MetricsClient
 from client.keys import Keys
 from client.settings import ClientSettings
+from client.writer import connect
 
 
 class FakeClock:
@@ -74,3 +78,27 @@ def make_client(redis_url: str, namespace: str) -> Iterator[Callable[..., Metric
     yield factory
     for client in clients:
         client.close(timeout=2.0)
+
+
+@pytest.fixture
+def make_aggregator(
+    redis_url: str, namespace: str, clock: FakeClock
+) -> Iterator[Callable[..., Aggregator]]:
+    connections = []
+
+    def factory(
+        breaker: BreakerConfig | None = None, url: str | None = None, **settings: Any
+    ) -> Aggregator:
+        merged = AggregatorSettings(
+            redis_url=url or redis_url,
+            namespace=namespace,
+            breaker=breaker or BreakerConfig(),
+            **settings,
+        )
+        connection = connect(merged.redis_url, socket_timeout=2.0)
+        connections.append(connection)
+        return Aggregator(merged, connection, clock=clock)
+
+    yield factory
+    for connection in connections:
+        connection.close()

@@ -1,0 +1,120 @@
+"""The HTTP API over a real cycle: /metrics contract, negotiation, /readyz, /health/dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from aggregator.app import create_app
+from aggregator.cycle import Aggregator
+from client import MetricsClient
+from tests.conftest import FakeClock
+
+MakeClient = Callable[..., MetricsClient]
+MakeAggregator = Callable[..., Aggregator]
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_export_the_seed_contract_from_one_snapshot(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    for _ in range(3):
+        metrics.record("openrouter", 0.3, status_code=200, cost_usd=0.5)
+    metrics.record("openrouter", 6.0, status_code=502)
+    metrics.record("bad name", 1.0)
+    assert metrics.flush(timeout=5)
+    aggregator = make_aggregator(providers=("idle",))
+    aggregator.run_cycle()
+    http = TestClient(create_app(aggregator))
+
+    response = http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    s = _samples(response.text)
+    p = (("provider", "openrouter"),)
+    assert s[("provider_availability", p)] == 1.0
+    assert s[("provider_error_rate", p)] == 0.25
+    # p95 of three calls in (0.25, 0.5]: 0.25 + 0.25 * 2.85 / 3; latency score 1
+    assert s[("gatewayz_provider_health_score", p)] == 0.4 + 0.3 * 0.75 + 0.3
+    assert s[("gatewayz_provider_window_requests", p)] == 4
+    # le values as prometheus_client itself writes them ("5.0", not "5")
+    assert s[("provider_response_time_seconds_bucket", (("le", "0.5"), *p))] == 3
+    assert s[("provider_response_time_seconds_bucket", (("le", "5.0"), *p))] == 3
+    assert s[("provider_response_time_seconds_bucket", (("le", "10.0"), *p))] == 4
+    assert s[("provider_response_time_seconds_bucket", (("le", "+Inf"), *p))] == 4
+    assert s[("provider_response_time_seconds_count", p)] == 4
+    assert s[("provider_response_time_seconds_sum", p)] == 6.9
+    assert s[("gatewayz_provider_requests_total", (("outcome", "failure"), *p))] == 1
+    assert s[("gatewayz_cost_by_provider_total", p)] == 1.5
+    for state, value in (("closed", 1.0), ("open", 0.0), ("half_open", 0.0)):
+        for provider in ("openrouter", "idle"):
+            key = (("provider", provider), ("state", state))
+            assert s[("gatewayz_circuit_breaker_state", key)] == value
+    idle = (("provider", "idle"),)
+    assert s[("provider_availability", idle)] == 1.0
+    assert s[("provider_error_rate", idle)] == 0.0
+    assert s[("gatewayz_provider_health_score", idle)] == 1.0
+    assert s[("gatewayz_provider_window_requests", idle)] == 0
+    assert s[("gatewayz_client_events_rejected_total", (("reason", "invalid_provider"),))] == 1
+    assert s[("gatewayz_client_events_dropped_total", ())] == 0
+    assert s[("gatewayz_redis_operations_total", (("operation", "zadd"),))] >= 2
+    assert s[("gatewayz_aggregator_cycles_total", ())] == 1
+    assert s[("gatewayz_aggregator_cycles_failed_total", ())] == 0
+    assert s[("gatewayz_aggregator_last_success_timestamp_seconds", ())] == clock.now
+    assert "# HELP provider_error_rate" in response.text
+    assert "300s sliding window" in response.text
+
+
+def test_openmetrics_is_served_when_asked_for(make_aggregator: MakeAggregator) -> None:
+    aggregator = make_aggregator(providers=("idle",))
+    aggregator.run_cycle()
+    http = TestClient(create_app(aggregator))
+    response = http.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+
+
+def test_readiness_follows_the_snapshot_age(
+    make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    aggregator = make_aggregator(providers=("idle",), interval_seconds=10)
+    http = TestClient(create_app(aggregator))
+    assert http.get("/healthz").status_code == 200
+    assert http.get("/readyz").status_code == 503  # no cycle yet
+    aggregator.run_cycle()
+    assert http.get("/readyz").status_code == 200
+    clock.advance(30)  # 3 intervals: still fresh enough
+    assert http.get("/readyz").status_code == 200
+    clock.advance(0.5)
+    response = http.get("/readyz")
+    assert response.status_code == 503
+    assert "old" in response.json()["reason"]
+
+
+def test_dashboard_returns_the_snapshot(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    metrics.record("openrouter", 0.3, status_code=429)
+    assert metrics.flush(timeout=5)
+    aggregator = make_aggregator()
+    http = TestClient(create_app(aggregator))
+    assert http.get("/health/dashboard").json()["snapshot"] is None
+    aggregator.run_cycle()
+    body = http.get("/health/dashboard").json()
+    (provider,) = body["snapshot"]["providers"]
+    assert provider["provider"] == "openrouter"
+    assert provider["window_by_outcome"]["rate_limited"] == 1
+    assert provider["error_rate"] == 0.0  # 429 is not a provider failure
+    assert provider["breaker"]["state"] == "closed"
+    assert body["status"]["cycles_ok"] == 1

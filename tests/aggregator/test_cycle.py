@@ -1,0 +1,221 @@
+"""Aggregation cycles on a real Redis: exact counts from several processes, the histogram,
+window expiry, formulas end to end, breaker transitions with an injected clock."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import redis
+
+from aggregator.breaker import BreakerConfig, BreakerState
+from aggregator.cycle import Aggregator
+from aggregator.snapshot import ProviderHealth, Snapshot
+from aggregator.writer import StateWriter
+from client import MetricsClient
+from client.keys import Keys
+from tests.conftest import FakeClock
+
+MakeClient = Callable[..., MetricsClient]
+MakeAggregator = Callable[..., Aggregator]
+
+# Per worker process: (provider, latency, status code, repeat)
+WORKER_TRAFFIC = [
+    ("openrouter", 0.2, 200, 40),
+    ("openrouter", 0.7, 200, 10),
+    ("openrouter", 1.5, 503, 5),
+    ("openrouter", 0.1, 429, 3),
+    ("openrouter", 0.1, 400, 2),
+    ("anthropic", 3.0, 200, 7),
+    ("anthropic", 12.0, 504, 1),
+]
+
+
+def _worker(redis_url: str, namespace: str) -> None:
+    metrics = MetricsClient(redis_url=redis_url, namespace=namespace)
+    for provider, latency, status, repeat in WORKER_TRAFFIC:
+        for _ in range(repeat):
+            metrics.record(provider, latency, status_code=status, tokens=10, cost_usd=0.001)
+    if not metrics.close(timeout=10):
+        raise SystemExit(1)
+
+
+def _one(snapshot: Snapshot | None, provider: str) -> ProviderHealth:
+    assert snapshot is not None
+    (found,) = [p for p in snapshot.providers if p.provider == provider]
+    return found
+
+
+def test_exact_counts_from_several_processes(
+    redis_url: str, namespace: str, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    processes = 4
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(redis_url, namespace)) for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+
+    clock.now = time.time()  # the workers stamped events with the real clock
+    snapshot = make_aggregator().run_cycle()
+    openrouter = _one(snapshot, "openrouter")
+    assert openrouter.requests_total == {
+        "success": 50 * processes,
+        "failure": 5 * processes,
+        "rate_limited": 3 * processes,
+        "caller_error": 2 * processes,
+    }
+    assert openrouter.window_requests == 60 * processes
+    assert openrouter.error_rate == 5 / 55  # failures / (successes + failures)
+    assert openrouter.cost_usd == 60 * processes * 0.001
+    assert openrouter.tokens_total == 60 * 10 * processes
+    # le 0.1: 5 (429 + 400); 0.5: +40; 1: +10; 2: +5; rest 0
+    assert openrouter.histogram_cumulative == tuple(
+        n * processes for n in (5, 45, 55, 60, 60, 60, 60)
+    )
+    anthropic = _one(snapshot, "anthropic")
+    assert anthropic.error_rate == 1 / 8
+    assert anthropic.histogram_cumulative == tuple(n * processes for n in (0, 0, 0, 0, 7, 7, 8))
+    assert anthropic.latency_sum_seconds == (7 * 3.0 + 12.0) * processes
+
+
+def test_histogram_is_cumulative_with_exact_sum(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    latencies = [0.05, 0.1, 0.3, 0.5, 0.7, 1.5, 3.0, 7.0, 12.0]
+    for latency in latencies:
+        metrics.record("openrouter", latency)
+    assert metrics.flush(timeout=5)
+    health = _one(make_aggregator().run_cycle(), "openrouter")
+    # le=0.1: 0.05, 0.1 | 0.5: +0.3, 0.5 | 1: +0.7 | 2: +1.5 | 5: +3 | 10: +7 | +Inf: +12
+    assert health.histogram_cumulative == (2, 4, 5, 6, 7, 8, 9)
+    assert health.latency_sum_seconds == 25.15
+
+
+def test_events_leave_the_window_but_stay_in_the_counters(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    clock: FakeClock,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    metrics = make_client(clock=clock)
+    start = clock.now
+    for _ in range(10):
+        metrics.record("openrouter", 0.2, status_code=500)
+    clock.advance(200)
+    for _ in range(5):
+        metrics.record("openrouter", 0.2)
+    assert metrics.flush(timeout=5)
+    aggregator = make_aggregator()
+
+    clock.now = start + 299
+    health = _one(aggregator.run_cycle(), "openrouter")
+    assert health.window_by_outcome == {
+        "success": 5,
+        "failure": 10,
+        "rate_limited": 0,
+        "caller_error": 0,
+    }
+    assert health.error_rate == 10 / 15
+
+    clock.now = start + 300  # the first events are now exactly window-old: out
+    health = _one(aggregator.run_cycle(), "openrouter")
+    assert health.window_requests == 5
+    assert health.error_rate == 0.0
+    assert health.requests_total["failure"] == 10
+    assert health.requests_total["success"] == 5
+    assert r.zcard(keys.window_keys("openrouter")[-3]) == 0  # trimmed, not just uncounted
+
+    clock.now = start + 200 + 301
+    health = _one(aggregator.run_cycle(), "openrouter")
+    assert health.window_requests == 0
+    assert health.latency_p95_seconds is None
+    assert health.health_score == 1.0  # no traffic in the window: seed defaults
+    assert health.requests_total["success"] == 5
+
+
+def test_latency_score_and_health_score_from_the_window(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    for _ in range(20):
+        metrics.record("slowai", 2.8)  # partition (2.5, 3.0]
+    assert metrics.flush(timeout=5)
+    health = _one(make_aggregator().run_cycle(), "slowai")
+    # p95 rank = 0.95 * 20 = 19 inside the only partition: 2.5 + 0.5 * 19 / 20
+    assert health.latency_p95_seconds == 2.975
+    # linear between the 2 s target and 10 s ceiling: (10 - 2.975) / 8
+    assert health.latency_score == 0.878125
+    assert health.health_score == 0.4 * 1 + 0.3 * 1 + 0.3 * 0.878125
+
+
+def test_configured_providers_without_traffic_get_seed_defaults(
+    make_aggregator: MakeAggregator,
+) -> None:
+    health = _one(make_aggregator(providers=("idle",)).run_cycle(), "idle")
+    assert (health.availability, health.error_rate, health.health_score) == (1.0, 0.0, 1.0)
+    assert health.breaker.state == "closed"
+    assert health.window_requests == 0
+    assert health.histogram_cumulative == (0,) * 7
+
+
+def test_breaker_opens_recovers_and_does_not_reopen_on_old_failures(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    clock: FakeClock,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    metrics = make_client(clock=clock)
+    aggregator = make_aggregator(breaker=BreakerConfig(min_calls=20, open_seconds=30))
+    for _ in range(25):
+        metrics.record("flaky", 1.0, status_code=503)
+    assert metrics.flush(timeout=5)
+
+    clock.advance(1)
+    health = _one(aggregator.run_cycle(), "flaky")
+    assert health.breaker.state == "open"
+    assert health.availability == 0.0
+    opened_at = clock.now
+    assert health.breaker.open_until == opened_at + 30
+    assert r.hget(keys.breaker("flaky"), "state") == b"open"
+
+    clock.advance(29)
+    assert _one(aggregator.run_cycle(), "flaky").breaker.state == "open"
+    clock.advance(1)
+    health = _one(aggregator.run_cycle(), "flaky")
+    assert health.breaker.state == "half_open"
+    assert health.availability == 0.0
+
+    clock.advance(1)
+    for _ in range(5):  # trial calls after the half-open transition, all successful
+        metrics.record("flaky", 0.3)
+    assert metrics.flush(timeout=5)
+    clock.advance(1)
+    health = _one(aggregator.run_cycle(), "flaky")
+    assert health.breaker.state == "closed"
+    assert health.breaker.epoch == 3  # closed->open->half_open->closed
+    assert health.error_rate == 25 / 30  # the old failures are still in the window...
+    for _ in range(5):  # ...but the breaker only counts calls since it closed
+        clock.advance(30)
+        health = _one(aggregator.run_cycle(), "flaky")
+        assert health.breaker.state == "closed"
+        assert health.availability == 1.0
+
+
+def test_a_stale_epoch_cannot_overwrite_a_newer_state(r: redis.Redis, keys: Keys) -> None:
+    writer = StateWriter(r, keys, retention_seconds=3600)
+    opened = BreakerState("open", 10.0, 1, 40.0, 1)
+    assert writer.commit([("p", 0, opened)], ops=Counter()) == [True]
+    stale = BreakerState("closed", 11.0, 1, 0.0, 0)
+    assert writer.commit([("p", 0, stale)], ops=Counter()) == [False]
+    assert r.hget(keys.breaker("p"), "state") == b"open"
+    assert r.hget(keys.breaker("p"), "epoch") == b"1"

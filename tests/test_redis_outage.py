@@ -1,0 +1,106 @@
+"""Redis dies and comes back (empty): a real server process that this test starts and kills."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from aggregator.app import create_app
+from aggregator.cycle import Aggregator
+from client import ClientSettings, MetricsClient
+from client.keys import Keys
+from devtools.redis_server import RedisProcess, start_redis
+from tests.conftest import FakeClock
+
+
+@pytest.fixture
+def server() -> Iterator[RedisProcess]:
+    process = start_redis(allow_fake=True)
+    yield process
+    process.stop()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_clients_and_aggregator_ride_out_a_redis_outage(
+    server: RedisProcess,
+    namespace: str,
+    make_aggregator: Callable[..., Aggregator],
+    clock: FakeClock,
+) -> None:
+    settings = ClientSettings(
+        redis_url=server.url,
+        namespace=namespace,
+        max_batch=100,
+        max_buffer=1000,
+        socket_timeout_seconds=0.5,
+        backoff_initial_seconds=0.02,
+        backoff_max_seconds=0.2,
+    )
+    metrics = MetricsClient(settings=settings, clock=clock)
+    aggregator = make_aggregator(url=server.url, interval_seconds=10)
+    http = TestClient(create_app(aggregator))
+    for _ in range(10):
+        metrics.record("openrouter", 0.2)
+    assert metrics.flush(timeout=5)
+    before = aggregator.run_cycle()
+    assert before is not None
+    assert before.providers[0].window_requests == 10
+    assert http.get("/readyz").status_code == 200
+
+    server.kill()
+    metrics.record("openrouter", 0.2)  # taken into a batch that cannot be written
+    _wait_for(lambda: not metrics.stats()["redis_ok"])
+    timings = []
+    for _ in range(1500):
+        started = time.perf_counter_ns()
+        metrics.record("openrouter", 0.2)
+        timings.append(time.perf_counter_ns() - started)
+    timings.sort()
+    print(
+        f"\nrecord() while Redis is down: p50 {statistics.median(timings) / 1000:.1f} us, "
+        f"p99 {timings[int(len(timings) * 0.99)] / 1000:.1f} us"
+    )
+    stats = metrics.stats()
+    assert stats["buffered"] == 1000  # the bound
+    assert stats["dropped"] == 500  # 1500 into a buffer of 1000: the 500 oldest go
+    assert metrics.flush(timeout=0.2) is False
+
+    clock.advance(5)
+    assert aggregator.run_cycle() is None
+    assert aggregator.snapshot is before  # the last snapshot keeps being served
+    assert aggregator.status.cycles_failed == 1
+    ready = http.get("/readyz")
+    assert ready.status_code == 503
+    assert "redis unreachable" in ready.json()["reason"]
+    served = http.get("/metrics").text
+    assert 'gatewayz_provider_window_requests{provider="openrouter"} 10.0' in served
+    assert "gatewayz_aggregator_cycles_failed_total 1.0" in served
+
+    restarted = start_redis(port=server.port, allow_fake=True)
+    try:
+        assert metrics.flush(timeout=15)
+        assert metrics.stats()["redis_ok"]
+        after = aggregator.run_cycle()
+        assert after is not None
+        # the restarted Redis is empty: what is there is the retried batch + the buffer
+        assert after.providers[0].window_requests == 1 + 1000
+        assert after.providers[0].requests_total["success"] == 1001
+        assert after.client_dropped == 500
+        assert http.get("/readyz").status_code == 200
+        r = redis.Redis.from_url(restarted.url)
+        assert r.hget(Keys(namespace).client_stats, "dropped") == b"500"
+        r.close()
+    finally:
+        metrics.close(timeout=1)
+        restarted.stop()
