@@ -14,7 +14,7 @@ from aggregator.exposition import make_registry, render
 
 def create_app(aggregator: Aggregator) -> FastAPI:
     app = FastAPI(title="gatewayz metrics aggregator", version="0.1.0")
-    registry = make_registry(lambda: (aggregator.snapshot, aggregator.status))
+    registry = make_registry(aggregator)
 
     @app.get("/metrics", summary="Prometheus exposition of the current snapshot")
     def metrics(request: Request) -> Response:

@@ -3,7 +3,10 @@
 closed -> open       calls since the last transition >= min_calls and failure rate >= threshold
 open -> half_open    once now >= open_until (open time doubles per consecutive re-open, capped)
 half_open -> closed  after half_open_calls calls since the transition, failure rate < threshold
-half_open -> open    same count, failure rate >= threshold
+half_open -> open    same count, failure rate >= threshold; or half_open_timeout passed with
+                     fewer trial calls
+A forced state (operator command) never changes automatically. ``limit_open_share`` keeps the
+share of providers that do not admit traffic under a configured bound.
 
 Counting only calls made after the last transition is what keeps a recovered provider closed
 while its old failures are still inside the 5-minute window.
@@ -11,6 +14,8 @@ while its old failures are still inside the 5-minute window.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -27,19 +32,23 @@ class BreakerConfig:
     open_seconds: float = 30.0
     max_open_seconds: float = 300.0
     half_open_calls: int = 5
+    half_open_timeout_seconds: float = 60.0
     rate_limited_is_failure: bool = True
+    max_open_share: float = 1.0
 
 
 @dataclass(frozen=True)
 class BreakerState:
     """One provider's breaker as stored in Redis. ``since`` is the time of the last transition
-    (0 = never), ``epoch`` counts transitions (compare-and-set token)."""
+    (0 = never), ``epoch`` counts transitions (compare-and-set token), ``forced`` marks a state
+    set by an operator."""
 
     state: str = CLOSED
     since: float = 0.0
     epoch: int = 0
     open_until: float = 0.0
     consecutive_opens: int = 0
+    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class Transition:
     old: BreakerState
     new: BreakerState
     reason: str
+    calls: BreakerCalls = BreakerCalls(0, 0)
 
 
 def open_duration(consecutive_opens: int, config: BreakerConfig) -> float:
@@ -85,6 +95,8 @@ def evaluate(
 ) -> Transition | None:
     """The transition due now, or None. ``calls`` must count only calls made after
     ``state.since`` (and inside the window)."""
+    if state.forced:
+        return None
     rate = calls.failure_rate
     if state.state == CLOSED:
         if calls.total >= config.min_calls and rate >= config.failure_rate:
@@ -92,6 +104,7 @@ def evaluate(
                 state,
                 _open(state, now, config),
                 f"failure rate {rate:.3f} >= {config.failure_rate} over {calls.total} calls",
+                calls,
             )
         return None
     if state.state == OPEN:
@@ -101,6 +114,14 @@ def evaluate(
         return None
     if state.state == HALF_OPEN:
         if calls.total < config.half_open_calls:
+            if now - state.since >= config.half_open_timeout_seconds:
+                return Transition(
+                    state,
+                    _open(state, now, config),
+                    f"half-open timeout: {calls.total} of {config.half_open_calls} trial calls "
+                    f"in {config.half_open_timeout_seconds:g}s",
+                    calls,
+                )
             return None
         if rate < config.failure_rate:
             new = BreakerState(CLOSED, now, state.epoch + 1, state.open_until, 0)
@@ -108,10 +129,39 @@ def evaluate(
                 state,
                 new,
                 f"trial failure rate {rate:.3f} < {config.failure_rate} over {calls.total} calls",
+                calls,
             )
         return Transition(
             state,
             _open(state, now, config),
             f"trial failure rate {rate:.3f} >= {config.failure_rate} over {calls.total} calls",
+            calls,
         )
     raise ValueError(f"unknown breaker state {state.state!r}")
+
+
+def limit_open_share(
+    planned: Sequence[tuple[str, Transition]],
+    current: Mapping[str, BreakerState],
+    max_share: float,
+) -> tuple[list[tuple[str, Transition]], list[tuple[str, Transition]]]:
+    """(kept, suppressed): closed -> open transitions beyond ``max_share`` of all providers not
+    admitting traffic (open or half_open, forced or not) are suppressed, the worst failure rates
+    opening first. Other transitions are always kept."""
+    limit = math.floor(max_share * len(current) + 1e-9)
+    not_admitting = sum(1 for s in current.values() if s.state != CLOSED)
+    for _, transition in planned:
+        if transition.old.state != CLOSED and transition.new.state == CLOSED:
+            not_admitting -= 1
+    openings = sorted(
+        (item for item in planned if item[1].old.state == CLOSED),
+        key=lambda item: (-item[1].calls.failure_rate, item[0]),
+    )
+    suppressed: list[tuple[str, Transition]] = []
+    for item in openings:
+        if not_admitting < limit:
+            not_admitting += 1
+        else:
+            suppressed.append(item)
+    kept = [item for item in planned if item not in suppressed]
+    return kept, suppressed

@@ -3,7 +3,7 @@ so every provider series of one scrape comes from the same cycle."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from aggregator.breaker import STATES
-from aggregator.cycle import CycleStatus
+from aggregator.cycle import Aggregator, CycleStatus
 from aggregator.snapshot import Snapshot
 from client.keys import HISTOGRAM_BOUNDS, OUTCOMES
 
@@ -33,14 +33,23 @@ def _window(seconds: float) -> str:
 
 
 class SnapshotCollector(Collector):
-    """Yields the metric families of whatever snapshot ``source`` returns at collect time."""
+    """Yields the metric families of the aggregator's snapshot at collect time."""
 
-    def __init__(self, source: Callable[[], tuple[Snapshot | None, CycleStatus]]):
-        self._source = source
+    def __init__(self, aggregator: Aggregator):
+        self._aggregator = aggregator
 
     def collect(self) -> Iterator[Metric]:
-        snapshot, status = self._source()
+        aggregator = self._aggregator
+        snapshot, status = aggregator.snapshot, aggregator.status
         yield from _status_metrics(snapshot, status)
+        leader = GaugeMetricFamily(
+            "gatewayz_aggregator_leader",
+            "1 on the replica that holds the leader lease (evaluates breakers, computes "
+            "snapshots), 0 on a follower",
+            labels=["instance"],
+        )
+        leader.add_metric([aggregator.instance], 1.0 if aggregator.is_leader else 0.0)
+        yield leader
         if snapshot is None:
             return
         window = _window(snapshot.window_seconds)
@@ -92,6 +101,26 @@ class SnapshotCollector(Collector):
         tokens = CounterMetricFamily(
             "gatewayz_provider_tokens", "Tokens used, all workers", labels=["provider"]
         )
+        transitions = CounterMetricFamily(
+            "gatewayz_circuit_breaker_transitions",
+            "Circuit breaker transitions applied, all aggregator replicas",
+            labels=["provider", "from_state", "to_state"],
+        )
+        rejected_calls = CounterMetricFamily(
+            "gatewayz_circuit_breaker_rejected_calls",
+            "Calls that workers' allow() turned away because the breaker was not closed",
+            labels=["provider"],
+        )
+        forced = GaugeMetricFamily(
+            "gatewayz_circuit_breaker_forced",
+            "1 when an operator forced the breaker state (never changed automatically)",
+            labels=["provider"],
+        )
+        suppressed = GaugeMetricFamily(
+            "gatewayz_circuit_breaker_open_suppressed",
+            "1 when the breaker would open but the max-open-share guard keeps it closed",
+            labels=["provider"],
+        )
         for p in snapshot.providers:
             labels = [p.provider]
             availability.add_metric(labels, p.availability)
@@ -108,8 +137,14 @@ class SnapshotCollector(Collector):
                 requests.add_metric([p.provider, outcome], p.requests_total[outcome])
             cost.add_metric(labels, p.cost_usd)
             tokens.add_metric(labels, p.tokens_total)
+            for pair, count in sorted(p.transitions.items()):
+                from_state, _, to_state = pair.partition(">")
+                transitions.add_metric([p.provider, from_state, to_state], count)
+            rejected_calls.add_metric(labels, p.breaker_rejected_total)
+            forced.add_metric(labels, 1.0 if p.breaker.forced else 0.0)
+            suppressed.add_metric(labels, 1.0 if p.open_suppressed else 0.0)
         yield from (availability, err, health, p95, window_requests, breaker, response_time)
-        yield from (requests, cost, tokens)
+        yield from (requests, cost, tokens, transitions, rejected_calls, forced, suppressed)
 
         redis_ops = CounterMetricFamily(
             "gatewayz_redis_operations",
@@ -153,14 +188,25 @@ def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[
     if status.last_success_at is not None:
         yield GaugeMetricFamily(
             "gatewayz_aggregator_last_success_timestamp_seconds",
-            "Unix time of the last successful cycle (the served snapshot's time)",
+            "Unix time of this replica's last successful cycle",
             value=status.last_success_at,
+        )
+    if snapshot is not None:
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_snapshot_timestamp_seconds",
+            "Unix time the served snapshot was computed (by the leader)",
+            value=snapshot.taken_at,
+        )
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_snapshot_cycle",
+            "Sequence number of the served snapshot (equal on replicas serving the same one)",
+            value=snapshot.cycle,
         )
 
 
-def make_registry(source: Callable[[], tuple[Snapshot | None, CycleStatus]]) -> CollectorRegistry:
+def make_registry(aggregator: Aggregator) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(source))
+    registry.register(SnapshotCollector(aggregator))
     return registry
 
 

@@ -25,6 +25,8 @@ class ProviderReading:
     """Window calls made after the breaker's last transition (== window if before it)."""
     totals: dict[str, int]
     breaker: BreakerState
+    transitions: dict[str, int]
+    """Applied breaker transitions by ``from>to``."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ def parse_breaker(raw: dict[bytes, bytes]) -> BreakerState:
         epoch=int(fields.get("epoch", 0)),
         open_until=float(fields.get("open_until", 0.0)),
         consecutive_opens=int(fields.get("consecutive_opens", 0)),
+        forced=fields.get("forced") == "1",
     )
 
 
@@ -89,27 +92,28 @@ class WindowReader:
         for name in names:
             pipe.hgetall(keys.breaker(name))
             pipe.hgetall(keys.totals(name))
+            pipe.hgetall(keys.transitions(name))
             for key in keys.window_keys(name):
                 pipe.zremrangebyscore(key, "-inf", start)
                 pipe.zcount(key, f"({start}", "+inf")
         replies = pipe.execute()
         partitions = len(keys.window_keys(names[0])) if names else 0
-        self._count_op("hgetall", 2 + 2 * len(names))
+        self._count_op("hgetall", 2 + 3 * len(names))
         self._count_op("zremrangebyscore", partitions * len(names))
         self._count_op("zcount", partitions * len(names))
 
         client_stats = _int_hash(replies[0])
         redis_ops = _int_hash(replies[1])
-        per_provider = 2 + 2 * partitions
-        partial: list[tuple[str, BreakerState, dict[str, int], WindowCounts]] = []
+        per_provider = 3 + 2 * partitions
+        partial: list[tuple[str, BreakerState, dict[str, int], dict[str, int], WindowCounts]] = []
         for index, name in enumerate(names):
             chunk = replies[2 + index * per_provider : 2 + (index + 1) * per_provider]
             breaker = parse_breaker(chunk[0])
-            window = _counts(chunk[3::2])
-            partial.append((name, breaker, _int_hash(chunk[1]), window))
+            window = _counts(chunk[4::2])
+            partial.append((name, breaker, _int_hash(chunk[1]), _int_hash(chunk[2]), window))
 
         # Calls since the breaker's last transition, only where it happened inside the window.
-        recent = [(n, b) for n, b, _, _ in partial if b.since > start]
+        recent = [(n, b) for n, b, _, _, _ in partial if b.since > start]
         since_counts: dict[str, WindowCounts] = {}
         if recent:
             pipe = self._redis.pipeline(transaction=False)
@@ -121,7 +125,17 @@ class WindowReader:
             for index, (name, _) in enumerate(recent):
                 since_counts[name] = _counts(replies[index * partitions : (index + 1) * partitions])
         readings = tuple(
-            ProviderReading(name, window, since_counts.get(name, window), totals, breaker)
-            for name, breaker, totals, window in partial
+            ProviderReading(
+                name, window, since_counts.get(name, window), totals, breaker, transitions
+            )
+            for name, breaker, totals, transitions, window in partial
         )
         return Reading(readings, client_stats, redis_ops)
+
+    def published_snapshot(self) -> str | None:
+        """The leader's last published snapshot (JSON), if any."""
+        raw = self._redis.get(self._keys.snapshot)
+        self._count_op("get")
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -20,6 +21,8 @@ class AggregatorSettings:
     host: str = "127.0.0.1"
     port: int = 9108
     interval_seconds: float = 30.0
+    breaker_interval_seconds: float = 5.0
+    instance: str = ""
     window_seconds: float = 300.0
     providers: tuple[str, ...] = ()
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -30,14 +33,25 @@ class AggregatorSettings:
     loki_url: str | None = None
     log_level: str = "INFO"
     otel_console: bool = False
+    permit_seconds: float = 30.0
 
     def __post_init__(self) -> None:
+        if not self.instance:
+            object.__setattr__(
+                self, "instance", f"{socket.gethostname()}:{self.port}:{os.getpid()}"
+            )
+        if "|" in self.instance:
+            raise ValueError("instance must not contain '|'")
         Keys(self.namespace)
         for name in self.providers:
             if not is_valid_provider(name):
                 raise ValueError(f"invalid provider name {name!r}")
         if not self.interval_seconds > 0:
             raise ValueError("interval must be > 0")
+        if not self.breaker_interval_seconds > 0:
+            raise ValueError("breaker interval must be > 0")
+        if not self.permit_seconds > 0:
+            raise ValueError("breaker permit seconds must be > 0")
         if not self.window_seconds > 0:
             raise ValueError("window must be > 0")
         if not 0 < self.port < 65536:
@@ -51,6 +65,16 @@ class AggregatorSettings:
             raise ValueError("breaker failure rate must be in (0, 1]")
         if not 0 < b.open_seconds <= b.max_open_seconds:
             raise ValueError("need 0 < breaker open seconds <= breaker max open seconds")
+        if not b.half_open_timeout_seconds > 0:
+            raise ValueError("breaker half-open timeout must be > 0")
+        if not 0.0 <= b.max_open_share <= 1.0:
+            raise ValueError("breaker max open share must be in [0, 1]")
+
+    @property
+    def lease_seconds(self) -> float:
+        """Leader lease TTL. Renewed (or sought) every half breaker interval, so a follower takes
+        over at most 2 breaker intervals after the leader's last renewal."""
+        return 1.5 * self.breaker_interval_seconds
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -65,6 +89,14 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--host", "AGGREGATOR_HOST", "host", str, "HTTP bind address"),
     ("--port", "AGGREGATOR_PORT", "port", int, "HTTP port"),
     ("--interval", "AGGREGATION_INTERVAL_SECONDS", "interval_seconds", float, "cycle seconds"),
+    (
+        "--breaker-interval",
+        "BREAKER_INTERVAL_SECONDS",
+        "breaker_interval_seconds",
+        float,
+        "seconds between breaker evaluations",
+    ),
+    ("--instance", "AGGREGATOR_INSTANCE", "instance", str, "replica name (host:port:pid)"),
     ("--window", "WINDOW_SECONDS", "window_seconds", float, "sliding window seconds"),
     ("--providers", "PROVIDERS", "providers", str, "comma-separated providers to always export"),
     ("--breaker-min-calls", "BREAKER_MIN_CALLS", "min_calls", int, "calls before opening"),
@@ -72,6 +104,27 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--breaker-open-seconds", "BREAKER_OPEN_SECONDS", "open_seconds", float, "first open time"),
     ("--breaker-max-open-seconds", "BREAKER_MAX_OPEN_SECONDS", "max_open_seconds", float, "cap"),
     ("--breaker-half-open-calls", "BREAKER_HALF_OPEN_CALLS", "half_open_calls", int, "trials"),
+    (
+        "--breaker-half-open-timeout",
+        "BREAKER_HALF_OPEN_TIMEOUT_SECONDS",
+        "half_open_timeout_seconds",
+        float,
+        "back to open without enough trials",
+    ),
+    (
+        "--breaker-permit-seconds",
+        "BREAKER_PERMIT_SECONDS",
+        "permit_seconds",
+        float,
+        "a trial permit's lifetime",
+    ),
+    (
+        "--breaker-max-open-share",
+        "BREAKER_MAX_OPEN_SHARE",
+        "max_open_share",
+        float,
+        "largest share of providers held open at once, 0..1",
+    ),
     ("--latency-target", "LATENCY_TARGET_SECONDS", "latency_target_seconds", float, "p95 ok"),
     ("--latency-ceiling", "LATENCY_CEILING_SECONDS", "latency_ceiling_seconds", float, "p95 bad"),
     ("--loki-url", "LOKI_URL", "loki_url", str, "Loki push URL (logs also go to stderr)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from aggregator.health import (
     latency_score,
 )
 from client.keys import (
+    BREAKER_REJECTED_FIELD,
     COST_FIELD,
     COUNT_FIELDS,
     DROPPED_FIELD,
@@ -45,6 +47,11 @@ class ProviderHealth:
     latency_sum_seconds: float
     cost_usd: float
     tokens_total: int
+    breaker_rejected_total: int
+    transitions: dict[str, int]
+    """Applied breaker transitions by ``from>to``."""
+    open_suppressed: bool
+    """The breaker would open but the max-open-share guard holds it closed."""
 
 
 @dataclass(frozen=True)
@@ -60,14 +67,35 @@ class Snapshot:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        """Inverse of to_json (floats round-trip exactly)."""
+        data = json.loads(text)
+        providers = tuple(
+            ProviderHealth(
+                **{
+                    **p,
+                    "breaker": BreakerState(**p["breaker"]),
+                    "histogram_cumulative": tuple(p["histogram_cumulative"]),
+                }
+            )
+            for p in data["providers"]
+        )
+        return cls(**{**data, "providers": providers})
+
 
 def provider_health(
     provider: str,
     window: WindowCounts,
     breaker: BreakerState,
     totals: dict[str, int],
+    transitions: dict[str, int],
     latency_target_s: float,
     latency_ceiling_s: float,
+    open_suppressed: bool = False,
 ) -> ProviderHealth:
     availability = 1.0 if breaker.state == CLOSED else 0.0
     err = error_rate(window.successes, window.failures)
@@ -98,6 +126,9 @@ def provider_health(
         latency_sum_seconds=totals.get(LATENCY_SUM_FIELD, 0) / MICROS_PER_SECOND,
         cost_usd=totals.get(COST_FIELD, 0) / NANO_USD_PER_USD,
         tokens_total=totals.get(TOKENS_FIELD, 0),
+        breaker_rejected_total=totals.get(BREAKER_REJECTED_FIELD, 0),
+        transitions=dict(transitions),
+        open_suppressed=open_suppressed,
     )
 
 

@@ -14,6 +14,12 @@ key                                         type    content
 ``gatewayz:{p}:w:ce``                       zset    window: caller errors (other 4xx)
 ``gatewayz:{p}:totals``                     hash    cumulative counters since the key was created
 ``gatewayz:{p}:breaker``                    hash    circuit-breaker state (aggregator writes)
+``gatewayz:{p}:permits``                    zset    half-open trial permits: member = holder,
+                                                    score = expiry (Redis server time)
+``gatewayz:{p}:transitions``                hash    breaker transitions, field ``from>to``
+``gatewayz:{leader}:lease``                 string  ``<instance>|<fencing token>``, with a TTL
+``gatewayz:{leader}:token``                 string  last fencing token handed out (INCR)
+``gatewayz:snapshot``                       string  the leader's last snapshot (JSON)
 ``gatewayz:stats:clients``                  hash    events rejected/dropped by clients, by cause
 ``gatewayz:stats:redis_ops``                hash    Redis commands issued, by operation
 ==========================================  ======  ===============================================
@@ -94,6 +100,7 @@ COUNT_FIELDS: Final = tuple(f"n:{outcome}" for outcome in OUTCOMES)
 LATENCY_SUM_FIELD: Final = "lat_us"  # integer microseconds: exact under millions of HINCRBYs
 COST_FIELD: Final = "cost_nusd"  # integer nano-USD: exact, no float drift
 TOKENS_FIELD: Final = "tokens"
+BREAKER_REJECTED_FIELD: Final = "breaker_rejected"  # calls allow() turned away
 
 NANO_USD_PER_USD: Final = 1_000_000_000
 MICROS_PER_SECOND: Final = 1_000_000
@@ -140,6 +147,24 @@ class Keys:
 
     def breaker(self, provider: str) -> str:
         return f"{self._provider(provider)}:breaker"
+
+    def permits(self, provider: str) -> str:
+        return f"{self._provider(provider)}:permits"
+
+    def transitions(self, provider: str) -> str:
+        return f"{self._provider(provider)}:transitions"
+
+    @property
+    def leader_lease(self) -> str:
+        return f"{self.namespace}:{{leader}}:lease"
+
+    @property
+    def leader_token(self) -> str:
+        return f"{self.namespace}:{{leader}}:token"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.namespace}:snapshot"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace."""

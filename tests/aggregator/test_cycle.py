@@ -13,7 +13,7 @@ import redis
 from aggregator.breaker import BreakerConfig, BreakerState
 from aggregator.cycle import Aggregator
 from aggregator.snapshot import ProviderHealth, Snapshot
-from aggregator.writer import StateWriter
+from aggregator.writer import PlannedWrite, StateWriter
 from client import MetricsClient
 from client.keys import Keys
 from tests.conftest import FakeClock
@@ -211,11 +211,17 @@ def test_breaker_opens_recovers_and_does_not_reopen_on_old_failures(
         assert health.availability == 1.0
 
 
-def test_a_stale_epoch_cannot_overwrite_a_newer_state(r: redis.Redis, keys: Keys) -> None:
+def test_a_stale_epoch_or_a_deposed_leader_cannot_overwrite_a_newer_state(
+    r: redis.Redis, keys: Keys
+) -> None:
     writer = StateWriter(r, keys, retention_seconds=3600)
     opened = BreakerState("open", 10.0, 1, 40.0, 1)
-    assert writer.commit([("p", 0, opened)], ops=Counter()) == [True]
+    assert writer.commit([PlannedWrite("p", 0, opened, "closed>open")], Counter(), fence=3) == [1]
     stale = BreakerState("closed", 11.0, 1, 0.0, 0)
-    assert writer.commit([("p", 0, stale)], ops=Counter()) == [False]
+    assert writer.commit([PlannedWrite("p", 0, stale, "open>closed")], Counter(), fence=3) == [0]
+    # right epoch, but a fencing token older than the one that wrote the state: refused
+    half = BreakerState("half_open", 12.0, 2, 40.0, 1)
+    assert writer.commit([PlannedWrite("p", 1, half, "open>half_open")], Counter(), fence=2) == [-1]
     assert r.hget(keys.breaker("p"), "state") == b"open"
     assert r.hget(keys.breaker("p"), "epoch") == b"1"
+    assert r.hgetall(keys.transitions("p")) == {b"closed>open": b"1"}
