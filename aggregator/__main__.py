@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from aggregator import admin
 from aggregator.app import create_app
 from aggregator.cycle import Aggregator
 from aggregator.observability import configure_logging, configure_tracing
@@ -21,6 +22,24 @@ log = logging.getLogger("gatewayz.aggregator")
 
 def start_scheduler(aggregator: Aggregator, settings: AggregatorSettings) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone=UTC)
+    now = datetime.now(UTC)
+    common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+    scheduler.add_job(
+        aggregator.tick_lease,
+        "interval",
+        seconds=settings.breaker_interval_seconds / 2,
+        next_run_time=now,
+        id="leader_lease",
+        **common,
+    )
+    scheduler.add_job(
+        aggregator.run_breaker_cycle,
+        "interval",
+        seconds=settings.breaker_interval_seconds,
+        next_run_time=now,
+        id="breaker_cycle",
+        **common,
+    )
     scheduler.add_job(
         aggregator.run_cycle,
         "interval",
@@ -36,17 +55,22 @@ def start_scheduler(aggregator: Aggregator, settings: AggregatorSettings) -> Bac
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["breaker"]:
+        return admin.main(args[1:])
+    settings = parse_settings(args)
     configure_logging(settings)
     configure_tracing(settings)
     connection = connect(settings.redis_url, socket_timeout=max(1.0, settings.interval_seconds))
     aggregator = Aggregator(settings, connection)
     scheduler = start_scheduler(aggregator, settings)
     log.info(
-        "aggregator serving http://%s:%d/metrics (interval %gs, window %gs)",
+        "aggregator %s serving http://%s:%d/metrics (interval %gs, breaker %gs, window %gs)",
+        settings.instance,
         settings.host,
         settings.port,
         settings.interval_seconds,
+        settings.breaker_interval_seconds,
         settings.window_seconds,
     )
     try:
@@ -58,7 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             access_log=False,
         )
     finally:
-        scheduler.shutdown(wait=False)
+        scheduler.shutdown(wait=True)
+        try:
+            aggregator.release_lease()  # a follower takes over at once, not after the TTL
+        except Exception as exc:
+            log.warning("could not release the leader lease: %s", exc)
     return 0
 
 

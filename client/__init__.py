@@ -5,8 +5,16 @@ metrics = MetricsClient.from_env()
 metrics.record("openrouter", latency_s=0.42, status_code=200, tokens=1200, cost_usd=0.0031)
 """
 
+from client.breaker_gate import CircuitOpenError
 from client.keys import OUTCOMES, Keys
 from client.metrics_client import CallTracker, MetricsClient
 from client.settings import ClientSettings
 
-__all__ = ["OUTCOMES", "CallTracker", "ClientSettings", "Keys", "MetricsClient"]
+__all__ = [
+    "OUTCOMES",
+    "CallTracker",
+    "CircuitOpenError",
+    "ClientSettings",
+    "Keys",
+    "MetricsClient",
+]

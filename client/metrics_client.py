@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from client.breaker_gate import BreakerGate, CircuitOpenError
 from client.keys import NANO_USD_PER_USD, OUTCOMES, Keys, is_valid_provider
 from client.outcome import OUTCOME_CODES, classify_exception, classify_status
 from client.settings import ClientSettings
@@ -93,10 +94,30 @@ class MetricsClient:
         self._dropped_total = 0
         self._stats_version = 0
         self._stats_written = 0
+        self._breaker_rejected: Counter[str] = Counter()
         self._flusher: threading.Thread | None = None
         self._closing = False
         self._redis_ok = True
         self._wake_at = max(1, self.settings.max_batch // 2)
+        settings = self.settings
+        # Constructing connections does no I/O; each process gets its own after a fork.
+        self._writer = self._make_writer(settings.socket_timeout_seconds)
+        gate_io = self._make_writer(settings.allow_timeout_seconds)
+        self._gate = BreakerGate(
+            gate_io.breaker_states,
+            gate_io.take_permit,
+            holder_prefix=self._writer_id,
+            refresh_seconds=settings.breaker_refresh_seconds,
+        )
+
+    def _make_writer(self, socket_timeout: float) -> RedisWriter:
+        settings = self.settings
+        return RedisWriter(
+            connect(settings.redis_url, socket_timeout),
+            self._keys,
+            settings.window_ttl_seconds,
+            int(settings.retention_seconds),
+        )
 
     # -- recording (hot path) ------------------------------------------------------------------
 
@@ -170,14 +191,43 @@ class MetricsClient:
             if len(buffer) >= self._wake_at:
                 self._wake.set()
 
-    def track(self, provider: str) -> CallTracker:
+    def track(self, provider: str, *, guard: bool = False) -> CallTracker:
         """Time a ``with`` block as one call to ``provider``.
 
         An exception inside the block records a failure, or the class of the status code it
         carries (``exc.status_code`` / ``exc.response.status_code``), and is re-raised. Set
         ``status_code``, ``outcome``, ``tokens`` and ``cost_usd`` on the yielded object.
+        With ``guard=True`` the breaker is asked first (``allow()``): when it rejects the call,
+        CircuitOpenError is raised and the block never runs.
         """
+        if guard and not self.allow(provider):
+            raise CircuitOpenError(provider, self._gate.state(provider) or "open")
         return CallTracker(self, provider)
+
+    def allow(self, provider: str) -> bool:
+        """Whether ``provider``'s cluster-wide circuit breaker lets a call through now.
+
+        closed: True, from a local cache refreshed about every second (no I/O). open: False.
+        half_open: True for at most the configured number of trial calls across all workers
+        (a permit taken atomically in Redis), False for the rest. With Redis unreachable it
+        answers from the last known state, and with none it fails open (True). Rejections are
+        counted in ``gatewayz_circuit_breaker_rejected_calls_total``. Never raises.
+        """
+        try:
+            allowed = self._gate.allow(provider)
+        except Exception:
+            return True
+        if not allowed:
+            with self._lock:
+                self._breaker_rejected[provider] += 1
+                self._stats_version += 1
+                if self._flusher is None:
+                    self._start_flusher()
+        elif self._flusher is None:
+            with self._lock:
+                if self._flusher is None:
+                    self._start_flusher()  # keeps the cached state refreshed
+        return allowed
 
     def _reject(self, cause: str, value: object) -> None:
         try:
@@ -266,19 +316,17 @@ class MetricsClient:
             self._rejected.clear()
             dropped = self._dropped_unsent
             self._dropped_unsent = 0
+            breaker_rejected = dict(self._breaker_rejected)
+            self._breaker_rejected.clear()
             stats_version = self._stats_version
             first_seq = self._seq
             self._seq += count
-        return build_batch(events, writer_id, first_seq, rejected, dropped), stats_version
+        batch = build_batch(events, writer_id, first_seq, rejected, dropped, breaker_rejected)
+        return batch, stats_version
 
     def _run_flusher(self, writer_id: str) -> None:
         settings = self.settings
-        writer = RedisWriter(
-            connect(settings.redis_url, settings.socket_timeout_seconds),
-            self._keys,
-            settings.window_ttl_seconds,
-            int(settings.retention_seconds),
-        )
+        writer, gate = self._writer, self._gate
         backoff = settings.backoff_initial_seconds
         pending: tuple[Batch, int] | None = None
         while True:
@@ -287,6 +335,7 @@ class MetricsClient:
                     # Wait first, so a batch accumulates: one round trip per interval.
                     self._wake.wait(settings.flush_interval_seconds)
                     self._wake.clear()
+                gate.refresh_if_due()
                 pending = self._take_batch(writer_id)
                 batch, stats_version = pending
                 if batch.empty:

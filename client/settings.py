@@ -41,6 +41,8 @@ class ClientSettings:
     socket_timeout_seconds: float = 2.0
     backoff_initial_seconds: float = 0.1
     backoff_max_seconds: float = 5.0
+    breaker_refresh_seconds: float = 1.0
+    allow_timeout_seconds: float = 0.25
 
     def __post_init__(self) -> None:
         Keys(self.namespace)  # validates the namespace
@@ -53,6 +55,8 @@ class ClientSettings:
             "backoff_initial_seconds": self.backoff_initial_seconds,
             "backoff_max_seconds": self.backoff_max_seconds,
             "retention_seconds": self.retention_seconds,
+            "breaker_refresh_seconds": self.breaker_refresh_seconds,
+            "allow_timeout_seconds": self.allow_timeout_seconds,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -67,7 +71,7 @@ class ClientSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
         """REDIS_URL, METRICS_NAMESPACE, WINDOW_SECONDS, METRICS_FLUSH_INTERVAL_SECONDS,
-        METRICS_MAX_BUFFER."""
+        METRICS_MAX_BUFFER, METRICS_BREAKER_REFRESH_SECONDS."""
         env = os.environ if env is None else env
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
@@ -75,4 +79,5 @@ class ClientSettings:
             window_seconds=env_float(env, "WINDOW_SECONDS", 300.0),
             flush_interval_seconds=env_float(env, "METRICS_FLUSH_INTERVAL_SECONDS", 0.05),
             max_buffer=int(env_float(env, "METRICS_MAX_BUFFER", 200_000)),
+            breaker_refresh_seconds=env_float(env, "METRICS_BREAKER_REFRESH_SECONDS", 1.0),
         )

@@ -1,4 +1,5 @@
-"""The client's only Redis writer: turns a batch of events into one MULTI/EXEC round trip."""
+"""The client's Redis I/O: batches of events (one MULTI/EXEC round trip each), breaker states
+and half-open permits."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from client.keys import (
+    BREAKER_REJECTED_FIELD,
     COST_FIELD,
     COUNT_FIELDS,
     DROPPED_FIELD,
@@ -22,6 +24,27 @@ from client.keys import (
     histogram_bucket,
     window_partition,
 )
+
+# Take one half-open trial permit if fewer than the breaker's ``permits`` are live. Permits
+# expire ``permit_ms`` after they are taken (Redis server time, so hosts' clocks do not matter).
+# KEYS[1] breaker hash, KEYS[2] permits zset; ARGV[1] holder. Returns {state, granted}.
+_PERMIT_SCRIPT = """
+local fields = redis.call('HMGET', KEYS[1], 'state', 'permits', 'permit_ms')
+local state = fields[1] or 'closed'
+if state ~= 'half_open' then
+  return {state, 0}
+end
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(fields[2] or '5') then
+  return {state, 0}
+end
+local ttl = tonumber(fields[3] or '30000')
+redis.call('ZADD', KEYS[2], now_ms + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {state, 1}
+"""
 
 Event = tuple[str, float, float, int, int, int]
 """(provider, unix time, latency seconds, outcome code, tokens, cost in nano-USD)."""
@@ -42,10 +65,11 @@ class Batch:
     rejected: dict[str, int]
     dropped: int
     events: int
+    breaker_rejected: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not self.providers and not self.rejected and not self.dropped
+        return not (self.providers or self.rejected or self.dropped or self.breaker_rejected)
 
 
 def build_batch(
@@ -54,6 +78,7 @@ def build_batch(
     first_seq: int,
     rejected: dict[str, int],
     dropped: int,
+    breaker_rejected: dict[str, int] | None = None,
 ) -> Batch:
     """Group events per provider: one window member each, counters pre-aggregated."""
     providers: dict[str, _ProviderBatch] = {}
@@ -78,7 +103,7 @@ def build_batch(
             totals[COST_FIELD] += cost_nusd
         if ts > batch.last_seen:
             batch.last_seen = ts
-    return Batch(providers, dict(rejected), dropped, len(events))
+    return Batch(providers, dict(rejected), dropped, len(events), dict(breaker_rejected or {}))
 
 
 def connect(redis_url: str, socket_timeout: float) -> redis.Redis:
@@ -101,6 +126,7 @@ class RedisWriter:
         self._keys = keys
         self._window_ttl = window_ttl
         self._retention = retention
+        self._permit = connection.register_script(_PERMIT_SCRIPT)
 
     def write(self, batch: Batch) -> None:
         """Apply the batch atomically (MULTI/EXEC) in one round trip; raises redis.RedisError."""
@@ -123,6 +149,11 @@ class RedisWriter:
             pipe.expire(totals_key, self._retention)
             ops["expire"] += 1
             last_seen[provider] = pbatch.last_seen
+        for provider, count in batch.breaker_rejected.items():
+            pipe.hincrby(keys.totals(provider), BREAKER_REJECTED_FIELD, count)
+            pipe.expire(keys.totals(provider), self._retention)
+            ops["hincrby"] += 1
+            ops["expire"] += 1
         if last_seen:
             pipe.zadd(keys.providers, last_seen, gt=True)
             pipe.expire(keys.providers, self._retention)
@@ -137,3 +168,21 @@ class RedisWriter:
         for operation, count in ops.items():
             pipe.hincrby(keys.redis_ops, operation, count)
         pipe.execute()
+
+    def breaker_states(self, providers: list[str]) -> dict[str, str]:
+        """Current breaker state name per provider ("closed" when it has no state)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for provider in providers:
+            pipe.hget(self._keys.breaker(provider), "state")
+        replies = pipe.execute()
+        return {
+            provider: raw.decode() if raw else "closed"
+            for provider, raw in zip(providers, replies, strict=True)
+        }
+
+    def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
+        """Try to take a half-open trial permit: (current state, granted)."""
+        state, granted = self._permit(
+            keys=[self._keys.breaker(provider), self._keys.permits(provider)], args=[holder]
+        )
+        return (state.decode() if isinstance(state, bytes) else str(state)), bool(granted)
