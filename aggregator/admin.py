@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 import redis
@@ -49,7 +49,12 @@ def _status(reader: WindowReader, names: list[str], now: float) -> list[dict[str
     ]
 
 
-def run(action: str, provider: str | None, settings: AggregatorSettings) -> int:
+def run(
+    action: str,
+    provider: str | None,
+    settings: AggregatorSettings,
+    clock: Callable[[], float] = time.time,
+) -> int:
     connection = connect(settings.redis_url, socket_timeout=5.0)
     keys = Keys(settings.namespace)
     reader = WindowReader(connection, keys, settings.window_seconds)
@@ -62,14 +67,14 @@ def run(action: str, provider: str | None, settings: AggregatorSettings) -> int:
     )
     try:
         if action == "status":
-            now = time.time()
+            now = clock()
             names = [provider] if provider else reader.known_providers(now, 1e12)
             for row in _status(reader, sorted(names), now):
                 print(json.dumps(row))
             return 0
         assert provider is not None
         for _ in range(_ATTEMPTS):
-            now = time.time()
+            now = clock()
             (current,) = reader.read(now, [provider]).providers
             new = forced_state(action, current.breaker, now)
             write = PlannedWrite(
