@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
+from fastapi import FastAPI
 
 from aggregator import admin
-from aggregator.app import create_app
+from aggregator.app import Lifespan, create_app
 from aggregator.cycle import Aggregator
 from aggregator.observability import configure_logging, configure_tracing
 from aggregator.settings import AggregatorSettings, parse_settings
@@ -54,6 +56,26 @@ def start_scheduler(aggregator: Aggregator, settings: AggregatorSettings) -> Bac
     return scheduler
 
 
+def serving_lifespan(aggregator: Aggregator, settings: AggregatorSettings) -> Lifespan:
+    """Start the scheduler with the server; on shutdown stop it and release the leader lease
+    so a follower takes over at once. (uvicorn re-raises SIGTERM after shutdown, so this is
+    the last place our code runs.)"""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        scheduler = start_scheduler(aggregator, settings)
+        try:
+            yield
+        finally:
+            scheduler.shutdown(wait=True)
+            try:
+                aggregator.release_lease()
+            except Exception as exc:
+                log.warning("could not release the leader lease: %s", exc)
+
+    return lifespan
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["breaker"]:
@@ -61,9 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(args)
     configure_logging(settings)
     configure_tracing(settings)
-    connection = connect(settings.redis_url, socket_timeout=max(1.0, settings.interval_seconds))
+    connection = connect(
+        settings.redis_url, socket_timeout=max(1.0, min(5.0, settings.interval_seconds))
+    )
     aggregator = Aggregator(settings, connection)
-    scheduler = start_scheduler(aggregator, settings)
     log.info(
         "aggregator %s serving http://%s:%d/metrics (interval %gs, breaker %gs, window %gs)",
         settings.instance,
@@ -73,20 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.breaker_interval_seconds,
         settings.window_seconds,
     )
-    try:
-        uvicorn.run(
-            create_app(aggregator),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-        )
-    finally:
-        scheduler.shutdown(wait=True)
-        try:
-            aggregator.release_lease()  # a follower takes over at once, not after the TTL
-        except Exception as exc:
-            log.warning("could not release the leader lease: %s", exc)
+    uvicorn.run(
+        create_app(aggregator, serving_lifespan(aggregator, settings)),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,9 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from aggregator.cycle import Aggregator
 from aggregator.exposition import make_registry, render
 
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
-def create_app(aggregator: Aggregator) -> FastAPI:
-    app = FastAPI(title="gatewayz metrics aggregator", version="0.1.0")
+
+def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> FastAPI:
+    """The API over ``aggregator``'s snapshot. ``lifespan`` runs around serving (the entry
+    point starts the scheduler there and, on shutdown, stops it and releases the lease)."""
+    app = FastAPI(title="gatewayz metrics aggregator", version="0.1.0", lifespan=lifespan)
     registry = make_registry(aggregator)
 
     @app.get("/metrics", summary="Prometheus exposition of the current snapshot")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,22 @@ class AggregatorSettings:
         if "|" in self.instance:
             raise ValueError("instance must not contain '|'")
         Keys(self.namespace)
+        numbers = {
+            "interval": self.interval_seconds,
+            "breaker interval": self.breaker_interval_seconds,
+            "window": self.window_seconds,
+            "latency target": self.latency_target_seconds,
+            "latency ceiling": self.latency_ceiling_seconds,
+            "breaker open seconds": self.breaker.open_seconds,
+            "breaker max open seconds": self.breaker.max_open_seconds,
+            "breaker half-open timeout": self.breaker.half_open_timeout_seconds,
+            "breaker permit seconds": self.permit_seconds,
+        }
+        for label, value in numbers.items():
+            if not math.isfinite(value):
+                raise ValueError(f"{label} must be a finite number, got {value!r}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {self.log_level!r}")
         for name in self.providers:
             if not is_valid_provider(name):
                 raise ValueError(f"invalid provider name {name!r}")
