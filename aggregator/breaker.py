@@ -1,6 +1,7 @@
 """Circuit-breaker state machine: a pure function of (state, calls since transition, now).
 
-closed -> open       calls since the last transition >= min_calls and failure rate >= threshold
+closed -> open       calls in the breaker window (10 s, never before the last transition)
+                     >= min_calls and failure rate >= threshold
 open -> half_open    once now >= open_until (open time doubles per consecutive re-open, capped)
 half_open -> closed  after half_open_calls calls since the transition, failure rate < threshold
 half_open -> open    same count, failure rate >= threshold; or half_open_timeout passed with
@@ -35,6 +36,10 @@ class BreakerConfig:
     half_open_timeout_seconds: float = 60.0
     rate_limited_is_failure: bool = True
     max_open_share: float = 1.0
+    window_seconds: float = 10.0
+    """A closed breaker judges the calls of the last ``window_seconds`` (since its last
+    transition at most): short, so an outage is seen within seconds even after hours of healthy
+    traffic. Half-open trial calls count from the transition on."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,13 @@ class Transition:
     calls: BreakerCalls = BreakerCalls(0, 0)
 
 
+def counting_start(state: BreakerState, now: float, config: BreakerConfig) -> float:
+    """Calls made after this time are the ones ``evaluate`` must be given."""
+    if state.state == CLOSED:
+        return max(state.since, now - config.window_seconds)
+    return state.since
+
+
 def open_duration(consecutive_opens: int, config: BreakerConfig) -> float:
     """Open time for the n-th consecutive opening (n >= 1): base * 2^(n-1), capped."""
     exponent = max(0, consecutive_opens - 1)
@@ -93,8 +105,8 @@ def _open(state: BreakerState, now: float, config: BreakerConfig) -> BreakerStat
 def evaluate(
     state: BreakerState, calls: BreakerCalls, now: float, config: BreakerConfig
 ) -> Transition | None:
-    """The transition due now, or None. ``calls`` must count only calls made after
-    ``state.since`` (and inside the window)."""
+    """The transition due now, or None. ``calls`` must count the calls made after
+    ``counting_start(state, now, config)``."""
     if state.forced:
         return None
     rate = calls.failure_rate

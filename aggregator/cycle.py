@@ -22,6 +22,7 @@ from aggregator.breaker import (
     BreakerConfig,
     BreakerState,
     Transition,
+    counting_start,
     evaluate,
     limit_open_share,
 )
@@ -170,7 +171,12 @@ class Aggregator:
     def _read(self, now: float) -> Reading:
         with tracer.start_as_current_span("read_windows"):
             names = self._reader.known_providers(now, self.settings.retention_seconds)
-            return self._reader.read(now, [*self.settings.providers, *sorted(names)])
+            config = self.settings.breaker
+            return self._reader.read(
+                now,
+                [*self.settings.providers, *sorted(names)],
+                lambda state: counting_start(state, now, config),
+            )
 
     def _lead(self, now: float) -> Snapshot:
         reading = self._read(now)
@@ -205,7 +211,7 @@ class Aggregator:
         planned: list[tuple[str, Transition]] = []
         for item in reading.providers:
             transition = evaluate(
-                item.breaker, breaker_calls(item.since_transition, config), now, config
+                item.breaker, breaker_calls(item.breaker_counts, config), now, config
             )
             if transition is not None:
                 planned.append((item.provider, transition))

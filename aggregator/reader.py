@@ -7,7 +7,7 @@ Never transfers window members: per partition it trims what left the window
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis
@@ -21,8 +21,8 @@ from client.keys import SUCCESS_PARTITIONS, Keys
 class ProviderReading:
     provider: str
     window: WindowCounts
-    since_transition: WindowCounts
-    """Window calls made after the breaker's last transition (== window if before it)."""
+    breaker_counts: WindowCounts
+    """Calls made after the breaker's counting start (== window when that is before it)."""
     totals: dict[str, int]
     breaker: BreakerState
     transitions: dict[str, int]
@@ -82,7 +82,14 @@ class WindowReader:
         self._count_op("zrange")
         return [n.decode() for n in names]
 
-    def read(self, now: float, providers: Iterable[str]) -> Reading:
+    def read(
+        self,
+        now: float,
+        providers: Iterable[str],
+        counting_start: Callable[[BreakerState], float] = lambda state: state.since,
+    ) -> Reading:
+        """Window counts, totals, breaker states and transitions of ``providers``, and per
+        provider the calls made after ``counting_start(its breaker state)``."""
         keys = self._keys
         names = list(dict.fromkeys(providers))
         start = now - self._window
@@ -112,14 +119,15 @@ class WindowReader:
             window = _counts(chunk[4::2])
             partial.append((name, breaker, _int_hash(chunk[1]), _int_hash(chunk[2]), window))
 
-        # Calls since the breaker's last transition, only where it happened inside the window.
-        recent = [(n, b) for n, b, _, _, _ in partial if b.since > start]
+        # Calls the breaker judges, where its counting starts inside the window.
+        starts = {n: counting_start(b) for n, b, _, _, _ in partial}
+        recent = [(n, starts[n]) for n, _, _, _, _ in partial if starts[n] > start]
         since_counts: dict[str, WindowCounts] = {}
         if recent:
             pipe = self._redis.pipeline(transaction=False)
-            for name, breaker in recent:
+            for name, counting_from in recent:
                 for key in keys.window_keys(name):
-                    pipe.zcount(key, f"({breaker.since}", "+inf")
+                    pipe.zcount(key, f"({counting_from}", "+inf")
             replies = pipe.execute()
             self._count_op("zcount", len(replies))
             for index, (name, _) in enumerate(recent):

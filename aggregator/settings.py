@@ -54,6 +54,7 @@ class AggregatorSettings:
             "breaker max open seconds": self.breaker.max_open_seconds,
             "breaker half-open timeout": self.breaker.half_open_timeout_seconds,
             "breaker permit seconds": self.permit_seconds,
+            "breaker window": self.breaker.window_seconds,
         }
         for label, value in numbers.items():
             if not math.isfinite(value):
@@ -82,6 +83,8 @@ class AggregatorSettings:
             raise ValueError("breaker failure rate must be in (0, 1]")
         if not 0 < b.open_seconds <= b.max_open_seconds:
             raise ValueError("need 0 < breaker open seconds <= breaker max open seconds")
+        if not b.window_seconds > 0:
+            raise ValueError("breaker window must be > 0")
         if not b.half_open_timeout_seconds > 0:
             raise ValueError("breaker half-open timeout must be > 0")
         if not 0.0 <= b.max_open_share <= 1.0:
@@ -116,15 +119,40 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--instance", "AGGREGATOR_INSTANCE", "instance", str, "replica name (host:port:pid)"),
     ("--window", "WINDOW_SECONDS", "window_seconds", float, "sliding window seconds"),
     ("--providers", "PROVIDERS", "providers", str, "comma-separated providers to always export"),
-    ("--breaker-min-calls", "BREAKER_MIN_CALLS", "min_calls", int, "calls before opening"),
-    ("--breaker-failure-rate", "BREAKER_FAILURE_RATE", "failure_rate", float, "0..1"),
-    ("--breaker-open-seconds", "BREAKER_OPEN_SECONDS", "open_seconds", float, "first open time"),
-    ("--breaker-max-open-seconds", "BREAKER_MAX_OPEN_SECONDS", "max_open_seconds", float, "cap"),
-    ("--breaker-half-open-calls", "BREAKER_HALF_OPEN_CALLS", "half_open_calls", int, "trials"),
+    ("--breaker-min-calls", "BREAKER_MIN_CALLS", "breaker_min_calls", int, "calls before opening"),
+    ("--breaker-failure-rate", "BREAKER_FAILURE_RATE", "breaker_failure_rate", float, "0..1"),
+    (
+        "--breaker-open-seconds",
+        "BREAKER_OPEN_SECONDS",
+        "breaker_open_seconds",
+        float,
+        "first open time",
+    ),
+    (
+        "--breaker-max-open-seconds",
+        "BREAKER_MAX_OPEN_SECONDS",
+        "breaker_max_open_seconds",
+        float,
+        "cap",
+    ),
+    (
+        "--breaker-window",
+        "BREAKER_WINDOW_SECONDS",
+        "breaker_window_seconds",
+        float,
+        "seconds of calls a closed breaker judges",
+    ),
+    (
+        "--breaker-half-open-calls",
+        "BREAKER_HALF_OPEN_CALLS",
+        "breaker_half_open_calls",
+        int,
+        "trials",
+    ),
     (
         "--breaker-half-open-timeout",
         "BREAKER_HALF_OPEN_TIMEOUT_SECONDS",
-        "half_open_timeout_seconds",
+        "breaker_half_open_timeout_seconds",
         float,
         "back to open without enough trials",
     ),
@@ -138,7 +166,7 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     (
         "--breaker-max-open-share",
         "BREAKER_MAX_OPEN_SHARE",
-        "max_open_share",
+        "breaker_max_open_share",
         float,
         "largest share of providers held open at once, 0..1",
     ),
@@ -178,7 +206,11 @@ def parse_settings(
             parser.error(f"{source}: invalid value {raw!r}")
         if dest == "providers":
             value = tuple(p.strip() for p in value.split(",") if p.strip())
-        (breaker if dest in _BREAKER_FIELDS else values)[dest] = value
+        field = dest.removeprefix("breaker_")
+        if field != dest and field in _BREAKER_FIELDS:
+            breaker[field] = value
+        else:
+            values[dest] = value
     values["otel_console"] = args.otel_console
     try:
         return AggregatorSettings(breaker=BreakerConfig(**breaker), **values)

@@ -232,3 +232,13 @@ def test_no_reopen_after_recovery() -> None:
         assert evaluate(recovered, since_close, now, CONFIG) is None
         reopened = evaluate(recovered, full_window, now, CONFIG)
         assert (reopened is not None) is full_window_reopens
+
+
+def test_counting_start_is_the_breaker_window_when_closed_and_the_transition_otherwise() -> None:
+    from aggregator.breaker import counting_start
+
+    config = BreakerConfig(window_seconds=10.0)
+    assert counting_start(BreakerState(CLOSED, since=0.0), 1_000.0, config) == 990.0
+    assert counting_start(BreakerState(CLOSED, since=995.0), 1_000.0, config) == 995.0
+    assert counting_start(BreakerState(HALF_OPEN, since=900.0), 1_000.0, config) == 900.0
+    assert counting_start(BreakerState(OPEN, since=800.0), 1_000.0, config) == 800.0

@@ -182,3 +182,36 @@ def test_only_the_leader_writes_breaker_state(
     assert served == published  # the follower serves the leader's snapshot
     leader.release_lease()
     assert follower.tick_lease()
+
+
+def test_an_outage_after_long_healthy_traffic_opens_within_the_breaker_window(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    aggregator = make_aggregator(breaker=BreakerConfig(window_seconds=10))
+    start = clock.now
+    for _ in range(290):  # 290 s of healthy traffic at 10 calls/s
+        for _ in range(10):
+            metrics.record("busy", 0.2)
+        clock.advance(1)
+    for _ in range(4):  # then every call fails
+        for _ in range(10):
+            metrics.record("busy", 0.2, status_code=502)
+        clock.advance(1)
+    assert metrics.flush(timeout=10)
+    # now = start + 294; judged: calls after start + 284, i.e. 50 successes
+    # (seconds 285..289) and 40 failures (290..293): 40/90 < 0.5
+    assert clock.now == start + 294
+    assert aggregator.run_breaker_cycle() == []
+    for _ in range(10):
+        metrics.record("busy", 0.2, status_code=502)
+    clock.advance(1)
+    assert metrics.flush(timeout=10)
+    # now = start + 295: 40 successes (286..289), 50 failures (290..294): 50/90 >= 0.5
+    (opened,) = aggregator.run_breaker_cycle()
+    assert opened.new.state == "open"
+    assert opened.calls.successes == 40
+    assert opened.calls.failures == 50
+    health = _one(aggregator.run_cycle(), "busy")
+    # over the 5-minute window the failure rate is tiny; that alone would never open it
+    assert health.error_rate == 50 / (2900 + 50)
