@@ -86,13 +86,15 @@ def start_redis(
     port: int | None = None,
     *,
     allow_fake: bool = False,
+    force_fake: bool = False,
     extra_args: Sequence[str] = (),
     timeout: float = 10.0,
 ) -> RedisProcess:
-    """Start a throw-away Redis on 127.0.0.1:``port`` (a free one by default), nothing on disk."""
+    """Start a throw-away Redis on 127.0.0.1:``port`` (a free one by default), nothing on disk:
+    ``redis-server`` from PATH, else (``allow_fake``) or always (``force_fake``) fakeredis."""
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="gatewayz-redis-")
-    binary = shutil.which("redis-server")
+    binary = None if force_fake else shutil.which("redis-server")
     if binary:
         command = [
             binary,
@@ -106,7 +108,7 @@ def start_redis(
             *extra_args,
         ]  # fmt: skip
         kind = "redis-server"
-    elif allow_fake:
+    elif allow_fake or force_fake:
         command = [sys.executable, "-m", "devtools.fake_redis", "--port", str(port)]
         kind = "fakeredis"
     else:
