@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import redis
 from opentelemetry import trace
 
+from aggregator.backend import build_families
 from aggregator.breaker import (
     BreakerCalls,
     BreakerConfig,
@@ -181,7 +182,14 @@ class Aggregator:
     def _lead(self, now: float) -> Snapshot:
         reading = self._read(now)
         states, _ = self._evaluate_and_write(reading, now)
-        snapshot = self._build(reading, states, now)
+        with tracer.start_as_current_span("read_backend_metrics"):
+            backend = self._reader.backend(now, self.settings.retention_seconds)
+        snapshot = replace(
+            self._build(reading, states, now),
+            backend=build_families(
+                backend.schema, backend.series, backend.data, backend.gauge_writers
+            ),
+        )
         ttl = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
         with tracer.start_as_current_span("publish_snapshot"):
             self._writer.commit([], self._take_ops(), self._fence, snapshot.to_json(), ttl)

@@ -145,6 +145,7 @@ class SnapshotCollector(Collector):
             suppressed.add_metric(labels, 1.0 if p.open_suppressed else 0.0)
         yield from (availability, err, health, p95, window_requests, breaker, response_time)
         yield from (requests, cost, tokens, transitions, rejected_calls, forced, suppressed)
+        yield from _backend_metrics(snapshot)
 
         redis_ops = CounterMetricFamily(
             "gatewayz_redis_operations",
@@ -202,6 +203,68 @@ def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[
             "Sequence number of the served snapshot (equal on replicas serving the same one)",
             value=snapshot.cycle,
         )
+
+
+RESERVED_NAMES = frozenset(
+    {
+        "provider_availability",
+        "provider_error_rate",
+        "provider_response_time_seconds",
+        "gatewayz_provider_health_score",
+        "gatewayz_provider_latency_p95_seconds",
+        "gatewayz_provider_window_requests",
+        "gatewayz_circuit_breaker_state",
+        "gatewayz_provider_requests",
+        "gatewayz_cost_by_provider",
+        "gatewayz_provider_tokens",
+        "gatewayz_circuit_breaker_transitions",
+        "gatewayz_circuit_breaker_rejected_calls",
+        "gatewayz_circuit_breaker_forced",
+        "gatewayz_circuit_breaker_open_suppressed",
+        "gatewayz_redis_operations",
+        "gatewayz_client_events_rejected",
+        "gatewayz_client_events_dropped",
+        "gatewayz_metrics_series_dropped",
+        "gatewayz_metrics_values_rejected",
+    }
+)
+"""Names the aggregator itself exports; a worker metric declared with one is not served."""
+
+
+def _backend_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    dropped = CounterMetricFamily(
+        "gatewayz_metrics_series_dropped",
+        "Updates to backend metric series beyond the per-metric cardinality cap, all workers",
+        labels=["metric"],
+    )
+    rejected = CounterMetricFamily(
+        "gatewayz_metrics_values_rejected",
+        "Invalid backend metric values (negative counter increments, NaN, inf), all workers",
+        labels=["metric"],
+    )
+    for family in snapshot.backend:
+        dropped.add_metric([family.name], family.dropped)
+        rejected.add_metric([family.name], family.rejected)
+        if family.name in RESERVED_NAMES:
+            continue
+        labelnames = list(family.labelnames)
+        metric: CounterMetricFamily | GaugeMetricFamily
+        if family.kind == "counter":
+            metric = CounterMetricFamily(family.name, family.help, labels=labelnames)
+        elif family.kind == "gauge":
+            metric = GaugeMetricFamily(family.name, family.help, labels=labelnames)
+        else:
+            le = [floatToGoString(b) for b in family.buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
+            histogram = HistogramMetricFamily(family.name, family.help, labels=labelnames)
+            for labels, counts, total in family.histograms:
+                histogram.add_metric(list(labels), list(zip(le, counts, strict=True)), total)
+            yield histogram
+            continue
+        for labels, value in family.samples:
+            metric.add_metric(list(labels), value)
+        yield metric
+    yield dropped
+    yield rejected
 
 
 def make_registry(aggregator: Aggregator) -> CollectorRegistry:

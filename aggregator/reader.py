@@ -140,6 +140,9 @@ class WindowReader:
         )
         return Reading(readings, client_stats, redis_ops)
 
+    def backend(self, now: float, retention_seconds: float) -> BackendReading:
+        return read_backend(self._redis, self._keys, now, retention_seconds, self.ops)
+
     def published_snapshot(self) -> str | None:
         """The leader's last published snapshot (JSON), if any."""
         raw = self._redis.get(self._keys.snapshot)
@@ -147,3 +150,47 @@ class WindowReader:
         if raw is None:
             return None
         return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+@dataclass(frozen=True)
+class BackendReading:
+    schema: dict[str, str]
+    series: dict[str, list[str]]
+    data: dict[str, dict[str, int]]
+    gauge_writers: list[dict[str, str]]
+
+
+def _text_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def read_backend(
+    connection: redis.Redis,
+    keys: Keys,
+    now: float,
+    retention_seconds: float,
+    ops: Counter[str],
+) -> BackendReading:
+    """The workers' declared metrics: specs, admitted series, values, and the gauge values of
+    processes whose gauge hash has not expired. Two pipelined round trips."""
+    pipe = connection.pipeline(transaction=False)
+    pipe.hgetall(keys.metric_schema)
+    pipe.zremrangebyscore(keys.gauge_writers, "-inf", now - retention_seconds)
+    pipe.zrange(keys.gauge_writers, 0, -1)
+    raw_schema, _, raw_writers = pipe.execute()
+    schema = _text_hash(raw_schema)
+    writers = [w.decode() for w in raw_writers]
+    names = sorted(schema)
+    pipe = connection.pipeline(transaction=False)
+    for name in names:
+        pipe.smembers(keys.metric_series(name))
+        pipe.hgetall(keys.metric_data(name))
+    for writer in writers:
+        pipe.hgetall(keys.gauge_values(writer))
+    replies = pipe.execute()
+    ops.update({"hgetall": 1 + len(names) + len(writers), "zremrangebyscore": 1, "zrange": 1})
+    ops["smembers"] += len(names)
+    series = {n: sorted(m.decode() for m in replies[2 * i]) for i, n in enumerate(names)}
+    data = {n: _int_hash(replies[2 * i + 1]) for i, n in enumerate(names)}
+    gauge_values = [_text_hash(r) for r in replies[2 * len(names) :] if r]
+    return BackendReading(schema, series, data, gauge_values)

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from aggregator.backend import BackendFamily
 from aggregator.breaker import CLOSED, BreakerState
 from aggregator.health import (
     WindowCounts,
@@ -63,6 +64,8 @@ class Snapshot:
     redis_ops: dict[str, int]
     client_rejected: dict[str, int]
     client_dropped: int
+    backend: tuple[BackendFamily, ...] = ()
+    """The workers' own metrics (fastapi_requests_total, ...), same cycle."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +87,8 @@ class Snapshot:
             )
             for p in data["providers"]
         )
-        return cls(**{**data, "providers": providers})
+        backend = tuple(BackendFamily.from_dict(f) for f in data.get("backend", ()))
+        return cls(**{**data, "providers": providers, "backend": backend})
 
 
 def provider_health(

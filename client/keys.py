@@ -20,6 +20,11 @@ key                                         type    content
 ``gatewayz:{leader}:lease``                 string  ``<instance>|<fencing token>``, with a TTL
 ``gatewayz:{leader}:token``                 string  last fencing token handed out (INCR)
 ``gatewayz:snapshot``                       string  the leader's last snapshot (JSON)
+``gatewayz:{metrics}:schema``               hash    backend metric name -> its spec (JSON)
+``gatewayz:{metrics}:series:<name>``        set     series ids (JSON label values) admitted
+``gatewayz:{metrics}:data:<name>``          hash    counter/histogram values per series
+``gatewayz:{metrics}:gauges:<writer>``      hash    one process's gauge values (expires)
+``gatewayz:{metrics}:gauge_writers``        zset    processes with gauges, by last write
 ``gatewayz:stats:clients``                  hash    events rejected/dropped by clients, by cause
 ``gatewayz:stats:redis_ops``                hash    Redis commands issued, by operation
 ==========================================  ======  ===============================================
@@ -165,6 +170,23 @@ class Keys:
     @property
     def snapshot(self) -> str:
         return f"{self.namespace}:snapshot"
+
+    @property
+    def metric_schema(self) -> str:
+        return f"{self.namespace}:{{metrics}}:schema"
+
+    def metric_series(self, name: str) -> str:
+        return f"{self.namespace}:{{metrics}}:series:{name}"
+
+    def metric_data(self, name: str) -> str:
+        return f"{self.namespace}:{{metrics}}:data:{name}"
+
+    def gauge_values(self, writer_id: str) -> str:
+        return f"{self.namespace}:{{metrics}}:gauges:{writer_id}"
+
+    @property
+    def gauge_writers(self) -> str:
+        return f"{self.namespace}:{{metrics}}:gauge_writers"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace."""

@@ -17,13 +17,22 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 import redis
 
 from client.breaker_gate import BreakerGate, CircuitOpenError
+from client.instruments import (
+    DEFAULT_BUCKETS,
+    CounterMetric,
+    GaugeMetric,
+    HistogramMetric,
+    InstrumentStore,
+    MetricSpec,
+)
 from client.keys import NANO_USD_PER_USD, OUTCOMES, Keys, is_valid_provider
 from client.outcome import OUTCOME_CODES, classify_exception, classify_status
 from client.settings import ClientSettings
@@ -65,6 +74,8 @@ class MetricsClient:
         self._clock = clock
         self._valid_names: set[str] = set()
         self._logged_causes: set[str] = set()
+        self._instruments = InstrumentStore(base.max_series_per_metric, clock, self._on_update)
+        self._metrics: dict[str, Any] = {}
         self._reset_process_state()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _call(ref, "_reset_process_state"))
@@ -81,6 +92,9 @@ class MetricsClient:
         """Fresh per-process state: called at construction and in a forked child, which must
         neither re-send its parent's buffered events nor rely on its parent's (absent) thread."""
         self._lock = threading.Lock()
+        self._instruments.reset_after_fork()
+        self._instruments_written = 0
+        self._gauges_refreshed_at = 0.0
         self._settled_cond = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._buffer: deque[Event] = deque()
@@ -117,7 +131,58 @@ class MetricsClient:
             self._keys,
             settings.window_ttl_seconds,
             int(settings.retention_seconds),
+            writer_id=self._writer_id,
+            max_series=settings.max_series_per_metric,
+            gauge_ttl=int(settings.gauge_ttl_seconds + 0.999),
         )
+
+    # -- backend metrics -----------------------------------------------------------------------
+
+    def counter(
+        self, name: str, documentation: str, labelnames: Sequence[str] = ()
+    ) -> CounterMetric:
+        """A counter exported by the aggregator, summed over all workers. Like
+        prometheus_client, a ``_total`` suffix is optional (always exported). Floats are exact
+        to 1e-9."""
+        spec = MetricSpec(name.removesuffix("_total"), "counter", documentation, tuple(labelnames))
+        return self._declare(spec, CounterMetric)  # type: ignore[no-any-return]
+
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        combine: str = "sum",
+    ) -> GaugeMetric:
+        """A gauge; ``combine`` says how workers' values merge: sum, max, min or latest. A
+        process's values vanish ``gauge_ttl_seconds`` after it stops refreshing them (dies)."""
+        spec = MetricSpec(name, "gauge", documentation, tuple(labelnames), combine=combine)
+        return self._declare(spec, GaugeMetric)  # type: ignore[no-any-return]
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> HistogramMetric:
+        """A histogram whose buckets, sum and count add up over all workers."""
+        bounds = tuple(float(b) for b in buckets if b != math.inf)
+        spec = MetricSpec(name, "histogram", documentation, tuple(labelnames), bounds)
+        return self._declare(spec, HistogramMetric)  # type: ignore[no-any-return]
+
+    def _declare(self, spec: MetricSpec, kind: type[Any]) -> Any:
+        self._instruments.declare(spec)  # raises on a conflicting redeclaration
+        existing = self._metrics.get(spec.name)
+        if existing is None:
+            existing = self._metrics[spec.name] = kind(self._instruments, spec)
+        return existing
+
+    def _on_update(self) -> None:
+        if self._flusher is None:
+            with self._lock:
+                if self._flusher is None:
+                    self._start_flusher()
 
     # -- recording (hot path) ------------------------------------------------------------------
 
@@ -255,6 +320,7 @@ class MetricsClient:
         """Block until everything recorded (and every rejection counted) before this call is in
         Redis, or ``timeout`` seconds pass. Returns True when it all got there."""
         deadline = time.monotonic() + timeout
+        instruments_target = self._instruments.version
         with self._lock:
             target = self._accepted
             stats_target = self._stats_version
@@ -262,7 +328,11 @@ class MetricsClient:
                 return target == self._settled and stats_target == self._stats_written
         self._wake.set()
         with self._settled_cond:
-            while self._settled < target or self._stats_written < stats_target:
+            while (
+                self._settled < target
+                or self._stats_written < stats_target
+                or self._instruments_written < instruments_target
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -308,6 +378,11 @@ class MetricsClient:
 
     def _take_batch(self, writer_id: str) -> tuple[Batch, int]:
         max_batch = self.settings.max_batch
+        now = time.monotonic()
+        refresh_gauges = now - self._gauges_refreshed_at >= self.settings.gauge_ttl_seconds / 3
+        if refresh_gauges:
+            self._gauges_refreshed_at = now
+        instruments = self._instruments.drain(include_all_gauges=refresh_gauges)
         with self._lock:
             buffer = self._buffer
             count = min(len(buffer), max_batch)
@@ -322,6 +397,8 @@ class MetricsClient:
             first_seq = self._seq
             self._seq += count
         batch = build_batch(events, writer_id, first_seq, rejected, dropped, breaker_rejected)
+        if not instruments.empty or instruments.version:
+            batch = replace(batch, instruments=instruments)
         return batch, stats_version
 
     def _run_flusher(self, writer_id: str) -> None:
@@ -342,12 +419,14 @@ class MetricsClient:
                     pending = None
                     with self._lock:
                         self._stats_written = max(self._stats_written, stats_version)
+                        if batch.instruments is not None:
+                            self._instruments_written = batch.instruments.version
                         if self._closing or self._writer_id != writer_id:
                             return
                     continue
             batch, stats_version = pending
             try:
-                writer.write(batch)
+                conflicts = writer.write(batch)
             except (redis.RedisError, OSError) as exc:
                 if self._redis_ok:
                     self._redis_ok = False
@@ -362,11 +441,21 @@ class MetricsClient:
             if not self._redis_ok:
                 self._redis_ok = True
                 log.warning("metrics flush to Redis recovered")
+            for name in conflicts:
+                if name not in self._logged_causes:
+                    self._logged_causes.add(name)
+                    log.error(
+                        "metric %r is declared differently in Redis (another deployment?); "
+                        "the aggregator exports the first declaration",
+                        name,
+                    )
             backoff = settings.backoff_initial_seconds
             pending = None
             with self._settled_cond:
                 self._settled += batch.events
                 self._stats_written = max(self._stats_written, stats_version)
+                if batch.instruments is not None:
+                    self._instruments_written = batch.instruments.version
                 self._settled_cond.notify_all()
 
 

@@ -43,6 +43,8 @@ class ClientSettings:
     backoff_max_seconds: float = 5.0
     breaker_refresh_seconds: float = 1.0
     allow_timeout_seconds: float = 0.25
+    max_series_per_metric: int = 1000
+    gauge_ttl_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         Keys(self.namespace)  # validates the namespace
@@ -57,6 +59,8 @@ class ClientSettings:
             "retention_seconds": self.retention_seconds,
             "breaker_refresh_seconds": self.breaker_refresh_seconds,
             "allow_timeout_seconds": self.allow_timeout_seconds,
+            "max_series_per_metric": self.max_series_per_metric,
+            "gauge_ttl_seconds": self.gauge_ttl_seconds,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -71,7 +75,8 @@ class ClientSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
         """REDIS_URL, METRICS_NAMESPACE, WINDOW_SECONDS, METRICS_FLUSH_INTERVAL_SECONDS,
-        METRICS_MAX_BUFFER, METRICS_BREAKER_REFRESH_SECONDS."""
+        METRICS_MAX_BUFFER, METRICS_BREAKER_REFRESH_SECONDS, METRICS_MAX_SERIES,
+        METRICS_GAUGE_TTL_SECONDS."""
         env = os.environ if env is None else env
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
@@ -80,4 +85,6 @@ class ClientSettings:
             flush_interval_seconds=env_float(env, "METRICS_FLUSH_INTERVAL_SECONDS", 0.05),
             max_buffer=int(env_float(env, "METRICS_MAX_BUFFER", 200_000)),
             breaker_refresh_seconds=env_float(env, "METRICS_BREAKER_REFRESH_SECONDS", 1.0),
+            max_series_per_metric=int(env_float(env, "METRICS_MAX_SERIES", 1000)),
+            gauge_ttl_seconds=env_float(env, "METRICS_GAUGE_TTL_SECONDS", 30.0),
         )

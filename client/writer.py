@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 import redis
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
 from redis.retry import Retry
 
+from client.instruments import Drained
 from client.keys import (
     BREAKER_REJECTED_FIELD,
     COST_FIELD,
@@ -46,6 +48,45 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 return {state, 1}
 """
 
+# Counter/histogram deltas of one flush under a per-metric series cap: a series id not yet in
+# the metric's set is admitted while the set is smaller than the cap, else its updates are
+# dropped and counted. All keys share the {metrics} hash tag (one cluster slot).
+# KEYS: per metric, its series set then its data hash. ARGV[1] cap, ARGV[2] TTL seconds; then
+# per metric: series count; per series: id, updates, field count, (field, increment)...
+_INSTRUMENTS_SCRIPT = """
+local cap = tonumber(ARGV[1])
+local a = 3
+for m = 1, #KEYS, 2 do
+  local set, data = KEYS[m], KEYS[m + 1]
+  local dropped = 0
+  local nseries = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, nseries do
+    local sid, updates, nfields = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    a = a + 3
+    local known = redis.call('SISMEMBER', set, sid) == 1
+    if not known and redis.call('SCARD', set) < cap then
+      redis.call('SADD', set, sid)
+      known = true
+    end
+    if known then
+      for j = 0, nfields - 1 do
+        redis.call('HINCRBY', data, ARGV[a + 2 * j], ARGV[a + 2 * j + 1])
+      end
+    else
+      dropped = dropped + updates
+    end
+    a = a + 2 * nfields
+  end
+  if dropped > 0 then
+    redis.call('HINCRBY', data, '!dropped', dropped)
+  end
+  redis.call('EXPIRE', set, ARGV[2])
+  redis.call('EXPIRE', data, ARGV[2])
+end
+return 1
+"""
+
 Event = tuple[str, float, float, int, int, int]
 """(provider, unix time, latency seconds, outcome code, tokens, cost in nano-USD)."""
 
@@ -66,10 +107,17 @@ class Batch:
     dropped: int
     events: int
     breaker_rejected: dict[str, int] = field(default_factory=dict)
+    instruments: Drained | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.providers or self.rejected or self.dropped or self.breaker_rejected)
+        return not (
+            self.providers
+            or self.rejected
+            or self.dropped
+            or self.breaker_rejected
+            or (self.instruments is not None and not self.instruments.empty)
+        )
 
 
 def build_batch(
@@ -121,15 +169,28 @@ def connect(redis_url: str, socket_timeout: float) -> redis.Redis:
 class RedisWriter:
     """Writes batches for one namespace."""
 
-    def __init__(self, connection: redis.Redis, keys: Keys, window_ttl: int, retention: int):
+    def __init__(
+        self,
+        connection: redis.Redis,
+        keys: Keys,
+        window_ttl: int,
+        retention: int,
+        writer_id: str = "",
+        max_series: int = 1000,
+        gauge_ttl: int = 30,
+    ):
         self._redis = connection
         self._keys = keys
         self._window_ttl = window_ttl
         self._retention = retention
+        self._writer_id = writer_id
+        self._max_series = max_series
+        self._gauge_ttl = gauge_ttl
         self._permit = connection.register_script(_PERMIT_SCRIPT)
 
-    def write(self, batch: Batch) -> None:
-        """Apply the batch atomically (MULTI/EXEC) in one round trip; raises redis.RedisError."""
+    def write(self, batch: Batch) -> list[str]:
+        """Apply the batch atomically (MULTI/EXEC) in one round trip; raises redis.RedisError.
+        Returns the names of metrics whose spec in Redis differs from this process's."""
         keys = self._keys
         ops: Counter[str] = Counter()
         pipe = self._redis.pipeline(transaction=True)
@@ -165,9 +226,65 @@ class RedisWriter:
         if batch.dropped:
             pipe.hincrby(keys.client_stats, DROPPED_FIELD, batch.dropped)
             ops["hincrby"] += 1
+        checks: list[tuple[int, str, str]] = []
+        if batch.instruments is not None:
+            checks = self._queue_instruments(pipe, batch.instruments, ops)
         for operation, count in ops.items():
             pipe.hincrby(keys.redis_ops, operation, count)
-        pipe.execute()
+        replies = pipe.execute()
+        return [name for index, name, spec in checks if _text(replies[index]) != spec]
+
+    def _queue_instruments(
+        self, pipe: Pipeline, drained: Drained, ops: Counter[str]
+    ) -> list[tuple[int, str, str]]:
+        """Queue the backend metrics' writes; returns (reply index, metric, spec JSON) of the
+        HGETs that tell whether Redis holds the same spec."""
+        keys = self._keys
+        checks: list[tuple[int, str, str]] = []
+        for spec in drained.specs:
+            spec_json = spec.to_json()
+            pipe.hsetnx(keys.metric_schema, spec.name, spec_json)
+            checks.append((len(pipe), spec.name, spec_json))
+            pipe.hget(keys.metric_schema, spec.name)
+            ops["hsetnx"] += 1
+            ops["hget"] += 1
+        if drained.specs:
+            pipe.expire(keys.metric_schema, self._retention)
+            ops["expire"] += 1
+        if drained.deltas:
+            by_metric: dict[str, list[tuple[str, int, list[tuple[str, int]]]]] = {}
+            for spec, sid, updates, fields in drained.deltas:
+                by_metric.setdefault(spec.name, []).append((sid, updates, fields))
+            script_keys: list[str] = []
+            args: list[str | int] = [self._max_series, self._retention]
+            for name, series in by_metric.items():
+                script_keys += [keys.metric_series(name), keys.metric_data(name)]
+                args.append(len(series))
+                for sid, updates, fields in series:
+                    args += [sid, updates, len(fields)]
+                    for field_name, amount in fields:
+                        args += [field_name, amount]
+            pipe.eval(_INSTRUMENTS_SCRIPT, len(script_keys), *script_keys, *args)
+            ops["eval"] += 1
+        for counts, field_name in ((drained.dropped, "!dropped"), (drained.rejected, "!rejected")):
+            for name, count in counts.items():
+                pipe.hincrby(keys.metric_data(name), field_name, count)
+                ops["hincrby"] += 1
+        if drained.gauges:
+            gauge_key = keys.gauge_values(self._writer_id)
+            pipe.delete(gauge_key)
+            pipe.hset(
+                gauge_key,
+                mapping={
+                    f"{name}|{sid}": f"{value!r}|{updated_at!r}"
+                    for name, sid, value, updated_at in drained.gauges
+                },
+            )
+            pipe.expire(gauge_key, self._gauge_ttl)
+            pipe.zadd(keys.gauge_writers, {self._writer_id: max(g[3] for g in drained.gauges)})
+            pipe.expire(keys.gauge_writers, self._retention)
+            ops.update({"del": 1, "hset": 1, "expire": 2, "zadd": 1})
+        return checks
 
     def breaker_states(self, providers: list[str]) -> dict[str, str]:
         """Current breaker state name per provider ("closed" when it has no state)."""
@@ -186,3 +303,9 @@ class RedisWriter:
             keys=[self._keys.breaker(provider), self._keys.permits(provider)], args=[holder]
         )
         return (state.decode() if isinstance(state, bytes) else str(state)), bool(granted)
+
+
+def _text(raw: object) -> str | None:
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -1,0 +1,157 @@
+"""Backend metrics (the workers' Counters, Gauges, Histograms) as plain data: pure functions from
+what the reader fetched to the families the snapshot holds."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from client.instruments import NANO, MetricSpec
+
+log = logging.getLogger("gatewayz.aggregator")
+
+
+@dataclass(frozen=True)
+class BackendFamily:
+    name: str
+    kind: str
+    help: str
+    labelnames: tuple[str, ...]
+    buckets: tuple[float, ...]
+    samples: tuple[tuple[tuple[str, ...], float], ...]
+    """counter and gauge: (label values, value)"""
+    histograms: tuple[tuple[tuple[str, ...], tuple[int, ...], float], ...]
+    """histogram: (label values, cumulative counts per bucket then +Inf, sum)"""
+    dropped: int
+    """updates to series beyond the cardinality cap"""
+    rejected: int
+    """invalid values (negative counter increments, NaN, inf)"""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BackendFamily:
+        """From the JSON form (lists where tuples were)."""
+        return cls(
+            name=data["name"],
+            kind=data["kind"],
+            help=data["help"],
+            labelnames=tuple(data["labelnames"]),
+            buckets=tuple(data["buckets"]),
+            samples=tuple((tuple(labels), value) for labels, value in data["samples"]),
+            histograms=tuple(
+                (tuple(labels), tuple(counts), total)
+                for labels, counts, total in data["histograms"]
+            ),
+            dropped=data["dropped"],
+            rejected=data["rejected"],
+        )
+
+
+def exact(ints: int, nanos: int) -> float:
+    """An integer part plus nano-units as one float, carrying whole units first."""
+    whole, rest = divmod(nanos, NANO)
+    return float(ints + whole) + rest / NANO
+
+
+def _labels(sid: str, expected: int) -> tuple[str, ...] | None:
+    try:
+        values = json.loads(sid)
+    except ValueError:
+        return None
+    if not isinstance(values, list) or len(values) != expected:
+        return None  # written under a different declaration
+    return tuple(str(v) for v in values)
+
+
+def _sum_family(spec: MetricSpec, series: Iterable[str], data: Mapping[str, int]) -> BackendFamily:
+    samples: list[tuple[tuple[str, ...], float]] = []
+    histograms: list[tuple[tuple[str, ...], tuple[int, ...], float]] = []
+    for sid in sorted(set(series)):
+        labels = _labels(sid, len(spec.labelnames))
+        if labels is None:
+            continue
+        total = exact(data.get(f"i:{sid}", 0), data.get(f"n:{sid}", 0))
+        if spec.kind == "counter":
+            samples.append((labels, total))
+            continue
+        running, cumulative = 0, []
+        for index in range(len(spec.buckets) + 1):
+            running += data.get(f"b{index}:{sid}", 0)
+            cumulative.append(running)
+        histograms.append((labels, tuple(cumulative), total))
+    return BackendFamily(
+        spec.name,
+        spec.kind,
+        spec.help,
+        spec.labelnames,
+        spec.buckets,
+        tuple(samples),
+        tuple(histograms),
+        data.get("!dropped", 0),
+        data.get("!rejected", 0),
+    )
+
+
+def _combine(mode: str, contributions: list[tuple[float, float]]) -> float:
+    values = [value for value, _ in contributions]
+    if mode == "max":
+        return max(values)
+    if mode == "min":
+        return min(values)
+    if mode == "latest":
+        return max(contributions, key=lambda c: c[1])[0]
+    return sum(values)
+
+
+def gauge_family(
+    spec: MetricSpec, writers: Iterable[Mapping[str, str]], data: Mapping[str, int]
+) -> BackendFamily:
+    """Each live writer's values for this gauge, combined per label set."""
+    prefix = spec.name + "|"
+    by_series: dict[str, list[tuple[float, float]]] = {}
+    for values in writers:
+        for field, raw in values.items():
+            if field.startswith(prefix):
+                value, _, updated = raw.partition("|")
+                by_series.setdefault(field[len(prefix) :], []).append(
+                    (float(value), float(updated or 0))
+                )
+    samples = []
+    for sid in sorted(by_series):
+        labels = _labels(sid, len(spec.labelnames))
+        if labels is not None:
+            samples.append((labels, _combine(spec.combine, by_series[sid])))
+    return BackendFamily(
+        spec.name,
+        spec.kind,
+        spec.help,
+        spec.labelnames,
+        (),
+        tuple(samples),
+        (),
+        data.get("!dropped", 0),
+        data.get("!rejected", 0),
+    )
+
+
+def build_families(
+    schema: Mapping[str, str],
+    series: Mapping[str, Iterable[str]],
+    data: Mapping[str, Mapping[str, int]],
+    gauge_writers: Sequence[Mapping[str, str]],
+) -> tuple[BackendFamily, ...]:
+    families = []
+    for name in sorted(schema):
+        try:
+            spec = MetricSpec.from_json(schema[name])
+        except (ValueError, KeyError, TypeError):
+            log.warning("metric %r has an unreadable spec in Redis; skipped", name)
+            continue
+        values = data.get(name, {})
+        if spec.kind == "gauge":
+            families.append(gauge_family(spec, gauge_writers, values))
+        else:
+            families.append(_sum_family(spec, series.get(name, ()), values))
+    return tuple(families)
