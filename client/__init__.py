@@ -5,7 +5,9 @@ metrics = MetricsClient.from_env()
 metrics.record("openrouter", latency_s=0.42, status_code=200, tokens=1200, cost_usd=0.0031)
 """
 
+from client.asgi import MetricsMiddleware
 from client.breaker_gate import CircuitOpenError
+from client.gateway import GatewayMetrics, InferenceCall
 from client.keys import OUTCOMES, Keys
 from client.metrics_client import CallTracker, MetricsClient
 from client.settings import ClientSettings
@@ -15,6 +17,9 @@ __all__ = [
     "CallTracker",
     "CircuitOpenError",
     "ClientSettings",
+    "GatewayMetrics",
+    "InferenceCall",
     "Keys",
     "MetricsClient",
+    "MetricsMiddleware",
 ]

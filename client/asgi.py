@@ -1,0 +1,66 @@
+"""ASGI middleware recording ``fastapi_requests_total`` and ``fastapi_requests_duration_seconds``
+with the route template (``/v1/chat/{id}``), never the raw path, as the ``path`` label."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from client.gateway import GatewayMetrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+UNMATCHED = "__unmatched__"
+"""The ``path`` label of a request no route matched (404s): raw paths would be unbounded."""
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (Starlette/FastAPI put the route in the scope), with
+    the mount prefix of a mounted sub-application."""
+    route = scope.get("route")
+    path = getattr(route, "path", None) or getattr(route, "path_format", None)
+    if not isinstance(path, str):
+        return UNMATCHED
+    return f"{scope.get('root_path', '')}{path}" if scope.get("root_path") else path
+
+
+class MetricsMiddleware:
+    """``app.add_middleware(MetricsMiddleware, gateway=GatewayMetrics(metrics, "gatewayz"))``.
+
+    Times the whole request (the streamed body included); an exception escaping the app counts
+    as a 500. Lifespan and websocket traffic pass through untouched."""
+
+    def __init__(self, app: ASGIApp, gateway: GatewayMetrics) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            gateway = self.gateway
+            method = str(scope.get("method", ""))
+            path = route_template(scope)
+            gateway.requests.labels(
+                gateway.app_name, method, path, str(status), f"{status // 100}xx"
+            ).inc()
+            gateway.request_duration.labels(gateway.app_name, method, path).observe(
+                time.perf_counter() - started
+            )

@@ -1,0 +1,185 @@
+"""The gateway's existing metrics (same names and label sets as today), ready to use, and one call
+that books a model inference everywhere it belongs: provider health, cost and tokens by provider,
+and the per-model backend metrics. No double bookkeeping for the caller."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from types import TracebackType
+
+from client.keys import OUTCOMES
+from client.metrics_client import MetricsClient
+from client.outcome import OUTCOME_CODES, classify_exception, classify_status
+
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+INFERENCE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class GatewayMetrics:
+    """Declares the gateway's metrics on ``client`` (once per process; safe to repeat)."""
+
+    def __init__(self, client: MetricsClient, app_name: str = "gatewayz") -> None:
+        self.client = client
+        self.app_name = app_name
+        self.requests = client.counter(
+            "fastapi_requests_total",
+            "HTTP requests",
+            ["app_name", "method", "path", "status_code", "status_class"],
+        )
+        self.request_duration = client.histogram(
+            "fastapi_requests_duration_seconds",
+            "Request latency",
+            ["app_name", "method", "path"],
+            REQUEST_BUCKETS,
+        )
+        self.inference_requests = client.counter(
+            "model_inference_requests_total", "Model calls", ["provider", "model", "status"]
+        )
+        self.inference_duration = client.histogram(
+            "model_inference_duration_seconds",
+            "Model latency",
+            ["provider", "model"],
+            INFERENCE_BUCKETS,
+        )
+        self.tokens = client.counter(
+            "tokens_used_total", "Token usage", ["provider", "model", "token_type"]
+        )
+        self.credits = client.counter("credits_used_total", "Credit usage", ["provider", "model"])
+        self.database_queries = client.counter(
+            "database_queries_total", "Database operations", ["table", "operation"]
+        )
+        self.cache_hits = client.counter("cache_hits_total", "Cache hits", ["cache_name"])
+        self.cache_misses = client.counter("cache_misses_total", "Cache misses", ["cache_name"])
+        self.ttfb = client.histogram(
+            "backend_ttfb_seconds",
+            "Time to first byte from the provider",
+            ["provider", "model", "endpoint"],
+            INFERENCE_BUCKETS,
+        )
+        self.ttfc = client.histogram(
+            "time_to_first_chunk_seconds",
+            "Time to the first streamed chunk",
+            ["provider", "model"],
+            INFERENCE_BUCKETS,
+        )
+
+    def record_inference(
+        self,
+        provider: str,
+        model: str,
+        latency_s: float,
+        *,
+        status_code: int | None = None,
+        outcome: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        credits: float = 0.0,
+        cost_usd: float = 0.0,
+        endpoint: str = "",
+        ttfb_s: float | None = None,
+        ttfc_s: float | None = None,
+    ) -> None:
+        """Book one finished model call: the provider's health window, cost and tokens (through
+        ``MetricsClient.record``) and model_inference_*, tokens_used_total, credits_used_total,
+        backend_ttfb_seconds, time_to_first_chunk_seconds. Never raises."""
+        self.client.record(
+            provider,
+            latency_s,
+            status_code,
+            outcome,
+            input_tokens + output_tokens if _counts(input_tokens, output_tokens) else 0,
+            cost_usd,
+        )
+        try:
+            if status_code is not None:
+                status = OUTCOMES[classify_status(status_code)]
+            else:
+                status = outcome if outcome in OUTCOME_CODES else "success"
+        except ValueError:
+            status = "invalid"
+        self.inference_requests.labels(provider, model, status).inc()
+        self.inference_duration.labels(provider, model).observe(latency_s)
+        if input_tokens:
+            self.tokens.labels(provider, model, "input").inc(input_tokens)
+        if output_tokens:
+            self.tokens.labels(provider, model, "output").inc(output_tokens)
+        if credits:
+            self.credits.labels(provider, model).inc(credits)
+        if ttfb_s is not None:
+            self.ttfb.labels(provider, model, endpoint).observe(ttfb_s)
+        if ttfc_s is not None:
+            self.ttfc.labels(provider, model).observe(ttfc_s)
+
+    def inference(self, provider: str, model: str, endpoint: str = "") -> InferenceCall:
+        """Time a model call in a ``with`` block; see InferenceCall."""
+        return InferenceCall(self, provider, model, endpoint)
+
+
+def _counts(*values: object) -> bool:
+    return all(type(v) is int and v >= 0 for v in values)
+
+
+class InferenceCall:
+    """``with gateway.inference(provider, model, endpoint) as call:`` times the call; inside,
+    ``call.first_byte()`` when the provider's response starts (TTFB), ``call.chunk()`` on each
+    streamed chunk (the first one sets TTFC) or ``async for c in call.stream(chunks)``; set
+    ``status_code``/``outcome``, ``input_tokens``, ``output_tokens``, ``credits``, ``cost_usd``.
+    An exception records a failure (or its status code's class) and is re-raised."""
+
+    def __init__(self, gateway: GatewayMetrics, provider: str, model: str, endpoint: str):
+        self._gateway = gateway
+        self.provider, self.model, self.endpoint = provider, model, endpoint
+        self.status_code: int | None = None
+        self.outcome: str | None = None
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.credits = 0.0
+        self.cost_usd = 0.0
+        self._start = 0.0
+        self._ttfb: float | None = None
+        self._ttfc: float | None = None
+
+    def __enter__(self) -> InferenceCall:
+        self._start = time.perf_counter()
+        return self
+
+    def first_byte(self) -> None:
+        if self._ttfb is None:
+            self._ttfb = time.perf_counter() - self._start
+
+    def chunk(self) -> None:
+        if self._ttfc is None:
+            self._ttfc = time.perf_counter() - self._start
+            self.first_byte()
+
+    async def stream(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """Pass ``chunks`` through, marking the first one."""
+        async for item in chunks:
+            self.chunk()
+            yield item
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        latency_s = time.perf_counter() - self._start
+        status_code, outcome = self.status_code, self.outcome
+        if exc is not None and status_code is None and outcome is None:
+            outcome = OUTCOMES[classify_exception(exc)]
+        self._gateway.record_inference(
+            self.provider,
+            self.model,
+            latency_s,
+            status_code=status_code,
+            outcome=outcome,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            credits=self.credits,
+            cost_usd=self.cost_usd,
+            endpoint=self.endpoint,
+            ttfb_s=self._ttfb,
+            ttfc_s=self._ttfc,
+        )

@@ -1,0 +1,1 @@
+"""An example LLM gateway: FastAPI under Gunicorn, calling fake in-process providers."""

@@ -1,0 +1,101 @@
+"""The example gateway. ``gunicorn -c examples/gateway/gunicorn.conf.py examples.gateway.app:app``
+
+Every worker records into Redis through one MetricsClient built at import (safe with
+``--preload``); the aggregator serves the totals. ``/worker-metrics`` shows what this worker
+alone knows, the per-process view that prometheus_client gives without this project.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import prometheus_client
+from fastapi import FastAPI, HTTPException, Response
+from pydantic import BaseModel
+
+from client import GatewayMetrics, MetricsClient, MetricsMiddleware
+from examples.gateway import providers
+from examples.gateway.providers import UpstreamError
+
+metrics = MetricsClient.from_env()
+gateway = GatewayMetrics(metrics, app_name="gatewayz-example")
+upstreams = providers.load(os.environ)
+
+# The "before" world: a per-process prometheus_client counter, for comparison.
+worker_registry = prometheus_client.CollectorRegistry()
+worker_requests = prometheus_client.Counter(
+    "worker_chat_requests", "Chat requests this worker served", registry=worker_registry
+)
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    metrics.close(timeout=5.0)  # a stopping worker ships what it buffered
+
+
+app = FastAPI(title="example gateway", lifespan=lifespan)
+app.add_middleware(MetricsMiddleware, gateway=gateway)
+
+
+class ChatRequest(BaseModel):
+    provider: str
+    model: str = "default"
+    status: int | None = None
+    latency_s: float | None = None
+    chunks: int = 3
+    input_tokens: int = 100
+    output_tokens: int = 50
+
+
+@app.post("/v1/chat/completions")
+async def chat(request: ChatRequest, response: Response) -> dict[str, object]:
+    worker_requests.inc()
+    response.headers["x-worker-pid"] = str(os.getpid())
+    upstream = upstreams.get(request.provider)
+    if upstream is None:
+        raise HTTPException(404, f"unknown provider {request.provider!r}")
+    if not metrics.allow(request.provider):
+        raise HTTPException(503, f"circuit open for {request.provider}")
+    text = []
+    try:
+        with gateway.inference(request.provider, request.model, "/v1/chat/completions") as call:
+            async for piece in call.stream(_encoded(upstream, request)):
+                text.append(piece.decode())
+            call.status_code = 200
+            call.input_tokens, call.output_tokens = request.input_tokens, request.output_tokens
+            call.credits = request.output_tokens / 1000
+            call.cost_usd = request.output_tokens * 0.000002
+    except UpstreamError as exc:
+        raise HTTPException(
+            502, f"upstream {request.provider} answered {exc.status_code}"
+        ) from None
+    return {"provider": request.provider, "text": "".join(text), "pid": os.getpid()}
+
+
+async def _encoded(upstream: providers.FakeProvider, request: ChatRequest) -> AsyncIterator[bytes]:
+    async for piece in providers.complete(
+        upstream, request.status, request.latency_s, request.chunks
+    ):
+        yield piece.encode()
+
+
+@app.get("/v1/chat/{chat_id}")
+async def get_chat(chat_id: str) -> dict[str, str]:
+    hit = chat_id.endswith("0")
+    (gateway.cache_hits if hit else gateway.cache_misses).labels("chats").inc()
+    if not hit:
+        gateway.database_queries.labels("chats", "select").inc()
+    return {"id": chat_id}
+
+
+@app.get("/worker-metrics")
+def worker_metrics() -> Response:
+    body = prometheus_client.generate_latest(worker_registry)
+    return Response(
+        body,
+        media_type=prometheus_client.CONTENT_TYPE_LATEST,
+        headers={"x-worker-pid": str(os.getpid())},
+    )
