@@ -9,8 +9,9 @@ from client.asgi import MetricsMiddleware
 from client.breaker_gate import CircuitOpenError
 from client.gateway import GatewayMetrics, InferenceCall
 from client.keys import OUTCOMES, Keys
-from client.metrics_client import CallTracker, MetricsClient
+from client.metrics_client import MetricsClient
 from client.settings import ClientSettings
+from client.tracking import CallTracker
 
 __all__ = [
     "OUTCOMES",

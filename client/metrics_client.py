@@ -10,41 +10,33 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
 import secrets
 import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from types import TracebackType
 from typing import Any
 
 import redis
 
 from client.breaker_gate import BreakerGate, CircuitOpenError
+from client.declarations import MetricDeclarations
+from client.events import Event, EventValidator, Rejected
 from client.instruments import (
-    DEFAULT_BUCKETS,
-    CounterMetric,
-    GaugeMetric,
-    HistogramMetric,
     InstrumentStore,
-    MetricSpec,
 )
-from client.keys import NANO_USD_PER_USD, OUTCOMES, Keys, is_valid_provider
-from client.outcome import OUTCOME_CODES, classify_exception, classify_status
+from client.keys import Keys
 from client.settings import ClientSettings
-from client.writer import Batch, Event, RedisWriter, build_batch, connect
+from client.tracking import CallTracker
+from client.writer import Batch, RedisWriter, build_batch, connect
 
 log = logging.getLogger("gatewayz.metrics.client")
 
-_MAX_CACHED_NAMES = 4096
-_INF = math.inf
 
-
-class MetricsClient:
+class MetricsClient(MetricDeclarations):
     """Records provider-call outcomes and ships them to Redis in the background.
 
     Thread-safe and fork-safe. Construct one per process (construction does no I/O)::
@@ -72,7 +64,7 @@ class MetricsClient:
         self.settings = base
         self._keys = Keys(base.namespace)
         self._clock = clock
-        self._valid_names: set[str] = set()
+        self._validator = EventValidator()
         self._logged_causes: set[str] = set()
         self._instruments = InstrumentStore(base.max_series_per_metric, clock, self._on_update)
         self._metrics: dict[str, Any] = {}
@@ -136,48 +128,6 @@ class MetricsClient:
             gauge_ttl=int(settings.gauge_ttl_seconds + 0.999),
         )
 
-    # -- backend metrics -----------------------------------------------------------------------
-
-    def counter(
-        self, name: str, documentation: str, labelnames: Sequence[str] = ()
-    ) -> CounterMetric:
-        """A counter exported by the aggregator, summed over all workers. Like
-        prometheus_client, a ``_total`` suffix is optional (always exported). Floats are exact
-        to 1e-9."""
-        spec = MetricSpec(name.removesuffix("_total"), "counter", documentation, tuple(labelnames))
-        return self._declare(spec, CounterMetric)  # type: ignore[no-any-return]
-
-    def gauge(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        combine: str = "sum",
-    ) -> GaugeMetric:
-        """A gauge; ``combine`` says how workers' values merge: sum, max, min or latest. A
-        process's values vanish ``gauge_ttl_seconds`` after it stops refreshing them (dies)."""
-        spec = MetricSpec(name, "gauge", documentation, tuple(labelnames), combine=combine)
-        return self._declare(spec, GaugeMetric)  # type: ignore[no-any-return]
-
-    def histogram(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
-    ) -> HistogramMetric:
-        """A histogram whose buckets, sum and count add up over all workers."""
-        bounds = tuple(float(b) for b in buckets if b != math.inf)
-        spec = MetricSpec(name, "histogram", documentation, tuple(labelnames), bounds)
-        return self._declare(spec, HistogramMetric)  # type: ignore[no-any-return]
-
-    def _declare(self, spec: MetricSpec, kind: type[Any]) -> Any:
-        self._instruments.declare(spec)  # raises on a conflicting redeclaration
-        existing = self._metrics.get(spec.name)
-        if existing is None:
-            existing = self._metrics[spec.name] = kind(self._instruments, spec)
-        return existing
-
     def _on_update(self) -> None:
         if self._flusher is None:
             with self._lock:
@@ -202,42 +152,13 @@ class MetricsClient:
         means success. Invalid calls are rejected and counted by cause.
         """
         try:
-            if provider not in self._valid_names:
-                if not is_valid_provider(provider):
-                    self._reject("invalid_provider", provider)
-                    return
-                if len(self._valid_names) < _MAX_CACHED_NAMES:
-                    self._valid_names.add(provider)
-            if not 0.0 <= latency_s < _INF:
-                self._reject("invalid_latency", latency_s)
-                return
-            if status_code is not None:
-                if outcome is not None:
-                    self._reject("status_and_outcome", (status_code, outcome))
-                    return
-                try:
-                    code = classify_status(status_code)
-                except ValueError:
-                    self._reject("invalid_status_code", status_code)
-                    return
-            elif outcome is None:
-                code = 0
-            else:
-                maybe = OUTCOME_CODES.get(outcome)
-                if maybe is None:
-                    self._reject("invalid_outcome", outcome)
-                    return
-                code = maybe
-            if tokens and (type(tokens) is not int or tokens < 0):
-                self._reject("invalid_tokens", tokens)
-                return
-            cost_nusd = 0
-            if cost_usd:
-                if not 0.0 <= cost_usd < _INF:
-                    self._reject("invalid_cost", cost_usd)
-                    return
-                cost_nusd = round(cost_usd * NANO_USD_PER_USD)
+            code, cost_nusd = self._validator.validate(
+                provider, latency_s, status_code, outcome, tokens, cost_usd
+            )
             event = (provider, self._clock(), float(latency_s), code, tokens, cost_nusd)
+        except Rejected as rejection:
+            self._reject(rejection.cause, rejection.value)
+            return
         except Exception:
             self._reject("invalid_argument", provider)
             return
@@ -457,39 +378,6 @@ class MetricsClient:
                 if batch.instruments is not None:
                     self._instruments_written = batch.instruments.version
                 self._settled_cond.notify_all()
-
-
-class CallTracker:
-    """The object ``MetricsClient.track()`` yields; see there."""
-
-    __slots__ = ("_client", "_start", "cost_usd", "outcome", "provider", "status_code", "tokens")
-
-    def __init__(self, client: MetricsClient, provider: str) -> None:
-        self._client = client
-        self.provider = provider
-        self.status_code: int | None = None
-        self.outcome: str | None = None
-        self.tokens = 0
-        self.cost_usd = 0.0
-        self._start = 0.0
-
-    def __enter__(self) -> CallTracker:
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        latency_s = time.perf_counter() - self._start
-        status_code, outcome = self.status_code, self.outcome
-        if exc is not None and status_code is None and outcome is None:
-            outcome = OUTCOMES[classify_exception(exc)]
-        self._client.record(
-            self.provider, latency_s, status_code, outcome, self.tokens, self.cost_usd
-        )
 
 
 def _call(ref: weakref.ref[MetricsClient], method: str) -> None:

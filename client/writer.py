@@ -11,6 +11,7 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
 
+from client.events import Event
 from client.instruments import Drained
 from client.keys import (
     BREAKER_REJECTED_FIELD,
@@ -86,9 +87,6 @@ for m = 1, #KEYS, 2 do
 end
 return 1
 """
-
-Event = tuple[str, float, float, int, int, int]
-"""(provider, unix time, latency seconds, outcome code, tokens, cost in nano-USD)."""
 
 
 @dataclass

@@ -1,0 +1,71 @@
+"""What ``record()`` accepts: validation of one provider call into an event tuple (pure)."""
+
+from __future__ import annotations
+
+import math
+
+from client.keys import NANO_USD_PER_USD, is_valid_provider
+from client.outcome import OUTCOME_CODES, classify_status
+
+Event = tuple[str, float, float, int, int, int]
+"""(provider, unix time, latency seconds, outcome code, tokens, cost in nano-USD)."""
+
+_MAX_CACHED_NAMES = 4096
+_INF = math.inf
+
+
+class Rejected(Exception):
+    """A record() call that cannot become an event; ``cause`` is the counted reason."""
+
+    def __init__(self, cause: str, value: object) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.value = value
+
+
+class EventValidator:
+    """Checks record() arguments; remembers valid provider names so the hot path skips the
+    regex for them (up to a bound, so a flood of names cannot grow it)."""
+
+    def __init__(self) -> None:
+        self._valid_names: set[str] = set()
+
+    def validate(
+        self,
+        provider: str,
+        latency_s: float,
+        status_code: int | None,
+        outcome: str | None,
+        tokens: int,
+        cost_usd: float,
+    ) -> tuple[int, int]:
+        """(outcome code, cost in nano-USD), or raises Rejected (TypeError on odd types)."""
+        if provider not in self._valid_names:
+            if not is_valid_provider(provider):
+                raise Rejected("invalid_provider", provider)
+            if len(self._valid_names) < _MAX_CACHED_NAMES:
+                self._valid_names.add(provider)
+        if not 0.0 <= latency_s < _INF:
+            raise Rejected("invalid_latency", latency_s)
+        if status_code is not None:
+            if outcome is not None:
+                raise Rejected("status_and_outcome", (status_code, outcome))
+            try:
+                code = classify_status(status_code)
+            except ValueError:
+                raise Rejected("invalid_status_code", status_code) from None
+        elif outcome is None:
+            code = 0
+        else:
+            maybe = OUTCOME_CODES.get(outcome)
+            if maybe is None:
+                raise Rejected("invalid_outcome", outcome)
+            code = maybe
+        if tokens and (type(tokens) is not int or tokens < 0):
+            raise Rejected("invalid_tokens", tokens)
+        cost_nusd = 0
+        if cost_usd:
+            if not 0.0 <= cost_usd < _INF:
+                raise Rejected("invalid_cost", cost_usd)
+            cost_nusd = round(cost_usd * NANO_USD_PER_USD)
+        return code, cost_nusd

@@ -1,0 +1,46 @@
+"""``MetricsClient.track()``: time a block as one provider call."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from client.keys import OUTCOMES
+from client.outcome import classify_exception
+
+if TYPE_CHECKING:
+    from client.metrics_client import MetricsClient
+
+
+class CallTracker:
+    """The object ``MetricsClient.track()`` yields; see there."""
+
+    __slots__ = ("_client", "_start", "cost_usd", "outcome", "provider", "status_code", "tokens")
+
+    def __init__(self, client: MetricsClient, provider: str) -> None:
+        self._client = client
+        self.provider = provider
+        self.status_code: int | None = None
+        self.outcome: str | None = None
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> CallTracker:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        latency_s = time.perf_counter() - self._start
+        status_code, outcome = self.status_code, self.outcome
+        if exc is not None and status_code is None and outcome is None:
+            outcome = OUTCOMES[classify_exception(exc)]
+        self._client.record(
+            self.provider, latency_s, status_code, outcome, self.tokens, self.cost_usd
+        )
