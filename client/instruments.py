@@ -2,7 +2,8 @@
 batches, so the aggregator serves every worker's metrics from one endpoint.
 
 Declared once per process through ``MetricsClient.counter()/gauge()/histogram()``; a
-redeclaration must match (name, type, label names, buckets, combine mode) or raises ValueError.
+redeclaration must match (name, type, help, label names, buckets, combine mode) or raises
+ValueError.
 Values are kept exactly: a counter or a histogram sum is an integer part plus an integer count of
 nano-units, so adding 0.1 a million times gives exactly 100000. Updates never raise: an invalid
 value (negative counter increment, NaN, inf) is rejected and counted.
@@ -315,12 +316,17 @@ class _Dropped:
         self._drop()
 
 
+MAX_VALUE = 1e15
+"""Largest magnitude one update may carry: far above any real increment, far below the 64-bit
+integers Redis adds (so a pre-aggregated batch can never overflow a hash field)."""
+
+
 def _valid(amount: object, allow_negative: bool = False) -> bool:
     try:
         number = float(amount)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
-    return math.isfinite(number) and (allow_negative or number >= 0)
+    return -MAX_VALUE <= number <= MAX_VALUE if allow_negative else 0 <= number <= MAX_VALUE
 
 
 class _CounterChild:

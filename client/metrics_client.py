@@ -101,6 +101,7 @@ class MetricsClient(MetricDeclarations):
         self._stats_version = 0
         self._stats_written = 0
         self._breaker_rejected: Counter[str] = Counter()
+        self._write_errors = 0  # batches Redis refused (not retried)
         self._flusher: threading.Thread | None = None
         self._closing = False
         self._redis_ok = True
@@ -281,6 +282,7 @@ class MetricsClient(MetricDeclarations):
                 "dropped": self._dropped_total,
                 "rejected": dict(self._rejected_total),
                 "redis_ok": self._redis_ok,
+                "write_errors": self._write_errors,
             }
 
     def _start_flusher(self) -> None:
@@ -348,6 +350,19 @@ class MetricsClient(MetricDeclarations):
             batch, stats_version = pending
             try:
                 conflicts = writer.write(batch)
+            except redis.ResponseError as exc:
+                # Redis executed the transaction and refused a command (or refused to queue
+                # one): retrying would fail again, or apply the rest of the batch twice.
+                log.error("metrics batch refused by Redis, not retried: %s", exc)
+                with self._settled_cond:
+                    self._write_errors += 1
+                    self._settled += batch.events
+                    self._stats_written = max(self._stats_written, stats_version)
+                    if batch.instruments is not None:
+                        self._instruments_written = batch.instruments.version
+                    self._settled_cond.notify_all()
+                pending = None
+                continue
             except (redis.RedisError, OSError) as exc:
                 if self._redis_ok:
                     self._redis_ok = False

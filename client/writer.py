@@ -72,7 +72,14 @@ for m = 1, #KEYS, 2 do
     end
     if known then
       for j = 0, nfields - 1 do
-        redis.call('HINCRBY', data, ARGV[a + 2 * j], ARGV[a + 2 * j + 1])
+        local name = ARGV[a + 2 * j]
+        local value = redis.call('HINCRBY', data, name, ARGV[a + 2 * j + 1])
+        if string.sub(name, 1, 2) == 'n:' and value >= 1000000000 then
+          -- carry whole units out of the nano-units so the field never overflows
+          local whole = math.floor(value / 1000000000)
+          redis.call('HINCRBY', data, name, -whole * 1000000000)
+          redis.call('HINCRBY', data, 'i:' .. string.sub(name, 3), whole)
+        end
       end
     else
       dropped = dropped + updates

@@ -1,0 +1,354 @@
+"""Backend metrics (Counter, Gauge, Histogram) end to end on a real Redis: MetricsClient in one or
+several processes, an aggregator cycle, then the /metrics exposition."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from aggregator.cycle import Aggregator
+from client import MetricsClient
+from client.keys import Keys
+from tests.conftest import FakeClock
+
+MakeClient = Callable[..., MetricsClient]
+MakeAggregator = Callable[..., Aggregator]
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+PROCESSES = 4
+FLOAT_INCS = 25_000  # per process: 4 * 25,000 = 100,000 increments of 0.1 in total
+
+
+def _scrape(aggregator: Aggregator) -> Samples:
+    """One aggregation cycle, then /metrics parsed into {(sample name, labels): value}."""
+    # Imported here: the spawned workers import this module and need no web framework.
+    from fastapi.testclient import TestClient
+
+    from aggregator.app import create_app
+
+    aggregator.run_cycle()
+    text = TestClient(create_app(aggregator)).get("/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _dropped(metric: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return ("gatewayz_metrics_series_dropped_total", (("metric", metric),))
+
+
+def _rejected(metric: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return ("gatewayz_metrics_values_rejected_total", (("metric", metric),))
+
+
+def _worker(redis_url: str, namespace: str, index: int) -> None:
+    metrics = MetricsClient(redis_url=redis_url, namespace=namespace)
+    jobs = metrics.counter("jobs_total", "Jobs", ["kind"])
+    spent = metrics.counter("spent", "Money spent")
+    inflight = metrics.gauge("inflight", "In flight", combine="max")
+    for _ in range(10):
+        jobs.labels("a").inc()
+    jobs.labels(kind="b").inc(index + 1)
+    for _ in range(FLOAT_INCS):
+        spent.inc(0.1)
+    inflight.set(index * 10 + 1)
+    if not metrics.close(timeout=10):
+        raise SystemExit(1)
+
+
+def test_counters_from_several_processes_sum_exactly(
+    redis_url: str, namespace: str, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(redis_url, namespace, i)) for i in range(PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+
+    clock.now = time.time()  # the workers stamped their gauges with the real clock
+    s = _scrape(make_aggregator())
+    assert s[("jobs_total", (("kind", "a"),))] == 40  # 4 processes * 10
+    assert s[("jobs_total", (("kind", "b"),))] == 10  # 1 + 2 + 3 + 4
+    # 100,000 * 0.1, kept as integer nano-units: exactly 10000
+    assert s[("spent_total", ())] == 10000.0
+    naive = 0.0
+    for _ in range(PROCESSES * FLOAT_INCS):
+        naive += 0.1
+    assert naive != 10000.0  # what a float accumulator would have exported
+    assert s[("inflight", ())] == 31  # max of 1, 11, 21, 31
+    assert s[_dropped("jobs")] == 0
+    assert s[_rejected("spent")] == 0
+
+
+def test_histogram_buckets_are_cumulative_with_an_exact_sum(
+    make_client: MakeClient, make_aggregator: MakeAggregator
+) -> None:
+    metrics = make_client()
+    latency = metrics.histogram("op_seconds", "Op latency", ["route"], buckets=[0.25, 1, 2.5])
+    for value in (0.1, 0.2, 0.3, 1.0, 2.5, 4.0):
+        latency.labels("/a").observe(value)
+    latency.labels(route="/b").observe(0.25)
+    assert metrics.flush(timeout=5)
+
+    s = _scrape(make_aggregator())
+    a = (("route", "/a"),)
+    # /a: le 0.25 {0.1, 0.2} = 2; le 1 adds {0.3, 1.0} = 4; le 2.5 adds {2.5} = 5; +Inf adds 4.0
+    for le, count in (("0.25", 2), ("1.0", 4), ("2.5", 5), ("+Inf", 6)):
+        assert s[("op_seconds_bucket", (("le", le), *a))] == count
+    assert s[("op_seconds_count", a)] == 6
+    # 0.1 + 0.2 + 0.3 + 1 + 2.5 + 4 = 8.1 (naively 0.1 + 0.2 + 0.3 is already 0.6000000000000001)
+    assert s[("op_seconds_sum", a)] == 8.1
+    b = (("route", "/b"),)
+    assert s[("op_seconds_bucket", (("le", "0.25"), *b))] == 1  # a bound is inclusive
+    assert s[("op_seconds_bucket", (("le", "+Inf"), *b))] == 1
+    assert s[("op_seconds_sum", b)] == 0.25
+
+
+def test_counter_total_suffix_is_optional_and_always_exported(
+    make_client: MakeClient, make_aggregator: MakeAggregator
+) -> None:
+    metrics = make_client()
+    with_suffix = metrics.counter("requests_total", "Requests")
+    assert metrics.counter("requests", "Requests") is with_suffix
+    with_suffix.inc(2)
+    metrics.counter("errors", "Errors").inc()
+    assert metrics.flush(timeout=5)
+
+    s = _scrape(make_aggregator())
+    assert s[("requests_total", ())] == 2
+    assert s[("errors_total", ())] == 1
+    assert ("requests_total_total", ()) not in s
+
+
+def test_gauges_combine_across_writers(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    # Each client is one writer; their clocks stamp the gauges: the second writes the latest.
+    stamps = (clock.now + 10, clock.now + 30, clock.now + 20)
+    values = (5.0, 1.5, -2.0)
+    for stamp, value in zip(stamps, values, strict=True):
+        metrics = make_client(clock=FakeClock(stamp))
+        for mode in ("sum", "max", "min", "latest"):
+            metrics.gauge(f"g_{mode}", f"combine {mode}", ["pool"], combine=mode).labels("p").set(
+                value
+            )
+        gauge = metrics.gauge("g_incdec", "inc and dec", combine="sum")
+        gauge.inc(value)  # from 0
+        gauge.dec(0.5)
+        assert metrics.flush(timeout=5)
+
+    s = _scrape(make_aggregator())
+    p = (("pool", "p"),)
+    assert s[("g_sum", p)] == 4.5  # 5 + 1.5 - 2
+    assert s[("g_max", p)] == 5.0
+    assert s[("g_min", p)] == -2.0
+    assert s[("g_latest", p)] == 1.5  # stamped +30: not the last written, not the max
+    assert s[("g_incdec", ())] == 3.0  # (5 - 0.5) + (1.5 - 0.5) + (-2 - 0.5)
+
+
+def test_a_dead_writers_gauge_disappears_after_its_ttl(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    alive = make_client(clock=clock, gauge_ttl_seconds=1)
+    dying = make_client(clock=clock, gauge_ttl_seconds=1)
+    alive.gauge("workers_busy", "Busy", combine="sum").set(2)
+    dying.gauge("workers_busy", "Busy", combine="sum").set(3)
+    assert alive.flush(timeout=5)
+    assert dying.flush(timeout=5)
+    aggregator = make_aggregator()
+    assert _scrape(aggregator)[("workers_busy", ())] == 5  # 2 + 3
+
+    assert dying.close(timeout=5)
+    deadline = time.monotonic() + 10
+    while (value := _scrape(aggregator)[("workers_busy", ())]) != 2:
+        assert value == 5, "only the dead writer's value may disappear"
+        assert time.monotonic() < deadline, "the dead writer's gauge never expired"
+        time.sleep(0.1)
+    # The live writer's value was written before the dead one's, so it is still there only
+    # because its process keeps refreshing it (else the loop above sees 3 or no sample).
+
+
+def test_series_cap_in_one_process_drops_and_counts(
+    make_client: MakeClient, make_aggregator: MakeAggregator
+) -> None:
+    metrics = make_client(max_series_per_metric=3)
+    hits = metrics.counter("hits", "Hits", ["user"])
+    for user in ("a", "b", "c"):
+        hits.labels(user).inc()
+    hits.labels("d").inc()  # 4th label set: dropped
+    hits.labels("d").inc(5)  # dropped again: 2 updates dropped
+    hits.labels("a").inc(4)  # an admitted series keeps working: 1 + 4
+    assert metrics.flush(timeout=5)
+
+    s = _scrape(make_aggregator())
+    assert s[("hits_total", (("user", "a"),))] == 5
+    assert s[("hits_total", (("user", "b"),))] == 1
+    assert s[("hits_total", (("user", "c"),))] == 1
+    assert ("hits_total", (("user", "d"),)) not in s
+    assert s[_dropped("hits")] == 2
+
+
+def test_series_cap_holds_across_clients_in_redis(
+    make_client: MakeClient, make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
+) -> None:
+    first = make_client(max_series_per_metric=3)
+    second = make_client(max_series_per_metric=3)
+    first_hits = first.counter("hits", "Hits", ["user"])
+    second_hits = second.counter("hits", "Hits", ["user"])
+    for user in ("a", "b", "c"):
+        first_hits.labels(user).inc()
+    assert first.flush(timeout=5)
+    for user in ("d", "e", "f"):  # within this process's cap, beyond the cluster's
+        second_hits.labels(user).inc()
+    assert second.flush(timeout=5)
+    first_hits.labels("a").inc(2)  # old series keep working: 1 + 2
+    second_hits.labels("d").inc()  # still refused by Redis: 4th dropped update
+    assert first.flush(timeout=5)
+    assert second.flush(timeout=5)
+
+    assert r.scard(keys.metric_series("hits")) == 3
+    s = _scrape(make_aggregator())
+    exported = {labels for name, labels in s if name == "hits_total"}
+    assert exported == {(("user", u),) for u in ("a", "b", "c")}
+    assert s[("hits_total", (("user", "a"),))] == 3
+    assert s[_dropped("hits")] == 4  # d, e, f once each, then d again
+
+
+def test_declarations_are_checked(make_client: MakeClient) -> None:
+    metrics = make_client()
+    jobs = metrics.counter("jobs", "Jobs", ["kind", "region"])
+    assert metrics.counter("jobs", "Jobs", ["kind", "region"]) is jobs
+    latency = metrics.histogram("lat", "Latency", buckets=[1, 2])
+    assert metrics.histogram("lat", "Latency", buckets=[1.0, 2.0, math.inf]) is latency
+    level = metrics.gauge("level", "Level", combine="max")
+    assert metrics.gauge("level", "Level", combine="max") is level
+
+    conflicting: list[Callable[[], object]] = [
+        lambda: metrics.gauge("jobs", "Jobs", ["kind", "region"]),
+        lambda: metrics.counter("jobs", "Jobs", ["kind"]),
+        lambda: metrics.counter("jobs", "Jobs", ["region", "kind"]),
+        lambda: metrics.histogram("lat", "Latency", buckets=[1, 3]),
+        lambda: metrics.gauge("level", "Level", combine="min"),
+        lambda: metrics.counter("bad-name", "Invalid name"),
+        lambda: metrics.gauge("g", "Unknown combine", combine="avg"),
+        lambda: metrics.histogram("h", "Unsorted buckets", buckets=[2, 1]),
+    ]
+    for declare in conflicting:
+        with pytest.raises(ValueError):
+            declare()
+
+    for wrong in (("x",), ("x", "eu", "y")):
+        with pytest.raises(ValueError):
+            jobs.labels(*wrong)
+    for named in ({"kind": "x"}, {"kind": "x", "zone": "eu"}):
+        with pytest.raises(ValueError):
+            jobs.labels(**named)
+    with pytest.raises(ValueError):
+        jobs.labels("x", region="eu")
+    with pytest.raises(ValueError):
+        jobs.inc()  # labelled: needs labels()
+    assert jobs.labels(region="eu", kind="x") is jobs.labels("x", "eu")
+
+
+def test_invalid_values_never_raise_and_are_counted(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)  # gauges stamped near the aggregator's clock
+    jobs = metrics.counter("jobs", "Jobs")
+    latency = metrics.histogram("lat", "Latency", buckets=[1.0])
+    level = metrics.gauge("level", "Level")
+    jobs.inc(-1)
+    jobs.inc(math.nan)
+    jobs.inc(3)
+    latency.observe(math.nan)
+    latency.observe(-0.5)
+    latency.observe(math.inf)
+    latency.observe(0.5)
+    level.set(math.inf)
+    level.set(7)
+    level.inc(math.nan)
+    assert metrics.flush(timeout=5)
+
+    s = _scrape(make_aggregator())
+    assert s[_rejected("jobs")] == 2  # -1, nan
+    assert s[_rejected("lat")] == 3  # nan, -0.5, inf
+    assert s[_rejected("level")] == 2  # set inf, inc nan
+    assert s[("jobs_total", ())] == 3
+    assert s[("lat_count", ())] == 1
+    assert s[("lat_sum", ())] == 0.5
+    assert s[("level", ())] == 7
+
+
+def test_a_value_redis_cannot_store_does_not_block_other_metrics(
+    make_client: MakeClient, make_aggregator: MakeAggregator
+) -> None:
+    metrics = make_client()
+    metrics.counter("huge", "Huge").inc(10**19)  # > 2**63 - 1: no Redis integer holds it
+    metrics.counter("small", "Small").inc()
+    assert metrics.flush(timeout=1)
+    scraped = _scrape(make_aggregator())
+    assert scraped[("small_total", ())] == 1
+    assert scraped[("gatewayz_metrics_values_rejected_total", (("metric", "huge"),))] == 1
+
+
+def test_a_batch_redis_refuses_is_not_retried_or_applied_twice(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    r.set(keys.totals("wrongtype"), "not a hash")  # every HINCRBY on it will be refused
+    metrics = make_client()
+    metrics.record("wrongtype", 0.1)
+    metrics.record("fine", 0.1)
+    assert metrics.flush(timeout=2)
+    assert metrics.stats()["write_errors"] == 1
+    metrics.record("fine", 0.1)
+    assert metrics.flush(timeout=2)
+    # the refused batch's other commands ran once (Redis does not roll back), never again
+    assert r.hget(keys.totals("fine"), "n:success") == b"2"
+
+
+def test_nano_units_carry_into_whole_units_in_redis(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    metrics = make_client()
+    credits = metrics.counter("credits", "Credits")
+    for _ in range(25):
+        credits.inc(0.1)  # 2.5 in total: 2 whole units carried, 0.5 left in nano-units
+    assert metrics.flush(timeout=5)
+    data = r.hgetall(keys.metric_data("credits"))
+    assert data == {b"i:[]": b"2", b"n:[]": b"500000000"}
+
+
+def test_forked_child_does_not_resend_parent_increments(
+    make_client: MakeClient, make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
+) -> None:
+    metrics = make_client(flush_interval_seconds=30.0)  # keeps the parent's increments pending
+    forked = metrics.counter("forked", "Forked")
+    for _ in range(5):
+        forked.inc()
+    assert not r.exists(keys.metric_data("forked"))  # still pending in the parent
+    pid = os.fork()
+    if pid == 0:  # child: its own increments only, then leave without running atexit hooks
+        code = 1
+        try:
+            forked.inc()
+            forked.inc()
+            code = 0 if metrics.flush(timeout=5) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert metrics.flush(timeout=5)
+    assert _scrape(make_aggregator())[("forked_total", ())] == 7  # parent 5 + child 2, not 12
