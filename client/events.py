@@ -12,6 +12,8 @@ Event = tuple[str, float, float, int, int, int]
 
 _MAX_CACHED_NAMES = 4096
 _INF = math.inf
+_STATUS_CLASSES: dict[int, int] = {code: classify_status(code) for code in range(100, 600)}
+"""Outcome code of every valid HTTP status: one dict lookup on the hot path."""
 
 
 class Rejected(Exception):
@@ -50,10 +52,10 @@ class EventValidator:
         if status_code is not None:
             if outcome is not None:
                 raise Rejected("status_and_outcome", (status_code, outcome))
-            try:
-                code = classify_status(status_code)
-            except ValueError:
-                raise Rejected("invalid_status_code", status_code) from None
+            found = _STATUS_CLASSES.get(status_code) if type(status_code) is int else None
+            if found is None:
+                raise Rejected("invalid_status_code", status_code)
+            code = found
         elif outcome is None:
             code = 0
         else:

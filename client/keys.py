@@ -37,6 +37,7 @@ write; ``totals`` and ``breaker`` expire after the retention period of an idle p
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Final
 
@@ -75,21 +76,16 @@ def is_valid_provider(name: object) -> bool:
 
 
 def window_partition(outcome: int, latency_s: float) -> int:
-    """Index of the window partition an event belongs to (see ``Keys.window_keys``)."""
+    """Index of the window partition an event belongs to (see ``Keys.window_keys``); the
+    latency must be a valid one (record() checks)."""
     if outcome != SUCCESS:
         return len(WINDOW_BOUNDS) + outcome  # fail, rl, ce follow the ok partitions
-    for index, bound in enumerate(WINDOW_BOUNDS):
-        if latency_s <= bound:
-            return index
-    return len(WINDOW_BOUNDS)
+    return bisect_left(WINDOW_BOUNDS, latency_s)  # first bound >= latency: "le" semantics
 
 
 def histogram_bucket(latency_s: float) -> int:
     """Index into HISTOGRAM_BOUNDS (len = +Inf) of the first bucket holding ``latency_s``."""
-    for index, bound in enumerate(HISTOGRAM_BOUNDS):
-        if latency_s <= bound:
-            return index
-    return len(HISTOGRAM_BOUNDS)
+    return bisect_left(HISTOGRAM_BOUNDS, latency_s)
 
 
 def _bucket_field(index: int) -> str:

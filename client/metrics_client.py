@@ -106,6 +106,7 @@ class MetricsClient(MetricDeclarations):
         self._closing = False
         self._redis_ok = True
         self._wake_at = max(1, self.settings.max_batch // 2)
+        self._max_buffer = self.settings.max_buffer
         settings = self.settings
         # Constructing connections does no I/O; each process gets its own after a fork.
         self._writer = self._make_writer(settings.socket_timeout_seconds)
@@ -163,9 +164,9 @@ class MetricsClient(MetricDeclarations):
         except Exception:
             self._reject("invalid_argument", provider)
             return
+        buffer = self._buffer
         with self._lock:
-            buffer = self._buffer
-            if len(buffer) >= self.settings.max_buffer:
+            if len(buffer) >= self._max_buffer:
                 buffer.popleft()
                 self._dropped_unsent += 1
                 self._dropped_total += 1
@@ -175,8 +176,8 @@ class MetricsClient(MetricDeclarations):
             self._accepted += 1
             if self._flusher is None:
                 self._start_flusher()
-            if len(buffer) >= self._wake_at:
-                self._wake.set()
+        if len(buffer) >= self._wake_at:
+            self._wake.set()
 
     def track(self, provider: str, *, guard: bool = False) -> CallTracker:
         """Time a ``with`` block as one call to ``provider``.

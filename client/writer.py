@@ -3,6 +3,7 @@ and half-open permits."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,14 +19,14 @@ from client.keys import (
     COST_FIELD,
     COUNT_FIELDS,
     DROPPED_FIELD,
+    HISTOGRAM_BOUNDS,
     HISTOGRAM_FIELDS,
     LATENCY_SUM_FIELD,
     MICROS_PER_SECOND,
     REJECTED_FIELD_PREFIX,
     TOKENS_FIELD,
+    WINDOW_BOUNDS,
     Keys,
-    histogram_bucket,
-    window_partition,
 )
 
 # Take one half-open trial permit if fewer than the breaker's ``permits`` are live. Permits
@@ -133,29 +134,45 @@ def build_batch(
     dropped: int,
     breaker_rejected: dict[str, int] | None = None,
 ) -> Batch:
-    """Group events per provider: one window member each, counters pre-aggregated."""
-    providers: dict[str, _ProviderBatch] = {}
+    """Group events per provider: one window member each, counters pre-aggregated. This is the
+    flusher's per-event cost, so the loop does the least it can: one member, one tally."""
+    grouped: dict[str, tuple[dict[int, dict[str, float]], Counter[tuple[int, int]], list[int]]]
+    grouped = {}
+    prefix = writer_id + "."
     seq = first_seq
+    ok_partitions = len(WINDOW_BOUNDS)
     for provider, ts, latency_s, outcome, tokens, cost_nusd in events:
-        batch = providers.get(provider)
-        if batch is None:
-            batch = providers[provider] = _ProviderBatch()
-        partition = window_partition(outcome, latency_s)
-        members = batch.partitions.get(partition)
+        entry = grouped.get(provider)
+        if entry is None:
+            entry = grouped[provider] = ({}, Counter(), [0, 0, 0])
+        partitions, tally, sums = entry
+        partition = (
+            bisect_left(WINDOW_BOUNDS, latency_s) if outcome == 0 else ok_partitions + outcome
+        )
+        members = partitions.get(partition)
         if members is None:
-            members = batch.partitions[partition] = {}
-        members[f"{writer_id}.{seq:x}"] = ts
+            members = partitions[partition] = {}
+        members[f"{prefix}{seq:x}"] = ts
         seq += 1
-        totals = batch.totals
-        totals[COUNT_FIELDS[outcome]] += 1
-        totals[HISTOGRAM_FIELDS[histogram_bucket(latency_s)]] += 1
-        totals[LATENCY_SUM_FIELD] += round(latency_s * MICROS_PER_SECOND)
+        tally[outcome, bisect_left(HISTOGRAM_BOUNDS, latency_s)] += 1
+        sums[0] += round(latency_s * MICROS_PER_SECOND)
         if tokens:
-            totals[TOKENS_FIELD] += tokens
+            sums[1] += tokens
         if cost_nusd:
-            totals[COST_FIELD] += cost_nusd
-        if ts > batch.last_seen:
-            batch.last_seen = ts
+            sums[2] += cost_nusd
+    providers: dict[str, _ProviderBatch] = {}
+    for provider, (partitions, tally, (latency_us, tokens_sum, cost_sum)) in grouped.items():
+        totals: Counter[str] = Counter()
+        for (outcome, bucket), count in tally.items():
+            totals[COUNT_FIELDS[outcome]] += count
+            totals[HISTOGRAM_FIELDS[bucket]] += count
+        totals[LATENCY_SUM_FIELD] = latency_us
+        if tokens_sum:
+            totals[TOKENS_FIELD] = tokens_sum
+        if cost_sum:
+            totals[COST_FIELD] = cost_sum
+        last_seen = max(max(members.values()) for members in partitions.values())
+        providers[provider] = _ProviderBatch(partitions, totals, last_seen)
     return Batch(providers, dict(rejected), dropped, len(events), dict(breaker_rejected or {}))
 
 
