@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench`` / ``make bench-quick`` (python -m bench [--quick])."""
