@@ -1,13 +1,16 @@
-"""``make demo``: Redis + aggregator + simulated gateway workers, with live /metrics excerpts.
+"""``make demo``: Redis + aggregator + the example gateway under Gunicorn, driven by HTTP traffic.
 
 Uses (or starts) the Redis on REDIS_URL, clears its own namespace (``gatewayz-demo``), starts
-``python -m aggregator`` and ``--workers`` ``devtools.demo_worker`` processes, prints where to
-look and a /metrics excerpt every ``--refresh`` s; Ctrl-C, SIGTERM or ``--duration`` stops
-exactly the processes it started."""
+``python -m aggregator``, the example gateway (``examples.gateway.app``) under Gunicorn with
+``--workers`` uvicorn workers and fake providers (healthy openrouter, slow anthropic, failing
+flakyai), and ``devtools.demo_traffic`` sending it ``--rate`` requests/s; prints where to look and
+a /metrics excerpt every ``--refresh`` s. Ctrl-C, SIGTERM or ``--duration`` stops exactly the
+processes it started, newest first: traffic, Gunicorn (its workers flush), aggregator, Redis."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import math
 import os
@@ -22,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
@@ -29,30 +33,31 @@ import redis
 
 from client.keys import SUCCESS, Keys, window_partition
 from client.settings import DEFAULT_NAMESPACE
+from devtools.demo_traffic import HEALTH, excerpt
 from devtools.redis_server import DEFAULT_URL, RedisProcess, ensure_redis
 
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = ROOT / "examples" / "gateway" / "gunicorn.conf.py"
 PROVIDERS = ("openrouter", "anthropic", "flakyai", "idle-provider")
+FAKE_PROVIDERS = "openrouter:0.3:0.01,anthropic:4:0.01,flakyai:0.1:0.65"  # healthy, slow, failing
 TRAFFIC = re.compile(r'^gatewayz_provider_window_requests\{provider="openrouter"\} [1-9]', re.M)
-BREAKER_STATE = "gatewayz_circuit_breaker_state{"
-EXCERPT = (
-    "provider_availability{", "provider_error_rate{", "gatewayz_provider_health_score{",
-    BREAKER_STATE, "gatewayz_provider_window_requests{",
-)  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="devtools.demo", description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--port", type=int, default=9108, help="aggregator HTTP port (default 9108)")
-    add("--workers", type=int, default=4, help="simulated gateway workers (default 4)")
-    add("--rate", type=float, default=150.0, help="calls/s, all workers together (default 150)")
+    add("--gateway-port", type=int, default=8080, help="example gateway port (default 8080)")
+    add("--workers", type=int, default=4, help="Gunicorn (uvicorn) workers (default 4)")
+    add("--rate", type=float, default=60.0, help="HTTP requests/s to the gateway (default 60)")
+    add("--fake-providers", default=FAKE_PROVIDERS, help="name:latency_s:failure_rate,...")
     add("--interval", type=float, default=2.0, help="aggregation cycle seconds (default 2)")
     add("--window", type=float, default=300.0, help="sliding window seconds (default 300)")
     add("--breaker-open-seconds", type=float, default=10.0, help="first open time (default 10)")
     add("--namespace", default="gatewayz-demo", help="Redis key prefix (default gatewayz-demo)")
     add("--keep-data", action="store_true", help="do not clear the namespace's keys first")
     add("--refresh", type=float, default=10.0, help="seconds between excerpts (default 10)")
-    add("--duration", type=float, default=None, help="stop after SECONDS (default: Ctrl-C)")
+    add("--duration", type=float, default=None, help="stop after SECONDS of traffic")
     args = parser.parse_args(argv)
     if args.workers < 1 or not args.rate > 0 or not args.refresh > 0 or not args.interval > 0:
         parser.error("--workers, --rate, --refresh and --interval must be positive")
@@ -67,51 +72,77 @@ def _die_with_parent() -> None:  # in the child: SIGTERM when the demo dies, eve
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def exit_code(proc: subprocess.Popen[bytes]) -> int | None:
+    """``proc``'s exit code once it has exited, without reaping it where the OS allows: until
+    ``wait()`` its pid, and so its process group's id, cannot name another process."""
+    if proc.returncode is not None or not hasattr(os, "waitid"):
+        return proc.poll()
+    with contextlib.suppress(ChildProcessError):
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+    return proc.poll()
+
+
 class Children:
-    """The processes this demo started, each in its own session; stop() ends exactly those."""
+    """The processes this demo started, each leading its own session; stop() ends exactly those
+    (and what they started: Gunicorn's workers)."""
 
     def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.procs: list[tuple[str, subprocess.Popen[bytes], float]] = []
         self.redis: RedisProcess | None = None
 
-    def start(self, name: str, command: list[str], log: IO[bytes] | None = None) -> None:
+    def start(
+        self, name: str, command: list[str], log: IO[bytes] | None = None,
+        env: dict[str, str] | None = None, grace: float = 10.0,
+    ) -> int:  # fmt: skip
         proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            cwd=ROOT, env=None if env is None else {**os.environ, **env},
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )  # fmt: skip
-        self.procs.append((name, proc))
+        self.procs.append((name, proc, grace))
+        return proc.pid
 
     def died(self) -> list[str]:
-        return [f"{name} (exit {p.returncode})" for name, p in self.procs if p.poll() is not None]
+        return [
+            f"{n} (exit {code})" for n, p, _ in self.procs if (code := exit_code(p)) is not None
+        ]
 
     def stop(self) -> None:
-        """Workers first (they flush), then the aggregator, then a Redis we started."""
-        for _, proc in self.procs:
-            proc.terminate()  # a no-op once it has exited and been reaped
-        for _, proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # ignored SIGTERM for 10 s
-                proc.wait()
+        """Newest first, one at a time: traffic, Gunicorn (the master stops its workers
+        gracefully: they flush), aggregator; then a Redis we started."""
+        for name, proc, grace in reversed(self.procs):
+            if proc.returncode is not None:
+                continue  # reaped already
+            if exit_code(proc) is None:
+                proc.terminate()
+            deadline = time.monotonic() + grace
+            while exit_code(proc) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.returncode is None:  # unreaped: its pid still names its process group
+                alive = exit_code(proc) is None  # ignored SIGTERM: kill it and its group
+                with contextlib.suppress(OSError):  # else: orphans of a crashed leader
+                    os.killpg(proc.pid, signal.SIGKILL if alive else signal.SIGTERM)
+            code = proc.wait()
+            how = f"exit {code}" if code >= 0 else signal.Signals(-code).name
+            print(f"  stopped {name} (pid {proc.pid}, {how})", flush=True)
         if self.redis is not None:
             self.redis.stop()  # idempotent
 
 
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # local: never a proxy
+
+
 def fetch(url: str, timeout: float = 2.0) -> str | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with _OPENER.open(url, timeout=timeout) as response:
             return bytes(response.read()).decode()
     except urllib.error.HTTPError as exc:  # /readyz answers 503 with a body
         return exc.read().decode()
     except (OSError, ValueError):
         return None
-
-
-def excerpt(metrics_text: str) -> list[str]:
-    """The health lines of a /metrics body: no comments, only the breaker state that is 1."""
-    lines = (line for line in metrics_text.splitlines() if line.startswith(EXCERPT))
-    return [x for x in lines if not x.startswith(BREAKER_STATE) or x.endswith(" 1.0")]
 
 
 def prepare_redis(url: str, namespace: str, keep: bool) -> str | None:
@@ -132,11 +163,10 @@ def prepare_redis(url: str, namespace: str, keep: bool) -> str | None:
 
 
 def redis_cli_hints(url: str, namespace: str) -> list[str]:
-    cli = "redis-cli" if url == DEFAULT_URL else f"redis-cli -u {url}"
-    keys = Keys(namespace)
+    cli, keys = "redis-cli" if url == DEFAULT_URL else f"redis-cli -u {url}", Keys(namespace)
     ok = keys.window_keys("openrouter")[window_partition(SUCCESS, 0.45)]
     return [
-        f"{cli} ZCOUNT '{keys.window_keys('openrouter')[-3]}' -inf +inf   # failures in window",
+        f"{cli} ZCOUNT '{keys.window_keys('flakyai')[-3]}' -inf +inf   # failures in window",
         f"{cli} ZRANGE '{ok}' -3 -1 WITHSCORES   # newest 0.25-0.5 s successes (member, time)",
         f"{cli} HGETALL '{keys.breaker('flakyai')}'   # breaker state",
         f"{cli} HGETALL '{keys.totals('anthropic')}'   # cumulative counters",
@@ -154,67 +184,87 @@ def aggregator_command(args: argparse.Namespace, url: str) -> list[str]:
     ]  # fmt: skip
 
 
-def worker_command(args: argparse.Namespace, url: str, seed: int) -> list[str]:
-    return [
-        sys.executable, "-m", "devtools.demo_worker", "--redis-url", url,
-        "--namespace", args.namespace, "--seed", str(seed),
-        "--rate", str(args.rate / args.workers), "--window", str(args.window),
-    ]  # fmt: skip
+def gateway_env(args: argparse.Namespace, url: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": url, "METRICS_NAMESPACE": args.namespace, "WINDOW_SECONDS": str(args.window),
+        "GATEWAY_BIND": f"127.0.0.1:{args.gateway_port}", "GATEWAY_WORKERS": str(args.workers),
+        "FAKE_PROVIDERS": args.fake_providers,
+    }  # fmt: skip
 
 
-def print_where(base: str, url: str, namespace: str) -> None:
-    print(f"\n  metrics:    {base}/metrics\n  dashboard:  {base}/health/dashboard")
+def print_where(base: str, gateway: str, url: str, namespace: str) -> None:
+    print(f"\n  gateway:    {gateway}/v1/chat/completions   ({gateway}/worker-metrics: one worker)")
+    print(f"  metrics:    {base}/metrics\n  dashboard:  {base}/health/dashboard")
     print(f"  readiness:  {base}/readyz -> {(fetch(f'{base}/readyz') or '?').strip()}")
+    legend = [f"{c}={m}" for c, m, _ in HEALTH]
+    print(f"  columns:    {' '.join(legend[:2])}\n              {' '.join(legend[2:])}")
     print(f"\ninspect the windows in Redis (namespace {namespace!r}) while the demo runs:")
     print("\n".join(f"  {hint}" for hint in redis_cli_hints(url, namespace)), flush=True)
 
 
 def print_excerpt(text: str | None, elapsed: float) -> None:
-    body = "(/metrics did not answer)" if text is None else "\n".join(excerpt(text))
+    body = "(/metrics did not answer)" if text is None else "\n".join(excerpt(text, PROVIDERS))
     print(f"\n--- /metrics excerpt at +{elapsed:.0f}s ---\n{body}", flush=True)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def fail(message: str, code: int = 1) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    return code
 
 
 def run(args: argparse.Namespace, children: Children, stop: threading.Event, log: IO[bytes]) -> int:
     url = os.environ.get("REDIS_URL") or DEFAULT_URL
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", args.port)) == 0:
-            sys.stderr.write(f"error: port {args.port} is in use; pick another with --port\n")
-            return 2
+    for port, flag in ((args.port, "--port"), (args.gateway_port, "--gateway-port")):
+        if port_in_use(port):
+            return fail(f"port {port} is in use; pick another with {flag}", 2)
     try:
         children.redis = ensure_redis(url, allow_fake=True)
     except RuntimeError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 3
+        return fail(str(exc), 3)
     if children.redis is None:
         print(f"using the Redis already on {url}", flush=True)
     else:
         url = children.redis.url
         print(f"started {children.redis.kind} on {url} (stopped on exit)", flush=True)
     if error := prepare_redis(url, args.namespace, args.keep_data):
-        sys.stderr.write(f"error: {error}\n")
-        return 3
-    children.start("aggregator", aggregator_command(args, url), log)
-    for i in range(args.workers):
-        children.start(f"worker {i}", worker_command(args, url, i))
-    base = f"http://127.0.0.1:{args.port}"
-    print(f"aggregator on {base} (log: {log.name}); {args.workers} workers, ~{args.rate:g} calls/s")
+        return fail(error, 3)
+    base, gateway = f"http://127.0.0.1:{args.port}", f"http://127.0.0.1:{args.gateway_port}"
+    pid = children.start("aggregator", aggregator_command(args, url), log)
+    print(f"aggregator on {base} (pid {pid})", flush=True)
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)]
+    pid = children.start(
+        "gunicorn", [*gunicorn, "examples.gateway.app:app"], log, gateway_env(args, url), 20.0
+    )
+    print(f"gunicorn master (pid {pid}) on {gateway}, {args.workers} workers ...", flush=True)
+    deadline = time.monotonic() + 30.0
+    while fetch(f"{gateway}/v1/chat/10", timeout=1.0) is None:  # up once it answers
+        if children.died() or time.monotonic() > deadline:
+            return fail(f"the gateway did not start on {gateway}; see {log.name}")
+        if stop.wait(0.2):
+            return 0
+    traffic = [sys.executable, "-m", "devtools.demo_traffic", "--url", gateway]
+    pid = children.start("traffic", [*traffic, "--rate", str(args.rate)], grace=15.0)
+    print(f"traffic (pid {pid}): ~{args.rate:g} requests/s; logs: {log.name}", flush=True)
     started = time.monotonic()
     end = math.inf if args.duration is None else started + args.duration
     deadline = started + max(20.0, 5 * args.interval)
     ready, next_refresh = False, 0.0
     while not stop.is_set() and time.monotonic() < end:
         if died := children.died():
-            sys.stderr.write(f"error: {', '.join(died)} exited; see {log.name}\n")
-            return 1
+            return fail(f"{', '.join(died)} exited; see {log.name}")
         now = time.monotonic()
         if not ready or now >= next_refresh:
             text = fetch(f"{base}/metrics")
             if not ready and text is not None and TRAFFIC.search(text):
                 ready = True
-                print_where(base, url, args.namespace)
+                print_where(base, gateway, url, args.namespace)
             elif not ready and now > deadline:
-                sys.stderr.write(f"error: no traffic on {base}/metrics; see {log.name}\n")
-                return 1
+                return fail(f"no traffic on {base}/metrics; see {log.name}")
             if ready:
                 next_refresh = now + args.refresh
                 print_excerpt(text, now - started)
@@ -232,12 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     children = Children()
-    prefix = "gatewayz-demo-aggregator-"
-    with tempfile.NamedTemporaryFile(prefix=prefix, suffix=".log", delete=False) as log:
+    with tempfile.NamedTemporaryFile(prefix="gatewayz-demo-", suffix=".log", delete=False) as log:
         try:
             code = run(args, children, stop, log)
         finally:
-            print("\nstopping the demo's workers, aggregator and Redis (if started)...", flush=True)
+            print("\nstopping traffic, gateway, aggregator, Redis (if started)...", flush=True)
             children.stop()
     print("demo stopped", flush=True)
     return code
