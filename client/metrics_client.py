@@ -102,6 +102,8 @@ class MetricsClient(MetricDeclarations):
         self._stats_written = 0
         self._breaker_rejected: Counter[str] = Counter()
         self._write_errors = 0  # batches Redis refused (not retried)
+        self._admitted: set[str] = set()  # providers the registry holds (checked once)
+        self._refused: dict[str, float] = {}  # provider -> monotonic time to ask again
         self._flusher: threading.Thread | None = None
         self._closing = False
         self._redis_ok = True
@@ -301,7 +303,6 @@ class MetricsClient(MetricDeclarations):
         thread.start()
 
     def _take_batch(self, writer_id: str) -> tuple[Batch, int]:
-        max_batch = self.settings.max_batch
         now = time.monotonic()
         refresh_gauges = now - self._gauges_refreshed_at >= self.settings.gauge_ttl_seconds / 3
         if refresh_gauges:
@@ -309,8 +310,12 @@ class MetricsClient(MetricDeclarations):
         instruments = self._instruments.drain(include_all_gauges=refresh_gauges)
         with self._lock:
             buffer = self._buffer
-            count = min(len(buffer), max_batch)
+            count = min(len(buffer), self.settings.max_batch)
             events = [buffer.popleft() for _ in range(count)]
+            first_seq = self._seq
+            self._seq += count
+        events = self._admitted_only(events)  # may count rejections: take the stats after it
+        with self._lock:
             rejected = dict(self._rejected)
             self._rejected.clear()
             dropped = self._dropped_unsent
@@ -318,12 +323,53 @@ class MetricsClient(MetricDeclarations):
             breaker_rejected = dict(self._breaker_rejected)
             self._breaker_rejected.clear()
             stats_version = self._stats_version
-            first_seq = self._seq
-            self._seq += count
         batch = build_batch(events, writer_id, first_seq, rejected, dropped, breaker_rejected)
         if not instruments.empty or instruments.version:
             batch = replace(batch, instruments=instruments)
         return batch, stats_version
+
+    def _admitted_only(self, events: list[Event]) -> list[Event]:
+        """Drop (and count) the events of providers the registry refused: it holds at most
+        ``max_providers``. Providers are checked once per process (refusals again after a
+        minute); while Redis cannot answer, events are kept and the check waits."""
+        unknown = {event[0] for event in events} - self._admitted
+        if not unknown:
+            return events
+        now = time.monotonic()
+        ask = sorted(p for p in unknown if self._refused.get(p, 0.0) <= now)
+        if ask:
+            try:
+                answers = self._writer.admit_providers(
+                    ask, self.settings.max_providers, self._clock()
+                )
+            except (redis.RedisError, OSError):
+                answers = {}
+            for provider, admitted in answers.items():
+                if admitted:
+                    self._admitted.add(provider)
+                    self._refused.pop(provider, None)
+                else:
+                    self._refused[provider] = now + 60.0
+        refused = {p for p in unknown if p in self._refused}
+        if not refused:
+            return events
+        kept = [event for event in events if event[0] not in refused]
+        dropped = len(events) - len(kept)
+        with self._settled_cond:
+            self._rejected["too_many_providers"] += dropped
+            self._rejected_total["too_many_providers"] += dropped
+            self._stats_version += 1
+            self._settled += dropped
+            self._settled_cond.notify_all()
+        if "too_many_providers" not in self._logged_causes:
+            self._logged_causes.add("too_many_providers")
+            log.warning(
+                "provider registry is full (%d providers): events of new providers such as %r "
+                "are dropped and counted",
+                self.settings.max_providers,
+                sorted(refused)[0],
+            )
+        return kept
 
     def _run_flusher(self, writer_id: str) -> None:
         settings = self.settings

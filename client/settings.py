@@ -44,6 +44,7 @@ class ClientSettings:
     breaker_refresh_seconds: float = 1.0
     allow_timeout_seconds: float = 0.25
     max_series_per_metric: int = 1000
+    max_providers: int = 1000
     gauge_ttl_seconds: float = 30.0
 
     def __post_init__(self) -> None:
@@ -60,6 +61,7 @@ class ClientSettings:
             "breaker_refresh_seconds": self.breaker_refresh_seconds,
             "allow_timeout_seconds": self.allow_timeout_seconds,
             "max_series_per_metric": self.max_series_per_metric,
+            "max_providers": self.max_providers,
             "gauge_ttl_seconds": self.gauge_ttl_seconds,
         }
         for name, value in positive.items():
@@ -76,7 +78,7 @@ class ClientSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
         """REDIS_URL, METRICS_NAMESPACE, WINDOW_SECONDS, METRICS_FLUSH_INTERVAL_SECONDS,
         METRICS_MAX_BUFFER, METRICS_BREAKER_REFRESH_SECONDS, METRICS_MAX_SERIES,
-        METRICS_GAUGE_TTL_SECONDS."""
+        METRICS_GAUGE_TTL_SECONDS, METRICS_MAX_PROVIDERS."""
         env = os.environ if env is None else env
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
@@ -87,4 +89,5 @@ class ClientSettings:
             breaker_refresh_seconds=env_float(env, "METRICS_BREAKER_REFRESH_SECONDS", 1.0),
             max_series_per_metric=int(env_float(env, "METRICS_MAX_SERIES", 1000)),
             gauge_ttl_seconds=env_float(env, "METRICS_GAUGE_TTL_SECONDS", 30.0),
+            max_providers=int(env_float(env, "METRICS_MAX_PROVIDERS", 1000)),
         )

@@ -97,6 +97,25 @@ return 1
 """
 
 
+# Admit providers into the registry while it holds fewer than the cap: a flood of new provider
+# names cannot grow Redis or /metrics without bound. KEYS[1] registry zset; ARGV[1] cap,
+# ARGV[2] now, ARGV[3..] names. Returns 1 (admitted or already known) or 0 per name.
+_ADMIT_SCRIPT = """
+local admitted = {}
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    admitted[#admitted + 1] = 1
+  elseif redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
+    admitted[#admitted + 1] = 1
+  else
+    admitted[#admitted + 1] = 0
+  end
+end
+return admitted
+"""
+
+
 @dataclass
 class _ProviderBatch:
     partitions: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -209,6 +228,7 @@ class RedisWriter:
         self._max_series = max_series
         self._gauge_ttl = gauge_ttl
         self._permit = connection.register_script(_PERMIT_SCRIPT)
+        self._admit = connection.register_script(_ADMIT_SCRIPT)
 
     def write(self, batch: Batch) -> list[str]:
         """Apply the batch atomically (MULTI/EXEC) in one round trip; raises redis.RedisError.
@@ -307,6 +327,11 @@ class RedisWriter:
             pipe.expire(keys.gauge_writers, self._retention)
             ops.update({"del": 1, "hset": 1, "expire": 2, "zadd": 1})
         return checks
+
+    def admit_providers(self, providers: list[str], cap: int, now: float) -> dict[str, bool]:
+        """Which providers the registry holds or takes in (while it has fewer than ``cap``)."""
+        flags = self._admit(keys=[self._keys.providers], args=[cap, now, *providers])
+        return {p: bool(f) for p, f in zip(providers, flags, strict=True)}
 
     def breaker_states(self, providers: list[str]) -> dict[str, str]:
         """Current breaker state name per provider ("closed" when it has no state)."""
