@@ -82,6 +82,7 @@ def run(
             )
             (result,) = writer.commit([write], Counter(), fence=None)
             if result == 1:
+                writer.register_provider(provider, now)
                 print(json.dumps({"provider": provider, "action": action, **asdict(new)}))
                 return 0
         sys.stderr.write(f"aggregator: error: {provider}: state kept changing, try again\n")

@@ -149,6 +149,12 @@ class StateWriter:
         replies = pipe.execute()
         return [int(r) for r in replies[: len(writes)]]
 
+    def register_provider(self, provider: str, now: float) -> None:
+        """Put a provider in the registry (an operator forcing a state wants to see it exported,
+        traffic or not)."""
+        self._redis.zadd(self._keys.providers, {provider: now}, gt=True)
+        self._redis.zadd(self._keys.providers, {provider: now}, nx=True)
+
     def hold_lease(self, instance: str, ttl_seconds: float) -> int:
         """Acquire or renew the leader lease: the fencing token, or 0 when another holds it."""
         token = self._lease(
