@@ -178,8 +178,8 @@ class MetricsClient(MetricDeclarations):
             self._accepted += 1
             if self._flusher is None:
                 self._start_flusher()
-        if len(buffer) >= self._wake_at:
-            self._wake.set()
+        if len(buffer) >= self._wake_at and not self._wake.is_set():
+            self._wake.set()  # Event.set() takes a lock: only when it changes something
 
     def track(self, provider: str, *, guard: bool = False) -> CallTracker:
         """Time a ``with`` block as one call to ``provider``.

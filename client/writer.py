@@ -118,7 +118,8 @@ return admitted
 
 @dataclass
 class _ProviderBatch:
-    partitions: dict[int, dict[str, float]] = field(default_factory=dict)
+    partitions: dict[int, list[float | str]] = field(default_factory=dict)
+    """window partition -> flat ZADD arguments: score, member, score, member..."""
     totals: Counter[str] = field(default_factory=Counter)
     last_seen: float = 0.0
 
@@ -155,7 +156,7 @@ def build_batch(
 ) -> Batch:
     """Group events per provider: one window member each, counters pre-aggregated. This is the
     flusher's per-event cost, so the loop does the least it can: one member, one tally."""
-    grouped: dict[str, tuple[dict[int, dict[str, float]], Counter[tuple[int, int]], list[int]]]
+    grouped: dict[str, tuple[dict[int, list[float | str]], Counter[tuple[int, int]], list[float]]]
     grouped = {}
     prefix = writer_id + "."
     seq = first_seq
@@ -163,16 +164,18 @@ def build_batch(
     for provider, ts, latency_s, outcome, tokens, cost_nusd in events:
         entry = grouped.get(provider)
         if entry is None:
-            entry = grouped[provider] = ({}, Counter(), [0, 0, 0])
+            entry = grouped[provider] = ({}, Counter(), [0, 0, 0, 0.0])
         partitions, tally, sums = entry
         partition = (
             bisect_left(WINDOW_BOUNDS, latency_s) if outcome == 0 else ok_partitions + outcome
         )
         members = partitions.get(partition)
         if members is None:
-            members = partitions[partition] = {}
-        members[f"{prefix}{seq:x}"] = ts
+            members = partitions[partition] = []
+        members += (ts, f"{prefix}{seq:x}")
         seq += 1
+        if ts > sums[3]:
+            sums[3] = ts
         tally[outcome, bisect_left(HISTOGRAM_BOUNDS, latency_s)] += 1
         sums[0] += round(latency_s * MICROS_PER_SECOND)
         if tokens:
@@ -180,17 +183,20 @@ def build_batch(
         if cost_nusd:
             sums[2] += cost_nusd
     providers: dict[str, _ProviderBatch] = {}
-    for provider, (partitions, tally, (latency_us, tokens_sum, cost_sum)) in grouped.items():
+    for provider, (
+        partitions,
+        tally,
+        (latency_us, tokens_sum, cost_sum, last_seen),
+    ) in grouped.items():
         totals: Counter[str] = Counter()
         for (outcome, bucket), count in tally.items():
             totals[COUNT_FIELDS[outcome]] += count
             totals[HISTOGRAM_FIELDS[bucket]] += count
-        totals[LATENCY_SUM_FIELD] = latency_us
+        totals[LATENCY_SUM_FIELD] = int(latency_us)
         if tokens_sum:
-            totals[TOKENS_FIELD] = tokens_sum
+            totals[TOKENS_FIELD] = int(tokens_sum)
         if cost_sum:
-            totals[COST_FIELD] = cost_sum
-        last_seen = max(max(members.values()) for members in partitions.values())
+            totals[COST_FIELD] = int(cost_sum)
         providers[provider] = _ProviderBatch(partitions, totals, last_seen)
     return Batch(providers, dict(rejected), dropped, len(events), dict(breaker_rejected or {}))
 
@@ -241,7 +247,7 @@ class RedisWriter:
             window_keys = keys.window_keys(provider)
             for partition, members in pbatch.partitions.items():
                 key = window_keys[partition]
-                pipe.zadd(key, members)
+                pipe.execute_command("ZADD", key, *members)  # type: ignore[no-untyped-call]
                 pipe.expire(key, self._window_ttl)
                 ops["zadd"] += 1
                 ops["expire"] += 1
