@@ -156,28 +156,30 @@ def build_batch(
 ) -> Batch:
     """Group events per provider: one window member each, counters pre-aggregated. This is the
     flusher's per-event cost, so the loop does the least it can: one member, one tally."""
-    grouped: dict[str, tuple[dict[int, list[float | str]], Counter[tuple[int, int]], list[float]]]
+    grouped: dict[str, tuple[dict[int, list[float | str]], dict[tuple[int, int], int], list[float]]]
     grouped = {}
     prefix = writer_id + "."
     seq = first_seq
     ok_partitions = len(WINDOW_BOUNDS)
+    window_bounds, histogram_bounds = WINDOW_BOUNDS, HISTOGRAM_BOUNDS
     for provider, ts, latency_s, outcome, tokens, cost_nusd in events:
         entry = grouped.get(provider)
         if entry is None:
-            entry = grouped[provider] = ({}, Counter(), [0, 0, 0, 0.0])
+            entry = grouped[provider] = ({}, {}, [0.0, 0, 0, 0.0])
         partitions, tally, sums = entry
         partition = (
-            bisect_left(WINDOW_BOUNDS, latency_s) if outcome == 0 else ok_partitions + outcome
+            bisect_left(window_bounds, latency_s) if outcome == 0 else ok_partitions + outcome
         )
         members = partitions.get(partition)
         if members is None:
             members = partitions[partition] = []
-        members += (ts, f"{prefix}{seq:x}")
+        members.append(ts)
+        members.append(f"{prefix}{seq:x}")
         seq += 1
-        if ts > sums[3]:
-            sums[3] = ts
-        tally[outcome, bisect_left(HISTOGRAM_BOUNDS, latency_s)] += 1
-        sums[0] += round(latency_s * MICROS_PER_SECOND)
+        key = (outcome, bisect_left(histogram_bounds, latency_s))
+        tally[key] = tally.get(key, 0) + 1
+        sums[0] += latency_s  # rounded to whole microseconds once per batch
+        sums[3] = ts  # events are in arrival order: the registry keeps the largest (ZADD GT)
         if tokens:
             sums[1] += tokens
         if cost_nusd:
@@ -192,7 +194,7 @@ def build_batch(
         for (outcome, bucket), count in tally.items():
             totals[COUNT_FIELDS[outcome]] += count
             totals[HISTOGRAM_FIELDS[bucket]] += count
-        totals[LATENCY_SUM_FIELD] = int(latency_us)
+        totals[LATENCY_SUM_FIELD] = round(latency_us * MICROS_PER_SECOND)
         if tokens_sum:
             totals[TOKENS_FIELD] = int(tokens_sum)
         if cost_sum:
