@@ -1,6 +1,6 @@
 """Circuit-breaker state machine: a pure function of (state, calls since transition, now).
 
-closed -> open       calls in the breaker window (10 s, never before the last transition)
+closed -> open       calls in the breaker window (8 s, never before the last transition)
                      >= min_calls and failure rate >= threshold
 open -> half_open    once now >= open_until (open time doubles per consecutive re-open, capped)
 half_open -> closed  after half_open_calls calls since the transition, failure rate < threshold
@@ -36,7 +36,7 @@ class BreakerConfig:
     half_open_timeout_seconds: float = 60.0
     rate_limited_is_failure: bool = True
     max_open_share: float = 1.0
-    window_seconds: float = 10.0
+    window_seconds: float = 8.0
     """A closed breaker judges the calls of the last ``window_seconds`` (since its last
     transition at most): short, so an outage is seen within seconds even after hours of healthy
     traffic. Half-open trial calls count from the transition on."""

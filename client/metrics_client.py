@@ -197,7 +197,7 @@ class MetricsClient(MetricDeclarations):
     def allow(self, provider: str) -> bool:
         """Whether ``provider``'s cluster-wide circuit breaker lets a call through now.
 
-        closed: True, from a local cache refreshed about every second (no I/O). open: False.
+        closed: True, from a local cache refreshed every 0.5 s (no I/O). open: False.
         half_open: True for at most the configured number of trial calls across all workers
         (a permit taken atomically in Redis), False for the rest. With Redis unreachable it
         answers from the last known state, and with none it fails open (True). Rejections are

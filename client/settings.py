@@ -41,7 +41,7 @@ class ClientSettings:
     socket_timeout_seconds: float = 2.0
     backoff_initial_seconds: float = 0.1
     backoff_max_seconds: float = 5.0
-    breaker_refresh_seconds: float = 1.0
+    breaker_refresh_seconds: float = 0.5
     allow_timeout_seconds: float = 0.25
     max_series_per_metric: int = 1000
     max_providers: int = 1000
@@ -86,7 +86,7 @@ class ClientSettings:
             window_seconds=env_float(env, "WINDOW_SECONDS", 300.0),
             flush_interval_seconds=env_float(env, "METRICS_FLUSH_INTERVAL_SECONDS", 0.05),
             max_buffer=int(env_float(env, "METRICS_MAX_BUFFER", 200_000)),
-            breaker_refresh_seconds=env_float(env, "METRICS_BREAKER_REFRESH_SECONDS", 1.0),
+            breaker_refresh_seconds=env_float(env, "METRICS_BREAKER_REFRESH_SECONDS", 0.5),
             max_series_per_metric=int(env_float(env, "METRICS_MAX_SERIES", 1000)),
             gauge_ttl_seconds=env_float(env, "METRICS_GAUGE_TTL_SECONDS", 30.0),
             max_providers=int(env_float(env, "METRICS_MAX_PROVIDERS", 1000)),
