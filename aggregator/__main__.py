@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -16,13 +16,21 @@ from aggregator import admin
 from aggregator.app import Lifespan, create_app
 from aggregator.cycle import Aggregator
 from aggregator.observability import configure_logging, configure_tracing
-from aggregator.settings import AggregatorSettings, parse_settings
+from aggregator.settings import AggregatorSettings, parse_settings, redact
 from client.writer import connect
 
 log = logging.getLogger("gatewayz.aggregator")
 
 
-def start_scheduler(aggregator: Aggregator, settings: AggregatorSettings) -> BackgroundScheduler:
+def start_scheduler(
+    aggregator: Aggregator,
+    settings: AggregatorSettings,
+    after_cycle: Callable[[], None] = lambda: None,
+) -> BackgroundScheduler:
+    def cycle_then() -> None:
+        aggregator.run_cycle()
+        after_cycle()
+
     scheduler = BackgroundScheduler(timezone=UTC)
     now = datetime.now(UTC)
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
@@ -43,7 +51,7 @@ def start_scheduler(aggregator: Aggregator, settings: AggregatorSettings) -> Bac
         **common,
     )
     scheduler.add_job(
-        aggregator.run_cycle,
+        cycle_then,
         "interval",
         seconds=settings.interval_seconds,
         next_run_time=datetime.now(UTC),
@@ -62,8 +70,9 @@ def serving_lifespan(aggregator: Aggregator, settings: AggregatorSettings) -> Li
     the last place our code runs.)"""
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        scheduler = start_scheduler(aggregator, settings)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # render /metrics once per snapshot, in the scheduler's thread: scrapes serve bytes
+        scheduler = start_scheduler(aggregator, settings, app.state.rendered.prime)
         try:
             yield
         finally:
@@ -71,7 +80,7 @@ def serving_lifespan(aggregator: Aggregator, settings: AggregatorSettings) -> Li
             try:
                 aggregator.release_lease()
             except Exception as exc:
-                log.warning("could not release the leader lease: %s", exc)
+                log.warning("could not release the leader lease: %s", redact(str(exc)))
 
     return lifespan
 
@@ -81,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["breaker"]:
         return admin.main(args[1:])
     settings = parse_settings(args)
+    # Hand the GIL over within 1 ms (default 5 ms) so a scrape never waits long behind a cycle.
+    sys.setswitchinterval(0.001)
     configure_logging(settings)
     configure_tracing(settings)
     connection = connect(

@@ -1,30 +1,68 @@
-"""The aggregator's HTTP API: /metrics, /healthz, /readyz, /health/dashboard."""
+"""The aggregator's HTTP API: /metrics, /healthz, /readyz, /health/dashboard.
+
+With a bearer token configured (``--auth-token-file``), /metrics and /health/dashboard answer
+401 to a request without ``Authorization: Bearer <token>`` or with a wrong token; /healthz and
+/readyz stay open for probes. There is no admin endpoint: breaker commands are CLI-only.
+"""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.cycle import Aggregator
-from aggregator.exposition import make_registry, render
+from aggregator.exposition import RenderedMetrics
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def bearer_guard(token: str | None) -> Callable[[Request], None]:
+    """A dependency that lets a request through only with ``Authorization: Bearer <token>``
+    (constant-time comparison); with ``token`` None it lets everything through. A missing or
+    malformed header and a wrong token both get 401 with ``WWW-Authenticate: Bearer`` (RFC
+    6750; a wrong token adds ``error="invalid_token"``)."""
+    expected = None if token is None else token.encode("ascii")
+
+    def guard(request: Request) -> None:
+        if expected is None:
+            return
+        scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise HTTPException(
+                401, "bearer token required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        # Starlette decodes header bytes as latin-1: encoding back gives the bytes sent.
+        if not hmac.compare_digest(credentials.strip().encode("latin-1"), expected):
+            raise HTTPException(
+                401,
+                "invalid bearer token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+
+    return guard
 
 
 def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> FastAPI:
     """The API over ``aggregator``'s snapshot. ``lifespan`` runs around serving (the entry
     point starts the scheduler there and, on shutdown, stops it and releases the lease)."""
     app = FastAPI(title="gatewayz metrics aggregator", version="0.1.0", lifespan=lifespan)
-    registry = make_registry(aggregator)
+    rendered = RenderedMetrics(aggregator)
+    app.state.rendered = rendered  # the entry point primes it after each cycle
+    protected = [Depends(bearer_guard(aggregator.settings.auth_token))]
 
-    @app.get("/metrics", summary="Prometheus exposition of the current snapshot")
+    @app.get(
+        "/metrics",
+        summary="Prometheus exposition of the current snapshot",
+        dependencies=protected,
+    )
     def metrics(request: Request) -> Response:
-        body, content_type = render(registry, request.headers.get("accept"))
+        body, content_type = rendered.render(request.headers.get("accept"))
         return Response(content=body, media_type=content_type)
 
     @app.get("/healthz", summary="The process is alive")
@@ -36,7 +74,11 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         ok, reason = await run_in_threadpool(aggregator.ready)
         return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
-    @app.get("/health/dashboard", summary="Per-provider health of the current snapshot")
+    @app.get(
+        "/health/dashboard",
+        summary="Per-provider health of the current snapshot",
+        dependencies=protected,
+    )
     def dashboard() -> dict[str, Any]:
         snapshot, status = aggregator.snapshot, aggregator.status
         return {

@@ -12,6 +12,8 @@ from typing import Any
 from client.instruments import NANO, MetricSpec
 
 log = logging.getLogger("gatewayz.aggregator")
+DEFAULT_MAX_SERIES = 1000
+"""Gauge series served per metric (the clients' cap for counters and histograms is the same)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,10 @@ def _combine(mode: str, contributions: list[tuple[float, float]]) -> float:
 
 
 def gauge_family(
-    spec: MetricSpec, writers: Iterable[Mapping[str, str]], data: Mapping[str, int]
+    spec: MetricSpec,
+    writers: Iterable[Mapping[str, str]],
+    data: Mapping[str, int],
+    max_series: int = DEFAULT_MAX_SERIES,
 ) -> BackendFamily:
     """Each live writer's values for this gauge, combined per label set."""
     prefix = spec.name + "|"
@@ -123,6 +128,9 @@ def gauge_family(
         labels = _labels(sid, len(spec.labelnames))
         if labels is not None:
             samples.append((labels, _combine(spec.combine, by_series[sid])))
+    # Gauges are capped in each process; across processes the cap applies here.
+    over = max(0, len(samples) - max_series)
+    samples = samples[:max_series]
     return BackendFamily(
         spec.name,
         spec.kind,
@@ -131,7 +139,7 @@ def gauge_family(
         (),
         tuple(samples),
         (),
-        data.get("!dropped", 0),
+        data.get("!dropped", 0) + over,
         data.get("!rejected", 0),
     )
 
@@ -141,6 +149,7 @@ def build_families(
     series: Mapping[str, Iterable[str]],
     data: Mapping[str, Mapping[str, int]],
     gauge_writers: Sequence[Mapping[str, str]],
+    max_series: int = DEFAULT_MAX_SERIES,
 ) -> tuple[BackendFamily, ...]:
     families = []
     for name in sorted(schema):
@@ -151,7 +160,7 @@ def build_families(
             continue
         values = data.get(name, {})
         if spec.kind == "gauge":
-            families.append(gauge_family(spec, gauge_writers, values))
+            families.append(gauge_family(spec, gauge_writers, values, max_series))
         else:
             families.append(_sum_family(spec, series.get(name, ()), values))
     return tuple(families)

@@ -29,7 +29,7 @@ from aggregator.breaker import (
 )
 from aggregator.health import WindowCounts
 from aggregator.reader import Reading, WindowReader
-from aggregator.settings import AggregatorSettings
+from aggregator.settings import AggregatorSettings, redact
 from aggregator.snapshot import Snapshot, client_counters, provider_health
 from aggregator.writer import PlannedWrite, StateWriter
 from client.keys import Keys
@@ -315,5 +315,6 @@ def _deadline(state: BreakerState, config: BreakerConfig) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    """An error message without credentials (redis-py never puts the URL password in it)."""
-    return f"{type(exc).__name__}: {exc}"
+    """An error message without credentials: redis-py never puts the URL's password in one, and
+    any URL credentials that might appear are redacted all the same."""
+    return redact(f"{type(exc).__name__}: {exc}")

@@ -3,7 +3,8 @@ so every provider series of one scrape comes from the same cycle."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -228,7 +229,18 @@ RESERVED_NAMES = frozenset(
         "gatewayz_metrics_values_rejected",
     }
 )
-"""Names the aggregator itself exports; a worker metric declared with one is not served."""
+"""Names the aggregator itself exports; a worker metric that would clash with one (or with an
+earlier worker metric) is not served."""
+RESERVED_PREFIX = "gatewayz_aggregator_"
+
+
+def _sample_names(name: str, kind: str) -> set[str]:
+    """Every sample and family name a metric may occupy in either exposition format."""
+    base = name.removesuffix("_total")
+    names = {name, base, f"{base}_total", f"{base}_created"}
+    if kind == "histogram":
+        names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created"}
+    return names
 
 
 def _backend_metrics(snapshot: Snapshot) -> Iterator[Metric]:
@@ -242,11 +254,14 @@ def _backend_metrics(snapshot: Snapshot) -> Iterator[Metric]:
         "Invalid backend metric values (negative counter increments, NaN, inf), all workers",
         labels=["metric"],
     )
+    taken = {n for name in RESERVED_NAMES for n in _sample_names(name, "histogram")}
     for family in snapshot.backend:
         dropped.add_metric([family.name], family.dropped)
         rejected.add_metric([family.name], family.rejected)
-        if family.name in RESERVED_NAMES:
-            continue
+        exposed = _sample_names(family.name, family.kind)
+        if family.name.startswith(RESERVED_PREFIX) or exposed & taken:
+            continue  # would clash with another family: the scrape must stay parseable
+        taken |= exposed
         labelnames = list(family.labelnames)
         metric: CounterMetricFamily | GaugeMetricFamily
         if family.kind == "counter":
@@ -273,7 +288,52 @@ def make_registry(aggregator: Aggregator) -> CollectorRegistry:
     return registry
 
 
+def _encoder(accept: str | None) -> tuple[Callable[[CollectorRegistry], bytes], str]:
+    try:
+        return choose_encoder(accept or "")
+    except (TypeError, ValueError):  # e.g. "version=foo": answer in the default format
+        return choose_encoder("")
+
+
 def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
     """Body and content type: OpenMetrics when ``accept`` asks for it, else text 0.0.4."""
-    encoder, content_type = choose_encoder(accept or "")
+    encoder, content_type = _encoder(accept)
     return encoder(registry), content_type
+
+
+class RenderedMetrics:
+    """/metrics bodies rendered once per snapshot and format, then served as bytes: a scrape
+    costs no formatting, however many series there are or scrapers ask at once. The snapshot
+    and status are immutable and replaced each cycle, so their identity says when to render
+    again."""
+
+    FORMATS = ("text/plain", "application/openmetrics-text")
+
+    def __init__(self, aggregator: Aggregator):
+        self._aggregator = aggregator
+        self._registry = make_registry(aggregator)
+        self._lock = threading.Lock()
+        self._state: tuple[object, ...] = ()
+        self._bodies: dict[str, tuple[bytes, str]] = {}
+
+    def _current(self) -> tuple[object, ...]:
+        aggregator = self._aggregator
+        return (aggregator.snapshot, aggregator.status, aggregator.is_leader)
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        encoder, content_type = _encoder(accept)
+        state = self._current()
+        with self._lock:  # one rendering at a time; concurrent scrapes share its result
+            if len(state) != len(self._state) or any(
+                a is not b for a, b in zip(state, self._state, strict=True)
+            ):
+                self._state, self._bodies = state, {}
+            found = self._bodies.get(content_type)
+            if found is None:
+                found = self._bodies[content_type] = (encoder(self._registry), content_type)
+            return found
+
+    def prime(self) -> None:
+        """Render every format now (after a cycle), so no scrape waits for it."""
+        for accept in self.FORMATS:
+            self.render(accept)

@@ -5,19 +5,60 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from redis import ConnectionPool
+
 from aggregator.breaker import BreakerConfig
 from client.keys import Keys, is_valid_provider
 from client.settings import DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
 
+# scheme://user:password@ -> scheme://***@ (greedy to the last "@" before the path), and a
+# password=... query parameter: neither may reach a log line, an error or /metrics.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s]*@", re.IGNORECASE)
+_PASSWORD_PARAM = re.compile(r"(?P<name>\bpassword=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of any URL in it (``user:password@``, ``password=``)
+    replaced by ``***``. Applied to every error message the aggregator logs or serves."""
+    return _PASSWORD_PARAM.sub(r"\g<name>***", _URL_USERINFO.sub(r"\g<scheme>***@", text))
+
+
+def read_token_file(path: str) -> str:
+    """The bearer token in ``path``: its content without surrounding whitespace (as
+    Prometheus's ``credentials_file`` sends it). Raises ValueError (never quoting the
+    content) when the file is missing, unreadable, empty or not a single visible-ASCII word."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"cannot read auth token file {path!r}: {reason}") from None
+    if not token:
+        raise ValueError(f"auth token file {path!r} is empty")
+    if not _is_token(token):
+        raise ValueError(
+            f"auth token in {path!r} must be one word of visible ASCII characters (no spaces)"
+        )
+    return token
+
+
+def _is_token(token: str) -> bool:
+    return bool(token) and all("!" <= c <= "~" for c in token)
+
 
 @dataclass(frozen=True)
 class AggregatorSettings:
-    redis_url: str = DEFAULT_REDIS_URL
+    """Everything ``python -m aggregator`` is configured with. ``auth_token`` (None: open)
+    is the bearer token /metrics and /health/dashboard require; neither it nor ``redis_url``
+    (which may carry a password) is part of the repr."""
+
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     namespace: str = DEFAULT_NAMESPACE
     host: str = "127.0.0.1"
     port: int = 9108
@@ -35,8 +76,15 @@ class AggregatorSettings:
     log_level: str = "INFO"
     otel_console: bool = False
     permit_seconds: float = 30.0
+    auth_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        try:
+            ConnectionPool.from_url(self.redis_url)  # parses only: no connection yet
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis URL: {redact(str(exc))}") from None
+        if self.auth_token is not None and not _is_token(self.auth_token):
+            raise ValueError("auth token must be one word of visible ASCII characters")
         if not self.instance:
             object.__setattr__(
                 self, "instance", f"{socket.gethostname()}:{self.port}:{os.getpid()}"
@@ -174,6 +222,13 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--latency-ceiling", "LATENCY_CEILING_SECONDS", "latency_ceiling_seconds", float, "p95 bad"),
     ("--loki-url", "LOKI_URL", "loki_url", str, "Loki push URL (logs also go to stderr)"),
     ("--log-level", "LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING, ERROR"),
+    (
+        "--auth-token-file",
+        "AGGREGATOR_AUTH_TOKEN_FILE",
+        "auth_token_file",
+        str,
+        "file holding the bearer token /metrics and /health/dashboard require (default: open)",
+    ),
 )
 _BREAKER_FIELDS = {f for f in BreakerConfig.__dataclass_fields__}
 
@@ -206,6 +261,12 @@ def parse_settings(
             parser.error(f"{source}: invalid value {raw!r}")
         if dest == "providers":
             value = tuple(p.strip() for p in value.split(",") if p.strip())
+        if dest == "auth_token_file":
+            try:
+                values["auth_token"] = read_token_file(value)
+            except ValueError as exc:
+                parser.error(f"{source}: {exc}")
+            continue
         field = dest.removeprefix("breaker_")
         if field != dest and field in _BREAKER_FIELDS:
             breaker[field] = value

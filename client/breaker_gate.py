@@ -48,7 +48,9 @@ class BreakerGate:
         holder_prefix: str,
         refresh_seconds: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        max_entries: int = 2000,
     ) -> None:
+        self._max_entries = max_entries
         self._fetch = fetch_states
         self._take = take_permit
         self._holder_prefix = holder_prefix
@@ -66,8 +68,10 @@ class BreakerGate:
     def allow(self, provider: str) -> bool:
         entry = self._entries.get(provider)
         if entry is None:
-            if not is_valid_provider(provider):
-                return True  # no breaker can exist for it; record() rejects and counts it
+            if not is_valid_provider(provider) or len(self._entries) >= self._max_entries:
+                # No breaker can exist for it (record() rejects it), or a flood of names: the
+                # cache stays bounded and such calls pass without a round trip.
+                return True
             entry = self._learn(provider)
         state = entry.state
         if state == "open":

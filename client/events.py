@@ -1,4 +1,7 @@
-"""What ``record()`` accepts: validation of one provider call into an event tuple (pure)."""
+"""What ``record()`` accepts: validation of one provider call into an event tuple (pure).
+
+Bounds keep every value inside what Redis's 64-bit integers add up exactly: a latency of at most
+a day, at most 1e12 tokens and 1e6 USD per call."""
 
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ Event = tuple[str, float, float, int, int, int]
 
 _MAX_CACHED_NAMES = 4096
 _INF = math.inf
+MAX_LATENCY_SECONDS = 86_400.0  # a day: longer is a bug, and it must fit Redis's integers
+MAX_TOKENS = 10**12
+MAX_COST_USD = 1e6
 _STATUS_CLASSES: dict[int, int] = {code: classify_status(code) for code in range(100, 600)}
 """Outcome code of every valid HTTP status: one dict lookup on the hot path."""
 
@@ -47,7 +53,7 @@ class EventValidator:
                 raise Rejected("invalid_provider", provider)
             if len(self._valid_names) < _MAX_CACHED_NAMES:
                 self._valid_names.add(provider)
-        if not 0.0 <= latency_s < _INF:
+        if not 0.0 <= latency_s <= MAX_LATENCY_SECONDS:
             raise Rejected("invalid_latency", latency_s)
         if status_code is not None:
             if outcome is not None:
@@ -63,11 +69,11 @@ class EventValidator:
             if maybe is None:
                 raise Rejected("invalid_outcome", outcome)
             code = maybe
-        if tokens and (type(tokens) is not int or tokens < 0):
+        if tokens and (type(tokens) is not int or not 0 <= tokens <= MAX_TOKENS):
             raise Rejected("invalid_tokens", tokens)
         cost_nusd = 0
         if cost_usd:
-            if not 0.0 <= cost_usd < _INF:
+            if not 0.0 <= cost_usd <= MAX_COST_USD:
                 raise Rejected("invalid_cost", cost_usd)
             cost_nusd = round(cost_usd * NANO_USD_PER_USD)
         return code, cost_nusd

@@ -284,7 +284,9 @@ class _Metric:
         key = tuple(str(v) for v in values)
         child = self._children.get(key)
         if child is None:
-            series = self._store.get_series(self.spec, key)
+            # A lone surrogate cannot be encoded for Redis: store it replaced, once per series.
+            safe = tuple(v.encode("utf-8", "replace").decode("utf-8") for v in key)
+            series = self._store.get_series(self.spec, safe)
             child = self._child(series) if series is not None else _Dropped(self._store, self.spec)
             if series is not None:
                 self._children[key] = child

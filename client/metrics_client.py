@@ -118,6 +118,7 @@ class MetricsClient(MetricDeclarations):
             gate_io.take_permit,
             holder_prefix=self._writer_id,
             refresh_seconds=settings.breaker_refresh_seconds,
+            max_entries=settings.max_providers,
         )
 
     def _make_writer(self, socket_timeout: float) -> RedisWriter:
@@ -337,6 +338,7 @@ class MetricsClient(MetricDeclarations):
             return events
         now = time.monotonic()
         ask = sorted(p for p in unknown if self._refused.get(p, 0.0) <= now)
+        answers: dict[str, bool] = {}
         if ask:
             try:
                 answers = self._writer.admit_providers(
@@ -349,8 +351,10 @@ class MetricsClient(MetricDeclarations):
                     self._admitted.add(provider)
                     self._refused.pop(provider, None)
                 else:
+                    if len(self._refused) >= 4 * self.settings.max_providers:
+                        self._refused.pop(next(iter(self._refused)))  # forget the oldest
                     self._refused[provider] = now + 60.0
-        refused = {p for p in unknown if p in self._refused}
+        refused = {p for p in unknown if p in self._refused or answers.get(p) is False}
         if not refused:
             return events
         kept = [event for event in events if event[0] not in refused]
@@ -372,6 +376,16 @@ class MetricsClient(MetricDeclarations):
         return kept
 
     def _run_flusher(self, writer_id: str) -> None:
+        """The flusher thread: never dies of an unexpected error while the client is open."""
+        while True:
+            try:
+                self._flush_until_closed(writer_id)
+                return
+            except Exception:
+                log.exception("metrics flusher failed unexpectedly; restarting it")
+                self._wake.wait(self.settings.backoff_max_seconds)
+
+    def _flush_until_closed(self, writer_id: str) -> None:
         settings = self.settings
         writer, gate = self._writer, self._gate
         backoff = settings.backoff_initial_seconds
@@ -410,7 +424,20 @@ class MetricsClient(MetricDeclarations):
                     self._settled_cond.notify_all()
                 pending = None
                 continue
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:
+                if not isinstance(exc, (redis.RedisError, OSError)):
+                    # Not a connection problem (e.g. a value redis-py cannot encode): this batch
+                    # can never be written. Drop it, count it, keep the flusher alive.
+                    log.error("metrics batch could not be sent, dropped: %r", exc)
+                    with self._settled_cond:
+                        self._write_errors += 1
+                        self._settled += batch.events
+                        self._stats_written = max(self._stats_written, stats_version)
+                        if batch.instruments is not None:
+                            self._instruments_written = batch.instruments.version
+                        self._settled_cond.notify_all()
+                    pending = None
+                    continue
                 if self._redis_ok:
                     self._redis_ok = False
                     log.error("metrics flush to Redis failed, retrying with backoff: %s", exc)

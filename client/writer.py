@@ -266,6 +266,8 @@ class RedisWriter:
             ops["hincrby"] += 1
             ops["expire"] += 1
         if last_seen:
+            # Providers here passed admission (the cap); re-adding them restores a registry
+            # lost with an emptied Redis. GT only ever moves last-seen times forward.
             pipe.zadd(keys.providers, last_seen, gt=True)
             pipe.expire(keys.providers, self._retention)
             ops["zadd"] += 1
