@@ -123,7 +123,7 @@ def _prometheus_multiprocess(calls: int, repeats: int) -> tuple[Timings, str]:
 
 def _redis_peer_loop(connection: redis.Redis, namespace: str) -> Loop:
     """prometheus-redis-client's Histogram.observe(): one MULTI/EXEC round trip per call."""
-    from prometheus_redis_client import Histogram, Registry  # type: ignore[import-untyped]
+    from prometheus_redis_client import Histogram, Registry
 
     name = namespace.replace("-", "_") + "_latency_seconds"
     registry = Registry(redis=connection)
