@@ -170,7 +170,7 @@ def render_in_process(redis_url: str, namespace: str, renders: int = 20) -> floa
 def run(ctx: Context) -> list[Figure]:
     namespace = ctx.namespace("scrape")
     populate(ctx.redis_url, namespace)
-    requests = {1: 40, CONCURRENCY: 80} if ctx.quick else {1: 48, CONCURRENCY: 160}
+    requests = {1: 30, CONCURRENCY: 64} if ctx.quick else {1: 48, CONCURRENCY: 160}
     results: dict[int, list[tuple[float, float]]] = {c: [] for c in requests}
     with aggregator_process(ctx.redis_url, namespace, "--interval", "1") as port:
         status, body = _get(port, "/metrics")
