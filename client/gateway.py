@@ -10,7 +10,7 @@ from types import TracebackType
 
 from client.keys import OUTCOMES
 from client.metrics_client import MetricsClient
-from client.outcome import OUTCOME_CODES, classify_exception, classify_status
+from client.outcome import OUTCOME_CODES, classify_status, outcome_of_block
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INFERENCE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -166,9 +166,8 @@ class InferenceCall:
         traceback: TracebackType | None,
     ) -> None:
         latency_s = time.perf_counter() - self._start
-        status_code, outcome = self.status_code, self.outcome
-        if exc is not None and status_code is None and outcome is None:
-            outcome = OUTCOMES[classify_exception(exc)]
+        status_code = self.status_code
+        outcome = outcome_of_block(exc, status_code, self.outcome)
         self._gateway.record_inference(
             self.provider,
             self.model,

@@ -411,31 +411,15 @@ class MetricsClient(MetricDeclarations):
             batch, stats_version = pending
             try:
                 conflicts = writer.write(batch)
-            except redis.ResponseError as exc:
-                # Redis executed the transaction and refused a command (or refused to queue
-                # one): retrying would fail again, or apply the rest of the batch twice.
-                log.error("metrics batch refused by Redis, not retried: %s", exc)
-                with self._settled_cond:
-                    self._write_errors += 1
-                    self._settled += batch.events
-                    self._stats_written = max(self._stats_written, stats_version)
-                    if batch.instruments is not None:
-                        self._instruments_written = batch.instruments.version
-                    self._settled_cond.notify_all()
-                pending = None
-                continue
             except Exception as exc:
-                if not isinstance(exc, (redis.RedisError, OSError)):
-                    # Not a connection problem (e.g. a value redis-py cannot encode): this batch
-                    # can never be written. Drop it, count it, keep the flusher alive.
-                    log.error("metrics batch could not be sent, dropped: %r", exc)
-                    with self._settled_cond:
-                        self._write_errors += 1
-                        self._settled += batch.events
-                        self._stats_written = max(self._stats_written, stats_version)
-                        if batch.instruments is not None:
-                            self._instruments_written = batch.instruments.version
-                        self._settled_cond.notify_all()
+                if isinstance(exc, redis.ResponseError) or not isinstance(
+                    exc, (redis.RedisError, OSError)
+                ):
+                    # Redis executed the transaction and refused a command, or the batch holds
+                    # a value redis-py cannot encode: retrying would fail again, or apply the
+                    # rest of the batch twice. Drop it, count it, keep the flusher alive.
+                    log.error("metrics batch refused, not retried: %r", exc)
+                    self._settle(batch, stats_version, write_error=True)
                     pending = None
                     continue
                 if self._redis_ok:
@@ -461,12 +445,17 @@ class MetricsClient(MetricDeclarations):
                     )
             backoff = settings.backoff_initial_seconds
             pending = None
-            with self._settled_cond:
-                self._settled += batch.events
-                self._stats_written = max(self._stats_written, stats_version)
-                if batch.instruments is not None:
-                    self._instruments_written = batch.instruments.version
-                self._settled_cond.notify_all()
+            self._settle(batch, stats_version)
+
+    def _settle(self, batch: Batch, stats_version: int, write_error: bool = False) -> None:
+        """The batch is done with (written, or refused for good): wake flush() waiters."""
+        with self._settled_cond:
+            self._write_errors += write_error
+            self._settled += batch.events
+            self._stats_written = max(self._stats_written, stats_version)
+            if batch.instruments is not None:
+                self._instruments_written = batch.instruments.version
+            self._settled_cond.notify_all()
 
 
 def _call(ref: weakref.ref[MetricsClient], method: str) -> None:

@@ -40,3 +40,13 @@ def classify_exception(exc: BaseException) -> int:
     otherwise a provider failure (timeouts, connection errors, anything unexpected)."""
     status = status_of_exception(exc)
     return FAILURE if status is None else classify_status(status)
+
+
+def outcome_of_block(
+    exc: BaseException | None, status_code: int | None, outcome: str | None
+) -> str | None:
+    """The outcome to record for a timed block (track(), inference()): what the block set, else
+    the class of the exception that escaped it, else None (success or the status code)."""
+    if exc is not None and status_code is None and outcome is None:
+        return OUTCOMES[classify_exception(exc)]
+    return outcome

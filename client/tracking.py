@@ -6,8 +6,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from client.keys import OUTCOMES
-from client.outcome import classify_exception
+from client.outcome import outcome_of_block
 
 if TYPE_CHECKING:
     from client.metrics_client import MetricsClient
@@ -38,9 +37,7 @@ class CallTracker:
         traceback: TracebackType | None,
     ) -> None:
         latency_s = time.perf_counter() - self._start
-        status_code, outcome = self.status_code, self.outcome
-        if exc is not None and status_code is None and outcome is None:
-            outcome = OUTCOMES[classify_exception(exc)]
+        outcome = outcome_of_block(exc, self.status_code, self.outcome)
         self._client.record(
-            self.provider, latency_s, status_code, outcome, self.tokens, self.cost_usd
+            self.provider, latency_s, self.status_code, outcome, self.tokens, self.cost_usd
         )
