@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from client.admission import ProviderAdmission
 from client.breaker_gate import BreakerGate, CircuitOpenError
 from client.declarations import MetricDeclarations
 from client.events import Event, EventValidator, Rejected
@@ -102,8 +103,6 @@ class MetricsClient(MetricDeclarations):
         self._stats_written = 0
         self._breaker_rejected: Counter[str] = Counter()
         self._write_errors = 0  # batches Redis refused (not retried)
-        self._admitted: set[str] = set()  # providers the registry holds (checked once)
-        self._refused: dict[str, float] = {}  # provider -> monotonic time to ask again
         self._flusher: threading.Thread | None = None
         self._closing = False
         self._redis_ok = True
@@ -112,6 +111,9 @@ class MetricsClient(MetricDeclarations):
         settings = self.settings
         # Constructing connections does no I/O; each process gets its own after a fork.
         self._writer = self._make_writer(settings.socket_timeout_seconds)
+        self._admission = ProviderAdmission(
+            self._writer.admit_providers, self.settings.max_providers, self._clock
+        )
         gate_io = self._make_writer(settings.allow_timeout_seconds)
         self._gate = BreakerGate(
             gate_io.breaker_states,
@@ -330,31 +332,8 @@ class MetricsClient(MetricDeclarations):
         return batch, stats_version
 
     def _admitted_only(self, events: list[Event]) -> list[Event]:
-        """Drop (and count) the events of providers the registry refused: it holds at most
-        ``max_providers``. Providers are checked once per process (refusals again after a
-        minute); while Redis cannot answer, events are kept and the check waits."""
-        unknown = {event[0] for event in events} - self._admitted
-        if not unknown:
-            return events
-        now = time.monotonic()
-        ask = sorted(p for p in unknown if self._refused.get(p, 0.0) <= now)
-        answers: dict[str, bool] = {}
-        if ask:
-            try:
-                answers = self._writer.admit_providers(
-                    ask, self.settings.max_providers, self._clock()
-                )
-            except (redis.RedisError, OSError):
-                answers = {}
-            for provider, admitted in answers.items():
-                if admitted:
-                    self._admitted.add(provider)
-                    self._refused.pop(provider, None)
-                else:
-                    if len(self._refused) >= 4 * self.settings.max_providers:
-                        self._refused.pop(next(iter(self._refused)))  # forget the oldest
-                    self._refused[provider] = now + 60.0
-        refused = {p for p in unknown if p in self._refused or answers.get(p) is False}
+        """Drop (and count) the events of providers the registry refused."""
+        refused = self._admission.refused({event[0] for event in events})
         if not refused:
             return events
         kept = [event for event in events if event[0] not in refused]

@@ -234,7 +234,8 @@ def test_refused_provider_names_do_not_grow_client_memory_without_bound(
         metrics.record(name, 0.1)
     assert metrics.flush(timeout=30.0)
     # a bound like the validator's name cache (4,096), not one entry per refused name
-    assert len(metrics._refused) <= 4096, f"{len(metrics._refused)} refused names kept"
+    refused = metrics._admission._refused
+    assert len(refused) <= 4096, f"{len(refused)} refused names kept"
 
 
 def test_allow_with_a_flood_of_names_keeps_a_bounded_cache(
