@@ -54,11 +54,9 @@ def start_scheduler(
         cycle_then,
         "interval",
         seconds=settings.interval_seconds,
-        next_run_time=datetime.now(UTC),
-        max_instances=1,
-        coalesce=True,
+        next_run_time=now,
         id="aggregation_cycle",
-        misfire_grace_time=None,
+        **common,
     )
     scheduler.start()
     return scheduler
