@@ -8,7 +8,7 @@ With a bearer token configured (``--auth-token-file``), /metrics and /health/das
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -17,19 +17,19 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.cycle import Aggregator
-from aggregator.exposition import RenderedMetrics
+from aggregator.exposition import RenderedMetrics, accepts_gzip
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
-def bearer_guard(token: str | None) -> Callable[[Request], None]:
+def bearer_guard(token: str | None) -> Callable[[Request], Awaitable[None]]:
     """A dependency that lets a request through only with ``Authorization: Bearer <token>``
     (constant-time comparison); with ``token`` None it lets everything through. A missing or
     malformed header and a wrong token both get 401 with ``WWW-Authenticate: Bearer`` (RFC
     6750; a wrong token adds ``error="invalid_token"``)."""
     expected = None if token is None else token.encode("ascii")
 
-    def guard(request: Request) -> None:
+    async def guard(request: Request) -> None:  # async: no thread hop for a header check
         if expected is None:
             return
         scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
@@ -61,9 +61,19 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         summary="Prometheus exposition of the current snapshot",
         dependencies=protected,
     )
-    def metrics(request: Request) -> Response:
-        body, content_type = rendered.render(request.headers.get("accept"))
-        return Response(content=body, media_type=content_type)
+    async def metrics(request: Request) -> Response:
+        accept = request.headers.get("accept")
+        gzipped = accepts_gzip(request.headers.get("accept-encoding"))
+        # Bodies are rendered after each cycle: serve them from the event loop, and render in
+        # a worker thread only when a snapshot or format is not rendered yet.
+        found = rendered.cached(accept, gzipped)
+        if found is None:
+            found = await run_in_threadpool(rendered.render, accept, gzipped)
+        body, content_type = found
+        headers = {"Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return Response(content=body, media_type=content_type, headers=headers)
 
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict[str, str]:

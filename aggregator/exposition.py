@@ -3,6 +3,7 @@ so every provider series of one scrape comes from the same cycle."""
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections.abc import Callable, Iterator
 
@@ -302,38 +303,81 @@ def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]
 
 
 class RenderedMetrics:
-    """/metrics bodies rendered once per snapshot and format, then served as bytes: a scrape
-    costs no formatting, however many series there are or scrapers ask at once. The snapshot
-    and status are immutable and replaced each cycle, so their identity says when to render
-    again."""
+    """/metrics bodies rendered (and gzipped) once per snapshot and format, then served as
+    bytes: a scrape costs no formatting, however many series there are or scrapers ask at once.
+    The snapshot and status are immutable and replaced each cycle, so their identity says when
+    to render again."""
 
     FORMATS = ("text/plain", "application/openmetrics-text")
+    GZIP_LEVEL = 6
 
     def __init__(self, aggregator: Aggregator):
         self._aggregator = aggregator
         self._registry = make_registry(aggregator)
         self._lock = threading.Lock()
-        self._state: tuple[object, ...] = ()
-        self._bodies: dict[str, tuple[bytes, str]] = {}
+        # (state it was rendered from, {(content type, gzipped): body}), replaced as a whole
+        # so a lock-free reader never pairs one state with another's bodies.
+        self._cache: tuple[tuple[object, ...], dict[tuple[str, bool], bytes]] = ((), {})
 
     def _current(self) -> tuple[object, ...]:
         aggregator = self._aggregator
         return (aggregator.snapshot, aggregator.status, aggregator.is_leader)
 
-    def render(self, accept: str | None) -> tuple[bytes, str]:
+    def cached(self, accept: str | None, gzipped: bool = False) -> tuple[bytes, str] | None:
+        """(body, content type) when it is already rendered for the current snapshot, else
+        None. Never waits (no lock): an event loop may call it."""
+        content_type = _encoder(accept)[1]
+        state, bodies = self._cache
+        if not _same(state, self._current()):
+            return None
+        body = bodies.get((content_type, gzipped))
+        return None if body is None else (body, content_type)
+
+    def render(self, accept: str | None, gzipped: bool = False) -> tuple[bytes, str]:
+        """(body, content type) for the current snapshot, gzip-compressed when ``gzipped``;
+        renders what is not cached yet (one rendering at a time, concurrent callers share
+        it)."""
         encoder, content_type = _encoder(accept)
         state = self._current()
-        with self._lock:  # one rendering at a time; concurrent scrapes share its result
-            if len(state) != len(self._state) or any(
-                a is not b for a, b in zip(state, self._state, strict=True)
-            ):
-                self._state, self._bodies = state, {}
-            found = self._bodies.get(content_type)
-            if found is None:
-                found = self._bodies[content_type] = (encoder(self._registry), content_type)
-            return found
+        with self._lock:
+            if not _same(state, self._cache[0]):
+                self._cache = (state, {})
+            bodies = self._cache[1]
+            body = bodies.get((content_type, False))
+            if body is None:
+                body = bodies[(content_type, False)] = encoder(self._registry)
+            if gzipped:
+                compressed = bodies.get((content_type, True))
+                if compressed is None:
+                    compressed = gzip.compress(body, self.GZIP_LEVEL, mtime=0)
+                    bodies[(content_type, True)] = compressed
+                body = compressed
+            return body, content_type
 
     def prime(self) -> None:
-        """Render every format now (after a cycle), so no scrape waits for it."""
+        """Render every format, plain and gzipped, now (after a cycle), so no scrape waits."""
         for accept in self.FORMATS:
-            self.render(accept)
+            self.render(accept, gzipped=True)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header lets the response be gzip-compressed (Prometheus
+    always sends ``gzip``); ``gzip;q=0`` refuses it, and ``gzip`` outranks ``*``."""
+    qualities: dict[str, float] = {}
+    for item in (accept_encoding or "").split(","):
+        coding, _, params = item.partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        qualities.setdefault(coding.strip().lower(), quality)
+    quality = qualities.get("gzip", qualities.get("*", 0.0))
+    return quality > 0
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))

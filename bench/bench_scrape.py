@@ -67,11 +67,13 @@ def populate(redis_url: str, namespace: str) -> None:
         metrics.close()
 
 
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    """(status, body); status 0 when nothing answers."""
+def _get(port: int, path: str, gzipped: bool = False) -> tuple[int, bytes]:
+    """(status, body as sent); status 0 when nothing answers."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("GET", path)
+        connection.request(
+            "GET", path, headers={"Accept-Encoding": "gzip" if gzipped else "identity"}
+        )
         response = connection.getresponse()
         return response.status, response.read()
     except OSError:
@@ -106,8 +108,11 @@ def aggregator_process(redis_url: str, namespace: str, *flags: str) -> Iterator[
                 process.wait()
 
 
-def scrape_load(port: int, concurrency: int, requests: int) -> list[float]:
-    """Seconds per request, ``requests`` in all, from ``concurrency`` keep-alive connections."""
+def scrape_load(port: int, concurrency: int, requests: int, gzipped: bool = False) -> list[float]:
+    """Seconds per request, ``requests`` in all, from ``concurrency`` keep-alive connections;
+    ``gzipped`` asks for ``Accept-Encoding: gzip`` as Prometheus does (the body is received,
+    not decompressed)."""
+    headers = {"Accept-Encoding": "gzip" if gzipped else "identity"}
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -121,7 +126,7 @@ def scrape_load(port: int, concurrency: int, requests: int) -> list[float]:
             barrier.wait()
             for _ in range(count):
                 started = time.perf_counter()
-                connection.request("GET", "/metrics")
+                connection.request("GET", "/metrics", headers=headers)
                 response = connection.getresponse()
                 response.read()
                 mine.append(time.perf_counter() - started)
@@ -170,37 +175,43 @@ def render_in_process(redis_url: str, namespace: str, renders: int = 20) -> floa
 def run(ctx: Context) -> list[Figure]:
     namespace = ctx.namespace("scrape")
     populate(ctx.redis_url, namespace)
-    requests = {1: 30, CONCURRENCY: 64} if ctx.quick else {1: 48, CONCURRENCY: 160}
-    results: dict[int, list[tuple[float, float]]] = {c: [] for c in requests}
+    counts = {1: 30, CONCURRENCY: 64} if ctx.quick else {1: 48, CONCURRENCY: 160}
+    loads = [(c, gzipped) for gzipped in (False, True) for c in counts]
+    results: dict[tuple[int, bool], list[tuple[float, float]]] = {load: [] for load in loads}
     with aggregator_process(ctx.redis_url, namespace, "--interval", "1") as port:
         status, body = _get(port, "/metrics")
         text = body.decode()
         providers = text.count("\nprovider_availability{")
         if status != 200 or providers != len(PROVIDERS) or "model_inference" not in text:
             raise RuntimeError(f"/metrics answered {status} with {providers} providers")
+        compressed = len(_get(port, "/metrics", gzipped=True)[1])
         scrape_load(port, CONCURRENCY, 2 * CONCURRENCY)  # warm-up
         for _ in range(ctx.repeats):
-            for concurrency, count in requests.items():
-                samples = scrape_load(port, concurrency, count)
-                results[concurrency].append((percentile(samples, 0.5), percentile(samples, 0.99)))
+            for concurrency, gzipped in loads:
+                samples = scrape_load(port, concurrency, counts[concurrency], gzipped)
+                quantiles = (percentile(samples, 0.5), percentile(samples, 0.99))
+                results[(concurrency, gzipped)].append(quantiles)
     rendered = render_in_process(ctx.redis_url, namespace) * 1000
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     backend = [line for line in lines if line.startswith(BACKEND_PREFIXES)]
     series = sum(1 for line in backend if "_bucket{" not in line and "_sum{" not in line)
     what = (
         f"{len(PROVIDERS)} providers + {series} backend series: {len(lines):,} samples "
-        f"({len(backend):,} backend), {len(body) / 1024:.0f} KiB of text 0.0.4"
+        f"({len(backend):,} backend), {len(body) / 1024:.0f} KiB of text 0.0.4, "
+        f"{compressed / 1024:.0f} KiB gzipped"
     )
     figures = []
-    for concurrency, runs in results.items():
+    for (concurrency, gzipped), runs in results.items():
+        encoding = "gzip (as Prometheus asks)" if gzipped else "uncompressed"
         for index, quantile in enumerate(("p50", "p99")):
             value = statistics.median(run[index] for run in runs) * 1000
-            targeted = quantile == "p99" and concurrency == CONCURRENCY
+            targeted = quantile == "p99" and concurrency == CONCURRENCY and gzipped
             figures.append(
-                Figure("scrape", f"/metrics {quantile}, {concurrency} concurrent scraper(s)",
+                Figure("scrape",
+                       f"/metrics {quantile}, {concurrency} concurrent scraper(s), {encoding}",
                        value, "ms", target=f"< {TARGET_P99_MS:g} ms" if targeted else "",
                        met=value < TARGET_P99_MS if targeted else None,
-                       note=f"{what}; {requests[concurrency]} requests over {concurrency} "
+                       note=f"{what}; {counts[concurrency]} requests over {concurrency} "
                        f"keep-alive connection(s) per run; median of {ctx.repeats} runs; "
                        "aggregator --interval 1")
             )  # fmt: skip

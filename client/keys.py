@@ -20,6 +20,7 @@ key                                         type    content
 ``gatewayz:{leader}:lease``                 string  ``<instance>|<fencing token>``, with a TTL
 ``gatewayz:{leader}:token``                 string  last fencing token handed out (INCR)
 ``gatewayz:snapshot``                       string  the leader's last snapshot (JSON)
+``gatewayz:event_ids``                      string  last window member id handed out (INCRBY)
 ``gatewayz:{metrics}:schema``               hash    backend metric name -> its spec (JSON)
 ``gatewayz:{metrics}:series:<name>``        set     series ids (JSON label values) admitted
 ``gatewayz:{metrics}:data:<name>``          hash    counter/histogram values per series
@@ -29,7 +30,11 @@ key                                         type    content
 ``gatewayz:stats:redis_ops``                hash    Redis commands issued, by operation
 ==========================================  ======  ===============================================
 
-Window members are ``<writer id>.<sequence>`` in base 36 (unique per event, ~12 bytes), scored
+Window members are event ids, unique per event across all writers of the namespace: each flush
+reserves a block of ids with one INCRBY on ``event_ids`` and writes each id, modulo 2**36, as six
+characters of ``[A-Za-z0-9_-]`` (``event_members``). Six characters is the longest member Redis
+7 stores in its smallest allocation (8 bytes); a longer one costs 8-16 bytes more per event. Ids
+repeat only after 2**36 (68 billion) events, long after the first ones left the window. Scored
 with the event's unix time. Every window key expires ``window + margin`` seconds after its last
 write; ``totals`` and ``breaker`` expire after the retention period of an idle provider.
 """
@@ -37,6 +42,7 @@ write; ``totals`` and ``breaker`` expire after the retention period of an idle p
 from __future__ import annotations
 
 import re
+import string
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Final
@@ -106,6 +112,29 @@ BREAKER_REJECTED_FIELD: Final = "breaker_rejected"  # calls allow() turned away
 NANO_USD_PER_USD: Final = 1_000_000_000
 MICROS_PER_SECOND: Final = 1_000_000
 
+EVENT_ID_BITS: Final = 36
+"""Window member ids are taken modulo 2**EVENT_ID_BITS: six base-64 digits."""
+
+_DIGITS: Final = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+_LOW_PAIRS: Final = tuple(a + b for a in _DIGITS for b in _DIGITS)  # the 12 low bits, 4096 pairs
+
+
+def event_members(first_id: int, count: int) -> list[str]:
+    """Window members of ``count`` consecutive event ids from ``first_id`` (modulo 2**36): six
+    base-64 digits each, most significant first. The flusher names every event this way, so
+    each run of 4,096 ids is one C-level concatenation, not per-id arithmetic."""
+    members: list[str] = []
+    modulus = 1 << EVENT_ID_BITS
+    event_id, end = first_id % modulus, first_id % modulus + count
+    while event_id < end:
+        high, low = divmod(event_id % modulus, 4096)
+        take = min(4096 - low, end - event_id)
+        prefix = "".join(_DIGITS[(high >> shift) & 63] for shift in (18, 12, 6, 0))
+        members += map(prefix.__add__, _LOW_PAIRS[low : low + take])
+        event_id += take
+    return members
+
+
 DROPPED_FIELD: Final = "dropped"
 REJECTED_FIELD_PREFIX: Final = "rejected:"
 
@@ -162,6 +191,10 @@ class Keys:
     @property
     def leader_token(self) -> str:
         return f"{self.namespace}:{{leader}}:token"
+
+    @property
+    def event_ids(self) -> str:
+        return f"{self.namespace}:event_ids"
 
     @property
     def snapshot(self) -> str:

@@ -92,7 +92,6 @@ class MetricsClient(MetricDeclarations):
         self._wake = threading.Event()
         self._buffer: deque[Event] = deque()
         self._writer_id = secrets.token_urlsafe(6)
-        self._seq = 0
         self._accepted = 0  # events appended to the buffer
         self._settled = 0  # events written to Redis or dropped
         self._rejected: Counter[str] = Counter()
@@ -305,7 +304,14 @@ class MetricsClient(MetricDeclarations):
         self._flusher = thread
         thread.start()
 
-    def _take_batch(self, writer_id: str) -> tuple[Batch, int]:
+    def _take_batch(self) -> tuple[Batch, int]:
+        """The next batch; raises redis.RedisError, taking nothing, when no ids can be
+        reserved for its events."""
+        with self._lock:
+            count = min(len(self._buffer), self.settings.max_batch)
+        # Only this thread shortens the buffer (record() drops the oldest to append), so the
+        # ``count`` events are still there after the round trip.
+        first_id = self._writer.reserve_event_ids(count) if count else 0
         now = time.monotonic()
         refresh_gauges = now - self._gauges_refreshed_at >= self.settings.gauge_ttl_seconds / 3
         if refresh_gauges:
@@ -313,10 +319,7 @@ class MetricsClient(MetricDeclarations):
         instruments = self._instruments.drain(include_all_gauges=refresh_gauges)
         with self._lock:
             buffer = self._buffer
-            count = min(len(buffer), self.settings.max_batch)
             events = [buffer.popleft() for _ in range(count)]
-            first_seq = self._seq
-            self._seq += count
         events = self._admitted_only(events)  # may count rejections: take the stats after it
         with self._lock:
             rejected = dict(self._rejected)
@@ -326,7 +329,7 @@ class MetricsClient(MetricDeclarations):
             breaker_rejected = dict(self._breaker_rejected)
             self._breaker_rejected.clear()
             stats_version = self._stats_version
-        batch = build_batch(events, writer_id, first_seq, rejected, dropped, breaker_rejected)
+        batch = build_batch(events, first_id, rejected, dropped, breaker_rejected)
         if not instruments.empty or instruments.version:
             batch = replace(batch, instruments=instruments)
         return batch, stats_version
@@ -376,7 +379,14 @@ class MetricsClient(MetricDeclarations):
                     self._wake.wait(settings.flush_interval_seconds)
                     self._wake.clear()
                 gate.refresh_if_due()
-                pending = self._take_batch(writer_id)
+                try:
+                    pending = self._take_batch()
+                except (redis.RedisError, OSError) as exc:
+                    # Nothing was taken: the events wait in the (bounded) buffer.
+                    if not self._wait_to_retry(exc, writer_id, backoff):
+                        return
+                    backoff = min(backoff * 2, settings.backoff_max_seconds)
+                    continue
                 batch, stats_version = pending
                 if batch.empty:
                     pending = None
@@ -401,14 +411,8 @@ class MetricsClient(MetricDeclarations):
                     self._settle(batch, stats_version, write_error=True)
                     pending = None
                     continue
-                if self._redis_ok:
-                    self._redis_ok = False
-                    log.error("metrics flush to Redis failed, retrying with backoff: %s", exc)
-                with self._lock:
-                    if self._closing or self._writer_id != writer_id:
-                        return
-                self._wake.wait(backoff)
-                self._wake.clear()
+                if not self._wait_to_retry(exc, writer_id, backoff):
+                    return
                 backoff = min(backoff * 2, settings.backoff_max_seconds)
                 continue
             if not self._redis_ok:
@@ -425,6 +429,19 @@ class MetricsClient(MetricDeclarations):
             backoff = settings.backoff_initial_seconds
             pending = None
             self._settle(batch, stats_version)
+
+    def _wait_to_retry(self, exc: Exception, writer_id: str, backoff: float) -> bool:
+        """After a failed round trip: wait ``backoff`` seconds (or until woken). False when
+        the client is closing or this thread belongs to a parent process (stop, don't retry)."""
+        if self._redis_ok:
+            self._redis_ok = False
+            log.error("metrics flush to Redis failed, retrying with backoff: %s", exc)
+        with self._lock:
+            if self._closing or self._writer_id != writer_id:
+                return False
+        self._wake.wait(backoff)
+        self._wake.clear()
+        return True
 
     def _settle(self, batch: Batch, stats_version: int, write_error: bool = False) -> None:
         """The batch is done with (written, or refused for good): wake flush() waiters."""

@@ -3,10 +3,13 @@ and half-open permits."""
 
 from __future__ import annotations
 
+import secrets
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
@@ -19,6 +22,7 @@ from client.keys import (
     COST_FIELD,
     COUNT_FIELDS,
     DROPPED_FIELD,
+    EVENT_ID_BITS,
     HISTOGRAM_BOUNDS,
     HISTOGRAM_FIELDS,
     LATENCY_SUM_FIELD,
@@ -27,6 +31,7 @@ from client.keys import (
     TOKENS_FIELD,
     WINDOW_BOUNDS,
     Keys,
+    event_members,
 )
 
 # Take one half-open trial permit if fewer than the breaker's ``permits`` are live. Permits
@@ -119,7 +124,7 @@ return admitted
 @dataclass
 class _ProviderBatch:
     partitions: dict[int, list[float | str]] = field(default_factory=dict)
-    """window partition -> flat ZADD arguments: score, member, score, member..."""
+    """window partition -> flat ZADD arguments: score (unix time, ms), member, score..."""
     totals: Counter[str] = field(default_factory=Counter)
     last_seen: float = 0.0
 
@@ -148,21 +153,20 @@ class Batch:
 
 def build_batch(
     events: list[Event],
-    writer_id: str,
-    first_seq: int,
+    first_id: int,
     rejected: dict[str, int],
     dropped: int,
     breaker_rejected: dict[str, int] | None = None,
 ) -> Batch:
     """Group events per provider: one window member each, counters pre-aggregated. This is the
-    flusher's per-event cost, so the loop does the least it can: one member, one tally."""
+    flusher's per-event cost, so the loop does the least it can: one member, one tally. The
+    events are named by the ids ``first_id``, ``first_id + 1``... (reserved in Redis)."""
     grouped: dict[str, tuple[dict[int, list[float | str]], dict[tuple[int, int], int], list[float]]]
     grouped = {}
-    prefix = writer_id + "."
-    seq = first_seq
     ok_partitions = len(WINDOW_BOUNDS)
     window_bounds, histogram_bounds = WINDOW_BOUNDS, HISTOGRAM_BOUNDS
-    for provider, ts, latency_s, outcome, tokens, cost_nusd in events:
+    named = zip(events, event_members(first_id, len(events)), strict=True)
+    for (provider, ts, latency_s, outcome, tokens, cost_nusd), member in named:
         entry = grouped.get(provider)
         if entry is None:
             entry = grouped[provider] = ({}, {}, [0.0, 0, 0, 0.0])
@@ -174,8 +178,7 @@ def build_batch(
         if members is None:
             members = partitions[partition] = []
         members.append(ts)
-        members.append(f"{prefix}{seq:x}")
-        seq += 1
+        members.append(member)
         key = (outcome, bisect_left(histogram_bounds, latency_s))
         tally[key] = tally.get(key, 0) + 1
         sums[0] += latency_s  # rounded to whole microseconds once per batch
@@ -190,6 +193,8 @@ def build_batch(
         tally,
         (latency_us, tokens_sum, cost_sum, last_seen),
     ) in grouped.items():
+        for flat in partitions.values():
+            flat[0::2] = _scores(flat[0::2])
         totals: Counter[str] = Counter()
         for (outcome, bucket), count in tally.items():
             totals[COUNT_FIELDS[outcome]] += count
@@ -203,16 +208,53 @@ def build_batch(
     return Batch(providers, dict(rejected), dropped, len(events), dict(breaker_rejected or {}))
 
 
+def _scores(times: list[float | str]) -> list[str]:
+    """Event times as ZADD scores, to the millisecond: one C-level formatting of the whole list.
+    A float argument costs redis-py its shortest repr, about twice as much per event."""
+    return ("%.3f\n" * len(times) % tuple(times)).split("\n")[:-1]
+
+
+class _OneBufferPipelines:
+    """Packs a pipeline into one buffer, so it goes out in one ``sendall``. redis-py cuts it into
+    ~6 KB pieces, and every socket call releases the GIL: a flusher taking it back from a
+    thread that records flat out waits up to a switch interval (5 ms) per piece, which capped
+    one process at about 100,000 events/s. Each command goes straight to hiredis's packer (a
+    dependency via ``redis[hiredis]``): redis-py's per-argument checks cost more than the
+    packing itself for a ZADD of thousands of members."""
+
+    def pack_commands(self, commands: Any) -> list[bytes]:
+        packed = []
+        for args in commands:
+            if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT EXISTS": redis-py splits
+                packed += self.pack_command(*args)  # type: ignore[attr-defined]
+                continue
+            try:
+                packed.append(hiredis.pack_command(tuple(args)))
+            except TypeError as exc:  # an argument Redis has no encoding for
+                raise redis.DataError(str(exc)) from exc
+        return [b"".join(packed)]
+
+
+_ONE_BUFFER_CLASSES: dict[type, type] = {}
+
+
 def connect(redis_url: str, socket_timeout: float) -> redis.Redis:
-    """A Redis connection that never retries on its own: the flusher owns retries, so a
-    command is never silently sent twice."""
-    return redis.Redis.from_url(
+    """A Redis connection that never retries on its own (the flusher owns retries, so a
+    command is never silently sent twice) and sends each pipeline in one piece."""
+    pool = redis.ConnectionPool.from_url(
         redis_url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
     )
+    base = pool.connection_class  # TCP, TLS or Unix socket, from the URL's scheme
+    one_buffer = _ONE_BUFFER_CLASSES.get(base)
+    if one_buffer is None:
+        one_buffer = type(f"OneBuffer{base.__name__}", (_OneBufferPipelines, base), {})
+        _ONE_BUFFER_CLASSES[base] = one_buffer
+    pool.connection_class = one_buffer
+    return redis.Redis.from_pool(pool)
 
 
 class RedisWriter:
@@ -237,6 +279,20 @@ class RedisWriter:
         self._gauge_ttl = gauge_ttl
         self._permit = connection.register_script(_PERMIT_SCRIPT)
         self._admit = connection.register_script(_ADMIT_SCRIPT)
+        self._unreported_ops: Counter[str] = Counter()
+
+    def reserve_event_ids(self, count: int) -> int:
+        """The first of ``count`` event ids no other writer of the namespace gets (one round
+        trip; raises redis.RedisError). A missing counter (new or emptied Redis) starts at a
+        random id, so a batch reserved before Redis was emptied and written after it is
+        unlikely to reuse ids written since."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._keys.event_ids, secrets.randbelow(1 << EVENT_ID_BITS), nx=True)
+        pipe.incrby(self._keys.event_ids, count)
+        pipe.expire(self._keys.event_ids, self._retention)
+        _, last, _ = pipe.execute()
+        self._unreported_ops.update({"set": 1, "incrby": 1, "expire": 1})
+        return int(last) - count
 
     def write(self, batch: Batch) -> list[str]:
         """Apply the batch atomically (MULTI/EXEC) in one round trip; raises redis.RedisError.
@@ -281,9 +337,11 @@ class RedisWriter:
         checks: list[tuple[int, str, str]] = []
         if batch.instruments is not None:
             checks = self._queue_instruments(pipe, batch.instruments, ops)
+        ops.update(self._unreported_ops)
         for operation, count in ops.items():
             pipe.hincrby(keys.redis_ops, operation, count)
         replies = pipe.execute()
+        self._unreported_ops.clear()
         return [name for index, name, spec in checks if _text(replies[index]) != spec]
 
     def _queue_instruments(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.app import create_app
 from aggregator.cycle import Aggregator
+from aggregator.exposition import RenderedMetrics, accepts_gzip
 from client import MetricsClient
 from tests.conftest import FakeClock
 
@@ -82,6 +85,70 @@ def test_openmetrics_is_served_when_asked_for(make_aggregator: MakeAggregator) -
     response = http.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
+
+
+def test_gzip_is_served_to_scrapers_that_accept_it(make_aggregator: MakeAggregator) -> None:
+    aggregator = make_aggregator(providers=("idle",))
+    aggregator.run_cycle()
+    app = create_app(aggregator)
+    http = TestClient(app)
+    plain = http.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    assert plain.headers["vary"] == "Accept-Encoding"
+    with http.stream("GET", "/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        raw = b"".join(response.iter_raw())
+    assert raw[:2] == b"\x1f\x8b"  # gzip magic: compressed on the wire
+    assert gzip.decompress(raw) == plain.content
+    assert len(raw) < len(plain.content) / 3
+    refused = http.get("/metrics", headers={"Accept-Encoding": "gzip;q=0"})
+    assert "content-encoding" not in refused.headers
+    assert refused.content == plain.content
+
+
+def test_bodies_are_cached_per_snapshot_and_primed(
+    make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    aggregator = make_aggregator(providers=("idle",))
+    aggregator.run_cycle()
+    rendered = RenderedMetrics(aggregator)
+    assert rendered.cached(None) is None  # nothing rendered yet: a scrape renders it
+    rendered.prime()
+    for accept in (None, "application/openmetrics-text"):
+        for gzipped in (False, True):
+            found = rendered.cached(accept, gzipped)
+            assert found is not None
+            assert found == rendered.render(accept, gzipped)
+    body = rendered.cached(None)
+    clock.advance(15)
+    aggregator.run_cycle()  # a new snapshot: the old bodies are not served
+    assert rendered.cached(None) is None
+    fresh = rendered.render(None)
+    assert fresh != body
+    assert rendered.cached(None) == fresh
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("GZIP", True),
+        ("gzip, deflate, br", True),
+        ("deflate, gzip;q=0.5", True),
+        ("identity", False),
+        ("deflate, br", False),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0", False),
+        ("gzip;q=bogus", False),
+        ("*", True),
+        ("*;q=0, gzip", True),
+        ("gzip;q=0, *", False),
+    ],
+)
+def test_accept_encoding_negotiation(header: str | None, accepted: bool) -> None:
+    assert accepts_gzip(header) is accepted
 
 
 def test_readiness_follows_the_snapshot_age(

@@ -44,7 +44,7 @@ def test_each_event_is_one_member_in_its_partition_with_exact_counters(
     assert sum(r.zcard(k) for k in w) == 6
     members = [m for k in w for m in r.zrange(k, 0, -1)]
     assert len(set(members)) == 6
-    assert all(len(m) <= 16 for m in members)
+    assert all(len(m) == 6 for m in members)
 
     totals = _hash(r, keys.totals("openrouter"))
     assert totals == {
@@ -65,6 +65,40 @@ def test_each_event_is_one_member_in_its_partition_with_exact_counters(
         assert r.ttl(key) > 0, key
     assert max(r.ttl(k) for k in w if r.exists(k)) <= 300 + 60
     assert r.zscore(keys.providers, "openrouter") == t0 + 1
+
+
+def test_members_are_unique_across_writers_of_the_namespace(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    first, second = make_client(clock=clock), make_client(clock=clock)
+    for _ in range(3):  # interleaved batches, so the two writers' id blocks alternate
+        for i in range(2_000):
+            first.record("openrouter", 0.2, status_code=200)
+            second.record("openrouter", 0.2 + i % 2, status_code=200)
+        assert first.flush(timeout=5) and second.flush(timeout=5)
+    stored = sum(int(r.zcard(k)) for k in keys.window_keys("openrouter"))
+    assert stored == 12_000  # a shared member would have merged two events into one
+    members = [m for k in keys.window_keys("openrouter") for m in r.zrange(k, 0, -1)]
+    assert {len(m) for m in members} == {6}
+
+
+def test_events_wait_in_the_buffer_while_no_ids_can_be_reserved(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    r.hset(keys.event_ids, "not", "a counter")  # INCRBY now fails with WRONGTYPE
+    metrics = make_client(clock=clock, backoff_initial_seconds=0.01, backoff_max_seconds=0.05)
+    for _ in range(5):
+        metrics.record("openrouter", 0.2, status_code=200)
+    assert metrics.flush(timeout=0.5) is False
+    assert metrics.stats()["buffered"] == 5
+    assert metrics.stats()["dropped"] == 0
+    assert r.exists(keys.totals("openrouter")) == 0
+
+    r.delete(keys.event_ids)
+    assert metrics.flush(timeout=5)
+    assert sum(int(r.zcard(k)) for k in keys.window_keys("openrouter")) == 5
+    assert _hash(r, keys.totals("openrouter"))["n:success"] == 5
+    assert metrics.stats()["write_errors"] == 0
 
 
 def test_cost_is_exact_over_many_events(
