@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REDIS_URL ?= redis://127.0.0.1:6379/0
 export REDIS_URL
 
-.PHONY: install test lint format run demo bench bench-quick clean
+.PHONY: install test lint format run demo bench bench-quick soak clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: $(BIN)/.bench-installed
 
 bench-quick: $(BIN)/.bench-installed
 	$(BIN)/python -m bench --quick $(ARGS)
+
+soak: install
+	$(BIN)/python -m devtools.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
