@@ -151,6 +151,15 @@ class Batch:
         )
 
 
+_TALLY_STRIDE = len(WINDOW_BOUNDS) + 1
+# Every histogram bound is a window bound, so a latency's window partition (its first window
+# bound >= latency) names its histogram bucket too: one bisect per event, not two.
+assert set(HISTOGRAM_BOUNDS) <= set(WINDOW_BOUNDS)
+_BUCKET_OF_PARTITION = tuple(
+    bisect_left(HISTOGRAM_BOUNDS, bound) for bound in (*WINDOW_BOUNDS, float("inf"))
+)
+
+
 def build_batch(
     events: list[Event],
     first_id: int,
@@ -161,25 +170,24 @@ def build_batch(
     """Group events per provider: one window member each, counters pre-aggregated. This is the
     flusher's per-event cost, so the loop does the least it can: one member, one tally. The
     events are named by the ids ``first_id``, ``first_id + 1``... (reserved in Redis)."""
-    grouped: dict[str, tuple[dict[int, list[float | str]], dict[tuple[int, int], int], list[float]]]
-    grouped = {}
+    grouped: dict[str, tuple[dict[int, list[float | str]], dict[int, int], list[float]]] = {}
     ok_partitions = len(WINDOW_BOUNDS)
-    window_bounds, histogram_bounds = WINDOW_BOUNDS, HISTOGRAM_BOUNDS
+    window_bounds = WINDOW_BOUNDS
     named = zip(events, event_members(first_id, len(events)), strict=True)
     for (provider, ts, latency_s, outcome, tokens, cost_nusd), member in named:
         entry = grouped.get(provider)
         if entry is None:
             entry = grouped[provider] = ({}, {}, [0.0, 0, 0, 0.0])
         partitions, tally, sums = entry
-        partition = (
-            bisect_left(window_bounds, latency_s) if outcome == 0 else ok_partitions + outcome
-        )
+        latency_partition = bisect_left(window_bounds, latency_s)
+        partition = latency_partition if outcome == 0 else ok_partitions + outcome
         members = partitions.get(partition)
         if members is None:
             members = partitions[partition] = []
         members.append(ts)
         members.append(member)
-        key = (outcome, bisect_left(histogram_bounds, latency_s))
+        # one int per (outcome, latency partition): the histogram bucket follows from it
+        key = outcome * _TALLY_STRIDE + latency_partition
         tally[key] = tally.get(key, 0) + 1
         sums[0] += latency_s  # rounded to whole microseconds once per batch
         sums[3] = ts  # events are in arrival order: the registry keeps the largest (ZADD GT)
@@ -196,9 +204,10 @@ def build_batch(
         for flat in partitions.values():
             flat[0::2] = _scores(flat[0::2])
         totals: Counter[str] = Counter()
-        for (outcome, bucket), count in tally.items():
+        for key, count in tally.items():
+            outcome, latency_partition = divmod(key, _TALLY_STRIDE)
             totals[COUNT_FIELDS[outcome]] += count
-            totals[HISTOGRAM_FIELDS[bucket]] += count
+            totals[HISTOGRAM_FIELDS[_BUCKET_OF_PARTITION[latency_partition]]] += count
         totals[LATENCY_SUM_FIELD] = round(latency_us * MICROS_PER_SECOND)
         if tokens_sum:
             totals[TOKENS_FIELD] = int(tokens_sum)
