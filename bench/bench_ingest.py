@@ -1,7 +1,9 @@
 """Sustained ingest: events per second that reach Redis from 1 and from 4 worker processes, and
 as a share of ``redis-benchmark -P 16 -t zadd`` against the same server.
 
-Each worker (a spawned process) records as fast as it can for a fixed time, then ``flush()``es.
+Each worker (a spawned process) records as fast as it can for a fixed time, then ``flush()``es;
+while its buffer holds more than two batches it waits for its flusher (closed loop: the figure is
+what the pipeline sustains, not the CPU a worker burns recording events a full buffer drops).
 What reached Redis is the sum of the ``n:*`` fields of the provider's totals hash; the rate is
 that over the wall time from the common start until the last worker's flush completed.
 """
