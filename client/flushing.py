@@ -34,6 +34,7 @@ class Flushing:
     _lock: threading.Lock
     _settled_cond: threading.Condition
     _wake: threading.Event
+    _retry_now: threading.Event
     _buffer: deque[Event]
     _writer: RedisWriter
     _writer_id: str
@@ -115,7 +116,8 @@ class Flushing:
                 return
             except Exception:
                 log.exception("metrics flusher failed unexpectedly; restarting it")
-                self._wake.wait(self.settings.backoff_max_seconds)
+                self._retry_now.wait(self.settings.backoff_max_seconds)
+                self._retry_now.clear()
 
     def _flush_until_closed(self, writer_id: str) -> None:
         settings = self.settings
@@ -181,16 +183,18 @@ class Flushing:
             self._settle(batch, stats_version)
 
     def _wait_to_retry(self, exc: Exception, writer_id: str, backoff: float) -> bool:
-        """After a failed round trip: wait ``backoff`` seconds (or until woken). False when
-        the client is closing or this thread belongs to a parent process (stop, don't retry)."""
+        """After a failed round trip: wait ``backoff`` seconds, or until flush() or close()
+        asks. record() filling the buffer does not cut it short: with Redis down, that would
+        turn the backoff into a busy loop of reconnects. False when the client is closing or
+        this thread belongs to a parent process (stop, don't retry)."""
         if self._redis_ok:
             self._redis_ok = False
             log.error("metrics flush to Redis failed, retrying with backoff: %s", exc)
         with self._lock:
             if self._closing or self._writer_id != writer_id:
                 return False
-        self._wake.wait(backoff)
-        self._wake.clear()
+        self._retry_now.wait(backoff)
+        self._retry_now.clear()
         return True
 
     def _settle(self, batch: Batch, stats_version: int, write_error: bool = False) -> None:

@@ -85,7 +85,8 @@ class MetricsClient(MetricDeclarations, Flushing):
         self._instruments_written = 0
         self._gauges_refreshed_at = 0.0
         self._settled_cond = threading.Condition(self._lock)
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # flush now: a batch is ready, or flush()/close()
+        self._retry_now = threading.Event()  # cut a retry backoff short: flush()/close()
         self._buffer: deque[Event] = deque()
         self._writer_id = secrets.token_urlsafe(6)
         self._accepted = 0  # events appended to the buffer
@@ -250,6 +251,7 @@ class MetricsClient(MetricDeclarations, Flushing):
             if self._flusher is None:
                 return target == self._settled and stats_target == self._stats_written
         self._wake.set()
+        self._retry_now.set()
         with self._settled_cond:
             while (
                 self._settled < target
@@ -269,6 +271,7 @@ class MetricsClient(MetricDeclarations, Flushing):
             self._closing = True
             flusher = self._flusher
         self._wake.set()
+        self._retry_now.set()
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join(timeout=max(1.0, self.settings.socket_timeout_seconds * 2))
         return flushed

@@ -14,7 +14,7 @@ from aggregator.app import create_app
 from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
 from client.keys import Keys
-from devtools.redis_server import RedisProcess, start_redis
+from devtools.redis_server import RedisProcess, free_port, start_redis
 from tests.conftest import FakeClock
 
 
@@ -104,3 +104,39 @@ def test_clients_and_aggregator_ride_out_a_redis_outage(
     finally:
         metrics.close(timeout=1)
         restarted.stop()
+
+
+def test_backoff_holds_while_record_fills_the_buffer(namespace: str) -> None:
+    # Nothing listens on this port. The flusher must back off (0.1 s, then 0.2 s) although
+    # record() keeps signalling a full batch: a retry per signal would be a reconnect storm.
+    settings = ClientSettings(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        namespace=namespace,
+        max_batch=10,
+        max_buffer=1000,
+        backoff_initial_seconds=0.1,
+        backoff_max_seconds=0.2,
+    )
+    metrics = MetricsClient(settings=settings)
+    attempts: list[float] = []
+    reserve = metrics._writer.reserve_event_ids
+
+    def counted(count: int) -> int:
+        attempts.append(time.monotonic())
+        return reserve(count)
+
+    metrics._writer.reserve_event_ids = counted  # type: ignore[method-assign]
+    started = time.monotonic()
+    recorded = 0
+    while time.monotonic() - started < 1.0:
+        metrics.record("openrouter", 0.2)
+        recorded += 1
+    # at most one try per backoff period (+ the first, after one flush interval)
+    assert 3 <= len(attempts) <= 1 + 1.0 / 0.1
+    assert recorded > 1000  # the buffer was full and signalling all along
+    assert metrics.stats()["buffered"] == 1000
+    assert metrics.stats()["dropped"] == recorded - 1000
+    before = len(attempts)
+    assert metrics.flush(timeout=0.3) is False  # flush() asks for a try at once
+    assert len(attempts) > before
+    metrics.close(timeout=0.1)
