@@ -1,8 +1,10 @@
 """Request-path cost: ns per ``record()`` call (p50, p99) next to prometheus_client (single
 process and multiprocess mode) and prometheus-redis-client, same labels, buckets and latencies.
 Every call is timed on its own (``perf_counter_ns``), minus the median of an empty timed loop;
-each percentile is the median over ``ctx.repeats`` runs. Multiprocess mode is chosen when
-prometheus_client is imported, so that peer runs in a subprocess with PROMETHEUS_MULTIPROC_DIR.
+each percentile is the median over ``ctx.repeats`` runs. The paced runs sleep 1 ms before each
+call, as a worker calls once per request: the figure then includes cold caches. Multiprocess
+mode is chosen when prometheus_client is imported, so that peer runs in a subprocess with
+PROMETHEUS_MULTIPROC_DIR.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from time import perf_counter_ns
+from time import perf_counter_ns, sleep
 
 import redis
 
@@ -26,6 +28,7 @@ PROVIDER = "openrouter"
 BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
 LATENCIES = (0.05, 0.3, 0.42, 0.8, 1.5, 3.0, 7.0, 12.0)  # one in each bucket, and +Inf
 ROOT = Path(__file__).resolve().parents[1]
+PAUSE = 0.001  # seconds slept before each call of the paced runs
 
 Timings = dict[str, float]  # p50, p99, overhead (ns)
 Loop = Callable[[int], list[float]]
@@ -57,7 +60,7 @@ def _summarise(loop: Loop, calls: int, repeats: int, between: Callable[[], objec
     }
 
 
-def _record_loop(metrics: MetricsClient) -> Loop:
+def _record_loop(metrics: MetricsClient, pause: float = 0.0) -> Loop:
     record = metrics.record
 
     def loop(calls: int) -> list[float]:
@@ -65,6 +68,8 @@ def _record_loop(metrics: MetricsClient) -> Loop:
         samples: list[float] = [0.0] * calls
         for i in range(calls):
             value = latencies[i % count]
+            if pause:
+                sleep(pause)
             started = ns()
             record(PROVIDER, value, 200)
             samples[i] = ns() - started
@@ -73,7 +78,7 @@ def _record_loop(metrics: MetricsClient) -> Loop:
     return loop
 
 
-def _prometheus_loop() -> Loop:
+def _prometheus_loop(pause: float = 0.0) -> Loop:
     """Histogram.observe() + Counter.inc(), each through labels(), on a private registry."""
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -87,6 +92,8 @@ def _prometheus_loop() -> Loop:
         samples: list[float] = [0.0] * calls
         for i in range(calls):
             value = latencies[i % count]
+            if pause:
+                sleep(pause)
             started = ns()
             histogram.labels(provider=PROVIDER).observe(value)
             counter.labels(provider=PROVIDER).inc()
@@ -97,19 +104,19 @@ def _prometheus_loop() -> Loop:
 
 
 def prometheus_child() -> None:
-    """The multiprocess-mode subprocess: [calls, repeats] JSON in argv, timings JSON out."""
-    calls, repeats = json.loads(sys.argv[1])
+    """The multiprocess-mode subprocess: [calls, repeats, pause] JSON in argv, timings out."""
+    calls, repeats, pause = json.loads(sys.argv[1])
     from prometheus_client import values
 
-    timings = _summarise(_prometheus_loop(), calls, repeats, lambda: None)
+    timings = _summarise(_prometheus_loop(pause), calls, repeats, lambda: None)
     sys.stdout.write(json.dumps({**timings, "value_class": values.ValueClass.__name__}))
 
 
-def _prometheus_multiprocess(calls: int, repeats: int) -> tuple[Timings, str]:
+def _prometheus_multiprocess(calls: int, repeats: int, pause: float = 0.0) -> tuple[Timings, str]:
     code = "import bench.bench_record as b; b.prometheus_child()"
     with tempfile.TemporaryDirectory(prefix="bench-prom-mp-") as directory:
         done = subprocess.run(
-            [sys.executable, "-c", code, json.dumps([calls, repeats])],
+            [sys.executable, "-c", code, json.dumps([calls, repeats, pause])],
             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory},
             cwd=ROOT,
             capture_output=True,
@@ -144,17 +151,20 @@ def _redis_peer_loop(connection: redis.Redis, namespace: str) -> Loop:
 
 def run(ctx: Context) -> list[Figure]:
     calls = 20_000 if ctx.quick else 200_000
+    paced_calls = 300 if ctx.quick else 2_000
     redis_calls = 500 if ctx.quick else 2_000
     metrics = MetricsClient(redis_url=ctx.redis_url, namespace=ctx.namespace("record"))
     try:
         _record_loop(metrics)(1_000)  # starts the flusher, which connects
         metrics.flush(timeout=30)
         ours = _summarise(_record_loop(metrics), calls, ctx.repeats, lambda: metrics.flush(60))
+        paced = _summarise(_record_loop(metrics, PAUSE), paced_calls, ctx.repeats, lambda: None)
         dropped = metrics.stats()["dropped"]
     finally:
         metrics.close()
     single = _summarise(_prometheus_loop(), calls, ctx.repeats, lambda: None)
     multi, value_class = _prometheus_multiprocess(calls, ctx.repeats)
+    multi_paced, _ = _prometheus_multiprocess(paced_calls, ctx.repeats, PAUSE)
     connection = ctx.connection()
     try:
         loop = _redis_peer_loop(connection, ctx.namespace("record-peer"))
@@ -190,6 +200,10 @@ def run(ctx: Context) -> list[Figure]:
     ours_note = f"{calls:,} calls, the flusher writing to Redis meanwhile ({dropped} dropped)"
     mp_note = f"{calls:,} calls in a subprocess with PROMETHEUS_MULTIPROC_DIR ({value_class})"
     redis_note = f"{redis_calls:,} calls, one synchronous MULTI/EXEC round trip each"
+    paced_note = (
+        f"{paced_calls:,} calls, each after a 1 ms sleep, as a gateway calls once per request: "
+        "caches are cold"
+    )
     return [
         *pair("record()", ours, "", ours_note, p50=2_000, p99=20_000),
         *pair("single-process observe()+inc()", single, "prometheus_client", f"{calls:,} calls"),
@@ -197,4 +211,7 @@ def run(ctx: Context) -> list[Figure]:
         *pair("redis-client observe()", remote, "prometheus-redis-client", redis_note),
         ratio(multi, "prometheus_client multiprocess", ">= 3x"),
         ratio(single, "prometheus_client"),
-    ]
+        *pair("record() after a 1 ms pause", paced, "", paced_note),
+        *pair("multiprocess observe()+inc() after a 1 ms pause", multi_paced,
+              "prometheus_client multiprocess", paced_note),
+    ]  # fmt: skip
