@@ -126,14 +126,19 @@ def _redis_benchmark(ctx: Context, runs: int, requests: int, *extra: str) -> tup
         rates.append(float(found[-1]))
         with ctx.connection() as connection:
             connection.delete("myzset")  # redis-benchmark's key
-    note = f"median of {runs} run(s) of redis-benchmark {' '.join(command[1:])} (50 clients)"
+    note = (
+        f"median of {runs} run(s) of redis-benchmark {' '.join(command[1:])} (50 clients), "
+        f"{min(rates):,.0f}..{max(rates):,.0f}/s"
+    )
     return statistics.median(rates), note
 
 
 def run(ctx: Context) -> list[Figure]:
     seconds = 1.5 if ctx.quick else 5.0
     repeats = 1 if ctx.quick else ctx.repeats
-    ceiling, ceiling_note = _redis_benchmark(ctx, 3, 300_000 if ctx.quick else 1_000_000)
+    ceiling, ceiling_note = _redis_benchmark(
+        ctx, 3 if ctx.quick else 5, 300_000 if ctx.quick else 1_000_000
+    )
     inserts, inserts_note = _redis_benchmark(
         ctx, 1 if ctx.quick else 3, 100_000 if ctx.quick else 500_000, "-r", "100000000"
     )
