@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,6 +31,20 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, poll: float = 0.05) -> None:
+    """Poll ``condition`` until it holds (for end-to-end tests of real processes); a condition
+    that cannot connect yet (OSError) has not held. Fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(poll)
 
 
 @pytest.fixture(scope="session")

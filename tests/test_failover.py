@@ -16,6 +16,7 @@ import redis
 from client import MetricsClient
 from client.keys import Keys
 from devtools.redis_server import free_port
+from tests.conftest import wait_for
 
 BREAKER_INTERVAL = 1.0
 PROVIDER_PREFIXES = (
@@ -40,18 +41,6 @@ def _value(text: str, series: str) -> float | None:
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return None
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -90,7 +79,7 @@ def test_leader_failover_keeps_one_consistent_breaker(
 ) -> None:
     keys = Keys(namespace)
     leader, leader_port = start_aggregator("alpha")
-    _wait_for(lambda: (r.get(keys.leader_lease) or b"").startswith(b"alpha|"))
+    wait_for(lambda: (r.get(keys.leader_lease) or b"").startswith(b"alpha|"))
     follower, follower_port = start_aggregator("beta")
     metrics = MetricsClient(redis_url=redis_url, namespace=namespace)
     for _ in range(30):  # enough failures to open "flaky"; it then cycles open/half_open
@@ -108,23 +97,23 @@ def test_leader_failover_keeps_one_consistent_breaker(
             and _provider_series(a) == _provider_series(b)
         )
 
-    _wait_for(same_snapshot)
+    wait_for(same_snapshot)
     text = _scrape(follower_port)
     assert 'gatewayz_aggregator_leader{instance="beta"} 0.0' in text
     assert 'gatewayz_aggregator_leader{instance="alpha"} 1.0' in _scrape(leader_port)
-    _wait_for(lambda: int(r.hget(keys.breaker("flaky"), "epoch") or 0) >= 2)
+    wait_for(lambda: int(r.hget(keys.breaker("flaky"), "epoch") or 0) >= 2)
 
     leader.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     leader.wait()
-    _wait_for(lambda: (r.get(keys.leader_lease) or b"").startswith(b"beta|"))
+    wait_for(lambda: (r.get(keys.leader_lease) or b"").startswith(b"beta|"))
     takeover = time.monotonic() - killed_at
     print(f"\nfollower took over {takeover:.2f}s after the leader was killed")
     # lease TTL 1.5 intervals, sought every half interval: at most 2 intervals (+ polling)
     assert takeover <= 2 * BREAKER_INTERVAL + 0.5
     epoch_at_takeover = int(r.hget(keys.breaker("flaky"), "epoch") or 0)
-    _wait_for(lambda: int(r.hget(keys.breaker("flaky"), "epoch") or 0) >= epoch_at_takeover + 2)
-    _wait_for(lambda: 'gatewayz_aggregator_leader{instance="beta"} 1.0' in _scrape(follower_port))
+    wait_for(lambda: int(r.hget(keys.breaker("flaky"), "epoch") or 0) >= epoch_at_takeover + 2)
+    wait_for(lambda: 'gatewayz_aggregator_leader{instance="beta"} 1.0' in _scrape(follower_port))
 
     follower.send_signal(signal.SIGTERM)  # stop transitions, then audit them
     follower.wait(timeout=10)

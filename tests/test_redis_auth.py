@@ -26,7 +26,7 @@ from aggregator.settings import parse_settings, redact
 from client import ClientSettings, MetricsClient
 from client.writer import connect
 from devtools.redis_server import RedisProcess, free_port, start_redis
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_for
 
 # Distinctive strings: any occurrence in output can only be a leak.
 SECRET = "S3cr3t-Pw-q7Zk2LmX-9931"
@@ -44,18 +44,6 @@ def _url(port: int, password: str, scheme: str = "redis", query: str = "") -> st
 
 def _refused(port: int) -> str:
     return f"Error 111 connecting to 127.0.0.1:{port}. Connection refused."
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _assert_no_secret(text: str) -> None:
@@ -240,7 +228,7 @@ def test_python_m_aggregator_with_a_password_url_keeps_it_out_of_stderr(
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(command, stdout=stderr, stderr=stderr)
     try:
-        _wait_for(lambda: _get(http_port, "/readyz")[0] == 200)
+        wait_for(lambda: _get(http_port, "/readyz")[0] == 200)
         status, body = _get(http_port, "/metrics", "scrape-tok-4410")
         assert status == 200
         assert 'gatewayz_provider_window_requests{provider="securedai"} 4.0' in body
@@ -254,14 +242,14 @@ def test_python_m_aggregator_with_a_password_url_keeps_it_out_of_stderr(
         killer = redis.Redis(port=port, password=OTHER)
         assert killer.client_kill_filter(_type="normal", skipme=True) >= 1
         killer.close()
-        _wait_for(lambda: "AuthenticationError" in _get(http_port, "/readyz")[1])
+        wait_for(lambda: "AuthenticationError" in _get(http_port, "/readyz")[1])
         status, ready = _get(http_port, "/readyz")
         assert (status, json.loads(ready)) == (
             503,
             {"ready": False, "reason": f"redis unreachable: AuthenticationError: {AUTH_FAILED}"},
         )
 
-        _wait_for(
+        wait_for(
             lambda: (
                 "AuthenticationError"
                 in str(json.loads(_get(http_port, "/health/dashboard", "scrape-tok-4410")[1]))
@@ -276,11 +264,11 @@ def test_python_m_aggregator_with_a_password_url_keeps_it_out_of_stderr(
 
         # then the server is gone
         secured.stop()
-        _wait_for(lambda: "Connection refused" in _get(http_port, "/readyz")[1])
+        wait_for(lambda: "Connection refused" in _get(http_port, "/readyz")[1])
         status, ready = _get(http_port, "/readyz")
         reason = f"redis unreachable: ConnectionError: {_refused(port)}"
         assert (status, json.loads(ready)) == (503, {"ready": False, "reason": reason})
-        _wait_for(
+        wait_for(
             lambda: (
                 "Connection refused"
                 in str(json.loads(_get(http_port, "/health/dashboard", "scrape-tok-4410")[1]))
@@ -411,7 +399,7 @@ def tls_server() -> Iterator[tuple[RedisProcess, Path]]:
             finally:
                 connection.close()
 
-        _wait_for(answers, timeout=10)
+        wait_for(answers, timeout=10)
         yield server, ca
     finally:
         server.stop()

@@ -15,7 +15,7 @@ from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
 from client.keys import Keys
 from devtools.redis_server import RedisProcess, free_port, start_redis
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_for
 
 
 @pytest.fixture
@@ -23,13 +23,6 @@ def server() -> Iterator[RedisProcess]:
     process = start_redis(allow_fake=True)
     yield process
     process.stop()
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_clients_and_aggregator_ride_out_a_redis_outage(
@@ -60,7 +53,7 @@ def test_clients_and_aggregator_ride_out_a_redis_outage(
 
     server.kill()
     metrics.record("openrouter", 0.2)  # no ids can be reserved for it: it stays buffered
-    _wait_for(lambda: not metrics.stats()["redis_ok"])
+    wait_for(lambda: not metrics.stats()["redis_ok"], timeout=10.0, poll=0.01)
     timings = []
     for _ in range(1500):
         started = time.perf_counter_ns()
