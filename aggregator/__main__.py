@@ -17,7 +17,7 @@ from aggregator.app import Lifespan, create_app
 from aggregator.cycle import Aggregator
 from aggregator.observability import configure_logging, configure_tracing
 from aggregator.settings import AggregatorSettings, parse_settings, redact
-from client.writer import connect
+from protocol.connection import connect
 
 log = logging.getLogger("gatewayz.aggregator")
 

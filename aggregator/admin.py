@@ -18,12 +18,13 @@ from dataclasses import asdict
 
 import redis
 
-from aggregator.breaker import CLOSED, OPEN, BreakerState
 from aggregator.reader import WindowReader
 from aggregator.settings import AggregatorSettings, parse_settings
 from aggregator.writer import PlannedWrite, StateWriter
-from client.keys import Keys, is_valid_provider
-from client.writer import connect
+from protocol.breaker_state import CLOSED, OPEN, BreakerState
+from protocol.connection import connect
+from protocol.keys import Keys
+from protocol.names import is_valid_provider
 
 ACTIONS = ("status", "open", "close", "reset")
 _ATTEMPTS = 5
@@ -80,7 +81,7 @@ def run(
             write = PlannedWrite(
                 provider, current.breaker.epoch, new, f"{current.breaker.state}>{new.state}"
             )
-            (result,) = writer.commit([write], Counter(), fence=None)
+            (result,) = writer.commit([write], Counter(), fence=None).results
             if result == 1:
                 writer.register_provider(provider, now)
                 print(json.dumps({"provider": provider, "action": action, **asdict(new)}))

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.cycle import Aggregator
-from aggregator.exposition import RenderedMetrics, accepts_gzip
+from aggregator.rendering import RenderedMetrics, accepts_gzip
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -52,7 +52,7 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
     """The API over ``aggregator``'s snapshot. ``lifespan`` runs around serving (the entry
     point starts the scheduler there and, on shutdown, stops it and releases the lease)."""
     app = FastAPI(title="gatewayz metrics aggregator", version="0.1.0", lifespan=lifespan)
-    rendered = RenderedMetrics(aggregator)
+    rendered = RenderedMetrics(aggregator.served)
     app.state.rendered = rendered  # the entry point primes it after each cycle
     protected = [Depends(bearer_guard(aggregator.settings.auth_token))]
 
@@ -90,7 +90,8 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         dependencies=protected,
     )
     def dashboard() -> dict[str, Any]:
-        snapshot, status = aggregator.snapshot, aggregator.status
+        served = aggregator.served()
+        snapshot, status = served.snapshot, served.status
         return {
             "status": {
                 "cycles_ok": status.cycles_ok,

@@ -3,13 +3,19 @@ what the reader fetched to the families the snapshot holds."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from client.instruments import NANO, MetricSpec
+from protocol.fields import (
+    SERIES_DROPPED_FIELD,
+    VALUES_REJECTED_FIELD,
+    decode_gauges,
+    series_buckets,
+    series_value,
+)
+from protocol.specs import MetricSpec, series_labels
 
 log = logging.getLogger("gatewayz.aggregator")
 DEFAULT_MAX_SERIES = 1000
@@ -51,38 +57,18 @@ class BackendFamily:
         )
 
 
-def exact(ints: int, nanos: int) -> float:
-    """An integer part plus nano-units as one float, carrying whole units first."""
-    whole, rest = divmod(nanos, NANO)
-    return float(ints + whole) + rest / NANO
-
-
-def _labels(sid: str, expected: int) -> tuple[str, ...] | None:
-    try:
-        values = json.loads(sid)
-    except ValueError:
-        return None
-    if not isinstance(values, list) or len(values) != expected:
-        return None  # written under a different declaration
-    return tuple(str(v) for v in values)
-
-
 def _sum_family(spec: MetricSpec, series: Iterable[str], data: Mapping[str, int]) -> BackendFamily:
     samples: list[tuple[tuple[str, ...], float]] = []
     histograms: list[tuple[tuple[str, ...], tuple[int, ...], float]] = []
     for sid in sorted(set(series)):
-        labels = _labels(sid, len(spec.labelnames))
+        labels = series_labels(sid, len(spec.labelnames))
         if labels is None:
             continue
-        total = exact(data.get(f"i:{sid}", 0), data.get(f"n:{sid}", 0))
+        total = series_value(data, sid)
         if spec.kind == "counter":
             samples.append((labels, total))
-            continue
-        running, cumulative = 0, []
-        for index in range(len(spec.buckets) + 1):
-            running += data.get(f"b{index}:{sid}", 0)
-            cumulative.append(running)
-        histograms.append((labels, tuple(cumulative), total))
+        else:
+            histograms.append((labels, series_buckets(data, sid, len(spec.buckets)), total))
     return BackendFamily(
         spec.name,
         spec.kind,
@@ -91,8 +77,8 @@ def _sum_family(spec: MetricSpec, series: Iterable[str], data: Mapping[str, int]
         spec.buckets,
         tuple(samples),
         tuple(histograms),
-        data.get("!dropped", 0),
-        data.get("!rejected", 0),
+        data.get(SERIES_DROPPED_FIELD, 0),
+        data.get(VALUES_REJECTED_FIELD, 0),
     )
 
 
@@ -114,18 +100,13 @@ def gauge_family(
     max_series: int = DEFAULT_MAX_SERIES,
 ) -> BackendFamily:
     """Each live writer's values for this gauge, combined per label set."""
-    prefix = spec.name + "|"
     by_series: dict[str, list[tuple[float, float]]] = {}
     for values in writers:
-        for field, raw in values.items():
-            if field.startswith(prefix):
-                value, _, updated = raw.partition("|")
-                by_series.setdefault(field[len(prefix) :], []).append(
-                    (float(value), float(updated or 0))
-                )
+        for sid, value, updated in decode_gauges(values, spec.name):
+            by_series.setdefault(sid, []).append((value, updated))
     samples = []
     for sid in sorted(by_series):
-        labels = _labels(sid, len(spec.labelnames))
+        labels = series_labels(sid, len(spec.labelnames))
         if labels is not None:
             samples.append((labels, _combine(spec.combine, by_series[sid])))
     # Gauges are capped in each process; across processes the cap applies here.
@@ -139,8 +120,8 @@ def gauge_family(
         (),
         tuple(samples),
         (),
-        data.get("!dropped", 0) + over,
-        data.get("!rejected", 0),
+        data.get(SERIES_DROPPED_FIELD, 0) + over,
+        data.get(VALUES_REJECTED_FIELD, 0),
     )
 
 

@@ -18,12 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
 
-CLOSED: Final = "closed"
-OPEN: Final = "open"
-HALF_OPEN: Final = "half_open"
-STATES: Final = (CLOSED, OPEN, HALF_OPEN)
+from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
 
 
 @dataclass(frozen=True)
@@ -40,20 +36,6 @@ class BreakerConfig:
     """A closed breaker judges the calls of the last ``window_seconds`` (since its last
     transition at most): short, so an outage is seen within seconds even after hours of healthy
     traffic. Half-open trial calls count from the transition on."""
-
-
-@dataclass(frozen=True)
-class BreakerState:
-    """One provider's breaker as stored in Redis. ``since`` is the time of the last transition
-    (0 = never), ``epoch`` counts transitions (compare-and-set token), ``forced`` marks a state
-    set by an operator."""
-
-    state: str = CLOSED
-    since: float = 0.0
-    epoch: int = 0
-    open_until: float = 0.0
-    consecutive_opens: int = 0
-    forced: bool = False
 
 
 @dataclass(frozen=True)

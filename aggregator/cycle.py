@@ -1,8 +1,9 @@
-"""Aggregation and breaker cycles, and the leader lease that decides who runs them.
+"""Aggregation and breaker cycles.
 
-The leader (one replica, chosen by a lease in Redis) evaluates breakers, computes each snapshot
-and publishes it to Redis; a follower serves the published snapshot, so every replica exports
-identical provider series from the same cycle.
+The leader (one replica, chosen by the lease) evaluates breakers, computes each snapshot and
+publishes it to Redis; a follower serves the published snapshot, so every replica exports
+identical provider series from the same cycle. Snapshots are numbered by a counter in Redis that
+only the lease holder advances, so replicas agree on which one is newest.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import redis
 from opentelemetry import trace
@@ -21,32 +22,24 @@ from aggregator.backend import build_families
 from aggregator.breaker import (
     BreakerCalls,
     BreakerConfig,
-    BreakerState,
     Transition,
     counting_start,
     evaluate,
     limit_open_share,
 )
 from aggregator.health import WindowCounts
+from aggregator.lease import LeaderLease
 from aggregator.reader import Reading, WindowReader
-from aggregator.settings import AggregatorSettings, redact
-from aggregator.snapshot import Snapshot, client_counters, provider_health
-from aggregator.writer import PlannedWrite, StateWriter
-from client.keys import Keys
+from aggregator.served import CycleStatus, ServedState
+from aggregator.settings import AggregatorSettings, describe_error
+from aggregator.snapshot import Snapshot, provider_health
+from aggregator.writer import FENCED, PlannedWrite, StateWriter
+from protocol.breaker_state import HALF_OPEN, OPEN, BreakerState
+from protocol.fields import decode_client_stats
+from protocol.keys import Keys
 
 log = logging.getLogger("gatewayz.aggregator")
 tracer = trace.get_tracer("gatewayz.aggregator")
-
-
-@dataclass(frozen=True)
-class CycleStatus:
-    """The aggregator's own health, exported beside the snapshot."""
-
-    cycles_ok: int = 0
-    cycles_failed: int = 0
-    last_success_at: float | None = None
-    last_duration_seconds: float = 0.0
-    last_error: str | None = None
 
 
 def breaker_calls(counts: WindowCounts, config: BreakerConfig) -> BreakerCalls:
@@ -55,7 +48,7 @@ def breaker_calls(counts: WindowCounts, config: BreakerConfig) -> BreakerCalls:
 
 
 class Aggregator:
-    """Owns the served Snapshot. The scheduler (or a test) drives ``run_cycle()``,
+    """Owns the served state. The scheduler (or a test) drives ``run_cycle()``,
     ``run_breaker_cycle()`` and ``tick_lease()``; never two of them at once."""
 
     def __init__(
@@ -77,47 +70,51 @@ class Aggregator:
             settings.breaker.half_open_calls,
             settings.permit_seconds,
         )
+        self._lease = LeaderLease(
+            self._writer.hold_lease,
+            self._writer.release_lease,
+            settings.instance,
+            settings.lease_seconds,
+        )
         self._lock = threading.RLock()
-        self._fence = 0  # our fencing token while we hold the lease, else 0
-        self._lease_deadline = 0.0  # monotonic time our lease surely lasts until
         self._suppressed: frozenset[str] = frozenset()
-        self.snapshot: Snapshot | None = None
-        self.status = CycleStatus()
+        self._served = ServedState(settings.instance)
 
-    # -- leadership ----------------------------------------------------------------------------
+    # -- what is served ------------------------------------------------------------------------
+
+    def served(self) -> ServedState:
+        """The snapshot, cycle status and leadership to serve, read as one (immutable)."""
+        return self._served
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._served.snapshot
+
+    @property
+    def status(self) -> CycleStatus:
+        return self._served.status
 
     @property
     def is_leader(self) -> bool:
-        return self._fence > 0 and time.monotonic() < self._lease_deadline
+        return self._lease.is_leader
+
+    def _serve(self, **changes: object) -> None:
+        self._served = replace(self._served, **changes)  # type: ignore[arg-type]
+
+    # -- leadership ----------------------------------------------------------------------------
 
     def tick_lease(self) -> bool:
-        """Acquire or renew the leader lease; True while we lead. Redis errors mean we stop
-        leading once the lease we had may have expired."""
+        """Acquire or renew the leader lease; True while we lead."""
         with self._lock:
-            was_leader = self.is_leader
-            started = time.monotonic()
-            try:
-                token = self._writer.hold_lease(self.instance, self.settings.lease_seconds)
-            except (redis.RedisError, OSError) as exc:
-                if was_leader and not self.is_leader:
-                    log.warning("lost leadership: lease not renewed (%s)", _describe(exc))
-                return self.is_leader
-            if token:
-                self._fence = token
-                self._lease_deadline = started + self.settings.lease_seconds
-                if not was_leader:
-                    log.info("%s leads (fencing token %d)", self.instance, token)
-            else:
-                if was_leader:
-                    log.warning("%s lost leadership to another replica", self.instance)
-                self._fence = 0
-            return self.is_leader
+            leader = self._lease.tick()
+            if leader != self._served.leader:
+                self._serve(leader=leader)
+            return leader
 
     def release_lease(self) -> None:
         with self._lock:
-            if self._fence:
-                self._writer.release_lease(self.instance)
-                self._fence = 0
+            self._lease.release()
+            self._serve(leader=False)
 
     # -- cycles --------------------------------------------------------------------------------
 
@@ -129,41 +126,52 @@ class Aggregator:
             now = self._clock()
             try:
                 reading = self._read(now)
-                _, applied = self._evaluate_and_write(reading, now)
+                _, applied, _ = self._evaluate_and_write(reading, now)
             except (redis.RedisError, OSError) as exc:
-                log.error("breaker cycle failed: %s", _describe(exc))
+                log.error("breaker cycle failed: %s", describe_error(exc))
                 return []
             return applied
 
     def run_cycle(self) -> Snapshot | None:
         """One metrics cycle. The leader computes and publishes a snapshot (evaluating breakers
-        first); a follower loads the published one. On a Redis error the previous snapshot
-        stays and the failure is counted. Returns the new snapshot or None."""
+        first); a follower, or a leader deposed on the way, loads the published one. On a Redis
+        error the previous snapshot stays and the failure is counted. Returns the new snapshot
+        or None."""
         with self._lock, tracer.start_as_current_span("aggregation_cycle") as span:
             started = time.perf_counter()
             now = self._clock()
+            status = self._served.status
             try:
-                leader = self.tick_lease()
-                snapshot = self._lead(now) if leader else self._follow()
+                leader = self._lease.tick()
+                snapshot = self._lead(now) if leader else None
+                if snapshot is None:
+                    snapshot = self._follow()
             except (redis.RedisError, OSError, ValueError) as exc:
-                self.status = replace(
-                    self.status,
-                    cycles_failed=self.status.cycles_failed + 1,
-                    last_duration_seconds=time.perf_counter() - started,
-                    last_error=_describe(exc),
+                self._serve(
+                    status=replace(
+                        status,
+                        cycles_failed=status.cycles_failed + 1,
+                        last_duration_seconds=time.perf_counter() - started,
+                        last_error=describe_error(exc),
+                    ),
+                    leader=self._lease.is_leader,
                 )
                 span.set_attribute("error", True)
-                log.error("aggregation cycle failed, serving the last snapshot: %s", _describe(exc))
+                log.error(
+                    "aggregation cycle failed, serving the last snapshot: %s", describe_error(exc)
+                )
                 return None
             duration = time.perf_counter() - started
-            if snapshot is not None:
-                self.snapshot = snapshot
-            self.status = replace(
-                self.status,
-                cycles_ok=self.status.cycles_ok + 1,
-                last_success_at=now,
-                last_duration_seconds=duration,
-                last_error=None,
+            self._serve(
+                snapshot=snapshot or self._served.snapshot,
+                status=replace(
+                    status,
+                    cycles_ok=status.cycles_ok + 1,
+                    last_success_at=now,
+                    last_duration_seconds=duration,
+                    last_error=None,
+                ),
+                leader=self._lease.is_leader,
             )
             span.set_attribute("leader", leader)
             span.set_attribute("duration_seconds", duration)
@@ -179,31 +187,42 @@ class Aggregator:
                 lambda state: counting_start(state, now, config),
             )
 
-    def _lead(self, now: float) -> Snapshot:
+    def _lead(self, now: float) -> Snapshot | None:
+        """Compute and publish a snapshot; None when the lease turned out to be lost."""
         reading = self._read(now)
-        states, _ = self._evaluate_and_write(reading, now)
+        current = self._served.snapshot
+        states, _, cycle = self._evaluate_and_write(
+            reading, now, reserve_cycle_above=current.cycle if current else 0
+        )
+        if cycle is None or cycle == FENCED:
+            self._lease.deposed()
+            return None
         with tracer.start_as_current_span("read_backend_metrics"):
             backend = self._reader.backend(now, self.settings.retention_seconds)
         snapshot = replace(
-            self._build(reading, states, now),
+            self._build(reading, states, now, cycle),
             backend=build_families(
                 backend.schema, backend.series, backend.data, backend.gauge_writers
             ),
         )
         ttl = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
         with tracer.start_as_current_span("publish_snapshot"):
-            self._writer.commit([], self._take_ops(), self._fence, snapshot.to_json(), ttl)
+            if not self._writer.publish(snapshot.to_json(), self._lease.fence, ttl):
+                self._lease.deposed()
+                return None
         return snapshot
 
     def _follow(self) -> Snapshot | None:
+        """The published snapshot when it is not the one served already (the leader publishes
+        each cycle number once, so a different number is a newer snapshot)."""
         published = self._reader.published_snapshot()
         self._writer.commit([], self._take_ops(), fence=None)
         if published is None:
             return None
         snapshot = Snapshot.from_json(published)
-        current = self.snapshot
-        if current is not None and current.cycle >= snapshot.cycle:
-            return current
+        current = self._served.snapshot
+        if current is not None and current.cycle == snapshot.cycle:
+            return current  # the same object: its rendered bodies stay valid
         return snapshot
 
     def _take_ops(self) -> Counter[str]:
@@ -212,10 +231,16 @@ class Aggregator:
         return ops
 
     def _evaluate_and_write(
-        self, reading: Reading, now: float
-    ) -> tuple[dict[str, BreakerState], list[Transition]]:
+        self, reading: Reading, now: float, reserve_cycle_above: int | None = None
+    ) -> tuple[dict[str, BreakerState], list[Transition], int | None]:
+        """Evaluate every breaker and write the transitions due (and, for a snapshot, reserve
+        its cycle number in the same round trip): the states after them, the transitions
+        applied, and the cycle (FENCED when a newer leader exists)."""
         config = self.settings.breaker
         states = {item.provider: item.breaker for item in reading.providers}
+        fence = self._lease.fence
+        if not fence:  # the lease ran out since the cycle began: write nothing
+            return states, [], FENCED
         planned: list[tuple[str, Transition]] = []
         for item in reading.providers:
             transition = evaluate(
@@ -237,9 +262,9 @@ class Aggregator:
             for name, t in kept
         ]
         with tracer.start_as_current_span("write_state"):
-            results = self._writer.commit(writes, self._take_ops(), self._fence)
+            committed = self._writer.commit(writes, self._take_ops(), fence, reserve_cycle_above)
         applied: list[Transition] = []
-        for (name, transition), result in zip(kept, results, strict=True):
+        for (name, transition), result in zip(kept, committed.results, strict=True):
             if result == 1:
                 states[name] = transition.new
                 applied.append(transition)
@@ -253,16 +278,17 @@ class Aggregator:
                     transition.calls.total,
                     _deadline(transition.new, config),
                 )
-            elif result == -1:
-                self._fence = 0
-                log.warning("breaker %s: write fenced off, a newer leader exists", name)
+            elif result == FENCED:
+                self._lease.deposed()
             else:
                 log.warning("breaker %s: epoch moved on before our write; re-read next cycle", name)
-        return states, applied
+        return states, applied, committed.cycle
 
-    def _build(self, reading: Reading, states: dict[str, BreakerState], now: float) -> Snapshot:
+    def _build(
+        self, reading: Reading, states: dict[str, BreakerState], now: float, cycle: int
+    ) -> Snapshot:
         settings = self.settings
-        rejected, dropped = client_counters(reading.client_stats)
+        rejected, dropped = decode_client_stats(reading.client_stats)
         health = tuple(
             provider_health(
                 item.provider,
@@ -276,10 +302,9 @@ class Aggregator:
             )
             for item in reading.providers
         )
-        previous = self.snapshot
         return Snapshot(
             taken_at=now,
-            cycle=(previous.cycle + 1) if previous else 1,
+            cycle=cycle,
             window_seconds=settings.window_seconds,
             providers=health,
             redis_ops=reading.redis_ops,
@@ -293,8 +318,8 @@ class Aggregator:
         try:
             self._redis.ping()
         except (redis.RedisError, OSError) as exc:
-            return False, f"redis unreachable: {_describe(exc)}"
-        snapshot = self.snapshot
+            return False, f"redis unreachable: {describe_error(exc)}"
+        snapshot = self._served.snapshot
         if snapshot is None:
             return False, "no snapshot yet"
         age = self._clock() - snapshot.taken_at
@@ -306,15 +331,9 @@ class Aggregator:
 def _deadline(state: BreakerState, config: BreakerConfig) -> str:
     if state.forced:
         return "none (forced)"
-    if state.state == "open":
+    if state.state == OPEN:
         return f"half_open at {state.open_until:.3f}"
-    if state.state == "half_open":
+    if state.state == HALF_OPEN:
         timeout_at = state.since + config.half_open_timeout_seconds
         return f"decide after {config.half_open_calls} trial calls or at {timeout_at:.3f}"
     return "none"
-
-
-def _describe(exc: BaseException) -> str:
-    """An error message without credentials: redis-py never puts the URL's password in one, and
-    any URL credentials that might appear are redacted all the same."""
-    return redact(f"{type(exc).__name__}: {exc}")

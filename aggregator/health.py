@@ -14,12 +14,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from client.keys import WINDOW_BOUNDS
+from protocol.partitions import LATENCY_PARTITIONS
 
 
 @dataclass(frozen=True)
 class WindowCounts:
-    """Calls in a window, by outcome; successes split by latency partition (WINDOW_BOUNDS)."""
+    """Calls in a window, by outcome; successes split by latency partition (``partitions``)."""
 
     success_partitions: tuple[int, ...]
     failures: int
@@ -36,7 +36,7 @@ class WindowCounts:
 
     @classmethod
     def empty(cls) -> WindowCounts:
-        return cls((0,) * (len(WINDOW_BOUNDS) + 1), 0, 0, 0)
+        return cls((0,) * LATENCY_PARTITIONS, 0, 0, 0)
 
 
 def error_rate(successes: int, failures: int) -> float:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import redis
 
-from aggregator.breaker import BreakerState
 from aggregator.health import WindowCounts
-from client.keys import SUCCESS_PARTITIONS, Keys
+from protocol.breaker_state import BreakerState, decode_breaker
+from protocol.keys import Keys
+from protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
 
 
 @dataclass(frozen=True)
@@ -37,27 +38,14 @@ class Reading:
 
 
 def _counts(values: list[int]) -> WindowCounts:
-    ok = tuple(int(v) for v in values[:SUCCESS_PARTITIONS])
-    failures, rate_limited, caller_errors = (int(v) for v in values[SUCCESS_PARTITIONS:])
+    """Window counts from ZCOUNT replies in ``Keys.window_keys`` order."""
+    ok = tuple(int(v) for v in values[:LATENCY_PARTITIONS])
+    failures, rate_limited, caller_errors = (int(v) for v in values[LATENCY_PARTITIONS:])
     return WindowCounts(ok, failures, rate_limited, caller_errors)
 
 
 def _int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items()}
-
-
-def parse_breaker(raw: dict[bytes, bytes]) -> BreakerState:
-    if not raw:
-        return BreakerState()
-    fields = {k.decode(): v.decode() for k, v in raw.items()}
-    return BreakerState(
-        state=fields.get("state", "closed"),
-        since=float(fields.get("since", 0.0)),
-        epoch=int(fields.get("epoch", 0)),
-        open_until=float(fields.get("open_until", 0.0)),
-        consecutive_opens=int(fields.get("consecutive_opens", 0)),
-        forced=fields.get("forced") == "1",
-    )
 
 
 class WindowReader:
@@ -104,7 +92,7 @@ class WindowReader:
                 pipe.zremrangebyscore(key, "-inf", start)
                 pipe.zcount(key, f"({start}", "+inf")
         replies = pipe.execute()
-        partitions = len(keys.window_keys(names[0])) if names else 0
+        partitions = WINDOW_PARTITIONS
         self._count_op("hgetall", 2 + 3 * len(names))
         self._count_op("zremrangebyscore", partitions * len(names))
         self._count_op("zcount", partitions * len(names))
@@ -115,7 +103,7 @@ class WindowReader:
         partial: list[tuple[str, BreakerState, dict[str, int], dict[str, int], WindowCounts]] = []
         for index, name in enumerate(names):
             chunk = replies[2 + index * per_provider : 2 + (index + 1) * per_provider]
-            breaker = parse_breaker(chunk[0])
+            breaker = decode_breaker(chunk[0])
             window = _counts(chunk[4::2])
             partial.append((name, breaker, _int_hash(chunk[1]), _int_hash(chunk[2]), window))
 

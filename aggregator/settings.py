@@ -14,8 +14,9 @@ from typing import Any, NoReturn
 from redis import ConnectionPool
 
 from aggregator.breaker import BreakerConfig
-from client.keys import Keys, is_valid_provider
-from client.settings import DEFAULT_NAMESPACE, DEFAULT_REDIS_URL
+from protocol.connection import DEFAULT_REDIS_URL
+from protocol.keys import DEFAULT_NAMESPACE
+from protocol.names import check_namespace, is_valid_provider
 
 # scheme://user:password@ -> scheme://***@ (greedy to the last "@" before the path), and a
 # password=... query parameter: neither may reach a log line, an error or /metrics.
@@ -27,6 +28,12 @@ def redact(text: str) -> str:
     """``text`` with the credentials of any URL in it (``user:password@``, ``password=``)
     replaced by ``***``. Applied to every error message the aggregator logs or serves."""
     return _PASSWORD_PARAM.sub(r"\g<name>***", _URL_USERINFO.sub(r"\g<scheme>***@", text))
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error message fit for a log line or /readyz: its type and text, credentials redacted
+    (redis-py never puts the URL's password in one; this makes sure)."""
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 def read_token_file(path: str) -> str:
@@ -91,7 +98,7 @@ class AggregatorSettings:
             )
         if "|" in self.instance:
             raise ValueError("instance must not contain '|'")
-        Keys(self.namespace)
+        check_namespace(self.namespace)
         numbers = {
             "interval": self.interval_seconds,
             "breaker interval": self.breaker_interval_seconds,

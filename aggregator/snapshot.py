@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from aggregator.backend import BackendFamily
-from aggregator.breaker import CLOSED, BreakerState
 from aggregator.health import (
     WindowCounts,
     bucket_quantile,
@@ -15,20 +14,9 @@ from aggregator.health import (
     health_score,
     latency_score,
 )
-from client.keys import (
-    BREAKER_REJECTED_FIELD,
-    COST_FIELD,
-    COUNT_FIELDS,
-    DROPPED_FIELD,
-    HISTOGRAM_FIELDS,
-    LATENCY_SUM_FIELD,
-    MICROS_PER_SECOND,
-    NANO_USD_PER_USD,
-    OUTCOMES,
-    REJECTED_FIELD_PREFIX,
-    TOKENS_FIELD,
-    WINDOW_BOUNDS,
-)
+from protocol.breaker_state import CLOSED, BreakerState
+from protocol.fields import decode_totals
+from protocol.partitions import WINDOW_BOUNDS
 
 
 @dataclass(frozen=True)
@@ -105,11 +93,7 @@ def provider_health(
     err = error_rate(window.successes, window.failures)
     p95 = bucket_quantile(0.95, window.success_partitions, WINDOW_BOUNDS)
     lat = latency_score(p95, latency_target_s, latency_ceiling_s)
-    running = 0
-    cumulative = []
-    for field in HISTOGRAM_FIELDS:
-        running += totals.get(field, 0)
-        cumulative.append(running)
+    counters = decode_totals(totals)
     return ProviderHealth(
         provider=provider,
         availability=availability,
@@ -125,22 +109,12 @@ def provider_health(
             "caller_error": window.caller_errors,
         },
         breaker=breaker,
-        requests_total={o: totals.get(f, 0) for o, f in zip(OUTCOMES, COUNT_FIELDS, strict=True)},
-        histogram_cumulative=tuple(cumulative),
-        latency_sum_seconds=totals.get(LATENCY_SUM_FIELD, 0) / MICROS_PER_SECOND,
-        cost_usd=totals.get(COST_FIELD, 0) / NANO_USD_PER_USD,
-        tokens_total=totals.get(TOKENS_FIELD, 0),
-        breaker_rejected_total=totals.get(BREAKER_REJECTED_FIELD, 0),
+        requests_total=counters.requests,
+        histogram_cumulative=counters.histogram_cumulative,
+        latency_sum_seconds=counters.latency_sum_seconds,
+        cost_usd=counters.cost_usd,
+        tokens_total=counters.tokens,
+        breaker_rejected_total=counters.breaker_rejected,
         transitions=dict(transitions),
         open_suppressed=open_suppressed,
     )
-
-
-def client_counters(stats: dict[str, int]) -> tuple[dict[str, int], int]:
-    """(rejected by cause, dropped) from the clients' shared stats hash."""
-    rejected = {
-        field.removeprefix(REJECTED_FIELD_PREFIX): count
-        for field, count in stats.items()
-        if field.startswith(REJECTED_FIELD_PREFIX)
-    }
-    return rejected, stats.get(DROPPED_FIELD, 0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import Counter
 
 import redis
 from redis.typing import EncodableT, FieldT
@@ -21,20 +20,11 @@ from redis.typing import EncodableT, FieldT
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from bench.common import Context, Figure
-from client.keys import (
-    COST_FIELD,
-    COUNT_FIELDS,
-    HISTOGRAM_FIELDS,
-    LATENCY_SUM_FIELD,
-    MICROS_PER_SECOND,
-    SUCCESS_PARTITIONS,
-    TOKENS_FIELD,
-    WINDOW_BOUNDS,
-    Keys,
-    histogram_bucket,
-)
-from client.settings import ClientSettings
-from client.writer import connect
+from client import ClientSettings
+from protocol.connection import connect
+from protocol.fields import encode_totals
+from protocol.keys import Keys
+from protocol.partitions import LATENCY_PARTITIONS, WINDOW_BOUNDS, latency_partition
 
 PROVIDERS = tuple(f"provider-{i:03d}" for i in range(100))
 WINDOW = 300.0
@@ -42,7 +32,7 @@ TARGET_MS = 250.0
 # Share (percent) of a provider's events per window partition: success partitions 0..8
 # (<= 0.05 s .. <= 2 s), then failures, rate-limited, caller errors.
 WEIGHTS = {0: 5, 1: 10, 2: 20, 3: 25, 4: 15, 5: 8, 6: 4, 7: 2, 8: 1}
-WEIGHTS |= {SUCCESS_PARTITIONS: 7, SUCCESS_PARTITIONS + 1: 2, SUCCESS_PARTITIONS + 2: 1}
+WEIGHTS |= {LATENCY_PARTITIONS: 7, LATENCY_PARTITIONS + 1: 2, LATENCY_PARTITIONS + 2: 1}
 CHUNK = 10_000  # members per ZADD
 PIPELINE_MEMBERS = 200_000  # members per pipeline round trip
 
@@ -55,17 +45,16 @@ def _partition_counts(events: int) -> dict[int, int]:
 
 def _totals(counts: dict[int, int]) -> dict[FieldT, EncodableT]:
     """The cumulative counters the client would have HINCRBY'd for these events."""
-    totals: Counter[str] = Counter()
-    latency_us = 0
+    tally: dict[tuple[int, int], int] = {}
+    latency_sum = 0.0
     for partition, count in counts.items():
-        outcome = 0 if partition < SUCCESS_PARTITIONS else partition - SUCCESS_PARTITIONS + 1
+        outcome = 0 if partition < LATENCY_PARTITIONS else partition - LATENCY_PARTITIONS + 1
         latency = WINDOW_BOUNDS[partition] if outcome == 0 else 0.5
-        totals[COUNT_FIELDS[outcome]] += count
-        totals[HISTOGRAM_FIELDS[histogram_bucket(latency)]] += count
-        latency_us += round(latency * MICROS_PER_SECOND) * count
+        tally[(outcome, latency_partition(latency))] = count
+        latency_sum += latency * count
     total = sum(counts.values())
-    fields: dict[FieldT, EncodableT] = {name: value for name, value in totals.items()}
-    fields |= {LATENCY_SUM_FIELD: latency_us, TOKENS_FIELD: 500 * total, COST_FIELD: total * 10**6}
+    fields: dict[FieldT, EncodableT] = {}
+    fields.update(encode_totals(tally, latency_sum, 500 * total, total * 10**6))
     return fields
 
 

@@ -22,13 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aggregator.cycle import Aggregator
-from aggregator.exposition import make_registry, render
+from aggregator.rendering import make_registry, render
 from aggregator.settings import AggregatorSettings
 from bench.common import Context, Figure, percentile
-from client import MetricsClient
-from client.gateway import GatewayMetrics
-from client.writer import connect
+from client import GatewayMetrics, MetricsClient
 from devtools.redis_server import free_port
+from protocol.connection import connect
 
 PROVIDERS = tuple(f"provider-{i:03d}" for i in range(100))
 MODELS = ("gpt-4o", "claude-opus-4.5", "llama-3.1-70b", "gemini-2.5-pro")
@@ -159,7 +158,7 @@ def render_in_process(redis_url: str, namespace: str, renders: int = 20) -> floa
         aggregator = Aggregator(settings, connection)
         if aggregator.run_cycle() is None:
             raise RuntimeError(f"cycle failed: {aggregator.status.last_error}")
-        registry = make_registry(aggregator)
+        registry = make_registry(aggregator.served)
         render(registry, None)
         timings = []
         for _ in range(renders):

@@ -1,17 +1,20 @@
 """Worker-side client of the gatewayz provider metrics pipeline.
 
-from client import MetricsClient
-metrics = MetricsClient.from_env()
-metrics.record("openrouter", latency_s=0.42, status_code=200, tokens=1200, cost_usd=0.0031)
+    from client import MetricsClient
+    metrics = MetricsClient.from_env()
+    metrics.record("openrouter", latency_s=0.42, status_code=200, tokens=1200, cost_usd=0.0031)
+
+Everything a worker uses is named here; the modules are private (``client._*``).
 """
 
-from client.asgi import MetricsMiddleware
-from client.breaker_gate import CircuitOpenError
-from client.gateway import GatewayMetrics, InferenceCall
-from client.keys import OUTCOMES, Keys
-from client.metrics_client import MetricsClient
-from client.settings import ClientSettings
-from client.tracking import CallTracker
+from client._asgi import MetricsMiddleware
+from client._breaker_gate import CircuitOpenError
+from client._gateway import GatewayMetrics, InferenceCall
+from client._metrics_client import MetricsClient
+from client._settings import ClientSettings
+from client._tracking import CallTracker
+from protocol.keys import Keys
+from protocol.partitions import OUTCOMES
 
 __all__ = [
     "OUTCOMES",

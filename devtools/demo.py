@@ -31,10 +31,10 @@ from typing import IO
 
 import redis
 
-from client.keys import SUCCESS, Keys, window_partition
-from client.settings import DEFAULT_NAMESPACE
 from devtools.demo_traffic import HEALTH, excerpt
 from devtools.redis_server import DEFAULT_URL, RedisProcess, ensure_redis
+from protocol.keys import DEFAULT_NAMESPACE, Keys
+from protocol.partitions import SUCCESS, latency_partition, window_partition
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "examples" / "gateway" / "gunicorn.conf.py"
@@ -164,7 +164,7 @@ def prepare_redis(url: str, namespace: str, keep: bool) -> str | None:
 
 def redis_cli_hints(url: str, namespace: str) -> list[str]:
     cli, keys = "redis-cli" if url == DEFAULT_URL else f"redis-cli -u {url}", Keys(namespace)
-    ok = keys.window_keys("openrouter")[window_partition(SUCCESS, 0.45)]
+    ok = keys.window_keys("openrouter")[window_partition(SUCCESS, latency_partition(0.45))]
     return [
         f"{cli} ZCOUNT '{keys.window_keys('flakyai')[-3]}' -inf +inf   # failures in window",
         f"{cli} ZRANGE '{ok}' -3 -1 WITHSCORES   # newest 0.25-0.5 s successes (member, time)",

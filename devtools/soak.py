@@ -35,8 +35,6 @@ from pathlib import Path
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import Keys
-from client.keys import COUNT_FIELDS, DROPPED_FIELD, OUTCOMES
 from devtools.redis_server import free_port, start_redis
 from devtools.soak_load import (
     OUTAGE,
@@ -49,6 +47,9 @@ from devtools.soak_load import (
     worker,
 )
 from devtools.soak_report import Checks, check_totals, print_run
+from protocol.fields import COUNT_FIELDS, DROPPED_FIELD
+from protocol.keys import Keys
+from protocol.partitions import OUTCOMES
 
 
 class RedisWatch:

@@ -14,10 +14,9 @@ import redis
 from aggregator.breaker import BreakerConfig
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
-from client import MetricsClient
-from client.keys import Keys
-from client.settings import ClientSettings
-from client.writer import connect
+from client import ClientSettings, MetricsClient
+from protocol.connection import connect
+from protocol.keys import Keys
 
 
 class FakeClock:

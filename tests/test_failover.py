@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from client import MetricsClient
-from client.keys import Keys
 from devtools.redis_server import free_port
+from protocol.keys import Keys
 from tests.conftest import wait_for
 
 BREAKER_INTERVAL = 1.0

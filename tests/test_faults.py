@@ -23,8 +23,8 @@ from aggregator import admin
 from aggregator.app import create_app
 from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
-from client.keys import Keys
 from devtools.redis_server import RedisProcess, free_port, start_redis
+from protocol.keys import Keys
 from tests.conftest import FakeClock
 
 

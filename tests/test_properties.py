@@ -31,15 +31,10 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.samples import Sample
 
 from aggregator.app import create_app
-from aggregator.backend import build_families, exact
+from aggregator.backend import build_families
 from aggregator.breaker import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    STATES,
     BreakerCalls,
     BreakerConfig,
-    BreakerState,
     evaluate,
     limit_open_share,
     open_duration,
@@ -52,21 +47,24 @@ from aggregator.health import (
     health_score,
     latency_score,
 )
+from aggregator.rendering import RenderedMetrics
+from aggregator.served import ServedState
 from aggregator.snapshot import ProviderHealth, Snapshot, provider_health
 from client import MetricsClient
-from client.instruments import MetricSpec, series_id
-from client.keys import (
+from client._outcome import classify_status
+from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATES, BreakerState
+from protocol.fields import (
     COST_FIELD,
     COUNT_FIELDS,
     HISTOGRAM_FIELDS,
     LATENCY_SUM_FIELD,
-    OUTCOMES,
-    PROVIDER_NAME_RE,
     TOKENS_FIELD,
-    WINDOW_BOUNDS,
-    Keys,
 )
-from client.outcome import classify_status
+from protocol.fields import join_amount as exact
+from protocol.keys import Keys
+from protocol.names import PROVIDER_NAME_RE
+from protocol.partitions import OUTCOMES, WINDOW_BOUNDS
+from protocol.specs import MetricSpec, series_id
 from tests.conftest import FakeClock
 
 MakeClient = Callable[..., MetricsClient]
@@ -235,11 +233,12 @@ def test_record_never_raises_never_blocks_and_counts_every_call(
             result = metrics.record(provider, latency_s, **extra)
             elapsed = time.perf_counter() - started
             after = metrics.stats()
-            assert result is None
+            assert result in (True, False)
             assert elapsed < 1.0, f"record() took {elapsed:.3f}s"
             accepted = after["accepted"] - seen["accepted"]
             rejected = _record_time_rejections(after) - _record_time_rejections(seen)
             assert (accepted, rejected) in ((1, 0), (0, 1)), (provider, latency_s, extra)
+            assert result is (accepted == 1)
             assert set(after["rejected"]) <= DOCUMENTED_CAUSES | {"too_many_providers"}
             if not readme_valid_provider(provider):
                 assert accepted == 0, f"accepted the provider name {provider!r}"
@@ -727,11 +726,9 @@ Backend = tuple[
 ]
 
 
-def test_any_snapshot_renders_parseable_consistent_metrics(
-    make_aggregator: MakeAggregator,
-) -> None:
-    aggregator = make_aggregator()  # no cycle: its snapshot is set directly
-    http = TestClient(create_app(aggregator))
+def test_any_snapshot_renders_parseable_consistent_metrics() -> None:
+    served = [ServedState("replica-1")]
+    rendered = RenderedMetrics(lambda: served[0])
 
     @_settings(60)
     @given(
@@ -743,7 +740,7 @@ def test_any_snapshot_renders_parseable_consistent_metrics(
     def check(names: list[str], backend: Backend, openmetrics: bool, data: st.DataObject) -> None:
         providers = tuple(data.draw(provider_healths(name)) for name in names)
         schema, series, values, writers = backend
-        aggregator.snapshot = Snapshot(
+        snapshot = Snapshot(
             taken_at=data.draw(st.floats(0, 4e9)),
             cycle=data.draw(st.integers(1, 2**40)),
             window_seconds=data.draw(st.floats(1.0, 86400.0)),
@@ -755,7 +752,16 @@ def test_any_snapshot_renders_parseable_consistent_metrics(
             client_dropped=data.draw(COUNTS),
             backend=build_families(schema, series, values, writers),
         )
-        families = _scrape(http, openmetrics)
+        served[0] = ServedState("replica-1", snapshot)
+        accept = "application/openmetrics-text" if openmetrics else None
+        body, content_type = rendered.render(accept)
+        text = body.decode()
+        if openmetrics:
+            assert content_type.startswith("application/openmetrics-text")
+            assert text.endswith("# EOF\n")
+        else:
+            assert content_type.startswith("text/plain")
+        families = _families(text, openmetrics)
 
         check_provider_series(families, names)
         counts = _by_labels(

@@ -21,11 +21,11 @@ import redis
 from fastapi.testclient import TestClient
 
 from aggregator.app import create_app
-from aggregator.cycle import Aggregator, _describe
-from aggregator.settings import parse_settings, redact
+from aggregator.cycle import Aggregator
+from aggregator.settings import describe_error, parse_settings, redact
 from client import ClientSettings, MetricsClient
-from client.writer import connect
 from devtools.redis_server import RedisProcess, free_port, start_redis
+from protocol.connection import connect
 from tests.conftest import FakeClock, wait_for
 
 # Distinctive strings: any occurrence in output can only be a leak.
@@ -323,7 +323,7 @@ def test_credentials_in_any_message_are_redacted() -> None:
         == "Error 111 connecting to 127.0.0.1:6379."
     )
     assert (
-        _describe(ValueError(f"cannot use redis://:{SECRET}@h:1/0"))
+        describe_error(ValueError(f"cannot use redis://:{SECRET}@h:1/0"))
         == "ValueError: cannot use redis://***@h:1/0"
     )
 

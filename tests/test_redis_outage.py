@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -13,8 +15,8 @@ from fastapi.testclient import TestClient
 from aggregator.app import create_app
 from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
-from client.keys import Keys
-from devtools.redis_server import RedisProcess, free_port, start_redis
+from devtools.redis_server import RedisProcess, start_redis
+from protocol.keys import Keys
 from tests.conftest import FakeClock, wait_for
 
 
@@ -99,11 +101,35 @@ def test_clients_and_aggregator_ride_out_a_redis_outage(
         restarted.stop()
 
 
+class RefusingRedis:
+    """A TCP listener that accepts connections and closes them at once: a Redis that is down
+    for the client, counting each connection attempt."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.attempts: list[float] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self.attempts.append(time.monotonic())
+            connection.close()
+
+    def close(self) -> None:
+        self._socket.close()
+
+
 def test_backoff_holds_while_record_fills_the_buffer(namespace: str) -> None:
-    # Nothing listens on this port. The flusher must back off (0.1 s, then 0.2 s) although
-    # record() keeps signalling a full batch: a retry per signal would be a reconnect storm.
+    # The flusher must back off (0.1 s, then 0.2 s) although record() keeps signalling a full
+    # batch: a retry per signal would be a reconnect storm.
+    down = RefusingRedis()
     settings = ClientSettings(
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        redis_url=f"redis://127.0.0.1:{down.port}/0",
         namespace=namespace,
         max_batch=10,
         max_buffer=1000,
@@ -111,25 +137,20 @@ def test_backoff_holds_while_record_fills_the_buffer(namespace: str) -> None:
         backoff_max_seconds=0.2,
     )
     metrics = MetricsClient(settings=settings)
-    attempts: list[float] = []
-    reserve = metrics._writer.reserve_event_ids
-
-    def counted(count: int) -> int:
-        attempts.append(time.monotonic())
-        return reserve(count)
-
-    metrics._writer.reserve_event_ids = counted  # type: ignore[method-assign]
-    started = time.monotonic()
-    recorded = 0
-    while time.monotonic() - started < 1.0:
-        metrics.record("openrouter", 0.2)
-        recorded += 1
-    # at most one try per backoff period (+ the first, after one flush interval)
-    assert 3 <= len(attempts) <= 1 + 1.0 / 0.1
-    assert recorded > 1000  # the buffer was full and signalling all along
-    assert metrics.stats()["buffered"] == 1000
-    assert metrics.stats()["dropped"] == recorded - 1000
-    before = len(attempts)
-    assert metrics.flush(timeout=0.3) is False  # flush() asks for a try at once
-    assert len(attempts) > before
-    metrics.close(timeout=0.1)
+    try:
+        started = time.monotonic()
+        recorded = 0
+        while time.monotonic() - started < 1.0:
+            metrics.record("openrouter", 0.2)
+            recorded += 1
+        # at most one try per backoff period (+ the first, after one flush interval)
+        assert 3 <= len(down.attempts) <= 1 + 1.0 / 0.1
+        assert recorded > 1000  # the buffer was full and signalling all along
+        assert metrics.stats()["buffered"] == 1000
+        assert metrics.stats()["dropped"] == recorded - 1000
+        before = len(down.attempts)
+        assert metrics.flush(timeout=0.3) is False  # flush() asks for a try at once
+        wait_for(lambda: len(down.attempts) > before, timeout=1.0)
+    finally:
+        metrics.close(timeout=0.1)
+        down.close()

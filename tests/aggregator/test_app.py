@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.app import create_app
 from aggregator.cycle import Aggregator
-from aggregator.exposition import RenderedMetrics, accepts_gzip
+from aggregator.rendering import RenderedMetrics, accepts_gzip
 from client import MetricsClient
 from tests.conftest import FakeClock
 
@@ -111,7 +111,7 @@ def test_bodies_are_cached_per_snapshot_and_primed(
 ) -> None:
     aggregator = make_aggregator(providers=("idle",))
     aggregator.run_cycle()
-    rendered = RenderedMetrics(aggregator)
+    rendered = RenderedMetrics(aggregator.served)
     assert rendered.cached(None) is None  # nothing rendered yet: a scrape renders it
     rendered.prime()
     for accept in (None, "application/openmetrics-text"):

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from aggregator.backend import BackendFamily, build_families, exact
+from aggregator.backend import BackendFamily, build_families
+from protocol.fields import join_amount as exact
 
 
 def _spec(name: str, kind: str, labelnames: list[str], **extra: Any) -> str:

@@ -5,15 +5,12 @@ from __future__ import annotations
 import pytest
 
 from aggregator.breaker import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
     BreakerCalls,
     BreakerConfig,
-    BreakerState,
     evaluate,
     open_duration,
 )
+from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
 
 CONFIG = BreakerConfig()  # min_calls 20, rate 0.5, open 30 s (cap 300), 5 trials, 60 s timeout
 T0 = 1_000.0

@@ -10,12 +10,13 @@ from collections.abc import Callable
 
 import redis
 
-from aggregator.breaker import BreakerConfig, BreakerState
+from aggregator.breaker import BreakerConfig
 from aggregator.cycle import Aggregator
 from aggregator.snapshot import ProviderHealth, Snapshot
 from aggregator.writer import PlannedWrite, StateWriter
 from client import MetricsClient
-from client.keys import Keys
+from protocol.breaker_state import BreakerState
+from protocol.keys import Keys
 from tests.conftest import FakeClock
 
 MakeClient = Callable[..., MetricsClient]
@@ -216,12 +217,18 @@ def test_a_stale_epoch_or_a_deposed_leader_cannot_overwrite_a_newer_state(
 ) -> None:
     writer = StateWriter(r, keys, retention_seconds=3600)
     opened = BreakerState("open", 10.0, 1, 40.0, 1)
-    assert writer.commit([PlannedWrite("p", 0, opened, "closed>open")], Counter(), fence=3) == [1]
+    assert writer.commit(
+        [PlannedWrite("p", 0, opened, "closed>open")], Counter(), fence=3
+    ).results == [1]
     stale = BreakerState("closed", 11.0, 1, 0.0, 0)
-    assert writer.commit([PlannedWrite("p", 0, stale, "open>closed")], Counter(), fence=3) == [0]
+    assert writer.commit(
+        [PlannedWrite("p", 0, stale, "open>closed")], Counter(), fence=3
+    ).results == [0]
     # right epoch, but a fencing token older than the one that wrote the state: refused
     half = BreakerState("half_open", 12.0, 2, 40.0, 1)
-    assert writer.commit([PlannedWrite("p", 1, half, "open>half_open")], Counter(), fence=2) == [-1]
+    assert writer.commit(
+        [PlannedWrite("p", 1, half, "open>half_open")], Counter(), fence=2
+    ).results == [-1]
     assert r.hget(keys.breaker("p"), "state") == b"open"
     assert r.hget(keys.breaker("p"), "epoch") == b"1"
     assert r.hgetall(keys.transitions("p")) == {b"closed>open": b"1"}

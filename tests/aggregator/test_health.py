@@ -13,7 +13,7 @@ from aggregator.health import (
     health_score,
     latency_score,
 )
-from client.keys import WINDOW_BOUNDS
+from protocol.partitions import WINDOW_BOUNDS
 
 # Small bounds for hand-computed quantiles: buckets (0,1], (1,2], (2,4], (4,+Inf).
 BOUNDS = (1.0, 2.0, 4.0)

@@ -11,11 +11,11 @@ from multiprocessing.synchronize import Barrier
 import pytest
 import redis
 
-from aggregator.breaker import BreakerState
 from aggregator.writer import PlannedWrite, StateWriter
 from client import CircuitOpenError, MetricsClient
-from client.keys import Keys
 from devtools.redis_server import free_port, start_redis
+from protocol.breaker_state import BreakerState
+from protocol.keys import Keys
 
 MakeClient = Callable[..., MetricsClient]
 
@@ -28,7 +28,7 @@ def set_state(
     epoch = int(r.hget(keys.breaker(provider), "epoch") or 0)
     new = BreakerState(state, time.time(), epoch + 1)
     write = PlannedWrite(provider, epoch, new, f"test>{state}")
-    assert writer.commit([write], Counter(), fence=None) == [1]
+    assert writer.commit([write], Counter(), fence=None).results == [1]
 
 
 def _race(redis_url: str, namespace: str, barrier: Barrier, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

@@ -5,28 +5,30 @@ from __future__ import annotations
 
 import pytest
 
-from client.breaker_gate import BreakerGate
+from client._breaker_gate import BreakerGate
 
 
 class FakeRedisSide:
+    """A BreakerStore in memory that counts its round trips."""
+
     def __init__(self) -> None:
-        self.states: dict[str, str] = {}
+        self.known: dict[str, str] = {}
         self.permits_left = 2
         self.fetches: list[list[str]] = []
         self.permit_calls = 0
         self.down = False
 
-    def fetch(self, providers: list[str]) -> dict[str, str]:
+    def states(self, providers: list[str]) -> dict[str, str]:
         if self.down:
             raise ConnectionError("redis down")
         self.fetches.append(list(providers))
-        return {p: self.states.get(p, "closed") for p in providers}
+        return {p: self.known.get(p, "closed") for p in providers}
 
-    def take(self, provider: str, holder: str) -> tuple[str, bool]:
+    def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
         if self.down:
             raise ConnectionError("redis down")
         self.permit_calls += 1
-        state = self.states.get(provider, "closed")
+        state = self.known.get(provider, "closed")
         if state != "half_open" or self.permits_left == 0:
             return state, False
         self.permits_left -= 1
@@ -53,7 +55,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def gate(side: FakeRedisSide, clock: Clock) -> BreakerGate:
-    return BreakerGate(side.fetch, side.take, "w1", refresh_seconds=1.0, monotonic=clock)
+    return BreakerGate(side, "w1", refresh_seconds=1.0, monotonic=clock)
 
 
 def test_closed_costs_one_lookup_then_none(gate: BreakerGate, side: FakeRedisSide) -> None:
@@ -63,7 +65,7 @@ def test_closed_costs_one_lookup_then_none(gate: BreakerGate, side: FakeRedisSid
 
 
 def test_open_rejects_without_io(gate: BreakerGate, side: FakeRedisSide) -> None:
-    side.states["openrouter"] = "open"
+    side.known["openrouter"] = "open"
     assert not any(gate.allow("openrouter") for _ in range(100))
     assert len(side.fetches) == 1
     assert side.permit_calls == 0
@@ -73,7 +75,7 @@ def test_refresh_picks_up_a_new_state_only_when_due(
     gate: BreakerGate, side: FakeRedisSide, clock: Clock
 ) -> None:
     assert gate.allow("openrouter")
-    side.states["openrouter"] = "open"
+    side.known["openrouter"] = "open"
     clock.now += 0.9
     gate.refresh_if_due()
     assert gate.allow("openrouter")  # not due yet: still the cached closed
@@ -86,7 +88,7 @@ def test_refresh_picks_up_a_new_state_only_when_due(
 def test_half_open_grants_permits_then_remembers_the_denial(
     gate: BreakerGate, side: FakeRedisSide, clock: Clock
 ) -> None:
-    side.states["p"] = "half_open"
+    side.known["p"] = "half_open"
     answers = [gate.allow("p") for _ in range(10)]
     assert answers == [True, True] + [False] * 8
     assert side.permit_calls == 3  # two grants, one denial, then the cached denial
@@ -98,9 +100,9 @@ def test_half_open_grants_permits_then_remembers_the_denial(
 def test_half_open_answer_follows_a_state_change_seen_by_the_permit_script(
     gate: BreakerGate, side: FakeRedisSide
 ) -> None:
-    side.states["p"] = "half_open"
+    side.known["p"] = "half_open"
     assert gate.allow("p")
-    side.states["p"] = "closed"
+    side.known["p"] = "closed"
     assert gate.allow("p")  # permit script said closed: no permit needed any more
     assert gate.state("p") == "closed"
     calls = side.permit_calls
@@ -117,13 +119,13 @@ def test_fails_open_with_no_known_state(gate: BreakerGate, side: FakeRedisSide) 
 def test_keeps_the_last_known_state_while_redis_is_down(
     gate: BreakerGate, side: FakeRedisSide, clock: Clock
 ) -> None:
-    side.states["p"] = "open"
+    side.known["p"] = "open"
     assert not gate.allow("p")
     side.down = True
     clock.now += 5
     gate.refresh_if_due()
     assert not gate.allow("p")
-    side.states["q"] = "half_open"
+    side.known["q"] = "half_open"
     side.down = False
     assert gate.allow("q")  # learned half_open while up, and got one of the two permits
     side.down = True
@@ -136,3 +138,29 @@ def test_invalid_provider_names_are_let_through_without_io(
 ) -> None:
     assert gate.allow("bad name}")
     assert side.fetches == []
+
+
+def test_a_flood_of_names_keeps_the_cache_bounded(side: FakeRedisSide, clock: Clock) -> None:
+    gate = BreakerGate(side, "w1", refresh_seconds=1.0, monotonic=clock, max_entries=100)
+    side.known["flood-0"] = "open"
+    assert gate.allow("flood-0") is False
+    for i in range(1, 1_000):
+        assert gate.allow(f"flood-{i}") is True
+    assert len(gate) == 100
+    assert len(side.fetches) == 100  # past the bound, unknown names cost no round trip
+    assert gate.allow("flood-0") is False  # a cached state is kept
+
+
+def test_cached_answers_only_without_io(gate: BreakerGate, side: FakeRedisSide) -> None:
+    side.known.update({"down": "open", "trial": "half_open"})
+    assert gate.cached("never-asked") is None  # allow() would have to ask Redis
+    assert gate.cached("bad name!") is True  # no breaker can exist for it
+    for name in ("never-asked", "down", "trial"):
+        gate.allow(name)
+    fetches, permits = len(side.fetches), side.permit_calls
+    assert gate.cached("never-asked") is True
+    assert gate.cached("down") is False
+    side.permits_left = 0
+    assert gate.allow("trial") is False  # denied: remembered until the next refresh
+    assert gate.cached("trial") is False
+    assert (len(side.fetches), side.permit_calls) == (fetches, permits + 1)

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.cycle import Aggregator
 from client import MetricsClient
-from client.keys import Keys
+from protocol.keys import Keys
 from tests.conftest import FakeClock
 
 MakeClient = Callable[..., MetricsClient]

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from client import MetricsClient
-from client.keys import Keys
+from protocol.keys import Keys
 from tests.conftest import FakeClock
 
 MakeClient = Callable[..., MetricsClient]

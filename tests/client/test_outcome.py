@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.outcome import classify_exception, classify_status
+from client._outcome import classify_exception, classify_status
 
 # Outcome codes, written out (keys.OUTCOMES order): success, failure, rate_limited, caller_error
 SUCCESS, FAILURE, RATE_LIMITED, CALLER_ERROR = 0, 1, 2, 3

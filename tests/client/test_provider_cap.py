@@ -9,7 +9,7 @@ import redis
 
 from aggregator.cycle import Aggregator
 from client import MetricsClient
-from client.keys import Keys
+from protocol.keys import Keys
 from tests.conftest import FakeClock
 
 

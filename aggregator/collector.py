@@ -1,27 +1,23 @@
-"""Prometheus exposition of the current Snapshot through a custom collector on its own registry,
-so every provider series of one scrape comes from the same cycle."""
+"""The metric families of the served state: a custom collector that reads one immutable
+ServedState per collect, so every series of one scrape comes from the same cycle."""
 
 from __future__ import annotations
 
-import gzip
-import threading
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from aggregator.breaker import STATES
-from aggregator.cycle import Aggregator, CycleStatus
+from aggregator.served import CycleStatus, ServedState
 from aggregator.snapshot import Snapshot
-from client.keys import HISTOGRAM_BOUNDS, OUTCOMES
+from protocol.breaker_state import STATES
+from protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
 
 # le label values exactly as prometheus_client's own Histogram writes them ("1.0", "+Inf").
 _LE_LABELS = (
@@ -35,22 +31,22 @@ def _window(seconds: float) -> str:
 
 
 class SnapshotCollector(Collector):
-    """Yields the metric families of the aggregator's snapshot at collect time."""
+    """Yields the metric families of the served state at collect time."""
 
-    def __init__(self, aggregator: Aggregator):
-        self._aggregator = aggregator
+    def __init__(self, served: Callable[[], ServedState]):
+        self._served = served
 
     def collect(self) -> Iterator[Metric]:
-        aggregator = self._aggregator
-        snapshot, status = aggregator.snapshot, aggregator.status
-        yield from _status_metrics(snapshot, status)
+        served = self._served()
+        snapshot = served.snapshot
+        yield from _status_metrics(snapshot, served.status)
         leader = GaugeMetricFamily(
             "gatewayz_aggregator_leader",
             "1 on the replica that holds the leader lease (evaluates breakers, computes "
             "snapshots), 0 on a follower",
             labels=["instance"],
         )
-        leader.add_metric([aggregator.instance], 1.0 if aggregator.is_leader else 0.0)
+        leader.add_metric([served.instance], 1.0 if served.leader else 0.0)
         yield leader
         if snapshot is None:
             return
@@ -281,103 +277,3 @@ def _backend_metrics(snapshot: Snapshot) -> Iterator[Metric]:
         yield metric
     yield dropped
     yield rejected
-
-
-def make_registry(aggregator: Aggregator) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(aggregator))
-    return registry
-
-
-def _encoder(accept: str | None) -> tuple[Callable[[CollectorRegistry], bytes], str]:
-    try:
-        return choose_encoder(accept or "")
-    except (TypeError, ValueError):  # e.g. "version=foo": answer in the default format
-        return choose_encoder("")
-
-
-def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
-    """Body and content type: OpenMetrics when ``accept`` asks for it, else text 0.0.4."""
-    encoder, content_type = _encoder(accept)
-    return encoder(registry), content_type
-
-
-class RenderedMetrics:
-    """/metrics bodies rendered (and gzipped) once per snapshot and format, then served as
-    bytes: a scrape costs no formatting, however many series there are or scrapers ask at once.
-    The snapshot and status are immutable and replaced each cycle, so their identity says when
-    to render again."""
-
-    FORMATS = ("text/plain", "application/openmetrics-text")
-    GZIP_LEVEL = 6
-
-    def __init__(self, aggregator: Aggregator):
-        self._aggregator = aggregator
-        self._registry = make_registry(aggregator)
-        self._lock = threading.Lock()
-        # (state it was rendered from, {(content type, gzipped): body}), replaced as a whole
-        # so a lock-free reader never pairs one state with another's bodies.
-        self._cache: tuple[tuple[object, ...], dict[tuple[str, bool], bytes]] = ((), {})
-
-    def _current(self) -> tuple[object, ...]:
-        aggregator = self._aggregator
-        return (aggregator.snapshot, aggregator.status, aggregator.is_leader)
-
-    def cached(self, accept: str | None, gzipped: bool = False) -> tuple[bytes, str] | None:
-        """(body, content type) when it is already rendered for the current snapshot, else
-        None. Never waits (no lock): an event loop may call it."""
-        content_type = _encoder(accept)[1]
-        state, bodies = self._cache
-        if not _same(state, self._current()):
-            return None
-        body = bodies.get((content_type, gzipped))
-        return None if body is None else (body, content_type)
-
-    def render(self, accept: str | None, gzipped: bool = False) -> tuple[bytes, str]:
-        """(body, content type) for the current snapshot, gzip-compressed when ``gzipped``;
-        renders what is not cached yet (one rendering at a time, concurrent callers share
-        it)."""
-        encoder, content_type = _encoder(accept)
-        state = self._current()
-        with self._lock:
-            if not _same(state, self._cache[0]):
-                self._cache = (state, {})
-            bodies = self._cache[1]
-            body = bodies.get((content_type, False))
-            if body is None:
-                body = bodies[(content_type, False)] = encoder(self._registry)
-            if gzipped:
-                compressed = bodies.get((content_type, True))
-                if compressed is None:
-                    compressed = gzip.compress(body, self.GZIP_LEVEL, mtime=0)
-                    bodies[(content_type, True)] = compressed
-                body = compressed
-            return body, content_type
-
-    def prime(self) -> None:
-        """Render every format, plain and gzipped, now (after a cycle), so no scrape waits."""
-        for accept in self.FORMATS:
-            self.render(accept, gzipped=True)
-
-
-def accepts_gzip(accept_encoding: str | None) -> bool:
-    """Whether an Accept-Encoding header lets the response be gzip-compressed (Prometheus
-    always sends ``gzip``); ``gzip;q=0`` refuses it, and ``gzip`` outranks ``*``."""
-    qualities: dict[str, float] = {}
-    for item in (accept_encoding or "").split(","):
-        coding, _, params = item.partition(";")
-        quality = 1.0
-        for param in params.split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        qualities.setdefault(coding.strip().lower(), quality)
-    quality = qualities.get("gzip", qualities.get("*", 0.0))
-    return quality > 0
-
-
-def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))

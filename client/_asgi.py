@@ -3,17 +3,20 @@ with the route template (``/v1/chat/{id}``), never the raw path, as the ``path``
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from client.gateway import GatewayMetrics
+from client._gateway import GatewayMetrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("gatewayz.metrics.client")
 
 UNMATCHED = "__unmatched__"
 """The ``path`` label of a request no route matched (404s): raw paths would be unbounded."""
@@ -48,19 +51,25 @@ class MetricsMiddleware:
 
         async def send_and_watch(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
+            if message.get("type") == "http.response.start":
+                status = message.get("status", 500)
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_watch)
         finally:
+            self._book(scope, status, time.perf_counter() - started)
+
+    def _book(self, scope: Scope, status: object, seconds: float) -> None:
+        """Count the request; whatever the app put in the scope, never raise into it."""
+        try:
             gateway = self.gateway
             method = str(scope.get("method", ""))
             path = route_template(scope)
+            code = status if type(status) is int else 500
             gateway.requests.labels(
-                gateway.app_name, method, path, str(status), f"{status // 100}xx"
+                gateway.app_name, method, path, str(code), f"{code // 100}xx"
             ).inc()
-            gateway.request_duration.labels(gateway.app_name, method, path).observe(
-                time.perf_counter() - started
-            )
+            gateway.request_duration.labels(gateway.app_name, method, path).observe(seconds)
+        except Exception:
+            log.exception("request metrics not recorded")

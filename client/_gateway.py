@@ -8,9 +8,10 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator
 from types import TracebackType
 
-from client.keys import OUTCOMES
-from client.metrics_client import MetricsClient
-from client.outcome import OUTCOME_CODES, classify_status, outcome_of_block
+from client._events import Rejected, check_inference
+from client._metrics_client import MetricsClient
+from client._outcome import classify_status, outcome_of_block
+from protocol.partitions import OUTCOMES
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INFERENCE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -82,23 +83,24 @@ class GatewayMetrics:
     ) -> None:
         """Book one finished model call: the provider's health window, cost and tokens (through
         ``MetricsClient.record``) and model_inference_*, tokens_used_total, credits_used_total,
-        backend_ttfb_seconds, time_to_first_chunk_seconds. Never raises."""
-        self.client.record(
-            provider,
-            latency_s,
-            status_code,
-            outcome,
-            input_tokens + output_tokens if _counts(input_tokens, output_tokens) else 0,
-            cost_usd,
-        )
+        backend_ttfb_seconds, time_to_first_chunk_seconds. One rule for all of them: an invalid
+        call (any argument ``record()`` would reject, token counts that are not non-negative
+        ints, credits that are not a number in [0, 1e6], a negative TTFB) is rejected and
+        counted once by cause, and books nothing. Never raises."""
         try:
-            if status_code is not None:
-                status = OUTCOMES[classify_status(status_code)]
-            else:
-                status = outcome if outcome in OUTCOME_CODES else "success"
-        except ValueError:
-            status = "invalid"
-        self.inference_requests.labels(provider, model, status).inc()
+            tokens = check_inference(
+                model, endpoint, input_tokens, output_tokens, credits, ttfb_s, ttfc_s
+            )
+        except Rejected as rejection:
+            self.client._reject(rejection.cause, rejection.value)
+            return
+        except Exception:
+            self.client._reject("invalid_argument", provider)
+            return
+        if not self.client.record(provider, latency_s, status_code, outcome, tokens, cost_usd):
+            return
+        status = OUTCOMES[classify_status(status_code)] if status_code is not None else outcome
+        self.inference_requests.labels(provider, model, status or "success").inc()
         self.inference_duration.labels(provider, model).observe(latency_s)
         if input_tokens:
             self.tokens.labels(provider, model, "input").inc(input_tokens)
@@ -114,10 +116,6 @@ class GatewayMetrics:
     def inference(self, provider: str, model: str, endpoint: str = "") -> InferenceCall:
         """Time a model call in a ``with`` block; see InferenceCall."""
         return InferenceCall(self, provider, model, endpoint)
-
-
-def _counts(*values: object) -> bool:
-    return all(type(v) is int and v >= 0 for v in values)
 
 
 class InferenceCall:

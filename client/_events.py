@@ -1,29 +1,30 @@
-"""What ``record()`` accepts: validation of one provider call into an event tuple (pure).
+"""What ``record()`` and ``record_inference()`` accept: validation of one provider call into an
+event tuple (pure). One rule for both: a call is booked everywhere or rejected everywhere.
 
 Bounds keep every value inside what Redis's 64-bit integers add up exactly: a latency of at most
-a day, at most 1e12 tokens and 1e6 USD per call."""
+a day, at most 1e12 tokens and 1e6 USD (or credits) per call."""
 
 from __future__ import annotations
 
-import math
-
-from client.keys import NANO_USD_PER_USD, is_valid_provider
-from client.outcome import OUTCOME_CODES, classify_status
+from client._outcome import classify_status
+from protocol.fields import NANO_USD_PER_USD
+from protocol.names import is_valid_provider
+from protocol.partitions import OUTCOME_CODES
 
 Event = tuple[str, float, float, int, int, int]
 """(provider, unix time, latency seconds, outcome code, tokens, cost in nano-USD)."""
 
 _MAX_CACHED_NAMES = 4096
-_INF = math.inf
 MAX_LATENCY_SECONDS = 86_400.0  # a day: longer is a bug, and it must fit Redis's integers
 MAX_TOKENS = 10**12
 MAX_COST_USD = 1e6
+MAX_CREDITS = 1e6
 _STATUS_CLASSES: dict[int, int] = {code: classify_status(code) for code in range(100, 600)}
 """Outcome code of every valid HTTP status: one dict lookup on the hot path."""
 
 
 class Rejected(Exception):
-    """A record() call that cannot become an event; ``cause`` is the counted reason."""
+    """A call that cannot become an event; ``cause`` is the counted reason."""
 
     def __init__(self, cause: str, value: object) -> None:
         super().__init__(cause)
@@ -65,11 +66,11 @@ class EventValidator:
         elif outcome is None:
             code = 0
         else:
-            maybe = OUTCOME_CODES.get(outcome)
+            maybe = OUTCOME_CODES.get(outcome) if type(outcome) is str else None
             if maybe is None:
                 raise Rejected("invalid_outcome", outcome)
             code = maybe
-        if tokens and (type(tokens) is not int or not 0 <= tokens <= MAX_TOKENS):
+        if tokens and not _is_count(tokens, MAX_TOKENS):
             raise Rejected("invalid_tokens", tokens)
         cost_nusd = 0
         if cost_usd:
@@ -77,3 +78,38 @@ class EventValidator:
                 raise Rejected("invalid_cost", cost_usd)
             cost_nusd = round(cost_usd * NANO_USD_PER_USD)
         return code, cost_nusd
+
+
+def check_inference(
+    model: object,
+    endpoint: object,
+    input_tokens: object,
+    output_tokens: object,
+    credits: object,
+    ttfb_s: object,
+    ttfc_s: object,
+) -> int:
+    """What ``record_inference()`` takes beyond ``record()``'s arguments: the call's total tokens,
+    or raises Rejected."""
+    if type(model) is not str or type(endpoint) is not str:
+        raise Rejected("invalid_argument", (model, endpoint))
+    for count in (input_tokens, output_tokens):
+        if not _is_count(count, MAX_TOKENS):
+            raise Rejected("invalid_tokens", count)
+    if not _is_number(credits, 0.0, MAX_CREDITS):
+        raise Rejected("invalid_credits", credits)
+    for seconds in (ttfb_s, ttfc_s):
+        if seconds is not None and not _is_number(seconds, 0.0, MAX_LATENCY_SECONDS):
+            raise Rejected("invalid_latency", seconds)
+    return input_tokens + output_tokens  # type: ignore[operator,no-any-return]
+
+
+def _is_count(value: object, limit: int) -> bool:
+    return type(value) is int and 0 <= value <= limit
+
+
+def _is_number(value: object, low: float, high: float) -> bool:
+    """An int or float in [low, high]: not NaN, not a bool, not a numeric string."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return low <= value <= high

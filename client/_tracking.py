@@ -6,10 +6,10 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from client.outcome import outcome_of_block
+from client._outcome import outcome_of_block
 
 if TYPE_CHECKING:
-    from client.metrics_client import MetricsClient
+    from client._metrics_client import MetricsClient
 
 
 class CallTracker:

@@ -13,15 +13,51 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from client.keys import is_valid_provider
+import redis
+
+from protocol import scripts
+from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATE_FIELD, decode_state_name
+from protocol.keys import Keys
+from protocol.names import is_valid_provider
 
 log = logging.getLogger("gatewayz.metrics.client")
 
-FetchStates = Callable[[list[str]], dict[str, str]]
-"""providers -> their breaker state names (missing hash: "closed")."""
-TakePermit = Callable[[str, str], tuple[str, bool]]
-"""(provider, holder) -> (current state, permit granted)."""
+
+class BreakerStore(Protocol):
+    """Where breaker states live; both methods raise when Redis cannot answer."""
+
+    def states(self, providers: list[str]) -> dict[str, str]:
+        """providers -> their breaker state names (no state: "closed")."""
+        ...
+
+    def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
+        """Try to take a half-open trial permit: (current state, granted)."""
+        ...
+
+
+class RedisBreakerStore:
+    """The gate's Redis I/O: states in one pipelined read, permits through a script."""
+
+    def __init__(self, connection: redis.Redis, keys: Keys) -> None:
+        self._redis = connection
+        self._keys = keys
+        self._permit = connection.register_script(scripts.PERMIT)
+
+    def states(self, providers: list[str]) -> dict[str, str]:
+        pipe = self._redis.pipeline(transaction=False)
+        for provider in providers:
+            pipe.hget(self._keys.breaker(provider), STATE_FIELD)
+        replies = pipe.execute()
+        return {p: decode_state_name(raw) for p, raw in zip(providers, replies, strict=True)}
+
+    def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
+        keys = self._keys
+        state, granted = self._permit(
+            keys=[keys.breaker(provider), keys.permits(provider)], args=[holder]
+        )
+        return decode_state_name(state), bool(granted)
 
 
 class CircuitOpenError(RuntimeError):
@@ -41,18 +77,18 @@ class _Entry:
 
 
 class BreakerGate:
+    """The per-process cache of breaker states that answers ``allow()``."""
+
     def __init__(
         self,
-        fetch_states: FetchStates,
-        take_permit: TakePermit,
+        store: BreakerStore,
         holder_prefix: str,
         refresh_seconds: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         max_entries: int = 2000,
     ) -> None:
         self._max_entries = max_entries
-        self._fetch = fetch_states
-        self._take = take_permit
+        self._store = store
         self._holder_prefix = holder_prefix
         self._refresh_seconds = refresh_seconds
         self._monotonic = monotonic
@@ -61,45 +97,62 @@ class BreakerGate:
         self._permits_taken = 0
         self._redis_errors_logged = False
 
+    def __len__(self) -> int:
+        """Providers whose state is cached (at most ``max_entries``)."""
+        return len(self._entries)
+
     def state(self, provider: str) -> str | None:
         entry = self._entries.get(provider)
         return None if entry is None else entry.state
 
     def allow(self, provider: str) -> bool:
+        """Whether a call may go to ``provider`` now (Redis I/O only to learn a provider's state
+        the first time, and to take a half-open trial permit)."""
+        verdict = self.cached(provider)
+        if verdict is None:
+            entry = self._entries.get(provider) or self._learn(provider)
+            verdict = self.cached(provider)
+            if verdict is None:
+                verdict = self._take_permit(provider, entry)
+        return verdict
+
+    def cached(self, provider: str) -> bool | None:
+        """``allow()``'s answer when it needs no Redis I/O, else None (a provider never asked
+        about, or a half-open one whose trial permit must be taken in Redis)."""
         entry = self._entries.get(provider)
         if entry is None:
             if not is_valid_provider(provider) or len(self._entries) >= self._max_entries:
                 # No breaker can exist for it (record() rejects it), or a flood of names: the
                 # cache stays bounded and such calls pass without a round trip.
                 return True
-            entry = self._learn(provider)
-        state = entry.state
-        if state == "open":
+            return None
+        if entry.state == OPEN:
             return False
-        if state != "half_open":
-            return True
+        if entry.state != HALF_OPEN:
+            return True  # closed, or never learned (Redis unreachable): fail open
+        return False if self._monotonic() < entry.denied_until else None
+
+    def _take_permit(self, provider: str, entry: _Entry) -> bool:
         now = self._monotonic()
-        if now < entry.denied_until:
-            return False
         with self._lock:
             self._permits_taken += 1
             holder = f"{self._holder_prefix}.{self._permits_taken:x}"
         try:
-            current, granted = self._take(provider, holder)
+            current, granted = self._store.take_permit(provider, holder)
         except Exception as exc:  # Redis unreachable: no permit can be had
             self._log_redis_error(exc)
             entry.denied_until = now + self._refresh_seconds
             return False
         entry.state = current
-        if current == "half_open":
+        if current == HALF_OPEN:
             if not granted:
                 entry.denied_until = now + self._refresh_seconds
             return granted
-        return current != "open"
+        return current != OPEN
 
     def _learn(self, provider: str) -> _Entry:
         try:
-            state: str | None = self._fetch([provider]).get(provider, "closed")
+            state: str | None = self._store.states([provider]).get(provider, CLOSED)
         except Exception as exc:
             self._log_redis_error(exc)
             state = None
@@ -119,13 +172,13 @@ class BreakerGate:
         if not due:
             return
         try:
-            states = self._fetch(due)
+            states = self._store.states(due)
         except Exception as exc:  # keep answering from the last known states
             self._log_redis_error(exc)
             return
         for provider in due:
             entry = self._entries[provider]
-            new = states.get(provider, "closed")
+            new = states.get(provider, CLOSED)
             if new != entry.state:
                 entry.denied_until = 0.0
             entry.state = new

@@ -6,13 +6,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from client.keys import Keys
+from protocol.connection import DEFAULT_REDIS_URL
+from protocol.keys import DEFAULT_NAMESPACE
+from protocol.names import check_namespace
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_NAMESPACE = "gatewayz"
 
-
-def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -48,7 +47,7 @@ class ClientSettings:
     gauge_ttl_seconds: float = 30.0
 
     def __post_init__(self) -> None:
-        Keys(self.namespace)  # validates the namespace
+        check_namespace(self.namespace)
         positive = {
             "window_seconds": self.window_seconds,
             "flush_interval_seconds": self.flush_interval_seconds,
@@ -83,11 +82,11 @@ class ClientSettings:
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             namespace=env.get("METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
-            window_seconds=env_float(env, "WINDOW_SECONDS", 300.0),
-            flush_interval_seconds=env_float(env, "METRICS_FLUSH_INTERVAL_SECONDS", 0.05),
-            max_buffer=int(env_float(env, "METRICS_MAX_BUFFER", 200_000)),
-            breaker_refresh_seconds=env_float(env, "METRICS_BREAKER_REFRESH_SECONDS", 0.5),
-            max_series_per_metric=int(env_float(env, "METRICS_MAX_SERIES", 1000)),
-            gauge_ttl_seconds=env_float(env, "METRICS_GAUGE_TTL_SECONDS", 30.0),
-            max_providers=int(env_float(env, "METRICS_MAX_PROVIDERS", 1000)),
+            window_seconds=_env_float(env, "WINDOW_SECONDS", 300.0),
+            flush_interval_seconds=_env_float(env, "METRICS_FLUSH_INTERVAL_SECONDS", 0.05),
+            max_buffer=int(_env_float(env, "METRICS_MAX_BUFFER", 200_000)),
+            breaker_refresh_seconds=_env_float(env, "METRICS_BREAKER_REFRESH_SECONDS", 0.5),
+            max_series_per_metric=int(_env_float(env, "METRICS_MAX_SERIES", 1000)),
+            gauge_ttl_seconds=_env_float(env, "METRICS_GAUGE_TTL_SECONDS", 30.0),
+            max_providers=int(_env_float(env, "METRICS_MAX_PROVIDERS", 1000)),
         )

@@ -5,9 +5,7 @@ Pure functions; the hot path of ``MetricsClient.record()`` calls them.
 
 from __future__ import annotations
 
-from client.keys import CALLER_ERROR, FAILURE, OUTCOMES, RATE_LIMITED, SUCCESS
-
-OUTCOME_CODES: dict[str, int] = {name: code for code, name in enumerate(OUTCOMES)}
+from protocol.partitions import CALLER_ERROR, FAILURE, OUTCOMES, RATE_LIMITED, SUCCESS
 
 
 def classify_status(status_code: int) -> int:
@@ -26,10 +24,14 @@ def classify_status(status_code: int) -> int:
 
 def status_of_exception(exc: BaseException) -> int | None:
     """The HTTP status an exception carries, if any (``exc.status_code`` as in FastAPI's
-    HTTPException and openai/anthropic SDK errors, or ``exc.response.status_code`` as in httpx)."""
-    status = getattr(exc, "status_code", None)
-    if status is None:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
+    HTTPException and openai/anthropic SDK errors, or ``exc.response.status_code`` as in httpx).
+    An exception whose attributes cannot be read carries none."""
+    try:
+        status = getattr(exc, "status_code", None)
+        if status is None:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+    except Exception:
+        return None
     if type(status) is int and 100 <= status <= 599:
         return status
     return None

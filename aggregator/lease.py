@@ -1,0 +1,84 @@
+"""The leader lease: which replica evaluates breakers, computes snapshots and publishes them.
+
+A lease in Redis (``SET PX`` through a script, TTL 1.5 breaker intervals, renewed every half
+interval) carries a fencing token from ``INCR``: every write of shared state is checked against
+it in Redis, so a replica that lost the lease (a pause, a partition) can write nothing even
+before it learns that it lost it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import redis
+
+from aggregator.settings import describe_error
+
+log = logging.getLogger("gatewayz.aggregator")
+
+
+class LeaderLease:
+    """This replica's view of the lease. ``hold(instance, ttl)`` acquires or renews it in Redis
+    and returns the fencing token (0: another replica holds it); ``release(instance)`` gives it
+    up."""
+
+    def __init__(
+        self,
+        hold: Callable[[str, float], int],
+        release: Callable[[str], None],
+        instance: str,
+        ttl_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._hold = hold
+        self._release = release
+        self._instance = instance
+        self._ttl = ttl_seconds
+        self._monotonic = monotonic
+        self._fence = 0  # our fencing token while we hold the lease, else 0
+        self._deadline = 0.0  # monotonic time our lease surely lasts until
+
+    @property
+    def fence(self) -> int:
+        """Our fencing token while we lead, else 0."""
+        return self._fence if self.is_leader else 0
+
+    @property
+    def is_leader(self) -> bool:
+        return self._fence > 0 and self._monotonic() < self._deadline
+
+    def tick(self) -> bool:
+        """Acquire or renew the lease; True while we lead. A Redis error means we stop leading
+        once the lease we had may have expired."""
+        was_leader = self.is_leader
+        started = self._monotonic()
+        try:
+            token = self._hold(self._instance, self._ttl)
+        except (redis.RedisError, OSError) as exc:
+            if was_leader and not self.is_leader:
+                log.warning("lost leadership: lease not renewed (%s)", describe_error(exc))
+            return self.is_leader
+        if token:
+            self._fence = token
+            self._deadline = started + self._ttl
+            if not was_leader:
+                log.info("%s leads (fencing token %d)", self._instance, token)
+        else:
+            if was_leader:
+                log.warning("%s lost leadership to another replica", self._instance)
+            self._fence = 0
+        return self.is_leader
+
+    def deposed(self) -> None:
+        """A fenced write was refused: a newer leader exists."""
+        if self._fence:
+            log.warning("%s: a write was fenced off, a newer leader exists", self._instance)
+        self._fence = 0
+
+    def release(self) -> None:
+        """Give the lease up at once (clean shutdown), so a follower takes over."""
+        if self._fence:
+            self._release(self._instance)
+            self._fence = 0

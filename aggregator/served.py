@@ -1,0 +1,27 @@
+"""What a replica serves: one immutable state, replaced as a whole, so a scrape reads the
+snapshot, the cycle status and the leadership that belong together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aggregator.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class CycleStatus:
+    """The aggregator's own health, exported beside the snapshot."""
+
+    cycles_ok: int = 0
+    cycles_failed: int = 0
+    last_success_at: float | None = None
+    last_duration_seconds: float = 0.0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ServedState:
+    instance: str
+    snapshot: Snapshot | None = None
+    status: CycleStatus = field(default_factory=CycleStatus)
+    leader: bool = False

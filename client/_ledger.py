@@ -1,0 +1,167 @@
+"""One process's accounting: what was noted (rejections, drops, breaker rejections), what the
+flusher settled (written, or given up on and counted as dropped), and ``flush()``'s wait for it.
+One condition variable guards it all."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Mark:
+    """How far accounting got: events settled (of those ever buffered), the version of the notes
+    written to Redis, and the version of the instrument values written."""
+
+    events: int
+    notes: int
+    instruments: int
+
+    def covers(self, target: Mark) -> bool:
+        return (
+            self.events >= target.events
+            and self.notes >= target.notes
+            and self.instruments >= target.instruments
+        )
+
+
+@dataclass(frozen=True)
+class Notes:
+    """Counts noted since the last batch took them, to be written with the next one."""
+
+    rejected: dict[str, int]
+    dropped: int
+    breaker_rejected: dict[str, int]
+    version: int
+    """The ledger's note version when they were taken: written, it is what flush() waits for."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.rejected or self.dropped or self.breaker_rejected)
+
+
+class Ledger:
+    """Every count of one process's client. Thread-safe; a forked child gets a new one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._version = 0  # bumped by every note
+        self._done = Mark(0, 0, 0)
+        self._rejected: Counter[str] = Counter()  # pending, written with the next batch
+        self._dropped = 0
+        self._breaker_rejected: Counter[str] = Counter()
+        self._rejected_total: Counter[str] = Counter()
+        self._dropped_total = 0
+        self._write_errors = 0
+        self._causes_seen: set[str] = set()
+
+    # -- notes ---------------------------------------------------------------------------------
+
+    def reject(self, cause: str, count: int = 1, settles: int = 0) -> bool:
+        """Count ``count`` calls rejected for ``cause`` (``settles`` of them were buffered
+        events, now settled). True the first time this cause is seen (log it once)."""
+        with self._cond:
+            self._rejected[cause] += count
+            self._rejected_total[cause] += count
+            self._version += 1
+            first = cause not in self._causes_seen
+            self._causes_seen.add(cause)
+            if settles:
+                self._settle_events(settles)
+            return first
+
+    def evicted(self) -> None:
+        """The full buffer evicted its oldest event to take a new one: dropped, settled."""
+        with self._cond:
+            self._drop(1)
+            self._settle_events(1)
+
+    def reject_call(self, provider: str) -> None:
+        """``allow()`` turned a call to ``provider`` away."""
+        with self._cond:
+            self._breaker_rejected[provider] += 1
+            self._version += 1
+
+    def take_notes(self) -> Notes:
+        with self._cond:
+            notes = Notes(
+                dict(self._rejected), self._dropped, dict(self._breaker_rejected), self._version
+            )
+            self._rejected.clear()
+            self._dropped = 0
+            self._breaker_rejected.clear()
+            return notes
+
+    # -- settling ------------------------------------------------------------------------------
+
+    def settle(
+        self,
+        events: int,
+        notes: Notes,
+        instruments_version: int,
+        *,
+        lost: int = 0,
+        notes_lost: bool = False,
+        write_error: bool = False,
+    ) -> None:
+        """A batch of ``events`` is done with: written, except ``lost`` of them given up on
+        (counted as dropped, to be written with a later batch). ``notes_lost``: its notes did
+        not reach Redis and are noted again for a later batch."""
+        with self._cond:
+            if lost:
+                self._drop(lost)
+            if notes_lost:
+                self._rejected.update(notes.rejected)
+                self._breaker_rejected.update(notes.breaker_rejected)
+                self._dropped += notes.dropped
+                self._version += 1
+            notes_done = self._done.notes if notes_lost else max(self._done.notes, notes.version)
+            self._done = Mark(
+                self._done.events + events,
+                notes_done,
+                max(self._done.instruments, instruments_version),
+            )
+            self._write_errors += write_error
+            self._cond.notify_all()
+
+    def _drop(self, events: int) -> None:
+        self._dropped += events
+        self._dropped_total += events
+        self._version += 1
+
+    def _settle_events(self, events: int) -> None:
+        self._done = Mark(self._done.events + events, self._done.notes, self._done.instruments)
+        self._cond.notify_all()
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def target(self, buffered: int, instruments_version: int) -> tuple[Mark, int]:
+        """What flush() waits for: every event ever buffered settled, every note noted so far
+        and the instrument values of ``instruments_version`` written; and the count of events
+        given up on so far (flush() fails if it grows meanwhile)."""
+        with self._cond:
+            return Mark(buffered, self._version, instruments_version), self._dropped_total
+
+    def wait(self, target: Mark, dropped_before: int, timeout: float) -> bool:
+        """Until ``target`` is reached (True) or ``timeout`` seconds pass (False). Also False
+        when events were given up on meanwhile: not everything got there."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._done.covers(target):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return self._dropped_total == dropped_before
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "settled": self._done.events,
+                "dropped": self._dropped_total,
+                "rejected": dict(self._rejected_total),
+                "write_errors": self._write_errors,
+            }

@@ -1,0 +1,292 @@
+"""MetricsClient: what a gateway worker imports to record provider calls.
+
+It wires small parts together and holds the public methods: ``record()`` validates and appends
+an event to the buffer (no I/O, no exception); the flusher thread, started on the first event (so
+a Gunicorn ``--preload`` master never runs one), drains the buffer into Redis; the ledger keeps
+every count and lets ``flush()`` wait; the breaker gate answers ``allow()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import math
+import os
+import secrets
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from client._admission import ProviderAdmission, RedisRegistry
+from client._breaker_gate import BreakerGate, CircuitOpenError, RedisBreakerStore
+from client._buffer import EventBuffer
+from client._events import EventValidator, Rejected
+from client._flusher import Flusher
+from client._instruments import InstrumentStore
+from client._ledger import Ledger
+from client._metric_types import (
+    DEFAULT_BUCKETS,
+    CounterMetric,
+    GaugeMetric,
+    HistogramMetric,
+    MetricRegistry,
+)
+from client._settings import ClientSettings
+from client._tracking import CallTracker
+from client._writer import RedisWriter
+from protocol.connection import connect
+from protocol.keys import Keys
+
+log = logging.getLogger("gatewayz.metrics.client")
+
+_MAX_WAIT_SECONDS = 86_400.0
+
+
+class MetricsClient:
+    """Records provider-call outcomes and ships them to Redis in the background.
+
+    Thread-safe and fork-safe. Construct one per process (construction does no I/O)::
+
+        metrics = MetricsClient(redis_url="redis://127.0.0.1:6379/0", namespace="gatewayz")
+        metrics.record("openrouter", latency_s=0.42, status_code=200, tokens=1200)
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        namespace: str | None = None,
+        settings: ClientSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        base = settings or ClientSettings()
+        overrides: dict[str, Any] = {}
+        if redis_url is not None:
+            overrides["redis_url"] = redis_url
+        if namespace is not None:
+            overrides["namespace"] = namespace
+        self.settings = replace(base, **overrides) if overrides else base
+        self._keys = Keys(self.settings.namespace)
+        self._clock = clock
+        self._validator = EventValidator()
+        self._instruments = InstrumentStore(
+            self.settings.max_series_per_metric, clock, lambda: self._flusher.start()
+        )
+        self._metrics = MetricRegistry(self._instruments)
+        self._start_process()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _call(ref, "_start_process"))
+        atexit.register(_call, ref, "close")
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time
+    ) -> MetricsClient:
+        """A client configured from REDIS_URL and METRICS_NAMESPACE (see ClientSettings)."""
+        return cls(settings=ClientSettings.from_env(env), clock=clock)
+
+    def _start_process(self) -> None:
+        """This process's own parts: at construction, and in a forked child, which must neither
+        re-send its parent's buffered events nor rely on its parent's (absent) thread."""
+        settings, keys = self.settings, self._keys
+        if hasattr(self, "_flusher"):
+            self._instruments.reset_after_fork()
+        writer_id = secrets.token_urlsafe(6)
+        # Constructing connections does no I/O; each process gets its own.
+        connection = connect(settings.redis_url, settings.socket_timeout_seconds)
+        self._ledger = Ledger()
+        self._buffer = EventBuffer(settings.max_buffer, self._ledger.evicted)
+        self._gate = BreakerGate(
+            RedisBreakerStore(connect(settings.redis_url, settings.allow_timeout_seconds), keys),
+            holder_prefix=writer_id,
+            refresh_seconds=settings.breaker_refresh_seconds,
+            max_entries=settings.max_providers,
+        )
+        self._flusher = Flusher(
+            self._buffer,
+            self._ledger,
+            self._instruments,
+            RedisWriter(
+                connection,
+                keys,
+                settings.window_ttl_seconds,
+                int(settings.retention_seconds),
+                writer_id=writer_id,
+                max_series=settings.max_series_per_metric,
+                gauge_ttl=math.ceil(settings.gauge_ttl_seconds),
+            ),
+            ProviderAdmission(RedisRegistry(connection, keys), settings.max_providers, self._clock),
+            settings,
+            before_flush=self._gate.refresh_if_due,
+        )
+
+    # -- recording (hot path) ------------------------------------------------------------------
+
+    def record(
+        self,
+        provider: str,
+        latency_s: float,
+        status_code: int | None = None,
+        outcome: str | None = None,
+        tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> bool:
+        """Record one finished provider call. Never blocks on I/O, never raises.
+
+        ``status_code`` decides the outcome class (success, failure, rate_limited,
+        caller_error); ``outcome`` may be given instead, not both; neither means success.
+        Returns whether the call was accepted: an invalid one is rejected and counted by cause.
+        """
+        try:
+            code, cost_nusd = self._validator.validate(
+                provider, latency_s, status_code, outcome, tokens, cost_usd
+            )
+            event = (provider, self._clock(), float(latency_s), code, tokens, cost_nusd)
+        except Rejected as rejection:
+            self._reject(rejection.cause, rejection.value)
+            return False
+        except Exception:
+            self._reject("invalid_argument", provider)
+            return False
+        self._flusher.notify(self._buffer.append(event))
+        return True
+
+    def track(self, provider: str, *, guard: bool = False) -> CallTracker:
+        """Time a ``with`` block as one call to ``provider``.
+
+        An exception inside the block records a failure, or the class of the status code it
+        carries (``exc.status_code`` / ``exc.response.status_code``), and is re-raised. Set
+        ``status_code``, ``outcome``, ``tokens`` and ``cost_usd`` on the yielded object.
+        With ``guard=True`` the breaker is asked first (``allow()``): when it rejects the call,
+        CircuitOpenError is raised and the block never runs.
+        """
+        if guard and not self.allow(provider):
+            raise CircuitOpenError(provider, self._gate.state(provider) or "open")
+        return CallTracker(self, provider)
+
+    def allow(self, provider: str) -> bool:
+        """Whether ``provider``'s cluster-wide circuit breaker lets a call through now.
+
+        closed: True, from a local cache refreshed every 0.5 s (no I/O). open: False.
+        half_open: True for at most the configured number of trial calls across all workers
+        (a permit taken atomically in Redis), False for the rest. With Redis unreachable it
+        answers from the last known state, and with none it fails open (True). Rejections are
+        counted in ``gatewayz_circuit_breaker_rejected_calls_total``. Never raises. It may wait
+        for Redis (up to ``allow_timeout_seconds``): the first time a provider is asked about,
+        and for a half-open trial permit. In ``async`` code use ``allow_async()``.
+        """
+        try:
+            allowed = self._gate.allow(provider)
+        except Exception:
+            return True
+        return self._verdict(provider, allowed)
+
+    async def allow_async(self, provider: str) -> bool:
+        """``allow()`` for an event loop: answered at once from the cache, and in a worker
+        thread when Redis must be asked, so the loop never waits for Redis. Never raises."""
+        try:
+            allowed = self._gate.cached(provider)
+        except Exception:
+            return True
+        if allowed is None:
+            return await asyncio.to_thread(self.allow, provider)
+        return self._verdict(provider, allowed)
+
+    def _verdict(self, provider: str, allowed: bool) -> bool:
+        if not allowed:
+            self._ledger.reject_call(provider)
+        self._flusher.start()  # keeps the cached states refreshed, and ships the count
+        return allowed
+
+    def _reject(self, cause: str, value: object) -> None:
+        try:
+            first = self._ledger.reject(cause)
+            self._flusher.start()
+            if first:
+                log.warning(
+                    "metrics event rejected (%s): %.80r; further rejections of this cause are "
+                    "only counted",
+                    cause,
+                    value,
+                )
+        except Exception:  # logging misconfigured, interpreter shutting down...
+            pass
+
+    # -- backend metrics -----------------------------------------------------------------------
+
+    def counter(
+        self, name: str, documentation: str, labelnames: Sequence[str] = ()
+    ) -> CounterMetric:
+        """A counter exported by the aggregator, summed over all workers. Like
+        prometheus_client, a ``_total`` suffix is optional (always exported). Floats are exact
+        to 1e-9. ValueError for an invalid or conflicting declaration."""
+        return self._metrics.counter(name, documentation, labelnames)
+
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        combine: str = "sum",
+    ) -> GaugeMetric:
+        """A gauge; ``combine`` says how workers' values merge: sum, max, min or latest. A
+        process's values vanish ``gauge_ttl_seconds`` after it stops refreshing them (dies)."""
+        return self._metrics.gauge(name, documentation, labelnames, combine)
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> HistogramMetric:
+        """A histogram whose buckets, sum and count add up over all workers."""
+        return self._metrics.histogram(name, documentation, labelnames, buckets)
+
+    # -- flushing ------------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until everything recorded (and every rejection counted) before this call is in
+        Redis, or ``timeout`` seconds pass. Returns True when it all got there: False on a
+        timeout, and when events were given up on meanwhile (counted as dropped). Never
+        raises."""
+        seconds = _seconds(timeout)
+        target, dropped = self._ledger.target(self._buffer.appended, self._instruments.version)
+        if not self._flusher.started:
+            return self._ledger.wait(target, dropped, 0.0)
+        self._flusher.wake()
+        return self._ledger.wait(target, dropped, seconds)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush (up to ``timeout`` seconds) and stop the flusher. Returns flush()'s answer."""
+        flushed = self.flush(timeout)
+        self._flusher.stop(max(1.0, self.settings.socket_timeout_seconds * 2))
+        return flushed
+
+    def stats(self) -> dict[str, Any]:
+        """This process's counters: buffered, accepted, settled, dropped, rejected by cause,
+        whether the last write reached Redis, and batches Redis refused (part of)."""
+        return {
+            "buffered": len(self._buffer),
+            "accepted": self._buffer.appended,
+            **self._ledger.stats(),
+            "redis_ok": self._flusher.redis_ok,
+        }
+
+
+def _seconds(timeout: object) -> float:
+    """A timeout as seconds in [0, a day]: anything that is not a number counts as 0."""
+    try:
+        seconds = float(timeout)  # type: ignore[arg-type]
+    except Exception:
+        return 0.0
+    return min(max(seconds, 0.0), _MAX_WAIT_SECONDS) if seconds == seconds else 0.0
+
+
+def _call(ref: weakref.ref[MetricsClient], method: str) -> None:
+    client = ref()
+    if client is not None:
+        getattr(client, method)()

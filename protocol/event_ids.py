@@ -1,0 +1,35 @@
+"""Window members: one per event, unique across every writer of the namespace.
+
+Each flush reserves a block of ids with one INCRBY on ``Keys.event_ids`` and names each event by
+its id modulo 2**36 in six base-64 characters (``A-Z a-z 0-9 - _``). Six characters is the
+longest member Redis 7 keeps in its smallest allocation (8 bytes); a longer one costs 8-16 bytes
+more per event. Ids repeat only after 2**36 (68 billion) events, long after the first ones left
+any window.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Final
+
+EVENT_ID_BITS: Final = 36
+"""Window member ids are taken modulo 2**EVENT_ID_BITS: six base-64 digits."""
+
+_DIGITS: Final = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+_LOW_PAIRS: Final = tuple(a + b for a in _DIGITS for b in _DIGITS)  # the 12 low bits, 4096 pairs
+
+
+def event_members(first_id: int, count: int) -> list[str]:
+    """Window members of ``count`` consecutive event ids from ``first_id`` (modulo 2**36): six
+    base-64 digits each, most significant first. Each run of 4,096 ids is one C-level
+    concatenation, not per-id arithmetic: the flusher names every event this way."""
+    members: list[str] = []
+    modulus = 1 << EVENT_ID_BITS
+    event_id, end = first_id % modulus, first_id % modulus + count
+    while event_id < end:
+        high, low = divmod(event_id % modulus, 4096)
+        take = min(4096 - low, end - event_id)
+        prefix = "".join(_DIGITS[(high >> shift) & 63] for shift in (18, 12, 6, 0))
+        members += map(prefix.__add__, _LOW_PAIRS[low : low + take])
+        event_id += take
+    return members

@@ -1,0 +1,172 @@
+"""Hash fields and their codecs: what the client writes into a hash and how the aggregator reads
+it back (a provider's ``totals``, the clients' ``stats:clients``, backend metric data and gauge
+values). Every value is an integer where Redis adds it up, so totals stay exact under millions
+of HINCRBYs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from protocol.partitions import BUCKET_OF_PARTITION, HISTOGRAM_BOUNDS, OUTCOMES
+
+# -- a provider's totals hash ------------------------------------------------------------------
+
+COUNT_FIELDS: Final = tuple(f"n:{outcome}" for outcome in OUTCOMES)
+"""Calls per outcome class, indexed by outcome code."""
+
+
+def _bucket_field(index: int) -> str:
+    return "b:+Inf" if index == len(HISTOGRAM_BOUNDS) else f"b:{HISTOGRAM_BOUNDS[index]:g}"
+
+
+HISTOGRAM_FIELDS: Final = tuple(_bucket_field(i) for i in range(len(HISTOGRAM_BOUNDS) + 1))
+"""Per-bucket (non-cumulative) call counts, ``b:0.1`` .. ``b:+Inf``."""
+
+LATENCY_SUM_FIELD: Final = "lat_us"  # integer microseconds
+COST_FIELD: Final = "cost_nusd"  # integer nano-USD
+TOKENS_FIELD: Final = "tokens"
+BREAKER_REJECTED_FIELD: Final = "breaker_rejected"  # calls allow() turned away
+
+MICROS_PER_SECOND: Final = 1_000_000
+NANO_USD_PER_USD: Final = 1_000_000_000
+
+
+def encode_totals(
+    tally: Mapping[tuple[int, int], int], latency_sum_s: float, tokens: int, cost_nusd: int
+) -> dict[str, int]:
+    """The increments of a provider's ``totals`` for a batch: ``tally`` counts its events by
+    (outcome code, latency partition)."""
+    fields: dict[str, int] = {}
+    for (outcome, latency_part), count in tally.items():
+        name = COUNT_FIELDS[outcome]
+        fields[name] = fields.get(name, 0) + count
+        name = HISTOGRAM_FIELDS[BUCKET_OF_PARTITION[latency_part]]
+        fields[name] = fields.get(name, 0) + count
+    fields[LATENCY_SUM_FIELD] = round(latency_sum_s * MICROS_PER_SECOND)
+    if tokens:
+        fields[TOKENS_FIELD] = int(tokens)
+    if cost_nusd:
+        fields[COST_FIELD] = int(cost_nusd)
+    return fields
+
+
+@dataclass(frozen=True)
+class ProviderTotals:
+    """A provider's cumulative counters, decoded."""
+
+    requests: dict[str, int]
+    """Calls by outcome class."""
+    histogram_cumulative: tuple[int, ...]
+    """Cumulative counts for HISTOGRAM_BOUNDS then +Inf (== count)."""
+    latency_sum_seconds: float
+    cost_usd: float
+    tokens: int
+    breaker_rejected: int
+
+
+def decode_totals(raw: Mapping[str, int]) -> ProviderTotals:
+    running, cumulative = 0, []
+    for name in HISTOGRAM_FIELDS:
+        running += raw.get(name, 0)
+        cumulative.append(running)
+    return ProviderTotals(
+        requests={o: raw.get(f, 0) for o, f in zip(OUTCOMES, COUNT_FIELDS, strict=True)},
+        histogram_cumulative=tuple(cumulative),
+        latency_sum_seconds=raw.get(LATENCY_SUM_FIELD, 0) / MICROS_PER_SECOND,
+        cost_usd=raw.get(COST_FIELD, 0) / NANO_USD_PER_USD,
+        tokens=raw.get(TOKENS_FIELD, 0),
+        breaker_rejected=raw.get(BREAKER_REJECTED_FIELD, 0),
+    )
+
+
+# -- the clients' stats hash -------------------------------------------------------------------
+
+DROPPED_FIELD: Final = "dropped"
+REJECTED_FIELD_PREFIX: Final = "rejected:"
+
+
+def rejected_field(cause: str) -> str:
+    return REJECTED_FIELD_PREFIX + cause
+
+
+def decode_client_stats(raw: Mapping[str, int]) -> tuple[dict[str, int], int]:
+    """(events rejected by cause, events dropped) from ``stats:clients``."""
+    rejected = {
+        name.removeprefix(REJECTED_FIELD_PREFIX): count
+        for name, count in raw.items()
+        if name.startswith(REJECTED_FIELD_PREFIX)
+    }
+    return rejected, raw.get(DROPPED_FIELD, 0)
+
+
+# -- backend metric values ---------------------------------------------------------------------
+# A counter or histogram series keeps its value as an integer part ``i:<sid>`` plus integer
+# nano-units ``n:<sid>`` (the instruments script carries whole units out of the nano-units), and
+# a histogram its per-bucket counts ``b<k>:<sid>``. The scripts rely on these prefixes.
+
+NANO: Final = 1_000_000_000
+SERIES_DROPPED_FIELD: Final = "!dropped"  # updates to series beyond the cardinality cap
+VALUES_REJECTED_FIELD: Final = "!rejected"  # invalid values (negative increments, NaN, inf)
+
+
+def int_field(sid: str) -> str:
+    return f"i:{sid}"
+
+
+def nano_field(sid: str) -> str:
+    return f"n:{sid}"
+
+
+def bucket_field(index: int, sid: str) -> str:
+    return f"b{index}:{sid}"
+
+
+def split_amount(amount: float) -> tuple[int, int]:
+    """(integer part, nano-units) of a finite non-negative number."""
+    if type(amount) is int:
+        return amount, 0
+    whole = math.floor(amount)
+    return int(whole), round((amount - whole) * NANO)
+
+
+def join_amount(ints: int, nanos: int) -> float:
+    """An integer part plus nano-units as one float, carrying whole units first."""
+    whole, rest = divmod(nanos, NANO)
+    return float(ints + whole) + rest / NANO
+
+
+def series_value(data: Mapping[str, int], sid: str) -> float:
+    return join_amount(data.get(int_field(sid), 0), data.get(nano_field(sid), 0))
+
+
+def series_buckets(data: Mapping[str, int], sid: str, buckets: int) -> tuple[int, ...]:
+    """Cumulative counts of a histogram series with ``buckets`` bounds (then +Inf)."""
+    running, cumulative = 0, []
+    for index in range(buckets + 1):
+        running += data.get(bucket_field(index, sid), 0)
+        cumulative.append(running)
+    return tuple(cumulative)
+
+
+# -- gauge values: one hash per process, ``<metric>|<sid>`` -> ``<value>|<unix time>`` ---------
+
+
+def gauge_field(metric: str, sid: str) -> str:
+    return f"{metric}|{sid}"
+
+
+def gauge_value(value: float, updated_at: float) -> str:
+    return f"{value!r}|{updated_at!r}"
+
+
+def decode_gauges(values: Mapping[str, str], metric: str) -> Iterator[tuple[str, float, float]]:
+    """(series id, value, updated at) of ``metric`` in one process's gauge hash."""
+    prefix = metric + "|"
+    for name, raw in values.items():
+        if name.startswith(prefix):
+            value, _, updated = raw.partition("|")
+            yield name[len(prefix) :], float(value), float(updated or 0)

@@ -1,0 +1,132 @@
+"""The Redis key schema: every key format of the client and the aggregator lives here.
+
+Layout (namespace ``gatewayz`` by default; ``{p}`` is the provider name, a Redis Cluster hash tag
+so all of one provider's keys share a slot and can be read in one pipeline):
+
+==========================================  ======  ===============================================
+key                                         type    content
+==========================================  ======  ===============================================
+``gatewayz:providers``                      zset    member = provider, score = last-seen unix time
+``gatewayz:{p}:w:ok:<i>``                   zset    window: successful calls whose latency falls in
+                                                    latency partition ``i`` (``partitions``)
+``gatewayz:{p}:w:fail``                     zset    window: provider failures
+``gatewayz:{p}:w:rl``                       zset    window: rate-limited calls (429)
+``gatewayz:{p}:w:ce``                       zset    window: caller errors (other 4xx)
+``gatewayz:{p}:totals``                     hash    cumulative counters since the key was created
+``gatewayz:{p}:breaker``                    hash    circuit-breaker state (aggregator writes)
+``gatewayz:{p}:permits``                    zset    half-open trial permits: member = holder,
+                                                    score = expiry (Redis server time)
+``gatewayz:{p}:transitions``                hash    breaker transitions, field ``from>to``
+``gatewayz:{leader}:lease``                 string  ``<instance>|<fencing token>``, with a TTL
+``gatewayz:{leader}:token``                 string  last fencing token handed out (INCR)
+``gatewayz:{leader}:cycle``                 string  last snapshot cycle number handed out (INCR)
+``gatewayz:snapshot``                       string  the leader's last snapshot (JSON)
+``gatewayz:event_ids``                      string  last window member id handed out (INCRBY)
+``gatewayz:{metrics}:schema``               hash    backend metric name -> its spec (JSON)
+``gatewayz:{metrics}:series:<name>``        set     series ids (JSON label values) admitted
+``gatewayz:{metrics}:data:<name>``          hash    counter/histogram values per series
+``gatewayz:{metrics}:gauges:<writer>``      hash    one process's gauge values (expires)
+``gatewayz:{metrics}:gauge_writers``        zset    processes with gauges, by last write
+``gatewayz:stats:clients``                  hash    events rejected/dropped by clients, by cause
+``gatewayz:stats:redis_ops``                hash    Redis commands issued, by operation
+==========================================  ======  ===============================================
+
+Window members are event ids (``event_ids``), scored with the event's unix time. Every window
+key expires ``window + margin`` seconds after its last write; ``totals`` and ``breaker`` expire
+after the retention period of an idle provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.names import check_namespace, is_valid_provider
+from protocol.partitions import LATENCY_PARTITIONS
+
+DEFAULT_NAMESPACE = "gatewayz"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one namespace (ValueError for an invalid namespace or provider name)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        check_namespace(self.namespace)
+
+    @property
+    def providers(self) -> str:
+        return f"{self.namespace}:providers"
+
+    @property
+    def client_stats(self) -> str:
+        return f"{self.namespace}:stats:clients"
+
+    @property
+    def redis_ops(self) -> str:
+        return f"{self.namespace}:stats:redis_ops"
+
+    def _provider(self, provider: str) -> str:
+        if not is_valid_provider(provider):
+            raise ValueError(f"invalid provider name {provider!r}")
+        return f"{self.namespace}:{{{provider}}}"
+
+    def window_keys(self, provider: str) -> tuple[str, ...]:
+        """All window partition keys of a provider, indexed by ``window_partition()``."""
+        base = self._provider(provider)
+        ok = tuple(f"{base}:w:ok:{i}" for i in range(LATENCY_PARTITIONS))
+        return (*ok, f"{base}:w:fail", f"{base}:w:rl", f"{base}:w:ce")
+
+    def totals(self, provider: str) -> str:
+        return f"{self._provider(provider)}:totals"
+
+    def breaker(self, provider: str) -> str:
+        return f"{self._provider(provider)}:breaker"
+
+    def permits(self, provider: str) -> str:
+        return f"{self._provider(provider)}:permits"
+
+    def transitions(self, provider: str) -> str:
+        return f"{self._provider(provider)}:transitions"
+
+    @property
+    def leader_lease(self) -> str:
+        return f"{self.namespace}:{{leader}}:lease"
+
+    @property
+    def leader_token(self) -> str:
+        return f"{self.namespace}:{{leader}}:token"
+
+    @property
+    def snapshot_cycle(self) -> str:
+        return f"{self.namespace}:{{leader}}:cycle"
+
+    @property
+    def event_ids(self) -> str:
+        return f"{self.namespace}:event_ids"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.namespace}:snapshot"
+
+    @property
+    def metric_schema(self) -> str:
+        return f"{self.namespace}:{{metrics}}:schema"
+
+    def metric_series(self, name: str) -> str:
+        return f"{self.namespace}:{{metrics}}:series:{name}"
+
+    def metric_data(self, name: str) -> str:
+        return f"{self.namespace}:{{metrics}}:data:{name}"
+
+    def gauge_values(self, writer_id: str) -> str:
+        return f"{self.namespace}:{{metrics}}:gauges:{writer_id}"
+
+    @property
+    def gauge_writers(self) -> str:
+        return f"{self.namespace}:{{metrics}}:gauge_writers"
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this namespace."""
+        return f"{self.namespace}:*"

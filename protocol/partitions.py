@@ -1,0 +1,63 @@
+"""Outcome classes and window partitions: which sorted set an event goes to, and which histogram
+bucket of ``provider_response_time_seconds`` it counts in.
+
+A provider's window is split into partitions so the aggregator can count (ZCOUNT) instead of
+transferring members: successful calls by latency partition (so the p95 can be interpolated),
+then failures, rate-limited calls and caller errors. ``latency_partition`` is the one rule that
+places a latency ("le" semantics: the first bound at or above it); everything else follows from
+its result.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from functools import partial
+from typing import Final
+
+OUTCOMES: Final = ("success", "failure", "rate_limited", "caller_error")
+"""Outcome classes, in the order of their numeric codes (0..3)."""
+
+SUCCESS: Final = 0
+FAILURE: Final = 1
+RATE_LIMITED: Final = 2
+CALLER_ERROR: Final = 3
+OUTCOME_CODES: Final = {name: code for code, name in enumerate(OUTCOMES)}
+
+HISTOGRAM_BOUNDS: Final = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+"""Upper bounds of ``provider_response_time_seconds`` (seed contract); +Inf is implicit."""
+
+WINDOW_BOUNDS: Final = (
+    0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0,
+    15.0, 30.0, 60.0,
+)  # fmt: skip
+"""Upper bounds of the latency partitions of successful calls (+Inf is implicit).
+
+The window p95 is interpolated inside one partition, so its error is at most that partition's
+width: 0.5 s between the 2 s target and the 10 s ceiling of the default latency score.
+"""
+
+LATENCY_PARTITIONS: Final = len(WINDOW_BOUNDS) + 1
+"""Latency partitions, the last one above every bound: also the number of success partitions,
+which come first in a provider's window keys."""
+
+WINDOW_PARTITIONS: Final = LATENCY_PARTITIONS + len(OUTCOMES) - 1
+"""Window keys per provider: the success partitions, then failure, rate_limited, caller_error."""
+
+latency_partition: Final = partial(bisect_left, WINDOW_BOUNDS)
+"""``latency_partition(seconds)``: index of the first window bound at or above the latency
+(``LATENCY_PARTITIONS - 1`` above them all). A C-level call: the flusher makes one per event."""
+
+
+def window_partition(outcome: int, latency_part: int) -> int:
+    """Index into ``Keys.window_keys`` of an event: its latency partition for a success, else
+    the key of its outcome class (after the success partitions)."""
+    return latency_part if outcome == SUCCESS else LATENCY_PARTITIONS - 1 + outcome
+
+
+# Every histogram bound is a window bound, so the latency partition names the histogram bucket.
+assert set(HISTOGRAM_BOUNDS) <= set(WINDOW_BOUNDS)
+
+BUCKET_OF_PARTITION: Final = tuple(
+    bisect_left(HISTOGRAM_BOUNDS, bound) for bound in (*WINDOW_BOUNDS, float("inf"))
+)
+"""Histogram bucket (index into HISTOGRAM_BOUNDS, ``len`` = +Inf) of each latency partition."""

@@ -1,0 +1,184 @@
+"""Every Lua script of the project: only where a read-modify-write must be atomic. Each takes all
+its keys through KEYS[] and is run by its SHA (``connection.Scripts``), never re-sent with
+every call.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PERMIT: Final = """
+-- Take one half-open trial permit if fewer than the breaker's ``permits`` are live. Permits
+-- expire ``permit_ms`` after they are taken (Redis server time, so hosts' clocks do not matter).
+-- KEYS[1] breaker hash, KEYS[2] permits zset; ARGV[1] holder. Returns {state, granted}.
+local fields = redis.call('HMGET', KEYS[1], 'state', 'permits', 'permit_ms')
+local state = fields[1] or 'closed'
+if state ~= 'half_open' then
+  return {state, 0}
+end
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(fields[2] or '5') then
+  return {state, 0}
+end
+local ttl = tonumber(fields[3] or '30000')
+redis.call('ZADD', KEYS[2], now_ms + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {state, 1}
+"""
+
+ADMIT: Final = """
+-- Admit providers into the registry while it holds fewer than the cap, so a flood of new names
+-- cannot grow Redis or /metrics without bound. KEYS[1] registry zset; ARGV[1] cap, ARGV[2] now,
+-- ARGV[3..] names. Returns 1 (admitted or already known) or 0 per name.
+local admitted = {}
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    admitted[#admitted + 1] = 1
+  elseif redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
+    admitted[#admitted + 1] = 1
+  else
+    admitted[#admitted + 1] = 0
+  end
+end
+return admitted
+"""
+
+INSTRUMENTS: Final = """
+-- Counter/histogram deltas of one flush under a per-metric series cap: a series id not yet in
+-- the metric's set is admitted while the set is smaller than the cap, else its updates are
+-- dropped and counted. All keys share the {metrics} hash tag (one cluster slot).
+-- KEYS: per metric, its series set then its data hash. ARGV[1] cap, ARGV[2] TTL seconds; then
+-- per metric: series count; per series: id, updates, field count, (field, increment)...
+local cap = tonumber(ARGV[1])
+local a = 3
+for m = 1, #KEYS, 2 do
+  local set, data = KEYS[m], KEYS[m + 1]
+  local dropped = 0
+  local nseries = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, nseries do
+    local sid, updates, nfields = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    a = a + 3
+    local known = redis.call('SISMEMBER', set, sid) == 1
+    if not known and redis.call('SCARD', set) < cap then
+      redis.call('SADD', set, sid)
+      known = true
+    end
+    if known then
+      for j = 0, nfields - 1 do
+        local name = ARGV[a + 2 * j]
+        local value = redis.call('HINCRBY', data, name, ARGV[a + 2 * j + 1])
+        if string.sub(name, 1, 2) == 'n:' and value >= 1000000000 then
+          -- carry whole units out of the nano-units so the field never overflows
+          local whole = math.floor(value / 1000000000)
+          redis.call('HINCRBY', data, name, -whole * 1000000000)
+          redis.call('HINCRBY', data, 'i:' .. string.sub(name, 3), whole)
+        end
+      end
+    else
+      dropped = dropped + updates
+    end
+    a = a + 2 * nfields
+  end
+  if dropped > 0 then
+    redis.call('HINCRBY', data, '!dropped', dropped)
+  end
+  redis.call('EXPIRE', set, ARGV[2])
+  redis.call('EXPIRE', data, ARGV[2])
+end
+return 1
+"""
+
+TRANSITION: Final = """
+-- Compare-and-set on the state epoch, fenced by the leader's token: a writer holding a stale
+-- epoch or a deposed leader's token can never overwrite a newer state.
+-- KEYS[1] breaker hash, KEYS[2] permits zset, KEYS[3] transitions hash.
+-- ARGV[1] expected epoch; ARGV[2] fencing token ('' for an operator command: not fenced);
+-- ARGV[3] TTL seconds (0: persist, for forced states); ARGV[4] transition counter field;
+-- ARGV[5..] field/value pairs of the new state.
+-- Returns 1 applied, 0 epoch mismatch, -1 stale fencing token.
+local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+if current ~= tonumber(ARGV[1]) then
+  return 0
+end
+if ARGV[2] ~= '' then
+  local fence = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+  if tonumber(ARGV[2]) < fence then
+    return -1
+  end
+  redis.call('HSET', KEYS[1], 'fence', ARGV[2])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[3] == '0' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+redis.call('DEL', KEYS[2])
+redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+return 1
+"""
+
+LEASE: Final = """
+-- Acquire or renew the leader lease. KEYS[1] lease, KEYS[2] token counter; ARGV[1] instance,
+-- ARGV[2] TTL ms. Returns the holder's fencing token, or 0 when another instance holds it.
+local held = redis.call('GET', KEYS[1])
+if held then
+  local sep = string.find(held, '|', 1, true)
+  if string.sub(held, 1, sep - 1) ~= ARGV[1] then
+    return 0
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(string.sub(held, sep + 1))
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
+return token
+"""
+
+RELEASE: Final = """
+-- Give the lease up at once (clean shutdown). KEYS[1] lease; ARGV[1] instance.
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# The leader's writes of shared state check that it still holds the lease under the token it
+# was given: a deposed leader (its lease expired, or taken over) can write nothing.
+_HOLDS_LEASE = """
+local held = redis.call('GET', KEYS[1])
+if not held then
+  return -1
+end
+local sep = string.find(held, '|', 1, true)
+if tonumber(string.sub(held, sep + 1)) ~= tonumber(ARGV[1]) then
+  return -1
+end
+"""
+
+RESERVE_CYCLE: Final = f"""
+-- The next snapshot cycle number, shared by all replicas, for the lease holder only.
+-- KEYS[1] lease, KEYS[2] cycle counter; ARGV[1] fencing token, ARGV[2] the last cycle this
+-- replica knows (a counter lost with an emptied Redis restarts above it, never below).
+-- Returns the cycle, or -1 when the caller does not hold the lease.
+{_HOLDS_LEASE}
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+return redis.call('INCR', KEYS[2])
+"""
+
+PUBLISH_SNAPSHOT: Final = f"""
+-- Publish the leader's snapshot for followers. KEYS[1] lease, KEYS[2] snapshot; ARGV[1]
+-- fencing token, ARGV[2] TTL ms, ARGV[3] snapshot JSON. Returns 1, or -1 (not the lease holder:
+-- nothing written).
+{_HOLDS_LEASE}
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return 1
+"""

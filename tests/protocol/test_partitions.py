@@ -1,0 +1,83 @@
+"""The one partition rule (protocol.partitions): which window key and which histogram bucket an
+event goes to. Pure, no Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.keys import Keys
+from protocol.partitions import (
+    BUCKET_OF_PARTITION,
+    CALLER_ERROR,
+    FAILURE,
+    RATE_LIMITED,
+    SUCCESS,
+    latency_partition,
+    window_partition,
+)
+
+
+# WINDOW_BOUNDS: 0.05 0.1 0.25 0.5 0.75 1 1.5 2 2.5 3 4 5 6 7 8 9 10 15 30 60 (indices 0..19)
+@pytest.mark.parametrize(
+    ("latency", "partition"),
+    [
+        (0.0, 0),
+        (0.05, 0),  # on the bound -> that bound's partition (le)
+        (0.0501, 1),  # just above -> next
+        (0.1, 1),
+        (0.25, 2),
+        (1.0, 5),
+        (1.0001, 6),
+        (2.0, 7),
+        (2.0001, 8),
+        (10.0, 16),
+        (60.0, 19),  # last finite bound
+        (60.0001, 20),  # +Inf
+        (1e9, 20),
+    ],
+)
+def test_window_partition_success(latency: float, partition: int) -> None:
+    assert latency_partition(latency) == partition
+    assert window_partition(SUCCESS, latency_partition(latency)) == partition
+
+
+@pytest.mark.parametrize(
+    ("outcome", "partition"),
+    [(FAILURE, 21), (RATE_LIMITED, 22), (CALLER_ERROR, 23)],  # after the 21 ok partitions
+)
+def test_window_partition_non_success(outcome: int, partition: int) -> None:
+    # latency does not matter for non-success outcomes
+    assert window_partition(outcome, latency_partition(0.01)) == partition
+    assert window_partition(outcome, latency_partition(100.0)) == partition
+
+
+@pytest.mark.parametrize(
+    ("outcome", "suffix"),
+    [(FAILURE, ":w:fail"), (RATE_LIMITED, ":w:rl"), (CALLER_ERROR, ":w:ce")],
+)
+def test_window_partition_indexes_window_keys(outcome: int, suffix: str) -> None:
+    keys = Keys("ns").window_keys("p")
+    assert keys[window_partition(outcome, latency_partition(1.0))] == "ns:{p}" + suffix
+    # 1.0 is bound index 5
+    assert keys[window_partition(SUCCESS, latency_partition(1.0))] == "ns:{p}:w:ok:5"
+
+
+# HISTOGRAM_BOUNDS: 0.1 0.5 1 2 5 10 (indices 0..5), +Inf = 6
+@pytest.mark.parametrize(
+    ("latency", "bucket"),
+    [
+        (0.0, 0),
+        (0.1, 0),  # on the bound (le)
+        (0.1001, 1),
+        (0.5, 1),
+        (0.5001, 2),
+        (1.0, 2),
+        (2.0, 3),
+        (5.0, 4),
+        (10.0, 5),  # last finite bound
+        (10.0001, 6),  # +Inf
+        (1e9, 6),
+    ],
+)
+def test_histogram_bucket_follows_from_the_latency_partition(latency: float, bucket: int) -> None:
+    assert BUCKET_OF_PARTITION[latency_partition(latency)] == bucket
