@@ -1,6 +1,6 @@
 """Health math: pure functions over window counts (no I/O, no clock).
 
-Formulas (seed + DESIGN.md):
+Formulas (the original request's, README "Semantics"):
 - error_rate = failures / (successes + failures); 0.0 with no such calls. Rate-limited calls and
   caller errors are in neither term.
 - latency_score from the window p95 of successful calls: 1.0 at or below ``target``, 0.0 at or

@@ -87,8 +87,10 @@ class ScriptCalls:
         pipeline itself ran, so an error here must not make the caller send it again."""
         for index, script, keys, args in self._calls:
             if isinstance(replies[index], redis.exceptions.NoScriptError):
+                client = script.registered_client
                 try:
-                    replies[index] = script(keys=keys, args=args)  # loads it on NOSCRIPT
+                    script.sha = client.script_load(script.script)
+                    replies[index] = client.evalsha(script.sha, len(keys), *keys, *args)
                 except (redis.RedisError, OSError) as exc:
                     replies[index] = exc
         return replies

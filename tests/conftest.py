@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from aggregator.breaker import BreakerConfig
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
+from devtools.redis_server import start_redis
 from protocol.connection import connect
 from protocol.keys import Keys
 
@@ -44,6 +46,28 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0, poll: float =
             pass
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(poll)
+
+
+def need_tool(name: str, install: str) -> None:
+    """Skip (with one line saying what to install) when ``name`` is not on PATH; under CI
+    (CI=true) fail instead: a skipped test there would count as coverage it is not."""
+    if shutil.which(name) is None:
+        message = f"{name} not found: install it ({install})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[redis.Redis]:
+    """A redis-server of the test's own, for what must not touch the shared one (its command
+    statistics, its script cache)."""
+    need_tool("redis-server", "apt-get install redis-server")
+    server = start_redis()
+    connection = redis.Redis.from_url(server.url)
+    yield connection
+    connection.close()
+    server.stop()
 
 
 @pytest.fixture(scope="session")

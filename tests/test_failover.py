@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -17,6 +16,7 @@ from client import MetricsClient
 from devtools.redis_server import free_port
 from protocol.keys import Keys
 from tests.conftest import wait_for
+from tests.scrape import scrape_url
 
 BREAKER_INTERVAL = 1.0
 PROVIDER_PREFIXES = (
@@ -25,11 +25,6 @@ PROVIDER_PREFIXES = (
     "gatewayz_circuit_breaker_",
     "gatewayz_cost",
 )
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return str(response.read().decode())
 
 
 def _provider_series(text: str) -> list[str]:
@@ -88,7 +83,7 @@ def test_leader_failover_keeps_one_consistent_breaker(
     assert metrics.flush(timeout=5)
 
     def same_snapshot() -> bool:
-        a, b = _scrape(leader_port), _scrape(follower_port)
+        a, b = scrape_url(leader_port), scrape_url(follower_port)
         cycle_a = _value(a, "gatewayz_aggregator_snapshot_cycle")
         return (
             cycle_a is not None
@@ -98,9 +93,9 @@ def test_leader_failover_keeps_one_consistent_breaker(
         )
 
     wait_for(same_snapshot)
-    text = _scrape(follower_port)
+    text = scrape_url(follower_port)
     assert 'gatewayz_aggregator_leader{instance="beta"} 0.0' in text
-    assert 'gatewayz_aggregator_leader{instance="alpha"} 1.0' in _scrape(leader_port)
+    assert 'gatewayz_aggregator_leader{instance="alpha"} 1.0' in scrape_url(leader_port)
     wait_for(lambda: int(r.hget(keys.breaker("flaky"), "epoch") or 0) >= 2)
 
     leader.send_signal(signal.SIGKILL)
@@ -113,7 +108,7 @@ def test_leader_failover_keeps_one_consistent_breaker(
     assert takeover <= 2 * BREAKER_INTERVAL + 0.5
     epoch_at_takeover = int(r.hget(keys.breaker("flaky"), "epoch") or 0)
     wait_for(lambda: int(r.hget(keys.breaker("flaky"), "epoch") or 0) >= epoch_at_takeover + 2)
-    wait_for(lambda: 'gatewayz_aggregator_leader{instance="beta"} 1.0' in _scrape(follower_port))
+    wait_for(lambda: 'gatewayz_aggregator_leader{instance="beta"} 1.0' in scrape_url(follower_port))
 
     follower.send_signal(signal.SIGTERM)  # stop transitions, then audit them
     follower.wait(timeout=10)

@@ -10,14 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator import admin
 from aggregator.app import create_app
@@ -25,7 +23,8 @@ from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, free_port, start_redis
 from protocol.keys import Keys
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_for
+from tests.scrape import Samples, samples, scrape_url
 
 
 @pytest.fixture
@@ -87,15 +86,13 @@ def test_a_slow_redis_neither_delays_scrapes_nor_overlaps_cycles(
     assert aggregator.status.cycles_ok == 4
 
 
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+def _counters(port: int) -> Samples:
+    """The counter and histogram samples an aggregator process serves, but for its own."""
     return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name.endswith(("_total", "_count", "_bucket", "_sum"))
-        and not s.name.startswith("gatewayz_aggregator_")  # the process's own counters
+        (name, labels): value
+        for (name, labels), value in samples(scrape_url(port)).items()
+        if name.endswith(("_total", "_count", "_bucket", "_sum"))
+        and not name.startswith("gatewayz_aggregator_")  # the process's own counters
     }
 
 
@@ -107,17 +104,16 @@ def _start_aggregator(redis_url: str, namespace: str, port: int) -> subprocess.P
     return subprocess.Popen(command, stderr=subprocess.DEVNULL)
 
 
-def _wait_scrape(port: int, provider: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            samples = _scrape(port)
-            if any(("provider", provider) in labels for _, labels in samples):
-                return samples
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "aggregator never served the provider"
-        time.sleep(0.1)
+def _counters_once_served(port: int, provider: str) -> Samples:
+    """``_counters`` from the first scrape that has a series of ``provider``."""
+    scraped: list[Samples] = []
+
+    def served() -> bool:
+        scraped.append(_counters(port))
+        return any(("provider", provider) in labels for _, labels in scraped[-1])
+
+    wait_for(served)
+    return scraped[-1]
 
 
 def test_an_aggregator_killed_and_restarted_loses_no_counter_or_forced_state(
@@ -131,7 +127,7 @@ def test_an_aggregator_killed_and_restarted_loses_no_counter_or_forced_state(
     port = free_port()
     first = _start_aggregator(redis_url, namespace, port)
     try:
-        before = _wait_scrape(port, "openrouter")
+        before = _counters_once_served(port, "openrouter")
         settings = admin.parse_settings(["--redis-url", redis_url, "--namespace", namespace])
         assert admin.run("open", "vendor", settings) == 0
         first.send_signal(signal.SIGKILL)
@@ -140,7 +136,7 @@ def test_an_aggregator_killed_and_restarted_loses_no_counter_or_forced_state(
         assert metrics.flush(timeout=5)
         second = _start_aggregator(redis_url, namespace, port)
         try:
-            after = _wait_scrape(port, "vendor")
+            after = _counters_once_served(port, "vendor")
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(timeout=10)

@@ -17,16 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
-from aggregator.app import create_app
 from aggregator.cycle import Aggregator
 from devtools.redis_server import free_port
 from tests.conftest import FakeClock
+from tests.scrape import Samples, samples, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def _request(url: str, body: dict[str, object] | None = None) -> tuple[int, str]:
@@ -71,25 +68,16 @@ def gateway(redis_url: str, namespace: str) -> Iterator[str]:
     process.wait(timeout=30)
 
 
-def _samples(text: str) -> Samples:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def _wait_for_totals(
     aggregator: Aggregator, clock: FakeClock, ready: Callable[[Samples], bool]
 ) -> Samples:
-    http = TestClient(create_app(aggregator))
     deadline = time.monotonic() + 20
     while True:
         clock.now = time.time()  # the workers stamp events with the real clock
         aggregator.run_cycle()
-        samples = _samples(http.get("/metrics").text)
-        if ready(samples) or time.monotonic() > deadline:
-            return samples  # the caller's assertion shows what is missing
+        scraped = samples(scrape(aggregator))
+        if ready(scraped) or time.monotonic() > deadline:
+            return scraped  # the caller's assertion shows what is missing
         time.sleep(0.1)
 
 
@@ -152,8 +140,8 @@ def test_aggregated_metrics_are_exact_across_gunicorn_workers(
 
     want = {key(name, labels): value for name, labels, value in expected}
 
-    def arrived(samples: Samples) -> bool:
-        return all(samples.get(k) == v for k, v in want.items())
+    def arrived(scraped: Samples) -> bool:
+        return all(scraped.get(k) == v for k, v in want.items())
 
     s = _wait_for_totals(make_aggregator(), clock, arrived)
     assert {k: s.get(k) for k in want} == want
@@ -171,7 +159,7 @@ def test_aggregated_metrics_are_exact_across_gunicorn_workers(
         assert time.monotonic() < deadline, "every scrape hit the same worker"
         with urllib.request.urlopen(f"{gateway}/worker-metrics", timeout=5) as response:
             text, pid = response.read().decode(), response.headers["x-worker-pid"]
-        seen[pid] = _samples(text)[("worker_chat_requests_total", ())]
+        seen[pid] = samples(text)[("worker_chat_requests_total", ())]
     assert all(value < 150 for value in seen.values())
     assert sum(seen.values()) <= 150
     assert len(set(seen.values())) >= 2 or sum(seen.values()) < 150

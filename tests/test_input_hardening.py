@@ -21,11 +21,6 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as parse_openmetrics,
-)
-from prometheus_client.parser import text_string_to_metric_families as parse_text
-from prometheus_client.samples import Sample
 
 from aggregator.app import create_app
 from aggregator.collector import RESERVED_NAMES
@@ -33,6 +28,7 @@ from aggregator.cycle import Aggregator
 from client import ClientSettings, GatewayMetrics, MetricsClient
 from protocol.keys import Keys
 from tests.conftest import FakeClock
+from tests.scrape import families, scrape
 
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]
@@ -41,18 +37,6 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 def _keys(r: redis.Redis, pattern: str) -> list[str]:
     return sorted(k.decode("utf-8", "backslashreplace") for k in r.scan_iter(pattern, count=1000))
-
-
-def _families(text: str, openmetrics: bool = False) -> dict[str, list[Sample]]:
-    parse = parse_openmetrics if openmetrics else parse_text
-    return {family.name: list(family.samples) for family in parse(text)}
-
-
-def _scrape(aggregator: Aggregator, accept: str | None = None) -> str:
-    headers = {"accept": accept} if accept else {}
-    response = TestClient(create_app(aggregator)).get("/metrics", headers=headers)
-    assert response.status_code == 200
-    return response.text
 
 
 # -- keys cannot be steered --------------------------------------------------------------------
@@ -132,8 +116,8 @@ def test_names_that_could_steer_keys_are_rejected_and_write_nothing(
     assert snapshot is not None
     assert [p.provider for p in snapshot.providers] == ["openrouter"]
     assert snapshot.client_rejected == {"invalid_provider": 2 * len(weird)}
-    families = _families(_scrape(aggregator))
-    assert {s.labels["provider"] for s in families["provider_availability"]} == {"openrouter"}
+    exposed = families(scrape(aggregator))
+    assert {s.labels["provider"] for s in exposed["provider_availability"]} == {"openrouter"}
 
     ns = re.escape(keys.namespace)
     allowed = re.compile(
@@ -219,9 +203,9 @@ def test_a_flood_of_provider_names_is_capped_in_redis_and_metrics(
     snapshot = aggregator.run_cycle()
     assert snapshot is not None
     assert len(snapshot.providers) == cap
-    families = _families(_scrape(aggregator))
-    assert len(families["provider_availability"]) == cap
-    assert len(families["gatewayz_circuit_breaker_state"]) == 3 * cap
+    exposed = families(scrape(aggregator))
+    assert len(exposed["provider_availability"]) == cap
+    assert len(exposed["gatewayz_circuit_breaker_state"]) == 3 * cap
     assert snapshot.client_rejected == {"too_many_providers": FLOOD - cap}
 
 
@@ -268,10 +252,10 @@ def test_backend_label_values_are_capped_per_metric(
     assert len({f.split(":", 1)[1] for f in data if not f.startswith("!")}) == cap
     aggregator = make_aggregator()
     aggregator.run_cycle()
-    families = _families(_scrape(aggregator))
-    assert len(families["flood_requests"]) == cap
-    assert len([s for s in families["flood_size"] if s.name == "flood_size_count"]) == cap
-    dropped = {s.labels["metric"]: s.value for s in families["gatewayz_metrics_series_dropped"]}
+    exposed = families(scrape(aggregator))
+    assert len(exposed["flood_requests"]) == cap
+    assert len([s for s in exposed["flood_size"] if s.name == "flood_size_count"]) == cap
+    dropped = {s.labels["metric"]: s.value for s in exposed["gatewayz_metrics_series_dropped"]}
     assert dropped["flood_requests"] == FLOOD + 2000 - cap
     assert dropped["flood_size"] == FLOOD - cap
 
@@ -296,8 +280,8 @@ def test_gauge_series_are_capped_cluster_wide(
         assert metrics.flush(timeout=5.0)
     aggregator = make_aggregator()
     aggregator.run_cycle()
-    families = _families(_scrape(aggregator))
-    assert len(families["flood_inflight"]) <= cap  # observed: 150
+    exposed = families(scrape(aggregator))
+    assert len(exposed["flood_inflight"]) <= cap  # observed: 150
 
 
 # -- values record() accepts but Redis cannot hold ---------------------------------------------
@@ -385,7 +369,7 @@ def _aggregator_families(
     assert metrics.flush(timeout=5.0)
     aggregator = make_aggregator()
     aggregator.run_cycle()
-    return set(_families(_scrape(aggregator, OPENMETRICS), openmetrics=True))
+    return set(families(scrape(aggregator, OPENMETRICS), openmetrics=True))
 
 
 @pytest.mark.parametrize("name", sorted(RESERVED_NAMES))
@@ -397,9 +381,9 @@ def test_a_worker_gauge_named_like_a_reserved_family_is_not_served(
     assert metrics.flush(timeout=5.0)
     aggregator = make_aggregator()
     aggregator.run_cycle()
-    text = _scrape(aggregator, OPENMETRICS)
+    text = scrape(aggregator, OPENMETRICS)
     assert "impostor" not in text
-    list(parse_openmetrics(text))
+    families(text, openmetrics=True)
 
 
 def test_no_worker_metric_can_impersonate_an_aggregator_family(
@@ -415,11 +399,11 @@ def test_no_worker_metric_can_impersonate_an_aggregator_family(
     assert metrics.flush(timeout=5.0)
     aggregator = make_aggregator()
     aggregator.run_cycle()
-    text = _scrape(aggregator)
+    text = scrape(aggregator)
     types = Counter(line.split()[2] for line in text.splitlines() if line.startswith("# TYPE "))
     duplicated = sorted(name for name, count in types.items() if count > 1)
     assert duplicated == [], f"{len(duplicated)} names typed twice: {duplicated}"
-    list(parse_openmetrics(_scrape(aggregator, OPENMETRICS)))
+    families(scrape(aggregator, OPENMETRICS), openmetrics=True)
 
 
 def test_worker_metrics_whose_samples_collide_are_refused_or_served_parseable(
@@ -434,7 +418,7 @@ def test_worker_metrics_whose_samples_collide_are_refused_or_served_parseable(
     assert metrics.flush(timeout=5.0)
     aggregator = make_aggregator()
     aggregator.run_cycle()
-    list(parse_openmetrics(_scrape(aggregator, OPENMETRICS)))
+    families(scrape(aggregator, OPENMETRICS), openmetrics=True)
 
 
 # -- the HTTP API ------------------------------------------------------------------------------

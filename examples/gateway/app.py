@@ -57,7 +57,7 @@ async def chat(request: ChatRequest, response: Response) -> dict[str, object]:
     upstream = upstreams.get(request.provider)
     if upstream is None:
         raise HTTPException(404, f"unknown provider {request.provider!r}")
-    if not metrics.allow(request.provider):
+    if not await metrics.allow_async(request.provider):  # never blocks the event loop
         raise HTTPException(503, f"circuit open for {request.provider}")
     text = []
     try:

@@ -7,24 +7,16 @@ from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.app import create_app
 from aggregator.cycle import Aggregator
 from aggregator.rendering import RenderedMetrics, accepts_gzip
 from client import MetricsClient
 from tests.conftest import FakeClock
+from tests.scrape import samples
 
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_metrics_export_the_seed_contract_from_one_snapshot(
@@ -43,7 +35,7 @@ def test_metrics_export_the_seed_contract_from_one_snapshot(
     response = http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    s = _samples(response.text)
+    s = samples(response.text)
     p = (("provider", "openrouter"),)
     assert s[("provider_availability", p)] == 1.0
     assert s[("provider_error_rate", p)] == 0.25

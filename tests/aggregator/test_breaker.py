@@ -1,16 +1,26 @@
-"""Pure unit tests for the breaker state machine (aggregator/breaker.py): injected times only."""
+"""Pure unit tests for the breaker state machine (aggregator/breaker.py): injected times only.
+Worked transitions first, then property tests (hypothesis) with arbitrary states, counts, clocks
+and configurations, and of the guard on the share of open breakers (limit_open_share)."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aggregator.breaker import (
     BreakerCalls,
     BreakerConfig,
     evaluate,
+    limit_open_share,
     open_duration,
 )
-from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
+from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATES, BreakerState
+from protocol.names import PROVIDER_NAME_RE
+from tests.strategies import BREAKER_STATES, CLOCKS, property_settings
 
 CONFIG = BreakerConfig()  # min_calls 20, rate 0.5, open 30 s (cap 300), 5 trials, 60 s timeout
 T0 = 1_000.0
@@ -239,3 +249,119 @@ def test_counting_start_is_the_breaker_window_when_closed_and_the_transition_oth
     assert counting_start(BreakerState(CLOSED, since=995.0), 1_000.0, config) == 995.0
     assert counting_start(BreakerState(HALF_OPEN, since=900.0), 1_000.0, config) == 900.0
     assert counting_start(BreakerState(OPEN, since=800.0), 1_000.0, config) == 800.0
+
+
+# -- properties --------------------------------------------------------------------------------
+
+BREAKER_CALLS = st.builds(BreakerCalls, st.integers(0, 10**9), st.integers(0, 10**9))
+
+
+@st.composite
+def breaker_configs(draw: st.DrawFn) -> BreakerConfig:
+    """Any configuration AggregatorSettings would accept."""
+    open_seconds = draw(st.floats(1e-3, 1e6))
+    return BreakerConfig(
+        min_calls=draw(st.integers(1, 1000)),
+        failure_rate=draw(st.floats(1e-6, 1.0)),
+        open_seconds=open_seconds,
+        max_open_seconds=open_seconds + draw(st.floats(0.0, 1e7)),
+        half_open_calls=draw(st.integers(1, 100)),
+        half_open_timeout_seconds=draw(st.floats(1e-3, 1e6)),
+        rate_limited_is_failure=draw(st.booleans()),
+        max_open_share=draw(st.floats(0.0, 1.0)),
+        window_seconds=draw(st.floats(1e-3, 1e6)),
+    )
+
+
+@property_settings(1000)
+@given(state=BREAKER_STATES, calls=BREAKER_CALLS, now=CLOCKS, config=breaker_configs())
+def test_breaker_transitions_are_single_epoch_steps(
+    state: BreakerState, calls: BreakerCalls, now: float, config: BreakerConfig
+) -> None:
+    transition = evaluate(state, calls, now, config)
+    if state.forced:
+        assert transition is None
+        return
+    if transition is None:
+        return
+    assert transition.old == state
+    assert transition.new.epoch == state.epoch + 1
+    assert transition.new.open_until >= state.open_until
+    assert transition.new.state in STATES and transition.new.state != state.state
+    assert not transition.new.forced
+    assert (state.state, transition.new.state) in {
+        (CLOSED, OPEN),
+        (OPEN, HALF_OPEN),
+        (HALF_OPEN, CLOSED),
+        (HALF_OPEN, OPEN),
+    }
+    if transition.new.state == OPEN:
+        assert transition.new.consecutive_opens == state.consecutive_opens + 1
+        assert transition.new.open_until >= now + open_duration(
+            transition.new.consecutive_opens, config
+        ) or math.isinf(transition.new.open_until)
+    if transition.new.state == CLOSED:
+        assert transition.new.consecutive_opens == 0
+
+
+@property_settings(300)
+@given(
+    start=BREAKER_STATES.map(lambda s: replace(s, forced=False)),
+    steps=st.lists(st.tuples(BREAKER_CALLS, st.floats(-1e3, 1e6)), min_size=1, max_size=30),
+    now=CLOCKS,
+    config=breaker_configs(),
+)
+def test_breaker_runs_keep_epochs_and_deadlines_monotone(
+    start: BreakerState,
+    steps: list[tuple[BreakerCalls, float]],
+    now: float,
+    config: BreakerConfig,
+) -> None:
+    """Applying evaluate() step after step, with a clock that may also jump backwards."""
+    state = start
+    for calls, dt in steps:
+        now += dt
+        transition = evaluate(state, calls, now, config)
+        if transition is None:
+            continue
+        assert transition.new.epoch == state.epoch + 1
+        assert transition.new.open_until >= state.open_until
+        state = transition.new
+    assert state.epoch >= start.epoch
+    assert state.open_until >= start.open_until
+
+
+@property_settings(300)
+@given(state=BREAKER_STATES.map(lambda s: replace(s, forced=True)), data=st.data())
+def test_forced_breakers_never_transition(state: BreakerState, data: st.DataObject) -> None:
+    config = data.draw(breaker_configs())
+    for _ in range(5):
+        calls, now = data.draw(BREAKER_CALLS), data.draw(CLOCKS)
+        assert evaluate(state, calls, now, config) is None
+
+
+@property_settings(300)
+@given(
+    current=st.dictionaries(
+        st.from_regex(PROVIDER_NAME_RE, fullmatch=True), BREAKER_STATES, max_size=12
+    ),
+    data=st.data(),
+)
+def test_open_share_guard_only_ever_suppresses_openings(
+    current: dict[str, BreakerState], data: st.DataObject
+) -> None:
+    config = data.draw(breaker_configs())
+    planned = []
+    for name, state in sorted(current.items()):
+        transition = evaluate(state, data.draw(BREAKER_CALLS), data.draw(CLOCKS), config)
+        if transition is not None:
+            planned.append((name, transition))
+    kept, suppressed = limit_open_share(planned, current, config.max_open_share)
+    assert sorted(kept + suppressed, key=lambda item: item[0]) == planned
+    assert all(t.old.state == CLOSED and t.new.state == OPEN for _, t in suppressed)
+    limit = math.floor(config.max_open_share * len(current) + 1e-9)
+    not_admitting = sum(1 for s in current.values() if s.state != CLOSED)
+    after = not_admitting + sum((t.new.state != CLOSED) - (t.old.state != CLOSED) for _, t in kept)
+    assert after <= max(limit, not_admitting)
+    if config.max_open_share == 1.0:
+        assert suppressed == []

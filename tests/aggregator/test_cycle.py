@@ -1,21 +1,21 @@
 """Aggregation cycles on a real Redis: exact counts from several processes, the histogram,
-window expiry, formulas end to end, breaker transitions with an injected clock."""
+window expiry, formulas end to end, breaker transitions with an injected clock, and replicas:
+which snapshot is newest, and a deposed leader publishes nothing."""
 
 from __future__ import annotations
 
 import multiprocessing
 import time
-from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from aggregator.breaker import BreakerConfig
 from aggregator.cycle import Aggregator
+from aggregator.settings import AggregatorSettings
 from aggregator.snapshot import ProviderHealth, Snapshot
-from aggregator.writer import PlannedWrite, StateWriter
 from client import MetricsClient
-from protocol.breaker_state import BreakerState
 from protocol.keys import Keys
 from tests.conftest import FakeClock
 
@@ -212,23 +212,99 @@ def test_breaker_opens_recovers_and_does_not_reopen_on_old_failures(
         assert health.availability == 1.0
 
 
-def test_a_stale_epoch_or_a_deposed_leader_cannot_overwrite_a_newer_state(
-    r: redis.Redis, keys: Keys
+class Interposed(redis.Redis):
+    """A connection that runs ``before_next_pipeline`` once, right before the next pipeline it
+    sends: a way to let another replica act in the middle of a cycle."""
+
+    before_next_pipeline: Callable[[], None] | None = None
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        hook, self.before_next_pipeline = self.before_next_pipeline, None
+        if hook is not None:
+            execute = pipe.execute
+
+            def hooked(*args: Any, **kwargs: Any) -> Any:
+                hook()
+                return execute(*args, **kwargs)
+
+            pipe.execute = hooked  # type: ignore[method-assign]
+        return pipe
+
+
+def test_a_leader_deposed_during_its_cycle_publishes_nothing(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    redis_url: str,
+    namespace: str,
+    clock: FakeClock,
+    r: redis.Redis,
+    keys: Keys,
 ) -> None:
-    writer = StateWriter(r, keys, retention_seconds=3600)
-    opened = BreakerState("open", 10.0, 1, 40.0, 1)
-    assert writer.commit(
-        [PlannedWrite("p", 0, opened, "closed>open")], Counter(), fence=3
-    ).results == [1]
-    stale = BreakerState("closed", 11.0, 1, 0.0, 0)
-    assert writer.commit(
-        [PlannedWrite("p", 0, stale, "open>closed")], Counter(), fence=3
-    ).results == [0]
-    # right epoch, but a fencing token older than the one that wrote the state: refused
-    half = BreakerState("half_open", 12.0, 2, 40.0, 1)
-    assert writer.commit(
-        [PlannedWrite("p", 1, half, "open>half_open")], Counter(), fence=2
-    ).results == [-1]
-    assert r.hget(keys.breaker("p"), "state") == b"open"
-    assert r.hget(keys.breaker("p"), "epoch") == b"1"
-    assert r.hgetall(keys.transitions("p")) == {b"closed>open": b"1"}
+    metrics = make_client(clock=clock)
+    metrics.record("openrouter", 0.2, status_code=200)
+    assert metrics.flush(timeout=5)
+    connection = Interposed.from_url(redis_url)
+    first = Aggregator(
+        AggregatorSettings(redis_url=redis_url, namespace=namespace, instance="first"),
+        connection,
+        clock=clock,
+    )
+    second = make_aggregator(instance="second")
+    published = first.run_cycle()
+    assert published is not None and first.is_leader
+    assert Snapshot.from_json(r.get(keys.snapshot).decode()) == published
+
+    def take_over() -> None:  # the lease expired during a pause; another replica took it
+        r.delete(keys.leader_lease)
+        assert second.tick_lease()
+
+    connection.before_next_pipeline = take_over
+    clock.advance(30)
+    metrics.record("openrouter", 0.3, status_code=200)
+    assert metrics.flush(timeout=5)
+    assert first.run_cycle() == published  # it learns it was deposed and follows
+    assert not first.is_leader
+    assert Snapshot.from_json(r.get(keys.snapshot).decode()) == published  # untouched
+    newer = second.run_cycle()
+    assert newer is not None and newer.cycle == published.cycle + 1
+    assert first.run_cycle() == newer
+    connection.close()
+
+
+def test_snapshots_are_numbered_by_all_replicas_together(
+    make_aggregator: MakeAggregator, clock: FakeClock, r: redis.Redis, keys: Keys
+) -> None:
+    leader, follower = make_aggregator(instance="a"), make_aggregator(instance="b")
+    for _ in range(5):
+        clock.advance(30)
+        leader.run_cycle()
+    assert follower.run_cycle() == leader.snapshot
+    assert follower.snapshot is not None and follower.snapshot.cycle == 5
+    leader.release_lease()  # a clean shutdown
+    newcomer = make_aggregator(instance="c")  # a replica with no snapshot of its own
+    clock.advance(30)
+    taken_over = newcomer.run_cycle()
+    assert taken_over is not None and taken_over.cycle == 6
+    follower.run_cycle()
+    assert follower.snapshot == taken_over  # served at once, not after 5 more cycles
+
+    for key in r.scan_iter(keys.pattern()):  # Redis emptied: no counter, no lease
+        r.delete(key)
+    clock.advance(30)
+    after = newcomer.run_cycle()
+    assert after is not None and after.cycle == 7  # never below what the leader knew
+    newcomer.release_lease()
+    stranger = make_aggregator(instance="d")
+    clock.advance(30)
+    fresh = stranger.run_cycle()
+    assert fresh is not None and fresh.cycle == 8  # the counter survived in Redis
+    for key in r.scan_iter(keys.pattern()):
+        r.delete(key)
+    stranger.release_lease()
+    restarted = make_aggregator(instance="e")  # nothing in Redis, nothing of its own
+    clock.advance(30)
+    first_again = restarted.run_cycle()
+    assert first_again is not None and first_again.cycle == 1
+    follower.run_cycle()
+    assert follower.snapshot == first_again  # a different number is a newer snapshot

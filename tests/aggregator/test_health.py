@@ -1,10 +1,15 @@
-"""Pure unit tests for the health math (aggregator/health.py): no Redis, no clock."""
+"""Pure unit tests for the health math (aggregator/health.py): no Redis, no clock. Worked
+examples first, then property tests (hypothesis) with arbitrary counts and values, including the
+figures provider_health (aggregator/snapshot.py) derives from them."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from aggregator.health import (
     WindowCounts,
@@ -13,7 +18,10 @@ from aggregator.health import (
     health_score,
     latency_score,
 )
+from aggregator.snapshot import provider_health
+from protocol.breaker_state import CLOSED, STATES, BreakerState
 from protocol.partitions import WINDOW_BOUNDS
+from tests.strategies import COUNTS, WINDOW_COUNTS, increasing_bounds, property_settings
 
 # Small bounds for hand-computed quantiles: buckets (0,1], (1,2], (2,4], (4,+Inf).
 BOUNDS = (1.0, 2.0, 4.0)
@@ -160,3 +168,101 @@ def test_window_counts_is_frozen() -> None:
     counts = WindowCounts.empty()
     with pytest.raises(AttributeError):
         counts.failures = 1  # type: ignore[misc]
+
+
+# -- properties --------------------------------------------------------------------------------
+
+SPARSE_PARTITIONS = st.lists(
+    st.one_of(st.just(0), st.just(0), st.integers(0, 5), COUNTS),
+    min_size=len(WINDOW_BOUNDS) + 1,
+    max_size=len(WINDOW_BOUNDS) + 1,
+)
+
+
+@property_settings(400)
+@given(window=WINDOW_COUNTS)
+def test_error_rate_is_a_share(window: WindowCounts) -> None:
+    rate = error_rate(window.successes, window.failures)
+    assert 0.0 <= rate <= 1.0
+    if window.failures == 0:
+        assert rate == 0.0
+    if window.successes == 0 and window.failures:
+        assert rate == 1.0
+
+
+@property_settings(400)
+@given(
+    p95=st.one_of(st.none(), st.floats(0.0, allow_infinity=True, allow_nan=False)),
+    target=st.floats(1e-6, 1e6),
+    span=st.floats(1e-6, 1e6),
+)
+def test_latency_score_is_in_unit_interval_and_monotone(
+    p95: float | None, target: float, span: float
+) -> None:
+    ceiling = target + span
+    assume(ceiling > target)
+    score = latency_score(p95, target, ceiling)
+    assert 0.0 <= score <= 1.0
+    if p95 is not None:
+        worse = latency_score(p95 * 2 + 1e-9, target, ceiling)
+        assert worse <= score
+
+
+@property_settings(400)
+@given(
+    availability=st.floats(allow_nan=True, allow_infinity=True),
+    err=st.floats(allow_nan=True, allow_infinity=True),
+    lat=st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_health_score_is_always_in_unit_interval(
+    availability: float, err: float, lat: float
+) -> None:
+    assert 0.0 <= health_score(availability, err, lat) <= 1.0
+
+
+@property_settings(300)
+@given(window=WINDOW_COUNTS, state=st.sampled_from(STATES))
+def test_provider_health_figures_are_in_range(window: WindowCounts, state: str) -> None:
+    health = provider_health(
+        "p", window, BreakerState(state=state), {}, {}, latency_target_s=2.0, latency_ceiling_s=10.0
+    )
+    assert health.availability == (1.0 if state == CLOSED else 0.0)
+    for value in (health.error_rate, health.latency_score, health.health_score):
+        assert 0.0 <= value <= 1.0
+    assert health.window_requests == window.total
+
+
+@property_settings(800)
+@given(
+    counts_and_bounds=st.one_of(
+        SPARSE_PARTITIONS.map(lambda counts: (counts, WINDOW_BOUNDS)),
+        increasing_bounds().flatmap(
+            lambda bounds: st.tuples(
+                st.lists(COUNTS, min_size=len(bounds) + 1, max_size=len(bounds) + 1),
+                st.just(bounds),
+            )
+        ),
+    ),
+    qs=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=6),
+)
+def test_bucket_quantile_is_monotone_and_bounded(
+    counts_and_bounds: tuple[list[int], tuple[float, ...]], qs: list[float]
+) -> None:
+    counts, bounds = counts_and_bounds
+    values = [bucket_quantile(q, counts, bounds) for q in sorted(qs)]
+    if sum(counts) == 0:
+        assert values == [None] * len(qs)
+        return
+    numbers = [v for v in values if v is not None]
+    assert len(numbers) == len(values)
+    for value in numbers:
+        assert 0.0 <= value <= bounds[-1]
+    for lower, higher in itertools.pairwise(numbers):
+        assert lower <= higher, (counts, bounds, sorted(qs), numbers)
+
+
+@property_settings(200)
+@given(q=st.one_of(st.floats(max_value=-1e-12), st.floats(min_value=1.000001), st.just(math.nan)))
+def test_bucket_quantile_refuses_quantiles_outside_unit_interval(q: float) -> None:
+    with pytest.raises(ValueError):
+        bucket_quantile(q, [1] * (len(WINDOW_BOUNDS) + 1), WINDOW_BOUNDS)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -123,3 +126,69 @@ def test_fails_open_without_redis_and_keeps_the_last_known_state(namespace: str)
         metrics.close(timeout=0.1)
     finally:
         server.stop()
+
+
+class SilentRedis:
+    """A TCP listener that accepts connections and never answers: a Redis that hangs."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self._held.append(connection)
+
+    def close(self) -> None:
+        self._socket.close()
+        for connection in self._held:
+            connection.close()
+
+
+def test_allow_async_never_makes_the_event_loop_wait_for_redis(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    hanging = SilentRedis()
+    metrics = MetricsClient(redis_url=f"redis://127.0.0.1:{hanging.port}/0", namespace="silent")
+
+    async def allow_while_ticking(provider: str) -> tuple[bool, int]:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        started = ticks
+        allowed = await metrics.allow_async(provider)
+        during = ticks - started
+        done.set()
+        await task
+        return allowed, during
+
+    try:
+        # Learning the state waits for Redis (up to allow_timeout_seconds): in another thread,
+        # while the loop goes on; the answer fails open.
+        allowed, ticks = asyncio.run(allow_while_ticking("openrouter"))
+        assert allowed is True
+        assert ticks > 0, "the event loop did not run while allow_async() waited"
+    finally:
+        metrics.close(timeout=0.1)
+        hanging.close()
+
+    live = make_client()
+    set_state(r, keys, "down", "open")
+    assert asyncio.run(live.allow_async("down")) is False
+    assert asyncio.run(live.allow_async("up")) is True
+    assert live.flush(timeout=5)
+    assert r.hget(keys.totals("down"), "breaker_rejected") == b"1"

@@ -11,35 +11,24 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator.cycle import Aggregator
 from client import MetricsClient
 from protocol.keys import Keys
 from tests.conftest import FakeClock
+from tests.scrape import Samples, samples, scrape
 
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 PROCESSES = 4
 FLOAT_INCS = 25_000  # per process: 4 * 25,000 = 100,000 increments of 0.1 in total
 
 
-def _scrape(aggregator: Aggregator) -> Samples:
+def _cycle_samples(aggregator: Aggregator) -> Samples:
     """One aggregation cycle, then /metrics parsed into {(sample name, labels): value}."""
-    # Imported here: the spawned workers import this module and need no web framework.
-    from fastapi.testclient import TestClient
-
-    from aggregator.app import create_app
-
     aggregator.run_cycle()
-    text = TestClient(create_app(aggregator)).get("/metrics").text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return samples(scrape(aggregator))
 
 
 def _dropped(metric: str) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -79,7 +68,7 @@ def test_counters_from_several_processes_sum_exactly(
         assert worker.exitcode == 0
 
     clock.now = time.time()  # the workers stamped their gauges with the real clock
-    s = _scrape(make_aggregator())
+    s = _cycle_samples(make_aggregator())
     assert s[("jobs_total", (("kind", "a"),))] == 40  # 4 processes * 10
     assert s[("jobs_total", (("kind", "b"),))] == 10  # 1 + 2 + 3 + 4
     # 100,000 * 0.1, kept as integer nano-units: exactly 10000
@@ -103,7 +92,7 @@ def test_histogram_buckets_are_cumulative_with_an_exact_sum(
     latency.labels(route="/b").observe(0.25)
     assert metrics.flush(timeout=5)
 
-    s = _scrape(make_aggregator())
+    s = _cycle_samples(make_aggregator())
     a = (("route", "/a"),)
     # /a: le 0.25 {0.1, 0.2} = 2; le 1 adds {0.3, 1.0} = 4; le 2.5 adds {2.5} = 5; +Inf adds 4.0
     for le, count in (("0.25", 2), ("1.0", 4), ("2.5", 5), ("+Inf", 6)):
@@ -127,7 +116,7 @@ def test_counter_total_suffix_is_optional_and_always_exported(
     metrics.counter("errors", "Errors").inc()
     assert metrics.flush(timeout=5)
 
-    s = _scrape(make_aggregator())
+    s = _cycle_samples(make_aggregator())
     assert s[("requests_total", ())] == 2
     assert s[("errors_total", ())] == 1
     assert ("requests_total_total", ()) not in s
@@ -150,7 +139,7 @@ def test_gauges_combine_across_writers(
         gauge.dec(0.5)
         assert metrics.flush(timeout=5)
 
-    s = _scrape(make_aggregator())
+    s = _cycle_samples(make_aggregator())
     p = (("pool", "p"),)
     assert s[("g_sum", p)] == 4.5  # 5 + 1.5 - 2
     assert s[("g_max", p)] == 5.0
@@ -169,11 +158,11 @@ def test_a_dead_writers_gauge_disappears_after_its_ttl(
     assert alive.flush(timeout=5)
     assert dying.flush(timeout=5)
     aggregator = make_aggregator()
-    assert _scrape(aggregator)[("workers_busy", ())] == 5  # 2 + 3
+    assert _cycle_samples(aggregator)[("workers_busy", ())] == 5  # 2 + 3
 
     assert dying.close(timeout=5)
     deadline = time.monotonic() + 10
-    while (value := _scrape(aggregator)[("workers_busy", ())]) != 2:
+    while (value := _cycle_samples(aggregator)[("workers_busy", ())]) != 2:
         assert value == 5, "only the dead writer's value may disappear"
         assert time.monotonic() < deadline, "the dead writer's gauge never expired"
         time.sleep(0.1)
@@ -193,7 +182,7 @@ def test_series_cap_in_one_process_drops_and_counts(
     hits.labels("a").inc(4)  # an admitted series keeps working: 1 + 4
     assert metrics.flush(timeout=5)
 
-    s = _scrape(make_aggregator())
+    s = _cycle_samples(make_aggregator())
     assert s[("hits_total", (("user", "a"),))] == 5
     assert s[("hits_total", (("user", "b"),))] == 1
     assert s[("hits_total", (("user", "c"),))] == 1
@@ -220,7 +209,7 @@ def test_series_cap_holds_across_clients_in_redis(
     assert second.flush(timeout=5)
 
     assert r.scard(keys.metric_series("hits")) == 3
-    s = _scrape(make_aggregator())
+    s = _cycle_samples(make_aggregator())
     exported = {labels for name, labels in s if name == "hits_total"}
     assert exported == {(("user", u),) for u in ("a", "b", "c")}
     assert s[("hits_total", (("user", "a"),))] == 3
@@ -282,7 +271,7 @@ def test_invalid_values_never_raise_and_are_counted(
     level.inc(math.nan)
     assert metrics.flush(timeout=5)
 
-    s = _scrape(make_aggregator())
+    s = _cycle_samples(make_aggregator())
     assert s[_rejected("jobs")] == 2  # -1, nan
     assert s[_rejected("lat")] == 3  # nan, -0.5, inf
     assert s[_rejected("level")] == 2  # set inf, inc nan
@@ -299,7 +288,7 @@ def test_a_value_redis_cannot_store_does_not_block_other_metrics(
     metrics.counter("huge", "Huge").inc(10**19)  # > 2**63 - 1: no Redis integer holds it
     metrics.counter("small", "Small").inc()
     assert metrics.flush(timeout=1)
-    scraped = _scrape(make_aggregator())
+    scraped = _cycle_samples(make_aggregator())
     assert scraped[("small_total", ())] == 1
     assert scraped[("gatewayz_metrics_values_rejected_total", (("metric", "huge"),))] == 1
 
@@ -351,4 +340,5 @@ def test_forked_child_does_not_resend_parent_increments(
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert metrics.flush(timeout=5)
-    assert _scrape(make_aggregator())[("forked_total", ())] == 7  # parent 5 + child 2, not 12
+    s = _cycle_samples(make_aggregator())
+    assert s[("forked_total", ())] == 7  # parent 5 + child 2, not 12

@@ -1,17 +1,37 @@
-"""MetricsClient against a real Redis: what lands in which key, rejections, track(), fork."""
+"""MetricsClient against a real Redis: what lands in which key, rejections, track(), fork; then
+property tests (hypothesis) of record() with anything: it never raises or blocks and counts
+every call once, and what it accepts reaches Redis exactly."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import string
+import time
+from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from client import MetricsClient
+from client._outcome import classify_status
+from protocol.fields import (
+    COST_FIELD,
+    COUNT_FIELDS,
+    HISTOGRAM_FIELDS,
+    LATENCY_SUM_FIELD,
+    TOKENS_FIELD,
+)
 from protocol.keys import Keys
+from protocol.names import PROVIDER_NAME_RE
+from protocol.partitions import OUTCOMES, WINDOW_BOUNDS
 from tests.conftest import FakeClock
+from tests.strategies import DOCUMENTED_CAUSES, property_settings
 
 MakeClient = Callable[..., MetricsClient]
 
@@ -217,3 +237,232 @@ def test_forked_child_does_not_resend_parent_events(
     totals = _hash(r, keys.totals("openrouter"))
     assert totals["n:success"] == 15
     assert totals["lat_us"] == 10 * 100_000 + 5 * 200_000
+
+
+# -- properties of record(): strategies --------------------------------------------------------
+
+# The README's rule, restated independently of client.keys: 1-64 ASCII letters, digits, '.',
+# '_' or '-', starting with a letter or a digit.
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
+
+
+def readme_valid_provider(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and 1 <= len(name) <= 64
+        and name[0] in string.ascii_letters + string.digits
+        and all(c in _NAME_CHARS for c in name)
+    )
+
+
+WEIRD_NAMES = (
+    "",
+    " ",
+    "}",
+    "{",
+    ":",
+    "*",
+    "?",
+    "[",
+    "]",
+    "a}",
+    "{a",
+    "a:b",
+    "a*",
+    "a?b",
+    "a[b]",
+    "a\nb",
+    "a\n",
+    "a b",
+    "a\tb",
+    "a\r",
+    "é",
+    "ünïcödé",
+    "提供者",
+    "..",
+    "a/../b",
+    "-a",
+    ".a",
+    "_a",
+    "openrouter}:w:fail",
+    "openrouter}:totals",
+    "openrouter}",
+    "{openrouter}",
+    "a" * 65,
+    "a" * 100_000,
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "a\udfff",
+    "\uff41\uff42\uff43",  # fullwidth "abc": isalnum() but not ASCII
+    "١٢٣",  # Arabic-Indic digits
+)
+
+ANYTHING = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=8),
+    st.binary(max_size=8),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.decimals(),
+    st.fractions(),
+    st.complex_numbers(),
+    st.just(object()),
+)
+PROVIDERS = st.one_of(
+    st.sampled_from(WEIRD_NAMES),
+    st.from_regex(PROVIDER_NAME_RE, fullmatch=True),
+    st.text(max_size=80),
+    st.text(st.characters(codec=None, categories=["Cs", "Lu", "Nd", "Po"]), max_size=10),
+    st.builds(lambda c, n: c * n, st.characters(), st.integers(60, 70)),
+    ANYTHING,
+)
+LATENCIES = st.one_of(
+    st.floats(),
+    st.integers(),
+    st.sampled_from([math.nan, -math.inf, math.inf, -0.0, -1e-300, 1e308, 10**400]),
+    st.text(max_size=5),
+    ANYTHING,
+)
+STATUS_CODES = st.one_of(st.none(), st.integers(), st.integers(90, 610), ANYTHING)
+OUTCOME_VALUES = st.one_of(
+    st.none(), st.sampled_from([*OUTCOMES, "SUCCESS", "", "fail", "success "]), ANYTHING
+)
+TOKENS = st.one_of(st.integers(), st.just(0), ANYTHING)
+COSTS = st.one_of(st.floats(), st.integers(), st.decimals(), ANYTHING)
+
+RECORD_CALLS = st.lists(
+    st.tuples(
+        PROVIDERS,
+        LATENCIES,
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "status_code": STATUS_CODES,
+                "outcome": OUTCOME_VALUES,
+                "tokens": TOKENS,
+                "cost_usd": COSTS,
+            },
+        ),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _record_time_rejections(stats: dict[str, Any]) -> int:
+    rejected: dict[str, int] = stats["rejected"]
+    return sum(n for cause, n in rejected.items() if cause != "too_many_providers")
+
+
+# -- record(): never raises, never blocks, every call is counted once --------------------------
+
+
+def test_record_never_raises_never_blocks_and_counts_every_call(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+
+    @property_settings(150)
+    @given(calls=RECORD_CALLS)
+    def check(calls: list[tuple[Any, Any, dict[str, Any]]]) -> None:
+        before = metrics.stats()
+        for provider, latency_s, extra in calls:
+            seen = metrics.stats()
+            started = time.perf_counter()
+            result = metrics.record(provider, latency_s, **extra)
+            elapsed = time.perf_counter() - started
+            after = metrics.stats()
+            assert result in (True, False)
+            assert elapsed < 1.0, f"record() took {elapsed:.3f}s"
+            accepted = after["accepted"] - seen["accepted"]
+            rejected = _record_time_rejections(after) - _record_time_rejections(seen)
+            assert (accepted, rejected) in ((1, 0), (0, 1)), (provider, latency_s, extra)
+            assert result is (accepted == 1)
+            assert set(after["rejected"]) <= DOCUMENTED_CAUSES | {"too_many_providers"}
+            if not readme_valid_provider(provider):
+                assert accepted == 0, f"accepted the provider name {provider!r}"
+            if isinstance(latency_s, float) and not (0.0 <= latency_s <= 86_400.0):
+                assert accepted == 0, f"accepted the latency {latency_s!r}"
+            code = extra.get("status_code")
+            if type(code) is int and not 100 <= code <= 599:
+                assert accepted == 0, f"accepted the status code {code!r}"
+            if extra.get("status_code") is not None and extra.get("outcome") is not None:
+                assert accepted == 0, "accepted both a status code and an outcome"
+            # a latency of at most a day (MAX_LATENCY_SECONDS) is valid
+            plain = not extra and type(latency_s) is float and 0.0 <= latency_s <= 86_400.0
+            if plain and readme_valid_provider(provider):
+                assert accepted == 1, f"rejected a valid call: {provider!r}, {latency_s!r}"
+        after = metrics.stats()
+        counted = (after["accepted"] - before["accepted"]) + (
+            _record_time_rejections(after) - _record_time_rejections(before)
+        )
+        assert counted == len(calls)
+
+    check()
+
+
+# -- record(): what it accepts reaches Redis exactly (realistic magnitudes) ---------------------
+
+VALID_CALLS = st.lists(
+    st.tuples(
+        st.one_of(
+            st.sampled_from(["openrouter", "anthropic", "google-vertex", "fireworks.ai"]),
+            st.from_regex(PROVIDER_NAME_RE, fullmatch=True),
+        ),
+        st.one_of(st.floats(0.0, 86_400.0), st.integers(0, 86_400), st.sampled_from(WINDOW_BOUNDS)),
+        st.one_of(
+            st.tuples(st.integers(100, 599), st.none()),
+            st.tuples(st.none(), st.sampled_from(OUTCOMES)),
+            st.tuples(st.none(), st.none()),
+        ),
+        st.integers(0, 2**31),
+        st.one_of(st.just(0.0), st.floats(0.0, 1e6), st.integers(0, 1000)),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+def test_every_accepted_call_reaches_redis_exactly(
+    make_client: MakeClient, clock: FakeClock, r: redis.Redis, keys: Keys
+) -> None:
+    """Within realistic magnitudes (test_input_hardening pins what happens beyond them)."""
+    metrics = make_client(clock=clock)
+    model: dict[str, Counter[str]] = {}
+    latencies: dict[str, list[float]] = {}
+
+    @property_settings(30)
+    @given(calls=VALID_CALLS)
+    def check(calls: list[tuple[str, float, tuple[int | None, str | None], int, float]]) -> None:
+        for provider, latency_s, (status_code, outcome), tokens, cost_usd in calls:
+            metrics.record(provider, latency_s, status_code, outcome, tokens, cost_usd)
+            expected = model.setdefault(provider, Counter())
+            if status_code is not None:
+                expected[COUNT_FIELDS[classify_status(status_code)]] += 1
+            else:
+                expected[COUNT_FIELDS[OUTCOMES.index(outcome or "success")]] += 1
+            expected[TOKENS_FIELD] += tokens
+            expected[COST_FIELD] += round(cost_usd * 1_000_000_000)
+            latencies.setdefault(provider, []).append(float(latency_s))
+            expected["events"] += 1
+        assert metrics.flush(timeout=5.0)
+        stats = metrics.stats()
+        assert stats["write_errors"] == 0 and stats["rejected"] == {}
+        for provider in {call[0] for call in calls}:
+            expected = model[provider]
+            totals = {k.decode(): int(v) for k, v in r.hgetall(keys.totals(provider)).items()}
+            for field in (*COUNT_FIELDS, TOKENS_FIELD, COST_FIELD):
+                assert totals.get(field, 0) == expected[field], (provider, field)
+            # whole microseconds, rounded once per batch: at most 0.5 us off per batch
+            latency_us = math.fsum(latencies[provider]) * 1_000_000
+            assert abs(totals.get(LATENCY_SUM_FIELD, 0) - latency_us) <= expected["events"]
+            histogram = sum(totals.get(field, 0) for field in HISTOGRAM_FIELDS)
+            assert histogram == expected["events"]
+            members = sum(r.zcard(key) for key in keys.window_keys(provider))
+            assert members == expected["events"]
+
+    check()

@@ -1,0 +1,192 @@
+"""The Flusher driven with a fake sink: what a batch holds, and that whatever happens to a batch
+it took (written, refused, an unexpected error, Redis down at stop()), its events are settled:
+written, or counted as dropped. No Redis, no sleeps."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from client._admission import ProviderAdmission
+from client._batch import Batch
+from client._buffer import EventBuffer
+from client._events import Event
+from client._flusher import Flusher, Pass
+from client._instruments import InstrumentStore
+from client._ledger import Ledger
+from client._settings import ClientSettings
+from client._writer import WriteReport
+
+
+class FakeSink:
+    """Keeps the batches it is given; ``failures`` are raised first, one per write."""
+
+    def __init__(self, failures: list[BaseException] | None = None) -> None:
+        self.batches: list[Batch] = []
+        self.writes = 0
+        self.failures = list(failures or [])
+        self.report = WriteReport()
+        self.next_id = 1000
+
+    def reserve_event_ids(self, count: int) -> int:
+        first, self.next_id = self.next_id, self.next_id + count
+        return first
+
+    def write(self, batch: Batch) -> WriteReport:
+        self.writes += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        self.batches.append(batch)
+        return self.report
+
+
+class Registry:
+    def __init__(self, refuse: set[str] | None = None, error: Exception | None = None) -> None:
+        self.refuse = refuse or set()
+        self.error = error
+
+    def admit(self, providers: list[str], cap: int, now: float) -> dict[str, bool]:
+        if self.error is not None:
+            raise self.error
+        return {p: p not in self.refuse for p in providers}
+
+
+class Parts:
+    """A flusher and what it drains, as MetricsClient wires them."""
+
+    def __init__(self, sink: FakeSink, registry: Registry | None = None) -> None:
+        settings = ClientSettings(backoff_initial_seconds=0.001, max_batch=100)
+        self.ledger = Ledger()
+        self.buffer = EventBuffer(1000, self.ledger.evicted)
+        self.store = InstrumentStore(100, clock=lambda: 1.0)
+        self.sink = sink
+        self.flusher = Flusher(
+            self.buffer,
+            self.ledger,
+            self.store,
+            sink,
+            ProviderAdmission(registry or Registry(), 10, clock=lambda: 1.0),
+            settings,
+        )
+
+    def record(self, *events: Event) -> None:
+        for event in events:
+            self.buffer.append(event)
+
+    def flushed(self) -> bool:
+        """Whether everything noted or buffered so far is settled, and nothing was lost."""
+        target, dropped = self.ledger.target(self.buffer.appended, self.store.version)
+        return self.ledger.wait(target, dropped, 0.0)
+
+
+def _event(provider: str, i: int, outcome: int = 0) -> Event:
+    return (provider, 1_800_000_000.0 + i, 0.2, outcome, 10, 1000)
+
+
+def test_one_pass_writes_everything_waiting_as_one_batch() -> None:
+    parts = Parts(FakeSink())
+    parts.record(*(_event("openrouter", i) for i in range(3)), _event("anthropic", 0, 1))
+    parts.ledger.reject("invalid_latency")
+    assert parts.flusher.flush_once() is Pass.WRITTEN
+    (batch,) = parts.sink.batches
+    assert batch.events == 4
+    assert sorted(batch.providers) == ["anthropic", "openrouter"]
+    assert batch.providers["openrouter"].totals["n:success"] == 3
+    assert batch.providers["anthropic"].totals["n:failure"] == 1
+    assert batch.notes.rejected == {"invalid_latency": 1}
+    assert parts.flushed()
+    assert parts.flusher.flush_once() is Pass.IDLE
+    assert parts.sink.writes == 1
+
+
+def test_a_transient_error_resends_the_same_batch() -> None:
+    parts = Parts(FakeSink([redis.ConnectionError("down"), redis.TimeoutError("slow")]))
+    parts.record(*(_event("openrouter", i) for i in range(5)))
+    assert parts.flusher.flush_once() is Pass.WRITTEN
+    assert parts.sink.writes == 3  # the same batch object, tried three times
+    assert parts.sink.batches[0].events == 5
+    assert parts.flusher.redis_ok is True
+    assert parts.flushed()
+
+
+def test_an_unexpected_error_writing_counts_the_events_as_dropped() -> None:
+    parts = Parts(FakeSink([RuntimeError("a bug")]))
+    parts.record(*(_event("openrouter", i) for i in range(7)))
+    parts.ledger.reject("invalid_cost")
+    assert parts.flusher.flush_once() is Pass.WRITTEN
+    assert parts.sink.batches == []
+    stats = parts.ledger.stats()
+    assert (stats["settled"], stats["dropped"], stats["write_errors"]) == (7, 7, 1)
+    assert not parts.flushed()  # the notes of the lost batch are noted again
+    parts.flusher.flush_once()
+    (batch,) = parts.sink.batches
+    assert (batch.events, batch.notes.dropped) == (0, 7)
+    assert batch.notes.rejected == {"invalid_cost": 1}
+    assert parts.flushed()
+
+
+def test_an_unexpected_error_before_the_batch_exists_settles_the_events_taken() -> None:
+    parts = Parts(FakeSink(), Registry(error=RuntimeError("a bug in admission")))
+    parts.record(*(_event("openrouter", i) for i in range(4)))
+    with pytest.raises(RuntimeError):  # the thread logs it and goes on
+        parts.flusher.flush_once()
+    assert len(parts.buffer) == 0
+    assert parts.ledger.stats()["settled"] == 4
+    assert parts.ledger.stats()["dropped"] == 4
+    assert parts.sink.writes == 0
+
+
+def test_a_batch_redis_refuses_whole_is_dropped_and_its_notes_kept() -> None:
+    parts = Parts(FakeSink([redis.ResponseError("EXECABORT Transaction discarded")]))
+    parts.record(*(_event("openrouter", i) for i in range(3)))
+    parts.ledger.reject_call("openrouter")
+    parts.flusher.flush_once()
+    assert parts.ledger.stats()["dropped"] == 3
+    parts.flusher.flush_once()
+    (batch,) = parts.sink.batches
+    assert batch.notes.dropped == 3
+    assert batch.notes.breaker_rejected == {"openrouter": 1}
+
+
+def test_a_batch_redis_refuses_in_part_counts_exactly_the_refused_events() -> None:
+    sink = FakeSink()
+    sink.report = WriteReport(refused_events=2, errors=("WRONGTYPE",))
+    parts = Parts(sink)
+    parts.record(*(_event("openrouter", i) for i in range(5)))
+    parts.flusher.flush_once()
+    stats = parts.ledger.stats()
+    assert (stats["settled"], stats["dropped"], stats["write_errors"]) == (5, 2, 1)
+
+
+def test_refused_providers_are_counted_and_never_written() -> None:
+    parts = Parts(FakeSink(), Registry(refuse={"newcomer"}))
+    parts.record(_event("openrouter", 0), _event("newcomer", 1), _event("newcomer", 2))
+    parts.flusher.flush_once()
+    (batch,) = parts.sink.batches
+    assert list(batch.providers) == ["openrouter"]
+    assert batch.notes.rejected == {"too_many_providers": 2}
+    assert parts.ledger.stats()["settled"] == 3
+    assert parts.flushed()
+
+
+def test_stop_while_redis_is_down_settles_the_batch_as_dropped() -> None:
+    parts = Parts(FakeSink([redis.ConnectionError("down")] * 100))
+    parts.record(*(_event("openrouter", i) for i in range(6)))
+    parts.flusher.stop(timeout=1.0)  # never started: only marks it stopping
+    assert parts.flusher.flush_once() is Pass.STOPPED
+    assert parts.flusher.redis_ok is False
+    assert parts.ledger.stats()["settled"] == 6
+    assert parts.ledger.stats()["dropped"] == 6
+
+
+def test_the_thread_drains_what_is_recorded() -> None:
+    parts = Parts(FakeSink())
+    parts.flusher.start()
+    for i in range(250):
+        parts.flusher.notify(parts.buffer.append(_event("openrouter", i)))
+    target, dropped = parts.ledger.target(parts.buffer.appended, parts.store.version)
+    parts.flusher.wake()
+    assert parts.ledger.wait(target, dropped, timeout=10.0)
+    parts.flusher.stop(timeout=5.0)
+    assert sum(batch.events for batch in parts.sink.batches) == 250
+    assert all(batch.events <= 100 for batch in parts.sink.batches)  # max_batch
