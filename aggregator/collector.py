@@ -163,7 +163,7 @@ class SnapshotCollector(Collector):
         yield rejected
         yield CounterMetricFamily(
             "gatewayz_client_events_dropped",
-            "Events dropped by clients because their buffer was full (Redis unreachable)",
+            "Events clients gave up on: evicted from a full buffer, or refused by Redis",
             value=snapshot.client_dropped,
         )
 
@@ -198,7 +198,7 @@ def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[
         )
         yield GaugeMetricFamily(
             "gatewayz_aggregator_snapshot_cycle",
-            "Sequence number of the served snapshot (equal on replicas serving the same one)",
+            "Number of the served snapshot, shared by the replicas (equal on those serving it)",
             value=snapshot.cycle,
         )
 
