@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -18,6 +16,7 @@ from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, start_redis
 from protocol.keys import Keys
 from tests.conftest import FakeClock, wait_for
+from tests.listeners import BrokenRedis
 
 
 @pytest.fixture
@@ -101,35 +100,12 @@ def test_clients_and_aggregator_ride_out_a_redis_outage(
         restarted.stop()
 
 
-class RefusingRedis:
-    """A TCP listener that accepts connections and closes them at once: a Redis that is down
-    for the client, counting each connection attempt."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
-        self.attempts: list[float] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            self.attempts.append(time.monotonic())
-            connection.close()
-
-    def close(self) -> None:
-        self._socket.close()
-
-
 def test_backoff_holds_while_record_fills_the_buffer(namespace: str) -> None:
     # The flusher must back off (0.1 s, then 0.2 s) although record() keeps signalling a full
     # batch: a retry per signal would be a reconnect storm.
-    down = RefusingRedis()
+    down = BrokenRedis()
     settings = ClientSettings(
-        redis_url=f"redis://127.0.0.1:{down.port}/0",
+        redis_url=down.url,
         namespace=namespace,
         max_batch=10,
         max_buffer=1000,

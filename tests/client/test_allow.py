@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +17,7 @@ from client import CircuitOpenError, MetricsClient
 from devtools.redis_server import free_port, start_redis
 from protocol.breaker_state import BreakerState
 from protocol.keys import Keys
+from tests.listeners import BrokenRedis
 
 MakeClient = Callable[..., MetricsClient]
 
@@ -128,34 +127,11 @@ def test_fails_open_without_redis_and_keeps_the_last_known_state(namespace: str)
         server.stop()
 
 
-class SilentRedis:
-    """A TCP listener that accepts connections and never answers: a Redis that hangs."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            self._held.append(connection)
-
-    def close(self) -> None:
-        self._socket.close()
-        for connection in self._held:
-            connection.close()
-
-
 def test_allow_async_never_makes_the_event_loop_wait_for_redis(
     make_client: MakeClient, r: redis.Redis, keys: Keys
 ) -> None:
-    hanging = SilentRedis()
-    metrics = MetricsClient(redis_url=f"redis://127.0.0.1:{hanging.port}/0", namespace="silent")
+    hanging = BrokenRedis(hang=True)
+    metrics = MetricsClient(redis_url=hanging.url, namespace="silent")
 
     async def allow_while_ticking(provider: str) -> tuple[bool, int]:
         ticks = 0
