@@ -26,6 +26,10 @@ _LE_LABELS = (
 )
 
 
+DROP_CAUSES = ("buffer_full", "refused", "error", "shutdown")
+"""Why clients give events up (always exported, so a rate is defined before the first drop)."""
+
+
 def _window(seconds: float) -> str:
     return f"{seconds:g}s sliding window"
 
@@ -161,11 +165,17 @@ class SnapshotCollector(Collector):
         for reason, count in sorted(snapshot.client_rejected.items()):
             rejected.add_metric([reason], count)
         yield rejected
-        yield CounterMetricFamily(
+        dropped = CounterMetricFamily(
             "gatewayz_client_events_dropped",
-            "Events clients gave up on: evicted from a full buffer, or refused by Redis",
-            value=snapshot.client_dropped,
+            "Events clients gave up on, by cause: buffer_full (evicted from a full buffer), "
+            "refused (Redis refused them for good), error (a bug), shutdown (closed while "
+            "Redis was unreachable)",
+            labels=["cause"],
         )
+        by_cause = dict.fromkeys(DROP_CAUSES, 0) | snapshot.client_dropped_by_cause
+        for cause, count in sorted(by_cause.items()):
+            dropped.add_metric([cause], count)
+        yield dropped
 
 
 def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[Metric]:

@@ -34,7 +34,7 @@ from aggregator.served import CycleStatus, ServedState
 from aggregator.settings import AggregatorSettings, describe_error
 from aggregator.snapshot import Snapshot, provider_health
 from aggregator.writer import FENCED, PlannedWrite, StateWriter
-from protocol.breaker_state import HALF_OPEN, OPEN, BreakerState
+from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
 from protocol.fields import decode_client_stats
 from protocol.keys import Keys
 
@@ -199,6 +199,8 @@ class Aggregator:
             return None
         with tracer.start_as_current_span("read_backend_metrics"):
             backend = self._reader.backend(now, self.settings.retention_seconds)
+            if backend.expired_writers:
+                self._writer.forget_gauge_writers(backend.expired_writers)
         snapshot = replace(
             self._build(reading, states, now, cycle),
             backend=build_families(
@@ -261,8 +263,11 @@ class Aggregator:
             PlannedWrite(name, t.old.epoch, t.new, f"{t.old.state}>{t.new.state}")
             for name, t in kept
         ]
+        acting = [name for name, state in states.items() if state.forced or state.state != CLOSED]
         with tracer.start_as_current_span("write_state"):
-            committed = self._writer.commit(writes, self._take_ops(), fence, reserve_cycle_above)
+            committed = self._writer.commit(
+                writes, self._take_ops(), fence, reserve_cycle_above, acting, now
+            )
         applied: list[Transition] = []
         for (name, transition), result in zip(kept, committed.results, strict=True):
             if result == 1:
@@ -309,7 +314,8 @@ class Aggregator:
             providers=health,
             redis_ops=reading.redis_ops,
             client_rejected=rejected,
-            client_dropped=dropped,
+            client_dropped=sum(dropped.values()),
+            client_dropped_by_cause=dropped,
         )
 
     def ready(self) -> tuple[bool, str]:

@@ -13,8 +13,16 @@ from dataclasses import dataclass
 import redis
 
 from aggregator.health import WindowCounts
-from protocol.breaker_state import BreakerState, decode_breaker
+from protocol.breaker_state import (
+    CLOSED,
+    FORCED_FIELD,
+    STATE_FIELD,
+    BreakerState,
+    decode_breaker,
+    decode_state_name,
+)
 from protocol.keys import Keys
+from protocol.names import is_valid_provider
 from protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
 
 
@@ -60,15 +68,33 @@ class WindowReader:
         self.ops[name] += count
 
     def known_providers(self, now: float, retention_seconds: float) -> list[str]:
-        """Providers seen within the retention period (older ones are dropped)."""
+        """Providers seen within the retention period. Older ones leave the registry, unless
+        their breaker is forced or not closed: a breaker that still acts must stay visible."""
         keys = self._keys
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zremrangebyscore(keys.providers, "-inf", now - retention_seconds)
+        pipe.zrangebyscore(keys.providers, "-inf", now - retention_seconds)
         pipe.zrange(keys.providers, 0, -1)
-        _, names = pipe.execute()
-        self._count_op("zremrangebyscore")
+        raw_stale, raw_names = pipe.execute()
+        self._count_op("zrangebyscore")
         self._count_op("zrange")
-        return [n.decode() for n in names]
+        # A name no client could have written (the registry is shared) is ignored, not fatal.
+        names = [raw.decode("utf-8", "replace") for raw in raw_names]
+        stale = [raw.decode("utf-8", "replace") for raw in raw_stale]
+        idle = [n for n in stale if not is_valid_provider(n)]
+        valid_stale = [n for n in stale if is_valid_provider(n)]
+        if valid_stale:
+            pipe = self._redis.pipeline(transaction=False)
+            for name in valid_stale:
+                pipe.hmget(keys.breaker(name), [STATE_FIELD, FORCED_FIELD])
+            for name, (state, forced) in zip(valid_stale, pipe.execute(), strict=True):
+                if decode_state_name(state) == CLOSED and forced != b"1":
+                    idle.append(name)
+            self._count_op("hmget", len(valid_stale))
+        if idle:
+            self._redis.zrem(keys.providers, *idle)
+            self._count_op("zrem")
+        gone = set(idle)
+        return [n for n in names if n not in gone and is_valid_provider(n)]
 
     def read(
         self,
@@ -146,6 +172,9 @@ class BackendReading:
     series: dict[str, list[str]]
     data: dict[str, dict[str, int]]
     gauge_writers: list[dict[str, str]]
+    """The gauge values of each live process."""
+    expired_writers: list[str]
+    """Processes whose gauge values expired: dead, to be forgotten."""
 
 
 def _text_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -180,5 +209,7 @@ def read_backend(
     ops["smembers"] += len(names)
     series = {n: sorted(m.decode() for m in replies[2 * i]) for i, n in enumerate(names)}
     data = {n: _int_hash(replies[2 * i + 1]) for i, n in enumerate(names)}
-    gauge_values = [_text_hash(r) for r in replies[2 * len(names) :] if r]
-    return BackendReading(schema, series, data, gauge_values)
+    values = replies[2 * len(names) :]
+    gauge_values = [_text_hash(r) for r in values if r]
+    expired = [writer for writer, raw in zip(writers, values, strict=True) if not raw]
+    return BackendReading(schema, series, data, gauge_values, expired)

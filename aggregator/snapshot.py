@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aggregator.backend import BackendFamily
@@ -52,8 +52,10 @@ class Snapshot:
     redis_ops: dict[str, int]
     client_rejected: dict[str, int]
     client_dropped: int
+    """Events clients gave up on, all causes."""
     backend: tuple[BackendFamily, ...] = ()
     """The workers' own metrics (fastapi_requests_total, ...), same cycle."""
+    client_dropped_by_cause: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

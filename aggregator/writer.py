@@ -53,6 +53,7 @@ class StateWriter:
         self._release = connection.register_script(scripts.RELEASE)
         self._reserve_cycle = connection.register_script(scripts.RESERVE_CYCLE)
         self._publish = connection.register_script(scripts.PUBLISH_SNAPSHOT)
+        self._prune_writers = connection.register_script(scripts.PRUNE_GAUGE_WRITERS)
         self._unreported_ops: Counter[str] = Counter()
 
     def commit(
@@ -61,10 +62,14 @@ class StateWriter:
         ops: Counter[str],
         fence: int | None,
         reserve_cycle_above: int | None = None,
+        keep_registered: Sequence[str] = (),
+        now: float = 0.0,
     ) -> Committed:
         """Apply transitions, reserve the next snapshot cycle (above ``reserve_cycle_above``,
-        when given: leader only) and add ``ops`` (plus this writer's own commands) to the shared
-        op counter, in one round trip. ``fence`` None means an operator command."""
+        when given: leader only), mark ``keep_registered`` providers as seen ``now`` (their
+        breaker still acts: they must not leave the registry) and add ``ops`` (plus this
+        writer's own commands) to the shared op counter, in one round trip. ``fence`` None means
+        an operator command."""
         ops = Counter(ops)
         keys = self._keys
         pipe = self._redis.pipeline(transaction=False)
@@ -95,6 +100,10 @@ class StateWriter:
                 [fence, reserve_cycle_above],
             )
             ops["evalsha"] += 1
+        if keep_registered:
+            pipe.zadd(keys.providers, dict.fromkeys(keep_registered, now), gt=True)
+            pipe.expire(keys.providers, self._retention)
+            ops.update({"zadd": 1, "expire": 1})
         ops.update(self._unreported_ops)
         for operation, count in ops.items():
             if count:
@@ -116,6 +125,16 @@ class StateWriter:
         )
         self._unreported_ops["evalsha"] += 1
         return int(published) == 1
+
+    def forget_gauge_writers(self, writers: Sequence[str]) -> int:
+        """Drop dead processes (their gauge values expired) from the gauge writers; a process
+        that wrote again meanwhile stays. Returns how many were dropped."""
+        keys = self._keys
+        pruned = self._prune_writers(
+            keys=[keys.gauge_writers, *(keys.gauge_values(w) for w in writers)], args=list(writers)
+        )
+        self._unreported_ops["evalsha"] += 1
+        return int(pruned)
 
     def register_provider(self, provider: str, now: float) -> None:
         """Put a provider in the registry (an operator forcing a state wants to see it exported,

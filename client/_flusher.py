@@ -23,16 +23,16 @@ from client._batch import Batch, build_batch
 from client._buffer import EventBuffer
 from client._events import Event
 from client._instruments import Drained, InstrumentStore
-from client._ledger import Ledger, Notes
+from client._ledger import ERROR, NO_NOTES, REFUSED, SHUTDOWN, Ledger, Notes
 from client._settings import ClientSettings
 from client._writer import WriteReport
+from protocol.connection import is_out_of_memory, is_transient
 
 log = logging.getLogger("gatewayz.metrics.client")
 
 _T = TypeVar("_T")
-_NO_NOTES = Notes({}, 0, {}, 0)
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError)
-"""Errors after which a batch may not have reached Redis at all: retried with backoff."""
+MIN_SPLIT_EVENTS = 64
+"""A batch Redis refuses for lack of memory is split in halves down to this size."""
 
 
 class Sink(Protocol):
@@ -175,9 +175,10 @@ class Flusher:
             # Not even a batch: whatever went wrong, the events taken are settled as dropped.
             self._ledger.settle(
                 len(events),
-                notes or _NO_NOTES,
+                notes or NO_NOTES,
                 0,
                 lost=len(events),
+                cause=ERROR,
                 notes_lost=notes is not None,
                 write_error=True,
             )
@@ -185,7 +186,7 @@ class Flusher:
         if batch.empty:
             self._settle(batch)
             return Pass.IDLE
-        return self._deliver(batch)
+        return self._deliver(batch, events, first_id)
 
     def _admitted_only(self, events: list[Event]) -> list[Event]:
         """Drop (and count) the events of providers the registry refused."""
@@ -212,22 +213,26 @@ class Flusher:
             self._gauges_refreshed_at = now
         return self._instruments.drain(include_all_gauges=refresh)
 
-    def _deliver(self, batch: Batch) -> Pass:
-        """Write the batch, retrying while Redis is unreachable; settle it in the ledger."""
-        try:
-            report = self._retrying(lambda: self._sink.write(batch), _TRANSIENT)
-        except Exception as exc:
-            # Redis refused the whole transaction (EXECABORT), or the batch holds something
-            # that cannot be sent: nothing was applied, and retrying would fail again.
-            if isinstance(exc, redis.RedisError):
-                log.error("metrics batch refused, its events counted as dropped: %s", exc)
-            else:
-                log.exception("metrics batch could not be written; its events counted as dropped")
-            self._settle(batch, lost=batch.events, notes_lost=True, write_error=True)
-            return Pass.WRITTEN
-        if report is Pass.STOPPED:
-            self._settle(batch, lost=batch.events, notes_lost=True)
-            return Pass.STOPPED
+    def _deliver(self, batch: Batch, events: list[Event], first_id: int) -> Pass:
+        """Write the batch (of ``events``, named from ``first_id``), retrying while Redis is
+        unreachable or refuses for now; settle it in the ledger whatever happens."""
+        backoff = self._settings.backoff_initial_seconds
+        while True:
+            try:
+                report = self._sink.write(batch)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    return self._give_up(batch, exc)
+                if is_out_of_memory(exc) and len(events) >= 2 * MIN_SPLIT_EVENTS:
+                    return self._split(batch, events, first_id, exc)
+                if not self._wait_to_retry(exc, backoff):
+                    self._settle(batch, lost=batch.events, cause=SHUTDOWN, notes_lost=True)
+                    return Pass.STOPPED
+                backoff = min(backoff * 2, self._settings.backoff_max_seconds)
+        if not self.redis_ok:
+            self.redis_ok = True
+            log.warning("metrics flush to Redis recovered")
         if report.errors:
             log.error(
                 "Redis refused part of a metrics batch (%d events counted as dropped): %s",
@@ -245,8 +250,46 @@ class Flusher:
         self._settle(batch, lost=report.refused_events, write_error=bool(report.errors))
         return Pass.WRITTEN
 
+    def _split(self, batch: Batch, events: list[Event], first_id: int, exc: BaseException) -> Pass:
+        """Redis is at maxmemory, and a batch's own payload counts against it: deliver the
+        batch in two halves (each split again while it does not fit), the same events under
+        the same ids."""
+        if self.redis_ok:
+            self.redis_ok = False
+            log.error("Redis is out of memory: metrics batches split and retried: %s", exc)
+        half = len(events) // 2
+        try:
+            first = build_batch(events[:half], first_id, batch.notes, batch.instruments)
+            second = build_batch(events[half:], first_id + half, NO_NOTES)
+        except Exception as error:
+            return self._give_up(batch, error)
+        if self._deliver(first, events[:half], first_id) is Pass.STOPPED:
+            self._settle(second, lost=second.events, cause=SHUTDOWN)
+            return Pass.STOPPED
+        return self._deliver(second, events[half:], first_id + half)
+
+    def _give_up(self, batch: Batch, exc: BaseException) -> Pass:
+        """Redis refused the whole transaction for good, or the batch holds something that
+        cannot be sent: nothing was applied, and retrying would fail again."""
+        if isinstance(exc, redis.RedisError):
+            log.error("metrics batch refused, its events counted as dropped: %s", exc)
+            cause = REFUSED
+        else:
+            log.error(
+                "metrics batch could not be written; its events counted as dropped",
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            cause = ERROR
+        self._settle(batch, lost=batch.events, cause=cause, notes_lost=True, write_error=True)
+        return Pass.WRITTEN
+
     def _settle(
-        self, batch: Batch, lost: int = 0, notes_lost: bool = False, write_error: bool = False
+        self,
+        batch: Batch,
+        lost: int = 0,
+        cause: str = REFUSED,
+        notes_lost: bool = False,
+        write_error: bool = False,
     ) -> None:
         instruments = batch.instruments.version if batch.instruments is not None else 0
         self._ledger.settle(
@@ -254,6 +297,7 @@ class Flusher:
             batch.notes,
             instruments,
             lost=lost,
+            cause=cause,
             notes_lost=notes_lost,
             write_error=write_error,
         )

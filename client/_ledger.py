@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,23 @@ class Mark:
         )
 
 
+BUFFER_FULL: Final = "buffer_full"
+"""Drop cause: evicted from the full buffer (Redis unreachable, refusing or too slow)."""
+REFUSED: Final = "refused"
+"""Drop cause: Redis refused the write for good (not a transient refusal)."""
+ERROR: Final = "error"
+"""Drop cause: an unexpected error in the flusher (a bug: it is logged with its traceback)."""
+SHUTDOWN: Final = "shutdown"
+"""Drop cause: the client closed while Redis was unreachable."""
+
+
 @dataclass(frozen=True)
 class Notes:
     """Counts noted since the last batch took them, to be written with the next one."""
 
     rejected: dict[str, int]
-    dropped: int
+    dropped: dict[str, int]
+    """events given up on, by cause"""
     breaker_rejected: dict[str, int]
     version: int
     """The ledger's note version when they were taken: written, it is what flush() waits for."""
@@ -41,6 +52,9 @@ class Notes:
     @property
     def empty(self) -> bool:
         return not (self.rejected or self.dropped or self.breaker_rejected)
+
+
+NO_NOTES: Final = Notes({}, {}, {}, 0)
 
 
 class Ledger:
@@ -51,10 +65,10 @@ class Ledger:
         self._version = 0  # bumped by every note
         self._done = Mark(0, 0, 0)
         self._rejected: Counter[str] = Counter()  # pending, written with the next batch
-        self._dropped = 0
+        self._dropped: Counter[str] = Counter()
         self._breaker_rejected: Counter[str] = Counter()
         self._rejected_total: Counter[str] = Counter()
-        self._dropped_total = 0
+        self._dropped_total: Counter[str] = Counter()
         self._write_errors = 0
         self._causes_seen: set[str] = set()
 
@@ -76,7 +90,7 @@ class Ledger:
     def evicted(self) -> None:
         """The full buffer evicted its oldest event to take a new one: dropped, settled."""
         with self._cond:
-            self._drop(1)
+            self._drop(1, BUFFER_FULL)
             self._settle_events(1)
 
     def reject_call(self, provider: str) -> None:
@@ -88,10 +102,13 @@ class Ledger:
     def take_notes(self) -> Notes:
         with self._cond:
             notes = Notes(
-                dict(self._rejected), self._dropped, dict(self._breaker_rejected), self._version
+                dict(self._rejected),
+                dict(self._dropped),
+                dict(self._breaker_rejected),
+                self._version,
             )
             self._rejected.clear()
-            self._dropped = 0
+            self._dropped.clear()
             self._breaker_rejected.clear()
             return notes
 
@@ -104,19 +121,20 @@ class Ledger:
         instruments_version: int,
         *,
         lost: int = 0,
+        cause: str = REFUSED,
         notes_lost: bool = False,
         write_error: bool = False,
     ) -> None:
         """A batch of ``events`` is done with: written, except ``lost`` of them given up on
-        (counted as dropped, to be written with a later batch). ``notes_lost``: its notes did
-        not reach Redis and are noted again for a later batch."""
+        (counted as dropped for ``cause``, to be written with a later batch). ``notes_lost``:
+        its notes did not reach Redis and are noted again for a later batch."""
         with self._cond:
             if lost:
-                self._drop(lost)
+                self._drop(lost, cause)
             if notes_lost:
                 self._rejected.update(notes.rejected)
                 self._breaker_rejected.update(notes.breaker_rejected)
-                self._dropped += notes.dropped
+                self._dropped.update(notes.dropped)
                 self._version += 1
             notes_done = self._done.notes if notes_lost else max(self._done.notes, notes.version)
             self._done = Mark(
@@ -127,9 +145,9 @@ class Ledger:
             self._write_errors += write_error
             self._cond.notify_all()
 
-    def _drop(self, events: int) -> None:
-        self._dropped += events
-        self._dropped_total += events
+    def _drop(self, events: int, cause: str) -> None:
+        self._dropped[cause] += events
+        self._dropped_total[cause] += events
         self._version += 1
 
     def _settle_events(self, events: int) -> None:
@@ -143,7 +161,7 @@ class Ledger:
         and the instrument values of ``instruments_version`` written; and the count of events
         given up on so far (flush() fails if it grows meanwhile)."""
         with self._cond:
-            return Mark(buffered, self._version, instruments_version), self._dropped_total
+            return Mark(buffered, self._version, instruments_version), self._dropped_total.total()
 
     def wait(self, target: Mark, dropped_before: int, timeout: float) -> bool:
         """Until ``target`` is reached (True) or ``timeout`` seconds pass (False). Also False
@@ -155,13 +173,14 @@ class Ledger:
                 if remaining <= 0:
                     return False
                 self._cond.wait(remaining)
-            return self._dropped_total == dropped_before
+            return self._dropped_total.total() == dropped_before
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
             return {
                 "settled": self._done.events,
-                "dropped": self._dropped_total,
+                "dropped": self._dropped_total.total(),
+                "dropped_by_cause": dict(self._dropped_total),
                 "rejected": dict(self._rejected_total),
                 "write_errors": self._write_errors,
             }

@@ -16,9 +16,9 @@ from protocol.connection import ScriptCalls
 from protocol.event_ids import EVENT_ID_BITS
 from protocol.fields import (
     BREAKER_REJECTED_FIELD,
-    DROPPED_FIELD,
     SERIES_DROPPED_FIELD,
     VALUES_REJECTED_FIELD,
+    dropped_field,
     gauge_field,
     gauge_value,
     rejected_field,
@@ -115,8 +115,8 @@ class RedisWriter:
         for cause, count in notes.rejected.items():
             pipe.hincrby(keys.client_stats, rejected_field(cause), count)
             ops["hincrby"] += 1
-        if notes.dropped:
-            pipe.hincrby(keys.client_stats, DROPPED_FIELD, notes.dropped)
+        for cause, count in notes.dropped.items():
+            pipe.hincrby(keys.client_stats, dropped_field(cause), count)
             ops["hincrby"] += 1
         script_calls = ScriptCalls(pipe)
         checks: list[tuple[int, str, str]] = []

@@ -47,7 +47,7 @@ from devtools.soak_load import (
     worker,
 )
 from devtools.soak_report import Checks, check_totals, print_run
-from protocol.fields import COUNT_FIELDS, DROPPED_FIELD
+from protocol.fields import COUNT_FIELDS, decode_client_stats
 from protocol.keys import Keys
 from protocol.partitions import OUTCOMES
 
@@ -158,7 +158,7 @@ def _exported(port: int) -> Json:
             elif s.name == "gatewayz_provider_window_requests" and provider:
                 found["window"] = found.get("window", 0) + int(s.value)
             elif s.name == "gatewayz_client_events_dropped_total":
-                found["dropped"] = int(s.value)
+                found["dropped"] = found.get("dropped", 0) + int(s.value)
             elif s.name == "gatewayz_aggregator_snapshot_cycle":
                 found["cycle"] = int(s.value)
     return found
@@ -254,7 +254,8 @@ class Soak:
             raw = {
                 p: [n or 0 for n in final.hmget(keys.totals(p), COUNT_FIELDS)] for p in PROVIDERS
             }
-            run["redis_dropped"] = int(final.hget(keys.client_stats, DROPPED_FIELD) or 0)
+            stats = {k.decode(): int(v) for k, v in final.hgetall(keys.client_stats).items()}
+            run["redis_dropped"] = sum(decode_client_stats(stats)[1].values())
         totals = {p: dict(zip(OUTCOMES, map(int, v), strict=True)) for p, v in raw.items()}
         pct = {f"p{q}_ms": round((percentile(lat, q / 100) or 0) * 1e3, 2) for q in (50, 99)}
         self.scrapes |= pct | {"count": len(lat), "per_s": round(len(lat) / seconds, 1)}

@@ -14,6 +14,8 @@ STATES: Final = (CLOSED, OPEN, HALF_OPEN)
 
 STATE_FIELD: Final = "state"
 """The field workers read; a missing hash or field means closed."""
+FORCED_FIELD: Final = "forced"
+"""``1`` while an operator-forced state holds."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ def encode_breaker(state: BreakerState, permits: int, permit_seconds: float) -> 
         "epoch", str(state.epoch),
         "open_until", repr(state.open_until),
         "consecutive_opens", str(state.consecutive_opens),
-        "forced", "1" if state.forced else "0",
+        FORCED_FIELD, "1" if state.forced else "0",
         "permits", str(permits),
         "permit_ms", str(max(1, int(permit_seconds * 1000))),
     ]  # fmt: skip
@@ -55,7 +57,7 @@ def decode_breaker(raw: Mapping[bytes, bytes]) -> BreakerState:
         epoch=int(fields.get("epoch", 0)),
         open_until=float(fields.get("open_until", 0.0)),
         consecutive_opens=int(fields.get("consecutive_opens", 0)),
-        forced=fields.get("forced") == "1",
+        forced=fields.get(FORCED_FIELD) == "1",
     )
 
 

@@ -85,22 +85,33 @@ def decode_totals(raw: Mapping[str, int]) -> ProviderTotals:
 
 # -- the clients' stats hash -------------------------------------------------------------------
 
-DROPPED_FIELD: Final = "dropped"
 REJECTED_FIELD_PREFIX: Final = "rejected:"
+DROPPED_FIELD_PREFIX: Final = "dropped:"
+LEGACY_DROPPED_FIELD: Final = "dropped"
+"""Where clients before drop causes counted their drops: all of them buffer evictions."""
 
 
 def rejected_field(cause: str) -> str:
     return REJECTED_FIELD_PREFIX + cause
 
 
-def decode_client_stats(raw: Mapping[str, int]) -> tuple[dict[str, int], int]:
-    """(events rejected by cause, events dropped) from ``stats:clients``."""
-    rejected = {
-        name.removeprefix(REJECTED_FIELD_PREFIX): count
-        for name, count in raw.items()
-        if name.startswith(REJECTED_FIELD_PREFIX)
-    }
-    return rejected, raw.get(DROPPED_FIELD, 0)
+def dropped_field(cause: str) -> str:
+    return DROPPED_FIELD_PREFIX + cause
+
+
+def decode_client_stats(raw: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """(calls rejected by cause, events dropped by cause) from ``stats:clients``."""
+    rejected: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    for name, count in raw.items():
+        if name.startswith(REJECTED_FIELD_PREFIX):
+            rejected[name.removeprefix(REJECTED_FIELD_PREFIX)] = count
+        elif name.startswith(DROPPED_FIELD_PREFIX):
+            cause = name.removeprefix(DROPPED_FIELD_PREFIX)
+            dropped[cause] = dropped.get(cause, 0) + count
+        elif name == LEGACY_DROPPED_FIELD:
+            dropped["buffer_full"] = dropped.get("buffer_full", 0) + count
+    return rejected, dropped
 
 
 # -- backend metric values ---------------------------------------------------------------------

@@ -92,6 +92,20 @@ end
 return 1
 """
 
+PRUNE_GAUGE_WRITERS: Final = """
+-- Forget processes whose gauge values expired (they died): without this, every short-lived
+-- worker would stay in the writers set for the retention period. A process that wrote again
+-- since it was read keeps its entry. KEYS[1] writers zset, KEYS[2..] the candidates' gauge
+-- hashes; ARGV the candidates' writer ids, in the same order. Returns how many were forgotten.
+local pruned = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    pruned = pruned + redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  end
+end
+return pruned
+"""
+
 TRANSITION: Final = """
 -- Compare-and-set on the state epoch, fenced by the leader's token: a writer holding a stale
 -- epoch or a deposed leader's token can never overwrite a newer state.

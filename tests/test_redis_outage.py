@@ -93,7 +93,7 @@ def test_clients_and_aggregator_ride_out_a_redis_outage(
         assert after.client_dropped == 501
         assert http.get("/readyz").status_code == 200
         r = redis.Redis.from_url(restarted.url)
-        assert r.hget(Keys(namespace).client_stats, "dropped") == b"501"
+        assert r.hget(Keys(namespace).client_stats, "dropped:buffer_full") == b"501"
         r.close()
     finally:
         metrics.close(timeout=1)

@@ -61,7 +61,8 @@ def test_metrics_export_the_seed_contract_from_one_snapshot(
     assert s[("gatewayz_provider_health_score", idle)] == 1.0
     assert s[("gatewayz_provider_window_requests", idle)] == 0
     assert s[("gatewayz_client_events_rejected_total", (("reason", "invalid_provider"),))] == 1
-    assert s[("gatewayz_client_events_dropped_total", ())] == 0
+    for cause in ("buffer_full", "refused", "error", "shutdown"):  # 0 before any drop
+        assert s[("gatewayz_client_events_dropped_total", (("cause", cause),))] == 0
     assert s[("gatewayz_redis_operations_total", (("operation", "zadd"),))] >= 2
     assert s[("gatewayz_aggregator_cycles_total", ())] == 1
     assert s[("gatewayz_aggregator_cycles_failed_total", ())] == 0

@@ -215,3 +215,45 @@ def test_an_outage_after_long_healthy_traffic_opens_within_the_breaker_window(
     health = _one(aggregator.run_cycle(), "busy")
     # over the 5-minute window the failure rate is tiny; that alone would never open it
     assert health.error_rate == 50 / (2900 + 50)
+
+
+DAY = 86_400.0
+
+
+def _exported(aggregator: Aggregator) -> set[str]:
+    snapshot = aggregator.run_cycle()
+    assert snapshot is not None
+    return {p.provider for p in snapshot.providers}
+
+
+def test_a_breaker_that_still_acts_keeps_its_provider_registered_and_exported(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock, r: redis.Redis
+) -> None:
+    metrics = make_client(clock=clock)
+    metrics.record("forgotten", 0.1)  # seen once, then an operator forces it open
+    metrics.record("tripped", 0.1)
+    metrics.record("quiet", 0.1)
+    assert metrics.flush(timeout=5)
+    aggregator = make_aggregator(
+        breaker=BreakerConfig(open_seconds=30 * DAY, max_open_seconds=30 * DAY)
+    )
+    assert admin.run("open", "forgotten", aggregator.settings, clock) == 0
+    _fail(metrics, "tripped", 20)  # opens for 30 days, on its own
+    clock.advance(1)
+    assert aggregator.run_breaker_cycle()[0].new.state == "open"
+    assert _exported(aggregator) == {"forgotten", "tripped", "quiet"}
+    clock.advance(3 * DAY)
+    assert _exported(aggregator) == {"forgotten", "tripped", "quiet"}
+    clock.advance(5 * DAY)  # past the 7-day retention without any traffic
+    assert _exported(aggregator) == {"forgotten", "tripped"}  # the idle closed one left
+    restarted = make_aggregator()  # even after the aggregator was down all that time
+    clock.advance(20 * DAY)
+    assert _exported(restarted) == {"forgotten", "tripped"}
+    assert {m.decode() for m in r.zrange(Keys(aggregator.settings.namespace).providers, 0, -1)} == {
+        "forgotten",
+        "tripped",
+    }
+
+    assert admin.run("reset", "forgotten", aggregator.settings, clock) == 0
+    clock.advance(8 * DAY)  # a breaker that acts no more: its provider may leave
+    assert _exported(restarted) == {"tripped"}

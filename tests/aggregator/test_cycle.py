@@ -15,9 +15,9 @@ from aggregator.breaker import BreakerConfig
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from aggregator.snapshot import ProviderHealth, Snapshot
-from client import MetricsClient
+from client import ClientSettings, MetricsClient
 from protocol.keys import Keys
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_for
 
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]
@@ -308,3 +308,44 @@ def test_snapshots_are_numbered_by_all_replicas_together(
     assert first_again is not None and first_again.cycle == 1
     follower.run_cycle()
     assert follower.snapshot == first_again  # a different number is a newer snapshot
+
+
+def _short_lived_worker(redis_url: str, namespace: str, index: int) -> None:
+    settings = ClientSettings(redis_url=redis_url, namespace=namespace, gauge_ttl_seconds=1.0)
+    metrics = MetricsClient(settings=settings)
+    metrics.gauge("inflight", "In flight").set(index)
+    if not metrics.close(timeout=10):
+        raise SystemExit(1)
+
+
+def test_dead_gauge_writers_are_forgotten(
+    clock: FakeClock,
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    redis_url: str,
+    namespace: str,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_short_lived_worker, args=(redis_url, namespace, i))
+        for i in range(6)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    alive = make_client(clock=clock, gauge_ttl_seconds=60.0)
+    alive.gauge("inflight", "In flight").set(100)
+    assert alive.flush(timeout=5)
+    assert r.zcard(keys.gauge_writers) == 7
+    # the dead workers' values expire after their TTL (1 s); the live one's do not
+    wait_for(lambda: len(list(r.scan_iter(keys.gauge_values("*")))) == 1, timeout=10)
+    aggregator = make_aggregator()
+    aggregator.run_cycle()
+    assert r.zcard(keys.gauge_writers) == 1  # only the live process is still looked up
+    aggregator.run_cycle()
+    (family,) = [f for f in aggregator.snapshot.backend if f.name == "inflight"]  # type: ignore[union-attr]
+    assert family.samples == (((), 100.0),)

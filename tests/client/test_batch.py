@@ -5,7 +5,7 @@ from __future__ import annotations
 from client._batch import build_batch
 from client._ledger import Notes
 
-NO_NOTES = Notes({}, 0, {}, 0)
+NO_NOTES = Notes({}, {}, {}, 0)
 
 
 def test_scores_are_event_times_to_the_millisecond() -> None:

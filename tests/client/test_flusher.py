@@ -54,8 +54,10 @@ class Registry:
 class Parts:
     """A flusher and what it drains, as MetricsClient wires them."""
 
-    def __init__(self, sink: FakeSink, registry: Registry | None = None) -> None:
-        settings = ClientSettings(backoff_initial_seconds=0.001, max_batch=100)
+    def __init__(
+        self, sink: FakeSink, registry: Registry | None = None, max_batch: int = 100
+    ) -> None:
+        settings = ClientSettings(backoff_initial_seconds=0.001, max_batch=max_batch)
         self.ledger = Ledger()
         self.buffer = EventBuffer(1000, self.ledger.evicted)
         self.store = InstrumentStore(100, clock=lambda: 1.0)
@@ -120,7 +122,7 @@ def test_an_unexpected_error_writing_counts_the_events_as_dropped() -> None:
     assert not parts.flushed()  # the notes of the lost batch are noted again
     parts.flusher.flush_once()
     (batch,) = parts.sink.batches
-    assert (batch.events, batch.notes.dropped) == (0, 7)
+    assert (batch.events, batch.notes.dropped) == (0, {"error": 7})
     assert batch.notes.rejected == {"invalid_cost": 1}
     assert parts.flushed()
 
@@ -144,7 +146,7 @@ def test_a_batch_redis_refuses_whole_is_dropped_and_its_notes_kept() -> None:
     assert parts.ledger.stats()["dropped"] == 3
     parts.flusher.flush_once()
     (batch,) = parts.sink.batches
-    assert batch.notes.dropped == 3
+    assert batch.notes.dropped == {"refused": 3}
     assert batch.notes.breaker_rejected == {"openrouter": 1}
 
 
@@ -190,3 +192,71 @@ def test_the_thread_drains_what_is_recorded() -> None:
     parts.flusher.stop(timeout=5.0)
     assert sum(batch.events for batch in parts.sink.batches) == 250
     assert all(batch.events <= 100 for batch in parts.sink.batches)  # max_batch
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis.exceptions.ExecAbortError(
+            "Transaction discarded because of: -OOM command not allowed when used memory > "
+            "'maxmemory'."
+        ),
+        redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.exceptions.TryAgainError("Multiple keys request during rehashing of slot"),
+        redis.exceptions.MasterDownError("Link with MASTER is down"),
+        redis.ResponseError("BUSY Redis is busy running a script."),
+        redis.ResponseError("NOREPLICAS Not enough good replicas to write."),
+    ],
+    ids=lambda exc: type(exc).__name__ + ":" + str(exc)[:12],
+)
+def test_refusals_for_now_are_retried_like_an_outage(refusal: Exception) -> None:
+    parts = Parts(FakeSink([refusal, refusal]))
+    parts.record(*(_event("openrouter", i) for i in range(10)))  # too few to split
+    parts.flusher.wake()
+    assert parts.flusher.flush_once() is Pass.WRITTEN
+    (batch,) = parts.sink.batches
+    assert batch.events == 10
+    assert parts.ledger.stats()["dropped"] == 0
+    assert parts.flushed()
+
+
+class FullRedis(FakeSink):
+    """Refuses, for lack of memory, every batch of more than ``fits`` events."""
+
+    def __init__(self, fits: int) -> None:
+        super().__init__()
+        self.fits = fits
+        self.refused = 0
+
+    def write(self, batch: Batch) -> WriteReport:
+        if batch.events > self.fits:
+            self.refused += 1
+            raise redis.exceptions.OutOfMemoryError("command not allowed when used memory")
+        return super().write(batch)
+
+
+def test_a_batch_too_large_for_the_headroom_is_split_under_the_same_ids() -> None:
+    sink = FullRedis(fits=300)
+    parts = Parts(sink, max_batch=1000)
+    parts.record(*(_event("openrouter", i) for i in range(1000)))
+    parts.ledger.reject("invalid_cost")
+    assert parts.flusher.flush_once() is Pass.WRITTEN
+    assert [b.events for b in sink.batches] == [250, 250, 250, 250]  # 1000 -> 500 -> 250
+    members = [m for b in sink.batches for flat in b.providers["openrouter"].partitions.values()
+               for m in flat[1::2]]  # fmt: skip
+    assert len(set(members)) == 1000  # each event once, named as reserved
+    assert sum(b.notes.rejected.get("invalid_cost", 0) for b in sink.batches) == 1
+    assert parts.ledger.stats()["dropped"] == 0
+    assert parts.flushed()
+
+
+def test_a_batch_that_cannot_be_split_waits_for_room_until_close() -> None:
+    sink = FullRedis(fits=0)
+    parts = Parts(sink)
+    parts.record(*(_event("openrouter", i) for i in range(100)))  # under twice the split size
+    parts.flusher.stop(timeout=1.0)  # the retries end at once: nothing is lost silently
+    assert parts.flusher.flush_once() is Pass.STOPPED
+    assert sink.refused == 1
+    assert parts.ledger.stats()["dropped_by_cause"] == {"shutdown": 100}

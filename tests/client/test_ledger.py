@@ -15,9 +15,9 @@ def test_notes_are_taken_once_and_stay_in_the_totals() -> None:
     notes = ledger.take_notes()
     assert notes.rejected == {"invalid_latency": 2, "too_many_providers": 3}
     assert notes.breaker_rejected == {"openrouter": 1}
-    assert notes.dropped == 1
+    assert notes.dropped == {"buffer_full": 1}
     assert notes.version == 5
-    assert ledger.take_notes() == Notes({}, 0, {}, 5)
+    assert ledger.take_notes() == Notes({}, {}, {}, 5)
     stats = ledger.stats()
     assert stats["rejected"] == {"invalid_latency": 2, "too_many_providers": 3}
     assert (stats["dropped"], stats["settled"]) == (1, 4)  # 3 refused + 1 evicted events
@@ -42,9 +42,9 @@ def test_lost_events_are_counted_as_dropped_and_fail_the_flush_that_waited() -> 
     assert ledger.wait(target, dropped, 0.0) is False  # settled, but not all got there
     assert ledger.stats()["dropped"] == 2
     assert ledger.stats()["write_errors"] == 1
-    assert ledger.take_notes().dropped == 2  # the count goes out with the next batch
+    assert ledger.take_notes().dropped == {"refused": 2}  # goes out with the next batch
     later, dropped = ledger.target(buffered=5, instruments_version=0)
-    ledger.settle(0, Notes({}, 0, {}, later.notes), 0)
+    ledger.settle(0, Notes({}, {}, {}, later.notes), 0)
     assert ledger.wait(later, dropped, 0.0) is True
 
 

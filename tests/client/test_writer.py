@@ -78,4 +78,4 @@ def test_a_batch_redis_refuses_in_part_counts_the_refused_events_as_dropped(
     assert _window_events(r, keys, "broken") == 1
     metrics.record("healthy", 0.2, status_code=200)
     assert metrics.flush(timeout=5) is True
-    assert r.hget(keys.client_stats, "dropped") == b"3"
+    assert r.hget(keys.client_stats, "dropped:refused") == b"3"
