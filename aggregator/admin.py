@@ -81,9 +81,13 @@ def run(
             write = PlannedWrite(
                 provider, current.breaker.epoch, new, f"{current.breaker.state}>{new.state}"
             )
-            (result,) = writer.commit([write], Counter(), fence=None).results
+            # Registered too (an operator forcing a state wants it exported, traffic or not);
+            # the registry write may wait while Redis is out of memory, the breaker's may not.
+            committed = writer.commit(
+                [write], Counter(), fence=None, keep_registered=[provider], now=now
+            )
+            (result,) = committed.results
             if result == 1:
-                writer.register_provider(provider, now)
                 print(json.dumps({"provider": provider, "action": action, **asdict(new)}))
                 return 0
         sys.stderr.write(f"aggregator: error: {provider}: state kept changing, try again\n")

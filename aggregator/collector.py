@@ -44,6 +44,7 @@ class SnapshotCollector(Collector):
         served = self._served()
         snapshot = served.snapshot
         yield from _status_metrics(snapshot, served.status)
+        yield from _redis_metrics(served.status)
         leader = GaugeMetricFamily(
             "gatewayz_aggregator_leader",
             "1 on the replica that holds the leader lease (evaluates breakers, computes "
@@ -178,6 +179,40 @@ class SnapshotCollector(Collector):
         yield dropped
 
 
+def _redis_metrics(status: CycleStatus) -> Iterator[Metric]:
+    memory = status.redis_memory
+    if memory is None:  # a server without INFO (fakeredis)
+        return
+    yield GaugeMetricFamily(
+        "gatewayz_redis_memory_used_bytes",
+        "Memory Redis counts against maxmemory, seen by this replica's last cycle",
+        value=memory.used_bytes,
+    )
+    yield GaugeMetricFamily(
+        "gatewayz_redis_memory_max_bytes",
+        "Redis maxmemory (0: no limit)",
+        value=memory.max_bytes,
+    )
+    yield GaugeMetricFamily(
+        "gatewayz_redis_out_of_memory",
+        "1 when Redis refused this replica's last plain write for lack of memory",
+        value=1.0 if status.redis_out_of_memory else 0.0,
+    )
+    policy = GaugeMetricFamily(
+        "gatewayz_redis_maxmemory_policy_safe",
+        "1 when Redis's maxmemory-policy cannot evict this project's keys (noeviction, or no "
+        "maxmemory), 0 when it can",
+        labels=["policy"],
+    )
+    policy.add_metric([memory.policy], 0.0 if memory.can_evict else 1.0)
+    yield policy
+    yield CounterMetricFamily(
+        "gatewayz_redis_evicted_keys",
+        "Keys Redis evicted since it started (INFO evicted_keys)",
+        value=memory.evicted_keys,
+    )
+
+
 def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "gatewayz_aggregator_cycles",
@@ -238,7 +273,7 @@ RESERVED_NAMES = frozenset(
 )
 """Names the aggregator itself exports; a worker metric that would clash with one (or with an
 earlier worker metric) is not served."""
-RESERVED_PREFIX = "gatewayz_aggregator_"
+RESERVED_PREFIXES = ("gatewayz_aggregator_", "gatewayz_redis_")
 
 
 def _sample_names(name: str, kind: str) -> set[str]:
@@ -266,7 +301,7 @@ def _backend_metrics(snapshot: Snapshot) -> Iterator[Metric]:
         dropped.add_metric([family.name], family.dropped)
         rejected.add_metric([family.name], family.rejected)
         exposed = _sample_names(family.name, family.kind)
-        if family.name.startswith(RESERVED_PREFIX) or exposed & taken:
+        if family.name.startswith(RESERVED_PREFIXES) or exposed & taken:
             continue  # would clash with another family: the scrape must stay parseable
         taken |= exposed
         labelnames = list(family.labelnames)

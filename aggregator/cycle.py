@@ -29,7 +29,7 @@ from aggregator.breaker import (
 )
 from aggregator.health import WindowCounts
 from aggregator.lease import LeaderLease
-from aggregator.reader import Reading, WindowReader
+from aggregator.reader import Reading, RedisMemory, WindowReader
 from aggregator.served import CycleStatus, ServedState
 from aggregator.settings import AggregatorSettings, describe_error
 from aggregator.snapshot import Snapshot, provider_health
@@ -79,6 +79,8 @@ class Aggregator:
         self._lock = threading.RLock()
         self._suppressed: frozenset[str] = frozenset()
         self._served = ServedState(settings.instance)
+        self._out_of_memory = False  # this cycle: Redis refused a plain write for lack of memory
+        self._policy_reported: str | None = None
 
     # -- what is served ------------------------------------------------------------------------
 
@@ -141,7 +143,10 @@ class Aggregator:
             started = time.perf_counter()
             now = self._clock()
             status = self._served.status
+            self._out_of_memory = False
             try:
+                memory = self._reader.memory()
+                self._check_memory_policy(memory)
                 leader = self._lease.tick()
                 snapshot = self._lead(now) if leader else None
                 if snapshot is None:
@@ -170,6 +175,8 @@ class Aggregator:
                     last_success_at=now,
                     last_duration_seconds=duration,
                     last_error=None,
+                    redis_memory=memory,
+                    redis_out_of_memory=self._out_of_memory,
                 ),
                 leader=self._lease.is_leader,
             )
@@ -178,12 +185,20 @@ class Aggregator:
             return snapshot
 
     def _read(self, now: float) -> Reading:
+        """The configured providers, the registry's, and those whose breaker acted in the last
+        snapshot (a registry lost to eviction must not hide an open breaker)."""
         with tracer.start_as_current_span("read_windows"):
             names = self._reader.known_providers(now, self.settings.retention_seconds)
+            snapshot = self._served.snapshot
+            acting = [
+                p.provider
+                for p in (snapshot.providers if snapshot is not None else ())
+                if p.breaker.forced or p.breaker.state != CLOSED
+            ]
             config = self.settings.breaker
             return self._reader.read(
                 now,
-                [*self.settings.providers, *sorted(names)],
+                [*self.settings.providers, *sorted({*names, *acting})],
                 lambda state: counting_start(state, now, config),
             )
 
@@ -218,7 +233,7 @@ class Aggregator:
         """The published snapshot when it is not the one served already (the leader publishes
         each cycle number once, so a different number is a newer snapshot)."""
         published = self._reader.published_snapshot()
-        self._writer.commit([], self._take_ops(), fence=None)
+        self._out_of_memory |= self._writer.commit([], self._take_ops(), fence=None).out_of_memory
         if published is None:
             return None
         snapshot = Snapshot.from_json(published)
@@ -243,8 +258,11 @@ class Aggregator:
         fence = self._lease.fence
         if not fence:  # the lease ran out since the cycle began: write nothing
             return states, [], FENCED
+        restores = self._vanished_breakers(states)
         planned: list[tuple[str, Transition]] = []
         for item in reading.providers:
+            if item.provider in restores:
+                continue  # evaluated from its restored state next cycle
             transition = evaluate(
                 item.breaker, breaker_calls(item.breaker_counts, config), now, config
             )
@@ -263,13 +281,26 @@ class Aggregator:
             PlannedWrite(name, t.old.epoch, t.new, f"{t.old.state}>{t.new.state}")
             for name, t in kept
         ]
+        writes += [PlannedWrite(name, 0, state, "") for name, state in restores.items()]
         acting = [name for name, state in states.items() if state.forced or state.state != CLOSED]
         with tracer.start_as_current_span("write_state"):
             committed = self._writer.commit(
                 writes, self._take_ops(), fence, reserve_cycle_above, acting, now
             )
+        self._out_of_memory |= committed.out_of_memory
+        for (name, state), result in zip(
+            restores.items(), committed.results[len(kept) :], strict=True
+        ):
+            if result == 1:
+                states[name] = state
+                log.warning(
+                    "breaker %s: its state vanished from Redis (evicted?); restored %s from the "
+                    "last snapshot",
+                    name,
+                    "forced " + state.state if state.forced else state.state,
+                )
         applied: list[Transition] = []
-        for (name, transition), result in zip(kept, committed.results, strict=True):
+        for (name, transition), result in zip(kept, committed.results[: len(kept)], strict=True):
             if result == 1:
                 states[name] = transition.new
                 applied.append(transition)
@@ -288,6 +319,35 @@ class Aggregator:
             else:
                 log.warning("breaker %s: epoch moved on before our write; re-read next cycle", name)
         return states, applied, committed.cycle
+
+    def _vanished_breakers(self, states: dict[str, BreakerState]) -> dict[str, BreakerState]:
+        """Breakers the last snapshot shows acting (open, half-open or forced) whose state is
+        gone from Redis (evicted, or Redis emptied): their last known state, to restore. A
+        breaker silently closed would let traffic through to a dead provider."""
+        snapshot = self._served.snapshot
+        if snapshot is None:
+            return {}
+        restores = {}
+        for health in snapshot.providers:
+            last = health.breaker
+            now_in_redis = states.get(health.provider)
+            if now_in_redis is None or now_in_redis.epoch != 0 or last.epoch == 0:
+                continue
+            if last.forced or last.state != CLOSED:
+                restores[health.provider] = last
+        return restores
+
+    def _check_memory_policy(self, memory: RedisMemory | None) -> None:
+        """Log once (per policy) a maxmemory-policy that lets Redis evict this project's keys."""
+        policy = memory.policy if memory is not None and memory.can_evict else None
+        if policy is not None and policy != self._policy_reported:
+            log.error(
+                "Redis maxmemory-policy is %s with maxmemory %d bytes: it can evict this "
+                "project's keys (windows, counters, breaker states); set noeviction",
+                policy,
+                memory.max_bytes if memory is not None else 0,
+            )
+        self._policy_reported = policy
 
     def _build(
         self, reading: Reading, states: dict[str, BreakerState], now: float, cycle: int
@@ -319,12 +379,23 @@ class Aggregator:
         )
 
     def ready(self) -> tuple[bool, str]:
-        """(ready, reason): Redis answers and the served snapshot is at most N intervals old."""
+        """(ready, reason): Redis answers, has memory for writes and a maxmemory-policy that
+        cannot evict this project's keys, and the served snapshot is at most N intervals old."""
         max_age = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
         try:
             self._redis.ping()
         except (redis.RedisError, OSError) as exc:
             return False, f"redis unreachable: {describe_error(exc)}"
+        status = self._served.status
+        memory = status.redis_memory
+        if status.redis_out_of_memory:
+            used = f" (used {memory.used_bytes} of {memory.max_bytes} bytes)" if memory else ""
+            return False, f"redis is out of memory: it refuses writes{used}"
+        if memory is not None and memory.can_evict:
+            return False, (
+                f"redis maxmemory-policy {memory.policy} can evict this project's keys: "
+                "set noeviction"
+            )
         snapshot = self._served.snapshot
         if snapshot is None:
             return False, "no snapshot yet"

@@ -39,6 +39,26 @@ class ProviderReading:
 
 
 @dataclass(frozen=True)
+class RedisMemory:
+    """Redis's memory, as INFO tells it."""
+
+    used_bytes: int
+    """used_memory, less what Redis does not count against maxmemory (replication buffers)"""
+    max_bytes: int
+    """maxmemory; 0: no limit"""
+    policy: str
+    """maxmemory-policy"""
+    evicted_keys: int
+    """keys Redis evicted since it started"""
+
+    @property
+    def can_evict(self) -> bool:
+        """Whether Redis may evict this project's keys when full: every policy but noeviction
+        can (the volatile ones too: windows, totals and the registry carry TTLs)."""
+        return self.max_bytes > 0 and self.policy != "noeviction"
+
+
+@dataclass(frozen=True)
 class Reading:
     providers: tuple[ProviderReading, ...]
     client_stats: dict[str, int]
@@ -153,6 +173,25 @@ class WindowReader:
             for name, breaker, totals, transitions, window in partial
         )
         return Reading(readings, client_stats, redis_ops)
+
+    def memory(self) -> RedisMemory | None:
+        """INFO memory and stats in one round trip; None from a server without INFO
+        (fakeredis). Raises when Redis is unreachable."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.info("memory")
+        pipe.info("stats")
+        try:
+            memory, stats = pipe.execute()
+        except redis.ResponseError:
+            return None
+        self._count_op("info", 2)
+        return RedisMemory(
+            used_bytes=int(memory.get("used_memory", 0))
+            - int(memory.get("mem_not_counted_for_evict", 0)),
+            max_bytes=int(memory.get("maxmemory", 0)),
+            policy=str(memory.get("maxmemory_policy", "")),
+            evicted_keys=int(stats.get("evicted_keys", 0)),
+        )
 
     def backend(self, now: float, retention_seconds: float) -> BackendReading:
         return read_backend(self._redis, self._keys, now, retention_seconds, self.ops)

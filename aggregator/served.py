@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aggregator.reader import RedisMemory
 from aggregator.snapshot import Snapshot
 
 
@@ -17,6 +18,10 @@ class CycleStatus:
     last_success_at: float | None = None
     last_duration_seconds: float = 0.0
     last_error: str | None = None
+    redis_memory: RedisMemory | None = None
+    """What this replica saw of Redis's memory at its last cycle (None: INFO unavailable)."""
+    redis_out_of_memory: bool = False
+    """Redis refused this replica's last plain write for lack of memory."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import redis
 
 from protocol import scripts
 from protocol.breaker_state import BreakerState, encode_breaker
-from protocol.connection import ScriptCalls, raise_first_error
+from protocol.connection import ScriptCalls, is_out_of_memory, raise_first_error, register
 from protocol.keys import Keys
 
 FENCED = -1
@@ -32,6 +32,8 @@ class Committed:
     """Per write: 1 applied, 0 the epoch moved on, -1 a newer leader's token is there."""
     cycle: int | None = None
     """The snapshot cycle reserved, when one was asked for; FENCED when not the lease holder."""
+    out_of_memory: bool = False
+    """Redis refused a plain write for lack of memory (the breaker's scripts still run)."""
 
 
 class StateWriter:
@@ -48,12 +50,12 @@ class StateWriter:
         self._retention = int(retention_seconds)
         self._permits = permits
         self._permit_seconds = permit_seconds
-        self._transition = connection.register_script(scripts.TRANSITION)
-        self._lease = connection.register_script(scripts.LEASE)
-        self._release = connection.register_script(scripts.RELEASE)
-        self._reserve_cycle = connection.register_script(scripts.RESERVE_CYCLE)
-        self._publish = connection.register_script(scripts.PUBLISH_SNAPSHOT)
-        self._prune_writers = connection.register_script(scripts.PRUNE_GAUGE_WRITERS)
+        self._transition = register(connection, scripts.TRANSITION)
+        self._lease = register(connection, scripts.LEASE)
+        self._release = register(connection, scripts.RELEASE)
+        self._reserve_cycle = register(connection, scripts.RESERVE_CYCLE)
+        self._publish = register(connection, scripts.PUBLISH_SNAPSHOT)
+        self._prune_writers = register(connection, scripts.PRUNE_GAUGE_WRITERS)
         self._unreported_ops: Counter[str] = Counter()
 
     def commit(
@@ -67,9 +69,11 @@ class StateWriter:
     ) -> Committed:
         """Apply transitions, reserve the next snapshot cycle (above ``reserve_cycle_above``,
         when given: leader only), mark ``keep_registered`` providers as seen ``now`` (their
-        breaker still acts: they must not leave the registry) and add ``ops`` (plus this
-        writer's own commands) to the shared op counter, in one round trip. ``fence`` None means
-        an operator command."""
+        breaker still acts: they must not leave the registry; ZADD GT adds a missing one and
+        only ever moves a time forward) and add ``ops`` (plus this writer's own commands) to the
+        shared op counter, in one round trip. ``fence`` None means an operator command. The
+        last two may wait for a later commit while Redis is out of memory; transitions and cycle
+        numbers run by scripts that Redis lets write even then."""
         ops = Counter(ops)
         keys = self._keys
         pipe = self._redis.pipeline(transaction=False)
@@ -100,21 +104,32 @@ class StateWriter:
                 [fence, reserve_cycle_above],
             )
             ops["evalsha"] += 1
+        bookkeeping = len(pipe)  # from here on: what may wait for a later commit
         if keep_registered:
             pipe.zadd(keys.providers, dict.fromkeys(keep_registered, now), gt=True)
             pipe.expire(keys.providers, self._retention)
             ops.update({"zadd": 1, "expire": 1})
         ops.update(self._unreported_ops)
+        self._unreported_ops.clear()
+        counted: dict[int, str] = {}  # reply index -> operation
         for operation, count in ops.items():
             if count:
+                counted[len(pipe)] = operation
                 pipe.hincrby(keys.redis_ops, operation, count)
         replies = calls.rerun_missing(pipe.execute(raise_on_error=False))
-        raise_first_error(replies)
-        self._unreported_ops.clear()
+        raise_first_error(replies[:bookkeeping])  # transitions and cycle numbers must land
+        refused = [reply for reply in replies[bookkeeping:] if isinstance(reply, Exception)]
+        for index, operation in counted.items():
+            if isinstance(replies[index], Exception):  # out of memory: count them later
+                self._unreported_ops[operation] += ops[operation]
         cycle = None
         if reserve_cycle_above is not None:
             cycle = FENCED if cycle_index is None else int(replies[cycle_index])
-        return Committed([int(r) for r in replies[: len(writes)]], cycle)
+        return Committed(
+            [int(r) for r in replies[: len(writes)]],
+            cycle,
+            out_of_memory=any(is_out_of_memory(reply) for reply in refused),
+        )
 
     def publish(self, snapshot_json: str, fence: int, ttl_seconds: float) -> bool:
         """Publish the snapshot for followers: False (nothing written) when this replica no
@@ -135,11 +150,6 @@ class StateWriter:
         )
         self._unreported_ops["evalsha"] += 1
         return int(pruned)
-
-    def register_provider(self, provider: str, now: float) -> None:
-        """Put a provider in the registry (an operator forcing a state wants to see it exported,
-        traffic or not). GT adds a missing member and only ever moves a score forward."""
-        self._redis.zadd(self._keys.providers, {provider: now}, gt=True)
 
     def hold_lease(self, instance: str, ttl_seconds: float) -> int:
         """Acquire or renew the leader lease: the fencing token, or 0 when another holds it."""

@@ -11,6 +11,7 @@ from typing import Protocol
 import redis
 
 from protocol import scripts
+from protocol.connection import register
 from protocol.keys import Keys
 
 ASK_AGAIN_SECONDS = 60.0
@@ -31,7 +32,7 @@ class RedisRegistry:
     """The registry's Redis I/O: one script call admits a batch's new names."""
 
     def __init__(self, connection: redis.Redis, keys: Keys) -> None:
-        self._admit = connection.register_script(scripts.ADMIT)
+        self._admit = register(connection, scripts.ADMIT)
         self._key = keys.providers
 
     def admit(self, providers: list[str], cap: int, now: float) -> dict[str, bool]:

@@ -19,6 +19,7 @@ import redis
 
 from protocol import scripts
 from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATE_FIELD, decode_state_name
+from protocol.connection import register
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
 
@@ -43,7 +44,7 @@ class RedisBreakerStore:
     def __init__(self, connection: redis.Redis, keys: Keys) -> None:
         self._redis = connection
         self._keys = keys
-        self._permit = connection.register_script(scripts.PERMIT)
+        self._permit = register(connection, scripts.PERMIT)
 
     def states(self, providers: list[str]) -> dict[str, str]:
         pipe = self._redis.pipeline(transaction=False)

@@ -12,7 +12,7 @@ from redis.client import Pipeline
 from client._batch import Batch
 from client._instruments import Drained
 from protocol import scripts
-from protocol.connection import ScriptCalls
+from protocol.connection import ScriptCalls, register
 from protocol.event_ids import EVENT_ID_BITS
 from protocol.fields import (
     BREAKER_REJECTED_FIELD,
@@ -58,7 +58,7 @@ class RedisWriter:
         self._writer_id = writer_id
         self._max_series = max_series
         self._gauge_ttl = gauge_ttl
-        self._instruments = connection.register_script(scripts.INSTRUMENTS)
+        self._instruments = register(connection, scripts.INSTRUMENTS)
         self._unreported_ops: Counter[str] = Counter()
 
     def reserve_event_ids(self, count: int) -> int:

@@ -1,13 +1,23 @@
 """Every Lua script of the project: only where a read-modify-write must be atomic. Each takes all
-its keys through KEYS[] and is run by its SHA (``connection.Scripts``), never re-sent with
+its keys through KEYS[] and is run by its SHA (``connection.register``), never re-sent with
 every call.
+
+The breaker's scripts (permits, transitions, the lease, snapshot numbers and publishing) start
+with ``ALLOW_OOM``: their writes are tiny, and the breaker must keep working while Redis is at
+``maxmemory`` and refuses every other write.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-PERMIT: Final = """
+ALLOW_OOM: Final = "#!lua flags=allow-oom\n"
+"""Redis 7 script flags: run even when Redis is out of memory. A server that knows no flags
+(Redis 6, fakeredis) gets the script without this line (``connection.register``)."""
+
+PERMIT: Final = (
+    ALLOW_OOM
+    + """
 -- Take one half-open trial permit if fewer than the breaker's ``permits`` are live. Permits
 -- expire ``permit_ms`` after they are taken (Redis server time, so hosts' clocks do not matter).
 -- KEYS[1] breaker hash, KEYS[2] permits zset; ARGV[1] holder. Returns {state, granted}.
@@ -27,6 +37,7 @@ redis.call('ZADD', KEYS[2], now_ms + ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ttl)
 return {state, 1}
 """
+)
 
 ADMIT: Final = """
 -- Admit providers into the registry while it holds fewer than the cap, so a flood of new names
@@ -106,12 +117,15 @@ end
 return pruned
 """
 
-TRANSITION: Final = """
+TRANSITION: Final = (
+    ALLOW_OOM
+    + """
 -- Compare-and-set on the state epoch, fenced by the leader's token: a writer holding a stale
 -- epoch or a deposed leader's token can never overwrite a newer state.
 -- KEYS[1] breaker hash, KEYS[2] permits zset, KEYS[3] transitions hash.
 -- ARGV[1] expected epoch; ARGV[2] fencing token ('' for an operator command: not fenced);
--- ARGV[3] TTL seconds (0: persist, for forced states); ARGV[4] transition counter field;
+-- ARGV[3] TTL seconds (0: persist, for forced states); ARGV[4] transition counter field ('':
+-- not a transition but a state restored, counted nowhere);
 -- ARGV[5..] field/value pairs of the new state.
 -- Returns 1 applied, 0 epoch mismatch, -1 stale fencing token.
 local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
@@ -132,11 +146,16 @@ else
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 redis.call('DEL', KEYS[2])
-redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+if ARGV[4] ~= '' then
+  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+end
 return 1
 """
+)
 
-LEASE: Final = """
+LEASE: Final = (
+    ALLOW_OOM
+    + """
 -- Acquire or renew the leader lease. KEYS[1] lease, KEYS[2] token counter; ARGV[1] instance,
 -- ARGV[2] TTL ms. Returns the holder's fencing token, or 0 when another instance holds it.
 local held = redis.call('GET', KEYS[1])
@@ -152,8 +171,11 @@ local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
 return token
 """
+)
 
-RELEASE: Final = """
+RELEASE: Final = (
+    ALLOW_OOM
+    + """
 -- Give the lease up at once (clean shutdown). KEYS[1] lease; ARGV[1] instance.
 local held = redis.call('GET', KEYS[1])
 if held and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
@@ -161,6 +183,7 @@ if held and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
 end
 return 0
 """
+)
 
 # The leader's writes of shared state check that it still holds the lease under the token it
 # was given: a deposed leader (its lease expired, or taken over) can write nothing.
@@ -175,7 +198,9 @@ if tonumber(string.sub(held, sep + 1)) ~= tonumber(ARGV[1]) then
 end
 """
 
-RESERVE_CYCLE: Final = f"""
+RESERVE_CYCLE: Final = (
+    ALLOW_OOM
+    + f"""
 -- The next snapshot cycle number, shared by all replicas, for the lease holder only.
 -- KEYS[1] lease, KEYS[2] cycle counter; ARGV[1] fencing token, ARGV[2] the last cycle this
 -- replica knows (a counter lost with an emptied Redis restarts above it, never below).
@@ -187,8 +212,11 @@ if last < tonumber(ARGV[2]) then
 end
 return redis.call('INCR', KEYS[2])
 """
+)
 
-PUBLISH_SNAPSHOT: Final = f"""
+PUBLISH_SNAPSHOT: Final = (
+    ALLOW_OOM
+    + f"""
 -- Publish the leader's snapshot for followers. KEYS[1] lease, KEYS[2] snapshot; ARGV[1]
 -- fencing token, ARGV[2] TTL ms, ARGV[3] snapshot JSON. Returns 1, or -1 (not the lease holder:
 -- nothing written).
@@ -196,3 +224,4 @@ PUBLISH_SNAPSHOT: Final = f"""
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 return 1
 """
+)

@@ -75,12 +75,13 @@ def test_registering_a_provider_is_one_command_that_only_moves_forward(
     keys = Keys("reg")
     writer = StateWriter(private_redis, keys, retention_seconds=3600)
     private_redis.config_resetstat()
-    writer.register_provider("openrouter", 100.0)
+    writer.commit([], Counter(), None, keep_registered=["openrouter"], now=100.0)
     assert _calls(private_redis, "zadd") == 1
-    writer.register_provider("openrouter", 50.0)  # an older time never moves it back
-    writer.register_provider("openrouter", 200.0)
+    writer.commit([], Counter(), None, keep_registered=["openrouter"], now=50.0)  # never back
+    writer.commit([], Counter(), None, keep_registered=["openrouter"], now=200.0)
     assert _calls(private_redis, "zadd") == 3
     assert private_redis.zscore(keys.providers, "openrouter") == 200.0
+    assert 0 < private_redis.ttl(keys.providers) <= 3600
 
 
 def test_transitions_run_by_sha_and_survive_a_flushed_script_cache(
