@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from aggregator import admin
 from aggregator.app import Lifespan, create_app
 from aggregator.cycle import Aggregator
+from aggregator.http_server import HttpLimits, guarded_protocol
 from aggregator.observability import configure_logging, configure_tracing
 from aggregator.settings import AggregatorSettings, parse_settings, redact
 from protocol.connection import connect
@@ -83,6 +84,17 @@ def serving_lifespan(aggregator: Aggregator, settings: AggregatorSettings) -> Li
     return lifespan
 
 
+def http_limits(settings: AggregatorSettings) -> HttpLimits:
+    """The HTTP connection bounds ``settings`` asks for."""
+    return HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_seconds=settings.header_timeout_seconds,
+        keepalive_timeout_seconds=settings.keepalive_timeout_seconds,
+        send_timeout_seconds=settings.send_timeout_seconds,
+        max_connections=settings.max_connections,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["breaker"]:
@@ -111,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # Every connection through the guarded protocol; no WebSocket upgrade, which would hand
+        # a connection to a protocol outside the guard (the app has no WebSocket route).
+        http=guarded_protocol(http_limits(settings)),
+        ws="none",
     )
     return 0
 

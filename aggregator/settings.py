@@ -84,6 +84,13 @@ class AggregatorSettings:
     otel_console: bool = False
     permit_seconds: float = 30.0
     auth_token: str | None = field(default=None, repr=False)
+    # HTTP connection bounds (aggregator/http_server.py): what a client that is slow, broken or
+    # hostile may hold before any route or token is looked at.
+    max_header_bytes: int = 8192
+    header_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 5.0
+    send_timeout_seconds: float = 10.0
+    max_connections: int = 100
 
     def __post_init__(self) -> None:
         try:
@@ -110,6 +117,9 @@ class AggregatorSettings:
             "breaker half-open timeout": self.breaker.half_open_timeout_seconds,
             "breaker permit seconds": self.permit_seconds,
             "breaker window": self.breaker.window_seconds,
+            "header timeout": self.header_timeout_seconds,
+            "keep-alive timeout": self.keepalive_timeout_seconds,
+            "send timeout": self.send_timeout_seconds,
         }
         for label, value in numbers.items():
             if not math.isfinite(value):
@@ -129,6 +139,17 @@ class AggregatorSettings:
             raise ValueError("window must be > 0")
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} outside 1..65535")
+        for label, seconds in (
+            ("header timeout", self.header_timeout_seconds),
+            ("keep-alive timeout", self.keepalive_timeout_seconds),
+            ("send timeout", self.send_timeout_seconds),
+        ):
+            if not seconds > 0:
+                raise ValueError(f"{label} must be > 0")
+        if self.max_header_bytes < 1024:  # a request line and the usual headers need ~500
+            raise ValueError("max header bytes must be >= 1024")
+        if self.max_connections < 1:
+            raise ValueError("max connections must be >= 1")
         if not 0.0 < self.latency_target_seconds < self.latency_ceiling_seconds:
             raise ValueError("need 0 < latency target < latency ceiling")
         b = self.breaker
@@ -229,6 +250,41 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--latency-ceiling", "LATENCY_CEILING_SECONDS", "latency_ceiling_seconds", float, "p95 bad"),
     ("--loki-url", "LOKI_URL", "loki_url", str, "Loki push URL (logs also go to stderr)"),
     ("--log-level", "LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING, ERROR"),
+    (
+        "--max-header-bytes",
+        "AGGREGATOR_MAX_HEADER_BYTES",
+        "max_header_bytes",
+        int,
+        "largest request line plus headers; beyond: 431",
+    ),
+    (
+        "--header-timeout",
+        "AGGREGATOR_HEADER_TIMEOUT_SECONDS",
+        "header_timeout_seconds",
+        float,
+        "seconds a request has to arrive in full from its first byte (or the connection's opening)",
+    ),
+    (
+        "--keepalive-timeout",
+        "AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS",
+        "keepalive_timeout_seconds",
+        float,
+        "seconds an idle connection is kept between requests",
+    ),
+    (
+        "--send-timeout",
+        "AGGREGATOR_SEND_TIMEOUT_SECONDS",
+        "send_timeout_seconds",
+        float,
+        "seconds a client may read nothing of a pending response before it is cut",
+    ),
+    (
+        "--max-connections",
+        "AGGREGATOR_MAX_CONNECTIONS",
+        "max_connections",
+        int,
+        "open HTTP connections; beyond, the longest idle one is closed (503 if none is idle)",
+    ),
     (
         "--auth-token-file",
         "AGGREGATOR_AUTH_TOKEN_FILE",

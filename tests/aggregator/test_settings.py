@@ -99,6 +99,26 @@ def test_providers_flag(raw: str, expected: tuple[str, ...]) -> None:
     assert parse_settings(["--providers", raw], {}).providers == expected
 
 
+def test_http_limits_default_safe_and_configurable() -> None:
+    s = parse_settings([], {})
+    assert (s.max_header_bytes, s.max_connections) == (8192, 100)
+    assert (s.header_timeout_seconds, s.keepalive_timeout_seconds) == (10.0, 5.0)
+    assert s.send_timeout_seconds == 10.0
+    env = {
+        "AGGREGATOR_MAX_HEADER_BYTES": "16384",
+        "AGGREGATOR_HEADER_TIMEOUT_SECONDS": "4",
+        "AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "2.5",
+        "AGGREGATOR_SEND_TIMEOUT_SECONDS": "20",
+        "AGGREGATOR_MAX_CONNECTIONS": "500",
+    }
+    s = parse_settings(["--max-connections", "50", "--header-timeout", "0.5"], env)
+    assert s.max_connections == 50  # flags win
+    assert s.header_timeout_seconds == 0.5
+    assert s.max_header_bytes == 16384  # env without a flag
+    assert s.keepalive_timeout_seconds == 2.5
+    assert s.send_timeout_seconds == 20.0
+
+
 def test_otel_console_flag() -> None:
     assert parse_settings(["--otel-console"], {}).otel_console is True
 
@@ -123,6 +143,14 @@ def test_otel_console_flag() -> None:
         (["--window", "nan"], {}, "window"),
         (["--breaker-max-open-share", "1.5"], {}, "max open share"),
         (["--log-level", "LOUD"], {}, "log level"),
+        (["--max-header-bytes", "100"], {}, "max header bytes must be >= 1024"),
+        (["--max-header-bytes", "8k"], {}, "--max-header-bytes: invalid value '8k'"),
+        (["--header-timeout", "0"], {}, "header timeout must be > 0"),
+        ([], {"AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "-1"}, "keep-alive timeout must be > 0"),
+        (["--send-timeout", "nan"], {}, "send timeout must be a finite number"),
+        (["--header-timeout", "inf"], {}, "header timeout must be a finite number"),
+        (["--max-connections", "0"], {}, "max connections must be >= 1"),
+        (["--max-connections", "1.5"], {}, "--max-connections: invalid value '1.5'"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(
