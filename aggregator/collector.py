@@ -177,6 +177,15 @@ class SnapshotCollector(Collector):
         for cause, count in sorted(by_cause.items()):
             dropped.add_metric([cause], count)
         yield dropped
+        offsets = GaugeMetricFamily(
+            "gatewayz_client_clock_offset_seconds",
+            "Redis's clock minus each writer's (host:pid), as last measured (within 10 min); "
+            "events are moved onto Redis's clock by it",
+            labels=["writer"],
+        )
+        for writer, offset in sorted(snapshot.client_clock_offsets.items()):
+            offsets.add_metric([writer], offset)
+        yield offsets
 
 
 def _redis_metrics(status: CycleStatus) -> Iterator[Metric]:
@@ -235,6 +244,12 @@ def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[
             "Unix time of this replica's last successful cycle",
             value=status.last_success_at,
         )
+    if status.clock_offset_seconds is not None:
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_clock_offset_seconds",
+            "Redis's clock minus this replica's, as measured at its last cycle",
+            value=status.clock_offset_seconds,
+        )
     if snapshot is not None:
         yield GaugeMetricFamily(
             "gatewayz_aggregator_snapshot_timestamp_seconds",
@@ -273,7 +288,7 @@ RESERVED_NAMES = frozenset(
 )
 """Names the aggregator itself exports; a worker metric that would clash with one (or with an
 earlier worker metric) is not served."""
-RESERVED_PREFIXES = ("gatewayz_aggregator_", "gatewayz_redis_")
+RESERVED_PREFIXES = ("gatewayz_aggregator_", "gatewayz_redis_", "gatewayz_client_")
 
 
 def _sample_names(name: str, kind: str) -> set[str]:

@@ -35,10 +35,15 @@ from aggregator.settings import AggregatorSettings, describe_error
 from aggregator.snapshot import Snapshot, provider_health
 from aggregator.writer import FENCED, PlannedWrite, StateWriter
 from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
+from protocol.clock import SharedClock
 from protocol.fields import decode_client_stats
 from protocol.keys import Keys
 
 log = logging.getLogger("gatewayz.aggregator")
+
+CLOCK_OFFSET_HORIZON_SECONDS = 600.0
+"""A writer's clock offset is exported for this long after its last measurement (a process that
+stopped writing for 10 minutes is gone or idle), then forgotten."""
 tracer = trace.get_tracer("gatewayz.aggregator")
 
 
@@ -55,11 +60,14 @@ class Aggregator:
         self,
         settings: AggregatorSettings,
         connection: redis.Redis,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ):
+        """``clock``: by default the system clock corrected to Redis's (measured each cycle),
+        the clock the clients' events are on; an injected clock is taken as it is (tests)."""
         self.settings = settings
         self.instance = settings.instance
-        self._clock = clock
+        self._clock = clock or time.time
+        self._shared_clock = SharedClock() if clock is None else None
         keys = Keys(settings.namespace)
         self._redis = connection
         self._reader = WindowReader(connection, keys, settings.window_seconds)
@@ -125,8 +133,8 @@ class Aggregator:
         with self._lock, tracer.start_as_current_span("breaker_cycle"):
             if not self.tick_lease():
                 return []
-            now = self._clock()
             try:
+                now = self._now()
                 reading = self._read(now)
                 _, applied, _ = self._evaluate_and_write(reading, now)
             except (redis.RedisError, OSError) as exc:
@@ -145,6 +153,7 @@ class Aggregator:
             status = self._served.status
             self._out_of_memory = False
             try:
+                now = self._now()
                 memory = self._reader.memory()
                 self._check_memory_policy(memory)
                 leader = self._lease.tick()
@@ -177,12 +186,24 @@ class Aggregator:
                     last_error=None,
                     redis_memory=memory,
                     redis_out_of_memory=self._out_of_memory,
+                    clock_offset_seconds=(
+                        self._shared_clock.offset if self._shared_clock is not None else None
+                    ),
                 ),
                 leader=self._lease.is_leader,
             )
             span.set_attribute("leader", leader)
             span.set_attribute("duration_seconds", duration)
             return snapshot
+
+    def _now(self) -> float:
+        """The time on the clients' clock: the injected one, or Redis's, measured now."""
+        shared = self._shared_clock
+        if shared is None:
+            return self._clock()
+        sent_at = shared.local()
+        shared.observe(self._reader.redis_time(), sent_at, shared.local())
+        return shared.now()
 
     def _read(self, now: float) -> Reading:
         """The configured providers, the registry's, and those whose breaker acted in the last
@@ -283,9 +304,14 @@ class Aggregator:
         ]
         writes += [PlannedWrite(name, 0, state, "") for name, state in restores.items()]
         acting = [name for name, state in states.items() if state.forced or state.state != CLOSED]
+        gone = [
+            writer
+            for writer, (_, measured_at) in reading.clock_offsets.items()
+            if now - measured_at > CLOCK_OFFSET_HORIZON_SECONDS
+        ]
         with tracer.start_as_current_span("write_state"):
             committed = self._writer.commit(
-                writes, self._take_ops(), fence, reserve_cycle_above, acting, now
+                writes, self._take_ops(), fence, reserve_cycle_above, acting, now, gone
             )
         self._out_of_memory |= committed.out_of_memory
         for (name, state), result in zip(
@@ -354,6 +380,11 @@ class Aggregator:
     ) -> Snapshot:
         settings = self.settings
         rejected, dropped = decode_client_stats(reading.client_stats)
+        offsets = {
+            writer: offset
+            for writer, (offset, measured_at) in reading.clock_offsets.items()
+            if now - measured_at <= CLOCK_OFFSET_HORIZON_SECONDS
+        }
         health = tuple(
             provider_health(
                 item.provider,
@@ -376,6 +407,7 @@ class Aggregator:
             client_rejected=rejected,
             client_dropped=sum(dropped.values()),
             client_dropped_by_cause=dropped,
+            client_clock_offsets=offsets,
         )
 
     def ready(self) -> tuple[bool, str]:
@@ -399,7 +431,8 @@ class Aggregator:
         snapshot = self._served.snapshot
         if snapshot is None:
             return False, "no snapshot yet"
-        age = self._clock() - snapshot.taken_at
+        shared = self._shared_clock
+        age = (shared.now() if shared is not None else self._clock()) - snapshot.taken_at
         if age > max_age:
             return False, f"snapshot is {age:.1f}s old (max {max_age:.1f}s)"
         return True, "ok"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -21,6 +21,7 @@ from protocol.breaker_state import (
     decode_breaker,
     decode_state_name,
 )
+from protocol.fields import decode_clock_offsets
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
 from protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
@@ -63,6 +64,8 @@ class Reading:
     providers: tuple[ProviderReading, ...]
     client_stats: dict[str, int]
     redis_ops: dict[str, int]
+    clock_offsets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """writer -> (its clock's offset to Redis's, when measured)"""
 
 
 def _counts(values: list[int]) -> WindowCounts:
@@ -76,16 +79,34 @@ def _int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
+FUTURE_TOLERANCE_SECONDS = 10.0
+"""Events stamped up to this far past "now" still count (clocks agree to the ms through the
+shared clock; this is slack, not a way for a skewed writer to stay in the window)."""
+
+
 class WindowReader:
-    def __init__(self, connection: redis.Redis, keys: Keys, window_seconds: float):
+    def __init__(
+        self,
+        connection: redis.Redis,
+        keys: Keys,
+        window_seconds: float,
+        future_tolerance_seconds: float = FUTURE_TOLERANCE_SECONDS,
+    ):
         self._redis = connection
         self._keys = keys
         self._window = window_seconds
+        self._tolerance = future_tolerance_seconds
         self.ops: Counter[str] = Counter()
         """Commands issued so far; the cycle moves them into Redis's shared op counter."""
 
     def _count_op(self, name: str, count: int = 1) -> None:
         self.ops[name] += count
+
+    def redis_time(self) -> tuple[int, int]:
+        """Redis's clock: (seconds, microseconds)."""
+        seconds, micros = self._redis.time()
+        self._count_op("time")
+        return int(seconds), int(micros)
 
     def known_providers(self, now: float, retention_seconds: float) -> list[str]:
         """Providers seen within the retention period. Older ones leave the registry, unless
@@ -123,32 +144,35 @@ class WindowReader:
         counting_start: Callable[[BreakerState], float] = lambda state: state.since,
     ) -> Reading:
         """Window counts, totals, breaker states and transitions of ``providers``, and per
-        provider the calls made after ``counting_start(its breaker state)``."""
+        provider the calls made after ``counting_start(its breaker state)``. An event counts
+        while ``now - window < its time <= now + tolerance``."""
         keys = self._keys
         names = list(dict.fromkeys(providers))
-        start = now - self._window
+        start, end = now - self._window, now + self._tolerance
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.client_stats)
         pipe.hgetall(keys.redis_ops)
+        pipe.hgetall(keys.clock_offsets)
         for name in names:
             pipe.hgetall(keys.breaker(name))
             pipe.hgetall(keys.totals(name))
             pipe.hgetall(keys.transitions(name))
             for key in keys.window_keys(name):
                 pipe.zremrangebyscore(key, "-inf", start)
-                pipe.zcount(key, f"({start}", "+inf")
+                pipe.zcount(key, f"({start}", end)
         replies = pipe.execute()
         partitions = WINDOW_PARTITIONS
-        self._count_op("hgetall", 2 + 3 * len(names))
+        self._count_op("hgetall", 3 + 3 * len(names))
         self._count_op("zremrangebyscore", partitions * len(names))
         self._count_op("zcount", partitions * len(names))
 
         client_stats = _int_hash(replies[0])
         redis_ops = _int_hash(replies[1])
+        clock_offsets = decode_clock_offsets(_text_hash(replies[2]))
         per_provider = 3 + 2 * partitions
         partial: list[tuple[str, BreakerState, dict[str, int], dict[str, int], WindowCounts]] = []
         for index, name in enumerate(names):
-            chunk = replies[2 + index * per_provider : 2 + (index + 1) * per_provider]
+            chunk = replies[3 + index * per_provider : 3 + (index + 1) * per_provider]
             breaker = decode_breaker(chunk[0])
             window = _counts(chunk[4::2])
             partial.append((name, breaker, _int_hash(chunk[1]), _int_hash(chunk[2]), window))
@@ -161,7 +185,7 @@ class WindowReader:
             pipe = self._redis.pipeline(transaction=False)
             for name, counting_from in recent:
                 for key in keys.window_keys(name):
-                    pipe.zcount(key, f"({counting_from}", "+inf")
+                    pipe.zcount(key, f"({counting_from}", end)
             replies = pipe.execute()
             self._count_op("zcount", len(replies))
             for index, (name, _) in enumerate(recent):
@@ -172,7 +196,7 @@ class WindowReader:
             )
             for name, breaker, totals, transitions, window in partial
         )
-        return Reading(readings, client_stats, redis_ops)
+        return Reading(readings, client_stats, redis_ops, clock_offsets)
 
     def memory(self) -> RedisMemory | None:
         """INFO memory and stats in one round trip; None from a server without INFO

@@ -22,6 +22,8 @@ class CycleStatus:
     """What this replica saw of Redis's memory at its last cycle (None: INFO unavailable)."""
     redis_out_of_memory: bool = False
     """Redis refused this replica's last plain write for lack of memory."""
+    clock_offset_seconds: float | None = None
+    """Redis's clock minus this replica's (None: an injected clock)."""
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ class Snapshot:
     backend: tuple[BackendFamily, ...] = ()
     """The workers' own metrics (fastapi_requests_total, ...), same cycle."""
     client_dropped_by_cause: dict[str, int] = field(default_factory=dict)
+    client_clock_offsets: dict[str, float] = field(default_factory=dict)
+    """Writer (host:pid) -> its clock's offset to Redis's, measured within 10 minutes."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

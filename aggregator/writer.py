@@ -66,12 +66,14 @@ class StateWriter:
         reserve_cycle_above: int | None = None,
         keep_registered: Sequence[str] = (),
         now: float = 0.0,
+        forget_clocks: Sequence[str] = (),
     ) -> Committed:
         """Apply transitions, reserve the next snapshot cycle (above ``reserve_cycle_above``,
         when given: leader only), mark ``keep_registered`` providers as seen ``now`` (their
         breaker still acts: they must not leave the registry; ZADD GT adds a missing one and
         only ever moves a time forward) and add ``ops`` (plus this writer's own commands) to the
-        shared op counter, in one round trip. ``fence`` None means an operator command. The
+        shared op counter, and forget the clock offsets of ``forget_clocks`` writers, in one
+        round trip. ``fence`` None means an operator command. The
         last two may wait for a later commit while Redis is out of memory; transitions and cycle
         numbers run by scripts that Redis lets write even then."""
         ops = Counter(ops)
@@ -109,6 +111,9 @@ class StateWriter:
             pipe.zadd(keys.providers, dict.fromkeys(keep_registered, now), gt=True)
             pipe.expire(keys.providers, self._retention)
             ops.update({"zadd": 1, "expire": 1})
+        if forget_clocks:
+            pipe.hdel(keys.clock_offsets, *forget_clocks)
+            ops["hdel"] += 1
         ops.update(self._unreported_ops)
         self._unreported_ops.clear()
         counted: dict[int, str] = {}  # reply index -> operation

@@ -32,6 +32,8 @@ class Batch:
     providers: dict[str, ProviderBatch]
     notes: Notes
     instruments: Drained | None = None
+    offset: float = 0.0
+    """what was added to the events' times (to the shared clock)"""
 
     @property
     def events(self) -> int:
@@ -47,11 +49,16 @@ class Batch:
 
 
 def build_batch(
-    events: list[Event], first_id: int, notes: Notes, instruments: Drained | None = None
+    events: list[Event],
+    first_id: int,
+    notes: Notes,
+    instruments: Drained | None = None,
+    offset: float = 0.0,
 ) -> Batch:
     """Group events per provider: one window member each (named by the ids ``first_id``,
-    ``first_id + 1``... reserved in Redis), counters pre-aggregated. This is the flusher's
-    per-event cost, so the loop does the least it can: one partition lookup, one append."""
+    ``first_id + 1``... reserved in Redis), scored with its time plus ``offset`` (to the shared
+    clock), counters pre-aggregated. This is the flusher's per-event cost, so the loop does the
+    least it can: one partition lookup, one append."""
     grouped: dict[str, tuple[dict[int, list[float | str]], list[float]]] = {}
     named = zip(events, event_members(first_id, len(events)), strict=True)
     for (provider, ts, latency_s, outcome, tokens, cost_nusd), member in named:
@@ -64,10 +71,10 @@ def build_batch(
         flat = groups.get(key)
         if flat is None:
             flat = groups[key] = []
-        flat.append(ts)
+        flat.append(ts + offset)
         flat.append(member)
         sums[0] += latency_s  # rounded to whole microseconds once per batch
-        sums[3] = ts  # events are in arrival order
+        sums[3] = ts + offset  # events are in arrival order
         if tokens:
             sums[1] += tokens
         if cost_nusd:
@@ -88,7 +95,7 @@ def build_batch(
                 merged += flat  # type: ignore[arg-type]
         totals = encode_totals(tally, latency_sum, int(tokens_sum), int(cost_sum))
         providers[provider] = ProviderBatch(partitions, totals, last_seen)
-    return Batch(providers, notes, instruments)
+    return Batch(providers, notes, instruments, offset)
 
 
 def _scores(times: list[float | str]) -> list[str]:

@@ -26,6 +26,7 @@ from client._instruments import Drained, InstrumentStore
 from client._ledger import ERROR, NO_NOTES, REFUSED, SHUTDOWN, Ledger, Notes
 from client._settings import ClientSettings
 from client._writer import WriteReport
+from protocol.clock import SharedClock
 from protocol.connection import is_out_of_memory, is_transient
 
 log = logging.getLogger("gatewayz.metrics.client")
@@ -64,7 +65,10 @@ class Flusher:
         settings: ClientSettings,
         before_flush: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: SharedClock | None = None,
     ) -> None:
+        """``clock``: event times are moved onto it (its offset, as the sink last measured it)
+        when a batch is built; None: they are on the shared clock already."""
         self._buffer = buffer
         self._ledger = ledger
         self._instruments = instruments
@@ -73,6 +77,7 @@ class Flusher:
         self._settings = settings
         self._before_flush = before_flush
         self._monotonic = monotonic
+        self._clock = clock
         self._wake = threading.Event()  # a batch is ready, or flush()/close() asks
         self._retry_now = threading.Event()  # cut a retry backoff short: flush()/close()
         self._lock = threading.Lock()
@@ -170,7 +175,8 @@ class Flusher:
         try:
             events = self._admitted_only(events)
             notes = self._ledger.take_notes()
-            batch = build_batch(events, first_id, notes, self._drain())
+            offset = self._clock.offset if self._clock is not None else 0.0
+            batch = build_batch(events, first_id, notes, self._drain(), offset)
         except Exception:
             # Not even a batch: whatever went wrong, the events taken are settled as dropped.
             self._ledger.settle(
@@ -259,8 +265,10 @@ class Flusher:
             log.error("Redis is out of memory: metrics batches split and retried: %s", exc)
         half = len(events) // 2
         try:
-            first = build_batch(events[:half], first_id, batch.notes, batch.instruments)
-            second = build_batch(events[half:], first_id + half, NO_NOTES)
+            first = build_batch(
+                events[:half], first_id, batch.notes, batch.instruments, batch.offset
+            )
+            second = build_batch(events[half:], first_id + half, NO_NOTES, None, batch.offset)
         except Exception as error:
             return self._give_up(batch, error)
         if self._deliver(first, events[:half], first_id) is Pass.STOPPED:

@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Final
 
+_WAIT_SLICE_SECONDS = 0.2
+
 
 @dataclass(frozen=True)
 class Mark:
@@ -172,7 +174,9 @@ class Ledger:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                # In slices: a signal that arrives just before the wait begins is handled
+                # (SIGTERM flushes) within a slice, not only when the whole wait is over.
+                self._cond.wait(min(remaining, _WAIT_SLICE_SECONDS))
             return self._dropped_total.total() == dropped_before
 
     def stats(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import secrets
+import socket
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -35,8 +36,10 @@ from client._metric_types import (
     MetricRegistry,
 )
 from client._settings import ClientSettings
+from client._signals import watch as watch_shutdown
 from client._tracking import CallTracker
 from client._writer import RedisWriter
+from protocol.clock import SharedClock
 from protocol.connection import connect
 from protocol.keys import Keys
 
@@ -60,8 +63,11 @@ class MetricsClient:
         redis_url: str | None = None,
         namespace: str | None = None,
         settings: ClientSettings | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock``: by default the system clock, corrected to Redis's (measured in the
+        background), so every writer's events share one clock; an injected clock is taken as
+        the shared one as it is (tests)."""
         base = settings or ClientSettings()
         overrides: dict[str, Any] = {}
         if redis_url is not None:
@@ -70,20 +76,22 @@ class MetricsClient:
             overrides["namespace"] = namespace
         self.settings = replace(base, **overrides) if overrides else base
         self._keys = Keys(self.settings.namespace)
-        self._clock = clock
+        self._clock = clock or time.time
+        self._shared_clock = clock is None
         self._validator = EventValidator()
         self._instruments = InstrumentStore(
-            self.settings.max_series_per_metric, clock, lambda: self._flusher.start()
+            self.settings.max_series_per_metric, self._clock, lambda: self._flusher.start()
         )
         self._metrics = MetricRegistry(self._instruments)
         self._start_process()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _call(ref, "_start_process"))
         atexit.register(_call, ref, "close")
+        watch_shutdown(self, sigterm=self.settings.handle_sigterm)  # SIGTERM, os._exit children
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.time
+        cls, env: Mapping[str, str] | None = None, clock: Callable[[], float] | None = None
     ) -> MetricsClient:
         """A client configured from REDIS_URL and METRICS_NAMESPACE (see ClientSettings)."""
         return cls(settings=ClientSettings.from_env(env), clock=clock)
@@ -95,6 +103,7 @@ class MetricsClient:
         if hasattr(self, "_flusher"):
             self._instruments.reset_after_fork()
         writer_id = secrets.token_urlsafe(6)
+        clock = SharedClock(self._clock) if self._shared_clock else None
         # Constructing connections does no I/O; each process gets its own.
         connection = connect(settings.redis_url, settings.socket_timeout_seconds)
         self._ledger = Ledger()
@@ -117,10 +126,17 @@ class MetricsClient:
                 writer_id=writer_id,
                 max_series=settings.max_series_per_metric,
                 gauge_ttl=math.ceil(settings.gauge_ttl_seconds),
+                clock=clock,
+                writer_label=f"{socket.gethostname()}:{os.getpid()}",
             ),
-            ProviderAdmission(RedisRegistry(connection, keys), settings.max_providers, self._clock),
+            ProviderAdmission(
+                RedisRegistry(connection, keys),
+                settings.max_providers,
+                clock.now if clock is not None else self._clock,
+            ),
             settings,
             before_flush=self._gate.refresh_if_due,
+            clock=clock,
         )
 
     # -- recording (hot path) ------------------------------------------------------------------

@@ -21,6 +21,18 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "")
+    word = raw.strip().lower()
+    if word == "":
+        return default
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """How a worker's MetricsClient talks to Redis.
@@ -45,6 +57,9 @@ class ClientSettings:
     max_series_per_metric: int = 1000
     max_providers: int = 1000
     gauge_ttl_seconds: float = 30.0
+    handle_sigterm: bool = True
+    """Flush on SIGTERM (then end as SIGTERM would) where its handler is still the default or
+    a Python function (chained), when a client is constructed in the main thread."""
 
     def __post_init__(self) -> None:
         check_namespace(self.namespace)
@@ -77,7 +92,7 @@ class ClientSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
         """REDIS_URL, METRICS_NAMESPACE, WINDOW_SECONDS, METRICS_FLUSH_INTERVAL_SECONDS,
         METRICS_MAX_BUFFER, METRICS_BREAKER_REFRESH_SECONDS, METRICS_MAX_SERIES,
-        METRICS_GAUGE_TTL_SECONDS, METRICS_MAX_PROVIDERS."""
+        METRICS_GAUGE_TTL_SECONDS, METRICS_MAX_PROVIDERS, METRICS_HANDLE_SIGTERM."""
         env = os.environ if env is None else env
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
@@ -89,4 +104,5 @@ class ClientSettings:
             max_series_per_metric=int(_env_float(env, "METRICS_MAX_SERIES", 1000)),
             gauge_ttl_seconds=_env_float(env, "METRICS_GAUGE_TTL_SECONDS", 30.0),
             max_providers=int(_env_float(env, "METRICS_MAX_PROVIDERS", 1000)),
+            handle_sigterm=_env_bool(env, "METRICS_HANDLE_SIGTERM", True),
         )

@@ -12,12 +12,14 @@ from redis.client import Pipeline
 from client._batch import Batch
 from client._instruments import Drained
 from protocol import scripts
+from protocol.clock import SharedClock
 from protocol.connection import ScriptCalls, register
 from protocol.event_ids import EVENT_ID_BITS
 from protocol.fields import (
     BREAKER_REJECTED_FIELD,
     SERIES_DROPPED_FIELD,
     VALUES_REJECTED_FIELD,
+    clock_offset_value,
     dropped_field,
     gauge_field,
     gauge_value,
@@ -50,7 +52,12 @@ class RedisWriter:
         writer_id: str = "",
         max_series: int = 1000,
         gauge_ttl: int = 30,
+        clock: SharedClock | None = None,
+        writer_label: str = "",
     ):
+        """``clock``: measured against Redis's TIME with each id reservation, and its offset
+        written (under ``writer_label``) with each batch; None: the process's clock is the
+        shared one (tests inject one)."""
         self._redis = connection
         self._keys = keys
         self._window_ttl = window_ttl
@@ -58,6 +65,8 @@ class RedisWriter:
         self._writer_id = writer_id
         self._max_series = max_series
         self._gauge_ttl = gauge_ttl
+        self._clock = clock
+        self._writer_label = writer_label
         self._instruments = register(connection, scripts.INSTRUMENTS)
         self._unreported_ops: Counter[str] = Counter()
 
@@ -70,8 +79,13 @@ class RedisWriter:
         pipe.set(self._keys.event_ids, secrets.randbelow(1 << EVENT_ID_BITS), nx=True)
         pipe.incrby(self._keys.event_ids, count)
         pipe.expire(self._keys.event_ids, self._retention)
-        _, last, _ = pipe.execute()
-        self._unreported_ops.update({"set": 1, "incrby": 1, "expire": 1})
+        pipe.time()  # the shared clock, measured with a round trip made anyway
+        clock = self._clock
+        sent_at = clock.local() if clock is not None else 0.0
+        _, last, _, redis_time = pipe.execute()
+        if clock is not None:
+            clock.observe(redis_time, sent_at, clock.local())
+        self._unreported_ops.update({"set": 1, "incrby": 1, "expire": 1, "time": 1})
         return int(last) - count
 
     def write(self, batch: Batch) -> WriteReport:
@@ -118,6 +132,10 @@ class RedisWriter:
         for cause, count in notes.dropped.items():
             pipe.hincrby(keys.client_stats, dropped_field(cause), count)
             ops["hincrby"] += 1
+        if self._clock is not None and self._clock.measured:
+            value = clock_offset_value(self._clock.offset, self._clock.now())
+            pipe.hset(keys.clock_offsets, self._writer_label, value)
+            ops["hset"] += 1
         script_calls = ScriptCalls(pipe)
         checks: list[tuple[int, str, str]] = []
         if batch.instruments is not None:
@@ -176,17 +194,20 @@ class RedisWriter:
                 pipe.hincrby(keys.metric_data(name), field_name, count)
                 ops["hincrby"] += 1
         if drained.gauges:
+            # Times on the shared clock: "latest" must not be won by the fastest host clock.
+            offset = self._clock.offset if self._clock is not None else 0.0
             gauge_key = keys.gauge_values(self._writer_id)
             pipe.delete(gauge_key)
             pipe.hset(
                 gauge_key,
                 mapping={
-                    gauge_field(name, sid): gauge_value(value, updated_at)
+                    gauge_field(name, sid): gauge_value(value, updated_at + offset)
                     for name, sid, value, updated_at in drained.gauges
                 },
             )
             pipe.expire(gauge_key, self._gauge_ttl)
-            pipe.zadd(keys.gauge_writers, {self._writer_id: max(g[3] for g in drained.gauges)})
+            latest = max(g[3] for g in drained.gauges) + offset
+            pipe.zadd(keys.gauge_writers, {self._writer_id: latest})
             pipe.expire(keys.gauge_writers, self._retention)
             ops.update({"del": 1, "hset": 1, "expire": 2, "zadd": 1})
         return checks

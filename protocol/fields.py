@@ -114,6 +114,25 @@ def decode_client_stats(raw: Mapping[str, int]) -> tuple[dict[str, int], dict[st
     return rejected, dropped
 
 
+# -- writers' clocks: ``<host>:<pid>`` -> ``<offset seconds>|<Redis time of the measurement>`` -
+
+
+def clock_offset_value(offset: float, measured_at: float) -> str:
+    return f"{offset!r}|{measured_at!r}"
+
+
+def decode_clock_offsets(raw: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """writer -> (offset, measured at); entries no client wrote are skipped."""
+    offsets = {}
+    for writer, value in raw.items():
+        offset, _, measured_at = value.partition("|")
+        try:
+            offsets[writer] = (float(offset), float(measured_at))
+        except ValueError:
+            continue
+    return offsets
+
+
 # -- backend metric values ---------------------------------------------------------------------
 # A counter or histogram series keeps its value as an integer part ``i:<sid>`` plus integer
 # nano-units ``n:<sid>`` (the instruments script carries whole units out of the nano-units), and

@@ -29,6 +29,7 @@ key                                         type    content
 ``gatewayz:{metrics}:gauge_writers``        zset    processes with gauges, by last write
 ``gatewayz:stats:clients``                  hash    events rejected/dropped by clients, by cause
 ``gatewayz:stats:redis_ops``                hash    Redis commands issued, by operation
+``gatewayz:stats:clock``                    hash    each writer's clock offset to Redis's
 ==========================================  ======  ===============================================
 
 Window members are event ids (``event_ids``), scored with the event's unix time. Every window
@@ -66,6 +67,10 @@ class Keys:
     @property
     def redis_ops(self) -> str:
         return f"{self.namespace}:stats:redis_ops"
+
+    @property
+    def clock_offsets(self) -> str:
+        return f"{self.namespace}:stats:clock"
 
     def _provider(self, provider: str) -> str:
         if not is_valid_provider(provider):
