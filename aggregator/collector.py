@@ -44,12 +44,22 @@ class SnapshotCollector(Collector):
         served = self._served()
         snapshot = served.snapshot
         yield from _status_metrics(snapshot, served.status)
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_interval_seconds",
+            "Seconds between metrics cycles (--interval): a snapshot older than a few is stale",
+            value=served.interval_seconds,
+        )
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_breaker_interval_seconds",
+            "Seconds between breaker evaluations (--breaker-interval)",
+            value=served.breaker_interval_seconds,
+        )
         yield from _redis_metrics(served.status)
         leader = GaugeMetricFamily(
             "gatewayz_aggregator_leader",
             "1 on the replica that holds the leader lease (evaluates breakers, computes "
             "snapshots), 0 on a follower",
-            labels=["instance"],
+            labels=["replica"],
         )
         leader.add_metric([served.instance], 1.0 if served.leader else 0.0)
         yield leader

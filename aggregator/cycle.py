@@ -86,7 +86,11 @@ class Aggregator:
         )
         self._lock = threading.RLock()
         self._suppressed: frozenset[str] = frozenset()
-        self._served = ServedState(settings.instance)
+        self._served = ServedState(
+            settings.instance,
+            interval_seconds=settings.interval_seconds,
+            breaker_interval_seconds=settings.breaker_interval_seconds,
+        )
         self._out_of_memory = False  # this cycle: Redis refused a plain write for lack of memory
         self._policy_reported: str | None = None
 

@@ -32,3 +32,5 @@ class ServedState:
     snapshot: Snapshot | None = None
     status: CycleStatus = field(default_factory=CycleStatus)
     leader: bool = False
+    interval_seconds: float = 30.0
+    breaker_interval_seconds: float = 5.0

@@ -23,9 +23,16 @@ UNMATCHED = "__unmatched__"
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's path template (Starlette/FastAPI put the route in the scope), with
-    the mount prefix of a mounted sub-application."""
+    """The matched route's path template, with the mount prefix of a mounted sub-application.
+    FastAPI puts its routes in the scope; a plain Starlette route (FastAPI's own ``/docs``,
+    ``/openapi.json``) leaves only its endpoint there, found back in the router."""
     route = scope.get("route")
+    if route is None and scope.get("endpoint") is not None:
+        endpoint = scope["endpoint"]
+        for candidate in getattr(scope.get("router"), "routes", ()):
+            if getattr(candidate, "endpoint", None) is endpoint:
+                route = candidate
+                break
     path = getattr(route, "path", None) or getattr(route, "path_format", None)
     if not isinstance(path, str):
         return UNMATCHED

@@ -94,8 +94,8 @@ def test_leader_failover_keeps_one_consistent_breaker(
 
     wait_for(same_snapshot)
     text = scrape_url(follower_port)
-    assert 'gatewayz_aggregator_leader{instance="beta"} 0.0' in text
-    assert 'gatewayz_aggregator_leader{instance="alpha"} 1.0' in scrape_url(leader_port)
+    assert 'gatewayz_aggregator_leader{replica="beta"} 0.0' in text
+    assert 'gatewayz_aggregator_leader{replica="alpha"} 1.0' in scrape_url(leader_port)
     wait_for(lambda: int(r.hget(keys.breaker("flaky"), "epoch") or 0) >= 2)
 
     leader.send_signal(signal.SIGKILL)
@@ -108,7 +108,7 @@ def test_leader_failover_keeps_one_consistent_breaker(
     assert takeover <= 2 * BREAKER_INTERVAL + 0.5
     epoch_at_takeover = int(r.hget(keys.breaker("flaky"), "epoch") or 0)
     wait_for(lambda: int(r.hget(keys.breaker("flaky"), "epoch") or 0) >= epoch_at_takeover + 2)
-    wait_for(lambda: 'gatewayz_aggregator_leader{instance="beta"} 1.0' in scrape_url(follower_port))
+    wait_for(lambda: 'gatewayz_aggregator_leader{replica="beta"} 1.0' in scrape_url(follower_port))
 
     follower.send_signal(signal.SIGTERM)  # stop transitions, then audit them
     follower.wait(timeout=10)

@@ -1,0 +1,42 @@
+"""MetricsMiddleware in a FastAPI app: the route template as ``path``, FastAPI's own routes
+included, and no raw path ever."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from client import GatewayMetrics, MetricsClient, MetricsMiddleware
+from protocol.keys import Keys
+from tests.conftest import FakeClock
+
+
+def test_every_matched_route_is_labelled_by_its_template(
+    make_client: Callable[..., MetricsClient], r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    app = FastAPI()
+
+    @app.get("/v1/chat/{chat_id}")
+    def chat(chat_id: str) -> dict[str, str]:
+        return {"id": chat_id}
+
+    app.add_middleware(MetricsMiddleware, gateway=GatewayMetrics(metrics, app_name="t"))
+    http = TestClient(app)
+    for path in ("/docs", "/openapi.json", "/redoc", "/v1/chat/1", "/v1/chat/2", "/nope/3"):
+        http.get(path)
+    assert metrics.flush(timeout=5)
+    counts = {
+        field.decode(): int(value)
+        for field, value in r.hgetall(keys.metric_data("fastapi_requests")).items()
+    }
+    assert counts == {
+        'i:["t","GET","/docs","200","2xx"]': 1,
+        'i:["t","GET","/openapi.json","200","2xx"]': 1,
+        'i:["t","GET","/redoc","200","2xx"]': 1,
+        'i:["t","GET","/v1/chat/{chat_id}","200","2xx"]': 2,
+        'i:["t","GET","__unmatched__","404","4xx"]': 1,
+    }
