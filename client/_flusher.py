@@ -165,7 +165,8 @@ class Flusher:
             # wait in the (bounded) buffer. Only this thread shortens the buffer, so the
             # ``count`` events are still there afterwards.
             reserved = self._retrying(
-                lambda: self._sink.reserve_event_ids(count), (redis.RedisError, OSError)
+                lambda: self._sink.reserve_event_ids(count),
+                lambda exc: isinstance(exc, redis.RedisError | OSError),
             )
             if reserved is Pass.STOPPED:
                 return Pass.STOPPED
@@ -222,23 +223,19 @@ class Flusher:
     def _deliver(self, batch: Batch, events: list[Event], first_id: int) -> Pass:
         """Write the batch (of ``events``, named from ``first_id``), retrying while Redis is
         unreachable or refuses for now; settle it in the ledger whatever happens."""
-        backoff = self._settings.backoff_initial_seconds
-        while True:
-            try:
-                report = self._sink.write(batch)
-                break
-            except Exception as exc:
-                if not is_transient(exc):
-                    return self._give_up(batch, exc)
-                if is_out_of_memory(exc) and len(events) >= 2 * MIN_SPLIT_EVENTS:
-                    return self._split(batch, events, first_id, exc)
-                if not self._wait_to_retry(exc, backoff):
-                    self._settle(batch, lost=batch.events, cause=SHUTDOWN, notes_lost=True)
-                    return Pass.STOPPED
-                backoff = min(backoff * 2, self._settings.backoff_max_seconds)
-        if not self.redis_ok:
-            self.redis_ok = True
-            log.warning("metrics flush to Redis recovered")
+        splittable = len(events) >= 2 * MIN_SPLIT_EVENTS
+        try:
+            report = self._retrying(
+                lambda: self._sink.write(batch),
+                lambda exc: is_transient(exc) and not (splittable and is_out_of_memory(exc)),
+            )
+        except Exception as exc:
+            if splittable and is_out_of_memory(exc):
+                return self._split(batch, events, first_id, exc)
+            return self._give_up(batch, exc)
+        if report is Pass.STOPPED:
+            self._settle(batch, lost=batch.events, cause=SHUTDOWN, notes_lost=True)
+            return Pass.STOPPED
         if report.errors:
             log.error(
                 "Redis refused part of a metrics batch (%d events counted as dropped): %s",
@@ -311,15 +308,18 @@ class Flusher:
         )
 
     def _retrying(
-        self, attempt: Callable[[], _T], retry_on: tuple[type[BaseException], ...]
+        self, attempt: Callable[[], _T], retry_if: Callable[[Exception], bool]
     ) -> _T | Literal[Pass.STOPPED]:
-        """``attempt()``, retried with exponential backoff on ``retry_on`` errors until it
-        succeeds or stop() is called (then Pass.STOPPED)."""
+        """``attempt()``, retried with exponential backoff while it fails with an error
+        ``retry_if`` accepts, until it succeeds or stop() is called (then Pass.STOPPED); any
+        other error is raised."""
         backoff = self._settings.backoff_initial_seconds
         while True:
             try:
                 result = attempt()
-            except retry_on as exc:
+            except Exception as exc:
+                if not retry_if(exc):
+                    raise
                 if not self._wait_to_retry(exc, backoff):
                     return Pass.STOPPED
                 backoff = min(backoff * 2, self._settings.backoff_max_seconds)
