@@ -1,13 +1,16 @@
 """HTTP load for ``make demo``: chat completions, chat look-ups and a few 404s against the gateway.
 
-``python -m devtools.demo_traffic --url http://127.0.0.1:8080 [--rate 60] [--duration S]``
+``python -m devtools.demo_traffic --url http://127.0.0.1:8080 [--rate 60] [--duration S]
+[--mix openrouter:0.6,anthropic:0.2,flakyai:0.2]``
 
 Standard library only. The main thread paces requests to ``--rate`` per second and hands them to
 ``--concurrency`` daemon threads (urllib.request, no proxy); when every thread is busy a request
 is skipped and counted, never queued up. The mix: 85% ``POST /v1/chat/completions`` (60%
-openrouter, 20% anthropic, 20% flakyai; two models each; random token counts), 12%
+openrouter, 20% anthropic, 20% flakyai, or the ``--mix`` given: provider:share,...; two models
+each; random token counts), 12%
 ``GET /v1/chat/{id}`` (ids ending in 0 are cache hits) and 3% unknown paths (404). Error answers
-(503 breaker open, 502 upstream failure) and connection errors are counted, never fatal.
+(503 breaker open, 502 upstream failure, 429 upstream rate limit) and connection errors are
+counted, never fatal.
 SIGTERM, SIGINT or ``--duration`` stops the sending; requests in flight get ``--grace`` seconds,
 then one summary line (requests by status) goes to stderr and it exits 0.
 
@@ -42,6 +45,7 @@ MIX: tuple[tuple[str, float, tuple[str, str]], ...] = (
     ("flakyai", 0.2, ("flaky-large", "flaky-small")),
 )
 """(provider, share of the chat completions, its two model names)."""
+Mix = tuple[tuple[str, float, tuple[str, str]], ...]
 KINDS = (("completion", 0.85), ("lookup", 0.12), ("unknown", 0.03))
 SKIPPED = "skipped (all threads busy)"
 # Reading /metrics back
@@ -68,13 +72,31 @@ class Job:
     body: dict[str, object] | None = None
 
 
-def next_job(rng: random.Random) -> Job:
+def parse_mix(spec: str) -> Mix:
+    """``provider:share,...`` -> a mix; a provider of MIX keeps its model names, another one
+    gets ``<provider>-large`` and ``<provider>-small``. ValueError when malformed."""
+    models = {provider: names for provider, _, names in MIX}
+    mix = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        provider, sep, share = item.partition(":")
+        weight = float(share) if sep else float("nan")
+        if not provider or not weight > 0 or weight == float("inf"):
+            raise ValueError(f"--mix item {item!r}: provider:share with a positive share")
+        mix.append(
+            (provider, weight, models.get(provider, (f"{provider}-large", f"{provider}-small")))
+        )
+    if not mix:
+        raise ValueError("--mix names no provider")
+    return tuple(mix)
+
+
+def next_job(rng: random.Random, mix: Mix = MIX) -> Job:
     kind = rng.choices([k for k, _ in KINDS], [w for _, w in KINDS])[0]
     if kind == "lookup":
         return Job("GET", f"/v1/chat/{rng.randrange(1000)}")
     if kind == "unknown":
         return Job("GET", rng.choice(("/v1/models/none", "/favicon.ico", "/v2/chat")))
-    provider, _, models = rng.choices(MIX, [share for _, share, _ in MIX])[0]
+    provider, _, models = rng.choices(mix, [share for _, share, _ in mix])[0]
     body: dict[str, object] = {
         "provider": provider,
         "model": rng.choice(models),
@@ -157,14 +179,16 @@ class Load:
             return self.busy
 
 
-def pace(load: Load, rate: float, stop: threading.Event, end: float, seed: int | None) -> int:
+def pace(
+    load: Load, rate: float, stop: threading.Event, end: float, seed: int | None, mix: Mix = MIX
+) -> int:
     """Offer requests at ``rate`` per second (jittered) until ``stop`` or ``end``; how many."""
     rng = random.Random(seed)
     parent = os.getppid()
     offered = 0
     next_at = time.monotonic()
     while not stop.is_set() and time.monotonic() < end and os.getppid() == parent:
-        load.offer(next_job(rng))
+        load.offer(next_job(rng, mix))
         offered += 1
         next_at += rng.uniform(0.5, 1.5) / rate
         delay = next_at - time.monotonic()
@@ -232,7 +256,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     add("--grace", type=float, default=6.0, help="seconds for requests in flight at exit")
     add("--seed", type=int, default=None, help="random seed")
+    add(
+        "--mix",
+        default=None,
+        help="provider:share,... of the completions (default: openrouter:0.6,"
+        "anthropic:0.2,flakyai:0.2)",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.mix = MIX if args.mix is None else parse_mix(args.mix)
+    except ValueError as exc:
+        parser.error(str(exc))
     if not (args.rate > 0 and args.concurrency > 0 and args.timeout > 0 and args.grace >= 0):
         parser.error("--rate, --concurrency and --timeout must be positive, --grace >= 0")
     return args
@@ -250,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = Load(args.url, args.concurrency, args.timeout)
     started = time.monotonic()
     end = float("inf") if args.duration is None else started + args.duration
-    pace(load, args.rate, stop, end, args.seed)
+    pace(load, args.rate, stop, end, args.seed, args.mix)
     elapsed = time.monotonic() - started
     in_flight = load.drain(args.grace)
     with load.lock:

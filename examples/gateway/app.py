@@ -69,8 +69,11 @@ async def chat(request: ChatRequest, response: Response) -> dict[str, object]:
             call.credits = request.output_tokens / 1000
             call.cost_usd = request.output_tokens * 0.000002
     except UpstreamError as exc:
+        # A rate limit is passed on as one (the caller should back off); any other upstream
+        # error is a bad gateway.
+        status = 429 if exc.status_code == 429 else 502
         raise HTTPException(
-            502, f"upstream {request.provider} answered {exc.status_code}"
+            status, f"upstream {request.provider} answered {exc.status_code}"
         ) from None
     return {"provider": request.provider, "text": "".join(text), "pid": os.getpid()}
 

@@ -1,8 +1,10 @@
-"""Fake upstream providers, in-process: configurable latency and failure rate.
+"""Fake upstream providers, in-process: configurable latency, failure rate and failure status.
 
-``FAKE_PROVIDERS="openrouter:0.05:0.0,slowai:3:0.0,flakyai:0.02:0.6"`` (name:latency s:failure
-rate). A request may force the outcome (``status``) and latency (``latency_s``) so tests know
-every total exactly.
+``FAKE_PROVIDERS="openrouter:0.05:0.0,slowai:3:0.0,flakyai:0.02:0.6,busyai:0.1:0.3:429"``
+(name:latency s:failure rate[:failure status]). The failure status defaults to 503 (a provider
+failure); 429 makes a rate-limited provider, whose failures the metrics count as
+``rate_limited``, not in the error rate. A request may force the outcome (``status``) and
+latency (``latency_s``) so tests know every total exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class FakeProvider:
     name: str
     latency_s: float
     failure_rate: float
+    failure_status: int = 503
 
 
 class UpstreamError(Exception):
@@ -31,10 +34,18 @@ class UpstreamError(Exception):
 
 
 def parse_providers(spec: str) -> dict[str, FakeProvider]:
+    """``name:latency:failure_rate[:failure_status]`` items, comma-separated; ValueError on a
+    malformed item or a failure status outside 400..599."""
     providers = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, latency, failure = item.split(":")
-        providers[name] = FakeProvider(name, float(latency), float(failure))
+        fields = item.split(":")
+        if len(fields) not in (3, 4):
+            raise ValueError(f"FAKE_PROVIDERS item {item!r}: name:latency:failure_rate[:status]")
+        name, latency, failure = fields[:3]
+        status = int(fields[3]) if len(fields) == 4 else 503
+        if not 400 <= status <= 599:
+            raise ValueError(f"FAKE_PROVIDERS item {item!r}: failure status must be 400..599")
+        providers[name] = FakeProvider(name, float(latency), float(failure), status)
     return providers
 
 
@@ -48,7 +59,7 @@ async def complete(
     """Stream ``chunks`` pieces of a completion, or raise UpstreamError."""
     wait = provider.latency_s if latency_s is None else latency_s
     if status is None:
-        status = 503 if random.random() < provider.failure_rate else 200
+        status = provider.failure_status if random.random() < provider.failure_rate else 200
     await asyncio.sleep(wait / 2)  # time to first byte
     if status >= 400:
         raise UpstreamError(status)
