@@ -187,6 +187,12 @@ class SnapshotCollector(Collector):
         for cause, count in sorted(by_cause.items()):
             dropped.add_metric([cause], count)
         yield dropped
+        yield CounterMetricFamily(
+            "gatewayz_log_records_dropped",
+            "Log records the processes' Loki senders gave up on (Loki slow or down), all workers "
+            "and aggregators",
+            value=snapshot.log_records_dropped,
+        )
         offsets = GaugeMetricFamily(
             "gatewayz_client_clock_offset_seconds",
             "Redis's clock minus each writer's (host:pid), as last measured (within 10 min); "

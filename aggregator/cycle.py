@@ -9,6 +9,7 @@ only the lease holder advances, so replicas agree on which one is newest.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -36,7 +37,7 @@ from aggregator.snapshot import Snapshot, provider_health
 from aggregator.writer import FENCED, PlannedWrite, StateWriter
 from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
 from protocol.clock import SharedClock
-from protocol.fields import decode_client_stats
+from protocol.fields import LOG_RECORDS_DROPPED_FIELD, decode_client_stats
 from protocol.keys import Keys
 
 log = logging.getLogger("gatewayz.aggregator")
@@ -45,6 +46,12 @@ CLOCK_OFFSET_HORIZON_SECONDS = 600.0
 """A writer's clock offset is exported for this long after its last measurement (a process that
 stopped writing for 10 minutes is gone or idle), then forgotten."""
 tracer = trace.get_tracer("gatewayz.aggregator")
+
+
+def log_records_dropped() -> int:
+    """The ``telemetry`` package's count of log records it gave up on, if it is loaded."""
+    count = getattr(sys.modules.get("telemetry"), "log_records_dropped", None)
+    return int(count()) if callable(count) else 0
 
 
 def breaker_calls(counts: WindowCounts, config: BreakerConfig) -> BreakerCalls:
@@ -93,6 +100,7 @@ class Aggregator:
         )
         self._out_of_memory = False  # this cycle: Redis refused a plain write for lack of memory
         self._policy_reported: str | None = None
+        self._log_drops_seen = log_records_dropped()
 
     # -- what is served ------------------------------------------------------------------------
 
@@ -258,7 +266,10 @@ class Aggregator:
         """The published snapshot when it is not the one served already (the leader publishes
         each cycle number once, so a different number is a newer snapshot)."""
         published = self._reader.published_snapshot()
-        self._out_of_memory |= self._writer.commit([], self._take_ops(), fence=None).out_of_memory
+        committed = self._writer.commit(
+            [], self._take_ops(), fence=None, log_records_dropped=self._log_drops()
+        )
+        self._out_of_memory |= committed.out_of_memory
         if published is None:
             return None
         snapshot = Snapshot.from_json(published)
@@ -266,6 +277,13 @@ class Aggregator:
         if current is not None and current.cycle == snapshot.cycle:
             return current  # the same object: its rendered bodies stay valid
         return snapshot
+
+    def _log_drops(self) -> int:
+        """Log records this process's Loki sender gave up on since the last commit."""
+        total = log_records_dropped()
+        new = total - self._log_drops_seen if total >= self._log_drops_seen else total
+        self._log_drops_seen = total
+        return new
 
     def _take_ops(self) -> Counter[str]:
         ops = self._reader.ops.copy()
@@ -315,7 +333,14 @@ class Aggregator:
         ]
         with tracer.start_as_current_span("write_state"):
             committed = self._writer.commit(
-                writes, self._take_ops(), fence, reserve_cycle_above, acting, now, gone
+                writes,
+                self._take_ops(),
+                fence,
+                reserve_cycle_above,
+                acting,
+                now,
+                gone,
+                self._log_drops(),
             )
         self._out_of_memory |= committed.out_of_memory
         for (name, state), result in zip(
@@ -384,6 +409,7 @@ class Aggregator:
     ) -> Snapshot:
         settings = self.settings
         rejected, dropped = decode_client_stats(reading.client_stats)
+        log_drops = reading.client_stats.get(LOG_RECORDS_DROPPED_FIELD, 0)
         offsets = {
             writer: offset
             for writer, (offset, measured_at) in reading.clock_offsets.items()
@@ -412,6 +438,7 @@ class Aggregator:
             client_dropped=sum(dropped.values()),
             client_dropped_by_cause=dropped,
             client_clock_offsets=offsets,
+            log_records_dropped=log_drops,
         )
 
     def ready(self) -> tuple[bool, str]:

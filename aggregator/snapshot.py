@@ -57,6 +57,8 @@ class Snapshot:
     """The workers' own metrics (fastapi_requests_total, ...), same cycle."""
     client_dropped_by_cause: dict[str, int] = field(default_factory=dict)
     client_clock_offsets: dict[str, float] = field(default_factory=dict)
+    log_records_dropped: int = 0
+    """Log records the processes' Loki senders gave up on, all processes."""
     """Writer (host:pid) -> its clock's offset to Redis's, measured within 10 minutes."""
 
     def as_dict(self) -> dict[str, Any]:

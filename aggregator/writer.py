@@ -12,6 +12,7 @@ import redis
 from protocol import scripts
 from protocol.breaker_state import BreakerState, encode_breaker
 from protocol.connection import ScriptCalls, is_out_of_memory, raise_first_error, register
+from protocol.fields import LOG_RECORDS_DROPPED_FIELD
 from protocol.keys import Keys
 
 FENCED = -1
@@ -57,6 +58,7 @@ class StateWriter:
         self._publish = register(connection, scripts.PUBLISH_SNAPSHOT)
         self._prune_writers = register(connection, scripts.PRUNE_GAUGE_WRITERS)
         self._unreported_ops: Counter[str] = Counter()
+        self._unreported_log_drops = 0
 
     def commit(
         self,
@@ -67,15 +69,17 @@ class StateWriter:
         keep_registered: Sequence[str] = (),
         now: float = 0.0,
         forget_clocks: Sequence[str] = (),
+        log_records_dropped: int = 0,
     ) -> Committed:
         """Apply transitions, reserve the next snapshot cycle (above ``reserve_cycle_above``,
         when given: leader only), mark ``keep_registered`` providers as seen ``now`` (their
         breaker still acts: they must not leave the registry; ZADD GT adds a missing one and
         only ever moves a time forward) and add ``ops`` (plus this writer's own commands) to the
-        shared op counter, and forget the clock offsets of ``forget_clocks`` writers, in one
-        round trip. ``fence`` None means an operator command. The
-        last two may wait for a later commit while Redis is out of memory; transitions and cycle
-        numbers run by scripts that Redis lets write even then."""
+        shared op counter, forget the clock offsets of ``forget_clocks`` writers and count this
+        process's ``log_records_dropped`` with the clients', in one round trip. ``fence`` None
+        means an operator command. The bookkeeping may wait for a later commit while Redis is
+        out of memory; transitions and cycle numbers run by scripts that Redis lets write even
+        then."""
         ops = Counter(ops)
         keys = self._keys
         pipe = self._redis.pipeline(transaction=False)
@@ -114,6 +118,13 @@ class StateWriter:
         if forget_clocks:
             pipe.hdel(keys.clock_offsets, *forget_clocks)
             ops["hdel"] += 1
+        log_index = None
+        log_records_dropped += self._unreported_log_drops
+        self._unreported_log_drops = 0
+        if log_records_dropped:
+            log_index = len(pipe)
+            pipe.hincrby(keys.client_stats, LOG_RECORDS_DROPPED_FIELD, log_records_dropped)
+            ops["hincrby"] += 1
         ops.update(self._unreported_ops)
         self._unreported_ops.clear()
         counted: dict[int, str] = {}  # reply index -> operation
@@ -127,6 +138,8 @@ class StateWriter:
         for index, operation in counted.items():
             if isinstance(replies[index], Exception):  # out of memory: count them later
                 self._unreported_ops[operation] += ops[operation]
+        if log_index is not None and isinstance(replies[log_index], Exception):
+            self._unreported_log_drops += log_records_dropped
         cycle = None
         if reserve_cycle_above is not None:
             cycle = FENCED if cycle_index is None else int(replies[cycle_index])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,13 @@ from protocol.connection import is_out_of_memory, is_transient
 log = logging.getLogger("gatewayz.metrics.client")
 
 _T = TypeVar("_T")
+def log_records_dropped() -> int:
+    """The ``telemetry`` package's count of log records it gave up on, if it is loaded (it is
+    optional: a process that does not ship logs pays nothing)."""
+    count = getattr(sys.modules.get("telemetry"), "log_records_dropped", None)
+    return int(count()) if callable(count) else 0
+
+
 MIN_SPLIT_EVENTS = 64
 """A batch Redis refuses for lack of memory is split in halves down to this size."""
 
@@ -86,6 +94,7 @@ class Flusher:
         self._wake_at = max(1, settings.max_batch // 2)
         self._gauges_refreshed_at = float("-inf")
         self._logged: set[str] = set()
+        self._log_drops_seen = log_records_dropped()  # a forked child: only its own from here
         self.redis_ok = True
 
     @property
@@ -175,6 +184,7 @@ class Flusher:
         notes: Notes | None = None
         try:
             events = self._admitted_only(events)
+            self._note_log_drops()
             notes = self._ledger.take_notes()
             offset = self._clock.offset if self._clock is not None else 0.0
             batch = build_batch(events, first_id, notes, self._drain(), offset)
@@ -194,6 +204,15 @@ class Flusher:
             self._settle(batch)
             return Pass.IDLE
         return self._deliver(batch, events, first_id)
+
+    def _note_log_drops(self) -> None:
+        """Log records the process's Loki sender (``telemetry``, when it is in use) gave up on
+        since the last batch: shipped with the batch, like every client counter."""
+        total = log_records_dropped()
+        new = total - self._log_drops_seen if total >= self._log_drops_seen else total  # reset
+        self._log_drops_seen = total
+        if new:
+            self._ledger.note_log_drops(new)
 
     def _admitted_only(self, events: list[Event]) -> list[Event]:
         """Drop (and count) the events of providers the registry refused."""

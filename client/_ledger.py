@@ -51,9 +51,14 @@ class Notes:
     version: int
     """The ledger's note version when they were taken: written, it is what flush() waits for."""
 
+    log_records_dropped: int = 0
+    """log records this process's Loki sender gave up on (telemetry), since the last batch"""
+
     @property
     def empty(self) -> bool:
-        return not (self.rejected or self.dropped or self.breaker_rejected)
+        return not (
+            self.rejected or self.dropped or self.breaker_rejected or self.log_records_dropped
+        )
 
 
 NO_NOTES: Final = Notes({}, {}, {}, 0)
@@ -69,6 +74,7 @@ class Ledger:
         self._rejected: Counter[str] = Counter()  # pending, written with the next batch
         self._dropped: Counter[str] = Counter()
         self._breaker_rejected: Counter[str] = Counter()
+        self._log_records_dropped = 0
         self._rejected_total: Counter[str] = Counter()
         self._dropped_total: Counter[str] = Counter()
         self._write_errors = 0
@@ -101,6 +107,12 @@ class Ledger:
             self._breaker_rejected[provider] += 1
             self._version += 1
 
+    def note_log_drops(self, records: int) -> None:
+        """The process's Loki sender gave up on ``records`` more log records."""
+        with self._cond:
+            self._log_records_dropped += records
+            self._version += 1
+
     def take_notes(self) -> Notes:
         with self._cond:
             notes = Notes(
@@ -108,7 +120,9 @@ class Ledger:
                 dict(self._dropped),
                 dict(self._breaker_rejected),
                 self._version,
+                self._log_records_dropped,
             )
+            self._log_records_dropped = 0
             self._rejected.clear()
             self._dropped.clear()
             self._breaker_rejected.clear()
@@ -137,6 +151,7 @@ class Ledger:
                 self._rejected.update(notes.rejected)
                 self._breaker_rejected.update(notes.breaker_rejected)
                 self._dropped.update(notes.dropped)
+                self._log_records_dropped += notes.log_records_dropped
                 self._version += 1
             notes_done = self._done.notes if notes_lost else max(self._done.notes, notes.version)
             self._done = Mark(

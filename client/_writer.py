@@ -17,6 +17,7 @@ from protocol.connection import ScriptCalls, register
 from protocol.event_ids import EVENT_ID_BITS
 from protocol.fields import (
     BREAKER_REJECTED_FIELD,
+    LOG_RECORDS_DROPPED_FIELD,
     SERIES_DROPPED_FIELD,
     VALUES_REJECTED_FIELD,
     clock_offset_value,
@@ -131,6 +132,9 @@ class RedisWriter:
             ops["hincrby"] += 1
         for cause, count in notes.dropped.items():
             pipe.hincrby(keys.client_stats, dropped_field(cause), count)
+            ops["hincrby"] += 1
+        if notes.log_records_dropped:
+            pipe.hincrby(keys.client_stats, LOG_RECORDS_DROPPED_FIELD, notes.log_records_dropped)
             ops["hincrby"] += 1
         if self._clock is not None and self._clock.measured:
             value = clock_offset_value(self._clock.offset, self._clock.now())

@@ -86,6 +86,8 @@ def decode_totals(raw: Mapping[str, int]) -> ProviderTotals:
 # -- the clients' stats hash -------------------------------------------------------------------
 
 REJECTED_FIELD_PREFIX: Final = "rejected:"
+LOG_RECORDS_DROPPED_FIELD: Final = "log_records_dropped"
+"""Log records the processes' Loki senders gave up on (Loki slow or down)."""
 DROPPED_FIELD_PREFIX: Final = "dropped:"
 LEGACY_DROPPED_FIELD: Final = "dropped"
 """Where clients before drop causes counted their drops: all of them buffer evictions."""

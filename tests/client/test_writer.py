@@ -3,14 +3,18 @@ again, exactly once, when Redis forgot them), and a batch Redis refuses in part.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
+import pytest
 import redis
 
+from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
 from protocol.keys import Keys
 from protocol.partitions import SUCCESS, latency_partition, window_partition
 from tests.conftest import FakeClock
+from tests.scrape import samples, scrape
 
 MakeClient = Callable[..., MetricsClient]
 
@@ -79,3 +83,41 @@ def test_a_batch_redis_refuses_in_part_counts_the_refused_events_as_dropped(
     metrics.record("healthy", 0.2, status_code=200)
     assert metrics.flush(timeout=5) is True
     assert r.hget(keys.client_stats, "dropped:refused") == b"3"
+
+
+class _Telemetry:
+    """Stands in for the ``telemetry`` package: its count of log records given up on."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+
+    def log_records_dropped(self) -> int:
+        return self.dropped
+
+
+def test_log_records_dropped_are_counted_like_every_client_counter(
+    make_client: Callable[..., MetricsClient],
+    make_aggregator: Callable[..., Aggregator],
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    telemetry = _Telemetry()
+    telemetry.dropped = 5  # before the client: not its to count
+    monkeypatch.setitem(sys.modules, "telemetry", telemetry)
+    metrics = make_client(clock=clock)
+    telemetry.dropped = 12
+    metrics.record("openrouter", 0.2)
+    assert metrics.flush(timeout=5)
+    telemetry.dropped = 15
+    metrics.record("openrouter", 0.2)
+    assert metrics.flush(timeout=5)
+    assert r.hget(keys.client_stats, "log_records_dropped") == b"10"
+    aggregator = make_aggregator()
+    telemetry.dropped = 16  # the aggregator's own sender: it counts its drops too
+    aggregator.run_cycle()
+    clock.advance(1)
+    snapshot = aggregator.run_cycle()
+    assert snapshot is not None and snapshot.log_records_dropped == 11
+    assert samples(scrape(aggregator))[("gatewayz_log_records_dropped_total", ())] == 11
