@@ -11,7 +11,10 @@ from typing import Any
 from protocol.fields import (
     SERIES_DROPPED_FIELD,
     VALUES_REJECTED_FIELD,
+    Exemplar,
+    decode_exemplar,
     decode_gauges,
+    exemplar_field,
     series_buckets,
     series_value,
 )
@@ -37,6 +40,8 @@ class BackendFamily:
     """updates to series beyond the cardinality cap"""
     rejected: int
     """invalid values (negative counter increments, NaN, inf)"""
+    exemplars: tuple[tuple[tuple[str, ...], int, Exemplar], ...] = ()
+    """histogram: (label values, bucket index, the latest exemplar in that bucket)"""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BackendFamily:
@@ -54,12 +59,22 @@ class BackendFamily:
             ),
             dropped=data["dropped"],
             rejected=data["rejected"],
+            exemplars=tuple(
+                (tuple(labels), bucket, (dict(ex[0]), ex[1], ex[2]))
+                for labels, bucket, ex in data.get("exemplars", ())
+            ),
         )
 
 
-def _sum_family(spec: MetricSpec, series: Iterable[str], data: Mapping[str, int]) -> BackendFamily:
+def _sum_family(
+    spec: MetricSpec,
+    series: Iterable[str],
+    data: Mapping[str, int],
+    exemplars: Mapping[str, str] | None = None,
+) -> BackendFamily:
     samples: list[tuple[tuple[str, ...], float]] = []
     histograms: list[tuple[tuple[str, ...], tuple[int, ...], float]] = []
+    linked: list[tuple[tuple[str, ...], int, Exemplar]] = []
     for sid in sorted(set(series)):
         labels = series_labels(sid, len(spec.labelnames))
         if labels is None:
@@ -67,8 +82,13 @@ def _sum_family(spec: MetricSpec, series: Iterable[str], data: Mapping[str, int]
         total = series_value(data, sid)
         if spec.kind == "counter":
             samples.append((labels, total))
-        else:
-            histograms.append((labels, series_buckets(data, sid, len(spec.buckets)), total))
+            continue
+        histograms.append((labels, series_buckets(data, sid, len(spec.buckets)), total))
+        for bucket in range(len(spec.buckets) + 1) if exemplars else ():
+            raw = exemplars.get(exemplar_field(bucket, sid)) if exemplars else None
+            exemplar = decode_exemplar(raw) if raw is not None else None
+            if exemplar is not None:
+                linked.append((labels, bucket, exemplar))
     return BackendFamily(
         spec.name,
         spec.kind,
@@ -79,6 +99,7 @@ def _sum_family(spec: MetricSpec, series: Iterable[str], data: Mapping[str, int]
         tuple(histograms),
         data.get(SERIES_DROPPED_FIELD, 0),
         data.get(VALUES_REJECTED_FIELD, 0),
+        tuple(linked),
     )
 
 
@@ -131,6 +152,7 @@ def build_families(
     data: Mapping[str, Mapping[str, int]],
     gauge_writers: Sequence[Mapping[str, str]],
     max_series: int = DEFAULT_MAX_SERIES,
+    exemplars: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[BackendFamily, ...]:
     families = []
     for name in sorted(schema):
@@ -143,5 +165,6 @@ def build_families(
         if spec.kind == "gauge":
             families.append(gauge_family(spec, gauge_writers, values, max_series))
         else:
-            families.append(_sum_family(spec, series.get(name, ()), values))
+            linked = (exemplars or {}).get(name) if spec.kind == "histogram" else None
+            families.append(_sum_family(spec, series.get(name, ()), values, linked))
     return tuple(families)

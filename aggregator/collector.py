@@ -3,7 +3,8 @@ ServedState per collect, so every series of one scrape comes from the same cycle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -12,11 +13,13 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar as PromExemplar
 from prometheus_client.utils import floatToGoString
 
 from aggregator.served import CycleStatus, ServedState
 from aggregator.snapshot import Snapshot
 from protocol.breaker_state import STATES
+from protocol.fields import Exemplar
 from protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
 
 # le label values exactly as prometheus_client's own Histogram writes them ("1.0", "+Inf").
@@ -28,6 +31,22 @@ _LE_LABELS = (
 
 DROP_CAUSES = ("buffer_full", "refused", "error", "shutdown")
 """Why clients give events up (always exported, so a rate is defined before the first drop)."""
+
+
+def _with_exemplars(
+    le: Sequence[str], counts: Sequence[int], exemplars: Mapping[str, Exemplar]
+) -> list[Any]:
+    """Histogram buckets as HistogramMetricFamily takes them: (le, count), or (le, count,
+    exemplar) where a bucket has one. Only the OpenMetrics exposition shows exemplars."""
+    buckets: list[Any] = []
+    for index, (bound, count) in enumerate(zip(le, counts, strict=True)):
+        found = exemplars.get(str(index))
+        if found is None:
+            buckets.append((bound, count))
+        else:
+            labels, value, at = found
+            buckets.append((bound, count, PromExemplar(dict(labels), value, at)))
+    return buckets
 
 
 def _window(seconds: float) -> str:
@@ -144,7 +163,7 @@ class SnapshotCollector(Collector):
             window_requests.add_metric(labels, p.window_requests)
             for state in STATES:
                 breaker.add_metric([p.provider, state], 1.0 if p.breaker.state == state else 0.0)
-            buckets = list(zip(_LE_LABELS, p.histogram_cumulative, strict=True))
+            buckets = _with_exemplars(_LE_LABELS, p.histogram_cumulative, p.exemplars)
             response_time.add_metric(labels, buckets, p.latency_sum_seconds)
             for outcome in OUTCOMES:
                 requests.add_metric([p.provider, outcome], p.requests_total[outcome])
@@ -300,6 +319,7 @@ RESERVED_NAMES = frozenset(
         "gatewayz_client_events_dropped",
         "gatewayz_metrics_series_dropped",
         "gatewayz_metrics_values_rejected",
+        "gatewayz_log_records_dropped",
     }
 )
 """Names the aggregator itself exports; a worker metric that would clash with one (or with an
@@ -344,8 +364,12 @@ def _backend_metrics(snapshot: Snapshot) -> Iterator[Metric]:
         else:
             le = [floatToGoString(b) for b in family.buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
             histogram = HistogramMetricFamily(family.name, family.help, labels=labelnames)
+            linked: dict[tuple[str, ...], dict[str, Exemplar]] = {}
+            for labels, bucket, exemplar in family.exemplars:
+                linked.setdefault(tuple(labels), {})[str(bucket)] = exemplar
             for labels, counts, total in family.histograms:
-                histogram.add_metric(list(labels), list(zip(le, counts, strict=True)), total)
+                buckets = _with_exemplars(le, counts, linked.get(tuple(labels), {}))
+                histogram.add_metric(list(labels), buckets, total)
             yield histogram
             continue
         for labels, value in family.samples:

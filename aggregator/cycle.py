@@ -252,7 +252,11 @@ class Aggregator:
         snapshot = replace(
             self._build(reading, states, now, cycle),
             backend=build_families(
-                backend.schema, backend.series, backend.data, backend.gauge_writers
+                backend.schema,
+                backend.series,
+                backend.data,
+                backend.gauge_writers,
+                exemplars=backend.exemplars,
             ),
         )
         ttl = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
@@ -425,6 +429,7 @@ class Aggregator:
                 settings.latency_target_seconds,
                 settings.latency_ceiling_seconds,
                 open_suppressed=item.provider in self._suppressed,
+                exemplars=item.exemplars,
             )
             for item in reading.providers
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 
@@ -21,7 +21,7 @@ from protocol.breaker_state import (
     decode_breaker,
     decode_state_name,
 )
-from protocol.fields import decode_clock_offsets
+from protocol.fields import Exemplar, decode_clock_offsets, decode_exemplar
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
 from protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
@@ -37,6 +37,8 @@ class ProviderReading:
     breaker: BreakerState
     transitions: dict[str, int]
     """Applied breaker transitions by ``from>to``."""
+    exemplars: dict[int, Exemplar] = field(default_factory=dict)
+    """Latest exemplar per ``provider_response_time_seconds`` bucket."""
 
 
 @dataclass(frozen=True)
@@ -157,29 +159,39 @@ class WindowReader:
             pipe.hgetall(keys.breaker(name))
             pipe.hgetall(keys.totals(name))
             pipe.hgetall(keys.transitions(name))
+            pipe.hgetall(keys.exemplars(name))
             for key in keys.window_keys(name):
                 pipe.zremrangebyscore(key, "-inf", start)
                 pipe.zcount(key, f"({start}", end)
         replies = pipe.execute()
         partitions = WINDOW_PARTITIONS
-        self._count_op("hgetall", 3 + 3 * len(names))
+        self._count_op("hgetall", 3 + 4 * len(names))
         self._count_op("zremrangebyscore", partitions * len(names))
         self._count_op("zcount", partitions * len(names))
 
         client_stats = _int_hash(replies[0])
         redis_ops = _int_hash(replies[1])
         clock_offsets = decode_clock_offsets(_text_hash(replies[2]))
-        per_provider = 3 + 2 * partitions
-        partial: list[tuple[str, BreakerState, dict[str, int], dict[str, int], WindowCounts]] = []
+        per_provider = 4 + 2 * partitions
+        partial: list[ProviderReading] = []
         for index, name in enumerate(names):
             chunk = replies[3 + index * per_provider : 3 + (index + 1) * per_provider]
-            breaker = decode_breaker(chunk[0])
-            window = _counts(chunk[4::2])
-            partial.append((name, breaker, _int_hash(chunk[1]), _int_hash(chunk[2]), window))
+            window = _counts(chunk[5::2])
+            partial.append(
+                ProviderReading(
+                    name,
+                    window,
+                    window,
+                    _int_hash(chunk[1]),
+                    decode_breaker(chunk[0]),
+                    _int_hash(chunk[2]),
+                    _exemplars(chunk[3]),
+                )
+            )
 
         # Calls the breaker judges, where its counting starts inside the window.
-        starts = {n: counting_start(b) for n, b, _, _, _ in partial}
-        recent = [(n, starts[n]) for n, _, _, _, _ in partial if starts[n] > start]
+        starts = {p.provider: counting_start(p.breaker) for p in partial}
+        recent = [(p.provider, starts[p.provider]) for p in partial if starts[p.provider] > start]
         since_counts: dict[str, WindowCounts] = {}
         if recent:
             pipe = self._redis.pipeline(transaction=False)
@@ -191,10 +203,8 @@ class WindowReader:
             for index, (name, _) in enumerate(recent):
                 since_counts[name] = _counts(replies[index * partitions : (index + 1) * partitions])
         readings = tuple(
-            ProviderReading(
-                name, window, since_counts.get(name, window), totals, breaker, transitions
-            )
-            for name, breaker, totals, transitions, window in partial
+            replace(p, breaker_counts=since_counts[p.provider]) if p.provider in since_counts else p
+            for p in partial
         )
         return Reading(readings, client_stats, redis_ops, clock_offsets)
 
@@ -238,6 +248,18 @@ class BackendReading:
     """The gauge values of each live process."""
     expired_writers: list[str]
     """Processes whose gauge values expired: dead, to be forgotten."""
+    exemplars: dict[str, dict[str, str]] = field(default_factory=dict)
+    """metric -> its exemplars hash (``<bucket>:<sid>`` -> exemplar JSON)"""
+
+
+def _exemplars(raw: dict[bytes, bytes]) -> dict[int, Exemplar]:
+    """Bucket index -> exemplar, from an exemplars hash (fields no client wrote are skipped)."""
+    found = {}
+    for name, value in raw.items():
+        exemplar = decode_exemplar(value.decode("utf-8", "replace"))
+        if exemplar is not None and name.isdigit():
+            found[int(name)] = exemplar
+    return found
 
 
 def _text_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -265,14 +287,16 @@ def read_backend(
     for name in names:
         pipe.smembers(keys.metric_series(name))
         pipe.hgetall(keys.metric_data(name))
+        pipe.hgetall(keys.metric_exemplars(name))
     for writer in writers:
         pipe.hgetall(keys.gauge_values(writer))
     replies = pipe.execute()
-    ops.update({"hgetall": 1 + len(names) + len(writers), "zremrangebyscore": 1, "zrange": 1})
+    ops.update({"hgetall": 1 + 2 * len(names) + len(writers), "zremrangebyscore": 1, "zrange": 1})
     ops["smembers"] += len(names)
-    series = {n: sorted(m.decode() for m in replies[2 * i]) for i, n in enumerate(names)}
-    data = {n: _int_hash(replies[2 * i + 1]) for i, n in enumerate(names)}
-    values = replies[2 * len(names) :]
+    series = {n: sorted(m.decode() for m in replies[3 * i]) for i, n in enumerate(names)}
+    data = {n: _int_hash(replies[3 * i + 1]) for i, n in enumerate(names)}
+    exemplars = {n: _text_hash(replies[3 * i + 2]) for i, n in enumerate(names)}
+    values = replies[3 * len(names) :]
     gauge_values = [_text_hash(r) for r in values if r]
     expired = [writer for writer, raw in zip(writers, values, strict=True) if not raw]
-    return BackendReading(schema, series, data, gauge_values, expired)
+    return BackendReading(schema, series, data, gauge_values, expired, exemplars)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from aggregator.health import (
     latency_score,
 )
 from protocol.breaker_state import CLOSED, BreakerState
-from protocol.fields import decode_totals
+from protocol.fields import Exemplar, decode_totals
 from protocol.partitions import WINDOW_BOUNDS
 
 
@@ -41,6 +42,8 @@ class ProviderHealth:
     """Applied breaker transitions by ``from>to``."""
     open_suppressed: bool
     """The breaker would open but the max-open-share guard holds it closed."""
+    exemplars: dict[str, Exemplar] = field(default_factory=dict)
+    """Histogram bucket index (as text: JSON keys) -> the latest exemplar in it."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class Snapshot:
                     **p,
                     "breaker": BreakerState(**p["breaker"]),
                     "histogram_cumulative": tuple(p["histogram_cumulative"]),
+                    "exemplars": {
+                        bucket: (dict(ex[0]), ex[1], ex[2])
+                        for bucket, ex in p.get("exemplars", {}).items()
+                    },
                 }
             )
             for p in data["providers"]
@@ -94,6 +101,7 @@ def provider_health(
     latency_target_s: float,
     latency_ceiling_s: float,
     open_suppressed: bool = False,
+    exemplars: Mapping[int, Exemplar] | None = None,
 ) -> ProviderHealth:
     availability = 1.0 if breaker.state == CLOSED else 0.0
     err = error_rate(window.successes, window.failures)
@@ -123,4 +131,5 @@ def provider_health(
         breaker_rejected_total=counters.breaker_rejected,
         transitions=dict(transitions),
         open_suppressed=open_suppressed,
+        exemplars={str(bucket): ex for bucket, ex in (exemplars or {}).items()},
     )

@@ -3,14 +3,19 @@ re-sends the very same members."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from client._events import Event
 from client._instruments import Drained
 from client._ledger import Notes
 from protocol.event_ids import event_members
-from protocol.fields import encode_totals
-from protocol.partitions import LATENCY_PARTITIONS, latency_partition, window_partition
+from protocol.fields import Exemplar, encode_totals
+from protocol.partitions import (
+    BUCKET_OF_PARTITION,
+    LATENCY_PARTITIONS,
+    latency_partition,
+    window_partition,
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,8 @@ class ProviderBatch:
     """increments of the provider's ``totals`` hash"""
     last_seen: float
     """time of its last event (the registry keeps the largest: ZADD GT)"""
+    exemplars: dict[int, Exemplar] = field(default_factory=dict)
+    """histogram bucket -> the latest exemplar of the batch in it"""
 
     @property
     def events(self) -> int:
@@ -60,8 +67,9 @@ def build_batch(
     clock), counters pre-aggregated. This is the flusher's per-event cost, so the loop does the
     least it can: one partition lookup, one append."""
     grouped: dict[str, tuple[dict[int, list[float | str]], list[float]]] = {}
+    exemplars: dict[str, dict[int, Exemplar]] = {}
     named = zip(events, event_members(first_id, len(events)), strict=True)
-    for (provider, ts, latency_s, outcome, tokens, cost_nusd), member in named:
+    for (provider, ts, latency_s, outcome, tokens, cost_nusd, exemplar), member in named:
         entry = grouped.get(provider)
         if entry is None:
             entry = grouped[provider] = ({}, [0.0, 0, 0, 0.0])
@@ -79,6 +87,9 @@ def build_batch(
             sums[1] += tokens
         if cost_nusd:
             sums[2] += cost_nusd
+        if exemplar is not None:  # rare: only calls timed inside a trace
+            bucket = BUCKET_OF_PARTITION[key % LATENCY_PARTITIONS]
+            exemplars.setdefault(provider, {})[bucket] = (exemplar, latency_s, ts + offset)
     providers: dict[str, ProviderBatch] = {}
     for provider, (groups, (latency_sum, tokens_sum, cost_sum, last_seen)) in grouped.items():
         partitions: dict[int, list[str]] = {}
@@ -94,7 +105,9 @@ def build_batch(
             else:
                 merged += flat  # type: ignore[arg-type]
         totals = encode_totals(tally, latency_sum, int(tokens_sum), int(cost_sum))
-        providers[provider] = ProviderBatch(partitions, totals, last_seen)
+        providers[provider] = ProviderBatch(
+            partitions, totals, last_seen, exemplars.get(provider, {})
+        )
     return Batch(providers, notes, instruments, offset)
 
 

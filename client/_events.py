@@ -11,8 +11,9 @@ from protocol.fields import NANO_USD_PER_USD
 from protocol.names import is_valid_provider
 from protocol.partitions import OUTCOME_CODES
 
-Event = tuple[str, float, float, int, int, int]
-"""(provider, unix time, latency seconds, outcome code, tokens, cost in nano-USD)."""
+Event = tuple[str, float, float, int, int, int, dict[str, str] | None]
+"""(provider, unix time, latency seconds, outcome code, tokens, cost in nano-USD, exemplar
+labels or None)."""
 
 _MAX_CACHED_NAMES = 4096
 MAX_LATENCY_SECONDS = 86_400.0  # a day: longer is a bug, and it must fit Redis's integers

@@ -33,6 +33,8 @@ from protocol.connection import is_out_of_memory, is_transient
 log = logging.getLogger("gatewayz.metrics.client")
 
 _T = TypeVar("_T")
+
+
 def log_records_dropped() -> int:
     """The ``telemetry`` package's count of log records it gave up on, if it is loaded (it is
     optional: a process that does not ship logs pays nothing)."""

@@ -5,12 +5,13 @@ and the per-model backend metrics. No double bookkeeping for the caller."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
 
 from client._events import Rejected, check_inference
 from client._metrics_client import MetricsClient
-from client._outcome import classify_status, outcome_of_block
+from client._outcome import classify_status, is_failure, outcome_of_block, span_attributes
+from client._spans import CallSpan
 from protocol.partitions import OUTCOMES
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -80,13 +81,15 @@ class GatewayMetrics:
         endpoint: str = "",
         ttfb_s: float | None = None,
         ttfc_s: float | None = None,
+        exemplar: Mapping[str, str] | None = None,
     ) -> None:
         """Book one finished model call: the provider's health window, cost and tokens (through
         ``MetricsClient.record``) and model_inference_*, tokens_used_total, credits_used_total,
         backend_ttfb_seconds, time_to_first_chunk_seconds. One rule for all of them: an invalid
         call (any argument ``record()`` would reject, token counts that are not non-negative
         ints, credits that are not a number in [0, 1e6], a negative TTFB) is rejected and
-        counted once by cause, and books nothing. Never raises."""
+        counted once by cause, and books nothing. ``exemplar`` (e.g. ``{"trace_id": ...}``)
+        links the latency buckets of the call to its trace. Never raises."""
         try:
             tokens = check_inference(
                 model, endpoint, input_tokens, output_tokens, credits, ttfb_s, ttfc_s
@@ -97,11 +100,13 @@ class GatewayMetrics:
         except Exception:
             self.client._reject("invalid_argument", provider)
             return
-        if not self.client.record(provider, latency_s, status_code, outcome, tokens, cost_usd):
+        if not self.client.record(
+            provider, latency_s, status_code, outcome, tokens, cost_usd, exemplar=exemplar
+        ):
             return
         status = OUTCOMES[classify_status(status_code)] if status_code is not None else outcome
         self.inference_requests.labels(provider, model, status or "success").inc()
-        self.inference_duration.labels(provider, model).observe(latency_s)
+        self.inference_duration.labels(provider, model).observe(latency_s, exemplar)
         if input_tokens:
             self.tokens.labels(provider, model, "input").inc(input_tokens)
         if output_tokens:
@@ -137,8 +142,12 @@ class InferenceCall:
         self._start = 0.0
         self._ttfb: float | None = None
         self._ttfc: float | None = None
+        self._span: CallSpan | None = None
 
     def __enter__(self) -> InferenceCall:
+        self._span = CallSpan(
+            {"gen_ai.system": self.provider, "provider": self.provider, "model": self.model}
+        )
         self._start = time.perf_counter()
         return self
 
@@ -166,6 +175,14 @@ class InferenceCall:
         latency_s = time.perf_counter() - self._start
         status_code = self.status_code
         outcome = outcome_of_block(exc, status_code, self.outcome)
+        exemplar = None
+        if self._span is not None:
+            tokens = self.input_tokens + self.output_tokens if _ints(self) else None
+            exemplar = self._span.finish(
+                span_attributes(status_code, outcome, tokens, self.cost_usd),
+                exc,
+                failed=is_failure(status_code, outcome),
+            )
         self._gateway.record_inference(
             self.provider,
             self.model,
@@ -179,4 +196,9 @@ class InferenceCall:
             endpoint=self.endpoint,
             ttfb_s=self._ttfb,
             ttfc_s=self._ttfc,
+            exemplar=exemplar,
         )
+
+
+def _ints(call: InferenceCall) -> bool:
+    return type(call.input_tokens) is int and type(call.output_tokens) is int

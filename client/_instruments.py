@@ -14,7 +14,7 @@ from collections import Counter as _Tally
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from protocol.fields import bucket_field, int_field, nano_field, split_amount
+from protocol.fields import Exemplar, bucket_field, int_field, nano_field, split_amount
 from protocol.specs import MetricSpec, series_id
 
 
@@ -32,6 +32,7 @@ class Series:
     updated_at: float = 0.0  # gauge
     updates: int = 0  # counter/histogram updates since the last drain
     dirty: bool = False
+    exemplars: dict[int, Exemplar] = field(default_factory=dict)  # histogram bucket -> latest
 
 
 class InstrumentStore:
@@ -113,10 +114,12 @@ class InstrumentStore:
             self._mark(series)
         self.on_update()
 
-    def observe(self, series: Series, value: float) -> None:
+    def observe(self, series: Series, value: float, exemplar: dict[str, str] | None = None) -> None:
         index = bisect_left(series.spec.buckets, value)  # "le": the first bound >= value
         ints, nanos = split_amount(value)
         with self.lock:
+            if exemplar is not None:
+                series.exemplars[index] = (exemplar, value, self.clock())
             series.buckets[index] += 1
             series.ints += ints
             series.nanos += nanos
@@ -148,6 +151,7 @@ class InstrumentStore:
         write: the changed ones, or all of them when ``include_all_gauges`` (a TTL refresh)."""
         with self.lock:
             deltas: list[tuple[MetricSpec, str, int, list[tuple[str, int]]]] = []
+            exemplars: list[tuple[str, str, int, Exemplar]] = []
             gauge_changed = False
             for s in self.dirty:
                 s.dirty = False
@@ -157,6 +161,8 @@ class InstrumentStore:
                 fields = [(int_field(s.sid), s.ints), (nano_field(s.sid), s.nanos)]
                 fields += [(bucket_field(i, s.sid), c) for i, c in enumerate(s.buckets) if c]
                 deltas.append((s.spec, s.sid, s.updates, [(f, v) for f, v in fields if v]))
+                exemplars += [(s.spec.name, s.sid, b, e) for b, e in s.exemplars.items()]
+                s.exemplars = {}
                 s.ints = s.nanos = s.updates = 0
                 s.buckets = [0] * len(s.buckets)
             self.dirty = []
@@ -174,7 +180,7 @@ class InstrumentStore:
             dropped, self.dropped = dict(self.dropped), _Tally()
             rejected, self.rejected = dict(self.rejected), _Tally()
             version = self.version
-        return Drained(deltas, gauges, specs, dropped, rejected, version)
+        return Drained(deltas, gauges, specs, dropped, rejected, version, exemplars)
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,8 @@ class Drained:
     dropped: dict[str, int]
     rejected: dict[str, int]
     version: int = 0
+    exemplars: list[tuple[str, str, int, Exemplar]] = field(default_factory=list)
+    """(metric, series id, bucket, exemplar): the latest per bucket since the last drain"""
 
     @property
     def empty(self) -> bool:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from client._exemplars import valid_exemplar
 from client._instruments import InstrumentStore, Series
 from protocol.specs import MetricSpec
 
@@ -156,12 +157,16 @@ class _HistogramChild:
     def __init__(self, store: InstrumentStore, series: Series):
         self._store, self._series = store, series
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, exemplar: Mapping[str, str] | None = None) -> None:
+        """As prometheus_client's: ``exemplar`` labels (e.g. ``{"trace_id": ...}``) link the
+        observation's bucket to a trace in the OpenMetrics exposition (an invalid one is left
+        out)."""
         number = _number(value)
         if number is None:
             self._store.count_reject(self._series.spec.name)
         else:
-            self._store.observe(self._series, number)
+            labels = valid_exemplar(exemplar) if exemplar is not None else None
+            self._store.observe(self._series, number, labels)
 
     @contextmanager
     def time(self) -> Iterator[None]:
@@ -176,8 +181,8 @@ class HistogramMetric(_Metric):
     def _child(self, series: Series) -> _HistogramChild:
         return _HistogramChild(self._store, series)
 
-    def observe(self, value: float) -> None:
-        self._unlabelled().observe(value)
+    def observe(self, value: float, exemplar: Mapping[str, str] | None = None) -> None:
+        self._unlabelled().observe(value, exemplar)
 
     def time(self) -> Any:
         return self._unlabelled().time()

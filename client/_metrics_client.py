@@ -25,6 +25,7 @@ from client._admission import ProviderAdmission, RedisRegistry
 from client._breaker_gate import BreakerGate, CircuitOpenError, RedisBreakerStore
 from client._buffer import EventBuffer
 from client._events import EventValidator, Rejected
+from client._exemplars import valid_exemplar
 from client._flusher import Flusher
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
@@ -149,18 +150,31 @@ class MetricsClient:
         outcome: str | None = None,
         tokens: int = 0,
         cost_usd: float = 0.0,
+        *,
+        exemplar: Mapping[str, str] | None = None,
     ) -> bool:
         """Record one finished provider call. Never blocks on I/O, never raises.
 
         ``status_code`` decides the outcome class (success, failure, rate_limited,
         caller_error); ``outcome`` may be given instead, not both; neither means success.
+        ``exemplar``: labels (such as ``{"trace_id": ...}``) linking the call's
+        ``provider_response_time_seconds`` bucket to a trace; ``track()`` and
+        ``gateway.inference()`` take them from the active OpenTelemetry span.
         Returns whether the call was accepted: an invalid one is rejected and counted by cause.
         """
         try:
             code, cost_nusd = self._validator.validate(
                 provider, latency_s, status_code, outcome, tokens, cost_usd
             )
-            event = (provider, self._clock(), float(latency_s), code, tokens, cost_nusd)
+            event = (
+                provider,
+                self._clock(),
+                float(latency_s),
+                code,
+                tokens,
+                cost_nusd,
+                valid_exemplar(exemplar) if exemplar is not None else None,
+            )
         except Rejected as rejection:
             self._reject(rejection.cause, rejection.value)
             return False

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import redis
 from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from client._batch import Batch
 from client._instruments import Drained
@@ -22,6 +23,8 @@ from protocol.fields import (
     VALUES_REJECTED_FIELD,
     clock_offset_value,
     dropped_field,
+    encode_exemplar,
+    exemplar_field,
     gauge_field,
     gauge_value,
     rejected_field,
@@ -114,6 +117,17 @@ class RedisWriter:
             pipe.expire(totals_key, self._retention)
             ops["expire"] += 1
             last_seen[provider] = pbatch.last_seen
+            if pbatch.exemplars:
+                exemplars_key = keys.exemplars(provider)
+                pipe.hset(
+                    exemplars_key,
+                    mapping={
+                        exemplar_field(bucket): encode_exemplar(exemplar)
+                        for bucket, exemplar in pbatch.exemplars.items()
+                    },
+                )
+                pipe.expire(exemplars_key, self._retention)
+                ops.update({"hset": 1, "expire": 1})
         notes = batch.notes
         for provider, count in notes.breaker_rejected.items():
             pipe.hincrby(keys.totals(provider), BREAKER_REJECTED_FIELD, count)
@@ -190,6 +204,14 @@ class RedisWriter:
                         args += [field_name, amount]
             script_calls.queue(self._instruments, script_keys, args)
             ops["evalsha"] += 1
+        by_metric_exemplars: dict[str, dict[FieldT, EncodableT]] = {}
+        for name, sid, bucket, exemplar in drained.exemplars:
+            latest = by_metric_exemplars.setdefault(name, {})
+            latest[exemplar_field(bucket, sid)] = encode_exemplar(exemplar)
+        for name, encoded in by_metric_exemplars.items():
+            pipe.hset(keys.metric_exemplars(name), mapping=encoded)
+            pipe.expire(keys.metric_exemplars(name), self._retention)
+            ops.update({"hset": 1, "expire": 1})  # (a series past the cap shows none)
         for counts, field_name in (
             (drained.dropped, SERIES_DROPPED_FIELD),
             (drained.rejected, VALUES_REJECTED_FIELD),
@@ -210,8 +232,8 @@ class RedisWriter:
                 },
             )
             pipe.expire(gauge_key, self._gauge_ttl)
-            latest = max(g[3] for g in drained.gauges) + offset
-            pipe.zadd(keys.gauge_writers, {self._writer_id: latest})
+            newest = max(g[3] for g in drained.gauges) + offset
+            pipe.zadd(keys.gauge_writers, {self._writer_id: newest})
             pipe.expire(keys.gauge_writers, self._retention)
             ops.update({"del": 1, "hset": 1, "expire": 2, "zadd": 1})
         return checks

@@ -6,6 +6,7 @@ of HINCRBYs.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -133,6 +134,33 @@ def decode_clock_offsets(raw: Mapping[str, str]) -> dict[str, tuple[float, float
         except ValueError:
             continue
     return offsets
+
+
+# -- exemplars: the latest per histogram bucket (and series), as JSON --------------------------
+# A provider's ``exemplars`` hash: ``<bucket index>`` -> exemplar; a backend metric's:
+# ``<bucket index>:<sid>`` -> exemplar. An exemplar links a bucket to a trace (``trace_id``).
+
+Exemplar = tuple[dict[str, str], float, float]
+"""(labels such as {"trace_id": ...}, observed value, unix time on the shared clock)"""
+
+
+def encode_exemplar(exemplar: Exemplar) -> str:
+    labels, value, at = exemplar
+    return json.dumps({"l": labels, "v": value, "t": at}, separators=(",", ":"))
+
+
+def decode_exemplar(raw: str) -> Exemplar | None:
+    """None for what no client wrote."""
+    try:
+        data = json.loads(raw)
+        labels = {str(k): str(v) for k, v in data["l"].items()}
+        return labels, float(data["v"]), float(data["t"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def exemplar_field(bucket: int, sid: str = "") -> str:
+    return f"{bucket}:{sid}" if sid else str(bucket)
 
 
 # -- backend metric values ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ key                                         type    content
 ``gatewayz:{p}:w:rl``                       zset    window: rate-limited calls (429)
 ``gatewayz:{p}:w:ce``                       zset    window: caller errors (other 4xx)
 ``gatewayz:{p}:totals``                     hash    cumulative counters since the key was created
+``gatewayz:{p}:exemplars``                  hash    latest exemplar (trace id) per latency bucket
 ``gatewayz:{p}:breaker``                    hash    circuit-breaker state (aggregator writes)
 ``gatewayz:{p}:permits``                    zset    half-open trial permits: member = holder,
                                                     score = expiry (Redis server time)
@@ -25,6 +26,7 @@ key                                         type    content
 ``gatewayz:{metrics}:schema``               hash    backend metric name -> its spec (JSON)
 ``gatewayz:{metrics}:series:<name>``        set     series ids (JSON label values) admitted
 ``gatewayz:{metrics}:data:<name>``          hash    counter/histogram values per series
+``gatewayz:{metrics}:exemplars:<name>``     hash    latest exemplar per histogram bucket and series
 ``gatewayz:{metrics}:gauges:<writer>``      hash    one process's gauge values (expires)
 ``gatewayz:{metrics}:gauge_writers``        zset    processes with gauges, by last write
 ``gatewayz:stats:clients``                  hash    events rejected/dropped by clients, by cause
@@ -86,6 +88,9 @@ class Keys:
     def totals(self, provider: str) -> str:
         return f"{self._provider(provider)}:totals"
 
+    def exemplars(self, provider: str) -> str:
+        return f"{self._provider(provider)}:exemplars"
+
     def breaker(self, provider: str) -> str:
         return f"{self._provider(provider)}:breaker"
 
@@ -124,6 +129,9 @@ class Keys:
 
     def metric_data(self, name: str) -> str:
         return f"{self.namespace}:{{metrics}}:data:{name}"
+
+    def metric_exemplars(self, name: str) -> str:
+        return f"{self.namespace}:{{metrics}}:exemplars:{name}"
 
     def gauge_values(self, writer_id: str) -> str:
         return f"{self.namespace}:{{metrics}}:gauges:{writer_id}"

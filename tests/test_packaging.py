@@ -1,4 +1,4 @@
-"""What gets installed where: the wheel holds the three packages only, a worker's install pulls
+"""What gets installed where: the wheel holds the four packages only, a worker's install pulls
 Redis and nothing server-side, and the aggregator never loads the worker stack."""
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def test_the_wheel_holds_the_packages_and_a_worker_requires_only_redis(wheel: Pa
         "aggregator",
         "client",
         "protocol",
+        "telemetry",
     }
     requires = metadata.get_all("Requires-Dist") or []
     assert [r for r in requires if "extra ==" not in r] == ["redis[hiredis]>=5.0"]
@@ -65,8 +66,13 @@ def test_the_wheel_holds_the_packages_and_a_worker_requires_only_redis(wheel: Pa
         "aggregator",
         "gateway",
         "demo",
+        "telemetry",
         "test",
     }
+    # Loki's client comes with the telemetry extra, which the aggregator and the gateway pull.
+    assert 'python-logging-loki>=0.3.1; extra == "telemetry"' in requires
+    for extra in ("aggregator", "gateway"):
+        assert f'gatewayz-metrics[telemetry]; extra == "{extra}"' in requires
 
 
 def test_a_worker_installs_records_and_flushes_without_server_side_libraries(
@@ -106,6 +112,8 @@ assert not missing, missing
         # (not opentelemetry: redis-py itself imports it when it is installed)
         ("import client", ("aggregator", *(m for m in SERVER_SIDE if m != "opentelemetry"))),
         ("import protocol.keys, protocol.scripts, protocol.connection", ("client", "aggregator")),
+        # telemetry loads Loki's client only once setup() finds LOKI_URL
+        ("import telemetry", ("client", "aggregator", "protocol", "logging_loki", "requests")),
     ],
 )
 def test_what_each_side_loads(imports: str, forbidden: tuple[str, ...]) -> None:

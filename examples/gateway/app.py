@@ -7,7 +7,9 @@ alone knows, the per-process view that prometheus_client gives without this proj
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +21,7 @@ from client import GatewayMetrics, MetricsClient, MetricsMiddleware
 from examples.gateway import providers
 from examples.gateway.providers import UpstreamError
 
+log = logging.getLogger("gatewayz.gateway")
 metrics = MetricsClient.from_env()
 gateway = GatewayMetrics(metrics, app_name="gatewayz-example")
 upstreams = providers.load(os.environ)
@@ -60,6 +63,7 @@ async def chat(request: ChatRequest, response: Response) -> dict[str, object]:
     if not await metrics.allow_async(request.provider):  # never blocks the event loop
         raise HTTPException(503, f"circuit open for {request.provider}")
     text = []
+    started = time.perf_counter()
     try:
         with gateway.inference(request.provider, request.model, "/v1/chat/completions") as call:
             async for piece in call.stream(_encoded(upstream, request)):
@@ -72,10 +76,26 @@ async def chat(request: ChatRequest, response: Response) -> dict[str, object]:
         # A rate limit is passed on as one (the caller should back off); any other upstream
         # error is a bad gateway.
         status = 429 if exc.status_code == 429 else 502
+        _log_completion(request, status, started)
         raise HTTPException(
             status, f"upstream {request.provider} answered {exc.status_code}"
         ) from None
+    _log_completion(request, 200, started)
     return {"provider": request.provider, "text": "".join(text), "pid": os.getpid()}
+
+
+def _log_completion(request: ChatRequest, status: int, started: float) -> None:
+    # Provider, model and duration go in the line (extra=), not in Loki labels: they have many
+    # values. Under telemetry.setup() this is a queue put; Loki is never waited on.
+    log.info(
+        "chat completion",
+        extra={
+            "provider": request.provider,
+            "model": request.model,
+            "status": status,
+            "duration_s": round(time.perf_counter() - started, 4),
+        },
+    )
 
 
 async def _encoded(upstream: providers.FakeProvider, request: ChatRequest) -> AsyncIterator[bytes]:

@@ -1,6 +1,10 @@
-"""Gunicorn settings for the example gateway (env: GATEWAY_BIND, GATEWAY_WORKERS)."""
+"""Gunicorn settings for the example gateway (env: GATEWAY_BIND, GATEWAY_WORKERS; LOKI_URL and
+the label variables for telemetry: see the README's Telemetry section)."""
 
 import os
+from typing import Any
+
+import telemetry
 
 bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("GATEWAY_WORKERS", "4"))
@@ -9,3 +13,9 @@ preload_app = True  # the MetricsClient is built in the master and must survive 
 graceful_timeout = 10
 timeout = 60
 accesslog = None
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Telemetry starts in each worker after the fork, never in the preloaded master: a
+    thread started there would not exist in the workers, and its queue would be shared."""
+    telemetry.setup(service_name="gatewayz-api")

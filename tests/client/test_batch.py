@@ -10,9 +10,9 @@ NO_NOTES = Notes({}, {}, {}, 0)
 
 def test_scores_are_event_times_to_the_millisecond() -> None:
     events = [
-        ("openrouter", 1_800_000_000.0, 0.2, 0, 0, 0),
-        ("openrouter", 1_800_000_000.1234, 0.2, 0, 0, 0),
-        ("openrouter", 1_800_000_000.9996, 0.2, 0, 0, 0),
+        ("openrouter", 1_800_000_000.0, 0.2, 0, 0, 0, None),
+        ("openrouter", 1_800_000_000.1234, 0.2, 0, 0, 0, None),
+        ("openrouter", 1_800_000_000.9996, 0.2, 0, 0, 0, None),
     ]
     batch = build_batch(events, 64, NO_NOTES)
     (flat,) = batch.providers["openrouter"].partitions.values()  # one partition: (0.1, 0.25]
@@ -24,7 +24,7 @@ def test_histogram_buckets_and_outcome_counts_of_a_batch() -> None:
     bounds = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)  # the seed contract's buckets, "le" semantics
     latencies = [0.0, 0.05, 0.1, 0.1000001, 0.5, 0.75, 1.0, 2.0, 4.99, 5.0, 10.0, 10.01, 61.0]
     events = [
-        ("openrouter", 1_800_000_000.0, latency, outcome, 0, 0)
+        ("openrouter", 1_800_000_000.0, latency, outcome, 0, 0, None)
         for outcome in (0, 1, 2, 3)
         for latency in latencies
     ]

@@ -7,7 +7,7 @@ from client._events import Event
 
 
 def _event(i: int) -> Event:
-    return ("p", float(i), 0.1, 0, 0, 0)
+    return ("p", float(i), 0.1, 0, 0, 0, None)
 
 
 def test_appends_report_the_size_and_take_returns_the_oldest_first() -> None:

@@ -82,7 +82,7 @@ class Parts:
 
 
 def _event(provider: str, i: int, outcome: int = 0) -> Event:
-    return (provider, 1_800_000_000.0 + i, 0.2, outcome, 10, 1000)
+    return (provider, 1_800_000_000.0 + i, 0.2, outcome, 10, 1000, None)
 
 
 def test_one_pass_writes_everything_waiting_as_one_batch() -> None:

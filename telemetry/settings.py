@@ -1,0 +1,106 @@
+"""What telemetry ships and where, read once from the environment into a frozen object.
+
+Nothing here reads the environment at import time: :meth:`TelemetrySettings.from_env` does, when
+:func:`telemetry.setup` calls it (in the process that will ship, after any fork).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+PUSH_PATH = "/loki/api/v1/push"
+DEFAULT_ENVIRONMENT = "dev"
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def push_url(url: str) -> str:
+    """``LOKI_URL`` may be Loki's base URL (``http://loki:3100``) or its push endpoint; a bare
+    base gets the push path, so both spellings people copy from Grafana's docs work."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"LOKI_URL must be an http(s) URL, not {url!r}")
+    if parts.path in ("", "/"):
+        parts = parts._replace(path=PUSH_PATH)
+    return urlunsplit(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Logs go to Loki only when ``loki_url`` is set; everything else has a safe default.
+
+    Labels are exactly ``app``, ``env``, ``service`` and ``level``: a small, fixed set, so Loki
+    keeps few streams. Anything with many values (provider, model, ids, durations) goes in the
+    line instead.
+    """
+
+    service_name: str
+    loki_url: str | None = None
+    app: str | None = None  # the `app` label; None: the service name
+    environment: str = DEFAULT_ENVIRONMENT
+    log_level: str = "INFO"
+    # At most this many records wait for the sender; past it a record is dropped and counted.
+    # Lines are capped too (max_line_chars), so the queue's memory is bounded: ~2 MB at a
+    # typical 200 characters a line, 10,000 x 16 KiB at the very worst.
+    queue_size: int = 10_000
+    max_line_chars: int = 16_384
+    batch_size: int = 500  # records per push (one HTTP request, grouped into streams by level)
+    connect_timeout_seconds: float = 2.0
+    read_timeout_seconds: float = 5.0
+    # After a failed push the sender waits before the next one, doubling up to the maximum.
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 10.0
+    # At a clean exit the queue is drained for at most this long; what is left is dropped.
+    exit_timeout_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.service_name:
+            raise ValueError("service_name must not be empty")
+        if self.loki_url is not None:
+            object.__setattr__(self, "loki_url", push_url(self.loki_url))
+        if self.log_level.upper() not in _LEVELS:
+            raise ValueError(f"unknown log level {self.log_level!r}")
+        for name in ("queue_size", "max_line_chars", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in (
+            "connect_timeout_seconds",
+            "read_timeout_seconds",
+            "backoff_initial_seconds",
+            "backoff_max_seconds",
+            "exit_timeout_seconds",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+
+    @classmethod
+    def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> TelemetrySettings:
+        """``LOKI_URL`` (unset or empty: no logs shipped), ``LOKI_APP`` (default: the service
+        name), ``LOKI_ENV`` or else ``DEPLOYMENT_ENV`` (default ``dev``), ``LOG_LEVEL``."""
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = source.get(name, "").strip()
+            return value or None
+
+        return cls(
+            service_name=service_name,
+            loki_url=get("LOKI_URL"),
+            app=get("LOKI_APP"),
+            environment=get("LOKI_ENV") or get("DEPLOYMENT_ENV") or DEFAULT_ENVIRONMENT,
+            log_level=(get("LOG_LEVEL") or "INFO").upper(),
+        )
+
+    @property
+    def logs_enabled(self) -> bool:
+        return self.loki_url is not None
+
+    def labels(self) -> dict[str, str]:
+        """The stream labels every record carries, less ``level`` (added per record)."""
+        return {
+            "app": self.app or self.service_name,
+            "env": self.environment,
+            "service": self.service_name,
+        }
