@@ -10,7 +10,7 @@ from types import TracebackType
 
 from client._events import Rejected, check_inference
 from client._metrics_client import MetricsClient
-from client._outcome import classify_status, is_failure, outcome_of_block, span_attributes
+from client._outcome import classify_status, outcome_of_block
 from client._spans import CallSpan
 from protocol.partitions import OUTCOMES
 
@@ -178,11 +178,7 @@ class InferenceCall:
         exemplar = None
         if self._span is not None:
             tokens = self.input_tokens + self.output_tokens if _ints(self) else None
-            exemplar = self._span.finish(
-                span_attributes(status_code, outcome, tokens, self.cost_usd),
-                exc,
-                failed=is_failure(status_code, outcome),
-            )
+            exemplar = self._span.finish(status_code, outcome, tokens, self.cost_usd, exc)
         self._gateway.record_inference(
             self.provider,
             self.model,

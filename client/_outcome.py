@@ -44,34 +44,6 @@ def classify_exception(exc: BaseException) -> int:
     return FAILURE if status is None else classify_status(status)
 
 
-def is_failure(status_code: object, outcome: object) -> bool:
-    """Whether a call's span is marked failed: a provider failure (5xx, 408, an exception
-    without a status), not a rate limit or a caller error."""
-    if outcome is not None:
-        return isinstance(outcome, str) and outcome == OUTCOMES[FAILURE]
-    return (
-        type(status_code) is int
-        and 100 <= status_code <= 599
-        and (classify_status(status_code) == FAILURE)
-    )
-
-
-def span_attributes(
-    status_code: object, outcome: object, tokens: object, cost_usd: object
-) -> dict[str, object]:
-    """The ``model_inference`` span's attributes for a finished call (plain values only)."""
-    if outcome is None and type(status_code) is int and 100 <= status_code <= 599:
-        outcome = OUTCOMES[classify_status(status_code)]
-    elif outcome is None:
-        outcome = OUTCOMES[SUCCESS]
-    return {
-        "outcome": outcome if isinstance(outcome, str) else None,
-        "http.status_code": status_code if type(status_code) is int else None,
-        "gen_ai.usage.total_tokens": tokens if type(tokens) is int and tokens else None,
-        "cost_usd": cost_usd if type(cost_usd) in (int, float) and cost_usd else None,
-    }
-
-
 def outcome_of_block(
     exc: BaseException | None, status_code: int | None, outcome: str | None
 ) -> str | None:

@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 from client._exemplars import current_exemplar
+from client._outcome import classify_status
+from protocol.partitions import FAILURE, OUTCOMES, SUCCESS
 
 SPAN_NAME = "model_inference"
 TRACER_NAME = "gatewayz.metrics.client"
@@ -34,19 +36,26 @@ class CallSpan:
             self._span = self._scope = None
 
     def finish(
-        self, attributes: dict[str, Any], error: BaseException | None, failed: bool
+        self,
+        status_code: object,
+        outcome: object,
+        tokens: object,
+        cost_usd: object,
+        error: BaseException | None,
     ) -> dict[str, str] | None:
-        """Set the outcome's attributes, record ``error``, mark the span failed if ``failed``,
-        end it; returns the exemplar labels that link to it (None: no sampled span)."""
+        """Set the call's outcome on the span, record ``error``, mark the span failed for a
+        provider failure, end it; returns the exemplar labels that link to it (None: no sampled
+        span)."""
         span = self._span
         if span is None:
             return current_exemplar()
         try:
             exemplar = current_exemplar()  # this span's ids: still current here
+            attributes = _span_attributes(status_code, outcome, tokens, cost_usd)
             span.set_attributes({k: v for k, v in attributes.items() if v is not None})
             if error is not None:
                 span.record_exception(error)
-            if failed:
+            if _is_failure(status_code, outcome):
                 status = sys.modules.get("opentelemetry.trace.status")
                 if status is not None:
                     span.set_status(status.Status(status.StatusCode.ERROR))
@@ -55,3 +64,31 @@ class CallSpan:
             return exemplar
         except Exception:
             return None
+
+
+def _is_failure(status_code: object, outcome: object) -> bool:
+    """Whether a call's span is marked failed: a provider failure (5xx, 408, an exception
+    without a status), not a rate limit or a caller error."""
+    if outcome is not None:
+        return isinstance(outcome, str) and outcome == OUTCOMES[FAILURE]
+    return (
+        type(status_code) is int
+        and 100 <= status_code <= 599
+        and (classify_status(status_code) == FAILURE)
+    )
+
+
+def _span_attributes(
+    status_code: object, outcome: object, tokens: object, cost_usd: object
+) -> dict[str, object]:
+    """The ``model_inference`` span's attributes for a finished call (plain values only)."""
+    if outcome is None and type(status_code) is int and 100 <= status_code <= 599:
+        outcome = OUTCOMES[classify_status(status_code)]
+    elif outcome is None:
+        outcome = OUTCOMES[SUCCESS]
+    return {
+        "outcome": outcome if isinstance(outcome, str) else None,
+        "http.status_code": status_code if type(status_code) is int else None,
+        "gen_ai.usage.total_tokens": tokens if type(tokens) is int and tokens else None,
+        "cost_usd": cost_usd if type(cost_usd) in (int, float) and cost_usd else None,
+    }

@@ -6,7 +6,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from client._outcome import is_failure, outcome_of_block, span_attributes
+from client._outcome import outcome_of_block
 from client._spans import CallSpan
 
 if TYPE_CHECKING:
@@ -52,11 +52,7 @@ class CallTracker:
         outcome = outcome_of_block(exc, self.status_code, self.outcome)
         exemplar = None
         if self._span is not None:
-            exemplar = self._span.finish(
-                span_attributes(self.status_code, outcome, self.tokens, self.cost_usd),
-                exc,
-                failed=is_failure(self.status_code, outcome),
-            )
+            exemplar = self._span.finish(self.status_code, outcome, self.tokens, self.cost_usd, exc)
         self._client.record(
             self.provider,
             latency_s,
