@@ -82,6 +82,8 @@ class AggregatorSettings:
     loki_url: str | None = None
     log_level: str = "INFO"
     otel_console: bool = False
+    # OTLP/HTTP base URL (http://tempo:4318): the cycle spans are exported there (telemetry).
+    otlp_endpoint: str | None = None
     permit_seconds: float = 30.0
     auth_token: str | None = field(default=None, repr=False)
     # HTTP connection bounds (aggregator/http_server.py): what a client that is slow, broken or
@@ -250,6 +252,13 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--latency-ceiling", "LATENCY_CEILING_SECONDS", "latency_ceiling_seconds", float, "p95 bad"),
     ("--loki-url", "LOKI_URL", "loki_url", str, "Loki push URL (logs also go to stderr)"),
     ("--log-level", "LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING, ERROR"),
+    (
+        "--otlp-endpoint",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "otlp_endpoint",
+        str,
+        "OTLP/HTTP base URL for the cycle spans (http://tempo:4318)",
+    ),
     (
         "--max-header-bytes",
         "AGGREGATOR_MAX_HEADER_BYTES",

@@ -3,13 +3,23 @@
 
 Logs go to Loki (``LOKI_URL``) through a bounded queue and a background sender: a logging call
 never waits on Loki; what cannot be delivered is dropped and counted
-(:func:`log_records_dropped`). Nothing configured, nothing started. Traces come next.
+(:func:`log_records_dropped`). Traces go over OTLP/HTTP (``OTEL_EXPORTER_OTLP_ENDPOINT``, to
+Tempo) through the SDK's batch processor: a span ending is a put in a bounded queue; what cannot
+be exported is dropped and counted (:func:`spans_dropped`). Nothing configured, nothing started,
+nothing of OpenTelemetry's SDK imported.
 
 This package imports neither ``client`` nor ``aggregator``; both may import it.
 """
 
-from telemetry._setup import Telemetry, flush, log_records_dropped, setup, shutdown
-from telemetry.settings import TelemetrySettings
+from telemetry._setup import (
+    Telemetry,
+    flush,
+    log_records_dropped,
+    setup,
+    shutdown,
+    spans_dropped,
+)
+from telemetry.settings import TelemetrySettings, traces_url
 
 __all__ = [
     "Telemetry",
@@ -18,4 +28,6 @@ __all__ = [
     "log_records_dropped",
     "setup",
     "shutdown",
+    "spans_dropped",
+    "traces_url",
 ]

@@ -1,11 +1,12 @@
 """``telemetry.setup()``: one call per process, after any fork, sets up what the environment
-asks for. Today: logs to Loki. Traces (OTLP) and exemplars will be set up here too, next to it.
+asks for: logs to Loki (``LOKI_URL``) and traces over OTLP/HTTP (``OTEL_EXPORTER_OTLP_*``).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class Telemetry:
 
     settings: TelemetrySettings
     logs: bool  # records go to Loki
+    traces: bool = False  # spans go to the OTLP endpoint (this call or an earlier one set it)
+    instrumented: bool = False  # the app given has OpenTelemetry's FastAPI middleware
 
 
 def setup(
@@ -37,17 +40,43 @@ def setup(
     env: Mapping[str, str] | None = None,
     settings: TelemetrySettings | None = None,
 ) -> Telemetry:
-    """Ship this process's logs to Loki when ``LOKI_URL`` is set; with nothing configured,
-    do nothing (no handler, no thread, no import of logging_loki).
+    """Ship this process's logs to Loki when ``LOKI_URL`` is set, and its spans over OTLP/HTTP
+    when an OTLP endpoint is; with nothing configured, do nothing (no handler, no provider, no
+    thread, no import of logging_loki or of OpenTelemetry's SDK).
 
-    ``settings`` (when given) wins over ``env``, which defaults to ``os.environ``. ``app`` is
-    the FastAPI application, for the tracing half (its instrumentation); unused for now.
-    Calling it again replaces what the previous call set up. Call it in the process that will
-    log: in a Gunicorn worker (``post_fork``), never in a ``--preload`` master.
+    ``settings`` (when given) wins over ``env``, which defaults to ``os.environ``. ``app``, a
+    FastAPI application, gets OpenTelemetry's middleware (a server span per request) when
+    traces are exported. Calling it again replaces the logs' set-up; the tracer provider is
+    set once per process and kept. Call it in the process that will log and trace: in a
+    Gunicorn worker (``post_fork``), never in a ``--preload`` master.
     """
-    global _handler, _retired_drops, _atexit_registered
-    del app  # reserved: FastAPI instrumentation comes with traces
     chosen = settings if settings is not None else TelemetrySettings.from_env(service_name, env)
+    logs = _setup_logs(chosen)
+    traces = instrumented = False
+    if chosen.traces_enabled:
+        from telemetry import _traces
+
+        _traces.install(chosen)
+        traces = _traces.spans_exported()
+        if traces and app is not None:
+            _traces.instrument(app)
+            instrumented = True
+        _register_atexit()
+    return Telemetry(settings=chosen, logs=logs, traces=traces, instrumented=instrumented)
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    with _lock:
+        if not _atexit_registered:
+            # Registered after `logging` was imported, so it runs before logging.shutdown():
+            # the queues are drained (bounded) while the senders can still push.
+            atexit.register(shutdown)
+            _atexit_registered = True
+
+
+def _setup_logs(chosen: TelemetrySettings) -> bool:
+    global _handler, _retired_drops
     root = logging.getLogger()
     with _lock:
         previous, _handler = _handler, None
@@ -56,7 +85,7 @@ def setup(
             previous.close(timeout=1.0)
             _retired_drops += previous.dropped
         if not chosen.logs_enabled:
-            return Telemetry(settings=chosen, logs=False)
+            return False
         from telemetry._handler import LokiLogHandler
 
         handler = LokiLogHandler(chosen)
@@ -66,12 +95,8 @@ def setup(
         if root.getEffectiveLevel() > handler.level:
             root.setLevel(handler.level)
         _handler = handler
-        if not _atexit_registered:
-            # Registered after `logging` was imported, so it runs before logging.shutdown():
-            # the queue is drained (bounded) while the sender can still push.
-            atexit.register(shutdown)
-            _atexit_registered = True
-    return Telemetry(settings=chosen, logs=True)
+    _register_atexit()
+    return True
 
 
 def log_records_dropped() -> int:
@@ -83,11 +108,23 @@ def log_records_dropped() -> int:
     return retired + (handler.dropped if handler is not None else 0)
 
 
+def spans_dropped() -> int:
+    """Finished spans this process did not export (the queue was full, or the export failed:
+    refused, timed out, non-2xx), since it started; 0 when traces are not exported."""
+    traces = sys.modules.get("telemetry._traces")
+    return 0 if traces is None else int(traces.spans_dropped())
+
+
 def flush(timeout: float = 5.0) -> bool:
     """Wait up to ``timeout`` seconds until every record logged so far is delivered or
-    dropped; True when they all were in time (or logs are not shipped)."""
+    dropped, then export the spans queued (one blocking export per batch, each bounded by the
+    exporter's timeout); True when the records all settled in time (or logs are not shipped)."""
     handler = _handler
-    return True if handler is None else handler.drain(timeout)
+    settled = True if handler is None else handler.drain(timeout)
+    traces = sys.modules.get("telemetry._traces")
+    if traces is not None:
+        traces.flush(timeout)
+    return settled
 
 
 def shutdown(timeout: float | None = None) -> None:
@@ -97,3 +134,6 @@ def shutdown(timeout: float | None = None) -> None:
     handler = _handler
     if handler is not None:
         handler.close(timeout)
+    traces = sys.modules.get("telemetry._traces")
+    if traces is not None:
+        traces.shutdown()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 PUSH_PATH = "/loki/api/v1/push"
+TRACES_PATH = "/v1/traces"
 DEFAULT_ENVIRONMENT = "dev"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -25,6 +26,32 @@ def push_url(url: str) -> str:
     if parts.path in ("", "/"):
         parts = parts._replace(path=PUSH_PATH)
     return urlunsplit(parts)
+
+
+def traces_url(base: str | None, traces: str | None) -> str | None:
+    """The OTLP/HTTP traces URL, as the specification builds it: ``..._TRACES_ENDPOINT`` is
+    used as is; the base ``OTEL_EXPORTER_OTLP_ENDPOINT`` gets ``/v1/traces`` appended."""
+    if traces:
+        url = traces.strip()
+    elif base:
+        url = base.strip().rstrip("/") + TRACES_PATH
+    else:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"the OTLP traces endpoint must be an http(s) URL, not {url!r}")
+    return url
+
+
+def resource_attributes(raw: str | None) -> dict[str, str]:
+    """``OTEL_RESOURCE_ATTRIBUTES`` (``key=value,key2=value2``, values percent-decoded); a pair
+    without ``=`` is skipped, as the SDK does."""
+    found: dict[str, str] = {}
+    for pair in (raw or "").split(","):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip():
+            found[unquote(key.strip())] = unquote(value.strip())
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +81,16 @@ class TelemetrySettings:
     backoff_max_seconds: float = 10.0
     # At a clean exit the queue is drained for at most this long; what is left is dropped.
     exit_timeout_seconds: float = 5.0
+    # Traces go over OTLP/HTTP only when this (the full traces URL) is set.
+    otlp_traces_endpoint: str | None = None
+    otel_service_name: str | None = None  # OTEL_SERVICE_NAME: wins over service_name
+    resource: tuple[tuple[str, str], ...] = ()  # OTEL_RESOURCE_ATTRIBUTES, in order
+    deployment_environment: str | None = None  # DEPLOYMENT_ENV -> deployment.environment
+    # At most this many finished spans wait for export; past it a span is dropped and counted.
+    span_queue_size: int = 2048
+    # One export request (its retries included) gives up after this long: it runs in the
+    # batch processor's thread, so this bounds how stale the queue gets, never a request.
+    otlp_timeout_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.service_name:
@@ -62,7 +99,11 @@ class TelemetrySettings:
             object.__setattr__(self, "loki_url", push_url(self.loki_url))
         if self.log_level.upper() not in _LEVELS:
             raise ValueError(f"unknown log level {self.log_level!r}")
-        for name in ("queue_size", "max_line_chars", "batch_size"):
+        if self.otlp_traces_endpoint is not None:
+            object.__setattr__(
+                self, "otlp_traces_endpoint", traces_url(None, self.otlp_traces_endpoint)
+            )
+        for name in ("queue_size", "max_line_chars", "batch_size", "span_queue_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in (
@@ -71,6 +112,7 @@ class TelemetrySettings:
             "backoff_initial_seconds",
             "backoff_max_seconds",
             "exit_timeout_seconds",
+            "otlp_timeout_seconds",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
@@ -78,7 +120,11 @@ class TelemetrySettings:
     @classmethod
     def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> TelemetrySettings:
         """``LOKI_URL`` (unset or empty: no logs shipped), ``LOKI_APP`` (default: the service
-        name), ``LOKI_ENV`` or else ``DEPLOYMENT_ENV`` (default ``dev``), ``LOG_LEVEL``."""
+        name), ``LOKI_ENV`` or else ``DEPLOYMENT_ENV`` (default ``dev``), ``LOG_LEVEL``; for
+        traces ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (unset:
+        no traces), ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``DEPLOYMENT_ENV``,
+        ``OTEL_BSP_MAX_QUEUE_SIZE``. The sampler (``OTEL_TRACES_SAMPLER(_ARG)``) and the batch
+        delay and size (``OTEL_BSP_*``) are read by the SDK itself."""
         source = os.environ if env is None else env
 
         def get(name: str) -> str | None:
@@ -91,11 +137,38 @@ class TelemetrySettings:
             app=get("LOKI_APP"),
             environment=get("LOKI_ENV") or get("DEPLOYMENT_ENV") or DEFAULT_ENVIRONMENT,
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
+            otlp_traces_endpoint=traces_url(
+                get("OTEL_EXPORTER_OTLP_ENDPOINT"), get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            ),
+            otel_service_name=get("OTEL_SERVICE_NAME"),
+            resource=tuple(resource_attributes(get("OTEL_RESOURCE_ATTRIBUTES")).items()),
+            deployment_environment=get("DEPLOYMENT_ENV"),
+            span_queue_size=int(get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048),
         )
 
     @property
     def logs_enabled(self) -> bool:
         return self.loki_url is not None
+
+    @property
+    def traces_enabled(self) -> bool:
+        return self.otlp_traces_endpoint is not None
+
+    def resource_attributes(self) -> dict[str, str]:
+        """The traces' resource: ``OTEL_RESOURCE_ATTRIBUTES``, then ``service.name``
+        (``OTEL_SERVICE_NAME``, else one in the attributes, else the service name given) and
+        ``deployment.environment`` (``DEPLOYMENT_ENV``, else one in the attributes, else the
+        logs' ``env`` label), so a trace and its log lines name the same service and place."""
+        attributes = dict(self.resource)
+        attributes["service.name"] = (
+            self.otel_service_name or attributes.get("service.name") or self.service_name
+        )
+        attributes["deployment.environment"] = (
+            self.deployment_environment
+            or attributes.get("deployment.environment")
+            or self.environment
+        )
+        return attributes
 
     def labels(self) -> dict[str, str]:
         """The stream labels every record carries, less ``level`` (added per record)."""

@@ -1,5 +1,6 @@
-"""Gunicorn settings for the example gateway (env: GATEWAY_BIND, GATEWAY_WORKERS; LOKI_URL and
-the label variables for telemetry: see the README's Telemetry section)."""
+"""Gunicorn settings for the example gateway (env: GATEWAY_BIND, GATEWAY_WORKERS; LOKI_URL,
+OTEL_EXPORTER_OTLP_ENDPOINT and the other variables for telemetry: see the README's Telemetry
+section)."""
 
 import os
 from typing import Any
@@ -17,5 +18,10 @@ accesslog = None
 
 def post_fork(server: Any, worker: Any) -> None:
     """Telemetry starts in each worker after the fork, never in the preloaded master: a
-    thread started there would not exist in the workers, and its queue would be shared."""
-    telemetry.setup(service_name="gatewayz-api")
+    thread started there would not exist in the workers, and its queue would be shared.
+
+    ``worker.app.wsgi()`` is the application Gunicorn serves: with ``--preload`` the one the
+    master imported (inherited by the fork), without it loaded here, in the worker, and kept
+    for the worker to serve. Instrumenting it here, before the worker serves its first
+    request, adds the request span in this worker only."""
+    telemetry.setup(service_name="gatewayz-api", app=worker.app.wsgi())

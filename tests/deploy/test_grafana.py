@@ -247,6 +247,10 @@ def test_datasources_are_provisioned_with_the_uids_the_dashboards_use() -> None:
     destinations = sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
     assert {"name": "trace_id", "datasourceUid": "tempo"} in destinations
     assert sources["tempo"]["jsonData"]["tracesToLogsV2"]["datasourceUid"] == "loki"
+    (derived,) = sources["loki"]["jsonData"]["derivedFields"]
+    assert (derived["name"], derived["datasourceUid"]) == ("trace_id", "tempo")
+    assert derived["matcherRegex"] == r"trace_id=(\w+)"
+    assert sources["tempo"]["jsonData"]["tracesToLogsV2"]["filterByTraceID"] is True
 
 
 def test_dashboard_provider_path_is_the_folder_compose_mounts() -> None:

@@ -78,12 +78,22 @@ DEADLINE_SECONDS = 60.0
 def run_traffic(redis_url: str, namespace: str, stop_after: float) -> None:
     """A worker process: books calls of the three providers (and the gateway's backend metrics)
     about 25 times a second until SIGTERM (which flushes) or ``stop_after`` seconds."""
+    from opentelemetry import trace  # a traced worker: its calls carry exemplars
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    tracer = trace.get_tracer("e2e")
     metrics = MetricsClient(redis_url=redis_url, namespace=namespace)
     gateway = GatewayMetrics(metrics, "gatewayz")
     started = time.monotonic()
     n = 0
     while time.monotonic() - started < stop_after:
         n += 1
+        with (
+            tracer.start_as_current_span("request"),
+            gateway.inference(HEALTHY, "traced-e2e", "/v1/chat/completions") as call,
+        ):
+            call.status_code = 200
         gateway.record_inference(
             HEALTHY, "gpt-e2e", 0.3, status_code=200, input_tokens=100, output_tokens=50,
             credits=0.5, cost_usd=0.002, endpoint="/v1/chat/completions", ttfb_s=0.1, ttfc_s=0.2,
@@ -326,6 +336,20 @@ def test_rules_and_dashboards_against_a_real_prometheus(
         assert capped.flush(timeout=5)
     finally:
         capped.close(timeout=5)
+
+    # Traces exist (the workers' calls run in spans): their exemplars reach Prometheus.
+    def exemplars() -> list[dict[str, Any]]:
+        found = stack.api(
+            "/api/v1/query_exemplars",
+            query=f'provider_response_time_seconds_bucket{{provider="{HEALTHY}"}}',
+            start=str(time.time() - 300),
+            end=str(time.time() + 60),
+        )
+        return [e for series in found for e in series["exemplars"]]
+
+    wait_for(lambda: bool(exemplars()), timeout=DEADLINE_SECONDS)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", e["labels"]["trace_id"]) for e in exemplars())
+    mark("exemplars in Prometheus")
 
     rules = _rule_expressions()
     dashboards = _dashboard_expressions()
