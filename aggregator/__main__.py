@@ -1,7 +1,10 @@
-"""``python -m aggregator``: the scheduler plus the HTTP server."""
+"""``python -m aggregator [flags]``: the scheduler plus the HTTP server (the default command);
+``python -m aggregator breaker ...`` and ``... inspect ...``: operator commands (``admin``,
+``inspect``), which take the same connection flags and env."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -12,12 +15,18 @@ import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 
-from aggregator import admin
+from aggregator import admin, inspect
 from aggregator.app import Lifespan, create_app
 from aggregator.cycle import Aggregator
 from aggregator.http_server import HttpLimits, guarded_protocol
 from aggregator.observability import configure_logging, configure_tracing
-from aggregator.settings import AggregatorSettings, parse_settings, redact
+from aggregator.settings import (
+    AggregatorSettings,
+    add_options,
+    make_parser,
+    redact,
+    settings_from_args,
+)
 from protocol.connection import connect
 
 log = logging.getLogger("gatewayz.aggregator")
@@ -95,11 +104,47 @@ def http_limits(settings: AggregatorSettings) -> HttpLimits:
     )
 
 
+COMMANDS = ("breaker", "inspect")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The entry point's parser (the serving flags) with its subcommands, and those by name."""
+    parser = make_parser(
+        "aggregator",
+        "gatewayz metrics aggregator: without a command, serve /metrics with the flags below.",
+    )
+    add_options(parser)
+    commands = parser.add_subparsers(
+        dest="command", title="commands (flags after the command)", metavar="{breaker,inspect}"
+    )
+    breaker = commands.add_parser(
+        "breaker",
+        help="breaker status|open|close|reset [PROVIDER]: show or force circuit breakers",
+        description=admin.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    admin.configure(breaker)
+    inspecting = commands.add_parser(
+        "inspect",
+        help="inspect [PROVIDER] [--json]: what Redis holds, read only",
+        description=inspect.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inspect.configure(inspecting)
+    return parser, {"breaker": breaker, "inspect": inspecting}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["breaker"]:
-        return admin.main(args[1:])
-    settings = parse_settings(args)
+    parser, commands = build_parser()
+    parsed = parser.parse_args(args)
+    if parsed.command is not None and args[0] != parsed.command:
+        parser.error(f"put the flags after the command: aggregator {parsed.command} [flags]")
+    if parsed.command == "breaker":
+        return admin.run_args(parsed, commands["breaker"])
+    if parsed.command == "inspect":
+        return inspect.run_args(parsed, commands["inspect"])
+    settings = settings_from_args(parsed, parser)
     # Hand the GIL over within 1 ms (default 5 ms) so a scrape never waits long behind a cycle.
     sys.setswitchinterval(0.001)
     configure_logging(settings)

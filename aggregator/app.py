@@ -10,13 +10,13 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.cycle import Aggregator
+from aggregator.dashboard import DashboardCache, DashboardResponse
 from aggregator.rendering import RenderedMetrics, accepts_gzip
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -84,23 +84,19 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         ok, reason = await run_in_threadpool(aggregator.ready)
         return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
+    cache = DashboardCache(aggregator.settings.latency_target_seconds)
+
     @app.get(
         "/health/dashboard",
         summary="Per-provider health of the current snapshot",
+        description="Today's `status` and `snapshot`, plus `system_status` and `providers[]` "
+        'for the gateway frontend; the status rules are in README "Health dashboard".',
+        response_model=DashboardResponse,
         dependencies=protected,
     )
-    def dashboard() -> dict[str, Any]:
-        served = aggregator.served()
-        snapshot, status = served.snapshot, served.status
-        return {
-            "status": {
-                "cycles_ok": status.cycles_ok,
-                "cycles_failed": status.cycles_failed,
-                "last_success_at": status.last_success_at,
-                "last_duration_seconds": status.last_duration_seconds,
-                "last_error": status.last_error,
-            },
-            "snapshot": None if snapshot is None else snapshot.as_dict(),
-        }
+    def dashboard() -> Response:
+        # The body is validated against DashboardResponse when it is built, once per served
+        # state; returned as bytes, it is not validated and serialized again per request.
+        return Response(content=cache.body(aggregator.served()), media_type="application/json")
 
     return app

@@ -6,9 +6,11 @@ Never transfers window members: per partition it trims what left the window
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import redis
 
@@ -238,6 +240,69 @@ class WindowReader:
             return None
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
+    # -- read-only views (``python -m aggregator inspect``): no trim, no registry change --------
+
+    def registered(self) -> dict[str, float]:
+        """The provider registry as it is: name -> last seen. Unlike ``known_providers`` it
+        removes nothing."""
+        pairs = self._redis.zrange(self._keys.providers, 0, -1, withscores=True)
+        raw = cast("list[tuple[bytes, float]]", pairs)
+        self._count_op("zrange")
+        return {name.decode("utf-8", "replace"): float(score) for name, score in raw}
+
+    def inspect(
+        self, now: float, providers: Sequence[str], edges: Sequence[float]
+    ) -> list[ProviderInspection]:
+        """Per provider: its window counts in each interval between consecutive ``edges`` (the
+        first excludes its start, the last includes its end, the others are ``[a, b)``), its
+        totals, breaker and transitions hashes, the half-open permits live at ``now`` and the
+        TTL of each key. One pipelined round trip of reads only (ZCOUNT, HGETALL, ZRANGEBYSCORE,
+        PTTL): nothing is trimmed or registered."""
+        keys = self._keys
+        spans = len(edges) - 1
+        bounds = [
+            (f"({a!r}" if i == 0 else repr(a), repr(b) if i == spans - 1 else f"({b!r}")
+            for i, (a, b) in enumerate(itertools.pairwise(edges))
+        ]
+        pipe = self._redis.pipeline(transaction=False)
+        for name in providers:
+            for key in keys.window_keys(name):
+                for low, high in bounds:
+                    pipe.zcount(key, low, high)
+            pipe.hgetall(keys.totals(name))
+            pipe.hgetall(keys.breaker(name))
+            pipe.hgetall(keys.transitions(name))
+            pipe.zrangebyscore(keys.permits(name), f"({now * 1000!r}", "+inf", withscores=True)
+            for key in _provider_keys(keys, name):
+                pipe.pttl(key)
+        replies = pipe.execute()
+        count = len(providers)
+        self._count_op("zcount", WINDOW_PARTITIONS * spans * count)
+        self._count_op("hgetall", 3 * count)
+        self._count_op("zrangebyscore", count)
+        self._count_op("pttl", len(_provider_keys(keys, "p")) * count)
+        found, at = [], 0
+        for name in providers:
+            zcounts = replies[at : at + WINDOW_PARTITIONS * spans]
+            at += WINDOW_PARTITIONS * spans
+            totals, breaker, transitions, permits = replies[at : at + 4]
+            at += 4
+            names = _provider_keys(keys, name)
+            ttls = dict(zip(names, (int(t) for t in replies[at : at + len(names)]), strict=True))
+            at += len(names)
+            found.append(
+                ProviderInspection(
+                    provider=name,
+                    spans=[_counts(zcounts[i::spans]) for i in range(spans)],
+                    totals=_int_hash(totals),
+                    breaker=_text_hash(breaker),
+                    transitions=_int_hash(transitions),
+                    permits=[(m.decode("utf-8", "replace"), s / 1000) for m, s in permits],
+                    ttl_ms=ttls,
+                )
+            )
+        return found
+
 
 @dataclass(frozen=True)
 class BackendReading:
@@ -300,3 +365,37 @@ def read_backend(
     gauge_values = [_text_hash(r) for r in values if r]
     expired = [writer for writer, raw in zip(writers, values, strict=True) if not raw]
     return BackendReading(schema, series, data, gauge_values, expired, exemplars)
+
+
+@dataclass(frozen=True)
+class ProviderInspection:
+    """What ``WindowReader.inspect`` read of one provider."""
+
+    provider: str
+    spans: list[WindowCounts]
+    """Window counts per interval between the edges asked for."""
+    totals: dict[str, int]
+    breaker: dict[str, str]
+    """The breaker hash, every field as stored."""
+    transitions: dict[str, int]
+    permits: list[tuple[str, float]]
+    """Live half-open permits: (holder, expiry in unix seconds)."""
+    ttl_ms: dict[str, int]
+    """Each key's PTTL: -2 missing, -1 no expiry."""
+
+    @property
+    def exists(self) -> bool:
+        """Whether any key of the provider exists."""
+        return any(ttl != -2 for ttl in self.ttl_ms.values())
+
+
+def _provider_keys(keys: Keys, provider: str) -> tuple[str, ...]:
+    """Every key of one provider (``protocol/keys.py``)."""
+    return (
+        *keys.window_keys(provider),
+        keys.totals(provider),
+        keys.exemplars(provider),
+        keys.breaker(provider),
+        keys.permits(provider),
+        keys.transitions(provider),
+    )

@@ -7,7 +7,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -305,23 +305,39 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
 _BREAKER_FIELDS = {f for f in BreakerConfig.__dataclass_fields__}
 
 
-def parse_settings(
-    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
-) -> AggregatorSettings:
-    """Settings from flags, then env variables, then defaults. Exits with code 2 and a one-line
-    error on a bad value."""
-    env = os.environ if env is None else env
-    parser = _OneLineErrorParser(prog="aggregator", description="gatewayz metrics aggregator")
+CONNECTION_FLAGS: tuple[str, ...] = ("--redis-url", "--namespace")
+"""The flags every command shares (env REDIS_URL, METRICS_NAMESPACE): which Redis, which keys."""
+
+
+def make_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """An argument parser whose errors are one line (exit 2), as ``parse_settings``'s."""
+    return _OneLineErrorParser(prog=prog, description=description)
+
+
+def add_options(parser: argparse.ArgumentParser, flags: Collection[str] | None = None) -> None:
+    """Add the settings' flags to ``parser`` (a subcommand's parser too): all of them, or only
+    those named in ``flags`` (e.g. ``CONNECTION_FLAGS``). ``settings_from_args`` reads them."""
     for flag, variable, dest, _, help_text in _OPTIONS:
-        parser.add_argument(flag, dest=dest, help=f"{help_text} (env {variable})")
-    parser.add_argument(
-        "--otel-console", action="store_true", help="print OpenTelemetry spans to stdout"
-    )
-    args = parser.parse_args(argv)
+        if flags is None or flag in flags:
+            parser.add_argument(flag, dest=dest, help=f"{help_text} (env {variable})")
+    if flags is None:
+        parser.add_argument(
+            "--otel-console", action="store_true", help="print OpenTelemetry spans to stdout"
+        )
+
+
+def settings_from_args(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    env: Mapping[str, str] | None = None,
+) -> AggregatorSettings:
+    """Settings from parsed flags (those ``add_options`` added; a flag the parser lacks counts as
+    not given), then env variables, then defaults. A bad value: ``parser.error`` (exit 2)."""
+    env = os.environ if env is None else env
     values: dict[str, Any] = {}
     breaker: dict[str, Any] = {}
     for flag, variable, dest, convert, _ in _OPTIONS:
-        raw = getattr(args, dest)
+        raw = getattr(args, dest, None)
         source = flag
         if raw is None:
             raw, source = env.get(variable), variable
@@ -344,8 +360,18 @@ def parse_settings(
             breaker[field] = value
         else:
             values[dest] = value
-    values["otel_console"] = args.otel_console
+    values["otel_console"] = bool(getattr(args, "otel_console", False))
     try:
         return AggregatorSettings(breaker=BreakerConfig(**breaker), **values)
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> AggregatorSettings:
+    """Settings from flags, then env variables, then defaults. Exits with code 2 and a one-line
+    error on a bad value."""
+    parser = make_parser("aggregator", "gatewayz metrics aggregator")
+    add_options(parser)
+    return settings_from_args(parser.parse_args(argv), parser, env)

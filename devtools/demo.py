@@ -50,14 +50,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--gateway-port", type=int, default=8080, help="example gateway port (default 8080)")
     add("--workers", type=int, default=4, help="Gunicorn (uvicorn) workers (default 4)")
     add("--rate", type=float, default=60.0, help="HTTP requests/s to the gateway (default 60)")
-    add("--fake-providers", default=FAKE_PROVIDERS, help="name:latency_s:failure_rate,...")
+    add(
+        "--fake-providers",
+        default=FAKE_PROVIDERS,
+        help=f"name:latency_s:failure_rate,... (default {FAKE_PROVIDERS})",
+    )
     add("--interval", type=float, default=2.0, help="aggregation cycle seconds (default 2)")
     add("--window", type=float, default=300.0, help="sliding window seconds (default 300)")
     add("--breaker-open-seconds", type=float, default=10.0, help="first open time (default 10)")
     add("--namespace", default="gatewayz-demo", help="Redis key prefix (default gatewayz-demo)")
     add("--keep-data", action="store_true", help="do not clear the namespace's keys first")
     add("--refresh", type=float, default=10.0, help="seconds between excerpts (default 10)")
-    add("--duration", type=float, default=None, help="stop after SECONDS of traffic")
+    add(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after SECONDS of traffic (default: run until Ctrl-C)",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1 or not args.rate > 0 or not args.refresh > 0 or not args.interval > 0:
         parser.error("--workers, --rate, --refresh and --interval must be positive")
@@ -174,6 +183,16 @@ def redis_cli_hints(url: str, namespace: str) -> list[str]:
     ]
 
 
+def cli_hints(url: str, namespace: str) -> list[str]:
+    """The exact ``inspect`` and ``breaker status`` commands for this demo's Redis and namespace."""
+    flags = f"--redis-url {url} --namespace {namespace}"
+    return [
+        f"{sys.executable} -m aggregator inspect {flags}   # every provider",
+        f"{sys.executable} -m aggregator inspect flakyai {flags}   # one, minute by minute",
+        f"{sys.executable} -m aggregator breaker status {flags}   # breakers as JSON lines",
+    ]
+
+
 def aggregator_command(args: argparse.Namespace, url: str) -> list[str]:
     return [
         sys.executable, "-m", "aggregator", "--redis-url", url, "--namespace", args.namespace,
@@ -200,6 +219,7 @@ def print_where(base: str, gateway: str, url: str, namespace: str) -> None:
     print(f"  columns:    {' '.join(legend[:2])}\n              {' '.join(legend[2:])}")
     print(f"\ninspect the windows in Redis (namespace {namespace!r}) while the demo runs:")
     print("\n".join(f"  {hint}" for hint in redis_cli_hints(url, namespace)), flush=True)
+    print("\n".join(f"  {command}" for command in cli_hints(url, namespace)), flush=True)
 
 
 def print_excerpt(text: str | None, elapsed: float) -> None:
