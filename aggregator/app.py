@@ -1,22 +1,29 @@
-"""The aggregator's HTTP API: /metrics, /healthz, /readyz, /health/dashboard.
+"""The aggregator's HTTP API: /metrics, /healthz, /readyz, /health/dashboard, /health/history,
+and the dashboard page (/dashboard; / redirects to it).
 
-With a bearer token configured (``--auth-token-file``), /metrics and /health/dashboard answer
-401 to a request without ``Authorization: Bearer <token>`` or with a wrong token; /healthz and
-/readyz stay open for probes. There is no admin endpoint: breaker commands are CLI-only.
+With a bearer token configured (``--auth-token-file``), /metrics, /health/dashboard and
+/health/history answer 401 to a request without ``Authorization: Bearer <token>`` or with a
+wrong token; /healthz and /readyz stay open for probes, and so does the dashboard page: it holds
+no data (it asks for the token and sends it with its own requests). There is no admin endpoint:
+breaker commands are CLI-only.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from importlib import resources
 
+import redis
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from aggregator.cycle import Aggregator
 from aggregator.dashboard import DashboardCache, DashboardResponse
+from aggregator.history import HISTORY_POINTS, HistoryPointModel, HistoryResponse
 from aggregator.rendering import RenderedMetrics, accepts_gzip
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -98,5 +105,66 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         # The body is validated against DashboardResponse when it is built, once per served
         # state; returned as bytes, it is not validated and serialized again per request.
         return Response(content=cache.body(aggregator.served()), media_type="application/json")
+
+    settings = aggregator.settings
+
+    @app.get(
+        "/health/history",
+        summary="The last hour per provider and this replica's view of the aggregator",
+        description="One point per minute (health score, error rate), kept in Redis by the "
+        'leader; README "Dashboard".',
+        response_model=HistoryResponse,
+        dependencies=protected,
+    )
+    def history() -> HistoryResponse:
+        served = aggregator.served()
+        names = [p.provider for p in served.snapshot.providers] if served.snapshot else []
+        try:
+            holder, points = aggregator.history(names)
+            reachable = True
+        except (redis.RedisError, OSError):
+            holder, points, reachable = None, {}, False
+        return HistoryResponse(
+            now=time.time(),
+            instance=served.instance,
+            leader=served.leader,
+            leader_instance=holder,
+            redis_reachable=reachable,
+            interval_seconds=served.interval_seconds,
+            breaker_interval_seconds=served.breaker_interval_seconds,
+            max_age_seconds=settings.readiness_max_age_intervals * settings.interval_seconds,
+            half_open_calls=settings.breaker.half_open_calls,
+            half_open_timeout_seconds=settings.breaker.half_open_timeout_seconds,
+            points=HISTORY_POINTS,
+            providers={
+                name: [
+                    HistoryPointModel(
+                        minute_start=p.minute_start,
+                        health_score=p.health_score,
+                        error_rate=p.error_rate,
+                    )
+                    for p in found
+                ]
+                for name, found in points.items()
+            },
+        )
+
+    page = resources.files("aggregator").joinpath("static/dashboard.html").read_bytes()
+
+    @app.get(
+        "/dashboard",
+        summary="The dashboard page (no data in it, hence no token: it fetches with one)",
+        response_class=HTMLResponse,
+    )
+    def dashboard_page() -> Response:
+        return Response(
+            content=page,
+            media_type="text/html; charset=utf-8",
+            headers={"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"},
+        )
+
+    @app.get("/", summary="Redirects to /dashboard", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard", status_code=307)
 
     return app

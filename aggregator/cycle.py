@@ -29,6 +29,7 @@ from aggregator.breaker import (
     limit_open_share,
 )
 from aggregator.health import WindowCounts
+from aggregator.history import HistoryPoint, snapshot_points
 from aggregator.lease import LeaderLease
 from aggregator.reader import Reading, RedisMemory, WindowReader
 from aggregator.served import CycleStatus, ServedState
@@ -101,6 +102,7 @@ class Aggregator:
         self._out_of_memory = False  # this cycle: Redis refused a plain write for lack of memory
         self._policy_reported: str | None = None
         self._log_drops_seen = log_records_dropped()
+        self._history_minutes: dict[str, int] = {}  # provider -> last minute this leader wrote
 
     # -- what is served ------------------------------------------------------------------------
 
@@ -345,6 +347,7 @@ class Aggregator:
                 now,
                 gone,
                 self._log_drops(),
+                self._history_due() if reserve_cycle_above is not None else None,
             )
         self._out_of_memory |= committed.out_of_memory
         for (name, state), result in zip(
@@ -378,6 +381,22 @@ class Aggregator:
             else:
                 log.warning("breaker %s: epoch moved on before our write; re-read next cycle", name)
         return states, applied, committed.cycle
+
+    def _history_due(self) -> dict[str, HistoryPoint] | None:
+        """The dashboard's points of the served snapshot for the providers whose point of its
+        minute this leader has not written yet: one point per minute and provider, from the
+        first snapshot taken in it that shows the provider."""
+        snapshot = self._served.snapshot
+        if snapshot is None:
+            return None
+        points = snapshot_points(snapshot)
+        due = {
+            name: point
+            for name, point in points.items()
+            if self._history_minutes.get(name) != point.minute_start
+        }
+        self._history_minutes = {name: point.minute_start for name, point in points.items()}
+        return due or None
 
     def _vanished_breakers(self, states: dict[str, BreakerState]) -> dict[str, BreakerState]:
         """Breakers the last snapshot shows acting (open, half-open or forced) whose state is
@@ -445,6 +464,11 @@ class Aggregator:
             client_clock_offsets=offsets,
             log_records_dropped=log_drops,
         )
+
+    def history(self, providers: list[str]) -> tuple[str | None, dict[str, list[HistoryPoint]]]:
+        """The dashboard's read (any thread; read only): the lease holder and each provider's
+        history points (README "Dashboard")."""
+        return self._reader.history(providers)
 
     def ready(self) -> tuple[bool, str]:
         """(ready, reason): Redis answers, has memory for writes and a maxmemory-policy that

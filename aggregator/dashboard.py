@@ -96,6 +96,9 @@ class ProviderHealthModel(_Strict):
     transitions: dict[str, int] = Field(description="applied transitions by `from>to`")
     open_suppressed: bool
     exemplars: dict[str, Exemplar] = Field(description="histogram bucket index -> exemplar")
+    latency_p50_seconds: float | None = Field(
+        default=None, description="window median latency of successful calls; null without any"
+    )
 
 
 class BackendFamilyModel(_Strict):

@@ -15,6 +15,7 @@ from typing import cast
 import redis
 
 from aggregator.health import WindowCounts
+from aggregator.history import HistoryPoint, decode_points
 from protocol.breaker_state import (
     CLOSED,
     FORCED_FIELD,
@@ -239,6 +240,24 @@ class WindowReader:
         if raw is None:
             return None
         return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def history(self, providers: Sequence[str]) -> tuple[str | None, dict[str, list[HistoryPoint]]]:
+        """The dashboard's view, read only, in one round trip: the leader lease's holder (None:
+        no lease) and each provider's history points, oldest first."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(self._keys.leader_lease)
+        for provider in providers:
+            pipe.zrange(self._keys.history(provider), 0, -1)
+        lease, *members = pipe.execute()
+        self._count_op("get")
+        self._count_op("zrange", len(providers))
+        holder = None
+        if lease is not None:
+            text = lease.decode("utf-8", "replace") if isinstance(lease, bytes) else str(lease)
+            holder = text.rpartition("|")[0] or None
+        return holder, {
+            provider: decode_points(raw) for provider, raw in zip(providers, members, strict=True)
+        }
 
     # -- read-only views (``python -m aggregator inspect``): no trim, no registry change --------
 

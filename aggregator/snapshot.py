@@ -44,6 +44,8 @@ class ProviderHealth:
     """The breaker would open but the max-open-share guard holds it closed."""
     exemplars: dict[str, Exemplar] = field(default_factory=dict)
     """Histogram bucket index (as text: JSON keys) -> the latest exemplar in it."""
+    latency_p50_seconds: float | None = None
+    """The window median of successful calls (None without any; last: older snapshots lack it)."""
 
 
 @dataclass(frozen=True)
@@ -132,4 +134,5 @@ def provider_health(
         transitions=dict(transitions),
         open_suppressed=open_suppressed,
         exemplars={str(bucket): ex for bucket, ex in (exemplars or {}).items()},
+        latency_p50_seconds=bucket_quantile(0.5, window.success_partitions, WINDOW_BOUNDS),
     )

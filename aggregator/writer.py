@@ -4,11 +4,12 @@ lease, snapshot cycle numbers and the published snapshot (fenced), and the share
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
 
+from aggregator.history import HISTORY_POINTS, HISTORY_TTL_SECONDS, HistoryPoint
 from protocol import scripts
 from protocol.breaker_state import BreakerState, encode_breaker
 from protocol.connection import ScriptCalls, is_out_of_memory, raise_first_error, register
@@ -70,6 +71,7 @@ class StateWriter:
         now: float = 0.0,
         forget_clocks: Sequence[str] = (),
         log_records_dropped: int = 0,
+        history: Mapping[str, HistoryPoint] | None = None,
     ) -> Committed:
         """Apply transitions, reserve the next snapshot cycle (above ``reserve_cycle_above``,
         when given: leader only), mark ``keep_registered`` providers as seen ``now`` (their
@@ -79,7 +81,8 @@ class StateWriter:
         process's ``log_records_dropped`` with the clients', in one round trip. ``fence`` None
         means an operator command. The bookkeeping may wait for a later commit while Redis is
         out of memory; transitions and cycle numbers run by scripts that Redis lets write even
-        then."""
+        then. ``history`` (leader only): one point per provider for the dashboard, replacing
+        that minute's point, keeping the last ``HISTORY_POINTS`` (bookkeeping too)."""
         ops = Counter(ops)
         keys = self._keys
         pipe = self._redis.pipeline(transaction=False)
@@ -115,6 +118,13 @@ class StateWriter:
             pipe.zadd(keys.providers, dict.fromkeys(keep_registered, now), gt=True)
             pipe.expire(keys.providers, self._retention)
             ops.update({"zadd": 1, "expire": 1})
+        for provider, point in (history or {}).items():
+            key = keys.history(provider)
+            pipe.zremrangebyscore(key, point.minute_start, point.minute_start)
+            pipe.zadd(key, {point.encode(): point.minute_start})
+            pipe.zremrangebyrank(key, 0, -HISTORY_POINTS - 1)
+            pipe.expire(key, HISTORY_TTL_SECONDS)
+            ops.update({"zremrangebyscore": 1, "zadd": 1, "zremrangebyrank": 1, "expire": 1})
         if forget_clocks:
             pipe.hdel(keys.clock_offsets, *forget_clocks)
             ops["hdel"] += 1

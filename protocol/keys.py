@@ -18,6 +18,9 @@ key                                         type    content
 ``gatewayz:{p}:permits``                    zset    half-open trial permits: member = holder,
                                                     score = expiry (Redis server time)
 ``gatewayz:{p}:transitions``                hash    breaker transitions, field ``from>to``
+``gatewayz:{p}:history``                    zset    the last hour's health, one member per minute:
+                                                    ``<minute>|<health>|<error rate>``, score =
+                                                    minute start (aggregator writes; 60 kept)
 ``gatewayz:{leader}:lease``                 string  ``<instance>|<fencing token>``, with a TTL
 ``gatewayz:{leader}:token``                 string  last fencing token handed out (INCR)
 ``gatewayz:{leader}:cycle``                 string  last snapshot cycle number handed out (INCR)
@@ -99,6 +102,9 @@ class Keys:
 
     def transitions(self, provider: str) -> str:
         return f"{self._provider(provider)}:transitions"
+
+    def history(self, provider: str) -> str:
+        return f"{self._provider(provider)}:history"
 
     @property
     def leader_lease(self) -> str:

@@ -22,7 +22,7 @@ MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]
 
 TOKEN = "tok-7Qx2.v9_Lm~Zr+a/b="  # every b64token character class of RFC 6750
-PROTECTED = ("/metrics", "/health/dashboard")
+PROTECTED = ("/metrics", "/health/dashboard", "/health/history")
 
 
 def _token_file(directory: Path, content: str) -> str:
@@ -139,6 +139,8 @@ def test_there_is_no_admin_endpoint(guarded: TestClient) -> None:
         ("/healthz", "GET"),
         ("/readyz", "GET"),
         ("/health/dashboard", "GET"),
+        ("/health/history", "GET"),
+        ("/dashboard", "GET"),
     }
     headers = {"Authorization": f"Bearer {TOKEN}"}
     for path in ("/breaker/openrouter/open", "/admin/breaker", "/breaker"):
