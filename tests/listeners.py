@@ -1,4 +1,5 @@
-"""A TCP listener that plays a broken Redis, for tests of what a client does then."""
+"""A TCP listener that plays a broken server (Redis, Loki, an OTLP endpoint), for tests of what a
+client does then."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import threading
 import time
 
 
-class BrokenRedis:
-    """Accepts connections and either closes each at once (a Redis that is down: the client's
-    command fails) or, with ``hang=True``, holds it and never answers (a Redis that hangs).
+class BrokenServer:
+    """Accepts connections and either closes each at once (a server that is down: the client's
+    request fails) or, with ``hang=True``, holds it and never answers (a server that hangs).
     ``attempts`` records when each connection came."""
 
     def __init__(self, hang: bool = False) -> None:
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.redis_url = f"redis://127.0.0.1:{self.port}/0"
         self.attempts: list[float] = []
         self._hang = hang
         self._held: list[socket.socket] = []

@@ -16,7 +16,7 @@ from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, start_redis
 from protocol.keys import Keys
 from tests.conftest import FakeClock, wait_for
-from tests.listeners import BrokenRedis
+from tests.listeners import BrokenServer
 
 
 @pytest.fixture
@@ -103,9 +103,9 @@ def test_clients_and_aggregator_ride_out_a_redis_outage(
 def test_backoff_holds_while_record_fills_the_buffer(namespace: str) -> None:
     # The flusher must back off (0.1 s, then 0.2 s) although record() keeps signalling a full
     # batch: a retry per signal would be a reconnect storm.
-    down = BrokenRedis()
+    down = BrokenServer()
     settings = ClientSettings(
-        redis_url=down.url,
+        redis_url=down.redis_url,
         namespace=namespace,
         max_batch=10,
         max_buffer=1000,

@@ -17,7 +17,7 @@ from client import CircuitOpenError, MetricsClient
 from devtools.redis_server import free_port, start_redis
 from protocol.breaker_state import BreakerState
 from protocol.keys import Keys
-from tests.listeners import BrokenRedis
+from tests.listeners import BrokenServer
 
 MakeClient = Callable[..., MetricsClient]
 
@@ -130,8 +130,8 @@ def test_fails_open_without_redis_and_keeps_the_last_known_state(namespace: str)
 def test_allow_async_never_makes_the_event_loop_wait_for_redis(
     make_client: MakeClient, r: redis.Redis, keys: Keys
 ) -> None:
-    hanging = BrokenRedis(hang=True)
-    metrics = MetricsClient(redis_url=hanging.url, namespace="silent")
+    hanging = BrokenServer(hang=True)
+    metrics = MetricsClient(redis_url=hanging.redis_url, namespace="silent")
 
     async def allow_while_ticking(provider: str) -> tuple[bool, int]:
         ticks = 0
