@@ -5,10 +5,6 @@ the workers' own per-process metrics disagree from scrape to scrape."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from aggregator.cycle import Aggregator
-from devtools.redis_server import free_port
 from tests.conftest import FakeClock
+from tests.gateway import example_gateway
 from tests.scrape import Samples, samples, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,34 +34,8 @@ def _request(url: str, body: dict[str, object] | None = None) -> tuple[int, str]
 
 @pytest.fixture
 def gateway(redis_url: str, namespace: str) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "METRICS_NAMESPACE": namespace,
-        "GATEWAY_BIND": f"127.0.0.1:{port}",
-        "GATEWAY_WORKERS": "4",
-        "FAKE_PROVIDERS": "openrouter:0.02:0.0",
-    }
-    command = [
-        sys.executable, "-m", "gunicorn",
-        "-c", str(ROOT / "examples/gateway/gunicorn.conf.py"),
-        "examples.gateway.app:app",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/worker-metrics", timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None, "gunicorn exited"
-            assert time.monotonic() < deadline, "gunicorn did not answer"
-            time.sleep(0.1)
-    yield base
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
+    with example_gateway(redis_url, namespace) as base:
+        yield base
 
 
 def _wait_for_totals(

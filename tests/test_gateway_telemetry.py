@@ -5,10 +5,6 @@ post_fork hook sets telemetry up in each worker, and a request's log line reache
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.redis_server import free_port
 from tests.conftest import wait_for
+from tests.gateway import example_gateway
 from tests.telemetry.loki import Receiver, receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,27 +28,12 @@ def loki() -> Iterator[Receiver]:
 def test_a_gateway_request_logs_a_line_to_loki_from_its_worker(
     loki: Receiver, redis_url: str, namespace: str
 ) -> None:
-    port = free_port()
     env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "METRICS_NAMESPACE": namespace,
-        "GATEWAY_BIND": f"127.0.0.1:{port}",
-        "GATEWAY_WORKERS": "4",
         "FAKE_PROVIDERS": "openrouter:0.01:0.0",
         "LOKI_URL": loki.url,
         "DEPLOYMENT_ENV": "test",
     }
-    env.pop("LOKI_APP", None)
-    command = [
-        sys.executable, "-m", "gunicorn",
-        "-c", str(ROOT / "examples/gateway/gunicorn.conf.py"),
-        "examples.gateway.app:app",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: urllib.request.urlopen(f"{base}/worker-metrics", timeout=1).status == 200)
+    with example_gateway(redis_url, namespace, env, unset=("LOKI_APP",)) as base:
         body = json.dumps({"provider": "openrouter", "model": "m-telemetry"}).encode()
         request = urllib.request.Request(
             f"{base}/v1/chat/completions", data=body, headers={"content-type": "application/json"}
@@ -64,9 +45,6 @@ def test_a_gateway_request_logs_a_line_to_loki_from_its_worker(
             return any(line.fields().get("model") == "m-telemetry" for line in loki.lines())
 
         wait_for(logged, timeout=20)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
     (line,) = [line for line in loki.lines() if line.fields().get("model") == "m-telemetry"]
     assert line.labels == {
         "app": "gatewayz-api",

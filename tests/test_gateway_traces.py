@@ -8,23 +8,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
-from devtools.redis_server import free_port
 from protocol.connection import connect
 from tests.conftest import wait_for
+from tests.gateway import example_gateway
 from tests.scrape import scrape
 from tests.telemetry import loki as loki_receivers
 from tests.telemetry import otlp
@@ -38,40 +33,23 @@ SERVER_KIND = 2  # SPAN_KIND_SERVER in OTLP's protobuf
 def gateway(redis_url: str, namespace: str, **env: str) -> Iterator[tuple[str, Path]]:
     """A Gunicorn gateway (2 preloaded workers); yields its base URL and its stderr file. Killed
     as a process group at the end: what a stopping worker does is not under test here."""
-    port = free_port()
-    full = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "METRICS_NAMESPACE": namespace,
-        "GATEWAY_BIND": f"127.0.0.1:{port}",
+    settings = {
         "GATEWAY_WORKERS": "2",
         "FAKE_PROVIDERS": "openrouter:0.0:0.0",
         "DEPLOYMENT_ENV": "test",
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export every 0.1 s, so the test waits little
         **env,
     }
-    for name in ("LOKI_APP", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
-        full.pop(name, None)
-    command = [
-        sys.executable, "-m", "gunicorn",
-        "-c", str(ROOT / "examples/gateway/gunicorn.conf.py"),
-        "examples.gateway.app:app",
-    ]  # fmt: skip
+    unset = ("LOKI_APP", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES")
     with tempfile.TemporaryDirectory() as folder:
         stderr_path = Path(folder) / "stderr"
-        with stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                command, cwd=ROOT, env=full, stderr=stderr, start_new_session=True
-            )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(
-                lambda: urllib.request.urlopen(f"{base}/worker-metrics", timeout=1).status == 200
-            )
+        with (
+            stderr_path.open("wb") as stderr,
+            example_gateway(
+                redis_url, namespace, settings, unset=unset, stderr=stderr, graceful=False
+            ) as base,
+        ):
             yield base, stderr_path
-        finally:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def chat(connection: http.client.HTTPConnection, model: str) -> tuple[float, str]:
