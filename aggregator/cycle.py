@@ -38,6 +38,7 @@ from aggregator.snapshot import Snapshot, provider_health
 from aggregator.writer import FENCED, PlannedWrite, StateWriter
 from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
 from protocol.clock import SharedClock
+from protocol.connection import Connection
 from protocol.fields import LOG_RECORDS_DROPPED_FIELD, decode_client_stats
 from protocol.keys import Keys
 
@@ -67,7 +68,7 @@ class Aggregator:
     def __init__(
         self,
         settings: AggregatorSettings,
-        connection: redis.Redis,
+        connection: Connection,
         clock: Callable[[], float] | None = None,
     ):
         """``clock``: by default the system clock corrected to Redis's (measured each cycle),

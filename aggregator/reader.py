@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from aggregator.health import WindowCounts
 from aggregator.history import HistoryPoint, decode_points
@@ -24,6 +25,7 @@ from protocol.breaker_state import (
     decode_breaker,
     decode_state_name,
 )
+from protocol.connection import Connection
 from protocol.fields import Exemplar, decode_clock_offsets, decode_exemplar
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
@@ -80,6 +82,16 @@ def _counts(values: list[int]) -> WindowCounts:
     return WindowCounts(ok, failures, rate_limited, caller_errors)
 
 
+def _memory(memory: dict[str, object], stats: dict[str, object]) -> RedisMemory:
+    return RedisMemory(
+        used_bytes=int(str(memory.get("used_memory", 0)))
+        - int(str(memory.get("mem_not_counted_for_evict", 0))),
+        max_bytes=int(str(memory.get("maxmemory", 0))),
+        policy=str(memory.get("maxmemory_policy", "")),
+        evicted_keys=int(str(stats.get("evicted_keys", 0))),
+    )
+
+
 def _int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items()}
 
@@ -92,7 +104,7 @@ shared clock; this is slack, not a way for a skewed writer to stay in the window
 class WindowReader:
     def __init__(
         self,
-        connection: redis.Redis,
+        connection: Connection,
         keys: Keys,
         window_seconds: float,
         future_tolerance_seconds: float = FUTURE_TOLERANCE_SECONDS,
@@ -212,8 +224,21 @@ class WindowReader:
         return Reading(readings, client_stats, redis_ops, clock_offsets)
 
     def memory(self) -> RedisMemory | None:
-        """INFO memory and stats in one round trip; None from a server without INFO
-        (fakeredis). Raises when Redis is unreachable."""
+        """INFO memory and stats in one round trip (on a cluster: of every master, and the
+        one nearest its limit is reported, with every master's evictions); None from a server
+        without INFO (fakeredis). Raises when Redis is unreachable."""
+        if isinstance(self._redis, RedisCluster):
+            masters = RedisCluster.PRIMARIES
+            memory = self._redis.info("memory", target_nodes=masters)
+            stats = self._redis.info("stats", target_nodes=masters)
+            self._count_op("info", 2 * len(memory))
+            readings = [_memory(memory[node], stats[node]) for node in memory]
+            worst = max(readings, key=lambda m: m.used_bytes / m.max_bytes if m.max_bytes else 0)
+            return replace(
+                worst,
+                policy=next((m.policy for m in readings if m.can_evict), worst.policy),
+                evicted_keys=sum(m.evicted_keys for m in readings),
+            )
         pipe = self._redis.pipeline(transaction=False)
         pipe.info("memory")
         pipe.info("stats")
@@ -222,13 +247,7 @@ class WindowReader:
         except redis.ResponseError:
             return None
         self._count_op("info", 2)
-        return RedisMemory(
-            used_bytes=int(memory.get("used_memory", 0))
-            - int(memory.get("mem_not_counted_for_evict", 0)),
-            max_bytes=int(memory.get("maxmemory", 0)),
-            policy=str(memory.get("maxmemory_policy", "")),
-            evicted_keys=int(stats.get("evicted_keys", 0)),
-        )
+        return _memory(memory, stats)
 
     def backend(self, now: float, retention_seconds: float) -> BackendReading:
         return read_backend(self._redis, self._keys, now, retention_seconds, self.ops)
@@ -351,7 +370,7 @@ def _text_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
 
 
 def read_backend(
-    connection: redis.Redis,
+    connection: Connection,
     keys: Keys,
     now: float,
     retention_seconds: float,

@@ -11,10 +11,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from redis import ConnectionPool
-
 from aggregator.breaker import BreakerConfig
-from protocol.connection import DEFAULT_REDIS_URL
+from protocol.connection import DEFAULT_REDIS_URL, check_url
 from protocol.keys import DEFAULT_NAMESPACE
 from protocol.names import check_namespace, is_valid_provider
 
@@ -96,7 +94,7 @@ class AggregatorSettings:
 
     def __post_init__(self) -> None:
         try:
-            ConnectionPool.from_url(self.redis_url)  # parses only: no connection yet
+            check_url(self.redis_url)  # parses only: no connection yet
         except ValueError as exc:
             raise ValueError(f"invalid Redis URL: {redact(str(exc))}") from None
         if self.auth_token is not None and not _is_token(self.auth_token):

@@ -7,12 +7,16 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import redis
-
 from aggregator.history import HISTORY_POINTS, HISTORY_TTL_SECONDS, HistoryPoint
 from protocol import scripts
 from protocol.breaker_state import BreakerState, encode_breaker
-from protocol.connection import ScriptCalls, is_out_of_memory, raise_first_error, register
+from protocol.connection import (
+    Connection,
+    ScriptCalls,
+    is_out_of_memory,
+    raise_first_error,
+    register,
+)
 from protocol.fields import LOG_RECORDS_DROPPED_FIELD
 from protocol.keys import Keys
 
@@ -41,7 +45,7 @@ class Committed:
 class StateWriter:
     def __init__(
         self,
-        connection: redis.Redis,
+        connection: Connection,
         keys: Keys,
         retention_seconds: float,
         permits: int = 5,

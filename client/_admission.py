@@ -11,7 +11,7 @@ from typing import Protocol
 import redis
 
 from protocol import scripts
-from protocol.connection import register
+from protocol.connection import Connection, register
 from protocol.keys import Keys
 
 ASK_AGAIN_SECONDS = 60.0
@@ -31,7 +31,7 @@ class Registry(Protocol):
 class RedisRegistry:
     """The registry's Redis I/O: one script call admits a batch's new names."""
 
-    def __init__(self, connection: redis.Redis, keys: Keys) -> None:
+    def __init__(self, connection: Connection, keys: Keys) -> None:
         self._admit = register(connection, scripts.ADMIT)
         self._key = keys.providers
 

@@ -41,6 +41,15 @@ class Batch:
     instruments: Drained | None = None
     offset: float = 0.0
     """what was added to the events' times (to the shared clock)"""
+    first_id: int = 0
+    """the first event's id: the events are ``first_id``, ``first_id + 1``..."""
+    split_from: tuple[int, int] | None = None
+    """the event ids (first, end) of the batch this one is half of (split for lack of memory)"""
+
+    @property
+    def lineage(self) -> tuple[int, int]:
+        """The ids of the batch as first built: this one's, or the one it was split from."""
+        return self.split_from or (self.first_id, self.first_id + self.events)
 
     @property
     def events(self) -> int:
@@ -61,6 +70,7 @@ def build_batch(
     notes: Notes,
     instruments: Drained | None = None,
     offset: float = 0.0,
+    split_from: tuple[int, int] | None = None,
 ) -> Batch:
     """Group events per provider: one window member each (named by the ids ``first_id``,
     ``first_id + 1``... reserved in Redis), scored with its time plus ``offset`` (to the shared
@@ -108,7 +118,7 @@ def build_batch(
         providers[provider] = ProviderBatch(
             partitions, totals, last_seen, exemplars.get(provider, {})
         )
-    return Batch(providers, notes, instruments, offset)
+    return Batch(providers, notes, instruments, offset, first_id, split_from)
 
 
 def _scores(times: list[float | str]) -> list[str]:

@@ -15,11 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis
-
 from protocol import scripts
 from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATE_FIELD, decode_state_name
-from protocol.connection import register
+from protocol.connection import Connection, register
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
 
@@ -41,7 +39,7 @@ class BreakerStore(Protocol):
 class RedisBreakerStore:
     """The gate's Redis I/O: states in one pipelined read, permits through a script."""
 
-    def __init__(self, connection: redis.Redis, keys: Keys) -> None:
+    def __init__(self, connection: Connection, keys: Keys) -> None:
         self._redis = connection
         self._keys = keys
         self._permit = register(connection, scripts.PERMIT)

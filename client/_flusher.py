@@ -283,10 +283,13 @@ class Flusher:
             log.error("Redis is out of memory: metrics batches split and retried: %s", exc)
         half = len(events) // 2
         try:
+            lineage = batch.lineage
             first = build_batch(
-                events[:half], first_id, batch.notes, batch.instruments, batch.offset
+                events[:half], first_id, batch.notes, batch.instruments, batch.offset, lineage
             )
-            second = build_batch(events[half:], first_id + half, NO_NOTES, None, batch.offset)
+            second = build_batch(
+                events[half:], first_id + half, NO_NOTES, None, batch.offset, lineage
+            )
         except Exception as error:
             return self._give_up(batch, error)
         if self._deliver(first, events[:half], first_id) is Pass.STOPPED:

@@ -7,14 +7,15 @@ from collections import Counter
 from dataclasses import dataclass
 
 import redis
-from redis.client import Pipeline
+from redis.cluster import RedisCluster
 from redis.typing import EncodableT, FieldT
 
 from client._batch import Batch
 from client._instruments import Drained
+from client._slots import ClusterWrites, CommandList
 from protocol import scripts
 from protocol.clock import SharedClock
-from protocol.connection import ScriptCalls, register
+from protocol.connection import Connection, ScriptCalls, register
 from protocol.event_ids import EVENT_ID_BITS
 from protocol.fields import (
     BREAKER_REJECTED_FIELD,
@@ -30,6 +31,10 @@ from protocol.fields import (
     rejected_field,
 )
 from protocol.keys import Keys
+
+ID_GAP_AFTER_FAILURE = 1 << 24
+"""Ids skipped by the first reservation after a failed one: more than a failover could lose
+(the increments a master acknowledged and did not replicate), 4,096 failovers per id cycle."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class RedisWriter:
 
     def __init__(
         self,
-        connection: redis.Redis,
+        connection: Connection,
         keys: Keys,
         window_ttl: int,
         retention: int,
@@ -72,16 +77,38 @@ class RedisWriter:
         self._clock = clock
         self._writer_label = writer_label
         self._instruments = register(connection, scripts.INSTRUMENTS)
+        self._cluster: ClusterWrites | None = None
+        self._single: redis.Redis | None = None
+        if isinstance(connection, RedisCluster):
+            self._cluster = ClusterWrites(connection, keys, writer_id, retention)
+        else:
+            self._single = connection
         self._unreported_ops: Counter[str] = Counter()
+        self._skip_ids = 0
 
     def reserve_event_ids(self, count: int) -> int:
         """The first of ``count`` event ids no other writer of the namespace gets (one round
         trip; raises redis.RedisError). A missing counter (new or emptied Redis) starts at a
         random id, so a batch reserved before Redis was emptied and written after it is
         unlikely to reuse ids written since."""
-        pipe = self._redis.pipeline(transaction=False)
+        try:
+            if self._single is not None:
+                return self._reserve(self._single, count)
+            cluster = self._cluster
+            assert cluster is not None
+            return cluster.refreshing_after_errors(
+                lambda: self._reserve(cluster.node_of(self._keys.event_ids), count)
+            )
+        except BaseException:
+            # Redis may come back as a promoted replica that missed the last increments:
+            # the next block is taken above them (other writers jump too), so no id repeats.
+            self._skip_ids = ID_GAP_AFTER_FAILURE
+            raise
+
+    def _reserve(self, connection: redis.Redis, count: int) -> int:
+        pipe = connection.pipeline(transaction=False)
         pipe.set(self._keys.event_ids, secrets.randbelow(1 << EVENT_ID_BITS), nx=True)
-        pipe.incrby(self._keys.event_ids, count)
+        pipe.incrby(self._keys.event_ids, count + self._skip_ids)
         pipe.expire(self._keys.event_ids, self._retention)
         pipe.time()  # the shared clock, measured with a round trip made anyway
         clock = self._clock
@@ -90,78 +117,88 @@ class RedisWriter:
         if clock is not None:
             clock.observe(redis_time, sent_at, clock.local())
         self._unreported_ops.update({"set": 1, "incrby": 1, "expire": 1, "time": 1})
+        self._skip_ids = 0
         return int(last) - count
 
     def write(self, batch: Batch) -> WriteReport:
-        """Apply the batch in one MULTI/EXEC round trip. Raises redis.RedisError when the
-        transaction did not run (connection lost: nothing or everything was applied; EXECABORT:
-        nothing was), else reports what Redis refused of it (Redis runs every other command)."""
+        """Apply the batch in one MULTI/EXEC round trip (on a cluster: one per slot, see
+        ``_slots``). Raises redis.RedisError when the transaction did not run (connection lost:
+        nothing or everything was applied; EXECABORT: nothing was), else reports what Redis
+        refused of it (Redis runs every other command)."""
         keys = self._keys
         ops: Counter[str] = Counter()
-        pipe = self._redis.pipeline(transaction=True)
-        windows: dict[int, int] = {}  # reply index of a window ZADD -> its events
-        last_seen: dict[str, float] = {}
+        plan = CommandList()
+        add = plan.execute_command
+        windows: dict[int, int] = {}  # command index of a window ZADD -> its events
+        last_seen: list[str | float] = []
         for provider, pbatch in batch.providers.items():
             window_keys = keys.window_keys(provider)
             for partition, members in pbatch.partitions.items():
                 key = window_keys[partition]
-                windows[len(pipe)] = len(members) // 2
-                pipe.execute_command("ZADD", key, *members)  # type: ignore[no-untyped-call]
-                pipe.expire(key, self._window_ttl)
+                windows[len(plan)] = len(members) // 2
+                add("ZADD", key, *members)
+                add("EXPIRE", key, self._window_ttl)
                 ops["zadd"] += 1
                 ops["expire"] += 1
             totals_key = keys.totals(provider)
             for name, amount in pbatch.totals.items():
-                pipe.hincrby(totals_key, name, amount)
+                add("HINCRBY", totals_key, name, amount)
                 ops["hincrby"] += 1
-            pipe.expire(totals_key, self._retention)
+            add("EXPIRE", totals_key, self._retention)
             ops["expire"] += 1
-            last_seen[provider] = pbatch.last_seen
+            last_seen += [pbatch.last_seen, provider]
             if pbatch.exemplars:
                 exemplars_key = keys.exemplars(provider)
-                pipe.hset(
-                    exemplars_key,
-                    mapping={
-                        exemplar_field(bucket): encode_exemplar(exemplar)
-                        for bucket, exemplar in pbatch.exemplars.items()
-                    },
-                )
-                pipe.expire(exemplars_key, self._retention)
+                fields = [
+                    item
+                    for bucket, exemplar in pbatch.exemplars.items()
+                    for item in (exemplar_field(bucket), encode_exemplar(exemplar))
+                ]
+                add("HSET", exemplars_key, *fields)
+                add("EXPIRE", exemplars_key, self._retention)
                 ops.update({"hset": 1, "expire": 1})
         notes = batch.notes
         for provider, count in notes.breaker_rejected.items():
-            pipe.hincrby(keys.totals(provider), BREAKER_REJECTED_FIELD, count)
-            pipe.expire(keys.totals(provider), self._retention)
+            add("HINCRBY", keys.totals(provider), BREAKER_REJECTED_FIELD, count)
+            add("EXPIRE", keys.totals(provider), self._retention)
             ops["hincrby"] += 1
             ops["expire"] += 1
         if last_seen:
             # Providers here passed admission (the cap); re-adding them restores a registry
             # lost with an emptied Redis. GT only ever moves last-seen times forward.
-            pipe.zadd(keys.providers, last_seen, gt=True)
-            pipe.expire(keys.providers, self._retention)
+            add("ZADD", keys.providers, "GT", *last_seen)
+            add("EXPIRE", keys.providers, self._retention)
             ops["zadd"] += 1
             ops["expire"] += 1
         for cause, count in notes.rejected.items():
-            pipe.hincrby(keys.client_stats, rejected_field(cause), count)
+            add("HINCRBY", keys.client_stats, rejected_field(cause), count)
             ops["hincrby"] += 1
         for cause, count in notes.dropped.items():
-            pipe.hincrby(keys.client_stats, dropped_field(cause), count)
+            add("HINCRBY", keys.client_stats, dropped_field(cause), count)
             ops["hincrby"] += 1
         if notes.log_records_dropped:
-            pipe.hincrby(keys.client_stats, LOG_RECORDS_DROPPED_FIELD, notes.log_records_dropped)
+            add("HINCRBY", keys.client_stats, LOG_RECORDS_DROPPED_FIELD, notes.log_records_dropped)
             ops["hincrby"] += 1
         if self._clock is not None and self._clock.measured:
             value = clock_offset_value(self._clock.offset, self._clock.now())
-            pipe.hset(keys.clock_offsets, self._writer_label, value)
+            add("HSET", keys.clock_offsets, self._writer_label, value)
             ops["hset"] += 1
-        script_calls = ScriptCalls(pipe)
+        script_calls = ScriptCalls(plan)  # type: ignore[arg-type]  # queues like a pipeline
         checks: list[tuple[int, str, str]] = []
         if batch.instruments is not None:
-            checks = self._queue_instruments(pipe, script_calls, batch.instruments, ops)
+            checks = self._queue_instruments(plan, script_calls, batch.instruments, ops)
         ops.update(self._unreported_ops)
         for operation, count in ops.items():
-            pipe.hincrby(keys.redis_ops, operation, count)
-        replies = script_calls.rerun_missing(pipe.execute(raise_on_error=False))
+            add("HINCRBY", keys.redis_ops, operation, count)
+        if self._single is not None:
+            pipe = self._single.pipeline(transaction=True)
+            for command in plan.commands:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            replies = pipe.execute(raise_on_error=False)
+        else:
+            assert self._cluster is not None
+            replies = self._cluster.write(batch, plan.commands)
+        replies = script_calls.rerun_missing(replies)
         self._unreported_ops.clear()
         errors = [reply for reply in replies if isinstance(reply, Exception)]
         return WriteReport(
@@ -173,21 +210,22 @@ class RedisWriter:
         )
 
     def _queue_instruments(
-        self, pipe: Pipeline, script_calls: ScriptCalls, drained: Drained, ops: Counter[str]
+        self, plan: CommandList, script_calls: ScriptCalls, drained: Drained, ops: Counter[str]
     ) -> list[tuple[int, str, str]]:
-        """Queue the backend metrics' writes; returns (reply index, metric, spec JSON) of the
+        """Queue the backend metrics' writes; returns (command index, metric, spec JSON) of the
         HGETs that tell whether Redis holds the same spec."""
         keys = self._keys
+        add = plan.execute_command
         checks: list[tuple[int, str, str]] = []
         for spec in drained.specs:
             spec_json = spec.to_json()
-            pipe.hsetnx(keys.metric_schema, spec.name, spec_json)
-            checks.append((len(pipe), spec.name, spec_json))
-            pipe.hget(keys.metric_schema, spec.name)
+            add("HSETNX", keys.metric_schema, spec.name, spec_json)
+            checks.append((len(plan), spec.name, spec_json))
+            add("HGET", keys.metric_schema, spec.name)
             ops["hsetnx"] += 1
             ops["hget"] += 1
         if drained.specs:
-            pipe.expire(keys.metric_schema, self._retention)
+            add("EXPIRE", keys.metric_schema, self._retention)
             ops["expire"] += 1
         if drained.deltas:
             by_metric: dict[str, list[tuple[str, int, list[tuple[str, int]]]]] = {}
@@ -204,37 +242,39 @@ class RedisWriter:
                         args += [field_name, amount]
             script_calls.queue(self._instruments, script_keys, args)
             ops["evalsha"] += 1
-        by_metric_exemplars: dict[str, dict[FieldT, EncodableT]] = {}
+        by_metric_exemplars: dict[str, list[FieldT | EncodableT]] = {}
         for name, sid, bucket, exemplar in drained.exemplars:
-            latest = by_metric_exemplars.setdefault(name, {})
-            latest[exemplar_field(bucket, sid)] = encode_exemplar(exemplar)
+            latest = by_metric_exemplars.setdefault(name, [])
+            latest += [exemplar_field(bucket, sid), encode_exemplar(exemplar)]
         for name, encoded in by_metric_exemplars.items():
-            pipe.hset(keys.metric_exemplars(name), mapping=encoded)
-            pipe.expire(keys.metric_exemplars(name), self._retention)
+            add("HSET", keys.metric_exemplars(name), *encoded)
+            add("EXPIRE", keys.metric_exemplars(name), self._retention)
             ops.update({"hset": 1, "expire": 1})  # (a series past the cap shows none)
         for counts, field_name in (
             (drained.dropped, SERIES_DROPPED_FIELD),
             (drained.rejected, VALUES_REJECTED_FIELD),
         ):
             for name, count in counts.items():
-                pipe.hincrby(keys.metric_data(name), field_name, count)
+                add("HINCRBY", keys.metric_data(name), field_name, count)
                 ops["hincrby"] += 1
         if drained.gauges:
             # Times on the shared clock: "latest" must not be won by the fastest host clock.
             offset = self._clock.offset if self._clock is not None else 0.0
             gauge_key = keys.gauge_values(self._writer_id)
-            pipe.delete(gauge_key)
-            pipe.hset(
+            add("DEL", gauge_key)
+            add(
+                "HSET",
                 gauge_key,
-                mapping={
-                    gauge_field(name, sid): gauge_value(value, updated_at + offset)
+                *(
+                    item
                     for name, sid, value, updated_at in drained.gauges
-                },
+                    for item in (gauge_field(name, sid), gauge_value(value, updated_at + offset))
+                ),
             )
-            pipe.expire(gauge_key, self._gauge_ttl)
+            add("EXPIRE", gauge_key, self._gauge_ttl)
             newest = max(g[3] for g in drained.gauges) + offset
-            pipe.zadd(keys.gauge_writers, {self._writer_id: newest})
-            pipe.expire(keys.gauge_writers, self._retention)
+            add("ZADD", keys.gauge_writers, newest, self._writer_id)
+            add("EXPIRE", keys.gauge_writers, self._retention)
             ops.update({"del": 1, "hset": 1, "expire": 2, "zadd": 1})
         return checks
 

@@ -3,15 +3,24 @@ send a pipeline in one piece, and Lua scripts run by their SHA inside pipelines.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+from urllib.parse import unquote, urlparse
 
 import hiredis
 import redis
+from redis._parsers import Encoder
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.commands.core import Script
+from redis.connection import Connection as RedisConnection
+from redis.connection import SSLConnection, parse_url
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.typing import EncodableT, KeyT
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -40,24 +49,183 @@ class _OneBufferPipelines:
 
 _ONE_BUFFER_CLASSES: dict[type, type] = {}
 
+Connection: TypeAlias = "redis.Redis | RedisCluster"
+"""What ``connect`` returns: one Redis (also Sentinel-managed) or a Redis Cluster."""
 
-def connect(redis_url: str, socket_timeout: float) -> redis.Redis:
-    """A Redis connection that never retries on its own (the caller owns retries, so a command
-    is never silently sent twice) and sends each pipeline in one piece. Does no I/O."""
-    pool = redis.ConnectionPool.from_url(
-        redis_url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    base = pool.connection_class  # TCP, TLS or Unix socket, from the URL's scheme
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # -> TLS
+
+
+def _one_buffer(base: type) -> type:
     one_buffer = _ONE_BUFFER_CLASSES.get(base)
     if one_buffer is None:
         one_buffer = type(f"OneBuffer{base.__name__}", (_OneBufferPipelines, base), {})
         _ONE_BUFFER_CLASSES[base] = one_buffer
-    pool.connection_class = one_buffer
+    return one_buffer
+
+
+def connect(redis_url: str, socket_timeout: float) -> Connection:
+    """A connection that never retries on its own (the caller owns retries, so a command is
+    never silently sent twice) and sends each pipeline in one piece. Does no I/O.
+
+    ``redis://``, ``rediss://``, ``unix://``: one Redis.
+    ``redis+cluster://[user:pass@]host:port[,host:port...]`` (``rediss+cluster``: TLS): a Redis
+    Cluster, any nodes as the seeds (several: it is found while one of them answers).
+    ``redis+sentinel://[user:pass@]host:port[,host:port...]/<master name>[/<db>]``
+    (``rediss+sentinel``: TLS to the master): the master the sentinels name, followed across
+    failovers. ValueError for a URL none of these read."""
+    scheme = redis_url.partition("://")[0].lower()
+    timeouts: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "health_check_interval": 0,
+    }
+    if scheme in CLUSTER_SCHEMES:
+        plain, seeds = _cluster_seeds(redis_url)
+        tls = scheme.startswith("rediss")
+        return _DeferredCluster(
+            url=plain,
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],  # type: ignore[no-untyped-call]
+            connection_class=_one_buffer(SSLConnection if tls else RedisConnection),
+            retry=Retry(NoBackoff(), 0),
+            **timeouts,
+        )
+    if scheme in SENTINEL_SCHEMES:
+        return _sentinel_master(redis_url, SENTINEL_SCHEMES[scheme], timeouts)
+    pool = redis.ConnectionPool.from_url(redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
+    pool.connection_class = _one_buffer(pool.connection_class)  # TCP, TLS or Unix socket
     return redis.Redis.from_pool(pool)
+
+
+class _DeferredCluster(RedisCluster):
+    """A RedisCluster that asks for the cluster's layout on first use, not when built: a
+    worker must start while Redis is down (redis-py's constructor would raise). Until the
+    layout is known, a command raises redis.ConnectionError (retried like any outage)."""
+
+    def __init__(self, **settings: Any) -> None:  # no I/O: RedisCluster.__init__ runs later
+        self._deferred_settings = settings
+        self._deferred_lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes the object lacks: before the first successful start, the
+        # cluster client's own state (nodes_manager, ...).
+        if name.startswith("_deferred") or name.startswith("__"):
+            raise AttributeError(name)
+        with self._deferred_lock:
+            if "nodes_manager" not in self.__dict__:
+                try:
+                    RedisCluster.__init__(self, **self._deferred_settings)
+                except RedisClusterException as exc:
+                    self.__dict__.pop("nodes_manager", None)
+                    raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+        return object.__getattribute__(self, name)
+
+    def get_encoder(self) -> Encoder:
+        """No I/O (scripts are registered before the first command): the encoder the cluster
+        client will build, from the same settings."""
+        if "nodes_manager" in self.__dict__:
+            encoder: Encoder = super().get_encoder()  # type: ignore[no-untyped-call]
+            return encoder
+        settings = self._deferred_settings
+        return Encoder(  # type: ignore[no-untyped-call]
+            settings.get("encoding", "utf-8"),
+            settings.get("encoding_errors", "strict"),
+            settings.get("decode_responses", False),
+        )
+
+    def close(self) -> None:
+        if "nodes_manager" in self.__dict__:
+            super().close()
+
+
+def _cluster_seeds(redis_url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A cluster URL (``redis+cluster://[user:pass@]host:port[,host:port...][?...]``) as the
+    plain URL of its first node and the other seed nodes."""
+    scheme, _, rest = redis_url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    netloc, question, query = netloc.partition("?")
+    userinfo, at, hosts = netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    plain = f"{CLUSTER_SCHEMES[scheme.lower()]}://{userinfo}{at}{first}{slash}{tail}"
+    plain += f"{question}{query}"
+    seeds = []
+    for address in others:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a cluster seed reads host:port, not {address!r}")
+        seeds.append((host.strip("[]"), int(port)))
+    return plain, seeds
+
+
+def check_url(redis_url: str) -> None:
+    """ValueError unless ``connect`` can read ``redis_url`` (parses only: no I/O)."""
+    scheme = redis_url.partition("://")[0].lower()
+    if scheme in CLUSTER_SCHEMES:
+        plain, _ = _cluster_seeds(redis_url)
+        options = parse_url(plain)  # type: ignore[no-untyped-call]
+        if options.get("db", 0) != 0 or "path" in options:
+            raise ValueError("a Redis Cluster has only db 0, over TCP")
+    elif scheme in SENTINEL_SCHEMES:
+        _parse_sentinel_url(redis_url)
+    else:
+        redis.ConnectionPool.from_url(redis_url)
+
+
+@dataclass(frozen=True)
+class _SentinelUrl:
+    sentinels: list[tuple[str, int]]
+    master: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+def _parse_sentinel_url(redis_url: str) -> _SentinelUrl:
+    problem = (
+        "a Sentinel URL reads redis+sentinel://[user:pass@]host:port[,host:port...]"
+        "/<master name>[/<db>]"
+    )
+    parsed = urlparse(redis_url)
+    hosts = parsed.netloc.rpartition("@")[2]
+    path = [unquote(part) for part in parsed.path.split("/") if part]
+    if not hosts or not 1 <= len(path) <= 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError(problem)
+    sentinels = []
+    for address in hosts.split(","):
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "26379")
+        if not host or not port.isdigit():
+            raise ValueError(problem)
+        sentinels.append((host.strip("[]"), int(port)))
+    return _SentinelUrl(
+        sentinels,
+        path[0],
+        int(path[1]) if len(path) == 2 else 0,
+        unquote(parsed.username) if parsed.username else None,
+        unquote(parsed.password) if parsed.password else None,
+    )
+
+
+def _sentinel_master(redis_url: str, tls: bool, timeouts: dict[str, Any]) -> redis.Redis:
+    url = _parse_sentinel_url(redis_url)
+    credentials = {"username": url.username, "password": url.password}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        url.sentinels, sentinel_kwargs=dict(timeouts), **timeouts
+    )
+    base = SentinelManagedSSLConnection if tls else SentinelManagedConnection
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        url.master,
+        db=url.db,
+        connection_class=_one_buffer(base),
+        retry=Retry(NoBackoff(), 0),
+        **credentials,
+        **timeouts,
+    )
+    return master
+
+
+def is_cluster(connection: Connection) -> bool:
+    """Whether ``connection`` speaks to a Redis Cluster (writes go per slot)."""
+    return isinstance(connection, RedisCluster)
 
 
 class FlaggedScript(Script):
@@ -116,7 +284,7 @@ def may_run_again(exc: BaseException) -> bool:
     return isinstance(exc, redis.exceptions.NoScriptError) or _no_flags_support(exc)
 
 
-def register(connection: redis.Redis, source: str) -> FlaggedScript:
+def register(connection: Connection, source: str) -> FlaggedScript:
     """``connection.register_script(source)`` for scripts that may carry Redis 7 flags."""
     return FlaggedScript(connection, source)
 
@@ -132,14 +300,17 @@ class ScriptCalls:
     takes effect once.
     """
 
-    def __init__(self, pipe: Pipeline) -> None:
+    def __init__(self, pipe: Pipeline | ClusterPipeline) -> None:
         self._pipe = pipe
         self._calls: list[tuple[int, FlaggedScript, Sequence[Any], Sequence[Any]]] = []
 
     def queue(self, script: FlaggedScript, keys: Sequence[Any], args: Sequence[Any]) -> int:
         """Queue one call; returns the index of its reply in the pipeline's replies."""
         index = len(self._pipe)
-        self._pipe.evalsha(script.sha, len(keys), *keys, *args)
+        # EVALSHA by name: a cluster pipeline refuses ``evalsha()`` but routes this by its keys
+        self._pipe.execute_command(  # type: ignore[no-untyped-call]
+            "EVALSHA", script.sha, len(keys), *keys, *args
+        )
         self._calls.append((index, script, keys, args))
         return index
 
@@ -157,10 +328,22 @@ class ScriptCalls:
 
 
 _TRANSIENT_CODES = frozenset(
-    ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+    (
+        "OOM",
+        "BUSY",
+        "LOADING",
+        "MASTERDOWN",
+        "READONLY",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "NOREPLICAS",
+        "MOVED",
+        "ASK",
+    )
 )
 """Refusals that say "not now", not "never": out of memory, loading its data, busy running a
-script, a replica after a failover, a cluster or its replicas not ready."""
+script, a replica after a failover, a cluster or its replicas not ready (MOVED and ASK: a
+slot served elsewhere now, nothing of a transaction applied)."""
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -184,7 +367,9 @@ def is_transient(exc: BaseException) -> bool:
         exc,
         redis.exceptions.ReadOnlyError
         | redis.exceptions.TryAgainError
-        | redis.exceptions.ClusterDownError,
+        | redis.exceptions.ClusterDownError
+        | redis.exceptions.MovedError
+        | redis.exceptions.AskError,
     ):
         return True
     if not isinstance(exc, redis.ResponseError):

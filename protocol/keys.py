@@ -6,7 +6,7 @@ so all of one provider's keys share a slot and can be read in one pipeline):
 ==========================================  ======  ===============================================
 key                                         type    content
 ==========================================  ======  ===============================================
-``gatewayz:providers``                      zset    member = provider, score = last-seen unix time
+``gatewayz:{shared}:providers``             zset    member = provider, score = last-seen unix time
 ``gatewayz:{p}:w:ok:<i>``                   zset    window: successful calls whose latency falls in
                                                     latency partition ``i`` (``partitions``)
 ``gatewayz:{p}:w:fail``                     zset    window: provider failures
@@ -24,18 +24,24 @@ key                                         type    content
 ``gatewayz:{leader}:lease``                 string  ``<instance>|<fencing token>``, with a TTL
 ``gatewayz:{leader}:token``                 string  last fencing token handed out (INCR)
 ``gatewayz:{leader}:cycle``                 string  last snapshot cycle number handed out (INCR)
-``gatewayz:snapshot``                       string  the leader's last snapshot (JSON)
-``gatewayz:event_ids``                      string  last window member id handed out (INCRBY)
+``gatewayz:{leader}:snapshot``              string  the leader's last snapshot (JSON)
+``gatewayz:{shared}:event_ids``             string  last window member id handed out (INCRBY)
 ``gatewayz:{metrics}:schema``               hash    backend metric name -> its spec (JSON)
 ``gatewayz:{metrics}:series:<name>``        set     series ids (JSON label values) admitted
 ``gatewayz:{metrics}:data:<name>``          hash    counter/histogram values per series
 ``gatewayz:{metrics}:exemplars:<name>``     hash    latest exemplar per histogram bucket and series
 ``gatewayz:{metrics}:gauges:<writer>``      hash    one process's gauge values (expires)
 ``gatewayz:{metrics}:gauge_writers``        zset    processes with gauges, by last write
-``gatewayz:stats:clients``                  hash    events rejected/dropped by clients, by cause
-``gatewayz:stats:redis_ops``                hash    Redis commands issued, by operation
-``gatewayz:stats:clock``                    hash    each writer's clock offset to Redis's
+``gatewayz:{shared}:stats:clients``         hash    events rejected/dropped by clients, by cause
+``gatewayz:{shared}:stats:redis_ops``       hash    Redis commands issued, by operation
+``gatewayz:{shared}:stats:clock``           hash    each writer's clock offset to Redis's
+``gatewayz:{<tag>}:applied``                hash    Redis Cluster only: per writer, the event ids
+                                                    (or batch) it last applied in this slot, so a
+                                                    retried batch is never applied twice
 ==========================================  ======  ===============================================
+
+Every key carries a hash tag (``{p}``, ``{leader}``, ``{metrics}``, ``{shared}``): on a Redis
+Cluster a client's flush is one MULTI/EXEC per tag, and every Lua script touches one tag.
 
 Window members are event ids (``event_ids``), scored with the event's unix time. Every window
 key expires ``window + margin`` seconds after its last write; ``totals`` and ``breaker`` expire
@@ -63,19 +69,19 @@ class Keys:
 
     @property
     def providers(self) -> str:
-        return f"{self.namespace}:providers"
+        return f"{self.namespace}:{{shared}}:providers"
 
     @property
     def client_stats(self) -> str:
-        return f"{self.namespace}:stats:clients"
+        return f"{self.namespace}:{{shared}}:stats:clients"
 
     @property
     def redis_ops(self) -> str:
-        return f"{self.namespace}:stats:redis_ops"
+        return f"{self.namespace}:{{shared}}:stats:redis_ops"
 
     @property
     def clock_offsets(self) -> str:
-        return f"{self.namespace}:stats:clock"
+        return f"{self.namespace}:{{shared}}:stats:clock"
 
     def _provider(self, provider: str) -> str:
         if not is_valid_provider(provider):
@@ -120,11 +126,11 @@ class Keys:
 
     @property
     def event_ids(self) -> str:
-        return f"{self.namespace}:event_ids"
+        return f"{self.namespace}:{{shared}}:event_ids"
 
     @property
     def snapshot(self) -> str:
-        return f"{self.namespace}:snapshot"
+        return f"{self.namespace}:{{leader}}:snapshot"
 
     @property
     def metric_schema(self) -> str:
@@ -145,6 +151,11 @@ class Keys:
     @property
     def gauge_writers(self) -> str:
         return f"{self.namespace}:{{metrics}}:gauge_writers"
+
+    def applied(self, key: str) -> str:
+        """The cluster writer's marker hash in the slot of ``key`` (one of this namespace's)."""
+        tag = key[key.index("{") : key.index("}") + 1]
+        return f"{self.namespace}:{tag}:applied"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace."""

@@ -7,15 +7,17 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from aggregator.breaker import BreakerConfig
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
+from devtools.redis_cluster import LocalCluster, start_cluster
 from devtools.redis_server import start_redis
 from protocol.connection import connect
 from protocol.keys import Keys
@@ -71,24 +73,63 @@ def private_redis() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def single_redis_url() -> str:
     return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """One local Redis Cluster (3 masters) for the session's tests that run on both."""
+    need_tool("redis-server", "apt-get install redis-server")
+    need_tool("redis-cli", "apt-get install redis-server")
+    cluster = start_cluster(masters=3)
+    yield cluster
+    cluster.stop()
+
+
+BOTH_BACKENDS = pytest.mark.both_backends
+"""Runs each test that uses Redis against one Redis and against a Redis Cluster, with the same
+assertions (on a module: ``pytestmark = BOTH_BACKENDS``)."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_backends"
+    ):
+        metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, single_redis_url: str) -> str:
+    """REDIS_URL; a local cluster's URL for the ``cluster`` side of ``BOTH_BACKENDS``."""
+    if getattr(request, "param", "single") == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return single_redis_url
+
+
+def open_redis(url: str) -> redis.Redis:
+    """A plain client for assertions: one Redis, or (``redis+cluster://``) the cluster."""
+    if url.startswith("redis+cluster://"):
+        seeds = url[len("redis+cluster://") :].split(",")
+        nodes = [ClusterNode(host, int(port)) for host, port in (s.split(":") for s in seeds)]
+        return cast(redis.Redis, RedisCluster(startup_nodes=nodes))  # same commands, by key
+    return redis.Redis.from_url(url)
 
 
 @pytest.fixture
 def namespace(redis_url: str) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    connection = redis.Redis.from_url(redis_url)
-    keys = list(connection.scan_iter(match=Keys(name).pattern(), count=1000))
-    if keys:
-        connection.delete(*keys)
+    connection = open_redis(redis_url)
+    for key in list(connection.scan_iter(match=Keys(name).pattern(), count=1000)):
+        connection.delete(key)
     connection.close()
 
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
+    connection = open_redis(redis_url)
     yield connection
     connection.close()
 

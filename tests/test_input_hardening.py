@@ -121,7 +121,8 @@ def test_names_that_could_steer_keys_are_rejected_and_write_nothing(
 
     ns = re.escape(keys.namespace)
     allowed = re.compile(
-        rf"{ns}:(providers|snapshot|event_ids|stats:clients|stats:redis_ops|\{{leader\}}:(lease|token|cycle)"
+        rf"{ns}:(\{{shared\}}:(providers|event_ids|stats:clients|stats:redis_ops)"
+        rf"|\{{leader\}}:(lease|token|cycle|snapshot)"
         rf"|\{{openrouter\}}:(w:ok:\d+|w:fail|w:rl|w:ce|totals))"
     )
     namespace_keys = _keys(r, keys.pattern())

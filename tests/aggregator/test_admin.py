@@ -12,6 +12,9 @@ import redis
 
 from client import MetricsClient
 from protocol.keys import Keys
+from tests.conftest import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 MakeClient = Callable[..., MetricsClient]
 

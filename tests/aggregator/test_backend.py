@@ -10,6 +10,9 @@ import pytest
 
 from aggregator.backend import BackendFamily, build_families
 from protocol.fields import join_amount as exact
+from tests.conftest import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 def _spec(name: str, kind: str, labelnames: list[str], **extra: Any) -> str:

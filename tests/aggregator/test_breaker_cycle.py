@@ -16,7 +16,9 @@ from aggregator.cycle import Aggregator
 from aggregator.snapshot import ProviderHealth, Snapshot
 from client import MetricsClient
 from protocol.keys import Keys
-from tests.conftest import FakeClock
+from tests.conftest import BOTH_BACKENDS, FakeClock
+
+pytestmark = BOTH_BACKENDS
 
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]

@@ -16,8 +16,11 @@ from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from aggregator.snapshot import ProviderHealth, Snapshot
 from client import ClientSettings, MetricsClient
+from protocol.connection import Connection, connect
 from protocol.keys import Keys
-from tests.conftest import FakeClock, wait_for
+from tests.conftest import BOTH_BACKENDS, FakeClock, wait_for
+
+pytestmark = BOTH_BACKENDS
 
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]
@@ -212,24 +215,28 @@ def test_breaker_opens_recovers_and_does_not_reopen_on_old_failures(
         assert health.availability == 1.0
 
 
-class Interposed(redis.Redis):
-    """A connection that runs ``before_next_pipeline`` once, right before the next pipeline it
-    sends: a way to let another replica act in the middle of a cycle."""
+class Interposed:
+    """Runs ``before_next_pipeline`` once, right before the next pipeline ``connection`` sends
+    (one Redis or a cluster): a way to let another replica act in the middle of a cycle."""
 
-    before_next_pipeline: Callable[[], None] | None = None
+    def __init__(self, connection: Connection) -> None:
+        self.before_next_pipeline: Callable[[], None] | None = None
+        pipeline = connection.pipeline
 
-    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        hook, self.before_next_pipeline = self.before_next_pipeline, None
-        if hook is not None:
-            execute = pipe.execute
+        def hooked_pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = pipeline(*args, **kwargs)
+            hook, self.before_next_pipeline = self.before_next_pipeline, None
+            if hook is not None:
+                execute = pipe.execute
 
-            def hooked(*args: Any, **kwargs: Any) -> Any:
-                hook()
-                return execute(*args, **kwargs)
+                def hooked(*args: Any, **kwargs: Any) -> Any:
+                    hook()
+                    return execute(*args, **kwargs)
 
-            pipe.execute = hooked  # type: ignore[method-assign]
-        return pipe
+                pipe.execute = hooked
+            return pipe
+
+        connection.pipeline = hooked_pipeline  # type: ignore[method-assign]
 
 
 def test_a_leader_deposed_during_its_cycle_publishes_nothing(
@@ -244,7 +251,8 @@ def test_a_leader_deposed_during_its_cycle_publishes_nothing(
     metrics = make_client(clock=clock)
     metrics.record("openrouter", 0.2, status_code=200)
     assert metrics.flush(timeout=5)
-    connection = Interposed.from_url(redis_url)
+    connection = connect(redis_url, socket_timeout=2.0)
+    interposed = Interposed(connection)
     first = Aggregator(
         AggregatorSettings(redis_url=redis_url, namespace=namespace, instance="first"),
         connection,
@@ -259,7 +267,7 @@ def test_a_leader_deposed_during_its_cycle_publishes_nothing(
         r.delete(keys.leader_lease)
         assert second.tick_lease()
 
-    connection.before_next_pipeline = take_over
+    interposed.before_next_pipeline = take_over
     clock.advance(30)
     metrics.record("openrouter", 0.3, status_code=200)
     assert metrics.flush(timeout=5)

@@ -10,6 +10,9 @@ import redis
 from aggregator.history import HISTORY_POINTS, HistoryPoint, decode_points, minute_start
 from aggregator.writer import StateWriter
 from protocol.keys import Keys
+from tests.conftest import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 def test_points_round_trip_and_strangers_are_skipped() -> None:

@@ -16,7 +16,9 @@ import redis
 from aggregator.inspect import human, minute_edges, relative
 from client import MetricsClient
 from protocol.keys import Keys
-from tests.conftest import FakeClock
+from tests.conftest import BOTH_BACKENDS, FakeClock
+
+pytestmark = BOTH_BACKENDS
 
 MakeClient = Callable[..., MetricsClient]
 OUTCOMES = ("success", "failure", "rate_limited", "caller_error")

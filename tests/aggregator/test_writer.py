@@ -10,6 +10,9 @@ import redis
 from aggregator.writer import FENCED, Committed, PlannedWrite, StateWriter
 from protocol.breaker_state import BreakerState
 from protocol.keys import Keys
+from tests.conftest import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 def test_a_stale_epoch_or_a_deposed_leader_cannot_overwrite_a_newer_state(

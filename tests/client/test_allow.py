@@ -17,7 +17,10 @@ from client import CircuitOpenError, MetricsClient
 from devtools.redis_server import free_port, start_redis
 from protocol.breaker_state import BreakerState
 from protocol.keys import Keys
+from tests.conftest import BOTH_BACKENDS
 from tests.listeners import BrokenServer
+
+pytestmark = BOTH_BACKENDS
 
 MakeClient = Callable[..., MetricsClient]
 

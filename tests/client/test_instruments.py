@@ -15,8 +15,10 @@ import redis
 from aggregator.cycle import Aggregator
 from client import MetricsClient
 from protocol.keys import Keys
-from tests.conftest import FakeClock
+from tests.conftest import BOTH_BACKENDS, FakeClock
 from tests.scrape import Samples, samples, scrape
+
+pytestmark = BOTH_BACKENDS
 
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]

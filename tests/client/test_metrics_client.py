@@ -30,8 +30,10 @@ from protocol.fields import (
 from protocol.keys import Keys
 from protocol.names import PROVIDER_NAME_RE
 from protocol.partitions import OUTCOMES, WINDOW_BOUNDS
-from tests.conftest import FakeClock
+from tests.conftest import BOTH_BACKENDS, FakeClock
 from tests.strategies import DOCUMENTED_CAUSES, property_settings
+
+pytestmark = BOTH_BACKENDS
 
 MakeClient = Callable[..., MetricsClient]
 

@@ -10,7 +10,9 @@ import redis
 from aggregator.cycle import Aggregator
 from client import MetricsClient
 from protocol.keys import Keys
-from tests.conftest import FakeClock
+from tests.conftest import BOTH_BACKENDS, FakeClock
+
+pytestmark = BOTH_BACKENDS
 
 
 def test_the_registry_admits_at_most_max_providers_across_clients(

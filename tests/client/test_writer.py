@@ -13,8 +13,10 @@ from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
 from protocol.keys import Keys
 from protocol.partitions import SUCCESS, latency_partition, window_partition
-from tests.conftest import FakeClock
+from tests.conftest import BOTH_BACKENDS, FakeClock
 from tests.scrape import samples, scrape
+
+pytestmark = BOTH_BACKENDS
 
 MakeClient = Callable[..., MetricsClient]
 

@@ -1,0 +1,275 @@
+"""A flush on a Redis Cluster: one MULTI/EXEC per slot, one buffer per node, every node
+written before any is read; and a retry that never applies a slot's part twice.
+
+A batch's commands touch a few hash tags (each provider, ``{shared}``, ``{metrics}``). Each
+tag's commands run as one transaction on the node serving its slot, and each transaction also
+records, in that slot's ``applied`` hash, which events (or which batch) this writer applied
+there. When a node fails, only its slots are sent again; a slot whose outcome is unknown (the
+connection died after the transaction was sent) is first asked whether the marker says it ran.
+Slots known to have run are remembered for the batch and for the halves of a batch split
+because Redis was out of memory (their event ids fall inside the range already applied).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import hiredis
+import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
+
+from client._batch import Batch
+from protocol.keys import Keys
+
+Command = tuple[Any, ...]
+_T = TypeVar("_T")
+
+
+class CommandList:
+    """Commands in order, as a pipeline would queue them (``ScriptCalls`` queues into it)."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+
+    def execute_command(self, *args: Any) -> None:
+        self.commands.append(args)
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+
+def command_key(command: Command) -> Any:
+    """The key whose slot a command runs in (EVAL/EVALSHA: its first key)."""
+    name = command[0]
+    if isinstance(name, str) and name.upper() in ("EVAL", "EVALSHA"):
+        return command[3]
+    return command[1]
+
+
+@dataclass
+class SlotOutcome:
+    applied: bool
+    replies: list[Any] = field(default_factory=list)
+    """The transaction's replies (errors as exceptions), when applied."""
+    error: BaseException | None = None
+    """Why it was not applied (or, ``unknown``, why its outcome is unknown)."""
+    unknown: bool = False
+
+
+def run_slot_transactions(
+    cluster: RedisCluster, groups: dict[int, list[Command]]
+) -> dict[int, SlotOutcome]:
+    """Each slot's commands as one MULTI/EXEC on the node serving it; a node's transactions go
+    out in one write, all nodes are written before any is read."""
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    outcomes: dict[int, SlotOutcome] = {}
+    for slot in groups:
+        try:
+            node = cluster.nodes_manager.get_node_from_slot(slot)
+        except Exception as exc:  # no node serves the slot now (a failover under way)
+            outcomes[slot] = SlotOutcome(False, error=redis.ConnectionError(str(exc)))
+            continue
+        entry = by_node.setdefault(node.name, (node, []))
+        entry[1].append(slot)
+    sent: list[tuple[Any, Any, list[int]]] = []
+    for node, slots in by_node.values():
+        pool = cluster.get_redis_connection(node).connection_pool
+        try:
+            connection = pool.get_connection()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            outcomes.update({s: SlotOutcome(False, error=exc) for s in slots})
+            continue
+        packed = []
+        for slot in slots:
+            packed.append(hiredis.pack_command(("MULTI",)))
+            packed += [hiredis.pack_command(tuple(c)) for c in groups[slot]]
+            packed.append(hiredis.pack_command(("EXEC",)))
+        try:
+            connection.send_packed_command(  # type: ignore[no-untyped-call]
+                [b"".join(packed)], check_health=False
+            )
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            pool.release(connection)
+            # a write that failed may have left part of the buffer: outcome unknown
+            outcomes.update({s: SlotOutcome(False, error=exc, unknown=True) for s in slots})
+            continue
+        sent.append((pool, connection, slots))
+    for pool, connection, slots in sent:
+        try:
+            for slot in slots:
+                outcomes[slot] = _read_transaction(connection, len(groups[slot]))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            connection.disconnect()
+            for slot in slots:
+                outcomes.setdefault(slot, SlotOutcome(False, error=exc, unknown=True))
+        finally:
+            pool.release(connection)
+    return outcomes
+
+
+def _read_transaction(connection: Any, queued: int) -> SlotOutcome:
+    """Read MULTI's reply, each QUEUED (or the refusal that aborts the transaction: MOVED, ASK,
+    OOM...), then EXEC's."""
+    refusal: BaseException | None = None
+    for _ in range(queued + 1):  # MULTI, then each command
+        try:
+            connection.read_response()
+        except redis.ResponseError as exc:
+            refusal = refusal or exc
+    try:
+        replies = connection.read_response()
+    except redis.ResponseError as exc:  # EXECABORT: nothing of it ran
+        return SlotOutcome(False, error=refusal or exc)
+    if replies is None:  # a WATCH failed: cannot happen here, but nothing ran
+        return SlotOutcome(False, error=refusal or redis.WatchError("transaction discarded"))
+    return SlotOutcome(True, replies=list(replies))
+
+
+def group_by_slot(commands: Sequence[Command]) -> dict[int, list[int]]:
+    """Command indexes per slot, in order."""
+    groups: dict[int, list[int]] = {}
+    for index, command in enumerate(commands):
+        groups.setdefault(key_slot(_bytes(command_key(command))), []).append(index)
+    return groups
+
+
+def _bytes(key: Any) -> bytes:
+    return key if isinstance(key, bytes) else str(key).encode()
+
+
+@dataclass
+class AppliedSlots:
+    """What of the batch being delivered (and of the batch it was split from) Redis applied,
+    per slot: ranges of event ids, or a batch number for a batch without events."""
+
+    lineage: tuple[int, int] = (0, 0)
+    applied: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    unknown: set[int] = field(default_factory=set)
+    replies: dict[int, Any] = field(default_factory=dict)
+    """Replies of the commands applied on an earlier attempt, by command index."""
+
+    def covers(self, slot: int, ids: tuple[int, int]) -> bool:
+        return any(lo <= ids[0] and ids[1] <= hi for lo, hi in self.applied.get(slot, ()))
+
+    def record(self, slot: int, ids: tuple[int, int]) -> None:
+        self.applied.setdefault(slot, []).append(ids)
+        self.unknown.discard(slot)
+
+
+def encode_marker(ids: tuple[int, int]) -> str:
+    return f"r{ids[0]}:{ids[1] - ids[0]}"
+
+
+def decode_marker(raw: Any) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    try:
+        first, count = text[1:].split(":")
+        return int(first), int(first) + int(count)
+    except ValueError:
+        return None
+
+
+class ClusterWrites:
+    """A writer's batches on a Redis Cluster, each slot's part applied exactly once."""
+
+    def __init__(self, cluster: RedisCluster, keys: Keys, writer_id: str, retention: int):
+        self._cluster = cluster
+        self._keys = keys
+        self._writer_id = writer_id
+        self._retention = retention
+        self._progress = AppliedSlots()
+        self._batch: object = None
+        self._eventless = 0
+
+    def write(self, batch: Batch, commands: Sequence[Command]) -> list[Any]:
+        """The replies of ``commands`` (the batch's), errors as exceptions; raises the first
+        reason a slot's part is still not applied (the flusher retries the same batch)."""
+        ids = self._ids(batch)
+        progress = self._progress
+        if batch is not self._batch:
+            # a new batch, unless it is half of the one before (its ids are within it)
+            lineage = batch.lineage if batch.events else ids
+            if batch.split_from is None or lineage != progress.lineage:
+                progress = self._progress = AppliedSlots(lineage=lineage)
+            progress.replies = {}
+            self._batch = batch
+        groups = group_by_slot(commands)
+        pending: dict[int, list[Command]] = {}
+        for slot, indexes in groups.items():
+            if progress.covers(slot, ids):
+                continue
+            marker = self._keys.applied(_text(command_key(commands[indexes[0]])))
+            if slot in progress.unknown:
+                applied = decode_marker(self._cluster.hget(marker, self._writer_id))
+                if applied is not None and applied[0] <= ids[0] and ids[1] <= applied[1]:
+                    progress.record(slot, ids)
+                    continue
+            pending[slot] = [
+                *(commands[i] for i in indexes),
+                ("HSET", marker, self._writer_id, encode_marker(ids)),
+                ("EXPIRE", marker, self._retention),
+            ]
+        failure: BaseException | None = None
+        for slot, outcome in run_slot_transactions(self._cluster, pending).items():
+            if outcome.applied:
+                progress.record(slot, ids)
+                progress.replies.update(zip(groups[slot], outcome.replies, strict=False))
+                continue
+            if outcome.unknown:
+                progress.unknown.add(slot)
+            failure = failure or outcome.error
+        if failure is not None:
+            if not isinstance(failure, redis.ResponseError) or isinstance(
+                failure, redis.exceptions.MovedError | redis.exceptions.AskError
+            ):
+                self._refresh_layout()
+            raise failure
+        return [progress.replies.get(index) for index in range(len(commands))]
+
+    def _ids(self, batch: Batch) -> tuple[int, int]:
+        """The batch's event ids; a batch without events gets a number of its own (below every
+        event id) that stays the same while it is retried."""
+        if batch.events:
+            return batch.first_id, batch.first_id + batch.events
+        if batch is not self._batch:
+            self._eventless += 1
+        return -self._eventless - 1, -self._eventless
+
+    def node_of(self, key: str) -> redis.Redis:
+        """A client of the node serving ``key``'s slot (for commands a cluster pipeline
+        refuses, such as TIME beside the keyed ones)."""
+        node = self._cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        client: redis.Redis = self._cluster.get_redis_connection(node)
+        return client
+
+    def refreshing_after_errors(self, call: Callable[[], _T]) -> _T:
+        """``call()``; when it fails for a reason the cluster's layout may explain (MOVED, a
+        node gone), the layout is asked for again before the error is raised."""
+        try:
+            return call()
+        except RedisClusterException as exc:  # no node known for the slot: not a RedisError
+            self._refresh_layout()
+            raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
+        except (redis.ConnectionError, redis.TimeoutError, OSError, redis.ResponseError) as exc:
+            if not isinstance(exc, redis.ResponseError) or isinstance(
+                exc, redis.exceptions.MovedError | redis.exceptions.AskError
+            ):
+                self._refresh_layout()
+            raise
+
+    def _refresh_layout(self) -> None:
+        """Ask the cluster which node serves which slot (after MOVED, a failover)."""
+        with contextlib.suppress(Exception):  # all unreachable: the next attempt asks again
+            self._cluster.nodes_manager.initialize()
+
+
+def _text(key: Any) -> str:
+    return key.decode() if isinstance(key, bytes) else str(key)
