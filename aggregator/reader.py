@@ -115,6 +115,8 @@ class WindowReader:
         self._tolerance = future_tolerance_seconds
         self.ops: Counter[str] = Counter()
         """Commands issued so far; the cycle moves them into Redis's shared op counter."""
+        self._shards: dict[str, int] = {}
+        """Providers split over several shards (``Keys.shards``), as last read."""
 
     def _count_op(self, name: str, count: int = 1) -> None:
         self.ops[name] += count
@@ -132,9 +134,11 @@ class WindowReader:
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrangebyscore(keys.providers, "-inf", now - retention_seconds)
         pipe.zrange(keys.providers, 0, -1)
-        raw_stale, raw_names = pipe.execute()
+        pipe.zrange(keys.shards, 0, -1, withscores=True)
+        raw_stale, raw_names, raw_shards = pipe.execute()
         self._count_op("zrangebyscore")
-        self._count_op("zrange")
+        self._count_op("zrange", 2)
+        self._shards = _shard_counts(raw_shards)
         # A name no client could have written (the registry is shared) is ignored, not fatal.
         names = [raw.decode("utf-8", "replace") for raw in raw_names]
         stale = [raw.decode("utf-8", "replace") for raw in raw_stale]
@@ -172,35 +176,48 @@ class WindowReader:
         pipe.hgetall(keys.clock_offsets)
         for name in names:
             pipe.hgetall(keys.breaker(name))
-            pipe.hgetall(keys.totals(name))
             pipe.hgetall(keys.transitions(name))
-            pipe.hgetall(keys.exemplars(name))
-            for key in keys.window_keys(name):
-                pipe.zremrangebyscore(key, "-inf", start)
-                pipe.zcount(key, f"({start}", end)
+            for shard in range(self._shards.get(name, 1)):
+                pipe.hgetall(keys.totals(name, shard))
+                pipe.hgetall(keys.exemplars(name, shard))
+                for key in keys.window_keys(name, shard):
+                    pipe.zremrangebyscore(key, "-inf", start)
+                    pipe.zcount(key, f"({start}", end)
         replies = pipe.execute()
         partitions = WINDOW_PARTITIONS
-        self._count_op("hgetall", 3 + 4 * len(names))
-        self._count_op("zremrangebyscore", partitions * len(names))
-        self._count_op("zcount", partitions * len(names))
+        shards = sum(self._shards.get(name, 1) for name in names)
+        self._count_op("hgetall", 3 + 2 * len(names) + 2 * shards)
+        self._count_op("zremrangebyscore", partitions * shards)
+        self._count_op("zcount", partitions * shards)
 
         client_stats = _int_hash(replies[0])
         redis_ops = _int_hash(replies[1])
         clock_offsets = decode_clock_offsets(_text_hash(replies[2]))
-        per_provider = 4 + 2 * partitions
+        per_shard = 2 + 2 * partitions
         partial: list[ProviderReading] = []
-        for index, name in enumerate(names):
-            chunk = replies[3 + index * per_provider : 3 + (index + 1) * per_provider]
-            window = _counts(chunk[5::2])
+        at = 3
+        for name in names:
+            breaker, transitions = replies[at : at + 2]
+            at += 2
+            totals: Counter[str] = Counter()
+            exemplars: dict[int, Exemplar] = {}
+            zcounts = [0] * partitions
+            for _ in range(self._shards.get(name, 1)):
+                chunk = replies[at : at + per_shard]
+                at += per_shard
+                totals.update(_int_hash(chunk[0]))
+                exemplars = _newest(exemplars, _exemplars(chunk[1]))
+                zcounts = [a + int(b) for a, b in zip(zcounts, chunk[3::2], strict=True)]
+            window = _counts(zcounts)
             partial.append(
                 ProviderReading(
                     name,
                     window,
                     window,
-                    _int_hash(chunk[1]),
-                    decode_breaker(chunk[0]),
-                    _int_hash(chunk[2]),
-                    _exemplars(chunk[3]),
+                    dict(totals),
+                    decode_breaker(breaker),
+                    _int_hash(transitions),
+                    exemplars,
                 )
             )
 
@@ -211,12 +228,19 @@ class WindowReader:
         if recent:
             pipe = self._redis.pipeline(transaction=False)
             for name, counting_from in recent:
-                for key in keys.window_keys(name):
-                    pipe.zcount(key, f"({counting_from}", end)
+                for shard in range(self._shards.get(name, 1)):
+                    for key in keys.window_keys(name, shard):
+                        pipe.zcount(key, f"({counting_from}", end)
             replies = pipe.execute()
             self._count_op("zcount", len(replies))
-            for index, (name, _) in enumerate(recent):
-                since_counts[name] = _counts(replies[index * partitions : (index + 1) * partitions])
+            at = 0
+            for name, _ in recent:
+                zcounts = [0] * partitions
+                for _ in range(self._shards.get(name, 1)):
+                    shard_counts = replies[at : at + partitions]
+                    at += partitions
+                    zcounts = [a + int(b) for a, b in zip(zcounts, shard_counts, strict=True)]
+                since_counts[name] = _counts(zcounts)
         readings = tuple(
             replace(p, breaker_counts=since_counts[p.provider]) if p.provider in since_counts else p
             for p in partial
@@ -283,9 +307,13 @@ class WindowReader:
     def registered(self) -> dict[str, float]:
         """The provider registry as it is: name -> last seen. Unlike ``known_providers`` it
         removes nothing."""
-        pairs = self._redis.zrange(self._keys.providers, 0, -1, withscores=True)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrange(self._keys.providers, 0, -1, withscores=True)
+        pipe.zrange(self._keys.shards, 0, -1, withscores=True)
+        pairs, raw_shards = pipe.execute()
+        self._shards = _shard_counts(raw_shards)
         raw = cast("list[tuple[bytes, float]]", pairs)
-        self._count_op("zrange")
+        self._count_op("zrange", 2)
         return {name.decode("utf-8", "replace"): float(score) for name, score in raw}
 
     def inspect(
@@ -304,35 +332,42 @@ class WindowReader:
         ]
         pipe = self._redis.pipeline(transaction=False)
         for name in providers:
-            for key in keys.window_keys(name):
-                for low, high in bounds:
-                    pipe.zcount(key, low, high)
-            pipe.hgetall(keys.totals(name))
+            for shard in range(self._shards.get(name, 1)):
+                for key in keys.window_keys(name, shard):
+                    for low, high in bounds:
+                        pipe.zcount(key, low, high)
+                pipe.hgetall(keys.totals(name, shard))
             pipe.hgetall(keys.breaker(name))
             pipe.hgetall(keys.transitions(name))
             pipe.zrangebyscore(keys.permits(name), f"({now * 1000!r}", "+inf", withscores=True)
-            for key in _provider_keys(keys, name):
+            for key in _provider_keys(keys, name, self._shards.get(name, 1)):
                 pipe.pttl(key)
         replies = pipe.execute()
-        count = len(providers)
-        self._count_op("zcount", WINDOW_PARTITIONS * spans * count)
-        self._count_op("hgetall", 3 * count)
-        self._count_op("zrangebyscore", count)
-        self._count_op("pttl", len(_provider_keys(keys, "p")) * count)
+        shards = sum(self._shards.get(name, 1) for name in providers)
+        self._count_op("zcount", WINDOW_PARTITIONS * spans * shards)
+        self._count_op("hgetall", 2 * len(providers) + shards)
+        self._count_op("zrangebyscore", len(providers))
         found, at = [], 0
+        per_shard = WINDOW_PARTITIONS * spans + 1
         for name in providers:
-            zcounts = replies[at : at + WINDOW_PARTITIONS * spans]
-            at += WINDOW_PARTITIONS * spans
-            totals, breaker, transitions, permits = replies[at : at + 4]
-            at += 4
-            names = _provider_keys(keys, name)
+            zcounts = [0] * (WINDOW_PARTITIONS * spans)
+            totals: Counter[str] = Counter()
+            for _ in range(self._shards.get(name, 1)):
+                chunk = replies[at : at + per_shard]
+                at += per_shard
+                zcounts = [a + int(b) for a, b in zip(zcounts, chunk[:-1], strict=True)]
+                totals.update(_int_hash(chunk[-1]))
+            breaker, transitions, permits = replies[at : at + 3]
+            at += 3
+            names = _provider_keys(keys, name, self._shards.get(name, 1))
             ttls = dict(zip(names, (int(t) for t in replies[at : at + len(names)]), strict=True))
             at += len(names)
+            self._count_op("pttl", len(names))
             found.append(
                 ProviderInspection(
                     provider=name,
                     spans=[_counts(zcounts[i::spans]) for i in range(spans)],
-                    totals=_int_hash(totals),
+                    totals=dict(totals),
                     breaker=_text_hash(breaker),
                     transitions=_int_hash(transitions),
                     permits=[(m.decode("utf-8", "replace"), s / 1000) for m, s in permits],
@@ -363,6 +398,25 @@ def _exemplars(raw: dict[bytes, bytes]) -> dict[int, Exemplar]:
         if exemplar is not None and name.isdigit():
             found[int(name)] = exemplar
     return found
+
+
+def _shard_counts(raw: list[tuple[bytes, float]]) -> dict[str, int]:
+    """Provider -> shard count, from ``Keys.shards`` (names no client could write skipped)."""
+    counts = {}
+    for member, score in raw:
+        name = member.decode("utf-8", "replace")
+        if is_valid_provider(name) and 1 < score <= 64:
+            counts[name] = int(score)
+    return counts
+
+
+def _newest(a: dict[int, Exemplar], b: dict[int, Exemplar]) -> dict[int, Exemplar]:
+    """Per bucket, the later of two shards' exemplars."""
+    merged = dict(a)
+    for bucket, exemplar in b.items():
+        if bucket not in merged or exemplar[2] > merged[bucket][2]:
+            merged[bucket] = exemplar
+    return merged
 
 
 def _text_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -427,12 +481,18 @@ class ProviderInspection:
         return any(ttl != -2 for ttl in self.ttl_ms.values())
 
 
-def _provider_keys(keys: Keys, provider: str) -> tuple[str, ...]:
-    """Every key of one provider (``protocol/keys.py``)."""
+def _provider_keys(keys: Keys, provider: str, shards: int = 1) -> tuple[str, ...]:
+    """Every key of one provider (``protocol/keys.py``), of each of its ``shards``."""
     return (
-        *keys.window_keys(provider),
-        keys.totals(provider),
-        keys.exemplars(provider),
+        *(
+            key
+            for shard in range(shards)
+            for key in (
+                *keys.window_keys(provider, shard),
+                keys.totals(provider, shard),
+                keys.exemplars(provider, shard),
+            )
+        ),
         keys.breaker(provider),
         keys.permits(provider),
         keys.transitions(provider),

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import redis
 
 from bench.common import Context, Figure
-from client import Keys, MetricsClient
+from client import ClientSettings, Keys, MetricsClient
 from protocol.fields import COUNT_FIELDS
 
 PROVIDER = "openrouter"
@@ -35,8 +35,12 @@ Result = tuple[float, float, int, int, bool, float]
 """started, flushed, recorded, dropped, flush ok, redis-server CPU seconds at the start."""
 
 
-def _worker(url: str, namespace: str, seconds: float, ready: Barrier, out: Queue[Result]) -> None:
-    metrics = MetricsClient(redis_url=url, namespace=namespace)
+def _worker(
+    url: str, namespace: str, seconds: float, ready: Barrier, out: Queue[Result], shards: str = ""
+) -> None:
+    metrics = MetricsClient(
+        settings=ClientSettings(redis_url=url, namespace=namespace, provider_shards=shards)
+    )
     record, latencies, recorded = metrics.record, LATENCIES, 0
     server_cpu = _redis_cpu(url)
     ready.wait(timeout=120)  # every worker is set up: start together
@@ -59,10 +63,21 @@ def _worker(url: str, namespace: str, seconds: float, ready: Barrier, out: Queue
 
 
 def _redis_cpu(url: str) -> float:
-    """CPU seconds redis-server has used so far."""
-    with redis.Redis.from_url(url) as connection:
-        cpu = connection.info("cpu")
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+    """CPU seconds redis-server has used so far (every node of a ``redis+cluster://`` URL that
+    lists them all)."""
+    total = 0.0
+    for node_url in node_urls(url):
+        with redis.Redis.from_url(node_url) as connection:
+            cpu = connection.info("cpu")
+        total += float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+    return total
+
+
+def node_urls(url: str) -> list[str]:
+    """One plain URL per server: the URL itself, or each seed of a cluster URL."""
+    if not url.startswith("redis+cluster://"):
+        return [url]
+    return [f"redis://{seed}/0" for seed in url[len("redis+cluster://") :].split(",")]
 
 
 def _collect(processes: Sequence[BaseProcess], out: Queue[Result]) -> list[Result]:
@@ -77,13 +92,18 @@ def _collect(processes: Sequence[BaseProcess], out: Queue[Result]) -> list[Resul
     return results
 
 
-def _ingest(ctx: Context, workers: int, seconds: float) -> tuple[float, str]:
-    """(events/s that reached Redis, note) for one run of ``workers`` processes."""
+def ingest(
+    ctx: Context, workers: int, seconds: float, url: str = "", shards: int = 1
+) -> tuple[float, float, str]:
+    """(events/s that reached Redis, Redis CPU seconds per million events, note) for one run of
+    ``workers`` processes against ``url`` (default: the context's Redis), the provider split
+    over ``shards``."""
+    url = url or ctx.redis_url
     namespace = ctx.namespace(f"ingest{workers}")
     spawn = multiprocessing.get_context("spawn")
     ready = spawn.Barrier(workers)
     out: Queue[Result] = spawn.Queue()
-    args = (ctx.redis_url, namespace, seconds, ready, out)
+    args = (url, namespace, seconds, ready, out, f"{PROVIDER}:{shards}" if shards > 1 else "")
     processes = [spawn.Process(target=_worker, args=args, daemon=True) for _ in range(workers)]
     for process in processes:
         process.start()
@@ -96,19 +116,23 @@ def _ingest(ctx: Context, workers: int, seconds: float) -> tuple[float, str]:
                 process.kill()
     started = min(r[0] for r in results)
     wall = max(r[1] for r in results) - started
-    server_cpu = _redis_cpu(ctx.redis_url) - min(r[5] for r in results)
-    with ctx.connection() as connection:
-        counts = connection.hmget(Keys(namespace).totals(PROVIDER), list(COUNT_FIELDS))
-        reached = sum(int(c) for c in counts if c is not None)
-        for key in connection.scan_iter(f"{namespace}:*", count=1000):
-            connection.unlink(key)
+    server_cpu = _redis_cpu(url) - min(r[5] for r in results)
+    keys, reached = Keys(namespace), 0
+    for node_url in node_urls(url):
+        with redis.Redis.from_url(node_url) as connection:
+            for key in connection.scan_iter(f"{namespace}:*", count=1000):
+                name = key.decode()
+                if name in {keys.totals(PROVIDER, shard) for shard in range(shards)}:
+                    counts = connection.hmget(name, list(COUNT_FIELDS))
+                    reached += sum(int(c) for c in counts if c is not None)
+                connection.unlink(key)
     recorded, dropped = sum(r[2] for r in results), sum(r[3] for r in results)
     note = (
         f"{reached:,} of {recorded:,} recorded reached Redis ({dropped:,} dropped by full "
         f"buffers) in {wall:.2f} s, flush ok: {all(r[4] for r in results)}; redis-server "
         f"busy {server_cpu / wall:.0%} of one core"
     )
-    return reached / wall, note
+    return reached / wall, server_cpu / max(reached, 1) * 1e6, note
 
 
 def _redis_benchmark(ctx: Context, runs: int, requests: int, *extra: str) -> tuple[float, str]:
@@ -149,10 +173,10 @@ def run(ctx: Context) -> list[Figure]:
                "redis-benchmark -r", note=f"{inserts_note}; one new member per ZADD"),
     ]  # fmt: skip
     for workers in (1, 4):
-        runs = [_ingest(ctx, workers, seconds) for _ in range(repeats)]
+        runs = [ingest(ctx, workers, seconds) for _ in range(repeats)]
         rate = statistics.median(r[0] for r in runs)
         share = rate / ceiling
-        note = f"median of {repeats} run(s) of {seconds:g} s then flush(); last: {runs[-1][1]}"
+        note = f"median of {repeats} run(s) of {seconds:g} s then flush(); last: {runs[-1][2]}"
         name = f"{workers} worker process{'es' if workers > 1 else ''}"
         figures.append(
             Figure(

@@ -129,6 +129,7 @@ class MetricsClient:
                 gauge_ttl=math.ceil(settings.gauge_ttl_seconds),
                 clock=clock,
                 writer_label=f"{socket.gethostname()}:{os.getpid()}",
+                shards=settings.shard_plan,
             ),
             ProviderAdmission(
                 RedisRegistry(connection, keys),

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from client._sharding import ShardPlan
 from protocol.connection import DEFAULT_REDIS_URL
 from protocol.keys import DEFAULT_NAMESPACE
 from protocol.names import check_namespace
@@ -60,6 +61,9 @@ class ClientSettings:
     handle_sigterm: bool = True
     """Flush on SIGTERM (then end as SIGTERM would) where its handler is still the default or
     a Python function (chained), when a client is constructed in the main thread."""
+    provider_shards: str = ""
+    """``8`` or ``openrouter:8,groq:4``: providers whose window and counters are split over
+    that many Redis Cluster slots (``_sharding``); empty: one each."""
 
     def __post_init__(self) -> None:
         check_namespace(self.namespace)
@@ -83,6 +87,11 @@ class ClientSettings:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         if self.key_ttl_margin_seconds < 0:
             raise ValueError("key_ttl_margin_seconds must be >= 0")
+        ShardPlan.parse(self.provider_shards)
+
+    @property
+    def shard_plan(self) -> ShardPlan:
+        return ShardPlan.parse(self.provider_shards)
 
     @property
     def window_ttl_seconds(self) -> int:
@@ -92,7 +101,8 @@ class ClientSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
         """REDIS_URL, METRICS_NAMESPACE, WINDOW_SECONDS, METRICS_FLUSH_INTERVAL_SECONDS,
         METRICS_MAX_BUFFER, METRICS_BREAKER_REFRESH_SECONDS, METRICS_MAX_SERIES,
-        METRICS_GAUGE_TTL_SECONDS, METRICS_MAX_PROVIDERS, METRICS_HANDLE_SIGTERM."""
+        METRICS_GAUGE_TTL_SECONDS, METRICS_MAX_PROVIDERS, METRICS_HANDLE_SIGTERM,
+        METRICS_PROVIDER_SHARDS."""
         env = os.environ if env is None else env
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
@@ -105,4 +115,5 @@ class ClientSettings:
             gauge_ttl_seconds=_env_float(env, "METRICS_GAUGE_TTL_SECONDS", 30.0),
             max_providers=int(_env_float(env, "METRICS_MAX_PROVIDERS", 1000)),
             handle_sigterm=_env_bool(env, "METRICS_HANDLE_SIGTERM", True),
+            provider_shards=env.get("METRICS_PROVIDER_SHARDS", ""),
         )

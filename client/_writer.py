@@ -12,6 +12,7 @@ from redis.typing import EncodableT, FieldT
 
 from client._batch import Batch
 from client._instruments import Drained
+from client._sharding import ShardPlan
 from client._slots import ClusterWrites, CommandList
 from protocol import scripts
 from protocol.clock import SharedClock
@@ -63,10 +64,11 @@ class RedisWriter:
         gauge_ttl: int = 30,
         clock: SharedClock | None = None,
         writer_label: str = "",
+        shards: ShardPlan | None = None,
     ):
         """``clock``: measured against Redis's TIME with each id reservation, and its offset
         written (under ``writer_label``) with each batch; None: the process's clock is the
-        shared one (tests inject one)."""
+        shared one (tests inject one). ``shards``: providers split over several slots."""
         self._redis = connection
         self._keys = keys
         self._window_ttl = window_ttl
@@ -76,6 +78,7 @@ class RedisWriter:
         self._gauge_ttl = gauge_ttl
         self._clock = clock
         self._writer_label = writer_label
+        self._shards = shards or ShardPlan()
         self._instruments = register(connection, scripts.INSTRUMENTS)
         self._cluster: ClusterWrites | None = None
         self._single: redis.Redis | None = None
@@ -131,8 +134,13 @@ class RedisWriter:
         add = plan.execute_command
         windows: dict[int, int] = {}  # command index of a window ZADD -> its events
         last_seen: list[str | float] = []
+        shard_counts: list[str | int] = []
+        shards, lineage = self._shards, batch.lineage[0]
         for provider, pbatch in batch.providers.items():
-            window_keys = keys.window_keys(provider)
+            shard = shards.shard(provider, lineage)
+            if shards.count(provider) > 1:
+                shard_counts += [shards.count(provider), provider]
+            window_keys = keys.window_keys(provider, shard)
             for partition, members in pbatch.partitions.items():
                 key = window_keys[partition]
                 windows[len(plan)] = len(members) // 2
@@ -140,7 +148,7 @@ class RedisWriter:
                 add("EXPIRE", key, self._window_ttl)
                 ops["zadd"] += 1
                 ops["expire"] += 1
-            totals_key = keys.totals(provider)
+            totals_key = keys.totals(provider, shard)
             for name, amount in pbatch.totals.items():
                 add("HINCRBY", totals_key, name, amount)
                 ops["hincrby"] += 1
@@ -148,7 +156,7 @@ class RedisWriter:
             ops["expire"] += 1
             last_seen += [pbatch.last_seen, provider]
             if pbatch.exemplars:
-                exemplars_key = keys.exemplars(provider)
+                exemplars_key = keys.exemplars(provider, shard)
                 fields = [
                     item
                     for bucket, exemplar in pbatch.exemplars.items()
@@ -159,8 +167,9 @@ class RedisWriter:
                 ops.update({"hset": 1, "expire": 1})
         notes = batch.notes
         for provider, count in notes.breaker_rejected.items():
-            add("HINCRBY", keys.totals(provider), BREAKER_REJECTED_FIELD, count)
-            add("EXPIRE", keys.totals(provider), self._retention)
+            totals_key = keys.totals(provider, shards.shard(provider, lineage))
+            add("HINCRBY", totals_key, BREAKER_REJECTED_FIELD, count)
+            add("EXPIRE", totals_key, self._retention)
             ops["hincrby"] += 1
             ops["expire"] += 1
         if last_seen:
@@ -168,6 +177,11 @@ class RedisWriter:
             # lost with an emptied Redis. GT only ever moves last-seen times forward.
             add("ZADD", keys.providers, "GT", *last_seen)
             add("EXPIRE", keys.providers, self._retention)
+            ops["zadd"] += 1
+            ops["expire"] += 1
+        if shard_counts:  # the aggregator sums every shard a writer may have used
+            add("ZADD", keys.shards, "GT", *shard_counts)
+            add("EXPIRE", keys.shards, self._retention)
             ops["zadd"] += 1
             ops["expire"] += 1
         for cause, count in notes.rejected.items():

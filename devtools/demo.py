@@ -1,6 +1,7 @@
 """``make demo``: Redis + aggregator + the example gateway under Gunicorn, driven by HTTP traffic.
 
-Uses (or starts) the Redis on REDIS_URL, clears its own namespace (``gatewayz-demo``), starts
+Uses (or starts) the Redis on REDIS_URL (``--cluster``: starts a local 3-master Redis Cluster),
+clears its own namespace (``gatewayz-demo``), starts
 ``python -m aggregator``, the example gateway (``examples.gateway.app``) under Gunicorn with
 ``--workers`` uvicorn workers and fake providers (healthy openrouter, slow anthropic, failing
 flakyai), and ``devtools.demo_traffic`` sending it ``--rate`` requests/s; prints where to look and
@@ -28,10 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO
+from urllib.parse import urlparse
 
 import redis
 
 from devtools.demo_traffic import HEALTH, excerpt
+from devtools.redis_cluster import LocalCluster, start_cluster
 from devtools.redis_server import DEFAULT_URL, RedisProcess, ensure_redis
 from protocol.keys import DEFAULT_NAMESPACE, Keys
 from protocol.partitions import SUCCESS, latency_partition, window_partition
@@ -60,6 +63,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--breaker-open-seconds", type=float, default=10.0, help="first open time (default 10)")
     add("--namespace", default="gatewayz-demo", help="Redis key prefix (default gatewayz-demo)")
     add("--keep-data", action="store_true", help="do not clear the namespace's keys first")
+    add(
+        "--cluster",
+        action="store_true",
+        help="run on a local 3-master Redis Cluster started for the demo (redis-server and "
+        "redis-cli on PATH) instead of REDIS_URL",
+    )
     add("--refresh", type=float, default=10.0, help="seconds between excerpts (default 10)")
     add(
         "--duration",
@@ -100,7 +109,7 @@ class Children:
 
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes], float]] = []
-        self.redis: RedisProcess | None = None
+        self.redis: RedisProcess | LocalCluster | None = None
 
     def start(
         self, name: str, command: list[str], log: IO[bytes] | None = None,
@@ -155,24 +164,38 @@ def fetch(url: str, timeout: float = 2.0) -> str | None:
 
 
 def prepare_redis(url: str, namespace: str, keep: bool) -> str | None:
-    """Check that Redis runs Lua (the aggregator needs it) and clear the namespace; or an error."""
-    with redis.Redis.from_url(url, socket_timeout=5) as connection:
-        try:
-            connection.eval("return 1", 0)
-        except redis.ResponseError:
-            return f"the Redis on {url} cannot run Lua scripts (fakeredis needs `pip install lupa`)"
-        if keep or namespace == DEFAULT_NAMESPACE:
-            print(f"keeping the existing keys of namespace {namespace!r}", flush=True)
-            return None
-        keys = list(connection.scan_iter(match=Keys(namespace).pattern(), count=1000))
-        for start in range(0, len(keys), 500):
-            connection.unlink(*keys[start : start + 500])
-    print(f"cleared {len(keys)} old keys of namespace {namespace!r}", flush=True)
+    """Check that Redis runs Lua (the aggregator needs it) and clear the namespace; or an error.
+    A cluster: each node's own keys (the URL lists every node)."""
+    cleared = 0
+    for node_url in _node_urls(url):
+        with redis.Redis.from_url(node_url, socket_timeout=5) as connection:
+            try:
+                connection.eval("return 1", 0)
+            except redis.ResponseError:
+                return f"the Redis on {url} cannot run Lua (fakeredis needs `pip install lupa`)"
+            if keep or namespace == DEFAULT_NAMESPACE:
+                continue
+            for key in list(connection.scan_iter(match=Keys(namespace).pattern(), count=1000)):
+                cleared += connection.unlink(key)  # one by one: a cluster node's keys differ
+    if keep or namespace == DEFAULT_NAMESPACE:
+        print(f"keeping the existing keys of namespace {namespace!r}", flush=True)
+    else:
+        print(f"cleared {cleared} old keys of namespace {namespace!r}", flush=True)
     return None
 
 
+def _node_urls(url: str) -> list[str]:
+    if not url.startswith("redis+cluster://"):
+        return [url]
+    return [f"redis://{seed}/0" for seed in url[len("redis+cluster://") :].split(",")]
+
+
 def redis_cli_hints(url: str, namespace: str) -> list[str]:
-    cli, keys = "redis-cli" if url == DEFAULT_URL else f"redis-cli -u {url}", Keys(namespace)
+    keys = Keys(namespace)
+    if url.startswith("redis+cluster://"):  # -c: follow the redirections to a key's node
+        cli = f"redis-cli -c -p {urlparse(_node_urls(url)[0]).port}"
+    else:
+        cli = "redis-cli" if url == DEFAULT_URL else f"redis-cli -u {url}"
     ok = keys.window_keys("openrouter")[window_partition(SUCCESS, latency_partition(0.45))]
     return [
         f"{cli} ZCOUNT '{keys.window_keys('flakyai')[-3]}' -inf +inf   # failures in window",
@@ -242,15 +265,23 @@ def run(args: argparse.Namespace, children: Children, stop: threading.Event, log
     for port, flag in ((args.port, "--port"), (args.gateway_port, "--gateway-port")):
         if port_in_use(port):
             return fail(f"port {port} is in use; pick another with {flag}", 2)
-    try:
-        children.redis = ensure_redis(url, allow_fake=True)
-    except RuntimeError as exc:
-        return fail(str(exc), 3)
-    if children.redis is None:
-        print(f"using the Redis already on {url}", flush=True)
-    else:
+    if args.cluster:
+        try:
+            children.redis = start_cluster(masters=3)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            return fail(f"could not start a local Redis Cluster: {exc}", 3)
         url = children.redis.url
-        print(f"started {children.redis.kind} on {url} (stopped on exit)", flush=True)
+        print(f"started a 3-master Redis Cluster: {url} (stopped on exit)", flush=True)
+    else:
+        try:
+            children.redis = ensure_redis(url, allow_fake=True)
+        except RuntimeError as exc:
+            return fail(str(exc), 3)
+        if children.redis is None:
+            print(f"using the Redis already on {url}", flush=True)
+        else:
+            url = children.redis.url
+            print(f"started {children.redis.kind} on {url} (stopped on exit)", flush=True)
     if error := prepare_redis(url, args.namespace, args.keep_data):
         return fail(error, 3)
     base, gateway = f"http://127.0.0.1:{args.port}", f"http://127.0.0.1:{args.gateway_port}"

@@ -14,6 +14,10 @@ key                                         type    content
 ``gatewayz:{p}:w:ce``                       zset    window: caller errors (other 4xx)
 ``gatewayz:{p}:totals``                     hash    cumulative counters since the key was created
 ``gatewayz:{p}:exemplars``                  hash    latest exemplar (trace id) per latency bucket
+``gatewayz:{p:<n>}:w:...``, ``:totals``,    (as above) shard ``n`` (1, 2...) of a provider
+``:exemplars``                                      split over several slots; the aggregator sums
+``gatewayz:{shared}:shards``                zset    member = provider, score = its shard count
+                                                    (only providers split over more than one)
 ``gatewayz:{p}:breaker``                    hash    circuit-breaker state (aggregator writes)
 ``gatewayz:{p}:permits``                    zset    half-open trial permits: member = holder,
                                                     score = expiry (Redis server time)
@@ -83,22 +87,29 @@ class Keys:
     def clock_offsets(self) -> str:
         return f"{self.namespace}:{{shared}}:stats:clock"
 
-    def _provider(self, provider: str) -> str:
+    def _provider(self, provider: str, shard: int = 0) -> str:
         if not is_valid_provider(provider):
             raise ValueError(f"invalid provider name {provider!r}")
-        return f"{self.namespace}:{{{provider}}}"
+        if shard == 0:
+            return f"{self.namespace}:{{{provider}}}"
+        return f"{self.namespace}:{{{provider}:{shard}}}"  # ':' is in no provider name
 
-    def window_keys(self, provider: str) -> tuple[str, ...]:
-        """All window partition keys of a provider, indexed by ``window_partition()``."""
-        base = self._provider(provider)
+    def window_keys(self, provider: str, shard: int = 0) -> tuple[str, ...]:
+        """All window partition keys of a provider's ``shard``, indexed by
+        ``window_partition()``."""
+        base = self._provider(provider, shard)
         ok = tuple(f"{base}:w:ok:{i}" for i in range(LATENCY_PARTITIONS))
         return (*ok, f"{base}:w:fail", f"{base}:w:rl", f"{base}:w:ce")
 
-    def totals(self, provider: str) -> str:
-        return f"{self._provider(provider)}:totals"
+    def totals(self, provider: str, shard: int = 0) -> str:
+        return f"{self._provider(provider, shard)}:totals"
 
-    def exemplars(self, provider: str) -> str:
-        return f"{self._provider(provider)}:exemplars"
+    def exemplars(self, provider: str, shard: int = 0) -> str:
+        return f"{self._provider(provider, shard)}:exemplars"
+
+    @property
+    def shards(self) -> str:
+        return f"{self.namespace}:{{shared}}:shards"
 
     def breaker(self, provider: str) -> str:
         return f"{self._provider(provider)}:breaker"

@@ -4,9 +4,7 @@ error reaches the worker, nothing is counted twice, and what is lost is bounded 
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +17,8 @@ from client import ClientSettings, MetricsClient
 from devtools.redis_cluster import LocalCluster, cluster_ports, start_cluster
 from protocol.connection import connect
 from protocol.keys import Keys
-from tests.conftest import need_tool, open_redis, wait_for
+from tests.conftest import need_tool, wait_for
+from tests.load import Load, counted
 
 NAMESPACE = "faults"
 
@@ -39,37 +38,6 @@ def providers_in(cluster: LocalCluster, port: int, count: int, within: int) -> l
     raise AssertionError("no such provider names")
 
 
-class Load:
-    """A worker thread recording calls round robin over ``providers`` until stopped."""
-
-    def __init__(self, metrics: MetricsClient, providers: list[str]) -> None:
-        self.metrics = metrics
-        self.providers = providers
-        self.recorded: Counter[str] = Counter()
-        self.errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            provider = self.providers[i % len(self.providers)]
-            try:
-                self.metrics.record(provider, 0.1, status_code=200 if i % 4 else 503)
-            except BaseException as exc:  # the contract: never
-                self.errors.append(exc)
-            self.recorded[provider] += 1
-            i += 1
-            if i % 200 == 0:
-                time.sleep(0.005)  # about 30,000 calls a second, not a busy loop
-
-    def stop(self) -> Counter[str]:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        return self.recorded
-
-
 @pytest.fixture
 def own_cluster() -> Iterator[LocalCluster]:
     need_tool("redis-server", "apt-get install redis-server")
@@ -77,19 +45,6 @@ def own_cluster() -> Iterator[LocalCluster]:
     cluster = start_cluster(masters=3, replicas=1)
     yield cluster
     cluster.stop()
-
-
-def counted(cluster: LocalCluster, provider: str) -> tuple[int, int]:
-    """(events in the window, calls in the cumulative totals) of one provider."""
-    r = open_redis(cluster.url)
-    keys = Keys(NAMESPACE)
-    try:
-        window = sum(int(r.zcard(key)) for key in keys.window_keys(provider))
-        totals = r.hgetall(keys.totals(provider))
-        calls = sum(int(v) for k, v in totals.items() if k.startswith(b"n:"))
-        return window, calls
-    finally:
-        r.close()
 
 
 def test_resharding_under_load_loses_nothing_and_counts_nothing_twice(
@@ -117,7 +72,10 @@ def test_resharding_under_load_loses_nothing_and_counts_nothing_twice(
         slot = key_slot(Keys(NAMESPACE).totals(provider).encode())
         assert own_cluster.master_of_slot(slot).port == target  # it did move
     for provider in moving + staying:
-        assert counted(own_cluster, provider) == (recorded[provider], recorded[provider])
+        assert counted(own_cluster.url, NAMESPACE, provider) == (
+            recorded[provider],
+            recorded[provider],
+        )
 
 
 def test_a_master_killed_under_load_is_followed_to_its_replica(
@@ -135,7 +93,7 @@ def test_a_master_killed_under_load_is_followed_to_its_replica(
     try:
         time.sleep(0.5)
         assert metrics.flush(timeout=10)
-        before = sum(counted(own_cluster, "openrouter"))
+        before = sum(counted(own_cluster.url, NAMESPACE, "openrouter"))
         assert before > 0
         victim.kill()  # SIGKILL: what it had not replicated is gone
         wait_for(lambda: own_cluster.master_of_slot(slot).port != victim.port, timeout=30)
@@ -148,7 +106,7 @@ def test_a_master_killed_under_load_is_followed_to_its_replica(
     metrics.close(timeout=5)
     assert load.errors == [] and stats["dropped"] == 0
     for provider in ("openrouter", "anthropic", "groq"):
-        window, calls = counted(own_cluster, provider)
+        window, calls = counted(own_cluster.url, NAMESPACE, provider)
         assert window == calls  # never one without the other: one transaction per slot
         # Loss bounded by what the dead master had acknowledged but not replicated: at most
         # the last flushes before the kill (asynchronous replication, about a millisecond).
@@ -160,7 +118,7 @@ def test_a_master_killed_under_load_is_followed_to_its_replica(
     assert snapshot is not None
     by_name = {p.provider: p for p in snapshot.providers}
     for provider in ("openrouter", "anthropic", "groq"):
-        assert by_name[provider].window_requests == counted(own_cluster, provider)[0]
+        assert by_name[provider].window_requests == counted(own_cluster.url, NAMESPACE, provider)[0]
 
 
 def test_a_client_started_before_the_cluster_answers_catches_up() -> None:
@@ -177,7 +135,7 @@ def test_a_client_started_before_the_cluster_answers_catches_up() -> None:
     cluster = start_cluster(masters=3, ports=ports)
     try:
         assert metrics.flush(timeout=15)
-        assert counted(cluster, "openrouter") == (5, 5)
+        assert counted(cluster.url, NAMESPACE, "openrouter") == (5, 5)
     finally:
         metrics.close(timeout=2)
         cluster.stop()

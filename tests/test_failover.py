@@ -15,8 +15,10 @@ import redis
 from client import MetricsClient
 from devtools.redis_server import free_port
 from protocol.keys import Keys
-from tests.conftest import wait_for
+from tests.conftest import BOTH_BACKENDS, wait_for
 from tests.scrape import scrape_url
+
+pytestmark = BOTH_BACKENDS
 
 BREAKER_INTERVAL = 1.0
 PROVIDER_PREFIXES = (

@@ -116,6 +116,7 @@ def test_log_records_dropped_are_counted_like_every_client_counter(
     metrics.record("openrouter", 0.2)
     assert metrics.flush(timeout=5)
     assert r.hget(keys.client_stats, "log_records_dropped") == b"10"
+    metrics.close(timeout=5)  # in this one process the client would count the next drop too
     aggregator = make_aggregator()
     telemetry.dropped = 16  # the aggregator's own sender: it counts its drops too
     aggregator.run_cycle()
