@@ -50,7 +50,7 @@ def test_a_sharded_provider_is_summed_exactly(
     clock: FakeClock,
 ) -> None:
     metrics = make_client(clock=clock, provider_shards="openrouter:4")
-    for flush in range(40):  # one batch each: their first ids pick the shards
+    for _ in range(40):  # one batch each: their first ids pick the shards
         for i in range(25):
             metrics.record("openrouter", 0.2, status_code=500 if i % 5 == 0 else 200, tokens=3)
         metrics.record("groq", 0.1, status_code=200)
