@@ -30,6 +30,7 @@ from protocol.fields import Exemplar, decode_clock_offsets, decode_exemplar
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
 from protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
+from protocol.routing import pipeline
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class WindowReader:
         """Providers seen within the retention period. Older ones leave the registry, unless
         their breaker is forced or not closed: a breaker that still acts must stay visible."""
         keys = self._keys
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         pipe.zrangebyscore(keys.providers, "-inf", now - retention_seconds)
         pipe.zrange(keys.providers, 0, -1)
         pipe.zrange(keys.shards, 0, -1, withscores=True)
@@ -145,7 +146,7 @@ class WindowReader:
         idle = [n for n in stale if not is_valid_provider(n)]
         valid_stale = [n for n in stale if is_valid_provider(n)]
         if valid_stale:
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = pipeline(self._redis)
             for name in valid_stale:
                 pipe.hmget(keys.breaker(name), [STATE_FIELD, FORCED_FIELD])
             for name, (state, forced) in zip(valid_stale, pipe.execute(), strict=True):
@@ -170,7 +171,7 @@ class WindowReader:
         keys = self._keys
         names = list(dict.fromkeys(providers))
         start, end = now - self._window, now + self._tolerance
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         pipe.hgetall(keys.client_stats)
         pipe.hgetall(keys.redis_ops)
         pipe.hgetall(keys.clock_offsets)
@@ -226,7 +227,7 @@ class WindowReader:
         recent = [(p.provider, starts[p.provider]) for p in partial if starts[p.provider] > start]
         since_counts: dict[str, WindowCounts] = {}
         if recent:
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = pipeline(self._redis)
             for name, counting_from in recent:
                 for shard in range(self._shards.get(name, 1)):
                     for key in keys.window_keys(name, shard):
@@ -263,7 +264,7 @@ class WindowReader:
                 policy=next((m.policy for m in readings if m.can_evict), worst.policy),
                 evicted_keys=sum(m.evicted_keys for m in readings),
             )
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         pipe.info("memory")
         pipe.info("stats")
         try:
@@ -287,7 +288,7 @@ class WindowReader:
     def history(self, providers: Sequence[str]) -> tuple[str | None, dict[str, list[HistoryPoint]]]:
         """The dashboard's view, read only, in one round trip: the leader lease's holder (None:
         no lease) and each provider's history points, oldest first."""
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         pipe.get(self._keys.leader_lease)
         for provider in providers:
             pipe.zrange(self._keys.history(provider), 0, -1)
@@ -307,7 +308,7 @@ class WindowReader:
     def registered(self) -> dict[str, float]:
         """The provider registry as it is: name -> last seen. Unlike ``known_providers`` it
         removes nothing."""
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         pipe.zrange(self._keys.providers, 0, -1, withscores=True)
         pipe.zrange(self._keys.shards, 0, -1, withscores=True)
         pairs, raw_shards = pipe.execute()
@@ -330,7 +331,7 @@ class WindowReader:
             (f"({a!r}" if i == 0 else repr(a), repr(b) if i == spans - 1 else f"({b!r}")
             for i, (a, b) in enumerate(itertools.pairwise(edges))
         ]
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         for name in providers:
             for shard in range(self._shards.get(name, 1)):
                 for key in keys.window_keys(name, shard):
@@ -432,7 +433,7 @@ def read_backend(
 ) -> BackendReading:
     """The workers' declared metrics: specs, admitted series, values, and the gauge values of
     processes whose gauge hash has not expired. Two pipelined round trips."""
-    pipe = connection.pipeline(transaction=False)
+    pipe = pipeline(connection)
     pipe.hgetall(keys.metric_schema)
     pipe.zremrangebyscore(keys.gauge_writers, "-inf", now - retention_seconds)
     pipe.zrange(keys.gauge_writers, 0, -1)
@@ -440,7 +441,7 @@ def read_backend(
     schema = _text_hash(raw_schema)
     writers = [w.decode() for w in raw_writers]
     names = sorted(schema)
-    pipe = connection.pipeline(transaction=False)
+    pipe = pipeline(connection)
     for name in names:
         pipe.smembers(keys.metric_series(name))
         pipe.hgetall(keys.metric_data(name))

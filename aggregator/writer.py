@@ -19,6 +19,7 @@ from protocol.connection import (
 )
 from protocol.fields import LOG_RECORDS_DROPPED_FIELD
 from protocol.keys import Keys
+from protocol.routing import pipeline
 
 FENCED = -1
 """What a fenced script answers to a writer that does not hold the lease (under its token)."""
@@ -89,7 +90,7 @@ class StateWriter:
         that minute's point, keeping the last ``HISTORY_POINTS`` (bookkeeping too)."""
         ops = Counter(ops)
         keys = self._keys
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         calls = ScriptCalls(pipe)
         for write in writes:
             ttl = 0 if write.new.forced else self._retention

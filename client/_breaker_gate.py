@@ -20,6 +20,7 @@ from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATE_FIELD, decode_
 from protocol.connection import Connection, register
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
+from protocol.routing import pipeline
 
 log = logging.getLogger("gatewayz.metrics.client")
 
@@ -45,7 +46,7 @@ class RedisBreakerStore:
         self._permit = register(connection, scripts.PERMIT)
 
     def states(self, providers: list[str]) -> dict[str, str]:
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = pipeline(self._redis)
         for provider in providers:
             pipe.hget(self._keys.breaker(provider), STATE_FIELD)
         replies = pipe.execute()

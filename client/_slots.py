@@ -20,13 +20,12 @@ from typing import Any, TypeVar
 import hiredis
 import redis
 from redis.cluster import RedisCluster
-from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from client._batch import Batch
 from protocol.keys import Keys
+from protocol.routing import Command, command_key, slot_of
 
-Command = tuple[Any, ...]
 _T = TypeVar("_T")
 
 
@@ -41,14 +40,6 @@ class CommandList:
 
     def __len__(self) -> int:
         return len(self.commands)
-
-
-def command_key(command: Command) -> Any:
-    """The key whose slot a command runs in (EVAL/EVALSHA: its first key)."""
-    name = command[0]
-    if isinstance(name, str) and name.upper() in ("EVAL", "EVALSHA"):
-        return command[3]
-    return command[1]
 
 
 @dataclass
@@ -135,12 +126,8 @@ def group_by_slot(commands: Sequence[Command]) -> dict[int, list[int]]:
     """Command indexes per slot, in order."""
     groups: dict[int, list[int]] = {}
     for index, command in enumerate(commands):
-        groups.setdefault(key_slot(_bytes(command_key(command))), []).append(index)
+        groups.setdefault(slot_of(command_key(command)), []).append(index)
     return groups
-
-
-def _bytes(key: Any) -> bytes:
-    return key if isinstance(key, bytes) else str(key).encode()
 
 
 @dataclass

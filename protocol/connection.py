@@ -14,7 +14,7 @@ import redis
 from redis._parsers import Encoder
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
-from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.connection import Connection as RedisConnection
 from redis.connection import SSLConnection, parse_url
@@ -300,7 +300,7 @@ class ScriptCalls:
     takes effect once.
     """
 
-    def __init__(self, pipe: Pipeline | ClusterPipeline) -> None:
+    def __init__(self, pipe: Pipeline) -> None:
         self._pipe = pipe
         self._calls: list[tuple[int, FlaggedScript, Sequence[Any], Sequence[Any]]] = []
 

@@ -9,13 +9,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 
+import aggregator.reader as reader_module
+import aggregator.writer as writer_module
 from aggregator.breaker import BreakerConfig
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from aggregator.snapshot import ProviderHealth, Snapshot
 from client import ClientSettings, MetricsClient
+from protocol import routing
 from protocol.connection import Connection, connect
 from protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS, FakeClock, wait_for
@@ -216,30 +220,34 @@ def test_breaker_opens_recovers_and_does_not_reopen_on_old_failures(
 
 
 class Interposed:
-    """Runs ``before_next_pipeline`` once, right before the next pipeline ``connection`` sends
-    (one Redis or a cluster): a way to let another replica act in the middle of a cycle."""
+    """Runs ``before_next_pipeline`` once, right before the next pipeline the aggregator's
+    reader or writer sends on ``connection`` (one Redis or a cluster): a way to let another
+    replica act in the middle of a cycle."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
         self.before_next_pipeline: Callable[[], None] | None = None
-        pipeline = connection.pipeline
 
-        def hooked_pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = pipeline(*args, **kwargs)
+        def hooked_pipeline(on: Connection) -> Any:
+            pipe = routing.pipeline(on)
             hook, self.before_next_pipeline = self.before_next_pipeline, None
-            if hook is not None:
+            if hook is not None and on is connection:
                 execute = pipe.execute
 
                 def hooked(*args: Any, **kwargs: Any) -> Any:
                     hook()
                     return execute(*args, **kwargs)
 
-                pipe.execute = hooked
+                pipe.execute = hooked  # type: ignore[method-assign]
+            elif hook is not None:
+                self.before_next_pipeline = hook  # another connection's: keep waiting
             return pipe
 
-        connection.pipeline = hooked_pipeline  # type: ignore[method-assign]
+        for module in (reader_module, writer_module):
+            monkeypatch.setattr(module, "pipeline", hooked_pipeline)
 
 
 def test_a_leader_deposed_during_its_cycle_publishes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
     make_client: MakeClient,
     make_aggregator: MakeAggregator,
     redis_url: str,
@@ -252,7 +260,7 @@ def test_a_leader_deposed_during_its_cycle_publishes_nothing(
     metrics.record("openrouter", 0.2, status_code=200)
     assert metrics.flush(timeout=5)
     connection = connect(redis_url, socket_timeout=2.0)
-    interposed = Interposed(connection)
+    interposed = Interposed(connection, monkeypatch)
     first = Aggregator(
         AggregatorSettings(redis_url=redis_url, namespace=namespace, instance="first"),
         connection,
