@@ -56,7 +56,7 @@ def run(ctx: Context) -> list[Figure]:
             "3-master cluster": (cluster.url, 1),
             f"3-master cluster, provider over {SHARDS} shards": (cluster.url, SHARDS),
         }
-        results: dict[str, list[tuple[float, float, str]]] = {name: [] for name in variants}
+        results: dict[str, list[tuple[float, float, str, float]]] = {n: [] for n in variants}
         for _ in range(rounds):  # interleaved: A B C A B C ...
             for name, (url, shards) in variants.items():
                 results[name].append(ingest(ctx, WORKERS, seconds, url=url, shards=shards))
@@ -64,12 +64,15 @@ def run(ctx: Context) -> list[Figure]:
         for name, (url, _) in variants.items():
             rate = statistics.median(r[0] for r in results[name])
             cpu = statistics.median(r[1] for r in results[name])
+            busiest = statistics.median(r[3] for r in results[name])
             nodes = len(node_urls(url))
             figures += [
                 Figure("cluster", f"ingest events/s, {WORKERS} workers, {name}", rate,
                        "events/s", note=f"median of {rounds}; last: {results[name][-1][2]}"),
                 Figure("cluster", f"Redis CPU per million events, {name}", cpu, "CPU s",
                        note=f"summed over {nodes} redis-server(s)"),
+                Figure("cluster", f"busiest node's share of the hot provider, {name}", busiest,
+                       "ratio", note=f"{nodes} node(s)"),
             ]  # fmt: skip
         runs = 3 if ctx.quick else 10
         single = _cycle_seconds(ctx.redis_url, ctx.namespace("cycle-single"), runs)

@@ -94,10 +94,10 @@ def _collect(processes: Sequence[BaseProcess], out: Queue[Result]) -> list[Resul
 
 def ingest(
     ctx: Context, workers: int, seconds: float, url: str = "", shards: int = 1
-) -> tuple[float, float, str]:
-    """(events/s that reached Redis, Redis CPU seconds per million events, note) for one run of
-    ``workers`` processes against ``url`` (default: the context's Redis), the provider split
-    over ``shards``."""
+) -> tuple[float, float, str, float]:
+    """(events/s that reached Redis, Redis CPU seconds per million events, note, the busiest
+    node's share of the events) for one run of ``workers`` processes against ``url`` (default:
+    the context's Redis), the provider split over ``shards``."""
     url = url or ctx.redis_url
     namespace = ctx.namespace(f"ingest{workers}")
     spawn = multiprocessing.get_context("spawn")
@@ -117,22 +117,28 @@ def ingest(
     started = min(r[0] for r in results)
     wall = max(r[1] for r in results) - started
     server_cpu = _redis_cpu(url) - min(r[5] for r in results)
-    keys, reached = Keys(namespace), 0
+    keys, per_node = Keys(namespace), []
+    totals_keys = {keys.totals(PROVIDER, shard) for shard in range(shards)}
     for node_url in node_urls(url):
+        reached_here = 0
         with redis.Redis.from_url(node_url) as connection:
             for key in connection.scan_iter(f"{namespace}:*", count=1000):
-                name = key.decode()
-                if name in {keys.totals(PROVIDER, shard) for shard in range(shards)}:
-                    counts = connection.hmget(name, list(COUNT_FIELDS))
-                    reached += sum(int(c) for c in counts if c is not None)
+                if key.decode() in totals_keys:
+                    counts = connection.hmget(key, list(COUNT_FIELDS))
+                    reached_here += sum(int(c) for c in counts if c is not None)
                 connection.unlink(key)
+        per_node.append(reached_here)
+    reached = sum(per_node)
     recorded, dropped = sum(r[2] for r in results), sum(r[3] for r in results)
     note = (
         f"{reached:,} of {recorded:,} recorded reached Redis ({dropped:,} dropped by full "
         f"buffers) in {wall:.2f} s, flush ok: {all(r[4] for r in results)}; redis-server "
         f"busy {server_cpu / wall:.0%} of one core"
     )
-    return reached / wall, server_cpu / max(reached, 1) * 1e6, note
+    if len(per_node) > 1:
+        note += f"; per node: {' / '.join(f'{n:,}' for n in per_node)}"
+    busiest = max(per_node) / max(reached, 1)
+    return reached / wall, server_cpu / max(reached, 1) * 1e6, note, busiest
 
 
 def _redis_benchmark(ctx: Context, runs: int, requests: int, *extra: str) -> tuple[float, str]:

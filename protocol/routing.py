@@ -12,6 +12,7 @@ cluster's layout was asked for again; nothing else is ever sent twice.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import redis
@@ -32,7 +33,9 @@ def command_key(command: Command) -> Any:
     return command[1]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def slot_of(key: Any) -> int:
+    """The cluster slot of ``key`` (remembered: a cycle asks for the same keys every time)."""
     return key_slot(key if isinstance(key, bytes) else str(key).encode())
 
 
@@ -66,12 +69,13 @@ class NodeRoutedPipeline(Pipeline):
         """Send ``stack[i]`` for each index, fill ``replies``; the indexes redirected."""
         cluster = self._cluster
         by_node: dict[str, tuple[Any, list[int]]] = {}
+        by_slot: dict[int, list[int]] = {}
         try:
             for index in indexes:
-                node = cluster.nodes_manager.get_node_from_slot(
-                    slot_of(command_key(stack[index][0]))
-                )
-                by_node.setdefault(node.name, (node, []))[1].append(index)
+                by_slot.setdefault(slot_of(command_key(stack[index][0])), []).append(index)
+            for slot, slot_indexes in by_slot.items():
+                node = cluster.nodes_manager.get_node_from_slot(slot)
+                by_node.setdefault(node.name, (node, []))[1].extend(slot_indexes)
         except redis.exceptions.RedisClusterException as exc:  # no node for a slot (failover)
             with contextlib.suppress(Exception):
                 cluster.nodes_manager.initialize()
