@@ -192,17 +192,21 @@ def _node_urls(url: str) -> list[str]:
 
 def redis_cli_hints(url: str, namespace: str) -> list[str]:
     keys = Keys(namespace)
+    pattern = f"'{namespace}:{{openrouter}}:*'"
     if url.startswith("redis+cluster://"):  # -c: follow the redirections to a key's node
-        cli = f"redis-cli -c -p {urlparse(_node_urls(url)[0]).port}"
+        port = urlparse(_node_urls(url)[0]).port
+        cli = f"redis-cli -c -p {port}"
+        every_key = f"redis-cli --cluster call 127.0.0.1:{port} KEYS {pattern}"  # each node
     else:
         cli = "redis-cli" if url == DEFAULT_URL else f"redis-cli -u {url}"
+        every_key = f"{cli} --scan --pattern {pattern}"
     ok = keys.window_keys("openrouter")[window_partition(SUCCESS, latency_partition(0.45))]
     return [
         f"{cli} ZCOUNT '{keys.window_keys('flakyai')[-3]}' -inf +inf   # failures in window",
         f"{cli} ZRANGE '{ok}' -3 -1 WITHSCORES   # newest 0.25-0.5 s successes (member, time)",
         f"{cli} HGETALL '{keys.breaker('flakyai')}'   # breaker state",
         f"{cli} HGETALL '{keys.totals('anthropic')}'   # cumulative counters",
-        f"{cli} --scan --pattern '{namespace}:{{openrouter}}:*'   # all keys of a provider",
+        f"{every_key}   # all keys of a provider",
     ]
 
 
