@@ -111,6 +111,7 @@ def test_a_master_killed_under_load_is_followed_to_its_replica(
         # Loss bounded by what the dead master had acknowledged but not replicated: at most
         # the last flushes before the kill (asynchronous replication, about a millisecond).
         assert recorded[provider] - 2_000 <= calls <= recorded[provider]
+        print(f"{provider}: {recorded[provider] - calls} of {recorded[provider]} lost")
     # The aggregator recovers by itself too: a cycle that meets the dead node fails (and is
     # counted), the next one asks the cluster for its new layout.
     wait_for(lambda: aggregator.run_cycle() is not None and aggregator.ready()[0], timeout=15)

@@ -56,6 +56,7 @@ def test_the_client_follows_the_master_the_sentinels_promote(sentinel: LocalSent
         assert window == calls
         # lost: at most what the old master acknowledged and had not replicated
         assert recorded[provider] - 2_000 <= calls <= recorded[provider]
+        print(f"{provider}: {recorded[provider] - calls} of {recorded[provider]} lost")
     wait_for(lambda: aggregator.run_cycle() is not None and aggregator.ready()[0], timeout=15)
     snapshot = aggregator.snapshot
     assert snapshot is not None
