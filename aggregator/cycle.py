@@ -31,7 +31,8 @@ from aggregator.breaker import (
 from aggregator.health import WindowCounts
 from aggregator.history import HistoryPoint, snapshot_points
 from aggregator.lease import LeaderLease
-from aggregator.reader import Reading, RedisMemory, WindowReader
+from aggregator.reader import WindowReader
+from aggregator.readings import Reading, RedisMemory
 from aggregator.served import CycleStatus, ServedState
 from aggregator.settings import AggregatorSettings, describe_error
 from aggregator.snapshot import Snapshot, provider_health

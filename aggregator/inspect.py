@@ -28,7 +28,8 @@ from typing import Any
 import redis
 
 from aggregator.health import WindowCounts, bucket_quantile
-from aggregator.reader import FUTURE_TOLERANCE_SECONDS, ProviderInspection, WindowReader
+from aggregator.reader import FUTURE_TOLERANCE_SECONDS, WindowReader
+from aggregator.readings import ProviderInspection
 from aggregator.settings import CONNECTION_FLAGS, add_options, redact, settings_from_args
 from protocol.connection import connect
 from protocol.fields import decode_totals

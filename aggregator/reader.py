@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import cast
 
 import redis
@@ -17,6 +17,20 @@ from redis.cluster import RedisCluster
 
 from aggregator.health import WindowCounts
 from aggregator.history import HistoryPoint, decode_points
+from aggregator.readings import (
+    BackendReading,
+    ProviderInspection,
+    ProviderReading,
+    Reading,
+    RedisMemory,
+    decode_exemplars,
+    int_hash,
+    newest_exemplars,
+    redis_memory,
+    shard_counts,
+    text_hash,
+    window_counts,
+)
 from protocol.breaker_state import (
     CLOSED,
     FORCED_FIELD,
@@ -26,76 +40,11 @@ from protocol.breaker_state import (
     decode_state_name,
 )
 from protocol.connection import Connection
-from protocol.fields import Exemplar, decode_clock_offsets, decode_exemplar
+from protocol.fields import Exemplar, decode_clock_offsets
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
-from protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
+from protocol.partitions import WINDOW_PARTITIONS
 from protocol.routing import pipeline
-
-
-@dataclass(frozen=True)
-class ProviderReading:
-    provider: str
-    window: WindowCounts
-    breaker_counts: WindowCounts
-    """Calls made after the breaker's counting start (== window when that is before it)."""
-    totals: dict[str, int]
-    breaker: BreakerState
-    transitions: dict[str, int]
-    """Applied breaker transitions by ``from>to``."""
-    exemplars: dict[int, Exemplar] = field(default_factory=dict)
-    """Latest exemplar per ``provider_response_time_seconds`` bucket."""
-
-
-@dataclass(frozen=True)
-class RedisMemory:
-    """Redis's memory, as INFO tells it."""
-
-    used_bytes: int
-    """used_memory, less what Redis does not count against maxmemory (replication buffers)"""
-    max_bytes: int
-    """maxmemory; 0: no limit"""
-    policy: str
-    """maxmemory-policy"""
-    evicted_keys: int
-    """keys Redis evicted since it started"""
-
-    @property
-    def can_evict(self) -> bool:
-        """Whether Redis may evict this project's keys when full: every policy but noeviction
-        can (the volatile ones too: windows, totals and the registry carry TTLs)."""
-        return self.max_bytes > 0 and self.policy != "noeviction"
-
-
-@dataclass(frozen=True)
-class Reading:
-    providers: tuple[ProviderReading, ...]
-    client_stats: dict[str, int]
-    redis_ops: dict[str, int]
-    clock_offsets: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """writer -> (its clock's offset to Redis's, when measured)"""
-
-
-def _counts(values: list[int]) -> WindowCounts:
-    """Window counts from ZCOUNT replies in ``Keys.window_keys`` order."""
-    ok = tuple(int(v) for v in values[:LATENCY_PARTITIONS])
-    failures, rate_limited, caller_errors = (int(v) for v in values[LATENCY_PARTITIONS:])
-    return WindowCounts(ok, failures, rate_limited, caller_errors)
-
-
-def _memory(memory: dict[str, object], stats: dict[str, object]) -> RedisMemory:
-    return RedisMemory(
-        used_bytes=int(str(memory.get("used_memory", 0)))
-        - int(str(memory.get("mem_not_counted_for_evict", 0))),
-        max_bytes=int(str(memory.get("maxmemory", 0))),
-        policy=str(memory.get("maxmemory_policy", "")),
-        evicted_keys=int(str(stats.get("evicted_keys", 0))),
-    )
-
-
-def _int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in raw.items()}
-
 
 FUTURE_TOLERANCE_SECONDS = 10.0
 """Events stamped up to this far past "now" still count (clocks agree to the ms through the
@@ -139,7 +88,7 @@ class WindowReader:
         raw_stale, raw_names, raw_shards = pipe.execute()
         self._count_op("zrangebyscore")
         self._count_op("zrange", 2)
-        self._shards = _shard_counts(raw_shards)
+        self._shards = shard_counts(raw_shards)
         # A name no client could have written (the registry is shared) is ignored, not fatal.
         names = [raw.decode("utf-8", "replace") for raw in raw_names]
         stale = [raw.decode("utf-8", "replace") for raw in raw_stale]
@@ -191,9 +140,9 @@ class WindowReader:
         self._count_op("zremrangebyscore", partitions * shards)
         self._count_op("zcount", partitions * shards)
 
-        client_stats = _int_hash(replies[0])
-        redis_ops = _int_hash(replies[1])
-        clock_offsets = decode_clock_offsets(_text_hash(replies[2]))
+        client_stats = int_hash(replies[0])
+        redis_ops = int_hash(replies[1])
+        clock_offsets = decode_clock_offsets(text_hash(replies[2]))
         per_shard = 2 + 2 * partitions
         partial: list[ProviderReading] = []
         at = 3
@@ -206,10 +155,10 @@ class WindowReader:
             for _ in range(self._shards.get(name, 1)):
                 chunk = replies[at : at + per_shard]
                 at += per_shard
-                totals.update(_int_hash(chunk[0]))
-                exemplars = _newest(exemplars, _exemplars(chunk[1]))
+                totals.update(int_hash(chunk[0]))
+                exemplars = newest_exemplars(exemplars, decode_exemplars(chunk[1]))
                 zcounts = [a + int(b) for a, b in zip(zcounts, chunk[3::2], strict=True)]
-            window = _counts(zcounts)
+            window = window_counts(zcounts)
             partial.append(
                 ProviderReading(
                     name,
@@ -217,7 +166,7 @@ class WindowReader:
                     window,
                     dict(totals),
                     decode_breaker(breaker),
-                    _int_hash(transitions),
+                    int_hash(transitions),
                     exemplars,
                 )
             )
@@ -241,7 +190,7 @@ class WindowReader:
                     shard_counts = replies[at : at + partitions]
                     at += partitions
                     zcounts = [a + int(b) for a, b in zip(zcounts, shard_counts, strict=True)]
-                since_counts[name] = _counts(zcounts)
+                since_counts[name] = window_counts(zcounts)
         readings = tuple(
             replace(p, breaker_counts=since_counts[p.provider]) if p.provider in since_counts else p
             for p in partial
@@ -257,7 +206,7 @@ class WindowReader:
             memory = self._redis.info("memory", target_nodes=masters)
             stats = self._redis.info("stats", target_nodes=masters)
             self._count_op("info", 2 * len(memory))
-            readings = [_memory(memory[node], stats[node]) for node in memory]
+            readings = [redis_memory(memory[node], stats[node]) for node in memory]
             worst = max(readings, key=lambda m: m.used_bytes / m.max_bytes if m.max_bytes else 0)
             return replace(
                 worst,
@@ -272,7 +221,7 @@ class WindowReader:
         except redis.ResponseError:
             return None
         self._count_op("info", 2)
-        return _memory(memory, stats)
+        return redis_memory(memory, stats)
 
     def backend(self, now: float, retention_seconds: float) -> BackendReading:
         return read_backend(self._redis, self._keys, now, retention_seconds, self.ops)
@@ -312,7 +261,7 @@ class WindowReader:
         pipe.zrange(self._keys.providers, 0, -1, withscores=True)
         pipe.zrange(self._keys.shards, 0, -1, withscores=True)
         pairs, raw_shards = pipe.execute()
-        self._shards = _shard_counts(raw_shards)
+        self._shards = shard_counts(raw_shards)
         raw = cast("list[tuple[bytes, float]]", pairs)
         self._count_op("zrange", 2)
         return {name.decode("utf-8", "replace"): float(score) for name, score in raw}
@@ -357,7 +306,7 @@ class WindowReader:
                 chunk = replies[at : at + per_shard]
                 at += per_shard
                 zcounts = [a + int(b) for a, b in zip(zcounts, chunk[:-1], strict=True)]
-                totals.update(_int_hash(chunk[-1]))
+                totals.update(int_hash(chunk[-1]))
             breaker, transitions, permits = replies[at : at + 3]
             at += 3
             names = _provider_keys(keys, name, self._shards.get(name, 1))
@@ -367,61 +316,15 @@ class WindowReader:
             found.append(
                 ProviderInspection(
                     provider=name,
-                    spans=[_counts(zcounts[i::spans]) for i in range(spans)],
+                    spans=[window_counts(zcounts[i::spans]) for i in range(spans)],
                     totals=dict(totals),
-                    breaker=_text_hash(breaker),
-                    transitions=_int_hash(transitions),
+                    breaker=text_hash(breaker),
+                    transitions=int_hash(transitions),
                     permits=[(m.decode("utf-8", "replace"), s / 1000) for m, s in permits],
                     ttl_ms=ttls,
                 )
             )
         return found
-
-
-@dataclass(frozen=True)
-class BackendReading:
-    schema: dict[str, str]
-    series: dict[str, list[str]]
-    data: dict[str, dict[str, int]]
-    gauge_writers: list[dict[str, str]]
-    """The gauge values of each live process."""
-    expired_writers: list[str]
-    """Processes whose gauge values expired: dead, to be forgotten."""
-    exemplars: dict[str, dict[str, str]] = field(default_factory=dict)
-    """metric -> its exemplars hash (``<bucket>:<sid>`` -> exemplar JSON)"""
-
-
-def _exemplars(raw: dict[bytes, bytes]) -> dict[int, Exemplar]:
-    """Bucket index -> exemplar, from an exemplars hash (fields no client wrote are skipped)."""
-    found = {}
-    for name, value in raw.items():
-        exemplar = decode_exemplar(value.decode("utf-8", "replace"))
-        if exemplar is not None and name.isdigit():
-            found[int(name)] = exemplar
-    return found
-
-
-def _shard_counts(raw: list[tuple[bytes, float]]) -> dict[str, int]:
-    """Provider -> shard count, from ``Keys.shards`` (names no client could write skipped)."""
-    counts = {}
-    for member, score in raw:
-        name = member.decode("utf-8", "replace")
-        if is_valid_provider(name) and 1 < score <= 64:
-            counts[name] = int(score)
-    return counts
-
-
-def _newest(a: dict[int, Exemplar], b: dict[int, Exemplar]) -> dict[int, Exemplar]:
-    """Per bucket, the later of two shards' exemplars."""
-    merged = dict(a)
-    for bucket, exemplar in b.items():
-        if bucket not in merged or exemplar[2] > merged[bucket][2]:
-            merged[bucket] = exemplar
-    return merged
-
-
-def _text_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 def read_backend(
@@ -438,7 +341,7 @@ def read_backend(
     pipe.zremrangebyscore(keys.gauge_writers, "-inf", now - retention_seconds)
     pipe.zrange(keys.gauge_writers, 0, -1)
     raw_schema, _, raw_writers = pipe.execute()
-    schema = _text_hash(raw_schema)
+    schema = text_hash(raw_schema)
     writers = [w.decode() for w in raw_writers]
     names = sorted(schema)
     pipe = pipeline(connection)
@@ -452,34 +355,12 @@ def read_backend(
     ops.update({"hgetall": 1 + 2 * len(names) + len(writers), "zremrangebyscore": 1, "zrange": 1})
     ops["smembers"] += len(names)
     series = {n: sorted(m.decode() for m in replies[3 * i]) for i, n in enumerate(names)}
-    data = {n: _int_hash(replies[3 * i + 1]) for i, n in enumerate(names)}
-    exemplars = {n: _text_hash(replies[3 * i + 2]) for i, n in enumerate(names)}
+    data = {n: int_hash(replies[3 * i + 1]) for i, n in enumerate(names)}
+    exemplars = {n: text_hash(replies[3 * i + 2]) for i, n in enumerate(names)}
     values = replies[3 * len(names) :]
-    gauge_values = [_text_hash(r) for r in values if r]
+    gauge_values = [text_hash(r) for r in values if r]
     expired = [writer for writer, raw in zip(writers, values, strict=True) if not raw]
     return BackendReading(schema, series, data, gauge_values, expired, exemplars)
-
-
-@dataclass(frozen=True)
-class ProviderInspection:
-    """What ``WindowReader.inspect`` read of one provider."""
-
-    provider: str
-    spans: list[WindowCounts]
-    """Window counts per interval between the edges asked for."""
-    totals: dict[str, int]
-    breaker: dict[str, str]
-    """The breaker hash, every field as stored."""
-    transitions: dict[str, int]
-    permits: list[tuple[str, float]]
-    """Live half-open permits: (holder, expiry in unix seconds)."""
-    ttl_ms: dict[str, int]
-    """Each key's PTTL: -2 missing, -1 no expiry."""
-
-    @property
-    def exists(self) -> bool:
-        """Whether any key of the provider exists."""
-        return any(ttl != -2 for ttl in self.ttl_ms.values())
 
 
 def _provider_keys(keys: Keys, provider: str, shards: int = 1) -> tuple[str, ...]:

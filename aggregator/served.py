@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aggregator.reader import RedisMemory
+from aggregator.readings import RedisMemory
 from aggregator.snapshot import Snapshot
 
 

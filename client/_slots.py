@@ -179,6 +179,9 @@ class ClusterWrites:
     def write(self, batch: Batch, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands`` (the batch's), errors as exceptions; raises the first
         reason a slot's part is still not applied (the flusher retries the same batch)."""
+        return self.refreshing_after_errors(lambda: self._write(batch, commands))
+
+    def _write(self, batch: Batch, commands: Sequence[Command]) -> list[Any]:
         ids = self._ids(batch)
         progress = self._progress
         if batch is not self._batch:
@@ -214,10 +217,6 @@ class ClusterWrites:
                 progress.unknown.add(slot)
             failure = failure or outcome.error
         if failure is not None:
-            if not isinstance(failure, redis.ResponseError) or isinstance(
-                failure, redis.exceptions.MovedError | redis.exceptions.AskError
-            ):
-                self._refresh_layout()
             raise failure
         return [progress.replies.get(index) for index in range(len(commands))]
 

@@ -95,7 +95,11 @@ def test_a_master_killed_under_load_is_followed_to_its_replica(
         assert metrics.flush(timeout=10)
         before = sum(counted(own_cluster.url, NAMESPACE, "openrouter"))
         assert before > 0
+        assert aggregator.run_cycle() is not None and aggregator.ready()[0]
         victim.kill()  # SIGKILL: what it had not replicated is gone
+        aggregator.run_cycle()  # meets the dead master before its replica is promoted
+        ready, reason = aggregator.ready()
+        assert not ready and reason.startswith("redis unreachable"), reason  # /readyz: 503
         wait_for(lambda: own_cluster.master_of_slot(slot).port != victim.port, timeout=30)
         own_cluster.wait_healthy(timeout=30)  # its replica took over
         time.sleep(0.5)

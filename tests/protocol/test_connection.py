@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
+from redis.sentinel import SentinelConnectionPool
 
-from protocol.connection import connect
+from protocol.connection import check_url, connect
 
 COMMANDS = [
     ("MULTI",),
@@ -36,3 +38,33 @@ def test_an_argument_redis_cannot_encode_is_a_data_error(redis_url: str) -> None
     ours = connect(redis_url, socket_timeout=1.0).connection_pool.make_connection()
     with pytest.raises(redis.DataError):
         ours.pack_commands([("SET", "k", object())])
+
+
+def test_the_url_picks_one_redis_a_cluster_or_sentinel_without_io() -> None:
+    nowhere = "127.0.0.1:1"  # nothing listens: building a connection must not connect
+    cluster = connect(f"redis+cluster://u:p%40ss@{nowhere},127.0.0.2:7001", socket_timeout=0.2)
+    assert isinstance(cluster, RedisCluster)
+    with pytest.raises(redis.ConnectionError, match="Redis Cluster unreachable"):
+        cluster.ping()  # an outage like any other, raised at the first command
+    master = connect(f"redis+sentinel://{nowhere},127.0.0.2/gatewayz/2", socket_timeout=0.2)
+    pool = master.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "gatewayz" and pool.connection_kwargs["db"] == 2
+    for good in (
+        "redis://localhost:6379/0",
+        "redis+cluster://h:7000",
+        "rediss+cluster://h:7000,h2:7001",
+        "redis+sentinel://h:26379/mymaster",
+        "rediss+sentinel://:secret@h,h2:26380/mymaster/3",
+    ):
+        check_url(good)
+    for bad in (
+        "http://h:1",
+        "redis+cluster://h:7000/3",  # a cluster has only db 0
+        "redis+cluster://h:7000,h2",  # a seed without a port
+        "redis+sentinel://h:26379",  # no master name
+        "redis+sentinel://h:26379/m/x",
+        "redis+sentinel://h:port/m",
+    ):
+        with pytest.raises(ValueError):
+            check_url(bad)
