@@ -96,6 +96,8 @@ class Aggregator:
         )
         self._lock = threading.RLock()
         self._suppressed: frozenset[str] = frozenset()
+        self._idle_checked = False
+        """Whether this process looked at every idle provider's breaker (its first read)."""
         self._served = ServedState(
             settings.instance,
             interval_seconds=settings.interval_seconds,
@@ -225,7 +227,13 @@ class Aggregator:
         """The configured providers, the registry's, and those whose breaker acted in the last
         snapshot (a registry lost to eviction must not hide an open breaker)."""
         with tracer.start_as_current_span("read_windows"):
-            names = self._reader.known_providers(now, self.settings.retention_seconds)
+            names = self._reader.known_providers(
+                now,
+                self.settings.retention_seconds,
+                self.settings.export_horizon_seconds,
+                check_idle=not self._idle_checked,
+            )
+            self._idle_checked = True
             snapshot = self._served.snapshot
             acting = [
                 p.provider

@@ -77,36 +77,50 @@ class WindowReader:
         self._count_op("time")
         return int(seconds), int(micros)
 
-    def known_providers(self, now: float, retention_seconds: float) -> list[str]:
-        """Providers seen within the retention period. Older ones leave the registry, unless
-        their breaker is forced or not closed: a breaker that still acts must stay visible."""
+    def known_providers(
+        self,
+        now: float,
+        retention_seconds: float,
+        horizon_seconds: float | None = None,
+        check_idle: bool = False,
+    ) -> list[str]:
+        """Providers seen within ``horizon_seconds`` (default: the retention period), so a
+        cycle costs what the active providers cost, not every name seen in the retention
+        period; and those whose breaker still acts (forced, or not closed): the leader keeps
+        them registered as seen now, and ``check_idle`` (a process's first read: it may have
+        been down for longer than the horizon) looks at every idle name's breaker once.
+        Names older than the retention leave the registry unless their breaker acts."""
         keys = self._keys
+        horizon = retention_seconds if horizon_seconds is None else horizon_seconds
         pipe = pipeline(self._redis)
         pipe.zrangebyscore(keys.providers, "-inf", now - retention_seconds)
-        pipe.zrange(keys.providers, 0, -1)
+        pipe.zrangebyscore(keys.providers, f"({now - horizon!r}", "+inf")
+        if check_idle:
+            pipe.zrangebyscore(keys.providers, f"({now - retention_seconds!r}", now - horizon)
         pipe.zrange(keys.shards, 0, -1, withscores=True)
-        raw_stale, raw_names, raw_shards = pipe.execute()
-        self._count_op("zrangebyscore")
-        self._count_op("zrange", 2)
+        raw_stale, raw_active, *raw_idle, raw_shards = pipe.execute()
+        self._count_op("zrangebyscore", 2 + len(raw_idle))
+        self._count_op("zrange")
         self._shards = shard_counts(raw_shards)
         # A name no client could have written (the registry is shared) is ignored, not fatal.
-        names = [raw.decode("utf-8", "replace") for raw in raw_names]
         stale = [raw.decode("utf-8", "replace") for raw in raw_stale]
-        idle = [n for n in stale if not is_valid_provider(n)]
-        valid_stale = [n for n in stale if is_valid_provider(n)]
-        if valid_stale:
+        active = [raw.decode("utf-8", "replace") for raw in raw_active]
+        idle = [raw.decode("utf-8", "replace") for raw in (raw_idle[0] if raw_idle else [])]
+        candidates = [n for n in (*stale, *idle) if is_valid_provider(n)]
+        acting = []
+        if candidates:
             pipe = pipeline(self._redis)
-            for name in valid_stale:
+            for name in candidates:
                 pipe.hmget(keys.breaker(name), [STATE_FIELD, FORCED_FIELD])
-            for name, (state, forced) in zip(valid_stale, pipe.execute(), strict=True):
-                if decode_state_name(state) == CLOSED and forced != b"1":
-                    idle.append(name)
-            self._count_op("hmget", len(valid_stale))
-        if idle:
-            self._redis.zrem(keys.providers, *idle)
+            for name, (state, forced) in zip(candidates, pipe.execute(), strict=True):
+                if decode_state_name(state) != CLOSED or forced == b"1":
+                    acting.append(name)
+            self._count_op("hmget", len(candidates))
+        gone = [n for n in stale if n not in acting]
+        if gone:
+            self._redis.zrem(keys.providers, *gone)
             self._count_op("zrem")
-        gone = set(idle)
-        return [n for n in names if n not in gone and is_valid_provider(n)]
+        return list(dict.fromkeys(n for n in (*active, *acting) if is_valid_provider(n)))
 
     def read(
         self,

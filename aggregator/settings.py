@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from aggregator.breaker import BreakerConfig
 from protocol.connection import DEFAULT_REDIS_URL, check_url
-from protocol.keys import DEFAULT_NAMESPACE
+from protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, DEFAULT_NAMESPACE
 from protocol.names import check_namespace, is_valid_provider
 
 # scheme://user:password@ -> scheme://***@ (greedy to the last "@" before the path), and a
@@ -76,6 +76,9 @@ class AggregatorSettings:
     latency_target_seconds: float = 2.0
     latency_ceiling_seconds: float = 10.0
     retention_seconds: float = 7 * 24 * 3600.0
+    export_horizon_seconds: float = DEFAULT_EXPORT_HORIZON_SECONDS
+    """A provider without an event for this long leaves /metrics (and the cycle's reads) until
+    its next event; its counters stay in Redis for the retention period."""
     readiness_max_age_intervals: float = 3.0
     loki_url: str | None = None
     log_level: str = "INFO"
@@ -110,6 +113,7 @@ class AggregatorSettings:
             "interval": self.interval_seconds,
             "breaker interval": self.breaker_interval_seconds,
             "window": self.window_seconds,
+            "export horizon": self.export_horizon_seconds,
             "latency target": self.latency_target_seconds,
             "latency ceiling": self.latency_ceiling_seconds,
             "breaker open seconds": self.breaker.open_seconds,
@@ -137,6 +141,8 @@ class AggregatorSettings:
             raise ValueError("breaker permit seconds must be > 0")
         if not self.window_seconds > 0:
             raise ValueError("window must be > 0")
+        if not self.window_seconds <= self.export_horizon_seconds <= self.retention_seconds:
+            raise ValueError("export horizon must be between the window and the retention")
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} outside 1..65535")
         for label, seconds in (
@@ -194,6 +200,13 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ),
     ("--instance", "AGGREGATOR_INSTANCE", "instance", str, "replica name (host:port:pid)"),
     ("--window", "WINDOW_SECONDS", "window_seconds", float, "sliding window seconds"),
+    (
+        "--export-horizon",
+        "EXPORT_HORIZON_SECONDS",
+        "export_horizon_seconds",
+        float,
+        "seconds without an event after which a provider leaves /metrics",
+    ),
     ("--providers", "PROVIDERS", "providers", str, "comma-separated providers to always export"),
     ("--breaker-min-calls", "BREAKER_MIN_CALLS", "breaker_min_calls", int, "calls before opening"),
     ("--breaker-failure-rate", "BREAKER_FAILURE_RATE", "breaker_failure_rate", float, "0..1"),

@@ -12,7 +12,7 @@ import redis
 
 from protocol import scripts
 from protocol.connection import Connection, register
-from protocol.keys import Keys
+from protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, Keys
 
 ASK_AGAIN_SECONDS = 60.0
 """How long a refusal is remembered before the registry is asked again."""
@@ -31,12 +31,20 @@ class Registry(Protocol):
 class RedisRegistry:
     """The registry's Redis I/O: one script call admits a batch's new names."""
 
-    def __init__(self, connection: Connection, keys: Keys) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        keys: Keys,
+        horizon_seconds: float = DEFAULT_EXPORT_HORIZON_SECONDS,
+    ) -> None:
+        """``horizon_seconds``: names without an event for this long are idle and do not
+        count against the cap."""
         self._admit = register(connection, scripts.ADMIT)
         self._key = keys.providers
+        self._horizon = horizon_seconds
 
     def admit(self, providers: list[str], cap: int, now: float) -> dict[str, bool]:
-        flags = self._admit(keys=[self._key], args=[cap, now, *providers])
+        flags = self._admit(keys=[self._key], args=[cap, now, now - self._horizon, *providers])
         return {p: bool(f) for p, f in zip(providers, flags, strict=True)}
 
 

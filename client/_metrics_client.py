@@ -132,7 +132,7 @@ class MetricsClient:
                 shards=settings.shard_plan,
             ),
             ProviderAdmission(
-                RedisRegistry(connection, keys),
+                RedisRegistry(connection, keys, settings.export_horizon_seconds),
                 settings.max_providers,
                 clock.now if clock is not None else self._clock,
             ),

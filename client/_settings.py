@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from client._sharding import ShardPlan
 from protocol.connection import DEFAULT_REDIS_URL
-from protocol.keys import DEFAULT_NAMESPACE
+from protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, DEFAULT_NAMESPACE
 from protocol.names import check_namespace
 
 
@@ -61,6 +61,9 @@ class ClientSettings:
     handle_sigterm: bool = True
     """Flush on SIGTERM (then end as SIGTERM would) where its handler is still the default or
     a Python function (chained), when a client is constructed in the main thread."""
+    export_horizon_seconds: float = DEFAULT_EXPORT_HORIZON_SECONDS
+    """Providers without an event for this long are idle: they do not count against
+    ``max_providers`` (the aggregator's ``--export-horizon`` should match)."""
     provider_shards: str = ""
     """``8`` or ``openrouter:8,groq:4``: providers whose window and counters are split over
     that many Redis Cluster slots (``_sharding``); empty: one each."""
@@ -81,6 +84,7 @@ class ClientSettings:
             "max_series_per_metric": self.max_series_per_metric,
             "max_providers": self.max_providers,
             "gauge_ttl_seconds": self.gauge_ttl_seconds,
+            "export_horizon_seconds": self.export_horizon_seconds,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -102,7 +106,7 @@ class ClientSettings:
         """REDIS_URL, METRICS_NAMESPACE, WINDOW_SECONDS, METRICS_FLUSH_INTERVAL_SECONDS,
         METRICS_MAX_BUFFER, METRICS_BREAKER_REFRESH_SECONDS, METRICS_MAX_SERIES,
         METRICS_GAUGE_TTL_SECONDS, METRICS_MAX_PROVIDERS, METRICS_HANDLE_SIGTERM,
-        METRICS_PROVIDER_SHARDS."""
+        METRICS_PROVIDER_SHARDS, EXPORT_HORIZON_SECONDS."""
         env = os.environ if env is None else env
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
@@ -116,4 +120,5 @@ class ClientSettings:
             max_providers=int(_env_float(env, "METRICS_MAX_PROVIDERS", 1000)),
             handle_sigterm=_env_bool(env, "METRICS_HANDLE_SIGTERM", True),
             provider_shards=env.get("METRICS_PROVIDER_SHARDS", ""),
+            export_horizon_seconds=_env_float(env, "EXPORT_HORIZON_SECONDS", 3600.0),
         )

@@ -60,6 +60,9 @@ from protocol.names import check_namespace, is_valid_provider
 from protocol.partitions import LATENCY_PARTITIONS
 
 DEFAULT_NAMESPACE = "gatewayz"
+DEFAULT_EXPORT_HORIZON_SECONDS = 3600.0
+"""A registered provider without an event for this long is idle: the aggregator neither reads
+nor exports it, and clients do not count it against their provider cap (both sides' setting)."""
 
 
 @dataclass(frozen=True)

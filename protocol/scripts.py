@@ -40,14 +40,16 @@ return {state, 1}
 )
 
 ADMIT: Final = """
--- Admit providers into the registry while it holds fewer than the cap, so a flood of new names
--- cannot grow Redis or /metrics without bound. KEYS[1] registry zset; ARGV[1] cap, ARGV[2] now,
--- ARGV[3..] names. Returns 1 (admitted or already known) or 0 per name.
+-- Admit providers into the registry while fewer than the cap are active (seen after ARGV[3]),
+-- so a flood of new names cannot grow Redis or /metrics without bound, while names idle for
+-- longer than the export horizon do not hold places. KEYS[1] registry zset; ARGV[1] cap,
+-- ARGV[2] now, ARGV[3] start of the horizon, ARGV[4..] names. Returns 1 (admitted or already
+-- known) or 0 per name.
 local admitted = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     admitted[#admitted + 1] = 1
-  elseif redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  elseif redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[3], '+inf') < tonumber(ARGV[1]) then
     redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
     admitted[#admitted + 1] = 1
   else

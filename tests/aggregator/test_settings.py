@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from aggregator.breaker import BreakerConfig
-from aggregator.settings import parse_settings
+from aggregator.settings import AggregatorSettings, parse_settings
 
 
 def test_defaults() -> None:
@@ -165,3 +165,10 @@ def test_bad_values_exit_2_with_one_line(
     assert captured.err.count("\n") == 1  # a single line, no usage block
     assert captured.err.startswith("aggregator: error: ")
     assert fragment in captured.err
+
+
+def test_the_export_horizon_lies_between_the_window_and_the_retention() -> None:
+    assert AggregatorSettings(export_horizon_seconds=300).export_horizon_seconds == 300
+    for bad in (299.0, 7 * 24 * 3600.0 + 1):
+        with pytest.raises(ValueError, match="export horizon"):
+            AggregatorSettings(export_horizon_seconds=bad)

@@ -44,3 +44,25 @@ def test_the_registry_admits_at_most_max_providers_across_clients(
         "p3": 2,
     }
     assert snapshot.client_rejected == {"too_many_providers": 5}
+
+
+def test_idle_providers_do_not_hold_places_under_the_cap(
+    make_client: Callable[..., MetricsClient],
+    clock: FakeClock,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    early = make_client(clock=clock, max_providers=2, export_horizon_seconds=3600)
+    for name in ("p1", "p2"):
+        early.record(name, 0.1)
+    assert early.flush(timeout=5)
+    clock.advance(3601)  # p1 and p2 have been idle for longer than the horizon
+    later = make_client(clock=clock, max_providers=2, export_horizon_seconds=3600)
+    for name in ("p3", "p4", "p5"):
+        later.record(name, 0.1)
+    later.record("p1", 0.1)  # a known name comes back, whatever the cap
+    assert later.flush(timeout=5)
+    assert later.stats()["rejected"] == {"too_many_providers": 1}  # p5: p3, p4 are active
+    registered = {m.decode(): s for m, s in r.zrange(keys.providers, 0, -1, withscores=True)}
+    assert sorted(registered) == ["p1", "p2", "p3", "p4"]
+    assert registered["p1"] == clock.now  # its first event after the idle hour
