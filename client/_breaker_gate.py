@@ -9,6 +9,7 @@ the next refresh so a half-open provider does not cost a round trip per call.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -160,6 +161,13 @@ class BreakerGate:
         with self._lock:
             self._entries.setdefault(provider, entry)
             return self._entries[provider]
+
+    def seconds_until_refresh(self) -> float:
+        """Until the oldest cached state is due for a refresh (infinity: nothing cached)."""
+        if not self._entries:
+            return math.inf
+        oldest = min(e.refreshed_at for e in list(self._entries.values()))
+        return oldest + self._refresh_seconds - self._monotonic()
 
     def refresh_if_due(self) -> None:
         """Refresh every cached state older than the refresh interval (the flusher calls this)."""

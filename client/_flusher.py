@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import sys
 import threading
 import time
@@ -33,6 +34,9 @@ from protocol.connection import is_out_of_memory, is_transient
 log = logging.getLogger("gatewayz.metrics.client")
 
 _T = TypeVar("_T")
+
+IDLE_CHECK_SECONDS = 5.0
+"""The longest an idle flusher sleeps without being woken."""
 
 
 def log_records_dropped() -> int:
@@ -76,9 +80,12 @@ class Flusher:
         before_flush: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
         clock: SharedClock | None = None,
+        next_refresh: Callable[[], float] = lambda: math.inf,
     ) -> None:
         """``clock``: event times are moved onto it (its offset, as the sink last measured it)
-        when a batch is built; None: they are on the shared clock already."""
+        when a batch is built; None: they are on the shared clock already. ``next_refresh``:
+        seconds until ``before_flush`` has work (the breaker cache's next refresh): an idle
+        flusher sleeps until then, or until something is recorded."""
         self._buffer = buffer
         self._ledger = ledger
         self._instruments = instruments
@@ -86,15 +93,21 @@ class Flusher:
         self._admission = admission
         self._settings = settings
         self._before_flush = before_flush
+        self._next_refresh = next_refresh
         self._monotonic = monotonic
         self._clock = clock
-        self._wake = threading.Event()  # a batch is ready, or flush()/close() asks
+        self._wake = threading.Event()  # a batch is ready, work after idleness, or flush()
+        self._idle = False  # asleep with nothing to send: the next record() wakes it
+        self._urgent = False  # flush()/close() asked: no time for a batch to accumulate
+        self.passes = 0
+        """Flush passes so far (an idle flusher makes none between its deadlines)."""
         self._retry_now = threading.Event()  # cut a retry backoff short: flush()/close()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._wake_at = max(1, settings.max_batch // 2)
         self._gauges_refreshed_at = float("-inf")
+        self._drained_version = 0
         self._logged: set[str] = set()
         self._log_drops_seen = log_records_dropped()  # a forked child: only its own from here
         self.redis_ok = True
@@ -105,11 +118,21 @@ class Flusher:
 
     def notify(self, buffered: int) -> None:
         """An event was buffered (the hot path): start the thread with the first one, wake it
-        when a batch is ready."""
+        when it sleeps idle or a batch is ready."""
         if self._thread is None:
             self.start()
-        if buffered >= self._wake_at and not self._wake.is_set():
+        if self._idle or (buffered >= self._wake_at and not self._wake.is_set()):
+            self._idle = False
             self._wake.set()  # Event.set() takes a lock: only when it changes something
+
+    def poke(self) -> None:
+        """Something besides an event waits to be written (a backend metric value, a counted
+        rejection): start the thread, wake it when it sleeps idle."""
+        if self._thread is None:
+            self.start()
+        if self._idle:
+            self._idle = False
+            self._wake.set()
 
     def start(self) -> None:
         """Start the thread, in the process that records (never in a preload master that only
@@ -126,6 +149,7 @@ class Flusher:
 
     def wake(self) -> None:
         """Flush now, cutting a retry backoff short."""
+        self._urgent = True
         self._wake.set()
         self._retry_now.set()
 
@@ -157,13 +181,42 @@ class Flusher:
         while True:
             stopping = self._stopping
             if not stopping:
-                # Wait first, so a batch accumulates: one round trip per interval.
-                self._wake.wait(self._settings.flush_interval_seconds)
-                self._wake.clear()
+                if not self._pending():
+                    self._idle = True
+                    if not self._pending():  # re-checked: a record() may have missed the flag
+                        self._wake.wait(self.idle_seconds())
+                    self._idle = False
+                    self._wake.clear()
+                if not self._urgent:
+                    # Wait, so a batch accumulates: one round trip per interval.
+                    self._wake.wait(self._settings.flush_interval_seconds)
+                    self._wake.clear()
+                self._urgent = False
             self._before_flush()
+            self.passes += 1
             done = self.flush_once()
             if done is Pass.STOPPED or (stopping and done is Pass.IDLE):
                 return
+
+    def _pending(self) -> bool:
+        """Whether anything waits to be written: events, counted notes, metric values."""
+        return (
+            len(self._buffer) > 0
+            or self._ledger.has_notes()
+            or self._instruments.version != self._drained_version
+            or self._urgent
+            or self._stopping
+        )
+
+    def idle_seconds(self) -> float:
+        """How long an idle flusher may sleep: until the breaker cache or the gauge values are
+        due for a refresh, and at most ``IDLE_CHECK_SECONDS`` (the log sender's drop count is
+        polled, not pushed)."""
+        due = [IDLE_CHECK_SECONDS, self._next_refresh()]
+        if self._instruments.has_gauges:
+            since = self._monotonic() - self._gauges_refreshed_at
+            due.append(self._settings.gauge_ttl_seconds / 3 - since)
+        return max(0.0, min(due))
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -239,7 +292,9 @@ class Flusher:
         refresh = now - self._gauges_refreshed_at >= self._settings.gauge_ttl_seconds / 3
         if refresh:
             self._gauges_refreshed_at = now
-        return self._instruments.drain(include_all_gauges=refresh)
+        drained = self._instruments.drain(include_all_gauges=refresh)
+        self._drained_version = drained.version
+        return drained
 
     def _deliver(self, batch: Batch, events: list[Event], first_id: int) -> Pass:
         """Write the batch (of ``events``, named from ``first_id``), retrying while Redis is

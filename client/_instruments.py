@@ -146,6 +146,16 @@ class InstrumentStore:
             self.version += 1
         self.on_update()
 
+    @property
+    def has_gauges(self) -> bool:
+        """Whether a gauge holds a value (its hash in Redis needs its TTL refreshed)."""
+        with self.lock:
+            return any(
+                s.spec.kind == "gauge" and s.updated_at
+                for table in self.series.values()
+                for s in table.values()
+            )
+
     def drain(self, include_all_gauges: bool) -> Drained:
         """Take the pending counter/histogram deltas (zeroing them) and the gauge values to
         write: the changed ones, or all of them when ``include_all_gauges`` (a TTL refresh)."""

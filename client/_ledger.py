@@ -113,6 +113,14 @@ class Ledger:
             self._log_records_dropped += records
             self._version += 1
 
+    def has_notes(self) -> bool:
+        """Whether counts wait to be written with the next batch."""
+        with self._cond:
+            return bool(
+                self._rejected or self._dropped or self._breaker_rejected
+                or self._log_records_dropped
+            )  # fmt: skip
+
     def take_notes(self) -> Notes:
         with self._cond:
             notes = Notes(

@@ -81,7 +81,7 @@ class MetricsClient:
         self._shared_clock = clock is None
         self._validator = EventValidator()
         self._instruments = InstrumentStore(
-            self.settings.max_series_per_metric, self._clock, lambda: self._flusher.start()
+            self.settings.max_series_per_metric, self._clock, lambda: self._flusher.poke()
         )
         self._metrics = MetricRegistry(self._instruments)
         self._start_process()
@@ -138,6 +138,7 @@ class MetricsClient:
             ),
             settings,
             before_flush=self._gate.refresh_if_due,
+            next_refresh=self._gate.seconds_until_refresh,
             clock=clock,
         )
 
@@ -229,13 +230,13 @@ class MetricsClient:
     def _verdict(self, provider: str, allowed: bool) -> bool:
         if not allowed:
             self._ledger.reject_call(provider)
-        self._flusher.start()  # keeps the cached states refreshed, and ships the count
+        self._flusher.poke()  # keeps the cached states refreshed, and ships the count
         return allowed
 
     def _reject(self, cause: str, value: object) -> None:
         try:
             first = self._ledger.reject(cause)
-            self._flusher.start()
+            self._flusher.poke()
             if first:
                 log.warning(
                     "metrics event rejected (%s): %.80r; further rejections of this cause are "

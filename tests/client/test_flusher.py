@@ -1,21 +1,28 @@
 """The Flusher driven with a fake sink: what a batch holds, and that whatever happens to a batch
 it took (written, refused, an unexpected error, Redis down at stop()), its events are settled:
-written, or counted as dropped. No Redis, no sleeps."""
+written, or counted as dropped. No Redis, no sleeps; except the last test: an idle client's
+flusher measured on a real thread against a real Redis."""
 
 from __future__ import annotations
+
+import time
+import uuid
 
 import pytest
 import redis
 
+from client import MetricsClient
 from client._admission import ProviderAdmission
 from client._batch import Batch
 from client._buffer import EventBuffer
 from client._events import Event
-from client._flusher import Flusher, Pass
+from client._flusher import IDLE_CHECK_SECONDS, Flusher, Pass
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
+from client._metric_types import MetricRegistry
 from client._settings import ClientSettings
 from client._writer import WriteReport
+from tests.conftest import wait_for
 
 
 class FakeSink:
@@ -260,3 +267,63 @@ def test_a_batch_that_cannot_be_split_waits_for_room_until_close() -> None:
     assert parts.flusher.flush_once() is Pass.STOPPED
     assert sink.refused == 1
     assert parts.ledger.stats()["dropped_by_cause"] == {"shutdown": 100}
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_idle_flusher_sleeps_until_its_next_deadline() -> None:
+    clock = Monotonic()
+    refresh_due = [float("inf")]
+    settings = ClientSettings(gauge_ttl_seconds=30.0)
+    ledger = Ledger()
+    store = InstrumentStore(100, clock=lambda: 1.0)
+    flusher = Flusher(
+        EventBuffer(1000, ledger.evicted),
+        ledger,
+        store,
+        FakeSink(),
+        ProviderAdmission(Registry(), 10, clock=lambda: 1.0),
+        settings,
+        monotonic=clock,
+        next_refresh=lambda: refresh_due[0],
+    )
+    assert flusher.idle_seconds() == IDLE_CHECK_SECONDS  # nothing at all: the longest sleep
+    refresh_due[0] = 0.4  # allow() cached a breaker state, due in 0.4 s
+    assert flusher.idle_seconds() == 0.4
+    refresh_due[0] = float("inf")
+    registry = MetricRegistry(store)
+    registry.gauge("inflight", "In flight", (), "sum").set(3)
+    assert flusher.flush_once() is Pass.WRITTEN  # writes the gauge: its TTL runs from now
+    clock.now += 4.0
+    assert flusher.idle_seconds() == IDLE_CHECK_SECONDS  # 10 s until the gauge rewrite
+    clock.now += 4.0
+    assert flusher.idle_seconds() == pytest.approx(2.0)
+    clock.now += 9.0
+    assert flusher.idle_seconds() == 0.0  # overdue
+
+
+def test_an_idle_client_makes_no_flush_passes_and_wakes_for_an_event(redis_url: str) -> None:
+    """End to end on a real thread: idleness measured over real time."""
+    metrics = MetricsClient(
+        settings=ClientSettings(redis_url=redis_url, namespace=f"idle-{uuid.uuid4().hex[:8]}")
+    )
+    try:
+        metrics.record("openrouter", 0.1)
+        assert metrics.flush(timeout=5)
+        flusher = metrics._flusher  # the count this test is about
+        wait_for(lambda: flusher._idle, timeout=5)
+        before = flusher.passes
+        time.sleep(1.0)  # a measurement window, not a synchronisation
+        assert flusher.passes == before  # 20 passes a second before it learnt to sleep
+        started = time.monotonic()
+        metrics.record("openrouter", 0.1)
+        assert metrics.flush(timeout=5)
+        assert time.monotonic() - started < 1.0  # woken by the event, not by a deadline
+    finally:
+        metrics.close(timeout=2)
