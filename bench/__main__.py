@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.common import Context, Report
 from devtools.redis_server import start_redis
 
-BENCHMARKS = ("record", "ingest", "cycle", "scrape", "memory", "breaker", "cluster", "idle")
+BENCHMARKS = ("record", "ingest", "cycle", "scrape", "memory", "breaker", "cluster", "idle", "gc")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
