@@ -31,6 +31,7 @@ from aggregator.readings import (
     text_hash,
     window_counts,
 )
+from aggregator.snapshot import decode_published
 from protocol.breaker_state import (
     CLOSED,
     FORCED_FIELD,
@@ -246,7 +247,7 @@ class WindowReader:
         self._count_op("get")
         if raw is None:
             return None
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return decode_published(raw if isinstance(raw, bytes) else str(raw).encode())
 
     def history(self, providers: Sequence[str]) -> tuple[str | None, dict[str, list[HistoryPoint]]]:
         """The dashboard's view, read only, in one round trip: the leader lease's holder (None:

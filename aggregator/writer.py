@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aggregator.history import HISTORY_POINTS, HISTORY_TTL_SECONDS, HistoryPoint
+from aggregator.snapshot import encode_published
 from protocol import scripts
 from protocol.breaker_state import BreakerState, encode_breaker
 from protocol.connection import (
@@ -169,7 +170,7 @@ class StateWriter:
         longer holds the lease under ``fence``."""
         published = self._publish(
             keys=[self._keys.leader_lease, self._keys.snapshot],
-            args=[fence, max(1, int(ttl_seconds * 1000)), snapshot_json],
+            args=[fence, max(1, int(ttl_seconds * 1000)), encode_published(snapshot_json)],
         )
         self._unreported_ops["evalsha"] += 1
         return int(published) == 1

@@ -148,6 +148,9 @@ def run(ctx: Context) -> list[Figure]:
         for item in runs:
             if item.seen() != item.events:
                 raise RuntimeError(f"snapshot saw {item.seen():,} events of {item.events:,}")
+        snapshot = runs[-1].aggregator.snapshot
+        json_bytes = len(snapshot.to_json().encode()) if snapshot else 0
+        published = loader.strlen(Keys(runs[-1].namespace).snapshot)
     finally:
         for item in runs:
             item.close(loader)
@@ -169,6 +172,16 @@ def run(ctx: Context) -> list[Figure]:
         )
         for item, ms in zip(runs, (small, large), strict=True)
     ]
+    figures.append(
+        Figure(
+            "cycle",
+            f"published snapshot, {len(PROVIDERS)} providers: compressed / JSON",
+            published / max(json_bytes, 1),
+            "ratio",
+            note=f"{published:,} bytes in Redis for {json_bytes:,} bytes of JSON (zlib level "
+            "1): what each follower fetches per cycle",
+        )
+    )
     ratio = large / small
     figures.append(
         Figure(

@@ -17,7 +17,7 @@ import aggregator.writer as writer_module
 from aggregator.breaker import BreakerConfig
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
-from aggregator.snapshot import ProviderHealth, Snapshot
+from aggregator.snapshot import ProviderHealth, Snapshot, decode_published
 from client import ClientSettings, MetricsClient
 from protocol import routing
 from protocol.connection import Connection, connect
@@ -269,7 +269,7 @@ def test_a_leader_deposed_during_its_cycle_publishes_nothing(
     second = make_aggregator(instance="second")
     published = first.run_cycle()
     assert published is not None and first.is_leader
-    assert Snapshot.from_json(r.get(keys.snapshot).decode()) == published
+    assert Snapshot.from_json(decode_published(r.get(keys.snapshot))) == published
 
     def take_over() -> None:  # the lease expired during a pause; another replica took it
         r.delete(keys.leader_lease)
@@ -281,7 +281,7 @@ def test_a_leader_deposed_during_its_cycle_publishes_nothing(
     assert metrics.flush(timeout=5)
     assert first.run_cycle() == published  # it learns it was deposed and follows
     assert not first.is_leader
-    assert Snapshot.from_json(r.get(keys.snapshot).decode()) == published  # untouched
+    assert Snapshot.from_json(decode_published(r.get(keys.snapshot))) == published  # untouched
     newer = second.run_cycle()
     assert newer is not None and newer.cycle == published.cycle + 1
     assert first.run_cycle() == newer
