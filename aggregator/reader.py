@@ -10,7 +10,7 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
 import redis
 from redis.cluster import RedisCluster
@@ -45,7 +45,7 @@ from protocol.fields import Exemplar, decode_clock_offsets
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
 from protocol.partitions import WINDOW_PARTITIONS
-from protocol.routing import pipeline
+from protocol.routing import RawCommands, as_dict, pipeline
 
 FUTURE_TOLERANCE_SECONDS = 10.0
 """Events stamped up to this far past "now" still count (clocks agree to the ms through the
@@ -135,29 +135,31 @@ class WindowReader:
         keys = self._keys
         names = list(dict.fromkeys(providers))
         start, end = now - self._window, now + self._tolerance
-        pipe = pipeline(self._redis)
-        pipe.hgetall(keys.client_stats)
-        pipe.hgetall(keys.redis_ops)
-        pipe.hgetall(keys.clock_offsets)
+        # Tens of thousands of commands at 1,000 providers: sent raw (``RawCommands``).
+        raw = RawCommands(self._redis)
+        add, low = raw.add, f"({start!r}"
+        add("HGETALL", keys.client_stats)
+        add("HGETALL", keys.redis_ops)
+        add("HGETALL", keys.clock_offsets)
         for name in names:
-            pipe.hgetall(keys.breaker(name))
-            pipe.hgetall(keys.transitions(name))
+            add("HGETALL", keys.breaker(name))
+            add("HGETALL", keys.transitions(name))
             for shard in range(self._shards.get(name, 1)):
-                pipe.hgetall(keys.totals(name, shard))
-                pipe.hgetall(keys.exemplars(name, shard))
+                add("HGETALL", keys.totals(name, shard))
+                add("HGETALL", keys.exemplars(name, shard))
                 for key in keys.window_keys(name, shard):
-                    pipe.zremrangebyscore(key, "-inf", start)
-                    pipe.zcount(key, f"({start}", end)
-        replies = pipe.execute()
+                    add("ZREMRANGEBYSCORE", key, "-inf", start)
+                    add("ZCOUNT", key, low, end)
+        replies = _raise_first(raw.execute())
         partitions = WINDOW_PARTITIONS
         shards = sum(self._shards.get(name, 1) for name in names)
         self._count_op("hgetall", 3 + 2 * len(names) + 2 * shards)
         self._count_op("zremrangebyscore", partitions * shards)
         self._count_op("zcount", partitions * shards)
 
-        client_stats = int_hash(replies[0])
-        redis_ops = int_hash(replies[1])
-        clock_offsets = decode_clock_offsets(text_hash(replies[2]))
+        client_stats = int_hash(as_dict(replies[0]))
+        redis_ops = int_hash(as_dict(replies[1]))
+        clock_offsets = decode_clock_offsets(text_hash(as_dict(replies[2])))
         per_shard = 2 + 2 * partitions
         partial: list[ProviderReading] = []
         at = 3
@@ -170,8 +172,8 @@ class WindowReader:
             for _ in range(self._shards.get(name, 1)):
                 chunk = replies[at : at + per_shard]
                 at += per_shard
-                totals.update(int_hash(chunk[0]))
-                exemplars = newest_exemplars(exemplars, decode_exemplars(chunk[1]))
+                totals.update(int_hash(as_dict(chunk[0])))
+                exemplars = newest_exemplars(exemplars, decode_exemplars(as_dict(chunk[1])))
                 zcounts = [a + int(b) for a, b in zip(zcounts, chunk[3::2], strict=True)]
             window = window_counts(zcounts)
             partial.append(
@@ -180,8 +182,8 @@ class WindowReader:
                     window,
                     window,
                     dict(totals),
-                    decode_breaker(breaker),
-                    int_hash(transitions),
+                    decode_breaker(as_dict(breaker)),
+                    int_hash(as_dict(transitions)),
                     exemplars,
                 )
             )
@@ -191,12 +193,12 @@ class WindowReader:
         recent = [(p.provider, starts[p.provider]) for p in partial if starts[p.provider] > start]
         since_counts: dict[str, WindowCounts] = {}
         if recent:
-            pipe = pipeline(self._redis)
+            raw = RawCommands(self._redis)
             for name, counting_from in recent:
                 for shard in range(self._shards.get(name, 1)):
                     for key in keys.window_keys(name, shard):
-                        pipe.zcount(key, f"({counting_from}", end)
-            replies = pipe.execute()
+                        raw.add("ZCOUNT", key, f"({counting_from!r}", end)
+            replies = _raise_first(raw.execute())
             self._count_op("zcount", len(replies))
             at = 0
             for name, _ in recent:
@@ -394,3 +396,11 @@ def _provider_keys(keys: Keys, provider: str, shards: int = 1) -> tuple[str, ...
         keys.permits(provider),
         keys.transitions(provider),
     )
+
+
+def _raise_first(replies: list[Any]) -> list[Any]:
+    """``replies``, unless one is an error: then it is raised (a cycle must not half-read)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
