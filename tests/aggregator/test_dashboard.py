@@ -307,6 +307,8 @@ def test_the_dashboard_json_of_an_online_a_degraded_and_an_offline_provider(
     ]
     # today's fields, unchanged
     assert body["snapshot"] == json.loads(served.snapshot.to_json())
+    as_copied = json.dumps(dataclasses.asdict(served.snapshot), separators=(",", ":"))
+    assert served.snapshot.to_json() == as_copied  # the fast path writes the same text
     assert body["status"] == {
         "cycles_ok": 1,
         "cycles_failed": 0,
