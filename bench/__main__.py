@@ -12,7 +12,9 @@ from pathlib import Path
 from bench.common import Context, Report
 from devtools.redis_server import start_redis
 
-BENCHMARKS = ("record", "ingest", "cycle", "scrape", "memory", "breaker", "cluster", "idle", "gc")
+BENCHMARKS = (
+    "record", "ingest", "cycle", "fleet", "scrape", "memory", "breaker", "cluster", "idle", "gc",
+)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ def perworker(w: Json) -> dict[str, tuple[int, int]]:
         "accepted == written + dropped (+ cap)": (accepted, w["written"] + w["dropped"] + capped),
         "close() flushed: settled == accepted": (accepted, flushed),
         "write_errors (refused batches)": (0, w["write_errors"]),
-        "max buffered <= max_buffer": (w["max_buffer"], min(w["max_buffered"], w["max_buffer"])),
+        "max buffered <= max_buffer": (w["max_buffer"], max(w["max_buffered"], w["max_buffer"])),
     }
 
 

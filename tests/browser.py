@@ -14,6 +14,8 @@ import itertools
 import json
 import os
 import select
+import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -42,7 +44,7 @@ class Browser:
     """One headless Chromium with one page; ``close()`` (or ``with``) ends it."""
 
     def __init__(self, window_size: tuple[int, int] = (1400, 900)) -> None:
-        self._profile = tempfile.TemporaryDirectory()
+        self._profile = tempfile.mkdtemp(prefix="gatewayz-chromium-")
         commands_read, self._commands = os.pipe()
         self._replies, replies_write = os.pipe()
         # fds 3 and 4 are fixed by Chromium. bash places them (dash takes one-digit fds only),
@@ -54,7 +56,7 @@ class Browser:
                 f'exec "$0" "$@" 3<&{commands_read} 4>&{replies_write}',
                 "chromium",
                 *CHROMIUM_FLAGS,
-                f"--user-data-dir={self._profile.name}",
+                f"--user-data-dir={self._profile}",
                 f"--window-size={window_size[0]},{window_size[1]}",
                 "--remote-debugging-pipe",
                 "about:blank",
@@ -62,6 +64,7 @@ class Browser:
             pass_fds=(commands_read, replies_write),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its renderer and GPU helpers: ended with it, as a group
         )
         os.close(commands_read)
         os.close(replies_write)
@@ -122,17 +125,20 @@ class Browser:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        """End Chromium and every helper process it started, then remove its profile (a
+        helper still writing there would make the removal fail)."""
+        group = self._process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)  # helpers that outlived the browser
+        self._process.wait()
         for fd in (self._commands, self._replies):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._profile.cleanup()
+        shutil.rmtree(self._profile, ignore_errors=True)
 
     def _send(
         self, method: str, params: dict[str, Any], session: str | None = None, timeout: float = 30.0
