@@ -9,7 +9,6 @@ only the lease holder advances, so replicas agree on which one is newest.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from aggregator.writer import FENCED, PlannedWrite, StateWriter
 from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
 from protocol.clock import SharedClock
 from protocol.connection import Connection
-from protocol.fields import LOG_RECORDS_DROPPED_FIELD, decode_client_stats
+from protocol.fields import LOG_RECORDS_DROPPED_FIELD, decode_client_stats, log_records_dropped
 from protocol.keys import Keys
 
 log = logging.getLogger("gatewayz.aggregator")
@@ -49,12 +48,6 @@ CLOCK_OFFSET_HORIZON_SECONDS = 600.0
 """A writer's clock offset is exported for this long after its last measurement (a process that
 stopped writing for 10 minutes is gone or idle), then forgotten."""
 tracer = trace.get_tracer("gatewayz.aggregator")
-
-
-def log_records_dropped() -> int:
-    """The ``telemetry`` package's count of log records it gave up on, if it is loaded."""
-    count = getattr(sys.modules.get("telemetry"), "log_records_dropped", None)
-    return int(count()) if callable(count) else 0
 
 
 def breaker_calls(counts: WindowCounts, config: BreakerConfig) -> BreakerCalls:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from client._settings import ClientSettings
 from client._writer import WriteReport
 from protocol.clock import SharedClock
 from protocol.connection import is_out_of_memory, is_transient
+from protocol.fields import log_records_dropped
 
 log = logging.getLogger("gatewayz.metrics.client")
 
@@ -37,13 +37,6 @@ _T = TypeVar("_T")
 
 IDLE_CHECK_SECONDS = 5.0
 """The longest an idle flusher sleeps without being woken."""
-
-
-def log_records_dropped() -> int:
-    """The ``telemetry`` package's count of log records it gave up on, if it is loaded (it is
-    optional: a process that does not ship logs pays nothing)."""
-    count = getattr(sys.modules.get("telemetry"), "log_records_dropped", None)
-    return int(count()) if callable(count) else 0
 
 
 MIN_SPLIT_EVENTS = 64
