@@ -10,7 +10,7 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any, cast
+from typing import cast
 
 import redis
 from redis.cluster import RedisCluster
@@ -40,7 +40,7 @@ from protocol.breaker_state import (
     decode_breaker,
     decode_state_name,
 )
-from protocol.connection import Connection
+from protocol.connection import Connection, raise_first_error
 from protocol.fields import Exemplar, decode_clock_offsets
 from protocol.keys import Keys
 from protocol.names import is_valid_provider
@@ -150,7 +150,8 @@ class WindowReader:
                 for key in keys.window_keys(name, shard):
                     add("ZREMRANGEBYSCORE", key, "-inf", start)
                     add("ZCOUNT", key, low, end)
-        replies = _raise_first(raw.execute())
+        replies = raw.execute()
+        raise_first_error(replies)  # a cycle must not half-read
         partitions = WINDOW_PARTITIONS
         shards = sum(self._shards.get(name, 1) for name in names)
         self._count_op("hgetall", 3 + 2 * len(names) + 2 * shards)
@@ -198,7 +199,8 @@ class WindowReader:
                 for shard in range(self._shards.get(name, 1)):
                     for key in keys.window_keys(name, shard):
                         raw.add("ZCOUNT", key, f"({counting_from!r}", end)
-            replies = _raise_first(raw.execute())
+            replies = raw.execute()
+            raise_first_error(replies)
             self._count_op("zcount", len(replies))
             at = 0
             for name, _ in recent:
@@ -396,11 +398,3 @@ def _provider_keys(keys: Keys, provider: str, shards: int = 1) -> tuple[str, ...
         keys.permits(provider),
         keys.transitions(provider),
     )
-
-
-def _raise_first(replies: list[Any]) -> list[Any]:
-    """``replies``, unless one is an error: then it is raised (a cycle must not half-read)."""
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies

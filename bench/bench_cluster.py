@@ -15,10 +15,10 @@ import time
 
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
-from bench.bench_ingest import ingest, node_urls
+from bench.bench_ingest import ingest
 from bench.common import Context, Figure
 from client import ClientSettings, MetricsClient
-from devtools.redis_cluster import start_cluster, tools_present
+from devtools.redis_cluster import node_urls, start_cluster, tools_present
 from protocol.connection import connect
 
 WORKERS = 4

@@ -27,6 +27,7 @@ import redis
 
 from bench.common import Context, Figure
 from client import ClientSettings, Keys, MetricsClient
+from devtools.redis_cluster import node_urls
 from protocol.fields import COUNT_FIELDS
 
 PROVIDER = "openrouter"
@@ -71,13 +72,6 @@ def _redis_cpu(url: str) -> float:
             cpu = connection.info("cpu")
         total += float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
     return total
-
-
-def node_urls(url: str) -> list[str]:
-    """One plain URL per server: the URL itself, or each seed of a cluster URL."""
-    if not url.startswith("redis+cluster://"):
-        return [url]
-    return [f"redis://{seed}/0" for seed in url[len("redis+cluster://") :].split(",")]
 
 
 def _collect(processes: Sequence[BaseProcess], out: Queue[Result]) -> list[Result]:

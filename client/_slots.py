@@ -12,7 +12,6 @@ because Redis was out of memory (their event ids fall inside the range already a
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,7 +23,7 @@ from redis.exceptions import RedisClusterException
 
 from client._batch import Batch
 from protocol.keys import Keys
-from protocol.routing import Command, command_key, slot_of
+from protocol.routing import Command, command_key, refresh_layout, slot_of
 
 _T = TypeVar("_T")
 
@@ -242,19 +241,14 @@ class ClusterWrites:
         try:
             return call()
         except RedisClusterException as exc:  # no node known for the slot: not a RedisError
-            self._refresh_layout()
+            refresh_layout(self._cluster)
             raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
         except (redis.ConnectionError, redis.TimeoutError, OSError, redis.ResponseError) as exc:
             if not isinstance(exc, redis.ResponseError) or isinstance(
                 exc, redis.exceptions.MovedError | redis.exceptions.AskError
             ):
-                self._refresh_layout()
+                refresh_layout(self._cluster)
             raise
-
-    def _refresh_layout(self) -> None:
-        """Ask the cluster which node serves which slot (after MOVED, a failover)."""
-        with contextlib.suppress(Exception):  # all unreachable: the next attempt asks again
-            self._cluster.nodes_manager.initialize()
 
 
 def _text(key: Any) -> str:

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import redis
 
 from devtools.demo_traffic import HEALTH, excerpt
-from devtools.redis_cluster import LocalCluster, start_cluster
+from devtools.redis_cluster import LocalCluster, node_urls, start_cluster
 from devtools.redis_server import DEFAULT_URL, RedisProcess, ensure_redis
 from protocol.keys import DEFAULT_NAMESPACE, Keys
 from protocol.partitions import SUCCESS, latency_partition, window_partition
@@ -167,7 +167,7 @@ def prepare_redis(url: str, namespace: str, keep: bool) -> str | None:
     """Check that Redis runs Lua (the aggregator needs it) and clear the namespace; or an error.
     A cluster: each node's own keys (the URL lists every node)."""
     cleared = 0
-    for node_url in _node_urls(url):
+    for node_url in node_urls(url):
         with redis.Redis.from_url(node_url, socket_timeout=5) as connection:
             try:
                 connection.eval("return 1", 0)
@@ -184,17 +184,11 @@ def prepare_redis(url: str, namespace: str, keep: bool) -> str | None:
     return None
 
 
-def _node_urls(url: str) -> list[str]:
-    if not url.startswith("redis+cluster://"):
-        return [url]
-    return [f"redis://{seed}/0" for seed in url[len("redis+cluster://") :].split(",")]
-
-
 def redis_cli_hints(url: str, namespace: str) -> list[str]:
     keys = Keys(namespace)
     pattern = f"'{namespace}:{{openrouter}}:*'"
     if url.startswith("redis+cluster://"):  # -c: follow the redirections to a key's node
-        port = urlparse(_node_urls(url)[0]).port
+        port = urlparse(node_urls(url)[0]).port
         cli = f"redis-cli -c -p {port}"
         every_key = f"redis-cli --cluster call 127.0.0.1:{port} KEYS {pattern}"  # each node
     else:

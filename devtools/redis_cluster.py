@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from devtools.redis_server import RedisProcess, start_redis
+from devtools.redis_server import RedisProcess, start_redis, wait_replicas_synced
 
 INSTALL_HINT = "redis-server and redis-cli not on PATH: install them (apt-get install redis-server)"
 
@@ -55,6 +55,14 @@ CLUSTER_NODE_ARGS = (
 """Fast failure detection (1 s), any replica may take over however long it was cut off, and a
 replica's first sync starts at once (Redis waits 5 s by default: a master killed before then
 would take everything with it)."""
+
+
+def node_urls(url: str) -> list[str]:
+    """One plain ``redis://`` URL per server: ``url`` itself, or each seed of a
+    ``redis+cluster://`` URL (a local cluster's lists every node)."""
+    if not url.startswith("redis+cluster://"):
+        return [url]
+    return [f"redis://{seed}/0" for seed in url[len("redis+cluster://") :].split(",")]
 
 
 def _ask(connection: redis.Redis, command: str) -> Any:
@@ -130,28 +138,8 @@ class LocalCluster:
 
     def wait_replicas_synced(self, timeout: float = 30.0) -> None:
         """Until every live replica has its first copy of its master's data and is linked."""
-        deadline = time.monotonic() + timeout
-        while not self._replicas_synced():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster's replicas did not sync")
-            time.sleep(0.1)
-
-    def _replicas_synced(self) -> bool:
-        for node in self.nodes:
-            if node.process.poll() is not None:
-                continue
-            connection = redis.Redis(port=node.port, socket_timeout=2)
-            try:
-                info = connection.info("replication")
-            except redis.RedisError:
-                return False
-            finally:
-                connection.close()
-            if info.get("role") == "slave" and (
-                info.get("master_link_status") != "up" or info.get("master_sync_in_progress")
-            ):
-                return False
-        return True
+        live = [node.port for node in self.nodes if node.process.poll() is None]
+        wait_replicas_synced(live, timeout)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Until every live node says the cluster is ok and agrees on every slot's master."""

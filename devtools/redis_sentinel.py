@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from devtools.redis_server import RedisProcess, free_port, start_redis
+from devtools.redis_server import RedisProcess, free_port, start_redis, wait_replicas_synced
 
 MASTER_NAME = "gatewayz"
 REPLICATION = ("--repl-diskless-sync-delay", "0")
@@ -52,28 +52,6 @@ class LocalSentinel:
             finally:
                 connection.close()
         raise RuntimeError("no sentinel names a master")
-
-    def wait_replicas_synced(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            linked = 0
-            for server in self.servers[1:]:
-                connection = redis.Redis(port=server.port, socket_timeout=2)
-                try:
-                    info = connection.info("replication")
-                    if info.get("master_link_status") == "up" and not info.get(
-                        "master_sync_in_progress"
-                    ):
-                        linked += 1
-                except redis.RedisError:
-                    pass
-                finally:
-                    connection.close()
-            if linked == len(self.servers) - 1:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError("the replicas did not sync")
-            time.sleep(0.1)
 
     def stop(self) -> None:
         for sentinel in self.sentinels:
@@ -114,7 +92,7 @@ def start_sentinel(replicas: int = 1, sentinels: int = 3, timeout: float = 30.0)
                 )
             )
         cluster = LocalSentinel(servers, processes, ports, workdir)
-        cluster.wait_replicas_synced(timeout)
+        wait_replicas_synced([server.port for server in servers], timeout)
         deadline = time.monotonic() + timeout
         while True:  # every sentinel knows the master and the others
             try:

@@ -82,6 +82,33 @@ class RedisProcess:
             self.process.wait()
 
 
+def replicas_synced(ports: Sequence[int]) -> bool:
+    """Whether every replica among the servers on ``ports`` has its first copy of its master's
+    data and is linked (masters pass; a server that does not answer does not)."""
+    for port in ports:
+        connection = redis.Redis(port=port, socket_timeout=2)
+        try:
+            info = connection.info("replication")
+        except redis.RedisError:
+            return False
+        finally:
+            connection.close()
+        if info.get("role") == "slave" and (
+            info.get("master_link_status") != "up" or info.get("master_sync_in_progress")
+        ):
+            return False
+    return True
+
+
+def wait_replicas_synced(ports: Sequence[int], timeout: float = 30.0) -> None:
+    """Until ``replicas_synced(ports)``; RuntimeError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not replicas_synced(ports):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the replicas did not sync")
+        time.sleep(0.1)
+
+
 def start_redis(
     port: int | None = None,
     *,

@@ -223,11 +223,6 @@ def _sentinel_master(redis_url: str, tls: bool, timeouts: dict[str, Any]) -> red
     return master
 
 
-def is_cluster(connection: Connection) -> bool:
-    """Whether ``connection`` speaks to a Redis Cluster (writes go per slot)."""
-    return isinstance(connection, RedisCluster)
-
-
 class FlaggedScript(Script):
     """A script that may start with a Redis 7 flags line (``#!lua flags=...``). A server that
     cannot run it (Redis 6, fakeredis: "unexpected symbol near '#'") gets it without the line:

@@ -59,7 +59,7 @@ def _by_node(cluster: RedisCluster, keys: Sequence[Any]) -> list[tuple[redis.Red
             node = cluster.nodes_manager.get_node_from_slot(slot)
             by_node.setdefault(node.name, (node, []))[1].extend(slot_indexes)
     except redis.exceptions.RedisClusterException as exc:  # no node for a slot (failover)
-        _refresh(cluster)
+        refresh_layout(cluster)
         raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
     return [(cluster.get_redis_connection(node), indexes) for node, indexes in by_node.values()]
 
@@ -99,7 +99,7 @@ def _exchange(
             client.connection_pool.release(connection)
 
 
-def _refresh(cluster: RedisCluster) -> None:
+def refresh_layout(cluster: RedisCluster) -> None:
     """Ask for the cluster's layout again (all nodes unreachable: the next call asks again)."""
     with contextlib.suppress(Exception):
         cluster.nodes_manager.initialize()
@@ -117,11 +117,11 @@ def _execute(connection: Connection, commands: Sequence[Command], read: Reader) 
         try:
             redirected = _exchange(_by_node(connection, keys), commands, read, replies)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            _refresh(connection)  # a node gone: ask for the new layout
+            refresh_layout(connection)  # a node gone: ask for the new layout
             raise
         if not redirected or attempt == 1:
             break
-        _refresh(connection)
+        refresh_layout(connection)
         again = set(redirected)
         keys = [key if i in again else None for i, key in enumerate(keys)]
     return replies

@@ -76,6 +76,16 @@ def faulty(real: Runner, fault: Callable[[int, SlotOutcome], SlotOutcome | None]
     return run
 
 
+def recording(real: Runner, sent: list[set[int]]) -> Runner:
+    """The real transactions, noting the slots each call sends."""
+
+    def run(cluster: Any, groups: dict[int, list[Any]]) -> dict[int, SlotOutcome]:
+        sent.append(set(groups))
+        return real(cluster, groups)
+
+    return run
+
+
 def expected(per_provider: int) -> dict[str, int]:
     failures = len(range(0, per_provider, 3))
     return {"n:success": per_provider - failures, "n:failure": failures}
@@ -117,12 +127,7 @@ def test_a_slot_whose_reply_was_lost_is_asked_not_sent_again(
     with pytest.raises(redis.ConnectionError):
         writer.write(batch)
     sent: list[set[int]] = []
-
-    def record(cluster: Any, groups: dict[int, list[Any]]) -> dict[int, SlotOutcome]:
-        sent.append(set(groups))
-        return real(cluster, groups)
-
-    monkeypatch.setattr(slots, "run_slot_transactions", record)
+    monkeypatch.setattr(slots, "run_slot_transactions", recording(real, sent))
     report = writer.write(batch)  # the flusher's retry: the same batch
     assert report.errors == ()
     assert sent == [set()]  # every slot known applied: beta's marker said so
@@ -155,12 +160,7 @@ def test_a_refused_slot_alone_is_sent_again(
     r = open_redis(redis_cluster.url)
     assert r.exists(cluster_keys.totals("gamma")) == 0
     sent: list[set[int]] = []
-
-    def record(cluster: Any, groups: dict[int, list[Any]]) -> dict[int, SlotOutcome]:
-        sent.append(set(groups))
-        return real(cluster, groups)
-
-    monkeypatch.setattr(slots, "run_slot_transactions", record)
+    monkeypatch.setattr(slots, "run_slot_transactions", recording(real, sent))
     writer.write(batch)
     assert sent == [{refused}]
     for provider in PROVIDERS:
