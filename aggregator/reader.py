@@ -1,12 +1,14 @@
 """The aggregator's only Redis reader: window counts, cumulative totals and breaker states.
 
-Never transfers window members: per partition it trims what left the window
-(ZREMRANGEBYSCORE) and counts the rest (ZCOUNT). At most three pipelined round trips per cycle.
+Never transfers window members: per partition it counts the window (ZCOUNT) and, every
+``TRIM_INTERVAL_SECONDS``, removes what left it (ZREMRANGEBYSCORE). At most four pipelined round
+trips per cycle.
 """
 
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -47,6 +49,12 @@ from protocol.names import is_valid_provider
 from protocol.partitions import WINDOW_PARTITIONS
 from protocol.routing import RawCommands, as_dict, pipeline
 
+TRIM_INTERVAL_SECONDS = 30.0
+"""How often each window key loses what left the window (ZREMRANGEBYSCORE). Counting never
+needs it (ZCOUNT takes the window's bounds); memory does: a key holds at most this much past
+the window (10% of the default 5 minutes). Trimming every key on every read was half of a
+read's commands (24 of 52 per provider)."""
+
 FUTURE_TOLERANCE_SECONDS = 10.0
 """Events stamped up to this far past "now" still count (clocks agree to the ms through the
 shared clock; this is slack, not a way for a skewed writer to stay in the window)."""
@@ -68,6 +76,8 @@ class WindowReader:
         """Commands issued so far; the cycle moves them into Redis's shared op counter."""
         self._shards: dict[str, int] = {}
         """Providers split over several shards (``Keys.shards``), as last read."""
+        self._trim_slots: dict[str, int] = {}
+        """Provider -> the trim slot in which its window keys were last trimmed."""
 
     def _count_op(self, name: str, count: int = 1) -> None:
         self.ops[name] += count
@@ -131,52 +141,60 @@ class WindowReader:
     ) -> Reading:
         """Window counts, totals, breaker states and transitions of ``providers``, and per
         provider the calls made after ``counting_start(its breaker state)``. An event counts
-        while ``now - window < its time <= now + tolerance``."""
+        while ``now - window < its time <= now + tolerance``. Two pipelined round trips."""
         keys = self._keys
         names = list(dict.fromkeys(providers))
         start, end = now - self._window, now + self._tolerance
+        low, high, trim_below = f"({start!r}", repr(end), repr(start)
+        trimming = self._trim_schedule(now, names)
         # Tens of thousands of commands at 1,000 providers: sent raw (``RawCommands``).
         raw = RawCommands(self._redis)
-        add, low = raw.add, f"({start!r}"
+        add = raw.add
         add("HGETALL", keys.client_stats)
         add("HGETALL", keys.redis_ops)
         add("HGETALL", keys.clock_offsets)
+        trims = 0
         for name in names:
             add("HGETALL", keys.breaker(name))
             add("HGETALL", keys.transitions(name))
             for shard in range(self._shards.get(name, 1)):
                 add("HGETALL", keys.totals(name, shard))
                 add("HGETALL", keys.exemplars(name, shard))
-                for key in keys.window_keys(name, shard):
-                    add("ZREMRANGEBYSCORE", key, "-inf", start)
-                    add("ZCOUNT", key, low, end)
+                window_keys = keys.window_keys(name, shard)
+                if name in trimming:
+                    for key in window_keys:
+                        add("ZREMRANGEBYSCORE", key, "-inf", trim_below)
+                    trims += len(window_keys)
+                for key in window_keys:
+                    add("ZCOUNT", key, low, high)
         replies = raw.execute()
         raise_first_error(replies)  # a cycle must not half-read
         partitions = WINDOW_PARTITIONS
         shards = sum(self._shards.get(name, 1) for name in names)
         self._count_op("hgetall", 3 + 2 * len(names) + 2 * shards)
-        self._count_op("zremrangebyscore", partitions * shards)
+        self._count_op("zremrangebyscore", trims)
         self._count_op("zcount", partitions * shards)
 
         client_stats = int_hash(as_dict(replies[0]))
         redis_ops = int_hash(as_dict(replies[1]))
         clock_offsets = decode_clock_offsets(text_hash(as_dict(replies[2])))
-        per_shard = 2 + 2 * partitions
         partial: list[ProviderReading] = []
+        shard_windows: dict[str, list[list[int]]] = {}  # provider -> per shard, per partition
         at = 3
         for name in names:
             breaker, transitions = replies[at : at + 2]
             at += 2
             totals: Counter[str] = Counter()
             exemplars: dict[int, Exemplar] = {}
-            zcounts = [0] * partitions
+            per_shard = []
             for _ in range(self._shards.get(name, 1)):
-                chunk = replies[at : at + per_shard]
-                at += per_shard
-                totals.update(int_hash(as_dict(chunk[0])))
-                exemplars = newest_exemplars(exemplars, decode_exemplars(as_dict(chunk[1])))
-                zcounts = [a + int(b) for a, b in zip(zcounts, chunk[3::2], strict=True)]
-            window = window_counts(zcounts)
+                totals.update(int_hash(as_dict(replies[at])))
+                exemplars = newest_exemplars(exemplars, decode_exemplars(as_dict(replies[at + 1])))
+                at += 2 + (partitions if name in trimming else 0)
+                per_shard.append([int(count) for count in replies[at : at + partitions]])
+                at += partitions
+            shard_windows[name] = per_shard
+            window = window_counts([sum(column) for column in zip(*per_shard, strict=True)])
             partial.append(
                 ProviderReading(
                     name,
@@ -188,33 +206,63 @@ class WindowReader:
                     exemplars,
                 )
             )
-
-        # Calls the breaker judges, where its counting starts inside the window.
         starts = {p.provider: counting_start(p.breaker) for p in partial}
-        recent = [(p.provider, starts[p.provider]) for p in partial if starts[p.provider] > start]
-        since_counts: dict[str, WindowCounts] = {}
-        if recent:
-            raw = RawCommands(self._redis)
-            for name, counting_from in recent:
-                for shard in range(self._shards.get(name, 1)):
-                    for key in keys.window_keys(name, shard):
-                        raw.add("ZCOUNT", key, f"({counting_from!r}", end)
-            replies = raw.execute()
-            raise_first_error(replies)
-            self._count_op("zcount", len(replies))
-            at = 0
-            for name, _ in recent:
-                zcounts = [0] * partitions
-                for _ in range(self._shards.get(name, 1)):
-                    shard_counts = replies[at : at + partitions]
-                    at += partitions
-                    zcounts = [a + int(b) for a, b in zip(zcounts, shard_counts, strict=True)]
-                since_counts[name] = window_counts(zcounts)
+        since_counts = self._count_since(
+            {
+                name: counting_from
+                for name, counting_from in starts.items()
+                if counting_from > start
+            },
+            shard_windows,
+            high,
+        )
         readings = tuple(
             replace(p, breaker_counts=since_counts[p.provider]) if p.provider in since_counts else p
             for p in partial
         )
         return Reading(readings, client_stats, redis_ops, clock_offsets)
+
+    def _trim_schedule(self, now: float, names: list[str]) -> frozenset[str]:
+        """The providers whose window keys this read trims: each one once per
+        ``TRIM_INTERVAL_SECONDS``, spread over the reads by a phase taken from its name (a
+        read never trims every provider at once, except the first)."""
+        slots = {
+            name: int(now / TRIM_INTERVAL_SECONDS + zlib.crc32(name.encode()) / 2**32)
+            for name in names
+        }
+        due = frozenset(name for name, slot in slots.items() if self._trim_slots.get(name) != slot)
+        self._trim_slots = slots  # names no longer read are forgotten
+        return due
+
+    def _count_since(
+        self, counting_from: dict[str, float], shard_windows: dict[str, list[list[int]]], high: str
+    ) -> dict[str, WindowCounts]:
+        """The calls the breaker judges, where its counting starts inside the window. A
+        partition empty in the window read is not counted again: its count since a later time
+        is 0, but for calls written between the two reads, which the next read counts."""
+        if not counting_from:
+            return {}
+        keys = self._keys
+        raw = RawCommands(self._redis)
+        for name, since in counting_from.items():
+            for shard, window in enumerate(shard_windows[name]):
+                window_keys = keys.window_keys(name, shard)
+                for index, count in enumerate(window):
+                    if count:
+                        raw.add("ZCOUNT", window_keys[index], f"({since!r}", high)
+        replies = raw.execute()
+        raise_first_error(replies)
+        self._count_op("zcount", len(replies))
+        counts = iter(replies)
+        found = {}
+        for name in counting_from:
+            totals = [0] * WINDOW_PARTITIONS
+            for window in shard_windows[name]:
+                for index, count in enumerate(window):
+                    if count:
+                        totals[index] += int(next(counts))
+            found[name] = window_counts(totals)
+        return found
 
     def memory(self) -> RedisMemory | None:
         """INFO memory and stats in one round trip (on a cluster: of every master, and the

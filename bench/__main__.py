@@ -13,7 +13,8 @@ from bench.common import Context, Report
 from devtools.redis_server import start_redis
 
 BENCHMARKS = (
-    "record", "ingest", "cycle", "fleet", "scrape", "memory", "breaker", "cluster", "idle", "gc",
+    "record", "ingest", "cycle", "fleet", "fleet_scrape", "scrape", "memory", "breaker",
+    "cluster", "idle", "gc",
 )  # fmt: skip
 
 

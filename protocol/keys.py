@@ -54,6 +54,7 @@ after the retention period of an idle provider.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from protocol.names import check_namespace, is_valid_provider
@@ -91,18 +92,12 @@ class Keys:
         return f"{self.namespace}:{{shared}}:stats:clock"
 
     def _provider(self, provider: str, shard: int = 0) -> str:
-        if not is_valid_provider(provider):
-            raise ValueError(f"invalid provider name {provider!r}")
-        if shard == 0:
-            return f"{self.namespace}:{{{provider}}}"
-        return f"{self.namespace}:{{{provider}:{shard}}}"  # ':' is in no provider name
+        return _provider_prefix(self.namespace, provider, shard)
 
     def window_keys(self, provider: str, shard: int = 0) -> tuple[str, ...]:
         """All window partition keys of a provider's ``shard``, indexed by
         ``window_partition()``."""
-        base = self._provider(provider, shard)
-        ok = tuple(f"{base}:w:ok:{i}" for i in range(LATENCY_PARTITIONS))
-        return (*ok, f"{base}:w:fail", f"{base}:w:rl", f"{base}:w:ce")
+        return _window_keys(self._provider(provider, shard))
 
     def totals(self, provider: str, shard: int = 0) -> str:
         return f"{self._provider(provider, shard)}:totals"
@@ -174,3 +169,20 @@ class Keys:
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace."""
         return f"{self.namespace}:*"
+
+
+# A cycle asks for the same providers' keys every few seconds: remembered (bounded, so a churn
+# of provider names cannot grow them), each name validated once.
+@functools.lru_cache(maxsize=4096)
+def _provider_prefix(namespace: str, provider: str, shard: int) -> str:
+    if not is_valid_provider(provider):
+        raise ValueError(f"invalid provider name {provider!r}")
+    if shard == 0:
+        return f"{namespace}:{{{provider}}}"
+    return f"{namespace}:{{{provider}:{shard}}}"  # ':' is in no provider name
+
+
+@functools.lru_cache(maxsize=4096)
+def _window_keys(base: str) -> tuple[str, ...]:
+    ok = tuple(f"{base}:w:ok:{i}" for i in range(LATENCY_PARTITIONS))
+    return (*ok, f"{base}:w:fail", f"{base}:w:rl", f"{base}:w:ce")

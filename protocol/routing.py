@@ -16,7 +16,9 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import hiredis
 import redis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -43,8 +45,9 @@ def slot_of(key: Any) -> int:
     return key_slot(key if isinstance(key, bytes) else str(key).encode())
 
 
-Reader = Callable[[redis.Redis, Any, int], Any]
-"""Reads the reply of command ``i`` from a node's connection."""
+Reader = Callable[[redis.Redis, Any, list[int]], list[Any]]
+"""Reads the replies of the commands at these indexes from a node's connection, in order; an
+error reply is returned as its exception (``redis.ResponseError``), not raised."""
 
 
 def _by_node(cluster: RedisCluster, keys: Sequence[Any]) -> list[tuple[redis.Redis, list[int]]]:
@@ -82,13 +85,10 @@ def _exchange(
             connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
         redirected = []
         for client, connection, indexes in sent:
-            for index in indexes:
-                try:
-                    replies[index] = read(client, connection, index)
-                except redis.ResponseError as exc:
-                    replies[index] = exc
-                    if isinstance(exc, _REDIRECTED):
-                        redirected.append(index)
+            for index, reply in zip(indexes, read(client, connection, indexes), strict=True):
+                replies[index] = reply
+                if isinstance(reply, _REDIRECTED):
+                    redirected.append(index)
         return redirected
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         for _, connection, _ in sent:
@@ -139,9 +139,15 @@ class NodeRoutedPipeline(Pipeline):
         stack = list(self.command_stack)
         self.reset()
 
-        def parse(client: redis.Redis, connection: Any, index: int) -> Any:
-            args, options = stack[index]
-            return client.parse_response(connection, args[0], **options)  # type: ignore[no-untyped-call]
+        def parse(client: redis.Redis, connection: Any, indexes: list[int]) -> list[Any]:
+            replies = []
+            for index in indexes:
+                args, options = stack[index]
+                try:
+                    replies.append(client.parse_response(connection, args[0], **options))  # type: ignore[no-untyped-call]
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            return replies
 
         replies = _execute(self._cluster, [args for args, _ in stack], parse)
         if raise_on_error:
@@ -173,8 +179,32 @@ class RawCommands:
         return _execute(self._connection, commands, _read_raw)
 
 
-def _read_raw(client: redis.Redis, connection: Any, index: int) -> Any:
-    return connection.read_response()
+def _read_raw(client: redis.Redis, connection: Any, indexes: list[int]) -> list[Any]:
+    """The replies as hiredis parses them, taken from redis-py's parser in one loop: its
+    per-reply wrapper (``Connection.read_response``: health and error bookkeeping) cost more
+    than the parsing. Another parser (redis-py without hiredis) goes through that wrapper."""
+    parser = getattr(connection, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if not isinstance(reader, hiredis.Reader):
+        replies = []
+        for _ in indexes:
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    gets, more = reader.gets, parser.read_from_socket  # type: ignore[union-attr]
+    replies = []
+    append = replies.append
+    for _ in indexes:
+        reply = gets()
+        while reply is NOT_ENOUGH_DATA:  # not all of it has arrived
+            more()
+            reply = gets()
+        if isinstance(reply, redis.ConnectionError):
+            raise reply
+        append(reply)
+    return replies
 
 
 def as_dict(raw: Any) -> dict[bytes, bytes]:

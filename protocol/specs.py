@@ -3,6 +3,7 @@ series' label values as one hash-field-safe string."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -69,6 +70,7 @@ def series_id(labelvalues: Sequence[str]) -> str:
     return json.dumps(list(labelvalues), ensure_ascii=False, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every cycle decodes the same series ids again
 def series_labels(sid: str, expected: int) -> tuple[str, ...] | None:
     """The label values of a series id, or None when it is not one of ``expected`` values
     (written under a different declaration, or not by a client)."""

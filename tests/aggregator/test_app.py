@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import threading
 from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+import aggregator.rendering as rendering_module
 from aggregator.app import create_app
 from aggregator.cycle import Aggregator
 from aggregator.rendering import RenderedMetrics, accepts_gzip
+from aggregator.served import ServedState
 from client import MetricsClient
 from tests.conftest import FakeClock
 from tests.scrape import samples
@@ -105,20 +109,57 @@ def test_bodies_are_cached_per_snapshot_and_primed(
     aggregator = make_aggregator(providers=("idle",))
     aggregator.run_cycle()
     rendered = RenderedMetrics(aggregator.served)
-    assert rendered.cached(None) is None  # nothing rendered yet: a scrape renders it
-    rendered.prime()
-    for accept in (None, "application/openmetrics-text"):
-        for gzipped in (False, True):
-            found = rendered.cached(accept, gzipped)
-            assert found is not None
-            assert found == rendered.render(accept, gzipped)
-    body = rendered.cached(None)
+    rendered.prime()  # no format asked for yet: renders nothing
+    asked = [(None, True), ("application/openmetrics-text", False)]
+    for accept, gzipped in asked:
+        assert rendered.cached(accept, gzipped) is None  # a first scrape asks for it ...
+    clock.advance(15)
+    aggregator.run_cycle()
+    rendered.prime()  # ... and every later snapshot has it rendered before any scrape
+    for accept, gzipped in asked:
+        found = rendered.cached(accept, gzipped)
+        assert found is not None
+        assert found == rendered.render(accept, gzipped)
+    assert rendered.cached("application/openmetrics-text", True) is None  # never asked
+
+    body = rendered.cached(None, True)
     clock.advance(15)
     aggregator.run_cycle()  # a new snapshot: the old bodies are not served
-    assert rendered.cached(None) is None
-    fresh = rendered.render(None)
+    assert rendered.cached(None, True) is None
+    fresh = rendered.render(None, True)
     assert fresh != body
-    assert rendered.cached(None) == fresh
+    assert rendered.cached(None, True) == fresh
+
+
+def test_scrapes_get_the_previous_bodies_while_a_new_snapshot_is_primed(
+    make_aggregator: MakeAggregator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aggregator = make_aggregator(providers=("idle",))
+    aggregator.run_cycle()
+    rendered = RenderedMetrics(aggregator.served)
+    previous = rendered.render(None)
+    clock.advance(15)
+    aggregator.run_cycle()
+
+    rendering, release = threading.Event(), threading.Event()
+    make_registry = rendering_module.make_registry
+
+    def slow_registry(served: Callable[[], ServedState]) -> CollectorRegistry:
+        rendering.set()
+        assert release.wait(timeout=10)
+        return make_registry(served)
+
+    monkeypatch.setattr(rendering_module, "make_registry", slow_registry)
+    primer = threading.Thread(target=rendered.prime)
+    primer.start()
+    assert rendering.wait(timeout=10)
+    assert rendered.cached(None) == previous  # finished, of the previous snapshot
+    release.set()
+    primer.join(timeout=10)
+    fresh = rendered.cached(None)
+    assert fresh is not None
+    assert fresh != previous
+    assert fresh[0] == rendered.render(None)[0]
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,9 @@ def test_an_idle_provider_leaves_metrics_and_returns_with_its_counters(
     aggregator.run_cycle()
     three_read = zcounts_of_a_cycle()
     assert exported(aggregator) == {"seasonal": 7.0, "steady": 1.0, "listed": 0.0}
-    assert three_read > 0 and three_read % (3 * WINDOW_PARTITIONS) == 0
+    # Each provider read costs a ZCOUNT per partition, plus one per partition with calls
+    # for its breaker's count (fewer than a provider's partitions here).
+    assert three_read // WINDOW_PARTITIONS == 3
 
     clock.advance(1800)
     metrics.record("steady", 0.2)
@@ -60,7 +62,7 @@ def test_an_idle_provider_leaves_metrics_and_returns_with_its_counters(
     aggregator.run_cycle()
     two_read = zcounts_of_a_cycle()
     assert exported(aggregator) == {"steady": 2.0, "listed": 0.0}  # --providers always
-    assert two_read * 3 == three_read * 2  # read: steady and listed, not the idle one
+    assert two_read // WINDOW_PARTITIONS == 2  # read: steady and listed, not the idle one
 
     for _ in range(3):
         metrics.record("seasonal", 0.2)
