@@ -11,6 +11,10 @@ for the failing provider and never for the healthy one); GatewayzMetricsSeriesDr
 Every expression of every rule and of every Grafana panel target in
 deploy/grafana/dashboards/*.json must parse and return data, except the ones listed in
 EMPTY_WHEN_HEALTHY / DASHBOARD_EMPTY_WHEN_HEALTHY with the reason they are empty here.
+
+The same Prometheus also loads deploy/prometheus/compat/railway-compat.yml and the origin's
+recording rules, and checks the migration claims of tests/deploy/data/railway_expressions.yml
+(see tests/deploy/railway.py): what is said to work has data, what is said not to cannot.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import yaml
 from client import ClientSettings, GatewayMetrics, MetricsClient
 from devtools.redis_server import free_port
 from tests.conftest import need_tool, wait_for
+from tests.deploy import railway
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -104,7 +109,8 @@ def run_traffic(redis_url: str, namespace: str, stop_after: float) -> None:
             gateway.record_inference(HEALTHY, "gpt-e2e", 0.1, status_code=429)
             gateway.record_inference(HEALTHY, "gpt-e2e", 0.1, status_code=404)
         metrics.allow(FAILING)  # turned away while its breaker is open: rejected_calls_total
-        status = 200 if n % 20 else 502
+        # mostly 200, and each 20 calls a 502, a 429, a 401 and a 499 (client gone)
+        status = {0: 502, 5: 429, 10: 401, 15: 499}.get(n % 20, 200)
         gateway.requests.labels(
             "gatewayz", "POST", "/v1/chat/completions", status, f"{status // 100}xx"
         ).inc()
@@ -169,6 +175,7 @@ def _write_config(tmp: Path, aggregator_port: int, prometheus_port: int) -> Path
             if "interval" in group:
                 group["interval"] = "1s"
         (rules_dir / path.name).write_text(yaml.safe_dump(rules, sort_keys=False))
+    railway.write_rule_files(rules_dir)
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config.pop("alerting", None)
@@ -413,7 +420,46 @@ def test_rules_and_dashboards_against_a_real_prometheus(
     recorded = stack.query(f'gatewayz:provider_requests:rate5m{{provider="{HEALTHY}"}}')
     assert {sample["metric"]["outcome"] for sample in recorded} >= {"success", "rate_limited"}
 
+    _check_railway_claims(stack)
+    mark("railway-grafana-stack claims hold")
+
     print(
         f"\nrules: {len(rules)}, dashboard targets: {len(dashboards)}, "
         + ", ".join(f"{what} after {seconds:.1f}s" for what, seconds in timings.items())
+    )
+
+
+def _check_railway_claims(stack: Stack) -> None:
+    """The migration table's claims (tests/deploy/railway.py), then the compat rules' values."""
+    wrong: dict[str, str] = {}
+
+    def claims_hold() -> bool:
+        wrong.clear()
+        wrong.update(railway.missing_data(stack.query))
+        return not wrong
+
+    try:
+        wait_for(claims_hold, timeout=DEADLINE_SECONDS, poll=1.0)
+    except AssertionError:
+        pytest.fail(f"railway-grafana-stack claims do not hold: {wrong}")
+    for expr in railway.corrected_expressions().values():
+        stack.query(expr)  # asserts that it parses and runs
+
+    # The origin's 0-100 scale, exactly: the healthy provider scores 1 (available, no failures,
+    # p95 0.3 s), the failing one (open or half-open, every call failed, none succeeded: latency
+    # score 1) 0.4*0 + 0.3*(1 - 1) + 0.3*1 = 0.3. One-hot states, as the origin's panels sum them.
+    def scores() -> dict[str, float]:
+        found = stack.query(f'provider_health_score{{provider=~"{HEALTHY}|{FAILING}"}}')
+        return {s["metric"]["provider"]: float(s["value"][1]) for s in found}
+
+    wait_for(lambda: scores() == {HEALTHY: 100.0, FAILING: 30.0}, timeout=DEADLINE_SECONDS)
+    closed = stack.query('circuit_breaker_current_state{state="closed"}')
+    assert {s["metric"]["provider"]: s["value"][1] for s in closed} == {
+        HEALTHY: "1",
+        SLOW: "1",
+        FAILING: "0",
+    }
+    one_hot = stack.query("sum by (provider) (circuit_breaker_current_state)")
+    assert {s["metric"]["provider"]: s["value"][1] for s in one_hot} == dict.fromkeys(
+        PROVIDERS, "1"
     )
