@@ -28,6 +28,7 @@ class Expression:
     expr: str
     status: str
     edited: str | None
+    corrected: str | None  # a query that cannot work here, in valid PromQL
     why: str | None
     empty_here: str | None
     record: str | None
@@ -56,6 +57,7 @@ def expressions() -> list[Expression]:
             expr=row["expr"],
             status=row["status"],
             edited=row.get("edited"),
+            corrected=row.get("corrected"),
             why=row.get("why"),
             empty_here=row.get("empty_here"),
             record=row.get("record"),
