@@ -137,8 +137,8 @@ class GatewayMetrics:
             self.tokens.labels(provider, model, "output").inc(output_tokens)
         if credits:
             self.credits.labels(provider, model).inc(credits)
-        if cost_usd:
-            self.cost.labels(provider, model).inc(cost_usd)
+        if cost_usd:  # record() accepted it: a number in [0, 1e6], maybe a Decimal or a bool
+            self.cost.labels(provider, model).inc(float(cost_usd))
         if ttfb_s is not None:
             self.ttfb.labels(provider, model, endpoint).observe(ttfb_s)
         if ttfc_s is not None:
