@@ -29,6 +29,7 @@ class Expression:
     status: str
     edited: str | None
     corrected: str | None  # a query that cannot work here, in valid PromQL
+    missing: tuple[str, ...]  # for one that cannot work although other jobs match its series
     why: str | None
     empty_here: str | None
     record: str | None
@@ -58,6 +59,7 @@ def expressions() -> list[Expression]:
             status=row["status"],
             edited=row.get("edited"),
             corrected=row.get("corrected"),
+            missing=tuple(row.get("missing", ())),
             why=row.get("why"),
             empty_here=row.get("empty_here"),
             record=row.get("record"),
@@ -145,7 +147,7 @@ def missing_data(query: Query) -> dict[str, str]:
     claimed unable to work reads at least one series that has none. Empty when all hold."""
     wrong: dict[str, str] = {}
     for e in expressions():
-        reads = selectors(substitute(e.to_run))
+        reads = list(e.missing) or selectors(substitute(e.to_run))
         empty = [s for s in reads if not query(f"count({s})")]
         if e.works:
             if empty:

@@ -67,6 +67,7 @@ def test_every_expression_is_classified_with_its_reason() -> None:
         assert (e.edited is not None) == (e.status == "edit"), e.name
         assert bool(e.why) == (e.status in ("edit", "cannot")), e.name
         assert e.empty_here is None or e.works, e.name
+        assert not e.missing or not e.works, e.name
 
 
 def test_the_corrected_files_hold_every_edit() -> None:
