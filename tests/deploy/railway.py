@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data" / "railway_expressions.yml"
@@ -169,3 +172,37 @@ def corrected_expressions() -> dict[str, str]:
     for item in yaml.safe_load(CORRECTED_PANELS.read_text()):
         found[f"corrected-panels.yml {item['file']} / {item['target']}"] = substitute(item["use"])
     return found
+
+
+def check_claims(query: Query, healthy: str, failing: str, slow: str, timeout: float) -> None:
+    """The migration table's claims (missing_data), then the compat rules' values, against the
+    e2e test's Prometheus and providers."""
+    wrong: dict[str, str] = {}
+
+    def claims_hold() -> bool:
+        wrong.clear()
+        wrong.update(missing_data(query))
+        return not wrong
+
+    try:
+        wait_for(claims_hold, timeout=timeout, poll=1.0)
+    except AssertionError:
+        pytest.fail(f"railway-grafana-stack claims do not hold: {wrong}")
+    for expr in corrected_expressions().values():
+        query(expr)  # asserts that it parses and runs
+
+    # The origin's 0-100 scale, exactly: the healthy provider scores 1 (available, no failures,
+    # p95 0.3 s), the failing one (open or half-open, every call failed, none succeeded: latency
+    # score 1) 0.4*0 + 0.3*(1 - 1) + 0.3*1 = 0.3. One-hot states, as the origin's panels sum them.
+    def scores() -> dict[str, float]:
+        found = query(f'provider_health_score{{provider=~"{healthy}|{failing}"}}')
+        return {s["metric"]["provider"]: float(s["value"][1]) for s in found}
+
+    wait_for(lambda: scores() == {healthy: 100.0, failing: 30.0}, timeout=timeout)
+    closed = query('circuit_breaker_current_state{state="closed"}')
+    by_provider = {s["metric"]["provider"]: s["value"][1] for s in closed}
+    assert by_provider == {healthy: "1", slow: "1", failing: "0"}
+    one_hot = query("sum by (provider) (circuit_breaker_current_state)")
+    assert {s["metric"]["provider"]: s["value"][1] for s in one_hot} == dict.fromkeys(
+        (healthy, failing, slow), "1"
+    )

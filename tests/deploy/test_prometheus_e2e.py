@@ -420,46 +420,10 @@ def test_rules_and_dashboards_against_a_real_prometheus(
     recorded = stack.query(f'gatewayz:provider_requests:rate5m{{provider="{HEALTHY}"}}')
     assert {sample["metric"]["outcome"] for sample in recorded} >= {"success", "rate_limited"}
 
-    _check_railway_claims(stack)
+    railway.check_claims(stack.query, HEALTHY, FAILING, SLOW, DEADLINE_SECONDS)
     mark("railway-grafana-stack claims hold")
 
     print(
         f"\nrules: {len(rules)}, dashboard targets: {len(dashboards)}, "
         + ", ".join(f"{what} after {seconds:.1f}s" for what, seconds in timings.items())
-    )
-
-
-def _check_railway_claims(stack: Stack) -> None:
-    """The migration table's claims (tests/deploy/railway.py), then the compat rules' values."""
-    wrong: dict[str, str] = {}
-
-    def claims_hold() -> bool:
-        wrong.clear()
-        wrong.update(railway.missing_data(stack.query))
-        return not wrong
-
-    try:
-        wait_for(claims_hold, timeout=DEADLINE_SECONDS, poll=1.0)
-    except AssertionError:
-        pytest.fail(f"railway-grafana-stack claims do not hold: {wrong}")
-    for expr in railway.corrected_expressions().values():
-        stack.query(expr)  # asserts that it parses and runs
-
-    # The origin's 0-100 scale, exactly: the healthy provider scores 1 (available, no failures,
-    # p95 0.3 s), the failing one (open or half-open, every call failed, none succeeded: latency
-    # score 1) 0.4*0 + 0.3*(1 - 1) + 0.3*1 = 0.3. One-hot states, as the origin's panels sum them.
-    def scores() -> dict[str, float]:
-        found = stack.query(f'provider_health_score{{provider=~"{HEALTHY}|{FAILING}"}}')
-        return {s["metric"]["provider"]: float(s["value"][1]) for s in found}
-
-    wait_for(lambda: scores() == {HEALTHY: 100.0, FAILING: 30.0}, timeout=DEADLINE_SECONDS)
-    closed = stack.query('circuit_breaker_current_state{state="closed"}')
-    assert {s["metric"]["provider"]: s["value"][1] for s in closed} == {
-        HEALTHY: "1",
-        SLOW: "1",
-        FAILING: "0",
-    }
-    one_hot = stack.query("sum by (provider) (circuit_breaker_current_state)")
-    assert {s["metric"]["provider"]: s["value"][1] for s in one_hot} == dict.fromkeys(
-        PROVIDERS, "1"
     )
