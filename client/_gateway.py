@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import TracebackType
+from typing import Literal
 
 from client._events import Rejected, check_inference
 from client._metrics_client import MetricsClient
@@ -19,11 +20,25 @@ INFERENCE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class GatewayMetrics:
-    """Declares the gateway's metrics on ``client`` (once per process; safe to repeat)."""
+    """Declares the gateway's metrics on ``client`` (once per process; safe to repeat).
 
-    def __init__(self, client: MetricsClient, app_name: str = "gatewayz") -> None:
+    ``status_values`` sets the ``status`` label of model_inference_requests_total: "outcome"
+    (default) is the outcome class (success, failure, rate_limited, caller_error); "origin" is
+    what the railway-grafana-stack's gateway wrote, "success" or "error" (every other class),
+    so its ``status="error"`` queries keep working unchanged."""
+
+    def __init__(
+        self,
+        client: MetricsClient,
+        app_name: str = "gatewayz",
+        *,
+        status_values: Literal["outcome", "origin"] = "outcome",
+    ) -> None:
+        if status_values not in ("outcome", "origin"):
+            raise ValueError(f"status_values must be 'outcome' or 'origin', not {status_values!r}")
         self.client = client
         self.app_name = app_name
+        self.status_values = status_values
         self.requests = client.counter(
             "fastapi_requests_total",
             "HTTP requests",
@@ -48,6 +63,11 @@ class GatewayMetrics:
             "tokens_used_total", "Token usage", ["provider", "model", "token_type"]
         )
         self.credits = client.counter("credits_used_total", "Credit usage", ["provider", "model"])
+        # By model too (the provider's window only keeps it by provider): the origin's cost panels
+        # query it under this name.
+        self.cost = client.counter(
+            "gatewayz_api_cost_usd_total", "Cost in USD", ["provider", "model"]
+        )
         self.database_queries = client.counter(
             "database_queries_total", "Database operations", ["table", "operation"]
         )
@@ -85,11 +105,12 @@ class GatewayMetrics:
     ) -> None:
         """Book one finished model call: the provider's health window, cost and tokens (through
         ``MetricsClient.record``) and model_inference_*, tokens_used_total, credits_used_total,
-        backend_ttfb_seconds, time_to_first_chunk_seconds. One rule for all of them: an invalid
-        call (any argument ``record()`` would reject, token counts that are not non-negative
-        ints, credits that are not a number in [0, 1e6], a negative TTFB) is rejected and
-        counted once by cause, and books nothing. ``exemplar`` (e.g. ``{"trace_id": ...}``)
-        links the latency buckets of the call to its trace. Never raises."""
+        gatewayz_api_cost_usd_total, backend_ttfb_seconds, time_to_first_chunk_seconds. One rule
+        for all of them: an invalid call (any argument ``record()`` would reject, token counts
+        that are not non-negative ints, credits that are not a number in [0, 1e6], a negative
+        TTFB) is rejected and counted once by cause, and books nothing. ``exemplar`` (e.g.
+        ``{"trace_id": ...}``) links the latency buckets of the call to its trace. Never
+        raises."""
         try:
             tokens = check_inference(
                 model, endpoint, input_tokens, output_tokens, credits, ttfb_s, ttfc_s
@@ -105,7 +126,10 @@ class GatewayMetrics:
         ):
             return
         status = OUTCOMES[classify_status(status_code)] if status_code is not None else outcome
-        self.inference_requests.labels(provider, model, status or "success").inc()
+        status = status or "success"
+        if self.status_values == "origin" and status != "success":
+            status = "error"
+        self.inference_requests.labels(provider, model, status).inc()
         self.inference_duration.labels(provider, model).observe(latency_s, exemplar)
         if input_tokens:
             self.tokens.labels(provider, model, "input").inc(input_tokens)
@@ -113,6 +137,8 @@ class GatewayMetrics:
             self.tokens.labels(provider, model, "output").inc(output_tokens)
         if credits:
             self.credits.labels(provider, model).inc(credits)
+        if cost_usd:  # record() accepted it: a number in [0, 1e6], maybe a Decimal or a bool
+            self.cost.labels(provider, model).inc(float(cost_usd))
         if ttfb_s is not None:
             self.ttfb.labels(provider, model, endpoint).observe(ttfb_s)
         if ttfc_s is not None:

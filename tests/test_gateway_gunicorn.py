@@ -88,6 +88,7 @@ def test_aggregated_metrics_are_exact_across_gunicorn_workers(
         ("tokens_used_total", {**m1, "token_type": "input"}, 120 * 100),
         ("tokens_used_total", {**m1, "token_type": "output"}, 120 * 50),
         ("credits_used_total", m1, 6.0),  # 120 x 50/1000
+        ("gatewayz_api_cost_usd_total", m1, 0.012),  # 120 x 50 x 2e-6, by model
         ("cache_hits_total", {"cache_name": "chats"}, 2),  # ids 0 and 10
         ("cache_misses_total", {"cache_name": "chats"}, 18),
         ("database_queries_total", {"table": "chats", "operation": "select"}, 18),

@@ -60,6 +60,7 @@ def test_a_valid_call_is_booked_everywhere(
     tokens = _data(r, keys, "tokens_used")
     assert tokens == {'i:["openrouter","gpt","input"]': 100, 'i:["openrouter","gpt","output"]': 40}
     assert _data(r, keys, "credits_used") == {'n:["openrouter","gpt"]': 500_000_000}
+    assert _data(r, keys, "gatewayz_api_cost_usd") == {'n:["openrouter","gpt"]': 250_000_000}
     assert sum(v for k, v in _data(r, keys, "backend_ttfb_seconds").items() if k[0] == "b") == 1
     ttfc = _data(r, keys, "time_to_first_chunk_seconds")
     assert sum(v for k, v in ttfc.items() if k[0] == "b") == 1
@@ -109,3 +110,30 @@ def test_an_invalid_call_books_nothing_and_is_counted_once(
     for metric in ("model_inference_requests", "model_inference_duration_seconds", "tokens_used"):
         assert _data(r, keys, metric) == {}, metric
     assert r.hget(keys.client_stats, f"rejected:{cause}") == b"1"
+
+
+def test_origin_status_values_say_error_for_every_class_but_success(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    gateway = GatewayMetrics(metrics, status_values="origin")
+    gateway.record_inference("p", "m", 0.2, status_code=200, cost_usd=0.5)
+    gateway.record_inference("p", "m", 0.2, status_code=503, cost_usd=0.25)
+    gateway.record_inference("p", "m", 0.2, status_code=429)
+    gateway.record_inference("p", "m", 0.2, status_code=404)
+    gateway.record_inference("p", "m2", 0.2, outcome="failure")
+    assert metrics.flush(timeout=5)
+    assert _data(r, keys, "model_inference_requests") == {
+        'i:["p","m","success"]': 1,
+        'i:["p","m","error"]': 3,
+        'i:["p","m2","error"]': 1,
+    }
+    # the provider's own figures keep the outcome classes: only the label value differs
+    totals = {k.decode(): int(v) for k, v in r.hgetall(keys.totals("p")).items()}
+    assert (totals["n:failure"], totals["n:rate_limited"], totals["n:caller_error"]) == (2, 1, 1)
+    assert _data(r, keys, "gatewayz_api_cost_usd") == {'n:["p","m"]': 750_000_000}
+
+
+def test_status_values_must_be_outcome_or_origin(make_client: MakeClient) -> None:
+    with pytest.raises(ValueError, match="status_values"):
+        GatewayMetrics(make_client(), status_values="error")  # type: ignore[arg-type]

@@ -11,6 +11,10 @@ for the failing provider and never for the healthy one); GatewayzMetricsSeriesDr
 Every expression of every rule and of every Grafana panel target in
 deploy/grafana/dashboards/*.json must parse and return data, except the ones listed in
 EMPTY_WHEN_HEALTHY / DASHBOARD_EMPTY_WHEN_HEALTHY with the reason they are empty here.
+
+The same Prometheus also loads deploy/prometheus/compat/railway-compat.yml and the origin's
+recording rules, and checks the migration claims of tests/deploy/data/railway_expressions.yml
+(see tests/deploy/railway.py): what is said to work has data, what is said not to cannot.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import yaml
 from client import ClientSettings, GatewayMetrics, MetricsClient
 from devtools.redis_server import free_port
 from tests.conftest import need_tool, wait_for
+from tests.deploy import railway
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -104,7 +109,8 @@ def run_traffic(redis_url: str, namespace: str, stop_after: float) -> None:
             gateway.record_inference(HEALTHY, "gpt-e2e", 0.1, status_code=429)
             gateway.record_inference(HEALTHY, "gpt-e2e", 0.1, status_code=404)
         metrics.allow(FAILING)  # turned away while its breaker is open: rejected_calls_total
-        status = 200 if n % 20 else 502
+        # mostly 200, and each 20 calls a 502, a 429, a 401 and a 499 (client gone)
+        status = {0: 502, 5: 429, 10: 401, 15: 499}.get(n % 20, 200)
         gateway.requests.labels(
             "gatewayz", "POST", "/v1/chat/completions", status, f"{status // 100}xx"
         ).inc()
@@ -169,6 +175,7 @@ def _write_config(tmp: Path, aggregator_port: int, prometheus_port: int) -> Path
             if "interval" in group:
                 group["interval"] = "1s"
         (rules_dir / path.name).write_text(yaml.safe_dump(rules, sort_keys=False))
+    railway.write_rule_files(rules_dir)
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config.pop("alerting", None)
@@ -412,6 +419,9 @@ def test_rules_and_dashboards_against_a_real_prometheus(
     # The recorded rate keeps the outcome classes the workers produced besides success/failure.
     recorded = stack.query(f'gatewayz:provider_requests:rate5m{{provider="{HEALTHY}"}}')
     assert {sample["metric"]["outcome"] for sample in recorded} >= {"success", "rate_limited"}
+
+    railway.check_claims(stack.query, HEALTHY, FAILING, SLOW, DEADLINE_SECONDS)
+    mark("railway-grafana-stack claims hold")
 
     print(
         f"\nrules: {len(rules)}, dashboard targets: {len(dashboards)}, "
