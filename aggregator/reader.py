@@ -78,6 +78,8 @@ class WindowReader:
         """Providers split over several shards (``Keys.shards``), as last read."""
         self._trim_slots: dict[str, int] = {}
         """Provider -> the trim slot in which its window keys were last trimmed."""
+        self._empty: dict[tuple[str, int], tuple[int, ...]] = {}
+        """(provider, shard) -> its partitions without calls in the window at the last read."""
 
     def _count_op(self, name: str, count: int = 1) -> None:
         self.ops[name] += count
@@ -141,19 +143,24 @@ class WindowReader:
     ) -> Reading:
         """Window counts, totals, breaker states and transitions of ``providers``, and per
         provider the calls made after ``counting_start(its breaker state)``. An event counts
-        while ``now - window < its time <= now + tolerance``. Two pipelined round trips."""
+        while ``now - window < its time <= now + tolerance``. Two pipelined round trips.
+
+        A partition that was empty at the last read is not counted again while it does not
+        exist (one EXISTS for all of them): a provider's calls fill a few of its 24
+        partitions, and at 1,000 providers a count of every partition was most of a read."""
         keys = self._keys
         names = list(dict.fromkeys(providers))
         start, end = now - self._window, now + self._tolerance
         low, high, trim_below = f"({start!r}", repr(end), repr(start)
         trimming = self._trim_schedule(now, names)
+        every = range(WINDOW_PARTITIONS)
         # Tens of thousands of commands at 1,000 providers: sent raw (``RawCommands``).
         raw = RawCommands(self._redis)
         add = raw.add
         add("HGETALL", keys.client_stats)
         add("HGETALL", keys.redis_ops)
         add("HGETALL", keys.clock_offsets)
-        trims = 0
+        counted: dict[tuple[str, int], list[int]] = {}
         for name in names:
             add("HGETALL", keys.breaker(name))
             add("HGETALL", keys.transitions(name))
@@ -164,63 +171,79 @@ class WindowReader:
                 if name in trimming:
                     for key in window_keys:
                         add("ZREMRANGEBYSCORE", key, "-inf", trim_below)
-                    trims += len(window_keys)
-                for key in window_keys:
-                    add("ZCOUNT", key, low, high)
+                empty = self._empty.get((name, shard), ())
+                counted[(name, shard)] = [i for i in every if i not in empty]
+                for index in counted[(name, shard)]:
+                    add("ZCOUNT", window_keys[index], low, high)
+                if empty:
+                    add("EXISTS", *(window_keys[index] for index in empty))
         replies = raw.execute()
         raise_first_error(replies)  # a cycle must not half-read
-        partitions = WINDOW_PARTITIONS
-        shards = sum(self._shards.get(name, 1) for name in names)
-        self._count_op("hgetall", 3 + 2 * len(names) + 2 * shards)
-        self._count_op("zremrangebyscore", trims)
-        self._count_op("zcount", partitions * shards)
+        self._count_op("hgetall", 3 + 2 * len(names) + 2 * len(counted))
+        self._count_op("zremrangebyscore", WINDOW_PARTITIONS * len(trimming))
+        self._count_op("zcount", sum(len(c) for c in counted.values()))
 
         client_stats = int_hash(as_dict(replies[0]))
         redis_ops = int_hash(as_dict(replies[1]))
         clock_offsets = decode_clock_offsets(text_hash(as_dict(replies[2])))
-        partial: list[ProviderReading] = []
-        shard_windows: dict[str, list[list[int]]] = {}  # provider -> per shard, per partition
+        found: dict[str, tuple[BreakerState, dict[str, int], Counter[str], dict[int, Exemplar]]]
+        found = {}
+        windows: dict[tuple[str, int], list[int]] = {}
+        recount: dict[tuple[str, int], tuple[int, ...]] = {}  # empty before, maybe not now
         at = 3
         for name in names:
             breaker, transitions = replies[at : at + 2]
             at += 2
             totals: Counter[str] = Counter()
             exemplars: dict[int, Exemplar] = {}
-            per_shard = []
-            for _ in range(self._shards.get(name, 1)):
+            for shard in range(self._shards.get(name, 1)):
                 totals.update(int_hash(as_dict(replies[at])))
                 exemplars = newest_exemplars(exemplars, decode_exemplars(as_dict(replies[at + 1])))
-                at += 2 + (partitions if name in trimming else 0)
-                per_shard.append([int(count) for count in replies[at : at + partitions]])
-                at += partitions
-            shard_windows[name] = per_shard
-            window = window_counts([sum(column) for column in zip(*per_shard, strict=True)])
-            partial.append(
-                ProviderReading(
-                    name,
-                    window,
-                    window,
-                    dict(totals),
-                    decode_breaker(as_dict(breaker)),
-                    int_hash(as_dict(transitions)),
-                    exemplars,
-                )
-            )
-        starts = {p.provider: counting_start(p.breaker) for p in partial}
-        since_counts = self._count_since(
+                at += 2 + (WINDOW_PARTITIONS if name in trimming else 0)
+                window = [0] * WINDOW_PARTITIONS
+                for index in counted[(name, shard)]:
+                    window[index] = int(replies[at])
+                    at += 1
+                windows[(name, shard)] = window
+                empty = self._empty.get((name, shard), ())
+                if empty:
+                    if int(replies[at]):
+                        recount[(name, shard)] = empty
+                    at += 1
+            found[name] = (decode_breaker(as_dict(breaker)), int_hash(as_dict(transitions)),
+                           totals, exemplars)  # fmt: skip
+        starts = {name: counting_start(state) for name, (state, *_) in found.items()}
+        since = self._second_pass(
             {
                 name: counting_from
                 for name, counting_from in starts.items()
                 if counting_from > start
             },
-            shard_windows,
+            windows,
+            recount,
+            low,
             high,
         )
-        readings = tuple(
-            replace(p, breaker_counts=since_counts[p.provider]) if p.provider in since_counts else p
-            for p in partial
-        )
-        return Reading(readings, client_stats, redis_ops, clock_offsets)
+        self._empty = {
+            place: tuple(i for i, count in enumerate(window) if not count)
+            for place, window in windows.items()
+        }
+        readings = []
+        for name, (breaker_state, transitions_hash, totals, exemplars) in found.items():
+            per_shard = [windows[(name, shard)] for shard in range(self._shards.get(name, 1))]
+            window_total = window_counts([sum(column) for column in zip(*per_shard, strict=True)])
+            readings.append(
+                ProviderReading(
+                    name,
+                    window_total,
+                    since.get(name, window_total),
+                    dict(totals),
+                    breaker_state,
+                    transitions_hash,
+                    exemplars,
+                )
+            )
+        return Reading(tuple(readings), client_stats, redis_ops, clock_offsets)
 
     def _trim_schedule(self, now: float, names: list[str]) -> frozenset[str]:
         """The providers whose window keys this read trims: each one once per
@@ -234,35 +257,46 @@ class WindowReader:
         self._trim_slots = slots  # names no longer read are forgotten
         return due
 
-    def _count_since(
-        self, counting_from: dict[str, float], shard_windows: dict[str, list[list[int]]], high: str
+    def _second_pass(
+        self,
+        counting_from: dict[str, float],
+        windows: dict[tuple[str, int], list[int]],
+        recount: dict[tuple[str, int], tuple[int, ...]],
+        low: str,
+        high: str,
     ) -> dict[str, WindowCounts]:
-        """The calls the breaker judges, where its counting starts inside the window. A
-        partition empty in the window read is not counted again: its count since a later time
-        is 0, but for calls written between the two reads, which the next read counts."""
-        if not counting_from:
+        """Counts the partitions that were empty but exist now (filling ``windows``), and the
+        calls the breaker judges where its counting starts inside the window: only in the
+        partitions with calls in the window (a partition empty there has none since a later
+        time, but for calls written between the two reads, which the next read counts)."""
+        if not counting_from and not recount:
             return {}
         keys = self._keys
         raw = RawCommands(self._redis)
+        for (name, shard), indexes in recount.items():
+            window_keys = keys.window_keys(name, shard)
+            for index in indexes:
+                raw.add("ZCOUNT", window_keys[index], low, high)
+        judged: list[tuple[str, int]] = []  # (provider, partition) of each breaker count
         for name, since in counting_from.items():
-            for shard, window in enumerate(shard_windows[name]):
+            for shard in range(self._shards.get(name, 1)):
                 window_keys = keys.window_keys(name, shard)
-                for index, count in enumerate(window):
-                    if count:
+                again = recount.get((name, shard), ())
+                for index, count in enumerate(windows[(name, shard)]):
+                    if count or index in again:
                         raw.add("ZCOUNT", window_keys[index], f"({since!r}", high)
+                        judged.append((name, index))
         replies = raw.execute()
         raise_first_error(replies)
         self._count_op("zcount", len(replies))
         counts = iter(replies)
-        found = {}
-        for name in counting_from:
-            totals = [0] * WINDOW_PARTITIONS
-            for window in shard_windows[name]:
-                for index, count in enumerate(window):
-                    if count:
-                        totals[index] += int(next(counts))
-            found[name] = window_counts(totals)
-        return found
+        for (name, shard), indexes in recount.items():
+            for index in indexes:
+                windows[(name, shard)][index] = int(next(counts))
+        found = {name: [0] * WINDOW_PARTITIONS for name in counting_from}
+        for name, index in judged:
+            found[name][index] += int(next(counts))
+        return {name: window_counts(totals) for name, totals in found.items()}
 
     def memory(self) -> RedisMemory | None:
         """INFO memory and stats in one round trip (on a cluster: of every master, and the

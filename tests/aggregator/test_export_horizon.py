@@ -11,7 +11,6 @@ from aggregator import admin
 from aggregator.cycle import Aggregator
 from client import MetricsClient
 from protocol.keys import Keys
-from protocol.partitions import WINDOW_PARTITIONS
 from tests.conftest import BOTH_BACKENDS, FakeClock
 from tests.scrape import samples, scrape
 
@@ -43,26 +42,25 @@ def test_an_idle_provider_leaves_metrics_and_returns_with_its_counters(
     assert metrics.flush(timeout=5)
     aggregator = make_aggregator(export_horizon_seconds=3600, providers=("listed",))
 
-    def zcounts_of_a_cycle() -> int:
-        before = int(r.hget(keys.redis_ops, "zcount") or 0)
+    def hgetalls_of_a_cycle() -> int:
+        before = int(r.hget(keys.redis_ops, "hgetall") or 0)
         aggregator.run_cycle()
-        return int(r.hget(keys.redis_ops, "zcount") or 0) - before
+        return int(r.hget(keys.redis_ops, "hgetall") or 0) - before
 
     aggregator.run_cycle()
-    three_read = zcounts_of_a_cycle()
+    three_read = hgetalls_of_a_cycle()
     assert exported(aggregator) == {"seasonal": 7.0, "steady": 1.0, "listed": 0.0}
-    # Each provider read costs a ZCOUNT per partition, plus one per partition with calls
-    # for its breaker's count (fewer than a provider's partitions here).
-    assert three_read // WINDOW_PARTITIONS == 3
 
     clock.advance(1800)
     metrics.record("steady", 0.2)
     assert metrics.flush(timeout=5)
     clock.advance(1801)  # seasonal: idle for 3601 s; steady: 1801 s
     aggregator.run_cycle()
-    two_read = zcounts_of_a_cycle()
+    two_read = hgetalls_of_a_cycle()
     assert exported(aggregator) == {"steady": 2.0, "listed": 0.0}  # --providers always
-    assert two_read // WINDOW_PARTITIONS == 2  # read: steady and listed, not the idle one
+    # Each provider read is four hashes (breaker, transitions, totals, exemplars): steady and
+    # listed are read, not the idle one.
+    assert three_read - two_read == 4
 
     for _ in range(3):
         metrics.record("seasonal", 0.2)

@@ -77,10 +77,13 @@ def test_breaker_counts_equal_a_count_by_hand(redis_url: str, r: redis.Redis, ke
     assert provider.window.failures == 2
     assert provider.breaker_counts.successes == 4  # 59, 10, 30, 5
     assert provider.breaker_counts.failures == 1  # 1 (61 is before since)
-    # Only the four partitions with events in the window were counted again.
+    # The first read counts every partition and the breaker's calls in the four with calls;
+    # the next one counts those four again (window and breaker) and asks whether any of the
+    # twenty empty ones exists now.
     reader.ops.clear()
-    reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
-    assert reader.ops["zcount"] == WINDOW_PARTITIONS + 4
+    again = reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
+    assert again.providers == reading.providers
+    assert reader.ops["zcount"] == 4 + 4
 
 
 def test_a_counting_start_before_the_window_reads_once(
@@ -92,3 +95,30 @@ def test_a_counting_start_before_the_window_reads_once(
     reading = reader.read(NOW, ["openrouter"], counting_start=lambda s: NOW - 2 * WINDOW)
     assert reader.ops["zcount"] == WINDOW_PARTITIONS
     assert reading.providers[0].breaker_counts == reading.providers[0].window
+
+
+def test_a_partition_empty_at_the_last_read_is_counted_when_calls_arrive(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    window_keys = keys.window_keys("openrouter")
+    r.zadd(window_keys[2], {"a": NOW - 100})
+    reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
+    since = NOW - 60
+    first = reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
+    assert first.providers[0].window.success_partitions[2] == 1
+    assert first.providers[0].breaker_counts.successes == 0  # before since
+
+    r.zadd(window_keys[7], {"b": NOW - 50, "c": NOW - 70})  # empty before
+    r.zadd(window_keys[LATENCY_PARTITIONS + 1], {"d": NOW - 1})  # rate limited, empty before
+    (provider,) = reader.read(NOW, ["openrouter"], counting_start=lambda state: since).providers
+    assert provider.window.success_partitions[2] == 1
+    assert provider.window.success_partitions[7] == 2
+    assert provider.window.rate_limited == 1
+    assert provider.window.total == 4
+    assert provider.breaker_counts.success_partitions[7] == 1  # b only
+    assert provider.breaker_counts.rate_limited == 1
+    assert provider.breaker_counts.total == 2
+
+    r.delete(*window_keys)  # gone (e.g. trimmed empty): nothing is counted from memory
+    (provider,) = reader.read(NOW, ["openrouter"]).providers
+    assert provider.window.total == 0
