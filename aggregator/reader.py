@@ -1,7 +1,7 @@
 """The aggregator's only Redis reader: window counts, cumulative totals and breaker states.
 
-Never transfers window members: per partition it counts the window (ZCOUNT) and, every
-``TRIM_INTERVAL_SECONDS``, removes what left it (ZREMRANGEBYSCORE). At most four pipelined round
+Never transfers window members: per partition it counts the window (ZCOUNT) and, once per
+``TRIM_SHARE`` of the window, removes what left it (ZREMRANGEBYSCORE). At most four pipelined round
 trips per cycle.
 """
 
@@ -49,11 +49,11 @@ from protocol.names import is_valid_provider
 from protocol.partitions import WINDOW_PARTITIONS
 from protocol.routing import RawCommands, as_dict, pipeline
 
-TRIM_INTERVAL_SECONDS = 30.0
-"""How often each window key loses what left the window (ZREMRANGEBYSCORE). Counting never
-needs it (ZCOUNT takes the window's bounds); memory does: a key holds at most this much past
-the window (10% of the default 5 minutes). Trimming every key on every read was half of a
-read's commands (24 of 52 per provider)."""
+TRIM_SHARE = 0.1
+"""Each window key loses what left the window (ZREMRANGEBYSCORE) once per this share of the
+window (30 s of the default 5 minutes). Counting never needs it (ZCOUNT takes the window's
+bounds); memory does: a key holds at most this share of a window past the window. Trimming
+every key on every read was half of a read's commands (24 of 52 per provider)."""
 
 FUTURE_TOLERANCE_SECONDS = 10.0
 """Events stamped up to this far past "now" still count (clocks agree to the ms through the
@@ -246,13 +246,11 @@ class WindowReader:
         return Reading(tuple(readings), client_stats, redis_ops, clock_offsets)
 
     def _trim_schedule(self, now: float, names: list[str]) -> frozenset[str]:
-        """The providers whose window keys this read trims: each one once per
-        ``TRIM_INTERVAL_SECONDS``, spread over the reads by a phase taken from its name (a
-        read never trims every provider at once, except the first)."""
-        slots = {
-            name: int(now / TRIM_INTERVAL_SECONDS + zlib.crc32(name.encode()) / 2**32)
-            for name in names
-        }
+        """The providers whose window keys this read trims: each one once per ``TRIM_SHARE``
+        of the window, spread over the reads by a phase taken from its name (a read never
+        trims every provider at once, except the first)."""
+        interval = self._window * TRIM_SHARE
+        slots = {name: int(now / interval + zlib.crc32(name.encode()) / 2**32) for name in names}
         due = frozenset(name for name, slot in slots.items() if self._trim_slots.get(name) != slot)
         self._trim_slots = slots  # names no longer read are forgotten
         return due

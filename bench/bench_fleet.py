@@ -5,7 +5,7 @@ snapshot's size.
 
 Cycles run back to back on a clock that advances one breaker interval (5 s) per cycle, as the
 reads of a running aggregator do: each trims the window keys of the providers whose trim is due
-(``TRIM_INTERVAL_SECONDS``, spread over the reads), not every key.
+(once per ``TRIM_SHARE`` of the window, spread over the reads), not every key.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def test_events_leave_the_window_but_stay_in_the_counters(
     assert health.requests_total["failure"] == 10
     assert health.requests_total["success"] == 5
 
-    clock.now = start + 200 + 301  # more than TRIM_INTERVAL_SECONDS later: trimmed too
+    clock.now = start + 200 + 301  # more than TRIM_SHARE of the window later: trimmed too
     health = _one(aggregator.run_cycle(), "openrouter")
     assert sum(r.zcard(key) for key in keys.window_keys("openrouter")) == 0
     assert health.window_requests == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import redis
 
-from aggregator.reader import TRIM_INTERVAL_SECONDS, WindowReader
+from aggregator.reader import TRIM_SHARE, WindowReader
 from protocol.connection import connect
 from protocol.keys import Keys
 from protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
@@ -17,6 +17,7 @@ pytestmark = BOTH_BACKENDS
 NOW = 1_800_000_000.0
 WINDOW = 300.0
 READ_EVERY = 5.0  # the breaker cycle's default interval
+TRIM_INTERVAL = WINDOW * TRIM_SHARE  # 30 s
 
 
 def _trims(reader: WindowReader, now: float, providers: list[str]) -> int:
@@ -33,7 +34,7 @@ def test_each_provider_is_trimmed_once_per_interval_spread_over_the_reads(
     reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
     assert _trims(reader, NOW, providers) == 60 * WINDOW_PARTITIONS  # the first read: all
 
-    reads = int(TRIM_INTERVAL_SECONDS / READ_EVERY)
+    reads = int(TRIM_INTERVAL / READ_EVERY)
     trimmed = [_trims(reader, NOW + READ_EVERY * (i + 1), providers) for i in range(reads)]
     # Over one interval every provider is trimmed exactly once, a share of them per read.
     assert sum(trimmed) == 60 * WINDOW_PARTITIONS
@@ -50,7 +51,7 @@ def test_what_left_the_window_is_trimmed_within_the_interval(
     reader.read(NOW, ["openrouter"])  # both in the window
     assert r.zcard(failures) == 2
 
-    for step in range(int(TRIM_INTERVAL_SECONDS / READ_EVERY) + 1):
+    for step in range(int(TRIM_INTERVAL / READ_EVERY) + 1):
         reading = reader.read(NOW + WINDOW + step * READ_EVERY, ["openrouter"])
         assert reading.providers[0].window.failures == 1  # counted right, trimmed or not
     assert r.zrange(failures, 0, -1) == [b"new"]
