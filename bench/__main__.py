@@ -14,6 +14,7 @@ from devtools.redis_server import start_redis
 
 BENCHMARKS = (
     "record", "ingest", "cycle", "fleet", "scrape", "memory", "breaker", "cluster", "idle", "gc",
+    "gateway",
 )  # fmt: skip
 
 
