@@ -62,22 +62,25 @@ class Gateway:
 
 
 @contextmanager
-def gateway(variant: str, redis_url: str, namespace: str, workdir: Path) -> Iterator[Gateway]:
-    """Gunicorn with ``examples/gateway/gunicorn.conf.py`` serving one variant on 2 workers."""
+def gateway(
+    variant: str, redis_url: str, namespace: str, workdir: Path, root: Path = ROOT
+) -> Iterator[Gateway]:
+    """Gunicorn with ``examples/gateway/gunicorn.conf.py`` serving one variant on 2 workers,
+    from the checkout at ``root`` (another one: to compare two versions of the client)."""
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "METRICS_NAMESPACE": namespace,
            "GATEWAY_BIND": f"127.0.0.1:{port}", "GATEWAY_WORKERS": "2",
-           "GATEWAY_VARIANT": VARIANTS[variant]}  # fmt: skip
+           "GATEWAY_VARIANT": VARIANTS[variant[0]]}  # fmt: skip
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     multiproc_dir = None
-    if variant == "B":
-        multiproc_dir = workdir / "prometheus-multiproc"
+    if variant.startswith("B"):
+        multiproc_dir = workdir / f"prometheus-multiproc-{variant}"
         multiproc_dir.mkdir()
         env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
     command = [sys.executable, "-m", "gunicorn", "-c",
-               str(ROOT / "examples/gateway/gunicorn.conf.py"), "bench.gateway_variants:app"]  # fmt: skip
+               str(root / "examples/gateway/gunicorn.conf.py"), "bench.gateway_variants:app"]  # fmt: skip
     log = (workdir / f"gunicorn-{variant}.log").open("wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=log)
     served = Gateway(variant, port, process, multiproc_dir)
     try:
         deadline = time.monotonic() + 60

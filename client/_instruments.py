@@ -11,7 +11,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter as _Tally
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from protocol.fields import Exemplar, bucket_field, int_field, nano_field, split_amount
@@ -125,6 +125,37 @@ class InstrumentStore:
             series.nanos += nanos
             series.updates += 1
             self._mark(series)
+        self.on_update()
+
+    def update(
+        self,
+        adds: Sequence[tuple[Series, float]],
+        observes: Sequence[tuple[Series, float, dict[str, str] | None]] = (),
+    ) -> None:
+        """Counter increments and histogram observations under one lock, with one
+        ``on_update``: what one request or one model call books, as ``add()`` and ``observe()``
+        one by one would (values already checked by the caller)."""
+        added = [(series, *split_amount(amount)) for series, amount in adds]
+        observed = [
+            (series, bisect_left(series.spec.buckets, value), *split_amount(value), value, labels)
+            for series, value, labels in observes
+        ]
+        with self.lock:
+            for series, ints, nanos in added:
+                series.ints += ints
+                series.nanos += nanos
+                series.updates += 1
+                self._mark(series)
+            if observed:
+                now = self.clock()
+                for series, index, ints, nanos, value, labels in observed:
+                    if labels is not None:
+                        series.exemplars[index] = (labels, value, now)
+                    series.buckets[index] += 1
+                    series.ints += ints
+                    series.nanos += nanos
+                    series.updates += 1
+                    self._mark(series)
         self.on_update()
 
     def set_gauge(self, series: Series, value: float | None, delta: float = 0.0) -> None:
