@@ -135,27 +135,32 @@ class InstrumentStore:
         """Counter increments and histogram observations under one lock, with one
         ``on_update``: what one request or one model call books, as ``add()`` and ``observe()``
         one by one would (values already checked by the caller)."""
-        added = [(series, *split_amount(amount)) for series, amount in adds]
-        observed = [
-            (series, bisect_left(series.spec.buckets, value), *split_amount(value), value, labels)
-            for series, value, labels in observes
-        ]
         with self.lock:
-            for series, ints, nanos in added:
+            dirty = self.dirty  # drain() swaps the list: read under the lock
+            for series, amount in adds:
+                if type(amount) is int:
+                    series.ints += amount
+                else:
+                    ints, nanos = split_amount(amount)
+                    series.ints += ints
+                    series.nanos += nanos
+                series.updates += 1
+                if not series.dirty:
+                    series.dirty = True
+                    dirty.append(series)
+            for series, value, labels in observes:
+                index = bisect_left(series.spec.buckets, value)  # "le": the first bound >= value
+                if labels is not None:
+                    series.exemplars[index] = (labels, value, self.clock())
+                series.buckets[index] += 1
+                ints, nanos = split_amount(value)
                 series.ints += ints
                 series.nanos += nanos
                 series.updates += 1
-                self._mark(series)
-            if observed:
-                now = self.clock()
-                for series, index, ints, nanos, value, labels in observed:
-                    if labels is not None:
-                        series.exemplars[index] = (labels, value, now)
-                    series.buckets[index] += 1
-                    series.ints += ints
-                    series.nanos += nanos
-                    series.updates += 1
-                    self._mark(series)
+                if not series.dirty:
+                    series.dirty = True
+                    dirty.append(series)
+            self.version += len(adds) + len(observes)
         self.on_update()
 
     def set_gauge(self, series: Series, value: float | None, delta: float = 0.0) -> None:
