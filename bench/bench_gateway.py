@@ -108,8 +108,8 @@ def gateway(
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, seconds: float) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) under saturation."""
+def wrk(url: str, seconds: float) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, requests) under saturation."""
     done = subprocess.run(["wrk", *WRK, f"-d{seconds:g}s", url],
                           capture_output=True, text=True, check=True)  # fmt: skip
     out = done.stdout
@@ -123,9 +123,10 @@ def wrk(url: str, seconds: float) -> tuple[float, float, float]:
         return float(found[1]) * _UNITS[found[2]]
 
     rate = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
-    if rate is None:
+    count = re.search(r"^\s+(\d+) requests in", out, re.M)
+    if rate is None or count is None:
         raise RuntimeError(f"no Requests/sec in wrk's output:\n{out}")
-    return float(rate[1]), latency("50"), latency("99")
+    return float(rate[1]), latency("50"), latency("99"), int(count[1])
 
 
 def open_loop(port: int, rate: float, seconds: float) -> tuple[list[float], list[float]]:
@@ -157,6 +158,7 @@ class Turns:
     fixed_p50: list[float] = field(default_factory=list)
     fixed_p99: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
+    saturated_cpu_us: list[float] = field(default_factory=list)
     lag_p99: list[float] = field(default_factory=list)
 
 
@@ -171,7 +173,10 @@ class Plan:
 
 
 def one_turn(served: Gateway, plan: Plan, turns: Turns) -> None:
-    rps, p50, p99 = wrk(served.url, plan.saturated_s)
+    pids = served.workers()
+    before = cpu_seconds(pids)
+    rps, p50, p99, count = wrk(served.url, plan.saturated_s)
+    turns.saturated_cpu_us.append((cpu_seconds(pids) - before) / count * 1e6)
     turns.rps.append(rps)
     turns.p50.append(p50)
     turns.p99.append(p99)
@@ -180,7 +185,6 @@ def one_turn(served: Gateway, plan: Plan, turns: Turns) -> None:
     turns.fixed_p50.append(percentile(latencies, 0.5))
     turns.fixed_p99.append(percentile(latencies, 0.99))
     turns.lag_p99.append(percentile(lags, 0.99))
-    pids = served.workers()
     before = cpu_seconds(pids)
     latencies, _ = open_loop(served.port, plan.cpu_rate, plan.cpu_s)
     turns.cpu_us.append((cpu_seconds(pids) - before) / len(latencies) * 1e6)
