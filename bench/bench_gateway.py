@@ -5,10 +5,11 @@ with prometheus-fastapi-instrumentator and the provider metrics by hand, (C) thi
 middleware and ``gateway.inference()``.
 
 All three run at once on loopback and are driven in turns, A B C A B C ..., each turn:
-``wrk -t2 -c32 --latency`` (saturation: requests/s, p50, p99); a fixed 500 requests/s from an
-open-loop generator (``bench/openloop.py``: p50, p99 without coordinated omission); a fixed
-100 requests/s while the workers' CPU time (every thread: the flusher's too) is read from
-``/proc/<pid>/stat``. Figures are medians over the turns, ratios the median of each turn's ratio.
+``wrk -t2 -c32 --latency`` (saturation: requests/s, p50, p99, and the workers' CPU per request);
+a fixed 500 requests/s from an open-loop generator (``bench/openloop.py``: p50, p99 without
+coordinated omission); a fixed 100 requests/s. Workers' CPU is read from ``/proc/<pid>/stat``
+(every thread: the flusher's too); on a shared machine it is the steadier figure, as requests/s
+depend on what else runs. Figures are medians over the turns, ratios the median of each turn's ratio.
 Then B's ``/metrics`` is timed with 500 dead workers' files in its multiprocess directory (one
 live worker's files copied under 500 pid names, as prometheus_client leaves them behind), next
 to our aggregator's ``/metrics`` over the same traffic.
@@ -77,8 +78,8 @@ def gateway(
         multiproc_dir = workdir / f"prometheus-multiproc-{variant}"
         multiproc_dir.mkdir()
         env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
-    command = [sys.executable, "-m", "gunicorn", "-c",
-               str(root / "examples/gateway/gunicorn.conf.py"), "bench.gateway_variants:app"]  # fmt: skip
+    config = str(root / "examples/gateway/gunicorn.conf.py")
+    command = [sys.executable, "-m", "gunicorn", "-c", config, "bench.gateway_variants:app"]
     log = (workdir / f"gunicorn-{variant}.log").open("wb")
     process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=log)
     served = Gateway(variant, port, process, multiproc_dir)
@@ -232,9 +233,11 @@ def run(ctx: Context) -> list[Figure]:
                 one_turn(each, plan, turns[variant])
                 t = turns[variant]
                 print(f"  turn {turn + 1} {NAMES[variant]:<24} {t.rps[-1]:8,.0f} req/s "
-                      f"p50 {t.p50[-1]:6.2f} p99 {t.p99[-1]:6.2f} ms | {plan.fixed_rate:g}/s "
+                      f"p50 {t.p50[-1]:6.2f} p99 {t.p99[-1]:6.2f} ms "
+                      f"({t.saturated_cpu_us[-1]:,.0f} us CPU/req) | {plan.fixed_rate:g}/s "
                       f"p50 {t.fixed_p50[-1]:.2f} p99 {t.fixed_p99[-1]:.2f} ms | "
-                      f"{t.cpu_us[-1]:,.0f} us CPU/req at {plan.cpu_rate:g}/s", flush=True)  # fmt: skip
+                      f"{plan.cpu_rate:g}/s {t.cpu_us[-1]:,.0f} us CPU/req",
+                      flush=True)  # fmt: skip
         scrapes = 5 if ctx.quick else 15
         b = served["B"]
         assert b.multiproc_dir is not None
@@ -265,6 +268,9 @@ def _figures(plan: Plan, turns: dict[str, Turns],
                    note=sat),
             Figure("gateway", f"{name}: p50, saturated", med(t.p50), "ms", peer=peer, note=sat),
             Figure("gateway", f"{name}: p99, saturated", med(t.p99), "ms", peer=peer, note=sat),
+            Figure("gateway", f"{name}: worker CPU per request, saturated", med(t.saturated_cpu_us),
+                   "us", peer=peer, note=f"utime+stime of both workers (all threads), /proc; "
+                   f"{sat}; Redis's and wrk's CPU not included"),
             Figure("gateway", f"{name}: p50 at {plan.fixed_rate:g} req/s", med(t.fixed_p50), "ms",
                    peer=peer, note=fixed),
             Figure("gateway", f"{name}: p99 at {plan.fixed_rate:g} req/s", med(t.fixed_p99), "ms",
