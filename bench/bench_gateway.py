@@ -9,10 +9,10 @@ All three run at once on loopback and are driven in turns, A B C A B C ..., each
 a fixed 500 requests/s from an open-loop generator (``bench/openloop.py``: p50, p99 without
 coordinated omission); a fixed 100 requests/s. Workers' CPU is read from ``/proc/<pid>/stat``
 (every thread: the flusher's too); on a shared machine it is the steadier figure, as requests/s
-depend on what else runs. Figures are medians over the turns, ratios the median of each turn's ratio.
-Then B's ``/metrics`` is timed with 500 dead workers' files in its multiprocess directory (one
-live worker's files copied under 500 pid names, as prometheus_client leaves them behind), next
-to our aggregator's ``/metrics`` over the same traffic.
+depend on what else runs. Figures are medians over the turns, ratios the median of each turn's
+ratio. Then B's ``/metrics`` is timed with 500 dead workers' files in its multiprocess
+directory (one live worker's files copied under 500 pid names, as prometheus_client leaves them
+behind), next to our aggregator's ``/metrics`` over the same traffic.
 """
 
 from __future__ import annotations
