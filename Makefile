@@ -38,8 +38,9 @@ demo: install
 # redis 5+: installed without its dependencies, for the benchmarks only. The gateway benchmark's
 # peer (prometheus-fastapi-instrumentator, with its dependencies: prometheus_client and
 # starlette, both there already) and py-spy (to profile a worker) are for the benchmarks only
-# too; it also needs `wrk` (Debian: apt-get install wrk).
-$(BIN)/.bench-installed: $(BIN)/.installed
+# too; it also needs `wrk` (Debian: apt-get install wrk). Redone when this file changes: a venv
+# installed before a benchmark dependency was added gets it.
+$(BIN)/.bench-installed: $(BIN)/.installed Makefile
 	$(BIN)/pip install --quiet --no-deps 'prometheus-redis-client==0.6.0'
 	$(BIN)/pip install --quiet 'prometheus-fastapi-instrumentator==8.1.0' 'py-spy>=0.4'
 	touch $@
