@@ -35,9 +35,14 @@ demo: install
 	$(BIN)/python -m devtools.demo $(ARGS)
 
 # prometheus-redis-client (a peer, measured side by side) pins redis<5 although it runs on
-# redis 5+: installed without its dependencies, for the benchmarks only.
-$(BIN)/.bench-installed: $(BIN)/.installed
+# redis 5+: installed without its dependencies, for the benchmarks only. The gateway benchmark's
+# peer (prometheus-fastapi-instrumentator, with its dependencies: prometheus_client and
+# starlette, both there already) and py-spy (to profile a worker) are for the benchmarks only
+# too; it also needs `wrk` (Debian: apt-get install wrk). Redone when this file changes: a venv
+# installed before a benchmark dependency was added gets it.
+$(BIN)/.bench-installed: $(BIN)/.installed Makefile
 	$(BIN)/pip install --quiet --no-deps 'prometheus-redis-client==0.6.0'
+	$(BIN)/pip install --quiet 'prometheus-fastapi-instrumentator==8.1.0' 'py-spy>=0.4'
 	touch $@
 
 bench: $(BIN)/.bench-installed

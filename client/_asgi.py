@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from client._gateway import GatewayMetrics
+from client._instruments import Series
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -17,6 +18,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("gatewayz.metrics.client")
+
+MAX_CACHED_REQUESTS = 1024
+"""(method, route, status) combinations whose series are remembered (beyond: looked up)."""
 
 UNMATCHED = "__unmatched__"
 """The ``path`` label of a request no route matched (404s): raw paths would be unbounded."""
@@ -48,6 +52,10 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, gateway: GatewayMetrics) -> None:
         self.app = app
         self.gateway = gateway
+        # (method, path, status) -> the two series a request updates: resolved once, not per
+        # request (two label lookups were most of the booking's cost). Bounded: the method
+        # comes from the client.
+        self._booked: dict[tuple[str, str, int], tuple[Series | None, Series | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,13 +78,32 @@ class MetricsMiddleware:
     def _book(self, scope: Scope, status: object, seconds: float) -> None:
         """Count the request; whatever the app put in the scope, never raise into it."""
         try:
-            gateway = self.gateway
             method = str(scope.get("method", ""))
             path = route_template(scope)
             code = status if type(status) is int else 500
-            gateway.requests.labels(
-                gateway.app_name, method, path, str(code), f"{code // 100}xx"
-            ).inc()
-            gateway.request_duration.labels(gateway.app_name, method, path).observe(seconds)
+            key = (method, path, code)
+            booked = self._booked.get(key)
+            if booked is None:
+                booked = self._resolve(key)
+            requests, duration = booked
+            if requests is None:
+                self.gateway.requests.count_drop()
+            if duration is None:
+                self.gateway.request_duration.count_drop()
+            self.gateway.client._instruments.update(
+                [(requests, 1)] if requests is not None else (),
+                [(duration, seconds, None)] if duration is not None else (),
+            )
         except Exception:
             log.exception("request metrics not recorded")
+
+    def _resolve(self, key: tuple[str, str, int]) -> tuple[Series | None, Series | None]:
+        method, path, code = key
+        gateway = self.gateway
+        booked = (
+            gateway.requests.series(gateway.app_name, method, path, str(code), f"{code // 100}xx"),
+            gateway.request_duration.series(gateway.app_name, method, path),
+        )
+        if len(self._booked) < MAX_CACHED_REQUESTS:
+            self._booked[key] = booked
+        return booked

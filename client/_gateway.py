@@ -5,15 +5,24 @@ and the per-model backend metrics. No double bookkeeping for the caller."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from client._events import Rejected, check_inference
+from client._exemplars import valid_exemplar
+from client._instruments import Series
+from client._metric_types import _Metric
 from client._metrics_client import MetricsClient
 from client._outcome import classify_status, outcome_of_block
 from client._spans import CallSpan
 from protocol.partitions import OUTCOMES
+
+_CallKey = tuple[str, str, str, str]
+"""(provider, model, status, endpoint) of a model call"""
+_UNRESOLVED: Any = object()
+MAX_CACHED_CALLS = 4096
+"""Label sets of model calls whose series are remembered (beyond: looked up per call)."""
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INFERENCE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -85,6 +94,20 @@ class GatewayMetrics:
             ["provider", "model"],
             INFERENCE_BUCKETS,
         )
+        # What a model call updates, in slots: (metric, its label values from the call's
+        # (provider, model, status, endpoint)).
+        self._slots: tuple[tuple[_Metric, Callable[[str, str, str, str], tuple[str, ...]]], ...]
+        self._slots = (
+            (self.inference_requests, lambda p, m, s, e: (p, m, s)),
+            (self.inference_duration, lambda p, m, s, e: (p, m)),
+            (self.tokens, lambda p, m, s, e: (p, m, "input")),
+            (self.tokens, lambda p, m, s, e: (p, m, "output")),
+            (self.credits, lambda p, m, s, e: (p, m)),
+            (self.ttfb, lambda p, m, s, e: (p, m, e)),
+            (self.ttfc, lambda p, m, s, e: (p, m)),
+            (self.cost, lambda p, m, s, e: (p, m)),
+        )
+        self._booked: dict[_CallKey, list[Any]] = {}
 
     def record_inference(
         self,
@@ -129,20 +152,46 @@ class GatewayMetrics:
         status = status or "success"
         if self.status_values == "origin" and status != "success":
             status = "error"
-        self.inference_requests.labels(provider, model, status).inc()
-        self.inference_duration.labels(provider, model).observe(latency_s, exemplar)
-        if input_tokens:
-            self.tokens.labels(provider, model, "input").inc(input_tokens)
-        if output_tokens:
-            self.tokens.labels(provider, model, "output").inc(output_tokens)
-        if credits:
-            self.credits.labels(provider, model).inc(credits)
-        if cost_usd:  # record() accepted it: a number in [0, 1e6], maybe a Decimal or a bool
-            self.cost.labels(provider, model).inc(float(cost_usd))
-        if ttfb_s is not None:
-            self.ttfb.labels(provider, model, endpoint).observe(ttfb_s)
-        if ttfc_s is not None:
-            self.ttfc.labels(provider, model).observe(ttfc_s)
+        key = (provider, model, status, endpoint)
+        booked = self._booked.get(key)
+        if booked is None:
+            booked = [_UNRESOLVED] * len(self._slots)
+            if len(self._booked) < MAX_CACHED_CALLS:
+                self._booked[key] = booked
+        # Every value was checked above: straight into the store, under one lock.
+        adds: list[tuple[Series, float]] = []
+        observes: list[tuple[Series, float, dict[str, str] | None]] = []
+        if (series := self._series(booked, 0, key)) is not None:
+            adds.append((series, 1))
+        if (series := self._series(booked, 1, key)) is not None:
+            labels = valid_exemplar(exemplar) if exemplar is not None else None
+            observes.append((series, float(latency_s), labels))
+        if input_tokens and (series := self._series(booked, 2, key)) is not None:
+            adds.append((series, input_tokens))
+        if output_tokens and (series := self._series(booked, 3, key)) is not None:
+            adds.append((series, output_tokens))
+        if credits and (series := self._series(booked, 4, key)) is not None:
+            adds.append((series, credits if type(credits) is int else float(credits)))
+        if ttfb_s is not None and (series := self._series(booked, 5, key)) is not None:
+            observes.append((series, float(ttfb_s), None))
+        if ttfc_s is not None and (series := self._series(booked, 6, key)) is not None:
+            observes.append((series, float(ttfc_s), None))
+        # record() accepted the cost: a number in [0, 1e6], maybe a Decimal or a bool
+        if cost_usd and (series := self._series(booked, 7, key)) is not None:
+            adds.append((series, float(cost_usd)))
+        self.client._instruments.update(adds, observes)
+
+    def _series(self, booked: list[Any], slot: int, key: _CallKey) -> Series | None:
+        """The series a call of ``key`` updates in ``slot``, resolved the first time (a label
+        lookup per metric per call was a third of ``inference()``'s cost); None past the
+        cardinality cap, and the update is counted as dropped."""
+        series = booked[slot]
+        if series is _UNRESOLVED:
+            metric, labels = self._slots[slot]
+            series = booked[slot] = metric.series(*labels(*key))
+        if series is None:
+            self._slots[slot][0].count_drop()
+        return series  # type: ignore[no-any-return]
 
     def inference(self, provider: str, model: str, endpoint: str = "") -> InferenceCall:
         """Time a model call in a ``with`` block; see InferenceCall."""

@@ -11,7 +11,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter as _Tally
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from protocol.fields import Exemplar, bucket_field, int_field, nano_field, split_amount
@@ -125,6 +125,42 @@ class InstrumentStore:
             series.nanos += nanos
             series.updates += 1
             self._mark(series)
+        self.on_update()
+
+    def update(
+        self,
+        adds: Sequence[tuple[Series, float]],
+        observes: Sequence[tuple[Series, float, dict[str, str] | None]] = (),
+    ) -> None:
+        """Counter increments and histogram observations under one lock, with one
+        ``on_update``: what one request or one model call books, as ``add()`` and ``observe()``
+        one by one would (values already checked by the caller)."""
+        with self.lock:
+            dirty = self.dirty  # drain() swaps the list: read under the lock
+            for series, amount in adds:
+                if type(amount) is int:
+                    series.ints += amount
+                else:
+                    ints, nanos = split_amount(amount)
+                    series.ints += ints
+                    series.nanos += nanos
+                series.updates += 1
+                if not series.dirty:
+                    series.dirty = True
+                    dirty.append(series)
+            for series, value, labels in observes:
+                index = bisect_left(series.spec.buckets, value)  # "le": the first bound >= value
+                if labels is not None:
+                    series.exemplars[index] = (labels, value, self.clock())
+                series.buckets[index] += 1
+                ints, nanos = split_amount(value)
+                series.ints += ints
+                series.nanos += nanos
+                series.updates += 1
+                if not series.dirty:
+                    series.dirty = True
+                    dirty.append(series)
+            self.version += len(adds) + len(observes)
         self.on_update()
 
     def set_gauge(self, series: Series, value: float | None, delta: float = 0.0) -> None:

@@ -70,6 +70,16 @@ class _Metric:
                 self._children[key] = child
         return child
 
+    def series(self, *values: object) -> Series | None:
+        """The series ``labels(*values)`` updates; None past the cardinality cap (its updates
+        are dropped and counted)."""
+        series: Series | None = getattr(self.labels(*values), "_series", None)
+        return series
+
+    def count_drop(self) -> None:
+        """One update of a series past the cap, dropped and counted."""
+        self._store.count_drop(self.spec.name)
+
     def _child(self, series: Series) -> Any:
         raise NotImplementedError
 

@@ -16,6 +16,27 @@ SPAN_NAME = "model_inference"
 TRACER_NAME = "gatewayz.metrics.client"
 
 
+_tracer: tuple[Any, Any] = (None, None)
+"""(the ``opentelemetry.trace`` module, our tracer from it). One tracer for the process, as
+OpenTelemetry's own ``tracer = trace.get_tracer(__name__)`` idiom: asked for before an SDK is
+set, it is a proxy that follows the SDK once one is (and a process's provider is never replaced).
+``get_tracer()`` on every call was a tenth of a gateway request's metrics work: it reads
+``os.environ`` while no SDK is set."""
+
+
+_NO_OP = object()
+"""A CallSpan's scope when OpenTelemetry's tracer gave the invalid no-op span."""
+
+
+def _tracer_of(otel: Any) -> Any:
+    global _tracer
+    module, tracer = _tracer
+    if module is not otel:
+        tracer = otel.get_tracer(TRACER_NAME)
+        _tracer = (otel, tracer)
+    return tracer
+
+
 class CallSpan:
     """Opened when a timed call starts, finished when it ends; never raises."""
 
@@ -28,9 +49,15 @@ class CallSpan:
         if self._otel is None:
             return
         try:
-            tracer = self._otel.get_tracer(TRACER_NAME)
-            self._span = tracer.start_span(SPAN_NAME, attributes=attributes)
-            self._scope = self._otel.use_span(self._span, end_on_exit=False)
+            span = _tracer_of(self._otel).start_span(SPAN_NAME, attributes=attributes)
+            if not span.is_recording() and not span.get_span_context().is_valid:
+                # No SDK (FastAPI imports OpenTelemetry's API whether or not it is used): the
+                # span is the invalid no-op one, already current. Nothing to make current,
+                # nothing to finish, no exemplar.
+                self._scope = _NO_OP
+                return
+            self._span = span
+            self._scope = self._otel.use_span(span, end_on_exit=False)
             self._scope.__enter__()
         except Exception:  # a broken or partial OpenTelemetry: no span, never an error
             self._span = self._scope = None
@@ -48,7 +75,7 @@ class CallSpan:
         span)."""
         span = self._span
         if span is None:
-            return current_exemplar()
+            return None if self._scope is _NO_OP else current_exemplar()
         try:
             exemplar = current_exemplar()  # this span's ids: still current here
             attributes = _span_attributes(status_code, outcome, tokens, cost_usd)
