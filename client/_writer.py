@@ -80,7 +80,6 @@ class RedisWriter:
         self._writer_label = writer_label
         self._shards = shards or ShardPlan()
         self._instruments = register(connection, scripts.INSTRUMENTS)
-        self._hincrby_many = register(connection, scripts.HINCRBY_MANY)
         self._cluster: ClusterWrites | None = None
         self._single: redis.Redis | None = None
         if isinstance(connection, RedisCluster):
@@ -203,9 +202,8 @@ class RedisWriter:
         if batch.instruments is not None:
             checks = self._queue_instruments(plan, script_calls, batch.instruments, ops)
         ops.update(self._unreported_ops)
-        if ops:
-            counts = [item for operation, count in ops.items() for item in (operation, count)]
-            script_calls.queue(self._hincrby_many, [keys.redis_ops], counts)
+        for operation, count in ops.items():
+            add("HINCRBY", keys.redis_ops, operation, count)
         if self._single is not None:
             pipe = self._single.pipeline(transaction=True)
             for command in plan.commands:

@@ -59,16 +59,6 @@ end
 return admitted
 """
 
-HINCRBY_MANY: Final = """
--- Several increments of one hash in one call: the client's Redis operation counts, one
--- command per flush rather than one HINCRBY per operation (each a reply to parse).
--- KEYS[1] the hash; ARGV: field, increment, field, increment...
-for i = 1, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-return 0
-"""
-
 INSTRUMENTS: Final = """
 -- Counter/histogram deltas of one flush under a per-metric series cap: a series id not yet in
 -- the metric's set is admitted while the set is smaller than the cap, else its updates are
