@@ -167,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parsed.command == "inspect":
         return inspect.run_args(parsed, commands["inspect"])
     settings = settings_from_args(parsed, parser)
-    # Hand the GIL over within 1 ms (default 5 ms) so a scrape never waits long behind a cycle.
+    # Hand the GIL over within 0.2 ms (default 5 ms): a scrape needs it a few times, and a
+    # cycle or a render holding it for the default interval each time was its tail latency.
     sys.setswitchinterval(0.0002)
     configure_logging(settings)
     configure_tracing(settings)
