@@ -146,7 +146,7 @@ class Aggregator:
                 return []
             try:
                 now = self._now()
-                reading = self._read(now)
+                reading = self._read(now, counters=False)  # breakers need no counters
                 _, applied, _ = self._evaluate_and_write(reading, now)
             except (redis.RedisError, OSError) as exc:
                 log.error("breaker cycle failed: %s", describe_error(exc))
@@ -216,7 +216,7 @@ class Aggregator:
         shared.observe(self._reader.redis_time(), sent_at, shared.local())
         return shared.now()
 
-    def _read(self, now: float) -> Reading:
+    def _read(self, now: float, counters: bool = True) -> Reading:
         """The configured providers, the registry's, and those whose breaker acted in the last
         snapshot (a registry lost to eviction must not hide an open breaker)."""
         with tracer.start_as_current_span("read_windows"):
@@ -238,6 +238,7 @@ class Aggregator:
                 now,
                 [*self.settings.providers, *sorted({*names, *acting})],
                 lambda state: counting_start(state, now, config),
+                counters=counters,
             )
 
     def _lead(self, now: float) -> Snapshot | None:

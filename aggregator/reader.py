@@ -140,10 +140,13 @@ class WindowReader:
         now: float,
         providers: Iterable[str],
         counting_start: Callable[[BreakerState], float] = lambda state: state.since,
+        counters: bool = True,
     ) -> Reading:
         """Window counts, totals, breaker states and transitions of ``providers``, and per
         provider the calls made after ``counting_start(its breaker state)``. An event counts
         while ``now - window < its time <= now + tolerance``. Two pipelined round trips.
+        ``counters=False`` (what a breaker evaluation needs) leaves out each provider's
+        totals, exemplars and transitions: three of its four hashes.
 
         A partition that was empty at the last read is not counted again while it does not
         exist (one EXISTS for all of them): a provider's calls fill a few of its 24
@@ -163,10 +166,12 @@ class WindowReader:
         counted: dict[tuple[str, int], list[int]] = {}
         for name in names:
             add("HGETALL", keys.breaker(name))
-            add("HGETALL", keys.transitions(name))
+            if counters:
+                add("HGETALL", keys.transitions(name))
             for shard in range(self._shards.get(name, 1)):
-                add("HGETALL", keys.totals(name, shard))
-                add("HGETALL", keys.exemplars(name, shard))
+                if counters:
+                    add("HGETALL", keys.totals(name, shard))
+                    add("HGETALL", keys.exemplars(name, shard))
                 window_keys = keys.window_keys(name, shard)
                 if name in trimming:
                     for key in window_keys:
@@ -179,7 +184,8 @@ class WindowReader:
                     add("EXISTS", *(window_keys[index] for index in empty))
         replies = raw.execute()
         raise_first_error(replies)  # a cycle must not half-read
-        self._count_op("hgetall", 3 + 2 * len(names) + 2 * len(counted))
+        provider_hashes = len(names) + (len(names) + 2 * len(counted) if counters else 0)
+        self._count_op("hgetall", 3 + provider_hashes)
         self._count_op("zremrangebyscore", WINDOW_PARTITIONS * len(trimming))
         self._count_op("zcount", sum(len(c) for c in counted.values()))
 
@@ -192,14 +198,18 @@ class WindowReader:
         recount: dict[tuple[str, int], tuple[int, ...]] = {}  # empty before, maybe not now
         at = 3
         for name in names:
-            breaker, transitions = replies[at : at + 2]
-            at += 2
+            breaker, transitions = replies[at], (replies[at + 1] if counters else {})
+            at += 2 if counters else 1
             totals: Counter[str] = Counter()
             exemplars: dict[int, Exemplar] = {}
             for shard in range(self._shards.get(name, 1)):
-                totals.update(int_hash(as_dict(replies[at])))
-                exemplars = newest_exemplars(exemplars, decode_exemplars(as_dict(replies[at + 1])))
-                at += 2 + (WINDOW_PARTITIONS if name in trimming else 0)
+                if counters:
+                    totals.update(int_hash(as_dict(replies[at])))
+                    exemplars = newest_exemplars(
+                        exemplars, decode_exemplars(as_dict(replies[at + 1]))
+                    )
+                    at += 2
+                at += WINDOW_PARTITIONS if name in trimming else 0
                 window = [0] * WINDOW_PARTITIONS
                 for index in counted[(name, shard)]:
                     window[index] = int(replies[at])

@@ -123,3 +123,21 @@ def test_a_partition_empty_at_the_last_read_is_counted_when_calls_arrive(
     r.delete(*window_keys)  # gone (e.g. trimmed empty): nothing is counted from memory
     (provider,) = reader.read(NOW, ["openrouter"]).providers
     assert provider.window.total == 0
+
+
+def test_a_breaker_read_leaves_the_counters_out(redis_url: str, r: redis.Redis, keys: Keys) -> None:
+    r.zadd(keys.window_keys("openrouter")[LATENCY_PARTITIONS], {"f": NOW - 10})
+    r.hset(keys.totals("openrouter"), "n:failure", 1)
+    reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
+    full = reader.read(NOW, ["openrouter", "anthropic"], counting_start=lambda s: NOW - 60)
+    reader.ops.clear()
+    light = reader.read(
+        NOW, ["openrouter", "anthropic"], counting_start=lambda s: NOW - 60, counters=False
+    )
+    assert reader.ops["hgetall"] == 3 + 2  # the shared hashes and each provider's breaker
+    assert full.providers[0].totals == {"n:failure": 1}
+    for with_counters, without in zip(full.providers, light.providers, strict=True):
+        assert without.breaker == with_counters.breaker
+        assert without.window == with_counters.window
+        assert without.breaker_counts == with_counters.breaker_counts
+        assert (without.totals, without.transitions, without.exemplars) == ({}, {}, {})
