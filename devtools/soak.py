@@ -98,7 +98,8 @@ class RedisWatch:
     def figures(self, window: float, end: float, max_lag: float, checks: Checks) -> Json:
         """Window bound at every sample: ZCARD <= events written since the time of the oldest
         member (exact: a member is written after its score), and that member at most ``window
-        + max_lag`` old (trimmed every cycle). Memory figures are the last Redis instance's."""
+        + max_lag`` old (trimmed once per tenth of the window). Memory figures are the last Redis
+        instance's."""
         ok = [s for s in self.samples if "error" not in s]
         excess, lag = 0, 0.0
         for s in (s for s in ok if s["oldest"] is not None):
