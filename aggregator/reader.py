@@ -240,8 +240,10 @@ class WindowReader:
         }
         readings = []
         for name, (breaker_state, transitions_hash, totals, exemplars) in found.items():
-            per_shard = [windows[(name, shard)] for shard in range(self._shards.get(name, 1))]
-            window_total = window_counts([sum(column) for column in zip(*per_shard, strict=True)])
+            shards = self._shards.get(name, 1)
+            per_shard = [windows[(name, shard)] for shard in range(shards)]
+            summed = per_shard[0] if shards == 1 else [sum(c) for c in zip(*per_shard, strict=True)]
+            window_total = window_counts(summed)
             readings.append(
                 ProviderReading(
                     name,

@@ -56,10 +56,9 @@ class Reading:
 
 
 def window_counts(values: list[int]) -> WindowCounts:
-    """Window counts from ZCOUNT replies in ``Keys.window_keys`` order."""
-    ok = tuple(int(v) for v in values[:LATENCY_PARTITIONS])
-    failures, rate_limited, caller_errors = (int(v) for v in values[LATENCY_PARTITIONS:])
-    return WindowCounts(ok, failures, rate_limited, caller_errors)
+    """Window counts from ZCOUNT counts (ints) in ``Keys.window_keys`` order."""
+    failures, rate_limited, caller_errors = values[LATENCY_PARTITIONS:]
+    return WindowCounts(tuple(values[:LATENCY_PARTITIONS]), failures, rate_limited, caller_errors)
 
 
 def redis_memory(memory: dict[str, object], stats: dict[str, object]) -> RedisMemory:
