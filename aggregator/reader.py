@@ -188,6 +188,7 @@ class WindowReader:
         self._count_op("hgetall", 3 + provider_hashes)
         self._count_op("zremrangebyscore", WINDOW_PARTITIONS * len(trimming))
         self._count_op("zcount", sum(len(c) for c in counted.values()))
+        self._count_op("exists", sum(1 for place in counted if self._empty.get(place)))
 
         client_stats = int_hash(as_dict(replies[0]))
         redis_ops = int_hash(as_dict(replies[1]))

@@ -85,6 +85,7 @@ def test_breaker_counts_equal_a_count_by_hand(redis_url: str, r: redis.Redis, ke
     again = reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
     assert again.providers == reading.providers
     assert reader.ops["zcount"] == 4 + 4
+    assert reader.ops["exists"] == 1
 
 
 def test_a_counting_start_before_the_window_reads_once(
