@@ -106,25 +106,13 @@ class InstrumentStore:
             self.dirty.append(series)
 
     def add(self, series: Series, amount: float) -> None:
-        ints, nanos = split_amount(amount)
         with self.lock:
-            series.ints += ints
-            series.nanos += nanos
-            series.updates += 1
-            self._mark(series)
+            self._add(series, amount)
         self.on_update()
 
     def observe(self, series: Series, value: float, exemplar: dict[str, str] | None = None) -> None:
-        index = bisect_left(series.spec.buckets, value)  # "le": the first bound >= value
-        ints, nanos = split_amount(value)
         with self.lock:
-            if exemplar is not None:
-                series.exemplars[index] = (exemplar, value, self.clock())
-            series.buckets[index] += 1
-            series.ints += ints
-            series.nanos += nanos
-            series.updates += 1
-            self._mark(series)
+            self._observe(series, value, exemplar)
         self.on_update()
 
     def update(
@@ -136,32 +124,31 @@ class InstrumentStore:
         ``on_update``: what one request or one model call books, as ``add()`` and ``observe()``
         one by one would (values already checked by the caller)."""
         with self.lock:
-            dirty = self.dirty  # drain() swaps the list: read under the lock
             for series, amount in adds:
-                if type(amount) is int:
-                    series.ints += amount
-                else:
-                    ints, nanos = split_amount(amount)
-                    series.ints += ints
-                    series.nanos += nanos
-                series.updates += 1
-                if not series.dirty:
-                    series.dirty = True
-                    dirty.append(series)
+                self._add(series, amount)
             for series, value, labels in observes:
-                index = bisect_left(series.spec.buckets, value)  # "le": the first bound >= value
-                if labels is not None:
-                    series.exemplars[index] = (labels, value, self.clock())
-                series.buckets[index] += 1
-                ints, nanos = split_amount(value)
-                series.ints += ints
-                series.nanos += nanos
-                series.updates += 1
-                if not series.dirty:
-                    series.dirty = True
-                    dirty.append(series)
-            self.version += len(adds) + len(observes)
+                self._observe(series, value, labels)
         self.on_update()
+
+    def _add(self, series: Series, amount: float) -> None:
+        """Under the lock."""
+        ints, nanos = split_amount(amount)
+        series.ints += ints
+        series.nanos += nanos
+        series.updates += 1
+        self._mark(series)
+
+    def _observe(self, series: Series, value: float, exemplar: dict[str, str] | None) -> None:
+        """Under the lock."""
+        index = bisect_left(series.spec.buckets, value)  # "le": the first bound >= value
+        if exemplar is not None:
+            series.exemplars[index] = (exemplar, value, self.clock())
+        series.buckets[index] += 1
+        ints, nanos = split_amount(value)
+        series.ints += ints
+        series.nanos += nanos
+        series.updates += 1
+        self._mark(series)
 
     def set_gauge(self, series: Series, value: float | None, delta: float = 0.0) -> None:
         with self.lock:
