@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 from bench.bench_scrape import aggregator_process, scrape_load
 from bench.common import Context, Figure, percentile
 from bench.gateway_variants import ROUTE
+from devtools.processes import stop_process
 from devtools.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,12 +97,7 @@ def gateway(
             time.sleep(0.1)
         yield served
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=30)
         log.close()
 
 

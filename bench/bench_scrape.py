@@ -26,6 +26,7 @@ from aggregator.rendering import make_registry, render
 from aggregator.settings import AggregatorSettings
 from bench.common import Context, Figure, percentile
 from client import GatewayMetrics, MetricsClient
+from devtools.processes import stop_process
 from devtools.redis_server import free_port
 from protocol.connection import connect
 
@@ -99,12 +100,7 @@ def aggregator_process(redis_url: str, namespace: str, *flags: str) -> Iterator[
                 time.sleep(0.1)
             yield port
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout=15)
 
 
 def scrape_load(port: int, concurrency: int, requests: int, gzipped: bool = False) -> list[float]:

@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 
 import redis
 
+from devtools.processes import stop_process
+
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 INSTALL_HINT = (
     "no Redis answers on {url} and no redis-server is on PATH: install one "
@@ -66,13 +68,7 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def kill(self) -> None:

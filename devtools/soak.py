@@ -35,6 +35,7 @@ from pathlib import Path
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.processes import stop_process
 from devtools.redis_server import free_port, start_redis
 from devtools.soak_load import (
     OUTAGE,
@@ -234,12 +235,7 @@ class Soak:
             if process.is_alive():
                 process.kill()
         if self.aggregator is not None:
-            self.aggregator.terminate()
-            try:
-                self.aggregator.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.aggregator.kill()
-                self.aggregator.wait()
+            stop_process(self.aggregator, timeout=15)
             text = self.log.read_text(errors="replace")
             if "Traceback" in text:
                 sys.stderr.write(f"aggregator log {self.log} (tail):\n{text[-3000:]}\n")

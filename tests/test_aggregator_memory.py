@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from client import ClientSettings, MetricsClient
+from devtools.processes import stop_process
 from devtools.redis_server import free_port
 from tests.conftest import wait_for
 
@@ -87,5 +88,4 @@ def test_aggregator_memory_is_flat_under_provider_churn(redis_url: str, namespac
         assert growth <= MAX_GROWTH_KIB
     finally:
         metrics.close(timeout=5)
-        aggregator.terminate()
-        aggregator.wait(timeout=15)
+        stop_process(aggregator, timeout=15)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.processes import stop_process
 from devtools.redis_server import free_port
 from tests.conftest import wait_for
 
@@ -85,12 +86,7 @@ def serve(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[Callable[.
 
     yield start
     for served in started:
-        served.process.terminate()
-        try:
-            served.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            served.process.kill()
-            served.process.wait()
+        stop_process(served.process, timeout=10)
 
 
 def status_of(sock: socket.socket, timeout: float = 5.0) -> int | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import pytest
 import yaml
 
 from client import ClientSettings, GatewayMetrics, MetricsClient
+from devtools.processes import stop_process
 from devtools.redis_server import free_port
 from tests.conftest import need_tool, wait_for
 from tests.deploy import railway
@@ -156,13 +156,7 @@ def _python(code: str) -> list[str]:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process, timeout=10)
 
 
 def _write_config(tmp: Path, aggregator_port: int, prometheus_port: int) -> Path:
