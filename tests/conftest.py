@@ -77,14 +77,19 @@ def single_redis_url() -> str:
     return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[LocalCluster]:
-    """One local Redis Cluster (3 masters) for the session's tests that run on both."""
+def local_cluster() -> Iterator[LocalCluster]:
+    """A local Redis Cluster of 3 masters, stopped after the fixture that yields from it."""
     need_tool("redis-server", "apt-get install redis-server")
     need_tool("redis-cli", "apt-get install redis-server")
     cluster = start_cluster(masters=3)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """One local Redis Cluster for the session's tests that run on both."""
+    yield from local_cluster()
 
 
 BOTH_BACKENDS = pytest.mark.both_backends

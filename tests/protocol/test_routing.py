@@ -7,21 +7,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from devtools.redis_cluster import LocalCluster, start_cluster
+from devtools.redis_cluster import LocalCluster
 from protocol.connection import connect
 from protocol.routing import NodeRoutedPipeline, pipeline, slot_of
-from tests.conftest import need_tool
+from tests.conftest import local_cluster
 
 KEYS = [f"{{k{i}}}:h" for i in range(40)]
 
 
 @pytest.fixture
 def own_cluster() -> Iterator[LocalCluster]:
-    need_tool("redis-server", "apt-get install redis-server")
-    need_tool("redis-cli", "apt-get install redis-server")
-    cluster = start_cluster(masters=3)
-    yield cluster
-    cluster.stop()
+    """Its own cluster: the test reshards it."""
+    yield from local_cluster()
 
 
 def test_replies_come_back_in_order_after_a_reshard(own_cluster: LocalCluster) -> None:
