@@ -15,7 +15,9 @@ WORKDIR /app
 # dependencies. hiredis, httptools and uvloop ship manylinux wheels for CPython 3.11: no compiler.
 # README.md is read by the build (pyproject's `readme`).
 COPY pyproject.toml README.md ./
-COPY protocol/ protocol/
+COPY gatewayz_protocol/ gatewayz_protocol/
+COPY gatewayz_transport/ gatewayz_transport/
+COPY gatewayz_telemetry/ gatewayz_telemetry/
 COPY client/ client/
 COPY aggregator/ aggregator/
 RUN pip install '.[aggregator,gateway]'

@@ -28,7 +28,7 @@ from aggregator.settings import (
     redact,
     settings_from_args,
 )
-from protocol.connection import connect
+from gatewayz_transport.connection import connect
 
 log = logging.getLogger("gatewayz.aggregator")
 

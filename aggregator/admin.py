@@ -33,10 +33,10 @@ from aggregator.settings import (
     settings_from_args,
 )
 from aggregator.writer import PlannedWrite, StateWriter
-from protocol.breaker_state import CLOSED, OPEN, BreakerState
-from protocol.connection import connect
-from protocol.keys import Keys
-from protocol.names import is_valid_provider
+from gatewayz_protocol.breaker_state import CLOSED, OPEN, BreakerState
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.names import is_valid_provider
+from gatewayz_transport.connection import connect
 
 ACTIONS = ("status", "open", "close", "reset")
 FLAGS = (*CONNECTION_FLAGS, "--window", "--breaker-half-open-calls", "--breaker-permit-seconds")

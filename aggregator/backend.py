@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.fields import (
+from gatewayz_protocol.fields import (
     SERIES_DROPPED_FIELD,
     VALUES_REJECTED_FIELD,
     Exemplar,
@@ -18,7 +18,7 @@ from protocol.fields import (
     series_buckets,
     series_value,
 )
-from protocol.specs import MetricSpec, series_labels
+from gatewayz_protocol.specs import MetricSpec, series_labels
 
 log = logging.getLogger("gatewayz.aggregator")
 DEFAULT_MAX_SERIES = 1000

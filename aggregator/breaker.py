@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
+from gatewayz_protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from prometheus_client.utils import floatToGoString
 
 from aggregator.served import CycleStatus, ServedState
 from aggregator.snapshot import Snapshot
-from protocol.breaker_state import STATES
-from protocol.fields import Exemplar
-from protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
+from gatewayz_protocol.breaker_state import STATES
+from gatewayz_protocol.fields import Exemplar
+from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
 
 # le label values exactly as prometheus_client's own Histogram writes them ("1.0", "+Inf").
 _LE_LABELS = (

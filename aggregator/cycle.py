@@ -36,11 +36,12 @@ from aggregator.served import CycleStatus, ServedState
 from aggregator.settings import AggregatorSettings, describe_error
 from aggregator.snapshot import Snapshot, provider_health
 from aggregator.writer import FENCED, PlannedWrite, StateWriter
-from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
-from protocol.clock import SharedClock
-from protocol.connection import Connection
-from protocol.fields import LOG_RECORDS_DROPPED_FIELD, decode_client_stats, log_records_dropped
-from protocol.keys import Keys
+from gatewayz_protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
+from gatewayz_protocol.clock import SharedClock
+from gatewayz_protocol.fields import LOG_RECORDS_DROPPED_FIELD, decode_client_stats
+from gatewayz_protocol.hooks import NewLogDrops
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import Connection
 
 log = logging.getLogger("gatewayz.aggregator")
 
@@ -98,7 +99,7 @@ class Aggregator:
         )
         self._out_of_memory = False  # this cycle: Redis refused a plain write for lack of memory
         self._policy_reported: str | None = None
-        self._log_drops_seen = log_records_dropped()
+        self._log_drops = NewLogDrops()
         self._history_minutes: dict[str, int] = {}  # provider -> last minute this leader wrote
 
     # -- what is served ------------------------------------------------------------------------
@@ -277,7 +278,7 @@ class Aggregator:
         each cycle number once, so a different number is a newer snapshot)."""
         published = self._reader.published_snapshot()
         committed = self._writer.commit(
-            [], self._take_ops(), fence=None, log_records_dropped=self._log_drops()
+            [], self._take_ops(), fence=None, log_records_dropped=self._log_drops.take()
         )
         self._out_of_memory |= committed.out_of_memory
         if published is None:
@@ -287,13 +288,6 @@ class Aggregator:
         if current is not None and current.cycle == snapshot.cycle:
             return current  # the same object: its rendered bodies stay valid
         return snapshot
-
-    def _log_drops(self) -> int:
-        """Log records this process's Loki sender gave up on since the last commit."""
-        total = log_records_dropped()
-        new = total - self._log_drops_seen if total >= self._log_drops_seen else total
-        self._log_drops_seen = total
-        return new
 
     def _take_ops(self) -> Counter[str]:
         ops = self._reader.ops.copy()
@@ -350,7 +344,7 @@ class Aggregator:
                 acting,
                 now,
                 gone,
-                self._log_drops(),
+                self._log_drops.take(),
                 self._history_due() if reserve_cycle_above is not None else None,
             )
         self._out_of_memory |= committed.out_of_memory

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aggregator.served import ServedState
 from aggregator.snapshot import ProviderHealth, Snapshot
-from protocol.breaker_state import CLOSED
+from gatewayz_protocol.breaker_state import CLOSED
 
 ProviderStatus = Literal["Online", "Degraded", "Offline"]
 OverallStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
@@ -47,7 +47,7 @@ STATUS_COLORS: Final[dict[ProviderStatus, StatusColor]] = {
 # -- today's fields, described exactly: the dataclasses' fields, in their order -------------------
 
 Exemplar = tuple[dict[str, str], float, float]
-"""(labels, value, timestamp), as protocol.fields.Exemplar."""
+"""(labels, value, timestamp), as gatewayz_protocol.fields.Exemplar."""
 
 
 class _Strict(BaseModel):
@@ -65,7 +65,7 @@ class DashboardCycleStatus(_Strict):
 
 
 class BreakerStateModel(_Strict):
-    """``protocol.breaker_state.BreakerState``."""
+    """``gatewayz_protocol.breaker_state.BreakerState``."""
 
     state: str = Field(description="closed, open or half_open")
     since: float

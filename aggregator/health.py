@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocol.partitions import LATENCY_PARTITIONS
+from gatewayz_protocol.partitions import LATENCY_PARTITIONS
 
 
 @dataclass(frozen=True)

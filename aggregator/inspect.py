@@ -31,11 +31,11 @@ from aggregator.health import WindowCounts, bucket_quantile
 from aggregator.reader import FUTURE_TOLERANCE_SECONDS, WindowReader
 from aggregator.readings import ProviderInspection
 from aggregator.settings import CONNECTION_FLAGS, add_options, redact, settings_from_args
-from protocol.connection import connect
-from protocol.fields import decode_totals
-from protocol.keys import Keys
-from protocol.names import is_valid_provider
-from protocol.partitions import OUTCOMES, WINDOW_BOUNDS
+from gatewayz_protocol.fields import decode_totals
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.names import is_valid_provider
+from gatewayz_protocol.partitions import OUTCOMES, WINDOW_BOUNDS
+from gatewayz_transport.connection import connect
 
 FLAGS = (*CONNECTION_FLAGS, "--window")
 _DEADLINES = ("since", "open_until")

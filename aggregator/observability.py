@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 
-import telemetry
+import gatewayz_telemetry
 from aggregator.settings import AggregatorSettings
 
 SERVICE_NAME = "gatewayz-aggregator"
@@ -29,25 +29,25 @@ def configure_logging(settings: AggregatorSettings) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # The label variables (LOKI_APP, LOKI_ENV/DEPLOYMENT_ENV) from the environment; the URL
     # and the level as the aggregator's own settings resolved them (flag or environment).
-    from_env = telemetry.TelemetrySettings.from_env(SERVICE_NAME)
+    from_env = gatewayz_telemetry.TelemetrySettings.from_env(SERVICE_NAME)
     shipped = dataclasses.replace(
         from_env,
         loki_url=settings.loki_url or None,
         log_level=settings.log_level.upper(),
         otlp_traces_endpoint=_traces_endpoint(settings, from_env),
     )
-    telemetry.setup(SERVICE_NAME, settings=shipped)
+    gatewayz_telemetry.setup(SERVICE_NAME, settings=shipped)
 
 
 def _traces_endpoint(
-    settings: AggregatorSettings, from_env: telemetry.TelemetrySettings
+    settings: AggregatorSettings, from_env: gatewayz_telemetry.TelemetrySettings
 ) -> str | None:
     """``--otlp-endpoint`` when given on the command line; else what the environment says
     (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` before ``OTEL_EXPORTER_OTLP_ENDPOINT``). The
     settings read the flag's variable too, so a value equal to it came from the environment."""
     flag = settings.otlp_endpoint
     if flag and flag.strip() != os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
-        return telemetry.traces_url(flag, None)
+        return gatewayz_telemetry.traces_url(flag, None)
     return from_env.otlp_traces_endpoint
 
 

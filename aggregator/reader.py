@@ -34,7 +34,7 @@ from aggregator.readings import (
     window_counts,
 )
 from aggregator.snapshot import decode_published
-from protocol.breaker_state import (
+from gatewayz_protocol.breaker_state import (
     CLOSED,
     FORCED_FIELD,
     STATE_FIELD,
@@ -42,12 +42,14 @@ from protocol.breaker_state import (
     decode_breaker,
     decode_state_name,
 )
-from protocol.connection import Connection, raise_first_error
-from protocol.fields import Exemplar, decode_clock_offsets
-from protocol.keys import Keys
-from protocol.names import is_valid_provider
-from protocol.partitions import WINDOW_PARTITIONS
-from protocol.routing import RawCommands, as_dict, pipeline
+from gatewayz_protocol.fields import Exemplar, decode_clock_offsets
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.names import is_valid_provider
+from gatewayz_protocol.partitions import WINDOW_PARTITIONS
+from gatewayz_transport.connection import Connection
+from gatewayz_transport.errors import raise_first_error
+from gatewayz_transport.raw import RawCommands, as_dict
+from gatewayz_transport.routing import pipeline
 
 TRIM_SHARE = 0.1
 """Each window key loses what left the window (ZREMRANGEBYSCORE) once per this share of the

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aggregator.health import WindowCounts
-from protocol.breaker_state import BreakerState
-from protocol.fields import Exemplar, decode_exemplar
-from protocol.names import is_valid_provider
-from protocol.partitions import LATENCY_PARTITIONS
+from gatewayz_protocol.breaker_state import BreakerState
+from gatewayz_protocol.fields import Exemplar, decode_exemplar
+from gatewayz_protocol.names import is_valid_provider
+from gatewayz_protocol.partitions import LATENCY_PARTITIONS
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from aggregator.breaker import BreakerConfig
-from protocol.connection import DEFAULT_REDIS_URL, check_url
-from protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, DEFAULT_NAMESPACE
-from protocol.names import check_namespace, is_valid_provider
+from gatewayz_protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, DEFAULT_NAMESPACE
+from gatewayz_protocol.names import check_namespace, is_valid_provider
+from gatewayz_transport.urls import DEFAULT_REDIS_URL, check_url
 
 # scheme://user:password@ -> scheme://***@ (greedy to the last "@" before the path), and a
 # password=... query parameter: neither may reach a log line, an error or /metrics.

@@ -16,9 +16,9 @@ from aggregator.health import (
     health_score,
     latency_score,
 )
-from protocol.breaker_state import CLOSED, BreakerState
-from protocol.fields import Exemplar, decode_totals
-from protocol.partitions import WINDOW_BOUNDS
+from gatewayz_protocol.breaker_state import CLOSED, BreakerState
+from gatewayz_protocol.fields import Exemplar, decode_totals
+from gatewayz_protocol.partitions import WINDOW_BOUNDS
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,14 @@ from dataclasses import dataclass
 
 from aggregator.history import HISTORY_POINTS, HISTORY_TTL_SECONDS, HistoryPoint
 from aggregator.snapshot import encode_published
-from protocol import scripts
-from protocol.breaker_state import BreakerState, encode_breaker
-from protocol.connection import (
-    Connection,
-    ScriptCalls,
-    is_out_of_memory,
-    raise_first_error,
-    register,
-)
-from protocol.fields import LOG_RECORDS_DROPPED_FIELD
-from protocol.keys import Keys
-from protocol.routing import pipeline
+from gatewayz_protocol import scripts
+from gatewayz_protocol.breaker_state import BreakerState, encode_breaker
+from gatewayz_protocol.fields import LOG_RECORDS_DROPPED_FIELD
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import Connection
+from gatewayz_transport.errors import is_out_of_memory, raise_first_error
+from gatewayz_transport.routing import pipeline
+from gatewayz_transport.scripts import ScriptCalls, register
 
 FENCED = -1
 """What a fenced script answers to a writer that does not hold the lease (under its token)."""

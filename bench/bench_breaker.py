@@ -26,7 +26,7 @@ from typing import Any
 from bench.bench_scrape import aggregator_process
 from bench.common import Context, Figure
 from client import MetricsClient
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 
 WORKERS = 4
 RATE = 50.0  # calls/s per provider, all workers together

@@ -19,7 +19,7 @@ from bench.bench_ingest import ingest
 from bench.common import Context, Figure
 from client import ClientSettings, MetricsClient
 from devtools.redis_cluster import node_urls, start_cluster, tools_present
-from protocol.connection import connect
+from gatewayz_transport.connection import connect
 
 WORKERS = 4
 SHARDS = 8

@@ -21,10 +21,10 @@ from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from bench.common import Context, Figure
 from client import ClientSettings
-from protocol.connection import connect
-from protocol.fields import encode_totals
-from protocol.keys import Keys
-from protocol.partitions import LATENCY_PARTITIONS, WINDOW_BOUNDS, latency_partition
+from gatewayz_protocol.fields import encode_totals
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.partitions import LATENCY_PARTITIONS, WINDOW_BOUNDS, latency_partition
+from gatewayz_transport.connection import connect
 
 PROVIDERS = tuple(f"provider-{i:03d}" for i in range(100))
 WINDOW = 300.0

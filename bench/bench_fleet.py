@@ -19,8 +19,8 @@ from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from bench.common import Context, Figure
 from client import ClientSettings, MetricsClient
-from protocol.connection import connect
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import connect
 
 ACTIVE = 1000
 IDLE = 2000

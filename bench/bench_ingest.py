@@ -28,7 +28,7 @@ import redis
 from bench.common import Context, Figure
 from client import ClientSettings, Keys, MetricsClient
 from devtools.redis_cluster import node_urls
-from protocol.fields import COUNT_FIELDS
+from gatewayz_protocol.fields import COUNT_FIELDS
 
 PROVIDER = "openrouter"
 LATENCIES = (0.05, 0.3, 0.42, 0.8, 1.5, 3.0, 7.0, 12.0) * 125  # 1,000 calls per deadline check

@@ -28,7 +28,7 @@ from bench.common import Context, Figure, percentile
 from client import GatewayMetrics, MetricsClient
 from devtools.processes import stop_process
 from devtools.redis_server import free_port
-from protocol.connection import connect
+from gatewayz_transport.connection import connect
 
 PROVIDERS = tuple(f"provider-{i:03d}" for i in range(100))
 MODELS = ("gpt-4o", "claude-opus-4.5", "llama-3.1-70b", "gemini-2.5-pro")

@@ -13,8 +13,8 @@ from client._gateway import GatewayMetrics, InferenceCall
 from client._metrics_client import MetricsClient
 from client._settings import ClientSettings
 from client._tracking import CallTracker
-from protocol.keys import Keys
-from protocol.partitions import OUTCOMES
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.partitions import OUTCOMES
 
 __all__ = [
     "OUTCOMES",

@@ -10,9 +10,10 @@ from typing import Protocol
 
 import redis
 
-from protocol import scripts
-from protocol.connection import Connection, register
-from protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, Keys
+from gatewayz_protocol import scripts
+from gatewayz_protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, Keys
+from gatewayz_transport.connection import Connection
+from gatewayz_transport.scripts import register
 
 ASK_AGAIN_SECONDS = 60.0
 """How long a refusal is remembered before the registry is asked again."""

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from client._events import Event
 from client._instruments import Drained
 from client._ledger import Notes
-from protocol.event_ids import event_members
-from protocol.fields import Exemplar, encode_totals
-from protocol.partitions import (
+from gatewayz_protocol.event_ids import event_members
+from gatewayz_protocol.fields import Exemplar, encode_totals
+from gatewayz_protocol.partitions import (
     BUCKET_OF_PARTITION,
     LATENCY_PARTITIONS,
     latency_partition,

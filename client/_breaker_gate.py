@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocol import scripts
-from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATE_FIELD, decode_state_name
-from protocol.connection import Connection, register
-from protocol.keys import Keys
-from protocol.names import is_valid_provider
-from protocol.routing import pipeline
+from gatewayz_protocol import scripts
+from gatewayz_protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATE_FIELD, decode_state_name
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.names import is_valid_provider
+from gatewayz_transport.connection import Connection
+from gatewayz_transport.routing import pipeline
+from gatewayz_transport.scripts import register
 
 log = logging.getLogger("gatewayz.metrics.client")
 

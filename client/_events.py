@@ -7,9 +7,9 @@ a day, at most 1e12 tokens and 1e6 USD (or credits) per call."""
 from __future__ import annotations
 
 from client._outcome import classify_status
-from protocol.fields import NANO_USD_PER_USD
-from protocol.names import is_valid_provider
-from protocol.partitions import OUTCOME_CODES
+from gatewayz_protocol.fields import NANO_USD_PER_USD
+from gatewayz_protocol.names import is_valid_provider
+from gatewayz_protocol.partitions import OUTCOME_CODES
 
 Event = tuple[str, float, float, int, int, int, dict[str, str] | None]
 """(provider, unix time, latency seconds, outcome code, tokens, cost in nano-USD, exemplar

@@ -27,9 +27,9 @@ from client._instruments import Drained, InstrumentStore
 from client._ledger import ERROR, NO_NOTES, REFUSED, SHUTDOWN, Ledger, Notes
 from client._settings import ClientSettings
 from client._writer import WriteReport
-from protocol.clock import SharedClock
-from protocol.connection import is_out_of_memory, is_transient
-from protocol.fields import log_records_dropped
+from gatewayz_protocol.clock import SharedClock
+from gatewayz_protocol.hooks import NewLogDrops
+from gatewayz_transport.errors import is_out_of_memory, is_transient
 
 log = logging.getLogger("gatewayz.metrics.client")
 
@@ -102,7 +102,7 @@ class Flusher:
         self._gauges_refreshed_at = float("-inf")
         self._drained_version = 0
         self._logged: set[str] = set()
-        self._log_drops_seen = log_records_dropped()  # a forked child: only its own from here
+        self._log_drops = NewLogDrops()  # a forked child: only its own from here
         self.redis_ok = True
 
     @property
@@ -254,11 +254,9 @@ class Flusher:
         return self._deliver(batch, events, first_id)
 
     def _note_log_drops(self) -> None:
-        """Log records the process's Loki sender (``telemetry``, when it is in use) gave up on
-        since the last batch: shipped with the batch, like every client counter."""
-        total = log_records_dropped()
-        new = total - self._log_drops_seen if total >= self._log_drops_seen else total  # reset
-        self._log_drops_seen = total
+        """Log records the process's Loki sender (``gatewayz_telemetry``, when it is in use)
+        gave up on since the last batch: shipped with the batch, like every client counter."""
+        new = self._log_drops.take()
         if new:
             self._ledger.note_log_drops(new)
 

@@ -16,7 +16,7 @@ from client._metric_types import _Metric
 from client._metrics_client import MetricsClient
 from client._outcome import classify_status, outcome_of_block
 from client._spans import CallSpan
-from protocol.partitions import OUTCOMES
+from gatewayz_protocol.partitions import OUTCOMES
 
 _CallKey = tuple[str, str, str, str]
 """(provider, model, status, endpoint) of a model call"""

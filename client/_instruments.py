@@ -14,8 +14,8 @@ from collections import Counter as _Tally
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from protocol.fields import Exemplar, bucket_field, int_field, nano_field, split_amount
-from protocol.specs import MetricSpec, series_id
+from gatewayz_protocol.fields import Exemplar, bucket_field, int_field, nano_field, split_amount
+from gatewayz_protocol.specs import MetricSpec, series_id
 
 
 @dataclass

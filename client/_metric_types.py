@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from client._exemplars import valid_exemplar
 from client._instruments import InstrumentStore, Series
-from protocol.specs import MetricSpec
+from gatewayz_protocol.specs import MetricSpec
 
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -40,9 +40,9 @@ from client._settings import ClientSettings
 from client._signals import watch as watch_shutdown
 from client._tracking import CallTracker
 from client._writer import RedisWriter
-from protocol.clock import SharedClock
-from protocol.connection import connect
-from protocol.keys import Keys
+from gatewayz_protocol.clock import SharedClock
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import connect
 
 log = logging.getLogger("gatewayz.metrics.client")
 

@@ -5,7 +5,7 @@ Pure functions; the hot path of ``MetricsClient.record()`` calls them.
 
 from __future__ import annotations
 
-from protocol.partitions import CALLER_ERROR, FAILURE, OUTCOMES, RATE_LIMITED, SUCCESS
+from gatewayz_protocol.partitions import CALLER_ERROR, FAILURE, OUTCOMES, RATE_LIMITED, SUCCESS
 
 
 def classify_status(status_code: int) -> int:

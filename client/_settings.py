@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from client._sharding import ShardPlan
-from protocol.connection import DEFAULT_REDIS_URL
-from protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, DEFAULT_NAMESPACE
-from protocol.names import check_namespace
+from gatewayz_protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, DEFAULT_NAMESPACE
+from gatewayz_protocol.names import check_namespace
+from gatewayz_transport.urls import DEFAULT_REDIS_URL
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
-from protocol.names import is_valid_provider
+from gatewayz_protocol.names import is_valid_provider
 
 MAX_SHARDS = 64
 

@@ -22,8 +22,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from client._batch import Batch
-from protocol.keys import Keys
-from protocol.routing import Command, command_key, refresh_layout, slot_of
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.routing import Command, command_key, refresh_layout, slot_of
 
 _T = TypeVar("_T")
 

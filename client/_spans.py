@@ -10,7 +10,7 @@ from typing import Any
 
 from client._exemplars import current_exemplar
 from client._outcome import classify_status
-from protocol.partitions import FAILURE, OUTCOMES, SUCCESS
+from gatewayz_protocol.partitions import FAILURE, OUTCOMES, SUCCESS
 
 SPAN_NAME = "model_inference"
 TRACER_NAME = "gatewayz.metrics.client"

@@ -14,11 +14,10 @@ from client._batch import Batch
 from client._instruments import Drained
 from client._sharding import ShardPlan
 from client._slots import ClusterWrites, CommandList
-from protocol import scripts
-from protocol.clock import SharedClock
-from protocol.connection import Connection, ScriptCalls, register
-from protocol.event_ids import EVENT_ID_BITS
-from protocol.fields import (
+from gatewayz_protocol import scripts
+from gatewayz_protocol.clock import SharedClock
+from gatewayz_protocol.event_ids import EVENT_ID_BITS
+from gatewayz_protocol.fields import (
     BREAKER_REJECTED_FIELD,
     LOG_RECORDS_DROPPED_FIELD,
     SERIES_DROPPED_FIELD,
@@ -31,7 +30,9 @@ from protocol.fields import (
     gauge_value,
     rejected_field,
 )
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import Connection
+from gatewayz_transport.scripts import ScriptCalls, register
 
 ID_GAP_AFTER_FAILURE = 1 << 24
 """Ids skipped by the first reservation after a failed one: more than a failover could lose

@@ -36,8 +36,8 @@ import redis
 from devtools.demo_traffic import HEALTH, excerpt
 from devtools.redis_cluster import LocalCluster, node_urls, start_cluster
 from devtools.redis_server import DEFAULT_URL, RedisProcess, ensure_redis
-from protocol.keys import DEFAULT_NAMESPACE, Keys
-from protocol.partitions import SUCCESS, latency_partition, window_partition
+from gatewayz_protocol.keys import DEFAULT_NAMESPACE, Keys
+from gatewayz_protocol.partitions import SUCCESS, latency_partition, window_partition
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "examples" / "gateway" / "gunicorn.conf.py"

@@ -48,9 +48,9 @@ from devtools.soak_load import (
     worker,
 )
 from devtools.soak_report import Checks, check_totals, print_run
-from protocol.fields import COUNT_FIELDS, decode_client_stats
-from protocol.keys import Keys
-from protocol.partitions import OUTCOMES
+from gatewayz_protocol.fields import COUNT_FIELDS, decode_client_stats
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.partitions import OUTCOMES
 
 
 class RedisWatch:

@@ -19,8 +19,8 @@ from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
 from devtools.redis_cluster import LocalCluster, start_cluster
 from devtools.redis_server import start_redis
-from protocol.connection import connect
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import connect
 
 
 class FakeClock:

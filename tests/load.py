@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 from client import MetricsClient
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import open_redis
 
 

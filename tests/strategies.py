@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from aggregator.health import WindowCounts
-from protocol.breaker_state import STATES, BreakerState
-from protocol.partitions import WINDOW_BOUNDS
+from gatewayz_protocol.breaker_state import STATES, BreakerState
+from gatewayz_protocol.partitions import WINDOW_BOUNDS
 
 
 def property_settings(examples: int) -> Callable[[Any], Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from devtools.redis_server import free_port
 from tests.conftest import wait_for
-from tests.telemetry.loki import receiver
+from tests.gatewayz_telemetry.loki import receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ import redis
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import MetricsClient
-from protocol.connection import connect
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import connect
 from tests.scrape import samples, scrape
 
 CALLS = 200

@@ -15,8 +15,8 @@ from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
 from devtools.redis_cluster import LocalCluster, cluster_ports, start_cluster
-from protocol.connection import connect
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import connect
 from tests.conftest import need_tool, wait_for
 from tests.load import Load, counted
 

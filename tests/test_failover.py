@@ -14,7 +14,7 @@ import redis
 
 from client import MetricsClient
 from devtools.redis_server import free_port
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS, wait_for
 from tests.scrape import scrape_url
 

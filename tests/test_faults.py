@@ -22,7 +22,7 @@ from aggregator.app import create_app
 from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, free_port, start_redis
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import FakeClock, wait_for
 from tests.scrape import Samples, samples, scrape_url
 

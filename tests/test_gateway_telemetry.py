@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.gateway import example_gateway
-from tests.telemetry.loki import Receiver, receiver
+from tests.gatewayz_telemetry.loki import Receiver, receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 

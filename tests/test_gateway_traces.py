@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
-from protocol.connection import connect
+from gatewayz_transport.connection import connect
 from tests.conftest import wait_for
 from tests.gateway import example_gateway
 from tests.scrape import scrape

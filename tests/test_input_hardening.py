@@ -26,7 +26,7 @@ from aggregator.app import create_app
 from aggregator.collector import RESERVED_NAMES
 from aggregator.cycle import Aggregator
 from client import ClientSettings, GatewayMetrics, MetricsClient
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import FakeClock
 from tests.scrape import families, scrape
 

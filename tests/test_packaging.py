@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_SIDE = (
@@ -57,8 +57,9 @@ def test_the_wheel_holds_the_packages_and_a_worker_requires_only_redis(wheel: Pa
     assert {name for name in top if not name.endswith(".dist-info")} == {
         "aggregator",
         "client",
-        "protocol",
-        "telemetry",
+        "gatewayz_protocol",
+        "gatewayz_telemetry",
+        "gatewayz_transport",
     }
     requires = metadata.get_all("Requires-Dist") or []
     assert [r for r in requires if "extra ==" not in r] == ["redis[hiredis]>=5.0"]
@@ -111,9 +112,17 @@ assert not missing, missing
         ("import aggregator.__main__, aggregator.app, aggregator.admin", ("client",)),
         # (not opentelemetry: redis-py itself imports it when it is installed)
         ("import client", ("aggregator", *(m for m in SERVER_SIDE if m != "opentelemetry"))),
-        ("import protocol.keys, protocol.scripts, protocol.connection", ("client", "aggregator")),
+        # the contract loads no Redis client: it can be read and tested without a transport
+        (
+            "import gatewayz_protocol.keys, gatewayz_protocol.scripts, gatewayz_protocol.fields",
+            ("client", "aggregator", "gatewayz_transport", "redis", "hiredis"),
+        ),
+        ("import gatewayz_transport.connection", ("client", "aggregator")),
         # telemetry loads Loki's client only once setup() finds LOKI_URL
-        ("import telemetry", ("client", "aggregator", "protocol", "logging_loki", "requests")),
+        (
+            "import gatewayz_telemetry",
+            ("client", "aggregator", "gatewayz_transport", "logging_loki", "requests"),
+        ),
     ],
 )
 def test_what_each_side_loads(imports: str, forbidden: tuple[str, ...]) -> None:

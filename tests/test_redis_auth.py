@@ -25,7 +25,7 @@ from aggregator.cycle import Aggregator
 from aggregator.settings import describe_error, parse_settings, redact
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, free_port, start_redis
-from protocol.connection import connect
+from gatewayz_transport.connection import connect
 from tests.conftest import FakeClock, wait_for
 
 # Distinctive strings: any occurrence in output can only be a leak.

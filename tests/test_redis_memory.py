@@ -21,8 +21,8 @@ from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, start_redis
-from protocol.connection import connect
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import connect
 from tests.conftest import FakeClock, need_tool, wait_for
 from tests.scrape import samples, scrape
 

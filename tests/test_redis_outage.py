@@ -14,7 +14,7 @@ from aggregator.app import create_app
 from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, start_redis
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import FakeClock, wait_for
 from tests.listeners import BrokenServer
 

@@ -13,7 +13,7 @@ from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
 from devtools.redis_sentinel import LocalSentinel, start_sentinel
-from protocol.connection import connect
+from gatewayz_transport.connection import connect
 from tests.conftest import need_tool, wait_for
 from tests.load import Load, counted
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from devtools.redis_server import RedisProcess, start_redis
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import need_tool, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -86,7 +86,7 @@ async def chat(request: ChatRequest, response: Response) -> dict[str, object]:
 
 def _log_completion(request: ChatRequest, status: int, started: float) -> None:
     # Provider, model and duration go in the line (extra=), not in Loki labels: they have many
-    # values. Under telemetry.setup() this is a queue put; Loki is never waited on.
+    # values. Under gatewayz_telemetry.setup() this is a queue put; Loki is never waited on.
     log.info(
         "chat completion",
         extra={

@@ -6,7 +6,7 @@ import gc
 import os
 from typing import Any
 
-import telemetry
+import gatewayz_telemetry
 
 bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("GATEWAY_WORKERS", "4"))
@@ -25,7 +25,7 @@ def post_fork(server: Any, worker: Any) -> None:
     master imported (inherited by the fork), without it loaded here, in the worker, and kept
     for the worker to serve. Instrumenting it here, before the worker serves its first
     request, adds the request span in this worker only."""
-    telemetry.setup(service_name="gatewayz-api", app=worker.app.wsgi())
+    gatewayz_telemetry.setup(service_name="gatewayz-api", app=worker.app.wsgi())
     # Everything imported so far lives as long as the worker: moved out of the collector's
     # sight, a full collection no longer scans it (62 ms -> under 0.01 ms in `make bench`'s
     # gc figures), which is what a saturated worker's p99 latency was made of.

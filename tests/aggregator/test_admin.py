@@ -11,7 +11,7 @@ from collections.abc import Callable
 import redis
 
 from client import MetricsClient
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS
 
 pytestmark = BOTH_BACKENDS

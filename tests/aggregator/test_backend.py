@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aggregator.backend import BackendFamily, build_families
-from protocol.fields import join_amount as exact
+from gatewayz_protocol.fields import join_amount as exact
 from tests.conftest import BOTH_BACKENDS
 
 pytestmark = BOTH_BACKENDS

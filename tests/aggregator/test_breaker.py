@@ -18,8 +18,8 @@ from aggregator.breaker import (
     limit_open_share,
     open_duration,
 )
-from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATES, BreakerState
-from protocol.names import PROVIDER_NAME_RE
+from gatewayz_protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATES, BreakerState
+from gatewayz_protocol.names import PROVIDER_NAME_RE
 from tests.strategies import BREAKER_STATES, CLOCKS, property_settings
 
 CONFIG = BreakerConfig()  # min_calls 20, rate 0.5, open 30 s (cap 300), 5 trials, 60 s timeout

@@ -15,7 +15,7 @@ from aggregator.breaker import BreakerConfig
 from aggregator.cycle import Aggregator
 from aggregator.snapshot import ProviderHealth, Snapshot
 from client import MetricsClient
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS, FakeClock
 
 pytestmark = BOTH_BACKENDS

@@ -19,9 +19,9 @@ from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from aggregator.snapshot import ProviderHealth, Snapshot, decode_published
 from client import ClientSettings, MetricsClient
-from protocol import routing
-from protocol.connection import Connection, connect
-from protocol.keys import Keys
+from gatewayz_protocol import routing
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import Connection, connect
 from tests.conftest import BOTH_BACKENDS, FakeClock, wait_for
 
 pytestmark = BOTH_BACKENDS

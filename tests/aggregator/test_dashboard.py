@@ -34,8 +34,8 @@ from aggregator.health import WindowCounts
 from aggregator.served import CycleStatus, ServedState
 from aggregator.snapshot import ProviderHealth, Snapshot, provider_health
 from client import GatewayMetrics, MetricsClient
-from protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
-from protocol.partitions import LATENCY_PARTITIONS, WINDOW_BOUNDS
+from gatewayz_protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, BreakerState
+from gatewayz_protocol.partitions import LATENCY_PARTITIONS, WINDOW_BOUNDS
 from tests.conftest import FakeClock
 
 MakeClient = Callable[..., MetricsClient]

@@ -17,7 +17,7 @@ import redis
 
 from client import MetricsClient
 from devtools.redis_server import free_port
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.browser import Browser
 from tests.conftest import need_tool, wait_for
 from tests.scrape import samples, scrape_url

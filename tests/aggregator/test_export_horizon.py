@@ -10,7 +10,7 @@ import redis
 from aggregator import admin
 from aggregator.cycle import Aggregator
 from client import MetricsClient
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS, FakeClock
 from tests.scrape import samples, scrape
 

@@ -19,8 +19,8 @@ from aggregator.health import (
     latency_score,
 )
 from aggregator.snapshot import provider_health
-from protocol.breaker_state import CLOSED, STATES, BreakerState
-from protocol.partitions import WINDOW_BOUNDS
+from gatewayz_protocol.breaker_state import CLOSED, STATES, BreakerState
+from gatewayz_protocol.partitions import WINDOW_BOUNDS
 from tests.strategies import COUNTS, WINDOW_COUNTS, increasing_bounds, property_settings
 
 # Small bounds for hand-computed quantiles: buckets (0,1], (1,2], (2,4], (4,+Inf).

@@ -9,7 +9,7 @@ import redis
 
 from aggregator.history import HISTORY_POINTS, HistoryPoint, decode_points, minute_start
 from aggregator.writer import StateWriter
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS
 
 pytestmark = BOTH_BACKENDS

@@ -15,7 +15,7 @@ import redis
 
 from aggregator.inspect import human, minute_edges, relative
 from client import MetricsClient
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS, FakeClock
 
 pytestmark = BOTH_BACKENDS

@@ -7,9 +7,9 @@ from __future__ import annotations
 import redis
 
 from aggregator.reader import TRIM_SHARE, WindowReader
-from protocol.connection import connect
-from protocol.keys import Keys
-from protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
+from gatewayz_transport.connection import connect
 from tests.conftest import BOTH_BACKENDS
 
 pytestmark = BOTH_BACKENDS

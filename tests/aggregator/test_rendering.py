@@ -22,16 +22,16 @@ from aggregator.rendering import RenderedMetrics
 from aggregator.served import ServedState
 from aggregator.snapshot import ProviderHealth, Snapshot, provider_health
 from client import MetricsClient
-from protocol.fields import (
+from gatewayz_protocol.fields import (
     COST_FIELD,
     COUNT_FIELDS,
     HISTOGRAM_FIELDS,
     LATENCY_SUM_FIELD,
     TOKENS_FIELD,
 )
-from protocol.fields import join_amount as exact
-from protocol.names import PROVIDER_NAME_RE
-from protocol.specs import MetricSpec, series_id
+from gatewayz_protocol.fields import join_amount as exact
+from gatewayz_protocol.names import PROVIDER_NAME_RE
+from gatewayz_protocol.specs import MetricSpec, series_id
 from tests.conftest import FakeClock
 from tests.scrape import Families, check_format, families, helps, scrape
 from tests.strategies import (

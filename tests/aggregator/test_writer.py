@@ -9,8 +9,8 @@ from collections import Counter
 import redis
 
 from aggregator.writer import FENCED, Committed, PlannedWrite, StateWriter
-from protocol.breaker_state import BreakerState
-from protocol.keys import Keys
+from gatewayz_protocol.breaker_state import BreakerState
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS
 
 pytestmark = BOTH_BACKENDS

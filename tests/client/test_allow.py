@@ -15,8 +15,8 @@ import redis
 from aggregator.writer import PlannedWrite, StateWriter
 from client import CircuitOpenError, MetricsClient
 from devtools.redis_server import free_port, start_redis
-from protocol.breaker_state import BreakerState
-from protocol.keys import Keys
+from gatewayz_protocol.breaker_state import BreakerState
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS
 from tests.listeners import BrokenServer
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from client import GatewayMetrics, MetricsClient, MetricsMiddleware
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import FakeClock
 
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from client import GatewayMetrics, MetricsClient
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import FakeClock
 
 MakeClient = Callable[..., MetricsClient]

@@ -20,16 +20,16 @@ from hypothesis import strategies as st
 
 from client import MetricsClient
 from client._outcome import classify_status
-from protocol.fields import (
+from gatewayz_protocol.fields import (
     COST_FIELD,
     COUNT_FIELDS,
     HISTOGRAM_FIELDS,
     LATENCY_SUM_FIELD,
     TOKENS_FIELD,
 )
-from protocol.keys import Keys
-from protocol.names import PROVIDER_NAME_RE
-from protocol.partitions import OUTCOMES, WINDOW_BOUNDS
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.names import PROVIDER_NAME_RE
+from gatewayz_protocol.partitions import OUTCOMES, WINDOW_BOUNDS
 from tests.conftest import BOTH_BACKENDS, FakeClock
 from tests.strategies import DOCUMENTED_CAUSES, property_settings
 

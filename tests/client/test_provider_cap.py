@@ -9,7 +9,7 @@ import redis
 
 from aggregator.cycle import Aggregator
 from client import MetricsClient
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS, FakeClock
 
 pytestmark = BOTH_BACKENDS

@@ -12,7 +12,7 @@ from redis.crc import key_slot
 from aggregator.cycle import Aggregator
 from client import MetricsClient
 from client._sharding import ShardPlan
-from protocol.keys import Keys
+from gatewayz_protocol.keys import Keys
 from tests.conftest import BOTH_BACKENDS, FakeClock
 
 MakeClient = Callable[..., MetricsClient]

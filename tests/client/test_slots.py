@@ -17,9 +17,9 @@ from client._ledger import NO_NOTES
 from client._slots import SlotOutcome
 from client._writer import RedisWriter
 from devtools.redis_cluster import LocalCluster
-from protocol.connection import connect
-from protocol.keys import Keys
-from protocol.partitions import FAILURE, SUCCESS
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.partitions import FAILURE, SUCCESS
+from gatewayz_transport.connection import connect
 from tests.conftest import open_redis
 
 PROVIDERS = ("alpha", "beta", "gamma", "delta")

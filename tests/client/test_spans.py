@@ -17,7 +17,7 @@ from opentelemetry.trace import StatusCode
 from aggregator.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import GatewayMetrics, MetricsClient
-from protocol.connection import connect
+from gatewayz_transport.connection import connect
 from tests.conftest import FakeClock
 from tests.scrape import scrape
 

@@ -3,7 +3,6 @@ again, exactly once, when Redis forgot them), and a batch Redis refuses in part.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 import pytest
@@ -11,8 +10,9 @@ import redis
 
 from aggregator.cycle import Aggregator
 from client import ClientSettings, MetricsClient
-from protocol.keys import Keys
-from protocol.partitions import SUCCESS, latency_partition, window_partition
+from gatewayz_protocol.hooks import register_log_drops
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.partitions import SUCCESS, latency_partition, window_partition
 from tests.conftest import BOTH_BACKENDS, FakeClock
 from tests.scrape import samples, scrape
 
@@ -88,7 +88,8 @@ def test_a_batch_redis_refuses_in_part_counts_the_refused_events_as_dropped(
 
 
 class _Telemetry:
-    """Stands in for the ``telemetry`` package: its count of log records given up on."""
+    """Stands in for ``gatewayz_telemetry``: its count of log records given up on, registered
+    through the hook as ``setup()`` registers it."""
 
     def __init__(self) -> None:
         self.dropped = 0
@@ -103,11 +104,12 @@ def test_log_records_dropped_are_counted_like_every_client_counter(
     r: redis.Redis,
     keys: Keys,
     clock: FakeClock,
-    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     telemetry = _Telemetry()
     telemetry.dropped = 5  # before the client: not its to count
-    monkeypatch.setitem(sys.modules, "telemetry", telemetry)
+    unregister = register_log_drops(telemetry.log_records_dropped)
+    request.addfinalizer(unregister)
     metrics = make_client(clock=clock)
     telemetry.dropped = 12
     metrics.record("openrouter", 0.2)

@@ -265,7 +265,9 @@ def test_dockerfile_builds_every_app_service() -> None:
         "devtools",
         "client",
         "aggregator",
-        "protocol",
+        "gatewayz_protocol",
+        "gatewayz_transport",
+        "gatewayz_telemetry",
         "pyproject.toml",
         "README.md",
     ):

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from devtools.redis_cluster import LocalCluster
-from protocol.connection import connect
-from protocol.routing import NodeRoutedPipeline, pipeline, slot_of
+from gatewayz_transport.connection import connect
+from gatewayz_transport.routing import NodeRoutedPipeline, pipeline, slot_of
 from tests.conftest import local_cluster
 
 KEYS = [f"{{k{i}}}:h" for i in range(40)]

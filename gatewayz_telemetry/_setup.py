@@ -1,5 +1,6 @@
-"""``telemetry.setup()``: one call per process, after any fork, sets up what the environment
-asks for: logs to Loki (``LOKI_URL``) and traces over OTLP/HTTP (``OTEL_EXPORTER_OTLP_*``).
+"""``gatewayz_telemetry.setup()``: one call per process, after any fork, sets up what the
+environment asks for: logs to Loki (``LOKI_URL``) and traces over OTLP/HTTP
+(``OTEL_EXPORTER_OTLP_*``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from telemetry.settings import TelemetrySettings
+from gatewayz_protocol.hooks import register_log_drops
+from gatewayz_telemetry.settings import TelemetrySettings
 
 if TYPE_CHECKING:  # importing it loads logging_loki: only when logs are shipped
-    from telemetry._handler import LokiLogHandler
+    from gatewayz_telemetry._handler import LokiLogHandler
 
 _lock = threading.Lock()
 _handler: LokiLogHandler | None = None
@@ -54,7 +56,7 @@ def setup(
     logs = _setup_logs(chosen)
     traces = instrumented = False
     if chosen.traces_enabled:
-        from telemetry import _traces
+        from gatewayz_telemetry import _traces
 
         _traces.install(chosen)
         traces = _traces.spans_exported()
@@ -86,7 +88,7 @@ def _setup_logs(chosen: TelemetrySettings) -> bool:
             _retired_drops += previous.dropped
         if not chosen.logs_enabled:
             return False
-        from telemetry._handler import LokiLogHandler
+        from gatewayz_telemetry._handler import LokiLogHandler
 
         handler = LokiLogHandler(chosen)
         root.addHandler(handler)
@@ -95,6 +97,9 @@ def _setup_logs(chosen: TelemetrySettings) -> bool:
         if root.getEffectiveLevel() > handler.level:
             root.setLevel(handler.level)
         _handler = handler
+    # What this process's side (a worker's flusher, the aggregator) reports to Redis with its
+    # own writes: registered, never looked up.
+    register_log_drops(log_records_dropped)
     _register_atexit()
     return True
 
@@ -111,7 +116,7 @@ def log_records_dropped() -> int:
 def spans_dropped() -> int:
     """Finished spans this process did not export (the queue was full, or the export failed:
     refused, timed out, non-2xx), since it started; 0 when traces are not exported."""
-    traces = sys.modules.get("telemetry._traces")
+    traces = sys.modules.get("gatewayz_telemetry._traces")
     return 0 if traces is None else int(traces.spans_dropped())
 
 
@@ -121,7 +126,7 @@ def flush(timeout: float = 5.0) -> bool:
     exporter's timeout); True when the records all settled in time (or logs are not shipped)."""
     handler = _handler
     settled = True if handler is None else handler.drain(timeout)
-    traces = sys.modules.get("telemetry._traces")
+    traces = sys.modules.get("gatewayz_telemetry._traces")
     if traces is not None:
         traces.flush(timeout)
     return settled
@@ -134,6 +139,6 @@ def shutdown(timeout: float | None = None) -> None:
     handler = _handler
     if handler is not None:
         handler.close(timeout)
-    traces = sys.modules.get("telemetry._traces")
+    traces = sys.modules.get("gatewayz_telemetry._traces")
     if traces is not None:
         traces.shutdown()

@@ -1,5 +1,5 @@
-"""Connections (protocol.connection): pipelines packed by hiredis into one buffer, byte for byte
-what redis-py would send."""
+"""Connections (gatewayz_transport.connection): pipelines packed by hiredis into one buffer,
+byte for byte what redis-py would send."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import redis
 from redis.cluster import RedisCluster
 from redis.sentinel import SentinelConnectionPool
 
-from protocol.connection import check_url, connect
+from gatewayz_transport.connection import connect
+from gatewayz_transport.urls import check_url
 
 COMMANDS = [
     ("MULTI",),

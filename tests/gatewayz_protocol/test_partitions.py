@@ -1,12 +1,12 @@
-"""The one partition rule (protocol.partitions): which window key and which histogram bucket an
-event goes to. Pure, no Redis."""
+"""The one partition rule (gatewayz_protocol.partitions): which window key and which histogram
+bucket an event goes to. Pure, no Redis."""
 
 from __future__ import annotations
 
 import pytest
 
-from protocol.keys import Keys
-from protocol.partitions import (
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.partitions import (
     BUCKET_OF_PARTITION,
     CALLER_ERROR,
     FAILURE,

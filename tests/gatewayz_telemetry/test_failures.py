@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from telemetry._handler import LokiLogHandler
+from gatewayz_telemetry._handler import LokiLogHandler
 from tests.conftest import wait_for
-from tests.telemetry.loki import Receiver, black_hole, receiver, refused_url
+from tests.gatewayz_telemetry.loki import Receiver, black_hole, receiver, refused_url
 
 ROOT = Path(__file__).resolve().parents[2]
 MakeLogger = Callable[..., tuple[logging.Logger, LokiLogHandler]]
@@ -144,13 +144,13 @@ def test_exit_with_loki_black_holed_is_bounded_and_counts_what_is_left() -> None
     with black_hole() as url:
         script = f"""
             import logging, time, telemetry
-            telemetry.setup("exit-test", env={{"LOKI_URL": {url!r}}})
+            gatewayz_telemetry.setup("exit-test", env={{"LOKI_URL": {url!r}}})
             log = logging.getLogger("app")
             for i in range(500):
                 log.info("line %d", i)
             started = time.monotonic()
-            telemetry.shutdown(timeout=1.0)
-            print(time.monotonic() - started, telemetry.log_records_dropped())
+            gatewayz_telemetry.shutdown(timeout=1.0)
+            print(time.monotonic() - started, gatewayz_telemetry.log_records_dropped())
         """
         started = time.monotonic()
         done = subprocess.run(

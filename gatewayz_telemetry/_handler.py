@@ -12,10 +12,10 @@ import os
 import threading
 import weakref
 
-from telemetry._logfmt import format_line
-from telemetry._loki import Sender
-from telemetry._outbox import Counts, Entry, Outbox
-from telemetry.settings import TelemetrySettings
+from gatewayz_telemetry._logfmt import format_line
+from gatewayz_telemetry._loki import Sender
+from gatewayz_telemetry._outbox import Counts, Entry, Outbox
+from gatewayz_telemetry.settings import TelemetrySettings
 
 
 class LokiLogHandler(logging.Handler):

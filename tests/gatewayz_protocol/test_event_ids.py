@@ -1,8 +1,8 @@
-"""Window members (protocol.event_ids): six base-64 digits per event id. Pure, no Redis."""
+"""Window members (gatewayz_protocol.event_ids): six base-64 digits per event id. Pure, no Redis."""
 
 from __future__ import annotations
 
-from protocol.event_ids import event_members
+from gatewayz_protocol.event_ids import event_members
 
 _DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from telemetry import TelemetrySettings
-from telemetry._handler import LokiLogHandler
-from telemetry.settings import push_url
+from gatewayz_telemetry import TelemetrySettings
+from gatewayz_telemetry._handler import LokiLogHandler
+from gatewayz_telemetry.settings import push_url
 from tests.conftest import wait_for
-from tests.telemetry.loki import Receiver
+from tests.gatewayz_telemetry.loki import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 MakeLogger = Callable[..., tuple[logging.Logger, LokiLogHandler]]
@@ -102,7 +102,7 @@ def test_a_process_that_exits_cleanly_delivers_every_record(loki: Receiver) -> N
     _run(
         """
         import logging, telemetry
-        telemetry.setup("worker-test")
+        gatewayz_telemetry.setup("worker-test")
         log = logging.getLogger("app")
         for i in range(5000):
             log.info("line %d", i, extra={"i": i})
@@ -122,7 +122,7 @@ def test_a_forked_child_ships_its_own_records_with_a_sender_of_its_own(loki: Rec
     _run(
         """
         import logging, os, telemetry
-        telemetry.setup("fork-test")
+        gatewayz_telemetry.setup("fork-test")
         log = logging.getLogger("app")
         for i in range(100):
             log.info("parent", extra={"who": "parent"})
@@ -130,8 +130,8 @@ def test_a_forked_child_ships_its_own_records_with_a_sender_of_its_own(loki: Rec
         if pid == 0:
             for i in range(50):
                 log.info("child", extra={"who": "child"})
-            ok = telemetry.flush(10)
-            os._exit(0 if ok and telemetry.log_records_dropped() == 0 else 1)
+            ok = gatewayz_telemetry.flush(10)
+            os._exit(0 if ok and gatewayz_telemetry.log_records_dropped() == 0 else 1)
         _, status = os.waitpid(pid, 0)
         assert status == 0, status
         for i in range(100):
@@ -147,15 +147,15 @@ def test_nothing_configured_nothing_started_nothing_imported() -> None:
     done = _run(
         """
         import json, logging, sys, threading, telemetry
-        result = telemetry.setup("idle", env={})
+        result = gatewayz_telemetry.setup("idle", env={})
         logging.getLogger("app").warning("to nobody")
         print(json.dumps({
             "logs": result.logs,
             "threads": threading.active_count(),
-            "loaded": sorted(m for m in ("logging_loki", "requests", "telemetry._handler")
+            "loaded": sorted(m for m in ("logging_loki", "requests", "gatewayz_telemetry._handler")
                              if m in sys.modules),
             "handlers": len(logging.getLogger().handlers),
-            "dropped": telemetry.log_records_dropped(),
+            "dropped": gatewayz_telemetry.log_records_dropped(),
         }))
         """,
         {"PATH": "/usr/bin:/bin"},

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from protocol.partitions import BUCKET_OF_PARTITION, HISTOGRAM_BOUNDS, OUTCOMES
+from gatewayz_protocol.partitions import BUCKET_OF_PARTITION, HISTOGRAM_BOUNDS, OUTCOMES
 
 # -- a provider's totals hash ------------------------------------------------------------------
 
@@ -89,15 +88,8 @@ def decode_totals(raw: Mapping[str, int]) -> ProviderTotals:
 
 REJECTED_FIELD_PREFIX: Final = "rejected:"
 LOG_RECORDS_DROPPED_FIELD: Final = "log_records_dropped"
-"""Log records the processes' Loki senders gave up on (Loki slow or down)."""
-
-
-def log_records_dropped() -> int:
-    """What each process adds to ``LOG_RECORDS_DROPPED_FIELD``: the ``telemetry`` package's count
-    of log records it gave up on, if that package is loaded (it is optional: a process that does
-    not ship logs pays nothing, and neither side may import it)."""
-    count = getattr(sys.modules.get("telemetry"), "log_records_dropped", None)
-    return int(count()) if callable(count) else 0
+"""Log records the processes' Loki senders gave up on (Loki slow or down): each process adds what
+``hooks.NewLogDrops`` takes."""
 
 
 DROPPED_FIELD_PREFIX: Final = "dropped:"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from telemetry import TelemetrySettings
-from telemetry._handler import LokiLogHandler
-from tests.telemetry.loki import Receiver, receiver
+from gatewayz_telemetry import TelemetrySettings
+from gatewayz_telemetry._handler import LokiLogHandler
+from tests.gatewayz_telemetry.loki import Receiver, receiver
 
 
 @pytest.fixture

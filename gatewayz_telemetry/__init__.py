@@ -1,5 +1,5 @@
 """Telemetry for any process of the project (a gateway worker, the aggregator): one call,
-``telemetry.setup(service_name=...)``, driven by the environment.
+``gatewayz_telemetry.setup(service_name=...)``, driven by the environment.
 
 Logs go to Loki (``LOKI_URL``) through a bounded queue and a background sender: a logging call
 never waits on Loki; what cannot be delivered is dropped and counted
@@ -11,7 +11,7 @@ nothing of OpenTelemetry's SDK imported.
 This package imports neither ``client`` nor ``aggregator``; both may import it.
 """
 
-from telemetry._setup import (
+from gatewayz_telemetry._setup import (
     Telemetry,
     flush,
     log_records_dropped,
@@ -19,7 +19,7 @@ from telemetry._setup import (
     shutdown,
     spans_dropped,
 )
-from telemetry.settings import TelemetrySettings, traces_url
+from gatewayz_telemetry.settings import TelemetrySettings, traces_url
 
 __all__ = [
     "Telemetry",

@@ -13,8 +13,8 @@ from typing import Any
 
 import logging_loki.emitter
 
-from telemetry._outbox import Entry, Outbox
-from telemetry.settings import TelemetrySettings
+from gatewayz_telemetry._outbox import Entry, Outbox
+from gatewayz_telemetry.settings import TelemetrySettings
 
 log = logging.getLogger("telemetry.logs")
 

@@ -57,8 +57,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from protocol.names import check_namespace, is_valid_provider
-from protocol.partitions import LATENCY_PARTITIONS
+from gatewayz_protocol.names import check_namespace, is_valid_provider
+from gatewayz_protocol.partitions import LATENCY_PARTITIONS
 
 DEFAULT_NAMESPACE = "gatewayz"
 DEFAULT_EXPORT_HORIZON_SECONDS = 3600.0

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Final
 
-from protocol.names import METRIC_NAME_RE, is_valid_label_name
+from gatewayz_protocol.names import METRIC_NAME_RE, is_valid_label_name
 
 KINDS: Final = ("counter", "gauge", "histogram")
 COMBINE_MODES: Final = ("sum", "max", "min", "latest")

@@ -1,4 +1,4 @@
-"""``telemetry.setup()``'s traces half, in subprocesses (a process has one global tracer
+"""``gatewayz_telemetry.setup()``'s traces half, in subprocesses (a process has one global tracer
 provider): nothing configured sets nothing and imports no exporter; a full queue under a
 refused endpoint drops and counts spans without a log line per span."""
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.telemetry.loki import refused_url
+from tests.gatewayz_telemetry.loki import refused_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,11 +32,11 @@ def test_nothing_configured_sets_no_provider_and_imports_no_exporter() -> None:
 import sys
 import fastapi, telemetry
 from opentelemetry import trace
-result = telemetry.setup("svc", app=fastapi.FastAPI())
+result = gatewayz_telemetry.setup("svc", app=fastapi.FastAPI())
 assert not result.traces and not result.instrumented, result
 assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
 loaded = sorted(m for m in sys.modules if m.startswith(("opentelemetry.sdk",
-    "opentelemetry.exporter", "opentelemetry.instrumentation", "telemetry._traces")))
+    "opentelemetry.exporter", "opentelemetry.instrumentation", "gatewayz_telemetry._traces")))
 print(loaded)
 """
     )
@@ -47,10 +47,10 @@ def test_a_full_queue_under_a_refused_endpoint_drops_and_counts_quietly() -> Non
     done = run(
         """
 import logging, time
-import telemetry
+import gatewayz_telemetry
 from opentelemetry import trace
 logging.basicConfig(level=logging.DEBUG)
-result = telemetry.setup("svc")
+result = gatewayz_telemetry.setup("svc")
 assert result.traces, result
 tracer = trace.get_tracer("test")
 started = time.perf_counter()
@@ -58,7 +58,7 @@ for _ in range(5000):
     with tracer.start_as_current_span("s"):
         pass
 elapsed = time.perf_counter() - started
-dropped = telemetry.spans_dropped()
+dropped = gatewayz_telemetry.spans_dropped()
 assert dropped >= 5000 - 64 - 64, dropped  # at most a queue and a batch in flight kept
 assert elapsed < 5, elapsed
 print(dropped)

@@ -1,7 +1,7 @@
 """What telemetry ships and where, read once from the environment into a frozen object.
 
 Nothing here reads the environment at import time: :meth:`TelemetrySettings.from_env` does, when
-:func:`telemetry.setup` calls it (in the process that will ship, after any fork).
+:func:`gatewayz_telemetry.setup` calls it (in the process that will ship, after any fork).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""The key schema and the name rules (protocol.keys, protocol.names): pure, no Redis."""
+"""The key schema and the name rules (gatewayz_protocol.keys, gatewayz_protocol.names): pure,
+no Redis."""
 
 from __future__ import annotations
 
 import pytest
 
-from protocol.keys import Keys
-from protocol.names import is_valid_provider
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.names import is_valid_provider
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """A stand-in for Tempo's OTLP/HTTP receiver in tests: ``POST /v1/traces`` with a protobuf
 ``ExportTraceServiceRequest``, answering 200 (or 500 when told). The black hole and the refused
-URL of ``tests.telemetry.loki`` serve traces as well (they never look at the path)."""
+URL of ``tests.gatewayz_telemetry.loki`` serve traces as well (they never look at the path)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from tests.telemetry.receiver import PostReceiver, running
+from tests.gatewayz_telemetry.receiver import PostReceiver, running
 
 TRACES_PATH = "/v1/traces"
 

@@ -9,8 +9,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from devtools.redis_server import free_port
+from tests.gatewayz_telemetry.receiver import PostReceiver, running
 from tests.listeners import BrokenServer
-from tests.telemetry.receiver import PostReceiver, running
 
 PUSH_PATH = "/loki/api/v1/push"
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from telemetry.settings import TelemetrySettings
+from gatewayz_telemetry.settings import TelemetrySettings
 
 log = logging.getLogger("telemetry.traces")
 
@@ -152,7 +152,7 @@ def install(settings: TelemetrySettings) -> bool:
             quiet,
         )
         # TracerProvider() reads OTEL_TRACES_SAMPLER(_ARG) itself; its own exit hook would let
-        # the processor wait 30 s, so telemetry.shutdown() (at exit) stops it instead.
+        # the processor wait 30 s, so gatewayz_telemetry.shutdown() (at exit) stops it instead.
         provider = TracerProvider(
             resource=Resource.create(settings.resource_attributes()), shutdown_on_exit=False
         )

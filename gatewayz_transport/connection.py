@@ -1,0 +1,153 @@
+"""How every process of the project connects to Redis: connections that never retry on their own
+and send a pipeline in one piece (``connect``)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, TypeAlias
+
+import hiredis
+import redis
+from redis._parsers import Encoder
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import Connection as RedisConnection
+from redis.connection import SSLConnection
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+
+from gatewayz_transport.urls import (
+    CLUSTER_SCHEMES,
+    SENTINEL_SCHEMES,
+    cluster_seeds,
+    parse_sentinel_url,
+)
+
+
+class _OneBufferPipelines:
+    """Packs a pipeline into one buffer, so it goes out in one ``sendall``. redis-py cuts it into
+    ~6 KB pieces, and every socket call releases the GIL: a flusher taking it back from a
+    thread that records flat out waits up to a switch interval (5 ms) per piece, which capped
+    one process at about 100,000 events/s. Each command goes straight to hiredis's packer (a
+    dependency via ``redis[hiredis]``): redis-py's per-argument checks cost more than the
+    packing itself for a ZADD of thousands of members."""
+
+    def pack_commands(self, commands: Any) -> list[bytes]:
+        packed = []
+        for args in commands:
+            if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": redis-py splits
+                packed += self.pack_command(*args)  # type: ignore[attr-defined]
+                continue
+            try:
+                packed.append(hiredis.pack_command(tuple(args)))
+            except TypeError as exc:  # an argument Redis has no encoding for
+                raise redis.DataError(str(exc)) from exc
+        return [b"".join(packed)]
+
+
+_ONE_BUFFER_CLASSES: dict[type, type] = {}
+
+Connection: TypeAlias = "redis.Redis | RedisCluster"
+"""What ``connect`` returns: one Redis (also Sentinel-managed) or a Redis Cluster."""
+
+
+def _one_buffer(base: type) -> type:
+    one_buffer = _ONE_BUFFER_CLASSES.get(base)
+    if one_buffer is None:
+        one_buffer = type(f"OneBuffer{base.__name__}", (_OneBufferPipelines, base), {})
+        _ONE_BUFFER_CLASSES[base] = one_buffer
+    return one_buffer
+
+
+def connect(redis_url: str, socket_timeout: float) -> Connection:
+    """A connection that never retries on its own (the caller owns retries, so a command is
+    never silently sent twice) and sends each pipeline in one piece. Does no I/O.
+
+    ``redis://``, ``rediss://``, ``unix://``: one Redis.
+    ``redis+cluster://[user:pass@]host:port[,host:port...]`` (``rediss+cluster``: TLS): a Redis
+    Cluster, any nodes as the seeds (several: it is found while one of them answers).
+    ``redis+sentinel://[user:pass@]host:port[,host:port...]/<master name>[/<db>]``
+    (``rediss+sentinel``: TLS to the master): the master the sentinels name, followed across
+    failovers. ValueError for a URL none of these read."""
+    scheme = redis_url.partition("://")[0].lower()
+    timeouts: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "health_check_interval": 0,
+    }
+    if scheme in CLUSTER_SCHEMES:
+        plain, seeds = cluster_seeds(redis_url)
+        tls = scheme.startswith("rediss")
+        return _DeferredCluster(
+            url=plain,
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],  # type: ignore[no-untyped-call]
+            connection_class=_one_buffer(SSLConnection if tls else RedisConnection),
+            retry=Retry(NoBackoff(), 0),
+            **timeouts,
+        )
+    if scheme in SENTINEL_SCHEMES:
+        return _sentinel_master(redis_url, SENTINEL_SCHEMES[scheme], timeouts)
+    pool = redis.ConnectionPool.from_url(redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
+    pool.connection_class = _one_buffer(pool.connection_class)  # TCP, TLS or Unix socket
+    return redis.Redis.from_pool(pool)
+
+
+class _DeferredCluster(RedisCluster):
+    """A RedisCluster that asks for the cluster's layout on first use, not when built: a
+    worker must start while Redis is down (redis-py's constructor would raise). Until the
+    layout is known, a command raises redis.ConnectionError (retried like any outage)."""
+
+    def __init__(self, **settings: Any) -> None:  # no I/O: RedisCluster.__init__ runs later
+        self._deferred_settings = settings
+        self._deferred_lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes the object lacks: before the first successful start, the
+        # cluster client's own state (nodes_manager, ...).
+        if name.startswith("_deferred") or name.startswith("__"):
+            raise AttributeError(name)
+        with self._deferred_lock:
+            if "nodes_manager" not in self.__dict__:
+                try:
+                    RedisCluster.__init__(self, **self._deferred_settings)
+                except RedisClusterException as exc:
+                    self.__dict__.pop("nodes_manager", None)
+                    raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+        return object.__getattribute__(self, name)
+
+    def get_encoder(self) -> Encoder:
+        """No I/O (scripts are registered before the first command): the encoder the cluster
+        client will build, from the same settings."""
+        if "nodes_manager" in self.__dict__:
+            encoder: Encoder = super().get_encoder()  # type: ignore[no-untyped-call]
+            return encoder
+        settings = self._deferred_settings
+        return Encoder(  # type: ignore[no-untyped-call]
+            settings.get("encoding", "utf-8"),
+            settings.get("encoding_errors", "strict"),
+            settings.get("decode_responses", False),
+        )
+
+    def close(self) -> None:
+        if "nodes_manager" in self.__dict__:
+            super().close()
+
+
+def _sentinel_master(redis_url: str, tls: bool, timeouts: dict[str, Any]) -> redis.Redis:
+    url = parse_sentinel_url(redis_url)
+    # (redis-py types Sentinel from 8.x on; the ignores cover the untyped releases)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
+        url.sentinels, sentinel_kwargs=dict(timeouts), **timeouts
+    )
+    base = SentinelManagedSSLConnection if tls else SentinelManagedConnection
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
+        url.master,
+        db=url.db,
+        connection_class=_one_buffer(base),
+        retry=Retry(NoBackoff(), 0),
+        username=url.username,
+        password=url.password,
+        **timeouts,
+    )
+    return master

@@ -1,0 +1,65 @@
+"""What a Redis error means to a caller: retry later (transient), out of memory, or an error
+reply to raise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+_TRANSIENT_CODES = frozenset(
+    (
+        "OOM",
+        "BUSY",
+        "LOADING",
+        "MASTERDOWN",
+        "READONLY",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "NOREPLICAS",
+        "MOVED",
+        "ASK",
+    )
+)
+"""Refusals that say "not now", not "never": out of memory, loading its data, busy running a
+script, a replica after a failover, a cluster or its replicas not ready (MOVED and ASK: a
+slot served elsewhere now, nothing of a transaction applied)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Redis refused a write because it is at ``maxmemory`` (also as the reason a transaction
+    was discarded)."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return True
+    if not isinstance(exc, redis.ResponseError):
+        return False
+    text = str(exc)
+    return text.startswith("OOM ") or "-OOM " in text or "discarded because of: OOM" in text
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed command may succeed if sent again later, unchanged: the connection
+    failed (nothing or everything of a transaction was applied) or Redis refused it for now
+    (nothing was applied). Anything else would fail again."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        return True  # redis-py's BusyLoadingError (LOADING) is a ConnectionError
+    if isinstance(
+        exc,
+        redis.exceptions.ReadOnlyError
+        | redis.exceptions.TryAgainError
+        | redis.exceptions.ClusterDownError
+        | redis.exceptions.MovedError
+        | redis.exceptions.AskError,
+    ):
+        return True
+    if not isinstance(exc, redis.ResponseError):
+        return False
+    return is_out_of_memory(exc) or str(exc).split(" ", 1)[0] in _TRANSIENT_CODES
+
+
+def raise_first_error(replies: Sequence[Any]) -> None:
+    """Raise the first error reply of a pipeline executed with ``raise_on_error=False``."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply

@@ -1,0 +1,81 @@
+"""Redis URLs: which Redis (one, a Cluster or Sentinel-managed) a URL names, parsed without I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
+
+import redis
+from redis.connection import parse_url
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # -> TLS
+
+
+def cluster_seeds(redis_url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A cluster URL (``redis+cluster://[user:pass@]host:port[,host:port...][?...]``) as the
+    plain URL of its first node and the other seed nodes."""
+    scheme, _, rest = redis_url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    netloc, question, query = netloc.partition("?")
+    userinfo, at, hosts = netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    plain = f"{CLUSTER_SCHEMES[scheme.lower()]}://{userinfo}{at}{first}{slash}{tail}"
+    plain += f"{question}{query}"
+    seeds = []
+    for address in others:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a cluster seed reads host:port, not {address!r}")
+        seeds.append((host.strip("[]"), int(port)))
+    return plain, seeds
+
+
+def check_url(redis_url: str) -> None:
+    """ValueError unless ``connect`` can read ``redis_url`` (parses only: no I/O)."""
+    scheme = redis_url.partition("://")[0].lower()
+    if scheme in CLUSTER_SCHEMES:
+        plain, _ = cluster_seeds(redis_url)
+        options = parse_url(plain)  # type: ignore[no-untyped-call]
+        if options.get("db", 0) != 0 or "path" in options:
+            raise ValueError("a Redis Cluster has only db 0, over TCP")
+    elif scheme in SENTINEL_SCHEMES:
+        parse_sentinel_url(redis_url)
+    else:
+        redis.ConnectionPool.from_url(redis_url)
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    sentinels: list[tuple[str, int]]
+    master: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+def parse_sentinel_url(redis_url: str) -> SentinelUrl:
+    problem = (
+        "a Sentinel URL reads redis+sentinel://[user:pass@]host:port[,host:port...]"
+        "/<master name>[/<db>]"
+    )
+    parsed = urlparse(redis_url)
+    hosts = parsed.netloc.rpartition("@")[2]
+    path = [unquote(part) for part in parsed.path.split("/") if part]
+    if not hosts or not 1 <= len(path) <= 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError(problem)
+    sentinels = []
+    for address in hosts.split(","):
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "26379")
+        if not host or not port.isdigit():
+            raise ValueError(problem)
+        sentinels.append((host.strip("[]"), int(port)))
+    return SentinelUrl(
+        sentinels,
+        path[0],
+        int(path[1]) if len(path) == 2 else 0,
+        unquote(parsed.username) if parsed.username else None,
+        unquote(parsed.password) if parsed.password else None,
+    )
