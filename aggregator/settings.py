@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from aggregator.breaker import BreakerConfig
+from aggregator.core.breaker import BreakerConfig
 from gatewayz_protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, DEFAULT_NAMESPACE
 from gatewayz_protocol.names import check_namespace, is_valid_provider
 from gatewayz_transport.urls import DEFAULT_REDIS_URL, check_url
@@ -87,8 +87,8 @@ class AggregatorSettings:
     otlp_endpoint: str | None = None
     permit_seconds: float = 30.0
     auth_token: str | None = field(default=None, repr=False)
-    # HTTP connection bounds (aggregator/http_server.py): what a client that is slow, broken or
-    # hostile may hold before any route or token is looked at.
+    # HTTP connection bounds (aggregator/serve/http_server.py): what a client that is slow,
+    # broken or hostile may hold before any route or token is looked at.
     max_header_bytes: int = 8192
     header_timeout_seconds: float = 10.0
     keepalive_timeout_seconds: float = 5.0

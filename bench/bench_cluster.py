@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from bench.bench_ingest import ingest
 from bench.common import Context, Figure

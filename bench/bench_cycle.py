@@ -17,7 +17,7 @@ import time
 import redis
 from redis.typing import EncodableT, FieldT
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from bench.common import Context, Figure
 from client import ClientSettings

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aggregator.cycle import Aggregator
-from aggregator.rendering import make_registry, render
+from aggregator.engine.cycle import Aggregator
+from aggregator.serve.rendering import make_registry, render
 from aggregator.settings import AggregatorSettings
 from bench.common import Context, Figure, percentile
 from client import GatewayMetrics, MetricsClient

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -12,26 +13,13 @@ from gatewayz_transport.connection import Connection
 from gatewayz_transport.routing import Command, execute_routed
 
 
-class RawCommands:
-    """Commands sent as they are, replies returned as Redis sent them (no redis-py command
-    layers, no reply callbacks: HGETALL is a flat list, see ``as_dict``): the aggregator's
-    hot read, tens of thousands of ZCOUNTs a cycle, at about a fifth of redis-py's pipeline
-    cost per command. One buffer per server; on a cluster routed per node as above."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        self._commands: list[Command] = []
-
-    def add(self, *args: Any) -> None:
-        self._commands.append(args)
-
-    def __len__(self) -> int:
-        return len(self._commands)
-
-    def execute(self) -> list[Any]:
-        """The replies in order; a command's error as its reply (raised by the caller)."""
-        commands, self._commands = self._commands, []
-        return execute_routed(self._connection, commands, _read_raw)
+def execute_raw(connection: Connection, commands: Sequence[Command]) -> list[Any]:
+    """``commands`` sent as they are, their replies returned as Redis sent them, in order (no
+    redis-py command layers, no reply callbacks: HGETALL is a flat list, see ``as_dict``); a
+    command's error is its reply (the caller raises it). The aggregator's hot read, tens of
+    thousands of ZCOUNTs a cycle, at about a fifth of redis-py's pipeline cost per command. One
+    buffer per server; on a cluster routed per node (``routing``)."""
+    return execute_routed(connection, commands, _read_raw)
 
 
 def _read_raw(client: redis.Redis, connection: Any, indexes: list[int]) -> list[Any]:
@@ -67,3 +55,11 @@ def as_dict(raw: Any) -> dict[bytes, bytes]:
     if isinstance(raw, dict):
         return raw
     return dict(zip(raw[::2], raw[1::2], strict=True))
+
+
+def as_scored(raw: Any) -> list[tuple[bytes, float]]:
+    """A raw ``... WITHSCORES`` reply (a flat member, score list under RESP2, pairs under
+    RESP3) as (member, score) pairs."""
+    if raw and isinstance(raw[0], list):
+        return [(member, float(score)) for member, score in raw]
+    return [(member, float(score)) for member, score in zip(raw[::2], raw[1::2], strict=True)]

@@ -3,61 +3,24 @@
 from __future__ import annotations
 
 import os
-import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import redis
-from redis.cluster import ClusterNode, RedisCluster
 
-from aggregator.breaker import BreakerConfig
-from aggregator.cycle import Aggregator
+from aggregator.core.breaker import BreakerConfig
+from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
-from devtools.redis_cluster import LocalCluster, start_cluster
+from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import start_redis
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
-
-
-class FakeClock:
-    """A settable clock for clients and the aggregator."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0, poll: float = 0.05) -> None:
-    """Poll ``condition`` until it holds (for end-to-end tests of real processes); a condition
-    that cannot connect yet (OSError) has not held. Fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(poll)
-
-
-def need_tool(name: str, install: str) -> None:
-    """Skip (with one line saying what to install) when ``name`` is not on PATH; under CI
-    (CI=true) fail instead: a skipped test there would count as coverage it is not."""
-    if shutil.which(name) is None:
-        message = f"{name} not found: install it ({install})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+from tests.support.backends import local_cluster, open_redis
+from tests.support.clock import FakeClock
+from tests.support.processes import need_tool
 
 
 @pytest.fixture
@@ -77,24 +40,10 @@ def single_redis_url() -> str:
     return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
-def local_cluster() -> Iterator[LocalCluster]:
-    """A local Redis Cluster of 3 masters, stopped after the fixture that yields from it."""
-    need_tool("redis-server", "apt-get install redis-server")
-    need_tool("redis-cli", "apt-get install redis-server")
-    cluster = start_cluster(masters=3)
-    yield cluster
-    cluster.stop()
-
-
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[LocalCluster]:
     """One local Redis Cluster for the session's tests that run on both."""
     yield from local_cluster()
-
-
-BOTH_BACKENDS = pytest.mark.both_backends
-"""Runs each test that uses Redis against one Redis and against a Redis Cluster, with the same
-assertions (on a module: ``pytestmark = BOTH_BACKENDS``)."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -111,15 +60,6 @@ def redis_url(request: pytest.FixtureRequest, single_redis_url: str) -> str:
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")
         return cluster.url
     return single_redis_url
-
-
-def open_redis(url: str) -> redis.Redis:
-    """A plain client for assertions: one Redis, or (``redis+cluster://``) the cluster."""
-    if url.startswith("redis+cluster://"):
-        seeds = url[len("redis+cluster://") :].split(",")
-        nodes = [ClusterNode(host, int(port)) for host, port in (s.split(":") for s in seeds)]
-        return cast(redis.Redis, RedisCluster(startup_nodes=nodes))  # same commands, by key
-    return redis.Redis.from_url(url)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from client import ClientSettings, MetricsClient
 from devtools.processes import stop_process
 from devtools.redis_server import free_port
-from tests.conftest import wait_for
+from tests.support.processes import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES_PER_SECOND = 250

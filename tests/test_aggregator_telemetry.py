@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from devtools.redis_server import free_port
-from tests.conftest import wait_for
-from tests.gatewayz_telemetry.loki import receiver
+from tests.support.loki import receiver
+from tests.support.processes import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

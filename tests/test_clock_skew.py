@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 import redis
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import MetricsClient
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
-from tests.scrape import samples, scrape
+from tests.support.scrape import samples, scrape
 
 CALLS = 200
 SKEWS = {"behind": -600.0, "exact": 0.0, "ahead": 600.0}

@@ -11,14 +11,14 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
 from devtools.redis_cluster import LocalCluster, cluster_ports, start_cluster
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
-from tests.conftest import need_tool, wait_for
-from tests.load import Load, counted
+from tests.support.load import Load, counted
+from tests.support.processes import need_tool, wait_for
 
 NAMESPACE = "faults"
 

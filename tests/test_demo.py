@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from devtools.redis_server import free_port
-from tests.conftest import need_tool
+from tests.support.processes import need_tool
 
 REPO = Path(__file__).resolve().parents[1]
 

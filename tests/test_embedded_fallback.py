@@ -6,11 +6,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from aggregator.breaker import BreakerConfig
-from aggregator.cycle import Aggregator
+from aggregator.core.breaker import BreakerConfig
+from aggregator.engine.cycle import Aggregator
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, start_redis
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture

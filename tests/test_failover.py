@@ -15,8 +15,9 @@ import redis
 from client import MetricsClient
 from devtools.redis_server import free_port
 from gatewayz_protocol.keys import Keys
-from tests.conftest import BOTH_BACKENDS, wait_for
-from tests.scrape import scrape_url
+from tests.support.backends import BOTH_BACKENDS
+from tests.support.processes import wait_for
+from tests.support.scrape import scrape_url
 
 pytestmark = BOTH_BACKENDS
 

@@ -17,14 +17,15 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from aggregator import admin
-from aggregator.app import create_app
-from aggregator.cycle import Aggregator
+from aggregator.cli import breaker as admin
+from aggregator.engine.cycle import Aggregator
+from aggregator.serve.app import create_app
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, free_port, start_redis
 from gatewayz_protocol.keys import Keys
-from tests.conftest import FakeClock, wait_for
-from tests.scrape import Samples, samples, scrape_url
+from tests.support.clock import FakeClock
+from tests.support.processes import wait_for
+from tests.support.scrape import Samples, samples, scrape_url
 
 
 @pytest.fixture

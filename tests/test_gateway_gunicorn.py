@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.cycle import Aggregator
-from tests.conftest import FakeClock
-from tests.gateway import example_gateway
-from tests.scrape import Samples, samples, scrape
+from aggregator.engine.cycle import Aggregator
+from tests.support.clock import FakeClock
+from tests.support.gateway import example_gateway
+from tests.support.scrape import Samples, samples, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 

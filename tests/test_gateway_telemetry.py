@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.gateway import example_gateway
-from tests.gatewayz_telemetry.loki import Receiver, receiver
+from tests.support.gateway import example_gateway
+from tests.support.loki import Receiver, receiver
+from tests.support.processes import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from gatewayz_transport.connection import connect
-from tests.conftest import wait_for
-from tests.gateway import example_gateway
-from tests.scrape import scrape
+from tests.support.gateway import example_gateway
+from tests.support.processes import wait_for
+from tests.support.scrape import scrape
 from tests.telemetry import loki as loki_receivers
 from tests.telemetry import otlp
 

@@ -22,13 +22,13 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from prometheus_client.exposition import choose_encoder
 
-from aggregator.app import create_app
-from aggregator.collector import RESERVED_NAMES
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
+from aggregator.serve.app import create_app
+from aggregator.serve.collector import RESERVED_NAMES
 from client import ClientSettings, GatewayMetrics, MetricsClient
 from gatewayz_protocol.keys import Keys
-from tests.conftest import FakeClock
-from tests.scrape import families, scrape
+from tests.support.clock import FakeClock
+from tests.support.scrape import families, scrape
 
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]
@@ -265,8 +265,8 @@ def test_backend_label_values_are_capped_per_metric(
     strict=True,
     reason=(
         "known limitation: gauges are capped per process (max_series_per_metric) and by the "
-        "aggregator at 1,000 series per metric (aggregator/backend.py DEFAULT_MAX_SERIES), not "
-        "in Redis at the clients' cap: N workers with a cap of 50 export more than 50 series"
+        "aggregator at 1,000 series per metric (aggregator/core/backend.py DEFAULT_MAX_SERIES), "
+        "not in Redis at the clients' cap: N workers with a cap of 50 export more than 50 series"
     ),
 )
 def test_gauge_series_are_capped_cluster_wide(

@@ -109,7 +109,7 @@ assert not missing, missing
 @pytest.mark.parametrize(
     ("imports", "forbidden"),
     [
-        ("import aggregator.__main__, aggregator.app, aggregator.admin", ("client",)),
+        ("import aggregator.__main__, aggregator.serve.app, aggregator.cli.breaker", ("client",)),
         # (not opentelemetry: redis-py itself imports it when it is installed)
         ("import client", ("aggregator", *(m for m in SERVER_SIDE if m != "opentelemetry"))),
         # the contract loads no Redis client: it can be read and tested without a transport

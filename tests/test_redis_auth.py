@@ -20,13 +20,14 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from aggregator.app import create_app
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
+from aggregator.serve.app import create_app
 from aggregator.settings import describe_error, parse_settings, redact
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, free_port, start_redis
 from gatewayz_transport.connection import connect
-from tests.conftest import FakeClock, wait_for
+from tests.support.clock import FakeClock
+from tests.support.processes import wait_for
 
 # Distinctive strings: any occurrence in output can only be a leak.
 SECRET = "S3cr3t-Pw-q7Zk2LmX-9931"

@@ -14,17 +14,18 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from aggregator import admin
-from aggregator.app import create_app
-from aggregator.breaker import BreakerConfig
-from aggregator.cycle import Aggregator
+from aggregator.cli import breaker as admin
+from aggregator.core.breaker import BreakerConfig
+from aggregator.engine.cycle import Aggregator
+from aggregator.serve.app import create_app
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, start_redis
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
-from tests.conftest import FakeClock, need_tool, wait_for
-from tests.scrape import samples, scrape
+from tests.support.clock import FakeClock
+from tests.support.processes import need_tool, wait_for
+from tests.support.scrape import samples, scrape
 
 CALLS = 5_000
 

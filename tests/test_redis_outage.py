@@ -10,13 +10,14 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from aggregator.app import create_app
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
+from aggregator.serve.app import create_app
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, start_redis
 from gatewayz_protocol.keys import Keys
-from tests.conftest import FakeClock, wait_for
-from tests.listeners import BrokenServer
+from tests.support.clock import FakeClock
+from tests.support.listeners import BrokenServer
+from tests.support.processes import wait_for
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
 from devtools.redis_sentinel import LocalSentinel, start_sentinel
 from gatewayz_transport.connection import connect
-from tests.conftest import need_tool, wait_for
-from tests.load import Load, counted
+from tests.support.load import Load, counted
+from tests.support.processes import need_tool, wait_for
 
 NAMESPACE = "sentinel"
 PROVIDERS = ["openrouter", "anthropic"]

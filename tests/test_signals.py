@@ -21,7 +21,7 @@ import redis
 
 from devtools.redis_server import RedisProcess, start_redis
 from gatewayz_protocol.keys import Keys
-from tests.conftest import need_tool, wait_for
+from tests.support.processes import need_tool, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from aggregator.breaker import BreakerConfig
+from aggregator.core.breaker import BreakerConfig
 from aggregator.settings import AggregatorSettings, parse_settings
 
 

@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
-from collections import Counter
 from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 
 import pytest
 import redis
 
-from aggregator.writer import PlannedWrite, StateWriter
+from aggregator.engine.writer import PlannedWrite, StateWriter
 from client import CircuitOpenError, MetricsClient
 from devtools.redis_server import free_port, start_redis
 from gatewayz_protocol.breaker_state import BreakerState
 from gatewayz_protocol.keys import Keys
-from tests.conftest import BOTH_BACKENDS
-from tests.listeners import BrokenServer
+from tests.support.backends import BOTH_BACKENDS
+from tests.support.listeners import BrokenServer
 
 pytestmark = BOTH_BACKENDS
 
@@ -33,7 +32,7 @@ def set_state(
     epoch = int(r.hget(keys.breaker(provider), "epoch") or 0)
     new = BreakerState(state, time.time(), epoch + 1)
     write = PlannedWrite(provider, epoch, new, f"test>{state}")
-    assert writer.commit([write], Counter(), fence=None).results == [1]
+    assert writer.begin(None).transitions([write]).send().results == [1]
 
 
 def _race(redis_url: str, namespace: str, barrier: Barrier, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

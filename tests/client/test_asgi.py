@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from client import GatewayMetrics, MetricsClient, MetricsMiddleware
 from gatewayz_protocol.keys import Keys
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 
 def test_every_matched_route_is_labelled_by_its_template(

@@ -22,7 +22,7 @@ from client._ledger import Ledger
 from client._metric_types import MetricRegistry
 from client._settings import ClientSettings
 from client._writer import WriteReport
-from tests.conftest import wait_for
+from tests.support.processes import wait_for
 
 
 class FakeSink:

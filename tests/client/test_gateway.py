@@ -12,7 +12,7 @@ import redis
 
 from client import GatewayMetrics, MetricsClient
 from gatewayz_protocol.keys import Keys
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 MakeClient = Callable[..., MetricsClient]
 

@@ -12,11 +12,12 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from client import MetricsClient
 from gatewayz_protocol.keys import Keys
-from tests.conftest import BOTH_BACKENDS, FakeClock
-from tests.scrape import Samples, samples, scrape
+from tests.support.backends import BOTH_BACKENDS
+from tests.support.clock import FakeClock
+from tests.support.scrape import Samples, samples, scrape
 
 pytestmark = BOTH_BACKENDS
 

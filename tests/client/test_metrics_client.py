@@ -30,8 +30,9 @@ from gatewayz_protocol.fields import (
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import PROVIDER_NAME_RE
 from gatewayz_protocol.partitions import OUTCOMES, WINDOW_BOUNDS
-from tests.conftest import BOTH_BACKENDS, FakeClock
-from tests.strategies import DOCUMENTED_CAUSES, property_settings
+from tests.support.backends import BOTH_BACKENDS
+from tests.support.clock import FakeClock
+from tests.support.strategies import DOCUMENTED_CAUSES, property_settings
 
 pytestmark = BOTH_BACKENDS
 

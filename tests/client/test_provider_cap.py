@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import redis
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from client import MetricsClient
 from gatewayz_protocol.keys import Keys
-from tests.conftest import BOTH_BACKENDS, FakeClock
+from tests.support.backends import BOTH_BACKENDS
+from tests.support.clock import FakeClock
 
 pytestmark = BOTH_BACKENDS
 

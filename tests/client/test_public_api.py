@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client import GatewayMetrics, MetricsClient, MetricsMiddleware
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 MakeClient = Callable[..., MetricsClient]
 

@@ -9,11 +9,12 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from client import MetricsClient
 from client._sharding import ShardPlan
 from gatewayz_protocol.keys import Keys
-from tests.conftest import BOTH_BACKENDS, FakeClock
+from tests.support.backends import BOTH_BACKENDS
+from tests.support.clock import FakeClock
 
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]

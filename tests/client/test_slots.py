@@ -20,7 +20,7 @@ from devtools.redis_cluster import LocalCluster
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import FAILURE, SUCCESS
 from gatewayz_transport.connection import connect
-from tests.conftest import open_redis
+from tests.support.backends import open_redis
 
 PROVIDERS = ("alpha", "beta", "gamma", "delta")
 NOW = 1_800_000_000.0

@@ -14,12 +14,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import GatewayMetrics, MetricsClient
 from gatewayz_transport.connection import connect
-from tests.conftest import FakeClock
-from tests.scrape import scrape
+from tests.support.clock import FakeClock
+from tests.support.scrape import scrape
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 

@@ -8,13 +8,14 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from aggregator.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator
 from client import ClientSettings, MetricsClient
 from gatewayz_protocol.hooks import register_log_drops
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import SUCCESS, latency_partition, window_partition
-from tests.conftest import BOTH_BACKENDS, FakeClock
-from tests.scrape import samples, scrape
+from tests.support.backends import BOTH_BACKENDS
+from tests.support.clock import FakeClock
+from tests.support.scrape import samples, scrape
 
 pytestmark = BOTH_BACKENDS
 

@@ -14,7 +14,7 @@ EMPTY_WHEN_HEALTHY / DASHBOARD_EMPTY_WHEN_HEALTHY with the reason they are empty
 
 The same Prometheus also loads deploy/prometheus/compat/railway-compat.yml and the origin's
 recording rules, and checks the migration claims of tests/deploy/data/railway_expressions.yml
-(see tests/deploy/railway.py): what is said to work has data, what is said not to cannot.
+(see tests/support/railway.py): what is said to work has data, what is said not to cannot.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import yaml
 from client import ClientSettings, GatewayMetrics, MetricsClient
 from devtools.processes import stop_process
 from devtools.redis_server import free_port
-from tests.conftest import need_tool, wait_for
 from tests.deploy import railway
+from tests.support.processes import need_tool, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import need_tool
 from tests.deploy import railway
+from tests.support.processes import need_tool
 
 README = railway.REPO / "README.md"
 PROMETHEUS_CONFIG = railway.REPO / "deploy" / "prometheus" / "prometheus.yml"

@@ -12,7 +12,7 @@ import pytest
 
 from gatewayz_telemetry import TelemetrySettings
 from gatewayz_telemetry._handler import LokiLogHandler
-from tests.gatewayz_telemetry.loki import Receiver, receiver
+from tests.support.loki import Receiver, receiver
 
 
 @pytest.fixture

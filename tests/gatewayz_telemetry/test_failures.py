@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from gatewayz_telemetry._handler import LokiLogHandler
-from tests.conftest import wait_for
-from tests.gatewayz_telemetry.loki import Receiver, black_hole, receiver, refused_url
+from tests.support.loki import Receiver, black_hole, receiver, refused_url
+from tests.support.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MakeLogger = Callable[..., tuple[logging.Logger, LokiLogHandler]]

@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from gatewayz_telemetry import TelemetrySettings
 from gatewayz_telemetry._handler import LokiLogHandler
 from gatewayz_telemetry.settings import push_url
-from tests.conftest import wait_for
-from tests.gatewayz_telemetry.loki import Receiver
+from tests.support.loki import Receiver
+from tests.support.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MakeLogger = Callable[..., tuple[logging.Logger, LokiLogHandler]]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.gatewayz_telemetry.loki import refused_url
+from tests.support.loki import refused_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 from devtools.redis_cluster import LocalCluster
 from gatewayz_transport.connection import connect
 from gatewayz_transport.routing import NodeRoutedPipeline, pipeline, slot_of
-from tests.conftest import local_cluster
+from tests.support.backends import local_cluster
 
 KEYS = [f"{{k{i}}}:h" for i in range(40)]
 

@@ -1,0 +1,143 @@
+"""What the aggregator's reader returns, and how Redis's replies decode into it (pure: no I/O,
+``reader.py`` does the reading)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aggregator.core.health import WindowCounts
+from gatewayz_protocol.breaker_state import BreakerState
+from gatewayz_protocol.fields import Exemplar, decode_exemplar
+from gatewayz_protocol.names import is_valid_provider
+from gatewayz_protocol.partitions import LATENCY_PARTITIONS
+
+
+@dataclass(frozen=True)
+class ProviderReading:
+    provider: str
+    window: WindowCounts
+    breaker_counts: WindowCounts
+    """Calls made after the breaker's counting start (== window when that is before it)."""
+    totals: dict[str, int]
+    breaker: BreakerState
+    transitions: dict[str, int]
+    """Applied breaker transitions by ``from>to``."""
+    exemplars: dict[int, Exemplar] = field(default_factory=dict)
+    """Latest exemplar per ``provider_response_time_seconds`` bucket."""
+
+
+@dataclass(frozen=True)
+class RedisMemory:
+    """Redis's memory, as INFO tells it."""
+
+    used_bytes: int
+    """used_memory, less what Redis does not count against maxmemory (replication buffers)"""
+    max_bytes: int
+    """maxmemory; 0: no limit"""
+    policy: str
+    """maxmemory-policy"""
+    evicted_keys: int
+    """keys Redis evicted since it started"""
+
+    @property
+    def can_evict(self) -> bool:
+        """Whether Redis may evict this project's keys when full: every policy but noeviction
+        can (the volatile ones too: windows, totals and the registry carry TTLs)."""
+        return self.max_bytes > 0 and self.policy != "noeviction"
+
+
+@dataclass(frozen=True)
+class Reading:
+    providers: tuple[ProviderReading, ...]
+    client_stats: dict[str, int]
+    redis_ops: dict[str, int]
+    clock_offsets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """writer -> (its clock's offset to Redis's, when measured)"""
+
+
+def window_counts(values: list[int]) -> WindowCounts:
+    """Window counts from ZCOUNT counts (ints) in ``Keys.window_keys`` order."""
+    failures, rate_limited, caller_errors = values[LATENCY_PARTITIONS:]
+    return WindowCounts(tuple(values[:LATENCY_PARTITIONS]), failures, rate_limited, caller_errors)
+
+
+def redis_memory(memory: dict[str, object], stats: dict[str, object]) -> RedisMemory:
+    return RedisMemory(
+        used_bytes=int(str(memory.get("used_memory", 0)))
+        - int(str(memory.get("mem_not_counted_for_evict", 0))),
+        max_bytes=int(str(memory.get("maxmemory", 0))),
+        policy=str(memory.get("maxmemory_policy", "")),
+        evicted_keys=int(str(stats.get("evicted_keys", 0))),
+    )
+
+
+def int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class BackendReading:
+    schema: dict[str, str]
+    series: dict[str, list[str]]
+    data: dict[str, dict[str, int]]
+    gauge_writers: list[dict[str, str]]
+    """The gauge values of each live process."""
+    expired_writers: list[str]
+    """Processes whose gauge values expired: dead, to be forgotten."""
+    exemplars: dict[str, dict[str, str]] = field(default_factory=dict)
+    """metric -> its exemplars hash (``<bucket>:<sid>`` -> exemplar JSON)"""
+
+
+def decode_exemplars(raw: dict[bytes, bytes]) -> dict[int, Exemplar]:
+    """Bucket index -> exemplar, from an exemplars hash (fields no client wrote are skipped)."""
+    found = {}
+    for name, value in raw.items():
+        exemplar = decode_exemplar(value.decode("utf-8", "replace"))
+        if exemplar is not None and name.isdigit():
+            found[int(name)] = exemplar
+    return found
+
+
+def shard_counts(raw: list[tuple[bytes, float]]) -> dict[str, int]:
+    """Provider -> shard count, from ``Keys.shards`` (names no client could write skipped)."""
+    counts = {}
+    for member, score in raw:
+        name = member.decode("utf-8", "replace")
+        if is_valid_provider(name) and 1 < score <= 64:
+            counts[name] = int(score)
+    return counts
+
+
+def newest_exemplars(a: dict[int, Exemplar], b: dict[int, Exemplar]) -> dict[int, Exemplar]:
+    """Per bucket, the later of two shards' exemplars."""
+    merged = dict(a)
+    for bucket, exemplar in b.items():
+        if bucket not in merged or exemplar[2] > merged[bucket][2]:
+            merged[bucket] = exemplar
+    return merged
+
+
+def text_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class ProviderInspection:
+    """What ``WindowReader.inspect`` read of one provider."""
+
+    provider: str
+    spans: list[WindowCounts]
+    """Window counts per interval between the edges asked for."""
+    totals: dict[str, int]
+    breaker: dict[str, str]
+    """The breaker hash, every field as stored."""
+    transitions: dict[str, int]
+    permits: list[tuple[str, float]]
+    """Live half-open permits: (holder, expiry in unix seconds)."""
+    ttl_ms: dict[str, int]
+    """Each key's PTTL: -2 missing, -1 no expiry."""
+
+    @property
+    def exists(self) -> bool:
+        """Whether any key of the provider exists."""
+        return any(ttl != -2 for ttl in self.ttl_ms.values())

@@ -1,0 +1,58 @@
+"""What a replica serves: one immutable state, replaced as a whole, so a scrape reads the
+snapshot, the cycle status and the leadership that belong together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aggregator.core.readings import RedisMemory
+from aggregator.core.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class CycleStatus:
+    """The aggregator's own health, exported beside the snapshot."""
+
+    cycles_ok: int = 0
+    cycles_failed: int = 0
+    last_success_at: float | None = None
+    last_duration_seconds: float = 0.0
+    last_error: str | None = None
+    redis_memory: RedisMemory | None = None
+    """What this replica saw of Redis's memory at its last cycle (None: INFO unavailable)."""
+    redis_out_of_memory: bool = False
+    """Redis refused this replica's last plain write for lack of memory."""
+    clock_offset_seconds: float | None = None
+    """Redis's clock minus this replica's (None: an injected clock)."""
+
+
+@dataclass(frozen=True)
+class ServedState:
+    instance: str
+    snapshot: Snapshot | None = None
+    status: CycleStatus = field(default_factory=CycleStatus)
+    leader: bool = False
+    interval_seconds: float = 30.0
+    breaker_interval_seconds: float = 5.0
+
+
+def readiness(served: ServedState, now: float, max_age_seconds: float) -> tuple[bool, str]:
+    """(ready, reason) of a replica whose Redis answers: Redis has memory for writes and a
+    maxmemory-policy that cannot evict this project's keys, and the served snapshot is at
+    most ``max_age_seconds`` old at ``now``."""
+    status = served.status
+    memory = status.redis_memory
+    if status.redis_out_of_memory:
+        used = f" (used {memory.used_bytes} of {memory.max_bytes} bytes)" if memory else ""
+        return False, f"redis is out of memory: it refuses writes{used}"
+    if memory is not None and memory.can_evict:
+        return False, (
+            f"redis maxmemory-policy {memory.policy} can evict this project's keys: set noeviction"
+        )
+    snapshot = served.snapshot
+    if snapshot is None:
+        return False, "no snapshot yet"
+    age = now - snapshot.taken_at
+    if age > max_age_seconds:
+        return False, f"snapshot is {age:.1f}s old (max {max_age_seconds:.1f}s)"
+    return True, "ok"

@@ -1,0 +1,243 @@
+"""The immutable Snapshot: every exported value of one cycle, computed by pure functions."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any
+
+from aggregator.core.backend import BackendFamily
+from aggregator.core.health import (
+    WindowCounts,
+    bucket_quantile,
+    error_rate,
+    health_score,
+    latency_score,
+)
+from aggregator.core.readings import Reading
+from gatewayz_protocol.breaker_state import CLOSED, BreakerState
+from gatewayz_protocol.fields import (
+    LOG_RECORDS_DROPPED_FIELD,
+    Exemplar,
+    decode_client_stats,
+    decode_totals,
+)
+from gatewayz_protocol.partitions import WINDOW_BOUNDS
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    provider: str
+    availability: float
+    error_rate: float
+    latency_p95_seconds: float | None
+    latency_score: float
+    health_score: float
+    window_requests: int
+    window_by_outcome: dict[str, int]
+    breaker: BreakerState
+    requests_total: dict[str, int]
+    histogram_cumulative: tuple[int, ...]
+    """Cumulative counts for HISTOGRAM_BOUNDS then +Inf (== count)."""
+    latency_sum_seconds: float
+    cost_usd: float
+    tokens_total: int
+    breaker_rejected_total: int
+    transitions: dict[str, int]
+    """Applied breaker transitions by ``from>to``."""
+    open_suppressed: bool
+    """The breaker would open but the max-open-share guard holds it closed."""
+    exemplars: dict[str, Exemplar] = field(default_factory=dict)
+    """Histogram bucket index (as text: JSON keys) -> the latest exemplar in it."""
+    latency_p50_seconds: float | None = None
+    """The window median of successful calls (None without any; last: older snapshots lack it)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    cycle: int
+    window_seconds: float
+    providers: tuple[ProviderHealth, ...]
+    redis_ops: dict[str, int]
+    client_rejected: dict[str, int]
+    client_dropped: int
+    """Events clients gave up on, all causes."""
+    backend: tuple[BackendFamily, ...] = ()
+    """The workers' own metrics (fastapi_requests_total, ...), same cycle."""
+    client_dropped_by_cause: dict[str, int] = field(default_factory=dict)
+    client_clock_offsets: dict[str, float] = field(default_factory=dict)
+    """Writer (host:pid) -> its clock's offset to Redis's, measured within 10 minutes."""
+    log_records_dropped: int = 0
+    """Log records the processes' Loki senders gave up on, all processes."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        # json walks the dataclasses itself: asdict() would deep-copy every value first, half
+        # of a cycle at 1,000 providers. The same text either way (the tests compare).
+        return json.dumps(self, default=_fields, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        """Inverse of to_json (floats round-trip exactly)."""
+        data = json.loads(text)
+        providers = tuple(
+            ProviderHealth(
+                **{
+                    **p,
+                    "breaker": BreakerState(**p["breaker"]),
+                    "histogram_cumulative": tuple(p["histogram_cumulative"]),
+                    "exemplars": {
+                        bucket: (dict(ex[0]), ex[1], ex[2])
+                        for bucket, ex in p.get("exemplars", {}).items()
+                    },
+                }
+            )
+            for p in data["providers"]
+        )
+        backend = tuple(BackendFamily.from_dict(f) for f in data.get("backend", ()))
+        return cls(**{**data, "providers": providers, "backend": backend})
+
+
+def provider_health(
+    provider: str,
+    window: WindowCounts,
+    breaker: BreakerState,
+    totals: dict[str, int],
+    transitions: dict[str, int],
+    latency_target_s: float,
+    latency_ceiling_s: float,
+    open_suppressed: bool = False,
+    exemplars: Mapping[int, Exemplar] | None = None,
+) -> ProviderHealth:
+    availability = 1.0 if breaker.state == CLOSED else 0.0
+    err = error_rate(window.successes, window.failures)
+    p95 = bucket_quantile(0.95, window.success_partitions, WINDOW_BOUNDS)
+    lat = latency_score(p95, latency_target_s, latency_ceiling_s)
+    counters = decode_totals(totals)
+    return ProviderHealth(
+        provider=provider,
+        availability=availability,
+        error_rate=err,
+        latency_p95_seconds=p95,
+        latency_score=lat,
+        health_score=health_score(availability, err, lat),
+        window_requests=window.total,
+        window_by_outcome={
+            "success": window.successes,
+            "failure": window.failures,
+            "rate_limited": window.rate_limited,
+            "caller_error": window.caller_errors,
+        },
+        breaker=breaker,
+        requests_total=counters.requests,
+        histogram_cumulative=counters.histogram_cumulative,
+        latency_sum_seconds=counters.latency_sum_seconds,
+        cost_usd=counters.cost_usd,
+        tokens_total=counters.tokens,
+        breaker_rejected_total=counters.breaker_rejected,
+        transitions=dict(transitions),
+        open_suppressed=open_suppressed,
+        exemplars={str(bucket): ex for bucket, ex in (exemplars or {}).items()},
+        latency_p50_seconds=bucket_quantile(0.5, window.success_partitions, WINDOW_BOUNDS),
+    )
+
+
+CLOCK_OFFSET_HORIZON_SECONDS = 600.0
+"""A writer's clock offset is exported for this long after its last measurement (a process that
+stopped writing for 10 minutes is gone or idle), then forgotten."""
+
+
+@dataclass(frozen=True)
+class HealthTargets:
+    """What the health figures are measured against (the aggregator's settings)."""
+
+    window_seconds: float
+    latency_target_seconds: float
+    latency_ceiling_seconds: float
+
+
+def build_snapshot(
+    reading: Reading,
+    states: Mapping[str, BreakerState],
+    now: float,
+    cycle: int,
+    targets: HealthTargets,
+    open_suppressed: frozenset[str] = frozenset(),
+) -> Snapshot:
+    """The snapshot of one cycle: each provider's health from its reading and its breaker's
+    state after the cycle's transitions (``states``), and the clients' counters."""
+    rejected, dropped = decode_client_stats(reading.client_stats)
+    offsets = {
+        writer: offset
+        for writer, (offset, measured_at) in reading.clock_offsets.items()
+        if now - measured_at <= CLOCK_OFFSET_HORIZON_SECONDS
+    }
+    health = tuple(
+        provider_health(
+            item.provider,
+            item.window,
+            states[item.provider],
+            item.totals,
+            item.transitions,
+            targets.latency_target_seconds,
+            targets.latency_ceiling_seconds,
+            open_suppressed=item.provider in open_suppressed,
+            exemplars=item.exemplars,
+        )
+        for item in reading.providers
+    )
+    return Snapshot(
+        taken_at=now,
+        cycle=cycle,
+        window_seconds=targets.window_seconds,
+        providers=health,
+        redis_ops=reading.redis_ops,
+        client_rejected=rejected,
+        client_dropped=sum(dropped.values()),
+        client_dropped_by_cause=dropped,
+        client_clock_offsets=offsets,
+        log_records_dropped=reading.client_stats.get(LOG_RECORDS_DROPPED_FIELD, 0),
+    )
+
+
+def silent_clocks(reading: Reading, now: float) -> list[str]:
+    """Writers whose clock offset was last measured over ``CLOCK_OFFSET_HORIZON_SECONDS`` ago:
+    to forget."""
+    return [
+        writer
+        for writer, (_, measured_at) in reading.clock_offsets.items()
+        if now - measured_at > CLOCK_OFFSET_HORIZON_SECONDS
+    ]
+
+
+def _fields(value: object) -> dict[str, Any]:
+    """A dataclass's fields, for json.dumps (which recurses into them)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        fields: dict[str, Any] = value.__dict__
+        return fields
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+PUBLISHED_PREFIX = b"z1:"
+"""A published snapshot is its JSON compressed with zlib behind this prefix (about a tenth of
+the JSON: followers fetch it every cycle); a value without it is plain JSON (older leaders)."""
+
+
+def encode_published(snapshot_json: str) -> bytes:
+    """The bytes the leader publishes for ``snapshot_json`` (level 1: fast, most of the gain)."""
+    return PUBLISHED_PREFIX + zlib.compress(snapshot_json.encode(), 1)
+
+
+def decode_published(raw: bytes) -> str:
+    """The JSON of a published snapshot (ValueError when it is neither form)."""
+    if raw.startswith(PUBLISHED_PREFIX):
+        try:
+            return zlib.decompress(raw[len(PUBLISHED_PREFIX) :]).decode()
+        except zlib.error as exc:
+            raise ValueError(f"published snapshot: {exc}") from exc
+    return raw.decode()

@@ -1,0 +1,341 @@
+"""Aggregation and breaker cycles, as explicit steps.
+
+A cycle: take the lease (``lease``), read the windows (``reader``), evaluate the breakers
+(``evaluate``), commit what they decided with the cycle's bookkeeping in one round trip
+(``writer``), then publish the snapshot (the leader) or follow the one published (a follower).
+The leader (one replica, chosen by the lease) is the only one that evaluates breakers and
+computes snapshots, so every replica exports identical provider series from the same cycle.
+Snapshots are numbered by a counter in Redis that only the lease holder advances, so replicas
+agree on which one is newest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+
+import redis
+from opentelemetry import trace
+
+from aggregator.core.backend import build_families
+from aggregator.core.breaker import Transition, counting_start
+from aggregator.core.decisions import acting
+from aggregator.core.history import HistoryMinutes, HistoryPoint
+from aggregator.core.readings import Reading, RedisMemory
+from aggregator.core.served import CycleStatus, ServedState, readiness
+from aggregator.core.snapshot import HealthTargets, Snapshot, build_snapshot, silent_clocks
+from aggregator.engine.clock import CycleClock
+from aggregator.engine.evaluate import BreakerStep
+from aggregator.engine.lease import LeaderLease
+from aggregator.engine.reader import WindowReader
+from aggregator.engine.writer import FENCED, StateWriter
+from aggregator.settings import AggregatorSettings, describe_error
+from gatewayz_protocol.breaker_state import BreakerState
+from gatewayz_protocol.hooks import NewLogDrops
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import Connection
+
+log = logging.getLogger("gatewayz.aggregator")
+tracer = trace.get_tracer("gatewayz.aggregator")
+
+
+class Aggregator:
+    """Owns the served state. The scheduler (or a test) drives ``run_cycle()``,
+    ``run_breaker_cycle()`` and ``tick_lease()``; never two of them at once."""
+
+    def __init__(
+        self,
+        settings: AggregatorSettings,
+        connection: Connection,
+        clock: Callable[[], float] | None = None,
+    ):
+        """``clock``: by default the system clock corrected to Redis's (measured each cycle),
+        the clock the clients' events are on; an injected clock is taken as it is (tests)."""
+        self.settings = settings
+        self.instance = settings.instance
+        keys = Keys(settings.namespace)
+        self._redis = connection
+        self._reader = WindowReader(connection, keys, settings.window_seconds)
+        self._writer = StateWriter(
+            connection,
+            keys,
+            settings.retention_seconds,
+            settings.breaker.half_open_calls,
+            settings.permit_seconds,
+        )
+        self._lease = LeaderLease(
+            self._writer.hold_lease,
+            self._writer.release_lease,
+            settings.instance,
+            settings.lease_seconds,
+        )
+        self._clock = CycleClock(self._reader.redis_time, clock)
+        self._breakers = BreakerStep(settings.breaker)
+        self._history = HistoryMinutes()
+        self._evictions = EvictionWarning()
+        self._log_drops = NewLogDrops()
+        self._lock = threading.RLock()
+        self._idle_checked = False
+        """Whether this process looked at every idle provider's breaker (its first read)."""
+        self._served = ServedState(
+            settings.instance,
+            interval_seconds=settings.interval_seconds,
+            breaker_interval_seconds=settings.breaker_interval_seconds,
+        )
+        self._out_of_memory = False  # this cycle: Redis refused a plain write for lack of memory
+
+    # -- what is served ------------------------------------------------------------------------
+
+    def served(self) -> ServedState:
+        """The snapshot, cycle status and leadership to serve, read as one (immutable)."""
+        return self._served
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._served.snapshot
+
+    @property
+    def status(self) -> CycleStatus:
+        return self._served.status
+
+    @property
+    def is_leader(self) -> bool:
+        return self._lease.is_leader
+
+    def _serve(self, **changes: object) -> None:
+        self._served = replace(self._served, **changes)  # type: ignore[arg-type]
+
+    # -- leadership ----------------------------------------------------------------------------
+
+    def tick_lease(self) -> bool:
+        """Acquire or renew the leader lease; True while we lead."""
+        with self._lock:
+            leader = self._lease.tick()
+            if leader != self._served.leader:
+                self._serve(leader=leader)
+            return leader
+
+    def release_lease(self) -> None:
+        with self._lock:
+            self._lease.release()
+            self._serve(leader=False)
+
+    # -- cycles --------------------------------------------------------------------------------
+
+    def run_breaker_cycle(self) -> list[Transition]:
+        """Leader only: read the windows, evaluate every breaker, write transitions."""
+        with self._lock, tracer.start_as_current_span("breaker_cycle"):
+            if not self.tick_lease():
+                return []
+            try:
+                now = self._clock.measure()
+                reading = self._read(now, counters=False)  # breakers need no counters
+                _, applied, _ = self._evaluate_and_commit(reading, now)
+            except (redis.RedisError, OSError) as exc:
+                log.error("breaker cycle failed: %s", describe_error(exc))
+                return []
+            return applied
+
+    def run_cycle(self) -> Snapshot | None:
+        """One metrics cycle. The leader computes and publishes a snapshot (evaluating breakers
+        first); a follower, or a leader deposed on the way, loads the published one. On a Redis
+        error the previous snapshot stays and the failure is counted. Returns the new snapshot
+        or None."""
+        with self._lock, tracer.start_as_current_span("aggregation_cycle") as span:
+            started = time.perf_counter()
+            self._out_of_memory = False
+            try:
+                now = self._clock.measure()
+                memory = self._reader.memory()
+                self._evictions.check(memory)
+                leader = self._lease.tick()
+                snapshot = self._lead(now) if leader else None
+                if snapshot is None:
+                    snapshot = self._follow()
+            except (redis.RedisError, OSError, ValueError) as exc:
+                self._failed(time.perf_counter() - started, exc)
+                span.set_attribute("error", True)
+                return None
+            duration = time.perf_counter() - started
+            self._succeeded(snapshot, now, duration, memory)
+            span.set_attribute("leader", leader)
+            span.set_attribute("duration_seconds", duration)
+            return snapshot
+
+    def _failed(self, duration: float, exc: BaseException) -> None:
+        status = self._served.status
+        self._serve(
+            status=replace(
+                status,
+                cycles_failed=status.cycles_failed + 1,
+                last_duration_seconds=duration,
+                last_error=describe_error(exc),
+            ),
+            leader=self._lease.is_leader,
+        )
+        log.error("aggregation cycle failed, serving the last snapshot: %s", describe_error(exc))
+
+    def _succeeded(
+        self, snapshot: Snapshot | None, now: float, duration: float, memory: RedisMemory | None
+    ) -> None:
+        status = self._served.status
+        self._serve(
+            snapshot=snapshot or self._served.snapshot,
+            status=replace(
+                status,
+                cycles_ok=status.cycles_ok + 1,
+                last_success_at=now,
+                last_duration_seconds=duration,
+                last_error=None,
+                redis_memory=memory,
+                redis_out_of_memory=self._out_of_memory,
+                clock_offset_seconds=self._clock.offset,
+            ),
+            leader=self._lease.is_leader,
+        )
+
+    # -- the steps -----------------------------------------------------------------------------
+
+    def _read(self, now: float, counters: bool = True) -> Reading:
+        """The configured providers, the registry's, and those whose breaker acted in the last
+        snapshot (a registry lost to eviction must not hide an open breaker)."""
+        with tracer.start_as_current_span("read_windows"):
+            names = self._reader.known_providers(
+                now,
+                self.settings.retention_seconds,
+                self.settings.export_horizon_seconds,
+                check_idle=not self._idle_checked,
+            )
+            self._idle_checked = True
+            snapshot = self._served.snapshot
+            last = {p.provider: p.breaker for p in (snapshot.providers if snapshot else ())}
+            config = self.settings.breaker
+            return self._reader.read(
+                now,
+                [*self.settings.providers, *sorted({*names, *acting(last)})],
+                lambda state: counting_start(state, now, config),
+                counters=counters,
+            )
+
+    def _lead(self, now: float) -> Snapshot | None:
+        """Compute and publish a snapshot; None when the lease turned out to be lost."""
+        reading = self._read(now)
+        current = self._served.snapshot
+        states, _, cycle = self._evaluate_and_commit(
+            reading, now, reserve_cycle_above=current.cycle if current else 0
+        )
+        if cycle is None or cycle == FENCED:
+            self._lease.deposed()
+            return None
+        settings = self.settings
+        targets = HealthTargets(
+            settings.window_seconds,
+            settings.latency_target_seconds,
+            settings.latency_ceiling_seconds,
+        )
+        snapshot = build_snapshot(reading, states, now, cycle, targets, self._breakers.suppressed)
+        with tracer.start_as_current_span("read_backend_metrics"):
+            backend = self._reader.backend(now, settings.retention_seconds)
+            if backend.expired_writers:
+                self._writer.forget_gauge_writers(backend.expired_writers)
+        families = build_families(
+            backend.schema,
+            backend.series,
+            backend.data,
+            backend.gauge_writers,
+            exemplars=backend.exemplars,
+        )
+        snapshot = replace(snapshot, backend=families)
+        ttl = settings.readiness_max_age_intervals * settings.interval_seconds
+        with tracer.start_as_current_span("publish_snapshot"):
+            if not self._writer.publish(snapshot.to_json(), self._lease.fence, ttl):
+                self._lease.deposed()
+                return None
+        return snapshot
+
+    def _follow(self) -> Snapshot | None:
+        """The published snapshot when it is not the one served already (the leader publishes
+        each cycle number once, so a different number is a newer snapshot)."""
+        published = self._reader.published_snapshot()
+        commit = self._writer.begin(fence=None).log_drops(self._log_drops.take())
+        self._out_of_memory |= commit.send(self._take_ops()).out_of_memory
+        if published is None:
+            return None
+        snapshot = Snapshot.from_json(published)
+        current = self._served.snapshot
+        if current is not None and current.cycle == snapshot.cycle:
+            return current  # the same object: its rendered bodies stay valid
+        return snapshot
+
+    def _take_ops(self) -> Counter[str]:
+        ops = self._reader.ops.copy()
+        self._reader.ops.clear()
+        return ops
+
+    def _evaluate_and_commit(
+        self, reading: Reading, now: float, reserve_cycle_above: int | None = None
+    ) -> tuple[dict[str, BreakerState], list[Transition], int | None]:
+        """Evaluate every breaker and commit the transitions due with the cycle's bookkeeping
+        (and, for a snapshot, reserve its cycle number) in one round trip: the states after
+        them, the transitions applied, and the cycle (FENCED when a newer leader exists)."""
+        states = {item.provider: item.breaker for item in reading.providers}
+        fence = self._lease.fence
+        if not fence:  # the lease ran out since the cycle began: write nothing
+            return states, [], FENCED
+        last = self._served.snapshot
+        decisions = self._breakers.decide(reading, last, now)
+        commit = (
+            self._writer.begin(fence)
+            .transitions(self._breakers.writes(decisions))
+            .keep_registered(acting(states), now)
+            .forget_clocks(silent_clocks(reading, now))
+            .log_drops(self._log_drops.take())
+        )
+        if reserve_cycle_above is not None:
+            commit.reserve_cycle(reserve_cycle_above).history(self._history.due(last))
+        with tracer.start_as_current_span("write_state"):
+            committed = commit.send(self._take_ops())
+        self._out_of_memory |= committed.out_of_memory
+        applied = self._breakers.settle(decisions, committed, states)
+        if FENCED in committed.results:
+            self._lease.deposed()
+        return states, applied, committed.cycle
+
+    # -- reads for serving (any thread) --------------------------------------------------------
+
+    def history(self, providers: list[str]) -> tuple[str | None, dict[str, list[HistoryPoint]]]:
+        """The dashboard's read (read only): the lease holder and each provider's history
+        points (README "Dashboard")."""
+        return self._reader.history(providers)
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason): Redis answers, has memory for writes and a maxmemory-policy that
+        cannot evict this project's keys, and the served snapshot is at most N intervals old."""
+        try:
+            self._redis.ping()
+        except (redis.RedisError, OSError) as exc:
+            return False, f"redis unreachable: {describe_error(exc)}"
+        max_age = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
+        return readiness(self._served, self._clock.now(), max_age)
+
+
+class EvictionWarning:
+    """Logs once (per policy) a maxmemory-policy that lets Redis evict this project's keys."""
+
+    def __init__(self) -> None:
+        self._reported: str | None = None
+
+    def check(self, memory: RedisMemory | None) -> None:
+        policy = memory.policy if memory is not None and memory.can_evict else None
+        if policy is not None and policy != self._reported:
+            log.error(
+                "Redis maxmemory-policy is %s with maxmemory %d bytes: it can evict this "
+                "project's keys (windows, counters, breaker states); set noeviction",
+                policy,
+                memory.max_bytes if memory is not None else 0,
+            )
+        self._reported = policy

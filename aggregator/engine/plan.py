@@ -1,0 +1,57 @@
+"""A read plan: Redis commands queued together with what decodes their replies.
+
+Whoever queues a group of commands gives, in the same place, the function that reads their
+replies, so issuing and decoding cannot fall out of step; and what a plan costs Redis (its
+operations, by command) is counted from the commands it holds, never from a formula written
+beside them. Every read of the aggregator goes through one: the cycle's window read
+(``window_read``), the registry, the backend metrics, the dashboard's history and ``inspect``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from typing import Any
+
+from gatewayz_transport.connection import Connection
+from gatewayz_transport.errors import raise_first_error
+from gatewayz_transport.raw import execute_raw
+from gatewayz_transport.routing import Command
+
+Decode = Callable[[list[Any]], None]
+"""Takes the replies of the commands queued with it, in order, as Redis sent them."""
+
+_first = itemgetter(0)
+
+
+class Plan:
+    """Commands and their decoders, run in one round trip (one per node on a Cluster)."""
+
+    def __init__(self) -> None:
+        self._commands: list[Command] = []
+        self._parts: list[tuple[int, int, Decode]] = []
+
+    def add(self, commands: Sequence[Command], decode: Decode) -> None:
+        """Queue ``commands``; ``decode`` gets their replies, in order, when the plan runs."""
+        start = len(self._commands)
+        self._commands.extend(commands)
+        self._parts.append((start, len(self._commands), decode))
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def operations(self) -> Counter[str]:
+        """The commands queued, by operation (``zcount``, ``hgetall``...): what running the
+        plan costs Redis, for ``gatewayz_redis_operations_total``."""
+        by_name = Counter(map(_first, self._commands))
+        return Counter({str(name).lower(): count for name, count in by_name.items()})
+
+    def run(self, connection: Connection) -> Counter[str]:
+        """Send every command, raise the first error reply (a read must not be half-decoded),
+        then hand each group its replies. Returns ``operations()``."""
+        replies = execute_raw(connection, self._commands) if self._commands else []
+        raise_first_error(replies)
+        for start, end, decode in self._parts:
+            decode(replies[start:end])
+        return self.operations()

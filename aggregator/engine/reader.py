@@ -1,0 +1,404 @@
+"""The aggregator's only Redis reader: window counts, cumulative totals, breaker states, the
+provider registry, the workers' own metrics, the published snapshot and the dashboard's history.
+
+Every read is a ``plan.Plan`` (the cycle's window read: ``window_read``), so what each read costs
+Redis is counted from the commands sent. Never transfers window members.
+
+The reader of the serving aggregator also maintains what it reads (``maintains``): once per
+``TRIM_SHARE`` of the window it removes from each window key what left the window, it drops
+names older than the retention from the registry, and dead processes from the gauge writers.
+A reader built for a command (``maintains=False``: ``breaker``, ``inspect``) changes nothing:
+its window, its clock and its settings may not be the aggregator's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from aggregator.core.history import HistoryPoint, decode_points
+from aggregator.core.readings import (
+    BackendReading,
+    ProviderInspection,
+    Reading,
+    RedisMemory,
+    int_hash,
+    redis_memory,
+    shard_counts,
+    text_hash,
+    window_counts,
+)
+from aggregator.core.snapshot import decode_published
+from aggregator.engine.plan import Plan
+from aggregator.engine.window_read import Place, WindowRead
+from gatewayz_protocol.breaker_state import (
+    CLOSED,
+    FORCED_FIELD,
+    STATE_FIELD,
+    BreakerState,
+    decode_state_name,
+)
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.names import is_valid_provider
+from gatewayz_protocol.partitions import WINDOW_PARTITIONS
+from gatewayz_transport.connection import Connection
+from gatewayz_transport.raw import as_dict, as_scored
+from gatewayz_transport.routing import pipeline
+
+TRIM_SHARE = 0.1
+"""Each window key loses what left the window (ZREMRANGEBYSCORE) once per this share of the
+window (30 s of the default 5 minutes). Counting never needs it (ZCOUNT takes the window's
+bounds); memory does: a key holds at most this share of a window past the window. Trimming
+every key on every read was half of a read's commands (24 of 52 per provider)."""
+
+FUTURE_TOLERANCE_SECONDS = 10.0
+"""Events stamped up to this far past "now" still count (clocks agree to the ms through the
+shared clock; this is slack, not a way for a skewed writer to stay in the window)."""
+
+
+def _text(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+class WindowReader:
+    def __init__(
+        self,
+        connection: Connection,
+        keys: Keys,
+        window_seconds: float,
+        future_tolerance_seconds: float = FUTURE_TOLERANCE_SECONDS,
+        maintains: bool = True,
+    ):
+        self._redis = connection
+        self._keys = keys
+        self._window = window_seconds
+        self._tolerance = future_tolerance_seconds
+        self._maintains = maintains
+        self.ops: Counter[str] = Counter()
+        """Commands issued so far; the cycle moves them into Redis's shared op counter."""
+        self._shards: dict[str, int] = {}
+        """Providers split over several shards (``Keys.shards``), as last read."""
+        self._trim_slots: dict[str, int] = {}
+        """Provider -> the trim slot in which its window keys were last trimmed."""
+        self._empty: dict[Place, tuple[int, ...]] = {}
+        """(provider, shard) -> its partitions without calls in the window at the last read."""
+
+    def _run(self, plan: Plan) -> None:
+        self.ops.update(plan.run(self._redis))
+
+    def redis_time(self) -> tuple[int, int]:
+        """Redis's clock: (seconds, microseconds). (Not a plan: TIME has no key to route by on
+        a Cluster; redis-py sends it to a node of its choice.)"""
+        seconds, micros = self._redis.time()
+        self.ops["time"] += 1
+        return int(seconds), int(micros)
+
+    def known_providers(
+        self,
+        now: float,
+        retention_seconds: float,
+        horizon_seconds: float | None = None,
+        check_idle: bool = False,
+    ) -> list[str]:
+        """Providers seen within ``horizon_seconds`` (default: the retention period), so a
+        cycle costs what the active providers cost, not every name seen in the retention
+        period; and those whose breaker still acts (forced, or not closed): the leader keeps
+        them registered as seen now, and ``check_idle`` (a process's first read: it may have
+        been down for longer than the horizon) looks at every idle name's breaker once.
+        Names older than the retention leave the registry unless their breaker acts (when
+        this reader maintains the keys)."""
+        keys = self._keys
+        horizon = retention_seconds if horizon_seconds is None else horizon_seconds
+        found: list[Any] = []
+        commands: list[tuple[Any, ...]] = [
+            ("ZRANGEBYSCORE", keys.providers, "-inf", repr(now - retention_seconds)),
+            ("ZRANGEBYSCORE", keys.providers, f"({now - horizon!r}", "+inf"),
+        ]
+        if check_idle:
+            since, until = f"({now - retention_seconds!r}", repr(now - horizon)
+            commands.append(("ZRANGEBYSCORE", keys.providers, since, until))
+        plan = Plan()
+        plan.add([*commands, ("ZRANGE", keys.shards, 0, -1, "WITHSCORES")], found.extend)
+        self._run(plan)
+        raw_stale, raw_active, *raw_idle, raw_shards = found
+        self._shards = shard_counts(as_scored(raw_shards))
+        # A name no client could have written (the registry is shared) is ignored, not fatal.
+        stale = [_text(raw) for raw in raw_stale]
+        idle = [_text(raw) for raw in (raw_idle[0] if raw_idle else [])]
+        acting = self._acting([n for n in (*stale, *idle) if is_valid_provider(n)])
+        gone = [n for n in stale if n not in acting]
+        if gone and self._maintains:
+            plan = Plan()
+            plan.add([("ZREM", keys.providers, *gone)], lambda replies: None)
+            self._run(plan)
+        active = [_text(raw) for raw in raw_active]
+        return list(dict.fromkeys(n for n in (*active, *acting) if is_valid_provider(n)))
+
+    def _acting(self, candidates: Sequence[str]) -> list[str]:
+        """Those of ``candidates`` whose breaker acts (forced, or not closed)."""
+        if not candidates:
+            return []
+        states: list[Any] = []
+        plan = Plan()
+        fields = (STATE_FIELD, FORCED_FIELD)
+        plan.add(
+            [("HMGET", self._keys.breaker(name), *fields) for name in candidates], states.extend
+        )
+        self._run(plan)
+        return [
+            name
+            for name, (state, forced) in zip(candidates, states, strict=True)
+            if decode_state_name(state) != CLOSED or forced == b"1"
+        ]
+
+    def read(
+        self,
+        now: float,
+        providers: Iterable[str],
+        counting_start: Callable[[BreakerState], float] = lambda state: state.since,
+        counters: bool = True,
+    ) -> Reading:
+        """Window counts, totals, breaker states and transitions of ``providers``, and per
+        provider the calls made after ``counting_start(its breaker state)`` (``WindowRead``:
+        one round trip, two when a breaker's counting starts inside the window or a partition
+        empty last time has calls now). ``counters=False`` (what a breaker evaluation needs)
+        leaves out each provider's totals, exemplars and transitions."""
+        names = list(dict.fromkeys(providers))
+        trimming = self._trim_schedule(now, names) if self._maintains else frozenset()
+        window_read = WindowRead(
+            self._keys,
+            names,
+            now,
+            self._window,
+            self._tolerance,
+            self._shards,
+            self._empty,
+            trimming,
+            counters,
+        )
+        self._run(window_read.first_round())
+        second = window_read.second_round(counting_start)
+        if second is not None:
+            self._run(second)
+        self._empty = window_read.empty_partitions()
+        return window_read.reading()
+
+    def _trim_schedule(self, now: float, names: list[str]) -> frozenset[str]:
+        """The providers whose window keys this read trims: each one once per ``TRIM_SHARE``
+        of the window, spread over the reads by a phase taken from its name (a read never
+        trims every provider at once, except the first)."""
+        interval = self._window * TRIM_SHARE
+        slots = {name: int(now / interval + zlib.crc32(name.encode()) / 2**32) for name in names}
+        due = frozenset(name for name, slot in slots.items() if self._trim_slots.get(name) != slot)
+        self._trim_slots = slots  # names no longer read are forgotten
+        return due
+
+    def memory(self) -> RedisMemory | None:
+        """INFO memory and stats in one round trip (on a cluster: of every master, and the
+        one nearest its limit is reported, with every master's evictions); None from a server
+        without INFO (fakeredis). Raises when Redis is unreachable."""
+        if isinstance(self._redis, RedisCluster):
+            masters = RedisCluster.PRIMARIES
+            memory = self._redis.info("memory", target_nodes=masters)
+            stats = self._redis.info("stats", target_nodes=masters)
+            self.ops["info"] += 2 * len(memory)
+            readings = [redis_memory(memory[node], stats[node]) for node in memory]
+            worst = max(readings, key=lambda m: m.used_bytes / m.max_bytes if m.max_bytes else 0)
+            return replace(
+                worst,
+                policy=next((m.policy for m in readings if m.can_evict), worst.policy),
+                evicted_keys=sum(m.evicted_keys for m in readings),
+            )
+        pipe = pipeline(self._redis)
+        pipe.info("memory")
+        pipe.info("stats")
+        try:
+            memory, stats = pipe.execute()
+        except redis.ResponseError:
+            return None
+        self.ops["info"] += 2  # INFO's reply is parsed by redis-py: not a raw plan
+        return redis_memory(memory, stats)
+
+    def backend(self, now: float, retention_seconds: float) -> BackendReading:
+        """The workers' declared metrics: specs, admitted series, values, and the gauge values
+        of processes whose gauge hash has not expired. Two round trips."""
+        keys = self._keys
+        found: list[Any] = []
+        commands: list[tuple[Any, ...]] = [("HGETALL", keys.metric_schema)]
+        if self._maintains:
+            below = repr(now - retention_seconds)
+            commands.append(("ZREMRANGEBYSCORE", keys.gauge_writers, "-inf", below))
+        commands.append(("ZRANGE", keys.gauge_writers, 0, -1))
+        plan = Plan()
+        plan.add(commands, found.extend)
+        self._run(plan)
+        schema = text_hash(as_dict(found[0]))
+        writers = [_text(w) for w in found[-1]]
+        names = sorted(schema)
+        series: dict[str, list[str]] = {}
+        data: dict[str, dict[str, int]] = {}
+        exemplars: dict[str, dict[str, str]] = {}
+
+        def decode_metric(name: str, replies: list[Any]) -> None:
+            members, values, latest = replies
+            series[name] = sorted(_text(m) for m in members)
+            data[name] = int_hash(as_dict(values))
+            exemplars[name] = text_hash(as_dict(latest))
+
+        gauges: list[Any] = []
+        plan = Plan()
+        for name in names:
+            commands = [
+                ("SMEMBERS", keys.metric_series(name)),
+                ("HGETALL", keys.metric_data(name)),
+                ("HGETALL", keys.metric_exemplars(name)),
+            ]
+            plan.add(commands, partial(decode_metric, name))
+        plan.add([("HGETALL", keys.gauge_values(w)) for w in writers], gauges.extend)
+        self._run(plan)
+        values = [as_dict(raw) for raw in gauges]
+        gauge_values = [text_hash(v) for v in values if v]
+        expired = [writer for writer, v in zip(writers, values, strict=True) if not v]
+        return BackendReading(schema, series, data, gauge_values, expired, exemplars)
+
+    def published_snapshot(self) -> str | None:
+        """The leader's last published snapshot (JSON), if any."""
+        found: list[Any] = []
+        plan = Plan()
+        plan.add([("GET", self._keys.snapshot)], found.extend)
+        self._run(plan)
+        raw = found[0]
+        if raw is None:
+            return None
+        return decode_published(raw if isinstance(raw, bytes) else str(raw).encode())
+
+    def history(self, providers: Sequence[str]) -> tuple[str | None, dict[str, list[HistoryPoint]]]:
+        """The dashboard's view, read only, in one round trip: the leader lease's holder (None:
+        no lease) and each provider's history points, oldest first."""
+        found: list[Any] = []
+        plan = Plan()
+        plan.add([("GET", self._keys.leader_lease)], found.extend)
+        plan.add([("ZRANGE", self._keys.history(p), 0, -1) for p in providers], found.extend)
+        self._run(plan)
+        lease, *members = found
+        holder = None if lease is None else (_text(lease).rpartition("|")[0] or None)
+        return holder, {
+            provider: decode_points(raw) for provider, raw in zip(providers, members, strict=True)
+        }
+
+    # -- read-only views (``python -m aggregator inspect``): no trim, no registry change --------
+
+    def registered(self) -> dict[str, float]:
+        """The provider registry as it is: name -> last seen. Unlike ``known_providers`` it
+        removes nothing."""
+        found: list[Any] = []
+        plan = Plan()
+        plan.add(
+            [
+                ("ZRANGE", self._keys.providers, 0, -1, "WITHSCORES"),
+                ("ZRANGE", self._keys.shards, 0, -1, "WITHSCORES"),
+            ],
+            found.extend,
+        )
+        self._run(plan)
+        pairs, raw_shards = found
+        self._shards = shard_counts(as_scored(raw_shards))
+        return {_text(name): score for name, score in as_scored(pairs)}
+
+    def inspect(
+        self, now: float, providers: Sequence[str], edges: Sequence[float]
+    ) -> list[ProviderInspection]:
+        """Per provider: its window counts in each interval between consecutive ``edges`` (the
+        first excludes its start, the last includes its end, the others are ``[a, b)``), its
+        totals, breaker and transitions hashes, the half-open permits live at ``now`` and the
+        TTL of each key. One round trip of reads only (ZCOUNT, HGETALL, ZRANGEBYSCORE, PTTL):
+        nothing is trimmed or registered."""
+        spans = len(edges) - 1
+        bounds = [
+            (f"({a!r}" if i == 0 else repr(a), repr(b) if i == spans - 1 else f"({b!r}")
+            for i, (a, b) in enumerate(itertools.pairwise(edges))
+        ]
+        found: list[ProviderInspection] = []
+        plan = Plan()
+        for name in providers:
+            shards = self._shards.get(name, 1)
+            decode = partial(_inspection, self._keys, name, shards, spans, found.append)
+            plan.add(self._inspect_commands(name, shards, bounds, now), decode)
+        self._run(plan)
+        return found
+
+    def _inspect_commands(
+        self, name: str, shards: int, bounds: Sequence[tuple[str, str]], now: float
+    ) -> list[tuple[Any, ...]]:
+        keys = self._keys
+        commands: list[tuple[Any, ...]] = []
+        for shard in range(shards):
+            for key in keys.window_keys(name, shard):
+                commands += [("ZCOUNT", key, low, high) for low, high in bounds]
+            commands.append(("HGETALL", keys.totals(name, shard)))
+        commands += [
+            ("HGETALL", keys.breaker(name)),
+            ("HGETALL", keys.transitions(name)),
+            ("ZRANGEBYSCORE", keys.permits(name), f"({now * 1000!r}", "+inf", "WITHSCORES"),
+        ]
+        commands += [("PTTL", key) for key in _provider_keys(keys, name, shards)]
+        return commands
+
+
+def _inspection(
+    keys: Keys,
+    name: str,
+    shards: int,
+    spans: int,
+    found: Callable[[ProviderInspection], None],
+    replies: list[Any],
+) -> None:
+    """What ``WindowReader.inspect`` queued for one provider, decoded, to ``found``."""
+    zcounts = [0] * (WINDOW_PARTITIONS * spans)
+    totals: Counter[str] = Counter()
+    per_shard, at = WINDOW_PARTITIONS * spans + 1, 0
+    for _ in range(shards):
+        chunk = replies[at : at + per_shard]
+        at += per_shard
+        zcounts = [a + int(b) for a, b in zip(zcounts, chunk[:-1], strict=True)]
+        totals.update(int_hash(as_dict(chunk[-1])))
+    breaker, transitions, permits = replies[at : at + 3]
+    names = _provider_keys(keys, name, shards)
+    ttls = [int(ttl) for ttl in replies[at + 3 :]]
+    found(
+        ProviderInspection(
+            provider=name,
+            spans=[window_counts(zcounts[i::spans]) for i in range(spans)],
+            totals=dict(totals),
+            breaker=text_hash(as_dict(breaker)),
+            transitions=int_hash(as_dict(transitions)),
+            permits=[(_text(m), s / 1000) for m, s in as_scored(permits)],
+            ttl_ms=dict(zip(names, ttls, strict=True)),
+        )
+    )
+
+
+def _provider_keys(keys: Keys, provider: str, shards: int = 1) -> tuple[str, ...]:
+    """Every key of one provider (``protocol/keys.py``), of each of its ``shards``."""
+    return (
+        *(
+            key
+            for shard in range(shards)
+            for key in (
+                *keys.window_keys(provider, shard),
+                keys.totals(provider, shard),
+                keys.exemplars(provider, shard),
+            )
+        ),
+        keys.breaker(provider),
+        keys.permits(provider),
+        keys.transitions(provider),
+    )

@@ -1,0 +1,379 @@
+"""The metric families of the served state: a custom collector that reads one immutable
+ServedState per collect, so every series of one scrape comes from the same cycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar as PromExemplar
+from prometheus_client.utils import floatToGoString
+
+from aggregator.core.served import CycleStatus, ServedState
+from aggregator.core.snapshot import Snapshot
+from gatewayz_protocol.breaker_state import STATES
+from gatewayz_protocol.fields import Exemplar
+from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
+
+# le label values exactly as prometheus_client's own Histogram writes them ("1.0", "+Inf").
+_LE_LABELS = (
+    *(floatToGoString(b) for b in HISTOGRAM_BOUNDS),  # type: ignore[no-untyped-call]
+    "+Inf",
+)
+
+
+DROP_CAUSES = ("buffer_full", "refused", "error", "shutdown")
+"""Why clients give events up (always exported, so a rate is defined before the first drop)."""
+
+
+def _with_exemplars(
+    le: Sequence[str], counts: Sequence[int], exemplars: Mapping[str, Exemplar]
+) -> list[Any]:
+    """Histogram buckets as HistogramMetricFamily takes them: (le, count), or (le, count,
+    exemplar) where a bucket has one. Only the OpenMetrics exposition shows exemplars."""
+    buckets: list[Any] = []
+    for index, (bound, count) in enumerate(zip(le, counts, strict=True)):
+        found = exemplars.get(str(index))
+        if found is None:
+            buckets.append((bound, count))
+        else:
+            labels, value, at = found
+            buckets.append((bound, count, PromExemplar(dict(labels), value, at)))
+    return buckets
+
+
+def _window(seconds: float) -> str:
+    return f"{seconds:g}s sliding window"
+
+
+class SnapshotCollector(Collector):
+    """Yields the metric families of the served state at collect time."""
+
+    def __init__(self, served: Callable[[], ServedState]):
+        self._served = served
+
+    def collect(self) -> Iterator[Metric]:
+        served = self._served()
+        snapshot = served.snapshot
+        yield from _status_metrics(snapshot, served.status)
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_interval_seconds",
+            "Seconds between metrics cycles (--interval): a snapshot older than a few is stale",
+            value=served.interval_seconds,
+        )
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_breaker_interval_seconds",
+            "Seconds between breaker evaluations (--breaker-interval)",
+            value=served.breaker_interval_seconds,
+        )
+        yield from _redis_metrics(served.status)
+        leader = GaugeMetricFamily(
+            "gatewayz_aggregator_leader",
+            "1 on the replica that holds the leader lease (evaluates breakers, computes "
+            "snapshots), 0 on a follower",
+            labels=["replica"],
+        )
+        leader.add_metric([served.instance], 1.0 if served.leader else 0.0)
+        yield leader
+        if snapshot is None:
+            return
+        window = _window(snapshot.window_seconds)
+        availability = GaugeMetricFamily(
+            "provider_availability",
+            f"Provider availability (1=up, 0=down): 0 while its circuit breaker is not closed; "
+            f"{window}",
+            labels=["provider"],
+        )
+        err = GaugeMetricFamily(
+            "provider_error_rate",
+            f"Error rate 0-1: failures / (successes + failures) over the {window}",
+            labels=["provider"],
+        )
+        health = GaugeMetricFamily(
+            "gatewayz_provider_health_score",
+            f"Health score 0-1: 0.4*availability + 0.3*(1-error_rate) + 0.3*latency_score; "
+            f"{window}",
+            labels=["provider"],
+        )
+        p95 = GaugeMetricFamily(
+            "gatewayz_provider_latency_p95_seconds",
+            f"p95 latency of successful calls over the {window} (absent without traffic)",
+            labels=["provider"],
+        )
+        window_requests = GaugeMetricFamily(
+            "gatewayz_provider_window_requests",
+            f"Calls recorded in the {window}, all outcomes (0 = no traffic)",
+            labels=["provider"],
+        )
+        breaker = GaugeMetricFamily(
+            "gatewayz_circuit_breaker_state",
+            "Circuit breaker state, one-hot over closed, open, half_open",
+            labels=["provider", "state"],
+        )
+        response_time = HistogramMetricFamily(
+            "provider_response_time_seconds",
+            "Response time of every recorded provider call, all workers, since first recorded",
+            labels=["provider"],
+        )
+        requests = CounterMetricFamily(
+            "gatewayz_provider_requests",
+            "Provider calls recorded, by outcome class, all workers",
+            labels=["provider", "outcome"],
+        )
+        cost = CounterMetricFamily(
+            "gatewayz_cost_by_provider", "Cost USD, all workers", labels=["provider"]
+        )
+        tokens = CounterMetricFamily(
+            "gatewayz_provider_tokens", "Tokens used, all workers", labels=["provider"]
+        )
+        transitions = CounterMetricFamily(
+            "gatewayz_circuit_breaker_transitions",
+            "Circuit breaker transitions applied, all aggregator replicas",
+            labels=["provider", "from_state", "to_state"],
+        )
+        rejected_calls = CounterMetricFamily(
+            "gatewayz_circuit_breaker_rejected_calls",
+            "Calls that workers' allow() turned away because the breaker was not closed",
+            labels=["provider"],
+        )
+        forced = GaugeMetricFamily(
+            "gatewayz_circuit_breaker_forced",
+            "1 when an operator forced the breaker state (never changed automatically)",
+            labels=["provider"],
+        )
+        suppressed = GaugeMetricFamily(
+            "gatewayz_circuit_breaker_open_suppressed",
+            "1 when the breaker would open but the max-open-share guard keeps it closed",
+            labels=["provider"],
+        )
+        for p in snapshot.providers:
+            labels = [p.provider]
+            availability.add_metric(labels, p.availability)
+            err.add_metric(labels, p.error_rate)
+            health.add_metric(labels, p.health_score)
+            if p.latency_p95_seconds is not None:
+                p95.add_metric(labels, p.latency_p95_seconds)
+            window_requests.add_metric(labels, p.window_requests)
+            for state in STATES:
+                breaker.add_metric([p.provider, state], 1.0 if p.breaker.state == state else 0.0)
+            buckets = _with_exemplars(_LE_LABELS, p.histogram_cumulative, p.exemplars)
+            response_time.add_metric(labels, buckets, p.latency_sum_seconds)
+            for outcome in OUTCOMES:
+                requests.add_metric([p.provider, outcome], p.requests_total[outcome])
+            cost.add_metric(labels, p.cost_usd)
+            tokens.add_metric(labels, p.tokens_total)
+            for pair, count in sorted(p.transitions.items()):
+                from_state, _, to_state = pair.partition(">")
+                transitions.add_metric([p.provider, from_state, to_state], count)
+            rejected_calls.add_metric(labels, p.breaker_rejected_total)
+            forced.add_metric(labels, 1.0 if p.breaker.forced else 0.0)
+            suppressed.add_metric(labels, 1.0 if p.open_suppressed else 0.0)
+        yield from (availability, err, health, p95, window_requests, breaker, response_time)
+        yield from (requests, cost, tokens, transitions, rejected_calls, forced, suppressed)
+        yield from _backend_metrics(snapshot)
+
+        redis_ops = CounterMetricFamily(
+            "gatewayz_redis_operations",
+            "Redis commands issued by clients and aggregators, all processes",
+            labels=["operation"],
+        )
+        for operation, count in sorted(snapshot.redis_ops.items()):
+            redis_ops.add_metric([operation], count)
+        yield redis_ops
+        rejected = CounterMetricFamily(
+            "gatewayz_client_events_rejected",
+            "Events rejected by clients' record() as invalid, by cause, all workers",
+            labels=["reason"],
+        )
+        for reason, count in sorted(snapshot.client_rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        dropped = CounterMetricFamily(
+            "gatewayz_client_events_dropped",
+            "Events clients gave up on, by cause: buffer_full (evicted from a full buffer), "
+            "refused (Redis refused them for good), error (a bug), shutdown (closed while "
+            "Redis was unreachable)",
+            labels=["cause"],
+        )
+        by_cause = dict.fromkeys(DROP_CAUSES, 0) | snapshot.client_dropped_by_cause
+        for cause, count in sorted(by_cause.items()):
+            dropped.add_metric([cause], count)
+        yield dropped
+        yield CounterMetricFamily(
+            "gatewayz_log_records_dropped",
+            "Log records the processes' Loki senders gave up on (Loki slow or down), all workers "
+            "and aggregators",
+            value=snapshot.log_records_dropped,
+        )
+        offsets = GaugeMetricFamily(
+            "gatewayz_client_clock_offset_seconds",
+            "Redis's clock minus each writer's (host:pid), as last measured (within 10 min); "
+            "events are moved onto Redis's clock by it",
+            labels=["writer"],
+        )
+        for writer, offset in sorted(snapshot.client_clock_offsets.items()):
+            offsets.add_metric([writer], offset)
+        yield offsets
+
+
+def _redis_metrics(status: CycleStatus) -> Iterator[Metric]:
+    memory = status.redis_memory
+    if memory is None:  # a server without INFO (fakeredis)
+        return
+    yield GaugeMetricFamily(
+        "gatewayz_redis_memory_used_bytes",
+        "Memory Redis counts against maxmemory, seen by this replica's last cycle",
+        value=memory.used_bytes,
+    )
+    yield GaugeMetricFamily(
+        "gatewayz_redis_memory_max_bytes",
+        "Redis maxmemory (0: no limit)",
+        value=memory.max_bytes,
+    )
+    yield GaugeMetricFamily(
+        "gatewayz_redis_out_of_memory",
+        "1 when Redis refused this replica's last plain write for lack of memory",
+        value=1.0 if status.redis_out_of_memory else 0.0,
+    )
+    policy = GaugeMetricFamily(
+        "gatewayz_redis_maxmemory_policy_safe",
+        "1 when Redis's maxmemory-policy cannot evict this project's keys (noeviction, or no "
+        "maxmemory), 0 when it can",
+        labels=["policy"],
+    )
+    policy.add_metric([memory.policy], 0.0 if memory.can_evict else 1.0)
+    yield policy
+    yield CounterMetricFamily(
+        "gatewayz_redis_evicted_keys",
+        "Keys Redis evicted since it started (INFO evicted_keys)",
+        value=memory.evicted_keys,
+    )
+
+
+def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "gatewayz_aggregator_cycles",
+        "Aggregation cycles that completed",
+        value=status.cycles_ok,
+    )
+    yield CounterMetricFamily(
+        "gatewayz_aggregator_cycles_failed",
+        "Aggregation cycles that failed (the previous snapshot kept being served)",
+        value=status.cycles_failed,
+    )
+    yield GaugeMetricFamily(
+        "gatewayz_aggregator_cycle_duration_seconds",
+        "Duration of the last aggregation cycle",
+        value=status.last_duration_seconds,
+    )
+    if status.last_success_at is not None:
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_last_success_timestamp_seconds",
+            "Unix time of this replica's last successful cycle",
+            value=status.last_success_at,
+        )
+    if status.clock_offset_seconds is not None:
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_clock_offset_seconds",
+            "Redis's clock minus this replica's, as measured at its last cycle",
+            value=status.clock_offset_seconds,
+        )
+    if snapshot is not None:
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_snapshot_timestamp_seconds",
+            "Unix time the served snapshot was computed (by the leader)",
+            value=snapshot.taken_at,
+        )
+        yield GaugeMetricFamily(
+            "gatewayz_aggregator_snapshot_cycle",
+            "Number of the served snapshot, shared by the replicas (equal on those serving it)",
+            value=snapshot.cycle,
+        )
+
+
+RESERVED_NAMES = frozenset(
+    {
+        "provider_availability",
+        "provider_error_rate",
+        "provider_response_time_seconds",
+        "gatewayz_provider_health_score",
+        "gatewayz_provider_latency_p95_seconds",
+        "gatewayz_provider_window_requests",
+        "gatewayz_circuit_breaker_state",
+        "gatewayz_provider_requests",
+        "gatewayz_cost_by_provider",
+        "gatewayz_provider_tokens",
+        "gatewayz_circuit_breaker_transitions",
+        "gatewayz_circuit_breaker_rejected_calls",
+        "gatewayz_circuit_breaker_forced",
+        "gatewayz_circuit_breaker_open_suppressed",
+        "gatewayz_redis_operations",
+        "gatewayz_client_events_rejected",
+        "gatewayz_client_events_dropped",
+        "gatewayz_metrics_series_dropped",
+        "gatewayz_metrics_values_rejected",
+        "gatewayz_log_records_dropped",
+    }
+)
+"""Names the aggregator itself exports; a worker metric that would clash with one (or with an
+earlier worker metric) is not served."""
+RESERVED_PREFIXES = ("gatewayz_aggregator_", "gatewayz_redis_", "gatewayz_client_")
+
+
+def _sample_names(name: str, kind: str) -> set[str]:
+    """Every sample and family name a metric may occupy in either exposition format."""
+    base = name.removesuffix("_total")
+    names = {name, base, f"{base}_total", f"{base}_created"}
+    if kind == "histogram":
+        names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created"}
+    return names
+
+
+def _backend_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    dropped = CounterMetricFamily(
+        "gatewayz_metrics_series_dropped",
+        "Updates to backend metric series beyond the per-metric cardinality cap, all workers",
+        labels=["metric"],
+    )
+    rejected = CounterMetricFamily(
+        "gatewayz_metrics_values_rejected",
+        "Invalid backend metric values (negative counter increments, NaN, inf), all workers",
+        labels=["metric"],
+    )
+    taken = {n for name in RESERVED_NAMES for n in _sample_names(name, "histogram")}
+    for family in snapshot.backend:
+        dropped.add_metric([family.name], family.dropped)
+        rejected.add_metric([family.name], family.rejected)
+        exposed = _sample_names(family.name, family.kind)
+        if family.name.startswith(RESERVED_PREFIXES) or exposed & taken:
+            continue  # would clash with another family: the scrape must stay parseable
+        taken |= exposed
+        labelnames = list(family.labelnames)
+        metric: CounterMetricFamily | GaugeMetricFamily
+        if family.kind == "counter":
+            metric = CounterMetricFamily(family.name, family.help, labels=labelnames)
+        elif family.kind == "gauge":
+            metric = GaugeMetricFamily(family.name, family.help, labels=labelnames)
+        else:
+            le = [floatToGoString(b) for b in family.buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
+            histogram = HistogramMetricFamily(family.name, family.help, labels=labelnames)
+            linked: dict[tuple[str, ...], dict[str, Exemplar]] = {}
+            for labels, bucket, exemplar in family.exemplars:
+                linked.setdefault(tuple(labels), {})[str(bucket)] = exemplar
+            for labels, counts, total in family.histograms:
+                buckets = _with_exemplars(le, counts, linked.get(tuple(labels), {}))
+                histogram.add_metric(list(labels), buckets, total)
+            yield histogram
+            continue
+        for labels, value in family.samples:
+            metric.add_metric(list(labels), value)
+        yield metric
+    yield dropped
+    yield rejected

@@ -1,0 +1,129 @@
+"""``python -m aggregator inspect``: exact per-minute counts of the events a test wrote, read only,
+and the CLI's discoverability and error cases (as real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from aggregator.cli.inspection import human, minute_edges, relative
+from client import MetricsClient
+from gatewayz_protocol.keys import Keys
+from tests.support.backends import BOTH_BACKENDS
+from tests.support.clock import FakeClock
+
+pytestmark = BOTH_BACKENDS
+
+MakeClient = Callable[..., MetricsClient]
+OUTCOMES = ("success", "failure", "rate_limited", "caller_error")
+
+
+def cli(*args: str, url: str = "", namespace: str = "") -> subprocess.CompletedProcess[str]:
+    flags = [
+        *(["--redis-url", url] if url else []),
+        *(["--namespace", namespace] if namespace else []),
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", *args, *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def dump(r: redis.Redis, keys: Keys) -> dict[bytes, Any]:
+    """Every key of the namespace: its serialized value (DUMP) and whether it expires."""
+    return {
+        key: (r.dump(key), r.ttl(key) == -1)
+        for key in sorted(r.scan_iter(match=keys.pattern(), count=1000))
+    }
+
+
+def test_inspect_shows_exact_counts_per_minute_and_writes_nothing(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, redis_url: str, namespace: str
+) -> None:
+    seconds, micros = r.time()
+    now = seconds + micros / 1e6
+    clock = FakeClock(now)
+    metrics = make_client(clock=clock)
+    expected: Counter[tuple[int, str]] = Counter()
+    plan = {0: (3, 1, 0, 2), 1: (5, 0, 1, 0), 3: (1, 2, 2, 1)}  # minutes ago -> per outcome
+    for minutes_ago, per_outcome in plan.items():
+        at = (math.floor(now / 60) - minutes_ago) * 60 + 7.5  # inside that UTC minute
+        if at > now:
+            at -= 60 * (len(plan) + 2)  # not in the future: outside the window instead
+        clock.now = at
+        for outcome, count in zip(OUTCOMES, per_outcome, strict=True):
+            for _ in range(count):
+                metrics.record("acme", 0.3, outcome=outcome)
+                if now - 300 < at:
+                    expected[(math.floor(at / 60) * 60, outcome)] += 1
+    assert metrics.flush(timeout=5)
+    before = dump(r, keys)
+
+    shown = cli("inspect", "acme", "--json", url=redis_url, namespace=namespace)
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    got = Counter(
+        {
+            (math.floor(row["start"] / 60) * 60, outcome): row[outcome]
+            for row in doc["minutes"]
+            for outcome in OUTCOMES
+            if row[outcome]
+        }
+    )
+    assert got == expected
+    assert doc["window"]["total"] == sum(expected.values())
+    assert doc["registered"] and doc["breaker"]["state"] == "closed"
+    assert doc["minutes"][0]["start"] == doc["now"]["unix"] - 300
+    assert doc["keys"][keys.totals("acme")]["exists"]
+    successes = [row for row in doc["minutes"] if row["success"]]
+    assert all(0.25 <= row["p50_seconds"] <= 0.5 for row in successes)
+
+    table = cli("inspect", url=redis_url, namespace=namespace)
+    assert table.returncode == 0, table.stderr
+    assert "acme" in table.stdout and "closed" in table.stdout
+    text = cli("inspect", "acme", url=redis_url, namespace=namespace)
+    assert text.returncode == 0 and "minute by minute" in text.stdout
+
+    unknown = cli("inspect", "nobody", url=redis_url, namespace=namespace)
+    assert unknown.returncode == 1 and "no data for provider 'nobody'" in unknown.stderr
+    assert dump(r, keys) == before  # nothing trimmed, registered or touched
+    assert r.zscore(keys.providers, "nobody") is None
+
+
+def test_inspect_and_status_say_when_the_namespace_is_empty(redis_url: str, namespace: str) -> None:
+    for args in (("inspect",), ("inspect", "acme"), ("breaker", "status")):
+        done = cli(*args, url=redis_url, namespace=namespace)
+        assert done.returncode == 1, args
+        assert "no data" in done.stderr and namespace in done.stderr
+        assert done.stdout == ""
+
+
+def test_every_command_is_listed_and_takes_the_connection_flags() -> None:
+    top = cli("--help")
+    assert top.returncode == 0
+    assert "breaker" in top.stdout and "inspect" in top.stdout and "--port" in top.stdout
+    for command in ("breaker", "inspect"):
+        helped = cli(command, "--help")
+        assert helped.returncode == 0
+        assert "--redis-url" in helped.stdout and "--namespace" in helped.stdout
+    bad = cli("inspect", "bad name!")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_human_times() -> None:
+    assert relative(112.0, 100.0) == "in 12 s"
+    assert relative(88.0, 100.0) == "12 s ago"
+    assert relative(100.0 - 3 * 3600, 100.0) == "3 h ago"
+    assert human(0.0, 100.0) == "never"
+    assert human(1_800_000_012.0, 1_800_000_000.0) == "2027-01-15T08:00:12Z (in 12 s)"
+    edges = minute_edges(1_800_000_030.0, 120.0, 10.0)
+    assert edges == [1_799_999_910.0, 1_799_999_940.0, 1_800_000_000.0, 1_800_000_040.0]

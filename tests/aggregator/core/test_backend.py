@@ -1,0 +1,159 @@
+"""aggregator/core/backend.py as pure functions: hand-built schema/series/data/gauge hashes in,
+BackendFamily out. No Redis."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from aggregator.core.backend import BackendFamily, build_families
+from gatewayz_protocol.fields import join_amount as exact
+from tests.support.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
+
+
+def _spec(name: str, kind: str, labelnames: list[str], **extra: Any) -> str:
+    """A spec as the client stores it in the schema hash (written by hand, not by MetricSpec)."""
+    fields = {"labelnames": labelnames, "buckets": [], "combine": "", **extra}
+    return json.dumps({"name": name, "kind": kind, "help": f"{name} help", **fields})
+
+
+def _only(families: tuple[BackendFamily, ...]) -> BackendFamily:
+    (family,) = families
+    return family
+
+
+def test_exact_carries_nanos_into_whole_units() -> None:
+    # 1 + 2.5e9 nano-units = 1 + 2 + 0.5
+    assert exact(1, 2_500_000_000) == 3.5
+    # 100,000 increments of 0.1 are 100,000 * 100,000,000 nano-units = 1e13 = 10,000 units
+    assert exact(0, 100_000 * 100_000_000) == 10000.0
+    # 7 whole units + 1.1e9 nanos = 8 + 0.1
+    assert exact(7, 1_100_000_000) == 8.1
+    assert exact(0, 3_000_000_000) == 3.0
+    assert exact(0, 0) == 0.0
+    assert isinstance(exact(2, 0), float)
+
+
+def test_counter_family_from_hand_built_hashes() -> None:
+    schema = {"jobs": _spec("jobs", "counter", ["kind"])}
+    series = {"jobs": ['["a"]', '["b"]']}
+    data = {
+        "jobs": {
+            'i:["a"]': 3,
+            'n:["a"]': 1_500_000_000,  # 3 + 1.5 = 4.5
+            'n:["b"]': 250_000_000,  # no integer part written: 0.25
+            "!dropped": 4,
+            "!rejected": 2,
+        }
+    }
+    family = _only(build_families(schema, series, data, []))
+    assert family.name == "jobs"
+    assert family.kind == "counter"
+    assert family.help == "jobs help"
+    assert family.labelnames == ("kind",)
+    assert family.samples == ((("a",), 4.5), (("b",), 0.25))
+    assert family.histograms == ()
+    assert family.dropped == 4
+    assert family.rejected == 2
+
+
+def test_counter_without_data_reads_zero_dropped_and_rejected() -> None:
+    schema = {"jobs": _spec("jobs", "counter", [])}
+    family = _only(build_families(schema, {"jobs": ["[]"]}, {}, []))
+    assert family.samples == (((), 0.0),)
+    assert (family.dropped, family.rejected) == (0, 0)
+
+
+def test_series_ids_with_the_wrong_label_count_are_skipped() -> None:
+    schema = {"jobs": _spec("jobs", "counter", ["kind", "region"])}
+    ok = '["a","eu"]'
+    bad = ["[]", '["a"]', '["a","eu","x"]', "not json", '"a"', '{"kind":"a"}']
+    data = {"jobs": {f"i:{sid}": 5 for sid in [ok, *bad]}}
+    family = _only(build_families(schema, {"jobs": [ok, *bad]}, data, []))
+    assert family.samples == ((("a", "eu"), 5.0),)
+
+
+def test_histogram_family_is_cumulative_ending_in_count_with_exact_sum() -> None:
+    schema = {"lat": _spec("lat", "histogram", ["route"], buckets=[0.5, 1.0, 5.0])}
+    series = {"lat": ['["/a"]', '["/b"]']}
+    data = {
+        "lat": {
+            # /a: 2 in le 0.5, 1 in le 1, none in le 5 (no field), 4 in +Inf (index 3)
+            'b0:["/a"]': 2,
+            'b1:["/a"]': 1,
+            'b3:["/a"]': 4,
+            'i:["/a"]': 30,
+            'n:["/a"]': 700_000_000,  # sum 30.7
+            # /b: one observation in le 5, sum 3
+            'b2:["/b"]': 1,
+            'i:["/b"]': 3,
+            "!dropped": 1,
+        }
+    }
+    family = _only(build_families(schema, series, data, []))
+    assert family.kind == "histogram"
+    assert family.buckets == (0.5, 1.0, 5.0)
+    assert family.samples == ()
+    # /a cumulative: 2, 2+1, 3+0, 3+4 = count 7
+    assert family.histograms == ((("/a",), (2, 3, 3, 7), 30.7), (("/b",), (0, 0, 1, 1), 3.0))
+    assert family.dropped == 1
+
+
+def _gauge_writers() -> list[dict[str, str]]:
+    # room k: 5 @ t100, 1.5 @ t300, -2 @ t200; room l: only the first writer, 1 @ t100
+    return [
+        {
+            'temp|["k"]': "5.0|100.0",
+            'temp|["l"]': "1.0|100.0",
+            'temp_c|["k"]': "99.0|900.0",  # another metric whose name starts with "temp"
+            "temp|[]": "77.0|900.0",  # wrong label count
+        },
+        {'temp|["k"]': "1.5|300.0"},
+        {'temp|["k"]': "-2.0|200.0"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "room_k"),
+    [
+        ("sum", 4.5),  # 5 + 1.5 - 2
+        ("max", 5.0),
+        ("min", -2.0),
+        ("latest", 1.5),  # written at t300, neither the last writer nor the max
+    ],
+)
+def test_gauge_combine_over_writers(mode: str, room_k: float) -> None:
+    schema = {"temp": _spec("temp", "gauge", ["room"], combine=mode)}
+    data = {"temp": {"!rejected": 3, "!dropped": 1}}
+    family = _only(build_families(schema, {}, data, _gauge_writers()))
+    assert family.kind == "gauge"
+    assert family.samples == ((("k",), room_k), (("l",), 1.0))
+    assert (family.dropped, family.rejected) == (1, 3)
+
+
+def test_gauge_without_live_writers_has_no_samples() -> None:
+    schema = {"temp": _spec("temp", "gauge", [], combine="sum")}
+    family = _only(build_families(schema, {}, {}, []))
+    assert family.samples == ()
+
+
+def test_unreadable_specs_are_skipped() -> None:
+    schema = {
+        "a_not_json": "{not json",
+        "b_missing_fields": json.dumps({"name": "b_missing_fields"}),
+        "c_unknown_kind": _spec("c_unknown_kind", "summary", []),
+        "d_gauge_without_combine": _spec("d_gauge_without_combine", "gauge", []),
+        "e_not_an_object": "[1, 2]",
+        "jobs": _spec("jobs", "counter", []),
+        "lat": _spec("lat", "histogram", [], buckets=[1.0]),
+        "z_histogram_without_buckets": _spec("z_histogram_without_buckets", "histogram", []),
+    }
+    data = {"jobs": {"i:[]": 2}, "lat": {"b0:[]": 1, "i:[]": 1}}
+    families = build_families(schema, {"jobs": ["[]"], "lat": ["[]"]}, data, [])
+    assert [f.name for f in families] == ["jobs", "lat"]  # sorted by name
+    assert families[0].samples == (((), 2.0),)
+    assert families[1].histograms == (((), (1, 1), 1.0),)

@@ -1,0 +1,367 @@
+"""Pure unit tests for the breaker state machine (aggregator/core/breaker.py): injected times only.
+Worked transitions first, then property tests (hypothesis) with arbitrary states, counts, clocks
+and configurations, and of the guard on the share of open breakers (limit_open_share)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aggregator.core.breaker import (
+    BreakerCalls,
+    BreakerConfig,
+    evaluate,
+    limit_open_share,
+    open_duration,
+)
+from gatewayz_protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATES, BreakerState
+from gatewayz_protocol.names import PROVIDER_NAME_RE
+from tests.support.strategies import BREAKER_STATES, CLOCKS, property_settings
+
+CONFIG = BreakerConfig()  # min_calls 20, rate 0.5, open 30 s (cap 300), 5 trials, 60 s timeout
+T0 = 1_000.0
+
+
+def _step(state: BreakerState, calls: BreakerCalls, now: float) -> BreakerState:
+    transition = evaluate(state, calls, now, CONFIG)
+    assert transition is not None
+    assert transition.old == state
+    return transition.new
+
+
+@pytest.mark.parametrize(
+    ("opens", "expected"),
+    [
+        (0, 30.0),  # treated as the first opening
+        (1, 30.0),
+        (2, 60.0),
+        (3, 120.0),
+        (4, 240.0),
+        (5, 300.0),  # 480 capped
+        (6, 300.0),
+        (63, 300.0),
+        (64, 300.0),  # huge exponent: still the cap
+        (10_000, 300.0),
+    ],
+)
+def test_open_duration_default(opens: int, expected: float) -> None:
+    assert open_duration(opens, CONFIG) == expected
+
+
+@pytest.mark.parametrize(("opens", "expected"), [(1, 10.0), (4, 80.0), (7, 640.0), (8, 1000.0)])
+def test_open_duration_custom(opens: int, expected: float) -> None:
+    config = BreakerConfig(open_seconds=10.0, max_open_seconds=1000.0)
+    # 10 * 2^(n-1): 10, 80, 640, 1280 -> capped at 1000
+    assert open_duration(opens, config) == expected
+
+
+def test_closed_to_open() -> None:
+    transition = evaluate(BreakerState(), BreakerCalls(10, 10), T0, CONFIG)
+    assert transition is not None
+    assert transition.new == BreakerState(OPEN, T0, 1, T0 + 30.0, 1)
+    assert transition.calls == BreakerCalls(10, 10)
+
+
+@pytest.mark.parametrize(
+    ("successes", "failures", "opens"),
+    [
+        (9, 10, False),  # 19 calls (rate 10/19 > 0.5) but below min_calls
+        (0, 19, False),  # 19 calls, all failing: still below min_calls
+        (10, 10, True),  # 20 calls, rate exactly 0.5
+        (0, 20, True),
+        (11, 9, False),  # 20 calls, rate 0.45
+        (20, 20, True),  # 40 calls, rate 0.5
+        (21, 19, False),  # 40 calls, rate 19/40 = 0.475
+        (0, 0, False),  # no traffic
+    ],
+)
+def test_closed_thresholds(successes: int, failures: int, opens: bool) -> None:
+    transition = evaluate(BreakerState(), BreakerCalls(successes, failures), T0, CONFIG)
+    assert (transition is not None) is opens
+    if transition is not None:
+        assert transition.new.state == OPEN
+
+
+def test_open_to_half_open_at_deadline() -> None:
+    state = BreakerState(OPEN, T0, 1, T0 + 30.0, 1)
+    assert evaluate(state, BreakerCalls(0, 0), T0 + 29.999, CONFIG) is None
+    transition = evaluate(state, BreakerCalls(0, 0), T0 + 30.0, CONFIG)
+    assert transition is not None
+    assert transition.new == BreakerState(HALF_OPEN, T0 + 30.0, 2, T0 + 30.0, 1)
+
+
+def test_open_ignores_calls_before_deadline() -> None:
+    state = BreakerState(OPEN, T0, 1, T0 + 30.0, 1)
+    assert evaluate(state, BreakerCalls(100, 0), T0 + 10.0, CONFIG) is None
+
+
+HALF = BreakerState(HALF_OPEN, T0 + 30.0, 2, T0 + 30.0, 1)
+
+
+@pytest.mark.parametrize(("successes", "failures"), [(5, 0), (3, 2), (10, 4)])
+def test_half_open_to_closed(successes: int, failures: int) -> None:
+    # failure rates 0, 0.4, 4/14 ~ 0.29: all below 0.5
+    now = T0 + 40.0
+    transition = evaluate(HALF, BreakerCalls(successes, failures), now, CONFIG)
+    assert transition is not None
+    assert transition.new.state == CLOSED
+    assert transition.new.since == now
+    assert transition.new.epoch == 3
+    assert transition.new.consecutive_opens == 0
+
+
+@pytest.mark.parametrize(("successes", "failures"), [(2, 3), (0, 5), (5, 5)])
+def test_half_open_to_open(successes: int, failures: int) -> None:
+    # failure rates 0.6, 1.0, 0.5 (exactly the threshold reopens)
+    now = T0 + 40.0
+    transition = evaluate(HALF, BreakerCalls(successes, failures), now, CONFIG)
+    assert transition is not None
+    # second consecutive opening: 60 s
+    assert transition.new == BreakerState(OPEN, now, 3, now + 60.0, 2)
+
+
+def test_half_open_waits_for_trial_calls() -> None:
+    # 4 of 5 trial calls, 59 s after the transition: nothing yet
+    assert evaluate(HALF, BreakerCalls(4, 0), T0 + 30.0 + 59.0, CONFIG) is None
+
+
+def test_half_open_timeout_reopens() -> None:
+    now = T0 + 30.0 + 60.0  # half_open_timeout_seconds after the transition
+    transition = evaluate(HALF, BreakerCalls(4, 0), now, CONFIG)
+    assert transition is not None
+    assert transition.new == BreakerState(OPEN, now, 3, now + 60.0, 2)
+
+
+def test_open_time_doubles_caps_and_resets_after_close() -> None:
+    state = _step(BreakerState(), BreakerCalls(0, 20), T0)
+    durations = [state.open_until - state.since]
+    epochs = [state.epoch]
+    for _ in range(5):
+        state = _step(state, BreakerCalls(0, 0), state.open_until)  # -> half_open
+        epochs.append(state.epoch)
+        state = _step(state, BreakerCalls(0, 5), state.since + 1.0)  # trials fail -> open
+        epochs.append(state.epoch)
+        durations.append(state.open_until - state.since)
+    assert durations == [30.0, 60.0, 120.0, 240.0, 300.0, 300.0]
+    assert state.consecutive_opens == 6
+    assert epochs == list(range(1, 12))  # exactly +1 per transition
+    state = _step(state, BreakerCalls(0, 0), state.open_until)  # -> half_open
+    state = _step(state, BreakerCalls(5, 0), state.since + 1.0)  # -> closed
+    assert (state.state, state.consecutive_opens, state.epoch) == (CLOSED, 0, 13)
+    state = _step(state, BreakerCalls(0, 20), state.since + 10.0)  # -> open again
+    assert state.open_until - state.since == 30.0  # back to the base time
+    assert state.epoch == 14
+
+
+def test_open_with_far_deadline_stays_open() -> None:
+    far = T0 + 1_000_000.0
+    state = BreakerState(OPEN, T0, 7, far, 1)
+    assert evaluate(state, BreakerCalls(0, 0), T0 + 300.0, CONFIG) is None
+
+
+def test_reopen_never_shortens_a_far_deadline() -> None:
+    far = T0 + 1_000_000.0
+    state = BreakerState(HALF_OPEN, T0, 7, far, 1)
+    transition = evaluate(state, BreakerCalls(0, 5), T0 + 10.0, CONFIG)
+    assert transition is not None
+    # now + 60 = T0 + 10 + 60 would be earlier than far: far is kept
+    assert transition.new == BreakerState(OPEN, T0 + 10.0, 8, far, 2)
+
+
+def test_reopen_extends_a_past_deadline() -> None:
+    state = BreakerState(HALF_OPEN, T0, 7, T0 - 5.0, 1)
+    transition = evaluate(state, BreakerCalls(0, 5), T0 + 10.0, CONFIG)
+    assert transition is not None
+    assert transition.new.open_until == T0 + 10.0 + 60.0
+
+
+@pytest.mark.parametrize(
+    ("state", "calls", "now", "new_state"),
+    [
+        (BreakerState(CLOSED, T0, 3), BreakerCalls(0, 20), T0 + 1.0, OPEN),
+        (BreakerState(OPEN, T0, 3, T0 + 30.0, 1), BreakerCalls(0, 0), T0 + 30.0, HALF_OPEN),
+        (BreakerState(HALF_OPEN, T0, 3, T0, 1), BreakerCalls(5, 0), T0 + 1.0, CLOSED),
+        (BreakerState(HALF_OPEN, T0, 3, T0, 1), BreakerCalls(0, 5), T0 + 1.0, OPEN),
+        (BreakerState(HALF_OPEN, T0, 3, T0, 1), BreakerCalls(0, 0), T0 + 60.0, OPEN),  # timeout
+    ],
+)
+def test_epoch_increments_by_exactly_one(
+    state: BreakerState, calls: BreakerCalls, now: float, new_state: str
+) -> None:
+    transition = evaluate(state, calls, now, CONFIG)
+    assert transition is not None
+    assert transition.new.state == new_state
+    assert transition.new.epoch == 4  # 3 + 1
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        BreakerState(OPEN, T0, 1, T0 + 30.0, 1, forced=True),
+        BreakerState(CLOSED, T0, 1, forced=True),
+        BreakerState(HALF_OPEN, T0, 1, T0, 1, forced=True),
+    ],
+)
+def test_forced_state_never_changes(state: BreakerState) -> None:
+    assert evaluate(state, BreakerCalls(0, 100), T0 + 10_000.0, CONFIG) is None
+
+
+def test_unknown_state_raises() -> None:
+    with pytest.raises(ValueError):
+        evaluate(BreakerState("bogus"), BreakerCalls(0, 0), T0, CONFIG)
+
+
+def test_no_reopen_after_recovery() -> None:
+    # t=T0: 30 failures in the window -> open until T0+30
+    old_failures = 30
+    state = _step(BreakerState(), BreakerCalls(0, old_failures), T0)
+    assert state.state == OPEN
+    # t=T0+30: half_open; 5 successful trials since that transition -> closed at T0+40
+    state = _step(state, BreakerCalls(0, 0), T0 + 30.0)
+    assert state.state == HALF_OPEN
+    state = _step(state, BreakerCalls(5, 0), T0 + 40.0)
+    assert state.state == CLOSED
+    recovered = state
+    # Next cycles, every 30 s, all well inside 5 minutes of the old failures. Calls since the
+    # close: 10 more successes per cycle. The full window also holds the 30 old failures and the
+    # 5 trial successes: failure rate 30/(30+5+10) = 0.67, 30/(30+5+20) = 0.55 (>= 0.5, >= 20 calls
+    # -> would re-open), then 30/(30+5+30) = 0.46 (would not).
+    cycles = [
+        (T0 + 70.0, BreakerCalls(10, 0), BreakerCalls(15, 30), True),
+        (T0 + 100.0, BreakerCalls(20, 0), BreakerCalls(25, 30), True),
+        (T0 + 130.0, BreakerCalls(30, 0), BreakerCalls(35, 30), False),
+    ]
+    for now, since_close, full_window, full_window_reopens in cycles:
+        assert evaluate(recovered, since_close, now, CONFIG) is None
+        reopened = evaluate(recovered, full_window, now, CONFIG)
+        assert (reopened is not None) is full_window_reopens
+
+
+def test_counting_start_is_the_breaker_window_when_closed_and_the_transition_otherwise() -> None:
+    from aggregator.core.breaker import counting_start
+
+    config = BreakerConfig(window_seconds=10.0)
+    assert counting_start(BreakerState(CLOSED, since=0.0), 1_000.0, config) == 990.0
+    assert counting_start(BreakerState(CLOSED, since=995.0), 1_000.0, config) == 995.0
+    assert counting_start(BreakerState(HALF_OPEN, since=900.0), 1_000.0, config) == 900.0
+    assert counting_start(BreakerState(OPEN, since=800.0), 1_000.0, config) == 800.0
+
+
+# -- properties --------------------------------------------------------------------------------
+
+BREAKER_CALLS = st.builds(BreakerCalls, st.integers(0, 10**9), st.integers(0, 10**9))
+
+
+@st.composite
+def breaker_configs(draw: st.DrawFn) -> BreakerConfig:
+    """Any configuration AggregatorSettings would accept."""
+    open_seconds = draw(st.floats(1e-3, 1e6))
+    return BreakerConfig(
+        min_calls=draw(st.integers(1, 1000)),
+        failure_rate=draw(st.floats(1e-6, 1.0)),
+        open_seconds=open_seconds,
+        max_open_seconds=open_seconds + draw(st.floats(0.0, 1e7)),
+        half_open_calls=draw(st.integers(1, 100)),
+        half_open_timeout_seconds=draw(st.floats(1e-3, 1e6)),
+        rate_limited_is_failure=draw(st.booleans()),
+        max_open_share=draw(st.floats(0.0, 1.0)),
+        window_seconds=draw(st.floats(1e-3, 1e6)),
+    )
+
+
+@property_settings(1000)
+@given(state=BREAKER_STATES, calls=BREAKER_CALLS, now=CLOCKS, config=breaker_configs())
+def test_breaker_transitions_are_single_epoch_steps(
+    state: BreakerState, calls: BreakerCalls, now: float, config: BreakerConfig
+) -> None:
+    transition = evaluate(state, calls, now, config)
+    if state.forced:
+        assert transition is None
+        return
+    if transition is None:
+        return
+    assert transition.old == state
+    assert transition.new.epoch == state.epoch + 1
+    assert transition.new.open_until >= state.open_until
+    assert transition.new.state in STATES and transition.new.state != state.state
+    assert not transition.new.forced
+    assert (state.state, transition.new.state) in {
+        (CLOSED, OPEN),
+        (OPEN, HALF_OPEN),
+        (HALF_OPEN, CLOSED),
+        (HALF_OPEN, OPEN),
+    }
+    if transition.new.state == OPEN:
+        assert transition.new.consecutive_opens == state.consecutive_opens + 1
+        assert transition.new.open_until >= now + open_duration(
+            transition.new.consecutive_opens, config
+        ) or math.isinf(transition.new.open_until)
+    if transition.new.state == CLOSED:
+        assert transition.new.consecutive_opens == 0
+
+
+@property_settings(300)
+@given(
+    start=BREAKER_STATES.map(lambda s: replace(s, forced=False)),
+    steps=st.lists(st.tuples(BREAKER_CALLS, st.floats(-1e3, 1e6)), min_size=1, max_size=30),
+    now=CLOCKS,
+    config=breaker_configs(),
+)
+def test_breaker_runs_keep_epochs_and_deadlines_monotone(
+    start: BreakerState,
+    steps: list[tuple[BreakerCalls, float]],
+    now: float,
+    config: BreakerConfig,
+) -> None:
+    """Applying evaluate() step after step, with a clock that may also jump backwards."""
+    state = start
+    for calls, dt in steps:
+        now += dt
+        transition = evaluate(state, calls, now, config)
+        if transition is None:
+            continue
+        assert transition.new.epoch == state.epoch + 1
+        assert transition.new.open_until >= state.open_until
+        state = transition.new
+    assert state.epoch >= start.epoch
+    assert state.open_until >= start.open_until
+
+
+@property_settings(300)
+@given(state=BREAKER_STATES.map(lambda s: replace(s, forced=True)), data=st.data())
+def test_forced_breakers_never_transition(state: BreakerState, data: st.DataObject) -> None:
+    config = data.draw(breaker_configs())
+    for _ in range(5):
+        calls, now = data.draw(BREAKER_CALLS), data.draw(CLOCKS)
+        assert evaluate(state, calls, now, config) is None
+
+
+@property_settings(300)
+@given(
+    current=st.dictionaries(
+        st.from_regex(PROVIDER_NAME_RE, fullmatch=True), BREAKER_STATES, max_size=12
+    ),
+    data=st.data(),
+)
+def test_open_share_guard_only_ever_suppresses_openings(
+    current: dict[str, BreakerState], data: st.DataObject
+) -> None:
+    config = data.draw(breaker_configs())
+    planned = []
+    for name, state in sorted(current.items()):
+        transition = evaluate(state, data.draw(BREAKER_CALLS), data.draw(CLOCKS), config)
+        if transition is not None:
+            planned.append((name, transition))
+    kept, suppressed = limit_open_share(planned, current, config.max_open_share)
+    assert sorted(kept + suppressed, key=lambda item: item[0]) == planned
+    assert all(t.old.state == CLOSED and t.new.state == OPEN for _, t in suppressed)
+    limit = math.floor(config.max_open_share * len(current) + 1e-9)
+    not_admitting = sum(1 for s in current.values() if s.state != CLOSED)
+    after = not_admitting + sum((t.new.state != CLOSED) - (t.old.state != CLOSED) for _, t in kept)
+    assert after <= max(limit, not_admitting)
+    if config.max_open_share == 1.0:
+        assert suppressed == []

@@ -1,0 +1,369 @@
+"""Aggregation cycles on a real Redis: exact counts from several processes, the histogram,
+window expiry, formulas end to end, breaker transitions with an injected clock, and replicas:
+which snapshot is newest, and a deposed leader publishes nothing."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+import aggregator.engine.reader as reader_module
+import aggregator.engine.writer as writer_module
+from aggregator.core.breaker import BreakerConfig
+from aggregator.core.snapshot import ProviderHealth, Snapshot, decode_published
+from aggregator.engine.cycle import Aggregator
+from aggregator.settings import AggregatorSettings
+from client import ClientSettings, MetricsClient
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport import routing
+from gatewayz_transport.connection import Connection, connect
+from tests.support.backends import BOTH_BACKENDS
+from tests.support.clock import FakeClock
+from tests.support.processes import wait_for
+
+pytestmark = BOTH_BACKENDS
+
+MakeClient = Callable[..., MetricsClient]
+MakeAggregator = Callable[..., Aggregator]
+
+# Per worker process: (provider, latency, status code, repeat)
+WORKER_TRAFFIC = [
+    ("openrouter", 0.2, 200, 40),
+    ("openrouter", 0.7, 200, 10),
+    ("openrouter", 1.5, 503, 5),
+    ("openrouter", 0.1, 429, 3),
+    ("openrouter", 0.1, 400, 2),
+    ("anthropic", 3.0, 200, 7),
+    ("anthropic", 12.0, 504, 1),
+]
+
+
+def _worker(redis_url: str, namespace: str) -> None:
+    metrics = MetricsClient(redis_url=redis_url, namespace=namespace)
+    for provider, latency, status, repeat in WORKER_TRAFFIC:
+        for _ in range(repeat):
+            metrics.record(provider, latency, status_code=status, tokens=10, cost_usd=0.001)
+    if not metrics.close(timeout=10):
+        raise SystemExit(1)
+
+
+def _one(snapshot: Snapshot | None, provider: str) -> ProviderHealth:
+    assert snapshot is not None
+    (found,) = [p for p in snapshot.providers if p.provider == provider]
+    return found
+
+
+def test_exact_counts_from_several_processes(
+    redis_url: str, namespace: str, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    processes = 4
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(redis_url, namespace)) for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+
+    clock.now = time.time()  # the workers stamped events with the real clock
+    snapshot = make_aggregator().run_cycle()
+    openrouter = _one(snapshot, "openrouter")
+    assert openrouter.requests_total == {
+        "success": 50 * processes,
+        "failure": 5 * processes,
+        "rate_limited": 3 * processes,
+        "caller_error": 2 * processes,
+    }
+    assert openrouter.window_requests == 60 * processes
+    assert openrouter.error_rate == 5 / 55  # failures / (successes + failures)
+    assert openrouter.cost_usd == 60 * processes * 0.001
+    assert openrouter.tokens_total == 60 * 10 * processes
+    # le 0.1: 5 (429 + 400); 0.5: +40; 1: +10; 2: +5; rest 0
+    assert openrouter.histogram_cumulative == tuple(
+        n * processes for n in (5, 45, 55, 60, 60, 60, 60)
+    )
+    anthropic = _one(snapshot, "anthropic")
+    assert anthropic.error_rate == 1 / 8
+    assert anthropic.histogram_cumulative == tuple(n * processes for n in (0, 0, 0, 0, 7, 7, 8))
+    assert anthropic.latency_sum_seconds == (7 * 3.0 + 12.0) * processes
+
+
+def test_histogram_is_cumulative_with_exact_sum(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    latencies = [0.05, 0.1, 0.3, 0.5, 0.7, 1.5, 3.0, 7.0, 12.0]
+    for latency in latencies:
+        metrics.record("openrouter", latency)
+    assert metrics.flush(timeout=5)
+    health = _one(make_aggregator().run_cycle(), "openrouter")
+    # le=0.1: 0.05, 0.1 | 0.5: +0.3, 0.5 | 1: +0.7 | 2: +1.5 | 5: +3 | 10: +7 | +Inf: +12
+    assert health.histogram_cumulative == (2, 4, 5, 6, 7, 8, 9)
+    assert health.latency_sum_seconds == 25.15
+
+
+def test_events_leave_the_window_but_stay_in_the_counters(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    clock: FakeClock,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    metrics = make_client(clock=clock)
+    start = clock.now
+    for _ in range(10):
+        metrics.record("openrouter", 0.2, status_code=500)
+    clock.advance(200)
+    for _ in range(5):
+        metrics.record("openrouter", 0.2)
+    assert metrics.flush(timeout=5)
+    aggregator = make_aggregator()
+
+    clock.now = start + 299
+    health = _one(aggregator.run_cycle(), "openrouter")
+    assert health.window_by_outcome == {
+        "success": 5,
+        "failure": 10,
+        "rate_limited": 0,
+        "caller_error": 0,
+    }
+    assert health.error_rate == 10 / 15
+
+    clock.now = start + 300  # the first events are now exactly window-old: out
+    health = _one(aggregator.run_cycle(), "openrouter")
+    assert health.window_requests == 5
+    assert health.error_rate == 0.0
+    assert health.requests_total["failure"] == 10
+    assert health.requests_total["success"] == 5
+
+    clock.now = start + 200 + 301  # more than TRIM_SHARE of the window later: trimmed too
+    health = _one(aggregator.run_cycle(), "openrouter")
+    assert sum(r.zcard(key) for key in keys.window_keys("openrouter")) == 0
+    assert health.window_requests == 0
+    assert health.latency_p95_seconds is None
+    assert health.health_score == 1.0  # no traffic in the window: seed defaults
+    assert health.requests_total["success"] == 5
+
+
+def test_latency_score_and_health_score_from_the_window(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    for _ in range(20):
+        metrics.record("slowai", 2.8)  # partition (2.5, 3.0]
+    assert metrics.flush(timeout=5)
+    health = _one(make_aggregator().run_cycle(), "slowai")
+    # p95 rank = 0.95 * 20 = 19 inside the only partition: 2.5 + 0.5 * 19 / 20
+    assert health.latency_p95_seconds == 2.975
+    # linear between the 2 s target and 10 s ceiling: (10 - 2.975) / 8
+    assert health.latency_score == 0.878125
+    assert health.health_score == 0.4 * 1 + 0.3 * 1 + 0.3 * 0.878125
+
+
+def test_configured_providers_without_traffic_get_seed_defaults(
+    make_aggregator: MakeAggregator,
+) -> None:
+    health = _one(make_aggregator(providers=("idle",)).run_cycle(), "idle")
+    assert (health.availability, health.error_rate, health.health_score) == (1.0, 0.0, 1.0)
+    assert health.breaker.state == "closed"
+    assert health.window_requests == 0
+    assert health.histogram_cumulative == (0,) * 7
+
+
+def test_breaker_opens_recovers_and_does_not_reopen_on_old_failures(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    clock: FakeClock,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    metrics = make_client(clock=clock)
+    aggregator = make_aggregator(breaker=BreakerConfig(min_calls=20, open_seconds=30))
+    for _ in range(25):
+        metrics.record("flaky", 1.0, status_code=503)
+    assert metrics.flush(timeout=5)
+
+    clock.advance(1)
+    health = _one(aggregator.run_cycle(), "flaky")
+    assert health.breaker.state == "open"
+    assert health.availability == 0.0
+    opened_at = clock.now
+    assert health.breaker.open_until == opened_at + 30
+    assert r.hget(keys.breaker("flaky"), "state") == b"open"
+
+    clock.advance(29)
+    assert _one(aggregator.run_cycle(), "flaky").breaker.state == "open"
+    clock.advance(1)
+    health = _one(aggregator.run_cycle(), "flaky")
+    assert health.breaker.state == "half_open"
+    assert health.availability == 0.0
+
+    clock.advance(1)
+    for _ in range(5):  # trial calls after the half-open transition, all successful
+        metrics.record("flaky", 0.3)
+    assert metrics.flush(timeout=5)
+    clock.advance(1)
+    health = _one(aggregator.run_cycle(), "flaky")
+    assert health.breaker.state == "closed"
+    assert health.breaker.epoch == 3  # closed->open->half_open->closed
+    assert health.error_rate == 25 / 30  # the old failures are still in the window...
+    for _ in range(5):  # ...but the breaker only counts calls since it closed
+        clock.advance(30)
+        health = _one(aggregator.run_cycle(), "flaky")
+        assert health.breaker.state == "closed"
+        assert health.availability == 1.0
+
+
+class Interposed:
+    """Runs ``before_next_pipeline`` once, right before the next pipeline the aggregator's
+    reader or writer sends on ``connection`` (one Redis or a cluster): a way to let another
+    replica act in the middle of a cycle."""
+
+    def __init__(self, connection: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.before_next_pipeline: Callable[[], None] | None = None
+
+        def hooked_pipeline(on: Connection) -> Any:
+            pipe = routing.pipeline(on)
+            hook, self.before_next_pipeline = self.before_next_pipeline, None
+            if hook is not None and on is connection:
+                execute = pipe.execute
+
+                def hooked(*args: Any, **kwargs: Any) -> Any:
+                    hook()
+                    return execute(*args, **kwargs)
+
+                pipe.execute = hooked  # type: ignore[method-assign]
+            elif hook is not None:
+                self.before_next_pipeline = hook  # another connection's: keep waiting
+            return pipe
+
+        for module in (reader_module, writer_module):
+            monkeypatch.setattr(module, "pipeline", hooked_pipeline)
+
+
+def test_a_leader_deposed_during_its_cycle_publishes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    redis_url: str,
+    namespace: str,
+    clock: FakeClock,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    metrics = make_client(clock=clock)
+    metrics.record("openrouter", 0.2, status_code=200)
+    assert metrics.flush(timeout=5)
+    connection = connect(redis_url, socket_timeout=2.0)
+    interposed = Interposed(connection, monkeypatch)
+    first = Aggregator(
+        AggregatorSettings(redis_url=redis_url, namespace=namespace, instance="first"),
+        connection,
+        clock=clock,
+    )
+    second = make_aggregator(instance="second")
+    published = first.run_cycle()
+    assert published is not None and first.is_leader
+    assert Snapshot.from_json(decode_published(r.get(keys.snapshot))) == published
+
+    def take_over() -> None:  # the lease expired during a pause; another replica took it
+        r.delete(keys.leader_lease)
+        assert second.tick_lease()
+
+    interposed.before_next_pipeline = take_over
+    clock.advance(30)
+    metrics.record("openrouter", 0.3, status_code=200)
+    assert metrics.flush(timeout=5)
+    assert first.run_cycle() == published  # it learns it was deposed and follows
+    assert not first.is_leader
+    assert Snapshot.from_json(decode_published(r.get(keys.snapshot))) == published  # untouched
+    newer = second.run_cycle()
+    assert newer is not None and newer.cycle == published.cycle + 1
+    assert first.run_cycle() == newer
+    connection.close()
+
+
+def test_snapshots_are_numbered_by_all_replicas_together(
+    make_aggregator: MakeAggregator, clock: FakeClock, r: redis.Redis, keys: Keys
+) -> None:
+    leader, follower = make_aggregator(instance="a"), make_aggregator(instance="b")
+    for _ in range(5):
+        clock.advance(30)
+        leader.run_cycle()
+    assert follower.run_cycle() == leader.snapshot
+    assert follower.snapshot is not None and follower.snapshot.cycle == 5
+    leader.release_lease()  # a clean shutdown
+    newcomer = make_aggregator(instance="c")  # a replica with no snapshot of its own
+    clock.advance(30)
+    taken_over = newcomer.run_cycle()
+    assert taken_over is not None and taken_over.cycle == 6
+    follower.run_cycle()
+    assert follower.snapshot == taken_over  # served at once, not after 5 more cycles
+
+    for key in r.scan_iter(keys.pattern()):  # Redis emptied: no counter, no lease
+        r.delete(key)
+    clock.advance(30)
+    after = newcomer.run_cycle()
+    assert after is not None and after.cycle == 7  # never below what the leader knew
+    newcomer.release_lease()
+    stranger = make_aggregator(instance="d")
+    clock.advance(30)
+    fresh = stranger.run_cycle()
+    assert fresh is not None and fresh.cycle == 8  # the counter survived in Redis
+    for key in r.scan_iter(keys.pattern()):
+        r.delete(key)
+    stranger.release_lease()
+    restarted = make_aggregator(instance="e")  # nothing in Redis, nothing of its own
+    clock.advance(30)
+    first_again = restarted.run_cycle()
+    assert first_again is not None and first_again.cycle == 1
+    follower.run_cycle()
+    assert follower.snapshot == first_again  # a different number is a newer snapshot
+
+
+def _short_lived_worker(redis_url: str, namespace: str, index: int) -> None:
+    settings = ClientSettings(redis_url=redis_url, namespace=namespace, gauge_ttl_seconds=1.0)
+    metrics = MetricsClient(settings=settings)
+    metrics.gauge("inflight", "In flight").set(index)
+    if not metrics.close(timeout=10):
+        raise SystemExit(1)
+
+
+def test_dead_gauge_writers_are_forgotten(
+    clock: FakeClock,
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    redis_url: str,
+    namespace: str,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_short_lived_worker, args=(redis_url, namespace, i))
+        for i in range(6)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    alive = make_client(clock=clock, gauge_ttl_seconds=60.0)
+    alive.gauge("inflight", "In flight").set(100)
+    assert alive.flush(timeout=5)
+    assert r.zcard(keys.gauge_writers) == 7
+    # the dead workers' values expire after their TTL (1 s); the live one's do not
+    wait_for(lambda: len(list(r.scan_iter(keys.gauge_values("*")))) == 1, timeout=10)
+    aggregator = make_aggregator()
+    aggregator.run_cycle()
+    assert r.zcard(keys.gauge_writers) == 1  # only the live process is still looked up
+    aggregator.run_cycle()
+    (family,) = [f for f in aggregator.snapshot.backend if f.name == "inflight"]  # type: ignore[union-attr]
+    assert family.samples == (((), 100.0),)

@@ -1,0 +1,144 @@
+"""The window reader on a real Redis: trims spread over the reads (each provider's keys once per
+trim interval, never all of them in one read but the first), and the breaker's counts, read
+only from the partitions the window read found events in, equal to counts made by hand."""
+
+from __future__ import annotations
+
+import redis
+
+from aggregator.engine.reader import TRIM_SHARE, WindowReader
+from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
+from gatewayz_transport.connection import connect
+from tests.support.backends import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
+
+NOW = 1_800_000_000.0
+WINDOW = 300.0
+READ_EVERY = 5.0  # the breaker cycle's default interval
+TRIM_INTERVAL = WINDOW * TRIM_SHARE  # 30 s
+
+
+def _trims(reader: WindowReader, now: float, providers: list[str]) -> int:
+    """Window keys the read at ``now`` trimmed."""
+    reader.ops.clear()
+    reader.read(now, providers)
+    return reader.ops["zremrangebyscore"]
+
+
+def test_each_provider_is_trimmed_once_per_interval_spread_over_the_reads(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    providers = [f"provider-{i}" for i in range(60)]
+    reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
+    assert _trims(reader, NOW, providers) == 60 * WINDOW_PARTITIONS  # the first read: all
+
+    reads = int(TRIM_INTERVAL / READ_EVERY)
+    trimmed = [_trims(reader, NOW + READ_EVERY * (i + 1), providers) for i in range(reads)]
+    # Over one interval every provider is trimmed exactly once, a share of them per read.
+    assert sum(trimmed) == 60 * WINDOW_PARTITIONS
+    assert max(trimmed) <= 60 * WINDOW_PARTITIONS // 2
+    assert _trims(reader, NOW + READ_EVERY * reads, providers) == 0  # read again: none due
+
+
+def test_what_left_the_window_is_trimmed_within_the_interval(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    failures = keys.window_keys("openrouter")[LATENCY_PARTITIONS]
+    r.zadd(failures, {"old": NOW - 1, "new": NOW + 100})
+    reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
+    reader.read(NOW, ["openrouter"])  # both in the window
+    assert r.zcard(failures) == 2
+
+    for step in range(int(TRIM_INTERVAL / READ_EVERY) + 1):
+        reading = reader.read(NOW + WINDOW + step * READ_EVERY, ["openrouter"])
+        assert reading.providers[0].window.failures == 1  # counted right, trimmed or not
+    assert r.zrange(failures, 0, -1) == [b"new"]
+
+
+def test_breaker_counts_equal_a_count_by_hand(redis_url: str, r: redis.Redis, keys: Keys) -> None:
+    """Calls at known times in three success partitions and the failure partition; the
+    breaker counts those after ``since``, the window all of them."""
+    window_keys = keys.window_keys("openrouter")
+    since = NOW - 60
+    # partition -> call times (seconds before NOW)
+    calls = {
+        0: [250, 59, 10],
+        4: [120, 30],
+        LATENCY_PARTITIONS - 1: [5],
+        LATENCY_PARTITIONS: [61, 1],
+    }
+    for partition, ages in calls.items():
+        r.zadd(window_keys[partition], {f"e{a}": NOW - a for a in ages})
+    reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
+    reading = reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
+    (provider,) = reading.providers
+    assert provider.window.successes == 6
+    assert provider.window.failures == 2
+    assert provider.breaker_counts.successes == 4  # 59, 10, 30, 5
+    assert provider.breaker_counts.failures == 1  # 1 (61 is before since)
+    # The first read counts every partition and the breaker's calls in the four with calls;
+    # the next one counts those four again (window and breaker) and asks whether any of the
+    # twenty empty ones exists now.
+    reader.ops.clear()
+    again = reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
+    assert again.providers == reading.providers
+    assert reader.ops["zcount"] == 4 + 4
+    assert reader.ops["exists"] == 1
+
+
+def test_a_counting_start_before_the_window_reads_once(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    r.zadd(keys.window_keys("openrouter")[0], {"e": NOW - 10})
+    reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
+    reader.ops.clear()
+    reading = reader.read(NOW, ["openrouter"], counting_start=lambda s: NOW - 2 * WINDOW)
+    assert reader.ops["zcount"] == WINDOW_PARTITIONS
+    assert reading.providers[0].breaker_counts == reading.providers[0].window
+
+
+def test_a_partition_empty_at_the_last_read_is_counted_when_calls_arrive(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    window_keys = keys.window_keys("openrouter")
+    r.zadd(window_keys[2], {"a": NOW - 100})
+    reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
+    since = NOW - 60
+    first = reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
+    assert first.providers[0].window.success_partitions[2] == 1
+    assert first.providers[0].breaker_counts.successes == 0  # before since
+
+    r.zadd(window_keys[7], {"b": NOW - 50, "c": NOW - 70})  # empty before
+    r.zadd(window_keys[LATENCY_PARTITIONS + 1], {"d": NOW - 1})  # rate limited, empty before
+    (provider,) = reader.read(NOW, ["openrouter"], counting_start=lambda state: since).providers
+    assert provider.window.success_partitions[2] == 1
+    assert provider.window.success_partitions[7] == 2
+    assert provider.window.rate_limited == 1
+    assert provider.window.total == 4
+    assert provider.breaker_counts.success_partitions[7] == 1  # b only
+    assert provider.breaker_counts.rate_limited == 1
+    assert provider.breaker_counts.total == 2
+
+    r.delete(*window_keys)  # gone (e.g. trimmed empty): nothing is counted from memory
+    (provider,) = reader.read(NOW, ["openrouter"]).providers
+    assert provider.window.total == 0
+
+
+def test_a_breaker_read_leaves_the_counters_out(redis_url: str, r: redis.Redis, keys: Keys) -> None:
+    r.zadd(keys.window_keys("openrouter")[LATENCY_PARTITIONS], {"f": NOW - 10})
+    r.hset(keys.totals("openrouter"), "n:failure", 1)
+    reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
+    full = reader.read(NOW, ["openrouter", "anthropic"], counting_start=lambda s: NOW - 60)
+    reader.ops.clear()
+    light = reader.read(
+        NOW, ["openrouter", "anthropic"], counting_start=lambda s: NOW - 60, counters=False
+    )
+    assert reader.ops["hgetall"] == 3 + 2  # the shared hashes and each provider's breaker
+    assert full.providers[0].totals == {"n:failure": 1}
+    for with_counters, without in zip(full.providers, light.providers, strict=True):
+        assert without.breaker == with_counters.breaker
+        assert without.window == with_counters.window
+        assert without.breaker_counts == with_counters.breaker_counts
+        assert (without.totals, without.transitions, without.exemplars) == ({}, {}, {})

@@ -1,0 +1,35 @@
+"""The Redis backends tests run on: one Redis, or a local Redis Cluster (``BOTH_BACKENDS``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from devtools.redis_cluster import LocalCluster, start_cluster
+from tests.support.processes import need_tool
+
+BOTH_BACKENDS = pytest.mark.both_backends
+"""Runs each test that uses Redis against one Redis and against a Redis Cluster, with the same
+assertions (on a module: ``pytestmark = BOTH_BACKENDS``)."""
+
+
+def open_redis(url: str) -> redis.Redis:
+    """A plain client for assertions: one Redis, or (``redis+cluster://``) the cluster."""
+    if url.startswith("redis+cluster://"):
+        seeds = url[len("redis+cluster://") :].split(",")
+        nodes = [ClusterNode(host, int(port)) for host, port in (s.split(":") for s in seeds)]
+        return cast(redis.Redis, RedisCluster(startup_nodes=nodes))  # same commands, by key
+    return redis.Redis.from_url(url)
+
+
+def local_cluster() -> Iterator[LocalCluster]:
+    """A local Redis Cluster of 3 masters, stopped after the fixture that yields from it."""
+    need_tool("redis-server", "apt-get install redis-server")
+    need_tool("redis-cli", "apt-get install redis-server")
+    cluster = start_cluster(masters=3)
+    yield cluster
+    cluster.stop()

@@ -1,0 +1,34 @@
+"""Waiting on real processes with a deadline, and the tools a test needs on PATH."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+import pytest
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, poll: float = 0.05) -> None:
+    """Poll ``condition`` until it holds (for end-to-end tests of real processes); a condition
+    that cannot connect yet (OSError) has not held. Fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(poll)
+
+
+def need_tool(name: str, install: str) -> None:
+    """Skip (with one line saying what to install) when ``name`` is not on PATH; under CI
+    (CI=true) fail instead: a skipped test there would count as coverage it is not."""
+    if shutil.which(name) is None:
+        message = f"{name} not found: install it ({install})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
