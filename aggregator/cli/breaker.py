@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 
