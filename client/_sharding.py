@@ -20,6 +20,8 @@ MAX_SHARDS = 64
 
 @dataclass(frozen=True)
 class ShardPlan:
+    """How many shards each provider's window and counters are split over (1: not split)."""
+
     default: int = 1
     per_provider: dict[str, int] = field(default_factory=dict)
 
@@ -51,10 +53,6 @@ class ShardPlan:
         if count == 1:
             return 0
         return zlib.crc32(f"{provider}|{batch_first_id}".encode()) % count
-
-    @property
-    def sharded(self) -> bool:
-        return self.default > 1 or any(n > 1 for n in self.per_provider.values())
 
 
 def _count(text: str, item: str) -> int:
