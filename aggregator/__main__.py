@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from aggregator.cli import breaker as breaker_command
 from aggregator.cli import inspection as inspect_command
+from aggregator.options import add_options, make_parser, settings_from_args
 from aggregator.serve.process import serve
-from aggregator.settings import add_options, make_parser, settings_from_args
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final
 
 CLOSED: Final = "closed"
 OPEN: Final = "open"
@@ -24,7 +24,15 @@ class BreakerState:
     ``epoch`` counts transitions (compare-and-set token), ``forced`` marks a state set by an
     operator."""
 
+    # How pydantic (the aggregator's HTTP API, snapshot decoding) reads this class; a plain
+    # dict, so the contract imports no pydantic: a worker does not install it.
+    __pydantic_config__: ClassVar[dict[str, object]] = {
+        "extra": "forbid",
+        "use_attribute_docstrings": True,
+    }
+
     state: str = CLOSED
+    """closed, open or half_open"""
     since: float = 0.0
     epoch: int = 0
     open_until: float = 0.0

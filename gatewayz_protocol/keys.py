@@ -118,6 +118,21 @@ class Keys:
     def transitions(self, provider: str) -> str:
         return f"{self._provider(provider)}:transitions"
 
+    def provider_keys(self, provider: str, shards: int = 1) -> tuple[str, ...]:
+        """Every key the clients and the breaker keep for one provider, of each of its
+        ``shards`` (its windows, totals and exemplars; breaker, permits and transitions), not
+        its dashboard history."""
+        data = []
+        for shard in range(shards):
+            data += [*self.window_keys(provider, shard), self.totals(provider, shard)]
+            data.append(self.exemplars(provider, shard))
+        return (
+            *data,
+            self.breaker(provider),
+            self.permits(provider),
+            self.transitions(provider),
+        )
+
     def history(self, provider: str) -> str:
         return f"{self._provider(provider)}:history"
 

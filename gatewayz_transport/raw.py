@@ -57,6 +57,11 @@ def as_dict(raw: Any) -> dict[bytes, bytes]:
     return dict(zip(raw[::2], raw[1::2], strict=True))
 
 
+def as_text(raw: Any) -> str:
+    """A raw bulk string as text (bytes that are not UTF-8 replaced, never an error)."""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
 def as_scored(raw: Any) -> list[tuple[bytes, float]]:
     """A raw ``... WITHSCORES`` reply (a flat member, score list under RESP2, pairs under
     RESP3) as (member, score) pairs."""

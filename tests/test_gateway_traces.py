@@ -18,11 +18,11 @@ from pathlib import Path
 from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from gatewayz_transport.connection import connect
+from tests.support import loki as loki_receivers
+from tests.support import otlp
 from tests.support.gateway import example_gateway
 from tests.support.processes import wait_for
 from tests.support.scrape import scrape
-from tests.telemetry import loki as loki_receivers
-from tests.telemetry import otlp
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

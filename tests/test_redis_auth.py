@@ -21,8 +21,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from aggregator.engine.cycle import Aggregator
+from aggregator.options import parse_settings
 from aggregator.serve.app import create_app
-from aggregator.settings import describe_error, parse_settings, redact
+from aggregator.settings import describe_error, redact
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, free_port, start_redis
 from gatewayz_transport.connection import connect

@@ -23,15 +23,14 @@ import redis
 
 from aggregator.engine.reader import WindowReader
 from aggregator.engine.writer import PlannedWrite, StateWriter
-from aggregator.settings import (
+from aggregator.options import (
     CONNECTION_FLAGS,
-    AggregatorSettings,
     add_options,
     make_parser,
     parse_settings,
-    redact,
     settings_from_args,
 )
+from aggregator.settings import AggregatorSettings, redact
 from gatewayz_protocol.breaker_state import CLOSED, OPEN, BreakerState
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
@@ -85,16 +84,7 @@ def run(
     )
     try:
         if action == "status":
-            now = clock()
-            registered = reader.registered()
-            names = [provider] if provider else list(registered)
-            missing = _no_data(reader, settings, provider, registered, now)
-            if missing:
-                sys.stderr.write(f"aggregator breaker: {missing}\n")
-                return 1
-            for row in _status(reader, sorted(names), now):
-                print(json.dumps(row))
-            return 0
+            return _show_status(reader, settings, provider, clock())
         assert provider is not None
         if not create and provider not in reader.registered():
             sys.stderr.write(
@@ -102,41 +92,59 @@ def run(
                 f" {settings.namespace!r} (no traffic seen); pass --create to {action} it anyway\n"
             )
             return 1
-        for _ in range(_ATTEMPTS):
-            now = clock()
-            (current,) = reader.read(now, [provider]).providers
-            old = current.breaker
-            if action == "reset" and old.state == CLOSED and not old.forced:
-                print(
-                    json.dumps(
-                        {
-                            "provider": provider,
-                            "action": action,
-                            "changed": False,
-                            "message": "already closed and automatic: nothing to reset",
-                        }
-                    )
-                )
-                return 0
-            new = forced_state(action, old, now)
-            # forced closed -> closed changes who decides, not the state: no transition counted
-            counter = "" if old.state == new.state == CLOSED else f"{old.state}>{new.state}"
-            write = PlannedWrite(provider, old.epoch, new, counter)
-            # Registered too (an operator forcing a state wants it exported, traffic or not);
-            # the registry write may wait while Redis is out of memory, the breaker's may not.
-            commit = writer.begin(fence=None).transitions([write])
-            committed = commit.keep_registered([provider], now).send()
-            (result,) = committed.results
-            if result == 1:
-                print(json.dumps({"provider": provider, "action": action, **asdict(new)}))
-                return 0
-        sys.stderr.write(f"aggregator: error: {provider}: state kept changing, try again\n")
-        return 1
+        return _force(reader, writer, action, provider, clock)
     except (redis.RedisError, OSError) as exc:
         sys.stderr.write(f"aggregator: error: redis: {type(exc).__name__}: {exc}\n")
         return 1
     finally:
         connection.close()
+
+
+def _show_status(
+    reader: WindowReader, settings: AggregatorSettings, provider: str | None, now: float
+) -> int:
+    registered = reader.registered()
+    names = [provider] if provider else list(registered)
+    missing = _no_data(reader, settings, provider, registered, now)
+    if missing:
+        sys.stderr.write(f"aggregator breaker: {missing}\n")
+        return 1
+    for row in _status(reader, sorted(names), now):
+        print(json.dumps(row))
+    return 0
+
+
+def _force(
+    reader: WindowReader,
+    writer: StateWriter,
+    action: str,
+    provider: str,
+    clock: Callable[[], float],
+) -> int:
+    """Set the state ``action`` asks for, compare-and-set on the epoch read (retried a few
+    times while the state keeps changing under it)."""
+    for _ in range(_ATTEMPTS):
+        now = clock()
+        (current,) = reader.read(now, [provider]).providers
+        old = current.breaker
+        if action == "reset" and old.state == CLOSED and not old.forced:
+            message = "already closed and automatic: nothing to reset"
+            unchanged = {"provider": provider, "action": action, "changed": False}
+            print(json.dumps({**unchanged, "message": message}))
+            return 0
+        new = forced_state(action, old, now)
+        # forced closed -> closed changes who decides, not the state: no transition counted
+        counter = "" if old.state == new.state == CLOSED else f"{old.state}>{new.state}"
+        write = PlannedWrite(provider, old.epoch, new, counter)
+        # Registered too (an operator forcing a state wants it exported, traffic or not);
+        # the registry write may wait while Redis is out of memory, the breaker's may not.
+        commit = writer.begin(fence=None).transitions([write])
+        (result,) = commit.keep_registered([provider], now).send().results
+        if result == 1:
+            print(json.dumps({"provider": provider, "action": action, **asdict(new)}))
+            return 0
+    sys.stderr.write(f"aggregator: error: {provider}: state kept changing, try again\n")
+    return 1
 
 
 def _no_data(

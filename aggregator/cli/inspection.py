@@ -30,7 +30,8 @@ import redis
 from aggregator.core.health import WindowCounts, bucket_quantile
 from aggregator.core.readings import ProviderInspection
 from aggregator.engine.reader import FUTURE_TOLERANCE_SECONDS, WindowReader
-from aggregator.settings import CONNECTION_FLAGS, add_options, redact, settings_from_args
+from aggregator.options import CONNECTION_FLAGS, add_options, settings_from_args
+from aggregator.settings import redact
 from gatewayz_protocol.fields import decode_totals
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider

@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
+from pydantic import ConfigDict
+
+from aggregator.core.readings import BackendReading
+from aggregator.core.schema import DATA_CONFIG
 from gatewayz_protocol.fields import (
     SERIES_DROPPED_FIELD,
     VALUES_REJECTED_FIELD,
@@ -27,6 +31,10 @@ DEFAULT_MAX_SERIES = 1000
 
 @dataclass(frozen=True)
 class BackendFamily:
+    """One of the workers' own metrics, all its series."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = DATA_CONFIG
+
     name: str
     kind: str
     help: str
@@ -42,28 +50,6 @@ class BackendFamily:
     """invalid values (negative counter increments, NaN, inf)"""
     exemplars: tuple[tuple[tuple[str, ...], int, Exemplar], ...] = ()
     """histogram: (label values, bucket index, the latest exemplar in that bucket)"""
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BackendFamily:
-        """From the JSON form (lists where tuples were)."""
-        return cls(
-            name=data["name"],
-            kind=data["kind"],
-            help=data["help"],
-            labelnames=tuple(data["labelnames"]),
-            buckets=tuple(data["buckets"]),
-            samples=tuple((tuple(labels), value) for labels, value in data["samples"]),
-            histograms=tuple(
-                (tuple(labels), tuple(counts), total)
-                for labels, counts, total in data["histograms"]
-            ),
-            dropped=data["dropped"],
-            rejected=data["rejected"],
-            exemplars=tuple(
-                (tuple(labels), bucket, (dict(ex[0]), ex[1], ex[2]))
-                for labels, bucket, ex in data.get("exemplars", ())
-            ),
-        )
 
 
 def _sum_family(
@@ -168,3 +154,14 @@ def build_families(
             linked = (exemplars or {}).get(name) if spec.kind == "histogram" else None
             families.append(_sum_family(spec, series.get(name, ()), values, linked))
     return tuple(families)
+
+
+def families_of(reading: BackendReading) -> tuple[BackendFamily, ...]:
+    """``build_families`` over what the reader read."""
+    return build_families(
+        reading.schema,
+        reading.series,
+        reading.data,
+        reading.gauge_writers,
+        exemplars=reading.exemplars,
+    )

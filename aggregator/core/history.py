@@ -1,15 +1,16 @@
 """The dashboard's last hour per provider: one point per minute (health score, error rate),
 kept by the leader in Redis (``Keys.history``) so every replica shows the same history and a
-restart keeps it, and ``GET /health/history``'s response models."""
+restart keeps it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict
 
+from aggregator.core.schema import DATA_CONFIG
 from aggregator.core.snapshot import Snapshot
 
 HISTORY_POINTS: Final = 60
@@ -21,6 +22,10 @@ MINUTE: Final = 60
 
 @dataclass(frozen=True)
 class HistoryPoint:
+    """One minute of one provider's health, for the dashboard."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = DATA_CONFIG
+
     minute_start: int
     """Unix time of the minute's start (the first snapshot taken in that minute)."""
     health_score: float
@@ -78,38 +83,3 @@ def decode_points(members: Iterable[bytes | str]) -> list[HistoryPoint]:
     """Decoded points, oldest first, skipping members that are not points."""
     points = (HistoryPoint.decode(member) for member in members)
     return sorted((p for p in points if p is not None), key=lambda p: p.minute_start)
-
-
-# -- GET /health/history --------------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HistoryPointModel(_Strict):
-    """``HistoryPoint``."""
-
-    minute_start: int = Field(description="Unix time of the minute's start")
-    health_score: float
-    error_rate: float
-
-
-class HistoryResponse(_Strict):
-    """``GET /health/history``: the last hour per provider and this replica's view of the
-    aggregator (what the dashboard page shows beside the snapshot)."""
-
-    now: float = Field(description="this replica's Unix time when answering")
-    instance: str = Field(description="the replica answering")
-    leader: bool = Field(description="the replica answering holds the leader lease")
-    leader_instance: str | None = Field(description="the lease holder; null: none or unknown")
-    redis_reachable: bool = Field(description="Redis answered this request")
-    interval_seconds: float
-    breaker_interval_seconds: float
-    max_age_seconds: float = Field(description="a snapshot older than this is stale (/readyz)")
-    half_open_calls: int = Field(description="trial calls a half-open breaker lets through")
-    half_open_timeout_seconds: float
-    points: int = Field(description="points kept per provider (one per minute)")
-    providers: dict[str, list[HistoryPointModel]] = Field(
-        description="provider -> points, oldest first"
-    )

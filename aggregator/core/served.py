@@ -3,7 +3,7 @@ snapshot, the cycle status and the leadership that belong together."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aggregator.core.readings import RedisMemory
 from aggregator.core.snapshot import Snapshot
@@ -34,6 +34,37 @@ class ServedState:
     leader: bool = False
     interval_seconds: float = 30.0
     breaker_interval_seconds: float = 5.0
+
+
+def after_failure(status: CycleStatus, duration: float, error: str) -> CycleStatus:
+    """The status after a failed cycle: the snapshot served stays, the failure is counted."""
+    return replace(
+        status,
+        cycles_failed=status.cycles_failed + 1,
+        last_duration_seconds=duration,
+        last_error=error,
+    )
+
+
+def after_success(
+    status: CycleStatus,
+    now: float,
+    duration: float,
+    memory: RedisMemory | None,
+    out_of_memory: bool,
+    clock_offset: float | None,
+) -> CycleStatus:
+    """The status after a successful cycle at ``now``."""
+    return replace(
+        status,
+        cycles_ok=status.cycles_ok + 1,
+        last_success_at=now,
+        last_duration_seconds=duration,
+        last_error=None,
+        redis_memory=memory,
+        redis_out_of_memory=out_of_memory,
+        clock_offset_seconds=clock_offset,
+    )
 
 
 def readiness(served: ServedState, now: float, max_age_seconds: float) -> tuple[bool, str]:

@@ -6,7 +6,9 @@ import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, TypeAdapter
 
 from aggregator.core.backend import BackendFamily
 from aggregator.core.health import (
@@ -17,6 +19,7 @@ from aggregator.core.health import (
     latency_score,
 )
 from aggregator.core.readings import Reading
+from aggregator.core.schema import DATA_CONFIG
 from gatewayz_protocol.breaker_state import CLOSED, BreakerState
 from gatewayz_protocol.fields import (
     LOG_RECORDS_DROPPED_FIELD,
@@ -29,6 +32,8 @@ from gatewayz_protocol.partitions import WINDOW_BOUNDS
 
 @dataclass(frozen=True)
 class ProviderHealth:
+    __pydantic_config__: ClassVar[ConfigDict] = DATA_CONFIG
+
     provider: str
     availability: float
     error_rate: float
@@ -57,6 +62,10 @@ class ProviderHealth:
 
 @dataclass(frozen=True)
 class Snapshot:
+    """Every exported value of one cycle."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = DATA_CONFIG
+
     taken_at: float
     cycle: int
     window_seconds: float
@@ -82,25 +91,13 @@ class Snapshot:
         return json.dumps(self, default=_fields, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> Snapshot:
-        """Inverse of to_json (floats round-trip exactly)."""
-        data = json.loads(text)
-        providers = tuple(
-            ProviderHealth(
-                **{
-                    **p,
-                    "breaker": BreakerState(**p["breaker"]),
-                    "histogram_cumulative": tuple(p["histogram_cumulative"]),
-                    "exemplars": {
-                        bucket: (dict(ex[0]), ex[1], ex[2])
-                        for bucket, ex in p.get("exemplars", {}).items()
-                    },
-                }
-            )
-            for p in data["providers"]
-        )
-        backend = tuple(BackendFamily.from_dict(f) for f in data.get("backend", ()))
-        return cls(**{**data, "providers": providers, "backend": backend})
+    def from_json(cls, text: str | bytes) -> Snapshot:
+        """Inverse of to_json (floats round-trip exactly); fields it does not know are ignored.
+        Raises ValueError (pydantic's ValidationError) for what is not a snapshot."""
+        return _SNAPSHOT.validate_json(text, extra="ignore")
+
+
+_SNAPSHOT: TypeAdapter[Snapshot] = TypeAdapter(Snapshot)
 
 
 def provider_health(

@@ -21,13 +21,19 @@ from dataclasses import replace
 import redis
 from opentelemetry import trace
 
-from aggregator.core.backend import build_families
+from aggregator.core.backend import families_of
 from aggregator.core.breaker import Transition, counting_start
 from aggregator.core.decisions import acting
 from aggregator.core.history import HistoryMinutes, HistoryPoint
 from aggregator.core.readings import Reading, RedisMemory
-from aggregator.core.served import CycleStatus, ServedState, readiness
-from aggregator.core.snapshot import HealthTargets, Snapshot, build_snapshot, silent_clocks
+from aggregator.core.served import (
+    CycleStatus,
+    ServedState,
+    after_failure,
+    after_success,
+    readiness,
+)
+from aggregator.core.snapshot import Snapshot, build_snapshot, silent_clocks
 from aggregator.engine.clock import CycleClock
 from aggregator.engine.evaluate import BreakerStep
 from aggregator.engine.lease import LeaderLease
@@ -157,46 +163,21 @@ class Aggregator:
                 if snapshot is None:
                     snapshot = self._follow()
             except (redis.RedisError, OSError, ValueError) as exc:
-                self._failed(time.perf_counter() - started, exc)
+                error = describe_error(exc)
+                failed = after_failure(self._served.status, time.perf_counter() - started, error)
+                self._serve(status=failed, leader=self._lease.is_leader)
+                log.error("aggregation cycle failed, serving the last snapshot: %s", error)
                 span.set_attribute("error", True)
                 return None
             duration = time.perf_counter() - started
-            self._succeeded(snapshot, now, duration, memory)
+            status = after_success(
+                self._served.status, now, duration, memory, self._out_of_memory, self._clock.offset
+            )
+            served = snapshot or self._served.snapshot
+            self._serve(snapshot=served, status=status, leader=self._lease.is_leader)
             span.set_attribute("leader", leader)
             span.set_attribute("duration_seconds", duration)
             return snapshot
-
-    def _failed(self, duration: float, exc: BaseException) -> None:
-        status = self._served.status
-        self._serve(
-            status=replace(
-                status,
-                cycles_failed=status.cycles_failed + 1,
-                last_duration_seconds=duration,
-                last_error=describe_error(exc),
-            ),
-            leader=self._lease.is_leader,
-        )
-        log.error("aggregation cycle failed, serving the last snapshot: %s", describe_error(exc))
-
-    def _succeeded(
-        self, snapshot: Snapshot | None, now: float, duration: float, memory: RedisMemory | None
-    ) -> None:
-        status = self._served.status
-        self._serve(
-            snapshot=snapshot or self._served.snapshot,
-            status=replace(
-                status,
-                cycles_ok=status.cycles_ok + 1,
-                last_success_at=now,
-                last_duration_seconds=duration,
-                last_error=None,
-                redis_memory=memory,
-                redis_out_of_memory=self._out_of_memory,
-                clock_offset_seconds=self._clock.offset,
-            ),
-            leader=self._lease.is_leader,
-        )
 
     # -- the steps -----------------------------------------------------------------------------
 
@@ -232,24 +213,13 @@ class Aggregator:
             self._lease.deposed()
             return None
         settings = self.settings
-        targets = HealthTargets(
-            settings.window_seconds,
-            settings.latency_target_seconds,
-            settings.latency_ceiling_seconds,
-        )
+        targets = settings.health_targets
         snapshot = build_snapshot(reading, states, now, cycle, targets, self._breakers.suppressed)
         with tracer.start_as_current_span("read_backend_metrics"):
             backend = self._reader.backend(now, settings.retention_seconds)
             if backend.expired_writers:
                 self._writer.forget_gauge_writers(backend.expired_writers)
-        families = build_families(
-            backend.schema,
-            backend.series,
-            backend.data,
-            backend.gauge_writers,
-            exemplars=backend.exemplars,
-        )
-        snapshot = replace(snapshot, backend=families)
+        snapshot = replace(snapshot, backend=families_of(backend))
         ttl = settings.readiness_max_age_intervals * settings.interval_seconds
         with tracer.start_as_current_span("publish_snapshot"):
             if not self._writer.publish(snapshot.to_json(), self._lease.fence, ttl):

@@ -13,12 +13,10 @@ its window, its clock and its settings may not be the aggregator's.
 
 from __future__ import annotations
 
-import itertools
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import redis
@@ -30,13 +28,12 @@ from aggregator.core.readings import (
     ProviderInspection,
     Reading,
     RedisMemory,
-    int_hash,
     redis_memory,
     shard_counts,
-    text_hash,
-    window_counts,
 )
 from aggregator.core.snapshot import decode_published
+from aggregator.engine.backend_read import BackendRead
+from aggregator.engine.inspect_read import InspectRead
 from aggregator.engine.plan import Plan
 from aggregator.engine.window_read import Place, WindowRead
 from gatewayz_protocol.breaker_state import (
@@ -48,9 +45,8 @@ from gatewayz_protocol.breaker_state import (
 )
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
-from gatewayz_protocol.partitions import WINDOW_PARTITIONS
 from gatewayz_transport.connection import Connection
-from gatewayz_transport.raw import as_dict, as_scored
+from gatewayz_transport.raw import as_scored, as_text
 from gatewayz_transport.routing import pipeline
 
 TRIM_SHARE = 0.1
@@ -62,10 +58,6 @@ every key on every read was half of a read's commands (24 of 52 per provider).""
 FUTURE_TOLERANCE_SECONDS = 10.0
 """Events stamped up to this far past "now" still count (clocks agree to the ms through the
 shared clock; this is slack, not a way for a skewed writer to stay in the window)."""
-
-
-def _text(raw: Any) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
 class WindowReader:
@@ -131,15 +123,15 @@ class WindowReader:
         raw_stale, raw_active, *raw_idle, raw_shards = found
         self._shards = shard_counts(as_scored(raw_shards))
         # A name no client could have written (the registry is shared) is ignored, not fatal.
-        stale = [_text(raw) for raw in raw_stale]
-        idle = [_text(raw) for raw in (raw_idle[0] if raw_idle else [])]
+        stale = [as_text(raw) for raw in raw_stale]
+        idle = [as_text(raw) for raw in (raw_idle[0] if raw_idle else [])]
         acting = self._acting([n for n in (*stale, *idle) if is_valid_provider(n)])
         gone = [n for n in stale if n not in acting]
         if gone and self._maintains:
             plan = Plan()
             plan.add([("ZREM", keys.providers, *gone)], lambda replies: None)
             self._run(plan)
-        active = [_text(raw) for raw in raw_active]
+        active = [as_text(raw) for raw in raw_active]
         return list(dict.fromkeys(n for n in (*active, *acting) if is_valid_provider(n)))
 
     def _acting(self, candidates: Sequence[str]) -> list[str]:
@@ -228,46 +220,13 @@ class WindowReader:
         return redis_memory(memory, stats)
 
     def backend(self, now: float, retention_seconds: float) -> BackendReading:
-        """The workers' declared metrics: specs, admitted series, values, and the gauge values
-        of processes whose gauge hash has not expired. Two round trips."""
-        keys = self._keys
-        found: list[Any] = []
-        commands: list[tuple[Any, ...]] = [("HGETALL", keys.metric_schema)]
-        if self._maintains:
-            below = repr(now - retention_seconds)
-            commands.append(("ZREMRANGEBYSCORE", keys.gauge_writers, "-inf", below))
-        commands.append(("ZRANGE", keys.gauge_writers, 0, -1))
-        plan = Plan()
-        plan.add(commands, found.extend)
-        self._run(plan)
-        schema = text_hash(as_dict(found[0]))
-        writers = [_text(w) for w in found[-1]]
-        names = sorted(schema)
-        series: dict[str, list[str]] = {}
-        data: dict[str, dict[str, int]] = {}
-        exemplars: dict[str, dict[str, str]] = {}
-
-        def decode_metric(name: str, replies: list[Any]) -> None:
-            members, values, latest = replies
-            series[name] = sorted(_text(m) for m in members)
-            data[name] = int_hash(as_dict(values))
-            exemplars[name] = text_hash(as_dict(latest))
-
-        gauges: list[Any] = []
-        plan = Plan()
-        for name in names:
-            commands = [
-                ("SMEMBERS", keys.metric_series(name)),
-                ("HGETALL", keys.metric_data(name)),
-                ("HGETALL", keys.metric_exemplars(name)),
-            ]
-            plan.add(commands, partial(decode_metric, name))
-        plan.add([("HGETALL", keys.gauge_values(w)) for w in writers], gauges.extend)
-        self._run(plan)
-        values = [as_dict(raw) for raw in gauges]
-        gauge_values = [text_hash(v) for v in values if v]
-        expired = [writer for writer, v in zip(writers, values, strict=True) if not v]
-        return BackendReading(schema, series, data, gauge_values, expired, exemplars)
+        """The workers' declared metrics (``BackendRead``): specs, admitted series, values, and
+        the gauge values of processes whose gauge hash has not expired. Two round trips."""
+        backend_read = BackendRead(self._keys)
+        prune_below = now - retention_seconds if self._maintains else None
+        self._run(backend_read.first_round(prune_below))
+        self._run(backend_read.second_round())
+        return backend_read.reading()
 
     def published_snapshot(self) -> str | None:
         """The leader's last published snapshot (JSON), if any."""
@@ -289,7 +248,7 @@ class WindowReader:
         plan.add([("ZRANGE", self._keys.history(p), 0, -1) for p in providers], found.extend)
         self._run(plan)
         lease, *members = found
-        holder = None if lease is None else (_text(lease).rpartition("|")[0] or None)
+        holder = None if lease is None else (as_text(lease).rpartition("|")[0] or None)
         return holder, {
             provider: decode_points(raw) for provider, raw in zip(providers, members, strict=True)
         }
@@ -311,7 +270,7 @@ class WindowReader:
         self._run(plan)
         pairs, raw_shards = found
         self._shards = shard_counts(as_scored(raw_shards))
-        return {_text(name): score for name, score in as_scored(pairs)}
+        return {as_text(name): score for name, score in as_scored(pairs)}
 
     def inspect(
         self, now: float, providers: Sequence[str], edges: Sequence[float]
@@ -319,86 +278,8 @@ class WindowReader:
         """Per provider: its window counts in each interval between consecutive ``edges`` (the
         first excludes its start, the last includes its end, the others are ``[a, b)``), its
         totals, breaker and transitions hashes, the half-open permits live at ``now`` and the
-        TTL of each key. One round trip of reads only (ZCOUNT, HGETALL, ZRANGEBYSCORE, PTTL):
-        nothing is trimmed or registered."""
-        spans = len(edges) - 1
-        bounds = [
-            (f"({a!r}" if i == 0 else repr(a), repr(b) if i == spans - 1 else f"({b!r}")
-            for i, (a, b) in enumerate(itertools.pairwise(edges))
-        ]
-        found: list[ProviderInspection] = []
-        plan = Plan()
-        for name in providers:
-            shards = self._shards.get(name, 1)
-            decode = partial(_inspection, self._keys, name, shards, spans, found.append)
-            plan.add(self._inspect_commands(name, shards, bounds, now), decode)
-        self._run(plan)
-        return found
-
-    def _inspect_commands(
-        self, name: str, shards: int, bounds: Sequence[tuple[str, str]], now: float
-    ) -> list[tuple[Any, ...]]:
-        keys = self._keys
-        commands: list[tuple[Any, ...]] = []
-        for shard in range(shards):
-            for key in keys.window_keys(name, shard):
-                commands += [("ZCOUNT", key, low, high) for low, high in bounds]
-            commands.append(("HGETALL", keys.totals(name, shard)))
-        commands += [
-            ("HGETALL", keys.breaker(name)),
-            ("HGETALL", keys.transitions(name)),
-            ("ZRANGEBYSCORE", keys.permits(name), f"({now * 1000!r}", "+inf", "WITHSCORES"),
-        ]
-        commands += [("PTTL", key) for key in _provider_keys(keys, name, shards)]
-        return commands
-
-
-def _inspection(
-    keys: Keys,
-    name: str,
-    shards: int,
-    spans: int,
-    found: Callable[[ProviderInspection], None],
-    replies: list[Any],
-) -> None:
-    """What ``WindowReader.inspect`` queued for one provider, decoded, to ``found``."""
-    zcounts = [0] * (WINDOW_PARTITIONS * spans)
-    totals: Counter[str] = Counter()
-    per_shard, at = WINDOW_PARTITIONS * spans + 1, 0
-    for _ in range(shards):
-        chunk = replies[at : at + per_shard]
-        at += per_shard
-        zcounts = [a + int(b) for a, b in zip(zcounts, chunk[:-1], strict=True)]
-        totals.update(int_hash(as_dict(chunk[-1])))
-    breaker, transitions, permits = replies[at : at + 3]
-    names = _provider_keys(keys, name, shards)
-    ttls = [int(ttl) for ttl in replies[at + 3 :]]
-    found(
-        ProviderInspection(
-            provider=name,
-            spans=[window_counts(zcounts[i::spans]) for i in range(spans)],
-            totals=dict(totals),
-            breaker=text_hash(as_dict(breaker)),
-            transitions=int_hash(as_dict(transitions)),
-            permits=[(_text(m), s / 1000) for m, s in as_scored(permits)],
-            ttl_ms=dict(zip(names, ttls, strict=True)),
-        )
-    )
-
-
-def _provider_keys(keys: Keys, provider: str, shards: int = 1) -> tuple[str, ...]:
-    """Every key of one provider (``protocol/keys.py``), of each of its ``shards``."""
-    return (
-        *(
-            key
-            for shard in range(shards)
-            for key in (
-                *keys.window_keys(provider, shard),
-                keys.totals(provider, shard),
-                keys.exemplars(provider, shard),
-            )
-        ),
-        keys.breaker(provider),
-        keys.permits(provider),
-        keys.transitions(provider),
-    )
+        TTL of each key (``InspectRead``). One round trip of reads only: nothing is trimmed or
+        registered."""
+        inspect_read = InspectRead(self._keys, now, edges, self._shards)
+        self._run(inspect_read.plan(providers))
+        return inspect_read.found

@@ -11,19 +11,18 @@ breaker commands are CLI-only.
 from __future__ import annotations
 
 import hmac
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
+from typing import Any
 
-import redis
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from aggregator.core.history import HISTORY_POINTS, HistoryPointModel, HistoryResponse
 from aggregator.engine.cycle import Aggregator
 from aggregator.serve.dashboard import DashboardCache, DashboardResponse
+from aggregator.serve.history import HistoryResponse, history_response
 from aggregator.serve.rendering import RenderedMetrics, accepts_gzip
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -62,7 +61,13 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
     rendered = RenderedMetrics(aggregator.served)
     app.state.rendered = rendered  # the entry point primes it after each cycle
     protected = [Depends(bearer_guard(aggregator.settings.auth_token))]
+    _add_metrics(app, rendered, protected)
+    _add_probes(app, aggregator)
+    _add_dashboard(app, aggregator, protected)
+    return app
 
+
+def _add_metrics(app: FastAPI, rendered: RenderedMetrics, protected: list[Any]) -> None:
     @app.get(
         "/metrics",
         summary="Prometheus exposition of the current snapshot",
@@ -82,6 +87,8 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
             headers["Content-Encoding"] = "gzip"
         return Response(content=body, media_type=content_type, headers=headers)
 
+
+def _add_probes(app: FastAPI, aggregator: Aggregator) -> None:
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -91,6 +98,8 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         ok, reason = await run_in_threadpool(aggregator.ready)
         return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
+
+def _add_dashboard(app: FastAPI, aggregator: Aggregator, protected: list[Any]) -> None:
     cache = DashboardCache(aggregator.settings.latency_target_seconds)
 
     @app.get(
@@ -106,8 +115,6 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         # state; returned as bytes, it is not validated and serialized again per request.
         return Response(content=cache.body(aggregator.served()), media_type="application/json")
 
-    settings = aggregator.settings
-
     @app.get(
         "/health/history",
         summary="The last hour per provider and this replica's view of the aggregator",
@@ -117,37 +124,7 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         dependencies=protected,
     )
     def history() -> HistoryResponse:
-        served = aggregator.served()
-        names = [p.provider for p in served.snapshot.providers] if served.snapshot else []
-        try:
-            holder, points = aggregator.history(names)
-            reachable = True
-        except (redis.RedisError, OSError):
-            holder, points, reachable = None, {}, False
-        return HistoryResponse(
-            now=time.time(),
-            instance=served.instance,
-            leader=served.leader,
-            leader_instance=holder,
-            redis_reachable=reachable,
-            interval_seconds=served.interval_seconds,
-            breaker_interval_seconds=served.breaker_interval_seconds,
-            max_age_seconds=settings.readiness_max_age_intervals * settings.interval_seconds,
-            half_open_calls=settings.breaker.half_open_calls,
-            half_open_timeout_seconds=settings.breaker.half_open_timeout_seconds,
-            points=HISTORY_POINTS,
-            providers={
-                name: [
-                    HistoryPointModel(
-                        minute_start=p.minute_start,
-                        health_score=p.health_score,
-                        error_rate=p.error_rate,
-                    )
-                    for p in found
-                ]
-                for name, found in points.items()
-            },
-        )
+        return history_response(aggregator)
 
     page = resources.files("aggregator.serve").joinpath("static/dashboard.html").read_bytes()
 
@@ -166,5 +143,3 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
     @app.get("/", summary="Redirects to /dashboard", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse("/dashboard", status_code=307)
-
-    return app

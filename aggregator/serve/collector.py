@@ -63,164 +63,185 @@ class SnapshotCollector(Collector):
         served = self._served()
         snapshot = served.snapshot
         yield from _status_metrics(snapshot, served.status)
-        yield GaugeMetricFamily(
-            "gatewayz_aggregator_interval_seconds",
-            "Seconds between metrics cycles (--interval): a snapshot older than a few is stale",
-            value=served.interval_seconds,
-        )
-        yield GaugeMetricFamily(
-            "gatewayz_aggregator_breaker_interval_seconds",
-            "Seconds between breaker evaluations (--breaker-interval)",
-            value=served.breaker_interval_seconds,
-        )
-        yield from _redis_metrics(served.status)
-        leader = GaugeMetricFamily(
-            "gatewayz_aggregator_leader",
-            "1 on the replica that holds the leader lease (evaluates breakers, computes "
-            "snapshots), 0 on a follower",
-            labels=["replica"],
-        )
-        leader.add_metric([served.instance], 1.0 if served.leader else 0.0)
-        yield leader
+        yield from _replica_metrics(served)
         if snapshot is None:
             return
-        window = _window(snapshot.window_seconds)
-        availability = GaugeMetricFamily(
-            "provider_availability",
-            f"Provider availability (1=up, 0=down): 0 while its circuit breaker is not closed; "
-            f"{window}",
-            labels=["provider"],
-        )
-        err = GaugeMetricFamily(
-            "provider_error_rate",
-            f"Error rate 0-1: failures / (successes + failures) over the {window}",
-            labels=["provider"],
-        )
-        health = GaugeMetricFamily(
-            "gatewayz_provider_health_score",
-            f"Health score 0-1: 0.4*availability + 0.3*(1-error_rate) + 0.3*latency_score; "
-            f"{window}",
-            labels=["provider"],
-        )
-        p95 = GaugeMetricFamily(
-            "gatewayz_provider_latency_p95_seconds",
-            f"p95 latency of successful calls over the {window} (absent without traffic)",
-            labels=["provider"],
-        )
-        window_requests = GaugeMetricFamily(
-            "gatewayz_provider_window_requests",
-            f"Calls recorded in the {window}, all outcomes (0 = no traffic)",
-            labels=["provider"],
-        )
-        breaker = GaugeMetricFamily(
-            "gatewayz_circuit_breaker_state",
-            "Circuit breaker state, one-hot over closed, open, half_open",
-            labels=["provider", "state"],
-        )
-        response_time = HistogramMetricFamily(
-            "provider_response_time_seconds",
-            "Response time of every recorded provider call, all workers, since first recorded",
-            labels=["provider"],
-        )
-        requests = CounterMetricFamily(
-            "gatewayz_provider_requests",
-            "Provider calls recorded, by outcome class, all workers",
-            labels=["provider", "outcome"],
-        )
-        cost = CounterMetricFamily(
-            "gatewayz_cost_by_provider", "Cost USD, all workers", labels=["provider"]
-        )
-        tokens = CounterMetricFamily(
-            "gatewayz_provider_tokens", "Tokens used, all workers", labels=["provider"]
-        )
-        transitions = CounterMetricFamily(
-            "gatewayz_circuit_breaker_transitions",
-            "Circuit breaker transitions applied, all aggregator replicas",
-            labels=["provider", "from_state", "to_state"],
-        )
-        rejected_calls = CounterMetricFamily(
-            "gatewayz_circuit_breaker_rejected_calls",
-            "Calls that workers' allow() turned away because the breaker was not closed",
-            labels=["provider"],
-        )
-        forced = GaugeMetricFamily(
-            "gatewayz_circuit_breaker_forced",
-            "1 when an operator forced the breaker state (never changed automatically)",
-            labels=["provider"],
-        )
-        suppressed = GaugeMetricFamily(
-            "gatewayz_circuit_breaker_open_suppressed",
-            "1 when the breaker would open but the max-open-share guard keeps it closed",
-            labels=["provider"],
-        )
-        for p in snapshot.providers:
-            labels = [p.provider]
-            availability.add_metric(labels, p.availability)
-            err.add_metric(labels, p.error_rate)
-            health.add_metric(labels, p.health_score)
-            if p.latency_p95_seconds is not None:
-                p95.add_metric(labels, p.latency_p95_seconds)
-            window_requests.add_metric(labels, p.window_requests)
-            for state in STATES:
-                breaker.add_metric([p.provider, state], 1.0 if p.breaker.state == state else 0.0)
-            buckets = _with_exemplars(_LE_LABELS, p.histogram_cumulative, p.exemplars)
-            response_time.add_metric(labels, buckets, p.latency_sum_seconds)
-            for outcome in OUTCOMES:
-                requests.add_metric([p.provider, outcome], p.requests_total[outcome])
-            cost.add_metric(labels, p.cost_usd)
-            tokens.add_metric(labels, p.tokens_total)
-            for pair, count in sorted(p.transitions.items()):
-                from_state, _, to_state = pair.partition(">")
-                transitions.add_metric([p.provider, from_state, to_state], count)
-            rejected_calls.add_metric(labels, p.breaker_rejected_total)
-            forced.add_metric(labels, 1.0 if p.breaker.forced else 0.0)
-            suppressed.add_metric(labels, 1.0 if p.open_suppressed else 0.0)
-        yield from (availability, err, health, p95, window_requests, breaker, response_time)
-        yield from (requests, cost, tokens, transitions, rejected_calls, forced, suppressed)
+        yield from _health_metrics(snapshot)
+        yield from _provider_counters(snapshot)
         yield from _backend_metrics(snapshot)
+        yield from _client_metrics(snapshot)
 
-        redis_ops = CounterMetricFamily(
-            "gatewayz_redis_operations",
-            "Redis commands issued by clients and aggregators, all processes",
-            labels=["operation"],
-        )
-        for operation, count in sorted(snapshot.redis_ops.items()):
-            redis_ops.add_metric([operation], count)
-        yield redis_ops
-        rejected = CounterMetricFamily(
-            "gatewayz_client_events_rejected",
-            "Events rejected by clients' record() as invalid, by cause, all workers",
-            labels=["reason"],
-        )
-        for reason, count in sorted(snapshot.client_rejected.items()):
-            rejected.add_metric([reason], count)
-        yield rejected
-        dropped = CounterMetricFamily(
-            "gatewayz_client_events_dropped",
-            "Events clients gave up on, by cause: buffer_full (evicted from a full buffer), "
-            "refused (Redis refused them for good), error (a bug), shutdown (closed while "
-            "Redis was unreachable)",
-            labels=["cause"],
-        )
-        by_cause = dict.fromkeys(DROP_CAUSES, 0) | snapshot.client_dropped_by_cause
-        for cause, count in sorted(by_cause.items()):
-            dropped.add_metric([cause], count)
-        yield dropped
-        yield CounterMetricFamily(
-            "gatewayz_log_records_dropped",
-            "Log records the processes' Loki senders gave up on (Loki slow or down), all workers "
-            "and aggregators",
-            value=snapshot.log_records_dropped,
-        )
-        offsets = GaugeMetricFamily(
-            "gatewayz_client_clock_offset_seconds",
-            "Redis's clock minus each writer's (host:pid), as last measured (within 10 min); "
-            "events are moved onto Redis's clock by it",
-            labels=["writer"],
-        )
-        for writer, offset in sorted(snapshot.client_clock_offsets.items()):
-            offsets.add_metric([writer], offset)
-        yield offsets
+
+def _replica_metrics(served: ServedState) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "gatewayz_aggregator_interval_seconds",
+        "Seconds between metrics cycles (--interval): a snapshot older than a few is stale",
+        value=served.interval_seconds,
+    )
+    yield GaugeMetricFamily(
+        "gatewayz_aggregator_breaker_interval_seconds",
+        "Seconds between breaker evaluations (--breaker-interval)",
+        value=served.breaker_interval_seconds,
+    )
+    yield from _redis_metrics(served.status)
+    leader = GaugeMetricFamily(
+        "gatewayz_aggregator_leader",
+        "1 on the replica that holds the leader lease (evaluates breakers, computes "
+        "snapshots), 0 on a follower",
+        labels=["replica"],
+    )
+    leader.add_metric([served.instance], 1.0 if served.leader else 0.0)
+    yield leader
+
+
+def _health_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    """The seed's window figures per provider, and the breaker's state."""
+    window = _window(snapshot.window_seconds)
+    availability = GaugeMetricFamily(
+        "provider_availability",
+        f"Provider availability (1=up, 0=down): 0 while its circuit breaker is not closed; "
+        f"{window}",
+        labels=["provider"],
+    )
+    err = GaugeMetricFamily(
+        "provider_error_rate",
+        f"Error rate 0-1: failures / (successes + failures) over the {window}",
+        labels=["provider"],
+    )
+    health = GaugeMetricFamily(
+        "gatewayz_provider_health_score",
+        f"Health score 0-1: 0.4*availability + 0.3*(1-error_rate) + 0.3*latency_score; {window}",
+        labels=["provider"],
+    )
+    p95 = GaugeMetricFamily(
+        "gatewayz_provider_latency_p95_seconds",
+        f"p95 latency of successful calls over the {window} (absent without traffic)",
+        labels=["provider"],
+    )
+    window_requests = GaugeMetricFamily(
+        "gatewayz_provider_window_requests",
+        f"Calls recorded in the {window}, all outcomes (0 = no traffic)",
+        labels=["provider"],
+    )
+    breaker = GaugeMetricFamily(
+        "gatewayz_circuit_breaker_state",
+        "Circuit breaker state, one-hot over closed, open, half_open",
+        labels=["provider", "state"],
+    )
+    for p in snapshot.providers:
+        labels = [p.provider]
+        availability.add_metric(labels, p.availability)
+        err.add_metric(labels, p.error_rate)
+        health.add_metric(labels, p.health_score)
+        if p.latency_p95_seconds is not None:
+            p95.add_metric(labels, p.latency_p95_seconds)
+        window_requests.add_metric(labels, p.window_requests)
+        for state in STATES:
+            breaker.add_metric([p.provider, state], 1.0 if p.breaker.state == state else 0.0)
+    yield from (availability, err, health, p95, window_requests, breaker)
+
+
+def _provider_counters(snapshot: Snapshot) -> Iterator[Metric]:
+    """Each provider's cumulative counters, and what its breaker did."""
+    response_time = HistogramMetricFamily(
+        "provider_response_time_seconds",
+        "Response time of every recorded provider call, all workers, since first recorded",
+        labels=["provider"],
+    )
+    requests = CounterMetricFamily(
+        "gatewayz_provider_requests",
+        "Provider calls recorded, by outcome class, all workers",
+        labels=["provider", "outcome"],
+    )
+    cost = CounterMetricFamily(
+        "gatewayz_cost_by_provider", "Cost USD, all workers", labels=["provider"]
+    )
+    tokens = CounterMetricFamily(
+        "gatewayz_provider_tokens", "Tokens used, all workers", labels=["provider"]
+    )
+    transitions = CounterMetricFamily(
+        "gatewayz_circuit_breaker_transitions",
+        "Circuit breaker transitions applied, all aggregator replicas",
+        labels=["provider", "from_state", "to_state"],
+    )
+    rejected_calls = CounterMetricFamily(
+        "gatewayz_circuit_breaker_rejected_calls",
+        "Calls that workers' allow() turned away because the breaker was not closed",
+        labels=["provider"],
+    )
+    forced = GaugeMetricFamily(
+        "gatewayz_circuit_breaker_forced",
+        "1 when an operator forced the breaker state (never changed automatically)",
+        labels=["provider"],
+    )
+    suppressed = GaugeMetricFamily(
+        "gatewayz_circuit_breaker_open_suppressed",
+        "1 when the breaker would open but the max-open-share guard keeps it closed",
+        labels=["provider"],
+    )
+    for p in snapshot.providers:
+        labels = [p.provider]
+        buckets = _with_exemplars(_LE_LABELS, p.histogram_cumulative, p.exemplars)
+        response_time.add_metric(labels, buckets, p.latency_sum_seconds)
+        for outcome in OUTCOMES:
+            requests.add_metric([p.provider, outcome], p.requests_total[outcome])
+        cost.add_metric(labels, p.cost_usd)
+        tokens.add_metric(labels, p.tokens_total)
+        for pair, count in sorted(p.transitions.items()):
+            from_state, _, to_state = pair.partition(">")
+            transitions.add_metric([p.provider, from_state, to_state], count)
+        rejected_calls.add_metric(labels, p.breaker_rejected_total)
+        forced.add_metric(labels, 1.0 if p.breaker.forced else 0.0)
+        suppressed.add_metric(labels, 1.0 if p.open_suppressed else 0.0)
+    yield from (response_time, requests, cost, tokens, transitions, rejected_calls, forced)
+    yield suppressed
+
+
+def _client_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    """What every process reports beside its events: Redis commands, rejections, drops, clock
+    offsets."""
+    redis_ops = CounterMetricFamily(
+        "gatewayz_redis_operations",
+        "Redis commands issued by clients and aggregators, all processes",
+        labels=["operation"],
+    )
+    for operation, count in sorted(snapshot.redis_ops.items()):
+        redis_ops.add_metric([operation], count)
+    yield redis_ops
+    rejected = CounterMetricFamily(
+        "gatewayz_client_events_rejected",
+        "Events rejected by clients' record() as invalid, by cause, all workers",
+        labels=["reason"],
+    )
+    for reason, count in sorted(snapshot.client_rejected.items()):
+        rejected.add_metric([reason], count)
+    yield rejected
+    dropped = CounterMetricFamily(
+        "gatewayz_client_events_dropped",
+        "Events clients gave up on, by cause: buffer_full (evicted from a full buffer), "
+        "refused (Redis refused them for good), error (a bug), shutdown (closed while "
+        "Redis was unreachable)",
+        labels=["cause"],
+    )
+    by_cause = dict.fromkeys(DROP_CAUSES, 0) | snapshot.client_dropped_by_cause
+    for cause, count in sorted(by_cause.items()):
+        dropped.add_metric([cause], count)
+    yield dropped
+    yield CounterMetricFamily(
+        "gatewayz_log_records_dropped",
+        "Log records the processes' Loki senders gave up on (Loki slow or down), all workers "
+        "and aggregators",
+        value=snapshot.log_records_dropped,
+    )
+    offsets = GaugeMetricFamily(
+        "gatewayz_client_clock_offset_seconds",
+        "Redis's clock minus each writer's (host:pid), as last measured (within 10 min); "
+        "events are moved onto Redis's clock by it",
+        labels=["writer"],
+    )
+    for writer, offset in sorted(snapshot.client_clock_offsets.items()):
+        offsets.add_metric([writer], offset)
+    yield offsets
 
 
 def _redis_metrics(status: CycleStatus) -> Iterator[Metric]:

@@ -44,10 +44,8 @@ STATUS_COLORS: Final[dict[ProviderStatus, StatusColor]] = {
     "Offline": "red",
 }
 
-# -- today's fields, described exactly: the dataclasses' fields, in their order -------------------
-
-Exemplar = tuple[dict[str, str], float, float]
-"""(labels, value, timestamp), as gatewayz_protocol.fields.Exemplar."""
+# -- today's fields -------------------------------------------------------------------------------
+# The snapshot is described by its own dataclasses (``core.schema``): no model copies them.
 
 
 class _Strict(BaseModel):
@@ -62,78 +60,6 @@ class DashboardCycleStatus(_Strict):
     last_success_at: float | None = Field(description="Unix time of the last successful cycle")
     last_duration_seconds: float
     last_error: str | None
-
-
-class BreakerStateModel(_Strict):
-    """``gatewayz_protocol.breaker_state.BreakerState``."""
-
-    state: str = Field(description="closed, open or half_open")
-    since: float
-    epoch: int
-    open_until: float
-    consecutive_opens: int
-    forced: bool
-
-
-class ProviderHealthModel(_Strict):
-    """``aggregator.core.snapshot.ProviderHealth``: one provider's figures (README "Semantics")."""
-
-    provider: str
-    availability: float
-    error_rate: float
-    latency_p95_seconds: float | None
-    latency_score: float
-    health_score: float
-    window_requests: int
-    window_by_outcome: dict[str, int]
-    breaker: BreakerStateModel
-    requests_total: dict[str, int]
-    histogram_cumulative: list[int]
-    latency_sum_seconds: float
-    cost_usd: float
-    tokens_total: int
-    breaker_rejected_total: int
-    transitions: dict[str, int] = Field(description="applied transitions by `from>to`")
-    open_suppressed: bool
-    exemplars: dict[str, Exemplar] = Field(description="histogram bucket index -> exemplar")
-    latency_p50_seconds: float | None = Field(
-        default=None, description="window median latency of successful calls; null without any"
-    )
-
-
-class BackendFamilyModel(_Strict):
-    """``aggregator.core.backend.BackendFamily``: one of the workers' own metrics."""
-
-    name: str
-    kind: str
-    help: str
-    labelnames: list[str]
-    buckets: list[float]
-    samples: list[tuple[list[str], float]] = Field(description="(label values, value)")
-    histograms: list[tuple[list[str], list[int], float]] = Field(
-        description="(label values, cumulative counts per bucket then +Inf, sum)"
-    )
-    dropped: int
-    rejected: int
-    exemplars: list[tuple[list[str], int, Exemplar]] = Field(
-        description="(label values, bucket index, exemplar)"
-    )
-
-
-class SnapshotModel(_Strict):
-    """``aggregator.core.snapshot.Snapshot``: every exported value of one cycle."""
-
-    taken_at: float
-    cycle: int
-    window_seconds: float
-    providers: list[ProviderHealthModel]
-    redis_ops: dict[str, int]
-    client_rejected: dict[str, int]
-    client_dropped: int
-    backend: list[BackendFamilyModel]
-    client_dropped_by_cause: dict[str, int]
-    client_clock_offsets: dict[str, float]
-    log_records_dropped: int
 
 
 # -- the gateway frontend's fields ---------------------------------------------------------------
@@ -168,7 +94,7 @@ class DashboardResponse(_Strict):
     """``GET /health/dashboard``."""
 
     status: DashboardCycleStatus
-    snapshot: SnapshotModel | None = Field(description="null before the first cycle")
+    snapshot: Snapshot | None = Field(description="null before the first cycle")
     system_status: SystemStatus
     providers: list[ProviderStatusEntry]
 
@@ -278,7 +204,7 @@ def _with_snapshot(
     statuses = [entry.status for entry in entries]
     return DashboardResponse(
         status=cycle_status,
-        snapshot=SnapshotModel.model_validate(snapshot.as_dict()),
+        snapshot=snapshot,
         system_status=SystemStatus(
             overall_status=overall_status(statuses),
             total_providers=len(statuses),

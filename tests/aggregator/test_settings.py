@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from aggregator.core.breaker import BreakerConfig
-from aggregator.settings import AggregatorSettings, parse_settings
+from aggregator.options import parse_settings
+from aggregator.settings import AggregatorSettings
 
 
 def test_defaults() -> None:

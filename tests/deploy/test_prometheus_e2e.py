@@ -38,7 +38,7 @@ import yaml
 from client import ClientSettings, GatewayMetrics, MetricsClient
 from devtools.processes import stop_process
 from devtools.redis_server import free_port
-from tests.deploy import railway
+from tests.support import railway
 from tests.support.processes import need_tool, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy import railway
+from tests.support import railway
 from tests.support.processes import need_tool
 
 README = railway.REPO / "README.md"

@@ -101,7 +101,7 @@ def test_a_process_that_exits_cleanly_delivers_every_record(loki: Receiver) -> N
     env = {"PATH": "/usr/bin:/bin", "LOKI_URL": loki.url, "LOKI_APP": "gatewayz-api"}
     _run(
         """
-        import logging, telemetry
+        import logging, gatewayz_telemetry
         gatewayz_telemetry.setup("worker-test")
         log = logging.getLogger("app")
         for i in range(5000):
@@ -121,7 +121,7 @@ def test_a_forked_child_ships_its_own_records_with_a_sender_of_its_own(loki: Rec
     env = {"PATH": "/usr/bin:/bin", "LOKI_URL": loki.url}
     _run(
         """
-        import logging, os, telemetry
+        import logging, os, gatewayz_telemetry
         gatewayz_telemetry.setup("fork-test")
         log = logging.getLogger("app")
         for i in range(100):
@@ -146,7 +146,7 @@ def test_a_forked_child_ships_its_own_records_with_a_sender_of_its_own(loki: Rec
 def test_nothing_configured_nothing_started_nothing_imported() -> None:
     done = _run(
         """
-        import json, logging, sys, threading, telemetry
+        import json, logging, sys, threading, gatewayz_telemetry
         result = gatewayz_telemetry.setup("idle", env={})
         logging.getLogger("app").warning("to nobody")
         print(json.dumps({

@@ -30,7 +30,7 @@ def test_nothing_configured_sets_no_provider_and_imports_no_exporter() -> None:
     done = run(
         """
 import sys
-import fastapi, telemetry
+import fastapi, gatewayz_telemetry
 from opentelemetry import trace
 result = gatewayz_telemetry.setup("svc", app=fastapi.FastAPI())
 assert not result.traces and not result.instrumented, result

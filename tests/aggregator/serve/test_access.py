@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from aggregator.engine.cycle import Aggregator
+from aggregator.options import parse_settings
 from aggregator.serve.app import create_app
-from aggregator.settings import AggregatorSettings, parse_settings, read_token_file
+from aggregator.settings import AggregatorSettings, read_token_file
 from client import MetricsClient
 from tests.support.clock import FakeClock
 
