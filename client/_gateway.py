@@ -14,8 +14,8 @@ from client._exemplars import valid_exemplar
 from client._instruments import Series
 from client._metric_types import _Metric
 from client._metrics_client import MetricsClient
-from client._outcome import classify_status, outcome_of_block
-from client._spans import CallSpan
+from client._outcome import classify_status
+from client._tracking import TimedCall
 from gatewayz_protocol.partitions import OUTCOMES
 
 _CallKey = tuple[str, str, str, str]
@@ -198,7 +198,7 @@ class GatewayMetrics:
         return InferenceCall(self, provider, model, endpoint)
 
 
-class InferenceCall:
+class InferenceCall(TimedCall):
     """``with gateway.inference(provider, model, endpoint) as call:`` times the call; inside,
     ``call.first_byte()`` when the provider's response starts (TTFB), ``call.chunk()`` on each
     streamed chunk (the first one sets TTFC) or ``async for c in call.stream(chunks)``; set
@@ -206,25 +206,14 @@ class InferenceCall:
     An exception records a failure (or its status code's class) and is re-raised."""
 
     def __init__(self, gateway: GatewayMetrics, provider: str, model: str, endpoint: str):
+        TimedCall.__init__(self, provider)  # not super(): a third of the construction
         self._gateway = gateway
-        self.provider, self.model, self.endpoint = provider, model, endpoint
-        self.status_code: int | None = None
-        self.outcome: str | None = None
+        self.model, self.endpoint = model, endpoint
         self.input_tokens = 0
         self.output_tokens = 0
         self.credits = 0.0
-        self.cost_usd = 0.0
-        self._start = 0.0
         self._ttfb: float | None = None
         self._ttfc: float | None = None
-        self._span: CallSpan | None = None
-
-    def __enter__(self) -> InferenceCall:
-        self._span = CallSpan(
-            {"gen_ai.system": self.provider, "provider": self.provider, "model": self.model}
-        )
-        self._start = time.perf_counter()
-        return self
 
     def first_byte(self) -> None:
         if self._ttfb is None:
@@ -241,24 +230,23 @@ class InferenceCall:
             self.chunk()
             yield item
 
+    def _span_attributes(self) -> dict[str, Any]:
+        return {"gen_ai.system": self.provider, "provider": self.provider, "model": self.model}
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        latency_s = time.perf_counter() - self._start
-        status_code = self.status_code
-        outcome = outcome_of_block(exc, status_code, self.outcome)
-        exemplar = None
-        if self._span is not None:
-            tokens = self.input_tokens + self.output_tokens if _ints(self) else None
-            exemplar = self._span.finish(status_code, outcome, tokens, self.cost_usd, exc)
+        ints = type(self.input_tokens) is int and type(self.output_tokens) is int
+        tokens = self.input_tokens + self.output_tokens if ints else None
+        latency_s, outcome, exemplar = self._finished(exc, tokens)
         self._gateway.record_inference(
             self.provider,
             self.model,
             latency_s,
-            status_code=status_code,
+            status_code=self.status_code,
             outcome=outcome,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
@@ -269,7 +257,3 @@ class InferenceCall:
             ttfc_s=self._ttfc,
             exemplar=exemplar,
         )
-
-
-def _ints(call: InferenceCall) -> bool:
-    return type(call.input_tokens) is int and type(call.output_tokens) is int

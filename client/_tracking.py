@@ -1,10 +1,11 @@
-"""``MetricsClient.track()``: time a block as one provider call."""
+"""A ``with`` block timed as one provider call: ``MetricsClient.track()`` (``CallTracker``), and
+``GatewayMetrics.inference()`` (``InferenceCall``) through the same ``TimedCall``."""
 
 from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
 from client._outcome import outcome_of_block
 from client._spans import CallSpan
@@ -13,34 +14,58 @@ if TYPE_CHECKING:
     from client._metrics_client import MetricsClient
 
 
-class CallTracker:
-    """The object ``MetricsClient.track()`` yields; see there."""
+class TimedCall:
+    """What a timed block does around the caller's code, however the call is then booked.
 
-    __slots__ = (
-        "_client",
-        "_span",
-        "_start",
-        "cost_usd",
-        "outcome",
-        "provider",
-        "status_code",
-        "tokens",
-    )
+    Entering opens the call's ``model_inference`` span and starts the clock; ``_finished()``,
+    called by the subclass's ``__exit__`` before it books the call, takes the latency, the
+    outcome (what the block set in ``status_code``/``outcome``, else the class of the exception
+    that escaped it) and finishes the span (its exemplar links the latency bucket to the
+    trace). The exception is never swallowed. (Each ``__exit__`` books the call itself rather
+    than through a hook: this is per call, and the hooks cost a twentieth of ``track()``.)
+    """
 
-    def __init__(self, client: MetricsClient, provider: str) -> None:
-        self._client = client
+    __slots__ = ("_span", "_start", "cost_usd", "outcome", "provider", "status_code")
+
+    def __init__(self, provider: str) -> None:
         self.provider = provider
         self.status_code: int | None = None
         self.outcome: str | None = None
-        self.tokens = 0
         self.cost_usd = 0.0
         self._start = 0.0
         self._span: CallSpan | None = None
 
-    def __enter__(self) -> CallTracker:
-        self._span = CallSpan({"gen_ai.system": self.provider, "provider": self.provider})
+    def __enter__(self) -> Self:
+        self._span = CallSpan(self._span_attributes())
         self._start = time.perf_counter()
         return self
+
+    def _span_attributes(self) -> dict[str, Any]:
+        """The span's attributes when the call starts."""
+        return {"gen_ai.system": self.provider, "provider": self.provider}
+
+    def _finished(
+        self, exc: BaseException | None, tokens: object
+    ) -> tuple[float, str | None, dict[str, str] | None]:
+        """(latency in seconds, outcome to record, exemplar labels) of the call that just
+        ended, ``exc`` escaping it; ``tokens``: its total, as the span reports it."""
+        latency_s = time.perf_counter() - self._start
+        outcome = outcome_of_block(exc, self.status_code, self.outcome)
+        exemplar = None
+        if self._span is not None:  # None only when the block was never entered
+            exemplar = self._span.finish(self.status_code, outcome, tokens, self.cost_usd, exc)
+        return latency_s, outcome, exemplar
+
+
+class CallTracker(TimedCall):
+    """The object ``MetricsClient.track()`` yields; see there."""
+
+    __slots__ = ("_client", "tokens")
+
+    def __init__(self, client: MetricsClient, provider: str) -> None:
+        TimedCall.__init__(self, provider)  # not super(): a third of the construction
+        self._client = client
+        self.tokens = 0
 
     def __exit__(
         self,
@@ -48,11 +73,7 @@ class CallTracker:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        latency_s = time.perf_counter() - self._start
-        outcome = outcome_of_block(exc, self.status_code, self.outcome)
-        exemplar = None
-        if self._span is not None:
-            exemplar = self._span.finish(self.status_code, outcome, self.tokens, self.cost_usd, exc)
+        latency_s, outcome, exemplar = self._finished(exc, self.tokens)
         self._client.record(
             self.provider,
             latency_s,
