@@ -11,18 +11,28 @@ from typing import Any, Literal
 
 from client._events import Rejected, check_inference
 from client._exemplars import valid_exemplar
-from client._instruments import Series
+from client._instruments import InstrumentStore, Series
 from client._metric_types import _Metric
 from client._metrics_client import MetricsClient
 from client._outcome import classify_status
 from client._tracking import TimedCall
-from gatewayz_protocol.partitions import OUTCOMES
+from gatewayz_protocol.partitions import OUTCOMES, SUCCESS
 
 _CallKey = tuple[str, str, str, str]
 """(provider, model, status, endpoint) of a model call"""
+_Slot = tuple[_Metric, Callable[[str, str, str, str], tuple[str, ...]]]
+"""A metric a model call updates, and its label values from the call's ``_CallKey``"""
 _UNRESOLVED: Any = object()
 MAX_CACHED_CALLS = 4096
 """Label sets of model calls whose series are remembered (beyond: looked up per call)."""
+
+_OUTCOME_LABELS: dict[int | str | None, str] = {
+    **{code: OUTCOMES[classify_status(code)] for code in range(100, 600)},
+    **{outcome: outcome for outcome in OUTCOMES},
+    None: OUTCOMES[SUCCESS],
+}
+"""The outcome class of every status code and outcome ``record()`` accepts (None: success), as
+the ``status`` label of model_inference_requests_total: one lookup per call."""
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INFERENCE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -94,10 +104,12 @@ class GatewayMetrics:
             ["provider", "model"],
             INFERENCE_BUCKETS,
         )
-        # What a model call updates, in slots: (metric, its label values from the call's
-        # (provider, model, status, endpoint)).
-        self._slots: tuple[tuple[_Metric, Callable[[str, str, str, str], tuple[str, ...]]], ...]
-        self._slots = (
+        self._booking = InferenceBooking(client._instruments, self._model_call_slots())
+
+    def _model_call_slots(self) -> tuple[_Slot, ...]:
+        """What a model call updates: one slot per (metric, label values from the call's
+        (provider, model, status, endpoint)), in the order ``InferenceBooking.book()`` fills."""
+        return (
             (self.inference_requests, lambda p, m, s, e: (p, m, s)),
             (self.inference_duration, lambda p, m, s, e: (p, m)),
             (self.tokens, lambda p, m, s, e: (p, m, "input")),
@@ -107,7 +119,6 @@ class GatewayMetrics:
             (self.ttfc, lambda p, m, s, e: (p, m)),
             (self.cost, lambda p, m, s, e: (p, m)),
         )
-        self._booked: dict[_CallKey, list[Any]] = {}
 
     def record_inference(
         self,
@@ -148,17 +159,55 @@ class GatewayMetrics:
             provider, latency_s, status_code, outcome, tokens, cost_usd, exemplar=exemplar
         ):
             return
-        status = OUTCOMES[classify_status(status_code)] if status_code is not None else outcome
-        status = status or "success"
+        status = _OUTCOME_LABELS[outcome if status_code is None else status_code]
         if self.status_values == "origin" and status != "success":
             status = "error"
-        key = (provider, model, status, endpoint)
+        self._booking.book(
+            (provider, model, status, endpoint),
+            latency_s,
+            input_tokens,
+            output_tokens,
+            credits,
+            ttfb_s,
+            ttfc_s,
+            cost_usd,
+            exemplar,
+        )
+
+    def inference(self, provider: str, model: str, endpoint: str = "") -> InferenceCall:
+        """Time a model call in a ``with`` block; see InferenceCall."""
+        return InferenceCall(self, provider, model, endpoint)
+
+
+class InferenceBooking:
+    """The backend-metric side of ``record_inference()``: the series a model call updates,
+    resolved once per label set (a label lookup per metric per call was a third of
+    ``inference()``'s cost) and remembered for up to ``MAX_CACHED_CALLS`` label sets."""
+
+    def __init__(self, store: InstrumentStore, slots: tuple[_Slot, ...]) -> None:
+        self._store = store
+        self._slots = slots
+        self._booked: dict[_CallKey, list[Any]] = {}
+
+    def book(
+        self,
+        key: _CallKey,
+        latency_s: float,
+        input_tokens: int,
+        output_tokens: int,
+        credits: float,
+        ttfb_s: float | None,
+        ttfc_s: float | None,
+        cost_usd: float,
+        exemplar: Mapping[str, str] | None,
+    ) -> None:
+        """Update every series of a model call ``record()`` accepted (every value was checked:
+        straight into the store, under one lock)."""
         booked = self._booked.get(key)
         if booked is None:
             booked = [_UNRESOLVED] * len(self._slots)
             if len(self._booked) < MAX_CACHED_CALLS:
                 self._booked[key] = booked
-        # Every value was checked above: straight into the store, under one lock.
         adds: list[tuple[Series, float]] = []
         observes: list[tuple[Series, float, dict[str, str] | None]] = []
         if (series := self._series(booked, 0, key)) is not None:
@@ -179,12 +228,11 @@ class GatewayMetrics:
         # record() accepted the cost: a number in [0, 1e6], maybe a Decimal or a bool
         if cost_usd and (series := self._series(booked, 7, key)) is not None:
             adds.append((series, float(cost_usd)))
-        self.client._instruments.update(adds, observes)
+        self._store.update(adds, observes)
 
     def _series(self, booked: list[Any], slot: int, key: _CallKey) -> Series | None:
-        """The series a call of ``key`` updates in ``slot``, resolved the first time (a label
-        lookup per metric per call was a third of ``inference()``'s cost); None past the
-        cardinality cap, and the update is counted as dropped."""
+        """The series a call of ``key`` updates in ``slot``, resolved the first time; None past
+        the cardinality cap, and the update is counted as dropped."""
         series = booked[slot]
         if series is _UNRESOLVED:
             metric, labels = self._slots[slot]
@@ -192,10 +240,6 @@ class GatewayMetrics:
         if series is None:
             self._slots[slot][0].count_drop()
         return series  # type: ignore[no-any-return]
-
-    def inference(self, provider: str, model: str, endpoint: str = "") -> InferenceCall:
-        """Time a model call in a ``with`` block; see InferenceCall."""
-        return InferenceCall(self, provider, model, endpoint)
 
 
 class InferenceCall(TimedCall):
