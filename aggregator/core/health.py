@@ -64,7 +64,9 @@ def bucket_quantile(q: float, counts: Sequence[int], bounds: Sequence[float]) ->
     lower = 0.0
     for count, upper in zip(counts, bounds, strict=False):
         if count and cumulative + count >= rank:
-            return lower + (upper - lower) * (rank - cumulative) / count
+            # min(): lower + (upper - lower) can round one ulp above upper, past the next
+            # bucket's first values (the quantile must never decrease as q grows)
+            return min(upper, lower + (upper - lower) * (rank - cumulative) / count)
         cumulative += count
         lower = upper
     return bounds[-1]

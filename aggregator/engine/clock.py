@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from gatewayz_protocol.clock import SharedClock
@@ -15,10 +16,13 @@ class CycleClock:
         self,
         redis_time: Callable[[], tuple[int, int]],
         injected: Callable[[], float] | None = None,
+        local: Callable[[], float] = time.time,
     ) -> None:
+        """``redis_time``: Redis's ``TIME``; ``injected``: a clock to take as it is instead;
+        ``local``: this host's clock, the one corrected."""
         self._redis_time = redis_time
         self._injected = injected
-        self._shared = SharedClock() if injected is None else None
+        self._shared = SharedClock(local) if injected is None else None
 
     def measure(self) -> float:
         """The time now, measuring the offset to Redis's clock first (one round trip)."""

@@ -41,6 +41,11 @@ class Plan:
     def __len__(self) -> int:
         return len(self._commands)
 
+    @property
+    def commands(self) -> list[Command]:
+        """The commands queued, in the order they are sent."""
+        return list(self._commands)
+
     def operations(self) -> Counter[str]:
         """The commands queued, by operation (``zcount``, ``hgetall``...): what running the
         plan costs Redis, for ``gatewayz_redis_operations_total``."""
@@ -48,10 +53,15 @@ class Plan:
         return Counter({str(name).lower(): count for name, count in by_name.items()})
 
     def run(self, connection: Connection) -> Counter[str]:
-        """Send every command, raise the first error reply (a read must not be half-decoded),
-        then hand each group its replies. Returns ``operations()``."""
-        replies = execute_raw(connection, self._commands) if self._commands else []
+        """Send every command and ``decode`` the replies. Returns ``operations()``."""
+        self.decode(execute_raw(connection, self._commands) if self._commands else [])
+        return self.operations()
+
+    def decode(self, replies: list[Any]) -> None:
+        """Hand each group its replies (one per command, in order, as Redis sent them), after
+        raising the first error reply: a read is never half-decoded."""
+        if len(replies) != len(self._commands):
+            raise ValueError(f"{len(replies)} replies to {len(self._commands)} commands")
         raise_first_error(replies)
         for start, end, decode in self._parts:
             decode(replies[start:end])
-        return self.operations()

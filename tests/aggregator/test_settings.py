@@ -1,175 +1,88 @@
-"""Pure unit tests for settings parsing (aggregator/settings.py): explicit argv and env."""
+"""The settings object (aggregator/settings.py) built directly: each rule with its exact message,
+the first broken rule named, what never reaches a log (passwords, the token). Pure."""
 
 from __future__ import annotations
 
-import os
-import socket
+from pathlib import Path
 
 import pytest
 
 from aggregator.core.breaker import BreakerConfig
-from aggregator.options import parse_settings
-from aggregator.settings import AggregatorSettings
+from aggregator.core.snapshot import HealthTargets
+from aggregator.settings import AggregatorSettings, describe_error, read_token_file, redact
 
 
-def test_defaults() -> None:
-    s = parse_settings([], {})
-    assert s.redis_url == "redis://127.0.0.1:6379/0"
-    assert s.namespace == "gatewayz"
-    assert s.host == "127.0.0.1"
-    assert s.port == 9108
-    assert s.interval_seconds == 30.0
-    assert s.breaker_interval_seconds == 5.0
-    assert s.window_seconds == 300.0
-    assert s.providers == ()
-    assert s.latency_target_seconds == 2.0
-    assert s.latency_ceiling_seconds == 10.0
-    assert s.loki_url is None
-    assert s.log_level == "INFO"
-    assert s.otel_console is False
-    assert s.permit_seconds == 30.0
-    assert s.breaker == BreakerConfig(
-        min_calls=20,
-        failure_rate=0.5,
-        open_seconds=30.0,
-        max_open_seconds=300.0,
-        half_open_calls=5,
-        half_open_timeout_seconds=60.0,
-        rate_limited_is_failure=True,
-        max_open_share=1.0,
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"redis_url": "http://x"}, "invalid Redis URL"),
+        ({"auth_token": "two words"}, "auth token must be one word of visible ASCII characters"),
+        ({"instance": "a|b"}, "instance must not contain '|'"),
+        ({"interval_seconds": float("nan")}, "interval must be a finite number, got nan"),
+        ({"log_level": "LOUD"}, "unknown log level 'LOUD'"),
+        ({"providers": ("ok", "not ok")}, "invalid provider name 'not ok'"),
+        ({"interval_seconds": 0.0}, "interval must be > 0"),
+        ({"breaker_interval_seconds": -1.0}, "breaker interval must be > 0"),
+        ({"permit_seconds": 0.0}, "breaker permit seconds must be > 0"),
+        ({"window_seconds": 0.0}, "window must be > 0"),
+        ({"export_horizon_seconds": 10.0}, "export horizon must be between"),
+        ({"port": 70000}, "port 70000 outside 1..65535"),
+        ({"send_timeout_seconds": 0.0}, "send timeout must be > 0"),
+        ({"max_header_bytes": 1023}, "max header bytes must be >= 1024"),
+        ({"max_connections": 0}, "max connections must be >= 1"),
+        ({"latency_target_seconds": 10.0}, "need 0 < latency target < latency ceiling"),
+        ({"breaker": BreakerConfig(min_calls=0)}, "breaker min calls and half-open calls"),
+        ({"breaker": BreakerConfig(failure_rate=0.0)}, "breaker failure rate must be in (0, 1]"),
+        ({"breaker": BreakerConfig(open_seconds=400.0)}, "need 0 < breaker open seconds"),
+        ({"breaker": BreakerConfig(window_seconds=0.0)}, "breaker window must be > 0"),
+        ({"breaker": BreakerConfig(half_open_timeout_seconds=0.0)}, "breaker half-open timeout"),
+        ({"breaker": BreakerConfig(max_open_share=1.5)}, "breaker max open share must be in"),
+    ],
+)
+def test_each_rule_names_itself(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        AggregatorSettings(**changes)  # type: ignore[arg-type]
+    assert str(raised.value).startswith(message)
+
+
+def test_the_first_broken_rule_is_the_one_named() -> None:
+    with pytest.raises(ValueError, match="finite number"):  # before the log level's rule
+        AggregatorSettings(interval_seconds=float("inf"), log_level="LOUD")
+    with pytest.raises(ValueError, match=r"^port"):  # before the latency rule
+        AggregatorSettings(port=0, latency_target_seconds=20.0)
+
+
+def test_secrets_stay_out_of_the_repr_and_the_messages() -> None:
+    settings = AggregatorSettings(redis_url="redis://:hunter2@h:6379/0", auth_token="tok3n")
+    assert "hunter2" not in repr(settings) and "tok3n" not in repr(settings)
+    with pytest.raises(ValueError) as raised:
+        AggregatorSettings(redis_url="redis+sentinel://:hunter2@/")
+    assert "hunter2" not in str(raised.value)
+    assert redact("redis://u:hunter2@h/0") == "redis://***@h/0"
+    assert describe_error(OSError("at redis://:hunter2@h/0")) == "OSError: at redis://***@h/0"
+
+
+def test_derived_values() -> None:
+    settings = AggregatorSettings(
+        breaker_interval_seconds=4.0,
+        window_seconds=120.0,
+        latency_target_seconds=1.0,
+        latency_ceiling_seconds=5.0,
     )
-    # host:port:pid
-    assert s.instance == f"{socket.gethostname()}:9108:{os.getpid()}"
+    assert settings.lease_seconds == 6.0
+    assert settings.health_targets == HealthTargets(120.0, 1.0, 5.0)
 
 
-def test_flags_win_over_env() -> None:
-    env = {
-        "AGGREGATION_INTERVAL_SECONDS": "20",
-        "AGGREGATOR_PORT": "8000",
-        "BREAKER_MIN_CALLS": "7",
-        "METRICS_NAMESPACE": "fromenv",
-    }
-    argv = ["--interval", "10", "--port", "9000", "--breaker-min-calls", "3", "--namespace", "cli"]
-    s = parse_settings(argv, env)
-    assert s.interval_seconds == 10.0
-    assert s.port == 9000
-    assert s.breaker.min_calls == 3
-    assert s.namespace == "cli"
-
-
-def test_env_used_without_flag() -> None:
-    env = {
-        "REDIS_URL": "redis://example:6380/2",
-        "AGGREGATION_INTERVAL_SECONDS": "20",
-        "AGGREGATOR_PORT": "8000",
-        "AGGREGATOR_INSTANCE": "replica-1",
-        "BREAKER_MIN_CALLS": "7",
-        "BREAKER_FAILURE_RATE": "0.25",
-        "LATENCY_TARGET_SECONDS": "1.5",
-        "PROVIDERS": "openrouter,anthropic",
-    }
-    s = parse_settings(["--port", "9000"], env)
-    assert s.redis_url == "redis://example:6380/2"
-    assert s.interval_seconds == 20.0
-    assert s.port == 9000  # the flag still wins for its own option
-    assert s.instance == "replica-1"
-    assert s.breaker.min_calls == 7
-    assert s.breaker.failure_rate == 0.25
-    assert s.breaker.open_seconds == 30.0  # untouched breaker field keeps its default
-    assert s.latency_target_seconds == 1.5
-    assert s.providers == ("openrouter", "anthropic")
-
-
-def test_empty_env_value_means_default() -> None:
-    s = parse_settings([], {"AGGREGATOR_PORT": "", "AGGREGATION_INTERVAL_SECONDS": ""})
-    assert s.port == 9108
-    assert s.interval_seconds == 30.0
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("a, b", ("a", "b")),
-        ("openrouter", ("openrouter",)),
-        (" a ,, b ,", ("a", "b")),  # blanks and empty items dropped
-        ("a, ,b", ("a", "b")),  # whitespace-only item dropped
-        ("google-vertex,fireworks.ai", ("google-vertex", "fireworks.ai")),
-    ],
-)
-def test_providers_flag(raw: str, expected: tuple[str, ...]) -> None:
-    assert parse_settings(["--providers", raw], {}).providers == expected
-
-
-def test_http_limits_default_safe_and_configurable() -> None:
-    s = parse_settings([], {})
-    assert (s.max_header_bytes, s.max_connections) == (8192, 100)
-    assert (s.header_timeout_seconds, s.keepalive_timeout_seconds) == (10.0, 5.0)
-    assert s.send_timeout_seconds == 10.0
-    env = {
-        "AGGREGATOR_MAX_HEADER_BYTES": "16384",
-        "AGGREGATOR_HEADER_TIMEOUT_SECONDS": "4",
-        "AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "2.5",
-        "AGGREGATOR_SEND_TIMEOUT_SECONDS": "20",
-        "AGGREGATOR_MAX_CONNECTIONS": "500",
-    }
-    s = parse_settings(["--max-connections", "50", "--header-timeout", "0.5"], env)
-    assert s.max_connections == 50  # flags win
-    assert s.header_timeout_seconds == 0.5
-    assert s.max_header_bytes == 16384  # env without a flag
-    assert s.keepalive_timeout_seconds == 2.5
-    assert s.send_timeout_seconds == 20.0
-
-
-def test_otel_console_flag() -> None:
-    assert parse_settings(["--otel-console"], {}).otel_console is True
-
-
-@pytest.mark.parametrize(
-    ("argv", "env", "fragment"),
-    [
-        (["--interval", "abc"], {}, "--interval: invalid value 'abc'"),
-        ([], {"AGGREGATION_INTERVAL_SECONDS": "abc"}, "AGGREGATION_INTERVAL_SECONDS"),
-        (["--port", "0"], {}, "port 0"),
-        (["--port", "65536"], {}, "port 65536"),
-        (["--port", "1.5"], {}, "--port"),
-        (["--interval", "0"], {}, "interval"),
-        (["--breaker-failure-rate", "1.5"], {}, "failure rate"),
-        (["--breaker-failure-rate", "0"], {}, "failure rate"),
-        (["--breaker-min-calls", "0"], {}, "min calls"),
-        (["--providers", "bad name"], {}, "bad name"),
-        (["--latency-target", "20"], {}, "latency target"),  # default ceiling is 10
-        (["--namespace", "a:b"], {}, "namespace"),
-        (["--no-such-flag"], {}, "--no-such-flag"),
-        (["--interval", "inf"], {}, "interval must be a finite number"),
-        (["--window", "nan"], {}, "window"),
-        (["--breaker-max-open-share", "1.5"], {}, "max open share"),
-        (["--log-level", "LOUD"], {}, "log level"),
-        (["--max-header-bytes", "100"], {}, "max header bytes must be >= 1024"),
-        (["--max-header-bytes", "8k"], {}, "--max-header-bytes: invalid value '8k'"),
-        (["--header-timeout", "0"], {}, "header timeout must be > 0"),
-        ([], {"AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "-1"}, "keep-alive timeout must be > 0"),
-        (["--send-timeout", "nan"], {}, "send timeout must be a finite number"),
-        (["--header-timeout", "inf"], {}, "header timeout must be a finite number"),
-        (["--max-connections", "0"], {}, "max connections must be >= 1"),
-        (["--max-connections", "1.5"], {}, "--max-connections: invalid value '1.5'"),
-    ],
-)
-def test_bad_values_exit_2_with_one_line(
-    argv: list[str], env: dict[str, str], fragment: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as info:
-        parse_settings(argv, env)
-    assert info.value.code == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.endswith("\n")
-    assert captured.err.count("\n") == 1  # a single line, no usage block
-    assert captured.err.startswith("aggregator: error: ")
-    assert fragment in captured.err
-
-
-def test_the_export_horizon_lies_between_the_window_and_the_retention() -> None:
-    assert AggregatorSettings(export_horizon_seconds=300).export_horizon_seconds == 300
-    for bad in (299.0, 7 * 24 * 3600.0 + 1):
-        with pytest.raises(ValueError, match="export horizon"):
-            AggregatorSettings(export_horizon_seconds=bad)
+def test_a_token_file_holds_one_word(tmp_path: Path) -> None:
+    folder = tmp_path
+    (folder / "ok").write_text("  s3cret-token\n")
+    assert read_token_file(str(folder / "ok")) == "s3cret-token"
+    (folder / "two").write_text("two words")
+    with pytest.raises(ValueError, match="must be one word") as raised:
+        read_token_file(str(folder / "two"))
+    assert "two words" not in str(raised.value)  # never quoted
+    (folder / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        read_token_file(str(folder / "empty"))
+    with pytest.raises(ValueError, match="cannot read auth token file"):
+        read_token_file(str(folder / "missing"))

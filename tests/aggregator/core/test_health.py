@@ -266,3 +266,9 @@ def test_bucket_quantile_is_monotone_and_bounded(
 def test_bucket_quantile_refuses_quantiles_outside_unit_interval(q: float) -> None:
     with pytest.raises(ValueError):
         bucket_quantile(q, [1] * (len(WINDOW_BOUNDS) + 1), WINDOW_BOUNDS)
+
+
+def test_the_top_of_a_bucket_never_rounds_past_its_bound() -> None:
+    # (1.66... + (2.87e8 - 1.66...)) rounds one ulp above 2.87e8: found by the property above
+    bounds = (1.0, 1.6631082594394684, 287261575.6569196)
+    assert bucket_quantile(1.0, [0, 0, 61241, 0], bounds) == 287261575.6569196

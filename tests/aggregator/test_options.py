@@ -1,0 +1,176 @@
+"""The options (aggregator/options.py): settings from flags, then the environment, then defaults;
+bad values exit 2 with one line. Pure: explicit argv and env."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from aggregator.core.breaker import BreakerConfig
+from aggregator.options import parse_settings
+from aggregator.settings import AggregatorSettings
+
+
+def test_defaults() -> None:
+    s = parse_settings([], {})
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.namespace == "gatewayz"
+    assert s.host == "127.0.0.1"
+    assert s.port == 9108
+    assert s.interval_seconds == 30.0
+    assert s.breaker_interval_seconds == 5.0
+    assert s.window_seconds == 300.0
+    assert s.providers == ()
+    assert s.latency_target_seconds == 2.0
+    assert s.latency_ceiling_seconds == 10.0
+    assert s.loki_url is None
+    assert s.log_level == "INFO"
+    assert s.otel_console is False
+    assert s.permit_seconds == 30.0
+    assert s.breaker == BreakerConfig(
+        min_calls=20,
+        failure_rate=0.5,
+        open_seconds=30.0,
+        max_open_seconds=300.0,
+        half_open_calls=5,
+        half_open_timeout_seconds=60.0,
+        rate_limited_is_failure=True,
+        max_open_share=1.0,
+    )
+    # host:port:pid
+    assert s.instance == f"{socket.gethostname()}:9108:{os.getpid()}"
+
+
+def test_flags_win_over_env() -> None:
+    env = {
+        "AGGREGATION_INTERVAL_SECONDS": "20",
+        "AGGREGATOR_PORT": "8000",
+        "BREAKER_MIN_CALLS": "7",
+        "METRICS_NAMESPACE": "fromenv",
+    }
+    argv = ["--interval", "10", "--port", "9000", "--breaker-min-calls", "3", "--namespace", "cli"]
+    s = parse_settings(argv, env)
+    assert s.interval_seconds == 10.0
+    assert s.port == 9000
+    assert s.breaker.min_calls == 3
+    assert s.namespace == "cli"
+
+
+def test_env_used_without_flag() -> None:
+    env = {
+        "REDIS_URL": "redis://example:6380/2",
+        "AGGREGATION_INTERVAL_SECONDS": "20",
+        "AGGREGATOR_PORT": "8000",
+        "AGGREGATOR_INSTANCE": "replica-1",
+        "BREAKER_MIN_CALLS": "7",
+        "BREAKER_FAILURE_RATE": "0.25",
+        "LATENCY_TARGET_SECONDS": "1.5",
+        "PROVIDERS": "openrouter,anthropic",
+    }
+    s = parse_settings(["--port", "9000"], env)
+    assert s.redis_url == "redis://example:6380/2"
+    assert s.interval_seconds == 20.0
+    assert s.port == 9000  # the flag still wins for its own option
+    assert s.instance == "replica-1"
+    assert s.breaker.min_calls == 7
+    assert s.breaker.failure_rate == 0.25
+    assert s.breaker.open_seconds == 30.0  # untouched breaker field keeps its default
+    assert s.latency_target_seconds == 1.5
+    assert s.providers == ("openrouter", "anthropic")
+
+
+def test_empty_env_value_means_default() -> None:
+    s = parse_settings([], {"AGGREGATOR_PORT": "", "AGGREGATION_INTERVAL_SECONDS": ""})
+    assert s.port == 9108
+    assert s.interval_seconds == 30.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("a, b", ("a", "b")),
+        ("openrouter", ("openrouter",)),
+        (" a ,, b ,", ("a", "b")),  # blanks and empty items dropped
+        ("a, ,b", ("a", "b")),  # whitespace-only item dropped
+        ("google-vertex,fireworks.ai", ("google-vertex", "fireworks.ai")),
+    ],
+)
+def test_providers_flag(raw: str, expected: tuple[str, ...]) -> None:
+    assert parse_settings(["--providers", raw], {}).providers == expected
+
+
+def test_http_limits_default_safe_and_configurable() -> None:
+    s = parse_settings([], {})
+    assert (s.max_header_bytes, s.max_connections) == (8192, 100)
+    assert (s.header_timeout_seconds, s.keepalive_timeout_seconds) == (10.0, 5.0)
+    assert s.send_timeout_seconds == 10.0
+    env = {
+        "AGGREGATOR_MAX_HEADER_BYTES": "16384",
+        "AGGREGATOR_HEADER_TIMEOUT_SECONDS": "4",
+        "AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "2.5",
+        "AGGREGATOR_SEND_TIMEOUT_SECONDS": "20",
+        "AGGREGATOR_MAX_CONNECTIONS": "500",
+    }
+    s = parse_settings(["--max-connections", "50", "--header-timeout", "0.5"], env)
+    assert s.max_connections == 50  # flags win
+    assert s.header_timeout_seconds == 0.5
+    assert s.max_header_bytes == 16384  # env without a flag
+    assert s.keepalive_timeout_seconds == 2.5
+    assert s.send_timeout_seconds == 20.0
+
+
+def test_otel_console_flag() -> None:
+    assert parse_settings(["--otel-console"], {}).otel_console is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["--interval", "abc"], {}, "--interval: invalid value 'abc'"),
+        ([], {"AGGREGATION_INTERVAL_SECONDS": "abc"}, "AGGREGATION_INTERVAL_SECONDS"),
+        (["--port", "0"], {}, "port 0"),
+        (["--port", "65536"], {}, "port 65536"),
+        (["--port", "1.5"], {}, "--port"),
+        (["--interval", "0"], {}, "interval"),
+        (["--breaker-failure-rate", "1.5"], {}, "failure rate"),
+        (["--breaker-failure-rate", "0"], {}, "failure rate"),
+        (["--breaker-min-calls", "0"], {}, "min calls"),
+        (["--providers", "bad name"], {}, "bad name"),
+        (["--latency-target", "20"], {}, "latency target"),  # default ceiling is 10
+        (["--namespace", "a:b"], {}, "namespace"),
+        (["--no-such-flag"], {}, "--no-such-flag"),
+        (["--interval", "inf"], {}, "interval must be a finite number"),
+        (["--window", "nan"], {}, "window"),
+        (["--breaker-max-open-share", "1.5"], {}, "max open share"),
+        (["--log-level", "LOUD"], {}, "log level"),
+        (["--max-header-bytes", "100"], {}, "max header bytes must be >= 1024"),
+        (["--max-header-bytes", "8k"], {}, "--max-header-bytes: invalid value '8k'"),
+        (["--header-timeout", "0"], {}, "header timeout must be > 0"),
+        ([], {"AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "-1"}, "keep-alive timeout must be > 0"),
+        (["--send-timeout", "nan"], {}, "send timeout must be a finite number"),
+        (["--header-timeout", "inf"], {}, "header timeout must be a finite number"),
+        (["--max-connections", "0"], {}, "max connections must be >= 1"),
+        (["--max-connections", "1.5"], {}, "--max-connections: invalid value '1.5'"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(
+    argv: list[str], env: dict[str, str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_settings(argv, env)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.endswith("\n")
+    assert captured.err.count("\n") == 1  # a single line, no usage block
+    assert captured.err.startswith("aggregator: error: ")
+    assert fragment in captured.err
+
+
+def test_the_export_horizon_lies_between_the_window_and_the_retention() -> None:
+    assert AggregatorSettings(export_horizon_seconds=300).export_horizon_seconds == 300
+    for bad in (299.0, 7 * 24 * 3600.0 + 1):
+        with pytest.raises(ValueError, match="export horizon"):
+            AggregatorSettings(export_horizon_seconds=bad)
