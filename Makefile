@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 test: install
-	$(BIN)/python -m devtools.redis_server -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m devtools.redis_server -- $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

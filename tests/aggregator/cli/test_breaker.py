@@ -89,3 +89,40 @@ def test_status_and_usage_errors(redis_url: str, namespace: str) -> None:
     assert unknown.returncode == 1 and "no data" in unknown.stderr
     missing = breaker(redis_url, namespace, "open")
     assert missing.returncode == 2 and "needs a PROVIDER" in missing.stderr
+
+
+def test_status_and_forcing_never_touch_a_window_whatever_the_commands_window_and_clock(
+    redis_url: str, namespace: str, r: redis.Redis, keys: Keys
+) -> None:
+    """An aggregator serving a 600 s window: calls 400 s old count. ``breaker status`` with the
+    default 300 s window (and ``open`` on a host clock 250 s ahead, which moves its "now")
+    used to trim them away; commands read, they never maintain."""
+    now = float(r.time()[0])
+    failures = keys.window_keys("acme")[len(keys.window_keys("acme")) - 3]
+    old = {f"old-{i}": now - 400 for i in range(100)}
+    recent = {f"new-{i}": now - 100 for i in range(5)}
+    r.zadd(failures, {**old, **recent})
+    r.zadd(keys.providers, {"acme": now})
+    stale_name = "gone"  # past the retention period: only the aggregator prunes it
+    r.zadd(keys.providers, {stale_name: now - 30 * 24 * 3600})
+    status = breaker(redis_url, namespace, "status")
+    assert status.returncode == 0, status.stderr
+    assert r.zcard(failures) == 105
+    ahead = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; real = time.time; time.time = lambda: real() + 250; "
+            "from aggregator.__main__ import main; sys.exit(main(sys.argv[1:]))",
+            "breaker",
+            "open",
+            "acme",
+            *connection(redis_url, namespace),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ahead.returncode == 0, ahead.stderr
+    assert r.zcard(failures) == 105
+    assert r.zscore(keys.providers, stale_name) is not None
