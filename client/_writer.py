@@ -5,13 +5,14 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
-from redis.typing import EncodableT, FieldT
 
-from client._batch import Batch
-from client._instruments import Drained
+from client._batch import Batch, ProviderBatch
+from client._ledger import Notes
+from client._metric_writes import MetricWrites, SpecCheck
 from client._sharding import ShardPlan
 from client._slots import ClusterWrites, CommandList
 from gatewayz_protocol import scripts
@@ -20,14 +21,10 @@ from gatewayz_protocol.event_ids import EVENT_ID_BITS
 from gatewayz_protocol.fields import (
     BREAKER_REJECTED_FIELD,
     LOG_RECORDS_DROPPED_FIELD,
-    SERIES_DROPPED_FIELD,
-    VALUES_REJECTED_FIELD,
     clock_offset_value,
     dropped_field,
     encode_exemplar,
     exemplar_field,
-    gauge_field,
-    gauge_value,
     rejected_field,
 )
 from gatewayz_protocol.keys import Keys
@@ -74,13 +71,17 @@ class RedisWriter:
         self._keys = keys
         self._window_ttl = window_ttl
         self._retention = retention
-        self._writer_id = writer_id
-        self._max_series = max_series
-        self._gauge_ttl = gauge_ttl
         self._clock = clock
         self._writer_label = writer_label
         self._shards = shards or ShardPlan()
-        self._instruments = register(connection, scripts.INSTRUMENTS)
+        self._metrics = MetricWrites(
+            keys,
+            register(connection, scripts.INSTRUMENTS),
+            retention,
+            max_series,
+            gauge_ttl,
+            writer_id,
+        )
         self._cluster: ClusterWrites | None = None
         self._single: redis.Redis | None = None
         if isinstance(connection, RedisCluster):
@@ -129,18 +130,45 @@ class RedisWriter:
         ``_slots``). Raises redis.RedisError when the transaction did not run (connection lost:
         nothing or everything was applied; EXECABORT: nothing was), else reports what Redis
         refused of it (Redis runs every other command)."""
-        keys = self._keys
         ops: Counter[str] = Counter()
         plan = CommandList()
-        add = plan.execute_command
-        windows: dict[int, int] = {}  # command index of a window ZADD -> its events
+        windows = self._queue_providers(plan, batch, ops)
+        self._queue_notes(plan, batch.notes, ops)
+        if self._clock is not None and self._clock.measured:
+            value = clock_offset_value(self._clock.offset, self._clock.now())
+            plan.execute_command("HSET", self._keys.clock_offsets, self._writer_label, value)
+            ops["hset"] += 1
+        script_calls = ScriptCalls(plan)  # type: ignore[arg-type]  # queues like a pipeline
+        checks: list[SpecCheck] = []
+        if batch.instruments is not None:
+            offset = self._clock.offset if self._clock is not None else 0.0
+            checks = self._metrics.queue(plan, script_calls, batch.instruments, offset, ops)
+        ops.update(self._unreported_ops)
+        for operation, count in ops.items():
+            plan.execute_command("HINCRBY", self._keys.redis_ops, operation, count)
+        replies = script_calls.rerun_missing(self._send(batch, plan))
+        self._unreported_ops.clear()
+        return WriteReport(
+            refused_events=sum(
+                events for index, events in windows.items() if isinstance(replies[index], Exception)
+            ),
+            errors=tuple(str(reply) for reply in replies if isinstance(reply, Exception)),
+            conflicts=tuple(name for index, name, spec in checks if _text(replies[index]) != spec),
+        )
+
+    def _queue_providers(
+        self, plan: CommandList, batch: Batch, ops: Counter[str]
+    ) -> dict[int, int]:
+        """Each provider's events (window members, counters, exemplars) and calls its breaker
+        turned away, on the batch's shard; then the registry's last-seen times and the shard
+        counts. Returns the command index of each window ZADD -> its events (counted as
+        dropped when Redis refuses it)."""
+        keys, add = self._keys, plan.execute_command
+        windows: dict[int, int] = {}
         last_seen: list[str | float] = []
-        shard_counts: list[str | int] = []
         shards, lineage = self._shards, batch.lineage[0]
         for provider, pbatch in batch.providers.items():
             shard = shards.shard(provider, lineage)
-            if shards.count(provider) > 1:
-                shard_counts += [shards.count(provider), provider]
             window_keys = keys.window_keys(provider, shard)
             for partition, members in pbatch.partitions.items():
                 key = window_keys[partition]
@@ -157,17 +185,8 @@ class RedisWriter:
             ops["expire"] += 1
             last_seen += [pbatch.last_seen, provider]
             if pbatch.exemplars:
-                exemplars_key = keys.exemplars(provider, shard)
-                fields = [
-                    item
-                    for bucket, exemplar in pbatch.exemplars.items()
-                    for item in (exemplar_field(bucket), encode_exemplar(exemplar))
-                ]
-                add("HSET", exemplars_key, *fields)
-                add("EXPIRE", exemplars_key, self._retention)
-                ops.update({"hset": 1, "expire": 1})
-        notes = batch.notes
-        for provider, count in notes.breaker_rejected.items():
+                self._queue_exemplars(plan, keys.exemplars(provider, shard), pbatch, ops)
+        for provider, count in batch.notes.breaker_rejected.items():
             totals_key = keys.totals(provider, shards.shard(provider, lineage))
             add("HINCRBY", totals_key, BREAKER_REJECTED_FIELD, count)
             add("EXPIRE", totals_key, self._retention)
@@ -180,11 +199,38 @@ class RedisWriter:
             add("EXPIRE", keys.providers, self._retention)
             ops["zadd"] += 1
             ops["expire"] += 1
-        if shard_counts:  # the aggregator sums every shard a writer may have used
-            add("ZADD", keys.shards, "GT", *shard_counts)
-            add("EXPIRE", keys.shards, self._retention)
+        self._queue_shard_counts(plan, batch, ops)
+        return windows
+
+    def _queue_exemplars(
+        self, plan: CommandList, key: str, pbatch: ProviderBatch, ops: Counter[str]
+    ) -> None:
+        fields = [
+            item
+            for bucket, exemplar in pbatch.exemplars.items()
+            for item in (exemplar_field(bucket), encode_exemplar(exemplar))
+        ]
+        plan.execute_command("HSET", key, *fields)
+        plan.execute_command("EXPIRE", key, self._retention)
+        ops.update({"hset": 1, "expire": 1})
+
+    def _queue_shard_counts(self, plan: CommandList, batch: Batch, ops: Counter[str]) -> None:
+        """The shard count of each split provider of the batch: the aggregator sums every shard
+        a writer may have used."""
+        shard_counts: list[str | int] = []
+        for provider in batch.providers:
+            if (count := self._shards.count(provider)) > 1:
+                shard_counts += [count, provider]
+        if shard_counts:
+            plan.execute_command("ZADD", self._keys.shards, "GT", *shard_counts)
+            plan.execute_command("EXPIRE", self._keys.shards, self._retention)
             ops["zadd"] += 1
             ops["expire"] += 1
+
+    def _queue_notes(self, plan: CommandList, notes: Notes, ops: Counter[str]) -> None:
+        """The process's counts noted since the last batch: rejections, drops, log records
+        dropped."""
+        keys, add = self._keys, plan.execute_command
         for cause, count in notes.rejected.items():
             add("HINCRBY", keys.client_stats, rejected_field(cause), count)
             ops["hincrby"] += 1
@@ -194,104 +240,16 @@ class RedisWriter:
         if notes.log_records_dropped:
             add("HINCRBY", keys.client_stats, LOG_RECORDS_DROPPED_FIELD, notes.log_records_dropped)
             ops["hincrby"] += 1
-        if self._clock is not None and self._clock.measured:
-            value = clock_offset_value(self._clock.offset, self._clock.now())
-            add("HSET", keys.clock_offsets, self._writer_label, value)
-            ops["hset"] += 1
-        script_calls = ScriptCalls(plan)  # type: ignore[arg-type]  # queues like a pipeline
-        checks: list[tuple[int, str, str]] = []
-        if batch.instruments is not None:
-            checks = self._queue_instruments(plan, script_calls, batch.instruments, ops)
-        ops.update(self._unreported_ops)
-        for operation, count in ops.items():
-            add("HINCRBY", keys.redis_ops, operation, count)
+
+    def _send(self, batch: Batch, plan: CommandList) -> list[Any]:
+        """The transaction's replies (errors as exceptions)."""
         if self._single is not None:
             pipe = self._single.pipeline(transaction=True)
             for command in plan.commands:
                 pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-            replies = pipe.execute(raise_on_error=False)
-        else:
-            assert self._cluster is not None
-            replies = self._cluster.write(batch, plan.commands)
-        replies = script_calls.rerun_missing(replies)
-        self._unreported_ops.clear()
-        errors = [reply for reply in replies if isinstance(reply, Exception)]
-        return WriteReport(
-            refused_events=sum(
-                events for index, events in windows.items() if isinstance(replies[index], Exception)
-            ),
-            errors=tuple(str(error) for error in errors),
-            conflicts=tuple(name for index, name, spec in checks if _text(replies[index]) != spec),
-        )
-
-    def _queue_instruments(
-        self, plan: CommandList, script_calls: ScriptCalls, drained: Drained, ops: Counter[str]
-    ) -> list[tuple[int, str, str]]:
-        """Queue the backend metrics' writes; returns (command index, metric, spec JSON) of the
-        HGETs that tell whether Redis holds the same spec."""
-        keys = self._keys
-        add = plan.execute_command
-        checks: list[tuple[int, str, str]] = []
-        for spec in drained.specs:
-            spec_json = spec.to_json()
-            add("HSETNX", keys.metric_schema, spec.name, spec_json)
-            checks.append((len(plan), spec.name, spec_json))
-            add("HGET", keys.metric_schema, spec.name)
-            ops["hsetnx"] += 1
-            ops["hget"] += 1
-        if drained.specs:
-            add("EXPIRE", keys.metric_schema, self._retention)
-            ops["expire"] += 1
-        if drained.deltas:
-            by_metric: dict[str, list[tuple[str, int, list[tuple[str, int]]]]] = {}
-            for spec, sid, updates, fields in drained.deltas:
-                by_metric.setdefault(spec.name, []).append((sid, updates, fields))
-            script_keys: list[str] = []
-            args: list[str | int] = [self._max_series, self._retention]
-            for name, series in by_metric.items():
-                script_keys += [keys.metric_series(name), keys.metric_data(name)]
-                args.append(len(series))
-                for sid, updates, fields in series:
-                    args += [sid, updates, len(fields)]
-                    for field_name, amount in fields:
-                        args += [field_name, amount]
-            script_calls.queue(self._instruments, script_keys, args)
-            ops["evalsha"] += 1
-        by_metric_exemplars: dict[str, list[FieldT | EncodableT]] = {}
-        for name, sid, bucket, exemplar in drained.exemplars:
-            latest = by_metric_exemplars.setdefault(name, [])
-            latest += [exemplar_field(bucket, sid), encode_exemplar(exemplar)]
-        for name, encoded in by_metric_exemplars.items():
-            add("HSET", keys.metric_exemplars(name), *encoded)
-            add("EXPIRE", keys.metric_exemplars(name), self._retention)
-            ops.update({"hset": 1, "expire": 1})  # (a series past the cap shows none)
-        for counts, field_name in (
-            (drained.dropped, SERIES_DROPPED_FIELD),
-            (drained.rejected, VALUES_REJECTED_FIELD),
-        ):
-            for name, count in counts.items():
-                add("HINCRBY", keys.metric_data(name), field_name, count)
-                ops["hincrby"] += 1
-        if drained.gauges:
-            # Times on the shared clock: "latest" must not be won by the fastest host clock.
-            offset = self._clock.offset if self._clock is not None else 0.0
-            gauge_key = keys.gauge_values(self._writer_id)
-            add("DEL", gauge_key)
-            add(
-                "HSET",
-                gauge_key,
-                *(
-                    item
-                    for name, sid, value, updated_at in drained.gauges
-                    for item in (gauge_field(name, sid), gauge_value(value, updated_at + offset))
-                ),
-            )
-            add("EXPIRE", gauge_key, self._gauge_ttl)
-            newest = max(g[3] for g in drained.gauges) + offset
-            add("ZADD", keys.gauge_writers, newest, self._writer_id)
-            add("EXPIRE", keys.gauge_writers, self._retention)
-            ops.update({"del": 1, "hset": 1, "expire": 2, "zadd": 1})
-        return checks
+            return pipe.execute(raise_on_error=False)
+        assert self._cluster is not None
+        return self._cluster.write(batch, plan.commands)
 
 
 def _text(raw: object) -> str | None:

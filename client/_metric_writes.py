@@ -1,0 +1,151 @@
+"""The backend metrics' part of a batch: the commands that write what the instrument store drained
+(declarations, counter and histogram increments, exemplars, dropped and rejected counts, gauge
+values), queued into the batch's transaction after the provider events."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from redis.typing import EncodableT, FieldT
+
+from client._instruments import Drained
+from client._slots import CommandList
+from gatewayz_protocol.fields import (
+    SERIES_DROPPED_FIELD,
+    VALUES_REJECTED_FIELD,
+    encode_exemplar,
+    exemplar_field,
+    gauge_field,
+    gauge_value,
+)
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.scripts import FlaggedScript, ScriptCalls
+
+SpecCheck = tuple[int, str, str]
+"""(index of an HGET's reply, metric name, the spec JSON this process declared)"""
+
+
+class MetricWrites:
+    """Queues one batch's backend metric writes for one writer (``RedisWriter``)."""
+
+    def __init__(
+        self,
+        keys: Keys,
+        script: FlaggedScript,
+        retention: int,
+        max_series: int,
+        gauge_ttl: int,
+        writer_id: str,
+    ) -> None:
+        """``script``: the registered instruments script (the series cap and the increments,
+        applied in Redis); ``gauge_ttl``: how long this writer's gauge values outlive it."""
+        self._keys = keys
+        self._script = script
+        self._retention = retention
+        self._max_series = max_series
+        self._gauge_ttl = gauge_ttl
+        self._writer_id = writer_id
+
+    def queue(
+        self,
+        plan: CommandList,
+        script_calls: ScriptCalls,
+        drained: Drained,
+        offset: float,
+        ops: Counter[str],
+    ) -> list[SpecCheck]:
+        """Queue ``drained``'s writes (gauge times moved by ``offset`` onto the shared clock),
+        counting each Redis operation in ``ops``; returns the HGETs that tell whether Redis
+        holds the same spec as this process."""
+        checks = self._queue_specs(plan, drained, ops)
+        if drained.deltas:
+            self._queue_increments(script_calls, drained, ops)
+        self._queue_exemplars_and_counts(plan, drained, ops)
+        if drained.gauges:
+            self._queue_gauges(plan, drained, offset, ops)
+        return checks
+
+    def _queue_specs(
+        self, plan: CommandList, drained: Drained, ops: Counter[str]
+    ) -> list[SpecCheck]:
+        """Each new declaration, unless one is there already (the first one wins), then read
+        back to compare."""
+        keys, add = self._keys, plan.execute_command
+        checks: list[SpecCheck] = []
+        for spec in drained.specs:
+            spec_json = spec.to_json()
+            add("HSETNX", keys.metric_schema, spec.name, spec_json)
+            checks.append((len(plan), spec.name, spec_json))
+            add("HGET", keys.metric_schema, spec.name)
+            ops["hsetnx"] += 1
+            ops["hget"] += 1
+        if drained.specs:
+            add("EXPIRE", keys.metric_schema, self._retention)
+            ops["expire"] += 1
+        return checks
+
+    def _queue_increments(
+        self, script_calls: ScriptCalls, drained: Drained, ops: Counter[str]
+    ) -> None:
+        """Every counter and histogram increment in one script call: it admits each series up
+        to the cap (``max_series``) and applies the increments of those it admitted."""
+        by_metric: dict[str, list[tuple[str, int, list[tuple[str, int]]]]] = {}
+        for spec, sid, updates, fields in drained.deltas:
+            by_metric.setdefault(spec.name, []).append((sid, updates, fields))
+        script_keys: list[str] = []
+        args: list[str | int] = [self._max_series, self._retention]
+        for name, series in by_metric.items():
+            script_keys += [self._keys.metric_series(name), self._keys.metric_data(name)]
+            args.append(len(series))
+            for sid, updates, fields in series:
+                args += [sid, updates, len(fields)]
+                for field_name, amount in fields:
+                    args += [field_name, amount]
+        script_calls.queue(self._script, script_keys, args)
+        ops["evalsha"] += 1
+
+    def _queue_exemplars_and_counts(
+        self, plan: CommandList, drained: Drained, ops: Counter[str]
+    ) -> None:
+        """The latest exemplar per bucket of each series (a series past the cap shows none),
+        and the updates dropped past the cap or rejected as invalid, per metric."""
+        keys, add = self._keys, plan.execute_command
+        by_metric: dict[str, list[FieldT | EncodableT]] = {}
+        for name, sid, bucket, exemplar in drained.exemplars:
+            latest = by_metric.setdefault(name, [])
+            latest += [exemplar_field(bucket, sid), encode_exemplar(exemplar)]
+        for name, encoded in by_metric.items():
+            add("HSET", keys.metric_exemplars(name), *encoded)
+            add("EXPIRE", keys.metric_exemplars(name), self._retention)
+            ops.update({"hset": 1, "expire": 1})
+        for counts, field_name in (
+            (drained.dropped, SERIES_DROPPED_FIELD),
+            (drained.rejected, VALUES_REJECTED_FIELD),
+        ):
+            for name, count in counts.items():
+                add("HINCRBY", keys.metric_data(name), field_name, count)
+                ops["hincrby"] += 1
+
+    def _queue_gauges(
+        self, plan: CommandList, drained: Drained, offset: float, ops: Counter[str]
+    ) -> None:
+        """This writer's gauge values, replaced whole and expiring ``gauge_ttl`` after this
+        write, and the writer's newest update time among the gauge writers. Times are on the
+        shared clock: "latest" must not be won by the fastest host clock."""
+        keys, add = self._keys, plan.execute_command
+        gauge_key = keys.gauge_values(self._writer_id)
+        add("DEL", gauge_key)
+        add(
+            "HSET",
+            gauge_key,
+            *(
+                item
+                for name, sid, value, updated_at in drained.gauges
+                for item in (gauge_field(name, sid), gauge_value(value, updated_at + offset))
+            ),
+        )
+        add("EXPIRE", gauge_key, self._gauge_ttl)
+        newest = max(g[3] for g in drained.gauges) + offset
+        add("ZADD", keys.gauge_writers, newest, self._writer_id)
+        add("EXPIRE", keys.gauge_writers, self._retention)
+        ops.update({"del": 1, "hset": 1, "expire": 2, "zadd": 1})
