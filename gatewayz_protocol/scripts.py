@@ -122,14 +122,15 @@ return pruned
 TRANSITION: Final = (
     ALLOW_OOM
     + """
--- Compare-and-set on the state epoch, fenced by the leader's token: a writer holding a stale
--- epoch or a deposed leader's token can never overwrite a newer state.
+-- Compare-and-set on the state epoch, fenced by the leader's token and its lease: a writer
+-- holding a stale epoch, a deposed leader's token, or a lease this server's clock says is over
+-- can never overwrite a newer state.
 -- KEYS[1] breaker hash, KEYS[2] permits zset, KEYS[3] transitions hash.
 -- ARGV[1] expected epoch; ARGV[2] fencing token ('' for an operator command: not fenced);
 -- ARGV[3] TTL seconds (0: persist, for forced states); ARGV[4] transition counter field ('':
--- not a transition but a state restored, counted nowhere);
--- ARGV[5..] field/value pairs of the new state.
--- Returns 1 applied, 0 epoch mismatch, -1 stale fencing token.
+-- not a transition but a state restored, counted nowhere); ARGV[5] Redis time in ms until
+-- which the writer's lease holds ('': not checked); ARGV[6..] field/value pairs of the state.
+-- Returns 1 applied, 0 epoch mismatch, -1 stale fencing token or lease over.
 local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if current ~= tonumber(ARGV[1]) then
   return 0
@@ -139,9 +140,15 @@ if ARGV[2] ~= '' then
   if tonumber(ARGV[2]) < fence then
     return -1
   end
+  if ARGV[5] ~= '' then
+    local time = redis.call('TIME')
+    if tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[5]) then
+      return -1
+    end
+  end
   redis.call('HSET', KEYS[1], 'fence', ARGV[2])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 if ARGV[3] == '0' then
   redis.call('PERSIST', KEYS[1])
 else
@@ -155,23 +162,47 @@ return 1
 """
 )
 
+RAISE_FENCE: Final = (
+    ALLOW_OOM
+    + """
+-- A new leader's token, raised into a breaker hash as it takes over, so a deposed leader's
+-- transition is refused there even before the new leader writes that breaker. KEYS[1] breaker
+-- hash; ARGV[1] fencing token, ARGV[2] TTL seconds of a hash this creates. Returns 1 raised, 0
+-- already at or above it.
+local fence = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+if tonumber(ARGV[1]) <= fence then
+  return 0
+end
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('HSET', KEYS[1], 'fence', ARGV[1])
+if existed == 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
+)
+
 LEASE: Final = (
     ALLOW_OOM
     + """
 -- Acquire or renew the leader lease. KEYS[1] lease, KEYS[2] token counter; ARGV[1] instance,
--- ARGV[2] TTL ms. Returns the holder's fencing token, or 0 when another instance holds it.
+-- ARGV[2] TTL ms. Returns {the holder's fencing token, Redis time in ms until which the lease
+-- holds}, or {0, 0} when another instance holds it.
 local held = redis.call('GET', KEYS[1])
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local until_ms = now_ms + tonumber(ARGV[2])
 if held then
   local sep = string.find(held, '|', 1, true)
   if string.sub(held, 1, sep - 1) ~= ARGV[1] then
-    return 0
+    return {0, 0}
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(string.sub(held, sep + 1))
+  return {tonumber(string.sub(held, sep + 1)), until_ms}
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
-return token
+return {token, until_ms}
 """
 )
 

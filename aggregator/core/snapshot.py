@@ -6,7 +6,8 @@ import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import Any, ClassVar, Final
 
 from pydantic import ConfigDict, TypeAdapter
 
@@ -27,37 +28,55 @@ from gatewayz_protocol.fields import (
     decode_client_stats,
     decode_totals,
 )
-from gatewayz_protocol.partitions import WINDOW_BOUNDS
+from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES, WINDOW_BOUNDS
+
+SNAPSHOT_VERSION = 2
+"""The layout of a published snapshot (1: before versions). A replica reads any version: what it
+does not know is ignored, what is missing takes the default below, and what it cannot use fails
+the cycle by name (counted, ``last_error``), never silently (README "Two replicas")."""
+
+_NO_CALLS: Final = MappingProxyType(dict.fromkeys(OUTCOMES, 0))
+_EMPTY_HISTOGRAM: Final = (0,) * (len(HISTOGRAM_BOUNDS) + 1)
 
 
 @dataclass(frozen=True)
 class ProviderHealth:
+    """One provider's figures in one cycle. Every field but the name has the value of a provider
+    without traffic as its default, for a snapshot published without it."""
+
     __pydantic_config__: ClassVar[ConfigDict] = DATA_CONFIG
 
     provider: str
-    availability: float
-    error_rate: float
-    latency_p95_seconds: float | None
-    latency_score: float
-    health_score: float
-    window_requests: int
-    window_by_outcome: dict[str, int]
-    breaker: BreakerState
-    requests_total: dict[str, int]
-    histogram_cumulative: tuple[int, ...]
+    availability: float = 1.0
+    error_rate: float = 0.0
+    latency_p95_seconds: float | None = None
+    latency_score: float = 1.0
+    health_score: float = 1.0
+    window_requests: int = 0
+    window_by_outcome: dict[str, int] = field(default_factory=lambda: dict(_NO_CALLS))
+    breaker: BreakerState = field(default_factory=BreakerState)
+    requests_total: dict[str, int] = field(default_factory=lambda: dict(_NO_CALLS))
+    histogram_cumulative: tuple[int, ...] = _EMPTY_HISTOGRAM
     """Cumulative counts for HISTOGRAM_BOUNDS then +Inf (== count)."""
-    latency_sum_seconds: float
-    cost_usd: float
-    tokens_total: int
-    breaker_rejected_total: int
-    transitions: dict[str, int]
+    latency_sum_seconds: float = 0.0
+    cost_usd: float = 0.0
+    tokens_total: int = 0
+    breaker_rejected_total: int = 0
+    transitions: dict[str, int] = field(default_factory=dict)
     """Applied breaker transitions by ``from>to``."""
-    open_suppressed: bool
+    open_suppressed: bool = False
     """The breaker would open but the max-open-share guard holds it closed."""
     exemplars: dict[str, Exemplar] = field(default_factory=dict)
     """Histogram bucket index (as text: JSON keys) -> the latest exemplar in it."""
     latency_p50_seconds: float | None = None
     """The window median of successful calls (None without any; last: older snapshots lack it)."""
+
+    def __post_init__(self) -> None:
+        if len(self.histogram_cumulative) != len(_EMPTY_HISTOGRAM):
+            raise ValueError(
+                f"{self.provider}: {len(self.histogram_cumulative)} histogram buckets, this "
+                f"replica exports {len(_EMPTY_HISTOGRAM)} (other bounds: another version)"
+            )
 
 
 @dataclass(frozen=True)
@@ -68,11 +87,11 @@ class Snapshot:
 
     taken_at: float
     cycle: int
-    window_seconds: float
-    providers: tuple[ProviderHealth, ...]
-    redis_ops: dict[str, int]
-    client_rejected: dict[str, int]
-    client_dropped: int
+    window_seconds: float = 300.0
+    providers: tuple[ProviderHealth, ...] = ()
+    redis_ops: dict[str, int] = field(default_factory=dict)
+    client_rejected: dict[str, int] = field(default_factory=dict)
+    client_dropped: int = 0
     """Events clients gave up on, all causes."""
     backend: tuple[BackendFamily, ...] = ()
     """The workers' own metrics (fastapi_requests_total, ...), same cycle."""
@@ -81,6 +100,8 @@ class Snapshot:
     """Writer (host:pid) -> its clock's offset to Redis's, measured within 10 minutes."""
     log_records_dropped: int = 0
     """Log records the processes' Loki senders gave up on, all processes."""
+    version: int = 1
+    """``SNAPSHOT_VERSION`` of the leader that published it (absent: 1, before versions)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,6 +220,7 @@ def build_snapshot(
         client_dropped_by_cause=dropped,
         client_clock_offsets=offsets,
         log_records_dropped=reading.client_stats.get(LOG_RECORDS_DROPPED_FIELD, 0),
+        version=SNAPSHOT_VERSION,
     )
 
 

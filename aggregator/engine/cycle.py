@@ -33,7 +33,12 @@ from aggregator.core.served import (
     after_success,
     readiness,
 )
-from aggregator.core.snapshot import Snapshot, build_snapshot, silent_clocks
+from aggregator.core.snapshot import (
+    SNAPSHOT_VERSION,
+    Snapshot,
+    build_snapshot,
+    silent_clocks,
+)
 from aggregator.engine.clock import CycleClock
 from aggregator.engine.evaluate import BreakerStep
 from aggregator.engine.lease import LeaderLease
@@ -84,6 +89,7 @@ class Aggregator:
         self._history = HistoryMinutes()
         self._evictions = EvictionWarning()
         self._log_drops = NewLogDrops()
+        self._versions_seen: set[int] = set()  # newer snapshot versions followed (logged once)
         self._lock = threading.RLock()
         self._idle_checked = False
         """Whether this process looked at every idle provider's breaker (its first read)."""
@@ -235,7 +241,7 @@ class Aggregator:
         self._out_of_memory |= commit.send(self._take_ops()).out_of_memory
         if published is None:
             return None
-        snapshot = Snapshot.from_json(published)
+        snapshot = decode_snapshot(published, self._versions_seen)
         current = self._served.snapshot
         if current is not None and current.cycle == snapshot.cycle:
             return current  # the same object: its rendered bodies stay valid
@@ -258,9 +264,12 @@ class Aggregator:
             return states, [], FENCED
         last = self._served.snapshot
         decisions = self._breakers.decide(reading, last, now)
+        taken_over = self._lease.taken_over
+        commit = self._writer.begin(fence, self._lease.valid_until_ms)
+        if taken_over:  # before anything else: a deposed leader's late writes are refused
+            commit.raise_fences([item.provider for item in reading.providers])
         commit = (
-            self._writer.begin(fence)
-            .transitions(self._breakers.writes(decisions))
+            commit.transitions(self._breakers.writes(decisions))
             .keep_registered(acting(states), now)
             .forget_clocks(silent_clocks(reading, now))
             .log_drops(self._log_drops.take())
@@ -269,6 +278,8 @@ class Aggregator:
             commit.reserve_cycle(reserve_cycle_above).history(self._history.due(last))
         with tracer.start_as_current_span("write_state"):
             committed = commit.send(self._take_ops())
+        if taken_over:
+            self._lease.taken_over = False  # raised: they stay raised
         self._out_of_memory |= committed.out_of_memory
         applied = self._breakers.settle(decisions, committed, states)
         if FENCED in committed.results:
@@ -291,6 +302,29 @@ class Aggregator:
             return False, f"redis unreachable: {describe_error(exc)}"
         max_age = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
         return readiness(self._served, self._clock.now(), max_age)
+
+
+class UnusableSnapshot(ValueError):
+    """The published snapshot cannot be served by this replica (the cycle fails by this name)."""
+
+
+def decode_snapshot(published: str, versions_seen: set[int]) -> Snapshot:
+    """The leader's published snapshot; UnusableSnapshot naming why it cannot be served. A
+    newer leader's (a rolling upgrade) is served as far as this replica knows it, said once
+    per version (``versions_seen``)."""
+    try:
+        snapshot = Snapshot.from_json(published)
+    except ValueError as exc:
+        raise UnusableSnapshot(f"the published snapshot cannot be served: {exc}") from None
+    if snapshot.version > SNAPSHOT_VERSION and snapshot.version not in versions_seen:
+        versions_seen.add(snapshot.version)
+        log.warning(
+            "the leader publishes snapshot version %d, this replica knows %d: what it does not "
+            "know is left out until it is upgraded",
+            snapshot.version,
+            SNAPSHOT_VERSION,
+        )
+    return snapshot
 
 
 class EvictionWarning:

@@ -26,7 +26,7 @@ class LeaderLease:
 
     def __init__(
         self,
-        hold: Callable[[str, float], int],
+        hold: Callable[[str, float], tuple[int, int]],
         release: Callable[[str], None],
         instance: str,
         ttl_seconds: float,
@@ -39,11 +39,19 @@ class LeaderLease:
         self._monotonic = monotonic
         self._fence = 0  # our fencing token while we hold the lease, else 0
         self._deadline = 0.0  # monotonic time our lease surely lasts until
+        self._until_ms = 0  # Redis time (ms) at which Redis lets the lease expire
+        self.taken_over = False
+        """The last tick took the lease (a new token): the next commit raises the fences."""
 
     @property
     def fence(self) -> int:
         """Our fencing token while we lead, else 0."""
         return self._fence if self.is_leader else 0
+
+    @property
+    def valid_until_ms(self) -> int | None:
+        """Redis time (ms) at which our lease ends, by Redis's clock, while we lead."""
+        return self._until_ms if self.is_leader else None
 
     @property
     def is_leader(self) -> bool:
@@ -55,14 +63,17 @@ class LeaderLease:
         was_leader = self.is_leader
         started = self._monotonic()
         try:
-            token = self._hold(self._instance, self._ttl)
+            token, until_ms = self._hold(self._instance, self._ttl)
         except (redis.RedisError, OSError) as exc:
             if was_leader and not self.is_leader:
                 log.warning("lost leadership: lease not renewed (%s)", describe_error(exc))
             return self.is_leader
         if token:
+            if token != self._fence:
+                self.taken_over = True  # a new token: its fences are not raised yet
             self._fence = token
             self._deadline = started + self._ttl
+            self._until_ms = until_ms
             if not was_leader:
                 log.info("%s leads (fencing token %d)", self._instance, token)
         else:

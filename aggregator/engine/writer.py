@@ -50,24 +50,37 @@ class Committed:
 
 
 class Commit:
-    """One round trip of writes (``StateWriter.begin(fence)``; ``fence`` None: an operator's).
-    Each method queues one kind of write and returns the commit; ``send()`` sends them all."""
+    """One round trip of writes (``StateWriter.begin``). Each method queues one kind of write
+    and returns the commit; ``send()`` sends them all."""
 
-    def __init__(self, writer: StateWriter, fence: int | None) -> None:
+    def __init__(self, writer: StateWriter, fence: int | None, valid_until_ms: int | None) -> None:
         self._writer = writer
         self._fence = fence
+        self._valid_until = "" if valid_until_ms is None else valid_until_ms
         self._scripts: list[tuple[FlaggedScript, list[Any], list[Any]]] = []
-        self._writes = 0
+        self._transitions: list[int] = []  # indexes of the transitions among the scripts
         self._reserves_cycle = False
         self._cycle_index: int | None = None
         self._plain: list[tuple[Any, ...]] = []  # bookkeeping: may wait while out of memory
         self._log_drops = 0
 
+    def raise_fences(self, providers: Sequence[str]) -> Commit:
+        """Raise these breakers' fences to this commit's token (a leader that just took over:
+        whatever a deposed leader sends them later is refused)."""
+        if self._fence:
+            script, ttl = self._writer.raise_fence_script, self._writer.retention
+            for provider in providers:
+                keys = [self._writer.keys.breaker(provider)]
+                self._scripts.append((script, keys, [self._fence, ttl]))
+        return self
+
     def transitions(self, writes: Sequence[PlannedWrite]) -> Commit:
-        """Breaker transitions, compare-and-set on the state epoch and fenced by the token."""
+        """Breaker transitions, compare-and-set on the state epoch and fenced by the token and
+        the lease's end (by the Redis server's clock)."""
         keys, writer = self._writer.keys, self._writer
         for write in writes:
             ttl = 0 if write.new.forced else writer.retention
+            self._transitions.append(len(self._scripts))
             self._scripts.append(
                 (
                     writer.transition_script,
@@ -81,11 +94,11 @@ class Commit:
                         "" if self._fence is None else self._fence,
                         ttl,
                         write.counter_field,
+                        "" if self._fence is None else self._valid_until,
                         *encode_breaker(write.new, writer.permits, writer.permit_seconds),
                     ],
                 )
             )
-        self._writes += len(writes)
         return self
 
     def reserve_cycle(self, above: int) -> Commit:
@@ -159,7 +172,7 @@ class Commit:
         cycle = None
         if self._reserves_cycle:
             cycle = FENCED if self._cycle_index is None else int(replies[self._cycle_index])
-        return [int(r) for r in replies[: self._writes]], cycle
+        return [int(replies[index]) for index in self._transitions], cycle
 
     @property
     def log_drops_count(self) -> int:
@@ -182,6 +195,7 @@ class StateWriter:
         self.permit_seconds = permit_seconds
         self.transition_script = register(connection, scripts.TRANSITION)
         self.reserve_cycle_script = register(connection, scripts.RESERVE_CYCLE)
+        self.raise_fence_script = register(connection, scripts.RAISE_FENCE)
         self._lease = register(connection, scripts.LEASE)
         self._release = register(connection, scripts.RELEASE)
         self._publish = register(connection, scripts.PUBLISH_SNAPSHOT)
@@ -189,9 +203,10 @@ class StateWriter:
         self._unreported_ops: Counter[str] = Counter()
         self._unreported_log_drops = 0
 
-    def begin(self, fence: int | None) -> Commit:
-        """A commit under ``fence`` (the lease's token; None: an operator command)."""
-        return Commit(self, fence)
+    def begin(self, fence: int | None, valid_until_ms: int | None = None) -> Commit:
+        """A commit under ``fence`` (the lease's token; None: an operator command), whose
+        transitions Redis refuses after ``valid_until_ms`` by its own clock (the lease's end)."""
+        return Commit(self, fence, valid_until_ms)
 
     def send(self, commit: Commit, ops: Counter[str]) -> Committed:
         """``commit.send()``: its writes, the log drops and op counts not reported yet, in one
@@ -244,14 +259,15 @@ class StateWriter:
         self._unreported_ops["evalsha"] += 1
         return int(pruned)
 
-    def hold_lease(self, instance: str, ttl_seconds: float) -> int:
-        """Acquire or renew the leader lease: the fencing token, or 0 when another holds it."""
-        token = self._lease(
+    def hold_lease(self, instance: str, ttl_seconds: float) -> tuple[int, int]:
+        """Acquire or renew the leader lease: (the fencing token, Redis time in ms until which
+        the lease holds), or (0, 0) when another holds it."""
+        token, until_ms = self._lease(
             keys=[self.keys.leader_lease, self.keys.leader_token],
             args=[instance, max(1, int(ttl_seconds * 1000))],
         )
         self._unreported_ops["evalsha"] += 1
-        return int(token)
+        return int(token), int(until_ms)
 
     def release_lease(self, instance: str) -> None:
         self._release(keys=[self.keys.leader_lease], args=[instance])

@@ -184,7 +184,7 @@ def _provider_counters(snapshot: Snapshot) -> Iterator[Metric]:
         buckets = _with_exemplars(_LE_LABELS, p.histogram_cumulative, p.exemplars)
         response_time.add_metric(labels, buckets, p.latency_sum_seconds)
         for outcome in OUTCOMES:
-            requests.add_metric([p.provider, outcome], p.requests_total[outcome])
+            requests.add_metric([p.provider, outcome], p.requests_total.get(outcome, 0))
         cost.add_metric(labels, p.cost_usd)
         tokens.add_metric(labels, p.tokens_total)
         for pair, count in sorted(p.transitions.items()):

@@ -4,6 +4,7 @@ which snapshot is newest, and a deposed leader publishes nothing."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import redis
 import aggregator.engine.reader as reader_module
 import aggregator.engine.writer as writer_module
 from aggregator.core.breaker import BreakerConfig
-from aggregator.core.snapshot import ProviderHealth, Snapshot, decode_published
+from aggregator.core.snapshot import ProviderHealth, Snapshot, decode_published, encode_published
 from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
@@ -367,3 +368,81 @@ def test_dead_gauge_writers_are_forgotten(
     aggregator.run_cycle()
     (family,) = [f for f in aggregator.snapshot.backend if f.name == "inflight"]  # type: ignore[union-attr]
     assert family.samples == (((), 100.0),)
+
+
+def _publish(r: redis.Redis, keys: Keys, document: dict[str, Any]) -> None:
+    """Stands in for another leader's publication (a rolling upgrade: another version)."""
+    r.set(keys.snapshot, encode_published(json.dumps(document)))
+
+
+def test_a_follower_serves_what_it_knows_of_a_newer_leaders_snapshot(
+    make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    leader = make_aggregator(instance="leader")
+    follower = make_aggregator(instance="follower")
+    published = leader.run_cycle()
+    assert published is not None and not follower.tick_lease()
+    document = json.loads(published.to_json())
+    document.update(cycle=published.cycle + 1, version=99, added_later={"x": [1]})
+    document["providers"] = [
+        {"provider": "newer", "window_requests": 7, "added_later": True},  # fields missing too
+    ]
+    _publish(r, keys, document)
+    served = follower.run_cycle()
+    assert served is not None and served.cycle == published.cycle + 1 and served.version == 99
+    (health,) = served.providers
+    assert (health.provider, health.window_requests, health.availability) == ("newer", 7, 1.0)
+    assert health.requests_total == {
+        "success": 0,
+        "failure": 0,
+        "rate_limited": 0,
+        "caller_error": 0,
+    }
+    assert follower.status.cycles_failed == 0
+    assert "snapshot version 99, this replica knows" in caplog.text
+
+
+def test_a_snapshot_a_follower_cannot_serve_fails_its_cycle_by_name(
+    make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
+) -> None:
+    leader = make_aggregator(instance="leader")
+    follower = make_aggregator(instance="follower")
+    published = leader.run_cycle()
+    assert published is not None and follower.run_cycle() == published
+    document = json.loads(published.to_json())
+    document.update(cycle=published.cycle + 1)
+    document["providers"] = [{"provider": "p", "histogram_cumulative": [1, 2, 3]}]  # other bounds
+    _publish(r, keys, document)
+    assert follower.run_cycle() is None
+    assert follower.status.cycles_failed == 1
+    assert follower.status.last_error is not None
+    assert follower.status.last_error.startswith(
+        "UnusableSnapshot: the published snapshot cannot be served"
+    )
+    assert "3 histogram buckets, this replica exports 7" in follower.status.last_error
+    assert follower.snapshot == published  # the last one it could serve stays
+    r.set(keys.snapshot, b"z1:not zlib at all")
+    assert follower.run_cycle() is None and follower.status.cycles_failed == 2
+
+
+def test_a_leader_raises_every_breakers_fence_as_it_takes_over(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+) -> None:
+    metrics = make_client(clock=clock)
+    for provider in ("a", "b"):
+        metrics.record(provider, 0.1, status_code=200)
+    assert metrics.flush(timeout=5)
+    first = make_aggregator(instance="first")
+    assert first.run_breaker_cycle() == []
+    assert {r.hget(keys.breaker(p), "fence") for p in ("a", "b")} == {b"1"}
+    first.release_lease()
+    second = make_aggregator(instance="second")
+    assert second.run_cycle() is not None
+    assert {r.hget(keys.breaker(p), "fence") for p in ("a", "b")} == {b"2"}
+    r.hset(keys.breaker("a"), "fence", 1)  # (as if lowered) a renewal raises nothing again
+    second.run_cycle()
+    assert r.hget(keys.breaker("a"), "fence") == b"1"

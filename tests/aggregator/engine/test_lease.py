@@ -17,13 +17,13 @@ class FakeStore:
         self.down = False
         self.released: list[str] = []
 
-    def hold(self, instance: str, ttl: float) -> int:
+    def hold(self, instance: str, ttl: float) -> tuple[int, int]:
         if self.down:
             raise redis.ConnectionError("down")
         if self.holder is None:
             self.token += 1
             self.holder = instance
-        return self.token if self.holder == instance else 0
+        return (self.token, 1_000 * self.token) if self.holder == instance else (0, 0)
 
     def release(self, instance: str) -> None:
         self.released.append(instance)
@@ -87,3 +87,16 @@ def test_a_fenced_write_deposes_and_release_hands_over_at_once() -> None:
     assert second.tick() is True
     first.release()  # not leading: nothing to release
     assert store.released == ["a"]
+
+
+def test_a_new_token_asks_for_the_fences_to_be_raised_once() -> None:
+    store, clock = FakeStore(), Clock()
+    lease = _lease(store, clock, "a")
+    assert lease.tick() and lease.taken_over
+    assert lease.valid_until_ms == 1_000  # Redis's end of the lease, as the script said
+    lease.taken_over = False  # the cycle raised them
+    assert lease.tick() and not lease.taken_over  # renewed: the same token
+    store.holder = None  # lost, then taken again under a new token
+    assert lease.tick() and lease.fence == 2 and lease.taken_over
+    clock.now += 10.0  # past the lease: not leading, no deadline to write under
+    assert lease.valid_until_ms is None

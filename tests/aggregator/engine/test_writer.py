@@ -11,6 +11,7 @@ from aggregator.engine.writer import FENCED, Committed, PlannedWrite, StateWrite
 from gatewayz_protocol.breaker_state import BreakerState
 from gatewayz_protocol.keys import Keys
 from tests.support.backends import BOTH_BACKENDS
+from tests.support.processes import wait_for
 
 pytestmark = BOTH_BACKENDS
 
@@ -46,11 +47,11 @@ def test_a_replica_without_the_lease_can_neither_number_nor_publish_a_snapshot(
     r: redis.Redis, keys: Keys
 ) -> None:
     writer = StateWriter(r, keys, retention_seconds=3600)
-    old = writer.hold_lease("old", ttl_seconds=60)
+    old, _ = writer.hold_lease("old", ttl_seconds=60)
     assert writer.begin(old).reserve_cycle(0).send().cycle == 1
     assert writer.publish('{"from": "old"}', fence=old, ttl_seconds=60)
     r.delete(keys.leader_lease)  # expired while "old" was paused
-    new = writer.hold_lease("new", ttl_seconds=60)
+    new, _ = writer.hold_lease("new", ttl_seconds=60)
     assert new == old + 1
     assert writer.begin(old).reserve_cycle(0).send().cycle == FENCED
     assert not writer.publish('{"from": "old, deposed"}', fence=old, ttl_seconds=60)
@@ -67,7 +68,7 @@ def test_a_lost_cycle_counter_restarts_above_what_the_leader_knew(
     r: redis.Redis, keys: Keys
 ) -> None:
     writer = StateWriter(r, keys, retention_seconds=3600)
-    token = writer.hold_lease("a", ttl_seconds=60)
+    token, _ = writer.hold_lease("a", ttl_seconds=60)
     assert writer.begin(token).reserve_cycle(41).send().cycle == 42
     assert writer.begin(token).reserve_cycle(0).send().cycle == 43
     assert r.get(keys.snapshot_cycle) == b"43"
@@ -93,7 +94,7 @@ def test_transitions_run_by_sha_and_survive_a_flushed_script_cache(
 ) -> None:
     keys = Keys("sha")
     writer = StateWriter(private_redis, keys, retention_seconds=3600)
-    token = writer.hold_lease("a", ttl_seconds=60)
+    token, _ = writer.hold_lease("a", ttl_seconds=60)
     opened = BreakerState("open", 10.0, 1, 40.0, 1)
     half = BreakerState("half_open", 41.0, 2, 40.0, 1)
     private_redis.config_resetstat()
@@ -111,3 +112,27 @@ def test_transitions_run_by_sha_and_survive_a_flushed_script_cache(
     assert private_redis.get(keys.snapshot_cycle) == b"1"  # applied once, not twice
     assert _calls(private_redis, "eval") == 0
     assert _calls(private_redis, "script|load") == 2  # the two scripts, once each
+
+
+def test_a_deposed_leaders_late_transition_is_refused(r: redis.Redis, keys: Keys) -> None:
+    """A leader paused after it read its token writes after another took over and decided
+    nothing for that breaker: refused by the fence the new leader raised as it took over, and,
+    without it, by the lease's end on the server's clock."""
+    writer = StateWriter(r, keys, retention_seconds=3600)
+    old, old_until = writer.hold_lease("old", ttl_seconds=0.3)
+    opened = BreakerState("open", 10.0, 1, 40.0, 1)
+    late = PlannedWrite("p", 0, opened, "closed>open")
+    wait_for(lambda: r.exists(keys.leader_lease) == 0)  # expired during the pause
+    new, new_until = writer.hold_lease("new", ttl_seconds=60)
+    assert new == old + 1
+    # the new leader's first commit raises the fences of what it read, deciding nothing else
+    assert writer.begin(new, new_until).raise_fences(["p"]).send().results == []
+    assert r.hget(keys.breaker("p"), "fence") == str(new).encode()
+    assert 0 < r.ttl(keys.breaker("p")) <= 3600
+    assert writer.begin(old, old_until).transitions([late]).send().results == [FENCED]
+    assert writer.begin(old).transitions([late]).send().results == [FENCED]  # the fence alone
+    other = PlannedWrite("q", 0, opened, "closed>open")  # a breaker whose fence was not raised
+    assert writer.begin(old, old_until).transitions([other]).send().results == [FENCED]
+    assert r.exists(keys.breaker("q")) == 0  # refused by the server's clock: the lease is over
+    assert r.hgetall(keys.transitions("p")) == {} and r.hgetall(keys.transitions("q")) == {}
+    assert writer.begin(new, new_until).transitions([late]).send().results == [1]
