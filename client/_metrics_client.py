@@ -11,24 +11,17 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import math
 import os
-import secrets
-import socket
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from client._admission import ProviderAdmission, RedisRegistry
-from client._breaker_gate import BreakerGate, CircuitOpenError, RedisBreakerStore
-from client._buffer import EventBuffer
+from client._breaker_gate import CircuitOpenError
 from client._events import EventValidator, Rejected
 from client._exemplars import valid_exemplar
-from client._flusher import Flusher
 from client._instruments import InstrumentStore
-from client._ledger import Ledger
 from client._metric_types import (
     DEFAULT_BUCKETS,
     CounterMetric,
@@ -36,13 +29,11 @@ from client._metric_types import (
     HistogramMetric,
     MetricRegistry,
 )
+from client._process_parts import ProcessParts
 from client._settings import ClientSettings
 from client._signals import watch as watch_shutdown
 from client._tracking import CallTracker
-from client._writer import RedisWriter
-from gatewayz_protocol.clock import SharedClock
 from gatewayz_protocol.keys import Keys
-from gatewayz_transport.connection import connect
 
 log = logging.getLogger("gatewayz.metrics.client")
 
@@ -100,47 +91,14 @@ class MetricsClient:
     def _start_process(self) -> None:
         """This process's own parts: at construction, and in a forked child, which must neither
         re-send its parent's buffered events nor rely on its parent's (absent) thread."""
-        settings, keys = self.settings, self._keys
         if hasattr(self, "_flusher"):
             self._instruments.reset_after_fork()
-        writer_id = secrets.token_urlsafe(6)
-        clock = SharedClock(self._clock) if self._shared_clock else None
-        # Constructing connections does no I/O; each process gets its own.
-        connection = connect(settings.redis_url, settings.socket_timeout_seconds)
-        self._ledger = Ledger()
-        self._buffer = EventBuffer(settings.max_buffer, self._ledger.evicted)
-        self._gate = BreakerGate(
-            RedisBreakerStore(connect(settings.redis_url, settings.allow_timeout_seconds), keys),
-            holder_prefix=writer_id,
-            refresh_seconds=settings.breaker_refresh_seconds,
-            max_entries=settings.max_providers,
+        parts = ProcessParts.build(
+            self.settings, self._keys, self._instruments, self._clock, self._shared_clock
         )
-        self._flusher = Flusher(
-            self._buffer,
-            self._ledger,
-            self._instruments,
-            RedisWriter(
-                connection,
-                keys,
-                settings.window_ttl_seconds,
-                int(settings.retention_seconds),
-                writer_id=writer_id,
-                max_series=settings.max_series_per_metric,
-                gauge_ttl=math.ceil(settings.gauge_ttl_seconds),
-                clock=clock,
-                writer_label=f"{socket.gethostname()}:{os.getpid()}",
-                shards=settings.shard_plan,
-            ),
-            ProviderAdmission(
-                RedisRegistry(connection, keys, settings.export_horizon_seconds),
-                settings.max_providers,
-                clock.now if clock is not None else self._clock,
-            ),
-            settings,
-            before_flush=self._gate.refresh_if_due,
-            next_refresh=self._gate.seconds_until_refresh,
-            clock=clock,
-        )
+        # Attributes of their own: record() reaches the buffer and the flusher in one lookup.
+        self._ledger, self._buffer = parts.ledger, parts.buffer
+        self._gate, self._flusher = parts.gate, parts.flusher
 
     # -- recording (hot path) ------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""One process's parts of a client: what a forked child must never share with its parent.
+
+The buffer and the ledger (a child must not re-send its parent's events), the connections, the
+breaker cache, the writer id (members and gauge values are named after it) and the flusher
+(whose thread a child does not inherit). Built when the client is constructed and again in
+every forked child; building them does no I/O and starts no thread.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from client._admission import ProviderAdmission, RedisRegistry
+from client._breaker_gate import BreakerGate, RedisBreakerStore
+from client._buffer import EventBuffer
+from client._flusher import Flusher
+from client._instruments import InstrumentStore
+from client._ledger import Ledger
+from client._settings import ClientSettings
+from client._writer import RedisWriter
+from gatewayz_protocol.clock import SharedClock
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import connect
+
+
+@dataclass(frozen=True)
+class ProcessParts:
+    writer_id: str
+    """This process's name in Redis (event members, gauge values, breaker permits)."""
+    ledger: Ledger
+    buffer: EventBuffer
+    gate: BreakerGate
+    flusher: Flusher
+
+    @classmethod
+    def build(
+        cls,
+        settings: ClientSettings,
+        keys: Keys,
+        instruments: InstrumentStore,
+        clock: Callable[[], float],
+        shared_clock: bool,
+    ) -> ProcessParts:
+        """``shared_clock``: ``clock`` is the system clock, to be corrected to Redis's (else it
+        is taken as the shared clock as it is: tests)."""
+        writer_id = secrets.token_urlsafe(6)
+        corrected = SharedClock(clock) if shared_clock else None
+        connection = connect(settings.redis_url, settings.socket_timeout_seconds)
+        ledger = Ledger()
+        buffer = EventBuffer(settings.max_buffer, ledger.evicted)
+        gate = BreakerGate(
+            RedisBreakerStore(connect(settings.redis_url, settings.allow_timeout_seconds), keys),
+            holder_prefix=writer_id,
+            refresh_seconds=settings.breaker_refresh_seconds,
+            max_entries=settings.max_providers,
+        )
+        writer = RedisWriter(
+            connection,
+            keys,
+            settings.window_ttl_seconds,
+            int(settings.retention_seconds),
+            writer_id=writer_id,
+            max_series=settings.max_series_per_metric,
+            gauge_ttl=math.ceil(settings.gauge_ttl_seconds),
+            clock=corrected,
+            writer_label=f"{socket.gethostname()}:{os.getpid()}",
+            shards=settings.shard_plan,
+        )
+        admission = ProviderAdmission(
+            RedisRegistry(connection, keys, settings.export_horizon_seconds),
+            settings.max_providers,
+            corrected.now if corrected is not None else clock,
+        )
+        flusher = Flusher(
+            buffer,
+            ledger,
+            instruments,
+            writer,
+            admission,
+            settings,
+            before_flush=gate.refresh_if_due,
+            next_refresh=gate.seconds_until_refresh,
+            clock=corrected,
+        )
+        return cls(writer_id, ledger, buffer, gate, flusher)
