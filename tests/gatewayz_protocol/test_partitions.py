@@ -3,18 +3,28 @@ bucket an event goes to. Pure, no Redis."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import (
     BUCKET_OF_PARTITION,
     CALLER_ERROR,
     FAILURE,
+    LATENCY_PARTITIONS,
+    OUTCOME_CODES,
+    OUTCOMES,
     RATE_LIMITED,
     SUCCESS,
+    WINDOW_BOUNDS,
+    WINDOW_PARTITIONS,
     latency_partition,
     window_partition,
 )
+from tests.support.strategies import property_settings
 
 
 # WINDOW_BOUNDS: 0.05 0.1 0.25 0.5 0.75 1 1.5 2 2.5 3 4 5 6 7 8 9 10 15 30 60 (indices 0..19)
@@ -81,3 +91,41 @@ def test_window_partition_indexes_window_keys(outcome: int, suffix: str) -> None
 )
 def test_histogram_bucket_follows_from_the_latency_partition(latency: float, bucket: int) -> None:
     assert BUCKET_OF_PARTITION[latency_partition(latency)] == bucket
+
+
+def test_the_partition_counts_and_outcome_codes() -> None:
+    assert OUTCOMES == ("success", "failure", "rate_limited", "caller_error")
+    assert OUTCOME_CODES == {"success": 0, "failure": 1, "rate_limited": 2, "caller_error": 3}
+    assert (SUCCESS, FAILURE, RATE_LIMITED, CALLER_ERROR) == (0, 1, 2, 3)
+    assert LATENCY_PARTITIONS == 21  # 20 window bounds, then above them all
+    assert WINDOW_PARTITIONS == 24  # the 21 success partitions, then fail, rl, ce
+    assert len(Keys("ns").window_keys("p")) == WINDOW_PARTITIONS
+
+
+def test_the_histogram_bucket_of_each_latency_partition() -> None:
+    # window bounds 0.05 0.1 | 0.25 0.5 | 0.75 1 | 1.5 2 | 2.5 3 4 5 | 6 7 8 9 10 | 15 30 60 +Inf
+    assert BUCKET_OF_PARTITION == (0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 5, 6, 6, 6, 6)
+
+
+def _partition_by_hand(seconds: float) -> int:
+    """The first window bound at or above the latency, by a linear scan."""
+    for index, bound in enumerate(WINDOW_BOUNDS):
+        if seconds <= bound:
+            return index
+    return len(WINDOW_BOUNDS)
+
+
+@property_settings(1000)
+@given(
+    seconds=st.one_of(
+        st.floats(0, 120, allow_nan=False),
+        st.sampled_from(WINDOW_BOUNDS),
+        st.sampled_from(WINDOW_BOUNDS).map(lambda b: math.nextafter(b, math.inf)),
+    ),
+    outcome=st.integers(0, 3),
+)
+def test_the_partition_rule_agrees_with_its_definition(seconds: float, outcome: int) -> None:
+    part = latency_partition(seconds)
+    assert part == _partition_by_hand(seconds)
+    expected = part if outcome == SUCCESS else LATENCY_PARTITIONS - 1 + outcome
+    assert window_partition(outcome, part) == expected

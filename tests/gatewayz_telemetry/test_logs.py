@@ -12,12 +12,9 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from gatewayz_telemetry import TelemetrySettings
 from gatewayz_telemetry._handler import LokiLogHandler
-from gatewayz_telemetry.settings import push_url
 from tests.support.loki import Receiver
 from tests.support.processes import wait_for
 
@@ -167,34 +164,3 @@ def test_nothing_configured_nothing_started_nothing_imported() -> None:
         "handlers": 0,
         "dropped": 0,
     }
-
-
-def test_a_handler_starts_its_sender_on_the_first_record_only(
-    loki: Receiver, make_logger: MakeLogger
-) -> None:
-    logger, handler = make_logger(loki.url)
-    assert not handler.sender_started  # set up in a --preload master: nothing runs there
-    logger.info("first")
-    assert handler.sender_started
-
-
-def test_settings_come_from_the_environment_once() -> None:
-    settings = TelemetrySettings.from_env(
-        "gatewayz-api",
-        {"LOKI_URL": "http://loki:3100", "DEPLOYMENT_ENV": "staging", "LOG_LEVEL": "debug"},
-    )
-    assert settings.loki_url == "http://loki:3100/loki/api/v1/push"
-    assert settings.labels() == {"app": "gatewayz-api", "env": "staging", "service": "gatewayz-api"}
-    assert settings.log_level == "DEBUG"
-    both = {"DEPLOYMENT_ENV": "staging", "LOKI_ENV": "eu-prod", "LOKI_APP": "gw"}
-    assert TelemetrySettings.from_env("s", both).labels() == {
-        "app": "gw",
-        "env": "eu-prod",
-        "service": "s",
-    }
-    assert not TelemetrySettings.from_env("s", {"LOKI_URL": " "}).logs_enabled
-    assert push_url("https://logs.example/loki/api/v1/push") == (
-        "https://logs.example/loki/api/v1/push"
-    )
-    with pytest.raises(ValueError):
-        TelemetrySettings.from_env("s", {"LOKI_URL": "loki:3100"})

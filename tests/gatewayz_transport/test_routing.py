@@ -9,7 +9,7 @@ import pytest
 
 from devtools.redis_cluster import LocalCluster
 from gatewayz_transport.connection import connect
-from gatewayz_transport.routing import NodeRoutedPipeline, pipeline, slot_of
+from gatewayz_transport.routing import NodeRoutedPipeline, command_key, pipeline, slot_of
 from tests.support.backends import local_cluster
 
 KEYS = [f"{{k{i}}}:h" for i in range(40)]
@@ -52,3 +52,44 @@ def test_replies_come_back_in_order_after_a_reshard(own_cluster: LocalCluster) -
     assert asked == [1]  # MOVED: the layout asked for once, the moved reads sent again
     for key in moving:
         assert own_cluster.master_of_slot(slot_of(key)).port == own_cluster.nodes[1].port
+
+
+@pytest.mark.parametrize(
+    ("key", "slot"),
+    [
+        # the slots Redis's own documentation shows (CLUSTER KEYSLOT, the cluster tutorial)
+        ("somekey", 11058),
+        ("foo", 12182),
+        ("hello", 866),
+        ("foo{hash_tag}", 2515),
+        ("bar{hash_tag}", 2515),
+        (b"foo", 12182),
+    ],
+)
+def test_the_slot_of_a_key(key: str | bytes, slot: int) -> None:
+    assert slot_of(key) == slot
+
+
+def test_keys_of_one_provider_share_its_slot() -> None:
+    assert (
+        slot_of("ns:{openrouter}:totals")
+        == slot_of("ns:{openrouter}:w:ok:3")
+        == slot_of("openrouter")
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "key"),
+    [
+        (("ZCOUNT", "ns:{p}:w:fail", "-inf", "+inf"), "ns:{p}:w:fail"),
+        (("HGETALL", b"k"), b"k"),
+        (("EVALSHA", "0" * 40, 2, "ns:{p}:breaker", "ns:{p}:permits", "holder"), "ns:{p}:breaker"),
+        (("evalsha", "0" * 40, 1, "first", "arg"), "first"),
+        (("EVAL", "return 1", 1, "k1"), "k1"),
+        (("EVALSHA_RO", "0" * 40, 1, "ro"), "ro"),
+    ],
+)
+def test_a_command_runs_in_the_slot_of_its_first_key(
+    command: tuple[object, ...], key: object
+) -> None:
+    assert command_key(command) == key

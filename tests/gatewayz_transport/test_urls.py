@@ -1,0 +1,131 @@
+"""Redis URLs (gatewayz_transport.urls): which Redis a URL names, parsed without I/O (no host in
+these tests resolves or answers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatewayz_transport.urls import (
+    CLUSTER_SCHEMES,
+    DEFAULT_REDIS_URL,
+    SENTINEL_SCHEMES,
+    SentinelUrl,
+    check_url,
+    cluster_seeds,
+    parse_sentinel_url,
+)
+
+
+def test_the_schemes_and_the_default() -> None:
+    assert DEFAULT_REDIS_URL == "redis://127.0.0.1:6379/0"
+    assert CLUSTER_SCHEMES == {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+    assert SENTINEL_SCHEMES == {"redis+sentinel": False, "rediss+sentinel": True}
+
+
+@pytest.mark.parametrize(
+    ("url", "plain", "seeds"),
+    [
+        ("redis+cluster://h1:7000", "redis://h1:7000", []),
+        ("redis+cluster://h1:7000/0", "redis://h1:7000/0", []),
+        (
+            "rediss+cluster://user:p%40ss@h1:7000,h2:7001,[::1]:7002/0?ssl_cert_reqs=none",
+            "rediss://user:p%40ss@h1:7000/0?ssl_cert_reqs=none",
+            [("h2", 7001), ("::1", 7002)],
+        ),
+        (
+            "redis+cluster://h1:7000,h2:7001?protocol=3",
+            "redis://h1:7000?protocol=3",
+            [("h2", 7001)],
+        ),
+        ("REDIS+CLUSTER://h1:7000,10.0.0.2:7001", "redis://h1:7000", [("10.0.0.2", 7001)]),
+        ("redis+cluster://:secret@h1:7000", "redis://:secret@h1:7000", []),
+    ],
+)
+def test_a_cluster_url_is_its_first_node_plus_the_other_seeds(
+    url: str, plain: str, seeds: list[tuple[str, int]]
+) -> None:
+    assert cluster_seeds(url) == (plain, seeds)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+cluster://h1:7000,h2", "redis+cluster://h1:7000,:7001", "redis+cluster://h1:7000,h2:x"],
+)
+def test_a_seed_must_read_host_port(url: str) -> None:
+    with pytest.raises(ValueError, match="host:port"):
+        cluster_seeds(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "redis://:secret@localhost",
+        "rediss://h:6380/2",
+        "unix:///tmp/redis.sock",
+        "redis+cluster://h:7000",
+        "redis+cluster://h:7000/0",
+        "rediss+cluster://h:7000,h2:7001",
+        "redis+sentinel://h:26379/mymaster",
+        "rediss+sentinel://:secret@h,h2:26380/mymaster/3",
+    ],
+)
+def test_urls_connect_can_read(url: str) -> None:
+    check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://h:1",
+        "h:6379",
+        "",
+        "redis+cluster://h:7000/3",  # a cluster has only db 0
+        "redis+cluster://h:7000,h2",
+        "redis+sentinel://h:26379",
+        "redis+sentinel://h:26379/m/x",
+        "redis+sentinel://h:port/m",
+    ],
+)
+def test_urls_connect_cannot_read(url: str) -> None:
+    with pytest.raises(ValueError):
+        check_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "parsed"),
+    [
+        (
+            "redis+sentinel://h:26379/mymaster",
+            SentinelUrl([("h", 26379)], "mymaster", 0, None, None),
+        ),
+        (
+            "rediss+sentinel://:secret@h,h2:26380/mymaster/3",
+            SentinelUrl([("h", 26379), ("h2", 26380)], "mymaster", 3, None, "secret"),
+        ),
+        (
+            "redis+sentinel://us%3Aer:p%40ss@[::1]:26379,10.0.0.2:5000/my%20master/",
+            SentinelUrl([("::1", 26379), ("10.0.0.2", 5000)], "my master", 0, "us:er", "p@ss"),
+        ),
+        ("redis+sentinel://user@h/m/15", SentinelUrl([("h", 26379)], "m", 15, "user", None)),
+    ],
+)
+def test_a_sentinel_url(url: str, parsed: SentinelUrl) -> None:
+    assert parse_sentinel_url(url) == parsed
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://h:26379",
+        "redis+sentinel://h:26379/",
+        "redis+sentinel:///m",
+        "redis+sentinel://h,/m",
+        "redis+sentinel://h:x/m",
+        "redis+sentinel://h/m/x",
+        "redis+sentinel://h/m/1/2",
+    ],
+)
+def test_a_sentinel_url_without_sentinels_or_master_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="redis\\+sentinel://"):
+        parse_sentinel_url(url)
