@@ -31,6 +31,7 @@ from client._metric_types import (
 )
 from client._process_parts import ProcessParts
 from client._settings import ClientSettings
+from client._signals import unwatch as unwatch_shutdown
 from client._signals import watch as watch_shutdown
 from client._tracking import CallTracker
 from gatewayz_protocol.keys import Keys
@@ -47,6 +48,11 @@ class MetricsClient:
 
         metrics = MetricsClient(redis_url="redis://127.0.0.1:6379/0", namespace="gatewayz")
         metrics.record("openrouter", latency_s=0.42, status_code=200, tokens=1200)
+
+    With ``settings.handle_sigterm`` (the default; ``METRICS_HANDLE_SIGTERM=0`` turns it off)
+    the first client constructed in the main thread, while SIGTERM's handler is the default or
+    a Python function, installs a process-wide SIGTERM handler that flushes every open client
+    before the process ends as it would have; ``close()`` of the last one puts it back.
     """
 
     def __init__(
@@ -251,9 +257,14 @@ class MetricsClient:
         return self._ledger.wait(target, dropped, seconds)
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush (up to ``timeout`` seconds) and stop the flusher. Returns flush()'s answer."""
+        """Flush (up to ``timeout`` seconds) and stop the flusher. Returns flush()'s answer.
+
+        SIGTERM no longer flushes this client; when it is the last open client that asked for
+        SIGTERM handling, the handler they installed is put back as it was (SIG_DFL, or the
+        application's handler it chained), unless something replaced it since."""
         flushed = self.flush(timeout)
         self._flusher.stop(max(1.0, self.settings.socket_timeout_seconds * 2))
+        unwatch_shutdown(self)
         return flushed
 
     def stats(self) -> dict[str, Any]:

@@ -60,7 +60,9 @@ class ClientSettings:
     gauge_ttl_seconds: float = 30.0
     handle_sigterm: bool = True
     """Flush on SIGTERM (then end as SIGTERM would) where its handler is still the default or
-    a Python function (chained), when a client is constructed in the main thread."""
+    a Python function (chained), when a client is constructed in the main thread; the
+    handler is put back when the last client that asked for it closes (``METRICS_HANDLE_SIGTERM``
+    in ``from_env()``)."""
     export_horizon_seconds: float = DEFAULT_EXPORT_HORIZON_SECONDS
     """Providers without an event for this long are idle: they do not count against
     ``max_providers`` (the aggregator's ``--export-horizon`` should match)."""

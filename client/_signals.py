@@ -12,6 +12,15 @@ application and replaces this one; uvicorn replaces it while serving, then resto
 re-raises SIGTERM, which flushes what is left. Built after a server set its handler, the client
 chains that handler.
 
+The handler is lent, not kept: when the last client that asked for it closes (``unwatch()``,
+from ``close()``) or is garbage-collected, and the handler is still ours, what it replaced is
+put back (SIG_DFL, or the application's handler it chained), as uvicorn's
+``capture_signals()`` does; the next client installs it again. Only the main thread may set a
+handler: when the last client closes in another thread, ours stays, and with no client to
+flush it does exactly what the handler it replaced would (and puts that one back when it runs).
+A forked child inherits the handler and the clients; it puts the handler back when its own last
+client closes, the parent's stays as it is.
+
 The handler runs in the main thread between two bytecodes, possibly while that thread holds a
 lock of the client (the buffer's, the ledger's: not re-entrant, or re-entrant but mid-update)
 that the flush needs. So the flush always runs in a thread of its own, and the handler waits
@@ -19,7 +28,9 @@ for it only when the interrupted code is outside this package (it then holds non
 client's locks): the application does no more work. When the signal caught the main thread
 inside the client, the handler returns at once and the flush thread re-sends SIGTERM when it
 is done; the interrupted code goes on meanwhile (milliseconds; at most ``FLUSH_SECONDS``), and
-what it records after the signal is not waited for. The handler itself never blocks on a lock.
+what it records after the signal is not waited for. If that code closes the last client
+meanwhile, the handler it puts back receives the re-sent signal: SIGTERM ends the process as
+it would have. The handler itself never blocks on a lock.
 
 Multiprocessing children (``fork``, ``forkserver``) and pool workers end with ``os._exit()``
 and skip atexit: a client they use is closed by a ``multiprocessing.util.Finalize`` that runs
@@ -86,13 +97,24 @@ class _Flush:
                     signal.pthread_kill(main, self.signum)
 
 
-# Per process. Lists of weak references rather than WeakSets: the flush thread copies them
-# with one atomic tuple() while another thread may be constructing a client.
-_clients: list[tuple[weakref.ref[Flushable], bool]] = []  # (client, flush it on SIGTERM)
+class _Watched:
+    """A client hooked into this process's shutdown, weakly: the hooks never keep it alive."""
+
+    __slots__ = ("ref", "sigterm")
+
+    def __init__(self, client: Flushable, sigterm: bool) -> None:
+        self.ref = weakref.ref(client, _collected)
+        self.sigterm = sigterm
+        """Flush it on SIGTERM: it asked (``handle_sigterm``) and has not closed."""
+
+
+# Per process. A list rather than a WeakSet: the flush thread copies it with one atomic
+# tuple() while another thread may be constructing a client.
+_clients: list[_Watched] = []
 _clients_lock = threading.Lock()
 _armed: weakref.WeakSet[Flushable] = weakref.WeakSet()  # closed at this child's end
-_installed = False  # at most once per process (inherited by a fork): a replacement is final
-_previous: Handler | None = None  # the application's handler we chain; None: SIG_DFL
+_installed = False  # our handler is set, or was and someone replaced it (then final)
+_previous: Handler | None = None  # what our handler replaced and chains; None: SIG_DFL
 _job: _Flush | None = None  # the flush under way
 
 
@@ -102,11 +124,12 @@ def watch(client: Flushable, *, sigterm: bool) -> None:
     it, installing the handler if this is the main thread and SIGTERM's handler is still the
     default or a Python function (chained). A client constructed in another thread is flushed
     by the handler once a client constructed in the main thread installed it. In any case a
-    multiprocessing child closes it when its ``run()`` ends."""
+    multiprocessing child closes it when its ``run()`` ends. ``unwatch()`` undoes the SIGTERM
+    part."""
     try:
         with _clients_lock:
-            _clients[:] = [entry for entry in _clients if entry[0]() is not None]
-            _clients.append((weakref.ref(client), sigterm))
+            _clients[:] = [watched for watched in _clients if watched.ref() is not None]
+            _clients.append(_Watched(client, sigterm))
         if sigterm:
             _install()
         _watch_child_exit(client)
@@ -119,6 +142,9 @@ def _install() -> None:
     if _installed or threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set a handler
     current = signal.getsignal(signal.SIGTERM)
+    if current is _on_sigterm:  # still ours (put back by a server): chains what it did
+        _installed = True
+        return
     if current is signal.SIG_DFL:
         previous: Handler | None = None
     elif callable(current):
@@ -130,6 +156,48 @@ def _install() -> None:
     _installed = True
 
 
+def unwatch(client: Flushable) -> None:
+    """``client`` closed (called by ``MetricsClient.close()``; never raises): SIGTERM no longer
+    flushes it. When no open client asks for SIGTERM handling any more, the handler it
+    installed is put back as it was."""
+    try:
+        for watched in tuple(_clients):
+            if watched.ref() is client:
+                watched.sigterm = False
+        _restore_if_unused()
+    except Exception:
+        log.debug("metrics: SIGTERM handler not put back", exc_info=True)
+
+
+def _collected(ref: weakref.ref[Flushable]) -> None:
+    """A watched client was garbage-collected without being closed (any thread, at any
+    allocation: so this takes no lock)."""
+    try:  # noqa: SIM105 (no contextlib: module globals may be gone at interpreter shutdown)
+        _restore_if_unused()
+    except Exception:  # never out of a weakref callback
+        pass
+
+
+def _subscribed() -> bool:
+    """Whether an open client asks for SIGTERM handling."""
+    return any(watched.sigterm and watched.ref() is not None for watched in tuple(_clients))
+
+
+def _restore_if_unused() -> None:
+    """Put back what our handler replaced, once no open client asks for it and the handler is
+    still ours (one set since is the application's or a server's, and stays). Only the main
+    thread can: elsewhere ours stays, and behaves as the one it replaced (``_on_sigterm``)."""
+    global _installed
+    if not _installed or _subscribed():
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        return
+    _installed = False  # first: a handler or callback running in between sees it done
+    signal.signal(signal.SIGTERM, _previous or signal.SIG_DFL)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """The SIGTERM handler (main thread). Waits on nothing but the flush thread's latch."""
     global _job
@@ -137,6 +205,12 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         # The flush thread re-sent the signal once done, or a second SIGTERM came during the
         # flush: end now, as the sender insists.
         _job = None
+        _finish(signum, frame)
+        return
+    if not _subscribed():
+        # The last client closed in a thread that could not put the handler back: SIGTERM
+        # does what it did without us, and from now on it is that handler's again.
+        _restore_if_unused()
         _finish(signum, frame)
         return
     job = _job = _Flush(signum, detached=_inside_client(frame))
@@ -180,7 +254,7 @@ def _finish(signum: int, frame: FrameType | None) -> None:
 def _flush_all(seconds: float) -> None:
     """Flush every live client that asked for it, all within ``seconds``; log what is lost."""
     deadline = time.monotonic() + seconds
-    clients = [c for ref, sigterm in tuple(_clients) if sigterm and (c := ref()) is not None]
+    clients = [c for w in tuple(_clients) if w.sigterm and (c := w.ref()) is not None]
     for client in clients:
         client.flush(0.0)  # wakes its flusher: all of them write at once
     flushed = 0
@@ -234,8 +308,9 @@ def _close(ref: weakref.ref[Flushable]) -> None:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child: its own state. The handler and ``_installed`` are inherited as they
-    are; the clients are the same objects, which reset themselves for the child."""
+    """A forked child: its own state. The handler, ``_installed`` and which clients ask for
+    SIGTERM handling are inherited as they are (the child puts the handler back when its own
+    last client closes); the clients are the same objects, which reset themselves for it."""
     global _job, _clients_lock
     _job = None  # a flush under way in the parent is not this process's
     _clients_lock = threading.Lock()  # another thread may have held it while forking
@@ -243,8 +318,8 @@ def _after_fork_in_child() -> None:
     if "multiprocessing.util" in sys.modules:  # maybe multiprocessing's fork: its bootstrap arms
         from multiprocessing import util
 
-        for ref, _ in tuple(_clients):
-            client = ref()
+        for watched in tuple(_clients):
+            client = watched.ref()
             if client is not None:
                 util.register_after_fork(client, _close_at_child_exit)
 

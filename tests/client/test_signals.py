@@ -23,7 +23,7 @@ from devtools.redis_server import RedisProcess, start_redis
 from gatewayz_protocol.keys import Keys
 from tests.support.processes import need_tool, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 HEAD = """
 import os, signal, sys, threading, time
@@ -237,6 +237,227 @@ def test_with_the_setting_off_nothing_is_installed_and_sigterm_loses_the_buffer(
     status, _ = worker.terminate()
     assert status == -signal.SIGTERM
     assert _count(r, namespace, "openrouter") == 0  # today's behaviour without the handler
+
+
+# -- close() puts back the handler it replaced -----------------------------------------------
+
+IS = """
+def handler_is(expected):
+    return signal.getsignal(signal.SIGTERM) is expected
+"""
+"""Worker scripts below compare the process's SIGTERM handler with what it should be."""
+
+
+def test_the_last_client_to_close_puts_back_the_default_and_sigterm_kills_as_before(
+    redis_url: str, namespace: str, r: redis.Redis, workers: list[Worker]
+) -> None:
+    worker = Worker(
+        redis_url,
+        namespace,
+        IS,
+        """
+        print("before", handler_is(signal.SIG_DFL), flush=True)
+        first = MetricsClient(settings=SETTINGS)
+        second = MetricsClient(settings=SETTINGS)
+        print("built", handler_is(shutdown._on_sigterm), flush=True)
+        first.close()
+        print("first closed", handler_is(shutdown._on_sigterm), flush=True)  # second asks
+        second.close()
+        print("second closed", handler_is(signal.SIG_DFL), flush=True)
+        for _ in range(100):
+            second.record("openrouter", 0.1)  # after close(): never flushed
+        time.sleep(60)
+        """,
+    )
+    workers.append(worker)
+    assert worker.expect("before") == "before True"
+    assert worker.expect("built") == "built True"
+    assert worker.expect("first closed") == "first closed True"
+    assert worker.expect("second closed") == "second closed True"
+    status, seconds = worker.terminate()
+    assert status == -signal.SIGTERM  # the default action: killed at once, as without us
+    assert seconds < 2.0
+    assert worker.error_text() == ""
+
+
+def test_close_puts_back_the_application_handler_it_chained(
+    redis_url: str, namespace: str, r: redis.Redis, workers: list[Worker]
+) -> None:
+    worker = Worker(
+        redis_url,
+        namespace,
+        IS,
+        """
+        def on_term(signum, frame):
+            print("application handler", flush=True)
+            os._exit(3)
+
+        signal.signal(signal.SIGTERM, on_term)
+        metrics = MetricsClient(settings=SETTINGS)
+        print("chained", handler_is(shutdown._on_sigterm), flush=True)
+        metrics.close()
+        print("closed", handler_is(on_term), flush=True)
+        time.sleep(60)
+        """,
+    )
+    workers.append(worker)
+    assert worker.expect("chained") == "chained True"
+    assert worker.expect("closed") == "closed True"
+    status, _ = worker.terminate()
+    assert worker.expect("application handler") == "application handler"
+    assert status == 3
+
+
+def test_a_handler_the_application_set_after_the_client_is_left_alone_by_close(
+    redis_url: str, namespace: str, r: redis.Redis, workers: list[Worker]
+) -> None:
+    worker = Worker(
+        redis_url,
+        namespace,
+        IS,
+        """
+        metrics = MetricsClient(settings=SETTINGS)
+
+        def mine(signum, frame):
+            print("mine", flush=True)
+            os._exit(4)
+
+        signal.signal(signal.SIGTERM, mine)  # replaces ours: the application's choice
+        metrics.close()
+        print("closed", handler_is(mine), flush=True)
+        other = MetricsClient(settings=SETTINGS)  # a replacement is final: not chained
+        other.close()
+        print("again", handler_is(mine), flush=True)
+        time.sleep(60)
+        """,
+    )
+    workers.append(worker)
+    assert worker.expect("closed") == "closed True"
+    assert worker.expect("again") == "again True"
+    status, _ = worker.terminate()
+    assert worker.expect("mine") == "mine"
+    assert status == 4
+
+
+def test_a_collected_client_puts_back_the_handler_and_a_new_one_installs_again(
+    redis_url: str, namespace: str, r: redis.Redis, workers: list[Worker]
+) -> None:
+    worker = Worker(
+        redis_url,
+        namespace,
+        IS,
+        """
+        import gc
+
+        metrics = MetricsClient(settings=SETTINGS)
+        del metrics
+        gc.collect()  # never closed, only collected
+        print("collected", handler_is(signal.SIG_DFL), flush=True)
+        metrics = MetricsClient(settings=SETTINGS)  # installs again, chaining nothing
+        print("again", handler_is(shutdown._on_sigterm), flush=True)
+        for _ in range(1000):
+            metrics.record("openrouter", 0.1)
+        time.sleep(60)
+        """,
+    )
+    workers.append(worker)
+    assert worker.expect("collected") == "collected True"
+    assert worker.expect("again") == "again True"
+    status, _ = worker.terminate()
+    assert status == -signal.SIGTERM
+    assert _count(r, namespace, "openrouter") == 1000  # flushed by the handler installed again
+
+
+def test_a_server_that_puts_our_handler_back_after_close_gets_sigterm_as_before(
+    redis_url: str, namespace: str, r: redis.Redis, workers: list[Worker]
+) -> None:
+    """uvicorn's way: it replaces the handler while serving (the application's lifespan closes
+    the client meanwhile), then restores ours and re-raises SIGTERM."""
+    worker = Worker(
+        redis_url,
+        namespace,
+        IS,
+        """
+        metrics = MetricsClient(settings=SETTINGS)
+        ours = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # serving
+        metrics.close()  # not ours now: left alone
+        signal.signal(signal.SIGTERM, ours)  # the server restores what it replaced
+        print("restored by the server", handler_is(shutdown._on_sigterm), flush=True)
+        time.sleep(60)
+        """,
+    )
+    workers.append(worker)
+    assert worker.expect("restored by the server") == "restored by the server True"
+    status, seconds = worker.terminate()
+    assert status == -signal.SIGTERM
+    assert seconds < 2.0
+    assert worker.error_text() == ""
+
+
+def test_a_client_closed_in_another_thread_leaves_sigterm_as_without_the_library(
+    redis_url: str, namespace: str, r: redis.Redis, workers: list[Worker]
+) -> None:
+    """Only the main thread may set a handler: ours stays, and does what SIGTERM did before."""
+    worker = Worker(
+        redis_url,
+        namespace,
+        IS,
+        """
+        def on_term(signum, frame):
+            print("application handler", flush=True)
+            os._exit(5)
+
+        signal.signal(signal.SIGTERM, on_term)
+        metrics = MetricsClient(settings=SETTINGS)
+        closer = threading.Thread(target=metrics.close)
+        closer.start()
+        closer.join()
+        print("closed elsewhere", handler_is(shutdown._on_sigterm), flush=True)
+        time.sleep(60)
+        """,
+    )
+    workers.append(worker)
+    assert worker.expect("closed elsewhere") == "closed elsewhere True"
+    status, _ = worker.terminate()
+    assert worker.expect("application handler") == "application handler"
+    assert status == 5
+    assert worker.error_text() == ""
+
+
+def test_a_forked_child_puts_back_its_own_handler_and_leaves_its_parents(
+    redis_url: str, namespace: str, r: redis.Redis, workers: list[Worker]
+) -> None:
+    worker = Worker(
+        redis_url,
+        namespace,
+        IS,
+        """
+        metrics = MetricsClient(settings=SETTINGS)
+        for _ in range(7):
+            metrics.record("parent", 0.1)
+        pid = os.fork()  # the child inherits the handler and the client (emptied for it)
+        if pid == 0:
+            metrics.close()
+            print("child closed", handler_is(signal.SIG_DFL), os.getpid(), flush=True)
+            time.sleep(60)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+        print("parent", handler_is(shutdown._on_sigterm), flush=True)
+        time.sleep(60)
+        """,
+    )
+    workers.append(worker)
+    closed, child = worker.expect("child closed").rsplit(" ", 1)
+    assert closed == "child closed True"
+    wait_until_asleep(int(child))
+    os.kill(int(child), signal.SIGTERM)
+    assert worker.expect("child exit") == f"child exit {-signal.SIGTERM}"  # as without us
+    assert worker.expect("parent") == "parent True"  # the parent's handler is its own
+    status, _ = worker.terminate()
+    assert status == -signal.SIGTERM
+    assert _count(r, namespace, "parent") == 7  # flushed by the parent's handler
+    assert worker.error_text() == ""
 
 
 @pytest.fixture
