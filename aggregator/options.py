@@ -42,6 +42,13 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "seconds without an event after which a provider leaves /metrics",
     ),
     ("--providers", "PROVIDERS", "providers", str, "comma-separated providers to always export"),
+    (
+        "--max-providers",
+        "METRICS_MAX_PROVIDERS",
+        "max_providers",
+        int,
+        "providers read and exported at most, the most recently seen (the clients' cap)",
+    ),
     ("--breaker-min-calls", "BREAKER_MIN_CALLS", "breaker_min_calls", int, "calls before opening"),
     ("--breaker-failure-rate", "BREAKER_FAILURE_RATE", "breaker_failure_rate", float, "0..1"),
     (

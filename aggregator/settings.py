@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 
 from aggregator.core.breaker import BreakerConfig
 from aggregator.core.snapshot import HealthTargets
-from gatewayz_protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, DEFAULT_NAMESPACE
+from gatewayz_protocol.keys import (
+    DEFAULT_EXPORT_HORIZON_SECONDS,
+    DEFAULT_MAX_PROVIDERS,
+    DEFAULT_NAMESPACE,
+)
 from gatewayz_protocol.names import check_namespace, is_valid_provider
 from gatewayz_transport.urls import DEFAULT_REDIS_URL, check_url
 
@@ -74,6 +78,9 @@ class AggregatorSettings:
     latency_target_seconds: float = 2.0
     latency_ceiling_seconds: float = 10.0
     retention_seconds: float = 7 * 24 * 3600.0
+    max_providers: int = DEFAULT_MAX_PROVIDERS
+    """Providers read and exported at most, the most recently seen (the clients' own cap, also
+    held against names written to the registry some other way)."""
     export_horizon_seconds: float = DEFAULT_EXPORT_HORIZON_SECONDS
     """A provider without an event for this long leaves /metrics (and the cycle's reads) until
     its next event; its counters stay in Redis for the retention period."""
@@ -176,6 +183,8 @@ def _check_ranges(settings: AggregatorSettings) -> None:
         raise ValueError("max header bytes must be >= 1024")
     if settings.max_connections < 1:
         raise ValueError("max connections must be >= 1")
+    if settings.max_providers < 1:
+        raise ValueError("max providers must be >= 1")
     if not 0.0 < settings.latency_target_seconds < settings.latency_ceiling_seconds:
         raise ValueError("need 0 < latency target < latency ceiling")
 

@@ -3,6 +3,7 @@ the transition script), workers read its ``state`` and the permit script its per
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -51,26 +52,69 @@ def encode_breaker(state: BreakerState, permits: int, permit_seconds: float) -> 
         "consecutive_opens", str(state.consecutive_opens),
         FORCED_FIELD, "1" if state.forced else "0",
         "permits", str(permits),
-        "permit_ms", str(max(1, int(permit_seconds * 1000))),
+        "permit_ms", str(max(1, round(permit_seconds * 1000))),
     ]  # fmt: skip
 
 
 def decode_breaker(raw: Mapping[bytes, bytes]) -> BreakerState:
-    if not raw:
-        return BreakerState()
-    fields = {k.decode(): v.decode() for k, v in raw.items()}
-    return BreakerState(
-        state=fields.get(STATE_FIELD, CLOSED),
-        since=float(fields.get("since", 0.0)),
-        epoch=int(fields.get("epoch", 0)),
-        open_until=float(fields.get("open_until", 0.0)),
-        consecutive_opens=int(fields.get("consecutive_opens", 0)),
+    """A breaker hash as a state (``read_breaker`` without the names of what it skipped)."""
+    return read_breaker(raw)[0]
+
+
+def read_breaker(raw: Mapping[bytes, bytes]) -> tuple[BreakerState, list[str]]:
+    """A breaker hash as a state, and the names of the fields no writer of this project could
+    have written (not UTF-8, a state that is not one, a number that is not one): each skipped,
+    its default taken, so a hand edit or a foreign writer never stops a cycle. A missing hash is
+    a closed breaker."""
+    fields: dict[str, str] = {}
+    bad: list[str] = []
+    for name, value in raw.items():
+        try:
+            fields[name.decode()] = value.decode()
+        except UnicodeDecodeError:
+            bad.append(name.decode("utf-8", "replace"))
+    state = fields.get(STATE_FIELD, CLOSED)
+    if state not in STATES:
+        bad.append(STATE_FIELD)
+        state = CLOSED
+    times = {key: _number(fields, key, float, bad) for key in ("since", "open_until")}
+    counts = {key: _number(fields, key, int, bad) for key in ("epoch", "consecutive_opens")}
+    state_read = BreakerState(
+        state=state,
+        since=float(times["since"]),
+        epoch=int(counts["epoch"]),
+        open_until=float(times["open_until"]),
+        consecutive_opens=int(counts["consecutive_opens"]),
         forced=fields.get(FORCED_FIELD) == "1",
     )
+    return state_read, bad
+
+
+def _number(
+    fields: Mapping[str, str], key: str, kind: type[int] | type[float], bad: list[str]
+) -> int | float:
+    """A finite number, or for a count decimal digits only (as the transition script reads an
+    epoch: the two must agree); else 0 with ``key`` noted in ``bad``."""
+    text = fields.get(key)
+    if text is None:
+        return kind(0)
+    if kind is int:
+        if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63:
+            return int(text)
+    else:
+        try:
+            number = float(text)
+            if math.isfinite(number):
+                return number
+        except ValueError:
+            pass
+    bad.append(key)
+    return kind(0)
 
 
 def decode_state_name(raw: bytes | str | None) -> str:
     """A ``state`` field as read by a worker: closed when absent."""
     if not raw:
         return CLOSED
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+    name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return name if name in STATES else CLOSED

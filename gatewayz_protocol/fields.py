@@ -14,6 +14,39 @@ from typing import Final
 
 from gatewayz_protocol.partitions import BUCKET_OF_PARTITION, HISTOGRAM_BOUNDS, OUTCOMES
 
+# -- reading hashes another writer may have touched --------------------------------------------
+
+
+def int_fields(raw: Mapping[bytes, bytes]) -> tuple[dict[str, int], list[str]]:
+    """A hash of integers (HINCRBY's) as read back: the fields that are one, and the names of
+    those that are not (not UTF-8, not an integer, beyond 64 bits): a foreign or hand-written
+    value is skipped, never a reason for a reader to stop."""
+    found: dict[str, int] = {}
+    bad: list[str] = []
+    for name, value in raw.items():
+        try:
+            number = int(value)
+            if not -(2**63) <= number < 2**63:
+                raise ValueError(value)
+            found[name.decode()] = number
+        except ValueError:  # UnicodeDecodeError is one
+            bad.append(name.decode("utf-8", "replace"))
+    return found, bad
+
+
+def text_fields(raw: Mapping[bytes, bytes]) -> tuple[dict[str, str], list[str]]:
+    """A hash of text as read back: the fields that are UTF-8, and the names of those that
+    are not."""
+    found: dict[str, str] = {}
+    bad: list[str] = []
+    for name, value in raw.items():
+        try:
+            found[name.decode()] = value.decode()
+        except UnicodeDecodeError:
+            bad.append(name.decode("utf-8", "replace"))
+    return found, bad
+
+
 # -- a provider's totals hash ------------------------------------------------------------------
 
 COUNT_FIELDS: Final = tuple(f"n:{outcome}" for outcome in OUTCOMES)
@@ -128,15 +161,27 @@ def clock_offset_value(offset: float, measured_at: float) -> str:
 
 
 def decode_clock_offsets(raw: Mapping[str, str]) -> dict[str, tuple[float, float]]:
-    """writer -> (offset, measured at); entries no client wrote are skipped."""
+    """writer -> (offset, measured at); entries no client wrote are skipped
+    (``read_clock_offsets`` names them)."""
+    return read_clock_offsets(raw)[0]
+
+
+def read_clock_offsets(raw: Mapping[str, str]) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """writer -> (offset, measured at), finite numbers, and the writers whose entry is not one."""
     offsets = {}
+    bad = []
     for writer, value in raw.items():
         offset, _, measured_at = value.partition("|")
         try:
-            offsets[writer] = (float(offset), float(measured_at))
+            pair = (float(offset), float(measured_at))
         except ValueError:
+            bad.append(writer)
             continue
-    return offsets
+        if all(map(math.isfinite, pair)):
+            offsets[writer] = pair
+        else:
+            bad.append(writer)
+    return offsets, bad
 
 
 # -- exemplars: the latest per histogram bucket (and series), as JSON --------------------------
@@ -158,7 +203,7 @@ def decode_exemplar(raw: str) -> Exemplar | None:
         data = json.loads(raw)
         labels = {str(k): str(v) for k, v in data["l"].items()}
         return labels, float(data["v"]), float(data["t"])
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 
 

@@ -61,6 +61,9 @@ from gatewayz_protocol.names import check_namespace, is_valid_provider
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS
 
 DEFAULT_NAMESPACE = "gatewayz"
+DEFAULT_MAX_PROVIDERS = 1000
+"""Providers tracked at once, cluster-wide: clients admit no more into the registry, and the
+aggregator reads and exports no more (the most recently seen), whoever wrote the registry."""
 DEFAULT_EXPORT_HORIZON_SECONDS = 3600.0
 """A registered provider without an event for this long is idle: the aggregator neither reads
 nor exports it, and clients do not count it against their provider cap (both sides' setting)."""
@@ -181,9 +184,31 @@ class Keys:
         tag = key[key.index("{") : key.index("}") + 1]
         return f"{self.namespace}:{tag}:applied"
 
+    def kind(self, key: str) -> str:
+        """The role of one of this namespace's keys, for reports: ``breaker``, ``totals``,
+        ``window``, ``client stats``... (the last part of its name after the hash tag)."""
+        tail = key.partition("}:")[2]
+        if tail.startswith("w:"):
+            return "window"
+        head, colon, _ = tail.partition(":")
+        named = _KINDS.get(tail) or (_KINDS.get(head + colon) if colon else None)
+        return named or tail.replace(":", " ") or "unknown"
+
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace."""
         return f"{self.namespace}:*"
+
+
+_KINDS = {
+    "providers": "registry",
+    "stats:clients": "client stats",
+    "stats:redis_ops": "redis operations",
+    "stats:clock": "clock offsets",
+    "series:": "metric series",
+    "data:": "metric data",
+    "exemplars:": "metric exemplars",
+    "gauges:": "gauge values",
+}
 
 
 # A cycle asks for the same providers' keys every few seconds: remembered (bounded, so a churn

@@ -130,13 +130,25 @@ TRANSITION: Final = (
 -- ARGV[3] TTL seconds (0: persist, for forced states); ARGV[4] transition counter field ('':
 -- not a transition but a state restored, counted nowhere); ARGV[5] Redis time in ms until
 -- which the writer's lease holds ('': not checked); ARGV[6..] field/value pairs of the state.
--- Returns 1 applied, 0 epoch mismatch, -1 stale fencing token or lease over.
-local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+-- Returns 1 applied, 0 epoch mismatch, -1 stale fencing token or lease over. A breaker key that
+-- is not a hash, or a field that is not a number (a foreign or hand-written value), reads as
+-- absent and is overwritten: one bad value never freezes a breaker.
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'hash' and kind ~= 'none' then
+  redis.call('DEL', KEYS[1])
+end
+local function count(value)  -- digits only, as the aggregator reads them (else 0: absent)
+  if value and string.match(value, '^%d+$') then
+    return tonumber(value)
+  end
+  return 0
+end
+local current = count(redis.call('HGET', KEYS[1], 'epoch'))
 if current ~= tonumber(ARGV[1]) then
   return 0
 end
 if ARGV[2] ~= '' then
-  local fence = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+  local fence = count(redis.call('HGET', KEYS[1], 'fence'))
   if tonumber(ARGV[2]) < fence then
     return -1
   end
@@ -168,8 +180,13 @@ RAISE_FENCE: Final = (
 -- A new leader's token, raised into a breaker hash as it takes over, so a deposed leader's
 -- transition is refused there even before the new leader writes that breaker. KEYS[1] breaker
 -- hash; ARGV[1] fencing token, ARGV[2] TTL seconds of a hash this creates. Returns 1 raised, 0
--- already at or above it.
-local fence = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+-- already at or above it. A breaker key that is not a hash is replaced (TRANSITION's rule).
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'hash' and kind ~= 'none' then
+  redis.call('DEL', KEYS[1])
+end
+local fence = redis.call('HGET', KEYS[1], 'fence')
+fence = (fence and string.match(fence, '^%d+$')) and tonumber(fence) or 0
 if tonumber(ARGV[1]) <= fence then
   return 0
 end

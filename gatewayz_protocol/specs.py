@@ -54,7 +54,10 @@ class MetricSpec:
     @classmethod
     def from_json(cls, text: str) -> MetricSpec:
         """Raises ValueError, KeyError or TypeError for what no client wrote."""
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:  # nested too deep for the parser: no client wrote that
+            raise ValueError("metric spec nested too deep") from None
         return cls(
             name=data["name"],
             kind=data["kind"],
@@ -76,7 +79,7 @@ def series_labels(sid: str, expected: int) -> tuple[str, ...] | None:
     (written under a different declaration, or not by a client)."""
     try:
         values = json.loads(sid)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(values, list) or len(values) != expected:
         return None

@@ -51,21 +51,56 @@ def trace_ids() -> tuple[str, str] | None:
     return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 
 
+_CUT = "truncated=true"
+
+
 def format_line(record: logging.LogRecord, max_chars: int) -> str:
     """``msg`` first, then the logger, the extras in the order given, the trace ids and the
-    exception; a line longer than ``max_chars`` is cut (and says so) to bound memory."""
-    fields = [f"msg={_value(record.getMessage())}", f"logger={_value(record.name)}"]
+    exception. A line longer than ``max_chars`` keeps what fits, the value it stops in cut
+    inside its quotes, then says ``truncated=true``: still logfmt, never longer than the limit
+    (but for a limit under that marker's 14 characters, where only a cut marker fits)."""
+    fields: list[tuple[str, Any]] = [("msg", record.getMessage()), ("logger", record.name)]
     for name, value in vars(record).items():
         if name not in _STANDARD and not name.startswith("_"):
-            fields.append(f"{_key(name)}={_value(value)}")
+            fields.append((_key(name), value))
     ids = trace_ids()
     if ids is not None:  # before the traceback, so a cut line keeps them
-        fields.append(f"trace_id={ids[0]} span_id={ids[1]}")
+        fields += [("trace_id", ids[0]), ("span_id", ids[1])]
     if record.exc_info and record.exc_info[0] is not None:
-        fields.append(f"exc={_value(logging.Formatter().formatException(record.exc_info))}")
+        fields.append(("exc", logging.Formatter().formatException(record.exc_info)))
     elif record.exc_text:
-        fields.append(f"exc={_value(record.exc_text)}")
-    line = " ".join(fields)
-    if len(line) > max_chars:
-        line = line[: max(0, max_chars - 16)] + " truncated=true"
-    return line
+        fields.append(("exc", record.exc_text))
+    rendered = [f"{name}={_value(value)}" for name, value in fields]
+    line = " ".join(rendered)
+    if len(line) <= max_chars:
+        return line
+    return _cut(fields, rendered, max_chars)
+
+
+def _cut(fields: list[tuple[str, Any]], rendered: list[str], max_chars: int) -> str:
+    budget = max_chars - len(_CUT) - 1  # room before " truncated=true"
+    kept: list[str] = []
+    for (name, value), text in zip(fields, rendered, strict=True):
+        room = budget - sum(len(k) + 1 for k in kept)
+        if len(text) <= room:
+            kept.append(text)
+            continue
+        part = _longest_fit(name, value if isinstance(value, str) else str(value), room)
+        if part is not None:
+            kept.append(part)
+        break
+    return " ".join([*kept, _CUT]) if kept or max_chars >= len(_CUT) else _CUT[:max_chars]
+
+
+def _longest_fit(name: str, text: str, room: int) -> str | None:
+    """``name=value`` with the longest prefix of ``text`` whose rendering fits ``room``."""
+    low, high = 0, len(text)
+    best = None
+    while low <= high:  # the rendered length grows with the prefix: bisect it
+        middle = (low + high) // 2
+        candidate = f"{name}={_value(text[:middle])}"
+        if len(candidate) <= room:
+            best, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    return best

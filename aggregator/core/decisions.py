@@ -74,3 +74,9 @@ def decide(
 def acting(states: Mapping[str, BreakerState]) -> list[str]:
     """Providers whose breaker acts: forced, or not closed (they must stay registered)."""
     return [name for name, state in states.items() if state.forced or state.state != CLOSED]
+
+
+def acting_in(snapshot: Snapshot | None) -> list[str]:
+    """The providers whose breaker acts in ``snapshot`` (a registry lost to eviction must not
+    hide an open breaker: the next read includes them)."""
+    return acting({p.provider: p.breaker for p in (snapshot.providers if snapshot else ())})

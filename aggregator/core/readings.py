@@ -3,11 +3,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aggregator.core.health import WindowCounts
-from gatewayz_protocol.breaker_state import BreakerState
-from gatewayz_protocol.fields import Exemplar, decode_exemplar
+from gatewayz_protocol.breaker_state import BreakerState, read_breaker
+from gatewayz_protocol.fields import (
+    Exemplar,
+    decode_exemplar,
+    int_fields,
+    read_clock_offsets,
+    text_fields,
+)
+from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS
 
@@ -72,6 +80,8 @@ def redis_memory(memory: dict[str, object], stats: dict[str, object]) -> RedisMe
 
 
 def int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
+    """A hash of integers as read, every field valid (``Skips.ints`` for one another writer may
+    have touched)."""
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
@@ -90,12 +100,20 @@ class BackendReading:
 
 def decode_exemplars(raw: dict[bytes, bytes]) -> dict[int, Exemplar]:
     """Bucket index -> exemplar, from an exemplars hash (fields no client wrote are skipped)."""
+    return read_exemplars(raw)[0]
+
+
+def read_exemplars(raw: dict[bytes, bytes]) -> tuple[dict[int, Exemplar], list[str]]:
+    """Bucket index -> exemplar, and the fields that are not one (no client wrote them)."""
     found = {}
+    bad = []
     for name, value in raw.items():
         exemplar = decode_exemplar(value.decode("utf-8", "replace"))
-        if exemplar is not None and name.isdigit():
+        if exemplar is not None and name.isdigit() and len(name) < 4:
             found[int(name)] = exemplar
-    return found
+        else:
+            bad.append(name.decode("utf-8", "replace"))
+    return found, bad
 
 
 def shard_counts(raw: list[tuple[bytes, float]]) -> dict[str, int]:
@@ -141,3 +159,56 @@ class ProviderInspection:
     def exists(self) -> bool:
         """Whether any key of the provider exists."""
         return any(ttl != -2 for ttl in self.ttl_ms.values())
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Something read from Redis that no writer of this project could have written (another
+    version, a bug, a hand edit): skipped, so a read never stops for it."""
+
+    kind: str
+    """The key's role (``Keys.kind``): breaker, totals, client stats, ..."""
+    key: str
+    fields: tuple[str, ...]
+    """The fields skipped; empty: the whole key (it holds another type)."""
+
+
+class Skips:
+    """Reads a hash another writer may have touched, noting what it skips (``found``)."""
+
+    def __init__(self, keys: Keys) -> None:
+        self._keys = keys
+        self.found: list[Skip] = []
+
+    def note(self, key: str, fields: Sequence[str] = ()) -> None:
+        self.found.append(Skip(self._keys.kind(key), key, tuple(fields)))
+
+    def ints(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, int]:
+        values, bad = int_fields(raw)
+        if bad:
+            self.note(key, bad)
+        return values
+
+    def texts(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, str]:
+        values, bad = text_fields(raw)
+        if bad:
+            self.note(key, bad)
+        return values
+
+    def breaker(self, key: str, raw: Mapping[bytes, bytes]) -> BreakerState:
+        state, bad = read_breaker(raw)
+        if bad:
+            self.note(key, bad)
+        return state
+
+    def exemplars(self, key: str, raw: dict[bytes, bytes]) -> dict[int, Exemplar]:
+        found, bad = read_exemplars(raw)
+        if bad:
+            self.note(key, bad)
+        return found
+
+    def clock_offsets(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, tuple[float, float]]:
+        offsets, bad = read_clock_offsets(self.texts(key, raw))
+        if bad:
+            self.note(key, bad)
+        return offsets

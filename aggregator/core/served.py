@@ -3,6 +3,7 @@ snapshot, the cycle status and the leadership that belong together."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from aggregator.core.readings import RedisMemory
@@ -24,6 +25,11 @@ class CycleStatus:
     """Redis refused this replica's last plain write for lack of memory."""
     clock_offset_seconds: float | None = None
     """Redis's clock minus this replica's (None: an injected clock)."""
+    values_skipped: dict[str, int] = field(default_factory=dict)
+    """Values read from Redis that no writer of this project writes, skipped, by key kind
+    (this replica, since it started)."""
+    providers_over_cap: int = 0
+    """Providers active in the registry beyond the cap at the last read: not read."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,14 @@ def after_success(
     memory: RedisMemory | None,
     out_of_memory: bool,
     clock_offset: float | None,
+    values_skipped: Mapping[str, int] | None = None,
+    providers_over_cap: int = 0,
 ) -> CycleStatus:
     """The status after a successful cycle at ``now``."""
     return replace(
         status,
+        values_skipped=dict(values_skipped or {}),
+        providers_over_cap=providers_over_cap,
         cycles_ok=status.cycles_ok + 1,
         last_success_at=now,
         last_duration_seconds=duration,

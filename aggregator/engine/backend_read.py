@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from aggregator.core.readings import BackendReading, int_hash, text_hash
+from aggregator.core.readings import BackendReading, Skips
 from aggregator.engine.plan import Plan
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.raw import as_dict, as_text
@@ -17,12 +17,13 @@ from gatewayz_transport.raw import as_dict, as_text
 class BackendRead:
     def __init__(self, keys: Keys) -> None:
         self._keys = keys
+        self.skips = Skips(keys)
         self._schema: dict[str, str] = {}
         self._writers: list[str] = []
         self._series: dict[str, list[str]] = {}
         self._data: dict[str, dict[str, int]] = {}
         self._exemplars: dict[str, dict[str, str]] = {}
-        self._gauges: list[dict[bytes, bytes]] = []
+        self._gauges: list[dict[str, str]] = []
 
     def first_round(self, prune_below: float | None) -> Plan:
         """The specs and the processes with gauges; ``prune_below`` (the maintaining reader's):
@@ -37,7 +38,7 @@ class BackendRead:
         return plan
 
     def _decode_first(self, replies: list[Any]) -> None:
-        self._schema = text_hash(as_dict(replies[0]))
+        self._schema = self.skips.texts(self._keys.metric_schema, as_dict(replies[0]))
         self._writers = [as_text(writer) for writer in replies[-1]]
 
     def second_round(self) -> Plan:
@@ -57,16 +58,21 @@ class BackendRead:
     def _decode_metric(self, name: str, replies: list[Any]) -> None:
         members, values, latest = replies
         self._series[name] = sorted(as_text(member) for member in members)
-        self._data[name] = int_hash(as_dict(values))
-        self._exemplars[name] = text_hash(as_dict(latest))
+        keys, skips = self._keys, self.skips
+        self._data[name] = skips.ints(keys.metric_data(name), as_dict(values))
+        self._exemplars[name] = skips.texts(keys.metric_exemplars(name), as_dict(latest))
 
     def _decode_gauges(self, replies: list[Any]) -> None:
-        self._gauges = [as_dict(raw) for raw in replies]
+        keys = self._keys
+        self._gauges = [
+            self.skips.texts(keys.gauge_values(writer), as_dict(raw))
+            for writer, raw in zip(self._writers, replies, strict=True)
+        ]
 
     def reading(self) -> BackendReading:
         """What the rounds read: processes without gauge values left (their hash expired) are
         the expired writers, to forget."""
-        live = [text_hash(values) for values in self._gauges if values]
+        live = [values for values in self._gauges if values]
         expired = [w for w, values in zip(self._writers, self._gauges, strict=True) if not values]
         return BackendReading(
             self._schema, self._series, self._data, live, expired, self._exemplars

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -23,9 +22,9 @@ from opentelemetry import trace
 
 from aggregator.core.backend import families_of
 from aggregator.core.breaker import Transition, counting_start
-from aggregator.core.decisions import acting
+from aggregator.core.decisions import acting, acting_in
 from aggregator.core.history import HistoryMinutes, HistoryPoint
-from aggregator.core.readings import Reading, RedisMemory
+from aggregator.core.readings import Reading
 from aggregator.core.served import (
     CycleStatus,
     ServedState,
@@ -34,7 +33,6 @@ from aggregator.core.served import (
     readiness,
 )
 from aggregator.core.snapshot import (
-    SNAPSHOT_VERSION,
     Snapshot,
     build_snapshot,
     silent_clocks,
@@ -42,6 +40,7 @@ from aggregator.core.snapshot import (
 from aggregator.engine.clock import CycleClock
 from aggregator.engine.evaluate import BreakerStep
 from aggregator.engine.lease import LeaderLease
+from aggregator.engine.notices import Notices
 from aggregator.engine.reader import WindowReader
 from aggregator.engine.writer import FENCED, StateWriter
 from aggregator.settings import AggregatorSettings, describe_error
@@ -70,7 +69,9 @@ class Aggregator:
         self.instance = settings.instance
         keys = Keys(settings.namespace)
         self._redis = connection
-        self._reader = WindowReader(connection, keys, settings.window_seconds)
+        self._reader = WindowReader(
+            connection, keys, settings.window_seconds, max_providers=settings.max_providers
+        )
         self._writer = StateWriter(
             connection,
             keys,
@@ -87,9 +88,8 @@ class Aggregator:
         self._clock = CycleClock(self._reader.redis_time, clock)
         self._breakers = BreakerStep(settings.breaker)
         self._history = HistoryMinutes()
-        self._evictions = EvictionWarning()
+        self._notices = Notices()
         self._log_drops = NewLogDrops()
-        self._versions_seen: set[int] = set()  # newer snapshot versions followed (logged once)
         self._lock = threading.RLock()
         self._idle_checked = False
         """Whether this process looked at every idle provider's breaker (its first read)."""
@@ -163,7 +163,7 @@ class Aggregator:
             try:
                 now = self._clock.measure()
                 memory = self._reader.memory()
-                self._evictions.check(memory)
+                self._notices.memory_policy(memory)
                 leader = self._lease.tick()
                 snapshot = self._lead(now) if leader else None
                 if snapshot is None:
@@ -176,8 +176,16 @@ class Aggregator:
                 span.set_attribute("error", True)
                 return None
             duration = time.perf_counter() - started
+            self._notices.skipped(self._reader.take_skipped())
             status = after_success(
-                self._served.status, now, duration, memory, self._out_of_memory, self._clock.offset
+                self._served.status,
+                now,
+                duration,
+                memory,
+                self._out_of_memory,
+                self._clock.offset,
+                self._notices.counts,
+                self._reader.over_cap,
             )
             served = snapshot or self._served.snapshot
             self._serve(snapshot=served, status=status, leader=self._lease.is_leader)
@@ -198,12 +206,11 @@ class Aggregator:
                 check_idle=not self._idle_checked,
             )
             self._idle_checked = True
-            snapshot = self._served.snapshot
-            last = {p.provider: p.breaker for p in (snapshot.providers if snapshot else ())}
+            last = acting_in(self._served.snapshot)
             config = self.settings.breaker
             return self._reader.read(
                 now,
-                [*self.settings.providers, *sorted({*names, *acting(last)})],
+                [*self.settings.providers, *sorted({*names, *last})],
                 lambda state: counting_start(state, now, config),
                 counters=counters,
             )
@@ -218,9 +225,8 @@ class Aggregator:
         if cycle is None or cycle == FENCED:
             self._lease.deposed()
             return None
-        settings = self.settings
-        targets = settings.health_targets
-        snapshot = build_snapshot(reading, states, now, cycle, targets, self._breakers.suppressed)
+        settings, suppressed = self.settings, self._breakers.suppressed
+        snapshot = build_snapshot(reading, states, now, cycle, settings.health_targets, suppressed)
         with tracer.start_as_current_span("read_backend_metrics"):
             backend = self._reader.backend(now, settings.retention_seconds)
             if backend.expired_writers:
@@ -238,19 +244,15 @@ class Aggregator:
         each cycle number once, so a different number is a newer snapshot)."""
         published = self._reader.published_snapshot()
         commit = self._writer.begin(fence=None).log_drops(self._log_drops.take())
-        self._out_of_memory |= commit.send(self._take_ops()).out_of_memory
+        self._out_of_memory |= commit.send(self._reader.take_ops()).out_of_memory
         if published is None:
             return None
-        snapshot = decode_snapshot(published, self._versions_seen)
+        snapshot = decode_snapshot(published)
+        self._notices.snapshot_version(snapshot.version)
         current = self._served.snapshot
         if current is not None and current.cycle == snapshot.cycle:
             return current  # the same object: its rendered bodies stay valid
         return snapshot
-
-    def _take_ops(self) -> Counter[str]:
-        ops = self._reader.ops.copy()
-        self._reader.ops.clear()
-        return ops
 
     def _evaluate_and_commit(
         self, reading: Reading, now: float, reserve_cycle_above: int | None = None
@@ -277,7 +279,7 @@ class Aggregator:
         if reserve_cycle_above is not None:
             commit.reserve_cycle(reserve_cycle_above).history(self._history.due(last))
         with tracer.start_as_current_span("write_state"):
-            committed = commit.send(self._take_ops())
+            committed = commit.send(self._reader.take_ops())
         if taken_over:
             self._lease.taken_over = False  # raised: they stay raised
         self._out_of_memory |= committed.out_of_memory
@@ -286,11 +288,9 @@ class Aggregator:
             self._lease.deposed()
         return states, applied, committed.cycle
 
-    # -- reads for serving (any thread) --------------------------------------------------------
-
     def history(self, providers: list[str]) -> tuple[str | None, dict[str, list[HistoryPoint]]]:
-        """The dashboard's read (read only): the lease holder and each provider's history
-        points (README "Dashboard")."""
+        """The dashboard's read (read only, any thread): the lease holder and each provider's
+        history points (README "Dashboard")."""
         return self._reader.history(providers)
 
     def ready(self) -> tuple[bool, str]:
@@ -308,38 +308,10 @@ class UnusableSnapshot(ValueError):
     """The published snapshot cannot be served by this replica (the cycle fails by this name)."""
 
 
-def decode_snapshot(published: str, versions_seen: set[int]) -> Snapshot:
-    """The leader's published snapshot; UnusableSnapshot naming why it cannot be served. A
-    newer leader's (a rolling upgrade) is served as far as this replica knows it, said once
-    per version (``versions_seen``)."""
+def decode_snapshot(published: str) -> Snapshot:
+    """The leader's published snapshot; UnusableSnapshot naming why it cannot be served (a
+    newer leader's, in a rolling upgrade, is served as far as this replica knows it)."""
     try:
-        snapshot = Snapshot.from_json(published)
+        return Snapshot.from_json(published)
     except ValueError as exc:
         raise UnusableSnapshot(f"the published snapshot cannot be served: {exc}") from None
-    if snapshot.version > SNAPSHOT_VERSION and snapshot.version not in versions_seen:
-        versions_seen.add(snapshot.version)
-        log.warning(
-            "the leader publishes snapshot version %d, this replica knows %d: what it does not "
-            "know is left out until it is upgraded",
-            snapshot.version,
-            SNAPSHOT_VERSION,
-        )
-    return snapshot
-
-
-class EvictionWarning:
-    """Logs once (per policy) a maxmemory-policy that lets Redis evict this project's keys."""
-
-    def __init__(self) -> None:
-        self._reported: str | None = None
-
-    def check(self, memory: RedisMemory | None) -> None:
-        policy = memory.policy if memory is not None and memory.can_evict else None
-        if policy is not None and policy != self._reported:
-            log.error(
-                "Redis maxmemory-policy is %s with maxmemory %d bytes: it can evict this "
-                "project's keys (windows, counters, breaker states); set noeviction",
-                policy,
-                memory.max_bytes if memory is not None else 0,
-            )
-        self._reported = policy

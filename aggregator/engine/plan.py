@@ -14,15 +14,19 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
+import redis
+
 from gatewayz_transport.connection import Connection
 from gatewayz_transport.errors import raise_first_error
-from gatewayz_transport.raw import execute_raw
+from gatewayz_transport.raw import as_text, execute_raw
 from gatewayz_transport.routing import Command
 
 Decode = Callable[[list[Any]], None]
 """Takes the replies of the commands queued with it, in order, as Redis sent them."""
 
 _first = itemgetter(0)
+_ABSENT: dict[str, Any] = {"GET": None, "ZCOUNT": 0, "ZREMRANGEBYSCORE": 0, "ZREM": 0}
+"""What a command answers about a missing key, where that is not an empty list."""
 
 
 class Plan:
@@ -31,6 +35,9 @@ class Plan:
     def __init__(self) -> None:
         self._commands: list[Command] = []
         self._parts: list[tuple[int, int, Decode]] = []
+        self.wrong_type: list[str] = []
+        """Keys a command found holding another type (another writer's, a hand edit): read as
+        absent, never a reason to stop the read; set by ``decode``."""
 
     def add(self, commands: Sequence[Command], decode: Decode) -> None:
         """Queue ``commands``; ``decode`` gets their replies, in order, when the plan runs."""
@@ -62,6 +69,15 @@ class Plan:
         raising the first error reply: a read is never half-decoded."""
         if len(replies) != len(self._commands):
             raise ValueError(f"{len(replies)} replies to {len(self._commands)} commands")
+        replies = [self._absent_if_wrong_type(i, reply) for i, reply in enumerate(replies)]
         raise_first_error(replies)
         for start, end, decode in self._parts:
             decode(replies[start:end])
+
+    def _absent_if_wrong_type(self, index: int, reply: Any) -> Any:
+        if not (isinstance(reply, redis.ResponseError) and str(reply).startswith("WRONGTYPE")):
+            return reply
+        command = self._commands[index]
+        self.wrong_type.append(as_text(command[1]))
+        name = str(command[0]).upper()
+        return [None] * (len(command) - 2) if name == "HMGET" else _ABSENT.get(name, [])

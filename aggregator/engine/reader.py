@@ -28,6 +28,7 @@ from aggregator.core.readings import (
     ProviderInspection,
     Reading,
     RedisMemory,
+    Skip,
     redis_memory,
     shard_counts,
 )
@@ -43,7 +44,7 @@ from gatewayz_protocol.breaker_state import (
     BreakerState,
     decode_state_name,
 )
-from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.keys import DEFAULT_MAX_PROVIDERS, Keys
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_transport.connection import Connection
 from gatewayz_transport.raw import as_scored, as_text
@@ -68,14 +69,22 @@ class WindowReader:
         window_seconds: float,
         future_tolerance_seconds: float = FUTURE_TOLERANCE_SECONDS,
         maintains: bool = True,
+        max_providers: int = DEFAULT_MAX_PROVIDERS,
     ):
         self._redis = connection
         self._keys = keys
         self._window = window_seconds
         self._tolerance = future_tolerance_seconds
         self._maintains = maintains
+        self._max_providers = max_providers
         self.ops: Counter[str] = Counter()
         """Commands issued so far; the cycle moves them into Redis's shared op counter."""
+        self.skipped: list[Skip] = []
+        """What the reads met that no writer of this project could have written, skipped (the
+        cycle reports them)."""
+        self.over_cap = 0
+        """Providers active in the registry beyond ``max_providers`` at the last read: not read
+        (only the most recently seen ones are)."""
         self._shards: dict[str, int] = {}
         """Providers split over several shards (``Keys.shards``), as last read."""
         self._trim_slots: dict[str, int] = {}
@@ -83,8 +92,22 @@ class WindowReader:
         self._empty: dict[Place, tuple[int, ...]] = {}
         """(provider, shard) -> its partitions without calls in the window at the last read."""
 
+    def take_ops(self) -> Counter[str]:
+        """The commands issued since the last call (for the shared op counter)."""
+        ops, self.ops = self.ops, Counter()
+        return ops
+
+    def take_skipped(self) -> list[Skip]:
+        """What the reads skipped since the last call."""
+        skipped, self.skipped = self.skipped, []
+        return skipped
+
     def _run(self, plan: Plan) -> None:
-        self.ops.update(plan.run(self._redis))
+        try:
+            self.ops.update(plan.run(self._redis))
+        finally:
+            for key in plan.wrong_type:
+                self.skipped.append(Skip(self._keys.kind(key), key, ()))
 
     def redis_time(self) -> tuple[int, int]:
         """Redis's clock: (seconds, microseconds). (Not a plan: TIME has no key to route by on
@@ -110,29 +133,39 @@ class WindowReader:
         keys = self._keys
         horizon = retention_seconds if horizon_seconds is None else horizon_seconds
         found: list[Any] = []
+        active, retained = f"({now - horizon!r}", f"({now - retention_seconds!r}"
+        registry, cap = keys.providers, self._max_providers
         commands: list[tuple[Any, ...]] = [
-            ("ZRANGEBYSCORE", keys.providers, "-inf", repr(now - retention_seconds)),
-            ("ZRANGEBYSCORE", keys.providers, f"({now - horizon!r}", "+inf"),
+            # at most a cap of stale names a read: the rest leave at the next ones
+            ("ZRANGEBYSCORE", registry, "-inf", retained.lstrip("("), "LIMIT", 0, cap),
+            ("ZREVRANGEBYSCORE", registry, "+inf", active, "LIMIT", 0, cap),  # the newest
+            ("ZCOUNT", registry, active, "+inf"),
         ]
         if check_idle:
-            since, until = f"({now - retention_seconds!r}", repr(now - horizon)
-            commands.append(("ZRANGEBYSCORE", keys.providers, since, until))
+            commands.append(("ZRANGEBYSCORE", registry, retained, repr(now - horizon)))
         plan = Plan()
         plan.add([*commands, ("ZRANGE", keys.shards, 0, -1, "WITHSCORES")], found.extend)
         self._run(plan)
-        raw_stale, raw_active, *raw_idle, raw_shards = found
+        raw_stale, raw_active, active_count, *raw_idle, raw_shards = found
+        self.over_cap = max(0, int(active_count) - cap)
         self._shards = shard_counts(as_scored(raw_shards))
-        # A name no client could have written (the registry is shared) is ignored, not fatal.
-        stale = [as_text(raw) for raw in raw_stale]
-        idle = [as_text(raw) for raw in (raw_idle[0] if raw_idle else [])]
-        acting = self._acting([n for n in (*stale, *idle) if is_valid_provider(n)])
+        stale = self._valid(raw_stale)
+        acting = self._acting([*stale, *self._valid(raw_idle[0] if raw_idle else [])])
         gone = [n for n in stale if n not in acting]
         if gone and self._maintains:
             plan = Plan()
             plan.add([("ZREM", keys.providers, *gone)], lambda replies: None)
             self._run(plan)
-        active = [as_text(raw) for raw in raw_active]
-        return list(dict.fromkeys(n for n in (*active, *acting) if is_valid_provider(n)))
+        return list(dict.fromkeys((*self._valid(raw_active), *acting)))
+
+    def _valid(self, raw_names: Sequence[Any]) -> list[str]:
+        """The registry's names that a client could have written; the others noted, skipped."""
+        names = [as_text(raw) for raw in raw_names]
+        valid = [name for name in names if is_valid_provider(name)]
+        if len(valid) < len(names):
+            strangers = [repr(name[:64]) for name in names if not is_valid_provider(name)]
+            self.skipped.append(Skip("registry", self._keys.providers, tuple(strangers)))
+        return valid
 
     def _acting(self, candidates: Sequence[str]) -> list[str]:
         """Those of ``candidates`` whose breaker acts (forced, or not closed)."""
@@ -181,7 +214,9 @@ class WindowReader:
         if second is not None:
             self._run(second)
         self._empty = window_read.empty_partitions()
-        return window_read.reading()
+        reading = window_read.reading()
+        self.skipped += window_read.skips.found
+        return reading
 
     def _trim_schedule(self, now: float, names: list[str]) -> frozenset[str]:
         """The providers whose window keys this read trims: each one once per ``TRIM_SHARE``
@@ -194,30 +229,9 @@ class WindowReader:
         return due
 
     def memory(self) -> RedisMemory | None:
-        """INFO memory and stats in one round trip (on a cluster: of every master, and the
-        one nearest its limit is reported, with every master's evictions); None from a server
-        without INFO (fakeredis). Raises when Redis is unreachable."""
-        if isinstance(self._redis, RedisCluster):
-            masters = RedisCluster.PRIMARIES
-            memory = self._redis.info("memory", target_nodes=masters)
-            stats = self._redis.info("stats", target_nodes=masters)
-            self.ops["info"] += 2 * len(memory)
-            readings = [redis_memory(memory[node], stats[node]) for node in memory]
-            worst = max(readings, key=lambda m: m.used_bytes / m.max_bytes if m.max_bytes else 0)
-            return replace(
-                worst,
-                policy=next((m.policy for m in readings if m.can_evict), worst.policy),
-                evicted_keys=sum(m.evicted_keys for m in readings),
-            )
-        pipe = pipeline(self._redis)
-        pipe.info("memory")
-        pipe.info("stats")
-        try:
-            memory, stats = pipe.execute()
-        except redis.ResponseError:
-            return None
-        self.ops["info"] += 2  # INFO's reply is parsed by redis-py: not a raw plan
-        return redis_memory(memory, stats)
+        """Redis's memory (``read_memory``); None from a server without INFO (fakeredis).
+        Raises when Redis is unreachable."""
+        return read_memory(self._redis, self.ops)
 
     def backend(self, now: float, retention_seconds: float) -> BackendReading:
         """The workers' declared metrics (``BackendRead``): specs, admitted series, values, and
@@ -226,6 +240,7 @@ class WindowReader:
         prune_below = now - retention_seconds if self._maintains else None
         self._run(backend_read.first_round(prune_below))
         self._run(backend_read.second_round())
+        self.skipped += backend_read.skips.found
         return backend_read.reading()
 
     def published_snapshot(self) -> str | None:
@@ -270,7 +285,9 @@ class WindowReader:
         self._run(plan)
         pairs, raw_shards = found
         self._shards = shard_counts(as_scored(raw_shards))
-        return {as_text(name): score for name, score in as_scored(pairs)}
+        scored = as_scored(pairs)
+        valid = set(self._valid([name for name, _ in scored]))
+        return {as_text(name): score for name, score in scored if as_text(name) in valid}
 
     def inspect(
         self, now: float, providers: Sequence[str], edges: Sequence[float]
@@ -283,3 +300,31 @@ class WindowReader:
         inspect_read = InspectRead(self._keys, now, edges, self._shards)
         self._run(inspect_read.plan(providers))
         return inspect_read.found
+
+
+def read_memory(connection: Connection, ops: Counter[str]) -> RedisMemory | None:
+    """INFO memory and stats in one round trip (on a cluster: of every master, and the one
+    nearest its limit is reported, with every master's evictions); None from a server without
+    INFO (fakeredis). Counts its commands in ``ops`` (INFO's reply is parsed by redis-py: not a
+    raw plan)."""
+    if isinstance(connection, RedisCluster):
+        masters = RedisCluster.PRIMARIES
+        memory = connection.info("memory", target_nodes=masters)
+        stats = connection.info("stats", target_nodes=masters)
+        ops["info"] += 2 * len(memory)
+        readings = [redis_memory(memory[node], stats[node]) for node in memory]
+        worst = max(readings, key=lambda m: m.used_bytes / m.max_bytes if m.max_bytes else 0)
+        return replace(
+            worst,
+            policy=next((m.policy for m in readings if m.can_evict), worst.policy),
+            evicted_keys=sum(m.evicted_keys for m in readings),
+        )
+    pipe = pipeline(connection)
+    pipe.info("memory")
+    pipe.info("stats")
+    try:
+        found, stats = pipe.execute()
+    except redis.ResponseError:
+        return None
+    ops["info"] += 2
+    return redis_memory(found, stats)

@@ -21,15 +21,13 @@ from aggregator.core.health import WindowCounts
 from aggregator.core.readings import (
     ProviderReading,
     Reading,
-    decode_exemplars,
-    int_hash,
+    Skips,
     newest_exemplars,
-    text_hash,
     window_counts,
 )
 from aggregator.engine.plan import Plan
-from gatewayz_protocol.breaker_state import BreakerState, decode_breaker
-from gatewayz_protocol.fields import Exemplar, decode_clock_offsets
+from gatewayz_protocol.breaker_state import BreakerState
+from gatewayz_protocol.fields import Exemplar
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import WINDOW_PARTITIONS
 from gatewayz_transport.raw import as_dict
@@ -65,6 +63,8 @@ class WindowRead:
         self._empty = empty
         self._trimming = trimming
         self._counters = counters
+        self.skips = Skips(keys)
+        """What the replies held that no writer of this project could have written."""
         self._shared: list[dict[bytes, bytes]] = []
         self._breakers: dict[str, BreakerState] = {}
         self._transitions: dict[str, dict[str, int]] = {}
@@ -92,8 +92,10 @@ class WindowRead:
         return plan
 
     def _decode_breaker(self, name: str, replies: list[Any]) -> None:
-        self._breakers[name] = decode_breaker(as_dict(replies[0]))
-        self._transitions[name] = int_hash(as_dict(replies[1])) if self._counters else {}
+        keys, skips = self._keys, self.skips
+        self._breakers[name] = skips.breaker(keys.breaker(name), as_dict(replies[0]))
+        transitions = as_dict(replies[1]) if self._counters else {}
+        self._transitions[name] = skips.ints(keys.transitions(name), transitions)
 
     def _queue_shard(self, plan: Plan, name: str, shard: int) -> None:
         keys, window_keys = self._keys, self._keys.window_keys(name, shard)
@@ -121,10 +123,13 @@ class WindowRead:
         trims: bool,
         replies: list[Any],
     ) -> None:
-        name, at = place[0], 0
+        (name, shard), at = place, 0
         if self._counters:
-            self._totals[name].update(int_hash(as_dict(replies[0])))
-            found = decode_exemplars(as_dict(replies[1]))
+            skips = self.skips
+            self._totals[name].update(
+                skips.ints(self._keys.totals(name, shard), as_dict(replies[0]))
+            )
+            found = skips.exemplars(self._keys.exemplars(name, shard), as_dict(replies[1]))
             self._exemplars[name] = newest_exemplars(self._exemplars[name], found)
             at = 2
         at += WINDOW_PARTITIONS if trims else 0
@@ -196,11 +201,12 @@ class WindowRead:
                     self._exemplars[name],
                 )
             )
+        keys, skips = self._keys, self.skips
         return Reading(
             tuple(readings),
-            int_hash(as_dict(client_stats)),
-            int_hash(as_dict(redis_ops)),
-            decode_clock_offsets(text_hash(as_dict(clock_offsets))),
+            skips.ints(keys.client_stats, as_dict(client_stats)),
+            skips.ints(keys.redis_ops, as_dict(redis_ops)),
+            skips.clock_offsets(keys.clock_offsets, as_dict(clock_offsets)),
         )
 
     def empty_partitions(self) -> dict[Place, tuple[int, ...]]:

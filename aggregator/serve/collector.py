@@ -3,8 +3,7 @@ ServedState per collect, so every series of one scrape comes from the same cycle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -13,13 +12,13 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Exemplar as PromExemplar
 from prometheus_client.utils import floatToGoString
 
 from aggregator.core.served import CycleStatus, ServedState
 from aggregator.core.snapshot import Snapshot
+from aggregator.serve.backend_metrics import backend_metrics
+from aggregator.serve.exemplars import with_exemplars
 from gatewayz_protocol.breaker_state import STATES
-from gatewayz_protocol.fields import Exemplar
 from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
 
 # le label values exactly as prometheus_client's own Histogram writes them ("1.0", "+Inf").
@@ -31,22 +30,6 @@ _LE_LABELS = (
 
 DROP_CAUSES = ("buffer_full", "refused", "error", "shutdown")
 """Why clients give events up (always exported, so a rate is defined before the first drop)."""
-
-
-def _with_exemplars(
-    le: Sequence[str], counts: Sequence[int], exemplars: Mapping[str, Exemplar]
-) -> list[Any]:
-    """Histogram buckets as HistogramMetricFamily takes them: (le, count), or (le, count,
-    exemplar) where a bucket has one. Only the OpenMetrics exposition shows exemplars."""
-    buckets: list[Any] = []
-    for index, (bound, count) in enumerate(zip(le, counts, strict=True)):
-        found = exemplars.get(str(index))
-        if found is None:
-            buckets.append((bound, count))
-        else:
-            labels, value, at = found
-            buckets.append((bound, count, PromExemplar(dict(labels), value, at)))
-    return buckets
 
 
 def _window(seconds: float) -> str:
@@ -68,7 +51,7 @@ class SnapshotCollector(Collector):
             return
         yield from _health_metrics(snapshot)
         yield from _provider_counters(snapshot)
-        yield from _backend_metrics(snapshot)
+        yield from backend_metrics(snapshot)
         yield from _client_metrics(snapshot)
 
 
@@ -181,7 +164,7 @@ def _provider_counters(snapshot: Snapshot) -> Iterator[Metric]:
     )
     for p in snapshot.providers:
         labels = [p.provider]
-        buckets = _with_exemplars(_LE_LABELS, p.histogram_cumulative, p.exemplars)
+        buckets = with_exemplars(_LE_LABELS, p.histogram_cumulative, p.exemplars)
         response_time.add_metric(labels, buckets, p.latency_sum_seconds)
         for outcome in OUTCOMES:
             requests.add_metric([p.provider, outcome], p.requests_total.get(outcome, 0))
@@ -306,6 +289,22 @@ def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[
             "Redis's clock minus this replica's, as measured at its last cycle",
             value=status.clock_offset_seconds,
         )
+    skipped = CounterMetricFamily(
+        "gatewayz_redis_values_skipped",
+        "Values read from Redis that no writer of this project writes (another version, a "
+        "bug, a hand edit), skipped by this replica, by key kind; each key is named once in "
+        "its log",
+        labels=["kind"],
+    )
+    for kind, count in sorted(status.values_skipped.items()):
+        skipped.add_metric([kind], count)
+    yield skipped
+    yield GaugeMetricFamily(
+        "gatewayz_aggregator_providers_over_cap",
+        "Providers active in the registry beyond --max-providers at this replica's last read: "
+        "neither read nor exported (the most recently seen are)",
+        value=status.providers_over_cap,
+    )
     if snapshot is not None:
         yield GaugeMetricFamily(
             "gatewayz_aggregator_snapshot_timestamp_seconds",
@@ -317,84 +316,3 @@ def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[
             "Number of the served snapshot, shared by the replicas (equal on those serving it)",
             value=snapshot.cycle,
         )
-
-
-RESERVED_NAMES = frozenset(
-    {
-        "provider_availability",
-        "provider_error_rate",
-        "provider_response_time_seconds",
-        "gatewayz_provider_health_score",
-        "gatewayz_provider_latency_p95_seconds",
-        "gatewayz_provider_window_requests",
-        "gatewayz_circuit_breaker_state",
-        "gatewayz_provider_requests",
-        "gatewayz_cost_by_provider",
-        "gatewayz_provider_tokens",
-        "gatewayz_circuit_breaker_transitions",
-        "gatewayz_circuit_breaker_rejected_calls",
-        "gatewayz_circuit_breaker_forced",
-        "gatewayz_circuit_breaker_open_suppressed",
-        "gatewayz_redis_operations",
-        "gatewayz_client_events_rejected",
-        "gatewayz_client_events_dropped",
-        "gatewayz_metrics_series_dropped",
-        "gatewayz_metrics_values_rejected",
-        "gatewayz_log_records_dropped",
-    }
-)
-"""Names the aggregator itself exports; a worker metric that would clash with one (or with an
-earlier worker metric) is not served."""
-RESERVED_PREFIXES = ("gatewayz_aggregator_", "gatewayz_redis_", "gatewayz_client_")
-
-
-def _sample_names(name: str, kind: str) -> set[str]:
-    """Every sample and family name a metric may occupy in either exposition format."""
-    base = name.removesuffix("_total")
-    names = {name, base, f"{base}_total", f"{base}_created"}
-    if kind == "histogram":
-        names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created"}
-    return names
-
-
-def _backend_metrics(snapshot: Snapshot) -> Iterator[Metric]:
-    dropped = CounterMetricFamily(
-        "gatewayz_metrics_series_dropped",
-        "Updates to backend metric series beyond the per-metric cardinality cap, all workers",
-        labels=["metric"],
-    )
-    rejected = CounterMetricFamily(
-        "gatewayz_metrics_values_rejected",
-        "Invalid backend metric values (negative counter increments, NaN, inf), all workers",
-        labels=["metric"],
-    )
-    taken = {n for name in RESERVED_NAMES for n in _sample_names(name, "histogram")}
-    for family in snapshot.backend:
-        dropped.add_metric([family.name], family.dropped)
-        rejected.add_metric([family.name], family.rejected)
-        exposed = _sample_names(family.name, family.kind)
-        if family.name.startswith(RESERVED_PREFIXES) or exposed & taken:
-            continue  # would clash with another family: the scrape must stay parseable
-        taken |= exposed
-        labelnames = list(family.labelnames)
-        metric: CounterMetricFamily | GaugeMetricFamily
-        if family.kind == "counter":
-            metric = CounterMetricFamily(family.name, family.help, labels=labelnames)
-        elif family.kind == "gauge":
-            metric = GaugeMetricFamily(family.name, family.help, labels=labelnames)
-        else:
-            le = [floatToGoString(b) for b in family.buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
-            histogram = HistogramMetricFamily(family.name, family.help, labels=labelnames)
-            linked: dict[tuple[str, ...], dict[str, Exemplar]] = {}
-            for labels, bucket, exemplar in family.exemplars:
-                linked.setdefault(tuple(labels), {})[str(bucket)] = exemplar
-            for labels, counts, total in family.histograms:
-                buckets = _with_exemplars(le, counts, linked.get(tuple(labels), {}))
-                histogram.add_metric(list(labels), buckets, total)
-            yield histogram
-            continue
-        for labels, value in family.samples:
-            metric.add_metric(list(labels), value)
-        yield metric
-    yield dropped
-    yield rejected

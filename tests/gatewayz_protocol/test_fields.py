@@ -36,12 +36,15 @@ from gatewayz_protocol.fields import (
     gauge_field,
     gauge_value,
     int_field,
+    int_fields,
     join_amount,
     nano_field,
+    read_clock_offsets,
     rejected_field,
     series_buckets,
     series_value,
     split_amount,
+    text_fields,
 )
 from gatewayz_protocol.partitions import (
     CALLER_ERROR,
@@ -277,11 +280,6 @@ def test_an_exemplar_no_client_wrote_is_none(raw: str) -> None:
     assert decode_exemplar(raw) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fields.py decode_exemplar: json.loads of a deeply nested value raises RecursionError "
-    "(not caught) instead of returning None",
-)
 def test_a_deeply_nested_exemplar_is_none() -> None:
     assert decode_exemplar("[" * 100_000) is None
 
@@ -398,3 +396,28 @@ def test_gauges_round_trip(value: float, at: float, labels: list[str]) -> None:
     sid = json.dumps(labels)
     decoded = list(decode_gauges({gauge_field("g", sid): gauge_value(value, at)}, "g"))
     assert decoded == [(sid, value, at)]
+
+
+def test_integer_hashes_keep_what_is_one_and_name_the_rest() -> None:
+
+    raw = {
+        b"n:success": b"12",
+        b"neg": b"-3",
+        b"x": b"notanint",
+        b"huge": str(2**63).encode(),
+        b"\xff": b"1",
+        b"f": b"1.5",
+    }
+    assert int_fields(raw) == ({"n:success": 12, "neg": -3}, ["x", "huge", "\ufffd", "f"])
+
+
+def test_text_hashes_keep_utf8_and_name_the_rest() -> None:
+
+    raw = {b"a": "é".encode(), b"b": b"\xff", b"\xfe": b"v"}
+    assert text_fields(raw) == ({"a": "é"}, ["b", "\ufffd"])
+
+
+def test_clock_offsets_that_are_not_two_finite_numbers_are_named() -> None:
+
+    raw = {"a:1": "0.5|100.0", "b:2": "x|1", "c:3": "nan|1", "d:4": "1"}
+    assert read_clock_offsets(raw) == ({"a:1": (0.5, 100.0)}, ["b:2", "c:3", "d:4"])

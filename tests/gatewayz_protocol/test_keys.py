@@ -173,3 +173,24 @@ def test_every_key_carries_exactly_one_hash_tag_in_its_namespace() -> None:
         assert key.startswith("ns:{"), key
         assert key.count("{") == 1 and key.count("}") == 1, key
         assert key.index("{") < key.index("}"), key
+
+
+def test_every_key_has_a_kind_for_reports() -> None:
+    keys = Keys("g")
+    kinds = {
+        keys.breaker("p"): "breaker",
+        keys.totals("p", 2): "totals",
+        keys.window_keys("p")[0]: "window",
+        keys.exemplars("p"): "exemplars",
+        keys.transitions("p"): "transitions",
+        keys.client_stats: "client stats",
+        keys.redis_ops: "redis operations",
+        keys.clock_offsets: "clock offsets",
+        keys.providers: "registry",
+        keys.metric_schema: "schema",
+        keys.metric_series("m"): "metric series",
+        keys.metric_data("m"): "metric data",
+        keys.metric_exemplars("m"): "metric exemplars",
+        keys.gauge_values("w"): "gauge values",
+    }
+    assert {key: keys.kind(key) for key in kinds} == kinds

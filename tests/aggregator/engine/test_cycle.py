@@ -5,6 +5,7 @@ which snapshot is newest, and a deposed leader publishes nothing."""
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -446,3 +447,48 @@ def test_a_leader_raises_every_breakers_fence_as_it_takes_over(
     r.hset(keys.breaker("a"), "fence", 1)  # (as if lowered) a renewal raises nothing again
     second.run_cycle()
     assert r.hget(keys.breaker("a"), "fence") == b"1"
+
+
+def test_malformed_values_are_skipped_counted_and_named_and_never_stop_a_breaker(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = make_client(clock=clock)
+    for _ in range(60):
+        metrics.record("failing", 0.3, status_code=503)
+    metrics.record("healthy", 0.1, status_code=200)
+    assert metrics.flush(timeout=5)
+    r.hset(keys.client_stats, "rejected:x", "notanint")
+    r.hset(keys.clock_offsets, b"\xff\xfe", b"0.1|1.0")
+    r.hset(keys.breaker("failing"), mapping={"epoch": "abc", "fence": "xyz"})
+    r.hset(keys.totals("healthy"), "n:success", "1.5e3")
+    r.hset(keys.redis_ops, "zadd", "lots")
+    r.set(keys.breaker("healthy"), "not a hash")  # a whole key of another type
+    aggregator = make_aggregator(breaker=BreakerConfig(min_calls=20))
+    with caplog.at_level(logging.WARNING, logger="gatewayz.aggregator"):
+        assert aggregator.run_breaker_cycle() != []
+        snapshot = aggregator.run_cycle()
+        assert aggregator.run_cycle() is not None  # again: still no failure
+    assert snapshot is not None and aggregator.status.cycles_failed == 0
+    assert _one(snapshot, "failing").breaker.state == "open"  # repaired by its transition
+    assert r.hget(keys.breaker("failing"), "epoch") == b"1"
+    assert _one(snapshot, "healthy").requests_total["success"] == 0  # the bad total skipped
+    # counted at every read (the breaker cycle's, then two cycles'); totals: the cycles' only
+    assert aggregator.status.values_skipped == {
+        "client stats": 3,
+        "clock offsets": 3,
+        "redis operations": 3,
+        # once each: failing's epoch (its transition rewrote it), healthy's string (the fences
+        # raised as the leader took over replaced it with a hash)
+        "breaker": 2,
+        "totals": 2,
+    }
+    named = [m.getMessage() for m in caplog.records if "no writer of this" in m.getMessage()]
+    assert len(named) == 6  # each key named once, whatever the reads
+    assert any(repr(keys.breaker("failing")) in m and "'epoch'" in m for m in named)
+    ready, reason = aggregator.ready()
+    assert ready, reason

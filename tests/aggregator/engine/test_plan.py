@@ -40,11 +40,28 @@ def test_an_error_reply_raises_before_any_group_is_decoded() -> None:
     plan = Plan()
     plan.add([("GET", "a")], lambda replies: decoded.append("first"))
     plan.add([("GET", "b")], lambda replies: decoded.append("second"))
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        plan.decode([b"1", redis.ResponseError("WRONGTYPE Operation against a key")])
+    with pytest.raises(redis.ResponseError, match="LOADING"):
+        plan.decode([b"1", redis.ResponseError("LOADING Redis is loading the dataset")])
     assert decoded == []
     with pytest.raises(ValueError, match="1 replies to 2 commands"):
         plan.decode([b"1"])
+
+
+def test_a_key_of_another_type_reads_as_absent_and_is_named() -> None:
+    got: list[Any] = []
+    plan = Plan()
+    wrong = redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+    commands = [
+        ("HGETALL", "h"),
+        ("ZCOUNT", "z", "-inf", "+inf"),
+        ("GET", "s"),
+        ("HMGET", "m", "state", "forced"),
+        ("ZRANGE", "r", 0, -1),
+    ]
+    plan.add(commands, got.extend)
+    plan.decode([wrong] * len(commands))
+    assert got == [[], 0, None, [None, None], []]
+    assert plan.wrong_type == ["h", "z", "s", "m", "r"]
 
 
 def test_an_empty_plan_decodes_empty_groups_without_a_round_trip() -> None:

@@ -142,3 +142,19 @@ def test_a_breaker_read_leaves_the_counters_out(redis_url: str, r: redis.Redis, 
         assert without.window == with_counters.window
         assert without.breaker_counts == with_counters.breaker_counts
         assert (without.totals, without.transitions, without.exemplars) == ({}, {}, {})
+
+
+def test_the_aggregator_holds_its_own_cap_on_names_written_around_the_clients(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    r.zadd(keys.providers, {f"raw-{i}": NOW - 1_000 + i * 0.1 for i in range(2_500)})
+    r.zadd(keys.providers, {"bad name!": NOW, b"\xff\xfe": NOW})  # the newest: read first
+    reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW, max_providers=1_000)
+    names = reader.known_providers(NOW, 7 * 86_400.0, 3_600.0)
+    assert len(names) == 998  # the 1,000 most recently seen, two of them no provider's name
+    assert names[0] == "raw-2499" and "raw-1502" in names and "raw-1501" not in names
+    assert reader.over_cap == 2_502 - 1_000
+    (skip,) = reader.take_skipped()
+    assert (skip.kind, skip.key) == ("registry", keys.providers)
+    assert sorted(skip.fields) == sorted(["'bad name!'", repr("\ufffd\ufffd")])
+    assert set(reader.registered()) == {f"raw-{i}" for i in range(2_500)}  # inspect's view

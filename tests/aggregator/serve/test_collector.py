@@ -17,6 +17,8 @@ OWN = [
     "gatewayz_aggregator_cycles",
     "gatewayz_aggregator_cycles_failed",
     "gatewayz_aggregator_cycle_duration_seconds",
+    "gatewayz_redis_values_skipped",
+    "gatewayz_aggregator_providers_over_cap",
     "gatewayz_aggregator_interval_seconds",
     "gatewayz_aggregator_breaker_interval_seconds",
 ]
@@ -65,7 +67,8 @@ def _collect(
 
 
 def test_before_the_first_cycle_only_the_aggregators_own_metrics() -> None:
-    served = ServedState("r1", leader=True, status=CycleStatus(cycles_failed=2))
+    status = CycleStatus(cycles_failed=2, values_skipped={"totals": 3}, providers_over_cap=4)
+    served = ServedState("r1", leader=True, status=status)
     families = _collect(served)
     assert list(families) == [*OWN, "gatewayz_aggregator_leader"]  # no INFO: no Redis figures
     assert families["gatewayz_aggregator_cycles_failed"] == {
@@ -73,6 +76,12 @@ def test_before_the_first_cycle_only_the_aggregators_own_metrics() -> None:
     }
     assert families["gatewayz_aggregator_leader"] == {
         ("gatewayz_aggregator_leader", (("replica", "r1"),)): 1.0
+    }
+    assert families["gatewayz_redis_values_skipped"] == {
+        ("gatewayz_redis_values_skipped_total", (("kind", "totals"),)): 3.0
+    }
+    assert families["gatewayz_aggregator_providers_over_cap"] == {
+        ("gatewayz_aggregator_providers_over_cap", ()): 4.0
     }
 
 
@@ -107,9 +116,10 @@ def test_every_family_of_a_snapshot_in_order_with_its_values() -> None:
     assert list(families) == [
         *OWN[:3],
         "gatewayz_aggregator_last_success_timestamp_seconds",
+        *OWN[3:5],
         "gatewayz_aggregator_snapshot_timestamp_seconds",
         "gatewayz_aggregator_snapshot_cycle",
-        *OWN[3:],
+        *OWN[5:],
         *REDIS,
         "gatewayz_aggregator_leader",
         *PROVIDERS,

@@ -1,0 +1,72 @@
+"""What the aggregator tells an operator once, not every cycle: values the reads skipped (no
+writer of this project could have written them: another version, a bug, a hand edit; counted
+by key kind for /metrics, each key named once, never a reason for a cycle or a breaker to
+stop), a maxmemory-policy that can evict this project's keys, a leader publishing a newer
+snapshot version."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+
+from aggregator.core.readings import RedisMemory, Skip
+from aggregator.core.snapshot import SNAPSHOT_VERSION
+
+log = logging.getLogger("gatewayz.aggregator")
+
+MAX_NAMED = 10_000
+"""Keys named in the log at most (a flood of bad keys must not grow this process): beyond, they
+are counted only, and the log says so once."""
+
+
+class Notices:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        """Values skipped by key kind, since this process started (a whole key of another type
+        counts one)."""
+        self._named: set[str] = set()
+        self._policy: str | None = None  # the evicting policy last reported
+        self._versions: set[int] = set()  # newer snapshot versions reported
+
+    def skipped(self, skipped: Iterable[Skip]) -> None:
+        for skip in skipped:
+            self.counts[skip.kind] += max(1, len(skip.fields))
+            if skip.key in self._named or len(self._named) > MAX_NAMED:
+                continue
+            self._named.add(skip.key)
+            what = f"fields {', '.join(map(repr, skip.fields[:10]))}" if skip.fields else "the key"
+            more = f" and {len(skip.fields) - 10} more" if len(skip.fields) > 10 else ""
+            log.warning(
+                "skipped %s%s of %r (%s): no writer of this project writes that; counted in "
+                "gatewayz_redis_values_skipped_total, named here once",
+                what,
+                more,
+                skip.key,
+                skip.kind,
+            )
+            if len(self._named) > MAX_NAMED:
+                log.warning("more than %d keys with skipped values: counted only", MAX_NAMED)
+
+    def memory_policy(self, memory: RedisMemory | None) -> None:
+        """A maxmemory-policy that lets Redis evict this project's keys: once per policy."""
+        policy = memory.policy if memory is not None and memory.can_evict else None
+        if policy is not None and policy != self._policy:
+            log.error(
+                "Redis maxmemory-policy is %s with maxmemory %d bytes: it can evict this "
+                "project's keys (windows, counters, breaker states); set noeviction",
+                policy,
+                memory.max_bytes if memory is not None else 0,
+            )
+        self._policy = policy
+
+    def snapshot_version(self, version: int) -> None:
+        """A leader publishing a snapshot version newer than this replica's: once per version."""
+        if version > SNAPSHOT_VERSION and version not in self._versions:
+            self._versions.add(version)
+            log.warning(
+                "the leader publishes snapshot version %d, this replica knows %d: what it does "
+                "not know is left out until it is upgraded",
+                version,
+                SNAPSHOT_VERSION,
+            )
