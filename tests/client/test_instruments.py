@@ -9,7 +9,6 @@ import os
 import time
 from collections.abc import Callable
 
-import pytest
 import redis
 
 from aggregator.engine.cycle import Aggregator
@@ -217,42 +216,6 @@ def test_series_cap_holds_across_clients_in_redis(
     assert exported == {(("user", u),) for u in ("a", "b", "c")}
     assert s[("hits_total", (("user", "a"),))] == 3
     assert s[_dropped("hits")] == 4  # d, e, f once each, then d again
-
-
-def test_declarations_are_checked(make_client: MakeClient) -> None:
-    metrics = make_client()
-    jobs = metrics.counter("jobs", "Jobs", ["kind", "region"])
-    assert metrics.counter("jobs", "Jobs", ["kind", "region"]) is jobs
-    latency = metrics.histogram("lat", "Latency", buckets=[1, 2])
-    assert metrics.histogram("lat", "Latency", buckets=[1.0, 2.0, math.inf]) is latency
-    level = metrics.gauge("level", "Level", combine="max")
-    assert metrics.gauge("level", "Level", combine="max") is level
-
-    conflicting: list[Callable[[], object]] = [
-        lambda: metrics.gauge("jobs", "Jobs", ["kind", "region"]),
-        lambda: metrics.counter("jobs", "Jobs", ["kind"]),
-        lambda: metrics.counter("jobs", "Jobs", ["region", "kind"]),
-        lambda: metrics.histogram("lat", "Latency", buckets=[1, 3]),
-        lambda: metrics.gauge("level", "Level", combine="min"),
-        lambda: metrics.counter("bad-name", "Invalid name"),
-        lambda: metrics.gauge("g", "Unknown combine", combine="avg"),
-        lambda: metrics.histogram("h", "Unsorted buckets", buckets=[2, 1]),
-    ]
-    for declare in conflicting:
-        with pytest.raises(ValueError):
-            declare()
-
-    for wrong in (("x",), ("x", "eu", "y")):
-        with pytest.raises(ValueError):
-            jobs.labels(*wrong)
-    for named in ({"kind": "x"}, {"kind": "x", "zone": "eu"}):
-        with pytest.raises(ValueError):
-            jobs.labels(**named)
-    with pytest.raises(ValueError):
-        jobs.labels("x", region="eu")
-    with pytest.raises(ValueError):
-        jobs.inc()  # labelled: needs labels()
-    assert jobs.labels(region="eu", kind="x") is jobs.labels("x", "eu")
 
 
 def test_invalid_values_never_raise_and_are_counted(

@@ -1,0 +1,63 @@
+"""Exemplar labels: those a caller passes (kept when they can be one, else left out) and those of
+OpenTelemetry's active span (only a valid, sampled one links)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from client._exemplars import current_exemplar, valid_exemplar
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+         {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}),
+        ({"trace_id": "ab", "span_id": "cd"}, {"trace_id": "ab", "span_id": "cd"}),
+        ({"n": 7}, {"n": "7"}),  # as strings
+        ({"k": "v" * 127}, {"k": "v" * 127}),  # 128 characters in all: the bound
+        ({"k": "v" * 128}, None),  # 129: over it
+        ({}, None),
+        (None, None),
+        ("trace_id=ab", None),  # not a mapping
+        ([("trace_id", "ab")], None),
+        ({"k": Unprintable()}, None),
+    ],
+)  # fmt: skip
+def test_labels_are_kept_as_strings_when_they_can_be_an_exemplar(
+    labels: Any, expected: dict[str, str] | None
+) -> None:
+    assert valid_exemplar(labels) == expected
+
+
+def test_without_opentelemetry_loaded_there_is_no_exemplar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "opentelemetry.trace", raising=False)
+    assert current_exemplar() is None
+
+
+def test_the_active_sampled_span_is_the_exemplar() -> None:
+    tracer = TracerProvider().get_tracer("test")
+    assert current_exemplar() is None  # no active span
+    with tracer.start_as_current_span("call") as span:
+        context = span.get_span_context()
+        expected = {"trace_id": format(context.trace_id, "032x"),
+                    "span_id": format(context.span_id, "016x")}  # fmt: skip
+        assert current_exemplar() == expected
+        assert len(expected["trace_id"]) == 32 and len(expected["span_id"]) == 16
+    assert current_exemplar() is None
+
+
+def test_an_unsampled_span_is_no_exemplar() -> None:
+    tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
+    with tracer.start_as_current_span("call"):
+        assert current_exemplar() is None

@@ -1,0 +1,135 @@
+"""ClientSettings: the documented defaults, what is refused at construction, and the environment
+variables of ``from_env()`` (README, "Client settings")."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from client import ClientSettings
+from client._sharding import ShardPlan
+
+
+def test_the_defaults_are_the_documented_ones() -> None:
+    settings = ClientSettings()
+    assert dataclasses.asdict(settings) == {
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "namespace": "gatewayz",
+        "window_seconds": 300.0,
+        "key_ttl_margin_seconds": 60.0,
+        "retention_seconds": 604_800.0,
+        "flush_interval_seconds": 0.05,
+        "max_batch": 10_000,
+        "max_buffer": 200_000,
+        "socket_timeout_seconds": 2.0,
+        "backoff_initial_seconds": 0.1,
+        "backoff_max_seconds": 5.0,
+        "breaker_refresh_seconds": 0.5,
+        "allow_timeout_seconds": 0.25,
+        "max_series_per_metric": 1000,
+        "max_providers": 1000,
+        "gauge_ttl_seconds": 30.0,
+        "handle_sigterm": True,
+        "export_horizon_seconds": 3600.0,
+        "provider_shards": "",
+    }
+    assert settings.window_ttl_seconds == 360  # window + margin
+    assert settings.shard_plan == ShardPlan()
+
+
+POSITIVE = (
+    "window_seconds", "flush_interval_seconds", "max_batch", "max_buffer",
+    "socket_timeout_seconds", "backoff_initial_seconds", "backoff_max_seconds",
+    "retention_seconds", "breaker_refresh_seconds", "allow_timeout_seconds",
+    "max_series_per_metric", "max_providers", "gauge_ttl_seconds", "export_horizon_seconds",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", POSITIVE)
+def test_a_value_that_must_be_positive_is_refused_at_zero_or_below(name: str) -> None:
+    for value in (0, -1):
+        with pytest.raises(ValueError, match=f"^{name} must be > 0, got {value}$"):
+            ClientSettings(**{name: value})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"key_ttl_margin_seconds": -1.0}, "key_ttl_margin_seconds must be >= 0"),
+        ({"namespace": "a b"}, "invalid namespace 'a b'"),
+        ({"namespace": "x" * 65}, "invalid namespace"),
+        ({"provider_shards": "openrouter:0"}, "the count must be 1..64"),
+        ({"provider_shards": "open router:2"}, "is not <provider>:<count>"),
+    ],
+)
+def test_what_cannot_work_is_refused_at_construction(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ClientSettings(**overrides)  # type: ignore[arg-type]
+
+
+def test_the_window_keys_outlive_the_window_by_the_margin_in_whole_seconds() -> None:
+    assert ClientSettings(key_ttl_margin_seconds=0).window_ttl_seconds == 300
+    assert ClientSettings(window_seconds=300.2, key_ttl_margin_seconds=0).window_ttl_seconds == 301
+    assert ClientSettings(window_seconds=60, key_ttl_margin_seconds=5).window_ttl_seconds == 65
+
+
+def test_from_env_reads_every_documented_variable() -> None:
+    settings = ClientSettings.from_env(
+        {
+            "REDIS_URL": "redis://cache:6380/2",
+            "METRICS_NAMESPACE": "prod",
+            "WINDOW_SECONDS": "120",
+            "METRICS_FLUSH_INTERVAL_SECONDS": "0.2",
+            "METRICS_MAX_BUFFER": "5000",
+            "METRICS_BREAKER_REFRESH_SECONDS": "1.5",
+            "METRICS_MAX_SERIES": "50",
+            "METRICS_GAUGE_TTL_SECONDS": "12",
+            "METRICS_MAX_PROVIDERS": "20",
+            "METRICS_HANDLE_SIGTERM": "off",
+            "METRICS_PROVIDER_SHARDS": "openrouter:8",
+            "EXPORT_HORIZON_SECONDS": "600",
+        }
+    )
+    assert settings == ClientSettings(
+        redis_url="redis://cache:6380/2",
+        namespace="prod",
+        window_seconds=120.0,
+        flush_interval_seconds=0.2,
+        max_buffer=5000,
+        breaker_refresh_seconds=1.5,
+        max_series_per_metric=50,
+        gauge_ttl_seconds=12.0,
+        max_providers=20,
+        handle_sigterm=False,
+        provider_shards="openrouter:8",
+        export_horizon_seconds=600.0,
+    )
+    assert settings.shard_plan == ShardPlan(per_provider={"openrouter": 8})
+
+
+def test_from_env_without_variables_or_with_empty_ones_is_the_defaults() -> None:
+    assert ClientSettings.from_env({}) == ClientSettings()
+    empty = {"REDIS_URL": "", "METRICS_NAMESPACE": "", "WINDOW_SECONDS": "",
+             "METRICS_HANDLE_SIGTERM": "", "METRICS_MAX_BUFFER": ""}  # fmt: skip
+    assert ClientSettings.from_env(empty) == ClientSettings()
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [("1", True), ("true", True), ("Yes", True), (" on ", True),
+     ("0", False), ("false", False), ("NO", False), ("off", False)],
+)  # fmt: skip
+def test_handle_sigterm_reads_the_usual_words(word: str, expected: bool) -> None:
+    assert ClientSettings.from_env({"METRICS_HANDLE_SIGTERM": word}).handle_sigterm is expected
+
+
+def test_from_env_names_the_variable_it_cannot_read() -> None:
+    with pytest.raises(ValueError, match=r"^METRICS_HANDLE_SIGTERM='maybe' is not a boolean"):
+        ClientSettings.from_env({"METRICS_HANDLE_SIGTERM": "maybe"})
+    with pytest.raises(ValueError, match=r"^METRICS_MAX_BUFFER='lots' is not a number$"):
+        ClientSettings.from_env({"METRICS_MAX_BUFFER": "lots"})
+    with pytest.raises(ValueError, match=r"^window_seconds must be > 0"):
+        ClientSettings.from_env({"WINDOW_SECONDS": "-5"})
