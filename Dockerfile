@@ -1,5 +1,10 @@
 # One image for the aggregator, the example gateway and the demo traffic generator
 # (docker-compose.yml runs it three ways). Build from the project root: docker build -t gatewayz-metrics .
+# tests/deploy/test_image.py builds it as Docker would (the context filtered by .dockerignore,
+# only what is copied here, this pip install in a fresh environment) and starts every compose
+# service of it from that tree: a package an entry point imports and this file does not copy
+# fails that test by name. It simulates RUN pip install and useradd only: another RUN needs it
+# taught (tests/deploy/imagebuild.py).
 FROM python:3.11-slim
 
 # No .pyc files in the image layers, logs unbuffered (they go to `docker compose logs`), no pip

@@ -1,16 +1,18 @@
-"""docker-compose.yml: valid for Compose (the real `docker-compose config -q`), and what it
-promises holds: every service of the stack, pinned images, mounts from deploy/ only, health-gated
-dependencies that can turn healthy, the documented ports, the aggregator flags the README gives."""
+"""docker-compose.yml: valid for Compose (the real `docker-compose config -q`, with the variables
+it requires), and what it promises holds: every service of the stack, pinned images, mounts from
+deploy/ only, health-gated dependencies that can turn healthy, the documented ports, the
+aggregator flags the README gives. The file is read as Compose reads it (tests/deploy/
+composefile.py: interpolated with the required variables set); what makes it safe to copy is
+checked in test_compose_safety.py."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from tests.deploy import composefile
 from tests.support.processes import need_tool
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -45,9 +47,7 @@ APP_IMAGE = "gatewayz-metrics:local"  # built from the Dockerfile, not pulled
 
 
 def _compose() -> dict[str, Any]:
-    loaded = yaml.safe_load(COMPOSE.read_text())
-    assert isinstance(loaded, dict)
-    return loaded
+    return composefile.load()
 
 
 def _services() -> dict[str, dict[str, Any]]:
@@ -67,25 +67,18 @@ def _volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _ports(service: dict[str, Any]) -> list[tuple[int, int]]:
-    """(published, target) of each port in short syntax ("HOST:CONTAINER")."""
+    """(published, target) of each port in short syntax ("[IP:]HOST:CONTAINER")."""
     pairs = []
     for port in service.get("ports", []):
-        assert isinstance(port, str), f"ports are quoted HOST:CONTAINER strings: {port!r}"
-        published, target = port.split(":")
+        assert isinstance(port, str), f"ports are quoted [IP:]HOST:CONTAINER strings: {port!r}"
+        published, target = port.split(":")[-2:]
         pairs.append((int(published), int(target)))
     return pairs
 
 
 def test_compose_config_is_valid() -> None:
     need_tool("docker-compose", "apt-get install docker-compose")
-    result = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = composefile.docker_compose_config(composefile.DEMO_ENV, COMPOSE, "-q")
     assert (result.returncode, result.stderr) == (0, "")
 
 
@@ -210,8 +203,12 @@ def test_aggregator_replicas(replica: str) -> None:
 
     assert flag("--host") == "0.0.0.0"
     assert flag("--port") == "9108"
-    assert flag("--redis-url") == "redis://redis:6379/0"
     assert flag("--instance") == replica
+    # Redis from REDIS_URL (the password is in it: no --redis-url flag to show it in `ps`).
+    assert "--redis-url" not in command
+    password = composefile.DEMO_ENV["REDIS_PASSWORD"]
+    env = _services()[replica]["environment"]
+    assert env["REDIS_URL"] == f"redis://:{password}@redis:6379/0"
 
 
 def test_gateway_runs_under_gunicorn_with_four_workers() -> None:
@@ -225,7 +222,8 @@ def test_gateway_runs_under_gunicorn_with_four_workers() -> None:
     env = gateway["environment"]
     assert env["GATEWAY_BIND"] == "0.0.0.0:8080"
     assert env["GATEWAY_WORKERS"] == "4"
-    assert env["REDIS_URL"] == "redis://redis:6379/0"
+    password = composefile.DEMO_ENV["REDIS_PASSWORD"]
+    assert env["REDIS_URL"] == f"redis://:{password}@redis:6379/0"
 
 
 def test_traffic_drives_every_fake_provider() -> None:
