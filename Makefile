@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REDIS_URL ?= redis://127.0.0.1:6379/0
 export REDIS_URL
 
-.PHONY: install test lint format run demo bench bench-quick soak clean
+.PHONY: install test lint format run demo bench bench-quick soak torture clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ bench-quick: $(BIN)/.bench-installed
 
 soak: install
 	$(BIN)/python -m devtools.soak $(ARGS)
+
+# A random fault schedule against real processes, every README invariant checked after it
+# (devtools/torture). SEED replays one (default: a fresh one, printed); DURATION in seconds;
+# ARGS="--cluster", "--faults oom,proxy_cut", "--for 1800" (seeds back to back), "--keep DIR".
+DURATION ?= 60
+torture: install
+	$(BIN)/python -m devtools.torture $(if $(SEED),--seed $(SEED)) --duration $(DURATION) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,219 @@
+"""Pure checks over what the run sampled: counters never going backwards, who changed a breaker,
+what operator commands sent, and how the run ended.
+
+Sampled, not logged: a change first seen in a sample happened after the previous sample's read
+began (``t0``) and before this one's ended (``t1``); the lease with token F surely ended before
+the first sample that saw the lease not held under F (or held under a larger token). A breaker
+change whose fence is F and which happened after that is a deposed leader's write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from devtools.torture.final import exported
+from gatewayz_protocol.keys import Keys
+
+if TYPE_CHECKING:
+    from devtools.torture.checker import Verdict
+    from devtools.torture.history import History
+
+PER_PROCESS = ("gatewayz_aggregator_cycles_total", "gatewayz_aggregator_cycles_failed_total")
+"""Counters of one aggregator process: they start again at 0 when it is restarted."""
+PER_REDIS_PROCESS = ("gatewayz_redis_evicted_keys_total",)
+"""Redis's own count since it started: it starts again at 0 when Redis is restarted."""
+SCRIPTS = frozenset({"EVAL", "EVALSHA", "FCALL"})
+
+
+def _loss_times(history: History) -> list[float]:
+    """When Redis may have begun to lose data (killed before an empty restart, a cluster master
+    killed): samples and scrapes after it belong to what came after."""
+    times = []
+    for fault in history.faults:
+        notes = fault.get("notes", {})
+        if notes.get("data_loss"):
+            times.append(float(notes.get("killed_at", fault["start"])))
+    return sorted(times)
+
+
+def _restart_times(history: History) -> list[float]:
+    return sorted(
+        float(f["notes"]["restarted_at"]) for f in history.faults if "restarted_at" in f["notes"]
+    )
+
+
+def check_monotonic(history: History, verdict: Verdict) -> None:
+    """Per replica, per series: each value at least the last one, but where a reset is by
+    design: a per-process counter after that process was restarted, Redis's eviction count
+    after a Redis restart, anything after Redis lost its data (once per loss)."""
+    losses, restarts = _loss_times(history), _restart_times(history)
+    if losses:
+        verdict.suspend(
+            "counters_monotonic",
+            f"Redis lost its data {len(losses)} time(s): counters may restart from 0 once after "
+            "each (README 'Metrics'); checked elsewhere",
+        )
+    last: dict[tuple[str, str], tuple[float, int, float]] = {}
+    resets: dict[tuple[str, str], int] = {}
+    for scrape in sorted(history.scrapes, key=lambda s: s["t0"]):
+        replica, generation = scrape["replica"], scrape["generation"]
+        for series, value in scrape["values"].items():
+            key = (replica, series)
+            if key in last and value < last[key][0]:
+                _, old_generation, old_t = last[key]
+                name = series.split("{")[0]
+                by_design = (name in PER_PROCESS and generation != old_generation) or (
+                    name in PER_REDIS_PROCESS and any(old_t < t <= scrape["t1"] for t in restarts)
+                )
+                allowed = sum(1 for t in losses if t <= scrape["t1"])
+                if not by_design and resets.get(key, 0) < allowed:
+                    resets[key] = allowed
+                    by_design = True
+                if not by_design:
+                    verdict.fail(
+                        "counters_monotonic",
+                        f"{replica}: {series} went from {last[key][0]:g} to {value:g} at "
+                        f"t={scrape['t1'] - history.t0:.1f}s",
+                    )
+            last[key] = (value, generation, scrape["t1"])
+
+
+def _token(lease: str | None) -> int | None:
+    if not lease or "|" not in lease:
+        return None
+    try:
+        return int(lease.rsplit("|", 1)[1])
+    except ValueError:
+        return None
+
+
+def _segments(history: History) -> Iterator[list[dict[str, Any]]]:
+    """The samples between two data losses (tokens and epochs start again after one)."""
+    losses = _loss_times(history)
+    samples = sorted((s for s in history.samples if "error" not in s), key=lambda s: s["t0"])
+    bounds = [-math.inf, *losses, math.inf]
+    for low, high in itertools.pairwise(bounds):
+        yield [s for s in samples if low <= s["t0"] < high]
+
+
+def lease_over(samples: list[dict[str, Any]], token: int) -> float | None:
+    """The end (``t1``) of the first sample showing the lease of ``token`` over: held under
+    another token after it was seen, or under a larger token at all."""
+    seen = False
+    for sample in samples:
+        holder = _token(sample["lease"])
+        if holder == token:
+            seen = True
+        elif (seen or (holder is not None and holder > token)) and holder != token:
+            return float(sample["t1"])
+    return None
+
+
+def _operator_windows(history: History, provider: str) -> list[tuple[float, float]]:
+    return [
+        (float(run["start"]), float(run["end"] or math.inf))
+        for run in history.operators
+        if run["provider"] == provider and run["action"] in ("open", "close", "reset")
+    ]
+
+
+def check_breakers(history: History, verdict: Verdict) -> None:
+    for samples in _segments(history):
+        providers = sorted({p for s in samples for p in s["breakers"]})
+        for provider in providers:
+            windows = _operator_windows(history, provider)
+            previous: dict[str, Any] | None = None
+            for sample in samples:
+                state = sample["breakers"].get(provider)
+                if state is None:
+                    continue
+                if previous is not None:
+                    _judge(history, samples, provider, previous, sample, windows, verdict)
+                previous = sample
+
+
+def _judge(
+    history: History,
+    samples: list[dict[str, Any]],
+    provider: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    windows: list[tuple[float, float]],
+    verdict: Verdict,
+) -> None:
+    old, new = before["breakers"][provider], after["breakers"][provider]
+    if old.get("epoch", "0") == new.get("epoch", "0"):
+        return
+    if any(start <= after["t1"] and end >= before["t0"] for start, end in windows):
+        return  # an operator's command ran meanwhile
+    at = f"t={after['t1'] - history.t0:.1f}s"
+    change = (
+        f"{provider}: epoch {old.get('epoch', '0')}->{new.get('epoch', '0')} {new.get('state')}"
+    )
+    if old.get("forced") == "1":
+        verdict.fail("breaker_authority", f"{change}: a forced state changed, no operator ({at})")
+        return
+    fence = int(new.get("fence", "0") or 0)
+    if not fence:
+        verdict.fail("breaker_authority", f"{change}: unfenced, no operator ({at})")
+        return
+    over = lease_over(samples, fence)
+    if over is not None and before["t0"] >= over:
+        seen, after_t = over - history.t0, before["t0"] - history.t0
+        verdict.fail(
+            "breaker_authority",
+            f"{change} written under token {fence} after its lease was over "
+            f"(seen over at t={seen:.1f}s, written after t={after_t:.1f}s)",
+        )
+
+
+def check_operators(history: History, verdict: Verdict) -> None:
+    keys = Keys(history.namespace)
+    for run in history.operators:
+        action, provider, sent = run["action"], run["provider"], run["sent"]
+        if sent == [["UNLOGGED"]]:
+            verdict.notes.append(f"operator {action}: no command log (rc {run['returncode']})")
+            continue
+        writes = [
+            command
+            for command in sent
+            if command[0] in SCRIPTS
+            or command[0] == "UNPARSED"
+            or "write" in history.command_flags.get(command[0], ["unknown"])
+        ]
+        if action in ("status", "inspect"):
+            for command in writes:
+                verdict.fail(
+                    "readonly_commands", f"{' '.join(run['argv'][:3])} sent {' '.join(command)}"
+                )
+            continue
+        allowed = {keys.providers, keys.redis_ops}  # "Redis commands issued by all clients"
+        if provider:
+            allowed |= {keys.breaker(provider), keys.permits(provider), keys.transitions(provider)}
+        for command in writes:
+            outside = [key for key in command[1:] if key not in allowed]
+            if outside:
+                verdict.fail(
+                    "readonly_commands",
+                    f"breaker {action} {provider} wrote beyond its breaker: {' '.join(command)}",
+                )
+
+
+def check_recovery(history: History, verdict: Verdict) -> None:
+    for problem in history.problems:
+        verdict.fail("recovery", problem)
+    leaders = []
+    for replica in history.replicas:
+        ready = replica.get("readyz")
+        if not ready or ready[0] != 200:
+            verdict.fail("recovery", f"{replica['name']}: /readyz {ready} after the faults healed")
+        if exported(replica, "gatewayz_aggregator_leader", replica=replica["name"]) == 1:
+            leaders.append(replica["name"])
+    if len(leaders) != 1:
+        verdict.fail("recovery", f"{len(leaders)} replicas say they lead: {leaders}")
+    for ledger in history.workers:
+        if ledger.killed_at is None and (ledger.end is None or not ledger.end.get("closed")):
+            verdict.fail("recovery", f"worker {ledger.index}: close() did not answer True")

@@ -1,0 +1,331 @@
+"""The checker: every invariant the README promises, over a run's recorded history (pure).
+
+``check(history)`` returns a ``Verdict``: for each invariant, held, violated (with what was seen
+against what was expected), or suspended with the reason a fault of this run makes it
+impossible by design (and what is checked instead). ``INVARIANTS`` names them; the README's
+Reliability section names the check that tries to break each guarantee.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from devtools.torture import accounting, authority
+from devtools.torture.accounting import Case
+from devtools.torture.final import exported
+from devtools.torture.history import History
+from devtools.torture.ledger import (
+    CALLS_METRIC,
+    COST_METRIC,
+    profiles,
+    rejections,
+)
+from gatewayz_protocol.fields import COUNT_FIELDS, HISTOGRAM_FIELDS, LATENCY_SUM_FIELD
+from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
+from gatewayz_protocol.specs import series_id
+
+INVARIANTS = {
+    "totals_exact": "a provider's cumulative counters are exactly those of a prefix of its "
+    "recorded events, at least what a True flush() vouched for",
+    "window_exact": "window counts (Redis, on its clock) hold exactly that prefix's events "
+    "recorded in the window, within 1 s at its edges",
+    "exported_window": "each replica's gatewayz_provider_window_requests within the same bounds",
+    "exported_match": "each replica's /metrics counters equal what Redis holds",
+    "backend_exact": "the workers' backend counters between the durable and recorded prefixes",
+    "rejections_counted": "every invalid call rejected once, by cause, in the worker and Redis",
+    "drops_counted": "events given up on are counted by cause, and only those",
+    "flush_truthful": "flush() True only when its events were in Redis",
+    "counters_monotonic": "no exported counter goes backwards (per replica)",
+    "breaker_authority": "breaker state changes only by the lease holder or an operator; "
+    "forced states only by an operator",
+    "readonly_commands": "inspect and breaker status send no write; open/close/reset write "
+    "only their provider's breaker and the registry",
+    "recovery": "after the faults heal, every replica is ready and serves the same fresh "
+    "snapshot, every worker's close() is True, no process died on its own",
+}
+
+
+@dataclass
+class Verdict:
+    violations: dict[str, list[str]] = field(default_factory=dict)
+    suspended: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def fail(self, invariant: str, message: str) -> None:
+        self.violations.setdefault(invariant, []).append(message)
+
+    def suspend(self, invariant: str, reason: str) -> None:
+        self.suspended.setdefault(invariant, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def held(self) -> list[str]:
+        return [
+            name
+            for name in INVARIANTS
+            if name not in self.violations and name not in self.suspended
+        ]
+
+
+def lost_tags(history: History) -> tuple[float | None, dict[str, float]]:
+    """(time of the first total data loss, tag -> time it may have been lost)."""
+    total: float | None = None
+    tags: dict[str, float] = {}
+    for fault in history.faults:
+        notes = fault.get("notes", {})
+        if notes.get("data_loss") == "all":
+            at = float(notes.get("killed_at", fault["start"]))
+            total = at if total is None else min(total, at)
+        elif notes.get("data_loss") == "tags":
+            for tag in notes.get("lost_tags", []):
+                tags.setdefault(tag, float(fault["start"]))
+    return total, tags
+
+
+def dup_bound(history: History) -> int:
+    """Events whose counters a lost reply may have applied twice (one Redis only: a cluster
+    writer checks its marker before a retry)."""
+    return 0 if history.cluster else history.incidents.get("workers_exec", 0) * history.max_batch
+
+
+def build_cases(history: History) -> list[Case]:
+    total_loss, tags = lost_tags(history)
+    cases = []
+    for ledger in history.workers:
+        found = profiles(ledger.seed, ledger.index, ledger.calls_made)
+        for name, profile in found.items():
+            state = history.redis.get("providers", {}).get(name)
+            if state is None:
+                continue
+            observed = accounting.int_totals(state["totals"])
+            case = Case(name, ledger, profile, observed, list(state["window"]))
+            case.lost = total_loss is not None or name in tags
+            cases.append(case)
+    return cases
+
+
+def check_accounting(history: History, cases: list[Case], verdict: Verdict) -> None:
+    bound = dup_bound(history)
+    if any(case.lost for case in cases):
+        reason = "Redis lost what it held (restart without AOF or a killed cluster master)"
+        for name in ("totals_exact", "window_exact", "backend_exact"):
+            verdict.suspend(name, f"{reason}: only upper bounds checked for those providers")
+    if bound:
+        verdict.notes.append(
+            f"{history.incidents['workers_exec']} worker transactions lost their reply: counters "
+            f"may exceed the recorded prefix by up to {bound} events (README: one batch per loss)"
+        )
+    for case in cases:
+        dropped = int(case.ledger.end["stats"]["dropped"]) if case.ledger.end else 0
+        for message in accounting.match_totals(case, bound, dropped):
+            name = "totals_exact"
+            if accounting.count_of(case.observed) < case.lo and not case.lost:
+                name = "flush_truthful"
+            verdict.fail(name, message)
+        verdict.notes += case.notes
+        problem = accounting.match_window(
+            case, case.window, float(history.redis["now"]), history.window
+        )
+        if problem:
+            verdict.fail("window_exact", problem)
+        check_backend(history, case, bound, verdict)
+        check_exported_window(history, case, verdict)
+
+
+def check_backend(history: History, case: Case, bound: int, verdict: Verdict) -> None:
+    sid = series_id([case.provider])
+    data = history.redis.get("backend", {})
+    calls = _amount(data.get(CALLS_METRIC, {}), sid)
+    cost = _amount(data.get(COST_METRIC, {}), sid)
+    (calls_lo, calls_hi), (cost_lo, cost_hi) = accounting.backend_bounds(case)
+    if case.lost:
+        calls_lo = cost_lo = 0
+    nano = 1_000_000_000
+    if not calls_lo * nano <= calls <= (calls_hi + bound) * nano:
+        verdict.fail(
+            "backend_exact",
+            f"{case.provider}: {CALLS_METRIC} {calls / nano:g}, recorded {calls_lo}..{calls_hi}",
+        )
+    if not cost_lo <= cost <= cost_hi + (bound * 2_500_000 if bound else 0):
+        verdict.fail(
+            "backend_exact",
+            f"{case.provider}: {COST_METRIC} {cost} nano-USD, recorded {cost_lo}..{cost_hi}",
+        )
+
+
+def _amount(data: dict[str, str], sid: str) -> int:
+    """A backend series' value in nano-units (integer part and nano part)."""
+    ints, nanos = data.get(f"i:{sid}", "0"), data.get(f"n:{sid}", "0")
+    return int(ints) * 1_000_000_000 + int(nanos)
+
+
+def check_exported_window(history: History, case: Case, verdict: Verdict) -> None:
+    for replica in history.replicas:
+        seen = exported(replica, "gatewayz_provider_window_requests", provider=case.provider)
+        taken = exported(replica, "gatewayz_aggregator_snapshot_timestamp_seconds")
+        if seen is None or taken is None:
+            continue
+        if case.lost:
+            continue
+        low, high = accounting.window_total_bounds(case, taken, history.window)
+        if not low <= seen <= high:
+            verdict.fail(
+                "exported_window",
+                f"{replica['name']}: {case.provider} window {seen:g}, expected {low}..{high}",
+            )
+
+
+def check_exported(history: History, cases: list[Case], verdict: Verdict) -> None:
+    """Each replica's final figures against the final Redis state (both read after the last
+    write and a cycle that began after it)."""
+    for replica in history.replicas:
+        if "counters" not in replica:
+            continue
+        name = replica["name"]
+        for case in cases:
+            wanted = _provider_exports(case)
+            for (metric, labels), value in wanted.items():
+                got = exported(replica, metric, **dict(labels))
+                if got is None or abs(got - value) > 1e-6 * max(1.0, abs(value)):
+                    verdict.fail(
+                        "exported_match",
+                        f"{name}: {metric}{labels} = {got}, Redis says {value:g}",
+                    )
+        _client_stats(history, replica, verdict)
+
+
+def _provider_exports(case: Case) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    totals, p = case.observed, case.provider
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for outcome, field_name in zip(OUTCOMES, COUNT_FIELDS, strict=True):
+        found[("gatewayz_provider_requests_total", (("outcome", outcome), ("provider", p)))] = (
+            totals[field_name]
+        )
+    running = 0
+    bounds = [f"{b:g}" if b != int(b) else f"{b:.1f}" for b in HISTOGRAM_BOUNDS] + ["+Inf"]
+    for bound, field_name in zip(bounds, HISTOGRAM_FIELDS, strict=True):
+        running += totals[field_name]
+        key = ("provider_response_time_seconds_bucket", (("le", bound), ("provider", p)))
+        found[key] = running
+    found[("provider_response_time_seconds_count", (("provider", p),))] = running
+    found[("provider_response_time_seconds_sum", (("provider", p),))] = (
+        totals[LATENCY_SUM_FIELD] / 1e6
+    )
+    found[("gatewayz_provider_tokens_total", (("provider", p),))] = totals["tokens"]
+    found[("gatewayz_cost_by_provider_total", (("provider", p),))] = totals["cost_nusd"] / 1e9
+    return found
+
+
+def _client_stats(history: History, replica: dict[str, object], verdict: Verdict) -> None:
+    stats = history.redis.get("client_stats", {})
+    for field_name, value in stats.items():
+        if not value.lstrip("-").isdigit():
+            continue
+        for prefix, metric, label in (
+            ("rejected:", "gatewayz_client_events_rejected_total", "reason"),
+            ("dropped:", "gatewayz_client_events_dropped_total", "cause"),
+        ):
+            if field_name.startswith(prefix):
+                labels = {label: field_name.removeprefix(prefix)}
+                got = exported(replica, metric, **labels)
+                if got != int(value):
+                    verdict.fail(
+                        "exported_match",
+                        f"{replica['name']}: {metric} {field_name} = {got}, Redis {value}",
+                    )
+
+
+def check_rejections(history: History, verdict: Verdict) -> None:
+    total_loss, tags = lost_tags(history)
+    low: dict[str, int] = {}
+    high: dict[str, int] = {}
+    for ledger in history.workers:
+        done = ledger.calls_returned
+        expected = rejections(ledger.seed, ledger.index, done)
+        if ledger.end is not None and ledger.end["stats"]["rejected"] != expected:
+            verdict.fail(
+                "rejections_counted",
+                f"worker {ledger.index}: stats rejected {ledger.end['stats']['rejected']}, its "
+                f"ledger {expected}",
+            )
+        for cause, count in rejections(ledger.seed, ledger.index, ledger.durable()).items():
+            low[cause] = low.get(cause, 0) + count
+        for cause, count in rejections(ledger.seed, ledger.index, ledger.calls_made).items():
+            high[cause] = high.get(cause, 0) + count
+    if total_loss is not None or "shared" in tags:
+        verdict.suspend("rejections_counted", "Redis lost the clients' stats: workers only")
+        return
+    stats = history.redis.get("client_stats", {})
+    bound = dup_bound(history)
+    for cause in sorted(set(low) | set(high)):
+        seen = stats.get(f"rejected:{cause}", "0")
+        got = int(seen) if seen.isdigit() else -1
+        if not low.get(cause, 0) <= got <= high.get(cause, 0) + bound:
+            verdict.fail(
+                "rejections_counted",
+                f"Redis rejected:{cause} = {got}, ledger {low.get(cause, 0)}..{high[cause]}",
+            )
+
+
+def check_drops(history: History, verdict: Verdict) -> None:
+    for ledger in history.workers:
+        if ledger.end is None:
+            continue
+        stats = ledger.end["stats"]
+        accepted = ledger.calls_made - sum(
+            rejections(ledger.seed, ledger.index, ledger.calls_made).values()
+        )
+        settled = stats["settled"]
+        if settled < accepted and ledger.end.get("closed"):
+            verdict.fail(
+                "drops_counted",
+                f"worker {ledger.index}: close() True with {settled} of {accepted} settled",
+            )
+        if stats["dropped"]:
+            verdict.notes.append(
+                f"worker {ledger.index}: {stats['dropped']} events dropped and counted, by cause "
+                f"{stats['dropped_by_cause']}"
+            )
+        if stats["write_errors"]:
+            verdict.notes.append(f"worker {ledger.index}: {stats['write_errors']} batches refused")
+
+
+def check_flushes(history: History, cases: list[Case], verdict: Verdict) -> None:
+    total_loss, tags = lost_tags(history)
+    by_provider = {case.provider: case for case in cases}
+    for ledger in history.workers:
+        for flush in ledger.flushes:
+            if not flush["result"] or "read" not in flush:
+                continue
+            for provider, raw in flush["read"].items():
+                case = by_provider.get(provider)
+                loss = tags.get(provider, total_loss)
+                if case is None or (loss is not None and loss < float(flush["t_read"])):
+                    continue
+                vouched = case.profile.totals(case.profile.prefix(int(flush["n"])))
+                seen = accounting.int_totals({k: str(v) for k, v in raw.items()})
+                short = [n for n in vouched if seen.get(n, 0) < vouched[n]]
+                if short:
+                    verdict.fail(
+                        "flush_truthful",
+                        f"worker {ledger.index}: flush() True at call {flush['n']}, then "
+                        f"{provider} short: {accounting.diff(vouched, seen)}",
+                    )
+                    break
+
+
+def check(history: History) -> Verdict:
+    verdict = Verdict()
+    cases = build_cases(history)
+    check_accounting(history, cases, verdict)
+    check_exported(history, cases, verdict)
+    check_rejections(history, verdict)
+    check_drops(history, verdict)
+    check_flushes(history, cases, verdict)
+    authority.check_monotonic(history, verdict)
+    authority.check_breakers(history, verdict)
+    authority.check_operators(history, verdict)
+    authority.check_recovery(history, verdict)
+    return verdict

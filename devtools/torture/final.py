@@ -1,0 +1,92 @@
+"""The state the checker judges after the schedule quiesced: what Redis holds for every provider
+(totals, window counts on Redis's clock, breaker), the clients' stats, the workers' backend
+counters, and what each replica exports and answers on ``/readyz``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from devtools.torture.deployment import AggregatorProcess, http_get, plain_redis, text
+from devtools.torture.ledger import CALLS_METRIC, COST_METRIC
+from devtools.torture.recorder import parse_metrics, series_name
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import connect
+
+FUTURE_TOLERANCE_SECONDS = 10.0
+"""README "Semantics": an event counts while now - window < t <= now + 10 s."""
+
+
+def _text_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+def read_redis(url: str, keys: Keys, providers: list[str], window: float) -> dict[str, Any]:
+    connection = connect(url, 5.0)
+    try:
+        seconds, micros = connection.time()
+        now = seconds + micros / 1e6
+        low, high = f"({now - window!r}", repr(now + FUTURE_TOLERANCE_SECONDS)
+        found: dict[str, Any] = {"now": now, "providers": {}}
+        for provider in providers:
+            found["providers"][provider] = {
+                "totals": _text_hash(connection.hgetall(keys.totals(provider))),
+                "window": [
+                    int(connection.zcount(k, low, high)) for k in keys.window_keys(provider)
+                ],
+                "breaker": _text_hash(connection.hgetall(keys.breaker(provider))),
+                "transitions": _text_hash(connection.hgetall(keys.transitions(provider))),
+            }
+        found["client_stats"] = _text_hash(connection.hgetall(keys.client_stats))
+        found["backend"] = {
+            name: _text_hash(connection.hgetall(keys.metric_data(name)))
+            for name in (CALLS_METRIC, COST_METRIC)
+        }
+        found["event_ids"] = int(connection.get(keys.event_ids) or 0)
+        found["lease"] = text(connection.get(keys.leader_lease) or b"")
+        if hasattr(connection, "get_node_from_key"):
+            markers = {p: keys.applied(keys.totals(p)) for p in providers}
+            found["markers"] = {p: int(connection.hlen(key)) for p, key in markers.items()}
+        return found
+    finally:
+        connection.close()
+
+
+def command_flags(port: int, names: set[str]) -> dict[str, list[str]]:
+    """Redis's own flags of each command (``write``, ``readonly``...; ``unknown`` for a name
+    it does not know), asked of the server on ``port``."""
+    client = plain_redis(port)
+    client.set_response_callback("COMMAND", lambda response, **options: response)
+    try:
+        ordered = sorted(names)
+        info = client.execute_command("COMMAND", "INFO", *ordered) if ordered else []  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+    found = {}
+    for name, entry in zip(ordered, info, strict=True):
+        flags = entry[2] if entry else [b"unknown"]
+        found[name] = [f.decode() if isinstance(f, bytes) else str(f) for f in flags]
+    return found
+
+
+def read_replica(agg: AggregatorProcess) -> dict[str, Any]:
+    """What one replica exports (the figures the checker compares) and its readiness."""
+    found: dict[str, Any] = {"name": agg.name, "generation": agg.generation, "alive": agg.alive()}
+    try:
+        found["readyz"] = list(http_get(agg.port, "/readyz", 5.0))
+        _, body = http_get(agg.port, "/metrics", 5.0)
+    except OSError as exc:
+        found["error"] = f"{type(exc).__name__}: {exc}"
+        return found
+    counters, gauges = parse_metrics(body)
+    found["counters"], found["gauges"] = counters, gauges
+    return found
+
+
+def exported(source: dict[str, Any], name: str, **labels: str) -> float | None:
+    """A series' value in a replica's final scrape (counters first, then gauges)."""
+    key = series_name(name, labels)
+    for table in ("counters", "gauges"):
+        if key in source.get(table, {}):
+            return float(source[table][key])
+    return None

@@ -1,0 +1,63 @@
+"""Breaks the harness has found and that are being fixed, each with its regression test.
+
+A violation matches a known break when its invariant is the break's, its message matches the
+break's pattern, and the run applied one of the faults that trigger it. CI reports such a
+violation as known (with the test that pins it) instead of failing; when the break is fixed, its
+strict ``xfail`` test starts passing and fails, and the entry here goes with the marker.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from devtools.torture.checker import Verdict
+
+
+@dataclass(frozen=True)
+class KnownBreak:
+    name: str
+    invariants: frozenset[str]
+    triggers: frozenset[str]
+    """fault kinds: the run must have applied at least one"""
+    pattern: str
+    summary: str
+    test: str
+
+
+KNOWN: tuple[KnownBreak, ...] = (
+    KnownBreak(
+        "clock-step-misplaces-events",
+        frozenset({"window_exact", "exported_window"}),
+        frozenset({"clock_step", "clock_slew"}),
+        r"window",
+        "a worker's wall-clock step between record() and its batch's offset measurement moves "
+        "those events by the step (the window loses them)",
+        "tests/test_torture_findings.py::test_clock_step_between_record_and_flush",
+    ),
+)
+
+
+def classify(
+    verdict: Verdict, kinds: set[str]
+) -> tuple[dict[str, list[str]], dict[str, list[tuple[str, KnownBreak]]]]:
+    """(unexpected violations, known ones with their break) by invariant."""
+    unexpected: dict[str, list[str]] = {}
+    known: dict[str, list[tuple[str, KnownBreak]]] = {}
+    for invariant, messages in verdict.violations.items():
+        for message in messages:
+            match = next(
+                (
+                    k
+                    for k in KNOWN
+                    if invariant in k.invariants
+                    and k.triggers & kinds
+                    and re.search(k.pattern, message)
+                ),
+                None,
+            )
+            if match is None:
+                unexpected.setdefault(invariant, []).append(message)
+            else:
+                known.setdefault(invariant, []).append((message, match))
+    return unexpected, known

@@ -1,0 +1,163 @@
+"""One torture run: start the processes, let the nemesis apply the schedule while the workers
+record and the recorder watches, heal, quiesce, read the final state, stop everything.
+
+``run_schedule(schedule, options)`` returns the ``History`` (the checker's input). Every child
+is ended on every exit path (``Deployment.stop`` in a ``finally``)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from devtools.redis_server import answers
+from devtools.torture.deployment import Deployment, Options, http_get, wait_until
+from devtools.torture.final import command_flags, exported, read_redis, read_replica
+from devtools.torture.history import History
+from devtools.torture.ledger import FLAVORS, provider_name, read_ledger
+from devtools.torture.nemesis import Nemesis
+from devtools.torture.recorder import Sampler, Scraper, parse_metrics
+from devtools.torture.schedule import Schedule
+from gatewayz_protocol.keys import Keys
+
+Log = Callable[[str], None]
+
+
+def _providers(dep: Deployment) -> list[str]:
+    return [provider_name(w.index, f) for w in dep.all_workers() for f in FLAVORS]
+
+
+def _incarnation(dep: Deployment) -> Callable[[], int]:
+    return lambda: dep.redis.incarnation if dep.redis is not None else 0
+
+
+def _fresh(port: int, after: float) -> float | None:
+    """The replica's snapshot cycle when it is ready and serves a snapshot taken after
+    ``after``, else None."""
+    if http_get(port, "/readyz")[0] != 200:
+        return None
+    counters, gauges = parse_metrics(http_get(port, "/metrics")[1])
+    replica = {"counters": counters, "gauges": gauges}
+    taken = exported(replica, "gatewayz_aggregator_snapshot_timestamp_seconds")
+    if taken is None or taken < after:
+        return None
+    return exported(replica, "gatewayz_aggregator_snapshot_cycle")
+
+
+def quiesce(dep: Deployment, nemesis: Nemesis, problems: list[str], log: Log) -> float:
+    """Heal every fault, stop the workers (each closes its client), and wait until both
+    replicas serve one snapshot taken after the last write. Returns when the writes ended."""
+    dead = [a.name for a in dep.aggregators if not a.alive()]
+    killed = {r.notes.get("target") for r in nemesis.records if r.kind == "kill_aggregator"}
+    problems += [f"aggregator {name} died on its own" for name in dead if name not in killed]
+    nemesis.heal_all()
+    if dep.redis is not None and not wait_until(lambda: answers(dep.direct_url, 0.5), 30):
+        problems.append("Redis did not answer after the faults healed")
+    for worker in dep.workers.values():
+        worker.send({"stop": True})
+    for worker in dep.all_workers():
+        if worker.killed_at is None and worker.process is not None:
+            code = _wait_exit(worker.process, 60)
+            if code is None:
+                problems.append(f"worker {worker.index} did not stop within 60 s of being asked")
+                worker.kill()
+                worker.killed_at = None
+            elif code != 0:
+                problems.append(f"worker {worker.index} exited with {code}")
+    written = time.time()
+    log(f"workers stopped {written - nemesis.started:.1f}s after the schedule began")
+
+    def agreed() -> bool:
+        cycles = {_fresh(a.port, written + 0.5) for a in dep.aggregators}
+        return None not in cycles and len(cycles) == 1
+
+    if not wait_until(agreed, 45, 0.2):
+        problems.append("the replicas did not serve one snapshot taken after the last write")
+    return written
+
+
+def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int | None:
+    try:
+        return int(process.wait(timeout))
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _incidents(dep: Deployment) -> dict[str, int]:
+    found = {}
+    for name, proxy in dep.proxies.items():
+        found[name], found[f"{name}_exec"] = proxy.incidents, proxy.exec_incidents
+    return found
+
+
+def _tracebacks(dep: Deployment) -> list[str]:
+    found = []
+    for agg in dep.aggregators:
+        text = agg.log.read_text(errors="replace") if agg.log.exists() else ""
+        for match in re.finditer(r"Traceback \(most recent call last\):\n(?:[ \t].*\n)+(.*)", text):
+            found.append(f"aggregator {agg.name}: uncaught {match.group(1)[:200]}")
+    return found
+
+
+def run_schedule(schedule: Schedule, options: Options, log: Log = print) -> History:
+    dep = Deployment(options)
+    sampler: Sampler | None = None
+    scraper: Scraper | None = None
+    try:
+        dep.start()
+        keys = Keys(dep.namespace)
+        sampler = Sampler(dep.direct_url, keys, lambda: _providers(dep))
+        scraper = Scraper(dep.aggregators, _incarnation(dep))
+        sampler.thread.start()
+        scraper.thread.start()
+        nemesis = Nemesis(dep)
+        t0 = nemesis.started = time.time()
+        log(f"running {schedule.describe()}")
+        nemesis.run(schedule, t0)
+        problems: list[str] = []
+        quiesced = time.time()
+        written = quiesce(dep, nemesis, problems, log)
+        redis_state = read_redis(dep.direct_url, keys, _providers(dep), options.window)
+        replicas = [read_replica(agg) for agg in dep.aggregators]
+        sampler.stop.set()
+        scraper.stop.set()
+        sampler.thread.join(5)
+        scraper.thread.join(5)
+        names = {command[0] for run in nemesis.operator_runs for command in run.sent}
+        port = dep.redis.port if dep.redis is not None else dep.cluster.nodes[0].port  # type: ignore[union-attr]
+        workers = [read_ledger(w.ledger, w.read_counters(), w.killed_at) for w in dep.all_workers()]
+        return History(
+            seed=schedule.seed,
+            cluster=schedule.cluster,
+            namespace=dep.namespace,
+            window=options.window,
+            max_batch=options.max_batch,
+            t0=t0,
+            schedule=schedule.to_json(),
+            workers=workers,
+            faults=[vars(record) for record in nemesis.records],
+            operators=[vars(run) for run in nemesis.operator_runs],
+            command_flags=command_flags(port, names - {"UNPARSED", "UNLOGGED"}),
+            samples=sampler.samples,
+            scrapes=scraper.scrapes,
+            incidents=_incidents(dep),
+            redis=redis_state,
+            replicas=replicas,
+            quiesced_at=quiesced,
+            written_at=written,
+            problems=problems + _tracebacks(dep),
+        )
+    finally:
+        for recorder in (sampler, scraper):
+            if recorder is not None:
+                recorder.stop.set()
+        dep.stop()
+
+
+def save(history: History, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"history-{history.seed}.json"
+    path.write_text(history.to_json())
+    return path

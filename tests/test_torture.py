@@ -1,0 +1,419 @@
+"""The torture harness (``devtools.torture``): its schedules are pure and replayable, its proxy
+does what it says, its checker reports exactly the violation a hand-made history carries, and
+CI runs a fixed set of seeds plus one fresh seed (printed) against real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools.torture.checker import Verdict, check
+from devtools.torture.history import History
+from devtools.torture.known import classify
+from devtools.torture.ledger import profiles
+from devtools.torture.opcmd import parse_requests
+from devtools.torture.proxy import FaultProxy
+from devtools.torture.schedule import (
+    ALL_KINDS,
+    CLUSTER_ONLY,
+    SINGLE_ONLY,
+    Schedule,
+    kinds_for,
+    make_schedule,
+)
+from devtools.torture.synthetic import PROVIDERS, T0, perfect_history, set_prefix, set_total
+
+ROOT = Path(__file__).resolve().parent.parent
+OK, FLAKY = PROVIDERS
+
+# -- schedules ---------------------------------------------------------------------------------
+
+
+def test_a_seed_draws_the_same_schedule_every_time() -> None:
+    for seed in (0, 1, 12345, 2**31 - 1):
+        for cluster in (False, True):
+            first = make_schedule(seed, 30.0, cluster)
+            assert make_schedule(seed, 30.0, cluster) == first
+            assert Schedule.from_json(first.to_json()) == first
+    assert make_schedule(1, 30.0) != make_schedule(2, 30.0)
+
+
+def test_schedules_stay_inside_the_run_and_on_their_backend() -> None:
+    for seed in range(200):
+        cluster = seed % 2 == 1
+        schedule = make_schedule(seed, 25.0, cluster)
+        assert schedule.faults, seed
+        assert all(1.0 <= f.at <= 23.0 and f.at + f.duration <= 25.0 for f in schedule.faults)
+        assert [f.at for f in schedule.faults] == sorted(f.at for f in schedule.faults)
+        forbidden = SINGLE_ONLY if cluster else CLUSTER_ONLY
+        assert not schedule.kinds() & set(forbidden)
+
+
+def test_every_kind_is_drawn_and_a_filter_keeps_to_its_kinds() -> None:
+    seen = set()
+    for seed in range(300):
+        seen |= make_schedule(seed, 40.0, seed % 2 == 1).kinds()
+    assert seen == set(ALL_KINDS)
+    only = make_schedule(5, 40.0, False, ["oom", "kill_worker"])
+    assert only.kinds() <= {"oom", "kill_worker"}
+    assert kinds_for(True, ["proxy_cut", "reshard"]) == ["reshard"]
+    with pytest.raises(ValueError, match="unknown fault kinds"):
+        kinds_for(False, ["meteor"])
+
+
+# -- the checker on hand-made histories --------------------------------------------------------
+
+
+def _only(verdict: Verdict, invariant: str, *words: str) -> None:
+    assert set(verdict.violations) == {invariant}, verdict.violations
+    text = " ".join(verdict.violations[invariant])
+    assert all(word in text for word in words), text
+
+
+def test_a_perfect_history_holds_every_invariant() -> None:
+    verdict = check(perfect_history())
+    assert verdict.violations == {} and verdict.suspended == {}
+    assert len(verdict.held()) == 12
+
+
+def test_a_counter_off_by_one_is_a_totals_violation() -> None:
+    history = perfect_history()
+    totals = history.redis["providers"][OK]["totals"]
+    set_total(history, OK, "n:success", int(totals["n:success"]) + 1)
+    _only(check(history), "totals_exact", OK, "n:success")
+
+
+def _killed(history: History) -> None:
+    worker = history.workers[0]
+    worker.end, worker.counters, worker.killed_at = None, (400, 400), T0 + 4.5
+
+
+def test_events_missing_below_what_a_true_flush_vouched_for() -> None:
+    history = perfect_history()
+    _killed(history)  # only the flush halfway vouches for events now
+    vouched = profiles(history.seed, 0, 400)[OK].prefix(history.workers[0].flushes[0]["n"])
+    set_prefix(history, OK, vouched - 3)
+    verdict = check(history)
+    below = {"flush_truthful", "window_exact", "exported_window", "backend_exact"}
+    assert set(verdict.violations) == below  # each figure is below what the flush vouched for
+    assert "match no prefix of" in verdict.violations["flush_truthful"][0]
+
+
+def test_a_killed_worker_may_lose_what_no_flush_vouched_for() -> None:
+    history = perfect_history()
+    _killed(history)
+    kept = profiles(history.seed, 0, 400)[OK].prefix(300)
+    set_prefix(history, OK, kept)
+    verdict = check(history)
+    assert verdict.violations == {}
+    assert any("recorded events not in Redis" in note for note in verdict.notes)
+
+
+def test_a_window_one_event_short_is_a_window_violation() -> None:
+    history = perfect_history()
+    history.redis["providers"][FLAKY]["window"][21] -= 1
+    _only(check(history), "window_exact", FLAKY, "partition")
+
+
+def test_an_export_that_differs_from_redis() -> None:
+    history = perfect_history()
+    name = 'gatewayz_provider_tokens_total{provider="w0-ok"}'
+    history.replicas[1]["counters"][name] += 5
+    _only(check(history), "exported_match", "a1", "tokens")
+
+
+def test_a_window_export_outside_its_bounds() -> None:
+    history = perfect_history()
+    name = 'gatewayz_provider_window_requests{provider="w0-flaky"}'
+    history.replicas[0]["counters"][name] -= 2
+    _only(check(history), "exported_window", "a0", FLAKY)
+
+
+def test_a_backend_counter_that_lost_increments() -> None:
+    history = perfect_history()
+    data = history.redis["backend"]["torture_calls"]
+    data['i:["w0-ok"]'] = str(int(data['i:["w0-ok"]']) - 1)
+    _only(check(history), "backend_exact", "torture_calls")
+
+
+def test_rejections_missing_in_redis() -> None:
+    history = perfect_history()
+    stats = history.redis["client_stats"]
+    cause = sorted(stats)[0]
+    stats[cause] = str(int(stats[cause]) - 1)
+    for replica in history.replicas:
+        key = f'gatewayz_client_events_rejected_total{{reason="{cause.split(":")[1]}"}}'
+        replica["counters"][key] -= 1
+    _only(check(history), "rejections_counted", cause)
+
+
+def test_close_true_with_events_unsettled() -> None:
+    history = perfect_history()
+    end = history.workers[0].end
+    assert end is not None
+    end["stats"]["settled"] -= 7
+    _only(check(history), "drops_counted", "close() True")
+
+
+def test_a_true_flush_whose_events_were_not_there() -> None:
+    history = perfect_history()
+    read = history.workers[0].flushes[0]["read"][OK]
+    read["n:success"] -= 1
+    _only(check(history), "flush_truthful", "flush() True")
+
+
+def test_a_counter_going_backwards() -> None:
+    history = perfect_history()
+    history.scrapes[-1]["values"] = {k: v - 3 for k, v in history.scrapes[-1]["values"].items()}
+    _only(check(history), "counters_monotonic", "a1", "went from 3 to 1")
+
+
+def test_a_counter_reset_is_allowed_once_after_redis_lost_its_data() -> None:
+    history = perfect_history()
+    history.scrapes[-1]["values"] = {k: 0.0 for k in history.scrapes[-1]["values"]}
+    history.faults.append(
+        {"kind": "restart_empty", "params": {}, "at": 3, "start": T0 + 3, "end": T0 + 3.5,
+         "notes": {"data_loss": "all", "killed_at": T0 + 3, "restarted_at": T0 + 3.5}}
+    )  # fmt: skip
+    verdict = check(history)
+    assert "counters_monotonic" not in verdict.violations
+    assert {"counters_monotonic", "totals_exact", "window_exact"} <= set(verdict.suspended)
+
+
+def test_data_loss_still_catches_counting_more_than_was_recorded() -> None:
+    history = perfect_history()
+    history.faults.append(
+        {"kind": "restart_empty", "params": {}, "at": 3, "start": T0 + 3, "end": T0 + 3.5,
+         "notes": {"data_loss": "all", "killed_at": T0 + 3, "restarted_at": T0 + 3.5}}
+    )  # fmt: skip
+    totals = history.redis["providers"][OK]["totals"]
+    set_total(history, OK, "n:failure", int(totals["n:failure"]) + 1000)
+    _only(check(history), "totals_exact", "recorded")
+
+
+def test_a_deposed_leaders_breaker_write() -> None:
+    history = perfect_history()
+    for i, sample in enumerate(history.samples):
+        if i >= 20:
+            sample["lease"] = "a1|2"  # a1 took over at sample 20; the epoch moves at 40 under 1
+    _only(check(history), "breaker_authority", "token 1 after its lease was over")
+
+
+def test_a_new_leaders_breaker_write_is_fine() -> None:
+    history = perfect_history()
+    for i, sample in enumerate(history.samples):
+        if i >= 20:
+            sample["lease"] = "a1|2"
+            sample["breakers"][FLAKY]["fence"] = "2"
+    assert check(history).violations == {}
+
+
+def test_a_forced_state_changed_without_an_operator() -> None:
+    history = perfect_history()
+    for sample in history.samples[:40]:
+        sample["breakers"][FLAKY]["forced"] = "1"
+    _only(check(history), "breaker_authority", "forced state changed")
+
+
+def test_an_operator_may_change_a_forced_state() -> None:
+    history = perfect_history()
+    for sample in history.samples[:40]:
+        sample["breakers"][FLAKY]["forced"] = "1"
+    history.operators.append(
+        {"action": "reset", "provider": FLAKY, "argv": ["breaker", "reset", FLAKY],
+         "start": T0 + 1.9, "end": T0 + 2.2, "returncode": 0, "output": "", "sent": []}
+    )  # fmt: skip
+    assert check(history).violations == {}
+
+
+def test_a_read_only_command_that_writes() -> None:
+    history = perfect_history()
+    key = "torture-synthetic:{w0-ok}:w:fail"
+    history.operators[0]["sent"].append(["ZREMRANGEBYSCORE", key])
+    _only(check(history), "readonly_commands", "ZREMRANGEBYSCORE")
+
+
+def test_a_breaker_command_writing_beyond_its_breaker() -> None:
+    history = perfect_history()
+    history.operators.append(
+        {"action": "open", "provider": FLAKY, "argv": ["breaker", "open", FLAKY], "start": T0 + 8,
+         "end": T0 + 9, "returncode": 0, "output": "",
+         "sent": [["EVALSHA", "torture-synthetic:{w0-flaky}:breaker"],
+                  ["HSET", "torture-synthetic:{w0-ok}:totals"]]}
+    )  # fmt: skip
+    _only(check(history), "readonly_commands", "w0-ok}:totals")
+
+
+def test_a_replica_not_ready_after_the_faults_healed() -> None:
+    history = perfect_history()
+    history.replicas[1]["readyz"] = [503, "snapshot is 9 s old"]
+    _only(check(history), "recovery", "a1")
+
+
+def test_duplicates_only_where_a_lost_reply_allows_them() -> None:
+    history = perfect_history()
+    totals = history.redis["providers"][OK]["totals"]
+    set_total(history, OK, "n:success", int(totals["n:success"]) + 2)
+    set_total(history, OK, "b:0.1", int(totals["b:0.1"]) + 2)
+    assert "totals_exact" in check(history).violations
+    history.incidents["workers_exec"] = 1
+    verdict = check(history)
+    assert verdict.violations == {}
+    assert any("2 events over" in note for note in verdict.notes)
+
+
+def test_a_known_break_is_told_apart() -> None:
+    history = perfect_history()
+    history.redis["providers"][FLAKY]["window"][21] -= 1
+    verdict = check(history)
+    unexpected, known = classify(verdict, {"clock_step"})
+    assert unexpected == {} and "window_exact" in known
+    unexpected, known = classify(verdict, {"oom"})
+    assert "window_exact" in unexpected and known == {}
+
+
+def test_a_history_round_trips_through_json() -> None:
+    history = perfect_history()
+    again = History.from_json(history.to_json())
+    assert again == history
+    assert check(again).violations == {}
+
+
+# -- pieces ------------------------------------------------------------------------------------
+
+
+def test_requests_are_parsed_from_the_bytes_sent() -> None:
+    packed = b"*2\r\n$4\r\nTIME\r\n$0\r\n\r\n*3\r\n$7\r\nHGETALL\r\n$3\r\nk:1\r\n$2\r\nab\r\n"
+    assert list(parse_requests(packed)) == [[b"TIME", b""], [b"HGETALL", b"k:1", b"ab"]]
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """A server that answers every chunk it receives with the same bytes."""
+    loop = asyncio.new_event_loop()
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1024):
+            writer.write(data)
+            await writer.drain()
+
+    server = loop.run_until_complete(asyncio.start_server(echo, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield int(server.sockets[0].getsockname()[1])
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def _ask(port: int, payload: bytes, timeout: float = 1.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(payload)
+        try:
+            return conn.recv(1024)
+        except (TimeoutError, ConnectionError):
+            return b"<lost>"
+
+
+def test_the_proxy_passes_delays_drops_and_cuts(echo_port: int) -> None:
+    proxy = FaultProxy(echo_port).start()
+    try:
+        assert _ask(proxy.port, b"hi") == b"hi"
+        proxy.set_mode("delay", 300)
+        began = time.monotonic()
+        assert _ask(proxy.port, b"slow") == b"slow"
+        assert time.monotonic() - began >= 0.3
+        proxy.set_mode("drop")
+        assert _ask(proxy.port, b"EXEC\r\n", timeout=0.3) == b"<lost>"
+        proxy.set_mode("cut")
+        answers = [_ask(proxy.port, b"EXEC\r\n") for _ in range(12)]
+        assert b"<lost>" in answers or b"" in answers
+        proxy.set_mode("pass")
+        assert _ask(proxy.port, b"back") == b"back"
+        time.sleep(0.2)
+        assert proxy.incidents >= 2 and proxy.exec_incidents >= 2
+    finally:
+        proxy.stop()
+
+
+# -- CI: real processes, a fixed set of seeds and one fresh seed -------------------------------
+
+REDIS = "oom,script_flush,client_pause,restart_aof,restart_empty,operator"
+NETWORK = "proxy_cut,proxy_drop,proxy_delay,leader_stop,kill_aggregator,kill_worker,operator"
+DATA = "clock_step,clock_slew,poison,newer_snapshot,operator,oom,script_flush"
+CLUSTER = "failover,reshard,kill_master,oom,script_flush,operator,leader_stop,poison,client_pause"
+FIXED = [  # (seed, cluster, kinds): each schedule draws every kind of its group at least once
+    (9, False, REDIS),
+    (24, False, NETWORK),
+    (4, False, DATA),
+    (78, True, CLUSTER),
+]
+DURATION = 16.0
+
+needs_redis = pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
+    reason="the torture run starts its own redis-server (apt-get install redis-server)",
+)
+
+
+def _start(seed: int, cluster: bool, kinds: str | None, out: Path) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "devtools.torture", "--seed", str(seed)]
+    command += ["--duration", str(DURATION), "--json", str(out), "--workers", "2"]
+    command += ["--per-second", "0.6", *(["--faults", kinds] if kinds else [])]
+    command += ["--cluster"] if cluster else []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+
+
+def _results(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+
+@needs_redis
+def test_fixed_seeds_and_a_fresh_one_break_nothing(tmp_path: Path) -> None:
+    fresh = random.randrange(1 << 31)
+    replay = f"make torture SEED={fresh} DURATION={DURATION:g} ARGS='--workers 2 --per-second 0.6'"
+    print(f"\ntorture: fresh seed {fresh} (replay: {replay})")
+    runs = [*FIXED, (fresh, False, None)]
+    began = time.monotonic()
+    processes = {
+        (seed, cluster): _start(seed, cluster, kinds, tmp_path / f"{seed}.jsonl")
+        for seed, cluster, kinds in runs
+    }
+    outputs = {}
+    try:
+        for key, process in processes.items():
+            outputs[key] = process.communicate(timeout=150)[0]
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    print(f"torture: {len(runs)} schedules in {time.monotonic() - began:.1f} s")
+    failures = []
+    for (seed, cluster), output in outputs.items():
+        results = _results(tmp_path / f"{seed}.jsonl")
+        for result in results:
+            known = {k: len(v) for k, v in result["known"].items()}
+            mode = "cluster" if cluster else "single"
+            print(
+                f"torture: seed {seed} {mode}: {result['calls']} calls, {result['faults']} "
+                f"faults, ok={result['ok']}, known breaks {known}"
+            )
+        if not results or not all(r["ok"] for r in results):
+            failures.append(f"seed {seed} (cluster={cluster}):\n{output[-6000:]}")
+    assert failures == [], "\n\n".join(failures)
