@@ -1,18 +1,24 @@
-"""Every public method of the worker client with hostile arguments: what records never raises,
-what declares raises ValueError only. Against a real Redis, as a worker would run it."""
+"""Every public method of the worker client with hostile arguments: what records never raises
+and answers right (accepted exactly what the README's rules accept, rejected the rest under the
+right cause, and a flush writes exactly what was accepted), what declares raises ValueError
+only. Against a real Redis, as a worker would run it."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import string
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+import redis
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from client import GatewayMetrics, MetricsClient, MetricsMiddleware
+from gatewayz_protocol.keys import Keys
 from tests.support.clock import FakeClock
 
 MakeClient = Callable[..., MetricsClient]
@@ -68,11 +74,245 @@ ANYTHING = st.one_of(
     st.builds(Hostile),
     st.sampled_from(["openrouter", "success", "failure", 200, 503, 0.25, 7]),
 )
+
+
+# -- what the sweeps draw -------------------------------------------------------------------
+
+
+def sometimes_anything(
+    valid: st.SearchStrategy[Any], anything: st.SearchStrategy[Any] = ANYTHING
+) -> st.SearchStrategy[Any]:
+    """A value of ``valid`` (bounds included, and some just outside them), or about one time in
+    eight anything at all: most calls get past most checks, so each rule meets its bad value
+    alone and every answer is tested, while about half the calls still carry a hostile value.
+    (one_of() would pick ANYTHING's eleven kinds far more often than the one valid kind.)"""
+    coins = st.tuples(st.booleans(), st.booleans(), st.booleans())
+    return st.tuples(coins, valid, anything).map(
+        lambda drawn: drawn[2] if all(drawn[0]) else drawn[1]
+    )
+
+
+PROVIDERS = sometimes_anything(
+    st.one_of(
+        st.sampled_from(["openrouter", "google-vertex", "fireworks.ai", "a" * 64, "a" * 65]),
+        st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,12}", fullmatch=True),  # the README's rule
+    )
+)
+LATENCIES = sometimes_anything(
+    st.one_of(st.floats(0.0, 86_400.0), st.sampled_from([0, 86_400, 86_400.5, -1e-9, True]))
+)
+STATUS_CODES = st.one_of(st.integers(100, 599), st.sampled_from([99, 408, 429, 600]))
+OUTCOME_NAMES_AND_NOT = st.sampled_from(
+    ["success", "failure", "rate_limited", "caller_error", "SUCCESS"]
+)
+STATUS_OUTCOMES = sometimes_anything(  # (status_code, outcome): one, the other, neither, both
+    st.one_of(
+        st.tuples(STATUS_CODES, st.none()),
+        st.tuples(st.none(), OUTCOME_NAMES_AND_NOT),
+        st.tuples(st.none(), st.none()),
+        st.tuples(st.sampled_from([200, 503]), st.sampled_from(["success", "failure"])),
+    ),
+    anything=st.tuples(ANYTHING, ANYTHING),
+)
+TOKEN_COUNTS = sometimes_anything(
+    st.one_of(st.integers(-3, 10**6), st.sampled_from([0, 10**12, 10**12 + 1, False, "", 2.0]))
+)
+COSTS = sometimes_anything(
+    st.one_of(st.floats(0.0, 1e6), st.sampled_from([0.0, 1e6, 1e6 + 1, -0.01, True, 7]))
+)
+CREDITS = sometimes_anything(st.one_of(st.floats(0.0, 1e6), st.sampled_from([0, 1e6, 1e6 + 1])))
+SECONDS = sometimes_anything(
+    st.one_of(st.none(), st.floats(0.0, 86_400.0), st.sampled_from([None, 86_400, 86_401]))
+)
+TEXT = sometimes_anything(st.text(max_size=6))
+INFERENCE_TOKENS = sometimes_anything(
+    st.one_of(st.integers(0, 10**6), st.sampled_from([0, 7, 10**12, 10**12 + 1]))
+)
+RECORD_ARGS = st.tuples(PROVIDERS, LATENCIES, STATUS_OUTCOMES, TOKEN_COUNTS, COSTS)
+INFERENCE_ARGS = st.tuples(
+    PROVIDERS, TEXT, LATENCIES, STATUS_OUTCOMES, INFERENCE_TOKENS, INFERENCE_TOKENS, CREDITS,
+    COSTS, TEXT, SECONDS, SECONDS,
+)  # fmt: skip
+
+# Every rule at its bounds and each cause, whatever the draws: (provider, latency,
+# (status_code, outcome), tokens, cost) ...
+RECORD_EXAMPLES: list[tuple[Any, ...]] = [
+    ("openrouter", 0.5, (408, None), 10, 0.25),  # a failure
+    ("openrouter", 0.5, (429, None), 0, 0.0),  # rate limited
+    ("openrouter", 0.5, (404, None), 0, 0.0),  # a caller error
+    ("openrouter", 0.5, (399, None), 0, 0.0),  # a success
+    ("google-vertex", 0, (None, "rate_limited"), 10**12, 1e6),  # every bound, inclusive
+    ("fireworks.ai", 86_400, (None, None), 0, 0.0),
+    ("a" * 64, True, (None, "caller_error"), False, True),  # True is 1 (s, USD), False no token
+    ("openrouter", 86_400.5, (None, None), 0, 0.0),
+    ("openrouter", -1e-9, (None, None), 0, 0.0),
+    ("openrouter", 0.5, (200, "success"), 0, 0.0),
+    ("openrouter", 0.5, (99, None), 0, 0.0),
+    ("openrouter", 0.5, (600, None), 0, 0.0),
+    ("openrouter", 0.5, (None, "SUCCESS"), 0, 0.0),
+    ("openrouter", 0.5, (None, None), 10**12 + 1, 0.0),
+    ("openrouter", 0.5, (None, None), True, 0.0),
+    ("openrouter", 0.5, (None, None), 0, 1e6 + 1),
+    ("openrouter", 0.5, (None, None), 0, -0.01),
+    ("openrouter", 0.5, (None, None), 0, "1"),
+    ("openrouter", "0.5", (None, None), 0, 0.0),
+    ("a" * 65, 0.5, (None, None), 0, 0.0),
+    (Hostile(), 0.5, (None, None), 0, 0.0),
+    ("openrouter", 0.5, (None, None), Hostile(), 0.0),
+]
+# ... and (provider, model, latency, (status_code, outcome), input and output tokens, credits,
+# cost, endpoint, TTFB, TTFC)
+INFERENCE_EXAMPLES: list[tuple[Any, ...]] = [
+    ("openrouter", "gpt", 0.5, (408, None), 10**12, 0, 1e6, 1e6, "/v1", 86_400, 0.0),
+    ("openrouter", "gpt", 0.5, (None, "failure"), 3, 4, 0, 0.0, "", None, None),
+    ("openrouter", "gpt", 0.5, (None, None), 10**12, 1, 0, 0.0, "", None, None),  # total
+    ("openrouter", "gpt", 0.5, (None, None), False, 0, 0, 0.0, "", None, None),
+    ("openrouter", "gpt", 0.5, (None, None), 0, 0, True, 0.0, "", None, None),
+    ("openrouter", "gpt", 0.5, (None, None), 0, 0, 1e6 + 1, 0.0, "", None, None),
+    ("openrouter", "gpt", 0.5, (None, None), 0, 0, "1", 0.0, "", None, None),
+    ("openrouter", "gpt", 0.5, (None, None), 0, 0, 0, 0.0, "", 86_401, None),
+    ("openrouter", "gpt", 0.5, (None, None), 0, 0, 0, 0.0, "", None, -1),
+    ("openrouter", 7, 0.5, (None, None), 0, 0, 0, 0.0, "", None, None),
+    ("openrouter", "gpt", 0.5, (None, None), 0, 0, 0, 0.0, b"/v1", None, None),
+    ("bad name", "gpt", 0.5, (None, None), 0, 0, 0, 0.0, "", None, None),
+    ("openrouter", "gpt", 0.5, (None, None), 0, 0, 0, 1e6 + 1, "", None, None),
+]
+
+
+def record_examples(check: Callable[..., None]) -> Callable[..., None]:
+    for args in RECORD_EXAMPLES:
+        for kwargs in (False, True):
+            check = example(args=args, kwargs=kwargs)(check)
+    return check
+
+
+def inference_examples(check: Callable[..., None]) -> Callable[..., None]:
+    for args in INFERENCE_EXAMPLES:
+        check = example(args=args)(check)
+    return check
+
+
 SWEEP = settings(
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+# -- the README's rules, restated (not imported: the client is what is under test) -----------
+
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
+OUTCOME_NAMES = ("success", "failure", "rate_limited", "caller_error")
+MAX_TOKENS = 10**12
+
+
+def readme_valid_provider(name: object) -> bool:
+    """1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or a digit."""
+    return (
+        isinstance(name, str)
+        and 1 <= len(name) <= 64
+        and name[0] in string.ascii_letters + string.digits
+        and all(c in _NAME_CHARS for c in name)
+    )
+
+
+def _number(value: object) -> bool:
+    """A value the rules can compare with a bound (NaN included: it fails every bound)."""
+    return type(value) in (int, float, bool)
+
+
+def _truth(value: object) -> bool | None:
+    """Whether ``value`` is given (truthy); None when asking fails (a hostile value)."""
+    try:
+        return bool(value)
+    except Exception:
+        return None
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except Exception:
+        return False
+    return True
+
+
+def record_verdict(
+    provider: Any, latency: Any, status: Any, outcome: Any, tokens: Any, cost: Any
+) -> str | None:
+    """The cause record() must count for a call, None when it must accept it: the README's
+    rules in order (provider, latency, status code or outcome, tokens, cost), and
+    invalid_argument for a value no rule can read (a hostile one, a string for a number)."""
+    if not _hashable(provider):
+        return "invalid_argument"
+    if not readme_valid_provider(provider):
+        return "invalid_provider"
+    if not _number(latency):
+        return "invalid_argument"
+    if not 0 <= latency <= 86_400:
+        return "invalid_latency"
+    if status is not None:
+        if outcome is not None:
+            return "status_and_outcome"
+        if not (type(status) is int and 100 <= status <= 599):
+            return "invalid_status_code"
+    elif outcome is not None and not (type(outcome) is str and outcome in OUTCOME_NAMES):
+        return "invalid_outcome"
+    given_tokens = _truth(tokens)
+    if given_tokens is None:
+        return "invalid_argument"
+    if given_tokens and not (type(tokens) is int and 0 <= tokens <= MAX_TOKENS):
+        return "invalid_tokens"
+    given_cost = _truth(cost)
+    if given_cost is None or (given_cost and not _number(cost)):
+        return "invalid_argument"
+    if given_cost and not 0 <= cost <= 1e6:
+        return "invalid_cost"
+    return None
+
+
+def outcome_name(status: int | None, outcome: str | None) -> str:
+    """429 rate_limited; 408 and 5xx failure; other 4xx caller_error; the rest success."""
+    if status is None:
+        return outcome or "success"
+    if status == 429:
+        return "rate_limited"
+    if status == 408 or status >= 500:
+        return "failure"
+    return "caller_error" if status >= 400 else "success"
+
+
+class Model:
+    """What Redis must hold once everything accepted is flushed: per provider, the calls by
+    outcome, tokens and cost in nano-USD; and what stats() must count."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, Counter[str]] = {}
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter()
+
+    def book(self, verdict: str | None, provider: Any, status: Any, outcome: Any,
+             tokens: Any, cost: Any) -> None:  # fmt: skip
+        if verdict is not None:
+            self.rejected[verdict] += 1
+            return
+        self.accepted += 1
+        totals = self.totals.setdefault(provider, Counter())
+        totals[f"n:{outcome_name(status, outcome)}"] += 1
+        totals["tokens"] += tokens if type(tokens) is int else 0
+        totals["cost_nusd"] += round(cost * 1_000_000_000) if cost else 0
+
+    def check_stats(self, metrics: MetricsClient) -> None:
+        stats = metrics.stats()
+        assert stats["accepted"] == self.accepted
+        assert stats["rejected"] == {cause: n for cause, n in self.rejected.items() if n}
+
+    def check_redis(self, r: redis.Redis, keys: Keys) -> None:
+        for provider, expected in self.totals.items():
+            raw = r.hgetall(keys.totals(provider))
+            stored = {k.decode(): int(v) for k, v in raw.items()}
+            for field, value in expected.items():
+                assert stored.get(field, 0) == value, (provider, field)
 
 
 def test_the_two_reported_ones(make_client: MakeClient, clock: FakeClock) -> None:
@@ -84,16 +324,20 @@ def test_the_two_reported_ones(make_client: MakeClient, clock: FakeClock) -> Non
     assert metrics.stats()["rejected"] == {"invalid_outcome": 1}
 
 
-def test_recording_never_raises(make_client: MakeClient, clock: FakeClock) -> None:
+def test_recording_never_raises(
+    make_client: MakeClient, clock: FakeClock, r: redis.Redis, keys: Keys
+) -> None:
     metrics = make_client(clock=clock)
     counter = metrics.counter("c_total", "C", ["a"])
     gauge = metrics.gauge("g", "G", ["a"])
     histogram = metrics.histogram("h", "H", ["a"], buckets=[1.0])
+    model = Model()
 
     @SWEEP
-    @given(args=st.lists(ANYTHING, min_size=6, max_size=6), kwargs=st.booleans())
-    def check(args: list[Any], kwargs: bool) -> None:
-        provider, latency, status, outcome, tokens, cost = args
+    @given(args=RECORD_ARGS, kwargs=st.booleans())
+    @record_examples
+    def check(args: tuple[Any, ...], kwargs: bool) -> None:
+        provider, latency, (status, outcome), tokens, cost = args
         if kwargs:
             accepted = metrics.record(
                 provider, latency, status_code=status, outcome=outcome, tokens=tokens,
@@ -101,45 +345,93 @@ def test_recording_never_raises(make_client: MakeClient, clock: FakeClock) -> No
             )  # fmt: skip
         else:
             accepted = metrics.record(provider, latency, status, outcome, tokens, cost)
-        assert accepted in (True, False)
-        assert metrics.allow(provider) in (True, False)
-        assert asyncio.run(metrics.allow_async(provider)) in (True, False)
+        verdict = record_verdict(provider, latency, status, outcome, tokens, cost)
+        assert accepted is (verdict is None), (args, verdict)
+        model.book(verdict, provider, status, outcome, tokens, cost)
+        # no breaker of this namespace ever opened: every call is let through
+        assert metrics.allow(provider) is True
+        assert asyncio.run(metrics.allow_async(provider)) is True
         with metrics.track("openrouter") as call:
             call.status_code, call.outcome = status, outcome
             call.tokens, call.cost_usd = tokens, cost
+        verdict = record_verdict("openrouter", 0.0, status, outcome, tokens, cost)
+        model.book(verdict, "openrouter", status, outcome, tokens, cost)
         for child in (counter.labels(provider), gauge.labels(latency), histogram.labels(status)):
             for method in ("inc", "dec", "set", "observe"):
                 if hasattr(child, method):
                     getattr(child, method)(tokens)
-        assert metrics.flush(timeout=latency) in (True, False)
-        assert isinstance(metrics.stats(), dict)
+        # any timeout (not a number: none at all), though never more than 5 s here
+        timeout = min(latency, 5.0) if _number(latency) else latency
+        assert metrics.flush(timeout=timeout) in (True, False)
+        model.check_stats(metrics)  # each call counted once, under the right cause
 
     check()
     assert metrics.flush(timeout=10)
+    model.check_redis(r, keys)  # what was accepted is what was written
 
 
-def test_booking_inferences_never_raises(make_client: MakeClient, clock: FakeClock) -> None:
+def inference_verdict(
+    provider: Any, model: Any, latency: Any, status: Any, outcome: Any, tokens_in: Any,
+    tokens_out: Any, credits: Any, cost: Any, endpoint: Any, ttfb: Any, ttfc: Any,
+) -> str | None:  # fmt: skip
+    """The cause record_inference() must count, None when it must book the call: its own
+    arguments first (model and endpoint strings, token counts, credits, TTFB/TTFC), then
+    record()'s rules with the total tokens."""
+    if type(model) is not str or type(endpoint) is not str:
+        return "invalid_argument"
+    for count in (tokens_in, tokens_out):
+        if not (type(count) is int and 0 <= count <= MAX_TOKENS):
+            return "invalid_tokens"
+    if type(credits) not in (int, float) or not 0 <= credits <= 1e6:
+        return "invalid_credits"
+    for seconds in (ttfb, ttfc):
+        if seconds is not None and (
+            type(seconds) not in (int, float) or not 0 <= seconds <= 86_400
+        ):
+            return "invalid_latency"
+    return record_verdict(provider, latency, status, outcome, tokens_in + tokens_out, cost)
+
+
+def test_booking_inferences_never_raises(
+    make_client: MakeClient, clock: FakeClock, r: redis.Redis, keys: Keys
+) -> None:
     metrics = make_client(clock=clock)
     gateway = GatewayMetrics(metrics)
+    model = Model()
 
     @SWEEP
-    @given(args=st.lists(ANYTHING, min_size=12, max_size=12))
-    def check(args: list[Any]) -> None:
-        provider, model, latency, status, outcome, tin, tout, credits, cost, end, ttfb, ttfc = args
+    @given(args=INFERENCE_ARGS)
+    @inference_examples
+    def check(args: tuple[Any, ...]) -> None:
+        provider, name, latency, (status, outcome), tin, tout, credits, cost, end, ttfb, ttfc = args
         gateway.record_inference(
-            provider, model, latency, status_code=status, outcome=outcome, input_tokens=tin,
+            provider, name, latency, status_code=status, outcome=outcome, input_tokens=tin,
             output_tokens=tout, credits=credits, cost_usd=cost, endpoint=end, ttfb_s=ttfb,
             ttfc_s=ttfc,
         )  # fmt: skip
-        with gateway.inference(provider, model, end) as call:
+        verdict = inference_verdict(
+            provider, name, latency, status, outcome, tin, tout, credits, cost, end, ttfb, ttfc
+        )
+        model.book(verdict, provider, status, outcome, _total(tin, tout), cost)
+        with gateway.inference(provider, name, end) as call:
             call.first_byte()
             call.chunk()
             call.status_code, call.outcome = status, outcome
             call.input_tokens, call.output_tokens = tin, tout
             call.credits, call.cost_usd = credits, cost
+        verdict = inference_verdict(
+            provider, name, 0.0, status, outcome, tin, tout, credits, cost, end, 0.0, 0.0
+        )
+        model.book(verdict, provider, status, outcome, _total(tin, tout), cost)
+        model.check_stats(metrics)  # each call booked or rejected once, under the right cause
 
     check()
     assert metrics.flush(timeout=10)
+    model.check_redis(r, keys)
+
+
+def _total(tokens_in: Any, tokens_out: Any) -> Any:
+    return tokens_in + tokens_out if type(tokens_in) is type(tokens_out) is int else None
 
 
 def test_an_exception_in_a_timed_block_is_the_callers_own(
