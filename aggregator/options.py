@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NoReturn
 
 from aggregator.core.breaker import BreakerConfig
-from aggregator.settings import AggregatorSettings, read_token_file
+from aggregator.settings import AggregatorSettings, read_token_file, read_url_file
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -21,6 +21,14 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 # (flag, env variable, settings field, type, help)
 _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--redis-url", "REDIS_URL", "redis_url", str, "Redis URL"),
+    (
+        "--redis-url-file",
+        "REDIS_URL_FILE",
+        "redis_url_file",
+        str,
+        "file holding the Redis URL, which wins over --redis-url (a password in it stays out of "
+        "ps and of the environment)",
+    ),
     ("--namespace", "METRICS_NAMESPACE", "namespace", str, "key prefix"),
     ("--host", "AGGREGATOR_HOST", "host", str, "HTTP bind address"),
     ("--port", "AGGREGATOR_PORT", "port", int, "HTTP port"),
@@ -157,7 +165,14 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
 _BREAKER_FIELDS = {f for f in BreakerConfig.__dataclass_fields__}
 
 
-CONNECTION_FLAGS: tuple[str, ...] = ("--redis-url", "--namespace")
+_FILES = {"auth_token_file": "auth_token", "redis_url_file": "redis_url"}
+"""Options naming a file whose content is the value of another (secrets out of ps)."""
+_FILE_READERS: dict[str, Callable[[str], str]] = {
+    "auth_token_file": read_token_file,
+    "redis_url_file": read_url_file,
+}
+
+CONNECTION_FLAGS: tuple[str, ...] = ("--redis-url", "--redis-url-file", "--namespace")
 """The flags every command shares (env REDIS_URL, METRICS_NAMESPACE): which Redis, which keys."""
 
 
@@ -201,9 +216,9 @@ def settings_from_args(
             parser.error(f"{source}: invalid value {raw!r}")
         if dest == "providers":
             value = tuple(p.strip() for p in value.split(",") if p.strip())
-        if dest == "auth_token_file":
+        if dest in _FILES:
             try:
-                values["auth_token"] = read_token_file(value)
+                values[_FILES[dest]] = _FILE_READERS[dest](value)
             except ValueError as exc:
                 parser.error(f"{source}: {exc}")
             continue

@@ -16,11 +16,13 @@ from gatewayz_protocol.keys import (
     DEFAULT_NAMESPACE,
 )
 from gatewayz_protocol.names import check_namespace, is_valid_provider
+from gatewayz_telemetry.settings import push_url, traces_url
 from gatewayz_transport.urls import DEFAULT_REDIS_URL, check_url
 
-# scheme://user:password@ -> scheme://***@ (greedy to the last "@" before the path), and a
-# password=... query parameter: neither may reach a log line, an error or /metrics.
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s]*@", re.IGNORECASE)
+# scheme://user:password@ -> scheme://***@ (greedy to the last "@" of the URL: a password may
+# hold an unencoded "/" or "@"), and a password=... query parameter: neither may reach a log
+# line, an error or /metrics.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)\S*@", re.IGNORECASE)
 _PASSWORD_PARAM = re.compile(r"(?P<name>\bpassword=)[^&\s]*", re.IGNORECASE)
 
 
@@ -53,6 +55,20 @@ def read_token_file(path: str) -> str:
             f"auth token in {path!r} must be one word of visible ASCII characters (no spaces)"
         )
     return token
+
+
+def read_url_file(path: str) -> str:
+    """The Redis URL in ``path``, without surrounding whitespace. Raises ValueError (never
+    quoting the content: it holds a password) when the file is missing, unreadable or empty."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            url = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"cannot read the Redis URL file {path!r}: {reason}") from None
+    if not url:
+        raise ValueError(f"the Redis URL file {path!r} is empty")
+    return url
 
 
 def _is_token(token: str) -> bool:
@@ -107,6 +123,12 @@ class AggregatorSettings:
             raise ValueError(f"invalid Redis URL: {redact(str(exc))}") from None
         if self.auth_token is not None and not _is_token(self.auth_token):
             raise ValueError("auth token must be one word of visible ASCII characters")
+        # Checked here, so a bad one is a one-line error at start (its message shows no
+        # credentials), not a traceback when the first record or span is shipped.
+        if self.loki_url:
+            push_url(self.loki_url)
+        if self.otlp_endpoint:
+            traces_url(self.otlp_endpoint, None)
         if not self.instance:
             object.__setattr__(
                 self, "instance", f"{socket.gethostname()}:{self.port}:{os.getpid()}"

@@ -7,9 +7,10 @@ Nothing here reads the environment at import time: :meth:`TelemetrySettings.from
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 PUSH_PATH = "/loki/api/v1/push"
 TRACES_PATH = "/v1/traces"
@@ -17,12 +18,29 @@ DEFAULT_ENVIRONMENT = "dev"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+_USERINFO = re.compile(r"://\S*@")
+
+
+def _http_url(url: str, what: str) -> SplitResult:
+    """``url`` split, when it is an http(s) URL with a host and a valid port; else ValueError
+    naming ``what`` and showing the URL without its credentials (a message may reach a log)."""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 (raises for a port that is not one)
+    except ValueError:
+        valid = False
+    if not valid:
+        shown = _USERINFO.sub("://***@", url)
+        rule = "an http(s) URL with a host and a port in 1-65535"
+        raise ValueError(f"{what} must be {rule}, not {shown!r}")
+    return parts
+
+
 def push_url(url: str) -> str:
     """``LOKI_URL`` may be Loki's base URL (``http://loki:3100``) or its push endpoint; a bare
     base gets the push path, so both spellings people copy from Grafana's docs work."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"LOKI_URL must be an http(s) URL, not {url!r}")
+    parts = _http_url(url.strip(), "LOKI_URL")
     if parts.path in ("", "/"):
         parts = parts._replace(path=PUSH_PATH)
     return urlunsplit(parts)
@@ -37,9 +55,7 @@ def traces_url(base: str | None, traces: str | None) -> str | None:
         url = base.strip().rstrip("/") + TRACES_PATH
     else:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"the OTLP traces endpoint must be an http(s) URL, not {url!r}")
+    _http_url(url, "the OTLP traces endpoint")
     return url
 
 

@@ -30,7 +30,7 @@ from aggregator.options import (
     parse_settings,
     settings_from_args,
 )
-from aggregator.settings import AggregatorSettings, redact
+from aggregator.settings import AggregatorSettings, describe_error, redact
 from gatewayz_protocol.breaker_state import CLOSED, OPEN, BreakerState
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
@@ -94,7 +94,7 @@ def run(
             return 1
         return _force(reader, writer, action, provider, clock)
     except (redis.RedisError, OSError) as exc:
-        sys.stderr.write(f"aggregator: error: redis: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"aggregator: error: redis: {describe_error(exc)}\n")
         return 1
     finally:
         connection.close()

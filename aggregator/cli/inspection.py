@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import sys
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -54,7 +55,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def iso(t: float) -> str:
     """ISO 8601 UTC, to the second."""
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # a time no writer of this project writes
+        return f"{t!r} (no date)"
 
 
 def relative(t: float, now: float) -> str:
@@ -330,8 +334,23 @@ def run_args(
         return 1
     finally:
         connection.close()
-    print(json.dumps(doc, indent=2) if args.json else text)
+    print(json.dumps(doc, indent=2) if args.json else printable(text))
     return 0
+
+
+def printable(text: str) -> str:
+    """``text`` as it may reach a terminal: every control or format character but the line
+    breaks escaped (``\x1b``, ``\u202e``), so a value written into Redis can never set a title,
+    clear the screen or write the clipboard (OSC 52). JSON output escapes them by itself."""
+    return "".join(
+        char
+        if char == "\n" or unicodedata.category(char) not in _UNSAFE
+        else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+_UNSAFE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 
 
 def _no_data(message: str) -> int:

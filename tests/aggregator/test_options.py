@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,47 @@ def test_the_export_horizon_lies_between_the_window_and_the_retention() -> None:
     for bad in (299.0, 7 * 24 * 3600.0 + 1):
         with pytest.raises(ValueError, match="export horizon"):
             AggregatorSettings(export_horizon_seconds=bad)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--loki-url", "http://user:s3cret@[bad/loki"],
+        ["--loki-url", "ht tp://user:s3cret@loki:3100"],
+        ["--loki-url", "http://user:s3cret@loki:99999"],
+        ["--otlp-endpoint", "http://user:s3cret@tempo:port"],
+        ["--redis-url", "redis://:s3cret@host:99999999/0"],
+    ],
+)
+def test_a_bad_url_with_credentials_is_one_line_that_never_shows_them(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_settings(argv, {})
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aggregator: error: ")
+    assert "s3cret" not in err
+
+
+def test_the_redis_url_can_come_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "redis-url"
+    secret.write_text("redis://:pa%2Fss@10.0.0.5:6380/2\n")
+    settings = parse_settings(
+        ["--redis-url-file", str(secret)], {"REDIS_URL": "redis://other:6379/0"}
+    )
+    assert settings.redis_url == "redis://:pa%2Fss@10.0.0.5:6380/2"  # the file wins
+    env = {"REDIS_URL_FILE": str(secret)}
+    assert parse_settings([], env).redis_url == "redis://:pa%2Fss@10.0.0.5:6380/2"
+    assert "pa%2Fss" not in repr(settings)
+
+
+def test_an_unreadable_redis_url_file_never_quotes_a_content(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("  \n")
+    for path, message in ((empty, "is empty"), (tmp_path / "missing", "cannot read")):
+        with pytest.raises(SystemExit):
+            parse_settings(["--redis-url-file", str(path)], {})
+        assert message in capsys.readouterr().err

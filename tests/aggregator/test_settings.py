@@ -86,3 +86,8 @@ def test_a_token_file_holds_one_word(tmp_path: Path) -> None:
         read_token_file(str(folder / "empty"))
     with pytest.raises(ValueError, match="cannot read auth token file"):
         read_token_file(str(folder / "missing"))
+
+
+def test_a_password_holding_a_slash_or_an_at_is_redacted_whole() -> None:
+    assert redact("redis://:pa/ss@h:6379/0 refused") == "redis://***@h:6379/0 refused"
+    assert redact("x rediss://u:p@ss/w@h/0 y") == "x rediss://***@h/0 y"

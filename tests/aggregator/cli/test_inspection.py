@@ -127,3 +127,19 @@ def test_human_times() -> None:
     assert human(1_800_000_012.0, 1_800_000_000.0) == "2027-01-15T08:00:12Z (in 12 s)"
     edges = minute_edges(1_800_000_030.0, 120.0, 10.0)
     assert edges == [1_799_999_910.0, 1_799_999_940.0, 1_800_000_000.0, 1_800_000_040.0]
+
+
+def test_values_written_into_redis_never_reach_the_terminal_as_escapes(
+    redis_url: str, namespace: str, r: redis.Redis, keys: Keys
+) -> None:
+    title, clear, clipboard = "\x1b]0;pwned\x07", "\x1b[2J", "\x1b]52;c;cm0gLXJmIH4=\x07"
+    r.zadd(keys.providers, {"acme": 1.0, "bad\x1b[31mname": 2.0})
+    r.hset(keys.breaker("acme"), mapping={"state": "open", "note": title, clear: "1"})
+    r.hset(keys.transitions("acme"), f"closed>{clear}", 1)
+    r.zadd(keys.permits("acme"), {clipboard: 9e15})
+    for args in (("inspect", "acme"), ("inspect",), ("breaker", "status")):
+        done = cli(*args, url=redis_url, namespace=namespace)
+        assert done.returncode == 0, done.stderr
+        assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout
+    detail = cli("inspect", "acme", url=redis_url, namespace=namespace).stdout
+    assert "note=\\x1b]0;pwned\\x07" in detail and "\\x1b]52;c;" in detail
