@@ -86,7 +86,7 @@ def _only(verdict: Verdict, invariant: str, *words: str) -> None:
 def test_a_perfect_history_holds_every_invariant() -> None:
     verdict = check(perfect_history())
     assert verdict.violations == {} and verdict.suspended == {}
-    assert len(verdict.held()) == 12
+    assert len(verdict.held()) == 14
 
 
 def test_a_counter_off_by_one_is_a_totals_violation() -> None:
@@ -112,14 +112,21 @@ def test_events_missing_below_what_a_true_flush_vouched_for() -> None:
     assert "match no prefix of" in verdict.violations["flush_truthful"][0]
 
 
-def test_a_killed_worker_may_lose_what_no_flush_vouched_for() -> None:
+def test_a_killed_worker_may_lose_what_it_recorded_since_its_last_flush() -> None:
     history = perfect_history()
     _killed(history)
-    kept = profiles(history.seed, 0, 400)[OK].prefix(300)
-    set_prefix(history, OK, kept)
+    history.workers[0].killed_at = T0 + 4.05  # 400 calls at 100/s: the last at about 4.0 s
+    set_prefix(history, OK, profiles(history.seed, 0, 400)[OK].prefix(391))
     verdict = check(history)
     assert verdict.violations == {}
-    assert any("recorded events not in Redis" in note for note in verdict.notes)
+    assert any("events lost, recorded in its last 50 ms" in note for note in verdict.notes)
+
+
+def test_a_killed_worker_losing_more_than_its_last_flush_interval() -> None:
+    history = perfect_history()
+    _killed(history)  # at 4.5 s: events recorded from 3.0 s on are missing
+    set_prefix(history, OK, profiles(history.seed, 0, 400)[OK].prefix(300))
+    _only(check(history), "kill_loss", "1400 ms before the kill")
 
 
 def test_a_window_one_event_short_is_a_window_violation() -> None:
@@ -146,6 +153,8 @@ def test_a_backend_counter_that_lost_increments() -> None:
     history = perfect_history()
     data = history.redis["backend"]["torture_calls"]
     data['i:["w0-ok"]'] = str(int(data['i:["w0-ok"]']) - 1)
+    for replica in history.replicas:
+        replica["counters"]['torture_calls_total{provider="w0-ok"}'] -= 1
     _only(check(history), "backend_exact", "torture_calls")
 
 
@@ -166,6 +175,14 @@ def test_close_true_with_events_unsettled() -> None:
     assert end is not None
     end["stats"]["settled"] -= 7
     _only(check(history), "drops_counted", "close() True")
+
+
+def test_drops_in_redis_no_worker_counted() -> None:
+    history = perfect_history()
+    history.redis["client_stats"]["dropped:buffer_full"] = "3"
+    for replica in history.replicas:
+        replica["counters"]['gatewayz_client_events_dropped_total{cause="buffer_full"}'] = 3.0
+    _only(check(history), "drops_counted", "Redis counts drops {'buffer_full': 3}")
 
 
 def test_a_true_flush_whose_events_were_not_there() -> None:
@@ -236,6 +253,18 @@ def test_an_operator_may_change_a_forced_state() -> None:
         {"action": "reset", "provider": FLAKY, "argv": ["breaker", "reset", FLAKY],
          "start": T0 + 1.9, "end": T0 + 2.2, "returncode": 0, "output": "", "sent": []}
     )  # fmt: skip
+    assert check(history).violations == {}
+
+
+def test_allow_answering_true_for_an_open_breaker() -> None:
+    history = perfect_history()
+    history.workers[0].allows.append({"p": FLAKY, "allowed": True, "t": T0 + 3.5})
+    _only(check(history), "allow_follows_breaker", "allow(w0-flaky) True", "['open']")
+
+
+def test_allow_may_lag_the_breaker_by_its_refresh() -> None:
+    history = perfect_history()
+    history.workers[0].allows.append({"p": FLAKY, "allowed": True, "t": T0 + 2.4})
     assert check(history).violations == {}
 
 
@@ -355,10 +384,10 @@ NETWORK = "proxy_cut,proxy_drop,proxy_delay,leader_stop,kill_aggregator,kill_wor
 DATA = "clock_step,clock_slew,poison,newer_snapshot,operator,oom,script_flush"
 CLUSTER = "failover,reshard,kill_master,oom,script_flush,operator,leader_stop,poison,client_pause"
 FIXED = [  # (seed, cluster, kinds): each schedule draws every kind of its group at least once
-    (9, False, REDIS),
+    (22, False, REDIS),
     (24, False, NETWORK),
     (4, False, DATA),
-    (78, True, CLUSTER),
+    (92, True, CLUSTER),
 ]
 DURATION = 16.0
 

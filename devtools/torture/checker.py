@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from devtools.torture import accounting, authority
+from devtools.torture import accounting, authority, client_checks
 from devtools.torture.accounting import Case
 from devtools.torture.final import exported
 from devtools.torture.history import History
@@ -18,7 +18,6 @@ from devtools.torture.ledger import (
     CALLS_METRIC,
     COST_METRIC,
     profiles,
-    rejections,
 )
 from gatewayz_protocol.fields import COUNT_FIELDS, HISTOGRAM_FIELDS, LATENCY_SUM_FIELD
 from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
@@ -35,6 +34,10 @@ INVARIANTS = {
     "rejections_counted": "every invalid call rejected once, by cause, in the worker and Redis",
     "drops_counted": "events given up on are counted by cause, and only those",
     "flush_truthful": "flush() True only when its events were in Redis",
+    "kill_loss": "a worker killed with SIGKILL while Redis is up loses only what it recorded "
+    "since its last flush (50 ms; 250 ms allowed for the pass in flight)",
+    "allow_follows_breaker": "allow() True only while the breaker is closed or half-open, "
+    "False only while it is open or half-open (1.5 s of lag allowed)",
     "counters_monotonic": "no exported counter goes backwards (per replica)",
     "breaker_authority": "breaker state changes only by the lease holder or an operator; "
     "forced states only by an operator",
@@ -186,6 +189,10 @@ def check_exported(history: History, cases: list[Case], verdict: Verdict) -> Non
         name = replica["name"]
         for case in cases:
             wanted = _provider_exports(case)
+            data = history.redis.get("backend", {})
+            for metric in (CALLS_METRIC, COST_METRIC):
+                value = _amount(data.get(metric, {}), series_id([case.provider])) / 1e9
+                wanted[(f"{metric}_total", (("provider", case.provider),))] = value
             for (metric, labels), value in wanted.items():
                 got = exported(replica, metric, **dict(labels))
                 if got is None or abs(got - value) > 1e-6 * max(1.0, abs(value)):
@@ -237,95 +244,18 @@ def _client_stats(history: History, replica: dict[str, object], verdict: Verdict
                     )
 
 
-def check_rejections(history: History, verdict: Verdict) -> None:
-    total_loss, tags = lost_tags(history)
-    low: dict[str, int] = {}
-    high: dict[str, int] = {}
-    for ledger in history.workers:
-        done = ledger.calls_returned
-        expected = rejections(ledger.seed, ledger.index, done)
-        if ledger.end is not None and ledger.end["stats"]["rejected"] != expected:
-            verdict.fail(
-                "rejections_counted",
-                f"worker {ledger.index}: stats rejected {ledger.end['stats']['rejected']}, its "
-                f"ledger {expected}",
-            )
-        for cause, count in rejections(ledger.seed, ledger.index, ledger.durable()).items():
-            low[cause] = low.get(cause, 0) + count
-        for cause, count in rejections(ledger.seed, ledger.index, ledger.calls_made).items():
-            high[cause] = high.get(cause, 0) + count
-    if total_loss is not None or "shared" in tags:
-        verdict.suspend("rejections_counted", "Redis lost the clients' stats: workers only")
-        return
-    stats = history.redis.get("client_stats", {})
-    bound = dup_bound(history)
-    for cause in sorted(set(low) | set(high)):
-        seen = stats.get(f"rejected:{cause}", "0")
-        got = int(seen) if seen.isdigit() else -1
-        if not low.get(cause, 0) <= got <= high.get(cause, 0) + bound:
-            verdict.fail(
-                "rejections_counted",
-                f"Redis rejected:{cause} = {got}, ledger {low.get(cause, 0)}..{high[cause]}",
-            )
-
-
-def check_drops(history: History, verdict: Verdict) -> None:
-    for ledger in history.workers:
-        if ledger.end is None:
-            continue
-        stats = ledger.end["stats"]
-        accepted = ledger.calls_made - sum(
-            rejections(ledger.seed, ledger.index, ledger.calls_made).values()
-        )
-        settled = stats["settled"]
-        if settled < accepted and ledger.end.get("closed"):
-            verdict.fail(
-                "drops_counted",
-                f"worker {ledger.index}: close() True with {settled} of {accepted} settled",
-            )
-        if stats["dropped"]:
-            verdict.notes.append(
-                f"worker {ledger.index}: {stats['dropped']} events dropped and counted, by cause "
-                f"{stats['dropped_by_cause']}"
-            )
-        if stats["write_errors"]:
-            verdict.notes.append(f"worker {ledger.index}: {stats['write_errors']} batches refused")
-
-
-def check_flushes(history: History, cases: list[Case], verdict: Verdict) -> None:
-    total_loss, tags = lost_tags(history)
-    by_provider = {case.provider: case for case in cases}
-    for ledger in history.workers:
-        for flush in ledger.flushes:
-            if not flush["result"] or "read" not in flush:
-                continue
-            for provider, raw in flush["read"].items():
-                case = by_provider.get(provider)
-                loss = tags.get(provider, total_loss)
-                if case is None or (loss is not None and loss < float(flush["t_read"])):
-                    continue
-                vouched = case.profile.totals(case.profile.prefix(int(flush["n"])))
-                seen = accounting.int_totals({k: str(v) for k, v in raw.items()})
-                short = [n for n in vouched if seen.get(n, 0) < vouched[n]]
-                if short:
-                    verdict.fail(
-                        "flush_truthful",
-                        f"worker {ledger.index}: flush() True at call {flush['n']}, then "
-                        f"{provider} short: {accounting.diff(vouched, seen)}",
-                    )
-                    break
-
-
 def check(history: History) -> Verdict:
     verdict = Verdict()
     cases = build_cases(history)
     check_accounting(history, cases, verdict)
     check_exported(history, cases, verdict)
-    check_rejections(history, verdict)
-    check_drops(history, verdict)
-    check_flushes(history, cases, verdict)
+    client_checks.check_rejections(history, verdict)
+    client_checks.check_drops(history, verdict)
+    client_checks.check_flushes(history, cases, verdict)
+    client_checks.check_kill_loss(history, cases, verdict)
     authority.check_monotonic(history, verdict)
     authority.check_breakers(history, verdict)
     authority.check_operators(history, verdict)
     authority.check_recovery(history, verdict)
+    authority.check_allow(history, verdict, client_checks.redis_troubled)
     return verdict

@@ -71,6 +71,8 @@ class Nemesis:
         self.operator_runs: list[OperatorRun] = []
         self._heals: list[tuple[float, FaultRecord, Heal]] = []
         self._threads: list[threading.Thread] = []
+        self._latest: dict[str, int] = {}
+        """The newest fault of each overlapping kind (OOM, each proxy's mode)."""
         self.started = 0.0
         """Real time the schedule began."""
 
@@ -160,6 +162,10 @@ class Nemesis:
                 node.close()
         return errors
 
+    def _next(self, what: str) -> int:
+        self._latest[what] = self._latest.get(what, 0) + 1
+        return self._latest[what]
+
     def _leader(self) -> str | None:
         connection = connect(self.dep.direct_url, 2.0)
         try:
@@ -180,9 +186,12 @@ class Nemesis:
             node.config_set("maxmemory", used + int(fault.params["headroom"]))
 
         record.notes["errors"] = self._each_node(lower)
+        generation = self._next("oom")
 
-        def heal() -> None:
-            record.notes["heal_errors"] = self._each_node(lambda n: n.config_set("maxmemory", 0))
+        def heal() -> None:  # a later OOM still in force keeps its limit
+            if self._latest["oom"] == generation:
+                unset = self._each_node(lambda n: n.config_set("maxmemory", 0))
+                record.notes["heal_errors"] = unset
 
         return heal
 
@@ -227,9 +236,11 @@ class Nemesis:
         proxy = self.dep.proxies[str(fault.params["target"])]
         proxy.set_mode(mode, int(fault.params.get("ms", 0)))
         record.notes["incidents_before"] = proxy.incidents
+        generation = self._next(proxy.name)
 
-        def heal() -> None:
-            proxy.set_mode("pass")
+        def heal() -> None:  # a later mode on this proxy stays until its own heal
+            if self._latest[proxy.name] == generation:
+                proxy.set_mode("pass")
             record.notes["incidents_after"] = proxy.incidents
 
         return heal

@@ -70,8 +70,21 @@ def exports(provider: str, totals: dict[str, int], window: int) -> dict[str, flo
     return found
 
 
+def backend_exports(provider: str, calls: int, cost_nanos: int) -> dict[str, float]:
+    label = {"provider": provider}
+    return {
+        series_name(f"{CALLS_METRIC}_total", label): float(calls),
+        series_name(f"{COST_METRIC}_total", label): cost_nanos / 1e9,
+    }
+
+
 def perfect_history(seed: int = 7, calls: int = 400) -> History:
     worker = ledger(seed, calls)
+    flaky = provider_name(0, "flaky")
+    worker.allows = [  # the breaker below: closed until 2 s, then open
+        {"p": flaky, "allowed": True, "t": T0 + 1.0},
+        {"p": flaky, "allowed": False, "t": T0 + 3.0},
+    ]
     keys = Keys(NAMESPACE)
     now = T0 + calls / 100 + 5
     redis: Json = {"now": now, "providers": {}, "backend": {CALLS_METRIC: {}, COST_METRIC: {}}}
@@ -93,6 +106,7 @@ def perfect_history(seed: int = 7, calls: int = 400) -> History:
             f"n:{sid}": str(cost % 10**9),
         }
         counters |= exports(name, totals | {"lat_us": totals.get("lat_us", 0)}, sum(window))
+        counters |= backend_exports(name, len(profile.events), cost)
     redis["client_stats"] = {f"rejected:{c}": str(n) for c, n in rejections(seed, 0, calls).items()}
     for cause, count in rejections(seed, 0, calls).items():
         counters[series_name("gatewayz_client_events_rejected_total", {"reason": cause})] = count
@@ -107,7 +121,6 @@ def perfect_history(seed: int = 7, calls: int = 400) -> History:
         }
         replicas.append({"name": replica, "generation": 1, "alive": True, "readyz": [200, "ok"],
                          "counters": dict(counters), "gauges": gauges | leader})  # fmt: skip
-    flaky = provider_name(0, "flaky")
     samples = [
         {"t0": T0 + i * 0.05, "t1": T0 + i * 0.05 + 0.01, "lease": "a0|1", "pttl": 1400,
          "token": 1, "breakers": {flaky: {"epoch": str(int(i >= 40)), "fence": "1",
@@ -168,6 +181,8 @@ def set_prefix(history: History, provider: str, events: int) -> None:
         f"i:{sid}": str(cost // 10**9),
         f"n:{sid}": str(cost % 10**9),
     }
+    for replica in history.replicas:
+        replica["counters"] |= backend_exports(provider, events, cost)
 
 
 PROVIDERS = tuple(provider_name(0, flavor) for flavor in FLAVORS)

@@ -194,7 +194,9 @@ class Worker:
                 if done % chunk == 0:
                     pending = calls(self.seed, self.index, done, done + chunk)
             if now >= next_allow:
-                self.metrics.allow(self.providers[1])
+                for provider in self.providers:
+                    allowed = self.metrics.allow(provider)
+                    self.log.write("allow", p=provider, allowed=allowed, t=_real_time())
                 next_allow = now + 0.5
             if now >= next_flush:
                 self.flush(done)

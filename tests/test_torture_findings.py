@@ -1,0 +1,42 @@
+"""Breaks the torture harness found, each pinned by the smallest fixed schedule that shows it
+(``devtools.torture``: real processes, the checker over their ledger). Each test is a strict
+``xfail`` until its break is fixed: then it passes, fails as XPASS, and the marker (and the
+entry in ``devtools/torture/known.py``) goes."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from devtools.torture.checker import Verdict, check
+from devtools.torture.deployment import Options
+from devtools.torture.run import run_schedule
+from devtools.torture.schedule import Fault, Schedule
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
+    reason="the torture run starts its own redis-server (apt-get install redis-server)",
+)
+
+
+def _run(duration: float, *faults: Fault, cluster: bool = False, workers: int = 2) -> Verdict:
+    schedule = Schedule(0, duration, cluster, tuple(faults))
+    options = Options(seed=0, duration=duration, cluster=cluster, workers=workers)
+    history = run_schedule(schedule, options, log=lambda line: None)
+    verdict = check(history)
+    for invariant, messages in verdict.violations.items():
+        print(f"{invariant}: {messages[:3]}")
+    return verdict
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a worker's wall-clock step between record() and its batch's offset measurement "
+    "moves those events by the step: the window loses them",
+)
+def test_clock_step_between_record_and_flush() -> None:
+    deltas = ((2.0, 600.0), (4.0, -600.0), (6.0, -600.0), (8.0, 600.0))
+    steps = [Fault(at, "clock_step", 0.0, {"slot": 0, "delta": delta}) for at, delta in deltas]
+    verdict = _run(10.0, *steps)
+    assert "window_exact" not in verdict.violations
