@@ -19,6 +19,7 @@ from devtools.torture.ledger import (
     COST_METRIC,
     profiles,
 )
+from devtools.torture.recorder import series_name
 from gatewayz_protocol.fields import COUNT_FIELDS, HISTOGRAM_FIELDS, LATENCY_SUM_FIELD
 from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
 from gatewayz_protocol.specs import series_id
@@ -188,6 +189,8 @@ def check_exported(history: History, cases: list[Case], verdict: Verdict) -> Non
             continue
         name = replica["name"]
         for case in cases:
+            if not any(case.observed.values()):
+                continue  # nothing in Redis (lost with it): nothing to export
             wanted = _provider_exports(case)
             data = history.redis.get("backend", {})
             for metric in (CALLS_METRIC, COST_METRIC):
@@ -196,9 +199,9 @@ def check_exported(history: History, cases: list[Case], verdict: Verdict) -> Non
             for (metric, labels), value in wanted.items():
                 got = exported(replica, metric, **dict(labels))
                 if got is None or abs(got - value) > 1e-6 * max(1.0, abs(value)):
+                    series = series_name(metric, dict(labels))
                     verdict.fail(
-                        "exported_match",
-                        f"{name}: {metric}{labels} = {got}, Redis says {value:g}",
+                        "exported_match", f"{name}: {series} = {got}, Redis says {value:g}"
                     )
         _client_stats(history, replica, verdict)
 
