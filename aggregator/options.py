@@ -155,6 +155,14 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         "open HTTP connections; beyond, the longest idle one is closed (503 if none is idle)",
     ),
     (
+        "--allowed-hosts",
+        "AGGREGATOR_ALLOWED_HOSTS",
+        "allowed_hosts",
+        str,
+        "comma-separated Host header values served (*.example.com patterns, * for any; default: "
+        "the loopback names when --host is one, else any)",
+    ),
+    (
         "--auth-token-file",
         "AGGREGATOR_AUTH_TOKEN_FILE",
         "auth_token_file",
@@ -214,7 +222,7 @@ def settings_from_args(
             value = convert(raw)
         except ValueError:
             parser.error(f"{source}: invalid value {raw!r}")
-        if dest == "providers":
+        if dest in ("providers", "allowed_hosts"):
             value = tuple(p.strip() for p in value.split(",") if p.strip())
         if dest in _FILES:
             try:

@@ -115,6 +115,10 @@ class AggregatorSettings:
     keepalive_timeout_seconds: float = 5.0
     send_timeout_seconds: float = 10.0
     max_connections: int = 100
+    allowed_hosts: tuple[str, ...] = ()
+    """Host header values served (``*.example.com`` patterns, ``*``: any); empty: the loopback
+    names when bound to a loopback address (a web page cannot reach the aggregator through a
+    name of its own, DNS rebinding), any otherwise (``trusted_hosts``)."""
 
     def __post_init__(self) -> None:
         try:
@@ -146,6 +150,15 @@ class AggregatorSettings:
         _check_breaker(self.breaker)
 
     @property
+    def trusted_hosts(self) -> tuple[str, ...]:
+        """The Host header values served (``allowed_hosts``, or its default)."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        if self.host in _LOOPBACK:
+            return _LOOPBACK
+        return ("*",)
+
+    @property
     def health_targets(self) -> HealthTargets:
         """What the health figures are measured against."""
         return HealthTargets(
@@ -157,6 +170,9 @@ class AggregatorSettings:
         """Leader lease TTL. Renewed (or sought) every half breaker interval, so a follower takes
         over at most 2 breaker intervals after the leader's last renewal."""
         return 1.5 * self.breaker_interval_seconds
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 def _check_finite(settings: AggregatorSettings) -> None:

@@ -48,7 +48,7 @@ def test_a_slow_redis_neither_delays_scrapes_nor_overlaps_cycles(
     clock.now = time.time()
     aggregator = make_aggregator(url=server.url)
     assert aggregator.run_cycle() is not None
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
 
     inside, most_inside = 0, 0
     read = aggregator._reader.read

@@ -113,7 +113,7 @@ def test_a_password_protected_redis_carries_events_to_metrics(
     (health,) = [p for p in snapshot.providers if p.provider == "securedai"]
     assert (health.window_requests, health.error_rate) == (4, 0.25)
     assert health.window_by_outcome["success"] == 3
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     assert http.get("/readyz").json() == {"ready": True, "reason": "ok"}
     body = http.get("/metrics").text
     assert 'gatewayz_provider_window_requests{provider="securedai"} 4.0' in body
@@ -145,7 +145,7 @@ def test_a_wrong_password_and_a_dead_server_never_reveal_the_password(
     assert aggregator.run_cycle() is None
     expected = f"AuthenticationError: {AUTH_FAILED}"
     assert aggregator.status.last_error == expected
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     ready = http.get("/readyz")
     assert (ready.status_code, ready.json()) == (
         503,
@@ -173,7 +173,7 @@ def test_a_wrong_password_and_a_dead_server_never_reveal_the_password(
         good.close(timeout=0.2)
     assert healthy.run_cycle() is None
     assert healthy.status.last_error == f"ConnectionError: {_refused(port)}"
-    http = TestClient(create_app(healthy))
+    http = TestClient(create_app(healthy), base_url="http://127.0.0.1")
     ready = http.get("/readyz")
     assert (ready.status_code, ready.json()) == (
         503,
@@ -433,7 +433,7 @@ def test_client_and_aggregator_work_over_tls(
     assert snapshot is not None
     (health,) = snapshot.providers
     assert (health.provider, health.window_requests, health.error_rate) == ("tlsai", 4, 0.25)
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     assert http.get("/readyz").json() == {"ready": True, "reason": "ok"}
     body = http.get("/metrics").text
     assert 'gatewayz_provider_window_requests{provider="tlsai"} 4.0' in body

@@ -94,7 +94,7 @@ def test_redis_out_of_memory_delays_events_loses_none_and_keeps_the_breaker_work
     keys = Keys(namespace)
     r = redis.Redis.from_url(noeviction.url)
     aggregator = _aggregator(noeviction.url, namespace, clock, breaker=BreakerConfig())
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     aggregator.run_cycle()
     assert http.get("/readyz").status_code == 200
     # Before the memory runs out: a provider's failures reach the window.
@@ -164,7 +164,7 @@ def test_an_evicting_policy_is_reported_and_a_vanished_breaker_is_restored(
         metrics.record("down", 1.0, status_code=503)
     assert metrics.flush(timeout=5)
     aggregator = _aggregator(allkeys_lru.url, namespace, clock)
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     caplog.set_level(logging.WARNING, logger="gatewayz.aggregator")
     clock.advance(1)
     aggregator.run_cycle()

@@ -44,7 +44,7 @@ def test_clients_and_aggregator_ride_out_a_redis_outage(
     )
     metrics = MetricsClient(settings=settings, clock=clock)
     aggregator = make_aggregator(url=server.url, interval_seconds=10)
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     for _ in range(10):
         metrics.record("openrouter", 0.2)
     assert metrics.flush(timeout=5)

@@ -10,7 +10,10 @@ breaker commands are CLI-only.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
@@ -19,6 +22,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from aggregator.engine.cycle import Aggregator
 from aggregator.serve.dashboard import DashboardCache, DashboardResponse
@@ -57,13 +61,31 @@ def bearer_guard(token: str | None) -> Callable[[Request], Awaitable[None]]:
 def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> FastAPI:
     """The API over ``aggregator``'s snapshot. ``lifespan`` runs around serving (the entry
     point starts the scheduler there and, on shutdown, stops it and releases the lease)."""
-    app = FastAPI(title="gatewayz metrics aggregator", version="0.1.0", lifespan=lifespan)
+    # No /docs nor /redoc: they load scripts from a CDN onto the origin where the dashboard
+    # keeps its token. The schema stays, behind the token like the data it describes.
+    app = FastAPI(
+        title="gatewayz metrics aggregator",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    settings = aggregator.settings
+    hosts = settings.trusted_hosts
+    if hosts != ("*",):  # a page on another name resolving here (DNS rebinding) is refused
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     rendered = RenderedMetrics(aggregator.served)
     app.state.rendered = rendered  # the entry point primes it after each cycle
-    protected = [Depends(bearer_guard(aggregator.settings.auth_token))]
+    protected = [Depends(bearer_guard(settings.auth_token))]
     _add_metrics(app, rendered, protected)
     _add_probes(app, aggregator)
     _add_dashboard(app, aggregator, protected)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
+    def schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     return app
 
 
@@ -127,6 +149,7 @@ def _add_dashboard(app: FastAPI, aggregator: Aggregator, protected: list[Any]) -
         return history_response(aggregator)
 
     page = resources.files("aggregator.serve").joinpath("static/dashboard.html").read_bytes()
+    headers = page_headers(page)
 
     @app.get(
         "/dashboard",
@@ -134,12 +157,42 @@ def _add_dashboard(app: FastAPI, aggregator: Aggregator, protected: list[Any]) -
         response_class=HTMLResponse,
     )
     def dashboard_page() -> Response:
-        return Response(
-            content=page,
-            media_type="text/html; charset=utf-8",
-            headers={"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"},
-        )
+        return Response(content=page, media_type="text/html; charset=utf-8", headers=headers)
 
     @app.get("/", summary="Redirects to /dashboard", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse("/dashboard", status_code=307)
+
+
+def page_headers(page: bytes) -> dict[str, str]:
+    """The dashboard page's headers: a Content-Security-Policy that runs its own inline script
+    and style only (by their hashes: nothing injected, nothing from another origin), talks to
+    this origin only and may not be framed; no sniffing, no referrer."""
+    html = page.decode()
+    script = re.search(r"<script>(.*?)</script>", html, re.S)
+    style = re.search(r"<style>(.*?)</style>", html, re.S)
+    if script is None or style is None:
+        raise ValueError("the dashboard page has lost its inline script or style")
+    policy = "; ".join(
+        (
+            "default-src 'none'",
+            f"script-src {_digest(script.group(1))}",
+            f"style-src {_digest(style.group(1))}",
+            "connect-src 'self'",
+            "img-src 'self' data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        )
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+
+
+def _digest(source: str) -> str:
+    return f"'sha256-{base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()}'"

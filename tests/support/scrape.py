@@ -58,7 +58,9 @@ def scrape(aggregator: Aggregator, accept: str | None = None) -> str:
     from aggregator.serve.app import create_app
 
     headers = {"accept": accept} if accept else {}
-    response = TestClient(create_app(aggregator)).get("/metrics", headers=headers)
+    response = TestClient(create_app(aggregator), base_url="http://127.0.0.1").get(
+        "/metrics", headers=headers
+    )
     assert response.status_code == 200
     check_format(response.text, response.headers["content-type"], asks_openmetrics(accept))
     return response.text

@@ -70,7 +70,7 @@ def test_trial_calls_close_the_breaker_and_it_stays_closed(
     assert health.error_rate == 25 / 30
     assert health.transitions == {"closed>open": 1, "open>half_open": 1, "half_open>closed": 1}
     assert health.breaker_rejected_total == 1 + 2  # one while open, two beyond the permits
-    text = TestClient(create_app(aggregator)).get("/metrics").text
+    text = TestClient(create_app(aggregator), base_url="http://127.0.0.1").get("/metrics").text
     for pair in (("closed", "open"), ("open", "half_open"), ("half_open", "closed")):
         series = (
             "gatewayz_circuit_breaker_transitions_total"
@@ -127,7 +127,7 @@ def test_forced_states_survive_restarts_and_never_change_automatically(
         restarted.run_breaker_cycle()
     health = _one(restarted.run_cycle(), "vendor")
     assert (health.breaker.state, health.breaker.forced, health.availability) == ("open", True, 0)
-    text = TestClient(create_app(restarted)).get("/metrics").text
+    text = TestClient(create_app(restarted), base_url="http://127.0.0.1").get("/metrics").text
     assert 'gatewayz_circuit_breaker_forced{provider="vendor"} 1.0' in text
 
     assert admin.run("close", "vendor", settings, clock) == 0

@@ -3,7 +3,10 @@ HTTP admin endpoint; token-file errors are one line and exit 2."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,14 +51,14 @@ def guarded(
     assert parsed.auth_token == TOKEN
     aggregator = make_aggregator(auth_token=parsed.auth_token)
     assert aggregator.run_cycle() is not None
-    return TestClient(create_app(aggregator))
+    return TestClient(create_app(aggregator), base_url="http://127.0.0.1")
 
 
 def test_without_a_token_file_every_endpoint_is_open(make_aggregator: MakeAggregator) -> None:
     aggregator = make_aggregator(providers=("idle",))
     assert aggregator.settings.auth_token is None
     aggregator.run_cycle()
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     for path in ("/metrics", "/health/dashboard", "/healthz", "/readyz"):
         assert http.get(path).status_code == 200, path
     assert 'provider_availability{provider="idle"} 1.0' in http.get("/metrics").text
@@ -209,3 +212,75 @@ def test_the_token_never_appears_in_the_settings_repr() -> None:
         AggregatorSettings(auth_token="a b")
     with pytest.raises(ValueError, match=r"^auth token must be one word of visible ASCII"):
         AggregatorSettings(auth_token="")
+
+
+# -- the pages: CSP, no third-party scripts, Host ----------------------------------------------
+
+
+def test_the_dashboard_page_runs_only_its_own_script_and_style(
+    make_aggregator: MakeAggregator,
+) -> None:
+    http = TestClient(create_app(make_aggregator()), base_url="http://127.0.0.1")
+    response = http.get("/dashboard")
+    assert response.status_code == 200
+    page = response.text
+    script = re.search(r"<script>(.*?)</script>", page, re.S)
+    style = re.search(r"<style>(.*?)</style>", page, re.S)
+    assert script is not None and style is not None
+    header = response.headers["content-security-policy"]
+    policy = dict(part.strip().split(" ", 1) for part in header.split(";"))
+    assert policy == {
+        "default-src": "'none'",
+        "script-src": f"'sha256-{_sha256(script.group(1))}'",
+        "style-src": f"'sha256-{_sha256(style.group(1))}'",
+        "connect-src": "'self'",
+        "img-src": "'self' data:",
+        "base-uri": "'none'",
+        "form-action": "'none'",
+        "frame-ancestors": "'none'",
+    }
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "<script src" not in page and "<link" not in page  # nothing from another origin
+
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+def test_api_docs_load_nothing_from_elsewhere_and_the_schema_needs_the_token(
+    guarded: TestClient,
+) -> None:
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert guarded.get(path).status_code == 404
+    assert guarded.get("/openapi.json").status_code == 401
+    schema = guarded.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert schema.status_code == 200 and "/health/dashboard" in schema.json()["paths"]
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "served", "refused"),
+    [
+        # bound to loopback: only the loopback names (a rebinding page's name is refused)
+        ("127.0.0.1", (), ["127.0.0.1", "localhost:9108", "[::1]:9108"], ["evil.example"]),
+        ("0.0.0.0", (), ["aggregator-1:9108", "10.1.2.3"], []),
+        ("127.0.0.1", ("*.internal",), ["a.internal", "b.internal:9108"], ["localhost"]),
+    ],
+)
+def test_the_host_header_is_checked_where_a_browser_could_be_tricked(
+    make_aggregator: MakeAggregator,
+    host: str,
+    allowed: tuple[str, ...],
+    served: list[str],
+    refused: list[str],
+) -> None:
+    http = TestClient(create_app(make_aggregator(host=host, allowed_hosts=allowed)))
+    for name in served:
+        assert http.get("/healthz", headers={"Host": name}).status_code == 200, name
+    for name in refused:
+        assert http.get("/metrics", headers={"Host": name}).status_code == 400, name
+    assert parse_settings(["--allowed-hosts", "a.internal, *.b"], {}).allowed_hosts == (
+        "a.internal",
+        "*.b",
+    )

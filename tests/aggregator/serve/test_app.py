@@ -34,7 +34,7 @@ def test_metrics_export_the_seed_contract_from_one_snapshot(
     assert metrics.flush(timeout=5)
     aggregator = make_aggregator(providers=("idle",))
     aggregator.run_cycle()
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
 
     response = http.get("/metrics")
     assert response.status_code == 200
@@ -78,7 +78,7 @@ def test_metrics_export_the_seed_contract_from_one_snapshot(
 def test_openmetrics_is_served_when_asked_for(make_aggregator: MakeAggregator) -> None:
     aggregator = make_aggregator(providers=("idle",))
     aggregator.run_cycle()
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     response = http.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
@@ -88,7 +88,7 @@ def test_gzip_is_served_to_scrapers_that_accept_it(make_aggregator: MakeAggregat
     aggregator = make_aggregator(providers=("idle",))
     aggregator.run_cycle()
     app = create_app(aggregator)
-    http = TestClient(app)
+    http = TestClient(app, base_url="http://127.0.0.1")
     plain = http.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
     assert plain.headers["vary"] == "Accept-Encoding"
@@ -189,7 +189,7 @@ def test_readiness_follows_the_snapshot_age(
     make_aggregator: MakeAggregator, clock: FakeClock
 ) -> None:
     aggregator = make_aggregator(providers=("idle",), interval_seconds=10)
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     assert http.get("/healthz").status_code == 200
     assert http.get("/readyz").status_code == 503  # no cycle yet
     aggregator.run_cycle()
@@ -209,7 +209,7 @@ def test_dashboard_returns_the_snapshot(
     metrics.record("openrouter", 0.3, status_code=429)
     assert metrics.flush(timeout=5)
     aggregator = make_aggregator()
-    http = TestClient(create_app(aggregator))
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     assert http.get("/health/dashboard").json()["snapshot"] is None
     aggregator.run_cycle()
     body = http.get("/health/dashboard").json()

@@ -105,7 +105,7 @@ def test_the_lifespan_cycles_while_serving_and_hands_the_lease_over_after(
 ) -> None:
     aggregator = make_aggregator(interval_seconds=0.2, breaker_interval_seconds=0.2)
     app = create_app(aggregator, serving_lifespan(aggregator, aggregator.settings))
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://127.0.0.1") as http:
         wait_for(lambda: http.get("/metrics").text.count("gatewayz_aggregator_leader") > 0)
         wait_for(lambda: aggregator.is_leader and r.exists(keys.leader_lease) == 1)
     assert r.exists(keys.leader_lease) == 0  # released: a follower takes over at once
