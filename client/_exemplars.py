@@ -9,8 +9,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-MAX_LABEL_CHARACTERS = 128
-"""OpenMetrics' bound on an exemplar's label names and values together."""
+from gatewayz_protocol.fields import MAX_EXEMPLAR_LABEL_CHARACTERS, exemplar_labels_ok
+
+MAX_LABEL_CHARACTERS = MAX_EXEMPLAR_LABEL_CHARACTERS
+INVALID_EXEMPLAR = "invalid_exemplar"
+"""The cause an exemplar left out is counted under (the call itself is recorded)."""
 
 
 def current_exemplar() -> dict[str, str] | None:
@@ -28,14 +31,14 @@ def current_exemplar() -> dict[str, str] | None:
 
 
 def valid_exemplar(labels: object) -> dict[str, str] | None:
-    """``labels`` as exemplar labels when they can be one (strings, at most 128 characters in
-    all), else None: an odd exemplar is left out, never a reason to reject the observation."""
+    """``labels`` as exemplar labels when OpenMetrics takes them (label names of its grammar,
+    at most 128 characters of names and values in all: ``exemplar_labels_ok``), else None: an
+    odd exemplar is left out (the callers count it), never a reason to reject the observation,
+    and never stored, where it would make Prometheus refuse every scrape."""
     if not isinstance(labels, Mapping) or not labels:
         return None
     try:
         items = {str(k): str(v) for k, v in labels.items()}
     except Exception:
         return None
-    if sum(len(k) + len(v) for k, v in items.items()) > MAX_LABEL_CHARACTERS:
-        return None
-    return items
+    return items if exemplar_labels_ok(items) else None

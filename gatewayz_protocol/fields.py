@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -192,19 +193,42 @@ Exemplar = tuple[dict[str, str], float, float]
 """(labels such as {"trace_id": ...}, observed value, unix time on the shared clock)"""
 
 
+MAX_EXEMPLAR_LABEL_CHARACTERS: Final = 128
+"""OpenMetrics' bound on an exemplar's label names and values together (in characters)."""
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def exemplar_labels_ok(labels: Mapping[str, str]) -> bool:
+    """Whether ``labels`` may be an exemplar's in OpenMetrics: names of its label grammar,
+    values that are text, at most ``MAX_EXEMPLAR_LABEL_CHARACTERS`` in all. One that is not
+    makes the strict parsers (Prometheus's) refuse the whole scrape."""
+    size = 0
+    for name, value in labels.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            return False
+        if not _LABEL_NAME.fullmatch(name):
+            return False
+        size += len(name) + len(value)
+    return size <= MAX_EXEMPLAR_LABEL_CHARACTERS
+
+
 def encode_exemplar(exemplar: Exemplar) -> str:
     labels, value, at = exemplar
     return json.dumps({"l": labels, "v": value, "t": at}, separators=(",", ":"))
 
 
 def decode_exemplar(raw: str) -> Exemplar | None:
-    """None for what no client wrote."""
+    """None for what no client wrote, or what OpenMetrics would refuse (``exemplar_labels_ok``,
+    a value or time that is not a finite number)."""
     try:
         data = json.loads(raw)
         labels = {str(k): str(v) for k, v in data["l"].items()}
-        return labels, float(data["v"]), float(data["t"])
+        value, at = float(data["v"]), float(data["t"])
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
+    if not (exemplar_labels_ok(labels) and math.isfinite(value) and math.isfinite(at)):
+        return None
+    return labels, value, at
 
 
 def exemplar_field(bucket: int, sid: str = "") -> str:

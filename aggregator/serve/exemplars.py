@@ -1,14 +1,17 @@
 """Exemplars as prometheus_client's histogram families take them: only the OpenMetrics
-exposition shows them."""
+exposition shows them. Checked again here (a snapshot published by another version may hold
+what this one's reader would have skipped): an exemplar OpenMetrics would refuse is left out,
+never the scrape."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client.samples import Exemplar as PromExemplar
 
-from gatewayz_protocol.fields import Exemplar
+from gatewayz_protocol.fields import Exemplar, exemplar_labels_ok
 
 
 def with_exemplars(
@@ -19,9 +22,14 @@ def with_exemplars(
     buckets: list[Any] = []
     for index, (bound, count) in enumerate(zip(le, counts, strict=True)):
         found = exemplars.get(str(index))
-        if found is None:
+        if found is None or not _renderable(found):
             buckets.append((bound, count))
         else:
             labels, value, at = found
             buckets.append((bound, count, PromExemplar(dict(labels), value, at)))
     return buckets
+
+
+def _renderable(exemplar: Exemplar) -> bool:
+    labels, value, at = exemplar
+    return exemplar_labels_ok(labels) and math.isfinite(value) and math.isfinite(at)

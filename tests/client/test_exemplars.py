@@ -3,14 +3,19 @@ OpenTelemetry's active span (only a valid, sampled one links)."""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+from client import MetricsClient
 from client._exemplars import current_exemplar, valid_exemplar
+from gatewayz_protocol.keys import Keys
 
 
 class Unprintable:
@@ -61,3 +66,17 @@ def test_an_unsampled_span_is_no_exemplar() -> None:
     tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
     with tracer.start_as_current_span("call"):
         assert current_exemplar() is None
+
+
+def test_an_exemplar_openmetrics_would_refuse_is_left_out_counted_and_never_stored(
+    make_client: Callable[..., MetricsClient], r: redis.Redis, keys: Keys
+) -> None:
+    metrics = make_client()
+    assert metrics.record("openrouter", 0.3, status_code=200, exemplar={"trace id": "abc"})
+    assert metrics.record("openrouter", 0.3, status_code=200, exemplar={"t": "x" * 200})
+    assert metrics.record("openrouter", 0.3, status_code=200, exemplar={"trace_id": "ok"})
+    assert metrics.flush(timeout=5)
+    assert metrics.stats()["rejected"] == {"invalid_exemplar": 2}
+    stored = r.hgetall(keys.exemplars("openrouter"))
+    assert [json.loads(v)["l"] for v in stored.values()] == [{"trace_id": "ok"}]
+    assert r.hget(keys.totals("openrouter"), "n:success") == b"3"  # every call recorded

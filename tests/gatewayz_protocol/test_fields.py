@@ -33,6 +33,7 @@ from gatewayz_protocol.fields import (
     encode_exemplar,
     encode_totals,
     exemplar_field,
+    exemplar_labels_ok,
     gauge_field,
     gauge_value,
     int_field,
@@ -248,10 +249,30 @@ def test_an_exemplar_is_compact_json() -> None:
     )
 
 
+LABEL_NAMES = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,15}", fullmatch=True)
+
+
 @property_settings(300)
-@given(labels=st.dictionaries(st.text(), st.text(), max_size=4), value=FINITE, at=FINITE)
+@given(
+    labels=st.dictionaries(LABEL_NAMES, st.text(max_size=20), max_size=4),
+    value=FINITE,
+    at=FINITE,
+)
 def test_exemplars_round_trip(labels: dict[str, str], value: float, at: float) -> None:
-    assert decode_exemplar(encode_exemplar((labels, value, at))) == (labels, value, at)
+    expected = (labels, value, at)
+    # what OpenMetrics takes round-trips: 128 characters of names and values at most
+    fits = sum(len(k) + len(v) for k, v in labels.items()) <= 128
+    assert decode_exemplar(encode_exemplar(expected)) == (expected if fits else None)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{"trace id": "a"}, {"1trace": "a"}, {"": "a"}, {"t-id": "a"}, {"t": "x" * 128}, {"é": "a"}],
+)
+def test_an_exemplar_openmetrics_would_refuse_decodes_to_none(labels: dict[str, str]) -> None:
+    assert not exemplar_labels_ok(labels)
+    assert decode_exemplar(encode_exemplar((labels, 1.0, 2.0))) is None
+    assert exemplar_labels_ok({"trace_id": "x" * 120})  # 8 + 120 = 128: the bound itself
 
 
 def test_label_values_decode_as_text() -> None:

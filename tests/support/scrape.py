@@ -3,7 +3,9 @@ serves: through the ASGI app (``scrape``), from a real process over HTTP (``scra
 the text parsed into families (``families``), their HELP texts (``helps``) or one value per
 sample (``samples``).
 
-Every scrape asserts a 200 answer in the format asked for (``check_format``). No web framework
+Every scrape asserts a 200 answer in the format asked for (``check_format``), and that the
+exposition in both formats parses (``check_parses``: prometheus_client's OpenMetrics parser is
+the strict one, which a single odd exemplar label fails, and Prometheus with it). No web framework
 is imported at module level: worker processes spawned by tests import their test module, and
 this one with it, and need none.
 """
@@ -48,6 +50,13 @@ def check_format(text: str, content_type: str, openmetrics: bool) -> None:
         assert content_type.startswith("text/plain"), content_type
 
 
+def check_parses(text: str, openmetrics: bool) -> None:
+    """The exposition parses in full with prometheus_client's parser of its format."""
+    parse = parse_openmetrics if openmetrics else parse_text
+    for family in parse(text):
+        list(family.samples)
+
+
 def scrape(aggregator: Aggregator, accept: str | None = None) -> str:
     """GET /metrics from ``aggregator``'s app (in process, no server), as Prometheus would:
     ``accept`` is the Accept header sent, if any. Returns the body after checking the answer
@@ -57,12 +66,15 @@ def scrape(aggregator: Aggregator, accept: str | None = None) -> str:
 
     from aggregator.serve.app import create_app
 
+    http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     headers = {"accept": accept} if accept else {}
-    response = TestClient(create_app(aggregator), base_url="http://127.0.0.1").get(
-        "/metrics", headers=headers
-    )
+    response = http.get("/metrics", headers=headers)
     assert response.status_code == 200
     check_format(response.text, response.headers["content-type"], asks_openmetrics(accept))
+    check_parses(response.text, asks_openmetrics(accept))
+    if not asks_openmetrics(accept):  # and the other format of the same state
+        other = http.get("/metrics", headers={"accept": OPENMETRICS_TYPE})
+        check_parses(other.text, openmetrics=True)
     return response.text
 
 
@@ -79,6 +91,7 @@ def scrape_url(url_or_port: str | int, accept: str | None = None) -> str:
         text = str(response.read().decode())
         content_type = str(response.headers["content-type"])
     check_format(text, content_type, asks_openmetrics(accept))
+    check_parses(text, asks_openmetrics(accept))
     return text
 
 
