@@ -6,10 +6,13 @@ not pays one dict lookup per timed call.
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gatewayz_protocol.fields import MAX_EXEMPLAR_LABEL_CHARACTERS, exemplar_labels_ok
+
+log = logging.getLogger("gatewayz.metrics.client")
 
 MAX_LABEL_CHARACTERS = MAX_EXEMPLAR_LABEL_CHARACTERS
 INVALID_EXEMPLAR = "invalid_exemplar"
@@ -42,3 +45,22 @@ def valid_exemplar(labels: object) -> dict[str, str] | None:
     except Exception:
         return None
     return items if exemplar_labels_ok(items) else None
+
+
+def checked_exemplar(exemplar: object, reject: Callable[[str], bool]) -> dict[str, str] | None:
+    """``exemplar`` as labels (``valid_exemplar``), or None and counted through ``reject``
+    (the ledger's: the exemplar left out under ``INVALID_EXEMPLAR``, the call itself recorded),
+    logged the first time."""
+    labels = valid_exemplar(exemplar)
+    if labels is None:
+        try:
+            if reject(INVALID_EXEMPLAR):
+                log.warning(
+                    "metrics exemplar left out (%s): %.80r; the call is recorded without it, "
+                    "further ones are only counted",
+                    INVALID_EXEMPLAR,
+                    exemplar,
+                )
+        except Exception:  # logging misconfigured, interpreter shutting down...
+            pass
+    return labels

@@ -20,7 +20,7 @@ from typing import Any
 
 from client._breaker_gate import CircuitOpenError
 from client._events import EventValidator, Rejected
-from client._exemplars import INVALID_EXEMPLAR, valid_exemplar
+from client._exemplars import checked_exemplar
 from client._instruments import InstrumentStore
 from client._metric_types import (
     DEFAULT_BUCKETS,
@@ -139,7 +139,7 @@ class MetricsClient:
                 code,
                 tokens,
                 cost_nusd,
-                None if exemplar is None else self._exemplar(exemplar),
+                None if exemplar is None else checked_exemplar(exemplar, self._ledger.reject),
             )
         except Rejected as rejection:
             self._reject(rejection.cause, rejection.value)
@@ -196,23 +196,6 @@ class MetricsClient:
             self._ledger.reject_call(provider)
         self._flusher.poke()  # keeps the cached states refreshed, and ships the count
         return allowed
-
-    def _exemplar(self, exemplar: object) -> dict[str, str] | None:
-        """``exemplar`` as labels, or None and counted (``rejected{reason="invalid_exemplar"}``:
-        the exemplar left out, the call itself recorded)."""
-        labels = valid_exemplar(exemplar)
-        if labels is None:
-            try:
-                if self._ledger.reject(INVALID_EXEMPLAR):
-                    log.warning(
-                        "metrics exemplar left out (%s): %.80r; the call is recorded without "
-                        "it, further ones are only counted",
-                        INVALID_EXEMPLAR,
-                        exemplar,
-                    )
-            except Exception:  # logging misconfigured, interpreter shutting down...
-                pass
-        return labels
 
     def _reject(self, cause: str, value: object) -> None:
         try:
