@@ -46,6 +46,9 @@ class RedisMemory:
     """maxmemory-policy"""
     evicted_keys: int
     """keys Redis evicted since it started"""
+    oom_refusals: int = 0
+    """commands Redis refused for lack of memory since it started (INFO errorstats
+    ``errorstat_OOM``): any writer's, so the aggregator sees OOM while only workers meet it"""
 
     @property
     def can_evict(self) -> bool:
@@ -69,14 +72,27 @@ def window_counts(values: list[int]) -> WindowCounts:
     return WindowCounts(tuple(values[:LATENCY_PARTITIONS]), failures, rate_limited, caller_errors)
 
 
-def redis_memory(memory: dict[str, object], stats: dict[str, object]) -> RedisMemory:
+def redis_memory(
+    memory: Mapping[str, object],
+    stats: Mapping[str, object],
+    errorstats: Mapping[str, object] | None = None,
+) -> RedisMemory:
+    """From INFO's memory, stats and errorstats sections as redis-py parses them."""
+    oom = (errorstats or {}).get("errorstat_OOM")
     return RedisMemory(
         used_bytes=int(str(memory.get("used_memory", 0)))
         - int(str(memory.get("mem_not_counted_for_evict", 0))),
         max_bytes=int(str(memory.get("maxmemory", 0))),
         policy=str(memory.get("maxmemory_policy", "")),
         evicted_keys=int(str(stats.get("evicted_keys", 0))),
+        oom_refusals=int(str(oom.get("count", 0))) if isinstance(oom, Mapping) else 0,
     )
+
+
+def refusing(before: RedisMemory | None, now: RedisMemory | None) -> bool:
+    """Whether Redis refused a command for lack of memory between two readings (a restart in
+    between resets its count: nothing is known of that interval)."""
+    return before is not None and now is not None and now.oom_refusals > before.oom_refusals
 
 
 def int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:

@@ -24,7 +24,7 @@ from aggregator.core.backend import families_of
 from aggregator.core.breaker import Transition, counting_start
 from aggregator.core.decisions import acting, acting_in
 from aggregator.core.history import HistoryMinutes, HistoryPoint
-from aggregator.core.readings import Reading
+from aggregator.core.readings import Reading, refusing
 from aggregator.core.served import (
     CycleStatus,
     ServedState,
@@ -159,11 +159,12 @@ class Aggregator:
         or None."""
         with self._lock, tracer.start_as_current_span("aggregation_cycle") as span:
             started = time.perf_counter()
-            self._out_of_memory = False
             try:
                 now = self._clock.measure()
                 memory = self._reader.memory()
                 self._notices.memory_policy(memory)
+                # Redis refused someone's write for memory since the last cycle, or refuses ours
+                self._out_of_memory = refusing(self._served.status.redis_memory, memory)
                 leader = self._lease.tick()
                 snapshot = self._lead(now) if leader else None
                 if snapshot is None:

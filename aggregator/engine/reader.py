@@ -303,28 +303,30 @@ class WindowReader:
 
 
 def read_memory(connection: Connection, ops: Counter[str]) -> RedisMemory | None:
-    """INFO memory and stats in one round trip (on a cluster: of every master, and the one
-    nearest its limit is reported, with every master's evictions); None from a server without
-    INFO (fakeredis). Counts its commands in ``ops`` (INFO's reply is parsed by redis-py: not a
-    raw plan)."""
+    """INFO memory, stats and errorstats in one round trip (on a cluster: of every master, and
+    the one nearest its limit is reported, with every master's evictions and OOM refusals);
+    None from a server without INFO (fakeredis). Counts its commands in ``ops`` (INFO's reply
+    is parsed by redis-py: not a raw plan)."""
     if isinstance(connection, RedisCluster):
         masters = RedisCluster.PRIMARIES
         memory = connection.info("memory", target_nodes=masters)
         stats = connection.info("stats", target_nodes=masters)
-        ops["info"] += 2 * len(memory)
-        readings = [redis_memory(memory[node], stats[node]) for node in memory]
+        errors = connection.info("errorstats", target_nodes=masters)
+        ops["info"] += 3 * len(memory)
+        readings = [redis_memory(memory[node], stats[node], errors.get(node)) for node in memory]
         worst = max(readings, key=lambda m: m.used_bytes / m.max_bytes if m.max_bytes else 0)
         return replace(
             worst,
             policy=next((m.policy for m in readings if m.can_evict), worst.policy),
             evicted_keys=sum(m.evicted_keys for m in readings),
+            oom_refusals=sum(m.oom_refusals for m in readings),
         )
     pipe = pipeline(connection)
-    pipe.info("memory")
-    pipe.info("stats")
+    for section in ("memory", "stats", "errorstats"):
+        pipe.info(section)
     try:
-        found, stats = pipe.execute()
+        found, stats, errors = pipe.execute()
     except redis.ResponseError:
         return None
-    ops["info"] += 2
-    return redis_memory(found, stats)
+    ops["info"] += 3
+    return redis_memory(found, stats, errors)

@@ -492,3 +492,39 @@ def test_malformed_values_are_skipped_counted_and_named_and_never_stop_a_breaker
     assert any(repr(keys.breaker("failing")) in m and "'epoch'" in m for m in named)
     ready, reason = aggregator.ready()
     assert ready, reason
+
+
+def test_out_of_memory_stays_visible_while_any_writer_is_refused(
+    private_redis: redis.Redis, clock: FakeClock
+) -> None:
+    """A worker's batch too big for the memory left is refused (and retried) while the
+    aggregator's own small writes still fit: Redis's count of OOM refusals says so."""
+    port = private_redis.connection_pool.connection_kwargs["port"]
+    url, namespace = f"redis://127.0.0.1:{port}/0", "oom"  # a server of its own
+    settings = AggregatorSettings(redis_url=url, namespace=namespace, instance="oom")
+    aggregator = Aggregator(settings, connect(url, 2.0), clock=clock)
+    assert aggregator.run_cycle() is not None  # the baseline of the refusals count
+    assert aggregator.ready() == (True, "ok")
+    used = int(private_redis.info("memory")["used_memory"])
+    private_redis.config_set("maxmemory", used + 300_000)
+    metrics = MetricsClient(
+        settings=ClientSettings(redis_url=url, namespace=namespace, max_batch=10_000),
+        clock=clock,
+    )
+    try:
+        for _ in range(8_000):  # about a megabyte of window members in one batch: refused
+            metrics.record("openrouter", 0.2, status_code=200)
+        assert metrics.flush(timeout=1.0) is False
+        clock.advance(1)
+        assert aggregator.run_cycle() is not None
+        assert aggregator.status.redis_out_of_memory is True
+        ready, reason = aggregator.ready()
+        assert not ready and reason.startswith("redis is out of memory: it refuses writes")
+    finally:
+        private_redis.config_set("maxmemory", 0)
+        metrics.close(timeout=2.0)
+    for _ in range(2):  # the first sees the refusals made since its last reading
+        clock.advance(1)
+        assert aggregator.run_cycle() is not None
+    assert aggregator.status.redis_out_of_memory is False  # nobody refused since
+    assert aggregator.ready() == (True, "ok")
