@@ -86,7 +86,7 @@ def _only(verdict: Verdict, invariant: str, *words: str) -> None:
 def test_a_perfect_history_holds_every_invariant() -> None:
     verdict = check(perfect_history())
     assert verdict.violations == {} and verdict.suspended == {}
-    assert len(verdict.held()) == 14
+    assert len(verdict.held()) == 15
 
 
 def test_a_counter_off_by_one_is_a_totals_violation() -> None:
@@ -268,6 +268,15 @@ def test_allow_may_lag_the_breaker_by_its_refresh() -> None:
     assert check(history).violations == {}
 
 
+def test_replicas_serving_one_cycle_with_different_figures() -> None:
+    history = perfect_history()
+    for scrape in history.scrapes:
+        scrape["cycle"], scrape["digest"] = 7.0, "same"
+    assert check(history).violations == {}
+    history.scrapes[-1]["digest"] = "other"
+    _only(check(history), "replicas_agree", "cycle 7: a0 and a1")
+
+
 def test_a_read_only_command_that_writes() -> None:
     history = perfect_history()
     key = "torture-synthetic:{w0-ok}:w:fail"
@@ -426,12 +435,16 @@ def test_fixed_seeds_and_a_fresh_one_break_nothing(tmp_path: Path) -> None:
     outputs = {}
     try:
         for key, process in processes.items():
-            outputs[key] = process.communicate(timeout=150)[0]
+            outputs[key] = process.communicate(timeout=max(1.0, began + 150 - time.monotonic()))[0]
     finally:
-        for process in processes.values():
+        for process in processes.values():  # SIGTERM: the run stops what it started
             if process.poll() is None:
-                process.kill()
-                process.wait()
+                process.terminate()
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
     print(f"torture: {len(runs)} schedules in {time.monotonic() - began:.1f} s")
     failures = []
     for (seed, cluster), output in outputs.items():

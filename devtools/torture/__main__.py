@@ -9,8 +9,10 @@ schedule saved as JSON. Exit status 0 when no run found an unexpected violation,
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import random
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -74,8 +76,15 @@ def run_one(args: argparse.Namespace, seed: int) -> bool:
     return bool(info["ok"])
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # the run's finally blocks stop every child it started
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # a run that hangs says where: every thread's stack, every few minutes past its due time
+    faulthandler.dump_traceback_later(args.duration + 240, repeat=True)
     if args.check is not None:
         history = History.from_json(args.check.read_text())
         verdict = check(history)

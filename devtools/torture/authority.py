@@ -81,6 +81,26 @@ def check_monotonic(history: History, verdict: Verdict) -> None:
             last[key] = (value, generation, scrape["t1"])
 
 
+def check_same_cycle(history: History, verdict: Verdict) -> None:
+    """Two replicas serving the same snapshot number serve the same provider series (README
+    "Two replicas": identical series from the same cycle)."""
+    losses = _loss_times(history)
+    seen: dict[tuple[int, float], tuple[str, str]] = {}
+    for scrape in history.scrapes:
+        if scrape.get("cycle") is None:
+            continue
+        epoch = sum(1 for t in losses if t <= scrape["t0"])
+        key = (epoch, float(scrape["cycle"]))
+        first = seen.setdefault(key, (scrape["replica"], scrape["digest"]))
+        if first[1] != scrape["digest"] and first[0] != scrape["replica"]:
+            verdict.fail(
+                "replicas_agree",
+                f"cycle {scrape['cycle']:g}: {first[0]} and {scrape['replica']} serve different "
+                f"provider series (t={scrape['t1'] - history.t0:.1f}s)",
+            )
+            seen[key] = (scrape["replica"], scrape["digest"])
+
+
 def _token(lease: str | None) -> int | None:
     if not lease or "|" not in lease:
         return None

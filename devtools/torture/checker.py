@@ -39,6 +39,8 @@ INVARIANTS = {
     "since its last flush (50 ms; 250 ms allowed for the pass in flight)",
     "allow_follows_breaker": "allow() True only while the breaker is closed or half-open, "
     "False only while it is open or half-open (1.5 s of lag allowed)",
+    "replicas_agree": "two replicas serving the same snapshot number serve the same provider "
+    "series",
     "counters_monotonic": "no exported counter goes backwards (per replica)",
     "breaker_authority": "breaker state changes only by the lease holder or an operator; "
     "forced states only by an operator",
@@ -261,4 +263,5 @@ def check(history: History) -> Verdict:
     authority.check_operators(history, verdict)
     authority.check_recovery(history, verdict)
     authority.check_allow(history, verdict, client_checks.redis_troubled)
+    authority.check_same_cycle(history, verdict)
     return verdict

@@ -106,6 +106,9 @@ class SingleRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, keep: bool = True) -> None:
+        """(Re)start on the same port and directory; a server still running (a restart healed
+        after another one) is killed first, never left behind."""
+        self.kill()
         if not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ a change it first sees happened: after the previous sample's read began, before 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +24,13 @@ from gatewayz_transport.connection import connect
 BREAKER_FIELDS = ("state", "epoch", "fence", "forced", "since")
 SERVED_GAUGES = ("gatewayz_aggregator_snapshot_cycle",)
 """Gauges that must not go backwards either (README "Two replicas": numbers continue)."""
+PROVIDER_SERIES = ("provider_", "gatewayz_provider_", "gatewayz_circuit_breaker_", "gatewayz_cost")
+"""Series every replica serves from the snapshot: equal on both for the same cycle."""
+
+
+def provider_digest(counters: dict[str, float], gauges: dict[str, float]) -> str:
+    served = sorted((k, v) for k, v in (counters | gauges).items() if k.startswith(PROVIDER_SERIES))
+    return hashlib.sha1(json.dumps(served).encode()).hexdigest()[:16]
 
 
 def series_name(name: str, labels: dict[str, str]) -> str:
@@ -123,5 +132,7 @@ class Scraper:
                 "t0": t0,
                 "t1": time.time(),
                 "values": changed,
+                "cycle": gauges.get("gatewayz_aggregator_snapshot_cycle"),
+                "digest": provider_digest(counters, gauges),
             }
         )

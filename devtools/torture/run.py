@@ -53,6 +53,7 @@ def quiesce(dep: Deployment, nemesis: Nemesis, problems: list[str], log: Log) ->
     killed = {r.notes.get("target") for r in nemesis.records if r.kind == "kill_aggregator"}
     problems += [f"aggregator {name} died on its own" for name in dead if name not in killed]
     nemesis.heal_all()
+    log(f"every fault healed at t={time.time() - nemesis.started:.1f}s")
     if dep.redis is not None and not wait_until(lambda: answers(dep.direct_url, 0.5), 30):
         problems.append("Redis did not answer after the faults healed")
     for worker in dep.workers.values():
@@ -67,7 +68,7 @@ def quiesce(dep: Deployment, nemesis: Nemesis, problems: list[str], log: Log) ->
             elif code != 0:
                 problems.append(f"worker {worker.index} exited with {code}")
     written = time.time()
-    log(f"workers stopped {written - nemesis.started:.1f}s after the schedule began")
+    log(f"workers stopped at t={written - nemesis.started:.1f}s")
 
     def agreed() -> bool:
         cycles = {_fresh(a.port, written + 0.5) for a in dep.aggregators}
@@ -75,6 +76,7 @@ def quiesce(dep: Deployment, nemesis: Nemesis, problems: list[str], log: Log) ->
 
     if not wait_until(agreed, 45, 0.2):
         problems.append("the replicas did not serve one snapshot taken after the last write")
+    log(f"replicas serve one fresh snapshot at t={time.time() - nemesis.started:.1f}s")
     return written
 
 
@@ -120,6 +122,7 @@ def run_schedule(schedule: Schedule, options: Options, log: Log = print) -> Hist
         quiesced = time.time()
         written = quiesce(dep, nemesis, problems, log)
         redis_state = read_redis(dep.direct_url, keys, _providers(dep), options.window)
+        log(f"final state read at t={time.time() - t0:.1f}s")
         replicas = [read_replica(agg) for agg in dep.aggregators]
         sampler.stop.set()
         scraper.stop.set()
@@ -153,7 +156,9 @@ def run_schedule(schedule: Schedule, options: Options, log: Log = print) -> Hist
         for recorder in (sampler, scraper):
             if recorder is not None:
                 recorder.stop.set()
+        began = time.time()
         dep.stop()
+        log(f"every process stopped in {time.time() - began:.1f}s")
 
 
 def save(history: History, directory: Path) -> Path:
