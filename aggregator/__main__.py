@@ -8,10 +8,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from aggregator.cli import breaker as breaker_command
-from aggregator.cli import inspection as inspect_command
-from aggregator.options import add_options, make_parser, settings_from_args
-from aggregator.serve.process import serve
+try:
+    from aggregator.cli import breaker as breaker_command
+    from aggregator.cli import inspection as inspect_command
+    from aggregator.options import add_options, make_parser, settings_from_args
+    from aggregator.serve.process import serve
+except ModuleNotFoundError as missing:  # a worker's install: the client only
+    module = (missing.name or "?").partition(".")[0]
+    sys.exit(
+        "aggregator: error: the aggregator needs its extra: pip install "
+        f"'gatewayz-metrics[aggregator]' (module {module!r} is not installed)"
+    )
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -20,21 +27,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "aggregator",
         "gatewayz metrics aggregator: without a command, serve /metrics with the flags below.",
     )
+    parser.usage = "%(prog)s [breaker|inspect] [flags]  (a command's flags after it)"
     add_options(parser)
     commands = parser.add_subparsers(
         dest="command", title="commands (flags after the command)", metavar="{breaker,inspect}"
     )
     breaker = commands.add_parser(
         "breaker",
+        prog="aggregator breaker",
         help="breaker status|open|close|reset [PROVIDER]: show or force circuit breakers",
-        description=breaker_command.__doc__,
+        description=breaker_command.DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     breaker_command.configure(breaker)
     inspecting = commands.add_parser(
         "inspect",
+        prog="aggregator inspect",
         help="inspect [PROVIDER] [--json]: what Redis holds, read only",
-        description=inspect_command.__doc__,
+        description=inspect_command.DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inspect_command.configure(inspecting)

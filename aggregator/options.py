@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import fields
 from typing import Any, NoReturn
 
 from aggregator.core.breaker import BreakerConfig
@@ -171,6 +172,12 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ),
 )
 _BREAKER_FIELDS = {f for f in BreakerConfig.__dataclass_fields__}
+_SETTINGS_DEFAULTS = {f.name: f.default for f in fields(AggregatorSettings)}
+_SPECIAL_DEFAULTS = {
+    "instance": "host:port:pid",
+    "allowed_hosts": "the loopback names when --host is one, else any",
+    "auth_token_file": "none: open",
+}
 
 
 _FILES = {"auth_token_file": "auth_token", "redis_url_file": "redis_url"}
@@ -194,11 +201,26 @@ def add_options(parser: argparse.ArgumentParser, flags: Collection[str] | None =
     those named in ``flags`` (e.g. ``CONNECTION_FLAGS``). ``settings_from_args`` reads them."""
     for flag, variable, dest, _, help_text in _OPTIONS:
         if flags is None or flag in flags:
-            parser.add_argument(flag, dest=dest, help=f"{help_text} (env {variable})")
+            shown = f"{help_text} (env {variable}; default: {default_of(dest)})"
+            parser.add_argument(flag, dest=dest, help=shown)
     if flags is None:
         parser.add_argument(
             "--otel-console", action="store_true", help="print OpenTelemetry spans to stdout"
         )
+
+
+def default_of(dest: str) -> str:
+    """What an option is when neither its flag nor its variable is given, for ``--help``."""
+    field = dest.removeprefix("breaker_")
+    if field != dest and field in _BREAKER_FIELDS:
+        value: Any = getattr(BreakerConfig(), field)
+    elif dest in _SPECIAL_DEFAULTS:
+        return _SPECIAL_DEFAULTS[dest]
+    else:
+        value = _SETTINGS_DEFAULTS.get(dest)
+    if value in (None, (), ""):
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def settings_from_args(

@@ -36,6 +36,20 @@ from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_transport.connection import connect
 
+DESCRIPTION = """Shows or forces circuit breakers, straight in Redis (never over HTTP).
+
+status [PROVIDER]  every breaker (or one) as JSON lines; reads only
+open PROVIDER      force it open: no call goes through until reset
+close PROVIDER     force it closed: every call goes through until reset
+reset PROVIDER     back to closed and automatic, judging only calls made after the reset
+
+A forced state is exported as gatewayz_circuit_breaker_forced and never changed automatically.
+open/close/reset refuse a provider with no traffic seen unless --create (a typo must not make a
+breaker).
+
+Exit codes: 0 done; 1 no data, not registered without --create, the state kept changing, or
+Redis unreachable; 2 bad usage."""
+
 ACTIONS = ("status", "open", "close", "reset")
 FLAGS = (*CONNECTION_FLAGS, "--window", "--breaker-half-open-calls", "--breaker-permit-seconds")
 __all__ = ["ACTIONS", "configure", "forced_state", "main", "parse_settings", "run", "run_args"]

@@ -23,13 +23,13 @@ import sys
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from aggregator.core.health import WindowCounts, bucket_quantile
 from aggregator.core.readings import ProviderInspection
+from aggregator.core.times import human, iso, relative
 from aggregator.engine.reader import FUTURE_TOLERANCE_SECONDS, WindowReader
 from aggregator.options import CONNECTION_FLAGS, add_options, settings_from_args
 from aggregator.settings import redact
@@ -38,6 +38,16 @@ from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_protocol.partitions import OUTCOMES, WINDOW_BOUNDS
 from gatewayz_transport.connection import connect
+
+DESCRIPTION = """Shows what Redis holds, read directly and never changed.
+
+Without a provider: every registered provider with its window counts and breaker state. With
+one: its window minute by minute (calls by outcome, p50/p95 of successes), its cumulative
+totals, its breaker (deadlines in UTC and relative to now), the live half-open permits and each
+key's TTL. "now" is Redis's clock. --json prints one JSON document instead.
+
+Exit codes: 0 shown; 1 no data (empty namespace, unknown provider) or Redis unreachable;
+2 bad usage."""
 
 FLAGS = (*CONNECTION_FLAGS, "--window")
 _DEADLINES = ("since", "open_until")
@@ -51,32 +61,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 # -- pure: times, counts, reports, text --------------------------------------------------------
-
-
-def iso(t: float) -> str:
-    """ISO 8601 UTC, to the second."""
-    try:
-        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (ValueError, OverflowError, OSError):  # a time no writer of this project writes
-        return f"{t!r} (no date)"
-
-
-def relative(t: float, now: float) -> str:
-    """``in 12 s`` / ``12 s ago`` (min, h, d beyond 2 minutes, 2 hours, 2 days)."""
-    delta = t - now
-    size = abs(delta)
-    for unit, seconds in (("d", 86400), ("h", 3600), ("min", 60)):
-        if size >= 2 * seconds:
-            amount = f"{size / seconds:.0f} {unit}"
-            break
-    else:
-        amount = f"{size:.0f} s"
-    return f"in {amount}" if delta > 0 else f"{amount} ago"
-
-
-def human(t: float, now: float) -> str:
-    """``2026-01-01T12:00:00Z (12 s ago)``; ``never`` for 0."""
-    return "never" if t <= 0 else f"{iso(t)} ({relative(t, now)})"
 
 
 def minute_edges(

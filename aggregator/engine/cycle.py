@@ -43,7 +43,7 @@ from aggregator.engine.lease import LeaderLease
 from aggregator.engine.notices import Notices
 from aggregator.engine.reader import WindowReader
 from aggregator.engine.writer import FENCED, StateWriter
-from aggregator.settings import AggregatorSettings, describe_error
+from aggregator.settings import AggregatorSettings, describe_error, redact
 from gatewayz_protocol.breaker_state import BreakerState
 from gatewayz_protocol.hooks import NewLogDrops
 from gatewayz_protocol.keys import Keys
@@ -66,7 +66,6 @@ class Aggregator:
         """``clock``: by default the system clock corrected to Redis's (measured each cycle),
         the clock the clients' events are on; an injected clock is taken as it is (tests)."""
         self.settings = settings
-        self.instance = settings.instance
         keys = Keys(settings.namespace)
         self._redis = connection
         self._reader = WindowReader(
@@ -88,7 +87,7 @@ class Aggregator:
         self._clock = CycleClock(self._reader.redis_time, clock)
         self._breakers = BreakerStep(settings.breaker)
         self._history = HistoryMinutes()
-        self._notices = Notices()
+        self._notices = Notices(f"namespace {settings.namespace!r} on {redact(settings.redis_url)}")
         self._log_drops = NewLogDrops()
         self._lock = threading.RLock()
         self._idle_checked = False
@@ -190,6 +189,7 @@ class Aggregator:
             )
             served = snapshot or self._served.snapshot
             self._serve(snapshot=served, status=status, leader=self._lease.is_leader)
+            self._notices.providers_seen(len(served.providers) if served else 0, now)
             span.set_attribute("leader", leader)
             span.set_attribute("duration_seconds", duration)
             return snapshot

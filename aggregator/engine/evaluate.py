@@ -9,6 +9,7 @@ from aggregator.core.breaker import BreakerConfig, Transition
 from aggregator.core.decisions import Decisions, decide
 from aggregator.core.readings import Reading
 from aggregator.core.snapshot import Snapshot
+from aggregator.core.times import human
 from aggregator.engine.writer import FENCED, Committed, PlannedWrite
 from gatewayz_protocol.breaker_state import HALF_OPEN, OPEN, BreakerState
 
@@ -88,11 +89,15 @@ class BreakerStep:
 
 
 def _deadline(state: BreakerState, config: BreakerConfig) -> str:
+    """When the state is next decided, as people read it (the transition's time is "now")."""
     if state.forced:
         return "none (forced)"
     if state.state == OPEN:
-        return f"half_open at {state.open_until:.3f}"
+        return f"half_open at {human(state.open_until, state.since)}"
     if state.state == HALF_OPEN:
         timeout_at = state.since + config.half_open_timeout_seconds
-        return f"decide after {config.half_open_calls} trial calls or at {timeout_at:.3f}"
+        return (
+            f"decide after {config.half_open_calls} trial calls or at "
+            f"{human(timeout_at, state.since)}"
+        )
     return "none"

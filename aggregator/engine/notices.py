@@ -15,19 +15,25 @@ from aggregator.core.snapshot import SNAPSHOT_VERSION
 
 log = logging.getLogger("gatewayz.aggregator")
 
+QUIET_SECONDS = 600.0
+"""A condition that lasts is said again after this long, not every cycle."""
+
 MAX_NAMED = 10_000
 """Keys named in the log at most (a flood of bad keys must not grow this process): beyond, they
 are counted only, and the log says so once."""
 
 
 class Notices:
-    def __init__(self) -> None:
+    def __init__(self, where: str = "this namespace") -> None:
+        """``where``: the namespace and Redis read, as the notices name them."""
+        self._where = where
         self.counts: Counter[str] = Counter()
         """Values skipped by key kind, since this process started (a whole key of another type
         counts one)."""
         self._named: set[str] = set()
         self._policy: str | None = None  # the evicting policy last reported
         self._versions: set[int] = set()  # newer snapshot versions reported
+        self._no_providers_said: float | None = None  # when "no provider" was last said
 
     def skipped(self, skipped: Iterable[Skip]) -> None:
         for skip in skipped:
@@ -70,3 +76,18 @@ class Notices:
                 version,
                 SNAPSHOT_VERSION,
             )
+
+    def providers_seen(self, count: int, now: float) -> None:
+        """No provider registered (a wrong namespace or Redis fails silently otherwise): said
+        at the first cycle that finds none, then every ``QUIET_SECONDS`` while it lasts."""
+        if count:
+            self._no_providers_said = None  # said again at once if they all go
+            return
+        last = self._no_providers_said
+        if last is None or now - last >= QUIET_SECONDS:
+            log.warning(
+                "no provider registered in %s: are the workers writing to this Redis and "
+                "namespace? (their REDIS_URL and METRICS_NAMESPACE)",
+                self._where,
+            )
+            self._no_providers_said = now

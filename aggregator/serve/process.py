@@ -129,10 +129,13 @@ def serve(settings: AggregatorSettings) -> int:
     )
     aggregator = Aggregator(settings, connection)
     log.info(
-        "aggregator %s serving http://%s:%d/metrics (interval %gs, breaker %gs, window %gs)",
+        "aggregator %s serving http://%s:%d/metrics (dashboard /dashboard) from %s, namespace "
+        "%r (interval %gs, breaker %gs, window %gs)",
         settings.instance,
         settings.host,
         settings.port,
+        redact(settings.redis_url),
+        settings.namespace,
         settings.interval_seconds,
         settings.breaker_interval_seconds,
         settings.window_seconds,

@@ -219,3 +219,22 @@ def test_an_unreadable_redis_url_file_never_quotes_a_content(
         with pytest.raises(SystemExit):
             parse_settings(["--redis-url-file", str(path)], {})
         assert message in capsys.readouterr().err
+
+
+def test_help_shows_each_options_variable_and_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from aggregator.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for shown in (
+        "usage: aggregator [breaker|inspect] [flags]",
+        "(env REDIS_URL; default: redis://127.0.0.1:6379/0)",
+        "(env WINDOW_SECONDS; default: 300)",
+        "(env BREAKER_MIN_CALLS; default: 20)",
+        "(env BREAKER_FAILURE_RATE; default: 0.5)",
+        "(env METRICS_MAX_PROVIDERS; default: 1000)",
+        "(env AGGREGATOR_INSTANCE; default: host:port:pid)",
+        "(env LOKI_URL; default: none)",
+    ):
+        assert shown in text, shown

@@ -45,7 +45,7 @@ def test_only_what_the_commit_applied_changes_the_states(caplog: pytest.LogCaptu
     assert [r.getMessage() for r in caplog.records] == [
         "breaker c: its state vanished from Redis (evicted?); restored open from the last snapshot",
         "breaker a: closed -> open (failure rate 0.900 >= 0.5); epoch 3, calls counted 20, "
-        "next deadline half_open at 130.000",
+        "next deadline half_open at 1970-01-01T00:02:10Z (in 30 s)",
         "breaker b: epoch moved on before our write; re-read next cycle",
     ]
 

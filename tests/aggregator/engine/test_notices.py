@@ -72,3 +72,15 @@ def test_a_newer_snapshot_version_is_said_once_per_version(
         "what it does not know is left out until it is upgraded"
         for v in (SNAPSHOT_VERSION + 1, 99)
     ]
+
+
+def test_no_provider_is_said_at_once_then_every_ten_minutes_while_it_lasts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    told = Notices("namespace 'x' on redis://h:6379/0")
+    with caplog.at_level(logging.WARNING, logger="gatewayz.aggregator"):
+        for count, now in ((0, 0.0), (0, 599.0), (0, 600.0), (3, 700.0), (0, 701.0)):
+            told.providers_seen(count, now)
+    said = "no provider registered in namespace 'x' on redis://h:6379/0"
+    # at 0 (the first), at 600 (ten minutes on), at 701 (gone again after providers came)
+    assert [m.startswith(said) for m in _messages(caplog)] == [True, True, True]

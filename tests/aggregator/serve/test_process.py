@@ -5,8 +5,12 @@ server and hands the lease over when it stops."""
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
 from fastapi.testclient import TestClient
@@ -20,7 +24,9 @@ from aggregator.serve.process import (
     serving_lifespan,
     start_scheduler,
 )
-from aggregator.settings import AggregatorSettings
+from aggregator.settings import AggregatorSettings, redact
+from devtools.processes import stop_process
+from devtools.redis_server import free_port
 from gatewayz_protocol.keys import Keys
 from tests.support.processes import wait_for
 
@@ -110,3 +116,42 @@ def test_the_lifespan_cycles_while_serving_and_hands_the_lease_over_after(
         wait_for(lambda: aggregator.is_leader and r.exists(keys.leader_lease) == 1)
     assert r.exists(keys.leader_lease) == 0  # released: a follower takes over at once
     assert not aggregator.is_leader
+
+
+def test_the_process_names_its_redis_and_namespace_and_says_when_no_provider_is_there(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """A wrong namespace or Redis must not fail silently: both are named at start (the
+    password redacted), and a warning says no provider is registered there."""
+    url = redis_url.replace("redis://", "redis://:s3cret@") if "@" not in redis_url else redis_url
+    log = tmp_path / "aggregator.log"
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "--port", str(port), "--interval", "1"],
+            env={**os.environ, "REDIS_URL": url, "METRICS_NAMESPACE": namespace},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "no provider registered" in log.read_text(), timeout=30)
+    finally:
+        stop_process(process)
+    text = log.read_text()
+    assert "s3cret" not in text
+    shown = redact(url)
+    assert f"from {shown}, namespace {namespace!r}" in text
+    assert f"no provider registered in namespace {namespace!r} on {shown}" in text
+
+
+def test_without_its_extra_the_aggregator_says_which_to_install() -> None:
+    script = (
+        "import runpy, sys; sys.modules['apscheduler'] = None; "
+        "sys.argv = ['aggregator']; runpy.run_module('aggregator', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "aggregator: error: the aggregator needs its extra: pip install "
+        "'gatewayz-metrics[aggregator]' (module 'apscheduler' is not installed)"
+    )
