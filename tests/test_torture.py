@@ -86,7 +86,7 @@ def _only(verdict: Verdict, invariant: str, *words: str) -> None:
 def test_a_perfect_history_holds_every_invariant() -> None:
     verdict = check(perfect_history())
     assert verdict.violations == {} and verdict.suspended == {}
-    assert len(verdict.held()) == 15
+    assert len(verdict.held()) == 17
 
 
 def test_a_counter_off_by_one_is_a_totals_violation() -> None:
@@ -275,6 +275,26 @@ def test_replicas_serving_one_cycle_with_different_figures() -> None:
     assert check(history).violations == {}
     history.scrapes[-1]["digest"] = "other"
     _only(check(history), "replicas_agree", "cycle 7: a0 and a1")
+
+
+def test_more_trial_calls_than_permits_in_one_half_open_period() -> None:
+    history = perfect_history()
+    for i, sample in enumerate(history.samples):
+        if 40 <= i < 70:  # half-open from 2.0 s to 3.5 s
+            sample["breakers"][FLAKY]["state"] = "half_open"
+    trials = [{"p": FLAKY, "allowed": True, "t": T0 + 2.1 + i / 10} for i in range(5)]
+    after = [{"p": FLAKY, "allowed": True, "t": T0 + 3.5 + i / 100} for i in range(6)]
+    history.workers[0].allows = trials + after  # the 6 after its last sample: closed by then
+    history.redis["providers"][FLAKY]["totals"].pop("breaker_rejected")
+    assert check(history).violations == {}
+    history.workers[0].allows.append({"p": FLAKY, "allowed": True, "t": T0 + 3.0})
+    _only(check(history), "half_open_permits", "6 calls allowed")
+
+
+def test_refusals_not_counted_in_redis() -> None:
+    history = perfect_history()
+    history.workers[0].allows.append({"p": FLAKY, "allowed": False, "t": T0 + 3.1})
+    _only(check(history), "breaker_rejections_counted", "Redis counts 1", "2..2")
 
 
 def test_a_read_only_command_that_writes() -> None:

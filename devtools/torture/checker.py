@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from devtools.torture import accounting, authority, client_checks
+from devtools.torture import accounting, authority, client_checks, gate_checks
 from devtools.torture.accounting import Case
 from devtools.torture.final import exported
 from devtools.torture.history import History
@@ -41,6 +41,9 @@ INVARIANTS = {
     "False only while it is open or half-open (1.5 s of lag allowed)",
     "replicas_agree": "two replicas serving the same snapshot number serve the same provider "
     "series",
+    "half_open_permits": "at most 5 calls allowed per half-open period, all workers together",
+    "breaker_rejections_counted": "every allow() False counted once in Redis "
+    "(gatewayz_circuit_breaker_rejected_calls_total)",
     "counters_monotonic": "no exported counter goes backwards (per replica)",
     "breaker_authority": "breaker state changes only by the lease holder or an operator; "
     "forced states only by an operator",
@@ -249,6 +252,15 @@ def _client_stats(history: History, replica: dict[str, object], verdict: Verdict
                     )
 
 
+def _rejections_counted(history: History, verdict: Verdict) -> None:
+    total_loss, tags = lost_tags(history)
+    if total_loss is not None or tags:
+        verdict.suspend("breaker_rejections_counted", "Redis lost counts it held")
+        return
+    killed = any(w.end is None for w in history.workers)
+    gate_checks.check_rejections_counted(history, verdict, not killed and not dup_bound(history))
+
+
 def check(history: History) -> Verdict:
     verdict = Verdict()
     cases = build_cases(history)
@@ -262,6 +274,8 @@ def check(history: History) -> Verdict:
     authority.check_breakers(history, verdict)
     authority.check_operators(history, verdict)
     authority.check_recovery(history, verdict)
-    authority.check_allow(history, verdict, client_checks.redis_troubled)
+    gate_checks.check_allow(history, verdict, client_checks.redis_troubled)
+    gate_checks.check_permits(history, verdict, client_checks.redis_troubled)
+    _rejections_counted(history, verdict)
     authority.check_same_cycle(history, verdict)
     return verdict

@@ -330,6 +330,7 @@ class Deployment:
             "max_batch": self.options.max_batch,
             "rate": self.options.rate,
             "flush_timeout": 1.0,
+            "peers": [f"w{i}-flaky" for i in range(self.options.workers)],
             "close_timeout": 20.0,
         }
         worker = WorkerProcess(slot, self.next_index, conf, self.directory)

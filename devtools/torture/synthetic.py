@@ -107,6 +107,7 @@ def perfect_history(seed: int = 7, calls: int = 400) -> History:
         }
         counters |= exports(name, totals | {"lat_us": totals.get("lat_us", 0)}, sum(window))
         counters |= backend_exports(name, len(profile.events), cost)
+    redis["providers"][flaky]["totals"]["breaker_rejected"] = "1"  # the allow() False below
     redis["client_stats"] = {f"rejected:{c}": str(n) for c, n in rejections(seed, 0, calls).items()}
     for cause, count in rejections(seed, 0, calls).items():
         counters[series_name("gatewayz_client_events_rejected_total", {"reason": cause})] = count

@@ -2,7 +2,9 @@
 
 It records its ledger's calls (``ledger.calls``) at a fixed rate through a real
 ``MetricsClient``, calls ``flush()`` now and then and logs each answer (and, when True, what
-Redis holds for its providers right after), and bumps two backend counters per accepted call.
+Redis holds for its providers right after), bumps two backend counters per accepted call, and
+asks ``allow()`` ten times a second about its providers and every first worker's flaky one
+(so workers compete for half-open trial permits), logging each answer.
 Its file says how far it got and when; two memory-mapped counters (calls begun, calls
 returned) survive a SIGKILL.
 
@@ -193,11 +195,11 @@ class Worker:
                 done += 1
                 if done % chunk == 0:
                     pending = calls(self.seed, self.index, done, done + chunk)
-            if now >= next_allow:
-                for provider in self.providers:
+            if now >= next_allow:  # its own providers and every first worker's flaky one
+                for provider in dict.fromkeys([*self.providers, *self.conf.get("peers", [])]):
                     allowed = self.metrics.allow(provider)
                     self.log.write("allow", p=provider, allowed=allowed, t=_real_time())
-                next_allow = now + 0.5
+                next_allow = now + 0.1
             if now >= next_flush:
                 self.flush(done)
                 next_flush = time.monotonic() + flush_every

@@ -1,0 +1,128 @@
+"""What a worker's ``allow()`` promises, against the breaker as sampled and what Redis counted
+(pure): answers that follow the breaker, at most the trial permits per half-open period across
+all workers, and every refusal counted in ``gatewayz_circuit_breaker_rejected_calls_total``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from devtools.torture.history import History
+
+if TYPE_CHECKING:
+    from devtools.torture.checker import Verdict
+
+HALF_OPEN_CALLS = 5
+"""``--breaker-half-open-calls`` (the default; the run's aggregators use it)."""
+PERMIT_LAG = 0.0
+"""Seconds after a half-open period begins in which a True may come from a cached state and
+take no permit: none, since half-open follows an open state (at least 2 s) whose cached answer
+is False; a worker that cannot reach Redis keeps an older state, and is left out."""
+
+
+ALLOW_LAG = 1.5
+"""Seconds an allow() answer may lag the breaker: the 0.5 s cache refresh, the sample period,
+a flush pass that refreshes it late on this loaded machine."""
+
+
+def _states_near(samples: list[dict[str, Any]], provider: str, at: float) -> set[str]:
+    return {
+        s["breakers"].get(provider, {}).get("state", "closed")
+        for s in samples
+        if at - ALLOW_LAG <= s["t1"] and s["t0"] <= at + 0.1 and provider in s["breakers"]
+    }
+
+
+def check_allow(history: History, verdict: Verdict, troubled: Any) -> None:
+    """allow() True only for a closed or half-open breaker, False only for an open or half-open
+    one (its trial permits taken), as the breaker was within ``ALLOW_LAG`` seconds; skipped
+    where Redis was out of the worker's reach (it then answers from the last state it knew)."""
+    samples = sorted((s for s in history.samples if "error" not in s), key=lambda s: s["t0"])
+    wrong: dict[str, int] = {}
+    example: dict[str, str] = {}
+    for ledger in history.workers:
+        for answer in ledger.allows:
+            at, provider = float(answer["t"]), answer["p"]
+            states = _states_near(samples, provider, at)
+            if not states or troubled(history, at):
+                continue
+            fits = {"closed", "half_open"} if answer["allowed"] else {"open", "half_open"}
+            if not states & fits:
+                wrong[provider] = wrong.get(provider, 0) + 1
+                example.setdefault(
+                    provider,
+                    f"allow({provider}) {answer['allowed']} at t={at - history.t0:.1f}s while "
+                    f"the breaker was {sorted(states)}",
+                )
+    for provider, count in wrong.items():
+        verdict.fail("allow_follows_breaker", f"{count} answers, e.g. {example[provider]}")
+
+
+def half_open_periods(samples: list[dict[str, Any]], provider: str) -> list[tuple[float, float]]:
+    """(from, to): times the breaker was surely half-open under one epoch (from the end of the
+    first sample that saw it to the start of the last one that did)."""
+    periods: list[tuple[float, float]] = []
+    current: tuple[str, float, float] | None = None
+    for sample in samples:
+        state = sample["breakers"].get(provider)
+        if state is None:
+            continue
+        epoch, half = state.get("epoch", "0"), state.get("state") == "half_open"
+        if current is not None and (not half or epoch != current[0]):
+            periods.append((current[1], current[2]))
+            current = None
+        if half:
+            if current is None:
+                current = (epoch, float(sample["t1"]), float(sample["t0"]))
+            else:
+                current = (epoch, current[1], float(sample["t0"]))
+    if current is not None:
+        periods.append((current[1], current[2]))
+    return periods
+
+
+def check_permits(history: History, verdict: Verdict, troubled: Any) -> None:
+    """At most ``HALF_OPEN_CALLS`` allow() True answers, all workers together, within one
+    half-open period."""
+    samples = sorted((s for s in history.samples if "error" not in s), key=lambda s: s["t0"])
+    answers = [
+        a
+        for w in history.workers
+        for a in w.allows
+        if a["allowed"] and not troubled(history, float(a["t"]))
+    ]
+    for provider in sorted({a["p"] for a in answers}):
+        times = sorted(float(a["t"]) for a in answers if a["p"] == provider)
+        for start, end in half_open_periods(samples, provider):
+            inside = [t for t in times if start + PERMIT_LAG <= t <= end]
+            if len(inside) > HALF_OPEN_CALLS:
+                verdict.fail(
+                    "half_open_permits",
+                    f"{provider}: {len(inside)} calls allowed within one half-open period "
+                    f"(t={start - history.t0:.1f}..{end - history.t0:.1f}s), at most "
+                    f"{HALF_OPEN_CALLS} trial permits",
+                )
+
+
+def check_rejections_counted(history: History, verdict: Verdict, exact: bool) -> None:
+    """Redis's ``breaker_rejected`` of each provider: every False answer of a worker that
+    closed, at most every False answer (a killed worker's last counts may not have shipped);
+    exactly when every worker closed and no reply was lost (``exact``)."""
+    low: dict[str, int] = {}
+    high: dict[str, int] = {}
+    for ledger in history.workers:
+        closed = ledger.end is not None and bool(ledger.end.get("closed"))
+        for answer in ledger.allows:
+            if not answer["allowed"]:
+                high[answer["p"]] = high.get(answer["p"], 0) + 1
+                if closed:
+                    low[answer["p"]] = low.get(answer["p"], 0) + 1
+    providers = history.redis.get("providers", {})
+    for provider in sorted(set(high) | set(providers)):
+        raw = providers.get(provider, {}).get("totals", {}).get("breaker_rejected", "0")
+        seen = int(raw) if raw.isdigit() else -1
+        lo, hi = low.get(provider, 0), high.get(provider, 0)
+        if seen < lo or (seen > hi if exact else False) or (exact and seen != hi):
+            verdict.fail(
+                "breaker_rejections_counted",
+                f"{provider}: Redis counts {seen} calls turned away, the workers {lo}..{hi}",
+            )
