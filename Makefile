@@ -31,7 +31,14 @@ format: install
 run: install
 	$(BIN)/python -m aggregator $(ARGS)
 
-demo: install
+# The demo needs its own extras only (no test tools): a venv made for it gets those.
+$(BIN)/.demo-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+demo: $(BIN)/.demo-installed
 	$(BIN)/python -m devtools.demo $(ARGS)
 
 # prometheus-redis-client (a peer, measured side by side) pins redis<5 although it runs on

@@ -234,7 +234,8 @@ def gateway_env(args: argparse.Namespace, url: str) -> dict[str, str]:
 
 def print_where(base: str, gateway: str, url: str, namespace: str) -> None:
     print(f"\n  gateway:    {gateway}/v1/chat/completions   ({gateway}/worker-metrics: one worker)")
-    print(f"  metrics:    {base}/metrics\n  dashboard:  {base}/health/dashboard")
+    print(f"  dashboard:  {base}/dashboard   (the page: open it in a browser)")
+    print(f"  metrics:    {base}/metrics\n  JSON:       {base}/health/dashboard")
     print(f"  readiness:  {base}/readyz -> {(fetch(f'{base}/readyz') or '?').strip()}")
     legend = [f"{c}={m}" for c, m, _ in HEALTH]
     print(f"  columns:    {' '.join(legend[:2])}\n              {' '.join(legend[2:])}")

@@ -30,4 +30,5 @@ def test_the_demo_runs_on_a_local_cluster() -> None:
     assert re.search(r"-m aggregator inspect --redis-url redis\+cluster://\S+ --namespace", out)
     windows = re.findall(r"^openrouter\s+\S+\s+\S+\s+\S+\s+\S+\s+(\d+)\s", out, re.M)
     assert windows and int(windows[-1]) > 0  # traffic counted through the cluster
+    assert re.search(r"dashboard:  http://127\.0\.0\.1:\d+/dashboard ", out)  # the page
     assert "demo stopped" in out
