@@ -119,7 +119,7 @@ def test_a_killed_worker_may_lose_what_it_recorded_since_its_last_flush() -> Non
     set_prefix(history, OK, profiles(history.seed, 0, 400)[OK].prefix(391))
     verdict = check(history)
     assert verdict.violations == {}
-    assert any("events lost, recorded in its last 50 ms" in note for note in verdict.notes)
+    assert any("events lost, recorded in its last 150 ms" in note for note in verdict.notes)
 
 
 def test_a_killed_worker_losing_more_than_its_last_flush_interval() -> None:

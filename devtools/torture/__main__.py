@@ -36,6 +36,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--schedule", type=Path, default=None, help="replay a schedule saved as JSON")
     add("--workers", type=int, default=3)
     add("--rate", type=float, default=150.0, help="calls/s per worker (150)")
+    add("--window", type=float, default=300.0, help="window seconds, aggregators and workers")
     add("--per-second", type=float, default=0.35, help="faults per second (0.35)")
     add("--for", dest="total", type=float, default=0.0, help="keep running seeds for S s")
     add("--keep", type=Path, default=None, help="keep the run's files and history here")
@@ -61,6 +62,7 @@ def run_one(args: argparse.Namespace, seed: int) -> bool:
         cluster=schedule.cluster,
         workers=args.workers,
         rate=args.rate,
+        window=args.window,
         keep=args.keep / str(schedule.seed) if args.keep else None,
     )
     began = time.monotonic()

@@ -155,12 +155,12 @@ def check_kill_loss(history: History, cases: list[Case], verdict: Verdict) -> No
         if not lost:
             continue
         first = min(lost)
-        _, recorded_by = ledger.time_bounds(first, marks)
-        span = ledger.killed_at - recorded_by
+        recorded_from, recorded_by = ledger.time_bounds(first, marks)
+        span = ledger.killed_at - recorded_by  # the oldest lost event is at least this old
         events = sum(c.hi - (c.matched or 0) for c in mine)
         verdict.notes.append(
             f"worker {ledger.index} killed: {events} events lost, recorded in its last "
-            f"{span * 1000:.0f} ms or less"
+            f"{(ledger.killed_at - recorded_from) * 1000:.0f} ms or less"
         )
         if span > FLUSH_INTERVAL + IN_FLIGHT_ALLOWANCE and not redis_troubled(
             history, ledger.killed_at
