@@ -137,6 +137,19 @@ def test_the_dashboard_shows_every_provider_as_metrics_does(
     assert re.search(r'data-field="redis"[^>]*>reachable<', dom)
     assert 'aria-label="health score" data-points="1"' in flaky  # the history, from Redis
     assert 'id="banner" class="banner" role="alert" hidden' in dom
+    # it fits a 1400 px window (cost, tokens and the history visible), headers as their cells
+    metrics_override = {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    browser.send("Emulation.setDeviceMetricsOverride", metrics_override)
+    assert browser.evaluate("window.innerWidth") == 1400
+    width = browser.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1400, f"the page is {width} px wide: it scrolls sideways"
+    aligned = browser.evaluate(
+        "[...document.querySelectorAll('thead th')].map((th, i) => [getComputedStyle(th)"
+        ".textAlign, getComputedStyle(document.querySelector('tbody tr').children[i])"
+        ".textAlign])"
+    )
+    assert aligned and all(head == body for head, body in aligned), aligned
+    assert "30 (30 failed)" in flaky  # the outcomes in a word each, the rest in its title
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.screenshot(SCREENSHOT)
