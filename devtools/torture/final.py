@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devtools.torture.deployment import AggregatorProcess, http_get, plain_redis, text
-from devtools.torture.ledger import CALLS_METRIC, COST_METRIC
+from devtools.torture.ledger import CALLS_METRIC, COST_METRIC, merged, shard_count
 from devtools.torture.recorder import parse_metrics, series_name
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
@@ -29,11 +29,14 @@ def read_redis(url: str, keys: Keys, providers: list[str], window: float) -> dic
         low, high = f"({now - window!r}", repr(now + FUTURE_TOLERANCE_SECONDS)
         found: dict[str, Any] = {"now": now, "providers": {}}
         for provider in providers:
+            shards = range(shard_count(provider))
+            windows = [[int(connection.zcount(k, low, high)) for k in keys.window_keys(provider, n)]
+                       for n in shards]  # fmt: skip
             found["providers"][provider] = {
-                "totals": _text_hash(connection.hgetall(keys.totals(provider))),
-                "window": [
-                    int(connection.zcount(k, low, high)) for k in keys.window_keys(provider)
-                ],
+                "totals": merged(
+                    [_text_hash(connection.hgetall(keys.totals(provider, n))) for n in shards]
+                ),
+                "window": [sum(column) for column in zip(*windows, strict=True)],
                 "breaker": _text_hash(connection.hgetall(keys.breaker(provider))),
                 "transitions": _text_hash(connection.hgetall(keys.transitions(provider))),
             }

@@ -56,6 +56,29 @@ def provider_name(index: int, flavor: str) -> str:
     return f"w{index}-{flavor}"
 
 
+def shard_count(provider: str) -> int:
+    """How many slots a provider's windows and totals are split over
+    (``METRICS_PROVIDER_SHARDS``): 3 for every odd worker's ``ok`` provider, else 1."""
+    index, _, flavor = provider[1:].partition("-")
+    return 3 if flavor == "ok" and int(index) % 2 == 1 else 1
+
+
+def shard_tags(provider: str) -> list[str]:
+    """The hash tags of a provider's shards (``Keys``: ``p``, ``p:1``, ``p:2``...)."""
+    return [provider, *(f"{provider}:{n}" for n in range(1, shard_count(provider)))]
+
+
+def merged(hashes: list[dict[str, str]]) -> dict[str, str]:
+    """Shards' totals hashes as one: integer fields summed, any other value kept as is."""
+    found: dict[str, str] = {}
+    for one in hashes:
+        for name, value in one.items():
+            old = found.get(name, "0")
+            both = old.lstrip("-").isdigit() and value.lstrip("-").isdigit()
+            found[name] = str(int(old) + int(value)) if both else value
+    return found
+
+
 @dataclass(frozen=True)
 class Call:
     provider: str

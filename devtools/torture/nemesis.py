@@ -32,7 +32,7 @@ from devtools.torture.deployment import (
     text,
     wait_until,
 )
-from devtools.torture.ledger import FLAVORS, provider_name
+from devtools.torture.ledger import FLAVORS, provider_name, shard_tags
 from devtools.torture.schedule import Fault, Schedule
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
@@ -377,11 +377,12 @@ class Nemesis:
         assert cluster is not None
         node, ranges = cluster_ops.kill_master(cluster, self._provider(fault))
         names = [provider_name(w.index, f) for w in self.dep.all_workers() for f in FLAVORS]
-        lost = [
-            tag
-            for tag in (*names, "leader", "shared", "metrics")
-            if any(lo <= cluster_ops.slot_of(tag) <= hi for lo, hi in ranges)
-        ]
+
+        def hit(tags: list[str]) -> bool:
+            return any(lo <= cluster_ops.slot_of(t) <= hi for t in tags for lo, hi in ranges)
+
+        lost = [name for name in names if hit(shard_tags(name))]
+        lost += [tag for tag in ("leader", "shared", "metrics") if hit([tag])]
         record.notes.update(port=node.port, slots=ranges, data_loss="tags", lost_tags=lost)
 
         def heal() -> None:

@@ -30,7 +30,15 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from devtools.torture.ledger import CALLS_METRIC, COST_METRIC, FLAVORS, calls, provider_name
+from devtools.torture.ledger import (
+    CALLS_METRIC,
+    COST_METRIC,
+    FLAVORS,
+    calls,
+    merged,
+    provider_name,
+    shard_count,
+)
 
 _real_time = time.time
 COUNTERS = struct.Struct("<qq")
@@ -103,11 +111,15 @@ class Ledger:
             self._file.write(line + "\n")
 
 
-def _read_own(reader: Any, keys: Any, providers: list[str]) -> dict[str, dict[str, int]]:
+def _read_own(reader: Any, keys: Any, providers: list[str]) -> dict[str, dict[str, str]]:
+    """Each provider's totals, its shards summed."""
     found = {}
     for provider in providers:
-        raw = reader.hgetall(keys.totals(provider))
-        found[provider] = {k.decode(): int(v) for k, v in raw.items() if v.lstrip(b"-").isdigit()}
+        hashes = []
+        for shard in range(shard_count(provider)):
+            raw = reader.hgetall(keys.totals(provider, shard))
+            hashes.append({k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()})
+        found[provider] = merged(hashes)
     return found
 
 
@@ -125,6 +137,11 @@ class Worker:
             window_seconds=conf["window"],
             max_batch=conf["max_batch"],
             handle_sigterm=False,
+            provider_shards=",".join(
+                f"{p}:{shard_count(p)}"
+                for p in (provider_name(self.index, f) for f in FLAVORS)
+                if shard_count(p) > 1
+            ),
         )
         self.metrics = MetricsClient(settings=settings)
         labels = ["provider"]
