@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REDIS_URL ?= redis://127.0.0.1:6379/0
 export REDIS_URL
 
-.PHONY: install test lint format run demo bench bench-quick soak torture clean
+.PHONY: install test lint format run demo docs bench bench-quick soak torture clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ format: install
 
 run: install
 	$(BIN)/python -m aggregator $(ARGS)
+
+# The docs site: reference pages regenerated from the code, then built with every warning an
+# error (broken links included) into build/site.
+docs: install
+	$(BIN)/python -m devtools.docs_reference
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The demo needs its own extras only (no test tools): a venv made for it gets those.
 $(BIN)/.demo-installed: pyproject.toml

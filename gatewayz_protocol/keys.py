@@ -14,8 +14,9 @@ key                                         type    content
 ``gatewayz:{p}:w:ce``                       zset    window: caller errors (other 4xx)
 ``gatewayz:{p}:totals``                     hash    cumulative counters since the key was created
 ``gatewayz:{p}:exemplars``                  hash    latest exemplar (trace id) per latency bucket
-``gatewayz:{p:<n>}:w:...``, ``:totals``,    (as above) shard ``n`` (1, 2...) of a provider
-``:exemplars``                                      split over several slots; the aggregator sums
+``gatewayz:{p:<n>}:...``                    same    shard ``n`` (1, 2...) of the windows, totals and
+                                                    exemplars of a provider split over several
+                                                    slots; the aggregator sums them
 ``gatewayz:{shared}:shards``                zset    member = provider, score = its shard count
                                                     (only providers split over more than one)
 ``gatewayz:{p}:breaker``                    hash    circuit-breaker state (aggregator writes)

@@ -243,7 +243,8 @@ def _redis_metrics(status: CycleStatus) -> Iterator[Metric]:
     )
     yield GaugeMetricFamily(
         "gatewayz_redis_out_of_memory",
-        "1 when Redis refused this replica's last plain write for lack of memory",
+        "1 when Redis refused a write for lack of memory since this replica's last cycle "
+        "(anyone's: INFO errorstats), or refused its own",
         value=1.0 if status.redis_out_of_memory else 0.0,
     )
     policy = GaugeMetricFamily(
