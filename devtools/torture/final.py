@@ -46,6 +46,8 @@ def read_redis(url: str, keys: Keys, providers: list[str], window: float) -> dic
             for name in (CALLS_METRIC, COST_METRIC)
         }
         found["event_ids"] = int(connection.get(keys.event_ids) or 0)
+        registry: Any = connection.zrange(keys.providers, 0, -1, withscores=True)
+        found["registry"] = {text(member): float(score) for member, score in registry}
         found["lease"] = text(connection.get(keys.leader_lease) or b"")
         if hasattr(connection, "get_node_from_key"):
             markers = {p: keys.applied(keys.totals(p)) for p in providers}

@@ -386,6 +386,11 @@ class Nemesis:
         record.notes.update(port=node.port, slots=ranges, data_loss="tags", lost_tags=lost)
 
         def heal() -> None:
+            # the replica takes over first (a master back before that, empty, would keep its
+            # slots and lose them all): then the old master comes back as its replica
+            slot = ranges[0][0]
+            promoted = wait_until(lambda: cluster.master_of_slot(slot).port != node.port, 15, 0.2)
+            record.notes["promoted"] = promoted
             relaunch_node(node)
             wait_until(lambda: cluster._healthy(), 30, 0.2)
 
