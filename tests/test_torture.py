@@ -428,6 +428,7 @@ needs_redis = pytest.mark.skipif(
 
 def _start(seed: int, cluster: bool, kinds: str | None, out: Path) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "devtools.torture", "--seed", str(seed)]
+    command += ["--keep", str(out.parent / "kept")]  # the history of a failing run stays
     command += ["--duration", str(DURATION), "--json", str(out), "--workers", "2"]
     command += ["--per-second", "0.6", *(["--faults", kinds] if kinds else [])]
     command += ["--cluster"] if cluster else []

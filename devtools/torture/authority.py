@@ -90,20 +90,28 @@ def check_same_cycle(history: History, verdict: Verdict) -> None:
     """Two replicas serving the same snapshot number serve the same provider series (README
     "Two replicas": identical series from the same cycle)."""
     losses = _loss_times(history)
-    seen: dict[tuple[int, float], tuple[str, str]] = {}
+    seen: dict[tuple[int, float], dict[str, Any]] = {}
+    served: dict[tuple[str, str], dict[str, float]] = {}
     for scrape in history.scrapes:
+        if "served" in scrape:
+            served[(scrape["replica"], scrape["digest"])] = scrape["served"]
         if scrape.get("cycle") is None:
             continue
         epoch = sum(1 for t in losses if t <= scrape["t0"])
         key = (epoch, float(scrape["cycle"]))
-        first = seen.setdefault(key, (scrape["replica"], scrape["digest"]))
-        if first[1] != scrape["digest"] and first[0] != scrape["replica"]:
+        first = seen.setdefault(key, scrape)
+        if first["digest"] != scrape["digest"] and first["replica"] != scrape["replica"]:
+            one = served.get((first["replica"], first["digest"]), {})
+            two = served.get((scrape["replica"], scrape["digest"]), {})
+            differ = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
+            example = [(k, one.get(k), two.get(k)) for k in differ[:2]]
             verdict.fail(
                 "replicas_agree",
-                f"cycle {scrape['cycle']:g}: {first[0]} and {scrape['replica']} serve different "
-                f"provider series (t={scrape['t1'] - history.t0:.1f}s)",
+                f"cycle {scrape['cycle']:g}: {first['replica']} and {scrape['replica']} serve "
+                f"different provider series at t={scrape['t1'] - history.t0:.1f}s "
+                f"({len(differ)} differ, e.g. {example})",
             )
-            seen[key] = (scrape["replica"], scrape["digest"])
+            seen[key] = scrape
 
 
 def _token(lease: str | None) -> int | None:

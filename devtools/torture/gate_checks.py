@@ -37,11 +37,19 @@ def check_allow(history: History, verdict: Verdict, troubled: Any) -> None:
     one (its trial permits taken), as the breaker was within ``ALLOW_LAG`` seconds; skipped
     where Redis was out of the worker's reach (it then answers from the last state it knew)."""
     samples = sorted((s for s in history.samples if "error" not in s), key=lambda s: s["t0"])
+    if not samples:
+        return
+    sampled_from = float(samples[0]["t0"]) + ALLOW_LAG  # the lag window is sampled from here
     wrong: dict[str, int] = {}
     example: dict[str, str] = {}
     for ledger in history.workers:
+        first: dict[str, float] = {}
         for answer in ledger.allows:
             at, provider = float(answer["t"]), answer["p"]
+            # until its first read of a state succeeds (0.25 s, then every 0.5 s) a worker
+            # fails open: its first 1.5 s of answers about a provider are left out
+            if at < first.setdefault(provider, at) + ALLOW_LAG or at < sampled_from:
+                continue
             states = _states_near(samples, provider, at)
             if not states or troubled(history, at):
                 continue

@@ -28,9 +28,12 @@ PROVIDER_SERIES = ("provider_", "gatewayz_provider_", "gatewayz_circuit_breaker_
 """Series every replica serves from the snapshot: equal on both for the same cycle."""
 
 
-def provider_digest(counters: dict[str, float], gauges: dict[str, float]) -> str:
-    served = sorted((k, v) for k, v in (counters | gauges).items() if k.startswith(PROVIDER_SERIES))
-    return hashlib.sha1(json.dumps(served).encode()).hexdigest()[:16]
+def provider_series(counters: dict[str, float], gauges: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in sorted((counters | gauges).items()) if k.startswith(PROVIDER_SERIES)}
+
+
+def provider_digest(served: dict[str, float]) -> str:
+    return hashlib.sha1(json.dumps(sorted(served.items())).encode()).hexdigest()[:16]
 
 
 def series_name(name: str, labels: dict[str, str]) -> str:
@@ -103,6 +106,7 @@ class Scraper:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True, name="scraper")
         self._last: dict[str, dict[str, float]] = {}
+        self._digests: dict[str, str] = {}
 
     def run(self) -> None:
         while not self.stop.wait(0.4):
@@ -121,6 +125,10 @@ class Scraper:
         except Exception:
             return
         values = counters | {k: v for k, v in gauges.items() if k in SERVED_GAUGES}
+        served = provider_series(counters, gauges)
+        digest = provider_digest(served)
+        new_digest = digest != self._digests.get(agg.name)
+        self._digests[agg.name] = digest
         last = self._last.setdefault(agg.name, {})
         changed = {k: v for k, v in values.items() if last.get(k) != v}
         last.update(values)
@@ -133,6 +141,7 @@ class Scraper:
                 "t1": time.time(),
                 "values": changed,
                 "cycle": gauges.get("gatewayz_aggregator_snapshot_cycle"),
-                "digest": provider_digest(counters, gauges),
+                "digest": digest,
+                **({"served": served} if new_digest else {}),  # to show what differs
             }
         )
