@@ -19,6 +19,10 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _numbers(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
+
+
 # (flag, env variable, settings field, type, help)
 _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--redis-url", "REDIS_URL", "redis_url", str, "Redis URL"),
@@ -111,6 +115,14 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ),
     ("--latency-target", "LATENCY_TARGET_SECONDS", "latency_target_seconds", float, "p95 ok"),
     ("--latency-ceiling", "LATENCY_CEILING_SECONDS", "latency_ceiling_seconds", float, "p95 bad"),
+    (
+        "--extra-latency-buckets",
+        "AGGREGATOR_EXTRA_LATENCY_BUCKETS",
+        "extra_latency_buckets",
+        _numbers,
+        "comma-separated bounds (seconds) added to provider_response_time_seconds's, among 15, 30, "
+        "60 (its buckets stop at 10 s, the seed's)",
+    ),
     ("--loki-url", "LOKI_URL", "loki_url", str, "Loki push URL (logs also go to stderr)"),
     ("--log-level", "LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING, ERROR"),
     (

@@ -16,6 +16,7 @@ from gatewayz_protocol.keys import (
     DEFAULT_NAMESPACE,
 )
 from gatewayz_protocol.names import check_namespace, is_valid_provider
+from gatewayz_protocol.partitions import EXTRA_HISTOGRAM_BOUNDS, HISTOGRAM_BOUNDS
 from gatewayz_telemetry.settings import push_url, traces_url
 from gatewayz_transport.urls import DEFAULT_REDIS_URL, check_url
 
@@ -93,6 +94,10 @@ class AggregatorSettings:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     latency_target_seconds: float = 2.0
     latency_ceiling_seconds: float = 10.0
+    extra_latency_buckets: tuple[float, ...] = ()
+    """Bounds added to ``provider_response_time_seconds``'s (the seed's stop at 10 s), among
+    ``EXTRA_HISTOGRAM_BOUNDS`` (15, 30, 60), so histogram_quantile() sees the calls the health
+    score's p95 (which the window's partitions measure up to 60 s) sees."""
     retention_seconds: float = 7 * 24 * 3600.0
     max_providers: int = DEFAULT_MAX_PROVIDERS
     """Providers read and exported at most, the most recently seen (the clients' own cap, also
@@ -162,7 +167,10 @@ class AggregatorSettings:
     def health_targets(self) -> HealthTargets:
         """What the health figures are measured against."""
         return HealthTargets(
-            self.window_seconds, self.latency_target_seconds, self.latency_ceiling_seconds
+            self.window_seconds,
+            self.latency_target_seconds,
+            self.latency_ceiling_seconds,
+            (*HISTOGRAM_BOUNDS, *sorted(set(self.extra_latency_buckets))),
         )
 
     @property
@@ -225,6 +233,13 @@ def _check_ranges(settings: AggregatorSettings) -> None:
         raise ValueError("max providers must be >= 1")
     if not 0.0 < settings.latency_target_seconds < settings.latency_ceiling_seconds:
         raise ValueError("need 0 < latency target < latency ceiling")
+    unknown = [b for b in settings.extra_latency_buckets if b not in EXTRA_HISTOGRAM_BOUNDS]
+    if unknown:
+        allowed = ", ".join(f"{b:g}" for b in EXTRA_HISTOGRAM_BOUNDS)
+        raise ValueError(
+            f"extra latency buckets must be among {allowed} (the window's latency partitions "
+            f"above 10 s), got {', '.join(f'{b:g}' for b in unknown)}"
+        )
 
 
 def _check_breaker(b: BreakerConfig) -> None:

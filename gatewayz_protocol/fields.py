@@ -13,7 +13,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from gatewayz_protocol.partitions import BUCKET_OF_PARTITION, HISTOGRAM_BOUNDS, OUTCOMES
+from gatewayz_protocol.partitions import (
+    BUCKET_OF_PARTITION,
+    EXTRA_BAND_OF_PARTITION,
+    EXTRA_HISTOGRAM_BOUNDS,
+    HISTOGRAM_BOUNDS,
+    OUTCOMES,
+)
 
 # -- reading hashes another writer may have touched --------------------------------------------
 
@@ -61,6 +67,11 @@ def _bucket_field(index: int) -> str:
 HISTOGRAM_FIELDS: Final = tuple(_bucket_field(i) for i in range(len(HISTOGRAM_BOUNDS) + 1))
 """Per-bucket (non-cumulative) call counts, ``b:0.1`` .. ``b:+Inf``."""
 
+EXTRA_BAND_FIELDS: Final = tuple(f"b:{bound:g}" for bound in EXTRA_HISTOGRAM_BOUNDS)
+"""Calls of ``b:+Inf`` (above 10 s) in the bands (10, 15], (15, 30] and (30, 60]: ``b:15``,
+``b:30``, ``b:60``. ``b:+Inf`` keeps counting them all, so an aggregator that exports the seed's
+buckets only reads what it always did; one that exports extra bounds reads these too."""
+
 LATENCY_SUM_FIELD: Final = "lat_us"  # integer microseconds
 COST_FIELD: Final = "cost_nusd"  # integer nano-USD
 TOKENS_FIELD: Final = "tokens"
@@ -81,6 +92,10 @@ def encode_totals(
         fields[name] = fields.get(name, 0) + count
         name = HISTOGRAM_FIELDS[BUCKET_OF_PARTITION[latency_part]]
         fields[name] = fields.get(name, 0) + count
+        band = EXTRA_BAND_OF_PARTITION[latency_part]
+        if band is not None and band < len(EXTRA_BAND_FIELDS):
+            name = EXTRA_BAND_FIELDS[band]
+            fields[name] = fields.get(name, 0) + count
     fields[LATENCY_SUM_FIELD] = round(latency_sum_s * MICROS_PER_SECOND)
     if tokens:
         fields[TOKENS_FIELD] = int(tokens)
@@ -96,18 +111,42 @@ class ProviderTotals:
     requests: dict[str, int]
     """Calls by outcome class."""
     histogram_cumulative: tuple[int, ...]
-    """Cumulative counts for HISTOGRAM_BOUNDS then +Inf (== count)."""
+    """Cumulative counts for the bounds asked for (HISTOGRAM_BOUNDS by default), then +Inf
+    (== count)."""
     latency_sum_seconds: float
     cost_usd: float
     tokens: int
     breaker_rejected: int
 
 
-def decode_totals(raw: Mapping[str, int]) -> ProviderTotals:
+def histogram_bounds_ok(bounds: tuple[float, ...]) -> bool:
+    """Whether ``decode_totals`` can count ``bounds``: the seed's, then any of the extra ones,
+    increasing."""
+    seed = len(HISTOGRAM_BOUNDS)
+    extra = bounds[seed:]
+    return (
+        bounds[:seed] == HISTOGRAM_BOUNDS
+        and set(extra) <= set(EXTRA_HISTOGRAM_BOUNDS)
+        and list(extra) == sorted(set(extra))
+    )
+
+
+def decode_totals(
+    raw: Mapping[str, int], bounds: tuple[float, ...] = HISTOGRAM_BOUNDS
+) -> ProviderTotals:
+    """The counters of a ``totals`` hash, its histogram counted at ``bounds``
+    (``histogram_bounds_ok``). Bands that hold more than ``b:+Inf`` (written by something else
+    than a client) count as ``b:+Inf``: the histogram stays cumulative."""
     running, cumulative = 0, []
-    for name in HISTOGRAM_FIELDS:
+    for name in HISTOGRAM_FIELDS[:-1]:
         running += raw.get(name, 0)
         cumulative.append(running)
+    count = running + raw.get(HISTOGRAM_FIELDS[-1], 0)
+    bands = dict(zip(EXTRA_HISTOGRAM_BOUNDS, EXTRA_BAND_FIELDS, strict=True))
+    for bound in bounds[len(HISTOGRAM_BOUNDS) :]:
+        running = sum(raw.get(bands[b], 0) for b in EXTRA_HISTOGRAM_BOUNDS if b <= bound)
+        cumulative.append(min(cumulative[len(HISTOGRAM_BOUNDS) - 1] + running, count))
+    cumulative.append(count)
     return ProviderTotals(
         requests={o: raw.get(f, 0) for o, f in zip(OUTCOMES, COUNT_FIELDS, strict=True)},
         histogram_cumulative=tuple(cumulative),

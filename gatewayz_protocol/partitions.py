@@ -26,6 +26,11 @@ OUTCOME_CODES: Final = {name: code for code, name in enumerate(OUTCOMES)}
 HISTOGRAM_BOUNDS: Final = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
 """Upper bounds of ``provider_response_time_seconds`` (seed contract); +Inf is implicit."""
 
+EXTRA_HISTOGRAM_BOUNDS: Final = (15.0, 30.0, 60.0)
+"""Bounds an operator may add to ``provider_response_time_seconds`` (LLM calls of 20-60 s are
+common): the window bounds above the seed's last. Clients count every call above 10 s in these
+bands too, so adding one needs no client change and applies to past calls."""
+
 WINDOW_BOUNDS: Final = (
     0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0,
     15.0, 30.0, 60.0,
@@ -55,9 +60,17 @@ def window_partition(outcome: int, latency_part: int) -> int:
 
 
 # Every histogram bound is a window bound, so the latency partition names the histogram bucket.
-assert set(HISTOGRAM_BOUNDS) <= set(WINDOW_BOUNDS)
+assert set(HISTOGRAM_BOUNDS) | set(EXTRA_HISTOGRAM_BOUNDS) <= set(WINDOW_BOUNDS)
+assert min(EXTRA_HISTOGRAM_BOUNDS) > max(HISTOGRAM_BOUNDS)
 
 BUCKET_OF_PARTITION: Final = tuple(
     bisect_left(HISTOGRAM_BOUNDS, bound) for bound in (*WINDOW_BOUNDS, float("inf"))
 )
 """Histogram bucket (index into HISTOGRAM_BOUNDS, ``len`` = +Inf) of each latency partition."""
+
+EXTRA_BAND_OF_PARTITION: Final = tuple(
+    bisect_left(EXTRA_HISTOGRAM_BOUNDS, bound) if bound > HISTOGRAM_BOUNDS[-1] else None
+    for bound in (*WINDOW_BOUNDS, float("inf"))
+)
+"""Band (index into EXTRA_HISTOGRAM_BOUNDS) of each latency partition above the seed's last bound,
+``len`` above them all, None at or below it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from types import MappingProxyType
@@ -27,13 +28,15 @@ from gatewayz_protocol.fields import (
     Exemplar,
     decode_client_stats,
     decode_totals,
+    histogram_bounds_ok,
 )
 from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES, WINDOW_BOUNDS
 
-SNAPSHOT_VERSION = 2
-"""The layout of a published snapshot (1: before versions). A replica reads any version: what it
-does not know is ignored, what is missing takes the default below, and what it cannot use fails
-the cycle by name (counted, ``last_error``), never silently (README "Two replicas")."""
+SNAPSHOT_VERSION = 3
+"""The layout of a published snapshot (1: before versions; 3: ``histogram_bounds``). A replica
+reads any version: what it does not know is ignored, what is missing takes the default below,
+and what it cannot use fails the cycle by name (counted, ``last_error``), never silently
+(README "Two replicas")."""
 
 _NO_CALLS: Final = MappingProxyType(dict.fromkeys(OUTCOMES, 0))
 _EMPTY_HISTOGRAM: Final = (0,) * (len(HISTOGRAM_BOUNDS) + 1)
@@ -57,7 +60,7 @@ class ProviderHealth:
     breaker: BreakerState = field(default_factory=BreakerState)
     requests_total: dict[str, int] = field(default_factory=lambda: dict(_NO_CALLS))
     histogram_cumulative: tuple[int, ...] = _EMPTY_HISTOGRAM
-    """Cumulative counts for HISTOGRAM_BOUNDS then +Inf (== count)."""
+    """Cumulative counts for the snapshot's ``histogram_bounds`` then +Inf (== count)."""
     latency_sum_seconds: float = 0.0
     cost_usd: float = 0.0
     tokens_total: int = 0
@@ -67,16 +70,10 @@ class ProviderHealth:
     open_suppressed: bool = False
     """The breaker would open but the max-open-share guard holds it closed."""
     exemplars: dict[str, Exemplar] = field(default_factory=dict)
-    """Histogram bucket index (as text: JSON keys) -> the latest exemplar in it."""
+    """Histogram bucket index (as text: JSON keys; into the snapshot's ``histogram_bounds``, then
+    +Inf) -> the latest exemplar in it."""
     latency_p50_seconds: float | None = None
     """The window median of successful calls (None without any; last: older snapshots lack it)."""
-
-    def __post_init__(self) -> None:
-        if len(self.histogram_cumulative) != len(_EMPTY_HISTOGRAM):
-            raise ValueError(
-                f"{self.provider}: {len(self.histogram_cumulative)} histogram buckets, this "
-                f"replica exports {len(_EMPTY_HISTOGRAM)} (other bounds: another version)"
-            )
 
 
 @dataclass(frozen=True)
@@ -102,6 +99,22 @@ class Snapshot:
     """Log records the processes' Loki senders gave up on, all processes."""
     version: int = 1
     """``SNAPSHOT_VERSION`` of the leader that published it (absent: 1, before versions)."""
+    histogram_bounds: tuple[float, ...] = HISTOGRAM_BOUNDS
+    """The bounds of ``provider_response_time_seconds`` (then +Inf): the seed's, and the extra
+    ones the leader was configured with (absent: the seed's)."""
+
+    def __post_init__(self) -> None:
+        if not histogram_bounds_ok(self.histogram_bounds):
+            raise ValueError(
+                f"histogram bounds {self.histogram_bounds} are not ones this replica knows"
+            )
+        buckets = len(self.histogram_bounds) + 1
+        for health in self.providers:
+            if len(health.histogram_cumulative) != buckets:
+                raise ValueError(
+                    f"{health.provider}: {len(health.histogram_cumulative)} histogram buckets "
+                    f"for {len(self.histogram_bounds)} bounds"
+                )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,12 +144,13 @@ def provider_health(
     latency_ceiling_s: float,
     open_suppressed: bool = False,
     exemplars: Mapping[int, Exemplar] | None = None,
+    histogram_bounds: tuple[float, ...] = HISTOGRAM_BOUNDS,
 ) -> ProviderHealth:
     availability = 1.0 if breaker.state == CLOSED else 0.0
     err = error_rate(window.successes, window.failures)
     p95 = bucket_quantile(0.95, window.success_partitions, WINDOW_BOUNDS)
     lat = latency_score(p95, latency_target_s, latency_ceiling_s)
-    counters = decode_totals(totals)
+    counters = decode_totals(totals, histogram_bounds)
     return ProviderHealth(
         provider=provider,
         availability=availability,
@@ -160,9 +174,21 @@ def provider_health(
         breaker_rejected_total=counters.breaker_rejected,
         transitions=dict(transitions),
         open_suppressed=open_suppressed,
-        exemplars={str(bucket): ex for bucket, ex in (exemplars or {}).items()},
+        exemplars=_placed(exemplars or {}, histogram_bounds),
         latency_p50_seconds=bucket_quantile(0.5, window.success_partitions, WINDOW_BOUNDS),
     )
+
+
+def _placed(exemplars: Mapping[int, Exemplar], bounds: tuple[float, ...]) -> dict[str, Exemplar]:
+    """The latest exemplar per bucket of ``bounds``, each placed by its value ("le": the first
+    bound at or above it): clients keep one per bucket of the seed's bounds, so one above 10 s
+    lands in the extra bucket it belongs to."""
+    placed: dict[str, Exemplar] = {}
+    for exemplar in exemplars.values():
+        bucket = str(bisect_left(bounds, exemplar[1]))
+        if bucket not in placed or exemplar[2] > placed[bucket][2]:
+            placed[bucket] = exemplar
+    return placed
 
 
 CLOCK_OFFSET_HORIZON_SECONDS = 600.0
@@ -177,6 +203,8 @@ class HealthTargets:
     window_seconds: float
     latency_target_seconds: float
     latency_ceiling_seconds: float
+    histogram_bounds: tuple[float, ...] = HISTOGRAM_BOUNDS
+    """``provider_response_time_seconds``'s bounds: the seed's, then the extra ones asked for."""
 
 
 def build_snapshot(
@@ -206,6 +234,7 @@ def build_snapshot(
             targets.latency_ceiling_seconds,
             open_suppressed=item.provider in open_suppressed,
             exemplars=item.exemplars,
+            histogram_bounds=targets.histogram_bounds,
         )
         for item in reading.providers
     )
@@ -221,6 +250,7 @@ def build_snapshot(
         client_clock_offsets=offsets,
         log_records_dropped=reading.client_stats.get(LOG_RECORDS_DROPPED_FIELD, 0),
         version=SNAPSHOT_VERSION,
+        histogram_bounds=targets.histogram_bounds,
     )
 
 

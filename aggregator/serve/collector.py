@@ -19,13 +19,12 @@ from aggregator.core.snapshot import Snapshot
 from aggregator.serve.backend_metrics import backend_metrics
 from aggregator.serve.exemplars import with_exemplars
 from gatewayz_protocol.breaker_state import STATES
-from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES
+from gatewayz_protocol.partitions import OUTCOMES
 
-# le label values exactly as prometheus_client's own Histogram writes them ("1.0", "+Inf").
-_LE_LABELS = (
-    *(floatToGoString(b) for b in HISTOGRAM_BOUNDS),  # type: ignore[no-untyped-call]
-    "+Inf",
-)
+
+def _le_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """le label values exactly as prometheus_client's own Histogram writes them ("1.0", "+Inf")."""
+    return (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
 
 
 DROP_CAUSES = ("buffer_full", "refused", "error", "shutdown")
@@ -162,9 +161,10 @@ def _provider_counters(snapshot: Snapshot) -> Iterator[Metric]:
         "1 when the breaker would open but the max-open-share guard keeps it closed",
         labels=["provider"],
     )
+    le_labels = _le_labels(snapshot.histogram_bounds)
     for p in snapshot.providers:
         labels = [p.provider]
-        buckets = with_exemplars(_LE_LABELS, p.histogram_cumulative, p.exemplars)
+        buckets = with_exemplars(le_labels, p.histogram_cumulative, p.exemplars)
         response_time.add_metric(labels, buckets, p.latency_sum_seconds)
         for outcome in OUTCOMES:
             requests.add_metric([p.provider, outcome], p.requests_total.get(outcome, 0))

@@ -122,6 +122,19 @@ def test_http_limits_default_safe_and_configurable() -> None:
     assert s.send_timeout_seconds == 20.0
 
 
+@pytest.mark.parametrize(
+    ("raw", "bounds"),
+    [
+        ("", (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)),  # the seed's
+        ("60", (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0)),
+        (" 60, 15 ,,15", (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 60.0)),  # sorted, once each
+    ],
+)
+def test_extra_latency_buckets_are_added_to_the_seeds(raw: str, bounds: tuple[float, ...]) -> None:
+    settings = parse_settings([], {"AGGREGATOR_EXTRA_LATENCY_BUCKETS": raw})
+    assert settings.health_targets.histogram_bounds == bounds
+
+
 def test_otel_console_flag() -> None:
     assert parse_settings(["--otel-console"], {}).otel_console is True
 
@@ -154,6 +167,13 @@ def test_otel_console_flag() -> None:
         (["--header-timeout", "inf"], {}, "header timeout must be a finite number"),
         (["--max-connections", "0"], {}, "max connections must be >= 1"),
         (["--max-connections", "1.5"], {}, "--max-connections: invalid value '1.5'"),
+        (
+            ["--extra-latency-buckets", "15,20,45"],
+            {},
+            "extra latency buckets must be among 15, 30, 60 (the window's latency partitions "
+            "above 10 s), got 20, 45",
+        ),
+        ([], {"AGGREGATOR_EXTRA_LATENCY_BUCKETS": "30s"}, "invalid value '30s'"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(

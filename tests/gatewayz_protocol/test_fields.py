@@ -36,6 +36,7 @@ from gatewayz_protocol.fields import (
     exemplar_labels_ok,
     gauge_field,
     gauge_value,
+    histogram_bounds_ok,
     int_field,
     int_fields,
     join_amount,
@@ -49,6 +50,7 @@ from gatewayz_protocol.fields import (
 )
 from gatewayz_protocol.partitions import (
     CALLER_ERROR,
+    EXTRA_HISTOGRAM_BOUNDS,
     FAILURE,
     HISTOGRAM_BOUNDS,
     LATENCY_PARTITIONS,
@@ -148,14 +150,76 @@ def test_decode_totals_of_an_empty_hash_is_all_zero() -> None:
     )
 
 
-def _bucket_by_hand(partition: int) -> int:
+def test_calls_above_10_s_are_also_counted_in_their_band() -> None:
+    tally = {
+        (SUCCESS, WINDOW_BOUNDS.index(10.0)): 1,  # (9, 10]: b:10 only
+        (SUCCESS, WINDOW_BOUNDS.index(15.0)): 2,  # (10, 15]
+        (FAILURE, WINDOW_BOUNDS.index(30.0)): 3,  # (15, 30]
+        (SUCCESS, WINDOW_BOUNDS.index(60.0)): 4,  # (30, 60]
+        (SUCCESS, len(WINDOW_BOUNDS)): 5,  # above 60 s: b:+Inf only
+    }
+    assert encode_totals(tally, 0.0, 0, 0) == {
+        "n:success": 12,
+        "n:failure": 3,
+        "b:10": 1,
+        "b:+Inf": 14,
+        "b:15": 2,
+        "b:30": 3,
+        "b:60": 4,
+        "lat_us": 0,
+    }
+
+
+def test_decode_totals_counts_extra_bounds_from_the_bands() -> None:
+    raw = {"b:0.1": 1, "b:10": 2, "b:+Inf": 14, "b:15": 2, "b:30": 3, "b:60": 4}
+    # seed buckets as before (the bands are not read); 30: 3 + 2 + 3; 60: 8 + 4; +Inf: 1 + 2 + 14
+    assert decode_totals(raw).histogram_cumulative == (1, 1, 1, 1, 1, 3, 17)
+    every = (*HISTOGRAM_BOUNDS, 15.0, 30.0, 60.0)
+    assert decode_totals(raw, every).histogram_cumulative == (1, 1, 1, 1, 1, 3, 5, 8, 12, 17)
+    assert decode_totals(raw, (*HISTOGRAM_BOUNDS, 30.0)).histogram_cumulative == (
+        1, 1, 1, 1, 1, 3, 8, 17,
+    )  # fmt: skip
+
+
+def test_calls_above_10_s_without_bands_count_above_60_s() -> None:
+    """Counted before clients wrote bands: known only to be above 10 s, so in +Inf alone."""
+    raw = {"b:10": 2, "b:+Inf": 5}
+    assert decode_totals(raw, (*HISTOGRAM_BOUNDS, 15.0)).histogram_cumulative[-3:] == (2, 2, 7)
+
+
+def test_bands_that_hold_more_than_b_inf_keep_the_histogram_cumulative() -> None:
+    raw = {"b:10": 2, "b:+Inf": 1, "b:15": 5, "b:60": 9}  # not a client's: bands > b:+Inf
+    assert decode_totals(raw, (*HISTOGRAM_BOUNDS, 15.0, 60.0)).histogram_cumulative[-4:] == (
+        2, 3, 3, 3,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("bounds", "ok"),
+    [
+        (HISTOGRAM_BOUNDS, True),
+        ((*HISTOGRAM_BOUNDS, 15.0, 60.0), True),
+        ((*HISTOGRAM_BOUNDS, 60.0), True),
+        ((*HISTOGRAM_BOUNDS, 20.0), False),  # not a window bound
+        ((*HISTOGRAM_BOUNDS, 60.0, 15.0), False),
+        ((*HISTOGRAM_BOUNDS, 15.0, 15.0), False),
+        (HISTOGRAM_BOUNDS[1:], False),  # a seed bound left out
+        ((0.05, *HISTOGRAM_BOUNDS), False),
+        ((), False),
+    ],
+)
+def test_histogram_bounds_ok(bounds: tuple[float, ...], ok: bool) -> None:
+    assert histogram_bounds_ok(bounds) is ok
+
+
+def _bucket_by_hand(partition: int, bounds: tuple[float, ...] = HISTOGRAM_BOUNDS) -> int:
     """The histogram bucket of a latency partition: the first histogram bound at or above its
-    window bound, else +Inf (index ``len(HISTOGRAM_BOUNDS)``)."""
+    window bound, else +Inf (index ``len(bounds)``)."""
     if partition == len(WINDOW_BOUNDS):
-        return len(HISTOGRAM_BOUNDS)
+        return len(bounds)
     bound = WINDOW_BOUNDS[partition]
-    above = [i for i, upper in enumerate(HISTOGRAM_BOUNDS) if upper >= bound]
-    return above[0] if above else len(HISTOGRAM_BOUNDS)
+    above = [i for i, upper in enumerate(bounds) if upper >= bound]
+    return above[0] if above else len(bounds)
 
 
 TALLIES = st.dictionaries(
@@ -166,16 +230,22 @@ TALLIES = st.dictionaries(
 
 
 @property_settings(300)
-@given(tally=TALLIES, latency_us=st.integers(0, 10**12))
+@given(
+    tally=TALLIES,
+    latency_us=st.integers(0, 10**12),
+    extra=st.sets(st.sampled_from(EXTRA_HISTOGRAM_BOUNDS)).map(sorted),
+)
 def test_totals_decode_to_the_counts_encoded(
-    tally: dict[tuple[int, int], int], latency_us: int
+    tally: dict[tuple[int, int], int], latency_us: int, extra: list[float]
 ) -> None:
-    totals = decode_totals(encode_totals(tally, latency_us / 1e6, tokens=0, cost_nusd=0))
+    bounds = (*HISTOGRAM_BOUNDS, *extra)
+    encoded = encode_totals(tally, latency_us / 1e6, tokens=0, cost_nusd=0)
+    totals = decode_totals(encoded, bounds)
     by_outcome = dict.fromkeys(OUTCOMES, 0)
-    per_bucket = [0] * (len(HISTOGRAM_BOUNDS) + 1)
+    per_bucket = [0] * (len(bounds) + 1)
     for (outcome, partition), count in tally.items():
         by_outcome[OUTCOMES[outcome]] += count
-        per_bucket[_bucket_by_hand(partition)] += count
+        per_bucket[_bucket_by_hand(partition, bounds)] += count
     assert totals.requests == by_outcome
     assert totals.histogram_cumulative == tuple(
         sum(per_bucket[: i + 1]) for i in range(len(per_bucket))

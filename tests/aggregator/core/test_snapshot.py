@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -23,7 +24,7 @@ from aggregator.core.snapshot import (
     silent_clocks,
 )
 from gatewayz_protocol.breaker_state import BreakerState
-from gatewayz_protocol.partitions import LATENCY_PARTITIONS
+from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, LATENCY_PARTITIONS
 from tests.support.strategies import BREAKER_STATES, WINDOW_COUNTS, property_settings
 
 TARGETS = HealthTargets(300.0, 2.0, 10.0)
@@ -80,6 +81,73 @@ def test_an_opening_held_back_by_the_guard_is_marked() -> None:
         _reading(), {"openrouter": BreakerState()}, NOW, 1, TARGETS, frozenset({"openrouter"})
     )
     assert snapshot.providers[0].open_suppressed is True
+
+
+EVERY_BOUND = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0)
+
+
+def test_extra_bounds_count_the_calls_above_10_s_from_their_bands() -> None:
+    reading = _reading()
+    totals = {"b:0.1": 4, "b:10": 1, "b:+Inf": 9, "b:15": 1, "b:30": 2, "b:60": 3}
+    reading = replace(reading, providers=(replace(reading.providers[0], totals=totals),))
+    targets = HealthTargets(300.0, 2.0, 10.0, EVERY_BOUND)
+    snapshot = build_snapshot(reading, {"openrouter": BreakerState()}, NOW, 1, targets)
+    assert snapshot.histogram_bounds == EVERY_BOUND
+    # 10: 4 + 1; 15: + 1; 30: + 2; 60: + 3; +Inf: 4 + 1 + 9 (3 above 60 s)
+    assert snapshot.providers[0].histogram_cumulative == (4, 4, 4, 4, 4, 5, 6, 8, 11, 14)
+    seed = build_snapshot(reading, {"openrouter": BreakerState()}, NOW, 1, TARGETS)
+    assert seed.histogram_bounds == HISTOGRAM_BOUNDS
+    assert seed.providers[0].histogram_cumulative == (4, 4, 4, 4, 4, 5, 14)
+
+
+def test_exemplars_land_in_the_bucket_their_value_belongs_to() -> None:
+    stored = {
+        6: ({"trace_id": "a"}, 25.0, NOW - 3),  # a client's +Inf bucket: above 10 s
+        0: ({"trace_id": "b"}, 3.0, NOW - 2),  # stored under another bucket: placed by value
+        4: ({"trace_id": "c"}, 4.0, NOW - 1),  # (2, 5] as well, and later: kept
+        2: ({"trace_id": "d"}, 1.0, NOW - 9),  # on a bound: "le", bucket (0.5, 1]
+    }
+    health = provider_health(
+        "p", WindowCounts.empty(), BreakerState(), {}, {}, 2.0, 10.0, False, stored, EVERY_BOUND
+    )
+    assert health.exemplars == {
+        "7": ({"trace_id": "a"}, 25.0, NOW - 3),  # (15, 30]
+        "4": ({"trace_id": "c"}, 4.0, NOW - 1),
+        "2": ({"trace_id": "d"}, 1.0, NOW - 9),
+    }
+    seed = provider_health(
+        "p", WindowCounts.empty(), BreakerState(), {}, {}, 2.0, 10.0, False, stored
+    )
+    assert seed.exemplars["6"] == ({"trace_id": "a"}, 25.0, NOW - 3)  # +Inf
+
+
+def test_a_snapshot_without_histogram_bounds_has_the_seeds() -> None:
+    data = json.loads(
+        build_snapshot(_reading(), {"openrouter": BreakerState()}, NOW, 1, TARGETS).to_json()
+    )
+    del data["histogram_bounds"]  # an older leader's
+    assert Snapshot.from_json(json.dumps(data)).histogram_bounds == HISTOGRAM_BOUNDS
+
+
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [
+        ([0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0], "p: 7 histogram buckets for 7 bounds"),
+        ([0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0], "are not ones this replica knows"),
+        ([0.1, 0.5, 1.0, 2.0, 5.0, "nan"], "are not ones this replica knows"),
+    ],
+)
+def test_a_snapshot_whose_histogram_does_not_fit_its_bounds_is_refused_by_name(
+    bounds: list[float | str], message: str
+) -> None:
+    data = {
+        "taken_at": NOW,
+        "cycle": 1,
+        "histogram_bounds": bounds,
+        "providers": [{"provider": "p"}],
+    }
+    with pytest.raises(ValueError, match=message):
+        Snapshot.from_json(json.dumps(data))
 
 
 def test_writers_silent_past_the_horizon_are_to_forget() -> None:

@@ -345,13 +345,13 @@ def test_an_exemplar_openmetrics_would_refuse_never_breaks_a_scrape(
         mapping={
             "1": json.dumps({"l": {"trace id": "abc"}, "v": 0.3, "t": at}),  # a space in a name
             "2": json.dumps({"l": {"t": "x" * 200}, "v": 0.4, "t": at}),  # over 128 characters
-            "3": json.dumps({"l": {"trace_id": "ok"}, "v": 0.9, "t": at}),
+            "3": json.dumps({"l": {"trace_id": "ok"}, "v": 1.5, "t": at}),  # bucket 3: (1, 2]
         },
     )
     aggregator = make_aggregator()
     snapshot = aggregator.run_cycle()
     assert snapshot is not None
-    assert snapshot.providers[0].exemplars == {"3": ({"trace_id": "ok"}, 0.9, at)}
+    assert snapshot.providers[0].exemplars == {"3": ({"trace_id": "ok"}, 1.5, at)}
     assert aggregator.status.values_skipped == {"exemplars": 2}
     text = scrape(aggregator, OPENMETRICS_TYPE)  # parsed in full by the strict parser
     assert 'trace_id="ok"' in text and "trace id" not in text
@@ -362,3 +362,51 @@ def test_an_exemplar_openmetrics_would_refuse_never_breaks_a_scrape(
     body, _ = rendered.render(OPENMETRICS_TYPE, False)
     families(body.decode(), openmetrics=True)
     assert b"bad name" not in body
+
+
+def _histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus's histogram_quantile over (le, cumulative count) pairs, +Inf last, written
+    from its documentation: linear inside the bucket holding rank q * count, the first bucket
+    starting at 0, the highest finite bound when the rank falls in +Inf."""
+    count = buckets[-1][1]
+    rank = q * count
+    lower, below = 0.0, 0.0
+    for le, cumulative in buckets:
+        if cumulative >= rank:
+            if le == math.inf:
+                return lower
+            return lower + (le - lower) * (rank - below) / (cumulative - below)
+        lower, below = le, cumulative
+    raise AssertionError("the +Inf bucket holds the count")
+
+
+def test_extra_latency_buckets_show_long_calls_as_the_p95_sees_them(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    for latency_s, calls in ((0.3, 2), (12.0, 3), (25.0, 10), (45.0, 5)):
+        for _ in range(calls):
+            metrics.record("openrouter", latency_s, status_code=200)
+    assert metrics.flush(timeout=5)
+
+    def exported(aggregator: Aggregator) -> tuple[list[tuple[float, float]], float]:
+        assert aggregator.run_cycle() is not None
+        found = families(scrape(aggregator))
+        buckets = [
+            (float(s.labels["le"]), s.value)
+            for s in found["provider_response_time_seconds"]
+            if s.name.endswith("_bucket")
+        ]
+        (p95,) = (s.value for s in found["gatewayz_provider_latency_p95_seconds"])
+        return buckets, p95
+
+    buckets, p95 = exported(make_aggregator(extra_latency_buckets=(15.0, 30.0, 60.0)))
+    bounds = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, math.inf]
+    assert buckets == list(zip(bounds, [0, 2, 2, 2, 2, 2, 5, 15, 20, 20], strict=True))
+    # rank 19 of 20 in (30, 60], which holds calls 16-20: 30 + 30 * (19 - 15) / 5
+    assert p95 == 54.0
+    assert _histogram_quantile(0.95, buckets) == 54.0  # Prometheus agrees with the gauge
+    # with the seed's buckets only, 18 of the 20 calls are above 10 s: Prometheus says 10
+    buckets, p95 = exported(make_aggregator())
+    assert buckets == list(zip([*bounds[:6], math.inf], [0, 2, 2, 2, 2, 2, 20], strict=True))
+    assert (p95, _histogram_quantile(0.95, buckets)) == (54.0, 10.0)
