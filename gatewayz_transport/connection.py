@@ -3,12 +3,12 @@ and send a pipeline in one piece (``connect``)."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any, TypeAlias
 
 import hiredis
 import redis
-from redis._parsers import Encoder
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection as RedisConnection
@@ -60,6 +60,21 @@ def _one_buffer(base: type) -> type:
     return one_buffer
 
 
+_NAME_REQUIRED: dict[type, bool] = {}
+
+
+def pooled_connection(pool: redis.ConnectionPool) -> RedisConnection:
+    """A connection taken from ``pool`` (``ConnectionPool.get_connection``): redis-py before
+    5.3 requires a command name, later releases warn when given one."""
+    required = _NAME_REQUIRED.get(type(pool))
+    if required is None:
+        name = inspect.signature(pool.get_connection).parameters.get("command_name")
+        required = name is not None and name.default is inspect.Parameter.empty
+        _NAME_REQUIRED[type(pool)] = required
+    connection: RedisConnection = pool.get_connection("PING") if required else pool.get_connection()
+    return connection
+
+
 def connect(redis_url: str, socket_timeout: float) -> Connection:
     """A connection that never retries on its own (the caller owns retries, so a command is
     never silently sent twice) and sends each pipeline in one piece. Does no I/O.
@@ -96,41 +111,55 @@ def connect(redis_url: str, socket_timeout: float) -> Connection:
 class _DeferredCluster(RedisCluster):
     """A RedisCluster that asks for the cluster's layout on first use, not when built: a
     worker must start while Redis is down (redis-py's constructor would raise). Until the
-    layout is known, a command raises redis.ConnectionError (retried like any outage)."""
+    layout is known, a command raises redis.ConnectionError (retried like any outage). Only
+    redis-py's constructor runs late; nothing of its internals is looked at."""
 
     def __init__(self, **settings: Any) -> None:  # no I/O: RedisCluster.__init__ runs later
         self._deferred_settings = settings
-        self._deferred_lock = threading.Lock()
+        self._deferred_lock = threading.RLock()
+        self._deferred_started = False
+        self._deferred_starting = False
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes the object lacks: before the first successful start, the
-        # cluster client's own state (nodes_manager, ...).
+        # cluster client's own state. While its constructor runs (in this thread), a missing
+        # attribute is just missing.
         if name.startswith("_deferred") or name.startswith("__"):
             raise AttributeError(name)
         with self._deferred_lock:
-            if "nodes_manager" not in self.__dict__:
-                try:
-                    RedisCluster.__init__(self, **self._deferred_settings)
-                except RedisClusterException as exc:
-                    self.__dict__.pop("nodes_manager", None)
-                    raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+            if self._deferred_starting:
+                raise AttributeError(name)
+            if not self._deferred_started:
+                self._deferred_start()
         return object.__getattribute__(self, name)
 
-    def get_encoder(self) -> Encoder:
+    def _deferred_start(self) -> None:
+        self._deferred_starting = True
+        try:
+            RedisCluster.__init__(self, **self._deferred_settings)
+            self._deferred_started = True
+        except RedisClusterException as exc:
+            for name in [n for n in self.__dict__ if not n.startswith("_deferred")]:
+                del self.__dict__[name]  # half built: started again on the next use
+            raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+        finally:
+            self._deferred_starting = False
+
+    def get_encoder(self) -> Any:
         """No I/O (scripts are registered before the first command): the encoder the cluster
-        client will build, from the same settings."""
-        if "nodes_manager" in self.__dict__:
-            encoder: Encoder = super().get_encoder()  # type: ignore[no-untyped-call]
-            return encoder
+        client will build, from the same settings (a connection pool's, built for it)."""
+        if self._deferred_started:
+            return super().get_encoder()  # type: ignore[no-untyped-call]
         settings = self._deferred_settings
-        return Encoder(  # type: ignore[no-untyped-call]
-            settings.get("encoding", "utf-8"),
-            settings.get("encoding_errors", "strict"),
-            settings.get("decode_responses", False),
+        pool = redis.ConnectionPool(
+            encoding=settings.get("encoding", "utf-8"),
+            encoding_errors=settings.get("encoding_errors", "strict"),
+            decode_responses=settings.get("decode_responses", False),
         )
+        return pool.get_encoder()
 
     def close(self) -> None:
-        if "nodes_manager" in self.__dict__:
+        if self._deferred_started:
             super().close()
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import hiredis
 import redis
-from redis._parsers.hiredis import NOT_ENOUGH_DATA
 
 from gatewayz_transport.connection import Connection
 from gatewayz_transport.routing import Command, execute_routed
@@ -15,38 +13,24 @@ from gatewayz_transport.routing import Command, execute_routed
 
 def execute_raw(connection: Connection, commands: Sequence[Command]) -> list[Any]:
     """``commands`` sent as they are, their replies returned as Redis sent them, in order (no
-    redis-py command layers, no reply callbacks: HGETALL is a flat list, see ``as_dict``); a
-    command's error is its reply (the caller raises it). The aggregator's hot read, tens of
-    thousands of ZCOUNTs a cycle, at about a fifth of redis-py's pipeline cost per command. One
-    buffer per server; on a cluster routed per node (``routing``)."""
+    redis-py command layers, no reply callbacks: HGETALL is a flat list under RESP2, a map
+    under RESP3, see ``as_dict``); a command's error is its reply (the caller raises it). The
+    aggregator's hot read, tens of thousands of ZCOUNTs a cycle, at about a third of
+    redis-py's pipeline cost per command. One buffer per server; on a cluster routed per node
+    (``routing``)."""
     return execute_routed(connection, commands, _read_raw)
 
 
 def _read_raw(client: redis.Redis, connection: Any, indexes: list[int]) -> list[Any]:
-    """The replies as hiredis parses them, taken from redis-py's parser in one loop: its
-    per-reply wrapper (``Connection.read_response``: health and error bookkeeping) cost more
-    than the parsing. Another parser (redis-py without hiredis) goes through that wrapper."""
-    parser = getattr(connection, "_parser", None)
-    reader = getattr(parser, "_reader", None)
-    if not isinstance(reader, hiredis.Reader):
-        replies = []
-        for _ in indexes:
-            try:
-                replies.append(connection.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-        return replies
-    gets, more = reader.gets, parser.read_from_socket  # type: ignore[union-attr]
-    replies = []
-    append = replies.append
+    """The replies as the connection's parser returns them (hiredis's, with ``redis[hiredis]``),
+    through redis-py's public ``Connection.read_response``: no command's reply callback."""
+    replies: list[Any] = []
+    append, read = replies.append, connection.read_response
     for _ in indexes:
-        reply = gets()
-        while reply is NOT_ENOUGH_DATA:  # not all of it has arrived
-            more()
-            reply = gets()
-        if isinstance(reply, redis.ConnectionError):
-            raise reply
-        append(reply)
+        try:
+            append(read())
+        except redis.ResponseError as exc:
+            append(exc)
     return replies
 
 

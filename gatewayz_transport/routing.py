@@ -11,17 +11,18 @@ cluster's layout was asked for again; nothing else is ever sent twice.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
-from redis.crc import key_slot
 
-from gatewayz_transport.connection import Connection
+from gatewayz_transport.connection import Connection, pooled_connection
 
 Command = tuple[Any, ...]
 _SCRIPT_COMMANDS = frozenset(("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO"))
@@ -36,10 +37,33 @@ def command_key(command: Command) -> Any:
     return command[1]
 
 
+SLOTS = 16384
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def slot_of(key: Any) -> int:
-    """The cluster slot of ``key`` (remembered: a cycle asks for the same keys every time)."""
-    return key_slot(key if isinstance(key, bytes) else str(key).encode())
+    """The cluster slot of ``key``, as the Redis Cluster specification defines it: CRC16
+    (XMODEM) of the key, or of its hash tag (what lies between the first ``{`` and the next
+    ``}``, when not empty), modulo 16384. Remembered: a cycle asks for the same keys every
+    time."""
+    raw = key if isinstance(key, bytes) else str(key).encode()
+    start = raw.find(b"{")
+    if start >= 0:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return binascii.crc_hqx(raw, 0) % SLOTS
+
+
+@functools.lru_cache(maxsize=256)
+def key_in_slot(slot: int) -> str:
+    """A key whose slot is ``slot`` (the first of ``{0}``, ``{1}``, ... there: about 16,000
+    tries, a few milliseconds, on the rare path of a redirection)."""
+    for number in itertools.count():
+        key = f"{{{number}}}"
+        if slot_of(key) == slot:
+            return key
+    raise AssertionError("unreachable")
 
 
 Reader = Callable[[redis.Redis, Any, list[int]], list[Any]]
@@ -55,8 +79,8 @@ def _by_node(cluster: RedisCluster, keys: Sequence[Any]) -> list[tuple[redis.Red
             by_slot.setdefault(slot_of(key), []).append(index)
     by_node: dict[str, tuple[Any, list[int]]] = {}
     try:
-        for slot, slot_indexes in by_slot.items():
-            node = cluster.nodes_manager.get_node_from_slot(slot)
+        for slot_indexes in by_slot.values():
+            node = cluster.get_node_from_key(keys[slot_indexes[0]])  # type: ignore[no-untyped-call]
             by_node.setdefault(node.name, (node, []))[1].extend(slot_indexes)
     except redis.exceptions.RedisClusterException as exc:  # no node for a slot (failover)
         refresh_layout(cluster)
@@ -76,7 +100,7 @@ def _exchange(
     sent = []
     try:
         for client, indexes in groups:
-            connection = client.connection_pool.get_connection()
+            connection = pooled_connection(client.connection_pool)
             sent.append((client, connection, indexes))
             packed = connection.pack_commands([commands[i] for i in indexes])  # type: ignore[no-untyped-call]
             connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
@@ -96,10 +120,18 @@ def _exchange(
             client.connection_pool.release(connection)
 
 
-def refresh_layout(cluster: RedisCluster) -> None:
-    """Ask for the cluster's layout again (all nodes unreachable: the next call asks again)."""
+def refresh_layout(cluster: RedisCluster, *errors: BaseException) -> None:
+    """Have redis-py learn the cluster's layout again, through its public command path (it
+    offers no public call for it): a PING to every primary it knows, after which a primary
+    that did not answer makes it read the layout again; and for each redirection among
+    ``errors`` (MOVED, ASK) an EXISTS of a key in that slot, whose MOVED it follows by
+    learning the slot's node. Errors are left to the caller's next attempt (every node
+    unreachable: the next call asks again)."""
     with contextlib.suppress(Exception):
-        cluster.nodes_manager.initialize()
+        cluster.ping(target_nodes=RedisCluster.PRIMARIES)
+    for slot in {int(e.slot_id) for e in errors if isinstance(e, _REDIRECTED)}:
+        with contextlib.suppress(Exception):
+            cluster.exists(key_in_slot(slot))
 
 
 def execute_routed(connection: Connection, commands: Sequence[Command], read: Reader) -> list[Any]:
@@ -118,7 +150,7 @@ def execute_routed(connection: Connection, commands: Sequence[Command], read: Re
             raise
         if not redirected or attempt == 1:
             break
-        refresh_layout(connection)
+        refresh_layout(connection, *(replies[i] for i in redirected))
         again = set(redirected)
         keys = [key if i in again else None for i, key in enumerate(keys)]
     return replies

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import redis
-from redis._parsers import BaseParser
 
 from devtools.redis_cluster import LocalCluster
 from gatewayz_transport.connection import connect
@@ -24,6 +23,18 @@ from gatewayz_transport.routing import slot_of
 from tests.support.listeners import BrokenServer
 
 NOT_AN_ERROR = (ValueError("x"), KeyError("k"), RuntimeError("OOM"), Exception("BUSY"))
+
+
+def error_from_redis(url: str, reply: str) -> redis.RedisError:
+    """The exception redis-py raises when a Redis answers ``reply`` (a script's error reply):
+    the class its parser chose for the reply's code."""
+    client = redis.Redis.from_url(url)
+    try:
+        with pytest.raises(redis.RedisError) as raised:
+            client.eval("return redis.error_reply(ARGV[1])", 0, reply)
+        return raised.value
+    finally:
+        client.close()
 
 
 def _url(connection: redis.Redis) -> str:
@@ -184,8 +195,12 @@ def test_a_node_that_does_not_serve_the_slot_redirects(redis_cluster: LocalClust
         moved = _raised(lambda: plain.get(key))
     finally:
         plain.close()
-    assert isinstance(moved, redis.exceptions.MovedError)
-    assert moved.slot_id == slot_of(key)
+    # redis-py 5.0 parses it as a MovedError only on a cluster client's connections; later
+    # releases on every connection: transient either way
+    if isinstance(moved, redis.exceptions.MovedError):
+        assert moved.slot_id == slot_of(key)
+    else:
+        assert isinstance(moved, redis.ResponseError) and str(moved).startswith("MOVED ")
     assert is_transient(moved) and not is_out_of_memory(moved)
 
 
@@ -214,8 +229,8 @@ def test_a_node_that_does_not_serve_the_slot_redirects(redis_cluster: LocalClust
         ),
     ],
 )
-def test_replies_that_say_not_now(reply: str, out_of_memory: bool) -> None:
-    error = BaseParser.parse_error(reply)
+def test_replies_that_say_not_now(single_redis_url: str, reply: str, out_of_memory: bool) -> None:
+    error = error_from_redis(single_redis_url, reply)
     assert is_transient(error)
     assert is_out_of_memory(error) is out_of_memory
 
@@ -232,8 +247,8 @@ def test_replies_that_say_not_now(reply: str, out_of_memory: bool) -> None:
         "ERR Error running script: ROOM is full",  # OOM inside a word is not a code
     ],
 )
-def test_replies_that_say_never(reply: str) -> None:
-    error = BaseParser.parse_error(reply)
+def test_replies_that_say_never(single_redis_url: str, reply: str) -> None:
+    error = error_from_redis(single_redis_url, reply)
     assert not is_transient(error)
     assert not is_out_of_memory(error)
 

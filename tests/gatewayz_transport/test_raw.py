@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import math
 
-import hiredis
 import pytest
 import redis
-from redis._parsers import _RESP2Parser
 
 from gatewayz_transport.connection import connect
 from gatewayz_transport.raw import as_dict, as_scored, as_text, execute_raw
@@ -80,30 +78,6 @@ def test_replies_come_back_as_redis_sent_them_in_order(
     ]
     assert as_dict(empty) == {}
     assert as_text(text) == "café"
-
-
-@pytest.mark.parametrize("protocol", [2, 3])
-def test_without_hiredis_the_replies_are_the_same(
-    single_redis_url: str, namespace: str, r: redis.Redis, protocol: int
-) -> None:
-    key = f"{namespace}:{{a}}:h"
-    r.hset(key, mapping={"f": "1", "g": "2"})
-    commands = [("HGETALL", key), ("INCR", key), ("HLEN", key), ("PING",)]
-    url = _with_protocol(single_redis_url, protocol)
-    fast = connect(url, socket_timeout=2.0)
-    pool = redis.ConnectionPool.from_url(url, parser_class=_RESP2Parser)
-    slow = redis.Redis(connection_pool=pool)
-    connection = slow.connection_pool.get_connection()
-    assert not isinstance(getattr(connection._parser, "_reader", None), hiredis.Reader)
-    slow.connection_pool.release(connection)
-    expected = execute_raw(fast, commands)
-    got = execute_raw(slow, commands)
-    assert [type(reply) for reply in got] == [type(reply) for reply in expected]
-    assert got[0] == expected[0] and got[2:] == expected[2:] == [2, b"PONG"]
-    assert str(got[1]) == str(expected[1])
-    assert str(got[1]).startswith("WRONGTYPE")
-    fast.close()
-    slow.close()
 
 
 def test_as_dict_of_both_protocols() -> None:
