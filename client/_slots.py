@@ -23,6 +23,7 @@ from redis.exceptions import RedisClusterException
 
 from client._batch import Batch
 from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import pooled_connection
 from gatewayz_transport.routing import Command, command_key, refresh_layout, slot_of
 
 _T = TypeVar("_T")
@@ -60,7 +61,7 @@ def run_slot_transactions(
     outcomes: dict[int, SlotOutcome] = {}
     for slot in groups:
         try:
-            node = cluster.nodes_manager.get_node_from_slot(slot)
+            node = cluster.get_node_from_key(command_key(groups[slot][0]))  # type: ignore[no-untyped-call]
         except Exception as exc:  # no node serves the slot now (a failover under way)
             outcomes[slot] = SlotOutcome(False, error=redis.ConnectionError(str(exc)))
             continue
@@ -70,7 +71,7 @@ def run_slot_transactions(
     for node, slots in by_node.values():
         pool = cluster.get_redis_connection(node).connection_pool
         try:
-            connection = pool.get_connection()
+            connection = pooled_connection(pool)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             outcomes.update({s: SlotOutcome(False, error=exc) for s in slots})
             continue
@@ -247,7 +248,7 @@ class ClusterWrites:
             if not isinstance(exc, redis.ResponseError) or isinstance(
                 exc, redis.exceptions.MovedError | redis.exceptions.AskError
             ):
-                refresh_layout(self._cluster)
+                refresh_layout(self._cluster, exc)
             raise
 
 
