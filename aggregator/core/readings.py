@@ -49,6 +49,9 @@ class RedisMemory:
     oom_refusals: int = 0
     """commands Redis refused for lack of memory since it started (INFO errorstats
     ``errorstat_OOM``): any writer's, so the aggregator sees OOM while only workers meet it"""
+    permission_refusals: int = 0
+    """commands Redis refused to a user whose ACL does not allow them since it started
+    (``errorstat_NOPERM``): a worker or tool doing what its role may not (``ACL LOG`` says who)"""
 
     @property
     def can_evict(self) -> bool:
@@ -79,6 +82,7 @@ def redis_memory(
 ) -> RedisMemory:
     """From INFO's memory, stats and errorstats sections as redis-py parses them."""
     oom = (errorstats or {}).get("errorstat_OOM")
+    noperm = (errorstats or {}).get("errorstat_NOPERM")
     return RedisMemory(
         used_bytes=int(str(memory.get("used_memory", 0)))
         - int(str(memory.get("mem_not_counted_for_evict", 0))),
@@ -86,6 +90,9 @@ def redis_memory(
         policy=str(memory.get("maxmemory_policy", "")),
         evicted_keys=int(str(stats.get("evicted_keys", 0))),
         oom_refusals=int(str(oom.get("count", 0))) if isinstance(oom, Mapping) else 0,
+        permission_refusals=(
+            int(str(noperm.get("count", 0))) if isinstance(noperm, Mapping) else 0
+        ),
     )
 
 

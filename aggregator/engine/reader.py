@@ -304,7 +304,7 @@ class WindowReader:
 
 def read_memory(connection: Connection, ops: Counter[str]) -> RedisMemory | None:
     """INFO memory, stats and errorstats in one round trip (on a cluster: of every master, and
-    the one nearest its limit is reported, with every master's evictions and OOM refusals);
+    the one nearest its limit is reported, with every master's evictions and refusals);
     None from a server without INFO (fakeredis). Counts its commands in ``ops`` (INFO's reply
     is parsed by redis-py: not a raw plan)."""
     if isinstance(connection, RedisCluster):
@@ -320,6 +320,7 @@ def read_memory(connection: Connection, ops: Counter[str]) -> RedisMemory | None
             policy=next((m.policy for m in readings if m.can_evict), worst.policy),
             evicted_keys=sum(m.evicted_keys for m in readings),
             oom_refusals=sum(m.oom_refusals for m in readings),
+            permission_refusals=sum(m.permission_refusals for m in readings),
         )
     pipe = pipeline(connection)
     for section in ("memory", "stats", "errorstats"):

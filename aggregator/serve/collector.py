@@ -260,6 +260,13 @@ def _redis_metrics(status: CycleStatus) -> Iterator[Metric]:
         "Keys Redis evicted since it started (INFO evicted_keys)",
         value=memory.evicted_keys,
     )
+    yield CounterMetricFamily(
+        "gatewayz_redis_permission_refusals",
+        "Commands Redis refused since it started because the user's ACL does not allow them "
+        "(INFO errorstats NOPERM, all clients): a process doing what its role may not; ACL LOG "
+        "names the user",
+        value=memory.permission_refusals,
+    )
 
 
 def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[Metric]:

@@ -39,6 +39,8 @@ def test_memory_as_info_tells_it() -> None:
     assert memory.can_evict  # volatile policies evict our keys too: they carry TTLs
     assert not RedisMemory(800, 5_000, "noeviction", 0).can_evict
     assert redis_memory({}, {}) == RedisMemory(0, 0, "", 0)
+    errorstats = {"errorstat_OOM": {"count": 12}, "errorstat_NOPERM": {"count": 5}}
+    assert redis_memory({}, {}, errorstats) == RedisMemory(0, 0, "", 0, 12, 5)
 
 
 def test_hashes_decode() -> None:

@@ -1,12 +1,18 @@
 """The window reader on a real Redis: trims spread over the reads (each provider's keys once per
 trim interval, never all of them in one read but the first), and the breaker's counts, read
-only from the partitions the window read found events in, equal to counts made by hand."""
+only from the partitions the window read found events in, equal to counts made by hand; and
+Redis's refusal counts as INFO tells them (read_memory)."""
 
 from __future__ import annotations
 
-import redis
+import uuid
+from collections import Counter
 
-from aggregator.engine.reader import TRIM_SHARE, WindowReader
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from aggregator.engine.reader import TRIM_SHARE, WindowReader, read_memory
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
 from gatewayz_transport.connection import connect
@@ -158,3 +164,36 @@ def test_the_aggregator_holds_its_own_cap_on_names_written_around_the_clients(
     assert (skip.kind, skip.key) == ("registry", keys.providers)
     assert sorted(skip.fields) == sorted(["'bad name!'", repr("\ufffd\ufffd")])
     assert set(reader.registered()) == {f"raw-{i}" for i in range(2_500)}  # inspect's view
+
+
+def test_every_command_an_acl_refuses_is_counted_on_every_master(redis_url: str) -> None:
+    """Redis's own count of NOPERM refusals (any client's, summed over a cluster's masters) is
+    what the aggregator exports (gatewayz_redis_permission_refusals_total)."""
+    connection = connect(redis_url, socket_timeout=2.0)
+    user = f"gatewayz-test-{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    if isinstance(connection, RedisCluster):
+        nodes = [(n.host, n.port) for n in connection.get_primaries()]
+    else:
+        kwargs = connection.connection_pool.connection_kwargs
+        nodes = [(kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379))]
+    setup = [redis.Redis(host=h, port=p) for h, p in nodes]
+    try:
+        for node in setup:
+            node.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["nothing:*"])
+            node.execute_command("ACL", "SETUSER", user, "+get", "+@connection")
+        before = read_memory(connection, Counter())
+        assert before is not None
+        for host, port in nodes:  # one refusal on each master
+            limited = redis.Redis(host=host, port=port, username=user, password=password)
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                limited.set("refused", 1)
+            limited.close()
+        after = read_memory(connection, Counter())
+        assert after is not None
+        assert after.permission_refusals - before.permission_refusals == len(nodes)
+    finally:
+        for node in setup:
+            node.acl_deluser(user)
+            node.close()
+        connection.close()

@@ -28,6 +28,7 @@ REDIS = [
     "gatewayz_redis_out_of_memory",
     "gatewayz_redis_maxmemory_policy_safe",
     "gatewayz_redis_evicted_keys",
+    "gatewayz_redis_permission_refusals",
 ]
 PROVIDERS = [
     "provider_availability",
@@ -108,7 +109,7 @@ def _snapshot() -> Snapshot:
 
 
 def test_every_family_of_a_snapshot_in_order_with_its_values() -> None:
-    memory = RedisMemory(10, 100, "noeviction", 2)
+    memory = RedisMemory(10, 100, "noeviction", 2, oom_refusals=4, permission_refusals=3)
     served = ServedState(
         "r1", _snapshot(), CycleStatus(cycles_ok=5, last_success_at=100.0, redis_memory=memory)
     )
@@ -126,6 +127,9 @@ def test_every_family_of_a_snapshot_in_order_with_its_values() -> None:
         *BACKEND,
         *CLIENTS,
     ]
+    assert families["gatewayz_redis_permission_refusals"] == {
+        ("gatewayz_redis_permission_refusals_total", ()): 3.0
+    }
     p = (("provider", "openrouter"),)
     assert families["provider_availability"] == {("provider_availability", p): 0.0}
     assert families["provider_error_rate"] == {("provider_error_rate", p): 0.25}
