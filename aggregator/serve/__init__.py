@@ -1,7 +1,8 @@
 """What a replica serves over HTTP, and the process that serves it.
 
-``app`` (the FastAPI routes and the bearer token), ``http_server`` (uvicorn's protocol with
-connection bounds), ``collector`` and ``rendering`` (the /metrics exposition, rendered once per
+``app`` (the FastAPI routes and the bearer token), ``http_server`` (its own HTTP/1.1 server
+with connection bounds, on httptools: ``http_guard``, ``http_cycle``, ``http_serving``),
+``collector`` and ``rendering`` (the /metrics exposition, rendered once per
 snapshot), ``dashboard`` (``/health/dashboard``'s models and status rules), ``process`` (the
 scheduler that drives the engine's cycles, started and stopped with the server).
 

@@ -1,10 +1,13 @@
 """The aggregator's HTTP/1.1 connections, bounded against hostile or broken clients.
 
-uvicorn's httptools protocol reads a request's headers without a size limit or a deadline
-(httptools accumulates every header in memory; the keep-alive timer only runs between
-requests), queues any number of pipelined requests, and ``limit_concurrency`` counts idle
-connections too, so whoever holds enough of them gets every scrape a 503. This subclass adds,
-per connection, before any route or bearer token is looked at:
+The aggregator serves HTTP itself: httptools parses (its public parser API), ``http_cycle``
+runs the ASGI application, ``http_serving`` listens. It did extend uvicorn's httptools protocol,
+whose internals are no API (and pinned uvicorn to one minor release, moving a gateway's own
+uvicorn). No server's public options give these bounds: uvicorn reads a request's headers
+without a size limit or a deadline (httptools accumulates every header in memory; the
+keep-alive timer only runs between requests), queues any number of pipelined requests, and its
+``limit_concurrency`` counts idle connections too, so whoever holds enough of them gets every
+scrape a 503. Here, per connection, before any route or bearer token is looked at:
 
 - a header limit: a request line plus headers beyond ``max_header_bytes`` gets 431, and at
   most one read more of them is ever held;
@@ -26,151 +29,75 @@ The per-request cost is a byte counter and one timer; everything else runs when 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
 import socket
 import struct
-import time
-from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections import deque
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import unquote
 
-from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
-from uvicorn.server import ServerState
+import httptools
 
-if TYPE_CHECKING:
-    from uvicorn._types import ASGI3Application
+from aggregator.serve.http_cycle import ASGIApp, RequestResponseCycle
+from aggregator.serve.http_guard import (
+    BAD_REQUEST,
+    FULL,
+    LINGER_SECONDS,
+    MAX_PIPELINED,
+    TIMED_OUT,
+    TOO_LARGE,
+    ConnectionGuard,
+    FlowControlled,
+    HttpLimits,
+)
 
-log = logging.getLogger("gatewayz.aggregator.http")
-
-MAX_PIPELINED = 8
-"""Requests a connection may queue behind the one running; more closes it. uvicorn queues them
-without bound: 270 KB of pipelined GETs that are never read cost ~19 MB of request objects."""
-
-LINGER_SECONDS = 1.0
-"""After a 4xx/503 that ends a connection, how long the rest of what the client sends is read
-and dropped, so the answer is not lost to a TCP reset; then the connection is cut."""
-
-REPORT_EVERY_SECONDS = 10.0
+__all__ = [
+    "ConnectionGuard",
+    "GuardedHttpProtocol",
+    "HttpLimits",
+    "ServerState",
+    "guarded_protocol",
+]
 
 _LINGER_OFF = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and drops the buffer
 
 
-def _close_response(status: int, reason: str) -> bytes:
-    body = f"{reason}\n".encode("ascii")
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
+@dataclass
+class ServerState:
+    """What one server's connections share besides the guard: the application, the
+    lifespan's state, and the open connections (to close them at shutdown)."""
 
-
-_TOO_LARGE = _close_response(431, "Request Header Fields Too Large")
-_TIMEOUT = _close_response(408, "Request Timeout")
-_FULL = _close_response(503, "Service Unavailable")
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    """Bounds on every HTTP connection (defaults: see README, Configuration)."""
-
-    max_header_bytes: int = 8192
-    header_timeout_seconds: float = 10.0
-    keepalive_timeout_seconds: float = 5.0
-    send_timeout_seconds: float = 10.0
-    max_connections: int = 100
-
-
-class ConnectionGuard:
-    """What the connections of one server share: the count of open connections, those without a
-    request in progress (oldest first: the eviction order), and counts of connections cut,
-    logged at most every ``REPORT_EVERY_SECONDS``."""
-
-    def __init__(self, limits: HttpLimits) -> None:
-        self.limits = limits
-        self.open = 0
-        self.waiting: dict[GuardedHttpProtocol, None] = {}  # insertion order = waiting since
-        self.refused_lingering = 0
-        self.cut: Counter[str] = Counter()
-        self._reported: Counter[str] = Counter()
-        self._last_report = -math.inf
-        self._report_timer: asyncio.TimerHandle | None = None
-
-    def admit(self, connection: GuardedHttpProtocol) -> bool:
-        """Count ``connection`` in, evicting the longest-waiting one when at the cap; False
-        (not admitted) when every open connection has a request in progress."""
-        if self.open >= self.limits.max_connections:
-            if not self.waiting:
-                return False
-            victim = next(iter(self.waiting))
-            self.release(victim)
-            victim.cut("evicted")
-        self.open += 1
-        connection.admitted = True
-        self.waiting[connection] = None
-        return True
-
-    def release(self, connection: GuardedHttpProtocol) -> None:
-        """Count ``connection`` out (idempotent)."""
-        if connection.admitted:
-            connection.admitted = False
-            self.open -= 1
-            self.waiting.pop(connection, None)
-
-    def busy(self, connection: GuardedHttpProtocol) -> None:
-        """``connection`` has a request in progress: not to be evicted."""
-        self.waiting.pop(connection, None)
-
-    def idle(self, connection: GuardedHttpProtocol) -> None:
-        """``connection`` has no request in progress (again): evictable, as the newest."""
-        if connection.admitted:
-            self.waiting.pop(connection, None)
-            self.waiting[connection] = None
-
-    def count(self, reason: str) -> None:
-        """Count a connection cut for ``reason``. The counts are logged in one line at most
-        every ``REPORT_EVERY_SECONDS`` (an attack must not flood the log), the first at once."""
-        self.cut[reason] += 1
-        if self._report_timer is None:
-            delay = max(0.0, self._last_report + REPORT_EVERY_SECONDS - time.monotonic())
-            self._report_timer = asyncio.get_running_loop().call_later(delay, self._report)
-
-    def _report(self) -> None:
-        self._report_timer = None
-        self._last_report = time.monotonic()
-        recent = self.cut - self._reported
-        self._reported = self.cut.copy()
-        log.warning(
-            "HTTP connections cut since the last report (%d open of %d): %s",
-            self.open,
-            self.limits.max_connections,
-            ", ".join(f"{name} {n}" for name, n in sorted(recent.items())),
-        )
+    app: ASGIApp
+    lifespan_state: dict[str, Any] = field(default_factory=dict)
+    connections: set[GuardedHttpProtocol] = field(default_factory=set)
+    stopping: bool = False
+    """Set when the server stops: a connection accepted after it is closed at once."""
 
 
 class _PipelineTooDeep(Exception):
     """Raised from a parser callback: the only way to stop httptools in the middle of a read."""
 
 
-class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the bounds of ``guard.limits`` (module docstring).
-    Use ``guarded_protocol(limits)``, which binds a guard shared by one server's connections."""
+class GuardedHttpProtocol(FlowControlled):
+    """One HTTP/1.1 connection with the bounds of ``guard.limits`` (module docstring). Use
+    ``guarded_protocol(limits)``, which binds a guard shared by one server's connections."""
 
     guard: ClassVar[ConnectionGuard]
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        limits = self.guard.limits
-        # uvicorn declares it int; call_later takes any number of seconds.
-        self.timeout_keep_alive = limits.keepalive_timeout_seconds  # type: ignore[assignment]
+    def __init__(self, state: ServerState) -> None:
+        super().__init__()
+        self.state = state
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.cycle: RequestResponseCycle | None = None  # the newest request parsed
+        self.pipeline: deque[RequestResponseCycle] = deque()
         self.admitted = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
         self._refused = False
         self._discarding = False  # answered and closing: input is read and dropped
         self._overflowed = False
@@ -179,14 +106,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._headers_done = 0
         self._request_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._send_timer: asyncio.TimerHandle | None = None
-        self._send_pending = 0
         self._running: RequestResponseCycle | None = None
 
     # connection life
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self.transport = transport
+        self.server = _address(transport.get_extra_info("sockname"))
+        self.client = _address(transport.get_extra_info("peername"))
+        if self.state.stopping:
+            transport.close()
+            return
+        self.state.connections.add(self)
         if self.guard.admit(self):
             self._arm_request_timer()
             return
@@ -196,24 +127,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         self.guard.count("refused")
         self.guard.refused_lingering += 1
-        self._answer_and_close(_FULL)
+        self._answer_and_close(FULL)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.release(self)
-        running = self._running
-        if running is not None and not running.response_complete:
-            # uvicorn marks only the newest parsed cycle disconnected; when pipelined requests
-            # queue behind it, the running one would write to the closed transport and log an
-            # error with a traceback for every connection cut while it waits to send.
-            running.disconnected = True
-            running.message_event.set()
+        self.state.connections.discard(self)
+        for cycle in {self._running, self.cycle, *self.pipeline} - {None}:
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnect()  # the running one and any queued behind it
+        self.pipeline.clear()
         if self._refused and self._linger_timer is not None:
             self.guard.refused_lingering -= 1
-        for timer in (self._request_timer, self._linger_timer, self._send_timer):
+        timers = (self._request_timer, self._linger_timer, self._send_timer, self._keepalive_timer)
+        for timer in timers:
             if timer is not None:
                 timer.cancel()
         self._request_timer = self._linger_timer = self._send_timer = None
-        super().connection_lost(exc)
+        self._keepalive_timer = None
+        self._writable.set()  # a send waiting for the client to read: it is gone
 
     def cut(self, reason: str, reset: bool = False) -> None:
         """Close the connection at once, dropping anything unsent, and count why. ``reset``:
@@ -266,14 +197,36 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         if self._headers_done == headers_done:
             self.guard.count("header_too_large")
-            self._answer_and_close(_TOO_LARGE)
+            self._answer_and_close(TOO_LARGE)
             return
         self.data_received(data[allowed:])
 
     def _feed(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._overflowed and not self._discarding:
-            self.cut("pipeline_too_deep")  # uvicorn has answered 400; nothing more is sent
+        self._cancel_keepalive_timer()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # no upgrade here: the request is served, then closed
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
+        except httptools.HttpParserError:
+            if self._overflowed:
+                if not self._discarding:
+                    self.cut("pipeline_too_deep")
+                return
+            self.guard.count("bad_request")
+            self._answer_and_close(BAD_REQUEST)
+
+    # httptools' callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         if len(self.pipeline) >= MAX_PIPELINED:
@@ -282,10 +235,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._reading_headers = False
         self._headers_done += 1
         self.guard.busy(self)
-        super().on_headers_complete()
+        scope = http_scope(
+            self.parser, self._url, self._headers, (self.server, self.client), self.state
+        )
+        cycle = RequestResponseCycle(scope, self, keep_alive=self.parser.should_keep_alive())
+        running = self.cycle is not None and not self.cycle.response_complete
+        self.cycle = cycle
+        if running or self.pipeline:
+            self.pipeline.append(cycle)  # served when the one before it is answered
+            self.pause_reading()
+        else:
+            self._start(cycle)
+
+    def on_body(self, body: bytes) -> None:
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.feed_body(body)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        if self.cycle is not None:
+            self.cycle.body_complete()
         self._reading_headers = True
         self._header_bytes = 0
         self._cancel_request_timer()
@@ -309,11 +277,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.cut("header_timeout")  # silent, or an answer is under way: just close
             return
         self.guard.count("header_timeout")
-        self._answer_and_close(_TIMEOUT)
+        self._answer_and_close(TIMED_OUT)
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+    def _start(self, cycle: RequestResponseCycle) -> None:
         self._running = cycle
-        super()._start_asgi_task(cycle, app)
+        self.loop.create_task(cycle.run(self.state.app))
 
     def _in_progress(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -321,50 +289,78 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # answering
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        """The running request is answered: the next queued one starts, or the connection
+        waits for one (the keep-alive timeout), or it closes."""
+        finished = self._running
+        self._running = None
+        if self.transport.is_closing():
+            pass
+        elif finished is not None and not finished.keep_alive:
+            self.transport.close()  # flushes what is pending first
+        elif self.pipeline:
+            self._start(self.pipeline.popleft())
+            if not self.pipeline:
+                self.resume_reading()
+        else:
+            self.resume_reading()
+            self._keepalive_timer = self.loop.call_later(
+                self.guard.limits.keepalive_timeout_seconds, self._keepalive_expired
+            )
         if not self._in_progress() and not self.pipeline:
             self.guard.idle(self)
         if self.transport.is_closing() and self.transport.get_write_buffer_size():
             self._watch_send()  # "connection: close" to a client that does not read
 
-    def timeout_keep_alive_handler(self) -> None:
-        super().timeout_keep_alive_handler()  # close(): flushes what is pending first
+    def _keepalive_expired(self) -> None:
+        self._keepalive_timer = None
+        if self.transport.is_closing() or self._in_progress():
+            return
+        self.transport.close()  # flushes what is pending first
         if self.transport.get_write_buffer_size():
             self._watch_send()
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self._watch_send()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self._send_timer is not None:  # the client read down to the low-water mark
-            self._send_timer.cancel()
-            self._send_timer = None
-
-    def _watch_send(self) -> None:
-        """Cut the connection if its pending output does not shrink within the send timeout.
-        Armed only while nothing more is written (writing paused, or closing), so a pending
-        size that did not shrink means the client read nothing."""
-        if self._send_timer is None:
-            self._send_pending = self.transport.get_write_buffer_size()
-            self._send_timer = self.loop.call_later(
-                self.guard.limits.send_timeout_seconds, self._check_send
-            )
-
-    def _check_send(self) -> None:
-        self._send_timer = None
-        pending = self.transport.get_write_buffer_size()
-        if not pending:
+    def shutdown(self) -> None:
+        """The server stops: close now when idle, else after the running response."""
+        if self._running is None or self._running.response_complete:
+            self.transport.close()
             return
-        if pending < self._send_pending:
-            self._watch_send()  # slow, but reading
-            return
-        self.cut("send_stalled", reset=True)
+        self._running.keep_alive = False
+        self.pipeline.clear()
+
+
+def http_scope(
+    parser: Any,
+    url: bytes,
+    headers: list[tuple[bytes, bytes]],
+    ends: tuple[tuple[str, int] | None, tuple[str, int] | None],
+    state: ServerState,
+) -> MutableMapping[str, Any]:
+    """The ASGI scope of the request ``parser`` has just read the headers of."""
+    parsed = httptools.parse_url(url)
+    raw_path = parsed.path or b"/"
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": parser.get_http_version(),
+        "server": ends[0],
+        "client": ends[1],
+        "scheme": "http",
+        "method": parser.get_method().decode("ascii"),
+        "root_path": "",
+        "path": unquote(raw_path.decode("ascii", "replace")),
+        "raw_path": raw_path,
+        "query_string": parsed.query or b"",
+        "headers": headers,
+        "state": state.lifespan_state.copy(),
+    }
+
+
+def _address(raw: Any) -> tuple[str, int] | None:
+    return (str(raw[0]), int(raw[1])) if isinstance(raw, tuple) and len(raw) >= 2 else None
 
 
 def guarded_protocol(limits: HttpLimits) -> type[GuardedHttpProtocol]:
-    """A protocol class for ``uvicorn.run(http=...)`` whose connections share one guard."""
+    """A protocol class whose connections share one guard (``http_serving.serve_http``)."""
 
     class Guarded(GuardedHttpProtocol):
         guard = ConnectionGuard(limits)

@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 
-import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 
 from aggregator.engine.cycle import Aggregator
 from aggregator.observability import configure_logging, configure_tracing
 from aggregator.serve.app import Lifespan, create_app
-from aggregator.serve.http_server import HttpLimits, guarded_protocol
+from aggregator.serve.http_guard import HttpLimits
+from aggregator.serve.http_serving import serve_http
 from aggregator.settings import AggregatorSettings, redact
 from gatewayz_transport.connection import connect
 
@@ -87,8 +87,7 @@ def start_scheduler(
 
 def serving_lifespan(aggregator: Aggregator, settings: AggregatorSettings) -> Lifespan:
     """Start the scheduler with the server; on shutdown stop it and release the leader lease
-    so a follower takes over at once. (uvicorn re-raises SIGTERM after shutdown, so this is
-    the last place our code runs.)"""
+    so a follower takes over at once (``http_serving``: after the responses under way)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -144,15 +143,7 @@ def serve(settings: AggregatorSettings) -> int:
     # What is imported and built so far lives as long as the process: out of the collector's
     # sight, a full collection scans thousands of objects instead of 70,000.
     gc.freeze()
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        # Every connection through the guarded protocol; no WebSocket upgrade, which would hand
-        # a connection to a protocol outside the guard (the app has no WebSocket route).
-        http=guarded_protocol(http_limits(settings)),
-        ws="none",
-    )
+    # Every connection through the guarded protocol (no WebSocket upgrade: the app has no
+    # WebSocket route).
+    serve_http(app, settings.host, settings.port, http_limits(settings))
     return 0
