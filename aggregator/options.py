@@ -182,6 +182,14 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
         str,
         "file holding the bearer token /metrics and /health/dashboard require (default: open)",
     ),
+    (
+        "--operator-token-file",
+        "AGGREGATOR_OPERATOR_TOKEN_FILE",
+        "operator_token_file",
+        str,
+        "file holding the bearer token of the operator role, which the breaker commands over "
+        "HTTP require (POST /admin/breakers/...; without it they answer 403)",
+    ),
 )
 _BREAKER_FIELDS = {f for f in BreakerConfig.__dataclass_fields__}
 _SETTINGS_DEFAULTS = {f.name: f.default for f in fields(AggregatorSettings)}
@@ -189,13 +197,19 @@ _SPECIAL_DEFAULTS = {
     "instance": "host:port:pid",
     "allowed_hosts": "the loopback names when --host is one, else any",
     "auth_token_file": "none: open",
+    "operator_token_file": "none: no breaker command over HTTP",
 }
 
 
-_FILES = {"auth_token_file": "auth_token", "redis_url_file": "redis_url"}
+_FILES = {
+    "auth_token_file": "auth_token",
+    "operator_token_file": "operator_token",
+    "redis_url_file": "redis_url",
+}
 """Options naming a file whose content is the value of another (secrets out of ps)."""
 _FILE_READERS: dict[str, Callable[[str], str]] = {
     "auth_token_file": read_token_file,
+    "operator_token_file": lambda path: read_token_file(path, "operator token"),
     "redis_url_file": read_url_file,
 }
 

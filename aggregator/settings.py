@@ -39,21 +39,22 @@ def describe_error(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
 
-def read_token_file(path: str) -> str:
+def read_token_file(path: str, what: str = "auth token") -> str:
     """The bearer token in ``path``: its content without surrounding whitespace (as
     Prometheus's ``credentials_file`` sends it). Raises ValueError (never quoting the
-    content) when the file is missing, unreadable, empty or not a single visible-ASCII word."""
+    content) when the file is missing, unreadable, empty or not a single visible-ASCII word;
+    ``what`` names the token in the message (``auth token``, ``operator token``)."""
     try:
         with open(path, encoding="utf-8") as file:
             token = file.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ValueError(f"cannot read auth token file {path!r}: {reason}") from None
+        raise ValueError(f"cannot read {what} file {path!r}: {reason}") from None
     if not token:
-        raise ValueError(f"auth token file {path!r} is empty")
+        raise ValueError(f"{what} file {path!r} is empty")
     if not _is_token(token):
         raise ValueError(
-            f"auth token in {path!r} must be one word of visible ASCII characters (no spaces)"
+            f"{what} in {path!r} must be one word of visible ASCII characters (no spaces)"
         )
     return token
 
@@ -79,8 +80,9 @@ def _is_token(token: str) -> bool:
 @dataclass(frozen=True)
 class AggregatorSettings:
     """Everything ``python -m aggregator`` is configured with. ``auth_token`` (None: open)
-    is the bearer token /metrics and /health/dashboard require; neither it nor ``redis_url``
-    (which may carry a password) is part of the repr."""
+    is the bearer token /metrics and /health/dashboard require, ``operator_token`` (None: no
+    breaker command over HTTP) the one /admin/breakers' changes require; neither token nor
+    ``redis_url`` (which may carry a password) is part of the repr."""
 
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     namespace: str = DEFAULT_NAMESPACE
@@ -113,6 +115,7 @@ class AggregatorSettings:
     otlp_endpoint: str | None = None
     permit_seconds: float = 30.0
     auth_token: str | None = field(default=None, repr=False)
+    operator_token: str | None = field(default=None, repr=False)
     # HTTP connection bounds (aggregator/serve/http_server.py): what a client that is slow,
     # broken or hostile may hold before any route or token is looked at.
     max_header_bytes: int = 8192
@@ -132,6 +135,11 @@ class AggregatorSettings:
             raise ValueError(f"invalid Redis URL: {redact(str(exc))}") from None
         if self.auth_token is not None and not _is_token(self.auth_token):
             raise ValueError("auth token must be one word of visible ASCII characters")
+        if self.operator_token is not None and not _is_token(self.operator_token):
+            raise ValueError("operator token must be one word of visible ASCII characters")
+        if self.operator_token is not None and self.operator_token == self.auth_token:
+            # one token for both roles would let every scraper force breakers
+            raise ValueError("the operator token must differ from the auth token")
         # Checked here, so a bad one is a one-line error at start (its message shows no
         # credentials), not a traceback when the first record or span is shipped.
         if self.loki_url:

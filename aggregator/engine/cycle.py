@@ -41,6 +41,7 @@ from aggregator.engine.clock import CycleClock
 from aggregator.engine.evaluate import BreakerStep
 from aggregator.engine.lease import LeaderLease
 from aggregator.engine.notices import Notices
+from aggregator.engine.operator_commands import BreakerCommands
 from aggregator.engine.reader import WindowReader
 from aggregator.engine.writer import FENCED, StateWriter
 from aggregator.settings import AggregatorSettings, describe_error, redact
@@ -303,6 +304,13 @@ class Aggregator:
             return False, f"redis unreachable: {describe_error(exc)}"
         max_age = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
         return readiness(self._served, self._clock.now(), max_age)
+
+
+def breaker_commands(aggregator: Aggregator) -> BreakerCommands:
+    """The operator's breaker commands (the CLI's) on ``aggregator``'s connection and clock
+    (Redis's, as its cycles'), for the HTTP API (any thread)."""
+    where = f"namespace {aggregator.settings.namespace!r}"
+    return BreakerCommands(aggregator._redis, aggregator.settings, aggregator._clock.now, where)
 
 
 class UnusableSnapshot(ValueError):

@@ -4,58 +4,33 @@ and the dashboard page (/dashboard; / redirects to it).
 With a bearer token configured (``--auth-token-file``), /metrics, /health/dashboard and
 /health/history answer 401 to a request without ``Authorization: Bearer <token>`` or with a
 wrong token; /healthz and /readyz stay open for probes, and so does the dashboard page: it holds
-no data (it asks for the token and sends it with its own requests). There is no admin endpoint:
-breaker commands are CLI-only.
+no data (it asks for the token and sends it with its own requests). The breaker commands
+(/admin/breakers, ``admin``) change state only with the operator token (``access``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from aggregator.engine.cycle import Aggregator
+from aggregator.serve.access import Access
+from aggregator.serve.admin import add_admin
 from aggregator.serve.dashboard import DashboardCache, DashboardResponse
 from aggregator.serve.history import HistoryResponse, history_response
 from aggregator.serve.rendering import RenderedMetrics, accepts_gzip
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
-
-
-def bearer_guard(token: str | None) -> Callable[[Request], Awaitable[None]]:
-    """A dependency that lets a request through only with ``Authorization: Bearer <token>``
-    (constant-time comparison); with ``token`` None it lets everything through. A missing or
-    malformed header and a wrong token both get 401 with ``WWW-Authenticate: Bearer`` (RFC
-    6750; a wrong token adds ``error="invalid_token"``)."""
-    expected = None if token is None else token.encode("ascii")
-
-    async def guard(request: Request) -> None:  # async: no thread hop for a header check
-        if expected is None:
-            return
-        scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            raise HTTPException(
-                401, "bearer token required", headers={"WWW-Authenticate": "Bearer"}
-            )
-        # Starlette decodes header bytes as latin-1: encoding back gives the bytes sent.
-        if not hmac.compare_digest(credentials.strip().encode("latin-1"), expected):
-            raise HTTPException(
-                401,
-                "invalid bearer token",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
-
-    return guard
 
 
 def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> FastAPI:
@@ -77,10 +52,12 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     rendered = RenderedMetrics(aggregator.served)
     app.state.rendered = rendered  # the entry point primes it after each cycle
-    protected = [Depends(bearer_guard(settings.auth_token))]
+    access = Access(settings.auth_token, settings.operator_token)
+    protected = [Depends(access.reader_guard())]
     _add_metrics(app, rendered, protected)
     _add_probes(app, aggregator)
     _add_dashboard(app, aggregator, protected)
+    add_admin(app, aggregator, access)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
     def schema() -> JSONResponse:

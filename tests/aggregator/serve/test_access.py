@@ -1,5 +1,6 @@
-"""Bearer token on /metrics and /health/dashboard (--auth-token-file); probes stay open; no
-HTTP admin endpoint; token-file errors are one line and exit 2."""
+"""Bearer token on /metrics and /health/dashboard (--auth-token-file); probes stay open; only
+the operator token changes anything (--operator-token-file); token-file errors are one line and
+exit 2."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]
 
 TOKEN = "tok-7Qx2.v9_Lm~Zr+a/b="  # every b64token character class of RFC 6750
-PROTECTED = ("/metrics", "/health/dashboard", "/health/history")
+PROTECTED = ("/metrics", "/health/dashboard", "/health/history", "/admin/breakers")
 
 
 def _token_file(directory: Path, content: str) -> str:
@@ -128,8 +129,9 @@ def test_the_token_is_compared_in_constant_time(
     assert calls == [(b"nope", TOKEN.encode()), (TOKEN.encode(), TOKEN.encode())]
 
 
-def test_there_is_no_admin_endpoint(guarded: TestClient) -> None:
-    """Breaker commands are a CLI (python -m aggregator breaker ...) only."""
+def test_the_only_routes_that_change_anything_are_the_operators(guarded: TestClient) -> None:
+    """Every route is a GET but the breaker commands' POST, which takes the operator token
+    (tests/aggregator/serve/test_admin.py); nothing else answers a POST."""
     app = guarded.app
     assert isinstance(app, FastAPI)
     api = {
@@ -145,11 +147,17 @@ def test_there_is_no_admin_endpoint(guarded: TestClient) -> None:
         ("/health/dashboard", "GET"),
         ("/health/history", "GET"),
         ("/dashboard", "GET"),
+        ("/admin/breakers", "GET"),
+        ("/admin/breakers/{provider}", "GET"),
+        ("/admin/breakers/{provider}/{action}", "POST"),
     }
     headers = {"Authorization": f"Bearer {TOKEN}"}
     for path in ("/breaker/openrouter/open", "/admin/breaker", "/breaker"):
         assert guarded.post(path, headers=headers).status_code == 404, path
     assert guarded.post("/metrics", headers=headers).status_code == 405
+    assert guarded.post("/admin/breakers", headers=headers).status_code == 405
+    # the scrape token is a reader's: it may not change a breaker
+    assert guarded.post("/admin/breakers/openrouter/open", headers=headers).status_code == 403
 
 
 def test_the_token_file_is_read_from_the_environment_too(tmp_path: Path) -> None:
@@ -212,6 +220,37 @@ def test_the_token_never_appears_in_the_settings_repr() -> None:
         AggregatorSettings(auth_token="a b")
     with pytest.raises(ValueError, match=r"^auth token must be one word of visible ASCII"):
         AggregatorSettings(auth_token="")
+
+
+def test_the_operator_token_file_like_the_auth_tokens(tmp_path: Path) -> None:
+    path = _token_file(tmp_path, " op-Tok-1\n")
+    for argv, env in (
+        (["--operator-token-file", path], {}),
+        ([], {"AGGREGATOR_OPERATOR_TOKEN_FILE": path}),
+    ):
+        assert parse_settings(argv, env=env).operator_token == "op-Tok-1"
+    assert parse_settings([], env={}).operator_token is None
+    with pytest.raises(ValueError) as error:
+        read_token_file(str(tmp_path / "missing"), "operator token")
+    assert str(error.value) == (
+        f"cannot read operator token file {str(tmp_path / 'missing')!r}: No such file or directory"
+    )
+
+
+def test_the_operator_token_is_its_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = AggregatorSettings(auth_token="tok-A-1", operator_token="tok-Op-Repr-77")
+    assert "tok-Op-Repr-77" not in repr(settings)
+    with pytest.raises(ValueError, match=r"^the operator token must differ from the auth token$"):
+        AggregatorSettings(auth_token="same", operator_token="same")
+    with pytest.raises(ValueError, match=r"^operator token must be one word of visible ASCII"):
+        AggregatorSettings(operator_token="a b")
+    same = _token_file(tmp_path, "same")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(["--auth-token-file", same, "--operator-token-file", same], env={})
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "aggregator: error: the operator token must differ from the auth token\n"
+    )
 
 
 # -- the pages: CSP, no third-party scripts, Host ----------------------------------------------

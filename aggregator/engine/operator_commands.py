@@ -1,0 +1,108 @@
+"""The operator's breaker commands against Redis: ``status``, ``open``, ``close``, ``reset``,
+run the same way by ``python -m aggregator breaker`` (``cli.breaker``) and by the HTTP API
+(``serve.admin``): one implementation, two shells that only turn a ``CommandResult`` into their
+own answer.
+
+Read only means read only: the reader is built with ``maintains=False`` (no trimming, no registry
+pruning, whatever the command's window and clock). A change is a compare-and-set on the state
+epoch read (the transition script: it deletes the half-open permits and counts the transition),
+retried a few times while the state keeps changing under it, and registers the provider so the
+forced state is exported. Redis errors are raised to the shell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aggregator.core.operator_actions import (
+    CommandResult,
+    changes_nothing,
+    done_row,
+    forced_state,
+    status_row,
+    transition_counted,
+    unchanged_row,
+)
+from aggregator.engine.reader import WindowReader
+from aggregator.engine.writer import PlannedWrite, StateWriter
+from aggregator.settings import AggregatorSettings
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import Connection
+
+ATTEMPTS = 5
+"""Compare-and-set attempts of a change before it answers ``conflict``."""
+
+
+class BreakerCommands:
+    """The commands on one connection, in one namespace, with one clock (the CLI's: this
+    host's; the HTTP API's: the aggregator's, Redis's). ``where`` names the namespace (and, for
+    the CLI, the Redis) in the messages of what was not found."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        settings: AggregatorSettings,
+        clock: Callable[[], float],
+        where: str,
+    ) -> None:
+        keys = Keys(settings.namespace)
+        self.namespace = settings.namespace
+        self._clock = clock
+        self._where = where
+        self._window = settings.window_seconds
+        self._reader = WindowReader(connection, keys, settings.window_seconds, maintains=False)
+        self._writer = StateWriter(
+            connection,
+            keys,
+            settings.retention_seconds,
+            settings.breaker.half_open_calls,
+            settings.permit_seconds,
+        )
+
+    def status(self, provider: str | None = None) -> CommandResult:
+        """Every registered breaker (or ``provider``'s), sorted by name; ``no_data`` for an
+        empty registry, or a provider neither registered nor holding any key."""
+        now = self._clock()
+        registered = self._reader.registered()
+        if provider is None and not registered:
+            return CommandResult(
+                "no_data", message=f"no data in {self._where}: no provider registered"
+            )
+        if provider is not None and provider not in registered:
+            (found,) = self._reader.inspect(now, [provider], [now - self._window, now])
+            if not found.exists:
+                return CommandResult(
+                    "no_data", message=f"no data for provider {provider!r} in {self._where}"
+                )
+        names = [provider] if provider else sorted(registered)
+        reading = self._reader.read(now, names)
+        rows = tuple(
+            status_row(item.provider, item.breaker, item.transitions) for item in reading.providers
+        )
+        return CommandResult("done", rows)
+
+    def force(self, action: str, provider: str, create: bool) -> CommandResult:
+        """Set the state ``action`` asks for (``open``, ``close``, ``reset``). ``create`` False
+        refuses a provider that is not registered (no traffic seen: a typo must not make a
+        breaker)."""
+        if not create and provider not in self._reader.registered():
+            return CommandResult(
+                "not_registered",
+                message=f"provider {provider!r} is not registered in namespace"
+                f" {self.namespace!r} (no traffic seen)",
+            )
+        for _ in range(ATTEMPTS):
+            now = self._clock()
+            (current,) = self._reader.read(now, [provider]).providers
+            old = current.breaker
+            if changes_nothing(action, old):
+                return CommandResult("unchanged", (unchanged_row(provider, action),))
+            new = forced_state(action, old, now)
+            write = PlannedWrite(provider, old.epoch, new, transition_counted(old, new))
+            # Registered too (an operator forcing a state wants it exported, traffic or not);
+            # the registry write may wait while Redis is out of memory, the breaker's may not.
+            commit = self._writer.begin(fence=None).transitions([write])
+            (result,) = commit.keep_registered([provider], now).send().results
+            if result == 1:
+                return CommandResult("done", (done_row(provider, action, new),))
+        return CommandResult("conflict", message=f"{provider}: state kept changing, try again")
