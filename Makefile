@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REDIS_URL ?= redis://127.0.0.1:6379/0
 export REDIS_URL
 
-.PHONY: install test lint format run demo docs bench bench-quick soak torture clean
+.PHONY: install test test-deps lint format run demo docs bench bench-quick soak torture clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ install: $(BIN)/.installed
 
 test: install
 	$(BIN)/python -m devtools.redis_server -- $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+
+# The client's and the aggregator's tests on the OLDEST and the NEWEST versions of redis-py,
+# prometheus-client, FastAPI, uvicorn (and the rest the extras name) that pyproject.toml allows:
+# one venv each under .venv-matrix/, pinned by devtools/constraints/{oldest,newest}.txt. Not part
+# of `make test` (CI runs it after); ARGS="--only oldest", ARGS="-- -k raw".
+test-deps: install
+	$(BIN)/python -m devtools.dep_matrix $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -75,4 +82,4 @@ torture: install
 	$(BIN)/python -m devtools.torture $(if $(SEED),--seed $(SEED)) --duration $(DURATION) $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-matrix .pytest_cache .mypy_cache .ruff_cache *.egg-info
