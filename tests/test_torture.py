@@ -86,7 +86,7 @@ def _only(verdict: Verdict, invariant: str, *words: str) -> None:
 def test_a_perfect_history_holds_every_invariant() -> None:
     verdict = check(perfect_history())
     assert verdict.violations == {} and verdict.suspended == {}
-    assert len(verdict.held()) == 17
+    assert len(verdict.held()) == 18
 
 
 def test_a_counter_off_by_one_is_a_totals_violation() -> None:
@@ -295,6 +295,29 @@ def test_refusals_not_counted_in_redis() -> None:
     history = perfect_history()
     history.workers[0].allows.append({"p": FLAKY, "allowed": False, "t": T0 + 3.1})
     _only(check(history), "breaker_rejections_counted", "Redis counts 1", "2..2")
+
+
+def _stuck_from(history: History, second: int) -> None:
+    for scrape in history.scrapes:
+        scrape["t0"] = scrape["t1"] = T0 + (scrape["t0"] - T0) * 3  # a scrape every 3 s
+        if scrape["t0"] >= T0 + second:
+            scrape["cycle"], scrape["digest"] = 99.0, "stuck"
+
+
+def test_a_replica_serving_one_snapshot_with_nothing_to_excuse_it() -> None:
+    history = perfect_history()
+    _stuck_from(history, 3)  # cycle 99 from 3 s to 12 s
+    _only(check(history), "snapshots_advance", "served cycle 99 for 9.0 s")
+
+
+def test_a_fault_that_stops_the_cycles_excuses_a_stale_snapshot() -> None:
+    history = perfect_history()
+    _stuck_from(history, 3)
+    history.faults.append(
+        {"kind": "client_pause", "params": {"ms": 3000}, "at": 4, "start": T0 + 4,
+         "end": T0 + 7, "notes": {}}
+    )  # fmt: skip
+    assert check(history).violations == {}
 
 
 def test_a_read_only_command_that_writes() -> None:

@@ -30,11 +30,6 @@ def _run(duration: float, *faults: Fault, cluster: bool = False, workers: int = 
     return verdict
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker's wall-clock step between record() and its batch's offset measurement "
-    "moves those events by the step: the window loses them",
-)
 def test_clock_step_between_record_and_flush() -> None:
     deltas = ((2.0, 600.0), (4.0, -600.0), (6.0, -600.0), (8.0, 600.0))
     steps = [Fault(at, "clock_step", 0.0, {"slot": 0, "delta": delta}) for at, delta in deltas]
@@ -51,3 +46,14 @@ def test_backend_metrics_come_back_after_redis_restarts_empty() -> None:
     verdict = _run(10.0, Fault(3.0, "restart_empty", 1.0, {"signal": "KILL"}))
     missing = [m for m in verdict.violations.get("exported_match", []) if "torture_" in m]
     assert missing == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a cluster slot in migration fails every aggregator cycle (AskError: the read is "
+    "retried on the same node after a layout refresh, never with ASKING) until it ends",
+)
+def test_aggregator_cycles_go_on_while_a_slot_migrates() -> None:
+    stall = Fault(3.0, "reshard", 8.0, {"slot": 0, "flavor": "ok", "stall": True})
+    verdict = _run(14.0, stall, cluster=True)
+    assert "snapshots_advance" not in verdict.violations

@@ -114,6 +114,58 @@ def check_same_cycle(history: History, verdict: Verdict) -> None:
             seen[key] = scrape
 
 
+STALL_LIMIT = 5.0
+"""Seconds a replica may serve one snapshot (1 s cycles) while nothing excuses it."""
+EXCUSES = {
+    "restart_aof": 5.0, "restart_empty": 5.0, "client_pause": 5.0, "leader_stop": 5.0,
+    "kill_aggregator": 5.0, "kill_master": 8.0, "failover": 8.0,
+}  # fmt: skip
+"""Faults that stop every replica's cycles, and for how long after they end (README: a
+failed cycle, a takeover within 2 breaker intervals, a failover detected in about 2 s)."""
+
+
+def _excused(history: History, replica: str) -> list[tuple[float, float]]:
+    windows = []
+    for fault in history.faults:
+        grace = EXCUSES.get(fault["kind"])
+        if grace is None and fault["params"].get("target") == replica:
+            grace = 5.0  # a proxy fault between this replica and Redis
+        if grace is not None:
+            end = float(fault.get("end") or fault["start"])
+            windows.append((float(fault["start"]), end + grace))
+    return windows
+
+
+def _longest_unexcused(low: float, high: float, windows: list[tuple[float, float]]) -> float:
+    longest, at = 0.0, low
+    for start, end in sorted(windows):
+        if end <= at or start >= high:
+            continue
+        longest = max(longest, min(start, high) - at)
+        at = max(at, end)
+    return max(longest, high - at)
+
+
+def check_snapshots_advance(history: History, verdict: Verdict) -> None:
+    """Each replica serves a newer snapshot every few seconds unless a fault stops its cycles
+    (Redis down or paused, the replica stopped, killed, cut off, a master failing over)."""
+    for replica in sorted({s["replica"] for s in history.scrapes}):
+        scrapes = [s for s in history.scrapes if s["replica"] == replica and s.get("cycle")]
+        windows = _excused(history, replica)
+        changed_at, last = None, None
+        for scrape in sorted(scrapes, key=lambda s: s["t0"]):
+            if scrape["cycle"] != last or scrape is scrapes[-1]:
+                if changed_at is not None:
+                    stall = _longest_unexcused(changed_at, scrape["t0"], windows)
+                    if stall > STALL_LIMIT:
+                        verdict.fail(
+                            "snapshots_advance",
+                            f"{replica} served cycle {last:g} for {stall:.1f} s with no fault to "
+                            f"excuse it (until t={scrape['t0'] - history.t0:.1f}s)",
+                        )
+                changed_at, last = float(scrape["t0"]), scrape["cycle"]
+
+
 def _token(lease: str | None) -> int | None:
     if not lease or "|" not in lease:
         return None

@@ -44,6 +44,8 @@ INVARIANTS = {
     "half_open_permits": "at most 5 calls allowed per half-open period, all workers together",
     "breaker_rejections_counted": "every allow() False counted once in Redis "
     "(gatewayz_circuit_breaker_rejected_calls_total)",
+    "snapshots_advance": "every replica serves a newer snapshot within 5 s unless a fault "
+    "stops its cycles (Redis down or paused, the replica stopped or cut off, a failover)",
     "counters_monotonic": "no exported counter goes backwards (per replica)",
     "breaker_authority": "breaker state changes only by the lease holder or an operator; "
     "forced states only by an operator",
@@ -298,4 +300,5 @@ def check(history: History) -> Verdict:
     gate_checks.check_permits(history, verdict, client_checks.redis_troubled)
     _rejections_counted(history, verdict)
     authority.check_same_cycle(history, verdict)
+    authority.check_snapshots_advance(history, verdict)
     return verdict

@@ -77,26 +77,43 @@ def failover(cluster: LocalCluster, tag: str) -> dict[str, Any]:
     return {"master": master, "replica": replica}
 
 
-def migrate_slot(cluster: LocalCluster, tag: str) -> dict[str, Any]:
-    """Move the slot of ``tag``, keys and all, to the next master (what ``redis-cli --cluster
-    reshard`` does for each slot): IMPORTING, MIGRATING, MIGRATE in batches, then NODE on every
-    master."""
-    slot = slot_of(tag)
-    source = cluster.master_of_slot(slot).port
-    ports = masters(cluster)
-    target = next((p for p in ports if p > source), ports[0])
-    if target == source:
-        return {"skipped": "one master"}
-    source_id, target_id = node_id(source), node_id(target)
-    _ask(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-    _ask(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-    moved = 0
-    while keys := _ask(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
-        _ask(source, "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
-        moved += len(keys)
-    for port in [target, source, *(p for p in ports if p not in (source, target))]:
-        _ask(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
-    return {"slot": slot, "from": source, "to": target, "keys": moved}
+class Migration:
+    """One slot moved, keys and all, to the next master (what ``redis-cli --cluster reshard``
+    does for each slot): ``begin()`` marks it IMPORTING and MIGRATING, ``move()`` MIGRATEs keys
+    (clients meet ASK for those moved), ``finish()`` moves the rest and gives the slot to the
+    target on every master. A migration that failed half-way (its target out of memory) is
+    finished later, as ``redis-cli --cluster fix`` would."""
+
+    def __init__(self, cluster: LocalCluster, tag: str) -> None:
+        self.cluster, self.slot = cluster, slot_of(tag)
+        self.source = cluster.master_of_slot(self.slot).port
+        ports = masters(cluster)
+        self.target = next((p for p in ports if p > self.source), ports[0])
+        self.moved = 0
+
+    def notes(self) -> dict[str, Any]:
+        return {"slot": self.slot, "from": self.source, "to": self.target, "keys": self.moved}
+
+    def begin(self) -> bool:
+        if self.target == self.source:
+            return False
+        _ask(self.target, "CLUSTER", "SETSLOT", self.slot, "IMPORTING", node_id(self.source))
+        _ask(self.source, "CLUSTER", "SETSLOT", self.slot, "MIGRATING", node_id(self.target))
+        return True
+
+    def move(self, at_most: int | None = None) -> None:
+        while keys := _ask(self.source, "CLUSTER", "GETKEYSINSLOT", self.slot, at_most or 100):
+            _ask(self.source, "MIGRATE", "127.0.0.1", self.target, "", 0, 5000, "KEYS", *keys)
+            self.moved += len(keys)
+            if at_most is not None:
+                return
+
+    def finish(self) -> None:
+        self.move()
+        target_id = node_id(self.target)
+        others = [p for p in masters(self.cluster) if p not in (self.source, self.target)]
+        for port in [self.target, self.source, *others]:
+            _ask(port, "CLUSTER", "SETSLOT", self.slot, "NODE", target_id)
 
 
 def kill_master(cluster: LocalCluster, tag: str) -> tuple[RedisProcess, list[list[int]]]:

@@ -117,10 +117,12 @@ class Nemesis:
         if heal is None:
             record.end = record.end or time.time()
         else:
-            self._heals.append((record.start + fault.duration, record, heal))
+            after = float(record.notes.pop("heal_after", fault.duration))
+            self._heals.append((record.start + after, record, heal))
         return record
 
     def heal_all(self) -> None:
+        self._each_node(lambda node: node.config_set("maxmemory", 0))  # before other heals
         for _, record, heal in sorted(self._heals, key=lambda h: h[0]):
             self._run_heal(record, heal)
         self._heals.clear()
@@ -368,9 +370,37 @@ class Nemesis:
         assert self.dep.cluster is not None
         record.notes.update(cluster_ops.failover(self.dep.cluster, self._provider(fault)))
 
-    def _reshard(self, fault: Fault, record: FaultRecord) -> None:
+    def _reshard(self, fault: Fault, record: FaultRecord) -> Heal | None:
+        """The slot of a busy provider moved under load; with ``stall``, held half-moved (one
+        key on the target, clients redirected with ASK) for the fault's duration first."""
         assert self.dep.cluster is not None
-        record.notes.update(cluster_ops.migrate_slot(self.dep.cluster, self._provider(fault)))
+        migration = cluster_ops.Migration(self.dep.cluster, self._provider(fault))
+        if not migration.begin():
+            record.notes["skipped"] = "one master"
+            return None
+        try:
+            migration.move(1 if fault.params.get("stall") else None)
+            if not fault.params.get("stall"):
+                migration.finish()
+                record.notes.update(migration.notes())
+                return None
+        except redis.RedisError as exc:  # its target out of memory: finished when healed
+            record.notes["interrupted"] = f"{type(exc).__name__}: {exc}"
+            record.notes["heal_after"] = 5.0
+
+        def finish() -> None:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    migration.finish()
+                    break
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            record.notes.update(migration.notes())
+
+        return finish
 
     def _kill_master(self, fault: Fault, record: FaultRecord) -> Heal:
         cluster = self.dep.cluster

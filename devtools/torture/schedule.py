@@ -138,9 +138,18 @@ SINGLE_ONLY: dict[str, Drawer] = {
     "proxy_drop": _proxy,
     "proxy_cut": _proxy,
 }
+
+
+def _reshard(rng: random.Random, workers: int) -> tuple[float, Params]:
+    _, params = _slot_move(rng, workers)
+    if rng.random() < 0.3:  # a slot held half-moved, as a migration of big keys does
+        return rng.uniform(2.0, 4.0), params | {"stall": True}
+    return 0.0, params
+
+
 CLUSTER_ONLY: dict[str, Drawer] = {
     "failover": _slot_move,
-    "reshard": _slot_move,
+    "reshard": _reshard,
     "kill_master": _master_down,
 }
 BOTH: dict[str, Drawer] = {

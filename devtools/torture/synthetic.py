@@ -131,7 +131,7 @@ def perfect_history(seed: int = 7, calls: int = 400) -> History:
     scrapes = [
         {"replica": r, "generation": 1, "incarnation": 1, "t0": T0 + i, "t1": T0 + i + 0.01,
          "values": {series_name("gatewayz_provider_requests_total", {"outcome": "success",
-         "provider": flaky}): float(i)}}
+         "provider": flaky}): float(i)}, "cycle": float(i + 1), "digest": f"d{i}"}
         for i in range(5) for r in ("a0", "a1")
     ]  # fmt: skip
     status = {
