@@ -66,7 +66,15 @@ def run_one(args: argparse.Namespace, seed: int) -> bool:
         keep=args.keep / str(schedule.seed) if args.keep else None,
     )
     began = time.monotonic()
-    history = run_schedule(schedule, options, log=lambda line: print(line, flush=True))
+    try:
+        history = run_schedule(schedule, options, log=lambda line: print(line, flush=True))
+    except Exception as exc:  # the run could not run (a process that never started...)
+        print(f"seed {schedule.seed}: the run itself failed: {type(exc).__name__}: {exc}")
+        if args.json:
+            with args.json.open("a") as out:
+                error = {"seed": schedule.seed, "ok": False, "error": f"{exc}"}
+                out.write(json.dumps(error) + "\n")
+        return False
     if args.keep:
         print(f"history: {save(history, args.keep)}")
     verdict = check(history)
