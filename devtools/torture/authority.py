@@ -67,6 +67,7 @@ def check_monotonic(history: History, verdict: Verdict) -> None:
         replica, generation = scrape["replica"], scrape["generation"]
         for series, value in scrape["values"].items():
             key = (replica, series)
+            verdict.count("counter values scraped")
             if key in last and value < last[key][0]:
                 _, old_generation, old_t = last[key]
                 name = series.split("{")[0]
@@ -232,7 +233,9 @@ def _judge(
     old, new = before["breakers"][provider], after["breakers"][provider]
     if old.get("epoch", "0") == new.get("epoch", "0"):
         return
+    verdict.count("breaker changes")
     if any(start <= after["t1"] and end >= before["t0"] for start, end in windows):
+        verdict.count("breaker changes by an operator")
         return  # an operator's command ran meanwhile
     at = f"t={after['t1'] - history.t0:.1f}s"
     change = (
@@ -262,6 +265,8 @@ def check_operators(history: History, verdict: Verdict) -> None:
         if sent == [["UNLOGGED"]]:
             verdict.notes.append(f"operator {action}: no command log (rc {run['returncode']})")
             continue
+        verdict.count("operator commands", 1)
+        verdict.count("Redis commands they sent", len(sent))
         writes = [
             command
             for command in sent

@@ -61,6 +61,11 @@ class Verdict:
     violations: dict[str, list[str]] = field(default_factory=dict)
     suspended: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+    """How many things each check judged (a check that judged nothing proves nothing)."""
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.checked[what] = self.checked.get(what, 0) + n
 
     def fail(self, invariant: str, message: str) -> None:
         self.violations.setdefault(invariant, []).append(message)
@@ -129,6 +134,8 @@ def check_accounting(history: History, cases: list[Case], verdict: Verdict) -> N
             f"may exceed the recorded prefix by up to {bound} events (README: one batch per loss)"
         )
     for case in cases:
+        verdict.count("providers accounted")
+        verdict.count("events accounted", case.hi)
         dropped = int(case.ledger.end["stats"]["dropped"]) if case.ledger.end else 0
         for message in accounting.match_totals(case, bound, dropped):
             name = "totals_exact"

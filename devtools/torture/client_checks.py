@@ -120,6 +120,7 @@ def check_flushes(history: History, cases: list[Case], verdict: Verdict) -> None
                 loss = tags.get(provider, total_loss)
                 if case is None or (loss is not None and loss < float(flush["t_read"])):
                     continue
+                verdict.count("true flushes read back")
                 vouched = case.profile.totals(case.profile.prefix(int(flush["n"])))
                 seen = accounting.int_totals({k: str(v) for k, v in raw.items()})
                 short = [n for n in vouched if seen.get(n, 0) < vouched[n]]

@@ -53,6 +53,7 @@ def check_allow(history: History, verdict: Verdict, troubled: Any) -> None:
             states = _states_near(samples, provider, at)
             if not states or troubled(history, at):
                 continue
+            verdict.count("allow() answers judged")
             fits = {"closed", "half_open"} if answer["allowed"] else {"open", "half_open"}
             if not states & fits:
                 wrong[provider] = wrong.get(provider, 0) + 1
@@ -102,6 +103,7 @@ def check_permits(history: History, verdict: Verdict, troubled: Any) -> None:
         times = sorted(float(a["t"]) for a in answers if a["p"] == provider)
         for start, end in half_open_periods(samples, provider):
             inside = [t for t in times if start + PERMIT_LAG <= t <= end]
+            verdict.count("half-open periods")
             if len(inside) > HALF_OPEN_CALLS:
                 verdict.fail(
                     "half_open_permits",

@@ -28,6 +28,7 @@ def summary(history: History, verdict: Verdict) -> dict[str, Any]:
         "unexpected": unexpected,
         "known": {k: [(m, b.name) for m, b in v] for k, v in known.items()},
         "notes": verdict.notes,
+        "checked": verdict.checked,
         "ok": not unexpected,
         "schedule": history.schedule,
     }
@@ -60,6 +61,8 @@ def render(history: History, verdict: Verdict) -> str:
             lines.append(f"      ~ ({known}) {message}")
         if name in verdict.suspended:
             lines.append(f"      - {verdict.suspended[name]}")
+    judged = ", ".join(f"{n:,} {what}" for what, n in verdict.checked.items())
+    lines.append(f"  judged: {judged}")
     for note in verdict.notes[:20]:
         lines.append(f"  note: {note}")
     verdict_line = "OK" if info["ok"] else "FAILED"
