@@ -1,4 +1,5 @@
-"""``GET /health/dashboard``: the response models (the OpenAPI schema) and the status rules.
+"""``GET /health/dashboard``: the status rules and the response built with them (its models, the
+OpenAPI schema: ``dashboard_models``).
 
 The rules are pure functions of one provider's figures in the snapshot (README "Health
 dashboard"):
@@ -16,23 +17,57 @@ an error rate of at most 5 % and a p95 at or below the target, it is at least 0.
 ``overall_status``: ``unknown`` before the first cycle; ``unhealthy`` when at least half of the
 providers (``UNHEALTHY_OFFLINE_SHARE``) are Offline; ``degraded`` when any is Offline or
 Degraded; ``healthy`` otherwise (also with no provider at all).
+
+The response is a superset of the origin gateway's ``HealthDashboardResponse`` (its frontend's
+model: ``system_status``, ``providers[]`` with ``gateway``, ``models[]``, ``uptime_metrics``,
+``last_updated``, ``monitoring_active``); a provider's gateway is itself (the origin's rows name
+the gateway a provider was called through, and here the provider is what is called). A model's
+status is its provider's (Healthy, Degraded, Unhealthy): the aggregator keeps no window per
+model; its figures come from the workers' model metrics (``core.dashboard_figures``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from aggregator.core.dashboard_figures import (
+    ModelFigures,
+    last_incident,
+    model_figures,
+    response_time_ms,
+    system_uptime,
+)
 from aggregator.core.served import ServedState
 from aggregator.core.snapshot import ProviderHealth, Snapshot
+from aggregator.serve.dashboard_models import (
+    DashboardCycleStatus,
+    DashboardResponse,
+    ModelStatus,
+    ModelStatusEntry,
+    OverallStatus,
+    ProviderStatus,
+    ProviderStatusEntry,
+    StatusColor,
+    SystemStatus,
+    UptimeMetrics,
+    UptimeStatus,
+)
 from gatewayz_protocol.breaker_state import CLOSED
 
-ProviderStatus = Literal["Online", "Degraded", "Offline"]
-OverallStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
-StatusColor = Literal["green", "yellow", "red"]
+__all__ = [
+    "DashboardCache",
+    "DashboardCycleStatus",
+    "DashboardResponse",
+    "ProviderStatus",
+    "dashboard",
+    "format_duration",
+    "overall_status",
+    "provider_status",
+    "uptime",
+]
 
 DEGRADED_ERROR_RATE: Final = 0.05
 """A closed breaker's provider is Degraded above this window error rate (0.05 itself: Online)."""
@@ -43,61 +78,18 @@ STATUS_COLORS: Final[dict[ProviderStatus, StatusColor]] = {
     "Degraded": "yellow",
     "Offline": "red",
 }
-
-# -- today's fields -------------------------------------------------------------------------------
-# The snapshot is described by its own dataclasses (``core.schema``): no model copies them.
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DashboardCycleStatus(_Strict):
-    """The aggregator's own cycle status (the fields of ``CycleStatus`` shown since v0.1)."""
-
-    cycles_ok: int
-    cycles_failed: int
-    last_success_at: float | None = Field(description="Unix time of the last successful cycle")
-    last_duration_seconds: float
-    last_error: str | None
-
-
-# -- the gateway frontend's fields ---------------------------------------------------------------
-
-
-class SystemStatus(_Strict):
-    """The whole system, from every provider's status."""
-
-    overall_status: OverallStatus
-    total_providers: int
-    healthy_providers: int = Field(description="providers Online")
-    degraded_providers: int = Field(description="providers Degraded")
-    unhealthy_providers: int = Field(description="providers Offline")
-    last_updated: datetime | None = Field(description="the snapshot's time, UTC; null before it")
-
-
-class ProviderStatusEntry(_Strict):
-    """One provider as the gateway frontend shows it."""
-
-    provider: str
-    status: ProviderStatus
-    status_color: StatusColor
-    uptime: str = Field(description="successes / (successes + failures) in the window: 99.5%")
-    avg_response_time: str | None = Field(
-        description="p95 latency of successful calls in the window (not a mean: the snapshot "
-        "keeps no windowed mean): 450ms, 1.2s; null without any"
-    )
-    last_updated: datetime
-
-
-class DashboardResponse(_Strict):
-    """``GET /health/dashboard``."""
-
-    status: DashboardCycleStatus
-    snapshot: Snapshot | None = Field(description="null before the first cycle")
-    system_status: SystemStatus
-    providers: list[ProviderStatusEntry]
-
+MODEL_STATUS: Final[dict[ProviderStatus, ModelStatus]] = {
+    "Online": "Healthy",
+    "Degraded": "Degraded",
+    "Offline": "Unhealthy",
+}
+UPTIME_STATUS: Final[dict[OverallStatus, UptimeStatus]] = {
+    "healthy": "operational",
+    "degraded": "degraded",
+    "unhealthy": "outage",
+    "unknown": "unknown",
+}
+"""The origin's mapping of the overall status onto a status page's words."""
 
 # -- the rules ------------------------------------------------------------------------------------
 
@@ -151,15 +143,21 @@ def iso_utc(timestamp: float) -> datetime:
 
 
 def provider_entry(
-    health: ProviderHealth, taken_at: datetime, latency_target_s: float
+    health: ProviderHealth,
+    taken_at: datetime,
+    latency_target_s: float,
+    models: Sequence[ModelStatusEntry] = (),
 ) -> ProviderStatusEntry:
-    """One provider's frontend fields."""
+    """One provider's frontend fields (``models``: its model rows)."""
     status = provider_status(health, latency_target_s)
     outcomes = health.window_by_outcome
     return ProviderStatusEntry(
         provider=health.provider,
+        gateway=health.provider,
         status=status,
         status_color=STATUS_COLORS[status],
+        models_count=len(models),
+        healthy_count=sum(model.status == "Healthy" for model in models),
         uptime=uptime(
             outcomes.get("success", 0), outcomes.get("failure", 0), health.breaker.state == CLOSED
         ),
@@ -168,9 +166,29 @@ def provider_entry(
     )
 
 
-def dashboard(served: ServedState, latency_target_s: float) -> DashboardResponse:
+def model_entry(
+    figures: ModelFigures, provider: ProviderStatus, taken_at: datetime
+) -> ModelStatusEntry:
+    """One model's row: its provider's status, its own figures."""
+    status = MODEL_STATUS[provider]
+    return ModelStatusEntry(
+        model_id=figures.model,
+        name=figures.model.rsplit("/", 1)[-1],
+        provider=figures.provider,
+        status=status,
+        status_color=STATUS_COLORS[provider],
+        response_time=format_duration(figures.latency_mean_seconds),
+        uptime=uptime(figures.successes, figures.failures, provider != "Offline"),
+        last_checked=taken_at.strftime("%H:%M:%S"),
+    )
+
+
+def dashboard(
+    served: ServedState, latency_target_s: float, now: float | None = None
+) -> DashboardResponse:
     """The whole response for one served state (today's ``status`` and ``snapshot`` as they
-    were, plus ``system_status`` and ``providers``)."""
+    were, plus the frontend's fields). ``now`` (default: this host's clock) stands for the
+    snapshot's time before there is one."""
     status, snapshot = served.status, served.snapshot
     cycle_status = DashboardCycleStatus(
         cycles_ok=status.cycles_ok,
@@ -179,53 +197,132 @@ def dashboard(served: ServedState, latency_target_s: float) -> DashboardResponse
         last_duration_seconds=status.last_duration_seconds,
         last_error=status.last_error,
     )
-    if snapshot is None:
-        return DashboardResponse(
-            status=cycle_status,
-            snapshot=None,
-            system_status=SystemStatus(
-                overall_status="unknown",
-                total_providers=0,
-                healthy_providers=0,
-                degraded_providers=0,
-                unhealthy_providers=0,
-                last_updated=None,
-            ),
-            providers=[],
-        )
-    return _with_snapshot(cycle_status, snapshot, latency_target_s)
+    if snapshot is not None:
+        return _with_snapshot(cycle_status, snapshot, latency_target_s)
+    answered = iso_utc(time.time() if now is None else now)
+    counts = dict.fromkeys(("total", "healthy", "degraded", "unhealthy"), 0)
+    return DashboardResponse(
+        status=cycle_status,
+        snapshot=None,
+        system_status=_system_status("unknown", counts, counts, None, 0, 0.0),
+        providers=[],
+        models=[],
+        uptime_metrics=UptimeMetrics(
+            status="unknown",
+            uptime_percentage=0.0,
+            response_time_avg=None,
+            last_incident=None,
+            total_requests=0,
+            successful_requests=0,
+            failed_requests=0,
+            error_rate=0.0,
+            last_updated=answered,
+        ),
+        last_updated=answered,
+        monitoring_active=False,
+    )
 
 
 def _with_snapshot(
     cycle_status: DashboardCycleStatus, snapshot: Snapshot, latency_target_s: float
 ) -> DashboardResponse:
     taken_at = iso_utc(snapshot.taken_at)
-    entries = [provider_entry(p, taken_at, latency_target_s) for p in snapshot.providers]
-    statuses = [entry.status for entry in entries]
+    statuses = {p.provider: provider_status(p, latency_target_s) for p in snapshot.providers}
+    models = [
+        model_entry(figures, statuses[figures.provider], taken_at)
+        for figures in model_figures(snapshot.backend, statuses)
+    ]
+    entries = [
+        provider_entry(p, taken_at, latency_target_s, [m for m in models if m.provider == name])
+        for p in snapshot.providers
+        for name in (p.provider,)
+    ]
+    listed = [entry.status for entry in entries]
+    overall = overall_status(listed)
+    providers = _counts(listed, ("Online", "Degraded", "Offline"))
+    by_model = _counts([m.status for m in models], ("Healthy", "Degraded", "Unhealthy"))
+    uptime_metrics = _uptime_metrics(snapshot.providers, overall, taken_at)
+    tracked = sum(p.window_requests > 0 for p in snapshot.providers)
     return DashboardResponse(
         status=cycle_status,
         snapshot=snapshot,
-        system_status=SystemStatus(
-            overall_status=overall_status(statuses),
-            total_providers=len(statuses),
-            healthy_providers=statuses.count("Online"),
-            degraded_providers=statuses.count("Degraded"),
-            unhealthy_providers=statuses.count("Offline"),
-            last_updated=taken_at,
+        system_status=_system_status(
+            overall, providers, by_model, taken_at, tracked, uptime_metrics.uptime_percentage
         ),
         providers=entries,
+        models=models,
+        uptime_metrics=uptime_metrics,
+        last_updated=taken_at,
+        monitoring_active=cycle_status.last_error is None,
+    )
+
+
+def _counts(statuses: Sequence[str], names: tuple[str, str, str]) -> dict[str, int]:
+    """The total, and how many are each of ``names`` (good, middling, bad)."""
+    good, middling, bad = (statuses.count(name) for name in names)
+    return {"total": len(statuses), "healthy": good, "degraded": middling, "unhealthy": bad}
+
+
+def _system_status(
+    overall: OverallStatus,
+    providers: dict[str, int],
+    models: dict[str, int],
+    taken_at: datetime | None,
+    tracked_providers: int,
+    uptime_percentage: float,
+) -> SystemStatus:
+    return SystemStatus(
+        overall_status=overall,
+        total_providers=providers["total"],
+        healthy_providers=providers["healthy"],
+        degraded_providers=providers["degraded"],
+        unhealthy_providers=providers["unhealthy"],
+        last_updated=taken_at,
+        total_models=models["total"],
+        healthy_models=models["healthy"],
+        degraded_models=models["degraded"],
+        unhealthy_models=models["unhealthy"],
+        total_gateways=providers["total"],
+        healthy_gateways=providers["healthy"],
+        tracked_models=models["total"],
+        tracked_providers=tracked_providers,
+        system_uptime=uptime_percentage,
+    )
+
+
+def _uptime_metrics(
+    providers: Sequence[ProviderHealth], overall: OverallStatus, taken_at: datetime
+) -> UptimeMetrics:
+    successes = sum(p.window_by_outcome.get("success", 0) for p in providers)
+    failures = sum(p.window_by_outcome.get("failure", 0) for p in providers)
+    incident = last_incident(providers)
+    return UptimeMetrics(
+        status=UPTIME_STATUS[overall],
+        uptime_percentage=system_uptime(providers),
+        response_time_avg=response_time_ms(providers),
+        last_incident=None if incident is None else iso_utc(incident),
+        total_requests=sum(p.window_requests for p in providers),
+        successful_requests=successes,
+        failed_requests=failures,
+        error_rate=100.0 * failures / (successes + failures) if successes + failures else 0.0,
+        last_updated=taken_at,
     )
 
 
 class DashboardCache:
     """The JSON body of the last served state: a served state is immutable and replaced as a
-    whole, so its body is computed once, by the first request that sees it."""
+    whole, so its body is computed once, by the first request that sees it. Before the first
+    snapshot the body holds the answer's time (``clock``), so it is computed per request."""
 
-    def __init__(self, latency_target_s: float) -> None:
+    def __init__(self, latency_target_s: float, clock: Callable[[], float] = time.time) -> None:
         self._latency_target_s = latency_target_s
+        self._clock = clock
         self._last: tuple[ServedState, bytes] | None = None
 
     def body(self, served: ServedState) -> bytes:
+        if served.snapshot is None:
+            answer = dashboard(served, self._latency_target_s, self._clock())
+            return answer.model_dump_json().encode()
         last = self._last  # one read: another thread may replace it meanwhile
         if last is not None and last[0] is served:
             return last[1]

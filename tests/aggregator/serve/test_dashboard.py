@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -36,6 +37,12 @@ from tests.support.clock import FakeClock
 MakeClient = Callable[..., MetricsClient]
 MakeAggregator = Callable[..., Aggregator]
 TARGET = 2.0
+
+
+def iso(timestamp: float) -> str:
+    """A Unix time as the dashboard writes it (ISO 8601, UTC, ``Z``)."""
+    text = datetime.fromtimestamp(timestamp, tz=UTC).isoformat().replace("+00:00", "Z")
+    return text
 
 
 def _health(
@@ -191,12 +198,19 @@ def test_the_cycle_status_shows_todays_fields() -> None:
 
 
 def test_the_body_is_built_once_per_served_state() -> None:
-    cache = DashboardCache(TARGET)
-    state = ServedState(instance="x")
+    clock = FakeClock()
+    cache = DashboardCache(TARGET, clock)
+    state = ServedState(instance="x", snapshot=Snapshot(taken_at=clock.now, cycle=1))
     body = cache.body(state)
     assert cache.body(state) is body
-    other = cache.body(ServedState(instance="x", status=CycleStatus(cycles_failed=1)))
+    failed = ServedState(instance="x", status=CycleStatus(cycles_failed=1))
+    other = cache.body(failed)
     assert json.loads(other)["status"]["cycles_failed"] == 1
+    # before the first snapshot the answer's time stands for the snapshot's: built per request
+    clock.advance(5)
+    later = json.loads(cache.body(failed))
+    assert later["last_updated"] == "2027-01-15T08:00:05Z"
+    assert later["uptime_metrics"]["last_updated"] == "2027-01-15T08:00:05Z"
 
 
 # -- over a real cycle ---------------------------------------------------------------------------
@@ -236,11 +250,15 @@ def three(
 
 
 def test_before_the_first_cycle_the_status_is_unknown(make_aggregator: MakeAggregator) -> None:
+    before = datetime.now(UTC)
     response = TestClient(create_app(make_aggregator()), base_url="http://127.0.0.1").get(
         "/health/dashboard"
     )
     assert response.status_code == 200
-    assert response.json() == {
+    body = response.json()
+    answered = body.pop("last_updated")
+    assert before <= datetime.fromisoformat(answered) <= datetime.now(UTC)
+    assert body == {
         "status": {
             "cycles_ok": 0,
             "cycles_failed": 0,
@@ -256,8 +274,30 @@ def test_before_the_first_cycle_the_status_is_unknown(make_aggregator: MakeAggre
             "degraded_providers": 0,
             "unhealthy_providers": 0,
             "last_updated": None,
+            "total_models": 0,
+            "healthy_models": 0,
+            "degraded_models": 0,
+            "unhealthy_models": 0,
+            "total_gateways": 0,
+            "healthy_gateways": 0,
+            "tracked_models": 0,
+            "tracked_providers": 0,
+            "system_uptime": 0.0,
         },
         "providers": [],
+        "models": [],
+        "uptime_metrics": {
+            "status": "unknown",
+            "uptime_percentage": 0.0,
+            "response_time_avg": None,
+            "last_incident": None,
+            "total_requests": 0,
+            "successful_requests": 0,
+            "failed_requests": 0,
+            "error_rate": 0.0,
+            "last_updated": answered,
+        },
+        "monitoring_active": False,
     }
 
 
@@ -273,6 +313,8 @@ def test_the_dashboard_json_of_an_online_a_degraded_and_an_offline_provider(
     assert served.snapshot is not None
     assert served.snapshot.taken_at == clock.now == 1_800_000_001.0
     when = "2027-01-15T08:00:01Z"
+    # 40 successes (fast's 20, slow's 20), 25 failures (down's); the 429 in neither
+    window_uptime = 100 * 40 / 65
     assert body["system_status"] == {
         "overall_status": "degraded",  # 1 of 3 Offline: below half
         "total_providers": 3,
@@ -280,33 +322,78 @@ def test_the_dashboard_json_of_an_online_a_degraded_and_an_offline_provider(
         "degraded_providers": 1,
         "unhealthy_providers": 1,
         "last_updated": when,
+        "total_models": 1,
+        "healthy_models": 1,
+        "degraded_models": 0,
+        "unhealthy_models": 0,
+        "total_gateways": 3,
+        "healthy_gateways": 1,
+        "tracked_models": 1,
+        "tracked_providers": 3,
+        "system_uptime": window_uptime,
     }
     assert body["providers"] == [
         {
             "provider": "down",
+            "gateway": "down",
             "status": "Offline",
             "status_color": "red",
+            "models_count": 0,
+            "healthy_count": 0,
             "uptime": "0%",
             "avg_response_time": None,  # no successful call: no p95
             "last_updated": when,
         },
         {
             "provider": "fast",
+            "gateway": "fast",
             "status": "Online",
             "status_color": "green",
+            "models_count": 1,  # model-a, booked through GatewayMetrics
+            "healthy_count": 1,
             "uptime": "100%",  # the 429 is not a failure
             "avg_response_time": "488ms",  # p95 in (0.25, 0.5]: 0.25 + 0.25 * 19 / 20
             "last_updated": when,
         },
         {
             "provider": "slow",
+            "gateway": "slow",
             "status": "Degraded",
             "status_color": "yellow",
+            "models_count": 0,
+            "healthy_count": 0,
             "uptime": "100%",
             "avg_response_time": "2.5s",  # p95 in (2, 2.5]: 2.475
             "last_updated": when,
         },
     ]
+    assert body["models"] == [
+        {
+            "model_id": "model-a",
+            "name": "model-a",
+            "provider": "fast",
+            "status": "Healthy",
+            "status_color": "green",
+            "response_time": "300ms",  # the mean of its one call
+            "uptime": "100%",
+            "last_checked": "08:00:01",
+        }
+    ]
+    down = next(p for p in served.snapshot.providers if p.provider == "down")
+    assert body["uptime_metrics"] == {
+        "status": "degraded",
+        "uptime_percentage": window_uptime,
+        # the p95s (0.4875 s, 2.475 s) weighted by 20 successful calls each, in ms
+        "response_time_avg": 1000 * (0.4875 * 20 + 2.475 * 20) / 40,
+        "last_incident": iso(down.breaker.since),  # down's breaker opened: in progress
+        "total_requests": 66,  # every outcome: 40 + 25 + the 429
+        "successful_requests": 40,
+        "failed_requests": 25,
+        "error_rate": 100 * 25 / 65,
+        "last_updated": when,
+    }
+    assert body["last_updated"] == when
+    assert body["monitoring_active"] is True
     # today's fields, unchanged
     assert body["snapshot"] == json.loads(served.snapshot.to_json())
     as_copied = json.dumps(dataclasses.asdict(served.snapshot), separators=(",", ":"))
@@ -368,6 +455,8 @@ def test_the_published_schema_types_every_known_structure(
         "BackendFamily",
         "SystemStatus",
         "ProviderStatusEntry",
+        "ModelStatusEntry",
+        "UptimeMetrics",
     ):
         assert schemas[name]["additionalProperties"] is False, name
         assert list(_untyped(schemas[name], name)) == []
