@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aggregator.core.operator_actions import ACTIONS, CommandResult, command_error, shown_name
 from aggregator.engine.cycle import Aggregator, breaker_commands
+from aggregator.engine.operator_commands import BreakerCommands
 from aggregator.serve.access import Access
 from aggregator.settings import describe_error
 
@@ -47,7 +48,13 @@ _CREATE_VALUES: Final = {"true": True, "1": True, "false": False, "0": False}
 
 def add_admin(app: FastAPI, aggregator: Aggregator, access: Access) -> None:
     """The ``/admin/breakers`` routes on ``app``."""
-    commands = breaker_commands(aggregator)
+
+    # Built per request: a reader and a writer keep per-instance state (skipped values, op
+    # counts) that nothing would take from a long-lived one, nor guard across threads.
+    def commands() -> BreakerCommands:
+        return breaker_commands(aggregator)
+
+    namespace = aggregator.settings.namespace
     readers = [Depends(access.reader_guard())]
     operators = [Depends(access.operator_guard(_audit_refusal))]
 
@@ -57,7 +64,7 @@ def add_admin(app: FastAPI, aggregator: Aggregator, access: Access) -> None:
         dependencies=readers,
     )
     def breakers() -> JSONResponse:
-        return _answer(_run(lambda: commands.status(None)), commands.namespace)
+        return _answer(_run(lambda: commands().status(None)), namespace)
 
     @app.get(
         "/admin/breakers/{provider}",
@@ -68,7 +75,7 @@ def add_admin(app: FastAPI, aggregator: Aggregator, access: Access) -> None:
         error = command_error("status", provider)
         if error is not None:
             return _error(400, "invalid_provider", error)
-        return _answer(_run(lambda: commands.status(provider)), commands.namespace)
+        return _answer(_run(lambda: commands().status(provider)), namespace)
 
     @app.post(
         "/admin/breakers/{provider}/{action}",
@@ -86,7 +93,7 @@ def add_admin(app: FastAPI, aggregator: Aggregator, access: Access) -> None:
             _audit(request, action, provider, refusal.status_code, "refused: bad input")
             return refusal
         forced = _CREATE_VALUES[(create or "false").lower()]
-        result = await run_in_threadpool(_run, lambda: commands.force(action, provider, forced))
+        result = await run_in_threadpool(_run, lambda: commands().force(action, provider, forced))
         response = _answer(result, None)
         _audit(request, action, provider, response.status_code, _outcome(result))
         return response

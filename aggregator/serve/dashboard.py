@@ -232,10 +232,12 @@ def _with_snapshot(
         model_entry(figures, statuses[figures.provider], taken_at)
         for figures in model_figures(snapshot.backend, statuses)
     ]
+    by_provider: dict[str, list[ModelStatusEntry]] = {}
+    for model in models:
+        by_provider.setdefault(model.provider, []).append(model)
     entries = [
-        provider_entry(p, taken_at, latency_target_s, [m for m in models if m.provider == name])
+        provider_entry(p, taken_at, latency_target_s, by_provider.get(p.provider, ()))
         for p in snapshot.providers
-        for name in (p.provider,)
     ]
     listed = [entry.status for entry in entries]
     overall = overall_status(listed)
