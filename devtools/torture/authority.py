@@ -87,32 +87,46 @@ def check_monotonic(history: History, verdict: Verdict) -> None:
             last[key] = (value, generation, scrape["t1"])
 
 
+SAME_CYCLE_SPAN = 5.0
+"""Seconds within which two replicas serving one snapshot number must serve one snapshot: a
+number seen again much later may be a new one (after Redis lost its counter and every replica
+that knew the old number was restarted, numbering starts again lower)."""
+
+
 def check_same_cycle(history: History, verdict: Verdict) -> None:
-    """Two replicas serving the same snapshot number serve the same provider series (README
-    "Two replicas": identical series from the same cycle)."""
-    losses = _loss_times(history)
-    seen: dict[tuple[int, float], dict[str, Any]] = {}
+    """Two replicas serving the same snapshot number (within ``SAME_CYCLE_SPAN``) serve the same
+    provider series (README "Two replicas": identical series from the same cycle)."""
     served: dict[tuple[str, str], dict[str, float]] = {}
-    for scrape in history.scrapes:
+    recent: dict[float, list[dict[str, Any]]] = {}
+    for scrape in sorted(history.scrapes, key=lambda s: s["t0"]):
         if "served" in scrape:
             served[(scrape["replica"], scrape["digest"])] = scrape["served"]
         if scrape.get("cycle") is None:
             continue
-        epoch = sum(1 for t in losses if t <= scrape["t0"])
-        key = (epoch, float(scrape["cycle"]))
-        first = seen.setdefault(key, scrape)
-        if first["digest"] != scrape["digest"] and first["replica"] != scrape["replica"]:
-            one = served.get((first["replica"], first["digest"]), {})
-            two = served.get((scrape["replica"], scrape["digest"]), {})
-            differ = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
-            example = [(k, one.get(k), two.get(k)) for k in differ[:2]]
-            verdict.fail(
-                "replicas_agree",
-                f"cycle {scrape['cycle']:g}: {first['replica']} and {scrape['replica']} serve "
-                f"different provider series at t={scrape['t1'] - history.t0:.1f}s "
-                f"({len(differ)} differ, e.g. {example})",
-            )
-            seen[key] = scrape
+        near = recent.setdefault(float(scrape["cycle"]), [])
+        near[:] = [s for s in near if scrape["t0"] - s["t0"] <= SAME_CYCLE_SPAN]
+        other = next(
+            (
+                s
+                for s in near
+                if s["replica"] != scrape["replica"] and s["digest"] != scrape["digest"]
+            ),
+            None,
+        )
+        near.append(scrape)
+        if other is None:
+            continue
+        one = served.get((other["replica"], other["digest"]), {})
+        two = served.get((scrape["replica"], scrape["digest"]), {})
+        differ = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
+        example = [(k, one.get(k), two.get(k)) for k in differ[:2]]
+        verdict.fail(
+            "replicas_agree",
+            f"cycle {scrape['cycle']:g}: {other['replica']} and {scrape['replica']} serve "
+            f"different provider series at t={scrape['t1'] - history.t0:.1f}s "
+            f"({len(differ)} differ, e.g. {example})",
+        )
+        near.clear()
 
 
 STALL_LIMIT = 5.0
