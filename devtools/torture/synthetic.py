@@ -78,15 +78,8 @@ def backend_exports(provider: str, calls: int, cost_nanos: int) -> dict[str, flo
     }
 
 
-def perfect_history(seed: int = 7, calls: int = 400) -> History:
-    worker = ledger(seed, calls)
-    flaky = provider_name(0, "flaky")
-    worker.allows = [  # the breaker below: closed until 2 s, then open
-        {"p": flaky, "allowed": True, "t": T0 + 1.0},
-        {"p": flaky, "allowed": False, "t": T0 + 3.0},
-    ]
-    keys = Keys(NAMESPACE)
-    now = T0 + calls / 100 + 5
+def _redis_and_exports(seed: int, calls: int, now: float) -> tuple[Json, dict[str, float]]:
+    """Redis holding every event of the worker, and the counters a replica exports from it."""
     redis: Json = {"now": now, "providers": {}, "backend": {CALLS_METRIC: {}, COST_METRIC: {}}}
     counters: dict[str, float] = {}
     for name, profile in profiles(seed, 0, calls).items():
@@ -107,10 +100,13 @@ def perfect_history(seed: int = 7, calls: int = 400) -> History:
         }
         counters |= exports(name, totals | {"lat_us": totals.get("lat_us", 0)}, sum(window))
         counters |= backend_exports(name, len(profile.events), cost)
-    redis["providers"][flaky]["totals"]["breaker_rejected"] = "1"  # the allow() False below
     redis["client_stats"] = {f"rejected:{c}": str(n) for c, n in rejections(seed, 0, calls).items()}
     for cause, count in rejections(seed, 0, calls).items():
         counters[series_name("gatewayz_client_events_rejected_total", {"reason": cause})] = count
+    return redis, counters
+
+
+def _replicas(counters: dict[str, float], now: float) -> list[Json]:
     gauges = {
         "gatewayz_aggregator_snapshot_timestamp_seconds": now - 1,
         "gatewayz_aggregator_snapshot_cycle": 10.0,
@@ -122,6 +118,12 @@ def perfect_history(seed: int = 7, calls: int = 400) -> History:
         }
         replicas.append({"name": replica, "generation": 1, "alive": True, "readyz": [200, "ok"],
                          "counters": dict(counters), "gauges": gauges | leader})  # fmt: skip
+    return replicas
+
+
+def _samples_and_scrapes(flaky: str) -> tuple[list[Json], list[Json]]:
+    """The lease held by a0 (token 1) throughout, the flaky breaker opened by it at 2 s;
+    a scrape a second of both replicas, a new snapshot each time."""
     samples = [
         {"t0": T0 + i * 0.05, "t1": T0 + i * 0.05 + 0.01, "lease": "a0|1", "pttl": 1400,
          "token": 1, "breakers": {flaky: {"epoch": str(int(i >= 40)), "fence": "1",
@@ -134,6 +136,21 @@ def perfect_history(seed: int = 7, calls: int = 400) -> History:
          "provider": flaky}): float(i)}, "cycle": float(i + 1), "digest": f"d{i}"}
         for i in range(5) for r in ("a0", "a1")
     ]  # fmt: skip
+    return samples, scrapes
+
+
+def perfect_history(seed: int = 7, calls: int = 400) -> History:
+    worker = ledger(seed, calls)
+    flaky = provider_name(0, "flaky")
+    worker.allows = [  # the breaker below: closed until 2 s, then open
+        {"p": flaky, "allowed": True, "t": T0 + 1.0},
+        {"p": flaky, "allowed": False, "t": T0 + 3.0},
+    ]
+    now = T0 + calls / 100 + 5
+    redis, counters = _redis_and_exports(seed, calls, now)
+    redis["providers"][flaky]["totals"]["breaker_rejected"] = "1"  # the allow() False above
+    samples, scrapes = _samples_and_scrapes(flaky)
+    keys = Keys(NAMESPACE)
     status = {
         "action": "status", "provider": None, "argv": ["breaker", "status"], "start": T0 + 1,
         "end": T0 + 2, "returncode": 0, "output": "",
@@ -145,7 +162,7 @@ def perfect_history(seed: int = 7, calls: int = 400) -> History:
         seed=seed, cluster=False, namespace=NAMESPACE, window=300.0, max_batch=2000, t0=T0,
         schedule=Schedule(seed, 10.0, False, ()).to_json(), workers=[worker], faults=[],
         operators=[status], command_flags=flags, samples=samples, scrapes=scrapes,
-        incidents={"workers": 0, "workers_exec": 0}, redis=redis, replicas=replicas,
+        incidents={"workers": 0, "workers_exec": 0}, redis=redis, replicas=_replicas(counters, now),
         quiesced_at=T0 + 10, written_at=T0 + 11, problems=[],
     )  # fmt: skip
 
