@@ -290,8 +290,21 @@ def _rejections_counted(history: History, verdict: Verdict) -> None:
     gate_checks.check_rejections_counted(history, verdict, not killed and not dup_bound(history))
 
 
+def _markers(history: History, verdict: Verdict) -> None:
+    """Cluster only, said not judged: how many writers' fields a slot's ``applied`` marker holds
+    (README: one per writer, kept 7 days; dead writers' stay)."""
+    markers = history.redis.get("markers")
+    if markers:
+        writers = len(history.workers)
+        verdict.notes.append(
+            f"applied markers: at most {max(markers.values())} fields per slot, "
+            f"{writers} writers ran, {sum(w.end is None for w in history.workers)} were killed"
+        )
+
+
 def check(history: History) -> Verdict:
     verdict = Verdict()
+    _markers(history, verdict)
     cases = build_cases(history)
     check_accounting(history, cases, verdict)
     check_exported(history, cases, verdict)
