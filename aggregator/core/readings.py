@@ -81,19 +81,24 @@ def redis_memory(
     errorstats: Mapping[str, object] | None = None,
 ) -> RedisMemory:
     """From INFO's memory, stats and errorstats sections as redis-py parses them."""
-    oom = (errorstats or {}).get("errorstat_OOM")
-    noperm = (errorstats or {}).get("errorstat_NOPERM")
+    errors = errorstats or {}
     return RedisMemory(
         used_bytes=int(str(memory.get("used_memory", 0)))
         - int(str(memory.get("mem_not_counted_for_evict", 0))),
         max_bytes=int(str(memory.get("maxmemory", 0))),
         policy=str(memory.get("maxmemory_policy", "")),
         evicted_keys=int(str(stats.get("evicted_keys", 0))),
-        oom_refusals=int(str(oom.get("count", 0))) if isinstance(oom, Mapping) else 0,
-        permission_refusals=(
-            int(str(noperm.get("count", 0))) if isinstance(noperm, Mapping) else 0
-        ),
+        oom_refusals=_error_count(errors.get("errorstat_OOM")),
+        permission_refusals=_error_count(errors.get("errorstat_NOPERM")),
     )
+
+
+def _error_count(stat: object) -> int:
+    """The ``count`` of an errorstats line: a mapping as redis-py 5.1+ parses it, the text
+    ``count=N`` as redis-py 5.0 leaves it; 0 when absent."""
+    if isinstance(stat, str):
+        stat = dict(part.partition("=")[::2] for part in stat.split(","))
+    return int(str(stat.get("count", 0))) if isinstance(stat, Mapping) else 0
 
 
 def refusing(before: RedisMemory | None, now: RedisMemory | None) -> bool:

@@ -41,6 +41,8 @@ def test_memory_as_info_tells_it() -> None:
     assert redis_memory({}, {}) == RedisMemory(0, 0, "", 0)
     errorstats = {"errorstat_OOM": {"count": 12}, "errorstat_NOPERM": {"count": 5}}
     assert redis_memory({}, {}, errorstats) == RedisMemory(0, 0, "", 0, 12, 5)
+    as_text = {"errorstat_OOM": "count=12", "errorstat_NOPERM": "count=5"}  # redis-py 5.0
+    assert redis_memory({}, {}, as_text) == RedisMemory(0, 0, "", 0, 12, 5)
 
 
 def test_hashes_decode() -> None:
