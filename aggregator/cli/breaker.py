@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import redis
@@ -58,12 +57,13 @@ def run(
     action: str,
     provider: str | None,
     settings: AggregatorSettings,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
     create: bool = True,
 ) -> int:
     """Run ``action``. ``create`` False refuses to force the state of a provider that is not
     registered (the CLI's default: a typo must not create a breaker); callers of this function
-    force on purpose, hence its default."""
+    force on purpose, hence its default. ``clock`` None: Redis's (``TIME``), which the breakers'
+    deadlines are on, whatever this host's clock says."""
     connection = connect(settings.redis_url, socket_timeout=5.0)
     where = f"namespace {settings.namespace!r} on {redact(settings.redis_url)}"
     commands = BreakerCommands(connection, settings, clock, where)

@@ -23,6 +23,7 @@ from aggregator.core.operator_actions import (
     transition_counted,
     unchanged_row,
 )
+from aggregator.engine.clock import CycleClock
 from aggregator.engine.reader import WindowReader
 from aggregator.engine.writer import PlannedWrite, StateWriter
 from aggregator.settings import AggregatorSettings
@@ -34,23 +35,24 @@ ATTEMPTS = 5
 
 
 class BreakerCommands:
-    """The commands on one connection, in one namespace, with one clock (the CLI's: this
-    host's; the HTTP API's: the aggregator's, Redis's). ``where`` names the namespace (and, for
-    the CLI, the Redis) in the messages of what was not found."""
+    """The commands on one connection, in one namespace, on the clock the breakers are on:
+    Redis's (the HTTP API: the aggregator's own measure of it; the CLI, ``clock`` None: measured
+    with ``TIME`` before each read), or an injected one (tests). ``where`` names the namespace
+    (and, for the CLI, the Redis) in the messages of what was not found."""
 
     def __init__(
         self,
         connection: Connection,
         settings: AggregatorSettings,
-        clock: Callable[[], float],
+        clock: Callable[[], float] | None,
         where: str,
     ) -> None:
         keys = Keys(settings.namespace)
         self.namespace = settings.namespace
-        self._clock = clock
         self._where = where
         self._window = settings.window_seconds
         self._reader = WindowReader(connection, keys, settings.window_seconds, maintains=False)
+        self._clock = clock or CycleClock(self._reader.redis_time).measure
         self._writer = StateWriter(
             connection,
             keys,

@@ -95,8 +95,8 @@ def test_status_and_forcing_never_touch_a_window_whatever_the_commands_window_an
     redis_url: str, namespace: str, r: redis.Redis, keys: Keys
 ) -> None:
     """An aggregator serving a 600 s window: calls 400 s old count. ``breaker status`` with the
-    default 300 s window (and ``open`` on a host clock 250 s ahead, which moves its "now")
-    used to trim them away; commands read, they never maintain."""
+    default 300 s window (and ``open`` on a host clock 250 s ahead) used to trim them away;
+    commands read, they never maintain. And they stamp states with Redis's clock."""
     now = float(r.time()[0])
     failures = keys.window_keys("acme")[len(keys.window_keys("acme")) - 3]
     old = {f"old-{i}": now - 400 for i in range(100)}
@@ -126,3 +126,8 @@ def test_status_and_forcing_never_touch_a_window_whatever_the_commands_window_an
     assert ahead.returncode == 0, ahead.stderr
     assert r.zcard(failures) == 105
     assert r.zscore(keys.providers, stale_name) is not None
+    # the state's time is Redis's, which the aggregator and the workers judge it by, not the
+    # host's 250 s ahead (an open breaker's deadline would have been 250 s late)
+    seconds, micros = r.time()
+    since = float(r.hget(keys.breaker("acme"), "since") or 0)
+    assert seconds + micros / 1e6 - 5 < since <= seconds + micros / 1e6
