@@ -12,8 +12,9 @@ from gatewayz_protocol.names import is_valid_provider
 from gatewayz_protocol.partitions import OUTCOME_CODES
 
 Event = tuple[str, float, float, int, int, int, dict[str, str] | None]
-"""(provider, unix time, latency seconds, outcome code, tokens, cost in nano-USD, exemplar
-labels or None)."""
+"""(provider, time on the client's clock, latency seconds, outcome code, tokens, cost in nano-USD,
+exemplar labels or None). The client's clock is the monotonic one (moved onto Redis's by the
+offset measured when the batch is built), or an injected clock taken as the shared one."""
 
 _MAX_CACHED_NAMES = 4096
 MAX_LATENCY_SECONDS = 86_400.0  # a day: longer is a bug, and it must fit Redis's integers

@@ -32,6 +32,9 @@ log = logging.getLogger("gatewayz.metrics.client")
 
 MIN_SPLIT_EVENTS = 64
 """A batch Redis refuses for lack of memory is split in halves down to this size."""
+MAX_RESENDS = 3
+"""How many times increments whose script Redis did not know are sent again (the script loaded
+before each): more means Redis forgets it as fast as it is loaded."""
 
 
 class Sink(Protocol):
@@ -178,9 +181,10 @@ class FlushPass:
         self.drained_version = drained.version
         return drained
 
-    def _deliver(self, batch: Batch, events: list[Event], first_id: int) -> Pass:
+    def _deliver(self, batch: Batch, events: list[Event], first_id: int, rounds: int = 0) -> Pass:
         """Write the batch (of ``events``, named from ``first_id``), retrying while Redis is
-        unreachable or refuses for now; settle it in the ledger whatever happens."""
+        unreachable or refuses for now; settle it in the ledger whatever happens. ``rounds``:
+        how many times its increments were sent again already (``_resend``)."""
         splittable = len(events) >= 2 * MIN_SPLIT_EVENTS
         try:
             report = self._backoff.run(
@@ -192,12 +196,25 @@ class FlushPass:
                 return self._split(batch, events, first_id, exc)
             return self._give_up(batch, exc)
         if report is STOPPED:
-            self._settle(batch, lost=batch.events, cause=SHUTDOWN, notes_lost=True)
+            self._settle(batch, lost=batch.events, cause=SHUTDOWN, notes_lost=True, failed=True)
             return Pass.STOPPED
         if report.errors or report.conflicts:
             self._log_refusals(report)
-        self._settle(batch, lost=report.refused_events, write_error=bool(report.errors))
-        return Pass.WRITTEN
+        lost, error = report.refused_events, bool(report.errors)
+        if report.leftover is None:
+            self._settle(batch, lost=lost, write_error=error, failed=report.increments_refused)
+            return Pass.WRITTEN
+        # The transaction ran, but its increments' script call did nothing (Redis forgot the
+        # script): the batch is done but for them, and they are sent again, on their own.
+        self._settle(batch, lost=lost, write_error=error, pending=True)
+        return self._resend(Batch({}, NO_NOTES, report.leftover, batch.offset), rounds + 1)
+
+    def _resend(self, leftover: Batch, rounds: int) -> Pass:
+        """Deliver what a transaction left undone (with the same retries as a batch), unless
+        Redis forgot the script again each time it was loaded: then it is given up on."""
+        if rounds > MAX_RESENDS:
+            return self._give_up(leftover, redis.ResponseError("NOSCRIPT after every reload"))
+        return self._deliver(leftover, [], 0, rounds)
 
     def _log_refusals(self, report: WriteReport) -> None:
         """What Redis refused of a batch it ran: every time; a conflicting metric declaration:
@@ -250,7 +267,9 @@ class FlushPass:
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
             cause = ERROR
-        self._settle(batch, lost=batch.events, cause=cause, notes_lost=True, write_error=True)
+        self._settle(
+            batch, lost=batch.events, cause=cause, notes_lost=True, write_error=True, failed=True
+        )
         return Pass.WRITTEN
 
     def _settle(
@@ -260,14 +279,19 @@ class FlushPass:
         cause: str = REFUSED,
         notes_lost: bool = False,
         write_error: bool = False,
+        failed: bool = False,
+        pending: bool = False,
     ) -> None:
-        instruments = batch.instruments.version if batch.instruments is not None else 0
+        """``failed``: its backend metric increments did not get there (counted as lost for
+        ``cause``); ``pending``: they are still to be written (a leftover of their own)."""
+        drained = batch.instruments
         self._ledger.settle(
             batch.events,
             batch.notes,
-            instruments,
+            drained.version if drained is not None and not pending else 0,
             lost=lost,
             cause=cause,
             notes_lost=notes_lost,
             write_error=write_error,
+            updates_lost=drained.updates if drained is not None and failed else 0,
         )

@@ -46,7 +46,7 @@ class InstrumentStore:
     ):
         self.lock = threading.Lock()
         self.max_series = max_series_per_metric
-        self.clock = clock
+        self.clock = clock  # the client's: times are moved onto the shared clock when written
         self.on_update = on_update  # starts the flusher; called outside the lock
         self.version = 0  # counts updates: flush() waits for the drained version to reach it
         self.specs: dict[str, MetricSpec] = {}
@@ -231,3 +231,13 @@ class Drained:
     @property
     def empty(self) -> bool:
         return not (self.deltas or self.gauges or self.specs or self.dropped or self.rejected)
+
+    @property
+    def updates(self) -> int:
+        """Counter and histogram updates the deltas add up (what is lost if they are)."""
+        return sum(updates for _, _, updates, _ in self.deltas)
+
+    def increments(self) -> Drained:
+        """Only the counter and histogram increments, of the same version: what is sent again
+        when their script call did nothing (the rest of the batch was applied)."""
+        return Drained(self.deltas, [], [], {}, {}, self.version)

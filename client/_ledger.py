@@ -77,7 +77,9 @@ class Ledger:
         self._log_records_dropped = 0
         self._rejected_total: Counter[str] = Counter()
         self._dropped_total: Counter[str] = Counter()
+        self._updates_dropped: Counter[str] = Counter()  # backend metric updates given up on
         self._write_errors = 0
+        self._losses = 0  # anything given up on: what flush() fails on
         self._causes_seen: set[str] = set()
 
     # -- notes ---------------------------------------------------------------------------------
@@ -148,13 +150,19 @@ class Ledger:
         cause: str = REFUSED,
         notes_lost: bool = False,
         write_error: bool = False,
+        updates_lost: int = 0,
     ) -> None:
         """A batch of ``events`` is done with: written, except ``lost`` of them given up on
         (counted as dropped for ``cause``, to be written with a later batch). ``notes_lost``:
-        its notes did not reach Redis and are noted again for a later batch."""
+        its notes did not reach Redis and are noted again for a later batch. ``write_error``:
+        Redis refused part of it; ``updates_lost``: backend metric updates of it given up on
+        (counted for ``cause``). Either makes a waiting flush() fail, as a drop does."""
         with self._cond:
             if lost:
                 self._drop(lost, cause)
+            if updates_lost:
+                self._updates_dropped[cause] += updates_lost
+            self._losses += bool(updates_lost) + write_error
             if notes_lost:
                 self._rejected.update(notes.rejected)
                 self._breaker_rejected.update(notes.breaker_rejected)
@@ -173,6 +181,7 @@ class Ledger:
     def _drop(self, events: int, cause: str) -> None:
         self._dropped[cause] += events
         self._dropped_total[cause] += events
+        self._losses += 1
         self._version += 1
 
     def _settle_events(self, events: int) -> None:
@@ -183,14 +192,15 @@ class Ledger:
 
     def target(self, buffered: int, instruments_version: int) -> tuple[Mark, int]:
         """What flush() waits for: every event ever buffered settled, every note noted so far
-        and the instrument values of ``instruments_version`` written; and the count of events
-        given up on so far (flush() fails if it grows meanwhile)."""
+        and the instrument values of ``instruments_version`` written; and how many times
+        something was given up on so far (flush() fails if it grows meanwhile)."""
         with self._cond:
-            return Mark(buffered, self._version, instruments_version), self._dropped_total.total()
+            return Mark(buffered, self._version, instruments_version), self._losses
 
-    def wait(self, target: Mark, dropped_before: int, timeout: float) -> bool:
+    def wait(self, target: Mark, losses_before: int, timeout: float) -> bool:
         """Until ``target`` is reached (True) or ``timeout`` seconds pass (False). Also False
-        when events were given up on meanwhile: not everything got there."""
+        when anything was given up on meanwhile (events dropped, a write Redis refused, backend
+        metric updates lost): not everything got there."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self._done.covers(target):
@@ -200,7 +210,7 @@ class Ledger:
                 # In slices: a signal that arrives just before the wait begins is handled
                 # (SIGTERM flushes) within a slice, not only when the whole wait is over.
                 self._cond.wait(min(remaining, _WAIT_SLICE_SECONDS))
-            return self._dropped_total.total() == dropped_before
+            return self._losses == losses_before
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
@@ -208,6 +218,7 @@ class Ledger:
                 "settled": self._done.events,
                 "dropped": self._dropped_total.total(),
                 "dropped_by_cause": dict(self._dropped_total),
+                "metric_updates_dropped": dict(self._updates_dropped),
                 "rejected": dict(self._rejected_total),
                 "write_errors": self._write_errors,
             }

@@ -40,7 +40,7 @@ class MetricWrites:
         """``script``: the registered instruments script (the series cap and the increments,
         applied in Redis); ``gauge_ttl``: how long this writer's gauge values outlive it."""
         self._keys = keys
-        self._script = script
+        self.script = script
         self._retention = retention
         self._max_series = max_series
         self._gauge_ttl = gauge_ttl
@@ -54,13 +54,13 @@ class MetricWrites:
         offset: float,
         ops: Counter[str],
     ) -> list[SpecCheck]:
-        """Queue ``drained``'s writes (gauge times moved by ``offset`` onto the shared clock),
-        counting each Redis operation in ``ops``; returns the HGETs that tell whether Redis
-        holds the same spec as this process."""
+        """Queue ``drained``'s writes (gauge and exemplar times moved by ``offset`` onto the
+        shared clock), counting each Redis operation in ``ops``; returns the HGETs that tell
+        whether Redis holds the same spec as this process."""
         checks = self._queue_specs(plan, drained, ops)
         if drained.deltas:
             self._queue_increments(script_calls, drained, ops)
-        self._queue_exemplars_and_counts(plan, drained, ops)
+        self._queue_exemplars_and_counts(plan, drained, offset, ops)
         if drained.gauges:
             self._queue_gauges(plan, drained, offset, ops)
         return checks
@@ -101,19 +101,19 @@ class MetricWrites:
                 args += [sid, updates, len(fields)]
                 for field_name, amount in fields:
                     args += [field_name, amount]
-        script_calls.queue(self._script, script_keys, args)
+        script_calls.queue(self.script, script_keys, args)
         ops["evalsha"] += 1
 
     def _queue_exemplars_and_counts(
-        self, plan: CommandList, drained: Drained, ops: Counter[str]
+        self, plan: CommandList, drained: Drained, offset: float, ops: Counter[str]
     ) -> None:
         """The latest exemplar per bucket of each series (a series past the cap shows none),
         and the updates dropped past the cap or rejected as invalid, per metric."""
         keys, add = self._keys, plan.execute_command
         by_metric: dict[str, list[FieldT | EncodableT]] = {}
-        for name, sid, bucket, exemplar in drained.exemplars:
+        for name, sid, bucket, (labels, value, at) in drained.exemplars:
             latest = by_metric.setdefault(name, [])
-            latest += [exemplar_field(bucket, sid), encode_exemplar(exemplar)]
+            latest += [exemplar_field(bucket, sid), encode_exemplar((labels, value, at + offset))]
         for name, encoded in by_metric.items():
             add("HSET", keys.metric_exemplars(name), *encoded)
             add("EXPIRE", keys.metric_exemplars(name), self._retention)

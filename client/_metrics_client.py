@@ -63,9 +63,9 @@ class MetricsClient:
         settings: ClientSettings | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        """``clock``: by default the system clock, corrected to Redis's (measured in the
-        background), so every writer's events share one clock; an injected clock is taken as
-        the shared one as it is (tests)."""
+        """``clock``: by default the monotonic clock, corrected to Redis's (measured in the
+        background), so every writer's events share one clock and a step of the host's clock
+        moves none of them; an injected clock is taken as the shared one as it is (tests)."""
         base = settings or ClientSettings()
         overrides: dict[str, Any] = {}
         if redis_url is not None:
@@ -74,7 +74,7 @@ class MetricsClient:
             overrides["namespace"] = namespace
         self.settings = replace(base, **overrides) if overrides else base
         self._keys = Keys(self.settings.namespace)
-        self._clock = clock or time.time
+        self._clock = clock or time.monotonic
         self._shared_clock = clock is None
         self._validator = EventValidator()
         self._instruments = InstrumentStore(
@@ -269,7 +269,8 @@ class MetricsClient:
 
     def stats(self) -> dict[str, Any]:
         """This process's counters: buffered, accepted, settled, dropped, rejected by cause,
-        whether the last write reached Redis, and batches Redis refused (part of)."""
+        whether the last write reached Redis, batches Redis refused (part of), and backend
+        metric updates given up on, by cause."""
         return {
             "buffered": len(self._buffer),
             "accepted": self._buffer.appended,

@@ -12,6 +12,7 @@ import math
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,10 +47,12 @@ class ProcessParts:
         clock: Callable[[], float],
         shared_clock: bool,
     ) -> ProcessParts:
-        """``shared_clock``: ``clock`` is the system clock, to be corrected to Redis's (else it
-        is taken as the shared clock as it is: tests)."""
+        """``shared_clock``: ``clock`` is the monotonic clock, to be corrected to Redis's (the
+        host's wall clock only read for the skew exported); else it is taken as the shared
+        clock as it is (tests)."""
         writer_id = secrets.token_urlsafe(6)
-        corrected = SharedClock(clock) if shared_clock else None
+        corrected = SharedClock(clock, wall=_wall_clock) if shared_clock else None
+        shared_now = corrected.now if corrected is not None else clock
         connection = connect(settings.redis_url, settings.socket_timeout_seconds)
         ledger = Ledger()
         buffer = EventBuffer(settings.max_buffer, ledger.evicted)
@@ -70,11 +73,12 @@ class ProcessParts:
             clock=corrected,
             writer_label=f"{socket.gethostname()}:{os.getpid()}",
             shards=settings.shard_plan,
+            now=shared_now,
         )
         admission = ProviderAdmission(
             RedisRegistry(connection, keys, settings.export_horizon_seconds),
             settings.max_providers,
-            corrected.now if corrected is not None else clock,
+            shared_now,
         )
         flusher = Flusher(
             buffer,
@@ -88,3 +92,8 @@ class ProcessParts:
             clock=corrected,
         )
         return cls(writer_id, ledger, buffer, gate, flusher)
+
+
+def _wall_clock() -> float:
+    """The host's clock, looked up at each call: only read for the skew exported."""
+    return time.time()

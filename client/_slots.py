@@ -7,14 +7,19 @@ records, in that slot's ``applied`` hash, which events (or which batch) this wri
 there. When a node fails, only its slots are sent again; a slot whose outcome is unknown (the
 connection died after the transaction was sent) is first asked whether the marker says it ran.
 Slots known to have run are remembered for the batch and for the halves of a batch split
-because Redis was out of memory (their event ids fall inside the range already applied).
+because Redis was out of memory (their event ids fall inside the range already applied), and so
+are the script calls such a slot ran while its node did not know their script (they did
+nothing: the writer sends them again). Markers carry the time they were written; each writer
+forgets the old ones of a slot (writers gone for good) with a transaction it sends there anyway.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import hiredis
 import redis
@@ -22,9 +27,11 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from client._batch import Batch
+from gatewayz_protocol import scripts
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import pooled_connection
 from gatewayz_transport.routing import Command, command_key, refresh_layout, slot_of
+from gatewayz_transport.scripts import may_run_again, register
 
 _T = TypeVar("_T")
 
@@ -140,6 +147,10 @@ class AppliedSlots:
     unknown: set[int] = field(default_factory=set)
     replies: dict[int, Any] = field(default_factory=dict)
     """Replies of the commands applied on an earlier attempt, by command index."""
+    missing_scripts: set[Command] = field(default_factory=set)
+    """Script calls of a transaction that ran while Redis did not know their script (they did
+    nothing): answered NOSCRIPT wherever the batch, or the half of it that holds them, comes
+    again with their slot already applied, so the writer sends them again."""
 
     def covers(self, slot: int, ids: tuple[int, int]) -> bool:
         return any(lo <= ids[0] and ids[1] <= hi for lo, hi in self.applied.get(slot, ()))
@@ -149,16 +160,26 @@ class AppliedSlots:
         self.unknown.discard(slot)
 
 
-def encode_marker(ids: tuple[int, int]) -> str:
-    return f"r{ids[0]}:{ids[1] - ids[0]}"
+MARKER_LIFETIME_SECONDS: Final = 3600.0
+"""A marker older than this is forgotten (``PRUNE_MARKERS``): a marker is read only by a retry
+whose transaction's reply was lost, seconds later as a rule. A writer that could not ask that
+node again for an hour may apply that slot's part twice (as on one Redis)."""
+PRUNE_EVERY_SECONDS: Final = MARKER_LIFETIME_SECONDS / 4
+"""How often a writer prunes a slot's markers, with a transaction it sends there anyway."""
+
+
+def encode_marker(ids: tuple[int, int], written_at: float) -> str:
+    """``r<first id>:<count>:<unix time>``: what a writer applied in a slot, and when."""
+    return f"r{ids[0]}:{ids[1] - ids[0]}:{int(written_at)}"
 
 
 def decode_marker(raw: Any) -> tuple[int, int] | None:
+    """The ids a marker names (with or without its time: older clients wrote none)."""
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     try:
-        first, count = text[1:].split(":")
+        first, count = text[1:].split(":")[:2]
         return int(first), int(first) + int(count)
     except ValueError:
         return None
@@ -167,14 +188,28 @@ def decode_marker(raw: Any) -> tuple[int, int] | None:
 class ClusterWrites:
     """A writer's batches on a Redis Cluster, each slot's part applied exactly once."""
 
-    def __init__(self, cluster: RedisCluster, keys: Keys, writer_id: str, retention: int):
+    def __init__(
+        self,
+        cluster: RedisCluster,
+        keys: Keys,
+        writer_id: str,
+        retention: int,
+        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        """``now``: the shared clock, the time markers carry."""
         self._cluster = cluster
         self._keys = keys
         self._writer_id = writer_id
         self._retention = retention
+        self._now = now
+        self._monotonic = monotonic
         self._progress = AppliedSlots()
         self._batch: object = None
         self._eventless = 0
+        self._prune = register(cluster, scripts.PRUNE_MARKERS)
+        self._prune_loaded = False
+        self._pruned: dict[int, float] = {}  # slot -> when this writer last pruned it
 
     def write(self, batch: Batch, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands`` (the batch's), errors as exceptions; raises the first
@@ -204,21 +239,64 @@ class ClusterWrites:
                     continue
             pending[slot] = [
                 *(commands[i] for i in indexes),
-                ("HSET", marker, self._writer_id, encode_marker(ids)),
+                ("HSET", marker, self._writer_id, encode_marker(ids, self._now())),
                 ("EXPIRE", marker, self._retention),
+                *self._pruning(slot, marker),
             ]
         failure: BaseException | None = None
         for slot, outcome in run_slot_transactions(self._cluster, pending).items():
             if outcome.applied:
                 progress.record(slot, ids)
-                progress.replies.update(zip(groups[slot], outcome.replies, strict=False))
+                self._take_replies(progress, commands, groups[slot], outcome.replies)
                 continue
             if outcome.unknown:
                 progress.unknown.add(slot)
             failure = failure or outcome.error
         if failure is not None:
             raise failure
-        return [progress.replies.get(index) for index in range(len(commands))]
+        return self._replies(progress, commands)
+
+    def _pruning(self, slot: int, marker: str) -> list[Command]:
+        """The call that forgets the slot's old markers, when this writer is due to prune it."""
+        now = self._monotonic()
+        if now - self._pruned.get(slot, -math.inf) < PRUNE_EVERY_SECONDS:
+            return []
+        if not self._prune_loaded:
+            self._prune.load()  # on every master: a script call in a transaction is by SHA
+            self._prune_loaded = True
+        self._pruned[slot] = now
+        cutoff = int(self._now() - MARKER_LIFETIME_SECONDS)
+        return [("EVALSHA", self._prune.sha, 1, marker, cutoff)]
+
+    def _take_replies(
+        self,
+        progress: AppliedSlots,
+        commands: Sequence[Command],
+        indexes: list[int],
+        got: list[Any],
+    ) -> None:
+        """A slot's transaction ran: its replies, the script calls that did nothing, and
+        whether the pruning met a node that forgot its script (loaded again next time)."""
+        for index, reply in zip(indexes, got, strict=False):
+            progress.replies[index] = reply
+            if _did_nothing(reply):
+                progress.missing_scripts.add(tuple(commands[index]))
+        if any(_did_nothing(reply) for reply in got[len(indexes) + 2 :]):
+            self._prune_loaded = False
+
+    def _replies(self, progress: AppliedSlots, commands: Sequence[Command]) -> list[Any]:
+        """Every command's reply; a script call that did nothing in a slot applied by an
+        earlier attempt (maybe of the batch this one is half of) is answered NOSCRIPT again."""
+        replies: list[Any] = [progress.replies.get(index) for index in range(len(commands))]
+        missing = progress.missing_scripts
+        if missing:
+            for index, reply in enumerate(replies):
+                if reply is None and tuple(commands[index]) in missing:
+                    replies[index] = redis.exceptions.NoScriptError("NOSCRIPT (an earlier attempt)")
+            missing.difference_update(
+                tuple(commands[i]) for i, reply in enumerate(replies) if _did_nothing(reply)
+            )
+        return replies
 
     def _ids(self, batch: Batch) -> tuple[int, int]:
         """The batch's event ids; a batch without events gets a number of its own (below every
@@ -250,6 +328,11 @@ class ClusterWrites:
             ):
                 refresh_layout(self._cluster, exc)
             raise
+
+
+def _did_nothing(reply: Any) -> bool:
+    """A script call's reply saying Redis did not know the script: the call did nothing."""
+    return isinstance(reply, Exception) and may_run_again(reply)
 
 
 def _text(key: Any) -> str:

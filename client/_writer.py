@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
 
 from client._batch import Batch, ProviderBatch
+from client._instruments import Drained
 from client._ledger import Notes
 from client._metric_writes import MetricWrites, SpecCheck
 from client._sharding import ShardPlan
@@ -31,9 +34,14 @@ from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import Connection
 from gatewayz_transport.scripts import ScriptCalls, register
 
-ID_GAP_AFTER_FAILURE = 1 << 24
-"""Ids skipped by the first reservation after a failed one: more than a failover could lose
-(the increments a master acknowledged and did not replicate), 4,096 failovers per id cycle."""
+_T = TypeVar("_T")
+
+ID_GAP_PER_MASTER = 1 << 24
+"""Ids the counter skips once per new master of its slot (a replica promoted, a Redis
+restarted): more than a failover could lose (the increments a master acknowledged and did not
+replicate). A writer asks whether the master changed (``scripts.RESERVE_IDS``) with its first
+reservation and its first after a failed one; the counter jumps once per master, not per writer
+or per failure (out of memory, a timeout): 4,096 failovers per id cycle."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,91 @@ class WriteReport:
     """Every command error of the transaction (empty: all applied)."""
     conflicts: tuple[str, ...] = ()
     """Metrics whose spec in Redis differs from this process's."""
+    increments_refused: bool = False
+    """Redis refused the script call of the batch's counter and histogram increments (an error
+    it would give again: they are lost, and counted)."""
+    leftover: Drained | None = None
+    """The batch's counter and histogram increments, when their script call did nothing because
+    Redis did not know the script (a restart, a failover, ``SCRIPT FLUSH``) while the rest of
+    the transaction ran: to be written again, alone (the script is loaded first)."""
+
+
+class EventIds:
+    """Window member ids, reserved in blocks on the node holding the id counter (the shared
+    clock measured with the same round trip)."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        keys: Keys,
+        retention: int,
+        clock: SharedClock | None,
+        cluster: ClusterWrites | None,
+        ops: Counter[str],
+    ) -> None:
+        """``ops``: the writer's count of Redis operations not yet reported (added to)."""
+        self._keys = keys
+        self._retention = retention
+        self._clock = clock
+        self._single = connection if isinstance(connection, redis.Redis) else None
+        self._cluster = cluster
+        self._ops = ops
+        self._script = register(connection, scripts.RESERVE_IDS)
+        self._check_master = True  # the first reservation, and the first after a failed one
+
+    def reserve(self, count: int) -> int:
+        """The first of ``count`` ids no other writer of the namespace gets (one round trip;
+        raises redis.RedisError)."""
+        try:
+            return self.on_counter_node(lambda node: self._reserve(node, count))
+        except BaseException:
+            # Redis may come back as a promoted replica that missed the last increments: the
+            # next reservation asks whether the master changed (the counter then jumps, once).
+            self._check_master = True
+            raise
+
+    def on_counter_node(self, call: Callable[[redis.Redis], _T]) -> _T:
+        """``call`` with a client of the node holding the id counter."""
+        if self._single is not None:
+            return call(self._single)
+        cluster = self._cluster
+        assert cluster is not None
+        return cluster.refreshing_after_errors(lambda: call(cluster.node_of(self._keys.event_ids)))
+
+    def _reserve(self, connection: redis.Redis, count: int) -> int:
+        start = secrets.randbelow(1 << EVENT_ID_BITS)  # of a counter that is missing
+        if self._check_master:
+            last = self._script(
+                keys=[self._keys.event_ids, self._keys.applied(self._keys.event_ids)],
+                args=[count, start, ID_GAP_PER_MASTER, self._retention],
+                client=connection,
+            )
+            self._check_master = False
+            self._ops["evalsha"] += 1
+            if self._clock is not None:
+                self.measure(connection)
+            return int(last) - count
+        pipe = connection.pipeline(transaction=False)
+        pipe.set(self._keys.event_ids, start, nx=True)
+        pipe.incrby(self._keys.event_ids, count)
+        pipe.expire(self._keys.event_ids, self._retention)
+        pipe.time()  # the shared clock, measured with a round trip made anyway
+        clock = self._clock
+        sent_at = clock.local() if clock is not None else 0.0
+        _, last, _, redis_time = pipe.execute()
+        if clock is not None:
+            clock.observe(redis_time, sent_at, clock.local())
+        self._ops.update({"set": 1, "incrby": 1, "expire": 1, "time": 1})
+        return int(last) - count
+
+    def measure(self, connection: redis.Redis) -> None:
+        """Measure the shared clock against Redis's TIME (one round trip)."""
+        clock = self._clock
+        assert clock is not None
+        sent_at = clock.local()
+        redis_time = connection.time()
+        clock.observe(redis_time, sent_at, clock.local())
+        self._ops["time"] += 1
 
 
 class RedisWriter:
@@ -63,10 +156,12 @@ class RedisWriter:
         clock: SharedClock | None = None,
         writer_label: str = "",
         shards: ShardPlan | None = None,
+        now: Callable[[], float] | None = None,
     ):
-        """``clock``: measured against Redis's TIME with each id reservation, and its offset
+        """``clock``: measured against Redis's TIME with each id reservation, and its skew
         written (under ``writer_label``) with each batch; None: the process's clock is the
-        shared one (tests inject one). ``shards``: providers split over several slots."""
+        shared one (tests inject one). ``now``: the shared time (by default ``clock``'s, or
+        the system clock's). ``shards``: providers split over several slots."""
         self._redis = connection
         self._keys = keys
         self._window_ttl = window_ttl
@@ -85,57 +180,47 @@ class RedisWriter:
         self._cluster: ClusterWrites | None = None
         self._single: redis.Redis | None = None
         if isinstance(connection, RedisCluster):
-            self._cluster = ClusterWrites(connection, keys, writer_id, retention)
+            shared_now = now or (clock.now if clock is not None else time.time)
+            self._cluster = ClusterWrites(connection, keys, writer_id, retention, shared_now)
         else:
             self._single = connection
         self._unreported_ops: Counter[str] = Counter()
-        self._skip_ids = 0
+        self._ids = EventIds(
+            connection, keys, retention, clock, self._cluster, self._unreported_ops
+        )
+        self._script_missing = False  # Redis forgot the instruments script: load it first
 
     def reserve_event_ids(self, count: int) -> int:
         """The first of ``count`` event ids no other writer of the namespace gets (one round
         trip; raises redis.RedisError). A missing counter (new or emptied Redis) starts at a
         random id, so a batch reserved before Redis was emptied and written after it is
         unlikely to reuse ids written since."""
-        try:
-            if self._single is not None:
-                return self._reserve(self._single, count)
-            cluster = self._cluster
-            assert cluster is not None
-            return cluster.refreshing_after_errors(
-                lambda: self._reserve(cluster.node_of(self._keys.event_ids), count)
-            )
-        except BaseException:
-            # Redis may come back as a promoted replica that missed the last increments:
-            # the next block is taken above them (other writers jump too), so no id repeats.
-            self._skip_ids = ID_GAP_AFTER_FAILURE
-            raise
+        return self._ids.reserve(count)
 
-    def _reserve(self, connection: redis.Redis, count: int) -> int:
-        pipe = connection.pipeline(transaction=False)
-        pipe.set(self._keys.event_ids, secrets.randbelow(1 << EVENT_ID_BITS), nx=True)
-        pipe.incrby(self._keys.event_ids, count + self._skip_ids)
-        pipe.expire(self._keys.event_ids, self._retention)
-        pipe.time()  # the shared clock, measured with a round trip made anyway
-        clock = self._clock
-        sent_at = clock.local() if clock is not None else 0.0
-        _, last, _, redis_time = pipe.execute()
-        if clock is not None:
-            clock.observe(redis_time, sent_at, clock.local())
-        self._unreported_ops.update({"set": 1, "incrby": 1, "expire": 1, "time": 1})
-        self._skip_ids = 0
-        return int(last) - count
+    def _ready(self, batch: Batch) -> None:
+        """Before anything of the batch is sent (an error here: nothing was): the instruments
+        script loaded again when Redis forgot it; the shared clock measured when the batch
+        carries times to move onto it (gauges, exemplars) and it never was."""
+        if self._script_missing:
+            self._metrics.script.load()
+            self._script_missing = False
+        drained, clock = batch.instruments, self._clock
+        timed = drained is not None and bool(drained.gauges or drained.exemplars)
+        if timed and clock is not None and not clock.measured:
+            self._ids.on_counter_node(self._ids.measure)
 
     def write(self, batch: Batch) -> WriteReport:
         """Apply the batch in one MULTI/EXEC round trip (on a cluster: one per slot, see
         ``_slots``). Raises redis.RedisError when the transaction did not run (connection lost:
         nothing or everything was applied; EXECABORT: nothing was), else reports what Redis
-        refused of it (Redis runs every other command)."""
+        refused of it (Redis runs every other command) and what is left to send again."""
+        self._ready(batch)
         ops: Counter[str] = Counter()
         plan = CommandList()
         windows = self._queue_providers(plan, batch, ops)
         self._queue_notes(plan, batch.notes, ops)
         if self._clock is not None and self._clock.measured:
-            value = clock_offset_value(self._clock.offset, self._clock.now())
+            value = clock_offset_value(self._clock.skew, self._clock.now())
             plan.execute_command("HSET", self._keys.clock_offsets, self._writer_label, value)
             ops["hset"] += 1
         script_calls = ScriptCalls(plan)  # type: ignore[arg-type]  # queues like a pipeline
@@ -146,14 +231,23 @@ class RedisWriter:
         ops.update(self._unreported_ops)
         for operation, count in ops.items():
             plan.execute_command("HINCRBY", self._keys.redis_ops, operation, count)
-        replies = script_calls.rerun_missing(self._send(batch, plan))
+        replies = self._send(batch, plan)
         self._unreported_ops.clear()
+        leftover = None
+        missing = script_calls.missing(replies)
+        if missing and batch.instruments is not None:
+            self._script_missing = True
+            leftover = batch.instruments.increments()
+            for index in missing:
+                replies[index] = None  # not applied yet: the leftover carries it
         return WriteReport(
+            increments_refused=any(isinstance(replies[i], Exception) for i in script_calls.indexes),
             refused_events=sum(
                 events for index, events in windows.items() if isinstance(replies[index], Exception)
             ),
             errors=tuple(str(reply) for reply in replies if isinstance(reply, Exception)),
             conflicts=tuple(name for index, name, spec in checks if _text(replies[index]) != spec),
+            leftover=leftover,
         )
 
     def _queue_providers(

@@ -105,6 +105,59 @@ end
 return 1
 """
 
+ID_JUMP_FIELD: Final = "~ids"
+"""The field of the ``{shared}`` slot's ``applied`` hash naming the master the id counter last
+jumped on (``RESERVE_IDS``): no writer id starts with ``~``, and ``PRUNE_MARKERS`` keeps it (its
+value, a replication id in hex, is no marker)."""
+
+RESERVE_IDS: Final = f"""
+-- Reserve a block of window member ids, the first time a writer reserves and after it failed to:
+-- the counter jumps ARGV[3] ids once per master of its slot (a replica promoted after a failover,
+-- a restarted Redis: it may have missed the last increments, so ids handed out by the one before
+-- and not replicated must not be handed out again), never once per writer or per failure.
+-- The master is named by its replication id (a new one at every promotion and restart); the
+-- jump's is kept in KEYS[2]. A server whose id cannot be read (INFO denied, not Redis) jumps at
+-- every call, as before. KEYS[1] id counter, KEYS[2] the slot's applied hash; ARGV[1] ids to
+-- reserve, ARGV[2] the start of a missing counter, ARGV[3] the jump, ARGV[4] TTL seconds.
+-- Returns the counter after the reservation.
+redis.call('SET', KEYS[1], ARGV[2], 'NX')
+local info = redis.pcall('INFO', 'replication')
+local master = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or nil
+if master == nil or redis.call('HGET', KEYS[2], '{ID_JUMP_FIELD}') ~= master then
+  redis.call('INCRBY', KEYS[1], ARGV[3])
+  if master ~= nil then
+    redis.call('HSET', KEYS[2], '{ID_JUMP_FIELD}', master)
+    redis.call('EXPIRE', KEYS[2], ARGV[4])
+  end
+end
+local last = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return last
+"""
+
+PRUNE_MARKERS: Final = """
+-- Forget the applied markers of writers gone for good (a Redis Cluster slot's applied hash keeps
+-- one field per writer that ever wrote the slot: with recycled workers it would grow without
+-- bound). A marker 'r<first id>:<count>:<unix time written>' older than ARGV[1], or one without
+-- a time (written by an older client), is deleted; any other field is kept.
+-- KEYS[1] applied hash; ARGV[1] the oldest time kept. Returns how many were forgotten.
+local fields = redis.call('HGETALL', KEYS[1])
+local stale = {}
+for i = 1, #fields, 2 do
+  local value = fields[i + 1]
+  if string.sub(value, 1, 1) == 'r' then
+    local at = string.match(value, '^r%-?%d+:%d+:(%d+)$')
+    if at == nil or tonumber(at) < tonumber(ARGV[1]) then
+      stale[#stale + 1] = fields[i]
+    end
+  end
+end
+for i = 1, #stale, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(stale, i, math.min(i + 999, #stale)))
+end
+return #stale
+"""
+
 PRUNE_GAUGE_WRITERS: Final = """
 -- Forget processes whose gauge values expired (they died): without this, every short-lived
 -- worker would stay in the writers set for the retention period. A process that wrote again

@@ -101,6 +101,22 @@ class ScriptCalls:
         self._calls.append((index, script, keys, args))
         return index
 
+    @property
+    def indexes(self) -> list[int]:
+        """Where the queued calls' replies are, in the pipeline's replies."""
+        return [index for index, _, _, _ in self._calls]
+
+    def missing(self, replies: list[Any]) -> list[int]:
+        """The indexes, in ``replies``, of the calls that did nothing because Redis did not know
+        their script (or could not read its flags): for a caller that sends them again itself,
+        after loading the script, instead of ``rerun_missing()`` (whose run outside the
+        transaction may itself be refused, for memory say, when nothing retries it)."""
+        return [
+            index
+            for index, _, _, _ in self._calls
+            if isinstance(replies[index], Exception) and may_run_again(replies[index])
+        ]
+
     def rerun_missing(self, replies: list[Any]) -> list[Any]:
         """``replies`` (from ``execute(raise_on_error=False)``) with every NOSCRIPT reply
         replaced by the reply of the call run again, or by the error that run met: the

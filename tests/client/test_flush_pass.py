@@ -11,7 +11,7 @@ from client._admission import ProviderAdmission
 from client._batch import Batch
 from client._buffer import EventBuffer
 from client._events import Event
-from client._flush_pass import FlushPass, GaugeRefresh, Pass
+from client._flush_pass import MAX_RESENDS, FlushPass, GaugeRefresh, Pass
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
 from client._metric_types import MetricRegistry
@@ -147,3 +147,55 @@ def test_an_unchanged_gauge_is_written_only_when_the_refresh_is_due() -> None:
         for b in parts.sink.batches
         if b.instruments is not None
     ] == [[("depth", 4.0)], [("depth", 4.0)]]
+
+
+class ForgetfulSink(Sink):
+    """Answers each batch's increments as not applied (Redis did not know their script)
+    ``forgets`` times, as a writer reports it: the rest of the batch was written."""
+
+    def __init__(self, forgets: int, down_after: int | None = None) -> None:
+        super().__init__()
+        self.forgets = forgets
+        self.down_after = down_after
+
+    def write(self, batch: Batch) -> WriteReport:
+        if self.down_after is not None and len(self.batches) >= self.down_after:
+            raise redis.ConnectionError("down")
+        self.batches.append(batch)
+        if self.forgets and batch.instruments is not None and batch.instruments.deltas:
+            self.forgets -= 1
+            return WriteReport(leftover=batch.instruments.increments())
+        return WriteReport()
+
+
+def test_increments_a_transaction_left_undone_are_sent_again_before_the_flush_is_done() -> None:
+    parts = Parts(ForgetfulSink(forgets=1))
+    MetricRegistry(parts.store).counter("jobs", "Jobs", ()).inc(3)
+    parts.record(2)
+    target, losses = parts.ledger.target(2, parts.store.version)
+    assert parts.flush_pass.run() is Pass.WRITTEN
+    whole, leftover = parts.sink.batches
+    assert (whole.events, leftover.events, leftover.providers) == (2, 0, {})
+    assert leftover.instruments is not None and whole.instruments is not None
+    assert leftover.instruments.deltas == whole.instruments.deltas  # only the increments
+    assert (leftover.instruments.gauges, leftover.instruments.specs) == ([], [])
+    assert parts.ledger.wait(target, losses, 0.0) is True
+
+
+def test_increments_left_undone_and_never_delivered_fail_the_flush_and_are_counted() -> None:
+    parts = Parts(ForgetfulSink(forgets=1, down_after=1), stopping=True)  # then Redis is gone
+    MetricRegistry(parts.store).counter("jobs", "Jobs", ()).inc(3)
+    target, losses = parts.ledger.target(0, parts.store.version)
+    assert parts.flush_pass.run() is Pass.STOPPED
+    assert parts.ledger.wait(target, losses, 0.0) is False
+    assert parts.ledger.stats()["metric_updates_dropped"] == {"shutdown": 1}
+
+
+def test_increments_redis_forgets_the_script_of_every_time_are_given_up_on() -> None:
+    parts = Parts(ForgetfulSink(forgets=10))
+    MetricRegistry(parts.store).counter("jobs", "Jobs", ()).inc(3)
+    target, losses = parts.ledger.target(0, parts.store.version)
+    assert parts.flush_pass.run() is Pass.WRITTEN
+    assert len(parts.sink.batches) == 1 + MAX_RESENDS  # the batch, then each resend
+    assert parts.ledger.wait(target, losses, 0.0) is False
+    assert parts.ledger.stats()["metric_updates_dropped"] == {"refused": 1}

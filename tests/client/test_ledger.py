@@ -60,3 +60,19 @@ def test_notes_that_did_not_reach_redis_are_noted_again() -> None:
     assert (again.rejected, again.breaker_rejected) == (notes.rejected, notes.breaker_rejected)
     ledger.settle(0, again, 0)
     assert ledger.wait(target, dropped, 0.0) is True
+
+
+def test_a_write_redis_refused_or_updates_lost_fail_the_flush_that_waited() -> None:
+    # every write of a batch must get there: a refused totals or gauge write drops no event,
+    # lost backend metric updates neither; flush() says False all the same
+    ledger = Ledger()
+    target, losses = ledger.target(buffered=3, instruments_version=0)
+    ledger.settle(3, ledger.take_notes(), 0, write_error=True)
+    assert ledger.wait(target, losses, 0.0) is False
+    assert ledger.stats()["dropped"] == 0
+    target, losses = ledger.target(buffered=3, instruments_version=4)
+    ledger.settle(0, ledger.take_notes(), 4, cause="shutdown", updates_lost=12)
+    assert ledger.wait(target, losses, 0.0) is False
+    assert ledger.stats()["metric_updates_dropped"] == {"shutdown": 12}
+    target, losses = ledger.target(buffered=3, instruments_version=4)
+    assert ledger.wait(target, losses, 0.0) is True  # nothing given up on since

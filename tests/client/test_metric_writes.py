@@ -95,13 +95,15 @@ def test_every_increment_goes_in_one_script_call_under_the_series_cap() -> None:
 
 
 def test_exemplars_and_the_updates_dropped_or_rejected_are_written_per_metric() -> None:
-    exemplar = ({"trace_id": "ab"}, 0.5, 1_800_000_000.25)
+    # the exemplar's time on the client's (monotonic) clock, moved onto the shared one
+    exemplar = ({"trace_id": "ab"}, 0.5, 1_000.25)
     commands, _, ops, _ = queue(
         drained(
             exemplars=[("lat", "s3", 2, exemplar)],
             dropped={"jobs": 4},
             rejected={"jobs": 1, "lat": 2},
-        )
+        ),
+        offset=1_799_999_000.0,
     )
     assert commands == [
         ("HSET", KEYS.metric_exemplars("lat"), "2:s3",

@@ -26,6 +26,7 @@ from gatewayz_protocol.fields import (
     HISTOGRAM_FIELDS,
     LATENCY_SUM_FIELD,
     TOKENS_FIELD,
+    decode_gauges,
 )
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import PROVIDER_NAME_RE
@@ -211,6 +212,62 @@ def test_forked_child_does_not_resend_parent_events(
     totals = _hash(r, keys.totals("openrouter"))
     assert totals["n:success"] == 15
     assert totals["lat_us"] == 10 * 100_000 + 5 * 200_000
+
+
+def _scores(r: redis.Redis, keys: Keys, provider: str) -> list[float]:
+    return [
+        score
+        for key in keys.window_keys(provider)
+        for _, score in r.zrange(key, 0, -1, withscores=True)
+    ]
+
+
+@pytest.mark.parametrize("step", [600.0, -600.0])
+def test_a_clock_step_between_record_and_flush_moves_no_event(
+    make_client: MakeClient,
+    r: redis.Redis,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+    step: float,
+) -> None:
+    # Before: events carried the wall clock, moved onto Redis's by the offset measured at flush
+    # time, after the step: +600 s scored them 600 s in the past (trimmed, never counted),
+    # -600 s 600 s in the future (counted late, and for too long).
+    real, stepped = time.time, [0.0]
+    monkeypatch.setattr(time, "time", lambda: real() + stepped[0])  # the host's clock
+    metrics = make_client(flush_interval_seconds=30.0)  # the events stay buffered meanwhile
+    metrics.record("stepped", 0.1)
+    assert metrics.flush(timeout=5)  # the offset measured once
+    for _ in range(100):
+        metrics.record("stepped", 0.1)
+    stepped[0] = step  # stepped (NTP, an operator, a VM resumed) with 100 events buffered
+    assert metrics.flush(timeout=5)
+    redis_now = float(r.time()[0])
+    scores = _scores(r, keys, "stepped")
+    assert len(scores) == 101
+    assert all(redis_now - 10 < score <= redis_now + 1 for score in scores)
+    (skew,) = [float(v.split(b"|")[0]) for v in r.hgetall(keys.clock_offsets).values()]
+    assert skew == pytest.approx(-step, abs=1.0)  # what the host's clock is off by, exported
+
+
+def test_a_gauge_set_before_the_first_measurement_is_on_redis_clock(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host 20 s ahead whose first batch is a gauge: before, no id reservation measured the
+    # offset, and the gauge carried the host's clock: "latest" won for 20 s over later updates.
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 20.0)
+    metrics = make_client()
+    metrics.gauge("depth", "Depth", combine="latest").set(3)
+    assert metrics.flush(timeout=5)
+    redis_now = float(r.time()[0]) + r.time()[1] / 1e6
+    ((writer, newest),) = r.zrange(keys.gauge_writers, 0, -1, withscores=True)
+    assert redis_now - 5 < newest <= redis_now + 0.5
+    ((_, value, updated_at),) = decode_gauges(
+        {k.decode(): v.decode() for k, v in r.hgetall(keys.gauge_values(writer.decode())).items()},
+        "depth",
+    )
+    assert value == 3 and redis_now - 5 < updated_at <= redis_now + 0.5
 
 
 # -- properties of record(): strategies --------------------------------------------------------

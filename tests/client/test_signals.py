@@ -357,12 +357,14 @@ def test_a_collected_client_puts_back_the_handler_and_a_new_one_installs_again(
         print("again", handler_is(shutdown._on_sigterm), flush=True)
         for _ in range(1000):
             metrics.record("openrouter", 0.1)
+        print("recorded", flush=True)
         time.sleep(60)
         """,
     )
     workers.append(worker)
     assert worker.expect("collected") == "collected True"
     assert worker.expect("again") == "again True"
+    worker.expect("recorded")  # a signal inside record() waits for nothing recorded after it
     status, _ = worker.terminate()
     assert status == -signal.SIGTERM
     assert _count(r, namespace, "openrouter") == 1000  # flushed by the handler installed again

@@ -3,6 +3,7 @@ part never applied twice when a node fails, its reply is lost, or the batch is s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,10 +12,11 @@ import redis
 from redis.crc import key_slot
 
 import client._slots as slots
+from client import ClientSettings, MetricsClient
 from client._batch import Batch, build_batch
 from client._events import Event
 from client._ledger import NO_NOTES
-from client._slots import SlotOutcome
+from client._slots import MARKER_LIFETIME_SECONDS, PRUNE_EVERY_SECONDS, SlotOutcome
 from client._writer import RedisWriter
 from devtools.redis_cluster import LocalCluster
 from gatewayz_protocol.keys import Keys
@@ -209,3 +211,100 @@ def test_the_halves_of_a_split_batch_skip_the_slots_the_whole_batch_reached(
     writer.write(build_batch(events(3), 20_000 + len(all_events), NO_NOTES))
     for provider in PROVIDERS:
         assert window_events(r, cluster_keys, provider) == 33
+
+
+def _node(cluster: redis.Redis, key: str) -> redis.Redis:
+    """A plain client of the node serving ``key``'s slot."""
+    node = cluster.get_node_from_key(key)  # type: ignore[attr-defined]
+    return redis.Redis(host=node.host, port=node.port)
+
+
+def test_a_split_batch_keeps_the_increments_a_forgetful_node_did_not_apply(
+    redis_cluster: LocalCluster, cluster_keys: Keys
+) -> None:
+    # The {metrics} node forgot its scripts (a failover) while a provider's node is at
+    # maxmemory: the {metrics} slot's transaction ran with its increments' call answered
+    # NOSCRIPT, the provider's was refused, and the batch was split. Before: the halves skipped
+    # the slot already applied and dropped the NOSCRIPT reply with it: the counter lost them,
+    # flush() True, no log line.
+    cluster = open_redis(redis_cluster.url)
+    shared = cluster.get_node_from_key(cluster_keys.event_ids).name  # type: ignore[attr-defined]
+    metrics_node = cluster.get_node_from_key(cluster_keys.metric_schema).name  # type: ignore[attr-defined]
+    provider = next(
+        name
+        for name in (f"p{i}" for i in range(1000))
+        if cluster.get_node_from_key(cluster_keys.totals(name)).name  # type: ignore[attr-defined]
+        not in (shared, metrics_node)
+    )
+    full, forgetful = (
+        _node(cluster, cluster_keys.totals(provider)),
+        _node(cluster, cluster_keys.metric_schema),
+    )
+    settings = ClientSettings(
+        redis_url=redis_cluster.url,
+        namespace=cluster_keys.namespace,
+        flush_interval_seconds=30.0,
+        backoff_initial_seconds=0.01,
+        backoff_max_seconds=0.05,
+    )
+    client = MetricsClient(settings=settings)
+    calls = client.counter("calls_total", "Calls")
+    try:
+        calls.inc()
+        client.record(provider, 0.2, status_code=200)
+        assert client.flush(timeout=5)
+        forgetful.script_flush()
+        full.config_set("maxmemory", 1)
+        for _ in range(200):  # enough to be split
+            calls.inc()
+            client.record(provider, 0.2, status_code=200)
+        assert client.flush(timeout=1.5) is False
+        full.config_set("maxmemory", 0)
+        assert client.flush(timeout=10) is True
+        assert cluster.hget(cluster_keys.metric_data("calls"), "i:[]") == b"201"
+        assert window_events(cluster, cluster_keys, provider) == 201
+        assert client.stats()["dropped"] == 0
+    finally:
+        full.config_set("maxmemory", 0)
+        client.close(timeout=2)
+        for node in (full, forgetful):
+            node.close()
+
+
+def test_markers_carry_their_time_and_dead_writers_markers_are_forgotten(
+    writer: RedisWriter, redis_cluster: LocalCluster, cluster_keys: Keys
+) -> None:
+    # Before: every writer that ever wrote a slot kept a field in its applied hash, whose TTL
+    # each live writer refreshed: with recycled workers it grew without bound.
+    r = open_redis(redis_cluster.url)
+    marker = cluster_keys.applied(cluster_keys.totals("alpha"))
+    now = time.time()
+    r.hset(
+        marker,
+        mapping={
+            "recycled": f"r100:5:{int(now - MARKER_LIFETIME_SECONDS - 60)}",
+            "older-client": "r200:5",  # a marker without its time: forgotten too
+            "live": f"r300:5:{int(now - 60)}",
+            "~ids": "8c1f" * 10,  # not a marker (the id counter's master): kept
+        },
+    )
+    writer.write(build_batch(events(3), 1000, NO_NOTES))
+    fields = {k.decode(): v.decode() for k, v in r.hgetall(marker).items()}
+    assert set(fields) == {"live", "~ids", "w1"}
+    first, count, written_at = fields["w1"][1:].split(":")
+    assert (int(first), int(count)) == (1000, 12)
+    assert now - 5 <= int(written_at) <= time.time() + 1
+    assert slots.decode_marker(fields["w1"]) == (1000, 1012)
+    assert slots.decode_marker("r200:5") == (200, 205)  # an older client's, still understood
+
+    # pruned with a transaction sent there anyway, at most every PRUNE_EVERY_SECONDS per slot
+    r.hset(marker, "recycled", f"r100:5:{int(now - MARKER_LIFETIME_SECONDS - 60)}")
+    writer.write(build_batch(events(3), 2000, NO_NOTES))
+    assert r.hexists(marker, "recycled")
+    cluster_writes = writer._cluster  # its clock: the next pruning is due
+    assert cluster_writes is not None
+    monotonic = time.monotonic() + PRUNE_EVERY_SECONDS
+    cluster_writes._monotonic = lambda: monotonic
+    writer.write(build_batch(events(3), 3000, NO_NOTES))
+    assert not r.hexists(marker, "recycled")
+    assert {k.decode() for k in r.hkeys(marker)} == {"live", "~ids", "w1"}

@@ -137,3 +137,23 @@ def test_a_rerun_that_fails_is_its_reply_not_raised(private_redis: redis.Redis) 
     assert not isinstance(replies[0], redis.exceptions.NoScriptError)
     assert str(replies[0]) == "boom"
     assert replies[1] is True
+
+
+def test_the_calls_redis_did_not_know_are_named_for_a_caller_that_sends_them_again(
+    private_redis: redis.Redis,
+) -> None:
+    # A caller that must retry them (a re-run refused for memory is not a loss) sends them
+    # itself, after loading: ``missing()`` names them and runs nothing.
+    connection = connect(_url(private_redis), socket_timeout=2.0)
+    script, failing = register(connection, INCR), register(connection, FAILS)
+    failing.load()
+    pipe = connection.pipeline(transaction=True)
+    calls = ScriptCalls(pipe)
+    calls.queue(script, ["k"], [])
+    pipe.set("a", "answer: near '#'")  # a reply that is no error is never a missing call
+    calls.queue(failing, [], [])
+    replies = pipe.execute(raise_on_error=False)
+    assert calls.indexes == [0, 2]
+    assert calls.missing(replies) == [0]  # the failing one ran (and failed): not missing
+    assert calls.missing([b"near '#'", True, 1]) == []
+    assert private_redis.get("k") is None  # nothing run again
