@@ -121,7 +121,7 @@ def test_names_that_could_steer_keys_are_rejected_and_write_nothing(
 
     ns = re.escape(keys.namespace)
     allowed = re.compile(
-        rf"{ns}:(\{{shared\}}:(providers|event_ids|stats:clients|stats:redis_ops)"
+        rf"{ns}:(\{{shared\}}:(providers|event_ids|applied|stats:clients|stats:redis_ops)"
         rf"|\{{leader\}}:(lease|token|cycle|snapshot)"
         # (its breaker hash holds the fencing token the leader raised as it took over)
         rf"|\{{openrouter\}}:(w:ok:\d+|w:fail|w:rl|w:ce|totals|breaker))"
