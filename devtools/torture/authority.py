@@ -34,13 +34,13 @@ SCRIPTS = frozenset({"EVAL", "EVALSHA", "FCALL"})
 
 
 def _loss_times(history: History) -> list[float]:
-    """When Redis may have begun to lose data (killed before an empty restart, a cluster master
-    killed): samples and scrapes after it belong to what came after."""
+    """When Redis lost data: an empty restart began (a restart with AOF in the meantime may
+    have brought everything back until then), a cluster master was killed."""
     times = []
     for fault in history.faults:
         notes = fault.get("notes", {})
         if notes.get("data_loss"):
-            times.append(float(notes.get("killed_at", fault["start"])))
+            times.append(float(notes.get("emptied_at", notes.get("killed_at", fault["start"]))))
     return sorted(times)
 
 
@@ -95,16 +95,30 @@ that knew the old number was restarted, numbering starts again lower)."""
 
 def check_same_cycle(history: History, verdict: Verdict) -> None:
     """Two replicas serving the same snapshot number (within ``SAME_CYCLE_SPAN``) serve the same
-    provider series (README "Two replicas": identical series from the same cycle)."""
+    provider series (README "Two replicas": identical series from the same cycle). A snapshot a
+    replica began serving before Redis lost its data is left out after the loss: the lost cycle
+    counter restarts above the number the new leader knew, which may be one still served."""
+    losses = _loss_times(history)
     served: dict[tuple[str, str], dict[str, float]] = {}
+    serving_since: dict[str, tuple[float, float]] = {}
     recent: dict[float, list[dict[str, Any]]] = {}
     for scrape in sorted(history.scrapes, key=lambda s: s["t0"]):
         if "served" in scrape:
             served[(scrape["replica"], scrape["digest"])] = scrape["served"]
         if scrape.get("cycle") is None:
             continue
+        since = serving_since.get(scrape["replica"])
+        if since is None or since[0] != scrape["cycle"]:
+            since = serving_since[scrape["replica"]] = (scrape["cycle"], float(scrape["t0"]))
+        if any(since[1] < t <= scrape["t0"] for t in losses):
+            continue
         near = recent.setdefault(float(scrape["cycle"]), [])
-        near[:] = [s for s in near if scrape["t0"] - s["t0"] <= SAME_CYCLE_SPAN]
+        near[:] = [
+            s
+            for s in near
+            if scrape["t0"] - s["t0"] <= SAME_CYCLE_SPAN
+            and not any(s["t0"] < t <= scrape["t0"] for t in losses)
+        ]
         other = next(
             (
                 s
@@ -195,8 +209,8 @@ def _segments(history: History) -> Iterator[list[dict[str, Any]]]:
     losses = _loss_times(history)
     samples = sorted((s for s in history.samples if "error" not in s), key=lambda s: s["t0"])
     bounds = [-math.inf, *losses, math.inf]
-    for low, high in itertools.pairwise(bounds):
-        yield [s for s in samples if low <= s["t0"] < high]
+    for low, high in itertools.pairwise(bounds):  # a sample read across a loss belongs to none
+        yield [s for s in samples if low <= s["t0"] and s["t1"] < high]
 
 
 def lease_over(samples: list[dict[str, Any]], token: int) -> float | None:

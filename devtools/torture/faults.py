@@ -139,6 +139,8 @@ class RedisFaults(FaultContext):
 
         def restart() -> None:
             began = time.time()
+            if not keep:  # what Redis held until now (an AOF restart meanwhile too) is gone
+                record.notes["emptied_at"] = began
             server.start(keep=keep)
             record.notes["restarted_at"] = time.time()
             record.notes["start_seconds"] = round(time.time() - began, 3)
