@@ -320,7 +320,6 @@ WEIRD_NAMES = (
     "openrouter}",
     "{openrouter}",
     "a" * 65,
-    "a" * 100_000,
     "\x00",
     "a\x00b",
     "\ud800",
@@ -345,6 +344,7 @@ ANYTHING = st.one_of(
 )
 PROVIDERS = st.one_of(
     st.sampled_from(WEIRD_NAMES),
+    st.just(100_000).map(lambda n: "a" * n),  # built, so the strategy's repr stays short
     st.from_regex(PROVIDER_NAME_RE, fullmatch=True),
     st.text(max_size=80),
     st.text(st.characters(codec=None, categories=["Cs", "Lu", "Nd", "Po"]), max_size=10),
@@ -392,6 +392,8 @@ def _record_time_rejections(stats: dict[str, Any]) -> int:
 # -- record(): never raises, never blocks, every call is counted once --------------------------
 
 
+# The flusher thread (redis-py's retry jitter) uses the random module while examples are drawn.
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 def test_record_never_raises_never_blocks_and_counts_every_call(
     make_client: MakeClient, clock: FakeClock
 ) -> None:
