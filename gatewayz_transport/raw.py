@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-
 from gatewayz_transport.connection import Connection
-from gatewayz_transport.routing import Command, execute_routed
+from gatewayz_transport.routing import Command, execute_routed, read_raw
 
 
 def execute_raw(connection: Connection, commands: Sequence[Command]) -> list[Any]:
@@ -18,20 +16,7 @@ def execute_raw(connection: Connection, commands: Sequence[Command]) -> list[Any
     aggregator's hot read, tens of thousands of ZCOUNTs a cycle, at about a third of
     redis-py's pipeline cost per command. One buffer per server; on a cluster routed per node
     (``routing``)."""
-    return execute_routed(connection, commands, _read_raw)
-
-
-def _read_raw(client: redis.Redis, connection: Any, indexes: list[int]) -> list[Any]:
-    """The replies as the connection's parser returns them (hiredis's, with ``redis[hiredis]``),
-    through redis-py's public ``Connection.read_response``: no command's reply callback."""
-    replies: list[Any] = []
-    append, read = replies.append, connection.read_response
-    for _ in indexes:
-        try:
-            append(read())
-        except redis.ResponseError as exc:
-            append(exc)
-    return replies
+    return execute_routed(connection, commands, read_raw)
 
 
 def as_dict(raw: Any) -> dict[bytes, bytes]:

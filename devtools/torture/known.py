@@ -44,15 +44,6 @@ KNOWN: tuple[KnownBreak, ...] = (
         "({metrics}:schema) are written once per process, data with every flush",
         "tests/test_torture_findings.py::test_backend_metrics_come_back_after_redis_restarts_empty",
     ),
-    KnownBreak(
-        "aggregator-reads-fail-during-slot-migration",
-        frozenset({"snapshots_advance"}),
-        frozenset({"reshard"}),
-        r"served cycle",
-        "a cluster slot in migration fails every aggregator cycle with AskError (a redirected "
-        "read is sent again to the same node, never with ASKING) until the migration ends",
-        "tests/test_torture_findings.py::test_aggregator_cycles_go_on_while_a_slot_migrates",
-    ),
 )
 
 
