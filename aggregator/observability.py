@@ -9,12 +9,14 @@ import os
 
 import gatewayz_telemetry
 from aggregator.settings import AggregatorSettings
+from gatewayz_protocol.options import read
+from gatewayz_telemetry.settings import OTLP_ENDPOINT
 
 SERVICE_NAME = "gatewayz-aggregator"
 
 
 def configure_logging(settings: AggregatorSettings) -> None:
-    """stderr always; Loki when ``--loki-url``/``LOKI_URL`` is set, through ``telemetry``'s
+    """stderr always; Loki when ``--loki-url``/``GATEWAYZ_LOKI_URL`` is set, through ``telemetry``'s
     bounded queue and background sender, so a slow or down Loki never holds a cycle or a
     scrape (the synchronous handler used before did one POST per record, with no timeout).
     The same call exports the cycle spans over OTLP/HTTP when ``--otlp-endpoint`` or the
@@ -27,8 +29,9 @@ def configure_logging(settings: AggregatorSettings) -> None:
     )
     # APScheduler logs every job run at INFO: one line per cycle says nothing the metrics don't.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # The label variables (LOKI_APP, LOKI_ENV/DEPLOYMENT_ENV) from the environment; the URL
-    # and the level as the aggregator's own settings resolved them (flag or environment).
+    # The label variables (GATEWAYZ_LOKI_APP, GATEWAYZ_LOKI_ENV/GATEWAYZ_DEPLOYMENT_ENV) from the
+    # environment; the URL and the level as the aggregator's own settings resolved them (flag
+    # or environment).
     from_env = gatewayz_telemetry.TelemetrySettings.from_env(SERVICE_NAME)
     shipped = dataclasses.replace(
         from_env,
@@ -46,7 +49,7 @@ def _traces_endpoint(
     (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` before ``OTEL_EXPORTER_OTLP_ENDPOINT``). The
     settings read the flag's variable too, so a value equal to it came from the environment."""
     flag = settings.otlp_endpoint
-    if flag and flag.strip() != os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
+    if flag and flag.strip() != (read(OTLP_ENDPOINT, os.environ) or ""):
         return gatewayz_telemetry.traces_url(flag, None)
     return from_env.otlp_traces_endpoint
 

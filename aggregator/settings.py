@@ -8,17 +8,15 @@ import re
 import socket
 from dataclasses import dataclass, field
 
+from aggregator import option_table as table
 from aggregator.core.breaker import BreakerConfig
 from aggregator.core.snapshot import HealthTargets
-from gatewayz_protocol.keys import (
-    DEFAULT_EXPORT_HORIZON_SECONDS,
-    DEFAULT_MAX_PROVIDERS,
-    DEFAULT_NAMESPACE,
-)
+from gatewayz_protocol import options as shared
 from gatewayz_protocol.names import check_namespace, is_valid_provider
 from gatewayz_protocol.partitions import EXTRA_HISTOGRAM_BOUNDS, HISTOGRAM_BOUNDS
+from gatewayz_telemetry import settings as telemetry
 from gatewayz_telemetry.settings import push_url, traces_url
-from gatewayz_transport.urls import DEFAULT_REDIS_URL, check_url
+from gatewayz_transport.urls import check_url
 
 # scheme://user:password@ -> scheme://***@ (greedy to the last "@" of the URL: a password may
 # hold an unencoded "/" or "@"), and a password=... query parameter: neither may reach a log
@@ -84,46 +82,48 @@ class AggregatorSettings:
     breaker command over HTTP) the one /admin/breakers' changes require; neither token nor
     ``redis_url`` (which may carry a password) is part of the repr."""
 
-    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
-    namespace: str = DEFAULT_NAMESPACE
-    host: str = "127.0.0.1"
-    port: int = 9108
-    interval_seconds: float = 30.0
-    breaker_interval_seconds: float = 5.0
-    instance: str = ""
-    window_seconds: float = 300.0
-    providers: tuple[str, ...] = ()
+    redis_url: str = field(default=shared.REDIS_URL.default, repr=False)
+    namespace: str = shared.NAMESPACE.default
+    host: str = table.HOST.default
+    port: int = table.PORT.default
+    interval_seconds: float = table.INTERVAL.default
+    breaker_interval_seconds: float = table.BREAKER_INTERVAL.default
+    instance: str = table.INSTANCE.default
+    window_seconds: float = shared.WINDOW_SECONDS.default
+    providers: tuple[str, ...] = table.PROVIDERS.default
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
-    latency_target_seconds: float = 2.0
-    latency_ceiling_seconds: float = 10.0
-    extra_latency_buckets: tuple[float, ...] = ()
+    latency_target_seconds: float = table.LATENCY_TARGET.default
+    latency_ceiling_seconds: float = table.LATENCY_CEILING.default
+    extra_latency_buckets: tuple[float, ...] = table.EXTRA_LATENCY_BUCKETS.default
     """Bounds added to ``provider_response_time_seconds``'s (the seed's stop at 10 s), among
     ``EXTRA_HISTOGRAM_BOUNDS`` (15, 30, 60), so histogram_quantile() sees the calls the health
     score's p95 (which the window's partitions measure up to 60 s) sees."""
-    retention_seconds: float = 7 * 24 * 3600.0
-    max_providers: int = DEFAULT_MAX_PROVIDERS
+    retention_seconds: float = shared.RETENTION_SECONDS.default
+    max_providers: int = shared.MAX_PROVIDERS.default
     """Providers read and exported at most, the most recently seen (the clients' own cap, also
     held against names written to the registry some other way)."""
-    export_horizon_seconds: float = DEFAULT_EXPORT_HORIZON_SECONDS
+    max_series_per_metric: int = shared.MAX_SERIES.default
+    """Series served per gauge, across processes (the clients' cap for the other kinds)."""
+    export_horizon_seconds: float = shared.EXPORT_HORIZON_SECONDS.default
     """A provider without an event for this long leaves /metrics (and the cycle's reads) until
     its next event; its counters stay in Redis for the retention period."""
     readiness_max_age_intervals: float = 3.0
-    loki_url: str | None = None
-    log_level: str = "INFO"
+    loki_url: str | None = telemetry.LOKI_URL.default
+    log_level: str = telemetry.LOG_LEVEL.default
     otel_console: bool = False
     # OTLP/HTTP base URL (http://tempo:4318): the cycle spans are exported there (telemetry).
-    otlp_endpoint: str | None = None
-    permit_seconds: float = 30.0
+    otlp_endpoint: str | None = telemetry.OTLP_ENDPOINT.default
+    permit_seconds: float = table.BREAKER_PERMIT_SECONDS.default
     auth_token: str | None = field(default=None, repr=False)
     operator_token: str | None = field(default=None, repr=False)
     # HTTP connection bounds (aggregator/serve/http_server.py): what a client that is slow,
     # broken or hostile may hold before any route or token is looked at.
-    max_header_bytes: int = 8192
-    header_timeout_seconds: float = 10.0
-    keepalive_timeout_seconds: float = 5.0
-    send_timeout_seconds: float = 10.0
-    max_connections: int = 100
-    allowed_hosts: tuple[str, ...] = ()
+    max_header_bytes: int = table.MAX_HEADER_BYTES.default
+    header_timeout_seconds: float = table.HEADER_TIMEOUT.default
+    keepalive_timeout_seconds: float = table.KEEPALIVE_TIMEOUT.default
+    send_timeout_seconds: float = table.SEND_TIMEOUT.default
+    max_connections: int = table.MAX_CONNECTIONS.default
+    allowed_hosts: tuple[str, ...] = table.ALLOWED_HOSTS.default
     """Host header values served (``*.example.com`` patterns, ``*``: any); empty: the loopback
     names when bound to a loopback address (a web page cannot reach the aggregator through a
     name of its own, DNS rebinding), any otherwise (``trusted_hosts``)."""
@@ -197,6 +197,7 @@ def _check_finite(settings: AggregatorSettings) -> None:
         "breaker interval": settings.breaker_interval_seconds,
         "window": settings.window_seconds,
         "export horizon": settings.export_horizon_seconds,
+        "retention": settings.retention_seconds,
         "latency target": settings.latency_target_seconds,
         "latency ceiling": settings.latency_ceiling_seconds,
         "breaker open seconds": settings.breaker.open_seconds,
@@ -222,6 +223,8 @@ def _check_ranges(settings: AggregatorSettings) -> None:
         raise ValueError("breaker permit seconds must be > 0")
     if not settings.window_seconds > 0:
         raise ValueError("window must be > 0")
+    if not settings.retention_seconds > 0:
+        raise ValueError("retention must be > 0")
     if not settings.window_seconds <= settings.export_horizon_seconds <= settings.retention_seconds:
         raise ValueError("export horizon must be between the window and the retention")
     if not 0 < settings.port < 65536:
@@ -239,6 +242,8 @@ def _check_ranges(settings: AggregatorSettings) -> None:
         raise ValueError("max connections must be >= 1")
     if settings.max_providers < 1:
         raise ValueError("max providers must be >= 1")
+    if settings.max_series_per_metric < 1:
+        raise ValueError("max series must be >= 1")
     if not 0.0 < settings.latency_target_seconds < settings.latency_ceiling_seconds:
         raise ValueError("need 0 < latency target < latency ceiling")
     unknown = [b for b in settings.extra_latency_buckets if b not in EXTRA_HISTOGRAM_BOUNDS]

@@ -49,7 +49,7 @@ class MetricsClient:
         metrics = MetricsClient(redis_url="redis://127.0.0.1:6379/0", namespace="gatewayz")
         metrics.record("openrouter", latency_s=0.42, status_code=200, tokens=1200)
 
-    With ``settings.handle_sigterm`` (the default; ``METRICS_HANDLE_SIGTERM=0`` turns it off)
+    With ``settings.handle_sigterm`` (the default; ``GATEWAYZ_HANDLE_SIGTERM=0`` turns it off)
     the first client constructed in the main thread, while SIGTERM's handler is the default or
     a Python function, installs a process-wide SIGTERM handler that flushes every open client
     before the process ends as it would have; ``close()`` of the last one puts it back.
@@ -91,7 +91,8 @@ class MetricsClient:
     def from_env(
         cls, env: Mapping[str, str] | None = None, clock: Callable[[], float] | None = None
     ) -> MetricsClient:
-        """A client configured from REDIS_URL and METRICS_NAMESPACE (see ClientSettings)."""
+        """A client configured from the environment: GATEWAYZ_REDIS_URL, GATEWAYZ_NAMESPACE and
+        the rest of ``ClientSettings.from_env()``'s variables."""
         return cls(settings=ClientSettings.from_env(env), clock=clock)
 
     def _start_process(self) -> None:

@@ -1,37 +1,101 @@
-"""Client settings: one frozen object, built from keyword arguments or the environment."""
+"""Client settings: one frozen object, built from keyword arguments or the environment (the
+options of ``CLIENT_OPTIONS``: the shared ones of ``gatewayz_protocol.options``, then the
+client's own, declared here)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from client._sharding import ShardPlan
-from gatewayz_protocol.keys import DEFAULT_EXPORT_HORIZON_SECONDS, DEFAULT_NAMESPACE
 from gatewayz_protocol.names import check_namespace
-from gatewayz_transport.urls import DEFAULT_REDIS_URL
+from gatewayz_protocol.options import (
+    CLIENT,
+    EXPORT_HORIZON_SECONDS,
+    MAX_PROVIDERS,
+    MAX_SERIES,
+    NAMESPACE,
+    REDIS_URL,
+    RETENTION_SECONDS,
+    SHARED,
+    WINDOW_SECONDS,
+    Option,
+    boolean,
+    integer,
+    number,
+    read_all,
+    text,
+)
 
+FLUSH_INTERVAL_SECONDS: Option[float] = Option(
+    "flush_interval_seconds",
+    "GATEWAYZ_FLUSH_INTERVAL_SECONDS",
+    number,
+    0.05,
+    "seconds between the flusher's batches (sooner when a batch is full)",
+    (CLIENT,),
+    deprecated=("METRICS_FLUSH_INTERVAL_SECONDS",),
+)
+MAX_BUFFER: Option[int] = Option(
+    "max_buffer",
+    "GATEWAYZ_MAX_BUFFER",
+    integer,
+    200_000,
+    "events a worker buffers while Redis is slow or away; beyond, the oldest are dropped (counted)",
+    (CLIENT,),
+    deprecated=("METRICS_MAX_BUFFER",),
+)
+BREAKER_REFRESH_SECONDS: Option[float] = Option(
+    "breaker_refresh_seconds",
+    "GATEWAYZ_BREAKER_REFRESH_SECONDS",
+    number,
+    0.5,
+    "seconds between the flusher's reads of the breaker states allow() answers from",
+    (CLIENT,),
+    deprecated=("METRICS_BREAKER_REFRESH_SECONDS",),
+)
+GAUGE_TTL_SECONDS: Option[float] = Option(
+    "gauge_ttl_seconds",
+    "GATEWAYZ_GAUGE_TTL_SECONDS",
+    number,
+    30.0,
+    "seconds a worker's gauge values outlive it (it refreshes them while alive)",
+    (CLIENT,),
+    deprecated=("METRICS_GAUGE_TTL_SECONDS",),
+)
+HANDLE_SIGTERM: Option[bool] = Option(
+    "handle_sigterm",
+    "GATEWAYZ_HANDLE_SIGTERM",
+    boolean,
+    True,
+    "flush on SIGTERM, then end as SIGTERM would (the handler is put back when the last "
+    "client closes)",
+    (CLIENT,),
+    deprecated=("METRICS_HANDLE_SIGTERM",),
+)
+PROVIDER_SHARDS: Option[str] = Option(
+    "provider_shards",
+    "GATEWAYZ_PROVIDER_SHARDS",
+    text,
+    "",
+    "8 or openrouter:8,groq:4: providers whose window and counters are split over that many "
+    "Redis Cluster slots (none: one each)",
+    (CLIENT,),
+    deprecated=("METRICS_PROVIDER_SHARDS",),
+)
 
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-
-
-def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "")
-    word = raw.strip().lower()
-    if word == "":
-        return default
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+CLIENT_OPTIONS: tuple[Option[Any], ...] = (
+    *(option for option in SHARED if CLIENT in option.read_by),
+    FLUSH_INTERVAL_SECONDS,
+    MAX_BUFFER,
+    BREAKER_REFRESH_SECONDS,
+    GAUGE_TTL_SECONDS,
+    HANDLE_SIGTERM,
+    PROVIDER_SHARDS,
+)
+"""What ``ClientSettings.from_env()`` reads: the shared options, then the client's own."""
 
 
 @dataclass(frozen=True)
@@ -42,31 +106,31 @@ class ClientSettings:
     ``window_seconds + key_ttl_margin_seconds`` after their last write.
     """
 
-    redis_url: str = DEFAULT_REDIS_URL
-    namespace: str = DEFAULT_NAMESPACE
-    window_seconds: float = 300.0
+    redis_url: str = REDIS_URL.default
+    namespace: str = NAMESPACE.default
+    window_seconds: float = WINDOW_SECONDS.default
     key_ttl_margin_seconds: float = 60.0
-    retention_seconds: float = 7 * 24 * 3600.0
-    flush_interval_seconds: float = 0.05
+    retention_seconds: float = RETENTION_SECONDS.default
+    flush_interval_seconds: float = FLUSH_INTERVAL_SECONDS.default
     max_batch: int = 10_000
-    max_buffer: int = 200_000
+    max_buffer: int = MAX_BUFFER.default
     socket_timeout_seconds: float = 2.0
     backoff_initial_seconds: float = 0.1
     backoff_max_seconds: float = 5.0
-    breaker_refresh_seconds: float = 0.5
+    breaker_refresh_seconds: float = BREAKER_REFRESH_SECONDS.default
     allow_timeout_seconds: float = 0.25
-    max_series_per_metric: int = 1000
-    max_providers: int = 1000
-    gauge_ttl_seconds: float = 30.0
-    handle_sigterm: bool = True
+    max_series_per_metric: int = MAX_SERIES.default
+    max_providers: int = MAX_PROVIDERS.default
+    gauge_ttl_seconds: float = GAUGE_TTL_SECONDS.default
+    handle_sigterm: bool = HANDLE_SIGTERM.default
     """Flush on SIGTERM (then end as SIGTERM would) where its handler is still the default or
     a Python function (chained), when a client is constructed in the main thread; the
-    handler is put back when the last client that asked for it closes (``METRICS_HANDLE_SIGTERM``
+    handler is put back when the last client that asked for it closes (``GATEWAYZ_HANDLE_SIGTERM``
     in ``from_env()``)."""
-    export_horizon_seconds: float = DEFAULT_EXPORT_HORIZON_SECONDS
+    export_horizon_seconds: float = EXPORT_HORIZON_SECONDS.default
     """Providers without an event for this long are idle: they do not count against
     ``max_providers`` (the aggregator's ``--export-horizon`` should match)."""
-    provider_shards: str = ""
+    provider_shards: str = PROVIDER_SHARDS.default
     """``8`` or ``openrouter:8,groq:4``: providers whose window and counters are split over
     that many Redis Cluster slots (``_sharding``); empty: one each."""
 
@@ -105,22 +169,8 @@ class ClientSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
-        """REDIS_URL, METRICS_NAMESPACE, WINDOW_SECONDS, METRICS_FLUSH_INTERVAL_SECONDS,
-        METRICS_MAX_BUFFER, METRICS_BREAKER_REFRESH_SECONDS, METRICS_MAX_SERIES,
-        METRICS_GAUGE_TTL_SECONDS, METRICS_MAX_PROVIDERS, METRICS_HANDLE_SIGTERM,
-        METRICS_PROVIDER_SHARDS, EXPORT_HORIZON_SECONDS."""
-        env = os.environ if env is None else env
-        return cls(
-            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
-            namespace=env.get("METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
-            window_seconds=_env_float(env, "WINDOW_SECONDS", 300.0),
-            flush_interval_seconds=_env_float(env, "METRICS_FLUSH_INTERVAL_SECONDS", 0.05),
-            max_buffer=int(_env_float(env, "METRICS_MAX_BUFFER", 200_000)),
-            breaker_refresh_seconds=_env_float(env, "METRICS_BREAKER_REFRESH_SECONDS", 0.5),
-            max_series_per_metric=int(_env_float(env, "METRICS_MAX_SERIES", 1000)),
-            gauge_ttl_seconds=_env_float(env, "METRICS_GAUGE_TTL_SECONDS", 30.0),
-            max_providers=int(_env_float(env, "METRICS_MAX_PROVIDERS", 1000)),
-            handle_sigterm=_env_bool(env, "METRICS_HANDLE_SIGTERM", True),
-            provider_shards=env.get("METRICS_PROVIDER_SHARDS", ""),
-            export_horizon_seconds=_env_float(env, "EXPORT_HORIZON_SECONDS", 3600.0),
-        )
+        """Settings from ``env`` (default: ``os.environ``): each option of ``CLIENT_OPTIONS``
+        that is set, the defaults otherwise (``docs/reference/configuration.md``). A value that
+        cannot be read is a ValueError of one line naming its variable; an old name (such as
+        ``REDIS_URL``) is still read, with a FutureWarning naming the new one."""
+        return cls(**read_all(CLIENT_OPTIONS, os.environ if env is None else env))

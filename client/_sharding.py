@@ -1,6 +1,6 @@
 """A hot provider split over several Redis Cluster slots: which shard a batch's events go to.
 
-``METRICS_PROVIDER_SHARDS``: ``8`` (every provider over 8 shards) or ``openrouter:8,groq:4``
+``GATEWAYZ_PROVIDER_SHARDS``: ``8`` (every provider over 8 shards) or ``openrouter:8,groq:4``
 (those providers; every other one keeps 1). Each batch sends a provider's events to one of its
 shards, chosen from the batch's first event id: consecutive batches of one process spread over
 the shards, and a batch retried (or split in halves) always goes to the same one, so a retried

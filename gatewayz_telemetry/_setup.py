@@ -1,5 +1,5 @@
 """``gatewayz_telemetry.setup()``: one call per process, after any fork, sets up what the
-environment asks for: logs to Loki (``LOKI_URL``) and traces over OTLP/HTTP
+environment asks for: logs to Loki (``GATEWAYZ_LOKI_URL``) and traces over OTLP/HTTP
 (``OTEL_EXPORTER_OTLP_*``).
 """
 
@@ -42,9 +42,9 @@ def setup(
     env: Mapping[str, str] | None = None,
     settings: TelemetrySettings | None = None,
 ) -> Telemetry:
-    """Ship this process's logs to Loki when ``LOKI_URL`` is set, and its spans over OTLP/HTTP
-    when an OTLP endpoint is; with nothing configured, do nothing (no handler, no provider, no
-    thread, no import of logging_loki or of OpenTelemetry's SDK).
+    """Ship this process's logs to Loki when ``GATEWAYZ_LOKI_URL`` is set, and its spans over
+    OTLP/HTTP when an OTLP endpoint is; with nothing configured, do nothing (no handler, no
+    provider, no thread, no import of logging_loki or of OpenTelemetry's SDK).
 
     ``settings`` (when given) wins over ``env``, which defaults to ``os.environ``. ``app``, a
     FastAPI application, gets OpenTelemetry's middleware (a server span per request) when

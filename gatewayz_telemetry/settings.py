@@ -1,6 +1,9 @@
 """What telemetry ships and where, read once from the environment into a frozen object.
 
-Nothing here reads the environment at import time: :meth:`TelemetrySettings.from_env` does, when
+The variables are the options of ``TELEMETRY_OPTIONS`` (``gatewayz_protocol.options``' kind):
+this project's under ``GATEWAYZ_`` (their old names still read for one release, with a warning),
+OpenTelemetry's under the names its specification gives them. Nothing here reads the
+environment at import time: :meth:`TelemetrySettings.from_env` does, when
 :func:`gatewayz_telemetry.setup` calls it (in the process that will ship, after any fork).
 """
 
@@ -10,7 +13,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+
+from gatewayz_protocol.options import AGGREGATOR, TELEMETRY, Option, integer, read_all, text
 
 PUSH_PATH = "/loki/api/v1/push"
 TRACES_PATH = "/v1/traces"
@@ -38,9 +44,10 @@ def _http_url(url: str, what: str) -> SplitResult:
 
 
 def push_url(url: str) -> str:
-    """``LOKI_URL`` may be Loki's base URL (``http://loki:3100``) or its push endpoint; a bare
-    base gets the push path, so both spellings people copy from Grafana's docs work."""
-    parts = _http_url(url.strip(), "LOKI_URL")
+    """``GATEWAYZ_LOKI_URL`` may be Loki's base URL (``http://loki:3100``) or its push
+    endpoint; a bare base gets the push path, so both spellings people copy from Grafana's docs
+    work."""
+    parts = _http_url(url.strip(), "GATEWAYZ_LOKI_URL")
     if parts.path in ("", "/"):
         parts = parts._replace(path=PUSH_PATH)
     return urlunsplit(parts)
@@ -70,6 +77,119 @@ def resource_attributes(raw: str | None) -> dict[str, str]:
     return found
 
 
+LOKI_URL: Option[str | None] = Option(
+    "loki_url",
+    "GATEWAYZ_LOKI_URL",
+    text,
+    None,
+    "Loki's push URL (http://loki:3100/loki/api/v1/push) or its base URL (the path is added): "
+    "logs are shipped there in the background, never blocking (none: no logs shipped)",
+    (TELEMETRY, AGGREGATOR),
+    flag="--loki-url",
+    deprecated=("LOKI_URL",),
+)
+LOKI_APP: Option[str | None] = Option(
+    "app",
+    "GATEWAYZ_LOKI_APP",
+    text,
+    None,
+    "the logs' app label",
+    (TELEMETRY,),
+    deprecated=("LOKI_APP",),
+    default_text="the service name",
+)
+LOKI_ENV: Option[str | None] = Option(
+    "environment",
+    "GATEWAYZ_LOKI_ENV",
+    text,
+    None,
+    "the logs' env label",
+    (TELEMETRY,),
+    deprecated=("LOKI_ENV",),
+    default_text=f"GATEWAYZ_DEPLOYMENT_ENV, else {DEFAULT_ENVIRONMENT}",
+)
+DEPLOYMENT_ENV: Option[str | None] = Option(
+    "deployment_environment",
+    "GATEWAYZ_DEPLOYMENT_ENV",
+    text,
+    None,
+    "where this runs: deployment.environment on every span, and the logs' env label unless "
+    "GATEWAYZ_LOKI_ENV is set",
+    (TELEMETRY,),
+    deprecated=("DEPLOYMENT_ENV",),
+    default_text="the logs' env label",
+)
+LOG_LEVEL: Option[str] = Option(
+    "log_level",
+    "GATEWAYZ_LOG_LEVEL",
+    text,
+    "INFO",
+    "DEBUG, INFO, WARNING, ERROR or CRITICAL: records below are neither logged by the "
+    "aggregator nor shipped",
+    (TELEMETRY, AGGREGATOR),
+    flag="--log-level",
+    deprecated=("LOG_LEVEL",),
+)
+OTLP_ENDPOINT: Option[str | None] = Option(
+    "otlp_endpoint",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    text,
+    None,
+    "OTLP/HTTP base URL (http://tempo:4318): spans are exported to its /v1/traces, batched in "
+    "the background (none: no traces)",
+    (TELEMETRY, AGGREGATOR),
+    flag="--otlp-endpoint",
+)
+OTLP_TRACES_ENDPOINT: Option[str | None] = Option(
+    "otlp_traces_endpoint",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    text,
+    None,
+    "the full OTLP/HTTP traces URL, used as is; wins over OTEL_EXPORTER_OTLP_ENDPOINT",
+    (TELEMETRY,),
+)
+OTEL_SERVICE_NAME: Option[str | None] = Option(
+    "otel_service_name",
+    "OTEL_SERVICE_NAME",
+    text,
+    None,
+    "service.name of the spans",
+    (TELEMETRY,),
+    default_text="the service name given to setup()",
+)
+OTEL_RESOURCE_ATTRIBUTES: Option[str | None] = Option(
+    "resource",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    text,
+    None,
+    "key=value,... added to the spans' resource (values percent-decoded)",
+    (TELEMETRY,),
+)
+SPAN_QUEUE_SIZE: Option[int] = Option(
+    "span_queue_size",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    integer,
+    2048,
+    "finished spans waiting for export at most; past it a span is dropped and counted",
+    (TELEMETRY,),
+)
+
+TELEMETRY_OPTIONS: tuple[Option[Any], ...] = (
+    LOKI_URL,
+    LOKI_APP,
+    LOKI_ENV,
+    DEPLOYMENT_ENV,
+    LOG_LEVEL,
+    OTLP_ENDPOINT,
+    OTLP_TRACES_ENDPOINT,
+    OTEL_SERVICE_NAME,
+    OTEL_RESOURCE_ATTRIBUTES,
+    SPAN_QUEUE_SIZE,
+)
+"""What ``TelemetrySettings.from_env()`` reads. The sampler (``OTEL_TRACES_SAMPLER(_ARG)``) and
+the batch delay and size (``OTEL_BSP_*``) are read by OpenTelemetry's SDK itself."""
+
+
 @dataclass(frozen=True, slots=True)
 class TelemetrySettings:
     """Logs go to Loki only when ``loki_url`` is set; everything else has a safe default.
@@ -83,7 +203,7 @@ class TelemetrySettings:
     loki_url: str | None = None
     app: str | None = None  # the `app` label; None: the service name
     environment: str = DEFAULT_ENVIRONMENT
-    log_level: str = "INFO"
+    log_level: str = LOG_LEVEL.default
     # At most this many records wait for the sender; past it a record is dropped and counted.
     # Lines are capped too (max_line_chars), so the queue's memory is bounded: ~2 MB at a
     # typical 200 characters a line, 10,000 x 16 KiB at the very worst.
@@ -101,9 +221,9 @@ class TelemetrySettings:
     otlp_traces_endpoint: str | None = None
     otel_service_name: str | None = None  # OTEL_SERVICE_NAME: wins over service_name
     resource: tuple[tuple[str, str], ...] = ()  # OTEL_RESOURCE_ATTRIBUTES, in order
-    deployment_environment: str | None = None  # DEPLOYMENT_ENV -> deployment.environment
+    deployment_environment: str | None = None  # GATEWAYZ_DEPLOYMENT_ENV
     # At most this many finished spans wait for export; past it a span is dropped and counted.
-    span_queue_size: int = 2048
+    span_queue_size: int = SPAN_QUEUE_SIZE.default
     # One export request (its retries included) gives up after this long: it runs in the
     # batch processor's thread, so this bounds how stale the queue gets, never a request.
     otlp_timeout_seconds: float = 5.0
@@ -135,31 +255,25 @@ class TelemetrySettings:
 
     @classmethod
     def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> TelemetrySettings:
-        """``LOKI_URL`` (unset or empty: no logs shipped), ``LOKI_APP`` (default: the service
-        name), ``LOKI_ENV`` or else ``DEPLOYMENT_ENV`` (default ``dev``), ``LOG_LEVEL``; for
-        traces ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (unset:
-        no traces), ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``DEPLOYMENT_ENV``,
-        ``OTEL_BSP_MAX_QUEUE_SIZE``. The sampler (``OTEL_TRACES_SAMPLER(_ARG)``) and the batch
-        delay and size (``OTEL_BSP_*``) are read by the SDK itself."""
-        source = os.environ if env is None else env
-
-        def get(name: str) -> str | None:
-            value = source.get(name, "").strip()
-            return value or None
-
+        """The options of ``TELEMETRY_OPTIONS`` that are set in ``env`` (default:
+        ``os.environ``): no ``GATEWAYZ_LOKI_URL``, no logs shipped; no OTLP endpoint, no
+        traces. The env label is ``GATEWAYZ_LOKI_ENV``, else ``GATEWAYZ_DEPLOYMENT_ENV``, else
+        ``dev``."""
+        found = read_all(TELEMETRY_OPTIONS, os.environ if env is None else env)
+        deployment = found.get("deployment_environment")
         return cls(
             service_name=service_name,
-            loki_url=get("LOKI_URL"),
-            app=get("LOKI_APP"),
-            environment=get("LOKI_ENV") or get("DEPLOYMENT_ENV") or DEFAULT_ENVIRONMENT,
-            log_level=(get("LOG_LEVEL") or "INFO").upper(),
+            loki_url=found.get("loki_url"),
+            app=found.get("app"),
+            environment=found.get("environment") or deployment or DEFAULT_ENVIRONMENT,
+            log_level=found.get("log_level", LOG_LEVEL.default).upper(),
             otlp_traces_endpoint=traces_url(
-                get("OTEL_EXPORTER_OTLP_ENDPOINT"), get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                found.get("otlp_endpoint"), found.get("otlp_traces_endpoint")
             ),
-            otel_service_name=get("OTEL_SERVICE_NAME"),
-            resource=tuple(resource_attributes(get("OTEL_RESOURCE_ATTRIBUTES")).items()),
-            deployment_environment=get("DEPLOYMENT_ENV"),
-            span_queue_size=int(get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048),
+            otel_service_name=found.get("otel_service_name"),
+            resource=tuple(resource_attributes(found.get("resource")).items()),
+            deployment_environment=deployment,
+            span_queue_size=found.get("span_queue_size", SPAN_QUEUE_SIZE.default),
         )
 
     @property
@@ -173,8 +287,9 @@ class TelemetrySettings:
     def resource_attributes(self) -> dict[str, str]:
         """The traces' resource: ``OTEL_RESOURCE_ATTRIBUTES``, then ``service.name``
         (``OTEL_SERVICE_NAME``, else one in the attributes, else the service name given) and
-        ``deployment.environment`` (``DEPLOYMENT_ENV``, else one in the attributes, else the
-        logs' ``env`` label), so a trace and its log lines name the same service and place."""
+        ``deployment.environment`` (``GATEWAYZ_DEPLOYMENT_ENV``, else one in the attributes,
+        else the logs' ``env`` label), so a trace and its log lines name the same service and
+        place."""
         attributes = dict(self.resource)
         attributes["service.name"] = (
             self.otel_service_name or attributes.get("service.name") or self.service_name

@@ -8,8 +8,6 @@ from urllib.parse import unquote, urlparse
 import redis
 from redis.connection import parse_url
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # -> TLS
 

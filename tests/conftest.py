@@ -1,4 +1,10 @@
-"""Shared fixtures: a real Redis (REDIS_URL), one namespace per test, cleaned up afterwards."""
+"""Shared fixtures: a real Redis (REDIS_URL), one namespace per test, cleaned up afterwards.
+
+``REDIS_URL`` is the test harness's variable (``make test``, ``devtools.redis_server``,
+``devtools.redis_cluster``, ``devtools.redis_sentinel``, ``devtools.dep_matrix``), not the
+product's: ``pytest_configure`` hands it to everything the tests start as ``GATEWAYZ_REDIS_URL``
+and takes ``REDIS_URL`` out of the tests' environment, so no process they start reads the
+deprecated name (and says so)."""
 
 from __future__ import annotations
 
@@ -23,6 +29,12 @@ from tests.support.clock import FakeClock
 from tests.support.processes import need_tool
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    harness = os.environ.pop("REDIS_URL", "")
+    if harness:
+        os.environ["GATEWAYZ_REDIS_URL"] = harness
+
+
 @pytest.fixture
 def private_redis() -> Iterator[redis.Redis]:
     """A redis-server of the test's own, for what must not touch the shared one (its command
@@ -37,7 +49,7 @@ def private_redis() -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def single_redis_url() -> str:
-    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    return os.environ.get("GATEWAYZ_REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +67,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def redis_url(request: pytest.FixtureRequest, single_redis_url: str) -> str:
-    """REDIS_URL; a local cluster's URL for the ``cluster`` side of ``BOTH_BACKENDS``."""
+    """The harness's Redis (REDIS_URL, then GATEWAYZ_REDIS_URL); a local cluster's URL for the
+    ``cluster`` side of ``BOTH_BACKENDS``."""
     if getattr(request, "param", "single") == "cluster":
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")
         return cluster.url

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_aggregator_ships_its_logs_with_its_labels(redis_url: str, namespace: str) -> None:
     with receiver() as loki:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOKI_")}
-        env["DEPLOYMENT_ENV"] = "test"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LOKI_", "GATEWAYZ_LOKI_"))}
+        env["GATEWAYZ_DEPLOYMENT_ENV"] = "test"
         command = [
             sys.executable, "-m", "aggregator",
             "--port", str(free_port()),

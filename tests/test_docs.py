@@ -3,6 +3,8 @@ regenerates them; ``make docs`` builds the site with warnings as errors)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from devtools.docs_reference import PAGES, REFERENCE, render
@@ -17,8 +19,20 @@ def test_each_generated_reference_page_is_up_to_date(name: str) -> None:
 
 
 def test_a_stale_page_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import aggregator.options as options
+    import gatewayz_protocol.options as options
 
-    flag = options._OPTIONS[0]
-    monkeypatch.setattr(options, "_OPTIONS", ((flag[0], flag[1], flag[2], flag[3], "changed"),))
+    changed = dataclasses.replace(options.SHARED[0], help="changed")
+    monkeypatch.setattr(options, "SHARED", (changed, *options.SHARED[1:]))
     assert render()["configuration.md"] != (REFERENCE / "configuration.md").read_text()
+
+
+def test_the_configuration_page_names_every_variable_and_its_old_name() -> None:
+    from aggregator.option_table import AGGREGATOR_OPTIONS
+    from client._settings import CLIENT_OPTIONS
+    from gatewayz_telemetry.settings import TELEMETRY_OPTIONS
+
+    page = render()["configuration.md"]
+    for option in (*CLIENT_OPTIONS, *AGGREGATOR_OPTIONS, *TELEMETRY_OPTIONS):
+        assert f"| `{option.env}` |" in page, option.env
+        for old in option.deprecated:
+            assert f"| `{old}` | `{option.env}` |" in page, old

@@ -1,4 +1,4 @@
-"""The example gateway under a real Gunicorn (4 preloaded workers) with LOKI_URL set: the
+"""The example gateway under a real Gunicorn (4 preloaded workers) with GATEWAYZ_LOKI_URL set: the
 post_fork hook sets telemetry up in each worker, and a request's log line reaches Loki as
 ``{app="gatewayz-api"}`` with the provider and model in the line, not in the labels."""
 
@@ -30,10 +30,10 @@ def test_a_gateway_request_logs_a_line_to_loki_from_its_worker(
 ) -> None:
     env = {
         "FAKE_PROVIDERS": "openrouter:0.01:0.0",
-        "LOKI_URL": loki.url,
-        "DEPLOYMENT_ENV": "test",
+        "GATEWAYZ_LOKI_URL": loki.url,
+        "GATEWAYZ_DEPLOYMENT_ENV": "test",
     }
-    with example_gateway(redis_url, namespace, env, unset=("LOKI_APP",)) as base:
+    with example_gateway(redis_url, namespace, env, unset=("GATEWAYZ_LOKI_APP",)) as base:
         body = json.dumps({"provider": "openrouter", "model": "m-telemetry"}).encode()
         request = urllib.request.Request(
             f"{base}/v1/chat/completions", data=body, headers={"content-type": "application/json"}

@@ -36,11 +36,11 @@ def gateway(redis_url: str, namespace: str, **env: str) -> Iterator[tuple[str, P
     settings = {
         "GATEWAY_WORKERS": "2",
         "FAKE_PROVIDERS": "openrouter:0.0:0.0",
-        "DEPLOYMENT_ENV": "test",
+        "GATEWAYZ_DEPLOYMENT_ENV": "test",
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export every 0.1 s, so the test waits little
         **env,
     }
-    unset = ("LOKI_APP", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES")
+    unset = ("GATEWAYZ_LOKI_APP", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES")
     with tempfile.TemporaryDirectory() as folder:
         stderr_path = Path(folder) / "stderr"
         with (
@@ -76,9 +76,9 @@ def test_a_request_is_a_server_span_with_its_inference_child_a_log_line_and_an_e
             gateway(
                 redis_url,
                 namespace,
-                LOKI_URL=logs.url,
+                GATEWAYZ_LOKI_URL=logs.url,
                 OTEL_EXPORTER_OTLP_ENDPOINT=traces.endpoint,
-                METRICS_FLUSH_INTERVAL_SECONDS="0.1",
+                GATEWAYZ_FLUSH_INTERVAL_SECONDS="0.1",
             )
         )
         connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
@@ -158,7 +158,7 @@ def test_a_dead_or_failing_tempo_and_loki_leave_request_latency_alone(
             with gateway(
                 redis_url,
                 namespace,
-                LOKI_URL=loki_url,
+                GATEWAYZ_LOKI_URL=loki_url,
                 OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
                 OTEL_BSP_MAX_QUEUE_SIZE="256",  # small: the failing runs fill it and drop
                 GATEWAY_WORKERS="1",

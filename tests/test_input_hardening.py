@@ -184,7 +184,7 @@ def test_a_flood_of_provider_names_is_capped_in_redis_and_metrics(
     breaker, permits, transitions per provider in general) and /metrics one series set per
     admitted provider."""
     metrics = make_client(clock=clock)
-    cap = metrics.settings.max_providers  # METRICS_MAX_PROVIDERS, 1000 by default
+    cap = metrics.settings.max_providers  # GATEWAYZ_MAX_PROVIDERS, 1000 by default
     started = time.perf_counter()
     for name in _flood_names():
         metrics.record(name, 0.1, status_code=200)
@@ -235,7 +235,7 @@ def test_backend_label_values_are_capped_per_metric(
     set in Redis, the data hash and /metrics hold at most max_series_per_metric (1000) series
     per counter/histogram; the rest is dropped and counted."""
     first = make_client(clock=clock)
-    cap = first.settings.max_series_per_metric  # METRICS_MAX_SERIES, 1000 by default
+    cap = first.settings.max_series_per_metric  # GATEWAYZ_MAX_SERIES, 1000 by default
     counter = first.counter("flood_requests_total", "Requests", ["user"])
     histogram = first.histogram("flood_size", "Size", ["user"], buckets=[1, 10])
     for i in range(FLOOD):

@@ -120,7 +120,7 @@ assert not missing, missing
             ("client", "aggregator", "gatewayz_transport", "redis", "hiredis"),
         ),
         ("import gatewayz_transport.connection", ("client", "aggregator")),
-        # telemetry loads Loki's client only once setup() finds LOKI_URL
+        # telemetry loads Loki's client only once setup() finds GATEWAYZ_LOKI_URL
         (
             "import gatewayz_telemetry",
             ("client", "aggregator", "gatewayz_transport", "logging_loki", "requests"),

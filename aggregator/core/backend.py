@@ -22,11 +22,13 @@ from gatewayz_protocol.fields import (
     series_buckets,
     series_value,
 )
+from gatewayz_protocol.options import MAX_SERIES
 from gatewayz_protocol.specs import MetricSpec, series_labels
 
 log = logging.getLogger("gatewayz.aggregator")
-DEFAULT_MAX_SERIES = 1000
-"""Gauge series served per metric (the clients' cap for counters and histograms is the same)."""
+DEFAULT_MAX_SERIES = MAX_SERIES.default
+"""Gauge series served per metric (``GATEWAYZ_MAX_SERIES``: the clients' cap for counters and
+histograms is the same setting)."""
 
 
 @dataclass(frozen=True)
@@ -156,12 +158,15 @@ def build_families(
     return tuple(families)
 
 
-def families_of(reading: BackendReading) -> tuple[BackendFamily, ...]:
+def families_of(
+    reading: BackendReading, max_series: int = DEFAULT_MAX_SERIES
+) -> tuple[BackendFamily, ...]:
     """``build_families`` over what the reader read."""
     return build_families(
         reading.schema,
         reading.series,
         reading.data,
         reading.gauge_writers,
+        max_series,
         exemplars=reading.exemplars,
     )

@@ -87,7 +87,7 @@ class Notices:
         if last is None or now - last >= QUIET_SECONDS:
             log.warning(
                 "no provider registered in %s: are the workers writing to this Redis and "
-                "namespace? (their REDIS_URL and METRICS_NAMESPACE)",
+                "namespace? (their GATEWAYZ_REDIS_URL and GATEWAYZ_NAMESPACE)",
                 self._where,
             )
             self._no_providers_said = now

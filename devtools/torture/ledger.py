@@ -58,7 +58,7 @@ def provider_name(index: int, flavor: str) -> str:
 
 def shard_count(provider: str) -> int:
     """How many slots a provider's windows and totals are split over
-    (``METRICS_PROVIDER_SHARDS``): 3 for every odd worker's ``ok`` provider, else 1."""
+    (``GATEWAYZ_PROVIDER_SHARDS``): 3 for every odd worker's ``ok`` provider, else 1."""
     index, _, flavor = provider[1:].partition("-")
     return 3 if flavor == "ok" and int(index) % 2 == 1 else 1
 

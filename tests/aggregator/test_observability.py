@@ -30,7 +30,7 @@ def test_stderr_at_the_configured_level_and_the_scheduler_quiet(
     restored_logging: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for variable in (
-        "LOKI_URL",
+        "GATEWAYZ_LOKI_URL",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     ):

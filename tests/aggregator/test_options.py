@@ -1,17 +1,22 @@
-"""The options (aggregator/options.py): settings from flags, then the environment, then defaults;
-bad values exit 2 with one line. Pure: explicit argv and env."""
+"""The options (aggregator/options.py, from aggregator/option_table.py): settings from flags, then
+the environment (the old names for one release, with a warning), then defaults; bad values exit 2
+with one line. Pure: explicit argv and env."""
 
 from __future__ import annotations
 
 import os
 import socket
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from aggregator.core.breaker import BreakerConfig
+from aggregator.option_table import AGGREGATOR_OPTIONS
 from aggregator.options import parse_settings
 from aggregator.settings import AggregatorSettings
+from gatewayz_protocol.options import forget_notices
 
 
 def test_defaults() -> None:
@@ -46,10 +51,10 @@ def test_defaults() -> None:
 
 def test_flags_win_over_env() -> None:
     env = {
-        "AGGREGATION_INTERVAL_SECONDS": "20",
-        "AGGREGATOR_PORT": "8000",
-        "BREAKER_MIN_CALLS": "7",
-        "METRICS_NAMESPACE": "fromenv",
+        "GATEWAYZ_AGGREGATION_INTERVAL_SECONDS": "20",
+        "GATEWAYZ_AGGREGATOR_PORT": "8000",
+        "GATEWAYZ_BREAKER_MIN_CALLS": "7",
+        "GATEWAYZ_NAMESPACE": "fromenv",
     }
     argv = ["--interval", "10", "--port", "9000", "--breaker-min-calls", "3", "--namespace", "cli"]
     s = parse_settings(argv, env)
@@ -61,14 +66,14 @@ def test_flags_win_over_env() -> None:
 
 def test_env_used_without_flag() -> None:
     env = {
-        "REDIS_URL": "redis://example:6380/2",
-        "AGGREGATION_INTERVAL_SECONDS": "20",
-        "AGGREGATOR_PORT": "8000",
-        "AGGREGATOR_INSTANCE": "replica-1",
-        "BREAKER_MIN_CALLS": "7",
-        "BREAKER_FAILURE_RATE": "0.25",
-        "LATENCY_TARGET_SECONDS": "1.5",
-        "PROVIDERS": "openrouter,anthropic",
+        "GATEWAYZ_REDIS_URL": "redis://example:6380/2",
+        "GATEWAYZ_AGGREGATION_INTERVAL_SECONDS": "20",
+        "GATEWAYZ_AGGREGATOR_PORT": "8000",
+        "GATEWAYZ_AGGREGATOR_INSTANCE": "replica-1",
+        "GATEWAYZ_BREAKER_MIN_CALLS": "7",
+        "GATEWAYZ_BREAKER_FAILURE_RATE": "0.25",
+        "GATEWAYZ_LATENCY_TARGET_SECONDS": "1.5",
+        "GATEWAYZ_PROVIDERS": "openrouter,anthropic",
     }
     s = parse_settings(["--port", "9000"], env)
     assert s.redis_url == "redis://example:6380/2"
@@ -83,7 +88,9 @@ def test_env_used_without_flag() -> None:
 
 
 def test_empty_env_value_means_default() -> None:
-    s = parse_settings([], {"AGGREGATOR_PORT": "", "AGGREGATION_INTERVAL_SECONDS": ""})
+    s = parse_settings(
+        [], {"GATEWAYZ_AGGREGATOR_PORT": "", "GATEWAYZ_AGGREGATION_INTERVAL_SECONDS": ""}
+    )
     assert s.port == 9108
     assert s.interval_seconds == 30.0
 
@@ -108,11 +115,11 @@ def test_http_limits_default_safe_and_configurable() -> None:
     assert (s.header_timeout_seconds, s.keepalive_timeout_seconds) == (10.0, 5.0)
     assert s.send_timeout_seconds == 10.0
     env = {
-        "AGGREGATOR_MAX_HEADER_BYTES": "16384",
-        "AGGREGATOR_HEADER_TIMEOUT_SECONDS": "4",
-        "AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "2.5",
-        "AGGREGATOR_SEND_TIMEOUT_SECONDS": "20",
-        "AGGREGATOR_MAX_CONNECTIONS": "500",
+        "GATEWAYZ_AGGREGATOR_MAX_HEADER_BYTES": "16384",
+        "GATEWAYZ_AGGREGATOR_HEADER_TIMEOUT_SECONDS": "4",
+        "GATEWAYZ_AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "2.5",
+        "GATEWAYZ_AGGREGATOR_SEND_TIMEOUT_SECONDS": "20",
+        "GATEWAYZ_AGGREGATOR_MAX_CONNECTIONS": "500",
     }
     s = parse_settings(["--max-connections", "50", "--header-timeout", "0.5"], env)
     assert s.max_connections == 50  # flags win
@@ -131,7 +138,7 @@ def test_http_limits_default_safe_and_configurable() -> None:
     ],
 )
 def test_extra_latency_buckets_are_added_to_the_seeds(raw: str, bounds: tuple[float, ...]) -> None:
-    settings = parse_settings([], {"AGGREGATOR_EXTRA_LATENCY_BUCKETS": raw})
+    settings = parse_settings([], {"GATEWAYZ_AGGREGATOR_EXTRA_LATENCY_BUCKETS": raw})
     assert settings.health_targets.histogram_bounds == bounds
 
 
@@ -143,7 +150,11 @@ def test_otel_console_flag() -> None:
     ("argv", "env", "fragment"),
     [
         (["--interval", "abc"], {}, "--interval: invalid value 'abc'"),
-        ([], {"AGGREGATION_INTERVAL_SECONDS": "abc"}, "AGGREGATION_INTERVAL_SECONDS"),
+        (
+            [],
+            {"GATEWAYZ_AGGREGATION_INTERVAL_SECONDS": "abc"},
+            "GATEWAYZ_AGGREGATION_INTERVAL_SECONDS",
+        ),
         (["--port", "0"], {}, "port 0"),
         (["--port", "65536"], {}, "port 65536"),
         (["--port", "1.5"], {}, "--port"),
@@ -162,7 +173,11 @@ def test_otel_console_flag() -> None:
         (["--max-header-bytes", "100"], {}, "max header bytes must be >= 1024"),
         (["--max-header-bytes", "8k"], {}, "--max-header-bytes: invalid value '8k'"),
         (["--header-timeout", "0"], {}, "header timeout must be > 0"),
-        ([], {"AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "-1"}, "keep-alive timeout must be > 0"),
+        (
+            [],
+            {"GATEWAYZ_AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "-1"},
+            "keep-alive timeout must be > 0",
+        ),
         (["--send-timeout", "nan"], {}, "send timeout must be a finite number"),
         (["--header-timeout", "inf"], {}, "header timeout must be a finite number"),
         (["--max-connections", "0"], {}, "max connections must be >= 1"),
@@ -173,7 +188,7 @@ def test_otel_console_flag() -> None:
             "extra latency buckets must be among 15, 30, 60 (the window's latency partitions "
             "above 10 s), got 20, 45",
         ),
-        ([], {"AGGREGATOR_EXTRA_LATENCY_BUCKETS": "30s"}, "invalid value '30s'"),
+        ([], {"GATEWAYZ_AGGREGATOR_EXTRA_LATENCY_BUCKETS": "30s"}, "invalid value '30s'"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(
@@ -222,10 +237,10 @@ def test_the_redis_url_can_come_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "redis-url"
     secret.write_text("redis://:pa%2Fss@10.0.0.5:6380/2\n")
     settings = parse_settings(
-        ["--redis-url-file", str(secret)], {"REDIS_URL": "redis://other:6379/0"}
+        ["--redis-url-file", str(secret)], {"GATEWAYZ_REDIS_URL": "redis://other:6379/0"}
     )
     assert settings.redis_url == "redis://:pa%2Fss@10.0.0.5:6380/2"  # the file wins
-    env = {"REDIS_URL_FILE": str(secret)}
+    env = {"GATEWAYZ_REDIS_URL_FILE": str(secret)}
     assert parse_settings([], env).redis_url == "redis://:pa%2Fss@10.0.0.5:6380/2"
     assert "pa%2Fss" not in repr(settings)
 
@@ -249,12 +264,103 @@ def test_help_shows_each_options_variable_and_default(capsys: pytest.CaptureFixt
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for shown in (
         "usage: aggregator [breaker|inspect] [flags]",
-        "(env REDIS_URL; default: redis://127.0.0.1:6379/0)",
-        "(env WINDOW_SECONDS; default: 300)",
-        "(env BREAKER_MIN_CALLS; default: 20)",
-        "(env BREAKER_FAILURE_RATE; default: 0.5)",
-        "(env METRICS_MAX_PROVIDERS; default: 1000)",
-        "(env AGGREGATOR_INSTANCE; default: host:port:pid)",
-        "(env LOKI_URL; default: none)",
+        "(env GATEWAYZ_REDIS_URL; default: redis://127.0.0.1:6379/0)",
+        "(env GATEWAYZ_WINDOW_SECONDS; default: 300)",
+        "(env GATEWAYZ_BREAKER_MIN_CALLS; default: 20)",
+        "(env GATEWAYZ_BREAKER_FAILURE_RATE; default: 0.5)",
+        "(env GATEWAYZ_MAX_PROVIDERS; default: 1000)",
+        "(env GATEWAYZ_AGGREGATOR_INSTANCE; default: host:port:pid)",
+        "(env GATEWAYZ_LOKI_URL; default: none)",
     ):
         assert shown in text, shown
+
+
+def test_help_names_every_option_with_its_variable_and_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aggregator.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in AGGREGATOR_OPTIONS:
+        assert f"(env {option.env}; default: {option.shown_default()})" in text, option.env
+
+
+def test_the_defaults_are_the_option_tables() -> None:
+    settings = parse_settings([], {})
+    for option in AGGREGATOR_OPTIONS:
+        field = option.name.removeprefix("breaker_")
+        if option.name.endswith("_file") or option.default_text is not None:
+            continue
+        if field != option.name and hasattr(settings.breaker, field):
+            assert getattr(settings.breaker, field) == option.default, option.env
+        else:
+            assert getattr(settings, option.name) == option.default, option.env
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "raw", "read"),
+    [
+        ("REDIS_URL", "GATEWAYZ_REDIS_URL", "redis://old:6379/1", lambda s: s.redis_url),
+        ("METRICS_NAMESPACE", "GATEWAYZ_NAMESPACE", "old", lambda s: s.namespace),
+        ("WINDOW_SECONDS", "GATEWAYZ_WINDOW_SECONDS", "120", lambda s: s.window_seconds),
+        ("AGGREGATOR_PORT", "GATEWAYZ_AGGREGATOR_PORT", "8000", lambda s: s.port),
+        ("BREAKER_MIN_CALLS", "GATEWAYZ_BREAKER_MIN_CALLS", "7", lambda s: s.breaker.min_calls),
+        ("PROVIDERS", "GATEWAYZ_PROVIDERS", "a,b", lambda s: s.providers),
+        ("LOKI_URL", "GATEWAYZ_LOKI_URL", "http://loki:3100", lambda s: s.loki_url),
+        ("LOG_LEVEL", "GATEWAYZ_LOG_LEVEL", "DEBUG", lambda s: s.log_level),
+    ],
+)
+def test_an_old_variable_alone_still_works_with_a_warning_naming_the_new_one(
+    old: str, new: str, raw: str, read: Callable[[AggregatorSettings], object]
+) -> None:
+    forget_notices()
+    with pytest.warns(FutureWarning, match=f"^{old} is deprecated .*: set {new} instead"):
+        from_old = parse_settings([], {old: raw})
+    assert read(from_old) == read(parse_settings([], {new: raw}))
+
+
+def test_the_new_variable_wins_over_the_old_one_and_says_so_once() -> None:
+    forget_notices()
+    env = {"GATEWAYZ_AGGREGATOR_PORT": "8000", "AGGREGATOR_PORT": "7000"}
+    with pytest.warns(FutureWarning, match="^AGGREGATOR_PORT is ignored: GATEWAYZ_AGGREGATOR_PORT"):
+        assert parse_settings([], env).port == 8000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parse_settings([], env).port == 8000
+        assert parse_settings(["--port", "9000"], env).port == 9000  # the flag wins over both
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"GATEWAYZ_WINDOW_SECONDS": "x"},
+            "aggregator: error: GATEWAYZ_WINDOW_SECONDS: invalid value 'x' (expected a number)\n",
+        ),
+        (
+            {"AGGREGATION_INTERVAL_SECONDS": "abc"},
+            "aggregator: error: AGGREGATION_INTERVAL_SECONDS: invalid value 'abc' "
+            "(expected a number)\n",
+        ),
+        (
+            {"GATEWAYZ_AGGREGATOR_PORT": "1.5"},
+            "aggregator: error: GATEWAYZ_AGGREGATOR_PORT: invalid value '1.5' "
+            "(expected a whole number)\n",
+        ),
+    ],
+)
+def test_a_bad_variable_is_one_line_naming_the_variable_it_came_from(
+    env: dict[str, str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        with pytest.raises(SystemExit):
+            parse_settings([], env)
+    assert capsys.readouterr().err == line
+
+
+def test_retention_and_max_series_are_settings_of_both_sides() -> None:
+    settings = parse_settings(["--max-series", "50"], {"GATEWAYZ_RETENTION_SECONDS": "86400"})
+    assert (settings.retention_seconds, settings.max_series_per_metric) == (86400.0, 50)

@@ -1,14 +1,17 @@
 """ClientSettings: the documented defaults, what is refused at construction, and the environment
-variables of ``from_env()`` (README, "Client settings")."""
+variables of ``from_env()`` (docs/reference/configuration.md), their old names included."""
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import pytest
 
 from client import ClientSettings
+from client._settings import CLIENT_OPTIONS
 from client._sharding import ShardPlan
+from gatewayz_protocol.options import SHARED, forget_notices
 
 
 def test_the_defaults_are_the_documented_ones() -> None:
@@ -79,18 +82,18 @@ def test_the_window_keys_outlive_the_window_by_the_margin_in_whole_seconds() -> 
 def test_from_env_reads_every_documented_variable() -> None:
     settings = ClientSettings.from_env(
         {
-            "REDIS_URL": "redis://cache:6380/2",
-            "METRICS_NAMESPACE": "prod",
-            "WINDOW_SECONDS": "120",
-            "METRICS_FLUSH_INTERVAL_SECONDS": "0.2",
-            "METRICS_MAX_BUFFER": "5000",
-            "METRICS_BREAKER_REFRESH_SECONDS": "1.5",
-            "METRICS_MAX_SERIES": "50",
-            "METRICS_GAUGE_TTL_SECONDS": "12",
-            "METRICS_MAX_PROVIDERS": "20",
-            "METRICS_HANDLE_SIGTERM": "off",
-            "METRICS_PROVIDER_SHARDS": "openrouter:8",
-            "EXPORT_HORIZON_SECONDS": "600",
+            "GATEWAYZ_REDIS_URL": "redis://cache:6380/2",
+            "GATEWAYZ_NAMESPACE": "prod",
+            "GATEWAYZ_WINDOW_SECONDS": "120",
+            "GATEWAYZ_FLUSH_INTERVAL_SECONDS": "0.2",
+            "GATEWAYZ_MAX_BUFFER": "5000",
+            "GATEWAYZ_BREAKER_REFRESH_SECONDS": "1.5",
+            "GATEWAYZ_MAX_SERIES": "50",
+            "GATEWAYZ_GAUGE_TTL_SECONDS": "12",
+            "GATEWAYZ_MAX_PROVIDERS": "20",
+            "GATEWAYZ_HANDLE_SIGTERM": "off",
+            "GATEWAYZ_PROVIDER_SHARDS": "openrouter:8",
+            "GATEWAYZ_EXPORT_HORIZON_SECONDS": "600",
         }
     )
     assert settings == ClientSettings(
@@ -112,8 +115,8 @@ def test_from_env_reads_every_documented_variable() -> None:
 
 def test_from_env_without_variables_or_with_empty_ones_is_the_defaults() -> None:
     assert ClientSettings.from_env({}) == ClientSettings()
-    empty = {"REDIS_URL": "", "METRICS_NAMESPACE": "", "WINDOW_SECONDS": "",
-             "METRICS_HANDLE_SIGTERM": "", "METRICS_MAX_BUFFER": ""}  # fmt: skip
+    empty = {"GATEWAYZ_REDIS_URL": "", "GATEWAYZ_NAMESPACE": "", "GATEWAYZ_WINDOW_SECONDS": "",
+             "GATEWAYZ_HANDLE_SIGTERM": "", "GATEWAYZ_MAX_BUFFER": ""}  # fmt: skip
     assert ClientSettings.from_env(empty) == ClientSettings()
 
 
@@ -123,13 +126,63 @@ def test_from_env_without_variables_or_with_empty_ones_is_the_defaults() -> None
      ("0", False), ("false", False), ("NO", False), ("off", False)],
 )  # fmt: skip
 def test_handle_sigterm_reads_the_usual_words(word: str, expected: bool) -> None:
-    assert ClientSettings.from_env({"METRICS_HANDLE_SIGTERM": word}).handle_sigterm is expected
+    assert ClientSettings.from_env({"GATEWAYZ_HANDLE_SIGTERM": word}).handle_sigterm is expected
 
 
 def test_from_env_names_the_variable_it_cannot_read() -> None:
-    with pytest.raises(ValueError, match=r"^METRICS_HANDLE_SIGTERM='maybe' is not a boolean"):
-        ClientSettings.from_env({"METRICS_HANDLE_SIGTERM": "maybe"})
-    with pytest.raises(ValueError, match=r"^METRICS_MAX_BUFFER='lots' is not a number$"):
-        ClientSettings.from_env({"METRICS_MAX_BUFFER": "lots"})
+    with pytest.raises(ValueError) as info:
+        ClientSettings.from_env({"GATEWAYZ_HANDLE_SIGTERM": "maybe"})
+    assert str(info.value) == (
+        "GATEWAYZ_HANDLE_SIGTERM: invalid value 'maybe' "
+        "(expected a boolean: 1/0, true/false, yes/no, on/off)"
+    )
+    with pytest.raises(ValueError, match=r"^GATEWAYZ_MAX_BUFFER: invalid value 'lots' \("):
+        ClientSettings.from_env({"GATEWAYZ_MAX_BUFFER": "lots"})
+    with pytest.raises(ValueError, match=r"^GATEWAYZ_WINDOW_SECONDS: invalid value 'x' \("):
+        ClientSettings.from_env({"GATEWAYZ_WINDOW_SECONDS": "x"})
     with pytest.raises(ValueError, match=r"^window_seconds must be > 0"):
-        ClientSettings.from_env({"WINDOW_SECONDS": "-5"})
+        ClientSettings.from_env({"GATEWAYZ_WINDOW_SECONDS": "-5"})
+
+
+def test_the_shared_defaults_are_the_protocols_declarations() -> None:
+    """What the aggregator must agree on is declared once, in gatewayz_protocol.options."""
+    settings = ClientSettings()
+    for option in SHARED:
+        assert getattr(settings, option.name) == option.default, option.env
+
+
+OLD_NAMES = {
+    "REDIS_URL": ("redis_url", "redis://cache:6380/2"),
+    "METRICS_NAMESPACE": ("namespace", "prod"),
+    "WINDOW_SECONDS": ("window_seconds", 120.0),
+    "METRICS_FLUSH_INTERVAL_SECONDS": ("flush_interval_seconds", 0.2),
+    "METRICS_MAX_BUFFER": ("max_buffer", 5000),
+    "METRICS_BREAKER_REFRESH_SECONDS": ("breaker_refresh_seconds", 1.5),
+    "METRICS_MAX_SERIES": ("max_series_per_metric", 50),
+    "METRICS_GAUGE_TTL_SECONDS": ("gauge_ttl_seconds", 12.0),
+    "METRICS_MAX_PROVIDERS": ("max_providers", 20),
+    "METRICS_HANDLE_SIGTERM": ("handle_sigterm", False),
+    "METRICS_PROVIDER_SHARDS": ("provider_shards", "openrouter:8"),
+    "EXPORT_HORIZON_SECONDS": ("export_horizon_seconds", 600.0),
+}
+
+
+@pytest.mark.parametrize("old", sorted(OLD_NAMES))
+def test_an_old_name_alone_still_works_with_a_warning_naming_the_new_one(old: str) -> None:
+    forget_notices()
+    field, value = OLD_NAMES[old]
+    raw = "0" if value is False else str(value)
+    new = next(option.env for option in CLIENT_OPTIONS if option.name == field)
+    with pytest.warns(FutureWarning, match=f"^{old} is deprecated .*: set {new} instead"):
+        settings = ClientSettings.from_env({old: raw})
+    assert getattr(settings, field) == value
+
+
+def test_the_new_name_wins_over_the_old_one_and_says_so() -> None:
+    forget_notices()
+    env = {"GATEWAYZ_NAMESPACE": "new", "METRICS_NAMESPACE": "old"}
+    with pytest.warns(FutureWarning, match="^METRICS_NAMESPACE is ignored: GATEWAYZ_NAMESPACE"):
+        assert ClientSettings.from_env(env).namespace == "new"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # told once per process
+        assert ClientSettings.from_env(env).namespace == "new"

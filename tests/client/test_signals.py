@@ -226,10 +226,10 @@ def test_with_the_setting_off_nothing_is_installed_and_sigterm_loses_the_buffer(
         time.sleep(60)
         """,
         env={
-            "REDIS_URL": redis_url,
-            "METRICS_NAMESPACE": namespace,
-            "METRICS_FLUSH_INTERVAL_SECONDS": "60",
-            "METRICS_HANDLE_SIGTERM": "0",
+            "GATEWAYZ_REDIS_URL": redis_url,
+            "GATEWAYZ_NAMESPACE": namespace,
+            "GATEWAYZ_FLUSH_INTERVAL_SECONDS": "60",
+            "GATEWAYZ_HANDLE_SIGTERM": "0",
         },
     )
     workers.append(worker)

@@ -144,7 +144,7 @@ def test_exit_with_loki_black_holed_is_bounded_and_counts_what_is_left() -> None
     with black_hole() as url:
         script = f"""
             import logging, time, gatewayz_telemetry
-            gatewayz_telemetry.setup("exit-test", env={{"LOKI_URL": {url!r}}})
+            gatewayz_telemetry.setup("exit-test", env={{"GATEWAYZ_LOKI_URL": {url!r}}})
             log = logging.getLogger("app")
             for i in range(500):
                 log.info("line %d", i)

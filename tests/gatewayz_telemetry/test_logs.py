@@ -95,7 +95,11 @@ def test_many_records_are_batched_into_few_pushes(loki: Receiver, make_logger: M
 
 
 def test_a_process_that_exits_cleanly_delivers_every_record(loki: Receiver) -> None:
-    env = {"PATH": "/usr/bin:/bin", "LOKI_URL": loki.url, "LOKI_APP": "gatewayz-api"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "GATEWAYZ_LOKI_URL": loki.url,
+        "GATEWAYZ_LOKI_APP": "gatewayz-api",
+    }
     _run(
         """
         import logging, gatewayz_telemetry
@@ -115,7 +119,7 @@ def test_a_process_that_exits_cleanly_delivers_every_record(loki: Receiver) -> N
 
 
 def test_a_forked_child_ships_its_own_records_with_a_sender_of_its_own(loki: Receiver) -> None:
-    env = {"PATH": "/usr/bin:/bin", "LOKI_URL": loki.url}
+    env = {"PATH": "/usr/bin:/bin", "GATEWAYZ_LOKI_URL": loki.url}
     _run(
         """
         import logging, os, gatewayz_telemetry

@@ -9,10 +9,12 @@ import math
 
 import pytest
 
+from gatewayz_protocol.options import forget_notices
 from gatewayz_telemetry import TelemetrySettings
 from gatewayz_telemetry.settings import (
     DEFAULT_ENVIRONMENT,
     PUSH_PATH,
+    TELEMETRY_OPTIONS,
     TRACES_PATH,
     push_url,
     resource_attributes,
@@ -20,11 +22,11 @@ from gatewayz_telemetry.settings import (
 )
 
 ENV_NAMES = (
-    "LOKI_URL",
-    "LOKI_APP",
-    "LOKI_ENV",
-    "DEPLOYMENT_ENV",
-    "LOG_LEVEL",
+    "GATEWAYZ_LOKI_URL",
+    "GATEWAYZ_LOKI_APP",
+    "GATEWAYZ_LOKI_ENV",
+    "GATEWAYZ_DEPLOYMENT_ENV",
+    "GATEWAYZ_LOG_LEVEL",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_SERVICE_NAME",
@@ -36,23 +38,31 @@ ENV_NAMES = (
 def test_settings_come_from_the_environment_once() -> None:
     settings = TelemetrySettings.from_env(
         "gatewayz-api",
-        {"LOKI_URL": "http://loki:3100", "DEPLOYMENT_ENV": "staging", "LOG_LEVEL": "debug"},
+        {
+            "GATEWAYZ_LOKI_URL": "http://loki:3100",
+            "GATEWAYZ_DEPLOYMENT_ENV": "staging",
+            "GATEWAYZ_LOG_LEVEL": "debug",
+        },
     )
     assert settings.loki_url == "http://loki:3100/loki/api/v1/push"
     assert settings.labels() == {"app": "gatewayz-api", "env": "staging", "service": "gatewayz-api"}
     assert settings.log_level == "DEBUG"
-    both = {"DEPLOYMENT_ENV": "staging", "LOKI_ENV": "eu-prod", "LOKI_APP": "gw"}
+    both = {
+        "GATEWAYZ_DEPLOYMENT_ENV": "staging",
+        "GATEWAYZ_LOKI_ENV": "eu-prod",
+        "GATEWAYZ_LOKI_APP": "gw",
+    }
     assert TelemetrySettings.from_env("s", both).labels() == {
         "app": "gw",
         "env": "eu-prod",
         "service": "s",
     }
-    assert not TelemetrySettings.from_env("s", {"LOKI_URL": " "}).logs_enabled
+    assert not TelemetrySettings.from_env("s", {"GATEWAYZ_LOKI_URL": " "}).logs_enabled
     assert push_url("https://logs.example/loki/api/v1/push") == (
         "https://logs.example/loki/api/v1/push"
     )
     with pytest.raises(ValueError):
-        TelemetrySettings.from_env("s", {"LOKI_URL": "loki:3100"})
+        TelemetrySettings.from_env("s", {"GATEWAYZ_LOKI_URL": "loki:3100"})
 
 
 def test_the_paths_and_the_default_environment() -> None:
@@ -80,7 +90,7 @@ def test_a_loki_base_url_gets_the_push_path(url: str, push: str) -> None:
 
 @pytest.mark.parametrize("url", ["loki:3100", "ftp://loki", "http://", "", "/loki/api/v1/push"])
 def test_a_loki_url_must_be_http(url: str) -> None:
-    with pytest.raises(ValueError, match="LOKI_URL must be an http"):
+    with pytest.raises(ValueError, match="GATEWAYZ_LOKI_URL must be an http"):
         push_url(url)
 
 
@@ -195,11 +205,11 @@ def test_every_variable_read_from_the_environment() -> None:
     settings = TelemetrySettings.from_env(
         "svc",
         {
-            "LOKI_URL": " http://loki:3100 ",
-            "LOKI_APP": "gateway",
-            "LOKI_ENV": "eu-prod",
-            "DEPLOYMENT_ENV": "prod",
-            "LOG_LEVEL": "warning",
+            "GATEWAYZ_LOKI_URL": " http://loki:3100 ",
+            "GATEWAYZ_LOKI_APP": "gateway",
+            "GATEWAYZ_LOKI_ENV": "eu-prod",
+            "GATEWAYZ_DEPLOYMENT_ENV": "prod",
+            "GATEWAYZ_LOG_LEVEL": "warning",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://tempo:4318",
             "OTEL_SERVICE_NAME": "gateway-otel",
             "OTEL_RESOURCE_ATTRIBUTES": "team=llm,service.name=ignored",
@@ -245,8 +255,8 @@ def test_without_a_mapping_the_process_environment_is_read(
 ) -> None:
     for name in ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LOKI_URL", "http://loki:3100")
-    monkeypatch.setenv("DEPLOYMENT_ENV", "from-os")
+    monkeypatch.setenv("GATEWAYZ_LOKI_URL", "http://loki:3100")
+    monkeypatch.setenv("GATEWAYZ_DEPLOYMENT_ENV", "from-os")
     settings = TelemetrySettings.from_env("svc")
     assert settings.loki_url == "http://loki:3100/loki/api/v1/push"
     assert settings.environment == "from-os"
@@ -256,7 +266,7 @@ def test_without_a_mapping_the_process_environment_is_read(
     ("env", "service", "place"),
     [
         ({}, "svc", "dev"),
-        ({"LOKI_ENV": "eu"}, "svc", "eu"),  # the logs' env label
+        ({"GATEWAYZ_LOKI_ENV": "eu"}, "svc", "eu"),  # the logs' env label
         (
             {"OTEL_RESOURCE_ATTRIBUTES": "service.name=attr-svc,deployment.environment=attr-env"},
             "attr-svc",
@@ -266,8 +276,8 @@ def test_without_a_mapping_the_process_environment_is_read(
             {
                 "OTEL_RESOURCE_ATTRIBUTES": "service.name=attr-svc,deployment.environment=attr-env",
                 "OTEL_SERVICE_NAME": "otel-svc",
-                "DEPLOYMENT_ENV": "deploy-env",
-                "LOKI_ENV": "loki-env",
+                "GATEWAYZ_DEPLOYMENT_ENV": "deploy-env",
+                "GATEWAYZ_LOKI_ENV": "loki-env",
             },
             "otel-svc",
             "deploy-env",
@@ -289,4 +299,40 @@ def test_other_resource_attributes_are_kept() -> None:
         "host.name": "h1",
         "service.name": "svc",
         "deployment.environment": "dev",
+    }
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "raw", "field"),
+    [
+        ("LOKI_URL", "GATEWAYZ_LOKI_URL", "http://loki:3100", "loki_url"),
+        ("LOKI_APP", "GATEWAYZ_LOKI_APP", "gw", "app"),
+        ("LOKI_ENV", "GATEWAYZ_LOKI_ENV", "eu", "environment"),
+        ("DEPLOYMENT_ENV", "GATEWAYZ_DEPLOYMENT_ENV", "prod", "deployment_environment"),
+        ("LOG_LEVEL", "GATEWAYZ_LOG_LEVEL", "WARNING", "log_level"),
+    ],
+)
+def test_an_old_name_alone_still_works_with_a_warning_naming_the_new_one(
+    old: str, new: str, raw: str, field: str
+) -> None:
+    forget_notices()
+    with pytest.warns(FutureWarning, match=f"^{old} is deprecated .*: set {new} instead"):
+        from_old = TelemetrySettings.from_env("svc", {old: raw})
+    assert getattr(from_old, field) == getattr(TelemetrySettings.from_env("svc", {new: raw}), field)
+
+
+def test_the_new_name_wins_over_the_old_one_and_says_so() -> None:
+    forget_notices()
+    env = {"GATEWAYZ_LOG_LEVEL": "ERROR", "LOG_LEVEL": "DEBUG"}
+    with pytest.warns(FutureWarning, match="^LOG_LEVEL is ignored: GATEWAYZ_LOG_LEVEL is set"):
+        assert TelemetrySettings.from_env("svc", env).log_level == "ERROR"
+
+
+def test_the_standard_variables_keep_their_names() -> None:
+    assert {option.env for option in TELEMETRY_OPTIONS if not option.deprecated} == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_BSP_MAX_QUEUE_SIZE",
     }

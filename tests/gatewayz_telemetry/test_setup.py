@@ -78,7 +78,7 @@ def test_a_loki_url_installs_one_root_handler_and_registers_its_drops(
     registered: list[Callable[[], int]], loki: Receiver
 ) -> None:
     logging.getLogger().setLevel(logging.WARNING)  # a process that never configured logging
-    result = setup("svc", env={"LOKI_URL": loki.url, "LOG_LEVEL": "info"})
+    result = setup("svc", env={"GATEWAYZ_LOKI_URL": loki.url, "GATEWAYZ_LOG_LEVEL": "info"})
     assert (result.logs, result.traces, result.instrumented) == (True, False, False)
     assert result.settings.loki_url == loki.url
     [handler] = _ours()
@@ -92,13 +92,13 @@ def test_a_root_logger_more_verbose_than_the_handler_is_left_alone(
     registered: list[Callable[[], int]], loki: Receiver
 ) -> None:
     logging.getLogger().setLevel(logging.DEBUG)
-    setup("svc", env={"LOKI_URL": loki.url, "LOG_LEVEL": "warning"})
+    setup("svc", env={"GATEWAYZ_LOKI_URL": loki.url, "GATEWAYZ_LOG_LEVEL": "warning"})
     assert logging.getLogger().level == logging.DEBUG
 
 
 def test_settings_given_win_over_the_environment(registered: list[Callable[[], int]]) -> None:
     chosen = TelemetrySettings(service_name="other")
-    result = setup("svc", env={"LOKI_URL": "http://loki:3100"}, settings=chosen)
+    result = setup("svc", env={"GATEWAYZ_LOKI_URL": "http://loki:3100"}, settings=chosen)
     assert result == Telemetry(settings=chosen, logs=False)
     assert _ours() == []
 
@@ -106,21 +106,25 @@ def test_settings_given_win_over_the_environment(registered: list[Callable[[], i
 def test_env_defaults_to_the_process_environment(
     registered: list[Callable[[], int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("LOKI_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    for name in (
+        "GATEWAYZ_LOKI_URL",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LOKI_ENV", "from-os-environ")
+    monkeypatch.setenv("GATEWAYZ_LOKI_ENV", "from-os-environ")
     assert setup("svc").settings.environment == "from-os-environ"
 
 
 def test_a_second_setup_replaces_the_handler_and_keeps_its_drops(
     registered: list[Callable[[], int]], loki: Receiver
 ) -> None:
-    setup("svc", env={"LOKI_URL": loki.url})
+    setup("svc", env={"GATEWAYZ_LOKI_URL": loki.url})
     first = _setup._handler
     assert first is not None
     first.handle(_unformattable())
     assert log_records_dropped() == 1
-    setup("svc", env={"LOKI_URL": loki.url, "LOKI_APP": "second"})
+    setup("svc", env={"GATEWAYZ_LOKI_URL": loki.url, "GATEWAYZ_LOKI_APP": "second"})
     second = _setup._handler
     assert second is not None and second is not first
     assert _ours() == [second]
@@ -138,7 +142,7 @@ def test_flush_waits_for_the_records_logged_so_far(
     registered: list[Callable[[], int]], loki: Receiver
 ) -> None:
     assert flush(timeout=0)  # nothing set up: settled
-    setup("svc", env={"LOKI_URL": loki.url})
+    setup("svc", env={"GATEWAYZ_LOKI_URL": loki.url})
     logger = logging.getLogger("test.setup.flush")
     for i in range(3):
         logger.warning("line %d", i)
@@ -149,7 +153,7 @@ def test_flush_waits_for_the_records_logged_so_far(
 def test_shutdown_stops_shipping_and_counts_what_is_logged_afterwards(
     registered: list[Callable[[], int]], loki: Receiver
 ) -> None:
-    setup("svc", env={"LOKI_URL": loki.url})
+    setup("svc", env={"GATEWAYZ_LOKI_URL": loki.url})
     logging.getLogger("test.setup.shutdown").warning("before")
     shutdown(timeout=5)
     assert len(loki.lines()) == 1

@@ -7,7 +7,6 @@ import pytest
 
 from gatewayz_transport.urls import (
     CLUSTER_SCHEMES,
-    DEFAULT_REDIS_URL,
     SENTINEL_SCHEMES,
     SentinelUrl,
     check_url,
@@ -16,8 +15,7 @@ from gatewayz_transport.urls import (
 )
 
 
-def test_the_schemes_and_the_default() -> None:
-    assert DEFAULT_REDIS_URL == "redis://127.0.0.1:6379/0"
+def test_the_schemes() -> None:
     assert CLUSTER_SCHEMES == {"redis+cluster": "redis", "rediss+cluster": "rediss"}
     assert SENTINEL_SCHEMES == {"redis+sentinel": False, "rediss+sentinel": True}
 

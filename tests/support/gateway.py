@@ -35,8 +35,8 @@ def example_gateway(
     port = free_port()
     full = {
         **os.environ,
-        "REDIS_URL": redis_url,
-        "METRICS_NAMESPACE": namespace,
+        "GATEWAYZ_REDIS_URL": redis_url,
+        "GATEWAYZ_NAMESPACE": namespace,
         "GATEWAY_BIND": f"127.0.0.1:{port}",
         "GATEWAY_WORKERS": "4",
         "FAKE_PROVIDERS": "openrouter:0.02:0.0",

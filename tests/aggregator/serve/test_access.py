@@ -161,7 +161,7 @@ def test_the_only_routes_that_change_anything_are_the_operators(guarded: TestCli
 
 
 def test_the_token_file_is_read_from_the_environment_too(tmp_path: Path) -> None:
-    env = {"AGGREGATOR_AUTH_TOKEN_FILE": _token_file(tmp_path, "from-env\n")}
+    env = {"GATEWAYZ_AGGREGATOR_AUTH_TOKEN_FILE": _token_file(tmp_path, "from-env\n")}
     assert parse_settings([], env=env).auth_token == "from-env"
     flag = _token_file(tmp_path / "flag", "from-flag")
     assert parse_settings(["--auth-token-file", flag], env=env).auth_token == "from-flag"
@@ -200,7 +200,11 @@ def test_a_bad_token_file_is_a_one_line_error_and_exit_2(
         path.write_text(content, encoding="utf-8")
     for argv, env, source in (
         (["--auth-token-file", str(path)], {}, "--auth-token-file"),
-        ([], {"AGGREGATOR_AUTH_TOKEN_FILE": str(path)}, "AGGREGATOR_AUTH_TOKEN_FILE"),
+        (
+            [],
+            {"GATEWAYZ_AGGREGATOR_AUTH_TOKEN_FILE": str(path)},
+            "GATEWAYZ_AGGREGATOR_AUTH_TOKEN_FILE",
+        ),
     ):
         with pytest.raises(SystemExit) as exit_info:
             parse_settings(argv, env=env)
@@ -226,7 +230,7 @@ def test_the_operator_token_file_like_the_auth_tokens(tmp_path: Path) -> None:
     path = _token_file(tmp_path, " op-Tok-1\n")
     for argv, env in (
         (["--operator-token-file", path], {}),
-        ([], {"AGGREGATOR_OPERATOR_TOKEN_FILE": path}),
+        ([], {"GATEWAYZ_AGGREGATOR_OPERATOR_TOKEN_FILE": path}),
     ):
         assert parse_settings(argv, env=env).operator_token == "op-Tok-1"
     assert parse_settings([], env={}).operator_token is None

@@ -129,7 +129,7 @@ def test_the_process_names_its_redis_and_namespace_and_says_when_no_provider_is_
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "aggregator", "--port", str(port), "--interval", "1"],
-            env={**os.environ, "REDIS_URL": url, "METRICS_NAMESPACE": namespace},
+            env={**os.environ, "GATEWAYZ_REDIS_URL": url, "GATEWAYZ_NAMESPACE": namespace},
             stdout=out,
             stderr=subprocess.STDOUT,
         )

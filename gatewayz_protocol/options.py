@@ -1,0 +1,312 @@
+"""Configuration, declared once: the option type every table is made of, how a value is read
+from the environment, and the options both sides read (``SHARED``).
+
+An :class:`Option` is one value: the settings field it fills, its environment variable, the
+aggregator's flag when it has one, its parser, its default, its help and who reads it. The
+client (``client/_settings.py``), the aggregator (``aggregator/option_table.py``) and telemetry
+(``gatewayz_telemetry/settings.py``) each build their settings from a table of them; the
+reference page (``docs/reference/configuration.md``) is generated from the same tables.
+
+Every variable this project defines starts with ``GATEWAYZ_``; standard variables defined by
+others keep their names (``OTEL_EXPORTER_OTLP_ENDPOINT`` and the other ``OTEL_*`` of the
+OpenTelemetry specification). An option's old names (``deprecated``) are still read for one
+release: when only an old name is set its value is used, and the process is told once, with a
+:class:`FutureWarning` naming the new variable; when both are set the new one wins, and that is
+said once too. ``FutureWarning``, not ``DeprecationWarning``: the one to act is whoever set the
+variable (an operator reading a worker's or the aggregator's stderr), and Python shows a
+``DeprecationWarning`` only to code run as ``__main__``, which a library's never is; a
+``FutureWarning`` is shown by default.
+
+Nothing here reads the environment at import time: :func:`read` and :func:`read_all` read the
+mapping they are given, when the settings are built.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from gatewayz_protocol.keys import (
+    DEFAULT_EXPORT_HORIZON_SECONDS,
+    DEFAULT_MAX_PROVIDERS,
+    DEFAULT_NAMESPACE,
+)
+
+T = TypeVar("T")
+
+PREFIX = "GATEWAYZ_"
+"""The prefix of every environment variable this project defines."""
+STANDARD_PREFIXES = ("OTEL_",)
+"""Variables defined by others (the OpenTelemetry specification), read under their own names."""
+
+CLIENT = "client"
+"""Read by ``MetricsClient.from_env()`` / ``ClientSettings.from_env()`` in a gateway worker."""
+AGGREGATOR = "aggregator"
+"""Read by ``python -m aggregator`` (and its ``breaker`` and ``inspect`` commands)."""
+TELEMETRY = "telemetry"
+"""Read by ``gatewayz_telemetry.setup()``, in a worker or the aggregator."""
+
+
+@dataclass(frozen=True)
+class Option(Generic[T]):
+    """One configurable value: ``name`` is the settings field it fills (also the aggregator's
+    argparse dest), ``env`` its variable, ``flag`` the aggregator's flag (None: no flag),
+    ``read_by`` who reads it (``CLIENT``, ``AGGREGATOR``, ``TELEMETRY``), ``deprecated`` its old
+    variable names, still read for one release, and ``default_text`` what the reference shows
+    when the default is worked out at run time (None: the default itself)."""
+
+    name: str
+    env: str
+    parse: Callable[[str], T]
+    default: T
+    help: str
+    read_by: tuple[str, ...]
+    flag: str | None = None
+    deprecated: tuple[str, ...] = ()
+    default_text: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.env.startswith((PREFIX, *STANDARD_PREFIXES)):
+            raise ValueError(f"{self.env}: a variable of this project must start with {PREFIX}")
+        for old in self.deprecated:
+            if old.startswith(PREFIX) or old == self.env:
+                raise ValueError(f"{self.env}: {old} cannot be one of its old names")
+
+    def shown_default(self) -> str:
+        """The default as the reference and ``--help`` show it."""
+        if self.default_text is not None:
+            return self.default_text
+        value: Any = self.default
+        if value is None or value == "" or value == ():
+            return "none"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, float):
+            return f"{value:g}"
+        if isinstance(value, tuple):
+            return ",".join(str(item) for item in value)
+        return str(value)
+
+
+# ---------------------------------------------------------------------------------- parsers
+# Each raises ValueError saying what it expects; ``read`` puts the variable and the value first.
+
+
+def text(raw: str) -> str:
+    return raw
+
+
+def number(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError("a number") from None
+
+
+def integer(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        value = float(raw)  # 1e5, 200000.0
+    except ValueError:
+        raise ValueError("a whole number") from None
+    if not value.is_integer():
+        raise ValueError("a whole number")
+    return int(value)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def boolean(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError("a boolean: 1/0, true/false, yes/no, on/off")
+
+
+def names(raw: str) -> tuple[str, ...]:
+    """``a, b,,c`` -> ``("a", "b", "c")``: comma-separated, blanks dropped."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def numbers(raw: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in names(raw))
+    except ValueError:
+        raise ValueError("comma-separated numbers") from None
+
+
+# ---------------------------------------------------------------------------------- reading
+
+_told: set[tuple[str, str]] = set()
+_told_lock = threading.Lock()
+
+
+def _tell_once(old: str, new: str, message: str) -> None:
+    """A FutureWarning, once per process for each old name (a Gunicorn master tells it once,
+    before it forks its workers)."""
+    with _told_lock:
+        if (old, new) in _told:
+            return
+        _told.add((old, new))
+    warnings.warn(message, FutureWarning, stacklevel=4)
+
+
+def forget_notices() -> None:
+    """Tell every deprecation again (tests)."""
+    with _told_lock:
+        _told.clear()
+
+
+def lookup(option: Option[Any], env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The variable that gives ``option`` a value in ``env`` and that value (stripped), or None
+    when none does: its own variable, else an old name (told once, with the new name). An empty
+    or blank value counts as unset."""
+    value = env.get(option.env, "").strip()
+    for old in option.deprecated:
+        old_value = env.get(old, "").strip()
+        if not old_value:
+            continue
+        if value:
+            _tell_once(
+                old,
+                option.env,
+                f"{old} is ignored: {option.env} is set and wins. {old} is deprecated and no "
+                f"longer read from the next release: remove it.",
+            )
+        else:
+            _tell_once(
+                old,
+                option.env,
+                f"{old} is deprecated and no longer read from the next release: set "
+                f"{option.env} instead (its value is used meanwhile).",
+            )
+            return old, old_value
+    return (option.env, value) if value else None
+
+
+def parse_as(option: Option[T], source: str, raw: str) -> T:
+    """``raw`` parsed by ``option``'s parser; a ValueError of one line naming ``source`` (the
+    variable or the flag the value came from) otherwise."""
+    try:
+        return option.parse(raw)
+    except ValueError as exc:
+        expected = f" (expected {exc})" if str(exc) else ""
+        raise ValueError(f"{source}: invalid value {raw!r}{expected}") from None
+
+
+def read(option: Option[T], env: Mapping[str, str]) -> T | None:
+    """``option``'s value in ``env``, parsed; None when unset."""
+    found = lookup(option, env)
+    return None if found is None else parse_as(option, *found)
+
+
+def read_all(options: Iterable[Option[Any]], env: Mapping[str, str]) -> dict[str, Any]:
+    """``{option.name: value}`` for each option set in ``env`` (unset ones left out, so the
+    settings' own defaults, which are the options' defaults, apply)."""
+    values: dict[str, Any] = {}
+    for option in options:
+        found = lookup(option, env)
+        if found is not None:
+            values[option.name] = parse_as(option, *found)
+    return values
+
+
+# ------------------------------------------------------- shared: both sides must agree on these
+
+REDIS_URL: Option[str] = Option(
+    "redis_url",
+    "GATEWAYZ_REDIS_URL",
+    text,
+    "redis://127.0.0.1:6379/0",
+    "Redis (rediss:// for TLS, redis://:password@host); a Redis Cluster "
+    "redis+cluster://host:port[,host:port...], a Sentinel-managed one "
+    "redis+sentinel://host:26379[,...]/<master>[/<db>]",
+    (CLIENT, AGGREGATOR),
+    flag="--redis-url",
+    deprecated=("REDIS_URL",),
+)
+NAMESPACE: Option[str] = Option(
+    "namespace",
+    "GATEWAYZ_NAMESPACE",
+    text,
+    DEFAULT_NAMESPACE,
+    "key prefix, the same for the clients and the aggregator",
+    (CLIENT, AGGREGATOR),
+    flag="--namespace",
+    deprecated=("METRICS_NAMESPACE",),
+)
+WINDOW_SECONDS: Option[float] = Option(
+    "window_seconds",
+    "GATEWAYZ_WINDOW_SECONDS",
+    number,
+    300.0,
+    "sliding window seconds; the clients' window keys expire this long (plus a margin) after "
+    "their last write",
+    (CLIENT, AGGREGATOR),
+    flag="--window",
+    deprecated=("WINDOW_SECONDS",),
+)
+EXPORT_HORIZON_SECONDS: Option[float] = Option(
+    "export_horizon_seconds",
+    "GATEWAYZ_EXPORT_HORIZON_SECONDS",
+    number,
+    DEFAULT_EXPORT_HORIZON_SECONDS,
+    "seconds without an event after which a provider is idle: it leaves /metrics until its "
+    "next event and no longer counts against the clients' provider cap (at least the window, "
+    "at most the retention)",
+    (CLIENT, AGGREGATOR),
+    flag="--export-horizon",
+    deprecated=("EXPORT_HORIZON_SECONDS",),
+)
+MAX_PROVIDERS: Option[int] = Option(
+    "max_providers",
+    "GATEWAYZ_MAX_PROVIDERS",
+    integer,
+    DEFAULT_MAX_PROVIDERS,
+    "providers tracked at once, cluster-wide: the clients admit no more, the aggregator reads "
+    "and exports no more (the most recently seen)",
+    (CLIENT, AGGREGATOR),
+    flag="--max-providers",
+    deprecated=("METRICS_MAX_PROVIDERS",),
+)
+RETENTION_SECONDS: Option[float] = Option(
+    "retention_seconds",
+    "GATEWAYZ_RETENTION_SECONDS",
+    number,
+    7 * 24 * 3600.0,
+    "seconds an idle provider's counters and registry entry are kept",
+    (CLIENT, AGGREGATOR),
+    flag="--retention",
+)
+
+MAX_SERIES: Option[int] = Option(
+    "max_series_per_metric",
+    "GATEWAYZ_MAX_SERIES",
+    integer,
+    1000,
+    "label sets per backend metric: a client admits no more for counters and histograms, the "
+    "aggregator serves no more for a gauge (across processes)",
+    (CLIENT, AGGREGATOR),
+    flag="--max-series",
+    deprecated=("METRICS_MAX_SERIES",),
+)
+
+SHARED: tuple[Option[Any], ...] = (
+    REDIS_URL,
+    NAMESPACE,
+    WINDOW_SECONDS,
+    EXPORT_HORIZON_SECONDS,
+    MAX_PROVIDERS,
+    RETENTION_SECONDS,
+    MAX_SERIES,
+)
+"""What the clients and the aggregator must agree on, each declared here only."""
