@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The test harness's Redis (devtools.redis_server starts one there when none answers; CI too).
+# REDIS_URL is the harness's variable, not the product's: tests/conftest.py hands it to what the
+# tests start as GATEWAYZ_REDIS_URL. Exported to the test targets only, so `make run` and
+# `make demo` read the product's GATEWAYZ_* variables and nothing else.
 REDIS_URL ?= redis://127.0.0.1:6379/0
-export REDIS_URL
+test test-deps: export REDIS_URL := $(REDIS_URL)
 
 .PHONY: install test test-deps lint format run demo docs bench bench-quick soak torture clean
 

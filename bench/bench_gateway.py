@@ -69,7 +69,7 @@ def gateway(
     """Gunicorn with ``examples/gateway/gunicorn.conf.py`` serving one variant on 2 workers,
     from the checkout at ``root`` (another one: to compare two versions of the client)."""
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "METRICS_NAMESPACE": namespace,
+    env = {**os.environ, "GATEWAYZ_REDIS_URL": redis_url, "GATEWAYZ_NAMESPACE": namespace,
            "GATEWAY_BIND": f"127.0.0.1:{port}", "GATEWAY_WORKERS": "2",
            "GATEWAY_VARIANT": VARIANTS[variant[0]]}  # fmt: skip
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -33,7 +33,9 @@ def _objects_added(module: str) -> int:
 
 
 def _pauses(url: str, namespace: str, out: Queue[Result]) -> None:
-    os.environ.update(REDIS_URL=url, METRICS_NAMESPACE=namespace, METRICS_HANDLE_SIGTERM="0")
+    os.environ.update(
+        GATEWAYZ_REDIS_URL=url, GATEWAYZ_NAMESPACE=namespace, GATEWAYZ_HANDLE_SIGTERM="0"
+    )
     import examples.gateway.app  # noqa: F401  # what a worker holds
 
     def full_collection_ms() -> float:

@@ -1,11 +1,11 @@
 """``make demo``: Redis + aggregator + the example gateway under Gunicorn, driven by HTTP traffic.
 
-Uses (or starts) the Redis on REDIS_URL (``--cluster``: starts a local 3-master Redis Cluster),
-clears its own namespace (``gatewayz-demo``), starts
-``python -m aggregator``, the example gateway (``examples.gateway.app``) under Gunicorn with
-``--workers`` uvicorn workers and fake providers (healthy openrouter, slow anthropic, failing
-flakyai), and ``devtools.demo_traffic`` sending it ``--rate`` requests/s; prints where to look and
-a /metrics excerpt every ``--refresh`` s. Ctrl-C, SIGTERM or ``--duration`` stops exactly the
+Uses (or starts) the Redis on GATEWAYZ_REDIS_URL (``--cluster``: starts a local 3-master Redis
+Cluster), clears its own namespace (``gatewayz-demo``), starts ``python -m aggregator``, the
+example gateway (``examples.gateway.app``) under Gunicorn with ``--workers`` uvicorn workers and
+fake providers (healthy openrouter, slow anthropic, failing flakyai), and ``devtools.demo_traffic``
+sending it ``--rate`` requests/s; prints where to look and a /metrics excerpt every ``--refresh``
+s. Ctrl-C, SIGTERM or ``--duration`` stops exactly the
 processes it started, newest first: traffic, Gunicorn (its workers flush), aggregator, Redis."""
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from devtools.demo_traffic import HEALTH, excerpt
 from devtools.redis_cluster import LocalCluster, node_urls, start_cluster
 from devtools.redis_server import DEFAULT_URL, RedisProcess, ensure_redis
 from gatewayz_protocol.keys import DEFAULT_NAMESPACE, Keys
+from gatewayz_protocol.options import REDIS_URL, read
 from gatewayz_protocol.partitions import SUCCESS, latency_partition, window_partition
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +68,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cluster",
         action="store_true",
         help="run on a local 3-master Redis Cluster started for the demo (redis-server and "
-        "redis-cli on PATH) instead of REDIS_URL",
+        "redis-cli on PATH) instead of GATEWAYZ_REDIS_URL",
     )
     add("--refresh", type=float, default=10.0, help="seconds between excerpts (default 10)")
     add(
@@ -226,7 +227,8 @@ def aggregator_command(args: argparse.Namespace, url: str) -> list[str]:
 
 def gateway_env(args: argparse.Namespace, url: str) -> dict[str, str]:
     return {
-        "REDIS_URL": url, "METRICS_NAMESPACE": args.namespace, "WINDOW_SECONDS": str(args.window),
+        "GATEWAYZ_REDIS_URL": url, "GATEWAYZ_NAMESPACE": args.namespace,
+        "GATEWAYZ_WINDOW_SECONDS": str(args.window),
         "GATEWAY_BIND": f"127.0.0.1:{args.gateway_port}", "GATEWAY_WORKERS": str(args.workers),
         "FAKE_PROVIDERS": args.fake_providers,
     }  # fmt: skip
@@ -260,7 +262,7 @@ def fail(message: str, code: int = 1) -> int:
 
 
 def run(args: argparse.Namespace, children: Children, stop: threading.Event, log: IO[bytes]) -> int:
-    url = os.environ.get("REDIS_URL") or DEFAULT_URL
+    url = read(REDIS_URL, os.environ) or DEFAULT_URL  # the product's variable, as the demo runs it
     for port, flag in ((args.port, "--port"), (args.gateway_port, "--gateway-port")):
         if port_in_use(port):
             return fail(f"port {port} is in use; pick another with {flag}", 2)

@@ -1,6 +1,10 @@
-"""Gunicorn settings for the example gateway (env: GATEWAY_BIND, GATEWAY_WORKERS; LOKI_URL,
-OTEL_EXPORTER_OTLP_ENDPOINT and the other variables for telemetry: see the README's Telemetry
-section)."""
+"""Gunicorn settings for the example gateway.
+
+``GATEWAY_BIND`` and ``GATEWAY_WORKERS`` are the example gateway's own variables, as a gateway
+has its own (they are not the library's, hence no ``GATEWAYZ_`` prefix); the library's are
+``GATEWAYZ_*`` (``MetricsClient.from_env()``: ``GATEWAYZ_REDIS_URL``, ``GATEWAYZ_NAMESPACE``...;
+telemetry: ``GATEWAYZ_LOKI_URL``, ``OTEL_EXPORTER_OTLP_ENDPOINT``...), all listed in
+docs/reference/configuration.md."""
 
 import gc
 import os

@@ -7,6 +7,7 @@ checked in test_compose_safety.py."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -204,11 +205,12 @@ def test_aggregator_replicas(replica: str) -> None:
     assert flag("--host") == "0.0.0.0"
     assert flag("--port") == "9108"
     assert flag("--instance") == replica
-    # Redis from REDIS_URL (the password is in it: no --redis-url flag to show it in `ps`).
+    # Redis from GATEWAYZ_REDIS_URL (the password is in it: no --redis-url flag to show it in
+    # `ps`).
     assert "--redis-url" not in command
     password = composefile.DEMO_ENV["REDIS_PASSWORD"]
     env = _services()[replica]["environment"]
-    assert env["REDIS_URL"] == f"redis://:{password}@redis:6379/0"
+    assert env["GATEWAYZ_REDIS_URL"] == f"redis://:{password}@redis:6379/0"
 
 
 def test_gateway_runs_under_gunicorn_with_four_workers() -> None:
@@ -223,7 +225,33 @@ def test_gateway_runs_under_gunicorn_with_four_workers() -> None:
     assert env["GATEWAY_BIND"] == "0.0.0.0:8080"
     assert env["GATEWAY_WORKERS"] == "4"
     password = composefile.DEMO_ENV["REDIS_PASSWORD"]
-    assert env["REDIS_URL"] == f"redis://:{password}@redis:6379/0"
+    assert env["GATEWAYZ_REDIS_URL"] == f"redis://:{password}@redis:6379/0"
+
+
+EXAMPLE_OWN = {"GATEWAY_BIND", "GATEWAY_WORKERS", "FAKE_PROVIDERS"}
+"""The example gateway's own variables (a gateway has its own; not the library's)."""
+
+
+@pytest.mark.parametrize("name", ["aggregator-1", "aggregator-2", "gateway"])
+def test_the_app_services_use_the_projects_variables_by_their_names(name: str) -> None:
+    """GATEWAYZ_* (no old name, which would warn at every start), OTEL_* or the example
+    gateway's own; each read without a warning by the settings that take it."""
+    from aggregator.options import parse_settings
+    from client import ClientSettings
+    from gatewayz_telemetry import TelemetrySettings
+
+    service = _services()[name]
+    env = {key: str(value) for key, value in service["environment"].items()}
+    assert {key for key in env if not key.startswith(("GATEWAYZ_", "OTEL_"))} <= EXAMPLE_OWN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an old name would be a FutureWarning
+        if name == "gateway":
+            assert ClientSettings.from_env(env).namespace == "gatewayz"
+        else:
+            settings = parse_settings(list(service["command"][3:]), env)
+            assert settings.providers == ("openrouter", "anthropic", "flakyai", "ratelimitai")
+            assert (settings.interval_seconds, settings.breaker_interval_seconds) == (5.0, 2.0)
+        assert TelemetrySettings.from_env(name, env).logs_enabled
 
 
 def test_traffic_drives_every_fake_provider() -> None:

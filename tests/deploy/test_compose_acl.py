@@ -81,7 +81,7 @@ def test_compose_refuses_the_variant_without_each_required_password(variable: st
 
 def test_each_service_connects_as_its_own_user(services: dict[str, Any]) -> None:
     def url(name: str) -> str:
-        return str(services[name]["environment"]["REDIS_URL"])
+        return str(services[name]["environment"]["GATEWAYZ_REDIS_URL"])
 
     worker, aggregator = ACL_ENV["REDIS_WORKER_PASSWORD"], ACL_ENV["REDIS_AGGREGATOR_PASSWORD"]
     assert url("gateway") == f"redis://worker:{worker}@redis:6379/0"
@@ -175,7 +175,7 @@ def test_the_variants_redis_lets_each_service_in_as_its_role(
     )
     assert check.returncode == 0, check.stdout + check.stderr
     for name in ("gateway", "aggregator-1"):
-        url = services[name]["environment"]["REDIS_URL"].replace(
+        url = services[name]["environment"]["GATEWAYZ_REDIS_URL"].replace(
             "@redis:6379", f"@127.0.0.1:{port}"
         )
         client = redis.Redis.from_url(url)

@@ -109,11 +109,11 @@ def _simulation(image: imagebuild.Image, compose: dict[str, Any], logs: Path) ->
 
 
 def _start_redis(simulation: Simulation) -> None:
-    """The compose redis service's command; it answers with the compose REDIS_URL's password
-    and refuses a client without it."""
+    """The compose redis service's command; it answers with the compose GATEWAYZ_REDIS_URL's
+    password and refuses a client without it."""
     simulation.start_redis()
     url = simulation.addresses.rewrite(
-        environment_of(simulation.services["gateway"])["REDIS_URL"], "gateway"
+        environment_of(simulation.services["gateway"])["GATEWAYZ_REDIS_URL"], "gateway"
     )
     client = redis.Redis.from_url(url, socket_timeout=2)
 
@@ -384,7 +384,7 @@ def test_with_an_engine_each_service_is_a_container_of_the_built_image(
     assert aggregator[6:8] == ("--network-alias", "aggregator-1")
     assert "--init" in aggregator and aggregator[aggregator.index("--memory") + 1] == "256m"
     password = composefile.DEMO_ENV["REDIS_PASSWORD"]
-    assert f"REDIS_URL=redis://:{password}@redis:6379/0" in aggregator
+    assert f"GATEWAYZ_REDIS_URL=redis://:{password}@redis:6379/0" in aggregator
     tail = aggregator[aggregator.index(stack.tag) :]
     assert tail == (stack.tag, "python", "-m", "aggregator", "--host", "0.0.0.0", "--port", "9108",
                     "--instance", "aggregator-1")  # fmt: skip
