@@ -30,7 +30,15 @@ from client._batch import Batch
 from gatewayz_protocol import scripts
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import pooled_connection
-from gatewayz_transport.routing import Command, command_key, refresh_layout, slot_of
+from gatewayz_transport.errors import raise_first_error
+from gatewayz_transport.routing import (
+    Command,
+    command_key,
+    execute_routed,
+    read_raw,
+    refresh_layout,
+    slot_of,
+)
 from gatewayz_transport.scripts import may_run_again, register
 
 _T = TypeVar("_T")
@@ -233,7 +241,11 @@ class ClusterWrites:
                 continue
             marker = self._keys.applied(_text(command_key(commands[indexes[0]])))
             if slot in progress.unknown:
-                applied = decode_marker(self._cluster.hget(marker, self._writer_id))
+                # routed: an ASK followed even to a node the layout does not show yet (a
+                # new node importing the slot), where redis-py's own hget fails
+                found = execute_routed(self._cluster, [("HGET", marker, self._writer_id)], read_raw)
+                raise_first_error(found)
+                applied = decode_marker(found[0])
                 if applied is not None and applied[0] <= ids[0] and ids[1] <= applied[1]:
                     progress.record(slot, ids)
                     continue

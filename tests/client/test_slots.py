@@ -22,7 +22,8 @@ from devtools.redis_cluster import LocalCluster
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import FAILURE, SUCCESS
 from gatewayz_transport.connection import connect
-from tests.support.backends import open_redis
+from tests.support.backends import local_cluster, open_redis
+from tests.support.slot_migration import SlotMigration, add_empty_master, keys_on
 
 PROVIDERS = ("alpha", "beta", "gamma", "delta")
 NOW = 1_800_000_000.0
@@ -308,3 +309,43 @@ def test_markers_carry_their_time_and_dead_writers_markers_are_forgotten(
     writer.write(build_batch(events(3), 3000, NO_NOTES))
     assert not r.hexists(marker, "recycled")
     assert {k.decode() for k in r.hkeys(marker)} == {"live", "~ids", "w1"}
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[LocalCluster]:
+    """Its own cluster: the test adds a node and moves a slot to it."""
+    yield from local_cluster()
+
+
+def test_a_lost_reply_is_asked_where_a_migration_moved_the_marker(
+    own_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scaling out: beta's slot moving to a new node (not in the layout yet), its marker already
+    # there when the retry asks it. Before: redis-py followed the ASK to a node it did not know
+    # (AttributeError), and the flusher gave the batch up, its events counted as dropped.
+    keys = Keys("slots-test")
+    writer = RedisWriter(connect(own_cluster.url, 2.0), keys, 360, 3600, writer_id="w1")
+    lost = slot_of(keys, "beta")
+    real = slots.run_slot_transactions
+
+    def lose_the_reply(slot: int, outcome: SlotOutcome) -> SlotOutcome | None:
+        if slot == lost:
+            assert outcome.applied
+            return SlotOutcome(False, error=redis.ConnectionError("reply lost"), unknown=True)
+        return None
+
+    monkeypatch.setattr(slots, "run_slot_transactions", faulty(real, lose_the_reply))
+    batch = build_batch(events(30), 5000, NO_NOTES)
+    with pytest.raises(redis.ConnectionError):
+        writer.write(batch)
+    migration = SlotMigration(own_cluster, lost, target=add_empty_master(own_cluster)).begin()
+    migration.move(sorted(keys_on(migration.source, lost)))  # the marker with the rest
+    sent: list[set[int]] = []
+    monkeypatch.setattr(slots, "run_slot_transactions", recording(real, sent))
+    assert writer.write(batch).errors == ()  # the flusher's retry: the same batch
+    assert sent == [set()]  # beta's marker, read through the ASK, said it ran
+    migration.finish()
+    r = open_redis(own_cluster.url)
+    found = totals(r, keys, "beta")
+    assert {k: found[k] for k in ("n:success", "n:failure")} == expected(30)
+    assert window_events(r, keys, "beta") == 30
