@@ -15,6 +15,9 @@ try:
     from aggregator.serve.process import serve
 except ModuleNotFoundError as missing:  # a worker's install: the client only
     module = (missing.name or "?").partition(".")[0]
+    if module in ("aggregator", "client", "gatewayz_protocol", "gatewayz_transport",
+                  "gatewayz_telemetry"):  # fmt: skip
+        raise  # part of this project: a broken install or image, not a missing extra
     sys.exit(
         "aggregator: error: the aggregator needs its extra: pip install "
         f"'gatewayz-metrics[aggregator]' (module {module!r} is not installed)"

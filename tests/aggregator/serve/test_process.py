@@ -155,3 +155,16 @@ def test_without_its_extra_the_aggregator_says_which_to_install() -> None:
         "aggregator: error: the aggregator needs its extra: pip install "
         "'gatewayz-metrics[aggregator]' (module 'apscheduler' is not installed)"
     )
+
+
+def test_a_module_of_the_project_missing_is_a_broken_install_not_a_missing_extra() -> None:
+    script = (
+        "import runpy, sys; sys.modules['gatewayz_telemetry'] = None; "
+        "sys.argv = ['aggregator']; runpy.run_module('aggregator', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "pip install" not in done.stderr
+    assert done.stderr.strip().endswith(
+        "ModuleNotFoundError: import of gatewayz_telemetry halted; None in sys.modules"
+    )
