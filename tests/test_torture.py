@@ -169,6 +169,12 @@ def test_rejections_missing_in_redis() -> None:
     _only(check(history), "rejections_counted", cause)
 
 
+def test_record_accepting_a_call_it_must_reject() -> None:
+    history = perfect_history()
+    history.workers[0].unexpected.append({"i": 17, "accepted": True, "invalid": "invalid_latency"})
+    _only(check(history), "rejections_counted", "answered True to call 17", "invalid_latency")
+
+
 def test_close_true_with_events_unsettled() -> None:
     history = perfect_history()
     end = history.workers[0].end

@@ -29,6 +29,13 @@ def check_rejections(history: History, verdict: Verdict) -> None:
     from devtools.torture.checker import dup_bound, lost_tags
 
     total_loss, tags = lost_tags(history)
+    for ledger in history.workers:
+        for answer in ledger.unexpected[:3]:
+            verdict.fail(
+                "rejections_counted",
+                f"worker {ledger.index}: record() answered {answer['accepted']} to call "
+                f"{answer['i']}, built to be {answer['invalid'] or 'valid'}",
+            )
     low: dict[str, int] = {}
     high: dict[str, int] = {}
     for ledger in history.workers:

@@ -43,7 +43,10 @@ LATENCIES_MS = (20, 45, 80, 150, 300, 700, 1200, 2500, 6000, 12000)
 COSTS_NUSD = (0, 0, 100_000, 2_500_000, 31_000)
 STATUS_CLASS = {200: 0, 201: 0, 500: 1, 503: 1, 408: 1, 429: 2, 404: 3, 400: 3}
 """The outcome code of each status a worker sends (README "Semantics")."""
-INVALID = ("invalid_latency", "invalid_status_code", "invalid_tokens")
+INVALID = ("invalid_latency", "invalid_status_code")
+"""Causes that reject a whole call (what a health event is made of). A bad token count or cost
+is left out of a call that is still booked (the client's rule since "trust boundaries"): not
+drawn here, so the ledger holds under either rule."""
 FIELDS = (*COUNT_FIELDS, *HISTOGRAM_FIELDS, LATENCY_SUM_FIELD, TOKENS_FIELD, COST_FIELD)
 """Every totals field a worker's events add to."""
 CALLS_METRIC = "torture_calls"
@@ -227,6 +230,9 @@ class WorkerLedger:
     counters: tuple[int, int] = (0, 0)
     """(calls begun, calls returned) at the end, from the worker's memory-mapped counters."""
     allows: list[dict[str, Any]] = field(default_factory=list)
+    unexpected: list[dict[str, Any]] = field(default_factory=list)
+    """record() answers that were not what the call was built to get (True for an invalid
+    call, False for a valid one)."""
 
     @property
     def calls_made(self) -> int:
@@ -293,6 +299,8 @@ def read_ledger(path: Path, counters: tuple[int, int], killed_at: float | None) 
             ledger.clocks.append(entry)
         elif kind == "allow":
             ledger.allows.append(entry)
+        elif kind == "unexpected":
+            ledger.unexpected.append(entry)
         elif kind == "end":
             ledger.end = entry
     if ledger is None:
