@@ -364,12 +364,13 @@ def test_duplicates_only_where_a_lost_reply_allows_them() -> None:
 
 def test_a_known_break_is_told_apart() -> None:
     history = perfect_history()
-    history.redis["providers"][FLAKY]["window"][21] -= 1
+    for replica in history.replicas:
+        del replica["counters"]['torture_calls_total{provider="w0-ok"}']
     verdict = check(history)
-    unexpected, known = classify(verdict, {"clock_step"})
-    assert unexpected == {} and "window_exact" in known
+    unexpected, known = classify(verdict, {"restart_empty"})
+    assert unexpected == {} and "exported_match" in known
     unexpected, known = classify(verdict, {"oom"})
-    assert "window_exact" in unexpected and known == {}
+    assert "exported_match" in unexpected and known == {}
 
 
 def test_a_history_round_trips_through_json() -> None:

@@ -267,6 +267,18 @@ class WorkerProcess:
         return int.from_bytes(data[:8], "little"), int.from_bytes(data[8:16], "little")
 
 
+def _with_retries(start: Any, attempts: int = 3) -> Any:
+    """A local cluster on free ports: another process may take a port between its check and
+    the server's bind (the server then does not start): tried again on other ports."""
+    for attempt in range(attempts):
+        try:
+            return start()
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    return None
+
+
 @dataclass
 class Deployment:
     options: Options
@@ -293,7 +305,7 @@ class Deployment:
             self.directory = self.options.keep
             self.directory.mkdir(parents=True, exist_ok=True)
         if self.options.cluster:
-            self.cluster = start_cluster(masters=3, replicas=1)
+            self.cluster = _with_retries(lambda: start_cluster(masters=3, replicas=1))
             worker_url = agg_url = self.cluster.url
         else:
             shm = Path("/dev/shm")

@@ -25,16 +25,10 @@ class KnownBreak:
     test: str
 
 
+# Fixed since they were found (their regression tests pass, the markers went): a worker's clock
+# step between record() and flush misplacing events (2d03db8), a slot in migration stopping the
+# aggregator's cycles (9b56980; found here, 480e4c3).
 KNOWN: tuple[KnownBreak, ...] = (
-    KnownBreak(
-        "clock-step-misplaces-events",
-        frozenset({"window_exact", "exported_window"}),
-        frozenset({"clock_step", "clock_slew"}),
-        r"window",
-        "a worker's wall-clock step between record() and its batch's offset measurement moves "
-        "those events by the step (the window loses them)",
-        "tests/test_torture_findings.py::test_clock_step_between_record_and_flush",
-    ),
     KnownBreak(
         "backend-declarations-lost-with-redis",
         frozenset({"exported_match"}),
