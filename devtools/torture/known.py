@@ -38,6 +38,16 @@ KNOWN: tuple[KnownBreak, ...] = (
         "({metrics}:schema) are written once per process, data with every flush",
         "tests/test_torture_findings.py::test_backend_metrics_come_back_after_redis_restarts_empty",
     ),
+    KnownBreak(
+        "info-reads-across-a-failover",
+        frozenset({"recovery"}),
+        frozenset({"kill_master", "failover"}),
+        r"uncaught KeyError",
+        "a cluster master changing between the cycle's INFO memory and INFO stats escapes the "
+        "cycle as a KeyError (uncounted, a traceback in the log)",
+        "tests/test_torture_findings.py::"
+        "test_a_master_changing_between_the_info_reads_fails_the_cycle_by_name",
+    ),
 )
 
 
