@@ -22,10 +22,11 @@ install: $(BIN)/.installed
 test: install
 	$(BIN)/python -m devtools.redis_server -- $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
-# The client's and the aggregator's tests on the OLDEST and the NEWEST versions of redis-py,
-# prometheus-client, FastAPI, uvicorn (and the rest the extras name) that pyproject.toml allows:
-# one venv each under .venv-matrix/, pinned by devtools/constraints/{oldest,newest}.txt. Not part
-# of `make test` (CI runs it after); ARGS="--only oldest", ARGS="-- -k raw".
+# The tests of each side on the OLDEST versions of its dependencies pyproject.toml allows, and
+# everything on the NEWEST releases: one venv per environment under .venv-matrix/ (oldest-gateway:
+# a gateway's environment, redis-py 5.0.1 and uvicorn 0.24.0 among them; oldest-aggregator: the
+# aggregator's own; newest), pinned by devtools/constraints/<env>.txt (devtools/dep_matrix.py).
+# Not part of `make test` (CI runs it after); ARGS="--only oldest-gateway", ARGS="-- -k raw".
 test-deps: install
 	$(BIN)/python -m devtools.dep_matrix $(ARGS)
 

@@ -1,16 +1,25 @@
-"""Test what pyproject.toml declares: the client's and the aggregator's tests on the OLDEST and
-on the NEWEST versions of their dependencies the extras allow (``make test-deps``, run by CI
-after ``make test``).
+"""Test what pyproject.toml declares: the tests of each side on the OLDEST versions of its
+dependencies the extras allow, and everything on the NEWEST (``make test-deps``, run by CI after
+``make test``).
 
-``python -m devtools.dep_matrix [--only oldest] [-- PYTEST ARGS]`` builds one virtualenv per
-constraints file in ``devtools/constraints/`` (``oldest.txt``: each lower bound of
-pyproject.toml, ``redis==5.0.1`` the first of them; ``newest.txt``: the newest releases, pinned
-so a run is reproducible) under ``.venv-matrix/<name>``, installs the project with its test
-extras under those constraints (again only when the file or pyproject.toml changed), checks that
-what got installed is what the file says, and runs ``pytest`` on the client's, the aggregator's,
-the transport's and the contract's tests against a Redis (``devtools.redis_server``: the one on
-REDIS_URL, else one started for the run). Prints each environment's versions, result and wall
-time; exits non-zero when any environment failed.
+Three environments (``ENVIRONMENTS``), one virtualenv each under ``.venv-matrix/<name>``, each
+pinned by ``devtools/constraints/<name>.txt``:
+
+- ``oldest-gateway``: what a gateway installs (the core and ``[gateway]``, with its
+  ``[telemetry]``) at its lower bounds, ``redis==5.0.1`` and ``uvicorn==0.24.0`` among them (the
+  origin gateway's pins); the client's, the contract's, the transport's, telemetry's and the
+  example gateway's tests;
+- ``oldest-aggregator``: the aggregator's own environment (``[aggregator]``) at its lower
+  bounds; the aggregator's, the contract's and the transport's tests;
+- ``newest``: every extra at the newest releases (pinned, so a run is reproducible); all of the
+  above.
+
+``python -m devtools.dep_matrix [--only NAME] [-- PYTEST ARGS]`` makes each virtualenv (again
+only when its constraints file, its extras or pyproject.toml changed), installs the project with
+the environment's extras under its constraints, checks that what got installed is what the file
+pins, and runs ``pytest`` on the environment's tests, one at a time, against a Redis
+(``devtools.redis_server``: the one on REDIS_URL, else one started for the run). Prints each
+environment's versions, result and wall time; exits non-zero when any environment failed.
 
 ``--refresh-newest`` rewrites ``newest.txt`` with the newest release of each package it names,
 as the package index reports it (then run the matrix, and commit the file when it passes).
@@ -31,13 +40,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONSTRAINTS = ROOT / "devtools" / "constraints"
 VENVS = ROOT / ".venv-matrix"
-ENVIRONMENTS = ("oldest", "newest")
-TEST_PATHS = (
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One virtualenv: the extras installed (under ``constraints/<name>.txt``), the tests run."""
+
+    name: str
+    extras: str
+    tests: tuple[str, ...]
+
+
+SHARED_TESTS = ("tests/gatewayz_protocol", "tests/gatewayz_transport")
+GATEWAY_TESTS = (
     "tests/client",
-    "tests/aggregator",
-    "tests/gatewayz_transport",
-    "tests/gatewayz_protocol",
+    "tests/gatewayz_telemetry",
+    "tests/test_gateway_gunicorn.py",
+    "tests/test_gateway_telemetry.py",
+    "tests/test_gateway_traces.py",
 )
+AGGREGATOR_TESTS = ("tests/aggregator",)
+ENVIRONMENTS = (
+    Environment("oldest-gateway", "gateway,test-tools", (*GATEWAY_TESTS, *SHARED_TESTS)),
+    Environment("oldest-aggregator", "aggregator,test-tools", (*AGGREGATOR_TESTS, *SHARED_TESTS)),
+    Environment("newest", "test", (*GATEWAY_TESTS, *AGGREGATOR_TESTS, *SHARED_TESTS)),
+)
+BY_NAME = {environment.name: environment for environment in ENVIRONMENTS}
 _PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+)")
 
 
@@ -60,9 +88,10 @@ def pins(constraints: Path) -> dict[str, str]:
     return found
 
 
-def _stamp(constraints: Path) -> str:
-    digest = hashlib.sha256(constraints.read_bytes())
+def _stamp(environment: Environment) -> str:
+    digest = hashlib.sha256((CONSTRAINTS / f"{environment.name}.txt").read_bytes())
     digest.update((ROOT / "pyproject.toml").read_bytes())
+    digest.update(environment.extras.encode())
     digest.update(sys.version.encode())
     return digest.hexdigest()
 
@@ -71,16 +100,18 @@ def _run(command: Sequence[str | Path]) -> None:
     subprocess.run([str(part) for part in command], cwd=ROOT, check=True)
 
 
-def install(name: str) -> float:
-    """The environment ``name``, made or brought up to date; the seconds it took."""
+def install(environment: Environment) -> float:
+    """The environment's virtualenv, made or brought up to date; the seconds it took."""
     started = time.monotonic()
+    name = environment.name
     constraints = CONSTRAINTS / f"{name}.txt"
     venv = VENVS / name
     stamp_file = venv / ".installed"
-    stamp = _stamp(constraints)
+    stamp = _stamp(environment)
     if stamp_file.exists() and stamp_file.read_text() == stamp:
         return 0.0
-    print(f"[{name}] creating {venv.relative_to(ROOT)} under {constraints.relative_to(ROOT)}")
+    print(f"[{name}] creating {venv.relative_to(ROOT)}: .[{environment.extras}] under", end=" ")
+    print(constraints.relative_to(ROOT), flush=True)
     _run([sys.executable, "-m", "venv", "--clear", venv])
     pip: list[str | Path] = [
         venv / "bin" / "python",
@@ -91,7 +122,7 @@ def install(name: str) -> float:
         "--disable-pip-version-check",
     ]
     _run([*pip, "--upgrade", "pip"])
-    _run([*pip, "-c", constraints, "-e", ".[test]"])
+    _run([*pip, "-c", constraints, "-e", f".[{environment.extras}]"])
     stamp_file.write_text(stamp)
     return time.monotonic() - started
 
@@ -107,13 +138,13 @@ def installed_versions(name: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines())
 
 
-def run_tests(name: str, pytest_args: Sequence[str]) -> int:
-    python = str(VENVS / name / "bin" / "python")
+def run_tests(environment: Environment, pytest_args: Sequence[str]) -> int:
+    python = str(VENVS / environment.name / "bin" / "python")
     command = [
         python, "-m", "devtools.redis_server", "--", python, "-m", "pytest", "-q",
-        "-p", "no:cacheprovider", *TEST_PATHS, *pytest_args,
+        "-p", "no:cacheprovider", *environment.tests, *pytest_args,
     ]  # fmt: skip
-    print(f"[{name}] {' '.join(command[3:])}", flush=True)
+    print(f"[{environment.name}] {' '.join(command[3:])}", flush=True)
     return subprocess.run(command, cwd=ROOT, check=False).returncode
 
 
@@ -144,8 +175,12 @@ def refresh_newest() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.dep_matrix", description=__doc__)
-    parser.add_argument("--only", choices=ENVIRONMENTS, action="append", help="one environment")
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.dep_matrix",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--only", choices=list(BY_NAME), action="append", help="one environment")
     parser.add_argument("--install-only", action="store_true", help="build, run no test")
     parser.add_argument("--refresh-newest", action="store_true", help="rewrite newest.txt")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
@@ -155,13 +190,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     started = time.monotonic()
     outcomes = []
-    for name in args.only or ENVIRONMENTS:
-        install_seconds = install(name)
-        versions = check(name)
+    for environment in [BY_NAME[name] for name in args.only] if args.only else ENVIRONMENTS:
+        install_seconds = install(environment)
+        versions = check(environment.name)
         test_started = time.monotonic()
-        code = 0 if args.install_only else run_tests(name, args.pytest_args)
+        code = 0 if args.install_only else run_tests(environment, args.pytest_args)
         outcomes.append(
-            Outcome(name, versions, code, install_seconds, time.monotonic() - test_started)
+            Outcome(
+                environment.name,
+                versions,
+                code,
+                install_seconds,
+                time.monotonic() - test_started,
+            )
         )
     print(f"\ndependency matrix ({time.monotonic() - started:.0f} s in all):")
     for outcome in outcomes:

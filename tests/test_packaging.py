@@ -70,6 +70,7 @@ def test_the_wheel_holds_the_packages_and_a_worker_requires_only_redis(wheel: Pa
         "demo",
         "telemetry",
         "docs",
+        "test-tools",
         "test",
     }
     # Loki's client comes with the telemetry extra, which the aggregator and the gateway pull.
