@@ -86,7 +86,9 @@ def test_a_failing_loki_never_slows_a_logging_call_and_drops_are_exact(
         with capsys.disabled():  # the figures the README quotes (pytest -s)
             us = f"p50 {p50 * 1e6:.1f} us, p99 {p99 * 1e6:.1f} us"
             print(f"\n{kind}: {us}, max {worst * 1e3:.2f} ms")
-        assert p99 < 0.005
+        # Never waited on Loki: a call that did would take a connect timeout (0.5 s) or more.
+        # (Speed itself is a figure, printed above, not an assertion.)
+        assert worst < FAST["connect_timeout_seconds"], (kind, worst)
         assert max(waiting) <= QUEUE  # bounded: the rest was dropped at the call
         assert handler.counts().dropped > 0
         # Whatever was queued is tried and dropped within the timeouts: nothing in between.
