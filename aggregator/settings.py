@@ -42,14 +42,7 @@ def read_token_file(path: str, what: str = "auth token") -> str:
     Prometheus's ``credentials_file`` sends it). Raises ValueError (never quoting the
     content) when the file is missing, unreadable, empty or not a single visible-ASCII word;
     ``what`` names the token in the message (``auth token``, ``operator token``)."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            token = file.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ValueError(f"cannot read {what} file {path!r}: {reason}") from None
-    if not token:
-        raise ValueError(f"{what} file {path!r} is empty")
+    token = _read_secret(path, f"{what} file")
     if not _is_token(token):
         raise ValueError(
             f"{what} in {path!r} must be one word of visible ASCII characters (no spaces)"
@@ -60,15 +53,21 @@ def read_token_file(path: str, what: str = "auth token") -> str:
 def read_url_file(path: str) -> str:
     """The Redis URL in ``path``, without surrounding whitespace. Raises ValueError (never
     quoting the content: it holds a password) when the file is missing, unreadable or empty."""
+    return _read_secret(path, "the Redis URL file")
+
+
+def _read_secret(path: str, what: str) -> str:
+    """The content of ``path`` without surrounding whitespace; ValueError naming ``what`` and
+    the path, never the content, when it is missing, unreadable or empty."""
     try:
         with open(path, encoding="utf-8") as file:
-            url = file.read().strip()
+            content = file.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ValueError(f"cannot read the Redis URL file {path!r}: {reason}") from None
-    if not url:
-        raise ValueError(f"the Redis URL file {path!r} is empty")
-    return url
+        raise ValueError(f"cannot read {what} {path!r}: {reason}") from None
+    if not content:
+        raise ValueError(f"{what} {path!r} is empty")
+    return content
 
 
 def _is_token(token: str) -> bool:
