@@ -14,7 +14,7 @@ from devtools.redis_server import start_redis
 
 BENCHMARKS = (
     "record", "ingest", "cycle", "fleet", "fleet_scrape", "scrape", "memory", "breaker",
-    "cluster", "idle", "gc", "gateway",
+    "cluster", "idle", "gc", "gateway", "labels",
 )  # fmt: skip
 
 

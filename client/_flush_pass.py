@@ -149,7 +149,13 @@ class FlushPass:
         if batch.empty:
             self._settle(batch)
             return Pass.IDLE
-        return self._deliver(batch, events, first_id)
+        done = self._deliver(batch, events, first_id)
+        if done is Pass.WRITTEN and self._instruments.take_unblocked():
+            # values held for a declaration Redis just agreed with: written now, not a flush
+            # interval later (a flush() may be waiting for them)
+            again = self.run()
+            return done if again is Pass.IDLE else again
+        return done
 
     def _note_log_drops(self) -> None:
         """Log records the process's Loki sender (``gatewayz_telemetry``, when it is in use)
@@ -200,6 +206,8 @@ class FlushPass:
             return Pass.STOPPED
         if report.errors or report.conflicts:
             self._log_refusals(report)
+        if report.declared:  # a metric's values are written once Redis agreed with its spec
+            self._instruments.answered(report.declared)
         lost, error = report.refused_events, bool(report.errors)
         if report.leftover is None:
             self._settle(batch, lost=lost, write_error=error, failed=report.increments_refused)

@@ -5,7 +5,7 @@ and the per-model backend metrics. No double bookkeeping for the caller."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -36,6 +36,29 @@ the ``status`` label of model_inference_requests_total: one lookup per call."""
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INFERENCE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+ORIGIN_BUCKETS: Mapping[str, tuple[float, ...]] = {
+    "fastapi_requests_duration_seconds": (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    "model_inference_duration_seconds": (0.1, 0.5, 1, 2.5, 5, 10, 25, 60),
+    "backend_ttfb_seconds": (0.1, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0),
+    "time_to_first_chunk_seconds": (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 10.0, 15.0),
+}
+"""The origin gateway's buckets for these histograms (``src/services/metrics/
+prometheus_metrics.py``): ``GatewayMetrics(client, buckets=ORIGIN_BUCKETS)`` keeps them."""
+
+
+def histogram_buckets(chosen: Mapping[str, Sequence[float]] | None) -> dict[str, Sequence[float]]:
+    """The buckets of each of ``GatewayMetrics``' histograms: ``chosen`` ones (ValueError for a
+    name that is not one of them), this module's for the others."""
+    buckets: dict[str, Sequence[float]] = {
+        "fastapi_requests_duration_seconds": REQUEST_BUCKETS,
+        "model_inference_duration_seconds": INFERENCE_BUCKETS,
+        "backend_ttfb_seconds": INFERENCE_BUCKETS,
+        "time_to_first_chunk_seconds": INFERENCE_BUCKETS,
+    }
+    unknown = set(chosen or {}) - set(buckets)
+    if unknown:
+        raise ValueError(f"buckets for histograms GatewayMetrics has not: {sorted(unknown)}")
+    return buckets | dict(chosen or {})
 
 
 class GatewayMetrics:
@@ -44,7 +67,9 @@ class GatewayMetrics:
     ``status_values`` sets the ``status`` label of model_inference_requests_total: "outcome"
     (default) is the outcome class (success, failure, rate_limited, caller_error); "origin" is
     what the railway-grafana-stack's gateway wrote, "success" or "error" (every other class),
-    so its ``status="error"`` queries keep working unchanged."""
+    so its ``status="error"`` queries keep working unchanged. ``buckets`` chooses the buckets of
+    any of its histograms by name (``ORIGIN_BUCKETS``: the origin gateway's); a histogram's
+    buckets are declared once per name across the fleet (the first declaration wins)."""
 
     def __init__(
         self,
@@ -52,6 +77,7 @@ class GatewayMetrics:
         app_name: str = "gatewayz",
         *,
         status_values: Literal["outcome", "origin"] = "outcome",
+        buckets: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         if status_values not in ("outcome", "origin"):
             raise ValueError(f"status_values must be 'outcome' or 'origin', not {status_values!r}")
@@ -67,7 +93,7 @@ class GatewayMetrics:
             "fastapi_requests_duration_seconds",
             "Request latency",
             ["app_name", "method", "path"],
-            REQUEST_BUCKETS,
+            buckets=histogram_buckets(buckets)["fastapi_requests_duration_seconds"],
         )
         self.inference_requests = client.counter(
             "model_inference_requests_total", "Model calls", ["provider", "model", "status"]
@@ -76,7 +102,7 @@ class GatewayMetrics:
             "model_inference_duration_seconds",
             "Model latency",
             ["provider", "model"],
-            INFERENCE_BUCKETS,
+            buckets=histogram_buckets(buckets)["model_inference_duration_seconds"],
         )
         self.tokens = client.counter(
             "tokens_used_total", "Token usage", ["provider", "model", "token_type"]
@@ -96,13 +122,13 @@ class GatewayMetrics:
             "backend_ttfb_seconds",
             "Time to first byte from the provider",
             ["provider", "model", "endpoint"],
-            INFERENCE_BUCKETS,
+            buckets=histogram_buckets(buckets)["backend_ttfb_seconds"],
         )
         self.ttfc = client.histogram(
             "time_to_first_chunk_seconds",
             "Time to the first streamed chunk",
             ["provider", "model"],
-            INFERENCE_BUCKETS,
+            buckets=histogram_buckets(buckets)["time_to_first_chunk_seconds"],
         )
         self._booking = InferenceBooking(client._instruments, self._model_call_slots())
 
@@ -206,7 +232,7 @@ class InferenceBooking:
         booked = self._booked.get(key)
         if booked is None:
             booked = [_UNRESOLVED] * len(self._slots)
-            if len(self._booked) < MAX_CACHED_CALLS:
+            if len(self._booked) < MAX_CACHED_CALLS and self._cacheable(key):
                 self._booked[key] = booked
         adds: list[tuple[Series, float]] = []
         observes: list[tuple[Series, float, dict[str, str] | None]] = []
@@ -229,6 +255,13 @@ class InferenceBooking:
         if cost_usd and (series := self._series(booked, 7, key)) is not None:
             adds.append((series, float(cost_usd)))
         self._store.update(adds, observes)
+
+    def _cacheable(self, key: _CallKey) -> bool:
+        """Whether a call's label set is remembered: not with a model or endpoint beyond the
+        label value bound (they are truncated, and counted, at every call; remembering their
+        whole text would let 4,096 long ones hold megabytes)."""
+        limit = self._store.max_label_value_bytes
+        return len(key[1]) <= limit and len(key[3]) <= limit
 
     def _series(self, booked: list[Any], slot: int, key: _CallKey) -> Series | None:
         """The series a call of ``key`` updates in ``slot``, resolved the first time; None past

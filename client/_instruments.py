@@ -1,8 +1,12 @@
 """The instrument store: every backend metric series of one process (Counters, Gauges,
-Histograms), pre-aggregated in memory and drained by the flusher into each batch.
+Histograms, Summaries, Infos), pre-aggregated in memory and drained by the flusher into each
+batch.
 
 Values are kept exactly: a counter or a histogram sum is an integer part plus an integer count of
-nano-units, so adding 0.1 a million times gives exactly 100000.
+nano-units, so adding 0.1 a million times gives exactly 100000. A metric's values are drained
+only once Redis agreed with its declaration (``_declarations``), and at most ``max_batch_bytes``
+of counter and histogram values per batch (the rest wait for the next one), so no batch grows
+past what Redis can take in one transaction.
 """
 
 from __future__ import annotations
@@ -11,16 +15,24 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter as _Tally
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from client._declarations import Declarations
 from gatewayz_protocol.fields import Exemplar, bucket_field, int_field, nano_field, split_amount
-from gatewayz_protocol.specs import MetricSpec, series_id
+from gatewayz_protocol.labels import DEFAULT_MAX_LABEL_VALUE_BYTES
+from gatewayz_protocol.specs import PROCESS_KINDS, MetricSpec, info_series_id, series_id
+
+DEFAULT_MAX_BATCH_BYTES = 1 << 20
+"""Counter and histogram values one batch carries at most (series ids and field names)."""
+FIELD_OVERHEAD_BYTES = 16
+"""What a field costs in a batch besides its name: its increment and the protocol's framing."""
 
 
 @dataclass
 class Series:
-    """One label set's pending deltas (counters, histograms) or current value (gauges)."""
+    """One label set's pending deltas (counters, histograms, summaries) or current value
+    (gauges, infos)."""
 
     spec: MetricSpec
     labelvalues: tuple[str, ...]
@@ -28,11 +40,11 @@ class Series:
     ints: int = 0
     nanos: int = 0
     buckets: list[int] = field(default_factory=list)  # histogram: per bucket, then +Inf
-    value: float = 0.0  # gauge
-    updated_at: float = 0.0  # gauge
-    updates: int = 0  # counter/histogram updates since the last drain
+    value: float = 0.0  # gauge (an info: 1)
+    updated_at: float = 0.0  # gauge, info
+    updates: int = 0  # updates since the last drain
     dirty: bool = False
-    exemplars: dict[int, Exemplar] = field(default_factory=dict)  # histogram bucket -> latest
+    exemplars: dict[int, Exemplar] = field(default_factory=dict)  # bucket (counter: 0) -> latest
 
 
 class InstrumentStore:
@@ -43,32 +55,43 @@ class InstrumentStore:
         max_series_per_metric: int,
         clock: Callable[[], float] = time.time,
         on_update: Callable[[], None] = lambda: None,
+        *,
+        max_label_value_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        wall: Callable[[], float] = time.time,
+        check_declarations: bool = False,
     ):
+        """``clock``: the client's (durations, and times moved onto the shared clock when
+        written); ``wall``: Unix time (``Gauge.set_to_current_time()``);
+        ``check_declarations``: a metric's values wait until Redis agreed with its declaration
+        (the client's writer answers; a sink that does not leaves it off)."""
         self.lock = threading.Lock()
         self.max_series = max_series_per_metric
-        self.clock = clock  # the client's: times are moved onto the shared clock when written
+        self.max_label_value_bytes = max_label_value_bytes
+        self.max_batch_bytes = max_batch_bytes
+        self.clock = clock
+        self.wall = wall
         self.on_update = on_update  # starts the flusher; called outside the lock
         self.version = 0  # counts updates: flush() waits for the drained version to reach it
-        self.specs: dict[str, MetricSpec] = {}
+        self._drained_up_to = 0  # the version the last drain that left nothing behind reached
+        self.declarations = Declarations(clock, check_declarations)
         self.series: dict[str, dict[tuple[str, ...], Series]] = {}
         self.dirty: list[Series] = []
-        self.dropped: _Tally[str] = _Tally()
-        self.rejected: _Tally[str] = _Tally()
-        self.unwritten_specs: list[MetricSpec] = []
+        self._values_removed = False  # a gauge or info series was removed: rewrite them
+        self._unblocked = False  # a declaration became writable (``take_unblocked``)
+        self.counts = _counts()
+        """Per kind (``COUNTS``), per metric: updates noted since the last drain."""
 
-    def declare(self, spec: MetricSpec) -> MetricSpec:
+    def declare(self, spec: MetricSpec) -> MetricSpec | None:
+        """The spec the name is declared with in this process (``spec`` the first time), or
+        None when ``spec`` conflicts with it (see ``Declarations.declare``)."""
         with self.lock:
-            existing = self.specs.get(spec.name)
-            if existing is not None:
-                if existing != spec:
-                    raise ValueError(
-                        f"metric {spec.name!r} already declared differently: {existing} vs {spec}"
-                    )
-                return existing
-            self.specs[spec.name] = spec
-            self.series[spec.name] = {}
-            self.unwritten_specs.append(spec)
-            return spec
+            declared = self.declarations.declare(spec)
+            if declared is spec:
+                self.series[spec.name] = {}
+        if declared is spec:
+            self.on_update()  # the declaration is written with the next batch
+        return declared
 
     def get_series(self, spec: MetricSpec, labelvalues: tuple[str, ...]) -> Series | None:
         """The series for these label values, or None past the per-metric cap."""
@@ -79,14 +102,26 @@ class InstrumentStore:
                 if len(table) >= self.max_series:
                     return None
                 found = Series(spec, labelvalues, series_id(labelvalues))
-                if spec.kind == "histogram":
+                if spec.kind in ("histogram", "summary"):  # a summary: its count only
                     found.buckets = [0] * (len(spec.buckets) + 1)
                 table[labelvalues] = found
             return found
 
+    def remove(self, spec: MetricSpec, labelvalues: Iterable[tuple[str, ...]]) -> None:
+        """Forget series of this process: a gauge's or an info's value is withdrawn from Redis
+        at the next batch; a counter's or histogram's pending increments are still written
+        (the fleet's total stays in Redis)."""
+        with self.lock:
+            table = self.series.get(spec.name, {})
+            for values in labelvalues:
+                if table.pop(values, None) is not None and spec.kind in PROCESS_KINDS:
+                    self._values_removed = True
+                    self.version += 1
+        self.on_update()
+
     def reset_after_fork(self) -> None:
         """A forked child keeps every declaration but none of its parent's pending values (the
-        parent ships those) and writes its specs again (the parent may never have)."""
+        parent ships those) and declares everything again (the parent may never have)."""
         self.lock = threading.Lock()
         self.dirty = []
         for table in self.series.values():
@@ -95,19 +130,21 @@ class InstrumentStore:
                 series.buckets = [0] * len(series.buckets)
                 series.value = series.updated_at = 0.0
                 series.dirty = False
-        self.dropped, self.rejected = _Tally(), _Tally()
-        self.unwritten_specs = list(self.specs.values())
-        self.version = 0
+                series.exemplars = {}
+        self.counts = _counts()
+        self.declarations.reset_after_fork()
+        self.version = self._drained_up_to = 0
 
     def _mark(self, series: Series) -> None:
         self.version += 1
+        series.updates += 1
         if not series.dirty:
             series.dirty = True
             self.dirty.append(series)
 
-    def add(self, series: Series, amount: float) -> None:
+    def add(self, series: Series, amount: float, exemplar: dict[str, str] | None = None) -> None:
         with self.lock:
-            self._add(series, amount)
+            self._add(series, amount, exemplar)
         self.on_update()
 
     def observe(self, series: Series, value: float, exemplar: dict[str, str] | None = None) -> None:
@@ -125,17 +162,18 @@ class InstrumentStore:
         one by one would (values already checked by the caller)."""
         with self.lock:
             for series, amount in adds:
-                self._add(series, amount)
+                self._add(series, amount, None)
             for series, value, labels in observes:
                 self._observe(series, value, labels)
         self.on_update()
 
-    def _add(self, series: Series, amount: float) -> None:
+    def _add(self, series: Series, amount: float, exemplar: dict[str, str] | None) -> None:
         """Under the lock."""
+        if exemplar is not None:
+            series.exemplars[0] = (exemplar, float(amount), self.clock())
         ints, nanos = split_amount(amount)
         series.ints += ints
         series.nanos += nanos
-        series.updates += 1
         self._mark(series)
 
     def _observe(self, series: Series, value: float, exemplar: dict[str, str] | None) -> None:
@@ -147,7 +185,6 @@ class InstrumentStore:
         ints, nanos = split_amount(value)
         series.ints += ints
         series.nanos += nanos
-        series.updates += 1
         self._mark(series)
 
     def set_gauge(self, series: Series, value: float | None, delta: float = 0.0) -> None:
@@ -157,63 +194,138 @@ class InstrumentStore:
             self._mark(series)
         self.on_update()
 
-    def count_drop(self, name: str) -> None:
+    def set_info(self, series: Series, info: Sequence[tuple[str, str]]) -> None:
+        """An info series' labels now: the series id names them (the old ones are withdrawn
+        with the next rewrite of this process's values)."""
         with self.lock:
-            self.dropped[name] += 1
+            series.sid = info_series_id(series.labelvalues, info)
+            series.value = 1.0
+            series.updated_at = self.clock()
+            self._mark(series)
+        self.on_update()
+
+    def count(self, kind: str, name: str, count: int = 1) -> None:
+        """``count`` of ``name``'s updates noted as ``kind`` (one of ``COUNTS``)."""
+        with self.lock:
+            self.counts[kind][name] += count
             self.version += 1
         self.on_update()
 
+    def count_drop(self, name: str) -> None:
+        """An update to a series past the cap."""
+        self.count("dropped", name)
+
     def count_reject(self, name: str) -> None:
+        """An invalid value."""
+        self.count("rejected", name)
+
+    def answered(self, stored: Iterable[tuple[str, str | None]]) -> None:
+        """What Redis holds for the declarations a batch carried (``Declarations.answered``)."""
         with self.lock:
-            self.rejected[name] += 1
-            self.version += 1
+            if self.declarations.answered(stored):
+                self._unblocked = True
+                self.version += 1  # values held for them are written now
         self.on_update()
+
+    def take_unblocked(self) -> bool:
+        """Whether a declaration became writable since the last call: the flusher writes the
+        values held for it at once, not an interval later (a ``flush()`` may wait for them)."""
+        with self.lock:
+            unblocked, self._unblocked = self._unblocked, False
+        return unblocked
 
     @property
     def has_gauges(self) -> bool:
-        """Whether a gauge holds a value (its hash in Redis needs its TTL refreshed)."""
+        """Whether a gauge or info holds a value (its hash in Redis needs its TTL refreshed)."""
         with self.lock:
             return any(
-                s.spec.kind == "gauge" and s.updated_at
+                s.spec.kind in PROCESS_KINDS and s.updated_at
                 for table in self.series.values()
                 for s in table.values()
             )
 
     def drain(self, include_all_gauges: bool) -> Drained:
         """Take the pending counter/histogram deltas (zeroing them) and the gauge values to
-        write: the changed ones, or all of them when ``include_all_gauges`` (a TTL refresh)."""
+        write: the changed ones, or all of them when ``include_all_gauges`` (a TTL refresh).
+        Values of a metric Redis has not agreed with yet, and deltas beyond
+        ``max_batch_bytes``, stay for a later drain; those of a refused one are counted."""
         with self.lock:
+            declarations = self.declarations
             deltas: list[tuple[MetricSpec, str, int, list[tuple[str, int]]]] = []
             exemplars: list[tuple[str, str, int, Exemplar]] = []
-            gauge_changed = False
+            held: list[Series] = []
+            values_changed, self._values_removed = self._values_removed, False
+            budget = self.max_batch_bytes
             for s in self.dirty:
-                s.dirty = False
-                if s.spec.kind == "gauge":
-                    gauge_changed = True
-                    continue
-                fields = [(int_field(s.sid), s.ints), (nano_field(s.sid), s.nanos)]
-                fields += [(bucket_field(i, s.sid), c) for i, c in enumerate(s.buckets) if c]
-                deltas.append((s.spec, s.sid, s.updates, [(f, v) for f, v in fields if v]))
-                exemplars += [(s.spec.name, s.sid, b, e) for b, e in s.exemplars.items()]
-                s.exemplars = {}
-                s.ints = s.nanos = s.updates = 0
-                s.buckets = [0] * len(s.buckets)
-            self.dirty = []
-            # A process writes all its gauge values at once (one hash that expires as a whole),
-            # when one changed or when their TTL needs refreshing.
-            gauges = [
-                (s.spec.name, s.sid, s.value, s.updated_at)
-                for table in self.series.values()
-                for s in table.values()
-                if s.spec.kind == "gauge" and s.updated_at
-            ]
-            if not (gauge_changed or include_all_gauges):
-                gauges = []
-            specs, self.unwritten_specs = self.unwritten_specs, []
-            dropped, self.dropped = dict(self.dropped), _Tally()
-            rejected, self.rejected = dict(self.rejected), _Tally()
-            version = self.version
-        return Drained(deltas, gauges, specs, dropped, rejected, version, exemplars)
+                name = s.spec.name
+                if declarations.refused(name):
+                    self.counts["conflicts"][name] += s.updates
+                    _clear(s)
+                elif not declarations.writable(name) or (budget <= 0 and deltas):
+                    held.append(s)
+                elif s.spec.kind in PROCESS_KINDS:
+                    values_changed = True
+                    s.dirty, s.updates = False, 0
+                else:
+                    fields = [(int_field(s.sid), s.ints), (nano_field(s.sid), s.nanos)]
+                    fields += [(bucket_field(i, s.sid), c) for i, c in enumerate(s.buckets) if c]
+                    fields = [(f, v) for f, v in fields if v]
+                    budget -= sum(len(f) + FIELD_OVERHEAD_BYTES for f, _ in fields)
+                    deltas.append((s.spec, s.sid, s.updates, fields))
+                    exemplars += [(name, s.sid, b, e) for b, e in s.exemplars.items()]
+                    _clear(s)
+            self.dirty = held
+            changed = values_changed or include_all_gauges
+            gauges = _process_values(self.series, declarations) if changed else []
+            if not held:
+                self._drained_up_to = self.version
+            counts, self.counts = self.counts, _counts()
+            return Drained(
+                deltas,
+                gauges,
+                declarations.to_send(),
+                _take(counts["dropped"]),
+                _take(counts["rejected"]),
+                self._drained_up_to,
+                exemplars,
+                _take(counts["truncated"]),
+                _take(counts["conflicts"]),
+            )
+
+
+def _process_values(
+    series: dict[str, dict[tuple[str, ...], Series]], declarations: Declarations
+) -> list[tuple[str, str, float, float]]:
+    """Every gauge and info value a process holds, of metrics Redis agreed with. A process
+    writes them all at once (one hash that expires as a whole)."""
+    return [
+        (s.spec.name, s.sid, s.value, s.updated_at)
+        for name, table in series.items()
+        if declarations.writable(name)
+        for s in table.values()
+        if s.spec.kind in PROCESS_KINDS and s.updated_at
+    ]
+
+
+def _clear(series: Series) -> None:
+    """A series' pending deltas, taken."""
+    series.dirty = False
+    series.exemplars = {}
+    series.ints = series.nanos = series.updates = 0
+    series.buckets = [0] * len(series.buckets)
+
+
+COUNTS = ("dropped", "rejected", "truncated", "conflicts")
+"""What is counted per metric: updates past the series cap, invalid values, label values cut to
+the bound, updates of a declaration Redis holds otherwise."""
+
+
+def _counts() -> dict[str, _Tally[str]]:
+    return {kind: _Tally() for kind in COUNTS}
+
+
+def _take(tally: _Tally[str]) -> dict[str, int]:
+    return {name: count for name, count in tally.items() if count}
 
 
 @dataclass(frozen=True)
@@ -227,10 +339,22 @@ class Drained:
     version: int = 0
     exemplars: list[tuple[str, str, int, Exemplar]] = field(default_factory=list)
     """(metric, series id, bucket, exemplar): the latest per bucket since the last drain"""
+    truncated: dict[str, int] = field(default_factory=dict)
+    """label values cut to the bound, per metric"""
+    conflicts: dict[str, int] = field(default_factory=dict)
+    """updates refused, per metric: this process declared it otherwise than Redis holds"""
 
     @property
     def empty(self) -> bool:
-        return not (self.deltas or self.gauges or self.specs or self.dropped or self.rejected)
+        return not (
+            self.deltas
+            or self.gauges
+            or self.specs
+            or self.dropped
+            or self.rejected
+            or self.truncated
+            or self.conflicts
+        )
 
     @property
     def updates(self) -> int:

@@ -1,25 +1,25 @@
-"""Counter, Gauge and Histogram handles with labels, as prometheus_client shapes them, over the
-instrument store; and the registry that declares them once per process.
+"""Counter, Gauge, Histogram, Summary and Info handles with labels, with prometheus_client's
+methods and signatures, over the instrument store.
 
-A redeclaration must match (name, type, help, label names, buckets, combine mode) or raises
-ValueError, as does ``labels()`` with the wrong label names or count. Every update (``inc``,
-``dec``, ``set``, ``observe``) never raises: an invalid value (negative counter increment, NaN,
-inf, not a number) is rejected and counted.
+``labels()`` with the wrong label names or count raises ValueError (as prometheus_client does:
+a programming error that shows at the first call). Every update (``inc``, ``dec``, ``set``,
+``observe``, ``info``...) never raises: an invalid value (a negative counter increment, NaN, inf,
+not a number) is rejected and counted; an update past the series cap is dropped and counted; an
+update of a declaration that conflicts with the metric's first one is refused and counted. Label
+values longer than the store's bound are truncated (``gatewayz_protocol.labels``) and counted.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from client._exemplars import valid_exemplar
 from client._instruments import InstrumentStore, Series
+from client._timing import Scope
+from gatewayz_protocol.labels import bounded_label_value
+from gatewayz_protocol.names import is_valid_label_name
 from gatewayz_protocol.specs import MetricSpec
-
-DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 MAX_VALUE = 1e15
 """Largest magnitude one update may carry: far above any real increment, far below the 64-bit
@@ -47,13 +47,45 @@ def _label_value(value: object) -> str:
 
 
 class _Metric:
-    def __init__(self, store: InstrumentStore, spec: MetricSpec):
+    def __init__(self, store: InstrumentStore, spec: MetricSpec, refused: bool = False):
+        """``refused``: a declaration that conflicts with the metric's first one in this
+        process; every update of it is counted as refused (``count_conflict``)."""
         self._store = store
-        self.spec = store.declare(spec)
+        self.spec = spec
         self._children: dict[tuple[str, ...], Any] = {}
+        self._refused = (
+            _Refused(store, lambda: store.count("conflicts", spec.name)) if refused else None
+        )
 
     def labels(self, *values: object, **named: object) -> Any:
         """The child for one label set (as prometheus_client's ``labels()``)."""
+        key = self._key(values, named, count=True)
+        if self._refused is not None:
+            return self._refused
+        child = self._children.get(key)
+        if child is None:
+            series = self._store.get_series(self.spec, key)
+            if series is None:
+                return _Refused(self._store, lambda: self._store.count_drop(self.spec.name))
+            child = self._children[key] = self._child(series)
+        return child
+
+    def remove(self, *values: object) -> None:
+        """Forget one label set in this process, as prometheus_client's ``remove()``: a gauge's
+        or info's value is withdrawn at the next flush; a counter's or histogram's total stays
+        in Redis (other processes add to it) until it expires."""
+        if not self.spec.labelnames:
+            raise ValueError(f"{self.spec.name} has no labels")
+        key = self._key(values, {}, count=False)
+        self._children.pop(key, None)
+        self._store.remove(self.spec, [key])
+
+    def clear(self) -> None:
+        """Forget every label set in this process (``remove()`` of each)."""
+        keys, self._children = list(self._children), {}
+        self._store.remove(self.spec, keys)
+
+    def _key(self, values: tuple[object, ...], named: Mapping[str, object], count: bool) -> Any:
         names = self.spec.labelnames
         if named:
             if values or set(named) != set(names):
@@ -61,24 +93,26 @@ class _Metric:
             values = tuple(named[n] for n in names)
         if len(values) != len(names):
             raise ValueError(f"{self.spec.name}: expected {len(names)} label values")
-        key = tuple(_label_value(v) for v in values)
-        child = self._children.get(key)
-        if child is None:
-            series = self._store.get_series(self.spec, key)
-            child = self._child(series) if series is not None else _Dropped(self._store, self.spec)
-            if series is not None:
-                self._children[key] = child
-        return child
+        limit = self._store.max_label_value_bytes
+        texts = [_label_value(v) for v in values]
+        key = tuple(bounded_label_value(text, limit) for text in texts)
+        cut = sum(bounded is not text for bounded, text in zip(key, texts, strict=True))
+        if cut and count:
+            self._store.count("truncated", self.spec.name, cut)
+        return key
 
     def series(self, *values: object) -> Series | None:
         """The series ``labels(*values)`` updates; None past the cardinality cap (its updates
-        are dropped and counted)."""
+        are dropped and counted) or for a refused declaration."""
         series: Series | None = getattr(self.labels(*values), "_series", None)
         return series
 
     def count_drop(self) -> None:
-        """One update of a series past the cap, dropped and counted."""
-        self._store.count_drop(self.spec.name)
+        """One update of a series past the cap (or of a refused declaration), counted."""
+        if self._refused is not None:
+            self._store.count("conflicts", self.spec.name)
+        else:
+            self._store.count_drop(self.spec.name)
 
     def _child(self, series: Series) -> Any:
         raise NotImplementedError
@@ -89,64 +123,97 @@ class _Metric:
         return self.labels()
 
 
-class _Dropped:
-    """A series past the cardinality cap: every update is dropped and counted."""
+class _Refused:
+    """A series past the cardinality cap, or of a conflicting declaration: every update is
+    counted (``count``), none is kept. Has every child's methods."""
 
-    def __init__(self, store: InstrumentStore, spec: MetricSpec):
-        self._store, self._name = store, spec.name
+    def __init__(self, store: InstrumentStore, count: Callable[[], None]):
+        self._clock, self._count = store.clock, count
 
-    def _drop(self, *_: object, **__: object) -> None:
-        self._store.count_drop(self._name)
+    def _refuse(self, *_: object, **__: object) -> None:
+        self._count()
 
-    inc = dec = set = observe = _drop
+    inc = dec = set = observe = info = set_to_current_time = _refuse
 
-    @contextmanager
-    def time(self) -> Iterator[None]:
-        yield
-        self._drop()
+    def time(self) -> Scope:
+        return Scope(self._clock, lambda _, __: self._count())
+
+    def track_inprogress(self) -> Scope:
+        return Scope(self._clock, lambda _, __: self._count(), self._count)
+
+    def count_exceptions(self, exception: Any = Exception) -> Scope:
+        return Scope(
+            self._clock, lambda _, exc: self._count() if isinstance(exc, exception) else None
+        )
 
 
-class _CounterChild:
+class _Child:
     def __init__(self, store: InstrumentStore, series: Series):
         self._store, self._series = store, series
 
-    def inc(self, amount: float = 1) -> None:
-        number = _number(amount)
+    def _valid(self, value: object, allow_negative: bool) -> float | None:
+        number = _number(value, allow_negative)
         if number is None:
             self._store.count_reject(self._series.spec.name)
-        else:
-            self._store.add(self._series, amount if type(amount) is int else number)
+        return number
+
+
+class _CounterChild(_Child):
+    def inc(self, amount: float = 1, exemplar: Mapping[str, str] | None = None) -> None:
+        """As prometheus_client's: ``exemplar`` labels (``{"trace_id": ...}``) link the
+        increment to a trace on the OpenMetrics ``_total`` sample (an invalid one is left
+        out)."""
+        number = self._valid(amount, allow_negative=False)
+        if number is not None:
+            labels = valid_exemplar(exemplar) if exemplar is not None else None
+            self._store.add(self._series, amount if type(amount) is int else number, labels)
+
+    def count_exceptions(self, exception: Any = Exception) -> Scope:
+        """Count the exceptions of type ``exception`` (a class or a tuple of them) that leave a
+        block or a decorated function; they are re-raised."""
+        return Scope(
+            self._store.clock, lambda _, exc: self.inc() if isinstance(exc, exception) else None
+        )
 
 
 class CounterMetric(_Metric):
     def _child(self, series: Series) -> _CounterChild:
         return _CounterChild(self._store, series)
 
-    def inc(self, amount: float = 1) -> None:
-        self._unlabelled().inc(amount)
+    def inc(self, amount: float = 1, exemplar: Mapping[str, str] | None = None) -> None:
+        self._unlabelled().inc(amount, exemplar)
+
+    def count_exceptions(self, exception: Any = Exception) -> Scope:
+        return self._unlabelled().count_exceptions(exception)  # type: ignore[no-any-return]
 
 
-class _GaugeChild:
-    def __init__(self, store: InstrumentStore, series: Series):
-        self._store, self._series = store, series
-
+class _GaugeChild(_Child):
     def set(self, value: float) -> None:
-        self._update(value, replace=True)
+        number = self._valid(value, allow_negative=True)
+        if number is not None:
+            self._store.set_gauge(self._series, number)
 
     def inc(self, amount: float = 1) -> None:
-        self._update(amount)
+        number = self._valid(amount, allow_negative=True)
+        if number is not None:
+            self._store.set_gauge(self._series, None, number)
 
     def dec(self, amount: float = 1) -> None:
-        self._update(amount, sign=-1.0)
+        number = self._valid(amount, allow_negative=True)
+        if number is not None:
+            self._store.set_gauge(self._series, None, -number)
 
-    def _update(self, value: object, replace: bool = False, sign: float = 1.0) -> None:
-        number = _number(value, allow_negative=True)
-        if number is None:
-            self._store.count_reject(self._series.spec.name)
-        elif replace:
-            self._store.set_gauge(self._series, number)
-        else:
-            self._store.set_gauge(self._series, None, sign * number)
+    def set_to_current_time(self) -> None:
+        """The current Unix time, in seconds."""
+        self.set(self._store.wall())
+
+    def track_inprogress(self) -> Scope:
+        """Up by one while a block or a decorated function runs."""
+        return Scope(self._store.clock, lambda _, __: self.dec(), self.inc)
+
+    def time(self) -> Scope:
+        """Set to the duration of a block or a decorated function, in seconds."""
+        return Scope(self._store.clock, lambda seconds, _: self.set(seconds))
 
 
 class GaugeMetric(_Metric):
@@ -162,93 +229,97 @@ class GaugeMetric(_Metric):
     def dec(self, amount: float = 1) -> None:
         self._unlabelled().dec(amount)
 
+    def set_to_current_time(self) -> None:
+        self._unlabelled().set_to_current_time()
 
-class _HistogramChild:
-    def __init__(self, store: InstrumentStore, series: Series):
-        self._store, self._series = store, series
+    def track_inprogress(self) -> Scope:
+        return self._unlabelled().track_inprogress()  # type: ignore[no-any-return]
 
-    def observe(self, value: float, exemplar: Mapping[str, str] | None = None) -> None:
+    def time(self) -> Scope:
+        return self._unlabelled().time()  # type: ignore[no-any-return]
+
+
+class _HistogramChild(_Child):
+    def observe(self, amount: float, exemplar: Mapping[str, str] | None = None) -> None:
         """As prometheus_client's: ``exemplar`` labels (e.g. ``{"trace_id": ...}``) link the
         observation's bucket to a trace in the OpenMetrics exposition (an invalid one is left
-        out)."""
-        number = _number(value)
-        if number is None:
-            self._store.count_reject(self._series.spec.name)
-        else:
+        out). A negative value is valid when the first bucket is negative (the histogram then
+        has no ``_sum``); else it is rejected: OpenMetrics refuses a negative ``_sum``."""
+        spec = self._series.spec
+        number = self._valid(amount, allow_negative=spec.buckets[0] < 0)
+        if number is not None:
             labels = valid_exemplar(exemplar) if exemplar is not None else None
             self._store.observe(self._series, number, labels)
 
-    @contextmanager
-    def time(self) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.observe(time.perf_counter() - started)
+    def time(self) -> Scope:
+        """Observe the duration of a block or a decorated function, in seconds."""
+        return Scope(self._store.clock, lambda seconds, _: self.observe(seconds))
 
 
 class HistogramMetric(_Metric):
     def _child(self, series: Series) -> _HistogramChild:
         return _HistogramChild(self._store, series)
 
-    def observe(self, value: float, exemplar: Mapping[str, str] | None = None) -> None:
-        self._unlabelled().observe(value, exemplar)
+    def observe(self, amount: float, exemplar: Mapping[str, str] | None = None) -> None:
+        self._unlabelled().observe(amount, exemplar)
 
-    def time(self) -> Any:
-        return self._unlabelled().time()
-
-
-_Handle = TypeVar("_Handle", CounterMetric, GaugeMetric, HistogramMetric)
+    def time(self) -> Scope:
+        return self._unlabelled().time()  # type: ignore[no-any-return]
 
 
-class MetricRegistry:
-    """The handles declared on one client: a repeated declaration returns the same handle."""
+class _SummaryChild(_Child):
+    def observe(self, amount: float) -> None:
+        """Counted and summed (``_count``, ``_sum``: no quantiles, as prometheus_client's
+        multiprocess mode). A negative value is rejected: OpenMetrics refuses a negative
+        ``_sum``."""
+        number = self._valid(amount, allow_negative=False)
+        if number is not None:
+            self._store.observe(self._series, number)
 
-    def __init__(self, store: InstrumentStore) -> None:
-        self._store = store
-        self._handles: dict[str, Any] = {}
+    def time(self) -> Scope:
+        return Scope(self._store.clock, lambda seconds, _: self.observe(seconds))
 
-    def counter(self, name: str, documentation: str, labelnames: Sequence[str]) -> CounterMetric:
-        return self._declare(
-            CounterMetric,
-            lambda: MetricSpec(
-                name.removesuffix("_total"), "counter", documentation, tuple(labelnames)
-            ),
-        )
 
-    def gauge(
-        self, name: str, documentation: str, labelnames: Sequence[str], combine: str
-    ) -> GaugeMetric:
-        return self._declare(
-            GaugeMetric,
-            lambda: MetricSpec(name, "gauge", documentation, tuple(labelnames), combine=combine),
-        )
+class SummaryMetric(_Metric):
+    def _child(self, series: Series) -> _SummaryChild:
+        return _SummaryChild(self._store, series)
 
-    def histogram(
-        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
-    ) -> HistogramMetric:
-        return self._declare(
-            HistogramMetric,
-            lambda: MetricSpec(
-                name,
-                "histogram",
-                documentation,
-                tuple(labelnames),
-                tuple(float(b) for b in buckets if b != math.inf),
-            ),
-        )
+    def observe(self, amount: float) -> None:
+        self._unlabelled().observe(amount)
 
-    def _declare(self, kind: type[_Handle], make_spec: Callable[[], MetricSpec]) -> _Handle:
-        """ValueError (never another exception) when the arguments make no valid spec or one
-        that conflicts with an earlier declaration."""
+    def time(self) -> Scope:
+        return self._unlabelled().time()  # type: ignore[no-any-return]
+
+
+class _InfoChild(_Child):
+    def info(self, val: Mapping[str, str]) -> None:
+        """Served as ``<name>_info{<labels>, <val's labels>} 1`` while this process lives. Info
+        label names must be label names other than the metric's (else the update is rejected
+        and counted); values are bounded like every label value."""
+        spec, store = self._series.spec, self._store
         try:
-            spec = make_spec()
-        except ValueError:
-            raise
-        except Exception as exc:
-            raise ValueError(f"invalid metric declaration: {exc!r}") from None
-        self._store.declare(spec)  # raises on a conflicting redeclaration
-        existing = self._handles.get(spec.name)
-        if existing is None:
-            existing = self._handles[spec.name] = kind(self._store, spec)
-        return existing
+            items = sorted((str(k), _label_value(v)) for k, v in dict(val).items())
+        except Exception:
+            items = []
+        names = {name for name, _ in items}
+        limit = store.max_label_value_bytes
+        if (
+            not items
+            or names & set(spec.labelnames)
+            or not all(is_valid_label_name(name) and len(name) <= limit for name in names)
+        ):
+            store.count_reject(spec.name)
+            return
+        bounded = [(name, bounded_label_value(value, limit)) for name, value in items]
+        cut = sum(b is not v for (_, b), (_, v) in zip(bounded, items, strict=True))
+        if cut:
+            store.count("truncated", spec.name, cut)
+        store.set_info(self._series, bounded)
+
+
+class InfoMetric(_Metric):
+    def _child(self, series: Series) -> _InfoChild:
+        return _InfoChild(self._store, series)
+
+    def info(self, val: Mapping[str, str]) -> None:
+        self._unlabelled().info(val)

@@ -1,6 +1,7 @@
 """The backend metrics' part of a batch: the commands that write what the instrument store drained
-(declarations, counter and histogram increments, exemplars, dropped and rejected counts, gauge
-values), queued into the batch's transaction after the provider events."""
+(declarations, counter, histogram and summary increments, exemplars, the updates dropped,
+rejected or refused and the label values truncated, gauge and info values), queued into the
+batch's transaction after the provider events."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from redis.typing import EncodableT, FieldT
 from client._instruments import Drained
 from client._slots import CommandList
 from gatewayz_protocol.fields import (
+    CONFLICTS_FIELD,
     SERIES_DROPPED_FIELD,
+    TRUNCATED_FIELD,
     VALUES_REJECTED_FIELD,
     encode_exemplar,
     exemplar_field,
@@ -68,8 +71,9 @@ class MetricWrites:
     def _queue_specs(
         self, plan: CommandList, drained: Drained, ops: Counter[str]
     ) -> list[SpecCheck]:
-        """Each new declaration, unless one is there already (the first one wins), then read
-        back to compare."""
+        """Each declaration the batch carries, unless one is there already (the first one
+        wins), then read back: the instrument store writes a metric's values once Redis holds a
+        compatible declaration (``_declarations``)."""
         keys, add = self._keys, plan.execute_command
         checks: list[SpecCheck] = []
         for spec in drained.specs:
@@ -108,7 +112,8 @@ class MetricWrites:
         self, plan: CommandList, drained: Drained, offset: float, ops: Counter[str]
     ) -> None:
         """The latest exemplar per bucket of each series (a series past the cap shows none),
-        and the updates dropped past the cap or rejected as invalid, per metric."""
+        and per metric the updates dropped past the cap, rejected as invalid or refused (a
+        conflicting declaration), and the label values truncated."""
         keys, add = self._keys, plan.execute_command
         by_metric: dict[str, list[FieldT | EncodableT]] = {}
         for name, sid, bucket, (labels, value, at) in drained.exemplars:
@@ -118,13 +123,20 @@ class MetricWrites:
             add("HSET", keys.metric_exemplars(name), *encoded)
             add("EXPIRE", keys.metric_exemplars(name), self._retention)
             ops.update({"hset": 1, "expire": 1})
+        counted: set[str] = set()
         for counts, field_name in (
             (drained.dropped, SERIES_DROPPED_FIELD),
             (drained.rejected, VALUES_REJECTED_FIELD),
+            (drained.truncated, TRUNCATED_FIELD),
+            (drained.conflicts, CONFLICTS_FIELD),
         ):
             for name, count in counts.items():
                 add("HINCRBY", keys.metric_data(name), field_name, count)
                 ops["hincrby"] += 1
+                counted.add(name)
+        for name in sorted(counted):  # a metric counted but never incremented expires too
+            add("EXPIRE", keys.metric_data(name), self._retention)
+            ops["expire"] += 1
 
     def _queue_gauges(
         self, plan: CommandList, drained: Drained, offset: float, ops: Counter[str]

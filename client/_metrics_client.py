@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -22,13 +22,8 @@ from client._breaker_gate import CircuitOpenError
 from client._events import EventValidator, Rejected
 from client._exemplars import checked_exemplar
 from client._instruments import InstrumentStore
-from client._metric_types import (
-    DEFAULT_BUCKETS,
-    CounterMetric,
-    GaugeMetric,
-    HistogramMetric,
-    MetricRegistry,
-)
+from client._metric_factories import MetricFactories
+from client._metric_registry import MetricRegistry
 from client._process_parts import ProcessParts
 from client._settings import ClientSettings
 from client._signals import unwatch as unwatch_shutdown
@@ -41,7 +36,7 @@ log = logging.getLogger("gatewayz.metrics.client")
 _MAX_WAIT_SECONDS = 86_400.0
 
 
-class MetricsClient:
+class MetricsClient(MetricFactories):
     """Records provider-call outcomes and ships them to Redis in the background.
 
     Thread-safe and fork-safe. Construct one per process (construction does no I/O)::
@@ -78,7 +73,13 @@ class MetricsClient:
         self._shared_clock = clock is None
         self._validator = EventValidator()
         self._instruments = InstrumentStore(
-            self.settings.max_series_per_metric, self._clock, lambda: self._flusher.poke()
+            self.settings.max_series_per_metric,
+            self._clock,
+            lambda: self._flusher.poke(),
+            max_label_value_bytes=self.settings.max_label_value_bytes,
+            max_batch_bytes=self.settings.max_batch_bytes,
+            wall=clock or time.time,
+            check_declarations=True,
         )
         self._metrics = MetricRegistry(self._instruments)
         self._start_process()
@@ -211,37 +212,6 @@ class MetricsClient:
                 )
         except Exception:  # logging misconfigured, interpreter shutting down...
             pass
-
-    # -- backend metrics -----------------------------------------------------------------------
-
-    def counter(
-        self, name: str, documentation: str, labelnames: Sequence[str] = ()
-    ) -> CounterMetric:
-        """A counter exported by the aggregator, summed over all workers. Like
-        prometheus_client, a ``_total`` suffix is optional (always exported). Floats are exact
-        to 1e-9. ValueError for an invalid or conflicting declaration."""
-        return self._metrics.counter(name, documentation, labelnames)
-
-    def gauge(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        combine: str = "sum",
-    ) -> GaugeMetric:
-        """A gauge; ``combine`` says how workers' values merge: sum, max, min or latest. A
-        process's values vanish ``gauge_ttl_seconds`` after it stops refreshing them (dies)."""
-        return self._metrics.gauge(name, documentation, labelnames, combine)
-
-    def histogram(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
-    ) -> HistogramMetric:
-        """A histogram whose buckets, sum and count add up over all workers."""
-        return self._metrics.histogram(name, documentation, labelnames, buckets)
 
     # -- flushing ------------------------------------------------------------------------------
 

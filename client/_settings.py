@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from client._instruments import DEFAULT_MAX_BATCH_BYTES
 from client._sharding import ShardPlan
+from gatewayz_protocol.labels import DEFAULT_MAX_LABEL_VALUE_BYTES, check_max_label_value_bytes
 from gatewayz_protocol.names import check_namespace
 from gatewayz_protocol.options import (
     CLIENT,
@@ -86,6 +88,25 @@ PROVIDER_SHARDS: Option[str] = Option(
     deprecated=("METRICS_PROVIDER_SHARDS",),
 )
 
+MAX_LABEL_VALUE_BYTES: Option[int] = Option(
+    "max_label_value_bytes",
+    "GATEWAYZ_MAX_LABEL_VALUE_BYTES",
+    integer,
+    DEFAULT_MAX_LABEL_VALUE_BYTES,
+    "UTF-8 bytes of a backend metric's label value; a longer one is truncated and ends with a "
+    "hash of the whole (counted in gatewayz_metrics_label_values_truncated_total)",
+    (CLIENT,),
+)
+MAX_BATCH_BYTES: Option[int] = Option(
+    "max_batch_bytes",
+    "GATEWAYZ_MAX_BATCH_BYTES",
+    integer,
+    DEFAULT_MAX_BATCH_BYTES,
+    "bytes of backend metric increments (series ids and fields) one batch carries at most; "
+    "the rest go with the next batch",
+    (CLIENT,),
+)
+
 CLIENT_OPTIONS: tuple[Option[Any], ...] = (
     *(option for option in SHARED if CLIENT in option.read_by),
     FLUSH_INTERVAL_SECONDS,
@@ -94,6 +115,8 @@ CLIENT_OPTIONS: tuple[Option[Any], ...] = (
     GAUGE_TTL_SECONDS,
     HANDLE_SIGTERM,
     PROVIDER_SHARDS,
+    MAX_LABEL_VALUE_BYTES,
+    MAX_BATCH_BYTES,
 )
 """What ``ClientSettings.from_env()`` reads: the shared options, then the client's own."""
 
@@ -133,6 +156,11 @@ class ClientSettings:
     provider_shards: str = PROVIDER_SHARDS.default
     """``8`` or ``openrouter:8,groq:4``: providers whose window and counters are split over
     that many Redis Cluster slots (``_sharding``); empty: one each."""
+    max_label_value_bytes: int = MAX_LABEL_VALUE_BYTES.default
+    """UTF-8 bytes of a backend metric's label value (at least 34): a longer one is truncated
+    and ends with ``~`` and a hash of the whole (``gatewayz_protocol.labels``)."""
+    max_batch_bytes: int = MAX_BATCH_BYTES.default
+    """Bytes of backend metric increments one batch carries at most (one series at least)."""
 
     def __post_init__(self) -> None:
         check_namespace(self.namespace)
@@ -151,6 +179,7 @@ class ClientSettings:
             "max_providers": self.max_providers,
             "gauge_ttl_seconds": self.gauge_ttl_seconds,
             "export_horizon_seconds": self.export_horizon_seconds,
+            "max_batch_bytes": self.max_batch_bytes,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -158,6 +187,7 @@ class ClientSettings:
         if self.key_ttl_margin_seconds < 0:
             raise ValueError("key_ttl_margin_seconds must be >= 0")
         ShardPlan.parse(self.provider_shards)
+        check_max_label_value_bytes(self.max_label_value_bytes)
 
     @property
     def shard_plan(self) -> ShardPlan:

@@ -54,6 +54,8 @@ class WriteReport:
     """Every command error of the transaction (empty: all applied)."""
     conflicts: tuple[str, ...] = ()
     """Metrics whose spec in Redis differs from this process's."""
+    declared: tuple[tuple[str, str | None], ...] = ()
+    """Per declaration the batch carried, the spec Redis holds for it (None: not read)."""
     increments_refused: bool = False
     """Redis refused the script call of the batch's counter and histogram increments (an error
     it would give again: they are lost, and counted)."""
@@ -247,6 +249,7 @@ class RedisWriter:
             ),
             errors=tuple(str(reply) for reply in replies if isinstance(reply, Exception)),
             conflicts=tuple(name for index, name, spec in checks if _text(replies[index]) != spec),
+            declared=tuple((name, _stored(replies[index])) for index, name, _ in checks),
             leftover=leftover,
         )
 
@@ -344,6 +347,13 @@ class RedisWriter:
             return pipe.execute(raise_on_error=False)
         assert self._cluster is not None
         return self._cluster.write(batch, plan.commands)
+
+
+def _stored(reply: object) -> str | None:
+    """An HGET's reply as text; None for nothing or an error (the declaration is sent again)."""
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", "replace")
+    return reply if isinstance(reply, str) else None
 
 
 def _text(raw: object) -> str | None:

@@ -282,6 +282,9 @@ def exemplar_field(bucket: int, sid: str = "") -> str:
 NANO: Final = 1_000_000_000
 SERIES_DROPPED_FIELD: Final = "!dropped"  # updates to series beyond the cardinality cap
 VALUES_REJECTED_FIELD: Final = "!rejected"  # invalid values (negative increments, NaN, inf)
+CONFLICTS_FIELD: Final = "!conflicts"
+"""updates refused: their process declared the metric otherwise than the declaration in Redis"""
+TRUNCATED_FIELD: Final = "!truncated"  # label values cut to the bound (``labels``)
 
 
 def int_field(sid: str) -> str:
@@ -315,7 +318,8 @@ def series_value(data: Mapping[str, int], sid: str) -> float:
 
 
 def series_buckets(data: Mapping[str, int], sid: str, buckets: int) -> tuple[int, ...]:
-    """Cumulative counts of a histogram series with ``buckets`` bounds (then +Inf)."""
+    """Cumulative counts of a histogram series with ``buckets`` bounds (then +Inf); a summary
+    keeps its count as a histogram without bounds would (``(count,)``)."""
     running, cumulative = 0, []
     for index in range(buckets + 1):
         running += data.get(bucket_field(index, sid), 0)

@@ -1,19 +1,28 @@
 """Backend metric declarations as stored in ``{metrics}:schema`` (JSON), and series ids: a
-series' label values as one hash-field-safe string."""
+series' label values as one hash-field-safe string.
+
+A summary is kept as prometheus_client's multiprocess mode keeps one: a count and a sum (no
+quantiles). An info's series id holds its label values, then its info labels as name, value
+pairs (``info_series_id``): every distinct set a live process holds is served with the value 1.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import math
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Final
 
 from gatewayz_protocol.names import METRIC_NAME_RE, is_valid_label_name
 
-KINDS: Final = ("counter", "gauge", "histogram")
+KINDS: Final = ("counter", "gauge", "histogram", "summary", "info")
+PROCESS_KINDS: Final = ("gauge", "info")
+"""Kinds whose values each process writes whole into its own expiring hash (not added up)."""
 COMBINE_MODES: Final = ("sum", "max", "min", "latest")
+UNIT_RE: Final = re.compile(r"[a-zA-Z0-9_]{1,64}")
 """How workers' values of one gauge series combine."""
 
 
@@ -27,6 +36,7 @@ class MetricSpec:
     labelnames: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
     combine: str = ""  # gauges only: sum, max, min, latest
+    unit: str = ""  # OpenMetrics' UNIT: the name ends with ``_<unit>``
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not METRIC_NAME_RE.fullmatch(self.name):
@@ -45,11 +55,31 @@ class MetricSpec:
                 raise ValueError(f"{self.name}: buckets must be increasing and non-empty")
             if not all(math.isfinite(b) for b in self.buckets):
                 raise ValueError(f"{self.name}: buckets must be finite (+Inf is implicit)")
+        elif self.buckets:
+            raise ValueError(f"{self.name}: only a histogram has buckets")
         if self.kind == "gauge" and self.combine not in COMBINE_MODES:
             raise ValueError(f"{self.name}: combine must be one of {COMBINE_MODES}")
+        if self.kind != "gauge" and self.combine:
+            raise ValueError(f"{self.name}: only a gauge has a combine mode")
+        if self.unit and (
+            not UNIT_RE.fullmatch(self.unit)
+            or self.kind == "info"
+            or not self.name.removesuffix("_total").endswith("_" + self.unit)
+        ):
+            raise ValueError(f"{self.name}: invalid unit {self.unit!r}")
+
+    def compatible(self, other: MetricSpec) -> bool:
+        """Whether updates declared by ``other`` may go into this metric's values: the same
+        name, type, label names, buckets, combine mode and unit (the help text may differ: the
+        declaration in Redis is the one served)."""
+        return replace(other, help=self.help) == self
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        """Without a unit when there is none: the JSON clients wrote before units existed."""
+        data = asdict(self)
+        if not self.unit:
+            del data["unit"]
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> MetricSpec:
@@ -65,6 +95,7 @@ class MetricSpec:
             labelnames=tuple(data["labelnames"]),
             buckets=tuple(data["buckets"]),
             combine=data["combine"],
+            unit=data.get("unit", ""),
         )
 
 
@@ -84,3 +115,33 @@ def series_labels(sid: str, expected: int) -> tuple[str, ...] | None:
     if not isinstance(values, list) or len(values) != expected:
         return None
     return tuple(str(v) for v in values)
+
+
+def info_series_id(labelvalues: Sequence[str], info: Sequence[tuple[str, str]]) -> str:
+    """An info series: its label values, then each info label's name and value, flat."""
+    return series_id([*labelvalues, *(item for pair in info for item in pair)])
+
+
+def info_labels(
+    sid: str, labelnames: Sequence[str]
+) -> tuple[tuple[str, ...], dict[str, str]] | None:
+    """(label values, info labels) of an info series id, or None when it is not one of a metric
+    with ``labelnames``: info label names must be label names, other than the metric's and
+    each other."""
+    try:
+        values = json.loads(sid)
+    except (ValueError, RecursionError):
+        return None
+    count = len(labelnames)
+    if not isinstance(values, list) or len(values) < count or (len(values) - count) % 2:
+        return None
+    if not all(isinstance(value, str) for value in values):
+        return None
+    pairs = values[count:]
+    info = dict(zip(pairs[0::2], pairs[1::2], strict=True))
+    names = set(info)
+    if len(names) != len(pairs) // 2 or names & set(labelnames):
+        return None
+    if not all(is_valid_label_name(name) for name in names):
+        return None
+    return tuple(values[:count]), info

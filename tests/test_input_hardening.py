@@ -27,6 +27,7 @@ from aggregator.serve.app import create_app
 from aggregator.serve.backend_metrics import RESERVED_NAMES
 from client import ClientSettings, GatewayMetrics, MetricsClient
 from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.labels import bounded_label_value
 from tests.support.clock import FakeClock
 from tests.support.scrape import families, scrape
 
@@ -260,6 +261,58 @@ def test_backend_label_values_are_capped_per_metric(
     dropped = {s.labels["metric"]: s.value for s in exposed["gatewayz_metrics_series_dropped"]}
     assert dropped["flood_requests"] == FLOOD + 2000 - cap
     assert dropped["flood_size"] == FLOOD - cap
+
+
+LONG_MODEL_CALLS = 200
+
+
+def test_calls_with_16_kb_model_names_are_truncated_counted_and_cost_little(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    clock: FakeClock,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    """Issue 24 item 1: 200 calls, each with its own 16 KB model name, added 78 MB to Redis and
+    made /metrics 125 MB (``python -m bench --only labels`` measures both variants side by
+    side). Every label value is now at most 256 bytes: a truncated one ends in a hash of the
+    whole (distinct names stay distinct series), counted per metric once per call."""
+    metrics = make_client(clock=clock)
+    gateway = GatewayMetrics(metrics)
+    rng = random.Random(24)
+    models = [
+        "".join(rng.choices(string.ascii_lowercase, k=16_384)) for _ in range(LONG_MODEL_CALLS)
+    ]
+    for model in models:
+        gateway.record_inference(
+            "openrouter", model, 0.8, status_code=200, input_tokens=120, output_tokens=40,
+            credits=0.02, cost_usd=0.001, endpoint="/v1/chat/completions", ttfb_s=0.2, ttfc_s=0.3,
+        )  # fmt: skip
+    assert metrics.flush(timeout=30.0)
+
+    stored = sum(
+        int(r.memory_usage(name, samples=0) or 0) for name in r.scan_iter(f"{keys.namespace}:*")
+    )
+    assert stored < 2_000_000  # about 1.4 MB; unbounded: 78 MB
+    aggregator = make_aggregator()
+    aggregator.run_cycle()
+    text = scrape(aggregator)
+    assert len(text) < 4_000_000  # about 2.6 MB; unbounded: 125 MB
+    exposed = families(text)
+    served = {s.labels["model"] for s in exposed["model_inference_requests"]}
+    assert served == {bounded_label_value(model, 256) for model in models}  # 200 series
+    truncated = {
+        s.labels["metric"]: s.value for s in exposed["gatewayz_metrics_label_values_truncated"]
+    }
+    assert {name: count for name, count in truncated.items() if count} == {
+        "model_inference_requests": LONG_MODEL_CALLS,
+        "model_inference_duration_seconds": LONG_MODEL_CALLS,
+        "tokens_used": 2 * LONG_MODEL_CALLS,  # input and output
+        "credits_used": LONG_MODEL_CALLS,
+        "gatewayz_api_cost_usd": LONG_MODEL_CALLS,
+        "backend_ttfb_seconds": LONG_MODEL_CALLS,
+        "time_to_first_chunk_seconds": LONG_MODEL_CALLS,
+    }
 
 
 @pytest.mark.xfail(

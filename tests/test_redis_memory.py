@@ -19,7 +19,7 @@ from aggregator.core.breaker import BreakerConfig
 from aggregator.engine.cycle import Aggregator
 from aggregator.serve.app import create_app
 from aggregator.settings import AggregatorSettings
-from client import ClientSettings, MetricsClient
+from client import ClientSettings, GatewayMetrics, MetricsClient
 from devtools.redis_server import RedisProcess, start_redis
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
@@ -204,4 +204,43 @@ def test_an_evicting_policy_is_reported_and_a_vanished_breaker_is_restored(
     assert any("restored open" in record.message for record in caplog.records)
     wait_for(lambda: metrics.allow("down") is False, timeout=5)
     metrics.close(timeout=1)
+    r.close()
+
+
+def test_calls_with_1_mb_model_names_never_wedge_the_flusher(noeviction: RedisProcess) -> None:
+    """Issue 24 item 1: one request with a 1 MB model name added 24.8 MB to Redis; a few of them
+    filled it, and the worker's flusher then retried its oversized batch for ever. Here Redis
+    has 16 MB, half of them used: every label value is bounded (256 bytes), every batch carries
+    at most ``max_batch_bytes`` of increments, so the calls are written at once, in a few KB."""
+    namespace = f"long-{uuid.uuid4().hex[:8]}"
+    keys = Keys(namespace)
+    r = redis.Redis.from_url(noeviction.url)
+    _fill(r, megabytes=8)
+    used_before = int(r.info("memory")["used_memory"])
+    settings = ClientSettings(redis_url=noeviction.url, namespace=namespace)
+    metrics = MetricsClient(settings=settings)
+    gateway = GatewayMetrics(metrics)
+    try:
+        for index in range(4):
+            model = f"{index}" + "m" * (1 << 20)
+            gateway.record_inference(
+                "openrouter", model, 0.5, status_code=200, input_tokens=10, output_tokens=5,
+                endpoint="/v1/chat/completions", ttfb_s=0.1, ttfc_s=0.2,
+            )  # fmt: skip
+        assert metrics.flush(timeout=10)
+        stats = metrics.stats()
+        assert (stats["dropped"], stats["metric_updates_dropped"], stats["redis_ok"]) == (
+            0,
+            {},
+            True,
+        )
+    finally:
+        metrics.close(timeout=1)
+    assert int(r.info("memory")["used_memory"]) - used_before < 1_000_000
+    data = {
+        k.decode(): int(v)
+        for k, v in r.hgetall(keys.metric_data("model_inference_requests")).items()
+    }
+    assert sorted(v for k, v in data.items() if k.startswith("i:")) == [1, 1, 1, 1]
+    assert data["!truncated"] == 4
     r.close()

@@ -1,5 +1,5 @@
-"""Backend metrics (the workers' Counters, Gauges, Histograms) as plain data: pure functions from
-what the reader fetched to the families the snapshot holds."""
+"""Backend metrics (the workers' Counters, Gauges, Histograms, Summaries, Infos) as plain data:
+pure functions from what the reader fetched to the families the snapshot holds."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pydantic import ConfigDict
 from aggregator.core.readings import BackendReading
 from aggregator.core.schema import DATA_CONFIG
 from gatewayz_protocol.fields import (
+    CONFLICTS_FIELD,
     SERIES_DROPPED_FIELD,
+    TRUNCATED_FIELD,
     VALUES_REJECTED_FIELD,
     Exemplar,
     decode_exemplar,
@@ -23,7 +25,7 @@ from gatewayz_protocol.fields import (
     series_value,
 )
 from gatewayz_protocol.options import MAX_SERIES
-from gatewayz_protocol.specs import MetricSpec, series_labels
+from gatewayz_protocol.specs import MetricSpec, info_labels, series_labels
 
 log = logging.getLogger("gatewayz.aggregator")
 DEFAULT_MAX_SERIES = MAX_SERIES.default
@@ -45,13 +47,23 @@ class BackendFamily:
     samples: tuple[tuple[tuple[str, ...], float], ...]
     """counter and gauge: (label values, value)"""
     histograms: tuple[tuple[tuple[str, ...], tuple[int, ...], float], ...]
-    """histogram: (label values, cumulative counts per bucket then +Inf, sum)"""
+    """histogram: (label values, cumulative counts per bucket then +Inf, sum); summary: (label
+    values, (count,), sum)"""
     dropped: int
     """updates to series beyond the cardinality cap"""
     rejected: int
     """invalid values (negative counter increments, NaN, inf)"""
     exemplars: tuple[tuple[tuple[str, ...], int, Exemplar], ...] = ()
-    """histogram: (label values, bucket index, the latest exemplar in that bucket)"""
+    """histogram: (label values, bucket index, the latest exemplar in that bucket); counter:
+    (label values, 0, the latest exemplar of an increment)"""
+    conflicts: int = 0
+    """updates refused: their process declared the metric otherwise than this declaration"""
+    truncated: int = 0
+    """label values the clients cut to their bound"""
+    unit: str = ""
+    """OpenMetrics' unit (the name ends with it)"""
+    infos: tuple[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], ...] = ()
+    """info: (label values, info labels) of each distinct set a live process holds"""
 
 
 def _sum_family(
@@ -60,9 +72,11 @@ def _sum_family(
     data: Mapping[str, int],
     exemplars: Mapping[str, str] | None = None,
 ) -> BackendFamily:
+    """A counter's, histogram's or summary's series, added up in Redis by every process."""
     samples: list[tuple[tuple[str, ...], float]] = []
     histograms: list[tuple[tuple[str, ...], tuple[int, ...], float]] = []
     linked: list[tuple[tuple[str, ...], int, Exemplar]] = []
+    linkable = {"counter": 1, "histogram": len(spec.buckets) + 1}.get(spec.kind, 0)
     for sid in sorted(set(series)):
         labels = series_labels(sid, len(spec.labelnames))
         if labels is None:
@@ -70,24 +84,43 @@ def _sum_family(
         total = series_value(data, sid)
         if spec.kind == "counter":
             samples.append((labels, total))
-            continue
-        histograms.append((labels, series_buckets(data, sid, len(spec.buckets)), total))
-        for bucket in range(len(spec.buckets) + 1) if exemplars else ():
+        else:
+            histograms.append((labels, series_buckets(data, sid, len(spec.buckets)), total))
+        for bucket in range(linkable) if exemplars else ():
             raw = exemplars.get(exemplar_field(bucket, sid)) if exemplars else None
             exemplar = decode_exemplar(raw) if raw is not None else None
             if exemplar is not None:
                 linked.append((labels, bucket, exemplar))
+    return _family(spec, data, samples=tuple(samples), histograms=tuple(histograms), linked=linked)
+
+
+def _family(
+    spec: MetricSpec,
+    data: Mapping[str, int],
+    *,
+    samples: tuple[tuple[tuple[str, ...], float], ...] = (),
+    histograms: tuple[tuple[tuple[str, ...], tuple[int, ...], float], ...] = (),
+    linked: Sequence[tuple[tuple[str, ...], int, Exemplar]] = (),
+    over: int = 0,
+    infos: tuple[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], ...] = (),
+) -> BackendFamily:
+    """A family with the counts every metric's data hash keeps (``over``: series the aggregator
+    left out, counted as dropped)."""
     return BackendFamily(
         spec.name,
         spec.kind,
         spec.help,
         spec.labelnames,
         spec.buckets,
-        tuple(samples),
-        tuple(histograms),
-        data.get(SERIES_DROPPED_FIELD, 0),
+        samples,
+        histograms,
+        data.get(SERIES_DROPPED_FIELD, 0) + over,
         data.get(VALUES_REJECTED_FIELD, 0),
         tuple(linked),
+        data.get(CONFLICTS_FIELD, 0),
+        data.get(TRUNCATED_FIELD, 0),
+        spec.unit,
+        infos,
     )
 
 
@@ -120,18 +153,26 @@ def gauge_family(
             samples.append((labels, _combine(spec.combine, by_series[sid])))
     # Gauges are capped in each process; across processes the cap applies here.
     over = max(0, len(samples) - max_series)
-    samples = samples[:max_series]
-    return BackendFamily(
-        spec.name,
-        spec.kind,
-        spec.help,
-        spec.labelnames,
-        (),
-        tuple(samples),
-        (),
-        data.get(SERIES_DROPPED_FIELD, 0) + over,
-        data.get(VALUES_REJECTED_FIELD, 0),
-    )
+    return _family(spec, data, samples=tuple(samples[:max_series]), over=over)
+
+
+def info_family(
+    spec: MetricSpec,
+    writers: Iterable[Mapping[str, str]],
+    data: Mapping[str, int],
+    max_series: int = DEFAULT_MAX_SERIES,
+) -> BackendFamily:
+    """Each distinct set of labels a live writer holds for this info (served with the value 1),
+    at most ``max_series`` of them."""
+    found: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], None] = {}
+    for values in writers:
+        for sid, _, _ in decode_gauges(values, spec.name):
+            decoded = info_labels(sid, spec.labelnames)
+            if decoded is not None:
+                found[(decoded[0], tuple(sorted(decoded[1].items())))] = None
+    infos = sorted(found)
+    over = max(0, len(infos) - max_series)
+    return _family(spec, data, infos=tuple(infos[:max_series]), over=over)
 
 
 def build_families(
@@ -152,8 +193,10 @@ def build_families(
         values = data.get(name, {})
         if spec.kind == "gauge":
             families.append(gauge_family(spec, gauge_writers, values, max_series))
+        elif spec.kind == "info":
+            families.append(info_family(spec, gauge_writers, values, max_series))
         else:
-            linked = (exemplars or {}).get(name) if spec.kind == "histogram" else None
+            linked = (exemplars or {}).get(name)
             families.append(_sum_family(spec, series.get(name, ()), values, linked))
     return tuple(families)
 

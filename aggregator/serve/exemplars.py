@@ -1,4 +1,4 @@
-"""Exemplars as prometheus_client's histogram families take them: only the OpenMetrics
+"""Exemplars as prometheus_client's histogram and counter families take them: only the OpenMetrics
 exposition shows them. Checked again here (a snapshot published by another version may hold
 what this one's reader would have skipped): an exemplar OpenMetrics would refuse is left out,
 never the scrape."""
@@ -22,12 +22,18 @@ def with_exemplars(
     buckets: list[Any] = []
     for index, (bound, count) in enumerate(zip(le, counts, strict=True)):
         found = exemplars.get(str(index))
-        if found is None or not _renderable(found):
-            buckets.append((bound, count))
-        else:
-            labels, value, at = found
-            buckets.append((bound, count, PromExemplar(dict(labels), value, at)))
+        exemplar = prom_exemplar(found) if found is not None else None
+        buckets.append((bound, count) if exemplar is None else (bound, count, exemplar))
     return buckets
+
+
+def prom_exemplar(exemplar: Exemplar) -> PromExemplar | None:
+    """``exemplar`` as prometheus_client renders one, or None when OpenMetrics would refuse
+    it."""
+    if not _renderable(exemplar):
+        return None
+    labels, value, at = exemplar
+    return PromExemplar(dict(labels), value, at)
 
 
 def _renderable(exemplar: Exemplar) -> bool:

@@ -14,7 +14,7 @@ from client._events import Event
 from client._flush_pass import MAX_RESENDS, FlushPass, GaugeRefresh, Pass
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
-from client._metric_types import MetricRegistry
+from client._metric_registry import MetricRegistry
 from client._retry import Backoff
 from client._writer import WriteReport
 
@@ -136,7 +136,7 @@ def test_every_gauge_value_is_written_again_each_third_of_its_ttl() -> None:
 
 def test_an_unchanged_gauge_is_written_only_when_the_refresh_is_due() -> None:
     parts = Parts(Sink())
-    MetricRegistry(parts.store).gauge("depth", "Depth", (), "sum").set(4)
+    MetricRegistry(parts.store).gauge("depth", "Depth", (), combine="sum").set(4)
     assert parts.flush_pass.run() is Pass.WRITTEN  # changed: written
     parts.monotonic.now += 9.0
     assert parts.flush_pass.run() is Pass.IDLE  # unchanged, refresh not due

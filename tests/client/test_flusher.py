@@ -19,7 +19,7 @@ from client._events import Event
 from client._flusher import IDLE_CHECK_SECONDS, Flusher, Pass
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
-from client._metric_types import MetricRegistry
+from client._metric_registry import MetricRegistry
 from client._settings import ClientSettings
 from client._writer import WriteReport
 from tests.support.processes import wait_for
@@ -298,7 +298,7 @@ def test_an_idle_flusher_sleeps_until_its_next_deadline() -> None:
     assert flusher.idle_seconds() == 0.4
     refresh_due[0] = float("inf")
     registry = MetricRegistry(store)
-    registry.gauge("inflight", "In flight", (), "sum").set(3)
+    registry.gauge("inflight", "In flight", (), combine="sum").set(3)
     assert flusher.flush_once() is Pass.WRITTEN  # writes the gauge: its TTL runs from now
     clock.now += 4.0
     assert flusher.idle_seconds() == IDLE_CHECK_SECONDS  # 10 s until the gauge rewrite

@@ -4,6 +4,7 @@ Checked in Redis, field by field."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 import redis
 
 from client import GatewayMetrics, MetricsClient
+from client._gateway import ORIGIN_BUCKETS
 from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.labels import bounded_label_value
 from tests.support.clock import FakeClock
 
 MakeClient = Callable[..., MetricsClient]
@@ -137,3 +140,52 @@ def test_origin_status_values_say_error_for_every_class_but_success(
 def test_status_values_must_be_outcome_or_origin(make_client: MakeClient) -> None:
     with pytest.raises(ValueError, match="status_values"):
         GatewayMetrics(make_client(), status_values="error")  # type: ignore[arg-type]
+
+
+def test_histogram_buckets_are_chosen_per_metric(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    metrics = make_client()
+    gateway = GatewayMetrics(metrics, buckets=ORIGIN_BUCKETS)
+    # the origin's own module declaring the same histogram (another help text): the same one
+    origin = metrics.histogram(
+        "model_inference_duration_seconds",
+        "Model inference duration in seconds",
+        ["provider", "model"],
+        buckets=(0.1, 0.5, 1, 2.5, 5, 10, 25, 60),
+    )
+    assert origin is gateway.inference_duration
+    gateway.record_inference("openrouter", "gpt", 20.0, status_code=200, ttfb_s=1.2, ttfc_s=7.0)
+    assert metrics.flush(timeout=5)
+    declared = {
+        name: json.loads(r.hget(keys.metric_schema, name) or "{}")["buckets"]
+        for name in ORIGIN_BUCKETS
+    }
+    assert declared == {name: [float(b) for b in bounds] for name, bounds in ORIGIN_BUCKETS.items()}
+    # 20 s: above 10, at most 25 -> bucket 6 of the origin's (0.1, 0.5, 1, 2.5, 5, 10, 25, 60)
+    assert _data(r, keys, "model_inference_duration_seconds")['b6:["openrouter","gpt"]'] == 1
+    # 1.2 s: bucket 3 of (0.1, 0.5, 1.0, 1.5, ...); 7 s: bucket 8 of (..., 5.0, 8.0, ...)
+    assert _data(r, keys, "backend_ttfb_seconds")['b3:["openrouter","gpt",""]'] == 1
+    assert _data(r, keys, "time_to_first_chunk_seconds")['b8:["openrouter","gpt"]'] == 1
+    with pytest.raises(ValueError, match="has not"):
+        GatewayMetrics(metrics, buckets={"model_latency": (1.0,)})
+
+
+def test_a_model_beyond_the_label_bound_is_truncated_counted_and_not_remembered(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    metrics = make_client(max_label_value_bytes=64)
+    gateway = GatewayMetrics(metrics)
+    model = "m" * 16_384
+    for _ in range(3):
+        gateway.record_inference("openrouter", model, 0.5, status_code=200)
+    gateway.record_inference("openrouter", "gpt", 0.5, status_code=200)
+    assert metrics.flush(timeout=5)
+    short = bounded_label_value(model, 64)
+    assert _data(r, keys, "model_inference_requests") == {
+        f'i:["openrouter","{short}","success"]': 3,
+        'i:["openrouter","gpt","success"]': 1,
+        "!truncated": 3,  # once per call
+    }
+    assert _data(r, keys, "model_inference_duration_seconds")["!truncated"] == 3
+    assert [key[1] for key in gateway._booking._booked] == ["gpt"]  # the long one not kept

@@ -1,19 +1,28 @@
-"""Backend metrics (Counter, Gauge, Histogram) end to end on a real Redis: MetricsClient in one or
-several processes, an aggregator cycle, then the /metrics exposition."""
+"""Backend metrics (Counter, Gauge, Histogram, Summary, Info) end to end on a real Redis:
+MetricsClient in one or several processes, an aggregator cycle, then the /metrics exposition
+(both formats parsed by the strict parsers); and the instrument store alone: values held until
+Redis agrees with their declaration, at most ``max_batch_bytes`` of increments per batch."""
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
 import time
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from aggregator.engine.cycle import Aggregator
 from client import MetricsClient
+from client._declarations import REDECLARE_SECONDS
+from client._instruments import InstrumentStore
+from client._metric_registry import MetricRegistry
 from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.labels import bounded_label_value
+from gatewayz_protocol.specs import MetricSpec
 from tests.support.backends import BOTH_BACKENDS
 from tests.support.clock import FakeClock
 from tests.support.scrape import Samples, samples, scrape
@@ -308,3 +317,199 @@ def test_forked_child_does_not_resend_parent_increments(
     assert metrics.flush(timeout=5)
     s = _cycle_samples(make_aggregator())
     assert s[("forked_total", ())] == 7  # parent 5 + child 2, not 12
+
+
+# -- prometheus_client's types and signatures, end to end ---------------------------------------
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_summaries_infos_units_and_counter_exemplars_are_served(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)  # gauges and infos stamped near the aggregator's clock
+    db = metrics.summary("database_query_duration_seconds", "DB query duration", ["table"])
+    for seconds in (0.1, 0.2, 0.3):
+        db.labels(table="users").observe(seconds)
+    metrics.info("fastapi_app_info", "FastAPI application information").info(
+        {"app_name": "gatewayz"}
+    )
+    requests = metrics.counter("model_inference_requests_total", "Calls", ["provider", "status"])
+    requests.labels("openrouter", "success").inc(1, exemplar={"trace_id": TRACE})
+    requests.labels("openrouter", "success").inc()
+    metrics.counter("sent", "Sent", unit="bytes").inc(512)
+    delta = metrics.histogram("token_delta", "Estimated - actual", buckets=[-10, 0, 10])
+    for value in (-20, -3, 4):
+        delta.observe(value)
+    assert metrics.flush(timeout=5)
+
+    aggregator = make_aggregator()
+    s = _cycle_samples(aggregator)  # both formats parsed by the strict parsers
+    users = (("table", "users"),)
+    assert s[("database_query_duration_seconds_count", users)] == 3
+    assert s[("database_query_duration_seconds_sum", users)] == 0.6  # exact: 0.1 + 0.2 + 0.3
+    assert s[("fastapi_app_info_info", (("app_name", "gatewayz"),))] == 1
+    assert s[("sent_bytes_total", ())] == 512
+    assert [
+        s[("token_delta_bucket", (("le", le),))] for le in ("-10.0", "0.0", "10.0", "+Inf")
+    ] == [
+        1,
+        2,
+        3,
+        3,
+    ]
+    assert ("token_delta_sum", ()) not in s  # a negative bucket: no sum, as prometheus_client
+    lines = scrape(aggregator, OPENMETRICS).splitlines()
+    assert (
+        'model_inference_requests_total{provider="openrouter",status="success"} 2.0 '
+        f'# {{trace_id="{TRACE}"}} 1.0 {clock.now}'
+    ) in lines
+    assert "# UNIT sent_bytes bytes" in lines
+    assert "# TYPE fastapi_app_info info" in lines
+
+
+def test_a_declaration_another_process_made_otherwise_is_refused_and_counted(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = make_client(clock=clock), make_client(clock=clock)
+    first.histogram("op_seconds", "Op", ["route"], buckets=[1, 2]).labels("/a").observe(0.5)
+    first.counter("jobs", "Jobs", ["kind"]).labels("x").inc()
+    first.gauge("depth", "Depth", combine="max").set(4)
+    assert first.flush(timeout=5)
+    with caplog.at_level(logging.ERROR, logger="gatewayz.metrics.client"):
+        other = second.histogram("op_seconds", "Op", ["route"], buckets=[1, 5])  # no raise
+        for value in (3, 4):
+            other.labels("/a").observe(value)  # would land in a bucket the first has not
+        second.gauge("jobs", "Jobs", ["kind"]).labels("x").set(9)  # another type
+        second.gauge("depth", "Depth", combine="sum").set(6)  # another combine mode
+        second.counter("jobs_done", "Jobs done").inc()  # agreeing: written
+        second.histogram("op_seconds", "Op", ["route"], buckets=[1, 5]).labels("/b").observe(1)
+        assert second.flush(timeout=5)
+
+    s = _cycle_samples(make_aggregator())
+    a = (("route", "/a"),)
+    assert [s[("op_seconds_bucket", (("le", le), *a))] for le in ("1.0", "2.0", "+Inf")] == [
+        1,
+        1,
+        1,
+    ]  # the first declaration's only
+    assert ("op_seconds_bucket", (("le", "1.0"), ("route", "/b"))) not in s
+    assert s[("jobs_total", (("kind", "x"),))] == 1
+    assert s[("depth", ())] == 4
+    assert s[("jobs_done_total", ())] == 1
+    conflicts = "gatewayz_metrics_conflicting_updates_total"
+    assert s[(conflicts, (("metric", "op_seconds"),))] == 3
+    assert s[(conflicts, (("metric", "jobs"),))] == 1
+    assert s[(conflicts, (("metric", "depth"),))] == 1
+    assert s[(conflicts, (("metric", "jobs_done"),))] == 0
+    refused = sorted(r.getMessage().split("'")[1] for r in caplog.records if "otherwise" in r.msg)
+    assert refused == ["depth", "jobs", "op_seconds"]  # once each
+
+
+def test_label_values_beyond_the_bound_are_truncated_counted_and_stay_distinct(
+    make_client: MakeClient, make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
+) -> None:
+    metrics = make_client(max_label_value_bytes=64)
+    calls = metrics.counter("calls", "Calls", ["model"])
+    first, second = "m" * 16_384, "m" * 16_383 + "n"
+    calls.labels(first).inc()
+    calls.labels(second).inc(2)
+    calls.labels(second).inc()
+    calls.labels("short").inc()
+    assert metrics.flush(timeout=5)
+
+    s = _cycle_samples(make_aggregator())
+    assert s[("calls_total", (("model", bounded_label_value(first, 64)),))] == 1
+    assert s[("calls_total", (("model", bounded_label_value(second, 64)),))] == 3
+    assert s[("calls_total", (("model", "short"),))] == 1
+    assert s[("gatewayz_metrics_label_values_truncated_total", (("metric", "calls"),))] == 3
+    longest = max(len(field) for field in r.hgetall(keys.metric_data("calls")))
+    assert longest == len('i:[""]') + 64
+
+
+def test_a_schema_lost_from_redis_is_declared_again(
+    make_client: MakeClient, make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
+) -> None:
+    clock = FakeClock()
+    metrics = make_client(clock=clock)
+    jobs = metrics.counter("jobs", "Jobs")
+    jobs.inc()
+    assert metrics.flush(timeout=5)
+    r.delete(keys.metric_schema)  # emptied, or expired after the retention
+    jobs.inc()
+    assert metrics.flush(timeout=5)
+    assert not r.exists(keys.metric_schema)  # declarations are sent again once a minute
+    clock.now += REDECLARE_SECONDS
+    jobs.inc()
+    assert metrics.flush(timeout=5)
+    assert (
+        r.hget(keys.metric_schema, "jobs")
+        == MetricSpec("jobs", "counter", "Jobs").to_json().encode()
+    )
+    assert _cycle_samples(make_aggregator())[("jobs_total", ())] == 3
+
+
+def test_increments_beyond_max_batch_bytes_go_with_the_next_batches(
+    make_client: MakeClient, make_aggregator: MakeAggregator
+) -> None:
+    metrics = make_client(max_batch_bytes=300)
+    hits = metrics.counter("hits", "Hits", ["user"])
+    for user in range(100):
+        hits.labels(f"u{user:03d}").inc(user)
+    assert metrics.flush(timeout=10)
+    s = _cycle_samples(make_aggregator())
+    assert [s[("hits_total", (("user", f"u{user:03d}"),))] for user in range(100)] == list(
+        range(100)
+    )
+
+
+# -- the store alone (no Redis) ----------------------------------------------------------------
+
+
+def _checked_store(max_batch_bytes: int = 1 << 20) -> tuple[InstrumentStore, MetricRegistry]:
+    store = InstrumentStore(
+        100, clock=lambda: 1.0, check_declarations=True, max_batch_bytes=max_batch_bytes
+    )
+    return store, MetricRegistry(store)
+
+
+def test_values_wait_in_the_store_until_redis_agrees_with_their_declaration() -> None:
+    store, metrics = _checked_store()
+    jobs = metrics.counter("jobs", "Jobs")
+    depth = metrics.gauge("depth", "Depth")
+    jobs.inc(2)
+    depth.set(3)
+    first = store.drain(include_all_gauges=True)
+    assert [spec.name for spec in first.specs] == ["jobs", "depth"]
+    assert (first.deltas, first.gauges) == ([], [])
+    assert first.version == 0 < store.version  # flush() still waits for them
+    assert not store.take_unblocked()
+    store.answered([("jobs", jobs.spec.to_json()), ("depth", '{"kind":"counter"}')])
+    assert store.take_unblocked() and not store.take_unblocked()
+    jobs.inc()
+    depth.set(5)  # refused: counted, never written
+    second = store.drain(include_all_gauges=True)
+    assert [(spec.name, fields) for spec, _, _, fields in second.deltas] == [
+        ("jobs", [("i:[]", 3)])
+    ]
+    assert (second.gauges, second.specs, second.conflicts) == ([], [], {"depth": 2})
+    assert second.version == store.version
+
+
+def test_a_drain_carries_at_most_max_batch_bytes_of_increments() -> None:
+    store, metrics = _checked_store(max_batch_bytes=2000)
+    hits = metrics.counter("hits", "Hits", ["user"])
+    store.answered([("hits", hits.spec.to_json())])
+    for user in range(100):
+        hits.labels(f"{user:03d}").inc()
+    # each series: one field 'i:["000"]' (9 bytes) + 16 of overhead; a drain takes series while
+    # its budget is above zero: 2000 / 25 = 80 series
+    sizes = []
+    while (drained := store.drain(include_all_gauges=False)).deltas:
+        sizes.append(len(drained.deltas))
+    assert sizes == [80, 20]
+    assert drained.version == store.version

@@ -10,7 +10,12 @@ from typing import Any, cast
 from client._instruments import Drained
 from client._metric_writes import MetricWrites
 from client._slots import CommandList
-from gatewayz_protocol.fields import SERIES_DROPPED_FIELD, VALUES_REJECTED_FIELD
+from gatewayz_protocol.fields import (
+    CONFLICTS_FIELD,
+    SERIES_DROPPED_FIELD,
+    TRUNCATED_FIELD,
+    VALUES_REJECTED_FIELD,
+)
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.specs import MetricSpec
 from gatewayz_transport.scripts import FlaggedScript, ScriptCalls
@@ -40,6 +45,8 @@ def drained(**values: Any) -> Drained:
         dropped=values.get("dropped", {}),
         rejected=values.get("rejected", {}),
         exemplars=values.get("exemplars", []),
+        truncated=values.get("truncated", {}),
+        conflicts=values.get("conflicts", {}),
     )
 
 
@@ -94,14 +101,16 @@ def test_every_increment_goes_in_one_script_call_under_the_series_cap() -> None:
     assert ops == {"evalsha": 1}
 
 
-def test_exemplars_and_the_updates_dropped_or_rejected_are_written_per_metric() -> None:
+def test_exemplars_and_the_updates_dropped_rejected_refused_or_truncated_are_written() -> None:
     # the exemplar's time on the client's (monotonic) clock, moved onto the shared one
     exemplar = ({"trace_id": "ab"}, 0.5, 1_000.25)
     commands, _, ops, _ = queue(
         drained(
-            exemplars=[("lat", "s3", 2, exemplar)],
+            exemplars=[("lat", "s3", 2, exemplar), ("jobs", "s1", 0, exemplar)],
             dropped={"jobs": 4},
             rejected={"jobs": 1, "lat": 2},
+            truncated={"calls": 3},
+            conflicts={"lat": 5},
         ),
         offset=1_799_999_000.0,
     )
@@ -109,11 +118,20 @@ def test_exemplars_and_the_updates_dropped_or_rejected_are_written_per_metric() 
         ("HSET", KEYS.metric_exemplars("lat"), "2:s3",
          '{"l":{"trace_id":"ab"},"v":0.5,"t":1800000000.25}'),
         ("EXPIRE", KEYS.metric_exemplars("lat"), 3600),
+        ("HSET", KEYS.metric_exemplars("jobs"), "0:s1",  # a counter's: bucket 0
+         '{"l":{"trace_id":"ab"},"v":0.5,"t":1800000000.25}'),
+        ("EXPIRE", KEYS.metric_exemplars("jobs"), 3600),
         ("HINCRBY", KEYS.metric_data("jobs"), SERIES_DROPPED_FIELD, 4),
         ("HINCRBY", KEYS.metric_data("jobs"), VALUES_REJECTED_FIELD, 1),
         ("HINCRBY", KEYS.metric_data("lat"), VALUES_REJECTED_FIELD, 2),
+        ("HINCRBY", KEYS.metric_data("calls"), TRUNCATED_FIELD, 3),
+        ("HINCRBY", KEYS.metric_data("lat"), CONFLICTS_FIELD, 5),
+        # a metric only counted (never incremented) expires like one that is
+        ("EXPIRE", KEYS.metric_data("calls"), 3600),
+        ("EXPIRE", KEYS.metric_data("jobs"), 3600),
+        ("EXPIRE", KEYS.metric_data("lat"), 3600),
     ]  # fmt: skip
-    assert ops == {"hset": 1, "expire": 1, "hincrby": 3}
+    assert ops == {"hset": 2, "expire": 5, "hincrby": 5}
 
 
 def test_gauges_replace_this_writers_values_with_times_on_the_shared_clock() -> None:

@@ -36,6 +36,8 @@ def test_the_defaults_are_the_documented_ones() -> None:
         "handle_sigterm": True,
         "export_horizon_seconds": 3600.0,
         "provider_shards": "",
+        "max_label_value_bytes": 256,
+        "max_batch_bytes": 1_048_576,
     }
     assert settings.window_ttl_seconds == 360  # window + margin
     assert settings.shard_plan == ShardPlan()
@@ -46,6 +48,7 @@ POSITIVE = (
     "socket_timeout_seconds", "backoff_initial_seconds", "backoff_max_seconds",
     "retention_seconds", "breaker_refresh_seconds", "allow_timeout_seconds",
     "max_series_per_metric", "max_providers", "gauge_ttl_seconds", "export_horizon_seconds",
+    "max_batch_bytes",
 )  # fmt: skip
 
 
@@ -64,6 +67,7 @@ def test_a_value_that_must_be_positive_is_refused_at_zero_or_below(name: str) ->
         ({"namespace": "x" * 65}, "invalid namespace"),
         ({"provider_shards": "openrouter:0"}, "the count must be 1..64"),
         ({"provider_shards": "open router:2"}, "is not <provider>:<count>"),
+        ({"max_label_value_bytes": 33}, "max_label_value_bytes must be an integer >= 34"),
     ],
 )
 def test_what_cannot_work_is_refused_at_construction(
@@ -94,6 +98,8 @@ def test_from_env_reads_every_documented_variable() -> None:
             "GATEWAYZ_HANDLE_SIGTERM": "off",
             "GATEWAYZ_PROVIDER_SHARDS": "openrouter:8",
             "GATEWAYZ_EXPORT_HORIZON_SECONDS": "600",
+            "GATEWAYZ_MAX_LABEL_VALUE_BYTES": "128",
+            "GATEWAYZ_MAX_BATCH_BYTES": "65536",
         }
     )
     assert settings == ClientSettings(
@@ -109,6 +115,8 @@ def test_from_env_reads_every_documented_variable() -> None:
         handle_sigterm=False,
         provider_shards="openrouter:8",
         export_horizon_seconds=600.0,
+        max_label_value_bytes=128,
+        max_batch_bytes=65536,
     )
     assert settings.shard_plan == ShardPlan(per_provider={"openrouter": 8})
 

@@ -14,6 +14,8 @@ from gatewayz_protocol.specs import (
     COMBINE_MODES,
     KINDS,
     MetricSpec,
+    info_labels,
+    info_series_id,
     series_id,
     series_labels,
 )
@@ -21,7 +23,7 @@ from tests.support.strategies import increasing_bounds, property_settings
 
 
 def test_the_kinds_and_combine_modes() -> None:
-    assert KINDS == ("counter", "gauge", "histogram")
+    assert KINDS == ("counter", "gauge", "histogram", "summary", "info")
     assert COMBINE_MODES == ("sum", "max", "min", "latest")
 
 
@@ -41,7 +43,13 @@ def test_valid_specs_of_each_kind() -> None:
         ({"name": "a-b"}, "invalid metric name"),
         ({"name": ""}, "invalid metric name"),
         ({"name": None}, "invalid metric name"),
-        ({"kind": "summary"}, "unknown metric type"),
+        ({"kind": "timer"}, "unknown metric type"),
+        ({"buckets": (1.0,)}, "only a histogram has buckets"),
+        ({"kind": "summary", "buckets": (1.0,)}, "only a histogram has buckets"),
+        ({"combine": "sum"}, "only a gauge has a combine mode"),
+        ({"unit": "bytes"}, "invalid unit"),  # the name must end with it
+        ({"name": "m_bytes", "unit": "by tes"}, "invalid unit"),
+        ({"name": "m_bytes", "kind": "info", "unit": "bytes"}, "invalid unit"),
         ({"help": None}, "help must be a string"),
         ({"labelnames": ("le",)}, "invalid label name"),
         ({"labelnames": ("__name__",)}, "invalid label name"),
@@ -106,6 +114,56 @@ def specs(draw: st.DrawFn) -> MetricSpec:
         buckets=draw(increasing_bounds()) if kind == "histogram" else (),
         combine=draw(st.sampled_from(COMBINE_MODES)) if kind == "gauge" else "",
     )
+
+
+def test_a_unit_is_kept_in_json_only_when_there_is_one() -> None:
+    spec = MetricSpec("sent_bytes", "counter", "Sent", unit="bytes")
+    assert spec.to_json() == (
+        '{"buckets":[],"combine":"","help":"Sent","kind":"counter","labelnames":[],'
+        '"name":"sent_bytes","unit":"bytes"}'
+    )
+    assert MetricSpec.from_json(spec.to_json()) == spec
+    assert "unit" not in MetricSpec("sent_bytes", "counter", "Sent").to_json()  # as before units
+
+
+def test_compatible_declarations_differ_at_most_in_their_help() -> None:
+    spec = MetricSpec("lat", "histogram", "Latency", ("route",), (1.0, 2.0))
+    assert spec.compatible(MetricSpec("lat", "histogram", "Other help", ("route",), (1.0, 2.0)))
+    for other in (
+        MetricSpec("lat", "histogram", "Latency", ("route",), (1.0, 3.0)),
+        MetricSpec("lat", "histogram", "Latency", ("path",), (1.0, 2.0)),
+        MetricSpec("lat", "histogram", "Latency", (), (1.0, 2.0)),
+        MetricSpec("lat", "summary", "Latency", ("route",)),
+        MetricSpec("lat2", "histogram", "Latency", ("route",), (1.0, 2.0)),
+    ):
+        assert not spec.compatible(other) and not other.compatible(spec)
+    gauge = MetricSpec("depth", "gauge", "", combine="max")
+    assert not gauge.compatible(MetricSpec("depth", "gauge", "", combine="sum"))
+
+
+def test_an_info_series_id_holds_its_labels_then_its_info_pairs() -> None:
+    sid = info_series_id(["h1"], [("commit", "abc"), ("version", "1.2")])
+    assert sid == '["h1","commit","abc","version","1.2"]'
+    assert info_labels(sid, ("host",)) == (("h1",), {"commit": "abc", "version": "1.2"})
+    assert info_labels(info_series_id([], [("v", "1")]), ()) == ((), {"v": "1"})
+
+
+@pytest.mark.parametrize(
+    ("sid", "labelnames"),
+    [
+        ('["h1","commit"]', ("host",)),  # an odd number of info items
+        ('["h1"]', ("host", "zone")),
+        ('["h1","host","x"]', ("host",)),  # an info label named like the metric's
+        ('["a","1","a","2"]', ()),  # the same info label twice
+        ('["bad-name","1"]', ()),
+        ('["le","1"]', ()),
+        ('["v",1]', ()),
+        ('{"v":"1"}', ()),
+        ("not json", ()),
+    ],
+)
+def test_an_info_series_id_no_client_wrote_is_none(sid: str, labelnames: tuple[str, ...]) -> None:
+    assert info_labels(sid, labelnames) is None
 
 
 @property_settings(300)

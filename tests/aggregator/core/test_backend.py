@@ -145,7 +145,7 @@ def test_unreadable_specs_are_skipped() -> None:
     schema = {
         "a_not_json": "{not json",
         "b_missing_fields": json.dumps({"name": "b_missing_fields"}),
-        "c_unknown_kind": _spec("c_unknown_kind", "summary", []),
+        "c_unknown_kind": _spec("c_unknown_kind", "timer", []),
         "d_gauge_without_combine": _spec("d_gauge_without_combine", "gauge", []),
         "e_not_an_object": "[1, 2]",
         "jobs": _spec("jobs", "counter", []),
@@ -157,3 +157,57 @@ def test_unreadable_specs_are_skipped() -> None:
     assert [f.name for f in families] == ["jobs", "lat"]  # sorted by name
     assert families[0].samples == (((), 2.0),)
     assert families[1].histograms == (((), (1, 1), 1.0),)
+
+
+def test_summary_family_is_its_count_and_exact_sum() -> None:
+    schema = {"db_seconds": _spec("db_seconds", "summary", ["table"])}
+    series = {"db_seconds": ['["users"]', '["keys"]']}
+    data = {
+        "db_seconds": {
+            'b0:["users"]': 3,  # the count
+            'i:["users"]': 0,
+            'n:["users"]': 600_000_000,  # 0.1 + 0.2 + 0.3, exactly
+            'b0:["keys"]': 1,
+            'i:["keys"]': -1,  # -0.75 = -1 + 0.25
+            'n:["keys"]': 250_000_000,
+        }
+    }
+    family = _only(build_families(schema, series, data, []))
+    assert (family.kind, family.buckets, family.samples) == ("summary", (), ())
+    assert family.histograms == ((("keys",), (1,), -0.75), (("users",), (3,), 0.6))
+
+
+def test_info_family_is_each_distinct_label_set_of_the_live_writers() -> None:
+    schema = {"build": _spec("build", "info", ["host"])}
+    writers = [
+        {
+            'build|["h1","version","1.2"]': "1.0|1800000000.0",
+            'build|["h2","version","1.3"]': "1.0|1800000000.0",
+            'build|["h1","version"]': "1.0|1800000000.0",  # odd: skipped
+            'other|["h1","version","1.2"]': "1.0|1800000000.0",
+        },
+        {'build|["h1","version","1.2"]': "1.0|1800000001.0"},  # the same set: served once
+        {'build|["h3","host","x"]': "1.0|1800000001.0"},  # an info label named like a label
+    ]
+    family = _only(build_families(schema, {}, {"build": {"!rejected": 2}}, writers))
+    assert family.infos == (
+        (("h1",), (("version", "1.2"),)),
+        (("h2",), (("version", "1.3"),)),
+    )
+    assert (family.samples, family.rejected) == ((), 2)
+    capped = _only(build_families(schema, {}, {}, writers, max_series=1))
+    assert (len(capped.infos), capped.dropped) == (1, 1)
+
+
+def test_counter_exemplars_and_every_count_of_a_metric() -> None:
+    schema = {
+        "calls": _spec("calls", "counter", ["p"]),
+        "sent_bytes": _spec("sent_bytes", "gauge", [], combine="sum", unit="bytes"),
+    }
+    exemplar = '{"l":{"trace_id":"ab"},"v":2.0,"t":1800000000.5}'
+    data = {"calls": {'i:["x"]': 5, "!conflicts": 7, "!truncated": 3, "!dropped": 1}}
+    exemplars = {"calls": {'0:["x"]': exemplar, '1:["x"]': exemplar, '0:["y"]': "bad"}}
+    calls, sent = build_families(schema, {"calls": ['["x"]']}, data, [], exemplars=exemplars)
+    assert calls.exemplars == ((("x",), 0, ({"trace_id": "ab"}, 2.0, 1_800_000_000.5)),)
+    assert (calls.conflicts, calls.truncated, calls.dropped) == (7, 3, 1)
+    assert (sent.unit, sent.conflicts, sent.truncated) == ("bytes", 0, 0)

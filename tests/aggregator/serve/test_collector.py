@@ -46,7 +46,13 @@ PROVIDERS = [
     "gatewayz_circuit_breaker_forced",
     "gatewayz_circuit_breaker_open_suppressed",
 ]
-BACKEND = ["inflight", "gatewayz_metrics_series_dropped", "gatewayz_metrics_values_rejected"]
+BACKEND = [
+    "inflight",
+    "gatewayz_metrics_series_dropped",
+    "gatewayz_metrics_values_rejected",
+    "gatewayz_metrics_conflicting_updates",
+    "gatewayz_metrics_label_values_truncated",
+]
 CLIENTS = [
     "gatewayz_redis_operations",
     "gatewayz_client_events_rejected",
