@@ -326,6 +326,15 @@ def test_a_fault_that_stops_the_cycles_excuses_a_stale_snapshot() -> None:
     assert check(history).violations == {}
 
 
+def test_a_starved_machine_excuses_a_stale_snapshot() -> None:
+    history = perfect_history()
+    _stuck_from(history, 3)
+    history.samples[60]["t1"] = history.samples[60]["t0"] + 2.0  # the harness's own read: 2 s
+    verdict = check(history)
+    assert verdict.violations == {}
+    assert any("the machine starved 1 time(s)" in note for note in verdict.notes)
+
+
 def test_a_read_only_command_that_writes() -> None:
     history = perfect_history()
     key = "torture-synthetic:{w0-ok}:w:fail"

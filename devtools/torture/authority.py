@@ -153,8 +153,25 @@ EXCUSES = {
 failed cycle, a takeover within 2 breaker intervals, a failover detected in about 2 s)."""
 
 
+STARVED = 1.0
+"""Seconds a 50 ms read of the sampler may take, or pass between two of them, before the
+machine counts as starved there (every process of the run waits for a core)."""
+
+
+def starved_windows(history: History) -> list[tuple[float, float]]:
+    """When the harness's own sampler stalled (a read over ``STARVED`` s, or that long between
+    two): the machine, shared by every process of the run and others', was starved, and no
+    deadline on a process's progress can be judged there (widened by 1 s before, 3 s after)."""
+    samples = sorted(history.samples, key=lambda s: s["t0"])
+    windows = [(s["t0"] - 1.0, s["t1"] + 3.0) for s in samples if s["t1"] - s["t0"] > STARVED]
+    for one, two in itertools.pairwise(samples):
+        if two["t0"] - one["t1"] > STARVED:
+            windows.append((one["t1"] - 1.0, two["t0"] + 3.0))
+    return sorted(windows)
+
+
 def _excused(history: History, replica: str) -> list[tuple[float, float]]:
-    windows = []
+    windows = starved_windows(history)
     for fault in history.faults:
         grace = EXCUSES.get(fault["kind"])
         if grace is None and fault["params"].get("target") == replica:

@@ -302,9 +302,20 @@ def _markers(history: History, verdict: Verdict) -> None:
         )
 
 
+def _starvation(history: History, verdict: Verdict) -> None:
+    windows = authority.starved_windows(history)
+    if windows:
+        longest = max(high - low - 4.0 for low, high in windows)
+        verdict.notes.append(
+            f"the machine starved {len(windows)} time(s) (the harness's own 50 ms reads stalled "
+            f"up to {longest:.1f} s): snapshots_advance and allow() not judged there"
+        )
+
+
 def check(history: History) -> Verdict:
     verdict = Verdict()
     _markers(history, verdict)
+    _starvation(history, verdict)
     cases = build_cases(history)
     check_accounting(history, cases, verdict)
     check_exported(history, cases, verdict)

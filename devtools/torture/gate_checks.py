@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from devtools.torture.authority import starved_windows
 from devtools.torture.history import History
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def check_allow(history: History, verdict: Verdict, troubled: Any) -> None:
     if not samples:
         return
     sampled_from = float(samples[0]["t0"]) + ALLOW_LAG  # the lag window is sampled from here
+    starved = starved_windows(history)
     wrong: dict[str, int] = {}
     example: dict[str, str] = {}
     for ledger in history.workers:
@@ -53,6 +55,8 @@ def check_allow(history: History, verdict: Verdict, troubled: Any) -> None:
             states = _states_near(samples, provider, at)
             if not states or troubled(history, at):
                 continue
+            if any(low <= at <= high + ALLOW_LAG for low, high in starved):
+                continue  # the worker's cache refresh waited for a core too
             verdict.count("allow() answers judged")
             fits = {"closed", "half_open"} if answer["allowed"] else {"open", "half_open"}
             if not states & fits:
