@@ -59,7 +59,12 @@ class _Metric:
 
     def labels(self, *values: object, **named: object) -> Any:
         """The child for one label set (as prometheus_client's ``labels()``)."""
-        key = self._key(values, named, count=True)
+        if named or len(values) != len(self.spec.labelnames):
+            values = self._values(values, named)
+        key = tuple(map(_label_value, values))
+        # A character is at most 4 bytes: most label sets are cleared by their total length.
+        if len("".join(key)) * 4 > self._store.max_label_value_bytes:
+            key = self._bounded(key, count=True)
         if self._refused is not None:
             return self._refused
         child = self._children.get(key)
@@ -76,7 +81,7 @@ class _Metric:
         in Redis (other processes add to it) until it expires."""
         if not self.spec.labelnames:
             raise ValueError(f"{self.spec.name} has no labels")
-        key = self._key(values, {}, count=False)
+        key = self._bounded(tuple(map(_label_value, self._values(values, {}))), count=False)
         self._children.pop(key, None)
         self._store.remove(self.spec, [key])
 
@@ -85,7 +90,10 @@ class _Metric:
         keys, self._children = list(self._children), {}
         self._store.remove(self.spec, keys)
 
-    def _key(self, values: tuple[object, ...], named: Mapping[str, object], count: bool) -> Any:
+    def _values(
+        self, values: tuple[object, ...], named: Mapping[str, object]
+    ) -> tuple[object, ...]:
+        """The label values in declaration order; ValueError for the wrong names or count."""
         names = self.spec.labelnames
         if named:
             if values or set(named) != set(names):
@@ -93,13 +101,17 @@ class _Metric:
             values = tuple(named[n] for n in names)
         if len(values) != len(names):
             raise ValueError(f"{self.spec.name}: expected {len(names)} label values")
+        return values
+
+    def _bounded(self, key: tuple[str, ...], count: bool) -> tuple[str, ...]:
+        """Each value at most the store's bound (``bounded_label_value``); ``count``: the
+        values cut are counted."""
         limit = self._store.max_label_value_bytes
-        texts = [_label_value(v) for v in values]
-        key = tuple(bounded_label_value(text, limit) for text in texts)
-        cut = sum(bounded is not text for bounded, text in zip(key, texts, strict=True))
+        bounded = tuple(bounded_label_value(text, limit) for text in key)
+        cut = sum(b is not text for b, text in zip(bounded, key, strict=True))
         if cut and count:
             self._store.count("truncated", self.spec.name, cut)
-        return key
+        return bounded
 
     def series(self, *values: object) -> Series | None:
         """The series ``labels(*values)`` updates; None past the cardinality cap (its updates
@@ -163,8 +175,10 @@ class _CounterChild(_Child):
         """As prometheus_client's: ``exemplar`` labels (``{"trace_id": ...}``) link the
         increment to a trace on the OpenMetrics ``_total`` sample (an invalid one is left
         out)."""
-        number = self._valid(amount, allow_negative=False)
-        if number is not None:
+        number = _number(amount)
+        if number is None:
+            self._store.count_reject(self._series.spec.name)
+        else:
             labels = valid_exemplar(exemplar) if exemplar is not None else None
             self._store.add(self._series, amount if type(amount) is int else number, labels)
 
@@ -240,14 +254,19 @@ class GaugeMetric(_Metric):
 
 
 class _HistogramChild(_Child):
+    def __init__(self, store: InstrumentStore, series: Series):
+        super().__init__(store, series)
+        self._negative_ok = series.spec.buckets[0] < 0
+
     def observe(self, amount: float, exemplar: Mapping[str, str] | None = None) -> None:
         """As prometheus_client's: ``exemplar`` labels (e.g. ``{"trace_id": ...}``) link the
         observation's bucket to a trace in the OpenMetrics exposition (an invalid one is left
         out). A negative value is valid when the first bucket is negative (the histogram then
         has no ``_sum``); else it is rejected: OpenMetrics refuses a negative ``_sum``."""
-        spec = self._series.spec
-        number = self._valid(amount, allow_negative=spec.buckets[0] < 0)
-        if number is not None:
+        number = _number(amount, self._negative_ok)
+        if number is None:
+            self._store.count_reject(self._series.spec.name)
+        else:
             labels = valid_exemplar(exemplar) if exemplar is not None else None
             self._store.observe(self._series, number, labels)
 
