@@ -8,7 +8,7 @@ Everything a worker uses is named here; the modules are private (``client._*``).
 """
 
 from client._asgi import MetricsMiddleware
-from client._breaker_gate import CircuitOpenError
+from client._breaker_status import BreakerStatus, CircuitOpenError
 from client._gateway import GatewayMetrics, InferenceCall
 from client._metrics_client import MetricsClient
 from client._settings import ClientSettings
@@ -18,6 +18,7 @@ from gatewayz_protocol.partitions import OUTCOMES
 
 __all__ = [
     "OUTCOMES",
+    "BreakerStatus",
     "CallTracker",
     "CircuitOpenError",
     "ClientSettings",

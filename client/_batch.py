@@ -13,6 +13,7 @@ from gatewayz_protocol.fields import Exemplar, encode_totals
 from gatewayz_protocol.partitions import (
     BUCKET_OF_PARTITION,
     LATENCY_PARTITIONS,
+    OUTCOMES,
     latency_partition,
     window_partition,
 )
@@ -28,10 +29,12 @@ class ProviderBatch:
     """time of its last event (the registry keeps the largest: ZADD GT)"""
     exemplars: dict[int, Exemplar] = field(default_factory=dict)
     """histogram bucket -> the latest exemplar of the batch in it"""
+    unwindowed: int = 0
+    """its events without a window member: cancelled calls, usage added to a booked call"""
 
     @property
     def events(self) -> int:
-        return sum(len(flat) for flat in self.partitions.values()) // 2
+        return sum(len(flat) for flat in self.partitions.values()) // 2 + self.unwindowed
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,13 @@ def build_batch(
     for provider, (groups, (latency_sum, tokens_sum, cost_sum, last_seen)) in grouped.items():
         partitions: dict[int, list[str]] = {}
         tally: dict[tuple[int, int], int] = {}
+        unwindowed = 0
         for key, flat in groups.items():
             outcome, latency_part = divmod(key, LATENCY_PARTITIONS)
             tally[(outcome, latency_part)] = len(flat) // 2
+            if outcome >= len(OUTCOMES):  # CANCELLED, USAGE: counters only, no member
+                unwindowed += len(flat) // 2
+                continue
             flat[0::2] = _scores(flat[0::2])
             partition = window_partition(outcome, latency_part)
             merged = partitions.get(partition)
@@ -116,7 +123,7 @@ def build_batch(
                 merged += flat  # type: ignore[arg-type]
         totals = encode_totals(tally, latency_sum, int(tokens_sum), int(cost_sum))
         providers[provider] = ProviderBatch(
-            partitions, totals, last_seen, exemplars.get(provider, {})
+            partitions, totals, last_seen, exemplars.get(provider, {}), unwindowed
         )
     return Batch(providers, notes, instruments, offset, first_id, split_from)
 

@@ -3,7 +3,8 @@
 closed (or unknown: Redis never answered) -> True with no I/O; open -> False with no I/O;
 half_open -> a trial permit taken atomically in Redis (at most N across all workers and hosts,
 each expiring so a crashed worker cannot hold one forever). A denied permit is remembered until
-the next refresh so a half-open provider does not cost a round trip per call.
+the next refresh so a half-open provider does not cost a round trip per call. ``status()``
+answers ``breaker()`` from the same cache and never takes a permit.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from client._breaker_status import BreakerStatus, open_deadline, retry_after
 from gatewayz_protocol import scripts
-from gatewayz_protocol.breaker_state import CLOSED, HALF_OPEN, OPEN, STATE_FIELD, decode_state_name
+from gatewayz_protocol.breaker_state import (
+    CLOSED,
+    FORCED_FIELD,
+    HALF_OPEN,
+    OPEN,
+    STATE_FIELD,
+    decode_state_name,
+)
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_transport.connection import Connection
@@ -27,11 +35,20 @@ from gatewayz_transport.scripts import register
 log = logging.getLogger("gatewayz.metrics.client")
 
 
+class Stored(NamedTuple):
+    """What a worker reads of a breaker hash."""
+
+    state: str
+    open_until: float = 0.0
+    """when an automatic open ends (Redis's clock; 0: unknown)"""
+    forced: bool = False
+
+
 class BreakerStore(Protocol):
     """Where breaker states live; both methods raise when Redis cannot answer."""
 
-    def states(self, providers: list[str]) -> dict[str, str]:
-        """providers -> their breaker state names (no state: "closed")."""
+    def states(self, providers: list[str]) -> dict[str, Stored]:
+        """providers -> their breakers (no state: closed)."""
         ...
 
     def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
@@ -47,12 +64,12 @@ class RedisBreakerStore:
         self._keys = keys
         self._permit = register(connection, scripts.PERMIT)
 
-    def states(self, providers: list[str]) -> dict[str, str]:
+    def states(self, providers: list[str]) -> dict[str, Stored]:
         pipe = pipeline(self._redis)
         for provider in providers:
-            pipe.hget(self._keys.breaker(provider), STATE_FIELD)
+            pipe.hmget(self._keys.breaker(provider), [STATE_FIELD, "open_until", FORCED_FIELD])
         replies = pipe.execute()
-        return {p: decode_state_name(raw) for p, raw in zip(providers, replies, strict=True)}
+        return {p: _stored(*raw) for p, raw in zip(providers, replies, strict=True)}
 
     def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
         keys = self._keys
@@ -62,20 +79,32 @@ class RedisBreakerStore:
         return decode_state_name(state), bool(granted)
 
 
-class CircuitOpenError(RuntimeError):
-    """Raised by ``track(provider, guard=True)`` when the provider's breaker rejects the call."""
+def _stored(state: object, open_until: object, forced: object) -> Stored:
+    """A breaker as HMGET read it: what is not a number is unknown (0), as a hand edit may be."""
+    try:
+        until = float(open_until)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        until = 0.0
+    name = decode_state_name(state)  # type: ignore[arg-type]
+    return Stored(name, until if math.isfinite(until) else 0.0, forced in (b"1", "1"))
 
-    def __init__(self, provider: str, state: str) -> None:
-        super().__init__(f"circuit breaker for {provider!r} is {state}: call not allowed")
-        self.provider = provider
-        self.state = state
 
-
-@dataclass
 class _Entry:
-    state: str | None  # None: never learned (Redis unreachable) -> fail open
-    refreshed_at: float
-    denied_until: float = 0.0
+    """A provider's cached breaker. ``state`` is ``known.state`` (None: never learned, Redis
+    unreachable: fail open), kept apart so ``allow()`` reads one attribute."""
+
+    __slots__ = ("denied_until", "known", "refreshed_at", "state")
+
+    def __init__(self, known: Stored | None, refreshed_at: float) -> None:
+        self.refreshed_at = refreshed_at
+        self.denied_until = 0.0
+        self.known: Stored | None = None
+        self.state: str | None = None
+        self.learn(known)
+
+    def learn(self, known: Stored | None) -> None:
+        self.known = known
+        self.state = None if known is None else known.state
 
 
 class BreakerGate:
@@ -88,8 +117,11 @@ class BreakerGate:
         refresh_seconds: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         max_entries: int = 2000,
+        now: Callable[[], float] = time.time,
     ) -> None:
+        """``now``: the clock breaker deadlines are on (Redis's: the shared clock)."""
         self._max_entries = max_entries
+        self._now = now
         self._store = store
         self._holder_prefix = holder_prefix
         self._refresh_seconds = refresh_seconds
@@ -106,6 +138,32 @@ class BreakerGate:
     def state(self, provider: str) -> str | None:
         entry = self._entries.get(provider)
         return None if entry is None else entry.state
+
+    def status(self, provider: str, allowed: bool | None = None) -> BreakerStatus:
+        """``provider``'s breaker, no permit taken (Redis read once for a provider never asked
+        about); ``allowed``: the verdict of ``allow()`` on this call, if one was asked for."""
+        if allowed is None:
+            allowed = self.cached(provider)
+            if allowed is None and provider not in self._entries:
+                self._learn(provider)
+                allowed = self.cached(provider)
+            if allowed is None:
+                allowed = True  # half-open, not refused lately: a permit may be free
+        entry = self._entries.get(provider)
+        known = None if entry is None else entry.known
+        if known is None or entry is None:
+            return BreakerStatus(provider, None, allowed)
+        deadline = open_deadline(known.state, known.open_until, known.forced)
+        wait = None
+        if not allowed:
+            wait = retry_after(
+                known.state, deadline, self._now(), entry.denied_until, self._monotonic()
+            )
+        return BreakerStatus(provider, known.state, allowed, wait, deadline, known.forced)
+
+    def knows(self, provider: str) -> bool:
+        """Whether ``status()`` needs no Redis I/O for ``provider``."""
+        return self.cached(provider) is not None or provider in self._entries
 
     def allow(self, provider: str) -> bool:
         """Whether a call may go to ``provider`` now (Redis I/O only to learn a provider's state
@@ -145,7 +203,8 @@ class BreakerGate:
             self._log_redis_error(exc)
             entry.denied_until = now + self._refresh_seconds
             return False
-        entry.state = current
+        if current != entry.state:  # its deadline is read at the next refresh
+            entry.learn(Stored(current))
         if current == HALF_OPEN:
             if not granted:
                 entry.denied_until = now + self._refresh_seconds
@@ -154,11 +213,11 @@ class BreakerGate:
 
     def _learn(self, provider: str) -> _Entry:
         try:
-            state: str | None = self._store.states([provider]).get(provider, CLOSED)
+            known: Stored | None = self._store.states([provider]).get(provider, Stored(CLOSED))
         except Exception as exc:
             self._log_redis_error(exc)
-            state = None
-        entry = _Entry(state, self._monotonic())
+            known = None
+        entry = _Entry(known, self._monotonic())
         with self._lock:
             self._entries.setdefault(provider, entry)
             return self._entries[provider]
@@ -187,10 +246,10 @@ class BreakerGate:
             return
         for provider in due:
             entry = self._entries[provider]
-            new = states.get(provider, CLOSED)
-            if new != entry.state:
+            new = states.get(provider, Stored(CLOSED))
+            if new.state != entry.state:
                 entry.denied_until = 0.0
-            entry.state = new
+            entry.learn(new)
             entry.refreshed_at = now
         self._redis_errors_logged = False
 

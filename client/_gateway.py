@@ -9,14 +9,15 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Seq
 from types import TracebackType
 from typing import Any, Literal
 
-from client._events import Rejected, check_inference
+from client._breaker_status import BREAKER_REJECTED, CircuitOpenError
+from client._events import Omitted, check_inference, nano_usd
 from client._exemplars import valid_exemplar
 from client._instruments import InstrumentStore, Series
 from client._metric_types import _Metric
 from client._metrics_client import MetricsClient
-from client._outcome import classify_status
+from client._outcome import CANCELLED_OUTCOME, outcome_name
 from client._tracking import TimedCall
-from gatewayz_protocol.partitions import OUTCOMES, SUCCESS
+from gatewayz_protocol.fields import NANO_USD_PER_USD
 
 _CallKey = tuple[str, str, str, str]
 """(provider, model, status, endpoint) of a model call"""
@@ -25,14 +26,6 @@ _Slot = tuple[_Metric, Callable[[str, str, str, str], tuple[str, ...]]]
 _UNRESOLVED: Any = object()
 MAX_CACHED_CALLS = 4096
 """Label sets of model calls whose series are remembered (beyond: looked up per call)."""
-
-_OUTCOME_LABELS: dict[int | str | None, str] = {
-    **{code: OUTCOMES[classify_status(code)] for code in range(100, 600)},
-    **{outcome: outcome for outcome in OUTCOMES},
-    None: OUTCOMES[SUCCESS],
-}
-"""The outcome class of every status code and outcome ``record()`` accepts (None: success), as
-the ``status`` label of model_inference_requests_total: one lookup per call."""
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INFERENCE_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -162,46 +155,83 @@ class GatewayMetrics:
         ttfb_s: float | None = None,
         ttfc_s: float | None = None,
         exemplar: Mapping[str, str] | None = None,
-    ) -> None:
+    ) -> bool:
         """Book one finished model call: the provider's health window, cost and tokens (through
         ``MetricsClient.record``) and model_inference_*, tokens_used_total, credits_used_total,
-        gatewayz_api_cost_usd_total, backend_ttfb_seconds, time_to_first_chunk_seconds. One rule
-        for all of them: an invalid call (any argument ``record()`` would reject, token counts
-        that are not non-negative ints, credits that are not a number in [0, 1e6], a negative
-        TTFB) is rejected and counted once by cause, and books nothing. ``exemplar`` (e.g.
-        ``{"trace_id": ...}``) links the latency buckets of the call to its trace. Never
-        raises."""
-        try:
-            tokens = check_inference(
-                model, endpoint, input_tokens, output_tokens, credits, ttfb_s, ttfc_s
-            )
-        except Rejected as rejection:
-            self.client._reject(rejection.cause, rejection.value)
-            return
-        except Exception:
-            self.client._reject("invalid_argument", provider)
-            return
-        if not self.client.record(
-            provider, latency_s, status_code, outcome, tokens, cost_usd, exemplar=exemplar
-        ):
-            return
-        status = _OUTCOME_LABELS[outcome if status_code is None else status_code]
+        gatewayz_api_cost_usd_total, backend_ttfb_seconds, time_to_first_chunk_seconds.
+        ``exemplar`` (e.g. ``{"trace_id": ...}``) links its latency buckets to its trace.
+        Returns whether the call was booked; never raises. What ``record()`` rejects rejects
+        the call (counted once, nothing booked); any other bad value is left out alone and
+        counted by cause (``check_inference``): a model that is not a string, every per-model
+        metric. A ``cancelled`` call books neither latency nor model_inference_requests_total:
+        its tokens, cost, credits, TTFB and TTFC only."""
+        omitted: Omitted = []
+        model_, endpoint_, tokens_in, tokens_out, amount, ttfb, ttfc = check_inference(
+            model, endpoint, input_tokens, output_tokens, credits, ttfb_s, ttfc_s, omitted
+        )
+        client = self.client
+        if not client.record(
+            provider, latency_s, status_code, outcome, tokens_in + tokens_out, cost_usd,
+            exemplar=exemplar,
+        ):  # fmt: skip
+            return False
+        for cause, value in omitted:
+            client._reject(cause, value)
+        if model_ is None:
+            return True
+        status = outcome_name(status_code, outcome)
+        finished = status != CANCELLED_OUTCOME
         if self.status_values == "origin" and status != "success":
             status = "error"
         self._booking.book(
-            (provider, model, status, endpoint),
-            latency_s,
-            input_tokens,
-            output_tokens,
-            credits,
-            ttfb_s,
-            ttfc_s,
-            cost_usd,
+            (provider, model_, status, endpoint_ or ""),
+            latency_s if finished else None,
+            tokens_in,
+            tokens_out,
+            amount,
+            None if endpoint_ is None else ttfb,
+            ttfc,
+            nano_usd(cost_usd) or 0,  # as record() booked it (left out: counted there)
             exemplar,
         )
+        return True
 
-    def inference(self, provider: str, model: str, endpoint: str = "") -> InferenceCall:
-        """Time a model call in a ``with`` block; see InferenceCall."""
+    def _add_usage(
+        self,
+        provider: str,
+        model: str,
+        input_tokens: object,
+        output_tokens: object,
+        credits: object,
+        cost_usd: object,
+    ) -> bool:
+        """``InferenceCall.add_usage()``: the provider's tokens and cost (no window event), and
+        tokens_used_total, credits_used_total and gatewayz_api_cost_usd_total of the model,
+        each bad value left out and counted."""
+        omitted: Omitted = []
+        model_, _, tokens_in, tokens_out, amount, _, _ = check_inference(
+            model, "", input_tokens, output_tokens, credits, None, None, omitted
+        )
+        cost_nusd = self.client._add_usage(provider, tokens_in + tokens_out, cost_usd)
+        if cost_nusd is None:
+            return False
+        for cause, value in omitted:
+            self.client._reject(cause, value)
+        if model_ is not None and (tokens_in or tokens_out or amount or cost_nusd):
+            key = (provider, model_, "", "")
+            self._booking.book(key, None, tokens_in, tokens_out, amount, None, None, cost_nusd)
+        return True
+
+    def inference(
+        self, provider: str, model: str, endpoint: str = "", *, guard: bool = False
+    ) -> InferenceCall:
+        """Time a model call in a ``with`` block; see InferenceCall. With ``guard=True`` the
+        breaker is asked first (``client.admit()``): when it rejects the call,
+        CircuitOpenError (with ``retry_after_s``) is raised and the block never runs."""
+        if guard:
+            status = self.client.admit(provider)
+            if not status:
+                raise CircuitOpenError.of(status)
         return InferenceCall(self, provider, model, endpoint)
 
 
@@ -218,17 +248,18 @@ class InferenceBooking:
     def book(
         self,
         key: _CallKey,
-        latency_s: float,
+        latency_s: float | None,
         input_tokens: int,
         output_tokens: int,
         credits: float,
         ttfb_s: float | None,
         ttfc_s: float | None,
-        cost_usd: float,
-        exemplar: Mapping[str, str] | None,
+        cost_nusd: int,
+        exemplar: Mapping[str, str] | None = None,
     ) -> None:
         """Update every series of a model call ``record()`` accepted (every value was checked:
-        straight into the store, under one lock)."""
+        straight into the store, under one lock). ``latency_s`` None: no count and no latency
+        (a cancelled call, usage added later), ``ttfb_s``/``ttfc_s`` None: not measured."""
         booked = self._booked.get(key)
         if booked is None:
             booked = [_UNRESOLVED] * len(self._slots)
@@ -236,11 +267,12 @@ class InferenceBooking:
                 self._booked[key] = booked
         adds: list[tuple[Series, float]] = []
         observes: list[tuple[Series, float, dict[str, str] | None]] = []
-        if (series := self._series(booked, 0, key)) is not None:
-            adds.append((series, 1))
-        if (series := self._series(booked, 1, key)) is not None:
-            labels = valid_exemplar(exemplar) if exemplar is not None else None
-            observes.append((series, float(latency_s), labels))
+        if latency_s is not None:
+            if (series := self._series(booked, 0, key)) is not None:
+                adds.append((series, 1))
+            if (series := self._series(booked, 1, key)) is not None:
+                labels = valid_exemplar(exemplar) if exemplar is not None else None
+                observes.append((series, float(latency_s), labels))
         if input_tokens and (series := self._series(booked, 2, key)) is not None:
             adds.append((series, input_tokens))
         if output_tokens and (series := self._series(booked, 3, key)) is not None:
@@ -251,9 +283,8 @@ class InferenceBooking:
             observes.append((series, float(ttfb_s), None))
         if ttfc_s is not None and (series := self._series(booked, 6, key)) is not None:
             observes.append((series, float(ttfc_s), None))
-        # record() accepted the cost: a number in [0, 1e6], maybe a Decimal or a bool
-        if cost_usd and (series := self._series(booked, 7, key)) is not None:
-            adds.append((series, float(cost_usd)))
+        if cost_nusd and (series := self._series(booked, 7, key)) is not None:
+            adds.append((series, cost_nusd / NANO_USD_PER_USD))
         self._store.update(adds, observes)
 
     def _cacheable(self, key: _CallKey) -> bool:
@@ -280,7 +311,10 @@ class InferenceCall(TimedCall):
     ``call.first_byte()`` when the provider's response starts (TTFB), ``call.chunk()`` on each
     streamed chunk (the first one sets TTFC) or ``async for c in call.stream(chunks)``; set
     ``status_code``/``outcome``, ``input_tokens``, ``output_tokens``, ``credits``, ``cost_usd``.
-    An exception records a failure (or its status code's class) and is re-raised."""
+    An exception records a failure (or its status code's class) and is re-raised; the caller
+    giving up (a cancelled task, a stream closed early) records ``cancelled``, a
+    ``CircuitOpenError`` nothing. After the block, ``booked_as`` says what was booked and
+    ``add_usage()`` adds what is known only later."""
 
     def __init__(self, gateway: GatewayMetrics, provider: str, model: str, endpoint: str):
         TimedCall.__init__(self, provider)  # not super(): a third of the construction
@@ -307,6 +341,25 @@ class InferenceCall(TimedCall):
             self.chunk()
             yield item
 
+    def add_usage(
+        self,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        credits: float = 0.0,
+        cost_usd: float = 0.0,
+    ) -> bool:
+        """Add tokens, credits and cost to the call once they are known (after the response is
+        post-processed, from any thread): the provider's tokens and cost, and the model's
+        tokens_used_total, credits_used_total and gatewayz_api_cost_usd_total; never a second
+        window event, count or latency (nor the call's span: it ended with the block). Each
+        call adds what it is given (call it once per amount). A bad value is left out and
+        counted by cause, as ``record_inference()`` does. Returns whether it was accepted (not
+        with an invalid provider name); never raises."""
+        return self._gateway._add_usage(
+            self.provider, self.model, input_tokens, output_tokens, credits, cost_usd
+        )
+
     def _span_attributes(self) -> dict[str, Any]:
         return {"gen_ai.system": self.provider, "provider": self.provider, "model": self.model}
 
@@ -319,7 +372,10 @@ class InferenceCall(TimedCall):
         ints = type(self.input_tokens) is int and type(self.output_tokens) is int
         tokens = self.input_tokens + self.output_tokens if ints else None
         latency_s, outcome, exemplar = self._finished(exc, tokens)
-        self._gateway.record_inference(
+        if type(outcome) is str and outcome == BREAKER_REJECTED:
+            self.booked_as = outcome
+            return
+        accepted = self._gateway.record_inference(
             self.provider,
             self.model,
             latency_s,
@@ -334,3 +390,4 @@ class InferenceCall(TimedCall):
             ttfc_s=self._ttfc,
             exemplar=exemplar,
         )
+        self._booked(accepted, outcome)

@@ -3,12 +3,12 @@
 It wires small parts together and holds the public methods: ``record()`` validates and appends
 an event to the buffer (no I/O, no exception); the flusher thread, started on the first event (so
 a Gunicorn ``--preload`` master never runs one), drains the buffer into Redis; the ledger keeps
-every count and lets ``flush()`` wait; the breaker gate answers ``allow()``.
+every count and lets ``flush()`` wait; the breaker gate answers ``allow()``, ``admit()`` and
+``breaker()`` (``BreakerQueries``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import os
@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from client._breaker_gate import CircuitOpenError
-from client._events import EventValidator, Rejected
+from client._breaker_queries import BreakerQueries
+from client._breaker_status import CircuitOpenError
+from client._events import MAX_COST_USD, MAX_TOKENS, EventValidator, Rejected, nano_usd, token_count
 from client._exemplars import checked_exemplar
 from client._instruments import InstrumentStore
 from client._metric_factories import MetricFactories
@@ -29,14 +30,16 @@ from client._settings import ClientSettings
 from client._signals import unwatch as unwatch_shutdown
 from client._signals import watch as watch_shutdown
 from client._tracking import CallTracker
+from gatewayz_protocol.fields import NANO_USD_PER_USD
 from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.partitions import CANCELLED, USAGE
 
 log = logging.getLogger("gatewayz.metrics.client")
 
 _MAX_WAIT_SECONDS = 86_400.0
 
 
-class MetricsClient(MetricFactories):
+class MetricsClient(BreakerQueries, MetricFactories):
     """Records provider-call outcomes and ships them to Redis in the background.
 
     Thread-safe and fork-safe. Construct one per process (construction does no I/O)::
@@ -125,79 +128,77 @@ class MetricsClient(MetricFactories):
 
         ``status_code`` decides the outcome class (success, failure, rate_limited,
         caller_error); ``outcome`` may be given instead, not both; neither means success.
-        ``exemplar``: labels (such as ``{"trace_id": ...}``) linking the call's
+        ``outcome="cancelled"``: the caller gave up before the provider's answer (counted,
+        never in the window, the histogram, the error rate or the breaker; its latency is not
+        kept). ``exemplar``: labels (such as ``{"trace_id": ...}``) linking the call's
         ``provider_response_time_seconds`` bucket to a trace; ``track()`` and
         ``gateway.inference()`` take them from the active OpenTelemetry span.
-        Returns whether the call was accepted: an invalid one is rejected and counted by cause.
+        Returns whether the call was booked. A bad provider, latency, status code or outcome
+        rejects it (counted by cause, nothing booked); a bad ``tokens`` (not a count in
+        [0, 1e12]; 12.0 is 12), ``cost_usd`` or ``exemplar`` is left out, counted by cause, and
+        the call is booked without it.
         """
         try:
-            code, cost_nusd = self._validator.validate(
-                provider, latency_s, status_code, outcome, tokens, cost_usd
-            )
-            event = (
-                provider,
-                self._clock(),
-                float(latency_s),
-                code,
-                tokens,
-                cost_nusd,
-                None if exemplar is None else checked_exemplar(exemplar, self._ledger.reject),
-            )
+            code = self._validator.validate(provider, latency_s, status_code, outcome)
+            latency = float(latency_s)
         except Rejected as rejection:
             self._reject(rejection.cause, rejection.value)
             return False
         except Exception:
             self._reject("invalid_argument", provider)
             return False
+        if type(tokens) is not int or not 0 <= tokens <= MAX_TOKENS:
+            tokens = self._kept(token_count(tokens), "invalid_tokens", tokens)
+        if type(cost_usd) is float and 0.0 <= cost_usd <= MAX_COST_USD:
+            cost_nusd = round(cost_usd * NANO_USD_PER_USD) if cost_usd else 0
+        else:
+            cost_nusd = self._kept(nano_usd(cost_usd), "invalid_cost", cost_usd)
+        if code >= CANCELLED:  # nothing of it in the histogram: no latency, no exemplar
+            latency, exemplar = 0.0, None
+        labels = None if exemplar is None else checked_exemplar(exemplar, self._ledger.reject)
+        event = (provider, self._clock(), latency, code, tokens, cost_nusd, labels)
         self._flusher.notify(self._buffer.append(event))
         return True
+
+    def _kept(self, value: int | None, cause: str, given: object) -> int:
+        """``value`` as checked, or 0 with ``given`` counted as left out for ``cause``."""
+        if value is None:
+            self._reject(cause, given)
+            return 0
+        return value
+
+    def _add_usage(self, provider: str, tokens: object, cost_usd: object) -> int | None:
+        """Tokens and cost added to a call booked earlier (``add_usage()`` of ``track()`` and
+        ``gateway.inference()``): one event that only adds to the provider's totals. Returns
+        the cost accepted, in nano-USD (None: rejected, an invalid provider)."""
+        if not self._validator.valid_provider(provider):
+            self._reject("invalid_provider", provider)
+            return None
+        count = self._kept(token_count(tokens), "invalid_tokens", tokens)
+        cost_nusd = self._kept(nano_usd(cost_usd), "invalid_cost", cost_usd)
+        if count or cost_nusd:
+            event = (provider, self._clock(), 0.0, USAGE, count, cost_nusd, None)
+            self._flusher.notify(self._buffer.append(event))
+        return cost_nusd
 
     def track(self, provider: str, *, guard: bool = False) -> CallTracker:
         """Time a ``with`` block as one call to ``provider``.
 
         An exception inside the block records a failure, or the class of the status code it
-        carries (``exc.status_code`` / ``exc.response.status_code``), and is re-raised. Set
-        ``status_code``, ``outcome``, ``tokens`` and ``cost_usd`` on the yielded object.
-        With ``guard=True`` the breaker is asked first (``allow()``): when it rejects the call,
-        CircuitOpenError is raised and the block never runs.
+        carries (``exc.status_code`` / ``exc.response.status_code``), and is re-raised. The
+        caller giving up (``asyncio.CancelledError``, ``GeneratorExit``, ``KeyboardInterrupt``)
+        records ``cancelled``, a ``CircuitOpenError`` nothing. Set ``status_code``,
+        ``outcome``, ``tokens`` and ``cost_usd`` on the yielded object; after the block,
+        ``call.booked_as`` says what was booked and ``call.add_usage()`` adds tokens and cost
+        known later. With ``guard=True`` the breaker is asked first (``admit()``): when it
+        rejects the call, CircuitOpenError (with ``retry_after_s``) is raised and the block
+        never runs.
         """
-        if guard and not self.allow(provider):
-            raise CircuitOpenError(provider, self._gate.state(provider) or "open")
+        if guard:
+            status = self.admit(provider)
+            if not status:
+                raise CircuitOpenError.of(status)
         return CallTracker(self, provider)
-
-    def allow(self, provider: str) -> bool:
-        """Whether ``provider``'s cluster-wide circuit breaker lets a call through now.
-
-        closed: True, from a local cache refreshed every 0.5 s (no I/O). open: False.
-        half_open: True for at most the configured number of trial calls across all workers
-        (a permit taken atomically in Redis), False for the rest. With Redis unreachable it
-        answers from the last known state, and with none it fails open (True). Rejections are
-        counted in ``gatewayz_circuit_breaker_rejected_calls_total``. Never raises. It may wait
-        for Redis (up to ``allow_timeout_seconds``): the first time a provider is asked about,
-        and for a half-open trial permit. In ``async`` code use ``allow_async()``.
-        """
-        try:
-            allowed = self._gate.allow(provider)
-        except Exception:
-            return True
-        return self._verdict(provider, allowed)
-
-    async def allow_async(self, provider: str) -> bool:
-        """``allow()`` for an event loop: answered at once from the cache, and in a worker
-        thread when Redis must be asked, so the loop never waits for Redis. Never raises."""
-        try:
-            allowed = self._gate.cached(provider)
-        except Exception:
-            return True
-        if allowed is None:
-            return await asyncio.to_thread(self.allow, provider)
-        return self._verdict(provider, allowed)
-
-    def _verdict(self, provider: str, allowed: bool) -> bool:
-        if not allowed:
-            self._ledger.reject_call(provider)
-        self._flusher.poke()  # keeps the cached states refreshed, and ships the count
-        return allowed
 
     def _reject(self, cause: str, value: object) -> None:
         try:

@@ -5,7 +5,19 @@ Pure functions; the hot path of ``MetricsClient.record()`` calls them.
 
 from __future__ import annotations
 
-from gatewayz_protocol.partitions import CALLER_ERROR, FAILURE, OUTCOMES, RATE_LIMITED, SUCCESS
+from client._breaker_status import BREAKER_REJECTED, CircuitOpenError
+from gatewayz_protocol.partitions import (
+    CALLER_ERROR,
+    CANCELLED,
+    FAILURE,
+    OUTCOMES,
+    RATE_LIMITED,
+    SUCCESS,
+    UNWINDOWED,
+)
+
+CANCELLED_OUTCOME = next(name for name, code in UNWINDOWED.items() if code == CANCELLED)
+"""``cancelled``: the caller gave up on the call before the provider's answer was seen."""
 
 
 def classify_status(status_code: int) -> int:
@@ -48,7 +60,29 @@ def outcome_of_block(
     exc: BaseException | None, status_code: int | None, outcome: str | None
 ) -> str | None:
     """The outcome to record for a timed block (track(), inference()): what the block set, else
-    the class of the exception that escaped it, else None (success or the status code)."""
+    what escaped it says, else None (success or the status code). An exception (``Exception``)
+    is the provider's answer: the class of its status code, or a failure. A ``CircuitOpenError``
+    is ``breaker_rejected``: the call never reached the provider. Anything else that ends a
+    block is the caller giving up (``asyncio.CancelledError`` of a task cancelled because its
+    client went away, ``GeneratorExit`` of a stream closed early, ``KeyboardInterrupt``,
+    ``SystemExit``): ``cancelled``."""
     if exc is not None and status_code is None and outcome is None:
+        if not isinstance(exc, Exception):
+            return CANCELLED_OUTCOME
+        if isinstance(exc, CircuitOpenError):
+            return BREAKER_REJECTED
         return OUTCOMES[classify_exception(exc)]
     return outcome
+
+
+_OUTCOME_NAMES: dict[int | str | None, str] = {
+    **{code: OUTCOMES[classify_status(code)] for code in range(100, 600)},
+    **{outcome: outcome for outcome in (*OUTCOMES, *UNWINDOWED)},
+    None: OUTCOMES[SUCCESS],
+}
+
+
+def outcome_name(status_code: object, outcome: object) -> str:
+    """The outcome class of a call ``record()`` accepted with ``status_code`` or ``outcome``
+    (neither: success). One dict lookup."""
+    return _OUTCOME_NAMES[outcome if status_code is None else status_code]  # type: ignore[index]

@@ -61,6 +61,7 @@ class ProcessParts:
             holder_prefix=writer_id,
             refresh_seconds=settings.breaker_refresh_seconds,
             max_entries=settings.max_providers,
+            now=shared_now,
         )
         writer = RedisWriter(
             connection,

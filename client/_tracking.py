@@ -7,7 +7,8 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from client._outcome import outcome_of_block
+from client._breaker_status import BREAKER_REJECTED
+from client._outcome import outcome_name, outcome_of_block
 from client._spans import CallSpan
 
 if TYPE_CHECKING:
@@ -23,15 +24,21 @@ class TimedCall:
     that escaped it) and finishes the span (its exemplar links the latency bucket to the
     trace). The exception is never swallowed. (Each ``__exit__`` books the call itself rather
     than through a hook: this is per call, and the hooks cost a twentieth of ``track()``.)
+
+    After the block, ``booked_as`` says what the call was booked as: its outcome class
+    (``success``, ``failure``, ``rate_limited``, ``caller_error``), ``cancelled`` (the caller
+    gave up: counted, outside the window), ``breaker_rejected`` (a ``CircuitOpenError`` escaped:
+    nothing booked), or None (rejected as invalid, or the block has not ended).
     """
 
-    __slots__ = ("_span", "_start", "cost_usd", "outcome", "provider", "status_code")
+    __slots__ = ("_span", "_start", "booked_as", "cost_usd", "outcome", "provider", "status_code")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.status_code: int | None = None
         self.outcome: str | None = None
         self.cost_usd = 0.0
+        self.booked_as: str | None = None
         self._start = 0.0
         self._span: CallSpan | None = None
 
@@ -56,9 +63,13 @@ class TimedCall:
             exemplar = self._span.finish(self.status_code, outcome, tokens, self.cost_usd, exc)
         return latency_s, outcome, exemplar
 
+    def _booked(self, accepted: bool, outcome: str | None) -> None:
+        self.booked_as = outcome_name(self.status_code, outcome) if accepted else None
+
 
 class CallTracker(TimedCall):
-    """The object ``MetricsClient.track()`` yields; see there."""
+    """The object ``MetricsClient.track()`` yields; see there. ``add_usage()`` adds tokens and
+    cost known only later."""
 
     __slots__ = ("_client", "tokens")
 
@@ -74,7 +85,10 @@ class CallTracker(TimedCall):
         traceback: TracebackType | None,
     ) -> None:
         latency_s, outcome, exemplar = self._finished(exc, self.tokens)
-        self._client.record(
+        if type(outcome) is str and outcome == BREAKER_REJECTED:
+            self.booked_as = outcome
+            return
+        accepted = self._client.record(
             self.provider,
             latency_s,
             self.status_code,
@@ -83,3 +97,13 @@ class CallTracker(TimedCall):
             self.cost_usd,
             exemplar=exemplar,
         )
+        self.booked_as = outcome_name(self.status_code, outcome) if accepted else None
+
+    def add_usage(self, *, tokens: int = 0, cost_usd: float = 0.0) -> bool:
+        """Add tokens and cost to the call, in the provider's totals only (never a second window
+        event, nor the call's span: it ended with the block): for what is known only after the
+        block, such as a response post-processed later, from any thread. Each call adds what it
+        is given (call it once per amount). A bad value is left out and counted
+        (``invalid_tokens``, ``invalid_cost``). Returns whether it was accepted (not with an
+        invalid provider name); never raises."""
+        return self._client._add_usage(self.provider, tokens, cost_usd) is not None

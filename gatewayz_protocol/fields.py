@@ -15,6 +15,7 @@ from typing import Final
 
 from gatewayz_protocol.partitions import (
     BUCKET_OF_PARTITION,
+    CANCELLED,
     EXTRA_BAND_OF_PARTITION,
     EXTRA_HISTOGRAM_BOUNDS,
     HISTOGRAM_BOUNDS,
@@ -76,6 +77,9 @@ LATENCY_SUM_FIELD: Final = "lat_us"  # integer microseconds
 COST_FIELD: Final = "cost_nusd"  # integer nano-USD
 TOKENS_FIELD: Final = "tokens"
 BREAKER_REJECTED_FIELD: Final = "breaker_rejected"  # calls allow() turned away
+CANCELLED_FIELD: Final = "cancelled"
+"""Calls the caller abandoned before the provider's answer (``partitions.CANCELLED``). Not an
+``n:`` field: the ``n:`` fields count the calls of the histogram (their sum is its count)."""
 
 MICROS_PER_SECOND: Final = 1_000_000
 NANO_USD_PER_USD: Final = 1_000_000_000
@@ -85,9 +89,14 @@ def encode_totals(
     tally: Mapping[tuple[int, int], int], latency_sum_s: float, tokens: int, cost_nusd: int
 ) -> dict[str, int]:
     """The increments of a provider's ``totals`` for a batch: ``tally`` counts its events by
-    (outcome code, latency partition)."""
+    (outcome code, latency partition). A cancelled call counts in ``cancelled`` only, usage
+    added to a call booked earlier in no count: neither is in the histogram."""
     fields: dict[str, int] = {}
     for (outcome, latency_part), count in tally.items():
+        if outcome >= len(OUTCOMES):
+            if outcome == CANCELLED:
+                fields[CANCELLED_FIELD] = fields.get(CANCELLED_FIELD, 0) + count
+            continue
         name = COUNT_FIELDS[outcome]
         fields[name] = fields.get(name, 0) + count
         name = HISTOGRAM_FIELDS[BUCKET_OF_PARTITION[latency_part]]
@@ -117,6 +126,8 @@ class ProviderTotals:
     cost_usd: float
     tokens: int
     breaker_rejected: int
+    cancelled: int = 0
+    """Calls the caller abandoned before the provider's answer (not in ``requests``)."""
 
 
 def histogram_bounds_ok(bounds: tuple[float, ...]) -> bool:
@@ -154,6 +165,7 @@ def decode_totals(
         cost_usd=raw.get(COST_FIELD, 0) / NANO_USD_PER_USD,
         tokens=raw.get(TOKENS_FIELD, 0),
         breaker_rejected=raw.get(BREAKER_REJECTED_FIELD, 0),
+        cancelled=raw.get(CANCELLED_FIELD, 0),
     )
 
 

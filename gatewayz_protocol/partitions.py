@@ -23,6 +23,17 @@ RATE_LIMITED: Final = 2
 CALLER_ERROR: Final = 3
 OUTCOME_CODES: Final = {name: code for code, name in enumerate(OUTCOMES)}
 
+CANCELLED: Final = 4
+"""Event code of a call the caller abandoned before the provider's answer was seen (the task
+cancelled, a closed stream, the client gone): counted in the provider's totals (``cancelled``),
+never in a window partition, the latency histogram, the error rate or the breaker. Its event
+carries no latency (0), and the tokens and cost it consumed."""
+USAGE: Final = 5
+"""Event code of tokens and cost added to a call booked earlier (``add_usage()``): the
+provider's totals only, never a count, a window partition or the histogram."""
+UNWINDOWED: Final = {"cancelled": CANCELLED}
+"""Outcomes a client may record beside ``OUTCOMES`` that no window partition holds."""
+
 HISTOGRAM_BOUNDS: Final = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
 """Upper bounds of ``provider_response_time_seconds`` (seed contract); +Inf is implicit."""
 
@@ -55,7 +66,8 @@ latency_partition: Final = partial(bisect_left, WINDOW_BOUNDS)
 
 def window_partition(outcome: int, latency_part: int) -> int:
     """Index into ``Keys.window_keys`` of an event: its latency partition for a success, else
-    the key of its outcome class (after the success partitions)."""
+    the key of its outcome class (after the success partitions). Only for ``OUTCOMES``' codes:
+    ``CANCELLED`` and ``USAGE`` events have no window partition."""
     return latency_part if outcome == SUCCESS else LATENCY_PARTITIONS - 1 + outcome
 
 

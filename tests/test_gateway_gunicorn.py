@@ -4,6 +4,7 @@ the workers' own per-process metrics disagree from scrape to scrape."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -13,8 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
 
 from aggregator.engine.cycle import Aggregator
+from aggregator.engine.writer import PlannedWrite, StateWriter
+from gatewayz_protocol.breaker_state import BreakerState
+from gatewayz_protocol.keys import Keys
 from tests.support.clock import FakeClock
 from tests.support.gateway import example_gateway
 from tests.support.scrape import Samples, samples, scrape
@@ -134,3 +139,61 @@ def test_aggregated_metrics_are_exact_across_gunicorn_workers(
     assert all(value < 150 for value in seen.values())
     assert sum(seen.values()) <= 150
     assert len(set(seen.values())) >= 2 or sum(seen.values()) < 150
+
+
+def test_a_breaker_denial_says_when_to_retry_and_a_client_gone_is_no_failure(
+    redis_url: str,
+    namespace: str,
+    r: redis.Redis,
+    keys: Keys,
+    make_aggregator: Callable[..., Aggregator],
+    clock: FakeClock,
+) -> None:
+    seconds, micros = r.time()
+    open_until = seconds + micros / 1e6 + 30.0  # on Redis's clock, the one workers share
+    writer = StateWriter(r, keys, 3600, permits=5, permit_seconds=60)
+    opened = PlannedWrite(
+        "down", 0, BreakerState("open", open_until - 30, 1, open_until, 1), "test"
+    )
+    assert writer.begin(None).transitions([opened]).send().results == [1]
+    env = {"GATEWAY_WORKERS": "1", "FAKE_PROVIDERS": "openrouter:0.02:0.0,down:0.02:0.0"}
+    with example_gateway(redis_url, namespace, env) as base:
+        chat = f"{base}/v1/chat/completions"
+        request = urllib.request.Request(
+            chat, data=json.dumps({"provider": "down"}).encode(),
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(request, timeout=30)
+        assert denied.value.code == 503
+        assert 28 <= int(denied.value.headers["Retry-After"]) <= 30
+
+        # A streamed answer whose client goes away after the status line, the provider still
+        # working (30 s to its first chunk): cancelled inside the timed block.
+        host, port = base.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        body = {"provider": "openrouter", "model": "m1", "stream": True, "latency_s": 60}
+        connection.request(
+            "POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"}
+        )
+        assert connection.getresponse().status == 200
+        connection.close()  # the client goes away mid-stream
+        deadline = time.monotonic() + 20
+        while r.hget(keys.totals("openrouter"), "cancelled") != b"1":
+            assert time.monotonic() < deadline, "the abandoned stream was never booked"
+            time.sleep(0.05)
+    totals = {k.decode() for k in r.hgetall(keys.totals("openrouter"))}
+    assert not any(field.startswith(("n:", "b:")) for field in totals)  # no outcome, no latency
+    assert sum(int(r.zcard(key)) for key in keys.window_keys("openrouter")) == 0
+    assert r.hget(keys.totals("down"), "breaker_rejected") == b"1"
+
+    def arrived(scraped: Samples) -> bool:
+        return scraped.get(CANCELLED) == 1
+
+    s = _wait_for_totals(make_aggregator(), clock, arrived)
+    assert s.get(CANCELLED) == 1
+    assert s.get(("gatewayz_provider_requests_total", FAILED)) == 0
+
+
+CANCELLED = ("gatewayz_provider_cancelled_calls_total", (("provider", "openrouter"),))
+FAILED = (("outcome", "failure"), ("provider", "openrouter"))

@@ -242,7 +242,8 @@ def format_report(doc: Mapping[str, Any]) -> str:
         "",
         f"totals (cumulative): {requests}",
         f"  latency sum {totals['latency_sum_seconds']:.3f} s, tokens {totals['tokens']},"
-        f" cost {totals['cost_usd']:.6f} USD, rejected by the breaker {totals['breaker_rejected']}",
+        f" cost {totals['cost_usd']:.6f} USD, rejected by the breaker {totals['breaker_rejected']},"
+        f" cancelled {totals['cancelled']}",
     ]
     breaker = doc["breaker"]
     fields = (

@@ -74,6 +74,9 @@ class ProviderHealth:
     +Inf) -> the latest exemplar in it."""
     latency_p50_seconds: float | None = None
     """The window median of successful calls (None without any; last: older snapshots lack it)."""
+    cancelled_total: int = 0
+    """Calls the caller abandoned before the provider's answer (cumulative; not in
+    ``requests_total``, the window or the breaker)."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ def provider_health(
         open_suppressed=open_suppressed,
         exemplars=_placed(exemplars or {}, histogram_bounds),
         latency_p50_seconds=bucket_quantile(0.5, window.success_partitions, WINDOW_BOUNDS),
+        cancelled_total=counters.cancelled,
     )
 
 

@@ -44,6 +44,7 @@ RESERVED_NAMES = frozenset(
         "gatewayz_provider_tokens",
         "gatewayz_circuit_breaker_transitions",
         "gatewayz_circuit_breaker_rejected_calls",
+        "gatewayz_provider_cancelled_calls",
         "gatewayz_circuit_breaker_forced",
         "gatewayz_circuit_breaker_open_suppressed",
         "gatewayz_redis_operations",

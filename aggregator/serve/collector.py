@@ -50,6 +50,7 @@ class SnapshotCollector(Collector):
             return
         yield from _health_metrics(snapshot)
         yield from _provider_counters(snapshot)
+        yield from _cancelled_calls(snapshot)
         yield from backend_metrics(snapshot)
         yield from _client_metrics(snapshot)
 
@@ -180,6 +181,20 @@ def _provider_counters(snapshot: Snapshot) -> Iterator[Metric]:
     yield suppressed
 
 
+def _cancelled_calls(snapshot: Snapshot) -> Iterator[Metric]:
+    """Calls not attempted to the end: apart from the requests by outcome class, whose sum is
+    the latency histogram's count."""
+    cancelled = CounterMetricFamily(
+        "gatewayz_provider_cancelled_calls",
+        "Provider calls the caller abandoned before the answer (client gone, task cancelled), "
+        "all workers: outside the requests, the window, the error rate and the breaker",
+        labels=["provider"],
+    )
+    for p in snapshot.providers:
+        cancelled.add_metric([p.provider], p.cancelled_total)
+    yield cancelled
+
+
 def _client_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     """What every process reports beside its events: Redis commands, rejections, drops, clock
     offsets."""
@@ -193,7 +208,8 @@ def _client_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     yield redis_ops
     rejected = CounterMetricFamily(
         "gatewayz_client_events_rejected",
-        "Events rejected by clients' record() as invalid, by cause, all workers",
+        "Calls rejected by clients as invalid, and values left out of calls booked (tokens, "
+        "cost, credits, TTFB, TTFC, model, endpoint, exemplar), by cause, all workers",
         labels=["reason"],
     )
     for reason, count in sorted(snapshot.client_rejected.items()):

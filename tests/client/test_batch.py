@@ -43,3 +43,24 @@ def test_histogram_buckets_and_outcome_counts_of_a_batch() -> None:
         ("n:success", "n:failure", "n:rate_limited", "n:caller_error"), len(latencies)
     )
     assert totals["lat_us"] == round(4 * sum(latencies) * 1_000_000)
+
+
+def test_cancelled_calls_and_added_usage_take_ids_but_no_window_member() -> None:
+    events = [
+        ("openrouter", 1_800_000_000.0, 0.2, 0, 10, 100, None),  # a success
+        ("openrouter", 1_800_000_000.5, 0.0, 4, 3, 0, None),  # cancelled: tokens consumed
+        ("openrouter", 1_800_000_001.0, 0.0, 5, 40, 2_000, None),  # usage of a booked call
+        ("anthropic", 1_800_000_002.0, 0.0, 5, 0, 7, None),  # usage only
+    ]
+    batch = build_batch(events, 64, NO_NOTES)
+    openrouter, anthropic = batch.providers["openrouter"], batch.providers["anthropic"]
+    assert [len(flat) // 2 for flat in openrouter.partitions.values()] == [1]  # the success
+    assert anthropic.partitions == {}
+    assert (openrouter.events, anthropic.events, batch.events) == (3, 1, 4)  # ids 64..67
+    assert batch.lineage == (64, 68)
+    assert openrouter.totals == {
+        "n:success": 1, "b:0.5": 1, "cancelled": 1, "lat_us": 200_000,
+        "tokens": 53, "cost_nusd": 2_100,
+    }  # fmt: skip
+    assert anthropic.totals == {"lat_us": 0, "cost_nusd": 7}
+    assert (openrouter.last_seen, anthropic.last_seen) == (1_800_000_001.0, 1_800_000_002.0)

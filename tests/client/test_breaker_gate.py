@@ -1,11 +1,12 @@
 """BreakerGate with fake I/O and an injected clock: when allow() costs a round trip and what it
-answers when Redis is gone."""
+answers when Redis is gone; what status() (breaker(), admit()) says, taking nothing."""
 
 from __future__ import annotations
 
 import pytest
 
-from client._breaker_gate import BreakerGate
+from client import BreakerStatus
+from client._breaker_gate import BreakerGate, Stored, _stored
 
 
 class FakeRedisSide:
@@ -13,16 +14,21 @@ class FakeRedisSide:
 
     def __init__(self) -> None:
         self.known: dict[str, str] = {}
+        self.deadlines: dict[str, float] = {}
+        self.forced: set[str] = set()
         self.permits_left = 2
         self.fetches: list[list[str]] = []
         self.permit_calls = 0
         self.down = False
 
-    def states(self, providers: list[str]) -> dict[str, str]:
+    def states(self, providers: list[str]) -> dict[str, Stored]:
         if self.down:
             raise ConnectionError("redis down")
         self.fetches.append(list(providers))
-        return {p: self.known.get(p, "closed") for p in providers}
+        return {
+            p: Stored(self.known.get(p, "closed"), self.deadlines.get(p, 0.0), p in self.forced)
+            for p in providers
+        }
 
     def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
         if self.down:
@@ -164,3 +170,77 @@ def test_cached_answers_only_without_io(gate: BreakerGate, side: FakeRedisSide) 
     assert gate.allow("trial") is False  # denied: remembered until the next refresh
     assert gate.cached("trial") is False
     assert (len(side.fetches), side.permit_calls) == (fetches, permits + 1)
+
+
+class WallClock:
+    """The shared clock breaker deadlines are on (Redis's), apart from the monotonic one."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_status_says_the_state_and_until_when_taking_nothing(
+    side: FakeRedisSide, clock: Clock
+) -> None:
+    wall = WallClock()
+    gate = BreakerGate(side, "w1", refresh_seconds=1.0, monotonic=clock, now=wall)
+    side.known.update({"down": "open", "held": "open", "trial": "half_open", "up": "closed"})
+    side.deadlines["down"] = wall.now + 30.5
+    side.forced.add("held")
+    assert gate.status("down") == BreakerStatus("down", "open", False, 30.5, wall.now + 30.5)
+    assert gate.status("held") == BreakerStatus("held", "open", False, None, None, forced=True)
+    assert gate.status("up") == BreakerStatus("up", "closed", True)
+    assert gate.status("trial") == BreakerStatus("trial", "half_open", True)  # may be admitted
+    assert side.permit_calls == 0  # a status takes no permit
+    assert len(side.fetches) == 4  # one read per provider never asked about, then the cache
+    for _ in range(100):
+        gate.status("down"), gate.status("trial")
+    assert (len(side.fetches), side.permit_calls) == (4, 0)
+    wall.now += 40  # past the deadline, not yet half-open: retry now
+    assert gate.status("down").retry_after_s == 0.0
+    assert not gate.status("down")  # false when not allowed
+
+
+def test_a_half_open_denial_says_when_this_process_asks_again(
+    gate: BreakerGate, side: FakeRedisSide, clock: Clock
+) -> None:
+    side.known["trial"] = "half_open"
+    side.permits_left = 0
+    assert gate.allow("trial") is False
+    denied = gate.status("trial", False)
+    assert denied == BreakerStatus("trial", "half_open", False, 1.0)
+    assert gate.status("trial") == denied  # breaker(): the remembered denial, no permit asked
+    clock.now += 0.75
+    assert gate.status("trial").retry_after_s == 0.25
+    assert side.permit_calls == 1
+
+
+def test_status_of_what_has_no_state_here(gate: BreakerGate, side: FakeRedisSide) -> None:
+    assert gate.knows("bad name!") and not gate.knows("never-asked")
+    assert gate.status("bad name!") == BreakerStatus("bad name!", None, True)
+    side.down = True
+    assert gate.status("never-asked") == BreakerStatus("never-asked", None, True)  # fail open
+    assert gate.knows("never-asked")
+
+
+def test_a_refresh_and_a_permit_answer_move_the_deadline(
+    gate: BreakerGate, side: FakeRedisSide, clock: Clock
+) -> None:
+    side.known["p"] = "half_open"
+    assert gate.allow("p")
+    side.known["p"], side.deadlines["p"] = "open", 2e9
+    assert gate.allow("p") is False  # the permit script said open: its deadline not known yet
+    assert gate.status("p") == BreakerStatus("p", "open", False)
+    clock.now += 1.0
+    gate.refresh_if_due()
+    assert gate.status("p").open_until == 2e9
+
+
+def test_a_breaker_hash_is_read_leniently() -> None:
+    assert _stored(b"open", b"1800000030.5", b"0") == Stored("open", 1_800_000_030.5, False)
+    assert _stored(b"open", None, b"1") == Stored("open", 0.0, True)
+    assert _stored(None, b"nan", None) == Stored("closed", 0.0, False)
+    assert _stored(b"odd", b"soon", b"yes") == Stored("closed", 0.0, False)

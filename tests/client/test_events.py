@@ -1,7 +1,8 @@
-"""What record() and record_inference() accept, as pure functions: the event's outcome code and
-cost in nano-USD for a valid call, the counted cause (and the offending value) for each way a
-call is invalid, and the bounds, inclusive. Outcome codes as the README numbers them: success 0,
-failure 1, rate_limited 2, caller_error 3."""
+"""What record() and record_inference() accept, as pure functions: the event's outcome code for a
+valid call and the counted cause (and offending value) for each way its health event is invalid;
+then each auxiliary value on its own (tokens, cost, credits, TTFB, TTFC, model, endpoint), left
+out alone. Bounds inclusive. Outcome codes as the README numbers them: success 0, failure 1,
+rate_limited 2, caller_error 3; cancelled 4 (no window partition)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from client._events import EventValidator, Rejected, check_inference
+from client._events import (
+    EventValidator,
+    Omitted,
+    Rejected,
+    check_inference,
+    credits_amount,
+    nano_usd,
+    seconds_or_none,
+    token_count,
+)
 
 
 def validate(
@@ -19,36 +29,29 @@ def validate(
     latency_s: Any = 0.42,
     status_code: Any = None,
     outcome: Any = None,
-    tokens: Any = 0,
-    cost_usd: Any = 0.0,
-) -> tuple[int, int]:
-    return EventValidator().validate(provider, latency_s, status_code, outcome, tokens, cost_usd)
+) -> int:
+    return EventValidator().validate(provider, latency_s, status_code, outcome)
 
 
 @pytest.mark.parametrize(
     ("call", "expected"),
     [
-        ({}, (0, 0)),  # neither status nor outcome: a success
-        ({"status_code": 200}, (0, 0)),
-        ({"status_code": 302}, (0, 0)),
-        ({"status_code": 503}, (1, 0)),
-        ({"status_code": 408}, (1, 0)),
-        ({"status_code": 429}, (2, 0)),
-        ({"status_code": 404}, (3, 0)),
-        ({"outcome": "failure"}, (1, 0)),
-        ({"outcome": "rate_limited"}, (2, 0)),
-        ({"outcome": "caller_error"}, (3, 0)),
-        ({"cost_usd": 0.0031}, (0, 3_100_000)),
-        ({"cost_usd": 1e6}, (0, 10**15)),  # the largest cost
-        ({"cost_usd": Decimal("0.25")}, (0, 250_000_000)),
-        ({"latency_s": 86_400.0}, (0, 0)),  # a day: the longest latency
-        ({"latency_s": 0}, (0, 0)),
-        ({"tokens": 10**12}, (0, 0)),  # the most tokens
+        ({}, 0),  # neither status nor outcome: a success
+        ({"status_code": 200}, 0),
+        ({"status_code": 302}, 0),
+        ({"status_code": 503}, 1),
+        ({"status_code": 408}, 1),
+        ({"status_code": 429}, 2),
+        ({"status_code": 404}, 3),
+        ({"outcome": "failure"}, 1),
+        ({"outcome": "rate_limited"}, 2),
+        ({"outcome": "caller_error"}, 3),
+        ({"outcome": "cancelled"}, 4),
+        ({"latency_s": 86_400.0}, 0),  # a day: the longest latency
+        ({"latency_s": 0}, 0),
     ],
 )
-def test_a_valid_call_becomes_its_outcome_code_and_cost_in_nano_usd(
-    call: dict[str, Any], expected: tuple[int, int]
-) -> None:
+def test_a_valid_call_becomes_its_outcome_code(call: dict[str, Any], expected: int) -> None:
     assert validate(**call) == expected
 
 
@@ -67,17 +70,11 @@ def test_a_valid_call_becomes_its_outcome_code_and_cost_in_nano_usd(
         ({"status_code": True}, "invalid_status_code", True),
         ({"outcome": "SUCCESS"}, "invalid_outcome", "SUCCESS"),
         ({"outcome": ""}, "invalid_outcome", ""),
+        ({"outcome": "breaker_rejected"}, "invalid_outcome", "breaker_rejected"),
         ({"status_code": 200, "outcome": "success"}, "status_and_outcome", (200, "success")),
-        ({"tokens": -1}, "invalid_tokens", -1),
-        ({"tokens": 1.5}, "invalid_tokens", 1.5),
-        ({"tokens": True}, "invalid_tokens", True),
-        ({"tokens": 10**12 + 1}, "invalid_tokens", 10**12 + 1),
-        ({"cost_usd": -0.01}, "invalid_cost", -0.01),
-        ({"cost_usd": 1e6 + 1}, "invalid_cost", 1e6 + 1),
-        ({"cost_usd": math.inf}, "invalid_cost", math.inf),
     ],
 )
-def test_an_invalid_call_is_rejected_with_its_cause_and_value(
+def test_an_invalid_health_event_is_rejected_with_its_cause_and_value(
     call: dict[str, Any], cause: str, value: object
 ) -> None:
     with pytest.raises(Rejected) as rejected:
@@ -85,47 +82,120 @@ def test_an_invalid_call_is_rejected_with_its_cause_and_value(
     assert (rejected.value.cause, rejected.value.value) == (cause, value)
 
 
-def test_nan_is_rejected_as_the_value_it_was() -> None:
-    for call, cause in (({"latency_s": math.nan}, "invalid_latency"),
-                        ({"cost_usd": math.nan}, "invalid_cost")):  # fmt: skip
-        with pytest.raises(Rejected) as rejected:
-            validate(**call)
-        assert rejected.value.cause == cause
-        assert math.isnan(rejected.value.value)  # type: ignore[arg-type]
+def test_a_nan_latency_is_rejected_as_the_value_it_was() -> None:
+    with pytest.raises(Rejected) as rejected:
+        validate(latency_s=math.nan)
+    assert rejected.value.cause == "invalid_latency"
+    assert math.isnan(rejected.value.value)  # type: ignore[arg-type]
 
 
-def test_arguments_of_the_wrong_type_raise_type_error_for_the_caller_to_count() -> None:
+def test_a_latency_of_the_wrong_type_raises_type_error_for_the_caller_to_count() -> None:
     # record() counts these as invalid_argument
-    for call in ({"latency_s": "0.1"}, {"cost_usd": "1"}, {"latency_s": None}):
+    for latency in ("0.1", None):
         with pytest.raises(TypeError):
-            validate(**call)
+            validate(latency_s=latency)
 
 
 def test_a_provider_name_is_checked_once_then_remembered() -> None:
     validator = EventValidator()
-    assert validator.validate("openrouter", 0.1, None, None, 0, 0.0) == (0, 0)
-    assert validator.validate("openrouter", 0.2, 503, None, 0, 0.0) == (1, 0)
+    assert validator.validate("openrouter", 0.1, None, None) == 0
+    assert validator.validate("openrouter", 0.2, 503, None) == 1
     with pytest.raises(Rejected):
-        validator.validate("open router", 0.1, None, None, 0, 0.0)  # never remembered
+        validator.validate("open router", 0.1, None, None)  # never remembered
+    assert validator.valid_provider("openrouter") and validator.valid_provider("fireworks.ai")
+    assert not any(validator.valid_provider(p) for p in ("open router", None, [], "a" * 65))
 
 
-def test_an_inference_adds_its_token_counts_or_is_rejected_with_a_cause() -> None:
-    assert check_inference("gpt", "/v1/chat", 100, 40, 0.5, 0.1, None) == 140
-    assert check_inference("gpt", "", 0, 0, 0, None, None) == 0
-    assert check_inference("gpt", "", 0, 0, 1e6, 86_400.0, 0.0) == 0  # the bounds, inclusive
-    cases: list[tuple[tuple[Any, ...], str, object]] = [
-        ((None, "", 0, 0, 0.0, None, None), "invalid_argument", (None, "")),
-        (("gpt", 7, 0, 0, 0.0, None, None), "invalid_argument", ("gpt", 7)),
-        (("gpt", "", -1, 0, 0.0, None, None), "invalid_tokens", -1),
-        (("gpt", "", 0, 2.0, 0.0, None, None), "invalid_tokens", 2.0),
-        (("gpt", "", 0, 0, -0.5, None, None), "invalid_credits", -0.5),
-        (("gpt", "", 0, 0, True, None, None), "invalid_credits", True),
-        (("gpt", "", 0, 0, "1", None, None), "invalid_credits", "1"),
-        (("gpt", "", 0, 0, 1e6 + 1, None, None), "invalid_credits", 1e6 + 1),
-        (("gpt", "", 0, 0, 0.0, -0.1, None), "invalid_latency", -0.1),
-        (("gpt", "", 0, 0, 0.0, None, 86_401), "invalid_latency", 86_401),
-    ]
-    for args, cause, value in cases:
-        with pytest.raises(Rejected) as rejected:
-            check_inference(*args)
-        assert (rejected.value.cause, rejected.value.value) == (cause, value), args
+class _Falsy:
+    def __bool__(self) -> bool:
+        raise RuntimeError("no bool")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (12, 12),
+        (12.0, 12),  # an integral float is the count it says
+        (0, 0),
+        (10**12, 10**12),  # the most tokens
+        (1e12, 10**12),
+        (None, 0),  # none given
+        (False, 0),
+        ("", 0),
+        (-0.0, 0),
+        (-1, None),
+        (10**12 + 1, None),
+        (1.5, None),
+        (math.nan, None),
+        (math.inf, None),
+        (-2.0, None),
+        (True, None),
+        ("12", None),
+        (Decimal(3), None),
+        (_Falsy(), None),
+    ],
+)
+def test_a_token_count_is_an_int_or_left_out(value: object, expected: int | None) -> None:
+    checked = token_count(value)
+    assert checked == expected
+    assert checked is None or type(checked) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.0031, 3_100_000),
+        (1e6, 10**15),  # the largest cost
+        (Decimal("0.25"), 250_000_000),
+        (True, 1_000_000_000),  # a bool is a number: 1 USD, as before
+        (7, 7_000_000_000),
+        (None, 0),
+        (0.0, 0),
+        (-0.01, None),
+        (1e6 + 1, None),
+        (math.inf, None),
+        (math.nan, None),
+        ("1", None),
+        (_Falsy(), None),
+    ],
+)
+def test_a_cost_is_nano_usd_or_left_out(value: object, expected: int | None) -> None:
+    assert nano_usd(value) == expected
+
+
+def test_credits_and_seconds_or_left_out() -> None:
+    assert [credits_amount(v) for v in (0.5, 3, 1e6, None, 0.0)] == [0.5, 3, 1e6, 0, 0.0]
+    assert [credits_amount(v) for v in (-0.5, True, "1", 1e6 + 1, math.nan)] == [None] * 5
+    assert credits_amount(_Falsy()) is None
+    assert [seconds_or_none(v) for v in (None, 0, 0.25, 86_400)] == [
+        (None, True), (0.0, True), (0.25, True), (86_400.0, True),
+    ]  # fmt: skip
+    assert [seconds_or_none(v) for v in (-0.1, 86_401, math.nan, True, "1")] == [(None, False)] * 5
+
+
+def test_an_inference_keeps_its_valid_values_and_names_each_left_out() -> None:
+    omitted: Omitted = []
+    assert check_inference("gpt", "/v1/chat", 100, 40.0, 0.5, 0.1, None, omitted) == (
+        "gpt", "/v1/chat", 100, 40, 0.5, 0.1, None,
+    )  # fmt: skip
+    assert omitted == []
+    assert check_inference("gpt", "", 0, 0, 1e6, 86_400.0, 0.0, omitted) == (
+        "gpt", "", 0, 0, 1e6, 86_400.0, 0.0,
+    )  # the bounds, inclusive  # fmt: skip
+    assert omitted == []
+    cases: list[tuple[tuple[Any, ...], tuple[Any, ...], Omitted]] = [
+        ((None, "", 1, 2, 0.0, None, None), (None, "", 1, 2, 0, None, None),
+         [("invalid_model", None)]),
+        (("gpt", 7, 0, 0, 0.0, 0.5, None), ("gpt", None, 0, 0, 0, 0.5, None),
+         [("invalid_endpoint", 7)]),
+        (("gpt", "", -1, 2.5, 0.0, None, None), ("gpt", "", 0, 0, 0, None, None),
+         [("invalid_tokens", -1), ("invalid_tokens", 2.5)]),
+        (("gpt", "", 3, 0, -0.5, None, None), ("gpt", "", 3, 0, 0, None, None),
+         [("invalid_credits", -0.5)]),
+        (("gpt", "", 0, 0, 0.0, -0.1, 86_401), ("gpt", "", 0, 0, 0, None, None),
+         [("invalid_ttfb", -0.1), ("invalid_ttfc", 86_401)]),
+    ]  # fmt: skip
+    for args, values, causes in cases:
+        omitted = []
+        assert check_inference(*args, omitted) == values, args
+        assert omitted == causes, args

@@ -1,17 +1,20 @@
-"""GatewayMetrics.record_inference: one rule with record(). A call is booked everywhere (the
-provider's window and totals, and every per-model metric) or rejected everywhere, counted once.
-Checked in Redis, field by field."""
+"""GatewayMetrics.record_inference: the rules of record(). A bad provider, latency, status code
+or outcome rejects the call (counted once, nothing booked anywhere); any other bad value is left
+out alone, counted by cause, and the rest booked: the provider's health event above all. Then
+cancelled calls and usage added after the call. Checked in Redis, field by field."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import redis
 
-from client import GatewayMetrics, MetricsClient
+from client import GatewayMetrics, InferenceCall, MetricsClient
 from client._gateway import ORIGIN_BUCKETS
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.labels import bounded_label_value
@@ -74,26 +77,14 @@ def test_a_valid_call_is_booked_everywhere(
 @pytest.mark.parametrize(
     ("arguments", "cause"),
     [
-        ({"input_tokens": -1, "output_tokens": 5}, "invalid_tokens"),
-        ({"input_tokens": 10, "output_tokens": 1.5}, "invalid_tokens"),
-        ({"input_tokens": True}, "invalid_tokens"),
-        ({"input_tokens": 10**12, "output_tokens": 10**12}, "invalid_tokens"),  # sum too big
         ({"status_code": 200, "outcome": "success"}, "status_and_outcome"),
         ({"status_code": 999}, "invalid_status_code"),
         ({"outcome": ["success"]}, "invalid_outcome"),
-        ({"credits": -0.1}, "invalid_credits"),
-        ({"credits": float("nan")}, "invalid_credits"),
-        ({"credits": "1"}, "invalid_credits"),
-        ({"ttfb_s": -0.5}, "invalid_latency"),
-        ({"ttfc_s": float("inf")}, "invalid_latency"),
-        ({"cost_usd": -1.0}, "invalid_cost"),
-        ({"model": None}, "invalid_argument"),
-        ({"endpoint": 3}, "invalid_argument"),
         ({"provider": "bad name"}, "invalid_provider"),
         ({"latency_s": -1.0}, "invalid_latency"),
     ],
 )
-def test_an_invalid_call_books_nothing_and_is_counted_once(
+def test_an_invalid_health_event_books_nothing_and_is_counted_once(
     make_client: MakeClient,
     r: redis.Redis,
     keys: Keys,
@@ -103,9 +94,13 @@ def test_an_invalid_call_books_nothing_and_is_counted_once(
 ) -> None:
     metrics = make_client(clock=clock)
     gateway = GatewayMetrics(metrics)
-    call: dict[str, Any] = {"provider": "openrouter", "model": "gpt", "latency_s": 0.5}
+    call: dict[str, Any] = {**FULL, "input_tokens": -1, "credits": "x"}  # bad, never counted
+    del call["status_code"]
     call |= arguments
-    gateway.record_inference(call.pop("provider"), call.pop("model"), call.pop("latency_s"), **call)
+    booked = gateway.record_inference(
+        call.pop("provider"), call.pop("model"), call.pop("latency_s"), **call
+    )
+    assert booked is False
     assert metrics.flush(timeout=5)
     assert metrics.stats()["rejected"] == {cause: 1}
     assert metrics.stats()["accepted"] == 0
@@ -113,6 +108,99 @@ def test_an_invalid_call_books_nothing_and_is_counted_once(
     for metric in ("model_inference_requests", "model_inference_duration_seconds", "tokens_used"):
         assert _data(r, keys, metric) == {}, metric
     assert r.hget(keys.client_stats, f"rejected:{cause}") == b"1"
+
+
+FULL: dict[str, Any] = {
+    "provider": "openrouter", "model": "gpt", "latency_s": 0.5, "status_code": 200,
+    "input_tokens": 100, "output_tokens": 40, "credits": 0.5, "cost_usd": 0.25,
+    "endpoint": "/v1/chat", "ttfb_s": 0.1, "ttfc_s": 0.2,
+}  # fmt: skip
+"""A call with every value given: each case below spoils one of them."""
+
+
+def _booked(r: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """What a call booked: its window event and provider totals, and each per-model metric's
+    values (histograms: their count)."""
+    totals = {k.decode(): int(v) for k, v in r.hgetall(keys.totals("openrouter")).items()}
+    found: dict[str, Any] = {
+        "window": _window_events(r, keys, "openrouter"),
+        "n:success": totals.get("n:success", 0),
+        "tokens": totals.get("tokens", 0),
+        "cost_nusd": totals.get("cost_nusd", 0),
+    }
+    for metric in ("model_inference_requests", "tokens_used", "credits_used",
+                   "gatewayz_api_cost_usd"):  # fmt: skip
+        found[metric] = _data(r, keys, metric)
+    for metric in ("model_inference_duration_seconds", "backend_ttfb_seconds",
+                   "time_to_first_chunk_seconds"):  # fmt: skip
+        found[metric] = sum(v for k, v in _data(r, keys, metric).items() if k[0] == "b")
+    return found
+
+
+EVERYTHING: dict[str, Any] = {
+    "window": 1, "n:success": 1, "tokens": 140, "cost_nusd": 250_000_000,
+    "model_inference_requests": {'i:["openrouter","gpt","success"]': 1},
+    "tokens_used": {'i:["openrouter","gpt","input"]': 100, 'i:["openrouter","gpt","output"]': 40},
+    "credits_used": {'n:["openrouter","gpt"]': 500_000_000},
+    "gatewayz_api_cost_usd": {'n:["openrouter","gpt"]': 250_000_000},
+    "model_inference_duration_seconds": 1, "backend_ttfb_seconds": 1,
+    "time_to_first_chunk_seconds": 1,
+}  # fmt: skip
+PROVIDER_VIEW = ("window", "n:success", "tokens", "cost_nusd")
+NO_MODEL = {k: ({} if isinstance(v, dict) else 0) for k, v in EVERYTHING.items()} | {
+    k: EVERYTHING[k] for k in PROVIDER_VIEW
+}
+"""The per-model metrics, none booked."""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "cause", "left_out"),
+    [
+        ({"input_tokens": -1}, "invalid_tokens",
+         {"tokens": 40, "tokens_used": {'i:["openrouter","gpt","output"]': 40}}),
+        ({"output_tokens": 1.5}, "invalid_tokens",
+         {"tokens": 100, "tokens_used": {'i:["openrouter","gpt","input"]': 100}}),
+        ({"input_tokens": True, "output_tokens": 0}, "invalid_tokens",
+         {"tokens": 0, "tokens_used": {}}),
+        # each count is one, their sum (the provider's) is not: only the sum is left out
+        ({"input_tokens": 10**12, "output_tokens": 10**12}, "invalid_tokens",
+         {"tokens": 0, "tokens_used": {'i:["openrouter","gpt","input"]': 10**12,
+                                       'i:["openrouter","gpt","output"]': 10**12}}),
+        ({"credits": -0.1}, "invalid_credits", {"credits_used": {}}),
+        ({"credits": float("nan")}, "invalid_credits", {"credits_used": {}}),
+        ({"credits": "1"}, "invalid_credits", {"credits_used": {}}),
+        ({"ttfb_s": -0.5}, "invalid_ttfb", {"backend_ttfb_seconds": 0}),
+        ({"ttfc_s": float("inf")}, "invalid_ttfc", {"time_to_first_chunk_seconds": 0}),
+        ({"cost_usd": -1.0}, "invalid_cost", {"cost_nusd": 0, "gatewayz_api_cost_usd": {}}),
+        ({"cost_usd": "0.25"}, "invalid_cost", {"cost_nusd": 0, "gatewayz_api_cost_usd": {}}),
+        ({"endpoint": 3}, "invalid_endpoint", {"backend_ttfb_seconds": 0}),
+        ({"model": None}, "invalid_model", NO_MODEL),
+        ({"exemplar": {"bad name": "x"}}, "invalid_exemplar", {}),
+        ({"input_tokens": 100.0, "output_tokens": 40.0}, None, {}),  # integral floats: counts
+    ],
+)  # fmt: skip
+def test_a_bad_value_is_left_out_alone_and_the_rest_booked(
+    make_client: MakeClient,
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    arguments: dict[str, Any],
+    cause: str | None,
+    left_out: dict[str, Any],
+) -> None:
+    metrics = make_client(clock=clock)
+    gateway = GatewayMetrics(metrics)
+    call = FULL | arguments
+    booked = gateway.record_inference(
+        call.pop("provider"), call.pop("model"), call.pop("latency_s"), **call
+    )
+    assert booked is True
+    assert metrics.flush(timeout=5)
+    assert metrics.stats()["rejected"] == ({} if cause is None else {cause: 1})
+    assert metrics.stats()["accepted"] == 1
+    assert _booked(r, keys) == EVERYTHING | left_out  # the health event above all
+    if cause is not None:
+        assert r.hget(keys.client_stats, f"rejected:{cause}") == b"1"
 
 
 def test_origin_status_values_say_error_for_every_class_but_success(
@@ -189,3 +277,120 @@ def test_a_model_beyond_the_label_bound_is_truncated_counted_and_not_remembered(
     }
     assert _data(r, keys, "model_inference_duration_seconds")["!truncated"] == 3
     assert [key[1] for key in gateway._booking._booked] == ["gpt"]  # the long one not kept
+
+
+async def _upstream() -> AsyncIterator[bytes]:
+    """A provider that sends one chunk, then nothing until it is abandoned."""
+    yield b"first"
+    await asyncio.get_running_loop().create_future()  # never done
+    yield b"never"
+
+
+def _cancelled_view(r: redis.Redis, keys: Keys) -> dict[str, Any]:
+    found = _booked(r, keys)
+    totals = {k.decode(): int(v) for k, v in r.hgetall(keys.totals("openrouter")).items()}
+    found["cancelled"] = totals.get("cancelled", 0)
+    found["outcomes"] = {k: v for k, v in totals.items() if k.startswith(("n:", "b:"))}
+    return found
+
+
+CANCELLED_VIEW: dict[str, Any] = {
+    **EVERYTHING,
+    "window": 0, "n:success": 0, "cancelled": 1, "outcomes": {}, "tokens": 100,
+    "cost_nusd": 0, "model_inference_requests": {}, "model_inference_duration_seconds": 0,
+    "tokens_used": {'i:["openrouter","gpt","input"]': 100}, "credits_used": {},
+    "gatewayz_api_cost_usd": {},
+}  # fmt: skip
+"""A stream abandoned after its first chunk: counted as cancelled, the tokens sent before and its
+TTFB and TTFC booked; nothing in the window, the outcomes, the histogram or the latency."""
+
+
+def test_a_task_cancelled_mid_stream_is_booked_cancelled_not_failed(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    gateway = GatewayMetrics(metrics)
+    calls: list[InferenceCall] = []
+
+    async def handler(first: asyncio.Event) -> None:
+        with gateway.inference("openrouter", "gpt", "/v1/chat") as call:
+            calls.append(call)
+            call.input_tokens = 100
+            async for _ in call.stream(_upstream()):
+                first.set()
+            call.status_code = 200
+
+    async def client_goes_away() -> None:
+        first = asyncio.Event()
+        task = asyncio.create_task(handler(first))
+        await first.wait()
+        task.cancel()  # what Starlette does to a streaming response whose client disconnected
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(client_goes_away())
+    assert calls[0].booked_as == "cancelled"
+    assert metrics.flush(timeout=5)
+    assert _cancelled_view(r, keys) == CANCELLED_VIEW
+    assert metrics.stats()["rejected"] == {}
+
+
+def test_a_stream_closed_early_is_booked_cancelled(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    gateway = GatewayMetrics(metrics)
+    calls: list[InferenceCall] = []
+
+    async def body() -> AsyncIterator[bytes]:  # a streaming response's body
+        with gateway.inference("openrouter", "gpt", "/v1/chat") as call:
+            calls.append(call)
+            call.input_tokens = 100
+            async for chunk in call.stream(_upstream()):
+                yield chunk
+            call.status_code = 200
+
+    async def server_stops_sending() -> None:
+        stream = body()
+        assert await anext(stream) == b"first"
+        await stream.aclose()  # GeneratorExit at the yield, inside the block
+
+    asyncio.run(server_stops_sending())
+    assert calls[0].booked_as == "cancelled"
+    assert metrics.flush(timeout=5)
+    assert _cancelled_view(r, keys) == CANCELLED_VIEW
+
+
+def test_usage_known_later_is_added_through_the_handle_without_a_second_event(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    gateway = GatewayMetrics(metrics)
+
+    threads: list[threading.Thread] = []
+
+    def call_provider() -> InferenceCall:  # the gateway's synchronous provider call
+        with gateway.inference("openrouter", "gpt", "/v1/chat") as call:
+            call.status_code = 200
+            call.first_byte(), call.chunk()
+        threads.append(threading.current_thread())
+        return call
+
+    async def handler() -> InferenceCall:
+        call = await asyncio.to_thread(call_provider)  # booked in a worker thread
+        # post-processing on the event loop's thread: tokens and cost known now
+        assert call.add_usage(input_tokens=100, output_tokens=40.0, credits=0.5, cost_usd=0.25)
+        assert call.add_usage(cost_usd=0.125)  # a second one adds again
+        assert call.add_usage(input_tokens=-3, credits="x")  # bad values left out, counted
+        threads.append(threading.current_thread())
+        return call
+
+    call = asyncio.run(handler())
+    assert call.booked_as == "success" and threads[0] is not threads[1]
+    assert metrics.flush(timeout=5)
+    assert _booked(r, keys) == EVERYTHING | {
+        "cost_nusd": 375_000_000,
+        "gatewayz_api_cost_usd": {'n:["openrouter","gpt"]': 375_000_000},
+    }  # one window event, one count, one latency: the usage only in the counters
+    assert metrics.stats()["rejected"] == {"invalid_tokens": 1, "invalid_credits": 1}
+    assert gateway.inference("bad name", "gpt").add_usage(input_tokens=1) is False

@@ -153,8 +153,7 @@ def test_cost_is_exact_over_many_events(
         (("openrouter", 0.1), {"outcome": "meh"}, "invalid_outcome"),
         (("openrouter", 0.1), {"status_code": 200, "outcome": "success"}, "status_and_outcome"),
         (("openrouter", 0.1), {"status_code": 700}, "invalid_status_code"),
-        (("openrouter", 0.1), {"tokens": -1}, "invalid_tokens"),
-        (("openrouter", 0.1), {"cost_usd": float("nan")}, "invalid_cost"),
+        (("openrouter", -0.1), {"tokens": -1, "cost_usd": "x"}, "invalid_latency"),  # once
     ],
 )
 def test_invalid_calls_are_rejected_and_counted_never_raised(
@@ -173,6 +172,39 @@ def test_invalid_calls_are_rejected_and_counted_never_raised(
     assert metrics.stats()["accepted"] == 0
     assert _hash(r, keys.client_stats) == {f"rejected:{cause}": 2}
     assert not r.exists(keys.providers)
+
+
+def test_a_bad_value_beside_the_health_event_is_left_out_alone(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    metrics = make_client()
+    assert metrics.record("openrouter", 0.5, 503, tokens=12.0, cost_usd=0.5) is True
+    assert metrics.record("openrouter", 0.5, 503, tokens=-12, cost_usd=float("nan")) is True
+    assert metrics.record("openrouter", 0.5, 200, tokens="many", cost_usd="a lot") is True
+    assert metrics.record("openrouter", 0.5, 200, exemplar={"trace_id": object()}) is True
+    assert metrics.flush(timeout=5)
+    totals = _hash(r, keys.totals("openrouter"))
+    assert (totals["n:failure"], totals["n:success"]) == (2, 2)
+    assert (totals["tokens"], totals["cost_nusd"]) == (12, 500_000_000)
+    assert sum(int(r.zcard(k)) for k in keys.window_keys("openrouter")) == 4
+    assert metrics.stats()["rejected"] == {"invalid_tokens": 2, "invalid_cost": 2}
+    assert metrics.stats()["accepted"] == 4
+
+
+def test_a_cancelled_call_is_counted_outside_the_window(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    exemplar = {"trace_id": "ab" * 16}
+    assert metrics.record("openrouter", 7.5, outcome="cancelled", tokens=30, exemplar=exemplar)
+    assert metrics.record("openrouter", 0.5)
+    assert metrics.flush(timeout=5)
+    assert _hash(r, keys.totals("openrouter")) == {
+        "n:success": 1, "b:0.5": 1, "lat_us": 500_000, "cancelled": 1, "tokens": 30,
+    }  # no latency, no bucket, no exemplar of the cancelled call  # fmt: skip
+    assert sum(int(r.zcard(k)) for k in keys.window_keys("openrouter")) == 1
+    assert not r.exists(keys.exemplars("openrouter"))
+    assert r.zscore(keys.providers, "openrouter") == clock.now  # a cancelled call is activity
 
 
 def test_each_rejection_cause_is_logged_once(
@@ -389,6 +421,15 @@ def _record_time_rejections(stats: dict[str, Any]) -> int:
     return sum(n for cause, n in rejected.items() if cause != "too_many_providers")
 
 
+def _event_rejections(stats: dict[str, Any]) -> int:
+    """Calls rejected: every cause but those of a value left out of a call booked."""
+    rejected: dict[str, int] = stats["rejected"]
+    return sum(n for cause, n in rejected.items() if cause not in LEFT_OUT_CAUSES)
+
+
+LEFT_OUT_CAUSES = frozenset({"too_many_providers", "invalid_tokens", "invalid_cost"})
+
+
 # -- record(): never raises, never blocks, every call is counted once --------------------------
 
 
@@ -412,8 +453,10 @@ def test_record_never_raises_never_blocks_and_counts_every_call(
             assert result in (True, False)
             assert elapsed < 1.0, f"record() took {elapsed:.3f}s"
             accepted = after["accepted"] - seen["accepted"]
-            rejected = _record_time_rejections(after) - _record_time_rejections(seen)
+            rejected = _event_rejections(after) - _event_rejections(seen)
+            left_out = _record_time_rejections(after) - _record_time_rejections(seen) - rejected
             assert (accepted, rejected) in ((1, 0), (0, 1)), (provider, latency_s, extra)
+            assert left_out <= 2 * accepted  # tokens and cost left out only of a call booked
             assert result is (accepted == 1)
             assert set(after["rejected"]) <= DOCUMENTED_CAUSES | {"too_many_providers"}
             if not readme_valid_provider(provider):
@@ -431,7 +474,7 @@ def test_record_never_raises_never_blocks_and_counts_every_call(
                 assert accepted == 1, f"rejected a valid call: {provider!r}, {latency_s!r}"
         after = metrics.stats()
         counted = (after["accepted"] - before["accepted"]) + (
-            _record_time_rejections(after) - _record_time_rejections(before)
+            _event_rejections(after) - _event_rejections(before)
         )
         assert counted == len(calls)
 

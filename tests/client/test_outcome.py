@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from client._outcome import classify_exception, classify_status
+from client import CircuitOpenError
+from client._outcome import classify_exception, classify_status, outcome_name, outcome_of_block
 
 # Outcome codes, written out (keys.OUTCOMES order): success, failure, rate_limited, caller_error
 SUCCESS, FAILURE, RATE_LIMITED, CALLER_ERROR = 0, 1, 2, 3
@@ -94,3 +97,37 @@ def test_status_code_none_falls_back_to_response() -> None:
     exc = StatusError(None)
     exc.response = FakeResponse(429)  # type: ignore[attr-defined]
     assert classify_exception(exc) == RATE_LIMITED
+
+
+class _Status(Exception):
+    status_code = 429
+
+
+@pytest.mark.parametrize(
+    ("exc", "status_code", "outcome", "expected"),
+    [
+        (None, None, None, None),  # success, or the status the block set
+        (_Status(), None, None, "rate_limited"),
+        (TimeoutError(), None, None, "failure"),
+        (asyncio.CancelledError(), None, None, "cancelled"),  # the caller gave up
+        (GeneratorExit(), None, None, "cancelled"),
+        (KeyboardInterrupt(), None, None, "cancelled"),
+        (CircuitOpenError("p", "open"), None, None, "breaker_rejected"),
+        (asyncio.CancelledError(), 200, None, None),  # what the block set wins
+        (asyncio.CancelledError(), None, "failure", "failure"),
+        (TimeoutError(), None, "cancelled", "cancelled"),
+    ],
+)
+def test_what_a_block_is_booked_as(
+    exc: BaseException | None, status_code: int | None, outcome: str | None, expected: str | None
+) -> None:
+    assert outcome_of_block(exc, status_code, outcome) == expected
+
+
+def test_outcome_names_of_accepted_calls() -> None:
+    assert [outcome_name(s, None) for s in (None, 200, 302, 408, 429, 404, 503)] == [
+        "success", "success", "success", "failure", "rate_limited", "caller_error", "failure",
+    ]  # fmt: skip
+    assert [outcome_name(None, o) for o in ("failure", "caller_error", "cancelled")] == [
+        "failure", "caller_error", "cancelled",
+    ]  # fmt: skip

@@ -1,7 +1,9 @@
 """Every public method of the worker client with hostile arguments: what records never raises
-and answers right (accepted exactly what the README's rules accept, rejected the rest under the
-right cause, and a flush writes exactly what was accepted), what declares raises ValueError
-only. Against a real Redis, as a worker would run it."""
+and answers right (a call whose health event the README's rules accept is booked, each bad
+auxiliary value in it left out and counted under its cause; a call whose health event they
+reject is counted once under its cause and booked nowhere; a flush writes exactly what was
+booked), what declares raises ValueError only. Against a real Redis, as a worker would run
+it."""
 
 from __future__ import annotations
 
@@ -103,7 +105,7 @@ LATENCIES = sometimes_anything(
 )
 STATUS_CODES = st.one_of(st.integers(100, 599), st.sampled_from([99, 408, 429, 600]))
 OUTCOME_NAMES_AND_NOT = st.sampled_from(
-    ["success", "failure", "rate_limited", "caller_error", "SUCCESS"]
+    ["success", "failure", "rate_limited", "caller_error", "cancelled", "SUCCESS"]
 )
 STATUS_OUTCOMES = sometimes_anything(  # (status_code, outcome): one, the other, neither, both
     st.one_of(
@@ -115,7 +117,10 @@ STATUS_OUTCOMES = sometimes_anything(  # (status_code, outcome): one, the other,
     anything=st.tuples(ANYTHING, ANYTHING),
 )
 TOKEN_COUNTS = sometimes_anything(
-    st.one_of(st.integers(-3, 10**6), st.sampled_from([0, 10**12, 10**12 + 1, False, "", 2.0]))
+    st.one_of(
+        st.integers(-3, 10**6),
+        st.sampled_from([0, 10**12, 10**12 + 1, False, "", 2.0, 2.5, 1e12, -1.0]),
+    )
 )
 COSTS = sometimes_anything(
     st.one_of(st.floats(0.0, 1e6), st.sampled_from([0.0, 1e6, 1e6 + 1, -0.01, True, 7]))
@@ -126,7 +131,7 @@ SECONDS = sometimes_anything(
 )
 TEXT = sometimes_anything(st.text(max_size=6))
 INFERENCE_TOKENS = sometimes_anything(
-    st.one_of(st.integers(0, 10**6), st.sampled_from([0, 7, 10**12, 10**12 + 1]))
+    st.one_of(st.integers(0, 10**6), st.sampled_from([0, 7, 7.0, 10**12, 10**12 + 1]))
 )
 RECORD_ARGS = st.tuples(PROVIDERS, LATENCIES, STATUS_OUTCOMES, TOKEN_COUNTS, COSTS)
 INFERENCE_ARGS = st.tuples(
@@ -202,8 +207,12 @@ SWEEP = settings(
 # -- the README's rules, restated (not imported: the client is what is under test) -----------
 
 _NAME_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
-OUTCOME_NAMES = ("success", "failure", "rate_limited", "caller_error")
+OUTCOME_NAMES = ("success", "failure", "rate_limited", "caller_error", "cancelled")
 MAX_TOKENS = 10**12
+
+Verdict = tuple[str | None, list[str]]
+"""(the cause that rejects the call, None when it is booked; the causes of the values left out
+of a booked call)"""
 
 
 def readme_valid_provider(name: object) -> bool:
@@ -237,12 +246,36 @@ def _hashable(value: object) -> bool:
     return True
 
 
-def record_verdict(
-    provider: Any, latency: Any, status: Any, outcome: Any, tokens: Any, cost: Any
-) -> str | None:
-    """The cause record() must count for a call, None when it must accept it: the README's
-    rules in order (provider, latency, status code or outcome, tokens, cost), and
-    invalid_argument for a value no rule can read (a hostile one, a string for a number)."""
+def readme_tokens(value: object) -> int | None:
+    """Tokens as booked: an int in [0, 1e12] or a float with an integral value there (12.0 is
+    12); none given (0, None, False, empty) is 0; None when the value is left out."""
+    if type(value) is int:
+        return value if 0 <= value <= MAX_TOKENS else None
+    given = _truth(value)
+    if given is None:
+        return None
+    if not given:
+        return 0
+    if type(value) is float and value == int(value) and 0 <= value <= MAX_TOKENS:
+        return int(value)
+    return None
+
+
+def readme_cost(value: object) -> int | None:
+    """A cost as booked, in nano-USD: a number in [0, 1e6] (True is 1); none given is 0; None
+    when it is left out."""
+    given = _truth(value)
+    if given is None or (given and not _number(value)):
+        return None
+    if not given:
+        return 0
+    return round(value * 1_000_000_000) if 0 <= value <= 1e6 else None  # type: ignore[operator]
+
+
+def event_verdict(provider: Any, latency: Any, status: Any, outcome: Any) -> str | None:
+    """The cause that rejects a call (None: its health event is booked): the README's rules in
+    order (provider, latency, status code or outcome), and invalid_argument for a value no rule
+    can read (a hostile one, a string for a number)."""
     if not _hashable(provider):
         return "invalid_argument"
     if not readme_valid_provider(provider):
@@ -258,17 +291,18 @@ def record_verdict(
             return "invalid_status_code"
     elif outcome is not None and not (type(outcome) is str and outcome in OUTCOME_NAMES):
         return "invalid_outcome"
-    given_tokens = _truth(tokens)
-    if given_tokens is None:
-        return "invalid_argument"
-    if given_tokens and not (type(tokens) is int and 0 <= tokens <= MAX_TOKENS):
-        return "invalid_tokens"
-    given_cost = _truth(cost)
-    if given_cost is None or (given_cost and not _number(cost)):
-        return "invalid_argument"
-    if given_cost and not 0 <= cost <= 1e6:
-        return "invalid_cost"
     return None
+
+
+def record_verdict(
+    provider: Any, latency: Any, status: Any, outcome: Any, tokens: Any, cost: Any
+) -> Verdict:
+    """What record() must do with a call: reject it, or book it leaving out what is bad."""
+    cause = event_verdict(provider, latency, status, outcome)
+    if cause is not None:
+        return cause, []
+    left_out = ["invalid_tokens"] if readme_tokens(tokens) is None else []
+    return None, left_out + (["invalid_cost"] if readme_cost(cost) is None else [])
 
 
 def outcome_name(status: int | None, outcome: str | None) -> str:
@@ -284,23 +318,40 @@ def outcome_name(status: int | None, outcome: str | None) -> str:
 
 class Model:
     """What Redis must hold once everything accepted is flushed: per provider, the calls by
-    outcome, tokens and cost in nano-USD; and what stats() must count."""
+    outcome (cancelled ones apart), tokens and cost in nano-USD; and what stats() must count."""
 
     def __init__(self) -> None:
         self.totals: dict[str, Counter[str]] = {}
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
 
-    def book(self, verdict: str | None, provider: Any, status: Any, outcome: Any,
+    def book(self, verdict: Verdict, provider: Any, status: Any, outcome: Any,
              tokens: Any, cost: Any) -> None:  # fmt: skip
-        if verdict is not None:
-            self.rejected[verdict] += 1
+        cause, left_out = verdict
+        if cause is not None:
+            self.rejected[cause] += 1
             return
+        self.rejected.update(left_out)
         self.accepted += 1
         totals = self.totals.setdefault(provider, Counter())
-        totals[f"n:{outcome_name(status, outcome)}"] += 1
-        totals["tokens"] += tokens if type(tokens) is int else 0
-        totals["cost_nusd"] += round(cost * 1_000_000_000) if cost else 0
+        name = outcome_name(status, outcome)
+        totals["cancelled" if name == "cancelled" else f"n:{name}"] += 1
+        totals["tokens"] += readme_tokens(tokens) or 0
+        totals["cost_nusd"] += readme_cost(cost) or 0
+
+    def add_usage(self, provider: str, tokens: Any, cost: Any) -> None:
+        """usage added to a call booked earlier: an event of its own when anything is left."""
+        count, nano = readme_tokens(tokens), readme_cost(cost)
+        self.rejected.update(
+            cause
+            for cause, bad in (("invalid_tokens", count), ("invalid_cost", nano))
+            if bad is None
+        )
+        if count or nano:
+            self.accepted += 1
+            totals = self.totals.setdefault(provider, Counter())
+            totals["tokens"] += count or 0
+            totals["cost_nusd"] += nano or 0
 
     def check_stats(self, metrics: MetricsClient) -> None:
         stats = metrics.stats()
@@ -346,16 +397,20 @@ def test_recording_never_raises(
         else:
             accepted = metrics.record(provider, latency, status, outcome, tokens, cost)
         verdict = record_verdict(provider, latency, status, outcome, tokens, cost)
-        assert accepted is (verdict is None), (args, verdict)
+        assert accepted is (verdict[0] is None), (args, verdict)
         model.book(verdict, provider, status, outcome, tokens, cost)
         # no breaker of this namespace ever opened: every call is let through
         assert metrics.allow(provider) is True
         assert asyncio.run(metrics.allow_async(provider)) is True
+        assert metrics.breaker(provider).allowed and metrics.admit(provider).allowed
         with metrics.track("openrouter") as call:
             call.status_code, call.outcome = status, outcome
             call.tokens, call.cost_usd = tokens, cost
         verdict = record_verdict("openrouter", 0.0, status, outcome, tokens, cost)
         model.book(verdict, "openrouter", status, outcome, tokens, cost)
+        assert call.booked_as == (None if verdict[0] is not None else outcome_name(status, outcome))
+        assert call.add_usage(tokens=tokens, cost_usd=cost) is True
+        model.add_usage("openrouter", tokens, cost)
         for child in (counter.labels(provider), gauge.labels(latency), histogram.labels(status)):
             for method in ("inc", "dec", "set", "observe"):
                 if hasattr(child, method):
@@ -373,23 +428,30 @@ def test_recording_never_raises(
 def inference_verdict(
     provider: Any, model: Any, latency: Any, status: Any, outcome: Any, tokens_in: Any,
     tokens_out: Any, credits: Any, cost: Any, endpoint: Any, ttfb: Any, ttfc: Any,
-) -> str | None:  # fmt: skip
-    """The cause record_inference() must count, None when it must book the call: its own
-    arguments first (model and endpoint strings, token counts, credits, TTFB/TTFC), then
-    record()'s rules with the total tokens."""
-    if type(model) is not str or type(endpoint) is not str:
-        return "invalid_argument"
-    for count in (tokens_in, tokens_out):
-        if not (type(count) is int and 0 <= count <= MAX_TOKENS):
-            return "invalid_tokens"
-    if type(credits) not in (int, float) or not 0 <= credits <= 1e6:
-        return "invalid_credits"
-    for seconds in (ttfb, ttfc):
-        if seconds is not None and (
-            type(seconds) not in (int, float) or not 0 <= seconds <= 86_400
-        ):
-            return "invalid_latency"
-    return record_verdict(provider, latency, status, outcome, tokens_in + tokens_out, cost)
+) -> Verdict:  # fmt: skip
+    """What record_inference() must do with a call: record()'s rules for its health event, with
+    the total of the token counts kept; then its own values, each left out alone (model and
+    endpoint strings, token counts, credits, TTFB/TTFC)."""
+    cause = event_verdict(provider, latency, status, outcome)
+    if cause is not None:
+        return cause, []
+    left_out = []
+    if type(model) is not str:
+        left_out.append("invalid_model")
+    if type(endpoint) is not str:
+        left_out.append("invalid_endpoint")
+    left_out += [
+        "invalid_tokens" for count in (tokens_in, tokens_out) if readme_tokens(count) is None
+    ]
+    given = _truth(credits)
+    if given is None or (given and not (type(credits) in (int, float) and 0 <= credits <= 1e6)):
+        left_out.append("invalid_credits")
+    for name, seconds in (("invalid_ttfb", ttfb), ("invalid_ttfc", ttfc)):
+        if seconds is not None and not (type(seconds) in (int, float) and 0 <= seconds <= 86_400):
+            left_out.append(name)
+    if _total(tokens_in, tokens_out) > MAX_TOKENS:
+        left_out.append("invalid_tokens")  # each count is one, their sum is not
+    return None, left_out + (["invalid_cost"] if readme_cost(cost) is None else [])
 
 
 def test_booking_inferences_never_raises(
@@ -412,7 +474,7 @@ def test_booking_inferences_never_raises(
         verdict = inference_verdict(
             provider, name, latency, status, outcome, tin, tout, credits, cost, end, ttfb, ttfc
         )
-        model.book(verdict, provider, status, outcome, _total(tin, tout), cost)
+        model.book(verdict, provider, status, outcome, _booked_tokens(tin, tout), cost)
         with gateway.inference(provider, name, end) as call:
             call.first_byte()
             call.chunk()
@@ -422,7 +484,7 @@ def test_booking_inferences_never_raises(
         verdict = inference_verdict(
             provider, name, 0.0, status, outcome, tin, tout, credits, cost, end, 0.0, 0.0
         )
-        model.book(verdict, provider, status, outcome, _total(tin, tout), cost)
+        model.book(verdict, provider, status, outcome, _booked_tokens(tin, tout), cost)
         model.check_stats(metrics)  # each call booked or rejected once, under the right cause
 
     check()
@@ -430,8 +492,15 @@ def test_booking_inferences_never_raises(
     model.check_redis(r, keys)
 
 
-def _total(tokens_in: Any, tokens_out: Any) -> Any:
-    return tokens_in + tokens_out if type(tokens_in) is type(tokens_out) is int else None
+def _total(tokens_in: Any, tokens_out: Any) -> int:
+    """The provider's tokens of a call: its valid token counts added up."""
+    return (readme_tokens(tokens_in) or 0) + (readme_tokens(tokens_out) or 0)
+
+
+def _booked_tokens(tokens_in: Any, tokens_out: Any) -> int:
+    """What the provider's totals get: the total, or nothing when it is past 1e12."""
+    total = _total(tokens_in, tokens_out)
+    return total if total <= MAX_TOKENS else 0
 
 
 def test_an_exception_in_a_timed_block_is_the_callers_own(

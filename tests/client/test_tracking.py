@@ -4,6 +4,8 @@ sleeps); the last test times real blocks against Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
@@ -13,7 +15,7 @@ import redis
 
 import client._gateway as gateway_module
 import client._tracking as tracking
-from client import GatewayMetrics, InferenceCall, MetricsClient
+from client import CircuitOpenError, GatewayMetrics, InferenceCall, MetricsClient
 from client._tracking import CallTracker
 from gatewayz_protocol.keys import Keys
 from tests.support.backends import BOTH_BACKENDS
@@ -33,8 +35,14 @@ class Booked:
         self.calls.append((args, kwargs))
         return True
 
-    def record_inference(self, *args: Any, **kwargs: Any) -> None:
+    def record_inference(self, *args: Any, **kwargs: Any) -> bool:
         self.calls.append((args, kwargs))
+        return True
+
+    def _add_usage(self, *args: Any) -> Any:
+        """MetricsClient's answers the cost accepted (nano-USD), GatewayMetrics' a bool."""
+        self.calls.append((("add_usage", *args), {}))
+        return True
 
 
 class PerfCounter:
@@ -113,6 +121,65 @@ def test_what_the_block_set_wins_over_the_exception(perf: PerfCounter) -> None:
     assert [args[2:4] for args, _ in booked.calls] == [(200, None), (None, "rate_limited")]
 
 
+@pytest.mark.parametrize(
+    "exc", [asyncio.CancelledError(), GeneratorExit(), KeyboardInterrupt(), SystemExit(3)]
+)
+def test_the_caller_giving_up_is_booked_cancelled_and_re_raised(
+    perf: PerfCounter, exc: BaseException
+) -> None:
+    booked = Booked()
+    with pytest.raises(type(exc)), tracker(booked) as call:
+        call.tokens = 7  # consumed before the caller went away: still booked
+        perf.now += 0.5
+        raise exc
+    ((args, _),) = booked.calls
+    assert args == ("openrouter", 0.5, None, "cancelled", 7, 0.0)
+    assert call.booked_as == "cancelled"
+    with pytest.raises(type(exc)), inference(booked) as inferred:
+        raise exc
+    assert booked.calls[-1][1]["outcome"] == "cancelled"
+    assert inferred.booked_as == "cancelled"
+
+
+def test_a_breaker_rejection_books_nothing(perf: PerfCounter) -> None:
+    booked = Booked()
+    for timed in (tracker(booked), inference(booked)):
+        with pytest.raises(CircuitOpenError), timed as call:
+            raise CircuitOpenError("openrouter", "open", 12.5)
+        assert call.booked_as == "breaker_rejected"
+    assert booked.calls == []  # counted where the breaker decided, not here
+
+
+def test_booked_as_says_what_the_call_was_booked_as(perf: PerfCounter) -> None:
+    booked = Booked()
+    seen = []
+    for status, outcome in ((None, None), (503, None), (429, None), (404, None),
+                            (None, "failure"), (302, None)):  # fmt: skip
+        with tracker(booked) as call:
+            assert call.booked_as is None  # not before the block ends
+            call.status_code, call.outcome = status, outcome
+        seen.append(call.booked_as)
+    assert seen == ["success", "failure", "rate_limited", "caller_error", "failure", "success"]
+    booked.record = lambda *args, **kwargs: False  # type: ignore[method-assign]
+    with tracker(booked) as call:
+        call.status_code = 999
+    assert call.booked_as is None  # rejected as invalid
+
+
+def test_usage_is_added_through_the_handle_after_the_block(perf: PerfCounter) -> None:
+    booked = Booked()
+    with tracker(booked) as call:
+        pass
+    assert call.add_usage(tokens=12, cost_usd=0.5) is True
+    with inference(booked) as inferred:
+        pass
+    assert inferred.add_usage(input_tokens=3, output_tokens=4, credits=0.25, cost_usd=0.5)
+    assert [args for args, _ in booked.calls[1:2] + booked.calls[3:]] == [
+        ("add_usage", "openrouter", 12, 0.5),
+        ("add_usage", "openrouter", "gpt", 3, 4, 0.25, 0.5),
+    ]
+
+
 def test_an_inference_is_timed_by_the_same_code_with_its_first_byte_and_chunk(
     perf: PerfCounter,
 ) -> None:
@@ -172,3 +239,23 @@ def test_track_times_the_block_and_classifies_exceptions(
     assert totals["tokens"] == 900
     assert totals["cost_nusd"] == 2_000_000
     assert totals["b:0.1"] == 6  # every block took far less than 100 ms
+
+
+def test_a_tracked_call_then_its_usage_from_another_thread(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    metrics = make_client()
+    with metrics.track("anthropic") as call:
+        call.status_code = 200
+    worker = threading.Thread(target=lambda: call.add_usage(tokens=900, cost_usd=0.002))
+    worker.start()
+    worker.join()
+    assert call.add_usage(tokens=12.0) is True  # an integral float: 12 tokens
+    assert metrics.record("anthropic", 3.0, outcome="cancelled", tokens=5) is True
+    assert metrics.flush(timeout=5)
+    totals = _hash(r, keys.totals("anthropic"))
+    del totals["lat_us"]  # the block's real duration
+    assert totals == {
+        "n:success": 1, "b:0.1": 1, "cancelled": 1, "tokens": 917, "cost_nusd": 2_000_000,
+    }  # fmt: skip
+    assert sum(int(r.zcard(key)) for key in keys.window_keys("anthropic")) == 1

@@ -50,6 +50,7 @@ from gatewayz_protocol.fields import (
 )
 from gatewayz_protocol.partitions import (
     CALLER_ERROR,
+    CANCELLED,
     EXTRA_HISTOGRAM_BOUNDS,
     FAILURE,
     HISTOGRAM_BOUNDS,
@@ -57,6 +58,7 @@ from gatewayz_protocol.partitions import (
     OUTCOMES,
     RATE_LIMITED,
     SUCCESS,
+    USAGE,
     WINDOW_BOUNDS,
 )
 from gatewayz_protocol.scripts import INSTRUMENTS
@@ -111,6 +113,23 @@ def test_encode_totals_leaves_out_zero_tokens_and_cost_but_not_the_latency_sum()
         "b:0.5": 1,
         "lat_us": 500_000,
     }
+
+
+def test_cancelled_calls_and_added_usage_count_outside_the_histogram() -> None:
+    # a cancelled call: counted in "cancelled" only; usage added later: in no count at all; the
+    # tokens and cost of both add up like any event's
+    tally = {(SUCCESS, 3): 1, (CANCELLED, 0): 2, (USAGE, 0): 5}
+    assert encode_totals(tally, 0.5, tokens=700, cost_nusd=90) == {
+        "n:success": 1,
+        "b:0.5": 1,
+        "cancelled": 2,
+        "lat_us": 500_000,
+        "tokens": 700,
+        "cost_nusd": 90,
+    }
+    decoded = decode_totals({"n:success": 1, "b:0.5": 1, "cancelled": 2})
+    assert decoded.cancelled == 2
+    assert sum(decoded.requests.values()) == decoded.histogram_cumulative[-1] == 1
 
 
 def test_decode_totals_makes_the_histogram_cumulative() -> None:

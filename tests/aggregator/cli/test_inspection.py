@@ -58,13 +58,18 @@ def test_inspect_shows_exact_counts_per_minute_and_writes_nothing(
     for minutes_ago, per_outcome in plan.items():
         at = (math.floor(now / 60) - minutes_ago) * 60 + 7.5  # inside that UTC minute
         if at > now:
-            at -= 60 * (len(plan) + 2)  # not in the future: outside the window instead
+            # not in the future: well outside the window instead (right at its start, the
+            # events left it while the command started, a few seconds later)
+            at -= 600
         clock.now = at
         for outcome, count in zip(OUTCOMES, per_outcome, strict=True):
             for _ in range(count):
                 metrics.record("acme", 0.3, outcome=outcome)
                 if now - 300 < at:
                     expected[(math.floor(at / 60) * 60, outcome)] += 1
+    clock.now = now
+    metrics.record("acme", 0.3, outcome="cancelled")  # in the totals only, never the window
+    metrics.record("acme", 0.3, outcome="cancelled")
     assert metrics.flush(timeout=5)
     before = dump(r, keys)
 
@@ -81,6 +86,7 @@ def test_inspect_shows_exact_counts_per_minute_and_writes_nothing(
     )
     assert got == expected
     assert doc["window"]["total"] == sum(expected.values())
+    assert doc["totals"]["cancelled"] == 2
     assert doc["registered"] and doc["breaker"]["state"] == "closed"
     assert doc["minutes"][0]["start"] == doc["now"]["unix"] - 300
     assert doc["keys"][keys.totals("acme")]["exists"]
@@ -92,6 +98,7 @@ def test_inspect_shows_exact_counts_per_minute_and_writes_nothing(
     assert "acme" in table.stdout and "closed" in table.stdout
     text = cli("inspect", "acme", url=redis_url, namespace=namespace)
     assert text.returncode == 0 and "minute by minute" in text.stdout
+    assert "rejected by the breaker 0, cancelled 2" in text.stdout
 
     unknown = cli("inspect", "nobody", url=redis_url, namespace=namespace)
     assert unknown.returncode == 1 and "no data for provider 'nobody'" in unknown.stderr

@@ -3,6 +3,7 @@ without flapping, half-open timeout, forced states across restarts, the open-sha
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -78,6 +79,37 @@ def test_trial_calls_close_the_breaker_and_it_stays_closed(
         )
         assert series in text
     assert 'gatewayz_circuit_breaker_rejected_calls_total{provider="flaky"} 3.0' in text
+
+
+def test_cancelled_and_rejected_calls_stay_out_of_the_error_rate_and_the_breaker(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    # A healthy provider whose clients keep going away mid-stream (each a task cancelled inside
+    # the timed block): before, each was booked a failure, and 30 of them opened its breaker.
+    metrics = make_client(clock=clock)
+    aggregator = make_aggregator(breaker=BreakerConfig(min_calls=20, failure_rate=0.5))
+    for _ in range(30):
+        with pytest.raises(asyncio.CancelledError), metrics.track("healthy") as call:
+            call.tokens = 10  # what was streamed before: still counted
+            raise asyncio.CancelledError
+    for _ in range(8):
+        metrics.record("healthy", 0.4)
+    for _ in range(2):
+        metrics.record("healthy", 0.4, status_code=503)
+    assert metrics.flush(timeout=5)
+    clock.advance(1)
+    assert aggregator.run_breaker_cycle() == []  # 2 failures of 10 calls: closed
+    health = _one(aggregator.run_cycle(), "healthy")
+    assert health.breaker.state == "closed"
+    assert health.error_rate == 2 / 10  # failures / (successes + failures), as defined
+    assert health.window_requests == 10
+    assert health.requests_total == {"success": 8, "failure": 2, "rate_limited": 0,
+                                     "caller_error": 0}  # fmt: skip
+    assert (health.cancelled_total, health.tokens_total) == (30, 300)
+    assert health.histogram_cumulative[-1] == 10  # no latency of a cancelled call
+    text = TestClient(create_app(aggregator), base_url="http://127.0.0.1").get("/metrics").text
+    assert 'gatewayz_provider_cancelled_calls_total{provider="healthy"} 30.0' in text
+    assert 'gatewayz_provider_requests_total{outcome="failure",provider="healthy"} 2.0' in text
 
 
 def test_half_open_without_enough_trials_reopens_for_twice_as_long(

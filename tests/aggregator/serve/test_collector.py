@@ -45,6 +45,7 @@ PROVIDERS = [
     "gatewayz_circuit_breaker_rejected_calls",
     "gatewayz_circuit_breaker_forced",
     "gatewayz_circuit_breaker_open_suppressed",
+    "gatewayz_provider_cancelled_calls",
 ]
 BACKEND = [
     "inflight",
@@ -99,7 +100,14 @@ def _snapshot() -> Snapshot:
         "openrouter",
         window,
         opened,
-        {"n:success": 40, "n:failure": 4, "b:0.1": 40, "b:+Inf": 4, "lat_us": 9_000_000},
+        {
+            "n:success": 40,
+            "n:failure": 4,
+            "b:0.1": 40,
+            "b:+Inf": 4,
+            "lat_us": 9_000_000,
+            "cancelled": 5,
+        },
         {"closed>open": 2},
         2.0,
         10.0,
@@ -152,6 +160,12 @@ def test_every_family_of_a_snapshot_in_order_with_its_values() -> None:
     assert histogram[("provider_response_time_seconds_bucket", (("le", "0.1"), *p))] == 40.0
     assert histogram[("provider_response_time_seconds_bucket", (("le", "+Inf"), *p))] == 44.0
     assert histogram[("provider_response_time_seconds_sum", p)] == 9.0
+    # cancelled calls: a counter of their own, never among the requests by outcome class
+    assert families["gatewayz_provider_cancelled_calls"] == {
+        ("gatewayz_provider_cancelled_calls_total", p): 5.0
+    }
+    requests = families["gatewayz_provider_requests"]
+    assert sum(requests.values()) == 44.0 == histogram[("provider_response_time_seconds_count", p)]
     transitions = families["gatewayz_circuit_breaker_transitions"]
     labels = (("from_state", "closed"), ("provider", "openrouter"), ("to_state", "open"))
     assert transitions == {("gatewayz_circuit_breaker_transitions_total", labels): 2.0}
