@@ -1,7 +1,8 @@
-"""The breaker half of ``MetricsClient``'s public methods: ``allow()`` and ``admit()`` decide a
-call (a half-open trial permit taken, a rejection counted), ``breaker()`` only says what the
-breaker is (nothing taken, nothing counted), each with its ``async`` twin that never makes an
-event loop wait for Redis. All answer from the per-process cache the flusher refreshes."""
+"""The breaker queries a ``MetricsClient`` offers: ``allow()`` and ``admit()`` decide a call (a
+half-open trial permit taken, a rejection counted), ``breaker()`` only says what the breaker is
+(nothing taken, nothing counted), each with its ``async`` twin that never makes an event loop
+wait for Redis. All answer from the per-process cache the flusher refreshes. One per process
+(``ProcessParts``): a forked child gets its own."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ if TYPE_CHECKING:
 
 
 class BreakerQueries:
-    """Mixed into ``MetricsClient``, whose process parts it uses."""
+    """Answers from ``gate`` (the breaker cache); counts rejections in ``ledger``; pokes
+    ``flusher`` (which refreshes the cache and ships the counts)."""
 
-    _gate: BreakerGate
-    _ledger: Ledger
-    _flusher: Flusher
+    def __init__(self, gate: BreakerGate, ledger: Ledger, flusher: Flusher) -> None:
+        self._gate = gate
+        self._ledger = ledger
+        self._flusher = flusher
 
     def allow(self, provider: str) -> bool:
         """Whether ``provider``'s cluster-wide circuit breaker lets a call through now.

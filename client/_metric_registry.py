@@ -100,7 +100,11 @@ class MetricRegistry:
         registry: object = None,
         _labelvalues: object = None,
     ) -> CounterMetric:
-        """``registry`` is accepted and unused (every metric is served by the aggregator)."""
+        """A counter exported by the aggregator, summed over all workers, with prometheus_client's
+        constructor arguments (``registry`` accepted and unused: the aggregator serves every
+        metric). A ``_total`` suffix is optional (always exported). Floats are exact to 1e-9.
+        ValueError for an invalid declaration; one that conflicts with the name's first
+        declaration returns a handle whose updates are refused and counted."""
         return self._declare(
             CounterMetric, "counter", name, documentation, labelnames, namespace, subsystem, unit
         )
@@ -119,6 +123,9 @@ class MetricRegistry:
         *,
         combine: str | None = None,
     ) -> GaugeMetric:
+        """A gauge; ``combine`` says how workers' values merge: sum (default), max, min or
+        latest (or prometheus_client's ``multiprocess_mode``: ``livemax`` is max...). A
+        process's values vanish ``gauge_ttl_seconds`` after it stops refreshing them (dies)."""
         return self._declare(
             GaugeMetric, "gauge", name, documentation, labelnames, namespace, subsystem, unit,
             combine=lambda: _gauge_combine(namespace, multiprocess_mode, combine),
@@ -136,8 +143,9 @@ class MetricRegistry:
         _labelvalues: object = None,
         buckets: Iterable[float] = DEFAULT_BUCKETS,
     ) -> HistogramMetric:
-        """``buckets``: increasing bounds (+Inf is implied); declared once per name across the
-        fleet (the first declaration in Redis is the one served)."""
+        """A histogram whose buckets, sum and count add up over all workers. ``buckets``:
+        increasing bounds (+Inf is implied), declared once per name across the fleet (the
+        first declaration in Redis is the one served)."""
         return self._declare(
             HistogramMetric, "histogram", name, documentation, labelnames, namespace, subsystem,
             unit, buckets=lambda: tuple(float(b) for b in buckets if float(b) != math.inf),
@@ -154,7 +162,8 @@ class MetricRegistry:
         registry: object = None,
         _labelvalues: object = None,
     ) -> SummaryMetric:
-        """A count and a sum (no quantiles, as prometheus_client's multiprocess mode)."""
+        """A summary: its count and sum over all workers (no quantiles, as prometheus_client's
+        multiprocess mode)."""
         return self._declare(
             SummaryMetric, "summary", name, documentation, labelnames, namespace, subsystem, unit
         )
@@ -170,7 +179,8 @@ class MetricRegistry:
         registry: object = None,
         _labelvalues: object = None,
     ) -> InfoMetric:
-        """Served as prometheus_client serves an Info: ``<name>_info{...} 1``."""
+        """An info (``.info({"version": "1.2"})``), served as prometheus_client serves one:
+        ``<name>_info{...} 1``, once per distinct set of labels the live processes hold."""
         return self._declare(
             InfoMetric, "info", name, documentation, labelnames, namespace, subsystem, unit
         )

@@ -3,8 +3,10 @@
 It wires small parts together and holds the public methods: ``record()`` validates and appends
 an event to the buffer (no I/O, no exception); the flusher thread, started on the first event (so
 a Gunicorn ``--preload`` master never runs one), drains the buffer into Redis; the ledger keeps
-every count and lets ``flush()`` wait; the breaker gate answers ``allow()``, ``admit()`` and
-``breaker()`` (``BreakerQueries``).
+every count and lets ``flush()`` wait. Two parts' methods are offered as the client's own
+(``delegated``): the breaker queries ``allow()``, ``admit()``, ``breaker()`` and their async twins
+(``BreakerQueries``, one per process), and the metric factories ``counter()``, ``gauge()``,
+``histogram()``, ``summary()`` and ``info()`` (``MetricRegistry``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from typing import Any
 
 from client._breaker_queries import BreakerQueries
 from client._breaker_status import CircuitOpenError
+from client._delegation import delegated
 from client._events import MAX_COST_USD, MAX_TOKENS, EventValidator, Rejected, nano_usd, token_count
 from client._exemplars import checked_exemplar
 from client._instruments import InstrumentStore
-from client._metric_factories import MetricFactories
 from client._metric_registry import MetricRegistry
 from client._process_parts import ProcessParts
 from client._settings import ClientSettings
@@ -39,7 +41,7 @@ log = logging.getLogger("gatewayz.metrics.client")
 _MAX_WAIT_SECONDS = 86_400.0
 
 
-class MetricsClient(BreakerQueries, MetricFactories):
+class MetricsClient:
     """Records provider-call outcomes and ships them to Redis in the background.
 
     Thread-safe and fork-safe. Construct one per process (construction does no I/O)::
@@ -110,6 +112,21 @@ class MetricsClient(BreakerQueries, MetricFactories):
         # Attributes of their own: record() reaches the buffer and the flusher in one lookup.
         self._ledger, self._buffer = parts.ledger, parts.buffer
         self._gate, self._flusher = parts.gate, parts.flusher
+        self._breakers = parts.breakers
+
+    # -- the circuit breaker (BreakerQueries) and backend metrics (MetricRegistry) -------------
+
+    allow = delegated("_breakers", BreakerQueries.allow)
+    allow_async = delegated("_breakers", BreakerQueries.allow_async)
+    admit = delegated("_breakers", BreakerQueries.admit)
+    admit_async = delegated("_breakers", BreakerQueries.admit_async)
+    breaker = delegated("_breakers", BreakerQueries.breaker)
+    breaker_async = delegated("_breakers", BreakerQueries.breaker_async)
+    counter = delegated("_metrics", MetricRegistry.counter)
+    gauge = delegated("_metrics", MetricRegistry.gauge)
+    histogram = delegated("_metrics", MetricRegistry.histogram)
+    summary = delegated("_metrics", MetricRegistry.summary)
+    info = delegated("_metrics", MetricRegistry.info)
 
     # -- recording (hot path) ------------------------------------------------------------------
 

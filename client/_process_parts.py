@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from client._admission import ProviderAdmission, RedisRegistry
 from client._breaker_gate import BreakerGate, RedisBreakerStore
+from client._breaker_queries import BreakerQueries
 from client._buffer import EventBuffer
 from client._flusher import Flusher
 from client._instruments import InstrumentStore
@@ -37,6 +38,8 @@ class ProcessParts:
     buffer: EventBuffer
     gate: BreakerGate
     flusher: Flusher
+    breakers: BreakerQueries
+    """``allow()``, ``admit()``, ``breaker()`` and their async twins, on this process's gate."""
 
     @classmethod
     def build(
@@ -92,7 +95,8 @@ class ProcessParts:
             next_refresh=gate.seconds_until_refresh,
             clock=corrected,
         )
-        return cls(writer_id, ledger, buffer, gate, flusher)
+        breakers = BreakerQueries(gate, ledger, flusher)
+        return cls(writer_id, ledger, buffer, gate, flusher, breakers)
 
 
 def _wall_clock() -> float:
