@@ -123,7 +123,9 @@ def check_same_cycle(history: History, verdict: Verdict) -> None:
             (
                 s
                 for s in near
-                if s["replica"] != scrape["replica"] and s["digest"] != scrape["digest"]
+                if s["replica"] != scrape["replica"]
+                and s["digest"] != scrape["digest"]
+                and s.get("code") == scrape.get("code")  # not two versions of the code
             ),
             None,
         )

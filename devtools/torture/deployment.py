@@ -11,6 +11,7 @@ them in (stopped ones are continued first so they can die).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -54,6 +55,16 @@ class Options:
     max_batch: int = 2000
     keep: Path | None = None
     """Where the run's files stay (default: a temporary directory, removed)."""
+
+
+def code_fingerprint() -> str:
+    """A digest of the aggregator's and the contract's sources as they are now: a replica
+    restarted while the working tree changes under the run may serve another version."""
+    digest = hashlib.sha1()
+    for package in ("aggregator", "gatewayz_protocol", "gatewayz_transport"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def text(raw: object) -> str:
@@ -164,6 +175,8 @@ class AggregatorProcess:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     generation: int = 0
+    code: str = ""
+    """``code_fingerprint()`` when this generation started."""
 
     def start(self) -> None:
         command = [
@@ -174,6 +187,7 @@ class AggregatorProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=out)
         self.generation += 1
+        self.code = code_fingerprint()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

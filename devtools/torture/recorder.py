@@ -136,6 +136,7 @@ class Scraper:
             {
                 "replica": agg.name,
                 "generation": agg.generation,
+                "code": agg.code,
                 "incarnation": self.incarnation(),
                 "t0": t0,
                 "t1": time.time(),
