@@ -256,7 +256,7 @@ def readme_tokens(value: object) -> int | None:
         return None
     if not given:
         return 0
-    if type(value) is float and value == int(value) and 0 <= value <= MAX_TOKENS:
+    if type(value) is float and 0 <= value <= MAX_TOKENS and value == int(value):
         return int(value)
     return None
 
