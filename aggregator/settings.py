@@ -12,6 +12,7 @@ from aggregator import option_table as table
 from aggregator.core.breaker import BreakerConfig
 from aggregator.core.snapshot import HealthTargets
 from gatewayz_protocol import options as shared
+from gatewayz_protocol.labels import check_max_label_value_bytes
 from gatewayz_protocol.names import check_namespace, is_valid_provider
 from gatewayz_protocol.partitions import EXTRA_HISTOGRAM_BOUNDS, HISTOGRAM_BOUNDS
 from gatewayz_telemetry import settings as telemetry
@@ -103,6 +104,9 @@ class AggregatorSettings:
     held against names written to the registry some other way)."""
     max_series_per_metric: int = shared.MAX_SERIES.default
     """Series served per gauge, across processes (the clients' cap for the other kinds)."""
+    max_label_value_bytes: int = shared.MAX_LABEL_VALUE_BYTES.default
+    """UTF-8 bytes of a backend label value as served: the clients' bound, held again on read
+    against raw writes (``gatewayz_protocol.labels``)."""
     export_horizon_seconds: float = shared.EXPORT_HORIZON_SECONDS.default
     """A provider without an event for this long leaves /metrics (and the cycle's reads) until
     its next event; its counters stay in Redis for the retention period."""
@@ -243,6 +247,7 @@ def _check_ranges(settings: AggregatorSettings) -> None:
         raise ValueError("max providers must be >= 1")
     if settings.max_series_per_metric < 1:
         raise ValueError("max series must be >= 1")
+    check_max_label_value_bytes(settings.max_label_value_bytes)
     if not 0.0 < settings.latency_target_seconds < settings.latency_ceiling_seconds:
         raise ValueError("need 0 < latency target < latency ceiling")
     unknown = [b for b in settings.extra_latency_buckets if b not in EXTRA_HISTOGRAM_BOUNDS]

@@ -11,11 +11,12 @@ from typing import Any
 
 from client._instruments import DEFAULT_MAX_BATCH_BYTES
 from client._sharding import ShardPlan
-from gatewayz_protocol.labels import DEFAULT_MAX_LABEL_VALUE_BYTES, check_max_label_value_bytes
+from gatewayz_protocol.labels import check_max_label_value_bytes
 from gatewayz_protocol.names import check_namespace
 from gatewayz_protocol.options import (
     CLIENT,
     EXPORT_HORIZON_SECONDS,
+    MAX_LABEL_VALUE_BYTES,
     MAX_PROVIDERS,
     MAX_SERIES,
     NAMESPACE,
@@ -88,15 +89,6 @@ PROVIDER_SHARDS: Option[str] = Option(
     deprecated=("METRICS_PROVIDER_SHARDS",),
 )
 
-MAX_LABEL_VALUE_BYTES: Option[int] = Option(
-    "max_label_value_bytes",
-    "GATEWAYZ_MAX_LABEL_VALUE_BYTES",
-    integer,
-    DEFAULT_MAX_LABEL_VALUE_BYTES,
-    "UTF-8 bytes of a backend metric's label value; a longer one is truncated and ends with a "
-    "hash of the whole (counted in gatewayz_metrics_label_values_truncated_total)",
-    (CLIENT,),
-)
 MAX_BATCH_BYTES: Option[int] = Option(
     "max_batch_bytes",
     "GATEWAYZ_MAX_BATCH_BYTES",
@@ -115,7 +107,6 @@ CLIENT_OPTIONS: tuple[Option[Any], ...] = (
     GAUGE_TTL_SECONDS,
     HANDLE_SIGTERM,
     PROVIDER_SHARDS,
-    MAX_LABEL_VALUE_BYTES,
     MAX_BATCH_BYTES,
 )
 """What ``ClientSettings.from_env()`` reads: the shared options, then the client's own."""

@@ -34,6 +34,7 @@ from gatewayz_protocol.keys import (
     DEFAULT_MAX_PROVIDERS,
     DEFAULT_NAMESPACE,
 )
+from gatewayz_protocol.labels import DEFAULT_MAX_LABEL_VALUE_BYTES
 
 T = TypeVar("T")
 
@@ -300,6 +301,18 @@ MAX_SERIES: Option[int] = Option(
     deprecated=("METRICS_MAX_SERIES",),
 )
 
+MAX_LABEL_VALUE_BYTES: Option[int] = Option(
+    "max_label_value_bytes",
+    "GATEWAYZ_MAX_LABEL_VALUE_BYTES",
+    integer,
+    DEFAULT_MAX_LABEL_VALUE_BYTES,
+    "UTF-8 bytes of a backend metric's label value; a longer one is truncated and ends with a "
+    "hash of the whole (counted in gatewayz_metrics_label_values_truncated_total): the clients "
+    "bound what they write, the aggregator what it reads (a raw write, a client set higher)",
+    (CLIENT, AGGREGATOR),
+    flag="--max-label-value-bytes",
+)
+
 SHARED: tuple[Option[Any], ...] = (
     REDIS_URL,
     NAMESPACE,
@@ -308,5 +321,6 @@ SHARED: tuple[Option[Any], ...] = (
     MAX_PROVIDERS,
     RETENTION_SECONDS,
     MAX_SERIES,
+    MAX_LABEL_VALUE_BYTES,
 )
 """What the clients and the aggregator must agree on, each declared here only."""

@@ -315,6 +315,36 @@ def test_calls_with_16_kb_model_names_are_truncated_counted_and_cost_little(
     }
 
 
+def test_label_values_longer_than_the_aggregators_bound_are_cut_where_they_are_read(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    clock: FakeClock,
+    r: redis.Redis,
+    keys: Keys,
+) -> None:
+    """Issue 24 item 3: what a client did not bound (a raw write; a client configured with a
+    larger bound than the aggregator's) is bounded again where it is read, so /metrics stays
+    small whoever wrote Redis; each series cut is counted on the metric, each repeat dropped."""
+    metrics = make_client(clock=clock, max_label_value_bytes=8192)
+    jobs = metrics.counter("jobs_total", "Jobs", ["kind"])
+    long_kinds = [f"{index}" + "k" * 6000 for index in range(20)]
+    for kind in long_kinds:
+        jobs.labels(kind).inc()
+    assert metrics.flush(timeout=10.0)
+    aggregator = make_aggregator(max_label_value_bytes=128)
+    aggregator.run_cycle()
+    text = scrape(aggregator)
+    assert len(text) < 40_000  # 20 series of 6 KB values: 120 KB unbounded
+    exposed = families(text)
+    served = {s.labels["kind"] for s in exposed["jobs"] if s.name == "jobs_total"}
+    assert served == {bounded_label_value(kind, 128) for kind in long_kinds}
+    assert all(len(kind.encode()) == 128 for kind in served)
+    truncated = {
+        s.labels["metric"]: s.value for s in exposed["gatewayz_metrics_label_values_truncated"]
+    }
+    assert truncated["jobs"] == 20
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(

@@ -3,9 +3,10 @@ pure functions from what the reader fetched to the families the snapshot holds."
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pydantic import ConfigDict
@@ -24,13 +25,44 @@ from gatewayz_protocol.fields import (
     series_buckets,
     series_value,
 )
-from gatewayz_protocol.options import MAX_SERIES
+from gatewayz_protocol.labels import bounded_label_value
+from gatewayz_protocol.options import MAX_LABEL_VALUE_BYTES, MAX_SERIES
 from gatewayz_protocol.specs import MetricSpec, info_labels, series_labels
 
 log = logging.getLogger("gatewayz.aggregator")
 DEFAULT_MAX_SERIES = MAX_SERIES.default
 """Gauge series served per metric (``GATEWAYZ_MAX_SERIES``: the clients' cap for counters and
 histograms is the same setting)."""
+DEFAULT_MAX_LABEL_VALUE_BYTES = MAX_LABEL_VALUE_BYTES.default
+
+
+@functools.lru_cache(maxsize=1 << 16)  # every cycle reads the same series ids again
+def _bounded(values: tuple[str, ...], max_bytes: int) -> tuple[str, ...]:
+    return tuple(bounded_label_value(value, max_bytes) for value in values)
+
+
+@dataclass
+class _LabelSets:
+    """Label sets as served: every value within the bound, whoever wrote it (a client bounds
+    its own; a raw write or a client configured with a larger bound may not), and each set once
+    (two series ids may decode to one set: ``["1"]`` and ``[1]``, or a JSON spelling with
+    spaces). Both are counted: a cut value as truncated, a second set as dropped, as Prometheus
+    refuses a whole scrape that repeats a series."""
+
+    max_bytes: int
+    truncated: int = 0
+    repeated: int = 0
+    _seen: set[tuple[str, ...]] = field(default_factory=set)
+
+    def admit(self, labels: tuple[str, ...]) -> tuple[str, ...] | None:
+        bounded = _bounded(labels, self.max_bytes)
+        if bounded is not labels and bounded != labels:
+            self.truncated += 1
+        if bounded in self._seen:
+            self.repeated += 1
+            return None
+        self._seen.add(bounded)
+        return bounded
 
 
 @dataclass(frozen=True)
@@ -71,14 +103,17 @@ def _sum_family(
     series: Iterable[str],
     data: Mapping[str, int],
     exemplars: Mapping[str, str] | None = None,
+    max_label_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
 ) -> BackendFamily:
     """A counter's, histogram's or summary's series, added up in Redis by every process."""
     samples: list[tuple[tuple[str, ...], float]] = []
     histograms: list[tuple[tuple[str, ...], tuple[int, ...], float]] = []
     linked: list[tuple[tuple[str, ...], int, Exemplar]] = []
     linkable = {"counter": 1, "histogram": len(spec.buckets) + 1}.get(spec.kind, 0)
+    sets = _LabelSets(max_label_bytes)
     for sid in sorted(set(series)):
-        labels = series_labels(sid, len(spec.labelnames))
+        decoded = series_labels(sid, len(spec.labelnames))
+        labels = sets.admit(decoded) if decoded is not None else None
         if labels is None:
             continue
         total = series_value(data, sid)
@@ -91,7 +126,9 @@ def _sum_family(
             exemplar = decode_exemplar(raw) if raw is not None else None
             if exemplar is not None:
                 linked.append((labels, bucket, exemplar))
-    return _family(spec, data, samples=tuple(samples), histograms=tuple(histograms), linked=linked)
+    return _family(
+        spec, data, samples=tuple(samples), histograms=tuple(histograms), linked=linked, sets=sets
+    )
 
 
 def _family(
@@ -103,9 +140,11 @@ def _family(
     linked: Sequence[tuple[tuple[str, ...], int, Exemplar]] = (),
     over: int = 0,
     infos: tuple[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], ...] = (),
+    sets: _LabelSets | None = None,
 ) -> BackendFamily:
     """A family with the counts every metric's data hash keeps (``over``: series the aggregator
-    left out, counted as dropped)."""
+    left out, counted as dropped; ``sets``: the label sets it bounded or left out on read)."""
+    truncated, repeated = (sets.truncated, sets.repeated) if sets is not None else (0, 0)
     return BackendFamily(
         spec.name,
         spec.kind,
@@ -114,11 +153,11 @@ def _family(
         spec.buckets,
         samples,
         histograms,
-        data.get(SERIES_DROPPED_FIELD, 0) + over,
+        data.get(SERIES_DROPPED_FIELD, 0) + over + repeated,
         data.get(VALUES_REJECTED_FIELD, 0),
         tuple(linked),
         data.get(CONFLICTS_FIELD, 0),
-        data.get(TRUNCATED_FIELD, 0),
+        data.get(TRUNCATED_FIELD, 0) + truncated,
         spec.unit,
         infos,
     )
@@ -140,6 +179,7 @@ def gauge_family(
     writers: Iterable[Mapping[str, str]],
     data: Mapping[str, int],
     max_series: int = DEFAULT_MAX_SERIES,
+    max_label_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
 ) -> BackendFamily:
     """Each live writer's values for this gauge, combined per label set."""
     by_series: dict[str, list[tuple[float, float]]] = {}
@@ -147,13 +187,15 @@ def gauge_family(
         for sid, value, updated in decode_gauges(values, spec.name):
             by_series.setdefault(sid, []).append((value, updated))
     samples = []
+    sets = _LabelSets(max_label_bytes)
     for sid in sorted(by_series):
-        labels = series_labels(sid, len(spec.labelnames))
+        decoded = series_labels(sid, len(spec.labelnames))
+        labels = sets.admit(decoded) if decoded is not None else None
         if labels is not None:
             samples.append((labels, _combine(spec.combine, by_series[sid])))
     # Gauges are capped in each process; across processes the cap applies here.
     over = max(0, len(samples) - max_series)
-    return _family(spec, data, samples=tuple(samples[:max_series]), over=over)
+    return _family(spec, data, samples=tuple(samples[:max_series]), over=over, sets=sets)
 
 
 def info_family(
@@ -161,6 +203,7 @@ def info_family(
     writers: Iterable[Mapping[str, str]],
     data: Mapping[str, int],
     max_series: int = DEFAULT_MAX_SERIES,
+    max_label_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
 ) -> BackendFamily:
     """Each distinct set of labels a live writer holds for this info (served with the value 1),
     at most ``max_series`` of them."""
@@ -170,9 +213,17 @@ def info_family(
             decoded = info_labels(sid, spec.labelnames)
             if decoded is not None:
                 found[(decoded[0], tuple(sorted(decoded[1].items())))] = None
+    sets = _LabelSets(max_label_bytes)
+    bounded: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], None] = {}
+    for labels, info in found:  # distinct sets: each served once, whoever holds it
+        cut = sets.admit((*labels, *(value for _, value in info)))
+        if cut is not None:
+            named = zip((name for name, _ in info), cut[len(labels) :], strict=True)
+            bounded[(cut[: len(labels)], tuple(named))] = None
+    found = bounded
     infos = sorted(found)
     over = max(0, len(infos) - max_series)
-    return _family(spec, data, infos=tuple(infos[:max_series]), over=over)
+    return _family(spec, data, infos=tuple(infos[:max_series]), over=over, sets=sets)
 
 
 def build_families(
@@ -182,6 +233,7 @@ def build_families(
     gauge_writers: Sequence[Mapping[str, str]],
     max_series: int = DEFAULT_MAX_SERIES,
     exemplars: Mapping[str, Mapping[str, str]] | None = None,
+    max_label_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
 ) -> tuple[BackendFamily, ...]:
     families = []
     for name in sorted(schema):
@@ -192,17 +244,21 @@ def build_families(
             continue
         values = data.get(name, {})
         if spec.kind == "gauge":
-            families.append(gauge_family(spec, gauge_writers, values, max_series))
+            families.append(gauge_family(spec, gauge_writers, values, max_series, max_label_bytes))
         elif spec.kind == "info":
-            families.append(info_family(spec, gauge_writers, values, max_series))
+            families.append(info_family(spec, gauge_writers, values, max_series, max_label_bytes))
         else:
             linked = (exemplars or {}).get(name)
-            families.append(_sum_family(spec, series.get(name, ()), values, linked))
+            families.append(
+                _sum_family(spec, series.get(name, ()), values, linked, max_label_bytes)
+            )
     return tuple(families)
 
 
 def families_of(
-    reading: BackendReading, max_series: int = DEFAULT_MAX_SERIES
+    reading: BackendReading,
+    max_series: int = DEFAULT_MAX_SERIES,
+    max_label_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
 ) -> tuple[BackendFamily, ...]:
     """``build_families`` over what the reader read."""
     return build_families(
@@ -212,4 +268,5 @@ def families_of(
         reading.gauge_writers,
         max_series,
         exemplars=reading.exemplars,
+        max_label_bytes=max_label_bytes,
     )

@@ -3,6 +3,7 @@ BackendFamily out. No Redis."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -211,3 +212,51 @@ def test_counter_exemplars_and_every_count_of_a_metric() -> None:
     assert calls.exemplars == ((("x",), 0, ({"trace_id": "ab"}, 2.0, 1_800_000_000.5)),)
     assert (calls.conflicts, calls.truncated, calls.dropped) == (7, 3, 1)
     assert (sent.unit, sent.conflicts, sent.truncated) == ("bytes", 0, 0)
+
+
+def _cut(value: str, max_bytes: int) -> str:
+    """A value cut to ``max_bytes`` as the README says: its start, ``~``, 16 hex digits of the
+    BLAKE2b (8 bytes) of the whole (computed here, not by the code under test)."""
+    digest = hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
+    return value.encode()[: max_bytes - 17].decode("utf-8", "ignore") + "~" + digest
+
+
+def test_a_raw_written_label_value_is_bounded_on_read_and_counted() -> None:
+    long_model = "m" * 16_384  # written into Redis by hand: no client bounded it
+    schema = {
+        "calls": _spec("calls", "counter", ["model"]),
+        "depth": _spec("depth", "gauge", ["model"], combine="sum"),
+        "build": _spec("build", "info", ["host"]),
+    }
+    sid = json.dumps([long_model])
+    series = {"calls": [sid, '["short"]']}
+    data = {"calls": {f"i:{sid}": 7, 'i:["short"]': 1, "!truncated": 2}}
+    writers = [
+        {
+            f"depth|{sid}": "3.0|100.0",
+            f'build|["h1","version","{long_model}"]': "1.0|100.0",
+        }
+    ]
+    build, calls, depth = build_families(schema, series, data, writers, max_label_bytes=64)
+    assert calls.samples == (((_cut(long_model, 64),), 7.0), (("short",), 1.0))
+    assert len(calls.samples[0][0][0].encode()) == 64
+    assert calls.truncated == 2 + 1  # the clients' own count, then the one cut on read
+    assert depth.samples == (((_cut(long_model, 64),), 3.0),)
+    assert depth.truncated == 1
+    assert build.infos == ((("h1",), (("version", _cut(long_model, 64)),)),)
+    assert build.truncated == 1
+    # the default bound is the clients' (256 bytes)
+    (default,) = build_families({"calls": schema["calls"]}, series, data, [])
+    assert default.samples[0][0] == (_cut(long_model, 256),)
+
+
+def test_two_series_ids_of_one_label_set_are_served_once() -> None:
+    # '["1"]', '[1]' and '[ "1" ]' all decode to the label value "1": Prometheus refuses a
+    # scrape that repeats a series, so the first id in sorted order is served, the rest dropped
+    schema = {"jobs": _spec("jobs", "counter", ["kind"])}
+    ids = ['["1"]', "[1]", '[ "1" ]']
+    data = {"jobs": {'i:["1"]': 5, "i:[1]": 6, 'i:[ "1" ]': 7, "!dropped": 1}}
+    family = _only(build_families(schema, {"jobs": ids}, data, []))
+    assert sorted(ids)[0] == '[ "1" ]'
+    assert family.samples == ((("1",), 7.0),)
+    assert (family.dropped, family.truncated) == (1 + 2, 0)
