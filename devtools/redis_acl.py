@@ -1,7 +1,7 @@
 """Redis ACL users by role, rendered for a namespace: the one source of ``deploy/redis/users.acl``,
-of the ``ACL SETUSER`` lines in the README (section Access) and of the users the tests run every
-process under (``tests/test_redis_acl.py``, which also checks that the committed file and the
-README say exactly what ``render_acl_file()`` and ``setuser_lines()`` say).
+of the ``ACL SETUSER`` lines in docs/operations/access.md and of the users the tests run
+every process under (``tests/test_redis_acl.py``, which also checks that the committed file and the
+docs say exactly what ``render_acl_file()`` and ``setuser_lines()`` say).
 
 ``python -m devtools.redis_acl [--namespace NAME] [--setuser]`` prints the ACL file (default) or
 the ``ACL SETUSER`` lines for another namespace than ``gatewayz``.

@@ -1,4 +1,4 @@
-"""Least privilege in Redis (README: Access, "Redis users by role"): the worker, the aggregator,
+"""Least privilege in Redis (docs: Access, "Redis users by role"): the worker, the aggregator,
 the operator and the reader each run as a Redis ACL user of their own, on a real redis-server
 started from the committed ``deploy/redis/users.acl`` by ``deploy/redis/start.sh`` (what the
 compose ACL variant runs), never the shared Redis on 6379.
@@ -11,7 +11,7 @@ aggregator`` under ``aggregator`` runs cycles, opens the breaker, leads and serv
 refused, every refusal a NOPERM that Redis counts (ACL LOG, ``errorstat_NOPERM``): the worker
 cannot write a breaker, its transitions or the leader's keys, delete or trim a window, or run
 FLUSHALL/KEYS/CONFIG; not even through a script of its own; the reader writes nothing; the
-operator writes no window or totals. The README's ``ACL SETUSER`` lines make the same users as
+operator writes no window or totals. The docs' ``ACL SETUSER`` lines make the same users as
 the file; on a 3-master Redis Cluster (those lines on every node) the worker and the aggregator
 meet no refusal either (Sentinel is not run). The control at the end runs the same worker
 attack on a Redis with one shared password, as the compose demo has: accepted.
@@ -76,16 +76,16 @@ PROTECTED = ("breaker", "transitions", "history", "lease", "token", "cycle", "sn
 """Key kinds only the aggregator (and, for a breaker's own keys, the operator) may write."""
 
 
-# -- the rules as text: committed file, README, patterns -----------------------------------------
+# -- the rules as text: committed file, docs page, patterns ---------------------------------------
 
 
-def test_the_committed_acl_file_and_the_readme_lines_are_the_generators() -> None:
+def test_the_committed_acl_file_and_the_documented_lines_are_the_generators() -> None:
     assert ACL_FILE.read_text() == render_acl_file(NS), (
         "deploy/redis/users.acl differs: python -m devtools.redis_acl > deploy/redis/users.acl"
     )
-    access = (ROOT / "README.md").read_text().split("\n## Access\n", 1)[1].split("\n## ", 1)[0]
+    access = (ROOT / "docs" / "operations" / "access.md").read_text()
     for line in setuser_lines(NS):
-        assert line in access, f"README (Access) lacks: {line[:80]}..."
+        assert line in access, f"docs/operations/access.md lacks: {line[:80]}..."
     for role in (*ROLES, ADMIN):
         assert f"`{role}`" in access
 
@@ -507,8 +507,8 @@ def test_what_each_role_is_refused(acl_server: AclServer) -> None:
     }
     assert admin.hget(breaker, "state") == b"closed"
 
-    # what a worker can still do (README: "What a worker's credentials can still do"): delete a
-    # key it must expire, fill a breaker's half-open permits
+    # what a worker can still do (docs, Access: "What a worker's credentials can still do"):
+    # delete a key it must expire, fill a breaker's half-open permits
     exposed = _fail_key("exposed")
     admin.zadd(exposed, {"AAAAAC": time.time()})
     assert worker.expire(exposed, 0) and not admin.exists(exposed)
@@ -521,9 +521,9 @@ def test_what_each_role_is_refused(acl_server: AclServer) -> None:
         client.close()
 
 
-def test_the_readme_lines_set_the_users_the_file_sets(acl_server: AclServer) -> None:
-    """The ``ACL SETUSER`` lines (the README's), fed to redis-cli as the admin, leave every user
-    exactly as the ACL file made it."""
+def test_the_documented_lines_set_the_users_the_file_sets(acl_server: AclServer) -> None:
+    """The ``ACL SETUSER`` lines (the docs' Access page), fed to redis-cli as the admin, leave every
+    user exactly as the ACL file made it."""
     need_tool("redis-cli", "apt-get install redis-server")
     admin = acl_server.client(ADMIN)
     before = admin.acl_list()
@@ -544,7 +544,7 @@ def _rights(acl_list: list[str]) -> dict[str, tuple[frozenset[str], frozenset[fr
 
 
 def _setusers(port: int, admin_password: str | None = None) -> None:
-    """The README's ``ACL SETUSER`` lines, with the test's passwords, through redis-cli (as
+    """The documented ``ACL SETUSER`` lines, with the test's passwords, through redis-cli (as
     ``admin``, or as the default user of a server without users)."""
     lines = "\n".join(setuser_lines(NS))
     for role in ROLES:

@@ -1,7 +1,7 @@
 """docker-compose.yml: valid for Compose (the real `docker-compose config -q`, with the variables
 it requires), and what it promises holds: every service of the stack, pinned images, mounts from
 deploy/ only, health-gated dependencies that can turn healthy, the documented ports, the
-aggregator flags the README gives. The file is read as Compose reads it (tests/deploy/
+aggregator flags the docs give. The file is read as Compose reads it (tests/deploy/
 composefile.py: interpolated with the required variables set); what makes it safe to copy is
 checked in test_compose_safety.py."""
 
@@ -32,7 +32,7 @@ SERVICES = {
     "loki",
     "tempo",
 }
-# host port -> (service, container port): the README's "Run the full stack" table.
+# host port -> (service, container port): the table of docs/getting-started/full-stack.md.
 PORTS = {
     3000: ("grafana", 3000),
     9090: ("prometheus", 9090),
@@ -177,11 +177,10 @@ def test_published_ports_are_the_documented_ones() -> None:
     assert published == PORTS
 
 
-def test_readme_documents_every_published_port() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Run the full stack", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_document_every_published_port() -> None:
+    section = (ROOT / "docs" / "getting-started" / "full-stack.md").read_text()
     for port in PORTS:
-        assert f"| {port} |" in section, f"port {port} missing from the README's table"
+        assert f"| {port} |" in section, f"port {port} missing from the full stack page's table"
 
 
 def test_redis_cannot_evict_the_projects_keys() -> None:

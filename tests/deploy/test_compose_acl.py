@@ -1,4 +1,4 @@
-"""deploy/redis/compose.acl.yml, the compose stack with a Redis user per role (README: Access,
+"""deploy/redis/compose.acl.yml, the compose stack with a Redis user per role (docs: Access,
 "Redis users by role"; Production notes, item 3): valid for the real `docker-compose config -q`
 over docker-compose.yml, refused without each password it requires, every service on its own
 user, and its Redis (deploy/redis/start.sh with the compose environment and flags, on a local
@@ -114,11 +114,10 @@ def test_redis_runs_the_users_with_the_base_flags(services: dict[str, Any]) -> N
 
 def test_every_variable_of_the_variant_is_documented() -> None:
     assert composefile.variables(OVERRIDE) == {"REDIS_PASSWORD", *REQUIRED, *OPTIONAL}
-    readme = (ROOT / "README.md").read_text()
-    notes = readme.split("\n## Production notes\n", 1)[1].split("\n## ", 1)[0]
+    notes = (ROOT / "docs" / "operations" / "production-notes.md").read_text()
     assert "deploy/redis/compose.acl.yml" in notes
     for variable in (*REQUIRED, *OPTIONAL):
-        assert variable in notes, f"{variable} is not in the README's Production notes"
+        assert variable in notes, f"{variable} is not in the Production notes (docs)"
 
 
 @pytest.fixture

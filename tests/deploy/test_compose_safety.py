@@ -1,7 +1,8 @@
 """The compose stack is a demo that is safe to copy: nothing listens beyond loopback unless one
 variable opens it, no shutdown endpoint, no password that works by default, no anonymous
 access unless asked for, a memory limit on every service, a Redis that requires a password
-every service's URL carries, and a README that says what to change before production.
+every service's URL carries, and a docs page (Production notes) that says what to change
+before production.
 
 Each check reads the file as Compose does (tests/deploy/composefile.py) and, where it is about
 what Compose itself does with a variable, asks the real `docker-compose config`."""
@@ -132,7 +133,7 @@ def test_every_variable_is_known_and_documented() -> None:
     assert composefile.variables() == set(REQUIRED) | set(OPTIONAL)
     notes = _section("Production notes")
     for variable in (*REQUIRED, *OPTIONAL):
-        assert variable in notes, f"{variable} is not in the README's Production notes"
+        assert variable in notes, f"{variable} is not in the Production notes (docs)"
 
 
 def test_the_compose_file_says_it_is_a_demo() -> None:
@@ -140,17 +141,22 @@ def test_the_compose_file_says_it_is_a_demo() -> None:
     assert "DEMO" in head and "Production notes" in head
 
 
+PAGES = {
+    "Run the full stack": ROOT / "docs" / "getting-started" / "full-stack.md",
+    "Production notes": ROOT / "docs" / "operations" / "production-notes.md",
+}
+
+
 def _section(title: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    assert f"\n## {title}\n" in readme, f"README has no section {title!r}"
-    return readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    page = PAGES[title].read_text()
+    assert page.startswith(f"# {title}\n"), f"{PAGES[title]} is not the page {title!r}"
+    return page
 
 
-def test_readme_production_notes_follow_run_the_full_stack_item_by_item() -> None:
-    readme = (ROOT / "README.md").read_text()
-    titles = re.findall(r"^## (.+)$", readme, re.M)
-    assert "Production notes" in titles
-    assert titles[titles.index("Production notes") - 1] == "Run the full stack"
+def test_production_notes_follow_run_the_full_stack_item_by_item() -> None:
+    # the full stack's page sends its reader to the notes before anything else
+    full_stack_intro = _section("Run the full stack").split("```", 1)[0]
+    assert "(../operations/production-notes.md)" in full_stack_intro
     notes = _section("Production notes").lower()
     for item in (
         "demo",

@@ -1,6 +1,7 @@
 """deploy/prometheus/compat/ and the migration table, without a running Prometheus: the files
 pass promtool, are off by default, agree with tests/deploy/data/railway_expressions.yml, and so
-does the README's table. What the expressions return is checked in test_prometheus_e2e.py;
+does the table of docs/migration/railway-grafana-stack.md. What the expressions return is
+checked in test_prometheus_e2e.py;
 the compat rules' values in deploy/prometheus/tests/compat_test.yml (run by
 test_prometheus_config.py)."""
 
@@ -17,7 +18,7 @@ import yaml
 from tests.support import railway
 from tests.support.processes import need_tool
 
-README = railway.REPO / "README.md"
+PAGE = railway.REPO / "docs" / "migration" / "railway-grafana-stack.md"
 PROMETHEUS_CONFIG = railway.REPO / "deploy" / "prometheus" / "prometheus.yml"
 INVALID = "invalid PromQL"
 
@@ -103,14 +104,12 @@ def test_the_invalid_ones_are_invalid_and_their_corrections_parse(tmp_path: Path
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _readme_section() -> str:
-    text = README.read_text()
-    start = text.index("## Migrating from the railway-grafana-stack")
-    return text[start : text.index("\n## ", start + 1)]
+def _page() -> str:
+    return PAGE.read_text()
 
 
-def test_the_readme_table_matches_the_data() -> None:
-    section = _readme_section()
+def test_the_page_table_matches_the_data() -> None:
+    section = _page()
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for e in railway.expressions():
         counts[e.source.rsplit("/", 1)[-1]][e.status] += 1
@@ -129,8 +128,8 @@ def test_the_readme_table_matches_the_data() -> None:
     assert f"| **all** | **{sum(total.values())}** | {bold} |" in section
 
 
-def test_the_readme_lists_every_edit_and_every_expression_that_cannot_work() -> None:
-    section = _readme_section().replace("\\|", "|")
+def test_the_page_lists_every_edit_and_every_expression_that_cannot_work() -> None:
+    section = _page().replace("\\|", "|")
     for e in railway.expressions():
         if e.status == "edit":
             assert f"`{_words(e.edited or '')}`" in section, e.name
