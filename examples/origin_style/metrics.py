@@ -1,0 +1,101 @@
+"""The gateway's metrics module (the origin's ``prometheus_metrics.py`` in shape) on this
+library: the same declarations, with prometheus_client's signatures, now one set of values for
+every worker and host, served by the aggregator. ``before/metrics.py`` is what it replaces."""
+
+from __future__ import annotations
+
+from client import GatewayMetrics, MetricsClient
+
+metrics = MetricsClient.from_env()  # one per process, built at import: safe with --preload
+Counter, Histogram, Info, Summary = (
+    metrics.counter,
+    metrics.histogram,
+    metrics.info,
+    metrics.summary,
+)
+
+APP_NAME = "gatewayz"
+REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+INFERENCE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 25, 60)
+TTFB_BUCKETS = (0.1, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0)
+TTFC_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 10.0, 15.0)
+COST_BUCKETS = (0.00001, 0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+def get_trace_exemplar() -> dict[str, str] | None:
+    """The current OpenTelemetry trace as an exemplar, or None without a valid span."""
+    try:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            return {"trace_id": format(context.trace_id, "032x")}
+    except Exception:
+        pass
+    return None
+
+
+fastapi_app_info = Info("fastapi_app_info", "FastAPI application information")
+fastapi_app_info.info({"app_name": APP_NAME})
+
+# A model call is booked by gateway.inference() (provider health, model_inference_*, tokens,
+# credits, cost, TTFB, TTFC) with the origin's buckets and status values ("success", "error").
+gateway = GatewayMetrics(
+    metrics,
+    APP_NAME,
+    status_values="origin",
+    buckets={
+        "fastapi_requests_duration_seconds": REQUEST_BUCKETS,
+        "model_inference_duration_seconds": INFERENCE_BUCKETS,
+        "backend_ttfb_seconds": TTFB_BUCKETS,
+        "time_to_first_chunk_seconds": TTFC_BUCKETS,
+    },
+)
+# The same declarations as gateway's: the same handles, for code elsewhere that still uses them.
+fastapi_requests_duration = Histogram(
+    "fastapi_requests_duration_seconds",
+    "FastAPI request duration in seconds",
+    ["app_name", "method", "path"],
+    buckets=REQUEST_BUCKETS,
+)
+model_inference_requests = Counter(
+    "model_inference_requests_total",
+    "Total model inference requests",
+    ["provider", "model", "status"],
+)
+model_inference_duration = Histogram(
+    "model_inference_duration_seconds",
+    "Model inference duration in seconds",
+    ["provider", "model"],
+    buckets=INFERENCE_BUCKETS,
+)
+tokens_used = Counter(
+    "tokens_used_total", "Total tokens used (input + output)", ["provider", "model", "token_type"]
+)
+credits_used = Counter("credits_used_total", "Total credits consumed", ["provider", "model"])
+time_to_first_chunk = Histogram(
+    "time_to_first_chunk_seconds",
+    "Time from stream start to first SSE chunk sent to client (TTFC)",
+    ["provider", "model"],
+    buckets=TTFC_BUCKETS,
+)
+backend_ttfb = Histogram(
+    "backend_ttfb_seconds",
+    "Backend API time to first byte (TTFB) in seconds",
+    ["provider", "model", "endpoint"],
+    buckets=TTFB_BUCKETS,
+)
+token_count_source = Counter(
+    "gatewayz_token_count_source_total",
+    "Count of streaming requests by token count source (provider-reported vs estimated)",
+    ["provider", "model", "source"],
+)
+api_cost_per_request = Histogram(
+    "gatewayz_api_cost_per_request_usd",
+    "Cost per API request in USD",
+    ["provider", "model"],
+    buckets=COST_BUCKETS,
+)
+database_query_duration = Summary(
+    "database_query_duration_seconds", "Database query duration in seconds", ["table"]
+)
