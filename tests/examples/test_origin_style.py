@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import client
+from aggregator.core.breaker import BreakerConfig
 from aggregator.engine.cycle import Aggregator
 from aggregator.serve.app import create_app
 from devtools.redis_server import free_port
@@ -198,7 +199,10 @@ def test_the_origin_style_gateway_books_every_item_exactly_across_two_workers(
     clock: FakeClock,
     tmp_path: Path,
 ) -> None:
-    aggregator = make_aggregator(auth_token=READER, operator_token=OPERATOR)
+    # The breaker judges a minute of calls (not 8 s): a slow machine cannot spread the 20
+    # failing calls thin enough to keep it closed.
+    breaker = BreakerConfig(window_seconds=60.0)
+    aggregator = make_aggregator(breaker, auth_token=READER, operator_token=OPERATOR)
     admin = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     hold = "/admin/breakers/anthropic/open?create=true"
     # Item 8: breaker commands over HTTP, the operator's token only.
