@@ -81,6 +81,17 @@ def test_the_quickstart_is_in_the_first_120_lines() -> None:
     assert f":{port}" in scrape_config
 
 
+def test_the_docs_quickstart_page_includes_the_readmes() -> None:
+    page = (ROOT / "docs" / "getting-started" / "quickstart.md").read_text()
+    assert '--8<-- "README.md:quickstart"' in page
+    readme = README.read_text()
+    start, end = "<!-- --8<-- [start:quickstart] -->", "<!-- --8<-- [end:quickstart] -->"
+    region = readme.split(start, 1)[1].split(end, 1)[0]
+    for needle in ("FastAPI(lifespan=lifespan)", "def post_fork", "python -m aggregator"):
+        assert needle in region, needle
+    assert "](" not in region  # a README link would not resolve on the docs site
+
+
 class _Upstream(BaseHTTPRequestHandler):
     """An OpenAI-style chat completion: usage with fixed token counts, or the status the model
     name asks for."""
