@@ -185,6 +185,11 @@ class AggregatorSettings:
         )
 
     @property
+    def backend_bounds(self) -> tuple[int, int]:
+        """(series per gauge, UTF-8 bytes per label value): the backend families' bounds."""
+        return self.max_series_per_metric, self.max_label_value_bytes
+
+    @property
     def lease_seconds(self) -> float:
         """Leader lease TTL. Renewed (or sought) every half breaker interval, so a follower takes
         over at most 2 breaker intervals after the leader's last renewal."""

@@ -345,6 +345,37 @@ def test_label_values_longer_than_the_aggregators_bound_are_cut_where_they_are_r
     assert truncated["jobs"] == 20
 
 
+def test_raw_written_reasons_operations_and_writers_are_bounded_on_metrics(
+    make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    """Issue 24 item 3: the per-reason and per-writer label sets are the aggregator's to bound.
+    20,000 rejection reasons, 20,000 operations and 5,000 writers written straight into Redis
+    (one of each 16 KB long) are served as at most 64 names plus ``other`` holding the rest of
+    the count, and the 1,000 most recently measured writers."""
+    long_name = "r" * 16_384
+    reasons = {f"rejected:raw_{index:05d}": 1 for index in range(20_000)} | {
+        f"rejected:{long_name}": 7
+    }
+    r.hset(keys.client_stats, mapping=reasons)
+    r.hset(keys.redis_ops, mapping={f"op_{index:05d}": 2 for index in range(20_000)})
+    now = clock()
+    writers = {f"host-{index}:{index}": f"0.5|{now - index / 100}" for index in range(5_000)}
+    r.hset(keys.clock_offsets, mapping=writers | {long_name: f"0.5|{now}"})
+    aggregator = make_aggregator()
+    aggregator.run_cycle()
+    text = scrape(aggregator)
+    assert len(text) < 200_000  # unbounded: about 2 MB of reasons and operations alone
+    exposed = families(text)
+    rejected = {s.labels["reason"]: s.value for s in exposed["gatewayz_client_events_rejected"]}
+    assert len(rejected) == 65
+    assert rejected["other"] == 20_000 - 64 + 7
+    operations = {s.labels["operation"]: s.value for s in exposed["gatewayz_redis_operations"]}
+    assert len(operations) == 65
+    assert sum(operations.values()) == 2 * 20_000
+    served = {s.labels["writer"] for s in exposed["gatewayz_client_clock_offset_seconds"]}
+    assert served == {f"host-{index}:{index}" for index in range(1_000)}
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(

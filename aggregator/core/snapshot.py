@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Final
 from pydantic import ConfigDict, TypeAdapter
 
 from aggregator.core.backend import BackendFamily
+from aggregator.core.bounded import bounded_counts, bounded_writers
 from aggregator.core.health import (
     WindowCounts,
     bucket_quantile,
@@ -222,11 +223,13 @@ def build_snapshot(
     """The snapshot of one cycle: each provider's health from its reading and its breaker's
     state after the cycle's transitions (``states``), and the clients' counters."""
     rejected, dropped = decode_client_stats(reading.client_stats)
-    offsets = {
-        writer: offset
-        for writer, (offset, measured_at) in reading.clock_offsets.items()
-        if now - measured_at <= CLOCK_OFFSET_HORIZON_SECONDS
+    rejected, dropped = bounded_counts(rejected), bounded_counts(dropped)
+    recent = {
+        writer: measurement
+        for writer, measurement in reading.clock_offsets.items()
+        if now - measurement[1] <= CLOCK_OFFSET_HORIZON_SECONDS
     }
+    offsets = {writer: offset for writer, (offset, _) in bounded_writers(recent).items()}
     health = tuple(
         provider_health(
             item.provider,
@@ -247,7 +250,7 @@ def build_snapshot(
         cycle=cycle,
         window_seconds=targets.window_seconds,
         providers=health,
-        redis_ops=reading.redis_ops,
+        redis_ops=bounded_counts(reading.redis_ops),
         client_rejected=rejected,
         client_dropped=sum(dropped.values()),
         client_dropped_by_cause=dropped,

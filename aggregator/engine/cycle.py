@@ -233,10 +233,7 @@ class Aggregator:
             backend = self._reader.backend(now, settings.retention_seconds)
             if backend.expired_writers:
                 self._writer.forget_gauge_writers(backend.expired_writers)
-        families = families_of(
-            backend, settings.max_series_per_metric, settings.max_label_value_bytes
-        )
-        snapshot = replace(snapshot, backend=families)
+        snapshot = replace(snapshot, backend=families_of(backend, *settings.backend_bounds))
         ttl = settings.readiness_max_age_intervals * settings.interval_seconds
         with tracer.start_as_current_span("publish_snapshot"):
             if not self._writer.publish(snapshot.to_json(), self._lease.fence, ttl):
