@@ -8,7 +8,8 @@
   that holds every kind of value (``aggregator/serve/collector.py``);
 - HTTP API: the routes of the aggregator's app and their summaries (its OpenAPI document);
 - CLI: each command's ``--help``, as argparse renders it at 100 columns;
-- Redis key schema: the table of ``gatewayz_protocol/keys.py``'s docstring.
+- Redis key schema: the table of ``gatewayz_protocol/keys.py``'s docstring;
+- alerts: every alerting and recording rule Prometheus loads (``deploy/prometheus/rules/``).
 """
 
 from __future__ import annotations
@@ -194,7 +195,43 @@ def _inline(text: str) -> str:
     return re.sub(r"``([^`]+)``", r"`\1`", " ".join(text.split()))
 
 
+def alerts() -> str:
+    import yaml  # type: ignore[import-untyped]  # PyYAML ships no types (tests use it too)
+
+    rules = ROOT / "deploy" / "prometheus" / "rules"
+    lines = [
+        "# Alerts and recording rules\n",
+        "What Prometheus loads from `deploy/prometheus/rules/` (`docker-compose.yml` mounts it), "
+        "rule by rule. Every alert has a case that fires and one that must not in "
+        "`deploy/prometheus/tests/alerts_test.yml` (`promtool test rules`), and every expression "
+        "is evaluated against a real aggregator by `tests/deploy/test_prometheus_e2e.py`. The "
+        "Grafana dashboards (`deploy/grafana/dashboards/`) query the same series: see "
+        "[Dashboards](../guides/dashboards.md).\n",
+    ]
+    for path in sorted(rules.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            lines.append(f"## `{group['name']}` ({path.name})\n")
+            for rule in group["rules"]:
+                expr = " ".join(str(rule["expr"]).split())
+                if "alert" in rule:
+                    notes = rule.get("annotations", {})
+                    lines.append(f"### {rule['alert']}\n")
+                    lines.append(
+                        f"**{rule.get('labels', {}).get('severity', '')}**, "
+                        f"for {rule.get('for', '0s')}: `{expr}`\n"
+                    )
+                    for key in ("summary", "description", "runbook"):
+                        if key in notes:
+                            lines.append(f"- {key}: {' '.join(str(notes[key]).split())}")
+                    lines.append("")
+                else:
+                    lines.append(f"- `{rule['record']}` = `{expr}`")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 PAGES: dict[str, Callable[[], str]] = {
+    "alerts.md": alerts,
     "configuration.md": configuration,
     "metrics.md": metrics,
     "http-api.md": http_api,

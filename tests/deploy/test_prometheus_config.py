@@ -6,6 +6,7 @@ rules the dashboards rely on exist."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,13 @@ def test_scrape_job_covers_both_replicas() -> None:
     jobs = {job["job_name"]: job for job in _load(PROMETHEUS_CONFIG)["scrape_configs"]}
     targets = [t for sc in jobs["gatewayz"]["static_configs"] for t in sc["targets"]]
     assert targets == ["aggregator-1:9108", "aggregator-2:9108"]
+
+
+def test_every_runbook_names_docs_pages_that_exist() -> None:
+    named = []
+    for rule in _rules("alert"):
+        runbook = " ".join(rule["annotations"]["runbook"].split())
+        named += re.findall(r"docs/[a-z0-9/_-]+\.md", runbook)
+    assert len(named) >= 12
+    missing = sorted({page for page in named if not (DEPLOY.parent / page).is_file()})
+    assert missing == []
