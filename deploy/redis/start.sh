@@ -1,5 +1,5 @@
 #!/bin/sh
-# Start redis-server with the project's ACL users (README: Access, "Redis users by role").
+# Start redis-server with the project's ACL users (docs/operations/access.md, "Redis users by role").
 #
 #   sh start.sh [redis-server flags...]
 #
