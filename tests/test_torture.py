@@ -5,25 +5,24 @@ CI runs a fixed set of seeds plus one fresh seed (printed) against real processe
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from devtools.torture import ci
 from devtools.torture.checker import Verdict, check
+from devtools.torture.cpu_wait import effective_clock, run_queue_wait
+from devtools.torture.deployment import Deployment, Options
 from devtools.torture.history import History
 from devtools.torture.known import classify
 from devtools.torture.ledger import profiles
+from devtools.torture.nemesis import Nemesis, dispatch
 from devtools.torture.opcmd import parse_requests
 from devtools.torture.proxy import FaultProxy
 from devtools.torture.schedule import (
@@ -72,6 +71,13 @@ def test_every_kind_is_drawn_and_a_filter_keeps_to_its_kinds() -> None:
     assert kinds_for(True, ["proxy_cut", "reshard"]) == ["reshard"]
     with pytest.raises(ValueError, match="unknown fault kinds"):
         kinds_for(False, ["meteor"])
+
+
+def test_every_kind_drawn_is_applied_by_exactly_one_fault_family(tmp_path: Path) -> None:
+    nemesis = Nemesis(Deployment(Options(seed=0, duration=1.0), directory=tmp_path))  # no I/O
+    assert sorted(nemesis.handlers) == sorted(ALL_KINDS)
+    with pytest.raises(ValueError, match="'oom' claimed by two families"):
+        dispatch((nemesis.redis, nemesis.redis))
 
 
 # -- the checker on hand-made histories --------------------------------------------------------
@@ -268,6 +274,16 @@ def test_allow_answering_true_for_an_open_breaker() -> None:
     _only(check(history), "allow_follows_breaker", "allow(w0-flaky) True", "['open']")
 
 
+def test_a_state_no_sample_saw_is_not_held_against_allow() -> None:
+    history = perfect_history()
+    history.workers[0].allows.append({"p": FLAKY, "allowed": True, "t": T0 + 3.5})
+    for sample in history.samples:  # two transitions between two samples: one state unseen
+        breaker = sample["breakers"][FLAKY]
+        if sample["t0"] >= T0 + 3.45:
+            breaker["epoch"] = str(int(breaker.get("epoch", "0")) + 2)
+    assert check(history).violations == {}
+
+
 def test_allow_may_lag_the_breaker_by_its_refresh() -> None:
     history = perfect_history()
     history.workers[0].allows.append({"p": FLAKY, "allowed": True, "t": T0 + 2.4})
@@ -335,6 +351,43 @@ def test_a_starved_machine_excuses_a_stale_snapshot() -> None:
     assert any("the machine starved 1 time(s)" in note for note in verdict.notes)
 
 
+def _waiting(history: History, roles: tuple[str, ...], per_second: float, since: int) -> None:
+    """Each of ``roles`` waited ``per_second`` s for a CPU every second from ``since`` on."""
+    history.waits = [
+        {"t": T0 + s, "w": dict.fromkeys(roles, per_second * max(0, s - since))} for s in range(13)
+    ]
+
+
+def test_a_replica_waiting_for_a_cpu_is_not_late() -> None:
+    history = perfect_history()
+    _stuck_from(history, 3)  # 9 s of one cycle, 6 s of it waiting for a CPU: 3 s of its own
+    _waiting(history, ("a0", "a1", "redis"), 1.0 / 3, 3)  # the replica and Redis, each 3 s
+    assert check(history).violations == {}
+    _waiting(history, ("a0", "a1"), 0.3, 3)  # 2.7 s waited: 6.3 s of its own
+    _only(check(history), "snapshots_advance", "for 6.3 s", "2.7 s waiting for a CPU left out")
+
+
+def test_a_killed_worker_whose_flushes_waited_for_a_cpu() -> None:
+    history = perfect_history()
+    _killed(history)  # events recorded from 3.0 s on lost: 1.4 s before the kill at 4.5 s
+    set_prefix(history, OK, profiles(history.seed, 0, 400)[OK].prefix(300))
+    _waiting(history, ("w0",), 0.85, 3)  # the worker ran 0.225 s of the 1.5 s before the kill
+    assert check(history).violations == {}
+    _waiting(history, ("w1",), 0.85, 3)  # another process's wait excuses nothing
+    _only(check(history), "kill_loss", "1400 ms before the kill")
+
+
+def test_the_effective_clock_stands_still_while_its_roles_wait() -> None:
+    samples = [{"t": 10.0, "w": {"a": 0.0}}, {"t": 12.0, "w": {"a": 1.0, "b": 5.0}}]
+    clock = effective_clock(samples, ["a"])
+    assert [clock(t) for t in (9.0, 10.0, 11.0, 12.0, 13.0)] == [9.0, 10.0, 10.5, 11.0, 12.0]
+    both = effective_clock(samples, ["a", "b"])  # at most the time between two samples
+    assert [both(t) for t in (10.0, 12.0, 14.0)] == [10.0, 10.0, 12.0]
+    assert effective_clock([], ["a"])(7.5) == 7.5
+    waited = run_queue_wait(os.getpid())
+    assert waited is None or waited >= 0.0  # None: a kernel without schedstat
+
+
 def test_a_read_only_command_that_writes() -> None:
     history = perfect_history()
     key = "torture-synthetic:{w0-ok}:w:fail"
@@ -380,6 +433,16 @@ def test_a_known_break_is_told_apart() -> None:
     assert unexpected == {} and "exported_match" in known
     unexpected, known = classify(verdict, {"oom"})
     assert "exported_match" in unexpected and known == {}
+
+
+def test_a_known_break_needs_every_kind_it_names() -> None:
+    history = perfect_history()
+    totals = history.redis["providers"][OK]["totals"]
+    set_total(history, OK, "n:success", int(totals["n:success"]) + 5)
+    verdict = check(history)
+    assert "totals_exact" in classify(verdict, {"failover", "oom"})[0]  # not on a cluster
+    unexpected, known = classify(verdict, {"failover", "oom", "cluster"})
+    assert unexpected == {} and "totals_exact" in known
 
 
 def test_a_history_round_trips_through_json() -> None:
@@ -447,69 +510,66 @@ def test_the_proxy_passes_delays_drops_and_cuts(echo_port: int) -> None:
 
 # -- CI: real processes, a fixed set of seeds and one fresh seed -------------------------------
 
-REDIS = "oom,script_flush,client_pause,restart_aof,restart_empty,operator"
-NETWORK = "proxy_cut,proxy_drop,proxy_delay,leader_stop,kill_aggregator,kill_worker,operator"
-DATA = "clock_step,clock_slew,poison,newer_snapshot,operator,oom,script_flush"
-CLUSTER = "failover,reshard,kill_master,oom,script_flush,operator,leader_stop,poison,client_pause"
-FIXED = [  # (seed, cluster, kinds): each schedule draws every kind of its group at least once
-    (22, False, REDIS),
-    (24, False, NETWORK),
-    (4, False, DATA),
-    (147, True, CLUSTER),
+# Three fixed schedules that together apply every fault family, each kind of its group drawn at
+# least once (restart_empty, which suspends the exactness checks for a whole run, is applied by
+# tests/test_torture_findings.py on every run), and one fresh seed over every kind.
+SERVER = "oom,script_flush,client_pause,restart_aof,clock_step,clock_slew,poison,newer_snapshot"
+NETWORK = "proxy_cut,proxy_drop,proxy_delay,leader_stop,kill_aggregator,kill_worker"
+CLUSTER = "failover,reshard,kill_master,oom,script_flush,leader_stop"
+FIXED = [  # (seed, cluster, kinds): 9 faults each, operator commands in every group
+    (1425, False, f"{SERVER},operator"),
+    (24, False, f"{NETWORK},operator"),
+    (623, True, f"{CLUSTER},operator"),
 ]
-DURATION = 16.0
+DURATION = 12.0
+PER_SECOND = 1.0
+
+
+def test_each_fixed_seed_draws_every_kind_of_its_group() -> None:
+    for seed, cluster, kinds in FIXED:
+        drawn = make_schedule(seed, DURATION, cluster, kinds.split(","), 2, PER_SECOND)
+        assert drawn.kinds() == set(kinds.split(",")), seed
+    covered = {kind for _, _, kinds in FIXED for kind in kinds.split(",")}
+    assert set(ALL_KINDS) - covered == {"restart_empty"}
+
 
 needs_redis = pytest.mark.skipif(
-    shutil.which("redis-server") is None or shutil.which("redis-cli") is None,
+    not ci.available(),
     reason="the torture run starts its own redis-server (apt-get install redis-server)",
 )
+FRESH = random.randrange(1 << 31)
+CI_TEST = "test_fixed_seeds_and_a_fresh_one_break_nothing"
 
 
-def _start(seed: int, cluster: bool, kinds: str | None, out: Path) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "devtools.torture", "--seed", str(seed)]
-    command += ["--keep", str(out.parent / "kept")]  # the history of a failing run stays
-    command += ["--duration", str(DURATION), "--json", str(out), "--workers", "2"]
-    command += ["--per-second", "0.6", *(["--faults", kinds] if kinds else [])]
-    command += ["--cluster"] if cluster else []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
+def _argv(seed: int, cluster: bool, kinds: str | None) -> tuple[str, ...]:
+    argv = ["--seed", str(seed), "--duration", f"{DURATION:g}", "--workers", "2"]
+    argv += ["--per-second", f"{PER_SECOND:g}", *(["--faults", kinds] if kinds else [])]
+    return tuple(argv + (["--cluster"] if cluster else []))
 
 
-def _results(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+RUNS = [*FIXED, (FRESH, False, None)]
+for _seed, _cluster, _kinds in RUNS:  # started with the findings' runs (devtools/torture/ci.py)
+    ci.BATCH.add(ci.CiRun(f"seed-{_seed}", CI_TEST, _argv(_seed, _cluster, _kinds)))
+
+
+@pytest.fixture(scope="module")
+def batch(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ci.Batch]:
+    ci.BATCH.start({item.name for item in request.session.items}, tmp_path_factory.getbasetemp())
+    yield ci.BATCH
+    ci.BATCH.stop([CI_TEST])
 
 
 @needs_redis
-def test_fixed_seeds_and_a_fresh_one_break_nothing(tmp_path: Path) -> None:
-    fresh = random.randrange(1 << 31)
-    replay = f"make torture SEED={fresh} DURATION={DURATION:g} ARGS='--workers 2 --per-second 0.6'"
-    print(f"\ntorture: fresh seed {fresh} (replay: {replay})")
-    runs = [*FIXED, (fresh, False, None)]
-    began = time.monotonic()
-    processes = {
-        (seed, cluster): _start(seed, cluster, kinds, tmp_path / f"{seed}.jsonl")
-        for seed, cluster, kinds in runs
-    }
-    outputs = {}
-    try:
-        for key, process in processes.items():
-            outputs[key] = process.communicate(timeout=max(1.0, began + 150 - time.monotonic()))[0]
-    finally:
-        for process in processes.values():  # SIGTERM: the run stops what it started
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-    print(f"torture: {len(runs)} schedules in {time.monotonic() - began:.1f} s")
+def test_fixed_seeds_and_a_fresh_one_break_nothing(batch: ci.Batch) -> None:
+    args = f"--workers 2 --per-second {PER_SECOND:g}"
+    replay = f"make torture SEED={FRESH} DURATION={DURATION:g} ARGS='{args}'"
+    print(f"\ntorture: fresh seed {FRESH} (replay: {replay})")
     failures = []
-    for (seed, cluster), output in outputs.items():
-        results = _results(tmp_path / f"{seed}.jsonl")
-        for result in results:
+    for seed, cluster, _ in RUNS:
+        finished = batch.result(f"seed-{seed}")
+        for result in finished.results:
             if "error" in result:
                 print(f"torture: seed {seed}: the run failed: {result['error']}")
                 continue
@@ -517,8 +577,9 @@ def test_fixed_seeds_and_a_fresh_one_break_nothing(tmp_path: Path) -> None:
             mode = "cluster" if cluster else "single"
             print(
                 f"torture: seed {seed} {mode}: {result['calls']} calls, {result['faults']} "
-                f"faults, ok={result['ok']}, known breaks {known}"
+                f"faults, {result['seconds']} s, ok={result['ok']}, known breaks {known}"
             )
-        if not results or not all(r["ok"] for r in results):
-            failures.append(f"seed {seed} (cluster={cluster}):\n{output[-6000:]}")
+        if not finished.results or not all(r["ok"] for r in finished.results):
+            failures.append(f"seed {seed} (cluster={cluster}):\n{finished.output[-6000:]}")
+    print(f"torture: {len(RUNS)} schedules done {time.monotonic() - batch.started_at:.1f} s in")
     assert failures == [], "\n\n".join(failures)

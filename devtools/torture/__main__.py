@@ -56,6 +56,9 @@ def _schedule(args: argparse.Namespace, seed: int) -> Schedule:
 
 def run_one(args: argparse.Namespace, seed: int) -> bool:
     schedule = _schedule(args, seed)
+    # a run that hangs says where: every thread's stack, every few minutes past its due time
+    faulthandler.cancel_dump_traceback_later()
+    faulthandler.dump_traceback_later(schedule.duration + 240, repeat=True)
     options = Options(
         seed=schedule.seed,
         duration=schedule.duration,
@@ -93,8 +96,6 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    # a run that hangs says where: every thread's stack, every few minutes past its due time
-    faulthandler.dump_traceback_later(args.duration + 240, repeat=True)
     if args.check is not None:
         history = History.from_json(args.check.read_text())
         verdict = check(history)

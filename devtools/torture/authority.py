@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from devtools.torture.cpu_wait import effective_clock
 from devtools.torture.final import exported
 from gatewayz_protocol.keys import Keys
 
@@ -196,20 +197,28 @@ def _longest_unexcused(low: float, high: float, windows: list[tuple[float, float
 
 def check_snapshots_advance(history: History, verdict: Verdict) -> None:
     """Each replica serves a newer snapshot every few seconds unless a fault stops its cycles
-    (Redis down or paused, the replica stopped, killed, cut off, a master failing over)."""
+    (Redis down or paused, the replica stopped, killed, cut off, a master failing over).
+
+    Measured on the replica's effective clock (``cpu_wait``): the seconds it, Redis or the
+    harness (its proxy, its scrapes) waited for a CPU do not count, so a loaded machine alone
+    cannot make a cycle late, while a cycle that is stuck or failing still is."""
     for replica in sorted({s["replica"] for s in history.scrapes}):
         scrapes = [s for s in history.scrapes if s["replica"] == replica and s.get("cycle")]
-        windows = _excused(history, replica)
+        clock = effective_clock(history.waits, (replica, "redis", "harness"))
+        windows = [(clock(low), clock(high)) for low, high in _excused(history, replica)]
         changed_at, last = None, None
         for scrape in sorted(scrapes, key=lambda s: s["t0"]):
             if scrape["cycle"] != last or scrape is scrapes[-1]:
                 if changed_at is not None:
-                    stall = _longest_unexcused(changed_at, scrape["t0"], windows)
+                    stall = _longest_unexcused(clock(changed_at), clock(scrape["t0"]), windows)
                     if stall > STALL_LIMIT:
+                        span = clock(scrape["t0"]) - clock(changed_at)
+                        waited = scrape["t0"] - changed_at - span
                         verdict.fail(
                             "snapshots_advance",
                             f"{replica} served cycle {last:g} for {stall:.1f} s with no fault to "
-                            f"excuse it (until t={scrape['t0'] - history.t0:.1f}s)",
+                            f"excuse it (until t={scrape['t0'] - history.t0:.1f}s; "
+                            f"{waited:.1f} s waiting for a CPU left out)",
                         )
                 changed_at, last = float(scrape["t0"]), scrape["cycle"]
 

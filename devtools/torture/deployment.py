@@ -341,9 +341,10 @@ class Deployment:
         for slot in range(self.options.workers):
             self.add_worker(slot)
         for agg in self.aggregators:
-            if not wait_until(lambda a=agg: http_get(a.port, "/healthz")[0] == 200, 60, 0.1):
+            if not wait_until(lambda a=agg: http_get(a.port, "/healthz")[0] == 200, 120, 0.1):
                 raise RuntimeError(f"aggregator {agg.name} did not answer /healthz")
-        if not wait_until(lambda: all(w.started() for w in self.workers.values()), 60, 0.05):
+        # 120 s: a loaded machine (a long run under nice) takes long to start Python processes
+        if not wait_until(lambda: all(w.started() for w in self.workers.values()), 120, 0.05):
             raise RuntimeError("workers did not start")
 
     def add_worker(self, slot: int) -> WorkerProcess:

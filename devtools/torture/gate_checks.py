@@ -4,10 +4,12 @@ all workers, and every refusal counted in ``gatewayz_circuit_breaker_rejected_ca
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from devtools.torture.authority import starved_windows
 from devtools.torture.history import History
+from gatewayz_protocol.breaker_state import STATES
 
 if TYPE_CHECKING:
     from devtools.torture.checker import Verdict
@@ -25,12 +27,26 @@ ALLOW_LAG = 1.5
 a flush pass that refreshes it late on this loaded machine."""
 
 
+def _epoch(breaker: dict[str, str]) -> int | None:
+    raw = breaker.get("epoch", "0")
+    return int(raw) if raw.isdigit() else None
+
+
 def _states_near(samples: list[dict[str, Any]], provider: str, at: float) -> set[str]:
-    return {
-        s["breakers"].get(provider, {}).get("state", "closed")
+    """The states the breaker was seen in around ``at``; every state when, between two of
+    those samples, its epoch moved by more than one (a state no sample saw: a half-open period
+    shorter than a slow read, cluster seed 200009)."""
+    near = [
+        s["breakers"][provider]
         for s in samples
         if at - ALLOW_LAG <= s["t1"] and s["t0"] <= at + 0.1 and provider in s["breakers"]
-    }
+    ]
+    states = {breaker.get("state", "closed") for breaker in near}
+    for one, two in itertools.pairwise(near):
+        first, second = _epoch(one), _epoch(two)
+        if first is None or second is None or second - first > 1:
+            return states | set(STATES)
+    return states
 
 
 def check_allow(history: History, verdict: Verdict, troubled: Any) -> None:
@@ -97,11 +113,16 @@ def check_permits(history: History, verdict: Verdict, troubled: Any) -> None:
     """At most ``HALF_OPEN_CALLS`` allow() True answers, all workers together, within one
     half-open period."""
     samples = sorted((s for s in history.samples if "error" not in s), key=lambda s: s["t0"])
+    # where the machine starved, a worker may answer from a state its refresh (the flusher's
+    # thread) has not replaced yet, e.g. closed from before the breaker opened (seed 100005)
+    starved = starved_windows(history)
     answers = [
         a
         for w in history.workers
         for a in w.allows
-        if a["allowed"] and not troubled(history, float(a["t"]))
+        if a["allowed"]
+        and not troubled(history, float(a["t"]))
+        and not any(low <= float(a["t"]) <= high + ALLOW_LAG for low, high in starved)
     ]
     for provider in sorted({a["p"] for a in answers}):
         times = sorted(float(a["t"]) for a in answers if a["p"] == provider)

@@ -31,6 +31,8 @@ class History:
     command_flags: dict[str, list[str]] = field(default_factory=dict)
     samples: list[Json] = field(default_factory=list)
     scrapes: list[Json] = field(default_factory=list)
+    waits: list[Json] = field(default_factory=list)
+    """What each process waited for a CPU, cumulative, by role (``cpu_wait.WaitRecorder``)."""
     incidents: dict[str, int] = field(default_factory=dict)
     """Connections per proxy that lost a reply (a request may have run unacknowledged)."""
     redis: Json = field(default_factory=dict)

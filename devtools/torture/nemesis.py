@@ -6,20 +6,56 @@ shell would. Every fault becomes a record of what was done to which process and 
 time), which the checker reads: which invariants a fault makes impossible (``data_loss``), where
 lost replies may have applied a batch twice (``proxy``), who was paused or killed.
 ``heal_all()`` ends every fault still in force: the run then quiesces.
+
+The nemesis holds one object per fault family (``faults_*``), each knowing only its own kinds
+(``handlers()``), and keeps the schedule's state itself: the records, the heals due.
 """
 
 from __future__ import annotations
 
-import signal
 import time
+from collections.abc import Mapping
 
-from devtools.torture.deployment import relaunch_node
-from devtools.torture.faults import FaultRecord, Heal, ProcessFaults, RedisFaults
-from devtools.torture.faults_more import ClusterFaults, DataFaults
+from devtools.torture.deployment import Deployment
+from devtools.torture.faults import Apply, FaultFamily, FaultRecord, Heal, Targets
+from devtools.torture.faults_cluster import ClusterFaults
+from devtools.torture.faults_data import DataFaults, OperatorFaults, OperatorRun
+from devtools.torture.faults_process import ProcessFaults
+from devtools.torture.faults_redis import NetworkFaults, RedisFaults
 from devtools.torture.schedule import Fault, Schedule
 
 
-class Nemesis(RedisFaults, ProcessFaults, DataFaults, ClusterFaults):
+def dispatch(families: tuple[FaultFamily, ...]) -> dict[str, Apply]:
+    """Every family's handlers by kind; a kind claimed twice is a programming error."""
+    table: dict[str, Apply] = {}
+    for family in families:
+        for kind, handler in family.handlers().items():
+            if kind in table:
+                raise ValueError(f"fault kind {kind!r} claimed by two families")
+            table[kind] = handler
+    return table
+
+
+class Nemesis:
+    def __init__(self, deployment: Deployment) -> None:
+        targets = Targets(deployment)
+        self.redis = RedisFaults(targets)
+        self.network = NetworkFaults(deployment)
+        self.processes = ProcessFaults(targets)
+        self.data = DataFaults(targets)
+        self.operators = OperatorFaults(targets)
+        self.cluster = ClusterFaults(targets)
+        families = (self.redis, self.network, self.processes, self.data, self.operators)
+        self.handlers: Mapping[str, Apply] = dispatch((*families, self.cluster))
+        self.records: list[FaultRecord] = []
+        self._heals: list[tuple[float, FaultRecord, Heal]] = []
+        self.started = 0.0
+        """Real time the schedule began."""
+
+    @property
+    def operator_runs(self) -> list[OperatorRun]:
+        return self.operators.runs
+
     # -- driving -------------------------------------------------------------------------------
 
     def run(self, schedule: Schedule, t0: float) -> None:
@@ -53,7 +89,10 @@ class Nemesis(RedisFaults, ProcessFaults, DataFaults, ClusterFaults):
         record = FaultRecord(fault.kind, dict(fault.params), fault.at, time.time())
         self.records.append(record)
         try:
-            heal = getattr(self, f"_{fault.kind}")(fault, record)
+            handler = self.handlers.get(fault.kind)
+            if handler is None:
+                raise LookupError(f"no fault family applies {fault.kind!r}")
+            heal = handler(fault, record)
         except Exception as exc:
             record.error = f"{type(exc).__name__}: {exc}"
             record.end = time.time()
@@ -66,26 +105,11 @@ class Nemesis(RedisFaults, ProcessFaults, DataFaults, ClusterFaults):
         return record
 
     def heal_all(self) -> None:
-        self._each_node(lambda node: node.config_set("maxmemory", 0))  # before other heals
+        self.redis.lift_limits()  # before other heals: they may need to write
         for _, record, heal in sorted(self._heals, key=lambda h: h[0]):
             self._run_heal(record, heal)
         self._heals.clear()
-        for thread in self._threads:
-            thread.join(60)
-        dep = self.dep
-        for agg in dep.aggregators:
-            agg.signal(signal.SIGCONT)
-            if not agg.alive():
-                agg.start()
-        for proxy in dep.proxies.values():
-            proxy.set_mode("pass")
-        if dep.redis is not None and not dep.redis.alive():
-            dep.redis.start(keep=True)
-        if dep.cluster is not None:
-            for node in dep.cluster.nodes:
-                if node.process.poll() is None:
-                    node.process.send_signal(signal.SIGCONT)
-                else:
-                    relaunch_node(node)
-            dep.cluster.wait_healthy(60)
-        self._each_node(lambda node: node.config_set("maxmemory", 0))
+        self.operators.restore()
+        self.processes.restore()
+        self.network.restore()
+        self.redis.restore()

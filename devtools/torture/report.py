@@ -14,7 +14,8 @@ from devtools.torture.schedule import Schedule
 
 def summary(history: History, verdict: Verdict) -> dict[str, Any]:
     schedule = Schedule.from_json(history.schedule)
-    unexpected, known = classify(verdict, {f["kind"] for f in history.faults})
+    kinds = {f["kind"] for f in history.faults} | ({"cluster"} if history.cluster else set())
+    unexpected, known = classify(verdict, kinds)
     calls = sum(w.calls_made for w in history.workers)
     return {
         "seed": history.seed,

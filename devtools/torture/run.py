@@ -6,6 +6,7 @@ is ended on every exit path (``Deployment.stop`` in a ``finally``)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devtools.redis_server import answers
+from devtools.torture.cpu_wait import WaitRecorder
 from devtools.torture.deployment import Deployment, Options, http_get, wait_until
 from devtools.torture.final import command_flags, exported, read_redis, read_replica
 from devtools.torture.history import History
@@ -31,6 +33,22 @@ def _providers(dep: Deployment) -> list[str]:
 
 def _incarnation(dep: Deployment) -> Callable[[], int]:
     return lambda: dep.redis.incarnation if dep.redis is not None else 0
+
+
+def _roles(dep: Deployment) -> dict[str, list[int]]:
+    """The pids of every process of the run, by role (``cpu_wait``)."""
+    roles = {"harness": [os.getpid()]}
+    for agg in dep.aggregators:
+        if agg.process is not None:
+            roles[agg.name] = [agg.process.pid]
+    for worker in dep.all_workers():
+        if worker.process is not None and worker.killed_at is None:
+            roles[f"w{worker.index}"] = [worker.process.pid]
+    if dep.redis is not None and dep.redis.process is not None:
+        roles["redis"] = [dep.redis.process.pid]
+    if dep.cluster is not None:
+        roles["redis"] = [node.process.pid for node in dep.cluster.nodes]
+    return roles
 
 
 def _fresh(port: int, after: float) -> float | None:
@@ -107,13 +125,16 @@ def run_schedule(schedule: Schedule, options: Options, log: Log = print) -> Hist
     dep = Deployment(options)
     sampler: Sampler | None = None
     scraper: Scraper | None = None
+    waits: WaitRecorder | None = None
     try:
         dep.start()
         keys = Keys(dep.namespace)
         sampler = Sampler(dep.direct_url, keys, lambda: _providers(dep))
         scraper = Scraper(dep.aggregators, _incarnation(dep))
+        waits = WaitRecorder(lambda: _roles(dep))
         sampler.thread.start()
         scraper.thread.start()
+        waits.thread.start()
         nemesis = Nemesis(dep)
         t0 = nemesis.started = time.time()
         log(f"running {schedule.describe()}")
@@ -124,13 +145,21 @@ def run_schedule(schedule: Schedule, options: Options, log: Log = print) -> Hist
         redis_state = read_redis(dep.direct_url, keys, _providers(dep), options.window)
         log(f"final state read at t={time.time() - t0:.1f}s")
         replicas = [read_replica(agg) for agg in dep.aggregators]
-        sampler.stop.set()
-        scraper.stop.set()
-        sampler.thread.join(5)
-        scraper.thread.join(5)
+        for running in (sampler, scraper, waits):
+            running.stop.set()
+            running.thread.join(5)
         names = {command[0] for run in nemesis.operator_runs for command in run.sent}
         port = dep.redis.port if dep.redis is not None else dep.cluster.nodes[0].port  # type: ignore[union-attr]
-        workers = [read_ledger(w.ledger, w.read_counters(), w.killed_at) for w in dep.all_workers()]
+        workers = []
+        for worker in dep.all_workers():
+            try:
+                workers.append(read_ledger(worker.ledger, worker.read_counters(), worker.killed_at))
+            except (OSError, ValueError):
+                if worker.killed_at is None:
+                    raise
+                # killed while it started (a slow machine): it writes its ledger's first line
+                # before its first call, so it made none
+                log(f"worker {worker.index} was killed before it made a call")
         return History(
             seed=schedule.seed,
             cluster=schedule.cluster,
@@ -145,6 +174,7 @@ def run_schedule(schedule: Schedule, options: Options, log: Log = print) -> Hist
             command_flags=command_flags(port, names - {"UNPARSED", "UNLOGGED"}),
             samples=sampler.samples,
             scrapes=scraper.scrapes,
+            waits=waits.samples,
             incidents=_incidents(dep),
             redis=redis_state,
             replicas=replicas,
@@ -153,7 +183,7 @@ def run_schedule(schedule: Schedule, options: Options, log: Log = print) -> Hist
             problems=problems + _tracebacks(dep),
         )
     finally:
-        for recorder in (sampler, scraper):
+        for recorder in (sampler, scraper, waits):
             if recorder is not None:
                 recorder.stop.set()
         began = time.time()
