@@ -4,8 +4,9 @@ judged on the time it could have run, not on a shared machine's wall clock.
 On a loaded machine a process that is ready to run waits in the kernel's run queue: a 1 s
 aggregator cycle can take 5 s of wall time without anything being wrong with it. Linux counts
 that wait per thread (``/proc/<pid>/task/<tid>/schedstat``, second field, ns). ``WaitRecorder``
-samples it every 0.2 s for every process of the run, by role (``a0``, ``a1``, ``w<index>``,
-``redis``: the busiest server, ``harness``: this process, which also runs the fault proxies);
+samples it every 0.2 s for every process of the run (its most delayed thread), by role
+(``a0``, ``a1``, ``w<index>``, ``redis``: the busiest server, ``harness``: this process, which
+also runs the fault proxies);
 ``effective_clock`` (pure) turns the samples into a clock that stands still while the named
 roles waited: a deadline measured on it cannot be missed because of the machine's load alone.
 """
@@ -24,36 +25,35 @@ Json = dict[str, Any]
 PERIOD = 0.2
 
 
-def run_queue_wait(pid: int) -> float | None:
-    """Seconds the live threads of ``pid`` have spent ready to run but waiting for a CPU; None
-    when the process is gone or the kernel does not say (no schedstat)."""
+def run_queue_waits(pid: int) -> dict[int, float] | None:
+    """Seconds each live thread of ``pid`` has spent ready to run but waiting for a CPU, by
+    thread id; None when the process is gone or the kernel does not say (no schedstat)."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
-    total, found = 0.0, False
+    found: dict[int, float] = {}
     for task in tasks:
         try:
             fields = Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()
-            total += int(fields[1]) / 1e9
-            found = True
+            found[int(task)] = int(fields[1]) / 1e9
         except (OSError, IndexError, ValueError):
             continue  # a thread that ended meanwhile
-    return total if found else None
+    return found or None
 
 
 class WaitRecorder:
     """Every ``PERIOD`` s, each role's cumulative wait since the recorder began: ``samples`` of
-    ``{"t": time, "w": {role: seconds}}``. A role's wait grows by what its process waited since
-    the last sample (by the most a process waited, when the role has several: a cluster's
-    servers); a new process (restarted) counts from its first sample."""
+    ``{"t": time, "w": {role: seconds}}``. A role's wait grows by the most any one thread of its
+    processes waited since the last sample (threads wait side by side: their sum would count
+    the same delay several times); a new process or thread counts from its first sample."""
 
     def __init__(self, roles: Callable[[], dict[str, list[int]]]) -> None:
         self.roles = roles
         self.samples: list[Json] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True, name="cpu-wait")
-        self._last: dict[int, float] = {}
+        self._last: dict[tuple[int, int], float] = {}
         self._total: dict[str, float] = {}
 
     def run(self) -> None:
@@ -68,11 +68,9 @@ class WaitRecorder:
         for role, pids in roles.items():
             grown = 0.0
             for pid in pids:
-                now = run_queue_wait(pid)
-                if now is None:
-                    continue
-                grown = max(grown, now - self._last.get(pid, now))
-                self._last[pid] = now
+                for tid, now in (run_queue_waits(pid) or {}).items():
+                    grown = max(grown, now - self._last.get((pid, tid), now))
+                    self._last[(pid, tid)] = now
             self._total[role] = self._total.get(role, 0.0) + max(0.0, grown)
         totals = {role: round(seconds, 4) for role, seconds in self._total.items()}
         self.samples.append({"t": time.time(), "w": totals})
