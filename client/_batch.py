@@ -4,6 +4,7 @@ re-sends the very same members."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from client._events import Event
 from client._instruments import Drained
@@ -48,6 +49,9 @@ class Batch:
     """the first event's id: the events are ``first_id``, ``first_id + 1``..."""
     split_from: tuple[int, int] | None = None
     """the event ids (first, end) of the batch this one is half of (split for lack of memory)"""
+    extra: tuple[tuple[Any, ...], ...] = ()
+    """commands of the flush pass's own that ride in the batch's round trip (keyed, so a
+    Redis Cluster routes them); their replies come back in ``WriteReport.extra_replies``"""
 
     @property
     def lineage(self) -> tuple[int, int]:

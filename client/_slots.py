@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-import hiredis
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from client._batch import Batch
+from client._transaction import Outcome as SlotOutcome
+from client._transaction import pack_transaction, read_transaction
 from gatewayz_protocol import scripts
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import pooled_connection
@@ -57,21 +58,13 @@ class CommandList:
         return len(self.commands)
 
 
-@dataclass
-class SlotOutcome:
-    applied: bool
-    replies: list[Any] = field(default_factory=list)
-    """The transaction's replies (errors as exceptions), when applied."""
-    error: BaseException | None = None
-    """Why it was not applied (or, ``unknown``, why its outcome is unknown)."""
-    unknown: bool = False
-
-
 def run_slot_transactions(
     cluster: RedisCluster, groups: dict[int, list[Command]]
 ) -> dict[int, SlotOutcome]:
     """Each slot's commands as one MULTI/EXEC on the node serving it; a node's transactions go
-    out in one write, all nodes are written before any is read."""
+    out in one write, all nodes are written before any is read. Every transaction is packed
+    before anything is sent (redis.DataError for an argument Redis has no encoding for)."""
+    packed = {slot: pack_transaction(commands) for slot, commands in groups.items()}
     by_node: dict[str, tuple[Any, list[int]]] = {}
     outcomes: dict[int, SlotOutcome] = {}
     for slot in groups:
@@ -90,14 +83,9 @@ def run_slot_transactions(
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             outcomes.update({s: SlotOutcome(False, error=exc) for s in slots})
             continue
-        packed = []
-        for slot in slots:
-            packed.append(hiredis.pack_command(("MULTI",)))
-            packed += [hiredis.pack_command(tuple(c)) for c in groups[slot]]
-            packed.append(hiredis.pack_command(("EXEC",)))
         try:
             connection.send_packed_command(  # type: ignore[no-untyped-call]
-                [b"".join(packed)], check_health=False
+                [b"".join(packed[slot] for slot in slots)], check_health=False
             )
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             connection.disconnect()  # type: ignore[no-untyped-call]
@@ -109,7 +97,7 @@ def run_slot_transactions(
     for pool, connection, slots in sent:
         try:
             for slot in slots:
-                outcomes[slot] = _read_transaction(connection, len(groups[slot]))
+                outcomes[slot] = read_transaction(connection, len(groups[slot]))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             connection.disconnect()
             for slot in slots:
@@ -117,24 +105,6 @@ def run_slot_transactions(
         finally:
             pool.release(connection)
     return outcomes
-
-
-def _read_transaction(connection: Any, queued: int) -> SlotOutcome:
-    """Read MULTI's reply, each QUEUED (or the refusal that aborts the transaction: MOVED, ASK,
-    OOM...), then EXEC's."""
-    refusal: BaseException | None = None
-    for _ in range(queued + 1):  # MULTI, then each command
-        try:
-            connection.read_response()
-        except redis.ResponseError as exc:
-            refusal = refusal or exc
-    try:
-        replies = connection.read_response()
-    except redis.ResponseError as exc:  # EXECABORT: nothing of it ran
-        return SlotOutcome(False, error=refusal or exc)
-    if replies is None:  # a WATCH failed: cannot happen here, but nothing ran
-        return SlotOutcome(False, error=refusal or redis.WatchError("transaction discarded"))
-    return SlotOutcome(True, replies=list(replies))
 
 
 def group_by_slot(commands: Sequence[Command]) -> dict[int, list[int]]:

@@ -1,30 +1,33 @@
-"""The client's batch writer: event ids, and each batch in one MULTI/EXEC round trip."""
+"""The client's batch writer: each batch in one MULTI/EXEC round trip, which also carries the
+writer's own commands (``_own_commands``): on one Redis, the reservation of the event ids of the
+batches after it and, once a second, a measurement of the shared clock. One round trip per
+flush pass."""
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 
 from client._batch import Batch, ProviderBatch
+from client._event_ids import EventIds
 from client._instruments import Drained
 from client._ledger import Notes
 from client._metric_writes import MetricWrites, SpecCheck
+from client._own_commands import OwnCommands
 from client._sharding import ShardPlan
 from client._slots import ClusterWrites, CommandList
+from client._transaction import Transactions, pack_transaction
 from gatewayz_protocol import scripts
 from gatewayz_protocol.clock import SharedClock
-from gatewayz_protocol.event_ids import EVENT_ID_BITS
 from gatewayz_protocol.fields import (
     BREAKER_REJECTED_FIELD,
     LOG_RECORDS_DROPPED_FIELD,
-    clock_offset_value,
     dropped_field,
     encode_exemplar,
     exemplar_field,
@@ -33,15 +36,6 @@ from gatewayz_protocol.fields import (
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import Connection
 from gatewayz_transport.scripts import ScriptCalls, register
-
-_T = TypeVar("_T")
-
-ID_GAP_PER_MASTER = 1 << 24
-"""Ids the counter skips once per new master of its slot (a replica promoted, a Redis
-restarted): more than a failover could lose (the increments a master acknowledged and did not
-replicate). A writer asks whether the master changed (``scripts.RESERVE_IDS``) with its first
-reservation and its first after a failed one; the counter jumps once per master, not per writer
-or per failure (out of memory, a timeout): 4,096 failovers per id cycle."""
 
 
 @dataclass(frozen=True)
@@ -59,88 +53,13 @@ class WriteReport:
     increments_refused: bool = False
     """Redis refused the script call of the batch's counter and histogram increments (an error
     it would give again: they are lost, and counted)."""
+    extra_replies: tuple[Any, ...] = ()
+    """The replies of the batch's ``extra`` commands, in order (errors as exceptions), when the
+    transaction ran."""
     leftover: Drained | None = None
     """The batch's counter and histogram increments, when their script call did nothing because
     Redis did not know the script (a restart, a failover, ``SCRIPT FLUSH``) while the rest of
     the transaction ran: to be written again, alone (the script is loaded first)."""
-
-
-class EventIds:
-    """Window member ids, reserved in blocks on the node holding the id counter (the shared
-    clock measured with the same round trip)."""
-
-    def __init__(
-        self,
-        connection: Connection,
-        keys: Keys,
-        retention: int,
-        clock: SharedClock | None,
-        cluster: ClusterWrites | None,
-        ops: Counter[str],
-    ) -> None:
-        """``ops``: the writer's count of Redis operations not yet reported (added to)."""
-        self._keys = keys
-        self._retention = retention
-        self._clock = clock
-        self._single = connection if isinstance(connection, redis.Redis) else None
-        self._cluster = cluster
-        self._ops = ops
-        self._script = register(connection, scripts.RESERVE_IDS)
-        self._check_master = True  # the first reservation, and the first after a failed one
-
-    def reserve(self, count: int) -> int:
-        """The first of ``count`` ids no other writer of the namespace gets (one round trip;
-        raises redis.RedisError)."""
-        try:
-            return self.on_counter_node(lambda node: self._reserve(node, count))
-        except BaseException:
-            # Redis may come back as a promoted replica that missed the last increments: the
-            # next reservation asks whether the master changed (the counter then jumps, once).
-            self._check_master = True
-            raise
-
-    def on_counter_node(self, call: Callable[[redis.Redis], _T]) -> _T:
-        """``call`` with a client of the node holding the id counter."""
-        if self._single is not None:
-            return call(self._single)
-        cluster = self._cluster
-        assert cluster is not None
-        return cluster.refreshing_after_errors(lambda: call(cluster.node_of(self._keys.event_ids)))
-
-    def _reserve(self, connection: redis.Redis, count: int) -> int:
-        start = secrets.randbelow(1 << EVENT_ID_BITS)  # of a counter that is missing
-        if self._check_master:
-            last = self._script(
-                keys=[self._keys.event_ids, self._keys.applied(self._keys.event_ids)],
-                args=[count, start, ID_GAP_PER_MASTER, self._retention],
-                client=connection,
-            )
-            self._check_master = False
-            self._ops["evalsha"] += 1
-            if self._clock is not None:
-                self.measure(connection)
-            return int(last) - count
-        pipe = connection.pipeline(transaction=False)
-        pipe.set(self._keys.event_ids, start, nx=True)
-        pipe.incrby(self._keys.event_ids, count)
-        pipe.expire(self._keys.event_ids, self._retention)
-        pipe.time()  # the shared clock, measured with a round trip made anyway
-        clock = self._clock
-        sent_at = clock.local() if clock is not None else 0.0
-        _, last, _, redis_time = pipe.execute()
-        if clock is not None:
-            clock.observe(redis_time, sent_at, clock.local())
-        self._ops.update({"set": 1, "incrby": 1, "expire": 1, "time": 1})
-        return int(last) - count
-
-    def measure(self, connection: redis.Redis) -> None:
-        """Measure the shared clock against Redis's TIME (one round trip)."""
-        clock = self._clock
-        assert clock is not None
-        sent_at = clock.local()
-        redis_time = connection.time()
-        clock.observe(redis_time, sent_at, clock.local())
-        self._ops["time"] += 1
 
 
 class RedisWriter:
@@ -160,7 +79,8 @@ class RedisWriter:
         shards: ShardPlan | None = None,
         now: Callable[[], float] | None = None,
     ):
-        """``clock``: measured against Redis's TIME with each id reservation, and its skew
+        """``clock``: measured against Redis's TIME (with id reservations, and on one Redis in
+        a batch's transaction once a second), and its skew
         written (under ``writer_label``) with each batch; None: the process's clock is the
         shared one (tests inject one). ``now``: the shared time (by default ``clock``'s, or
         the system clock's). ``shards``: providers split over several slots."""
@@ -181,22 +101,26 @@ class RedisWriter:
         )
         self._cluster: ClusterWrites | None = None
         self._single: redis.Redis | None = None
+        self._transactions: Transactions | None = None
         if isinstance(connection, RedisCluster):
             shared_now = now or (clock.now if clock is not None else time.time)
             self._cluster = ClusterWrites(connection, keys, writer_id, retention, shared_now)
         else:
             self._single = connection
-        self._unreported_ops: Counter[str] = Counter()
-        self._ids = EventIds(
-            connection, keys, retention, clock, self._cluster, self._unreported_ops
+            self._transactions = Transactions(connection)
+        unreported: Counter[str] = Counter()  # Redis operations, until the next report
+        self._ids = EventIds(connection, keys, retention, clock, self._cluster, unreported)
+        self._own = OwnCommands(
+            keys, self._ids, clock, writer_label, self._single is not None, unreported
         )
         self._script_missing = False  # Redis forgot the instruments script: load it first
 
     def reserve_event_ids(self, count: int) -> int:
-        """The first of ``count`` event ids no other writer of the namespace gets (one round
-        trip; raises redis.RedisError). A missing counter (new or emptied Redis) starts at a
-        random id, so a batch reserved before Redis was emptied and written after it is
-        unlikely to reuse ids written since."""
+        """The first of ``count`` event ids no other writer of the namespace gets: from a block
+        an earlier transaction reserved ahead, or a reservation's round trip (raises
+        redis.RedisError). A missing counter (new or emptied Redis) starts at a random id, so a
+        batch reserved before Redis was emptied and written after it is unlikely to reuse ids
+        written since."""
         return self._ids.reserve(count)
 
     def _ready(self, batch: Batch) -> None:
@@ -221,20 +145,18 @@ class RedisWriter:
         plan = CommandList()
         windows = self._queue_providers(plan, batch, ops)
         self._queue_notes(plan, batch.notes, ops)
-        if self._clock is not None and self._clock.measured:
-            value = clock_offset_value(self._clock.skew, self._clock.now())
-            plan.execute_command("HSET", self._keys.clock_offsets, self._writer_label, value)
-            ops["hset"] += 1
         script_calls = ScriptCalls(plan)  # type: ignore[arg-type]  # queues like a pipeline
         checks: list[SpecCheck] = []
         if batch.instruments is not None:
             offset = self._clock.offset if self._clock is not None else 0.0
             checks = self._metrics.queue(plan, script_calls, batch.instruments, offset, ops)
-        ops.update(self._unreported_ops)
-        for operation, count in ops.items():
-            plan.execute_command("HINCRBY", self._keys.redis_ops, operation, count)
-        replies = self._send(batch, plan)
-        self._unreported_ops.clear()
+        placed = self._own.queue(plan, batch.extra, batch.events, ops)
+        try:
+            replies = self._send(batch, plan)
+        except BaseException:
+            self._own.failed()
+            raise
+        self._own.applied(replies, placed, ops)
         leftover = None
         missing = script_calls.missing(replies)
         if missing and batch.instruments is not None:
@@ -247,9 +169,10 @@ class RedisWriter:
             refused_events=sum(
                 events for index, events in windows.items() if isinstance(replies[index], Exception)
             ),
-            errors=tuple(str(reply) for reply in replies if isinstance(reply, Exception)),
+            errors=placed.errors_but_own(replies),
             conflicts=tuple(name for index, name, spec in checks if _text(replies[index]) != spec),
             declared=tuple((name, _stored(replies[index])) for index, name, _ in checks),
+            extra_replies=placed.extra_replies(replies),
             leftover=leftover,
         )
 
@@ -339,12 +262,16 @@ class RedisWriter:
             ops["hincrby"] += 1
 
     def _send(self, batch: Batch, plan: CommandList) -> list[Any]:
-        """The transaction's replies (errors as exceptions)."""
-        if self._single is not None:
-            pipe = self._single.pipeline(transaction=True)
-            for command in plan.commands:
-                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-            return pipe.execute(raise_on_error=False)
+        """The transaction's replies (errors as exceptions). On one Redis: sent raw
+        (``_transaction``), the local clock read just before it went and just after its reply
+        came (a ``TIME`` in it is placed between)."""
+        if self._transactions is not None:
+            packed = pack_transaction(plan.commands)
+            local = self._clock.local if self._clock is not None else time.monotonic
+            sent_at = local()
+            replies = self._transactions.run(packed, len(plan))
+            self._own.round_trip = (sent_at, local())
+            return replies
         assert self._cluster is not None
         return self._cluster.write(batch, plan.commands)
 

@@ -1,10 +1,12 @@
 """Window members: one per event, unique across every writer of the namespace.
 
-Each flush reserves a block of ids with one INCRBY on ``Keys.event_ids`` and names each event by
-its id modulo 2**36 in six base-64 characters (``A-Z a-z 0-9 - _``). Six characters is the
-longest member Redis 7 keeps in its smallest allocation (8 bytes); a longer one costs 8-16 bytes
-more per event. Ids repeat after 2**36 ids were handed out: the events written, plus 2**24 each
-time the Redis holding the counter changed master (a failover, a restart: the counter jumps once
+Writers reserve blocks of ids with INCRBY on ``Keys.event_ids`` (a batch's transaction reserves
+the block its next batches use) and name each event by its id modulo 2**36 in six base-64
+characters (``A-Z a-z 0-9 - _``). Six characters is the longest member Redis 7 keeps in its
+smallest allocation (8 bytes); a longer one costs 8-16 bytes more per event. Ids repeat after
+2**36 ids were handed out: the events written, the ids a writer reserved ahead and never used
+(at most a few batches' worth when it stopped or failed a round trip), plus 2**24 each time
+the Redis holding the counter changed master (a failover, a restart: the counter jumps once
 per master, whatever its writers, so that ids the old master handed out and did not replicate
 are not handed out again; a writer failing to reserve, for memory or a timeout, jumps nothing).
 That is 68 billion events, or 4,096 failovers, per cycle; an id repeats in a window only if a

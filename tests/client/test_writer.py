@@ -12,7 +12,8 @@ import redis
 
 from aggregator.engine.cycle import Aggregator
 from client import ClientSettings, MetricsClient
-from client._writer import ID_GAP_PER_MASTER, RedisWriter
+from client._event_ids import ID_GAP_PER_MASTER
+from client._writer import RedisWriter
 from devtools.redis_server import start_redis
 from gatewayz_protocol.hooks import register_log_drops
 from gatewayz_protocol.keys import Keys

@@ -1,0 +1,95 @@
+"""One MULTI/EXEC sent raw: packed into one buffer with hiredis, written once, its replies read
+through redis-py's public ``Connection.read_response`` (no pipeline, no reply callbacks).
+
+redis-py's pipeline costs a flush pass more Python than the transaction itself (its command
+stack, per-command packing and argument checks, a reply callback per command): a pass with a
+handful of events spent most of its CPU there. The cluster writer sends each slot's
+transaction this way too (``_slots``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import hiredis
+import redis
+
+from gatewayz_transport.connection import pooled_connection
+from gatewayz_transport.routing import Command
+
+_MULTI = hiredis.pack_command(("MULTI",))
+_EXEC = hiredis.pack_command(("EXEC",))
+
+
+@dataclass
+class Outcome:
+    """What became of one transaction."""
+
+    applied: bool
+    replies: list[Any] = field(default_factory=list)
+    """The transaction's replies (errors as exceptions), when applied."""
+    error: BaseException | None = None
+    """Why it was not applied (or, ``unknown``, why its outcome is unknown)."""
+    unknown: bool = False
+
+
+def pack_transaction(commands: Sequence[Command]) -> bytes:
+    """MULTI, the commands, EXEC: one buffer (redis.DataError for an argument Redis has no
+    encoding for, before anything is sent)."""
+    try:
+        return b"".join([_MULTI, *[hiredis.pack_command(tuple(c)) for c in commands], _EXEC])
+    except TypeError as exc:
+        raise redis.DataError(str(exc)) from exc
+
+
+def read_transaction(connection: Any, queued: int) -> Outcome:
+    """Read MULTI's reply, each QUEUED (or the refusal that aborts the transaction: MOVED, ASK,
+    OOM...), then EXEC's."""
+    refusal: BaseException | None = None
+    for _ in range(queued + 1):  # MULTI, then each command
+        try:
+            connection.read_response()
+        except redis.ResponseError as exc:
+            refusal = refusal or exc
+    try:
+        replies = connection.read_response()
+    except redis.ResponseError as exc:  # EXECABORT: nothing of it ran
+        return Outcome(False, error=refusal or exc)
+    if replies is None:  # a WATCH failed: cannot happen here, but nothing ran
+        return Outcome(False, error=refusal or redis.WatchError("transaction discarded"))
+    return Outcome(True, replies=list(replies))
+
+
+class Transactions:
+    """Transactions on one Redis over a connection of ``client``'s pool kept for them (the
+    flusher's: one at a time), so a pass neither takes one from the pool nor has it checked
+    for stray data (a ``poll`` each time): a connection that failed is dropped, and the next
+    transaction connects it again."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._connection: Any = None
+
+    def run(self, packed: bytes, queued: int) -> list[Any]:
+        """A transaction (``pack_transaction`` of ``queued`` commands) in one round trip: the
+        commands' replies, errors as exceptions (Redis runs every other command of a
+        transaction). Raises what discarded the transaction (nothing of it ran: the first
+        refusal, OOM say, or EXECABORT), or the connection's error (the connection is dropped:
+        nothing or everything was applied)."""
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = pooled_connection(self._client.connection_pool)
+        try:
+            connection.send_packed_command([packed], check_health=False)
+            outcome = read_transaction(connection, queued)
+        except BaseException:
+            # whatever broke off the exchange (a timeout, an interrupt), the connection may
+            # hold half a reply: dropped (connected again by the next transaction)
+            connection.disconnect()
+            raise
+        if not outcome.applied:
+            assert outcome.error is not None
+            raise outcome.error
+        return outcome.replies
