@@ -65,8 +65,8 @@ def read_transaction(connection: Any, queued: int) -> Outcome:
 class Transactions:
     """Transactions on one Redis over a connection of ``client``'s pool kept for them (the
     flusher's: one at a time), so a pass neither takes one from the pool nor has it checked
-    for stray data (a ``poll`` each time): a connection that failed is dropped, and the next
-    transaction connects it again."""
+    for stray data (a ``poll`` each time): a connection that failed is given back, and the
+    next transaction takes another."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
@@ -86,8 +86,12 @@ class Transactions:
             outcome = read_transaction(connection, queued)
         except BaseException:
             # whatever broke off the exchange (a timeout, an interrupt), the connection may
-            # hold half a reply: dropped (connected again by the next transaction)
+            # hold half a reply: given back closed, and the next transaction takes one from the
+            # pool, which connects it as the pool does (a Sentinel pool: to the master it names
+            # now; redis-py reconnecting by itself on send would go back to the old address)
+            self._connection = None
             connection.disconnect()
+            self._client.connection_pool.release(connection)
             raise
         if not outcome.applied:
             assert outcome.error is not None
