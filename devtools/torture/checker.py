@@ -327,7 +327,7 @@ def check(history: History) -> Verdict:
     authority.check_breakers(history, verdict)
     authority.check_operators(history, verdict)
     authority.check_recovery(history, verdict)
-    gate_checks.check_allow(history, verdict, client_checks.redis_troubled)
+    gate_checks.check_allow(history, verdict, client_checks.redis_unreadable)
     gate_checks.check_permits(history, verdict, client_checks.redis_troubled)
     _rejections_counted(history, verdict)
     authority.check_same_cycle(history, verdict)

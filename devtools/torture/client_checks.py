@@ -152,6 +152,26 @@ def redis_troubled(history: History, at: float) -> bool:
     return False
 
 
+READABLE_KINDS = frozenset({"oom", "script_flush", "reshard"})
+"""Faults that refuse or redirect writes but leave every read served: a worker still reads
+the breaker states (``client_pause`` in WRITE mode too)."""
+
+
+def redis_unreadable(history: History, at: float) -> bool:
+    """Whether a fault that can keep a worker from reading Redis was in force near ``at``
+    (``redis_troubled`` without the faults that leave reads served)."""
+    for fault in history.faults:
+        kind = fault["kind"]
+        if kind in QUIET_KINDS or kind in READABLE_KINDS:
+            continue
+        if kind == "client_pause" and fault["params"].get("mode") == "WRITE":
+            continue
+        end = float(fault.get("end") or fault["start"])
+        if fault["start"] - 0.5 <= at and end + 2.0 >= at - 2.0:
+            return True
+    return False
+
+
 def check_kill_loss(history: History, cases: list[Case], verdict: Verdict) -> None:
     """A killed worker's events missing from Redis: recorded within the last flush interval
     (plus a pass in flight) before the kill, when Redis was up; reported in ms either way."""

@@ -52,7 +52,8 @@ def _states_near(samples: list[dict[str, Any]], provider: str, at: float) -> set
 def check_allow(history: History, verdict: Verdict, troubled: Any) -> None:
     """allow() True only for a closed or half-open breaker, False only for an open or half-open
     one (its trial permits taken), as the breaker was within ``ALLOW_LAG`` seconds; skipped
-    where Redis was out of the worker's reach (it then answers from the last state it knew)."""
+    where Redis was out of the worker's reach for reads (it then answers from the last state
+    it knew), judged where Redis only refused writes (out of memory, a write pause)."""
     samples = sorted((s for s in history.samples if "error" not in s), key=lambda s: s["t0"])
     if not samples:
         return
