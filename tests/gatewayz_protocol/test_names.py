@@ -70,7 +70,7 @@ NAMES = st.one_of(
 )
 
 
-@property_settings(1000)
+@property_settings(300)
 @given(name=NAMES)
 def test_provider_names_and_namespaces_follow_the_same_rule(name: str) -> None:
     valid = _valid_by_hand(name)

@@ -115,7 +115,7 @@ def _partition_by_hand(seconds: float) -> int:
     return len(WINDOW_BOUNDS)
 
 
-@property_settings(1000)
+@property_settings(300)
 @given(
     seconds=st.one_of(
         st.floats(0, 120, allow_nan=False),
