@@ -293,6 +293,15 @@ def test_a_state_no_sample_saw_is_not_held_against_allow() -> None:
     assert check(history).violations == {}
 
 
+def test_allow_may_see_a_change_the_next_sample_shows_first() -> None:
+    history = perfect_history()  # the breaker opens at 2.0 s; no sample from 1.95 to 2.3 s
+    history.samples = [s for s in history.samples if not T0 + 1.95 < s["t0"] < T0 + 2.3]
+    history.workers[0].allows.append({"p": FLAKY, "allowed": False, "t": T0 + 2.0})
+    totals = history.redis["providers"][FLAKY]["totals"]
+    totals["breaker_rejected"] = str(int(totals["breaker_rejected"]) + 1)  # a refusal counted
+    assert check(history).violations == {}
+
+
 def test_allow_may_lag_the_breaker_by_its_refresh() -> None:
     history = perfect_history()
     history.workers[0].allows.append({"p": FLAKY, "allowed": True, "t": T0 + 2.4})

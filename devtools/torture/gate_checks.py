@@ -33,14 +33,15 @@ def _epoch(breaker: dict[str, str]) -> int | None:
 
 
 def _states_near(samples: list[dict[str, Any]], provider: str, at: float) -> set[str]:
-    """The states the breaker was seen in around ``at``; every state when, between two of
-    those samples, its epoch moved by more than one (a state no sample saw: a half-open period
-    shorter than a slow read, cluster seed 200009)."""
-    near = [
-        s["breakers"][provider]
-        for s in samples
-        if at - ALLOW_LAG <= s["t1"] and s["t0"] <= at + 0.1 and provider in s["breakers"]
-    ]
+    """The states the breaker was seen in from ``ALLOW_LAG`` before ``at`` to the first sample
+    after it; every state when, between two of those samples, its epoch moved by more than one
+    (a state no sample saw: a half-open period shorter than a slow read, cluster seed
+    200009)."""
+    seen = [s for s in samples if provider in s["breakers"] and at - ALLOW_LAG <= s["t1"]]
+    # and the first sample that began after ``at``: a change the worker saw just before ``at``
+    # may have landed after the previous sample read this breaker (cluster seed 210000)
+    until = next((i for i, s in enumerate(seen) if s["t0"] > at + 0.1), len(seen) - 1)
+    near = [s["breakers"][provider] for s in seen[: until + 1]]
     states = {breaker.get("state", "closed") for breaker in near}
     for one, two in itertools.pairwise(near):
         first, second = _epoch(one), _epoch(two)
