@@ -1,4 +1,4 @@
-"""A machine that hunts violations of the README's promises (``make torture``).
+"""A machine that hunts violations of the docs' promises (``make torture``).
 
 As Jepsen, FoundationDB's simulation and TigerBeetle's VOPR do: a seed draws a fault schedule
 (``schedule``), a nemesis applies it to real processes (``nemesis``: Redis out of memory,

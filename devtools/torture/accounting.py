@@ -10,7 +10,7 @@ impossible by design is said, never checked silently weaker:
 
 - a Redis that lost its data (a restart without AOF; a killed cluster master, for its slots)
   keeps no prefix: only "no event invented or counted twice" (upper bounds) is checked;
-- a lost reply on one Redis may apply one batch's counters twice (README "Failure
+- a lost reply on one Redis may apply one batch's counters twice (docs "Failure
   behaviour"): totals may exceed the prefix by at most ``dup_bound`` events, each counted;
 - events a client dropped (and counted) leave holes: counts are checked, not composition.
 """

@@ -27,7 +27,7 @@ PER_PROCESS = (
     "gatewayz_aggregator_cycles_failed_total",
     "gatewayz_redis_values_skipped_total",  # "skipped by this replica"
 )
-"""Counters of one aggregator process (README "Metrics"): they start again at 0 when it is
+"""Counters of one aggregator process (docs "Metrics"): they start again at 0 when it is
 restarted."""
 PER_REDIS_PROCESS = ("gatewayz_redis_evicted_keys_total",)
 """Redis's own count since it started: it starts again at 0 when Redis is restarted."""
@@ -60,7 +60,7 @@ def check_monotonic(history: History, verdict: Verdict) -> None:
         verdict.suspend(
             "counters_monotonic",
             f"Redis lost its data {len(losses)} time(s): counters may restart from 0 once after "
-            "each (README 'Metrics'); checked elsewhere",
+            "each (docs 'Metrics'); checked elsewhere",
         )
     last: dict[tuple[str, str], tuple[float, int, float]] = {}
     resets: dict[tuple[str, str], int] = {}
@@ -96,7 +96,7 @@ that knew the old number was restarted, numbering starts again lower)."""
 
 def check_same_cycle(history: History, verdict: Verdict) -> None:
     """Two replicas serving the same snapshot number (within ``SAME_CYCLE_SPAN``) serve the same
-    provider series (README "Two replicas": identical series from the same cycle). A snapshot a
+    provider series (docs "Two replicas": identical series from the same cycle). A snapshot a
     replica began serving before Redis lost its data is left out after the loss: the lost cycle
     counter restarts above the number the new leader knew, which may be one still served."""
     losses = _loss_times(history)
@@ -152,7 +152,7 @@ EXCUSES = {
     "restart_aof": 5.0, "restart_empty": 5.0, "client_pause": 5.0, "leader_stop": 5.0,
     "kill_aggregator": 5.0, "kill_master": 8.0, "failover": 8.0,
 }  # fmt: skip
-"""Faults that stop every replica's cycles, and for how long after they end (README: a
+"""Faults that stop every replica's cycles, and for how long after they end (docs: a
 failed cycle, a takeover within 2 breaker intervals, a failover detected in about 2 s)."""
 
 

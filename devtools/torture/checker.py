@@ -1,9 +1,10 @@
-"""The checker: every invariant the README promises, over a run's recorded history (pure).
+"""The checker: every invariant the docs promise, over a run's recorded history (pure).
 
 ``check(history)`` returns a ``Verdict``: for each invariant, held, violated (with what was seen
 against what was expected), or suspended with the reason a fault of this run makes it
-impossible by design (and what is checked instead). ``INVARIANTS`` names them; the README's
-Reliability section names the check that tries to break each guarantee.
+impossible by design (and what is checked instead). ``INVARIANTS`` names them; the docs'
+Reliability page (docs/operations/reliability.md) names the check that tries to break each
+guarantee.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def check_accounting(history: History, cases: list[Case], verdict: Verdict) -> N
     if bound:
         verdict.notes.append(
             f"{history.incidents['workers_exec']} worker transactions lost their reply: counters "
-            f"may exceed the recorded prefix by up to {bound} events (README: one batch per loss)"
+            f"may exceed the recorded prefix by up to {bound} events (docs: one batch per loss)"
         )
     for case in cases:
         verdict.count("providers accounted")
@@ -197,7 +198,7 @@ def check_exported_window(history: History, case: Case, verdict: Verdict) -> Non
 
 def _unregistered(history: History, replica: dict[str, object], provider: str) -> bool:
     """A provider Redis's registry lost (with its data) and that had no event since: not
-    exported until its next event, its counters kept (README "Failure behaviour": writers
+    exported until its next event, its counters kept (docs "Failure behaviour": writers
     re-register their providers with each batch). Said in a note, not checked."""
     total_loss, tags = lost_tags(history)
     if total_loss is None and "shared" not in tags:
@@ -292,7 +293,7 @@ def _rejections_counted(history: History, verdict: Verdict) -> None:
 
 def _markers(history: History, verdict: Verdict) -> None:
     """Cluster only, said not judged: how many writers' fields a slot's ``applied`` marker holds
-    (README: one per writer, kept 7 days; dead writers' stay)."""
+    (docs: one per writer, kept 7 days; dead writers' stay)."""
     markers = history.redis.get("markers")
     if markers:
         writers = len(history.workers)

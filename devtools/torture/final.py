@@ -14,7 +14,7 @@ from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 
 FUTURE_TOLERANCE_SECONDS = 10.0
-"""README "Semantics": an event counts while now - window < t <= now + 10 s."""
+"""docs "Semantics": an event counts while now - window < t <= now + 10 s."""
 
 
 def _text_hash(raw: Mapping[Any, Any]) -> dict[str, str]:

@@ -42,7 +42,7 @@ FLAVORS = ("ok", "flaky")
 LATENCIES_MS = (20, 45, 80, 150, 300, 700, 1200, 2500, 6000, 12000)
 COSTS_NUSD = (0, 0, 100_000, 2_500_000, 31_000)
 STATUS_CLASS = {200: 0, 201: 0, 500: 1, 503: 1, 408: 1, 429: 2, 404: 3, 400: 3}
-"""The outcome code of each status a worker sends (README "Semantics")."""
+"""The outcome code of each status a worker sends (docs "Semantics")."""
 INVALID = ("invalid_latency", "invalid_status_code")
 """Causes that reject a whole call (what a health event is made of). A bad token count or cost
 is left out of a call that is still booked (the client's rule since "trust boundaries"): not

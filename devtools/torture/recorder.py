@@ -23,7 +23,7 @@ from gatewayz_transport.connection import connect
 
 BREAKER_FIELDS = ("state", "epoch", "fence", "forced", "since")
 SERVED_GAUGES = ("gatewayz_aggregator_snapshot_cycle",)
-"""Gauges that must not go backwards either (README "Two replicas": numbers continue)."""
+"""Gauges that must not go backwards either (docs "Two replicas": numbers continue)."""
 PROVIDER_SERIES = ("provider_", "gatewayz_provider_", "gatewayz_circuit_breaker_", "gatewayz_cost")
 """Series every replica serves from the snapshot: equal on both for the same cycle."""
 
