@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar
 
 from pydantic import ConfigDict
 
 from aggregator.core.readings import BackendReading
+from aggregator.core.reuse import Reuse
 from aggregator.core.schema import DATA_CONFIG
 from gatewayz_protocol.fields import (
     CONFLICTS_FIELD,
@@ -234,34 +236,49 @@ def build_families(
     max_series: int = DEFAULT_MAX_SERIES,
     exemplars: Mapping[str, Mapping[str, str]] | None = None,
     max_label_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
+    reuse: Reuse | None = None,
 ) -> tuple[BackendFamily, ...]:
+    """Each metric's family, by name. ``reuse``: the families the last call built, kept (the
+    same objects) for the metrics whose inputs are equal (``Reuse.reuse``); the caller calls
+    its ``finish()``."""
     families = []
     for name in sorted(schema):
-        try:
-            spec = MetricSpec.from_json(schema[name])
-        except (ValueError, KeyError, TypeError):
+        spec = _spec(schema[name])
+        if spec is None:
             log.warning("metric %r has an unreadable spec in Redis; skipped", name)
             continue
         values = data.get(name, {})
-        if spec.kind == "gauge":
-            families.append(gauge_family(spec, gauge_writers, values, max_series, max_label_bytes))
-        elif spec.kind == "info":
-            families.append(info_family(spec, gauge_writers, values, max_series, max_label_bytes))
+        build: Callable[[], BackendFamily]
+        bounds = (max_series, max_label_bytes)
+        if spec.kind in ("gauge", "info"):
+            family_of = gauge_family if spec.kind == "gauge" else info_family
+            build = partial(family_of, spec, gauge_writers, values, *bounds)
+            inputs: tuple[object, ...] = (spec, values, bounds, tuple(gauge_writers))
         else:
             linked = (exemplars or {}).get(name)
-            families.append(
-                _sum_family(spec, series.get(name, ()), values, linked, max_label_bytes)
-            )
+            build = partial(_sum_family, spec, series.get(name, ()), values, linked, bounds[1])
+            inputs = (spec, values, bounds, series.get(name, ()), linked)
+        families.append(build() if reuse is None else reuse.reuse(name, inputs, build))
     return tuple(families)
+
+
+@functools.lru_cache(maxsize=1024)
+def _spec(spec_json: str) -> MetricSpec | None:
+    """A spec as read (frozen: one object per text is shared); None when no client wrote it."""
+    try:
+        return MetricSpec.from_json(spec_json)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def families_of(
     reading: BackendReading,
     max_series: int = DEFAULT_MAX_SERIES,
     max_label_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
+    reuse: Reuse | None = None,
 ) -> tuple[BackendFamily, ...]:
-    """``build_families`` over what the reader read."""
-    return build_families(
+    """``build_families`` over what the reader read (``reuse``: see there; finished here)."""
+    families = build_families(
         reading.schema,
         reading.series,
         reading.data,
@@ -269,4 +286,8 @@ def families_of(
         max_series,
         exemplars=reading.exemplars,
         max_label_bytes=max_label_bytes,
+        reuse=reuse,
     )
+    if reuse is not None:
+        reuse.finish()
+    return families

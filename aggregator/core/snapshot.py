@@ -7,8 +7,9 @@ import zlib
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
+from functools import partial
 from types import MappingProxyType
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from pydantic import ConfigDict, TypeAdapter
 
@@ -32,6 +33,9 @@ from gatewayz_protocol.fields import (
     histogram_bounds_ok,
 )
 from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES, WINDOW_BOUNDS
+
+if TYPE_CHECKING:
+    from aggregator.core.snapshot_reuse import SnapshotReuse
 
 SNAPSHOT_VERSION = 3
 """The layout of a published snapshot (1: before versions; 3: ``histogram_bounds``). A replica
@@ -123,10 +127,26 @@ class Snapshot:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_json(self) -> str:
+    def to_json(self, reuse: SnapshotReuse | None = None) -> str:
+        """The snapshot as JSON; ``reuse``: the text of each provider and backend family
+        written for the last snapshot where it is the same object (the same text either way:
+        JSON is written without context, an object's text is the same wherever it stands)."""
         # json walks the dataclasses itself: asdict() would deep-copy every value first, half
         # of a cycle at 1,000 providers. The same text either way (the tests compare).
-        return json.dumps(self, default=_fields, separators=(",", ":"))
+        if reuse is None:
+            return json.dumps(self, default=fields_of, separators=(",", ":"))
+        rest = {**self.__dict__, "providers": [], "backend": []}
+        text = json.dumps(rest, default=fields_of, separators=(",", ":"))
+        for name, items in (("providers", self.providers), ("backend", self.backend)):
+            # The first '"name":[]': no text before it can hold one (an encoded string holds
+            # no unescaped quote, and no other field holds a list before "histogram_bounds")
+            before, found, after = text.partition(f'"{name}":[]')
+            if not found:
+                raise AssertionError(f"a snapshot's JSON without its {name}")
+            parts = ",".join([reuse.json_of(item) for item in items])
+            text = f'{before}"{name}":[{parts}]{after}'
+        reuse.finish()
+        return text
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Snapshot:
@@ -219,9 +239,11 @@ def build_snapshot(
     cycle: int,
     targets: HealthTargets,
     open_suppressed: frozenset[str] = frozenset(),
+    reuse: SnapshotReuse | None = None,
 ) -> Snapshot:
     """The snapshot of one cycle: each provider's health from its reading and its breaker's
-    state after the cycle's transitions (``states``), and the clients' counters."""
+    state after the cycle's transitions (``states``), and the clients' counters. ``reuse``:
+    the last snapshot's health objects, kept where their inputs are the same."""
     rejected, dropped = decode_client_stats(reading.client_stats)
     rejected, dropped = bounded_counts(rejected), bounded_counts(dropped)
     recent = {
@@ -230,8 +252,10 @@ def build_snapshot(
         if now - measurement[1] <= CLOCK_OFFSET_HORIZON_SECONDS
     }
     offsets = {writer: offset for writer, (offset, _) in bounded_writers(recent).items()}
-    health = tuple(
-        provider_health(
+    health = []
+    for item in reading.providers:
+        build = partial(
+            provider_health,
             item.provider,
             item.window,
             states[item.provider],
@@ -243,13 +267,21 @@ def build_snapshot(
             exemplars=item.exemplars,
             histogram_bounds=targets.histogram_bounds,
         )
-        for item in reading.providers
-    )
+        if reuse is None:
+            health.append(build())
+            continue
+        # every input of provider_health: not the breaker's own counts, which move with time
+        state, suppressed = states[item.provider], item.provider in open_suppressed
+        inputs: tuple[object, ...] = (item.window, item.totals, item.transitions, item.exemplars)
+        inputs += (state, suppressed, targets)
+        health.append(reuse.health(item.provider, inputs, build))
+    if reuse is not None:
+        reuse.built()
     return Snapshot(
         taken_at=now,
         cycle=cycle,
         window_seconds=targets.window_seconds,
-        providers=health,
+        providers=tuple(health),
         redis_ops=bounded_counts(reading.redis_ops),
         client_rejected=rejected,
         client_dropped=sum(dropped.values()),
@@ -271,7 +303,7 @@ def silent_clocks(reading: Reading, now: float) -> list[str]:
     ]
 
 
-def _fields(value: object) -> dict[str, Any]:
+def fields_of(value: object) -> dict[str, Any]:
     """A dataclass's fields, for json.dumps (which recurses into them)."""
     if is_dataclass(value) and not isinstance(value, type):
         fields: dict[str, Any] = value.__dict__

@@ -1,7 +1,7 @@
 """The read of the workers' own metrics (their Counters, Gauges, Histograms): the commands and
 how their replies decode, side by side (``plan.Plan``). Round one: the specs and the processes
 with gauges; round two: per metric its series, values and exemplars, and per process its gauge
-values."""
+values. A reply equal to the last read's is not decoded again (``core.reuse.Reuse``)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ from functools import partial
 from typing import Any
 
 from aggregator.core.readings import BackendReading, Skips
+from aggregator.core.reuse import Reuse
 from aggregator.engine.plan import Plan
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.raw import as_dict, as_text
 
 
 class BackendRead:
-    def __init__(self, keys: Keys) -> None:
+    """``decoded``: what the last backend read decoded; the caller calls its ``finish()`` once
+    the reading is made."""
+
+    def __init__(self, keys: Keys, decoded: Reuse | None = None) -> None:
         self._keys = keys
+        self._decoded = Reuse() if decoded is None else decoded
         self.skips = Skips(keys)
         self._schema: dict[str, str] = {}
         self._writers: list[str] = []
@@ -38,7 +43,10 @@ class BackendRead:
         return plan
 
     def _decode_first(self, replies: list[Any]) -> None:
-        self._schema = self.skips.texts(self._keys.metric_schema, as_dict(replies[0]))
+        key, skips = self._keys.metric_schema, self.skips
+        self._schema = self._decoded.decode(
+            key, replies[0], skips, lambda raw: skips.texts(key, as_dict(raw))
+        )
         self._writers = [as_text(writer) for writer in replies[-1]]
 
     def second_round(self) -> Plan:
@@ -57,17 +65,24 @@ class BackendRead:
 
     def _decode_metric(self, name: str, replies: list[Any]) -> None:
         members, values, latest = replies
-        self._series[name] = sorted(as_text(member) for member in members)
-        keys, skips = self._keys, self.skips
-        self._data[name] = skips.ints(keys.metric_data(name), as_dict(values))
-        self._exemplars[name] = skips.texts(keys.metric_exemplars(name), as_dict(latest))
+        keys, skips, decoded = self._keys, self.skips, self._decoded
+        self._series[name] = decoded.decode(keys.metric_series(name), members, skips, _sorted_texts)
+        key = keys.metric_data(name)
+        self._data[name] = decoded.decode(
+            key, values, skips, lambda raw: skips.ints(key, as_dict(raw))
+        )
+        key = keys.metric_exemplars(name)
+        self._exemplars[name] = decoded.decode(
+            key, latest, skips, lambda raw: skips.texts(key, as_dict(raw))
+        )
 
     def _decode_gauges(self, replies: list[Any]) -> None:
-        keys = self._keys
-        self._gauges = [
-            self.skips.texts(keys.gauge_values(writer), as_dict(raw))
-            for writer, raw in zip(self._writers, replies, strict=True)
-        ]
+        pairs = zip(self._writers, replies, strict=True)
+        self._gauges = [self._gauge_values(writer, raw) for writer, raw in pairs]
+
+    def _gauge_values(self, writer: str, raw: Any) -> dict[str, str]:
+        key, skips = self._keys.gauge_values(writer), self.skips
+        return self._decoded.decode(key, raw, skips, lambda raw: skips.texts(key, as_dict(raw)))
 
     def reading(self) -> BackendReading:
         """What the rounds read: processes without gauge values left (their hash expired) are
@@ -77,3 +92,7 @@ class BackendRead:
         return BackendReading(
             self._schema, self._series, self._data, live, expired, self._exemplars
         )
+
+
+def _sorted_texts(members: Any) -> list[str]:
+    return sorted(as_text(member) for member in members)

@@ -20,7 +20,6 @@ from dataclasses import replace
 import redis
 from opentelemetry import trace
 
-from aggregator.core.backend import families_of
 from aggregator.core.breaker import Transition, counting_start
 from aggregator.core.decisions import acting, acting_in
 from aggregator.core.history import HistoryMinutes, HistoryPoint
@@ -32,11 +31,8 @@ from aggregator.core.served import (
     after_success,
     readiness,
 )
-from aggregator.core.snapshot import (
-    Snapshot,
-    build_snapshot,
-    silent_clocks,
-)
+from aggregator.core.snapshot import Snapshot, silent_clocks
+from aggregator.core.snapshot_reuse import SnapshotReuse
 from aggregator.engine.clock import CycleClock
 from aggregator.engine.evaluate import BreakerStep
 from aggregator.engine.lease import LeaderLease
@@ -99,6 +95,7 @@ class Aggregator:
             breaker_interval_seconds=settings.breaker_interval_seconds,
         )
         self._out_of_memory = False  # this cycle: Redis refused a plain write for lack of memory
+        self._reuse = SnapshotReuse(settings.health_targets)  # the last cycle's, reused
 
     # -- what is served ------------------------------------------------------------------------
 
@@ -227,16 +224,15 @@ class Aggregator:
         if cycle is None or cycle == FENCED:
             self._lease.deposed()
             return None
-        settings, suppressed = self.settings, self._breakers.suppressed
-        snapshot = build_snapshot(reading, states, now, cycle, settings.health_targets, suppressed)
+        snapshot = self._reuse.build(reading, states, now, cycle, self._breakers.suppressed)
         with tracer.start_as_current_span("read_backend_metrics"):
-            backend = self._reader.backend(now, settings.retention_seconds)
+            backend = self._reader.backend(now, self.settings.retention_seconds)
             if backend.expired_writers:
                 self._writer.forget_gauge_writers(backend.expired_writers)
-        snapshot = replace(snapshot, backend=families_of(backend, *settings.backend_bounds))
-        ttl = settings.readiness_max_age_intervals * settings.interval_seconds
+        snapshot = self._reuse.with_backend(snapshot, backend, *self.settings.backend_bounds)
+        ttl = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
         with tracer.start_as_current_span("publish_snapshot"):
-            if not self._writer.publish(snapshot.to_json(), self._lease.fence, ttl):
+            if not self._writer.publish(snapshot.to_json(self._reuse), self._lease.fence, ttl):
                 self._lease.deposed()
                 return None
         return snapshot

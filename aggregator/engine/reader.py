@@ -32,6 +32,7 @@ from aggregator.core.readings import (
     redis_memory,
     shard_counts,
 )
+from aggregator.core.reuse import Reuse
 from aggregator.core.snapshot import decode_published
 from aggregator.engine.backend_read import BackendRead
 from aggregator.engine.inspect_read import InspectRead
@@ -91,6 +92,10 @@ class WindowReader:
         """Provider -> the trim slot in which its window keys were last trimmed."""
         self._empty: dict[Place, tuple[int, ...]] = {}
         """(provider, shard) -> its partitions without calls in the window at the last read."""
+        self.decoded = {True: Reuse(), False: Reuse()}
+        """What the last read with counters (a metrics cycle's), and the last without (a breaker
+        cycle's), decoded: reused for the replies that come back unchanged."""
+        self._backend_decoded = Reuse()
 
     def take_ops(self) -> Counter[str]:
         """The commands issued since the last call (for the shared op counter)."""
@@ -208,6 +213,7 @@ class WindowReader:
             self._empty,
             trimming,
             counters,
+            self.decoded[counters],
         )
         self._run(window_read.first_round())
         second = window_read.second_round(counting_start)
@@ -215,6 +221,7 @@ class WindowReader:
             self._run(second)
         self._empty = window_read.empty_partitions()
         reading = window_read.reading()
+        self.decoded[counters].finish()
         self.skipped += window_read.skips.found
         return reading
 
@@ -236,12 +243,14 @@ class WindowReader:
     def backend(self, now: float, retention_seconds: float) -> BackendReading:
         """The workers' declared metrics (``BackendRead``): specs, admitted series, values, and
         the gauge values of processes whose gauge hash has not expired. Two round trips."""
-        backend_read = BackendRead(self._keys)
+        backend_read = BackendRead(self._keys, self._backend_decoded)
         prune_below = now - retention_seconds if self._maintains else None
         self._run(backend_read.first_round(prune_below))
         self._run(backend_read.second_round())
         self.skipped += backend_read.skips.found
-        return backend_read.reading()
+        reading = backend_read.reading()
+        self._backend_decoded.finish()
+        return reading
 
     def published_snapshot(self) -> str | None:
         """The leader's last published snapshot (JSON), if any."""

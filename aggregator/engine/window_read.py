@@ -8,6 +8,10 @@ calls fill a few of its 24 partitions: at 1,000 providers a count of every parti
 a read), and, when the provider's trim is due, one ZREMRANGEBYSCORE per partition. Round two,
 only when needed: the partitions found empty before that exist now, and the calls each breaker
 judges where its counting starts inside the window (only in partitions with calls in it).
+
+A reply equal to the last read's is not decoded again, and a provider whose every input equals
+the last read's keeps the same reading object (``core.reuse.Reuse``), so what is built
+from it downstream can be reused as well: the cost of decoding follows what changed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from aggregator.core.readings import (
     newest_exemplars,
     window_counts,
 )
+from aggregator.core.reuse import Reuse
 from aggregator.engine.plan import Plan
 from gatewayz_protocol.breaker_state import BreakerState
 from gatewayz_protocol.fields import Exemplar
@@ -41,7 +46,9 @@ class WindowRead:
     its time <= now + tolerance``. ``empty`` (per place, the partitions without calls at the
     last read) is what the last read's ``empty_partitions()`` returned; ``trimming`` names the
     providers whose window keys this read trims; ``counters`` False (what a breaker evaluation
-    needs) leaves out each provider's totals, exemplars and transitions."""
+    needs) leaves out each provider's totals, exemplars and transitions. ``decoded``: what the
+    last read of the same kind decoded (``Reuse``), reused where a reply is unchanged;
+    the caller calls its ``finish()`` once the reading is made."""
 
     def __init__(
         self,
@@ -54,8 +61,10 @@ class WindowRead:
         empty: Mapping[Place, tuple[int, ...]],
         trimming: frozenset[str] = frozenset(),
         counters: bool = True,
+        decoded: Reuse | None = None,
     ) -> None:
         self._keys = keys
+        self._decoded = Reuse() if decoded is None else decoded
         self._names = list(names)
         self._start = now - window
         self._low, self._high = f"({self._start!r}", repr(now + tolerance)
@@ -68,7 +77,7 @@ class WindowRead:
         self._shared: list[dict[bytes, bytes]] = []
         self._breakers: dict[str, BreakerState] = {}
         self._transitions: dict[str, dict[str, int]] = {}
-        self._totals: dict[str, Counter[str]] = {}
+        self._totals: dict[str, list[dict[str, int]]] = {}  # per shard
         self._exemplars: dict[str, dict[int, Exemplar]] = {}
         self._windows: dict[Place, list[int]] = {}
         self._recount: dict[Place, tuple[int, ...]] = {}  # empty before, existing now
@@ -86,16 +95,24 @@ class WindowRead:
             if self._counters:
                 commands.append(("HGETALL", keys.transitions(name)))
             plan.add(commands, partial(self._decode_breaker, name))
-            self._totals[name], self._exemplars[name] = Counter(), {}
+            self._totals[name], self._exemplars[name] = [], {}
             for shard in range(self._shards.get(name, 1)):
                 self._queue_shard(plan, name, shard)
         return plan
 
     def _decode_breaker(self, name: str, replies: list[Any]) -> None:
-        keys, skips = self._keys, self.skips
-        self._breakers[name] = skips.breaker(keys.breaker(name), as_dict(replies[0]))
-        transitions = as_dict(replies[1]) if self._counters else {}
-        self._transitions[name] = skips.ints(keys.transitions(name), transitions)
+        keys, skips, decoded = self._keys, self.skips, self._decoded
+        key = keys.breaker(name)
+        self._breakers[name] = decoded.decode(
+            key, replies[0], skips, lambda raw: skips.breaker(key, as_dict(raw))
+        )
+        if not self._counters:
+            self._transitions[name] = {}
+            return
+        key = keys.transitions(name)
+        self._transitions[name] = decoded.decode(
+            key, replies[1], skips, lambda raw: skips.ints(key, as_dict(raw))
+        )
 
     def _queue_shard(self, plan: Plan, name: str, shard: int) -> None:
         keys, window_keys = self._keys, self._keys.window_keys(name, shard)
@@ -125,12 +142,17 @@ class WindowRead:
     ) -> None:
         (name, shard), at = place, 0
         if self._counters:
-            skips = self.skips
-            self._totals[name].update(
-                skips.ints(self._keys.totals(name, shard), as_dict(replies[0]))
+            keys, skips, decoded = self._keys, self.skips, self._decoded
+            key = keys.totals(name, shard)
+            self._totals[name].append(
+                decoded.decode(key, replies[0], skips, lambda raw: skips.ints(key, as_dict(raw)))
             )
-            found = skips.exemplars(self._keys.exemplars(name, shard), as_dict(replies[1]))
-            self._exemplars[name] = newest_exemplars(self._exemplars[name], found)
+            key = keys.exemplars(name, shard)
+            found = decoded.decode(
+                key, replies[1], skips, lambda raw: skips.exemplars(key, as_dict(raw))
+            )
+            known = self._exemplars[name]
+            self._exemplars[name] = newest_exemplars(known, found) if known else found
             at = 2
         at += WINDOW_PARTITIONS if trims else 0
         window = [0] * WINDOW_PARTITIONS
@@ -187,20 +209,13 @@ class WindowRead:
             shards = self._shards.get(name, 1)
             per_shard = [self._windows[(name, shard)] for shard in range(shards)]
             summed = per_shard[0] if shards == 1 else [sum(c) for c in zip(*per_shard, strict=True)]
-            window = window_counts(summed)
             since = self._since.get(name)
-            breaker_counts: WindowCounts = window if since is None else window_counts(since)
-            readings.append(
-                ProviderReading(
-                    name,
-                    window,
-                    breaker_counts,
-                    dict(self._totals[name]),
-                    breaker,
-                    self._transitions[name],
-                    self._exemplars[name],
-                )
-            )
+            parts = self._totals[name]
+            totals = parts[0] if len(parts) == 1 else _summed(parts)
+            transitions, exemplars = self._transitions[name], self._exemplars[name]
+            inputs = (summed, since, totals, breaker, transitions, exemplars)
+            build = partial(_provider_reading, name, *inputs)
+            readings.append(self._decoded.reuse(("reading", name), inputs, build))
         keys, skips = self._keys, self.skips
         return Reading(
             tuple(readings),
@@ -216,3 +231,25 @@ class WindowRead:
             place: tuple(i for i, count in enumerate(window) if not count)
             for place, window in self._windows.items()
         }
+
+
+def _provider_reading(
+    name: str,
+    window: list[int],
+    since: list[int] | None,
+    totals: dict[str, int],
+    breaker: BreakerState,
+    transitions: dict[str, int],
+    exemplars: dict[int, Exemplar],
+) -> ProviderReading:
+    counts = window_counts(window)
+    breaker_counts: WindowCounts = counts if since is None else window_counts(since)
+    return ProviderReading(name, counts, breaker_counts, totals, breaker, transitions, exemplars)
+
+
+def _summed(parts: list[dict[str, int]]) -> dict[str, int]:
+    """Several shards' totals added up, field by field."""
+    summed: Counter[str] = Counter()
+    for part in parts:
+        summed.update(part)
+    return dict(summed)
