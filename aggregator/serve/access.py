@@ -41,6 +41,11 @@ class Access:
     def operator_enabled(self) -> bool:
         return self._operator is not None
 
+    @property
+    def reader_required(self) -> bool:
+        """Whether the data endpoints need a token (the reader's or the operator's)."""
+        return self._reader is not None
+
     def role_of(self, authorization: str) -> Role | None:
         """The role an ``Authorization`` header value proves: None for a bearer token that is
         neither; HTTPException 401 without a bearer token at all."""
@@ -63,14 +68,19 @@ class Access:
 
         async def guard(request: Request) -> None:  # async: no thread hop for a header check
             request.state.role = None
-            if self._reader is None:
-                return
-            role = self.role_of(request.headers.get("authorization", ""))
-            if role is None:
-                raise _invalid_token()
-            request.state.role = role
+            request.state.role = self.reader_role(request.headers.get("authorization"))
 
         return guard
+
+    def reader_role(self, authorization: str | None) -> Role | None:
+        """The role a data endpoint lets a request in with (None: no reader token configured,
+        every request is let in); HTTPException 401 when it is refused."""
+        if self._reader is None:
+            return None
+        role = self.role_of(authorization or "")
+        if role is None:
+            raise _invalid_token()
+        return role
 
     def operator_guard(
         self, refused: Callable[[Request, int], None] = lambda request, status: None

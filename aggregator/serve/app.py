@@ -28,6 +28,7 @@ from aggregator.serve.access import Access
 from aggregator.serve.admin import add_admin
 from aggregator.serve.dashboard import DashboardCache, DashboardResponse
 from aggregator.serve.history import HistoryResponse, history_response
+from aggregator.serve.metrics_route import MetricsFastPath
 from aggregator.serve.rendering import RenderedMetrics, accepts_gzip
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -47,12 +48,14 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
         openapi_url=None,
     )
     settings = aggregator.settings
-    hosts = settings.trusted_hosts
-    if hosts != ("*",):  # a page on another name resolving here (DNS rebinding) is refused
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     rendered = RenderedMetrics(aggregator.served)
     app.state.rendered = rendered  # the entry point primes it after each cycle
     access = Access(settings.auth_token, settings.operator_token)
+    # a scrape of a rendered body answered ahead of the routing (inside the host check)
+    app.add_middleware(MetricsFastPath, rendered=rendered, access=access)
+    hosts = settings.trusted_hosts
+    if hosts != ("*",):  # a page on another name resolving here (DNS rebinding) is refused
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     protected = [Depends(access.reader_guard())]
     _add_metrics(app, rendered, protected)
     _add_probes(app, aggregator)

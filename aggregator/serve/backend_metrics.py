@@ -100,20 +100,38 @@ def _sample_names(name: str, kind: str) -> set[str]:
 
 
 def backend_metrics(snapshot: Snapshot) -> Iterator[Metric]:
-    counts = [CounterMetricFamily(name, text, labels=["metric"]) for name, text, _ in _COUNTS]
+    """The workers' families served (``served_families``), then the per-metric counts."""
+    for family in served_families(snapshot):
+        yield metric_of(family)
+    yield from count_metrics(snapshot)
+
+
+def served_families(snapshot: Snapshot) -> list[BackendFamily]:
+    """The workers' families served: those that clash with none of the aggregator's own nor
+    with an earlier one (the scrape must stay parseable)."""
+    served = []
     taken = {n for name in RESERVED_NAMES for n in _sample_names(name, "histogram")}
+    for family in snapshot.backend:
+        exposed = _sample_names(family.name, family.kind)
+        if family.name.startswith(RESERVED_PREFIXES) or exposed & taken:
+            continue
+        taken |= exposed
+        served.append(family)
+    return served
+
+
+def count_metrics(snapshot: Snapshot) -> list[Metric]:
+    """Each metric's counts (updates dropped, values rejected, conflicts, truncations)."""
+    counts = [CounterMetricFamily(name, text, labels=["metric"]) for name, text, _ in _COUNTS]
     for family in snapshot.backend:
         for counted, (_, _, attribute) in zip(counts, _COUNTS, strict=True):
             counted.add_metric([family.name], getattr(family, attribute))
-        exposed = _sample_names(family.name, family.kind)
-        if family.name.startswith(RESERVED_PREFIXES) or exposed & taken:
-            continue  # would clash with another family: the scrape must stay parseable
-        taken |= exposed
-        yield _metric(family)
-    yield from counts
+    return list(counts)
 
 
-def _metric(family: BackendFamily) -> Metric:
+def metric_of(family: BackendFamily) -> Metric:
+    """One workers' family as prometheus_client's family of its kind (its exposition depends
+    on it alone)."""
     labelnames = list(family.labelnames)
     name, text, unit = family.name, family.help, family.unit
     if family.kind == "counter":

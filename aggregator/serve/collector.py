@@ -1,9 +1,17 @@
 """The metric families of the served state: a custom collector that reads one immutable
-ServedState per collect, so every series of one scrape comes from the same cycle."""
+ServedState per collect, so every series of one scrape comes from the same cycle.
+
+The families come in three kinds (``exposition`` renders each kind its own way): the replica's
+own (``status_metrics``, ``client_metrics``: a few series, new every cycle), those with series
+per provider (``PROVIDER_GROUPS``: each provider's samples added on their own, so they can be
+rendered for the providers that changed only), and the workers' metrics (``backend_metrics``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -15,7 +23,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from aggregator.core.served import CycleStatus, ServedState
-from aggregator.core.snapshot import Snapshot
+from aggregator.core.snapshot import ProviderHealth, Snapshot
 from aggregator.serve.backend_metrics import backend_metrics
 from aggregator.serve.exemplars import with_exemplars
 from gatewayz_protocol.breaker_state import STATES
@@ -44,15 +52,38 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         served = self._served()
         snapshot = served.snapshot
-        yield from _status_metrics(snapshot, served.status)
-        yield from _replica_metrics(served)
+        yield from status_metrics(served)
         if snapshot is None:
             return
-        yield from _health_metrics(snapshot)
-        yield from _provider_counters(snapshot)
-        yield from _cancelled_calls(snapshot)
+        le = le_labels(snapshot)
+        for group in PROVIDER_GROUPS:
+            families = group.families(snapshot)
+            for health in snapshot.providers:
+                group.add(families, health, le)
+            yield from families
         yield from backend_metrics(snapshot)
-        yield from _client_metrics(snapshot)
+        yield from client_metrics(snapshot)
+
+
+def status_metrics(served: ServedState) -> Iterator[Metric]:
+    """The replica's own families, first in the exposition."""
+    yield from _status_metrics(served.snapshot, served.status)
+    yield from _replica_metrics(served)
+
+
+def le_labels(snapshot: Snapshot) -> tuple[str, ...]:
+    """The ``le`` label values of ``provider_response_time_seconds`` in ``snapshot``."""
+    return _le_labels(snapshot.histogram_bounds)
+
+
+@dataclass(frozen=True)
+class ProviderGroup:
+    """Families with series per provider: ``families(snapshot)`` makes them without samples,
+    ``add(families, health, le)`` adds one provider's samples to them (the same samples
+    whichever providers are added before or after it: ``le`` from ``le_labels``)."""
+
+    families: Callable[[Snapshot], list[Metric]]
+    add: Callable[[list[Any], ProviderHealth, tuple[str, ...]], None]
 
 
 def _replica_metrics(served: ServedState) -> Iterator[Metric]:
@@ -77,7 +108,7 @@ def _replica_metrics(served: ServedState) -> Iterator[Metric]:
     yield leader
 
 
-def _health_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+def _health_families(snapshot: Snapshot) -> list[Metric]:
     """The seed's window figures per provider, and the breaker's state."""
     window = _window(snapshot.window_seconds)
     availability = GaugeMetricFamily(
@@ -111,20 +142,24 @@ def _health_metrics(snapshot: Snapshot) -> Iterator[Metric]:
         "Circuit breaker state, one-hot over closed, open, half_open",
         labels=["provider", "state"],
     )
-    for p in snapshot.providers:
-        labels = [p.provider]
-        availability.add_metric(labels, p.availability)
-        err.add_metric(labels, p.error_rate)
-        health.add_metric(labels, p.health_score)
-        if p.latency_p95_seconds is not None:
-            p95.add_metric(labels, p.latency_p95_seconds)
-        window_requests.add_metric(labels, p.window_requests)
-        for state in STATES:
-            breaker.add_metric([p.provider, state], 1.0 if p.breaker.state == state else 0.0)
-    yield from (availability, err, health, p95, window_requests, breaker)
+    return [availability, err, health, p95, window_requests, breaker]
 
 
-def _provider_counters(snapshot: Snapshot) -> Iterator[Metric]:
+def _add_health(families: list[Any], p: ProviderHealth, le: tuple[str, ...]) -> None:
+    availability, err, health, p95, window_requests, breaker = families
+    labels = [p.provider]
+    availability.add_metric(labels, p.availability)
+    err.add_metric(labels, p.error_rate)
+    health.add_metric(labels, p.health_score)
+    if p.latency_p95_seconds is not None:
+        p95.add_metric(labels, p.latency_p95_seconds)
+    window_requests.add_metric(labels, p.window_requests)
+    for state in STATES:
+        value = 1.0 if p.breaker.state == state else 0.0
+        breaker.add_metric([p.provider, state], value)
+
+
+def _counter_families(snapshot: Snapshot) -> list[Metric]:
     """Each provider's cumulative counters, and what its breaker did."""
     response_time = HistogramMetricFamily(
         "provider_response_time_seconds",
@@ -162,26 +197,30 @@ def _provider_counters(snapshot: Snapshot) -> Iterator[Metric]:
         "1 when the breaker would open but the max-open-share guard keeps it closed",
         labels=["provider"],
     )
-    le_labels = _le_labels(snapshot.histogram_bounds)
-    for p in snapshot.providers:
-        labels = [p.provider]
-        buckets = with_exemplars(le_labels, p.histogram_cumulative, p.exemplars)
-        response_time.add_metric(labels, buckets, p.latency_sum_seconds)
-        for outcome in OUTCOMES:
-            requests.add_metric([p.provider, outcome], p.requests_total.get(outcome, 0))
-        cost.add_metric(labels, p.cost_usd)
-        tokens.add_metric(labels, p.tokens_total)
-        for pair, count in sorted(p.transitions.items()):
-            from_state, _, to_state = pair.partition(">")
-            transitions.add_metric([p.provider, from_state, to_state], count)
-        rejected_calls.add_metric(labels, p.breaker_rejected_total)
-        forced.add_metric(labels, 1.0 if p.breaker.forced else 0.0)
-        suppressed.add_metric(labels, 1.0 if p.open_suppressed else 0.0)
-    yield from (response_time, requests, cost, tokens, transitions, rejected_calls, forced)
-    yield suppressed
+    return [response_time, requests, cost, tokens, transitions, rejected_calls, forced, suppressed]
 
 
-def _cancelled_calls(snapshot: Snapshot) -> Iterator[Metric]:
+def _add_counters(families: list[Any], p: ProviderHealth, le: tuple[str, ...]) -> None:
+    response_time, requests, cost, tokens, transitions, rejected_calls, forced, suppressed = (
+        families
+    )
+    labels = [p.provider]
+    buckets = with_exemplars(le, p.histogram_cumulative, p.exemplars)
+    response_time.add_metric(labels, buckets, p.latency_sum_seconds)
+    for outcome in OUTCOMES:
+        count = p.requests_total.get(outcome, 0)
+        requests.add_metric([p.provider, outcome], count)
+    cost.add_metric(labels, p.cost_usd)
+    tokens.add_metric(labels, p.tokens_total)
+    for pair, count in sorted(p.transitions.items()):
+        from_state, _, to_state = pair.partition(">")
+        transitions.add_metric([p.provider, from_state, to_state], count)
+    rejected_calls.add_metric(labels, p.breaker_rejected_total)
+    forced.add_metric(labels, 1.0 if p.breaker.forced else 0.0)
+    suppressed.add_metric(labels, 1.0 if p.open_suppressed else 0.0)
+
+
+def _cancelled_families(snapshot: Snapshot) -> list[Metric]:
     """Calls not attempted to the end: apart from the requests by outcome class, whose sum is
     the latency histogram's count."""
     cancelled = CounterMetricFamily(
@@ -190,12 +229,22 @@ def _cancelled_calls(snapshot: Snapshot) -> Iterator[Metric]:
         "all workers: outside the requests, the window, the error rate and the breaker",
         labels=["provider"],
     )
-    for p in snapshot.providers:
-        cancelled.add_metric([p.provider], p.cancelled_total)
-    yield cancelled
+    return [cancelled]
 
 
-def _client_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+def _add_cancelled(families: list[Any], p: ProviderHealth, le: tuple[str, ...]) -> None:
+    families[0].add_metric([p.provider], p.cancelled_total)
+
+
+PROVIDER_GROUPS = (
+    ProviderGroup(_health_families, _add_health),
+    ProviderGroup(_counter_families, _add_counters),
+    ProviderGroup(_cancelled_families, _add_cancelled),
+)
+"""The families with series per provider, in the exposition's order."""
+
+
+def client_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     """What every process reports beside its events: Redis commands, rejections, drops, clock
     offsets."""
     redis_ops = CounterMetricFamily(

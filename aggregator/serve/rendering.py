@@ -3,7 +3,6 @@ gzipped, once per served state, then served as bytes."""
 
 from __future__ import annotations
 
-import gzip
 import threading
 from collections.abc import Callable
 
@@ -12,6 +11,7 @@ from prometheus_client.exposition import choose_encoder
 
 from aggregator.core.served import ServedState
 from aggregator.serve.collector import SnapshotCollector
+from aggregator.serve.exposition import Exposition
 
 
 def make_registry(served: Callable[[], ServedState]) -> CollectorRegistry:
@@ -39,8 +39,9 @@ class RenderedMetrics:
     The served state is immutable and replaced whenever anything in it changes, so its identity
     says when to render again. While ``prime`` renders a new state, scrapes get the previous
     state's finished bodies: a scrape never waits for a render it did not ask for. ``prime``
-    renders the formats scrapers have asked for (a body costs 0.25-0.5 s at 1,000 providers,
-    and Prometheus asks for one format only): a format's first scrape renders it."""
+    renders the formats scrapers have asked for (a body rendered whole costs 0.25-0.5 s at 1,000
+    providers, and Prometheus asks for one format only): a format's first scrape renders it.
+    Each format renders what changed since its last body only (``exposition.Exposition``)."""
 
     GZIP_LEVEL = 6
 
@@ -54,13 +55,18 @@ class RenderedMetrics:
         """The state ``prime`` is rendering, None when it is not."""
         self._asked: set[tuple[str, bool]] = set()
         """(content type, gzipped) of every body a scrape asked for."""
+        self._expositions: dict[str, Exposition] = {}
+        """Per content type, its text as last rendered, by part (reused where unchanged)."""
 
-    def cached(self, accept: str | None, gzipped: bool = False) -> tuple[bytes, str] | None:
+    def cached(
+        self, accept: str | None, gzipped: bool = False, ask: bool = True
+    ) -> tuple[bytes, str] | None:
         """(body, content type) when it is rendered for the current state, or for the previous
         one while the current one is being primed; else None. Never waits (no lock): an event
-        loop may call it."""
+        loop may call it. ``ask``: count the format as asked for (``prime`` renders it)."""
         content_type = _encoder(accept)[1]
-        self._asked.add((content_type, gzipped))
+        if ask:
+            self._asked.add((content_type, gzipped))
         state, bodies = self._cache
         current = self._served()
         if state is not current and self._priming is not current:
@@ -105,16 +111,18 @@ class RenderedMetrics:
         content_type: str,
         gzipped: bool,
     ) -> bytes:
+        exposition = self._expositions.get(content_type)
+        if exposition is None:
+            exposition = Exposition(encoder, self.GZIP_LEVEL)
+            self._expositions[content_type] = exposition
         body = bodies.get((content_type, False))
         if body is None:
-            body = encoder(make_registry(lambda: state))
-            bodies[(content_type, False)] = body
+            body = bodies[(content_type, False)] = exposition.render(state)
         if not gzipped:
             return body
         compressed = bodies.get((content_type, True))
         if compressed is None:
-            compressed = gzip.compress(body, self.GZIP_LEVEL, mtime=0)
-            bodies[(content_type, True)] = compressed
+            compressed = bodies[(content_type, True)] = exposition.gzipped(state)
         return compressed
 
 

@@ -8,12 +8,11 @@ from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-import aggregator.serve.rendering as rendering_module
 from aggregator.core.served import ServedState
 from aggregator.engine.cycle import Aggregator
 from aggregator.serve.app import create_app
+from aggregator.serve.exposition import Exposition
 from aggregator.serve.rendering import RenderedMetrics, accepts_gzip
 from client import MetricsClient
 from tests.support.clock import FakeClock
@@ -142,14 +141,14 @@ def test_scrapes_get_the_previous_bodies_while_a_new_snapshot_is_primed(
     aggregator.run_cycle()
 
     rendering, release = threading.Event(), threading.Event()
-    make_registry = rendering_module.make_registry
+    render = Exposition.render
 
-    def slow_registry(served: Callable[[], ServedState]) -> CollectorRegistry:
+    def slow_render(self: Exposition, served: ServedState) -> bytes:
         rendering.set()
         assert release.wait(timeout=10)
-        return make_registry(served)
+        return render(self, served)
 
-    monkeypatch.setattr(rendering_module, "make_registry", slow_registry)
+    monkeypatch.setattr(Exposition, "render", slow_render)
     primer = threading.Thread(target=rendered.prime)
     primer.start()
     assert rendering.wait(timeout=10)
