@@ -7,6 +7,13 @@ going through ``MetricsClient``. ``Aggregator.run_cycle()`` runs with its clock 
 load time, so no event leaves the window between runs; one warm-up cycle, then the median of
 ``ctx.repeats``. The cycle only trims and counts (ZREMRANGEBYSCORE + ZCOUNT, O(log n) each),
 so its time should not depend on how many events the windows hold.
+
+Then the cycle at fleet scale (``bench_fleet``'s 1,000 providers with traffic and 10,000 backend
+series), as the cost follows what changed since the last cycle: no provider with new calls, 100
+of them, all 1,000 (one new call each, written between cycles, outside the time measured), each
+beside the same cycle with nothing reused from the last one (the peer: what a cycle cost before
+it reused anything), in interleaved turns on a clock that advances one breaker interval per
+cycle, as ``bench_fleet`` runs it.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ import time
 import redis
 from redis.typing import EncodableT, FieldT
 
+from aggregator.core.reuse import Reuse
+from aggregator.core.snapshot_reuse import SnapshotReuse
 from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
+from bench.bench_fleet import ACTIVE, BACKEND_METRICS, SERIES_PER_METRIC, load_fleet
 from bench.common import Context, Figure
-from client import ClientSettings
+from client import ClientSettings, MetricsClient
 from gatewayz_protocol.fields import encode_totals
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS, WINDOW_BOUNDS, latency_partition
@@ -195,4 +205,115 @@ def run(ctx: Context) -> list[Figure]:
             "only says the cycle must not grow with the events in the window",
         )
     )
+    return figures + run_fleet(ctx)
+
+
+# -- at fleet scale: the cost follows what changed -------------------------------------------------
+
+CHANGED = (0, 100, ACTIVE)
+FLEET_TARGET_MS = 250.0
+FLEET_NORMAL_DAY_MS = 150.0
+
+
+class _Forgetful(Reuse):
+    """Reuses nothing: every read decodes everything again."""
+
+    def finish(self) -> None:
+        super().finish()
+        self._previous = {}
+
+
+class _ForgetfulSnapshots(SnapshotReuse):
+    """Reuses nothing: every snapshot computes every provider's figures and JSON again."""
+
+    def built(self) -> None:
+        super().built()
+        self._health = {}
+
+    def finish(self) -> None:
+        super().finish()
+        self._json = {}
+
+
+def _reusing_nothing(aggregator: Aggregator, settings: AggregatorSettings) -> None:
+    """The peer: the same aggregator with nothing reused from one cycle to the next (its
+    reuse objects swapped for ones that forget: a benchmark's reach into its parts)."""
+    snapshots = _ForgetfulSnapshots(settings.health_targets)
+    snapshots._families = _Forgetful()
+    aggregator._reuse = snapshots
+    reader = aggregator._reader
+    reader.decoded = {True: _Forgetful(), False: _Forgetful()}
+    reader._backend_decoded = _Forgetful()
+
+
+class _FleetRun:
+    """A loaded fleet namespace, an aggregator over it, and a client that gives ``changed``
+    providers one new call before each cycle."""
+
+    def __init__(self, ctx: Context, changed: int, reuse: bool):
+        self.changed, self.reuse = changed, reuse
+        self.namespace = ctx.namespace("cycle-fleet")
+        load_fleet(ctx.redis_url, self.namespace, 0)
+        self.settings = AggregatorSettings(redis_url=ctx.redis_url, namespace=self.namespace)
+        self.clock = time.time()
+        self.connection = connect(ctx.redis_url, socket_timeout=30.0)
+        self.aggregator = Aggregator(self.settings, self.connection, clock=lambda: self.clock)
+        if not reuse:
+            _reusing_nothing(self.aggregator, self.settings)
+        self.client = MetricsClient(
+            settings=ClientSettings(
+                redis_url=ctx.redis_url, namespace=self.namespace, max_providers=ACTIVE + 1
+            )
+        )
+        self.seconds: list[float] = []
+        self.turn = 0
+        self.cycle()  # warm: the lease, every key trimmed
+        self.seconds.clear()
+
+    def cycle(self) -> None:
+        for index in range(self.changed):  # each turn other calls: other latencies
+            self.client.record(f"p{index}", 0.05 + (self.turn % 9) / 10, status_code=200)
+        if self.changed and not self.client.flush(timeout=60):
+            raise RuntimeError("the client did not flush")
+        self.turn += 1
+        self.clock += self.settings.breaker_interval_seconds
+        started = time.perf_counter()
+        if self.aggregator.run_cycle() is None:
+            raise RuntimeError(f"cycle failed: {self.aggregator.status.last_error}")
+        self.seconds.append(time.perf_counter() - started)
+
+    def close(self, loader: redis.Redis) -> None:
+        self.client.close(timeout=10)
+        self.aggregator.release_lease()
+        self.connection.close()
+        delete_namespace(loader, self.namespace)
+
+
+def run_fleet(ctx: Context) -> list[Figure]:
+    """The fleet cycle with 0, 100 and 1,000 providers changed, reusing and not."""
+    loader = ctx.connection()
+    runs = [_FleetRun(ctx, changed, reuse) for changed in CHANGED for reuse in (True, False)]
+    try:
+        for _ in range(ctx.repeats + 2):  # interleaved turns
+            for item in runs:
+                item.cycle()
+    finally:
+        for item in runs:
+            item.close(loader)
+        loader.close()
+    what = f"{ACTIVE:,} providers + {BACKEND_METRICS * SERIES_PER_METRIC:,} backend series"
+    figures = []
+    for reusing, peer in zip(runs[::2], runs[1::2], strict=True):
+        ms, peer_ms = (statistics.median(item.seconds) * 1000 for item in (reusing, peer))
+        changed = f"{reusing.changed:,} providers with new calls since the last cycle"
+        how = f"median of {len(reusing.seconds)} interleaved turns"
+        figures += [
+            Figure("cycle", f"cycle, {what}, {changed}", ms, "ms",
+                   target=f"<= {FLEET_TARGET_MS:.0f} ms (<= {FLEET_NORMAL_DAY_MS:.0f} on a "
+                   "normal day)", met=ms <= FLEET_TARGET_MS,
+                   note=f"{how}; {ms / peer_ms:.2f}x the same cycle reusing nothing; cycles "
+                   f"{', '.join(f'{s * 1000:.0f}' for s in reusing.seconds)} ms"),
+            Figure("cycle", "the same, reusing nothing from the last cycle", peer_ms, "ms",
+                   peer="before: every provider decoded and computed again", note=how),
+        ]  # fmt: skip
     return figures
