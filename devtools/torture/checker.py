@@ -52,8 +52,8 @@ INVARIANTS = {
     "forced states only by an operator",
     "readonly_commands": "inspect and breaker status send no write; open/close/reset write "
     "only their provider's breaker and the registry",
-    "recovery": "after the faults heal, every replica is ready and serves the same fresh "
-    "snapshot, every worker's close() is True, no process died on its own",
+    "recovery": "after the faults heal, every replica is ready (within 30 s) and serves the "
+    "same fresh snapshot, every worker's close() is True, no process died on its own",
 }
 
 
