@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aggregator.core.breaker import BreakerConfig
+from aggregator.core.breaker_policy import OVERRIDABLE, Overrides, parse_overrides
 from gatewayz_protocol import options as shared
 from gatewayz_protocol.options import AGGREGATOR, Option, integer, names, number, numbers, text
 from gatewayz_telemetry import settings as telemetry
@@ -138,6 +139,30 @@ BREAKER_WINDOW: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-window",
     deprecated=("BREAKER_WINDOW_SECONDS",),
+)
+BREAKER_RECENT_WINDOW: Option[float] = Option(
+    name="breaker_recent_window_seconds",
+    env="GATEWAYZ_BREAKER_RECENT_WINDOW_SECONDS",
+    parse=number,
+    default=_BREAKER.recent_window_seconds,
+    help="seconds of recent calls a closed breaker is also judged on when a worker wakes it "
+    "(its calls fail there); 0: a wake judges the breaker window only",
+    read_by=(AGGREGATOR,),
+    flag="--breaker-recent-window",
+)
+BREAKER_PROVIDERS: Option[Overrides] = Option(
+    name="breaker_providers",
+    env="GATEWAYZ_BREAKER_PROVIDERS",
+    parse=parse_overrides,
+    default=(),
+    help="per-provider breaker settings replacing the global ones for that provider: "
+    "'openrouter:min_calls=50,failure_rate=0.3;groq:open_seconds=60' or the same as JSON "
+    '({"openrouter": {"min_calls": 50}}); settings: '
+    + ", ".join(OVERRIDABLE)
+    + " (no Redis cost: the same keys are read with other bounds)",
+    read_by=(AGGREGATOR,),
+    flag="--breaker-providers",
+    default_text="none: every provider has the global settings",
 )
 BREAKER_HALF_OPEN_CALLS: Option[int] = Option(
     name="breaker_half_open_calls",
@@ -318,6 +343,8 @@ AGGREGATOR_OPTIONS: tuple[Option[Any], ...] = (
     BREAKER_OPEN_SECONDS,
     BREAKER_MAX_OPEN_SECONDS,
     BREAKER_WINDOW,
+    BREAKER_RECENT_WINDOW,
+    BREAKER_PROVIDERS,
     BREAKER_HALF_OPEN_CALLS,
     BREAKER_HALF_OPEN_TIMEOUT,
     BREAKER_PERMIT_SECONDS,

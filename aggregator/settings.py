@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from aggregator import option_table as table
 from aggregator.core.breaker import BreakerConfig
+from aggregator.core.breaker_policy import BreakerPolicy, Overrides
 from aggregator.core.snapshot import HealthTargets
 from gatewayz_protocol import options as shared
 from gatewayz_protocol.labels import check_max_label_value_bytes
@@ -92,6 +93,8 @@ class AggregatorSettings:
     window_seconds: float = shared.WINDOW_SECONDS.default
     providers: tuple[str, ...] = table.PROVIDERS.default
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    breaker_providers: Overrides = table.BREAKER_PROVIDERS.default
+    """Per provider, the breaker settings replacing ``breaker``'s for it (``breaker_policy``)."""
     latency_target_seconds: float = table.LATENCY_TARGET.default
     latency_ceiling_seconds: float = table.LATENCY_CEILING.default
     extra_latency_buckets: tuple[float, ...] = table.EXTRA_LATENCY_BUCKETS.default
@@ -164,6 +167,15 @@ class AggregatorSettings:
                 raise ValueError(f"invalid provider name {name!r}")
         _check_ranges(self)
         _check_breaker(self.breaker)
+        policy = BreakerPolicy.of(self.breaker, self.breaker_providers, _check_breaker)
+        object.__setattr__(self, "_breaker_policy", policy)
+
+    @property
+    def breaker_policy(self) -> BreakerPolicy:
+        """The configuration each provider's breaker is judged by: ``breaker``, and for the
+        providers of ``breaker_providers`` their own."""
+        policy: BreakerPolicy = self.__dict__["_breaker_policy"]
+        return policy
 
     @property
     def trusted_hosts(self) -> tuple[str, ...]:
@@ -213,6 +225,7 @@ def _check_finite(settings: AggregatorSettings) -> None:
         "breaker half-open timeout": settings.breaker.half_open_timeout_seconds,
         "breaker permit seconds": settings.permit_seconds,
         "breaker window": settings.breaker.window_seconds,
+        "breaker recent window": settings.breaker.recent_window_seconds,
         "header timeout": settings.header_timeout_seconds,
         "keep-alive timeout": settings.keepalive_timeout_seconds,
         "send timeout": settings.send_timeout_seconds,
@@ -273,6 +286,8 @@ def _check_breaker(b: BreakerConfig) -> None:
         raise ValueError("need 0 < breaker open seconds <= breaker max open seconds")
     if not b.window_seconds > 0:
         raise ValueError("breaker window must be > 0")
+    if not b.recent_window_seconds >= 0:
+        raise ValueError("breaker recent window must be >= 0")
     if not b.half_open_timeout_seconds > 0:
         raise ValueError("breaker half-open timeout must be > 0")
     if not 0.0 <= b.max_open_share <= 1.0:

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 from client._breaker_status import BreakerStatus, open_deadline, retry_after
@@ -33,6 +33,10 @@ from gatewayz_transport.routing import pipeline
 from gatewayz_transport.scripts import register
 
 log = logging.getLogger("gatewayz.metrics.client")
+
+HURRY_SECONDS = 0.1
+"""How often a hurried provider's state is refreshed (one that woke its breaker: its calls fail
+here, so the verdict is wanted at once)."""
 
 
 class Stored(NamedTuple):
@@ -93,11 +97,13 @@ class _Entry:
     """A provider's cached breaker. ``state`` is ``known.state`` (None: never learned, Redis
     unreachable: fail open), kept apart so ``allow()`` reads one attribute."""
 
-    __slots__ = ("denied_until", "known", "refreshed_at", "state")
+    __slots__ = ("denied_until", "hurry_until", "known", "refreshed_at", "state")
 
     def __init__(self, known: Stored | None, refreshed_at: float) -> None:
         self.refreshed_at = refreshed_at
         self.denied_until = 0.0
+        self.hurry_until = 0.0
+        """Until then (monotonic) refreshed every ``HURRY_SECONDS``: its calls fail here."""
         self.known: Stored | None = None
         self.state: str | None = None
         self.learn(known)
@@ -222,21 +228,33 @@ class BreakerGate:
             self._entries.setdefault(provider, entry)
             return self._entries[provider]
 
+    def hurry(self, providers: Iterable[str], until: float) -> None:
+        """Refresh ``providers``' cached states every ``HURRY_SECONDS`` (at most the refresh
+        interval) until ``until`` (monotonic): their breakers were just woken
+        (``client._wake``). Providers not cached are left alone (``allow()`` learns them)."""
+        for provider in providers:
+            entry = self._entries.get(provider)
+            if entry is not None:
+                entry.hurry_until = max(entry.hurry_until, until)
+
+    def _due_at(self, entry: _Entry, now: float) -> float:
+        if now < entry.hurry_until:
+            return entry.refreshed_at + min(HURRY_SECONDS, self._refresh_seconds)
+        return entry.refreshed_at + self._refresh_seconds
+
     def seconds_until_refresh(self) -> float:
-        """Until the oldest cached state is due for a refresh (infinity: nothing cached)."""
+        """Until the first cached state is due for a refresh (infinity: nothing cached)."""
         if not self._entries:
             return math.inf
-        oldest = min(e.refreshed_at for e in list(self._entries.values()))
-        return oldest + self._refresh_seconds - self._monotonic()
+        now = self._monotonic()
+        first = min(self._due_at(e, now) for e in list(self._entries.values()))
+        return first - now
 
     def refresh_if_due(self) -> None:
-        """Refresh every cached state older than the refresh interval (the flusher calls this)."""
+        """Refresh every cached state older than the refresh interval (a hurried one: older than
+        ``HURRY_SECONDS``); the flusher calls this before each pass."""
         now = self._monotonic()
-        due = [
-            p
-            for p, e in list(self._entries.items())
-            if now - e.refreshed_at >= self._refresh_seconds
-        ]
+        due = [p for p, e in list(self._entries.items()) if now >= self._due_at(e, now)]
         if not due:
             return
         try:
@@ -249,6 +267,8 @@ class BreakerGate:
             new = states.get(provider, Stored(CLOSED))
             if new.state != entry.state:
                 entry.denied_until = 0.0
+            if new.state != CLOSED:
+                entry.hurry_until = 0.0  # the verdict a wake waited for: back to the interval
             entry.learn(new)
             entry.refreshed_at = now
         self._redis_errors_logged = False

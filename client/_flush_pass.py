@@ -92,10 +92,12 @@ class FlushPass:
         max_batch: int,
         max_providers: int,
         clock: SharedClock | None = None,
+        wakes: Callable[[Batch], Batch] = lambda batch: batch,
     ) -> None:
         """``clock``: event times are moved onto it (its offset, as the sink last measured it)
         when a batch is built; None: they are on the shared clock already. ``max_providers``:
-        the registry's cap, as the log says it."""
+        the registry's cap, as the log says it. ``wakes``: marks a batch with the breakers to
+        wake (``client._wake.BreakerWakes.mark``)."""
         self._buffer = buffer
         self._ledger = ledger
         self._instruments = instruments
@@ -106,6 +108,7 @@ class FlushPass:
         self._max_batch = max_batch
         self._max_providers = max_providers
         self._clock = clock
+        self._wakes = wakes
         self.drained_version = 0
         """The instrument store's version the last batch took: values changed since wait."""
         self._logged: set[str] = set()
@@ -133,7 +136,7 @@ class FlushPass:
             self._note_log_drops()
             notes = self._ledger.take_notes()
             offset = self._clock.offset if self._clock is not None else 0.0
-            batch = build_batch(events, first_id, notes, self._drain(), offset)
+            batch = self._wakes(build_batch(events, first_id, notes, self._drain(), offset))
         except Exception:
             # Not even a batch: whatever went wrong, the events taken are settled as dropped.
             self._ledger.settle(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from client._admission import ProviderAdmission
+from client._batch import Batch
 from client._buffer import EventBuffer
 from client._flush_pass import FlushPass, GaugeRefresh, Pass, Sink
 from client._instruments import InstrumentStore
@@ -45,11 +46,13 @@ class Flusher:
         monotonic: Callable[[], float] = time.monotonic,
         clock: SharedClock | None = None,
         next_refresh: Callable[[], float] = lambda: math.inf,
+        wakes: Callable[[Batch], Batch] = lambda batch: batch,
     ) -> None:
         """``clock``: event times are moved onto it (its offset, as the sink last measured it)
         when a batch is built; None: they are on the shared clock already. ``next_refresh``:
         seconds until ``before_flush`` has work (the breaker cache's next refresh): an idle
-        flusher sleeps until then, or until something is recorded."""
+        flusher sleeps until then, or until something is recorded. ``wakes``: marks each batch
+        with the breakers to wake (``client._wake``)."""
         self._buffer = buffer
         self._ledger = ledger
         self._instruments = instruments
@@ -82,6 +85,7 @@ class Flusher:
             max_batch=settings.max_batch,
             max_providers=settings.max_providers,
             clock=clock,
+            wakes=wakes,
         )
 
     @property

@@ -24,6 +24,7 @@ from client._flusher import Flusher
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
 from client._settings import ClientSettings
+from client._wake import BreakerWakes, WakeRule
 from client._writer import RedisWriter
 from gatewayz_protocol.clock import SharedClock
 from gatewayz_protocol.keys import Keys
@@ -84,6 +85,8 @@ class ProcessParts:
             settings.max_providers,
             shared_now,
         )
+        rule = WakeRule(settings.breaker_wake_failures)
+        wakes = BreakerWakes(rule, keys.breaker_wakes, time.monotonic, gate.hurry)
         flusher = Flusher(
             buffer,
             ledger,
@@ -94,6 +97,7 @@ class ProcessParts:
             before_flush=gate.refresh_if_due,
             next_refresh=gate.seconds_until_refresh,
             clock=corrected,
+            wakes=wakes.mark,
         )
         breakers = BreakerQueries(gate, ledger, flusher)
         return cls(writer_id, ledger, buffer, gate, flusher, breakers)

@@ -59,6 +59,16 @@ BREAKER_REFRESH_SECONDS: Option[float] = Option(
     (CLIENT,),
     deprecated=("METRICS_BREAKER_REFRESH_SECONDS",),
 )
+BREAKER_WAKE_FAILURES: Option[int] = Option(
+    "breaker_wake_failures",
+    "GATEWAYZ_BREAKER_WAKE_FAILURES",
+    integer,
+    5,
+    "failures of a provider within a second, at least half of this worker's calls to it, after "
+    "which the worker asks the aggregator to evaluate its breaker at once (at most once a "
+    "second); 0: never, the breaker cycle decides alone",
+    (CLIENT,),
+)
 GAUGE_TTL_SECONDS: Option[float] = Option(
     "gauge_ttl_seconds",
     "GATEWAYZ_GAUGE_TTL_SECONDS",
@@ -104,6 +114,7 @@ CLIENT_OPTIONS: tuple[Option[Any], ...] = (
     FLUSH_INTERVAL_SECONDS,
     MAX_BUFFER,
     BREAKER_REFRESH_SECONDS,
+    BREAKER_WAKE_FAILURES,
     GAUGE_TTL_SECONDS,
     HANDLE_SIGTERM,
     PROVIDER_SHARDS,
@@ -132,6 +143,10 @@ class ClientSettings:
     backoff_initial_seconds: float = 0.1
     backoff_max_seconds: float = 5.0
     breaker_refresh_seconds: float = BREAKER_REFRESH_SECONDS.default
+    breaker_wake_failures: int = BREAKER_WAKE_FAILURES.default
+    """A provider's failures within a second (at least half of this worker's calls to it)
+    after which the worker asks the aggregator's leader to evaluate its breaker now
+    (``client._wake``); 0: never (the breaker cycle alone decides)."""
     allow_timeout_seconds: float = 0.25
     max_series_per_metric: int = MAX_SERIES.default
     max_providers: int = MAX_PROVIDERS.default
@@ -175,6 +190,10 @@ class ClientSettings:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
+        if self.breaker_wake_failures < 0:
+            raise ValueError(
+                f"breaker_wake_failures must be >= 0, got {self.breaker_wake_failures!r}"
+            )
         if self.key_ttl_margin_seconds < 0:
             raise ValueError("key_ttl_margin_seconds must be >= 0")
         ShardPlan.parse(self.provider_shards)

@@ -123,6 +123,7 @@ def key_patterns(namespace: str = DEFAULT_NAMESPACE) -> dict[str, str]:
         "client stats": keys.client_stats,
         "redis operations": keys.redis_ops,
         "clock offsets": keys.clock_offsets,
+        "breaker wakes": keys.breaker_wakes,
         "lease": keys.leader_lease,
         "token": keys.leader_token,
         "cycle": keys.snapshot_cycle,
@@ -174,6 +175,7 @@ WORKER = Role(
         Grant(("event_ids", "applied"), ("evalsha",), why="the RESERVE_IDS call"),
         Grant(("client stats", "redis operations"), ("hincrby",), why="counts by cause"),
         Grant(("clock offsets",), ("hset",), why="its clock's offset"),
+        Grant(("breaker wakes",), ("xadd", "expire"), why="a wake: evaluate a breaker now"),
         Grant(("schema",), ("hsetnx", "hget", "expire"), why="metric declarations"),
         Grant(
             ("metric series", "metric data"),
@@ -216,6 +218,9 @@ AGGREGATOR = Role(
         "+hset",
         "+hdel",
         "+hincrby",
+        "+zscore",
+        "+xread",
+        "+xadd",
     ),
     grants=(
         Grant(("breaker", "permits", "lease"), ("del",), why="TRANSITION, RAISE_FENCE, RELEASE"),

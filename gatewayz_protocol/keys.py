@@ -40,6 +40,9 @@ key                                         type    content
 ``gatewayz:{shared}:stats:clients``         hash    events rejected/dropped by clients, by cause
 ``gatewayz:{shared}:stats:redis_ops``       hash    Redis commands issued, by operation
 ``gatewayz:{shared}:stats:clock``           hash    each writer's clock offset to Redis's
+``gatewayz:{shared}:breaker_wakes``         stream  workers' requests for an evaluation of a
+                                                    breaker now (field ``p`` = provider; capped
+                                                    at about 1,000 entries, expires; ``wakes``)
 ``gatewayz:{<tag>}:applied``                hash    Redis Cluster only: per writer, the event ids
                                                     (or batch) it last applied in this slot, so a
                                                     retried batch is never applied twice
@@ -94,6 +97,11 @@ class Keys:
     @property
     def clock_offsets(self) -> str:
         return f"{self.namespace}:{{shared}}:stats:clock"
+
+    @property
+    def breaker_wakes(self) -> str:
+        """The stream workers ask the leader for breaker evaluations on (``wakes``)."""
+        return f"{self.namespace}:{{shared}}:breaker_wakes"
 
     def _provider(self, provider: str, shard: int = 0) -> str:
         return _provider_prefix(self.namespace, provider, shard)
@@ -205,6 +213,7 @@ _KINDS = {
     "stats:clients": "client stats",
     "stats:redis_ops": "redis operations",
     "stats:clock": "clock offsets",
+    "breaker_wakes": "breaker wakes",
     "series:": "metric series",
     "data:": "metric data",
     "exemplars:": "metric exemplars",

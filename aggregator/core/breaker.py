@@ -6,6 +6,9 @@ open -> half_open    once now >= open_until (open time doubles per consecutive r
 half_open -> closed  after half_open_calls calls since the transition, failure rate < threshold
 half_open -> open    same count, failure rate >= threshold; or half_open_timeout passed with
                      fewer trial calls
+On a worker's wake (``gatewayz_protocol.wakes``), a closed breaker is also judged over the calls
+of the last ``recent_window_seconds`` (same minimum and rate): after a long healthy spell the
+8 s window needs 4 s of failures to reach a 50% rate, the recent one half a second.
 A forced state (operator command) never changes automatically. ``limit_open_share`` keeps the
 share of providers that do not admit traffic under a configured bound.
 
@@ -36,6 +39,12 @@ class BreakerConfig:
     """A closed breaker judges the calls of the last ``window_seconds`` (since its last
     transition at most): short, so an outage is seen within seconds even after hours of healthy
     traffic. Half-open trial calls count from the transition on."""
+    recent_window_seconds: float = 1.0
+    """On a worker's wake, a closed breaker is also judged over the calls of the last
+    ``recent_window_seconds`` (since its last transition at most), ``min_calls`` and
+    ``failure_rate`` alike: an outage opens it about half this time after it began, where the
+    breaker window alone takes half of ``window_seconds``. 0: wakes judge the breaker window
+    only."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,35 @@ def counting_start(state: BreakerState, now: float, config: BreakerConfig) -> fl
     if state.state == CLOSED:
         return max(state.since, now - config.window_seconds)
     return state.since
+
+
+def recent_start(state: BreakerState, now: float, config: BreakerConfig) -> float:
+    """Calls made after this time are the ones ``evaluate_woken`` judges as recent (a closed
+    breaker's; otherwise the same as ``counting_start``)."""
+    if state.state == CLOSED:
+        return max(state.since, now - config.recent_window_seconds)
+    return state.since
+
+
+def evaluate_woken(
+    state: BreakerState,
+    calls: BreakerCalls,
+    recent: BreakerCalls,
+    now: float,
+    config: BreakerConfig,
+) -> Transition | None:
+    """The transition due now when a worker woke the breaker: ``evaluate`` on ``calls`` (made
+    after ``counting_start``), and for a closed breaker also on ``recent`` (made after
+    ``recent_start``), which may open it sooner. Nothing else differs: an open or half-open
+    breaker is decided exactly as by a cycle."""
+    transition = evaluate(state, calls, now, config)
+    if transition is not None or state.state != CLOSED or config.recent_window_seconds <= 0:
+        return transition
+    transition = evaluate(state, recent, now, config)
+    if transition is None:
+        return None
+    window = f" in the last {config.recent_window_seconds:g}s (woken)"
+    return replace(transition, reason=transition.reason + window)
 
 
 def open_duration(consecutive_opens: int, config: BreakerConfig) -> float:

@@ -13,6 +13,7 @@ from aggregator.core.breaker import (
     evaluate,
     limit_open_share,
 )
+from aggregator.core.breaker_policy import BreakerPolicy
 from aggregator.core.health import WindowCounts
 from aggregator.core.readings import ProviderReading
 from aggregator.core.snapshot import Snapshot
@@ -54,20 +55,26 @@ def vanished(states: Mapping[str, BreakerState], last: Snapshot | None) -> dict[
 
 
 def decide(
-    providers: Sequence[ProviderReading], last: Snapshot | None, now: float, config: BreakerConfig
+    providers: Sequence[ProviderReading],
+    last: Snapshot | None,
+    now: float,
+    config: BreakerConfig | BreakerPolicy,
 ) -> Decisions:
-    """Every breaker evaluated on its calls since it started counting; a breaker to restore is
-    evaluated next cycle, from its restored state."""
+    """Every breaker evaluated on its calls since it started counting, by its provider's
+    configuration (``config``: one for all, or a policy); a breaker to restore is evaluated next
+    cycle, from its restored state."""
+    policy = config if isinstance(config, BreakerPolicy) else BreakerPolicy(config)
     states = {item.provider: item.breaker for item in providers}
     restores = vanished(states, last)
     planned = []
     for item in providers:
         if item.provider in restores:
             continue
-        transition = evaluate(item.breaker, breaker_calls(item.breaker_counts, config), now, config)
+        own = policy.config(item.provider)
+        transition = evaluate(item.breaker, breaker_calls(item.breaker_counts, own), now, own)
         if transition is not None:
             planned.append((item.provider, transition))
-    kept, suppressed = limit_open_share(planned, states, config.max_open_share)
+    kept, suppressed = limit_open_share(planned, states, policy.default.max_open_share)
     return Decisions(tuple(kept), tuple(suppressed), restores)
 
 

@@ -38,7 +38,9 @@ from aggregator.engine.evaluate import BreakerStep
 from aggregator.engine.lease import LeaderLease
 from aggregator.engine.notices import Notices
 from aggregator.engine.operator_commands import BreakerCommands
+from aggregator.engine.reader import FUTURE_TOLERANCE_SECONDS as FUTURE_TOLERANCE
 from aggregator.engine.reader import WindowReader
+from aggregator.engine.wake import Woken, WokenBreakers
 from aggregator.engine.writer import FENCED, StateWriter
 from aggregator.settings import AggregatorSettings, describe_error, redact
 from gatewayz_protocol.breaker_state import BreakerState
@@ -82,7 +84,7 @@ class Aggregator:
             settings.lease_seconds,
         )
         self._clock = CycleClock(self._reader.redis_time, clock)
-        self._breakers = BreakerStep(settings.breaker)
+        self._breakers = BreakerStep(settings.breaker_policy)
         self._history = HistoryMinutes()
         self._notices = Notices(f"namespace {settings.namespace!r} on {redact(settings.redis_url)}")
         self._log_drops = NewLogDrops()
@@ -206,11 +208,11 @@ class Aggregator:
             )
             self._idle_checked = True
             last = acting_in(self._served.snapshot)
-            config = self.settings.breaker
+            policy = self.settings.breaker_policy
             return self._reader.read(
                 now,
                 [*self.settings.providers, *sorted({*names, *last})],
-                lambda state: counting_start(state, now, config),
+                lambda name, state: counting_start(state, now, policy.config(name)),
                 counters=counters,
             )
 
@@ -307,6 +309,15 @@ def breaker_commands(aggregator: Aggregator) -> BreakerCommands:
     (Redis's, as its cycles'), for the HTTP API (any thread)."""
     where = f"namespace {aggregator.settings.namespace!r}"
     return BreakerCommands(aggregator._redis, aggregator.settings, aggregator._clock.now, where)
+
+
+def woken_breakers(aggregator: Aggregator) -> WokenBreakers:
+    """The breakers workers wake (``wake``), evaluated at once while ``aggregator`` leads, under
+    its cycles' lock, lease and clock, with its writer (the serving process makes one, for its
+    wake listener)."""
+    a, keys = aggregator, Keys(aggregator.settings.namespace)
+    woken = Woken(a._redis, keys, a._writer, a._breakers, a.settings, FUTURE_TOLERANCE)
+    return WokenBreakers(woken, a._lock, a._lease, a._clock, a.served)
 
 
 class UnusableSnapshot(ValueError):

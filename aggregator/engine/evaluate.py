@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from aggregator.core.breaker import BreakerConfig, Transition
+from aggregator.core.breaker_policy import BreakerPolicy
 from aggregator.core.decisions import Decisions, decide
 from aggregator.core.readings import Reading
 from aggregator.core.snapshot import Snapshot
@@ -20,12 +21,13 @@ class BreakerStep:
     """Decides the breakers each cycle and remembers which openings the max-open-share guard
     held back (the snapshot exports them as ``open_suppressed``)."""
 
-    def __init__(self, config: BreakerConfig) -> None:
-        self._config = config
+    def __init__(self, config: BreakerConfig | BreakerPolicy) -> None:
+        self._policy = config if isinstance(config, BreakerPolicy) else BreakerPolicy(config)
+        self._config = self._policy.default
         self.suppressed: frozenset[str] = frozenset()
 
     def decide(self, reading: Reading, last: Snapshot | None, now: float) -> Decisions:
-        decisions = decide(reading.providers, last, now, self._config)
+        decisions = decide(reading.providers, last, now, self._policy)
         for name, transition in decisions.suppressed:
             log.warning(
                 "breaker %s: would open (%s) but %.0f%% of providers are already open",
@@ -84,7 +86,7 @@ class BreakerStep:
             transition.reason,
             transition.new.epoch,
             transition.calls.total,
-            _deadline(transition.new, self._config),
+            _deadline(transition.new, self._policy.config(name)),
         )
 
 

@@ -193,14 +193,14 @@ class WindowReader:
         self,
         now: float,
         providers: Iterable[str],
-        counting_start: Callable[[BreakerState], float] = lambda state: state.since,
+        counting_start: Callable[[str, BreakerState], float] = lambda name, state: state.since,
         counters: bool = True,
     ) -> Reading:
         """Window counts, totals, breaker states and transitions of ``providers``, and per
-        provider the calls made after ``counting_start(its breaker state)`` (``WindowRead``:
-        one round trip, two when a breaker's counting starts inside the window or a partition
-        empty last time has calls now). ``counters=False`` (what a breaker evaluation needs)
-        leaves out each provider's totals, exemplars and transitions."""
+        provider the calls made after ``counting_start(provider, its breaker state)``
+        (``WindowRead``: one round trip, two when a breaker's counting starts inside the window
+        or a partition empty last time has calls now). ``counters=False`` (what a breaker
+        evaluation needs) leaves out each provider's totals, exemplars and transitions."""
         names = list(dict.fromkeys(providers))
         trimming = self._trim_schedule(now, names) if self._maintains else frozenset()
         window_read = WindowRead(

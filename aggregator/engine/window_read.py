@@ -164,11 +164,11 @@ class WindowRead:
 
     # -- round two -----------------------------------------------------------------------------
 
-    def second_round(self, counting_start: Callable[[BreakerState], float]) -> Plan | None:
-        """The plan of round two, or None when nothing needs it. ``counting_start(state)``: from
-        when a provider's breaker judges its calls (only starts inside the window need a
-        count of their own)."""
-        starts = {name: counting_start(state) for name, state in self._breakers.items()}
+    def second_round(self, counting_start: Callable[[str, BreakerState], float]) -> Plan | None:
+        """The plan of round two, or None when nothing needs it. ``counting_start(provider,
+        state)``: from when a provider's breaker judges its calls (only starts inside the
+        window need a count of their own)."""
+        starts = {name: counting_start(name, state) for name, state in self._breakers.items()}
         judged = {name: start for name, start in starts.items() if start > self._start}
         if not judged and not self._recount:
             return None

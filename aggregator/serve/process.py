@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 
-from aggregator.engine.cycle import Aggregator
+from aggregator.engine.cycle import Aggregator, woken_breakers
+from aggregator.engine.wake import BLOCK_SECONDS
 from aggregator.observability import configure_logging, configure_tracing
 from aggregator.serve.app import Lifespan, create_app
 from aggregator.serve.http_guard import HttpLimits
@@ -22,6 +23,9 @@ from aggregator.settings import AggregatorSettings, redact
 from gatewayz_transport.connection import connect
 
 log = logging.getLogger("gatewayz.aggregator")
+
+WAKE_SOCKET_TIMEOUT = BLOCK_SECONDS + 5.0
+"""The wake listener's reads block up to ``BLOCK_SECONDS``: its connection waits longer."""
 
 
 @contextmanager
@@ -93,9 +97,15 @@ def serving_lifespan(aggregator: Aggregator, settings: AggregatorSettings) -> Li
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # render /metrics once per snapshot, in the scheduler's thread: scrapes serve bytes
         scheduler = start_scheduler(aggregator, settings, app.state.rendered.prime)
+        # breakers woken by workers, evaluated at once (its reads block: its own connection)
+        wakes = woken_breakers(aggregator).listener(
+            connect(settings.redis_url, WAKE_SOCKET_TIMEOUT)
+        )
+        wakes.start()
         try:
             yield
         finally:
+            wakes.stop()
             scheduler.shutdown(wait=True)
             try:
                 aggregator.release_lease()

@@ -8,6 +8,7 @@ import os
 import socket
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,25 @@ def test_a_bad_variable_is_one_line_naming_the_variable_it_came_from(
 def test_retention_and_max_series_are_settings_of_both_sides() -> None:
     settings = parse_settings(["--max-series", "50"], {"GATEWAYZ_RETENTION_SECONDS": "86400"})
     assert (settings.retention_seconds, settings.max_series_per_metric) == (86400.0, 50)
+
+
+def test_breaker_providers_from_flag_or_env_and_bad_values_exit_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    flag = parse_settings(["--breaker-providers", "groq:min_calls=40"], {})
+    assert flag.breaker_policy.config("groq").min_calls == 40
+    assert flag.breaker_policy.config("openrouter").min_calls == 20
+    env = parse_settings(
+        ["--breaker-min-calls", "10"],
+        {"GATEWAYZ_BREAKER_PROVIDERS": '{"groq": {"failure_rate": 0.25}}'},
+    )
+    assert env.breaker_policy.config("groq") == replace(env.breaker, failure_rate=0.25)
+    assert env.breaker_policy.config("groq").min_calls == 10  # the global setting, inherited
+    for argv, message in [
+        (["--breaker-providers", "groq:min_cals=4"], "'min_cals' is not a per-provider"),
+        (["--breaker-providers", "groq:failure_rate=2"], "breaker providers: groq: breaker"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            parse_settings(argv, {})
+        assert exited.value.code == 2
+        assert message in capsys.readouterr().err

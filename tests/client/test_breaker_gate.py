@@ -244,3 +244,23 @@ def test_a_breaker_hash_is_read_leniently() -> None:
     assert _stored(b"open", None, b"1") == Stored("open", 0.0, True)
     assert _stored(None, b"nan", None) == Stored("closed", 0.0, False)
     assert _stored(b"odd", b"soon", b"yes") == Stored("closed", 0.0, False)
+
+
+def test_a_hurried_provider_is_refreshed_every_tenth_of_a_second_until_it_opens() -> None:
+    side, clock = FakeRedisSide(), Clock()
+    gate = BreakerGate(side, "w", refresh_seconds=0.5, monotonic=clock)
+    assert gate.allow("down") is True and gate.allow("fine") is True
+    side.fetches.clear()
+    gate.hurry(["down", "never-asked"], until=clock.now + 5.0)
+    clock.now += 0.1
+    assert gate.seconds_until_refresh() == 0.0
+    gate.refresh_if_due()
+    assert side.fetches == [["down"]]  # "fine" waits for its 0.5 s; "never-asked" is not cached
+    side.known["down"] = "open"
+    clock.now += 0.1
+    gate.refresh_if_due()
+    assert gate.allow("down") is False
+    clock.now += 0.1
+    gate.refresh_if_due()  # open: no longer hurried
+    assert side.fetches == [["down"], ["down"]]
+    assert gate.seconds_until_refresh() == pytest.approx(0.2)  # "fine", asked 0.3 s ago

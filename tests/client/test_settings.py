@@ -29,6 +29,7 @@ def test_the_defaults_are_the_documented_ones() -> None:
         "backoff_initial_seconds": 0.1,
         "backoff_max_seconds": 5.0,
         "breaker_refresh_seconds": 0.5,
+        "breaker_wake_failures": 5,
         "allow_timeout_seconds": 0.25,
         "max_series_per_metric": 1000,
         "max_providers": 1000,
@@ -194,3 +195,11 @@ def test_the_new_name_wins_over_the_old_one_and_says_so() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # told once per process
         assert ClientSettings.from_env(env).namespace == "new"
+
+
+def test_breaker_wake_failures_zero_turns_wakes_off_and_negative_is_refused() -> None:
+    assert ClientSettings(breaker_wake_failures=0).breaker_wake_failures == 0
+    from_env = ClientSettings.from_env({"GATEWAYZ_BREAKER_WAKE_FAILURES": "12"})
+    assert from_env.breaker_wake_failures == 12
+    with pytest.raises(ValueError, match="breaker_wake_failures must be >= 0"):
+        ClientSettings(breaker_wake_failures=-1)

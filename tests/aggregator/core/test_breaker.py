@@ -365,3 +365,66 @@ def test_open_share_guard_only_ever_suppresses_openings(
     assert after <= max(limit, not_admitting)
     if config.max_open_share == 1.0:
         assert suppressed == []
+
+
+# -- woken breakers (evaluate_woken, recent_start) ----------------------------------------------
+
+
+def test_recent_start_is_the_recent_window_since_the_last_transition_at_most() -> None:
+    from aggregator.core.breaker import counting_start, recent_start
+
+    closed = BreakerState(CLOSED, since=T0 - 100)
+    assert recent_start(closed, T0, CONFIG) == T0 - CONFIG.recent_window_seconds
+    assert counting_start(closed, T0, CONFIG) == T0 - CONFIG.window_seconds
+    fresh = BreakerState(CLOSED, since=T0 - 0.25)
+    assert recent_start(fresh, T0, CONFIG) == T0 - 0.25
+    half = BreakerState(HALF_OPEN, since=T0 - 100, epoch=2)
+    assert recent_start(half, T0, CONFIG) == T0 - 100
+
+
+def test_woken_closed_breaker_opens_on_its_recent_calls() -> None:
+    """8 s of 50 calls/s, the last 0.6 s failing: 30 of 400 calls in the breaker window (7.5%),
+    30 of 50 in the last second (60%): a cycle keeps it closed, a wake opens it."""
+    from aggregator.core.breaker import evaluate_woken
+
+    closed = BreakerState(CLOSED, since=0.0, epoch=3)
+    calls, recent = BreakerCalls(370, 30), BreakerCalls(20, 30)
+    assert evaluate(closed, calls, T0, CONFIG) is None
+    transition = evaluate_woken(closed, calls, recent, T0, CONFIG)
+    assert transition is not None
+    assert transition.new == BreakerState(OPEN, T0, 4, T0 + 30.0, 1)
+    assert transition.calls == recent
+    assert transition.reason == "failure rate 0.600 >= 0.5 over 50 calls in the last 1s (woken)"
+
+
+def test_woken_breaker_needs_min_calls_and_the_rate_too() -> None:
+    from aggregator.core.breaker import evaluate_woken
+
+    closed = BreakerState(CLOSED)
+    assert evaluate_woken(closed, BreakerCalls(0, 19), BreakerCalls(0, 19), T0, CONFIG) is None
+    assert evaluate_woken(closed, BreakerCalls(300, 30), BreakerCalls(21, 19), T0, CONFIG) is None
+    off = replace(CONFIG, recent_window_seconds=0.0)
+    assert evaluate_woken(closed, BreakerCalls(300, 30), BreakerCalls(0, 50), T0, off) is None
+
+
+@property_settings(500)
+@given(BREAKER_STATES, st.integers(0, 100), st.integers(0, 100), st.integers(0, 100),
+       st.integers(0, 100), CLOCKS)  # fmt: skip
+def test_woken_evaluation_is_the_cycles_except_a_closed_breaker_may_open_sooner(
+    state: BreakerState, ok: int, failed: int, recent_ok: int, recent_failed: int, now: float
+) -> None:
+    """Whatever the state: an open, half-open or forced breaker is decided exactly as a cycle
+    decides it (recovery keeps its semantics); a closed one as a cycle would, or opened on its
+    recent calls, never anything else."""
+    from aggregator.core.breaker import evaluate_woken
+
+    calls, recent = BreakerCalls(ok, failed), BreakerCalls(recent_ok, recent_failed)
+    cycle = evaluate(state, calls, now, CONFIG)
+    woken = evaluate_woken(state, calls, recent, now, CONFIG)
+    if state.forced or state.state != CLOSED or cycle is not None:
+        assert woken == cycle
+    elif woken is not None:
+        assert woken.new.state == OPEN
+        assert recent.total >= CONFIG.min_calls and recent.failure_rate >= CONFIG.failure_rate
+    else:
+        assert recent.total < CONFIG.min_calls or recent.failure_rate < CONFIG.failure_rate

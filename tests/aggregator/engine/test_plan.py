@@ -94,7 +94,7 @@ def test_the_operations_counted_are_the_commands_the_server_ran(
     reader = WindowReader(connect(f"redis://127.0.0.1:{url['port']}/0", 5.0), keys, 300.0)
     private_redis.config_resetstat()
     for now in (1000.0, 1005.0, 1040.0):  # a trim at the first, again at the last
-        reader.read(now, ["a", "b", "c"], lambda state: state.since)
+        reader.read(now, ["a", "b", "c"], lambda _, state: state.since)
     reader.backend(1040.0, 3600.0)
     reader.history(["a", "b"])
     ran = _server_counts(private_redis)

@@ -78,7 +78,7 @@ def test_breaker_counts_equal_a_count_by_hand(redis_url: str, r: redis.Redis, ke
     for partition, ages in calls.items():
         r.zadd(window_keys[partition], {f"e{a}": NOW - a for a in ages})
     reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
-    reading = reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
+    reading = reader.read(NOW, ["openrouter"], counting_start=lambda _, state: since)
     (provider,) = reading.providers
     assert provider.window.successes == 6
     assert provider.window.failures == 2
@@ -88,7 +88,7 @@ def test_breaker_counts_equal_a_count_by_hand(redis_url: str, r: redis.Redis, ke
     # the next one counts those four again (window and breaker) and asks whether any of the
     # twenty empty ones exists now.
     reader.ops.clear()
-    again = reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
+    again = reader.read(NOW, ["openrouter"], counting_start=lambda _, state: since)
     assert again.providers == reading.providers
     assert reader.ops["zcount"] == 4 + 4
     assert reader.ops["exists"] == 1
@@ -100,7 +100,7 @@ def test_a_counting_start_before_the_window_reads_once(
     r.zadd(keys.window_keys("openrouter")[0], {"e": NOW - 10})
     reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
     reader.ops.clear()
-    reading = reader.read(NOW, ["openrouter"], counting_start=lambda s: NOW - 2 * WINDOW)
+    reading = reader.read(NOW, ["openrouter"], counting_start=lambda _, s: NOW - 2 * WINDOW)
     assert reader.ops["zcount"] == WINDOW_PARTITIONS
     assert reading.providers[0].breaker_counts == reading.providers[0].window
 
@@ -112,13 +112,13 @@ def test_a_partition_empty_at_the_last_read_is_counted_when_calls_arrive(
     r.zadd(window_keys[2], {"a": NOW - 100})
     reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
     since = NOW - 60
-    first = reader.read(NOW, ["openrouter"], counting_start=lambda state: since)
+    first = reader.read(NOW, ["openrouter"], counting_start=lambda _, state: since)
     assert first.providers[0].window.success_partitions[2] == 1
     assert first.providers[0].breaker_counts.successes == 0  # before since
 
     r.zadd(window_keys[7], {"b": NOW - 50, "c": NOW - 70})  # empty before
     r.zadd(window_keys[LATENCY_PARTITIONS + 1], {"d": NOW - 1})  # rate limited, empty before
-    (provider,) = reader.read(NOW, ["openrouter"], counting_start=lambda state: since).providers
+    (provider,) = reader.read(NOW, ["openrouter"], counting_start=lambda _, state: since).providers
     assert provider.window.success_partitions[2] == 1
     assert provider.window.success_partitions[7] == 2
     assert provider.window.rate_limited == 1
@@ -136,10 +136,10 @@ def test_a_breaker_read_leaves_the_counters_out(redis_url: str, r: redis.Redis, 
     r.zadd(keys.window_keys("openrouter")[LATENCY_PARTITIONS], {"f": NOW - 10})
     r.hset(keys.totals("openrouter"), "n:failure", 1)
     reader = WindowReader(connect(redis_url, 5.0), keys, WINDOW)
-    full = reader.read(NOW, ["openrouter", "anthropic"], counting_start=lambda s: NOW - 60)
+    full = reader.read(NOW, ["openrouter", "anthropic"], counting_start=lambda _, s: NOW - 60)
     reader.ops.clear()
     light = reader.read(
-        NOW, ["openrouter", "anthropic"], counting_start=lambda s: NOW - 60, counters=False
+        NOW, ["openrouter", "anthropic"], counting_start=lambda _, s: NOW - 60, counters=False
     )
     assert reader.ops["hgetall"] == 3 + 2  # the shared hashes and each provider's breaker
     assert full.providers[0].totals == {"n:failure": 1}

@@ -68,7 +68,7 @@ def test_replies_become_the_reading() -> None:
             *counts,
         ]
     )
-    assert read.second_round(lambda state: state.since) is not None  # since 900: inside
+    assert read.second_round(lambda _, state: state.since) is not None  # since 900: inside
     (item,) = read.reading().providers
     assert item.window == WindowCounts(
         tuple(counts[:LATENCY_PARTITIONS]), failures=2, rate_limited=0, caller_errors=7
@@ -108,7 +108,7 @@ def test_partitions_empty_last_time_are_only_checked_for_existence() -> None:
     ]
     # None of them exists yet: one round trip, the same counts
     second.first_round().decode([[], [], [], [], [], [], [], 6, 1, 0])
-    assert second.second_round(lambda state: state.since) is None
+    assert second.second_round(lambda _, state: state.since) is None
     assert second.reading().providers[0].window.total == 7
 
 
@@ -118,7 +118,7 @@ def test_a_partition_filled_since_the_last_read_is_counted_in_round_two() -> Non
     read = _read(["p"], empty=empty)
     plan = read.first_round()
     plan.decode([[], [], [], [], [], [], [], *([0] * (WINDOW_PARTITIONS - 2)), 1])  # EXISTS: 1
-    again = read.second_round(lambda state: state.since)
+    again = read.second_round(lambda _, state: state.since)
     assert again is not None
     assert again.commands == [
         ("ZCOUNT", window_keys[0], LOW, HIGH),
@@ -136,7 +136,7 @@ def test_a_breaker_counting_inside_the_window_counts_only_partitions_with_calls(
     read = _read(["p"])
     _decode_round_one(read, counts)
     since = 950.0
-    judged = read.second_round(lambda state: since)
+    judged = read.second_round(lambda _, state: since)
     assert judged is not None
     assert judged.commands == [
         ("ZCOUNT", window_keys[5], "(950.0", HIGH),
