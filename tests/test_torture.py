@@ -480,11 +480,14 @@ def test_requests_are_parsed_from_the_bytes_sent() -> None:
 
 @pytest.fixture
 def echo_port() -> Iterator[int]:
-    """A server that answers every chunk it receives with the same bytes."""
+    """A server that answers every chunk it receives with the same bytes (0.5 s later when it
+    begins with ``SLOW``)."""
     loop = asyncio.new_event_loop()
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(1024):
+            if data.startswith(b"SLOW"):
+                await asyncio.sleep(0.5)
             writer.write(data)
             await writer.drain()
 
@@ -492,7 +495,14 @@ def echo_port() -> Iterator[int]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield int(server.sockets[0].getsockname()[1])
-    loop.call_soon_threadsafe(loop.stop)
+
+    async def end() -> None:  # answers still waiting are cancelled, then the loop stops
+        for task in asyncio.all_tasks(loop) - {asyncio.current_task()}:
+            task.cancel()
+        await asyncio.sleep(0)
+        loop.stop()
+
+    asyncio.run_coroutine_threadsafe(end(), loop)
     thread.join(5)
 
 
@@ -522,6 +532,20 @@ def test_the_proxy_passes_delays_drops_and_cuts(echo_port: int) -> None:
         assert _ask(proxy.port, b"back") == b"back"
         time.sleep(0.2)
         assert proxy.incidents >= 2 and proxy.exec_incidents >= 2
+    finally:
+        proxy.stop()
+
+
+def test_a_transaction_its_client_gave_up_on_is_an_incident(echo_port: int) -> None:
+    proxy = FaultProxy(echo_port).start()
+    try:
+        assert _ask(proxy.port, b"EXEC\r\n") == b"EXEC\r\n"  # answered: nothing lost
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=1.0) as conn:
+            conn.sendall(b"SLOW EXEC\r\n")  # closed before Redis answered: a timeout
+        deadline = time.monotonic() + 5
+        while proxy.exec_incidents == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (proxy.incidents, proxy.exec_incidents) == (1, 1)
     finally:
         proxy.stop()
 

@@ -38,6 +38,11 @@ class _Link:
     """Replies taken from Redis and not yet written to the client."""
     exec_sent: bool = False
     """The client's last request (the replies it waits for) ended a transaction."""
+    answered: bool = True
+    """A reply reached the client since its last request: a client that closes before one
+    did gave up on it (a timeout), whether or not Redis had answered yet (torture seed 110012:
+    a starved proxy had not read the reply when the worker's read timed out, and the batch the
+    worker then sent again counted twice)."""
     queue: asyncio.Queue[tuple[float, bytes]] = field(default_factory=asyncio.Queue)
 
     def abort(self) -> None:
@@ -115,7 +120,7 @@ class FaultProxy:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             task.cancel()
-        link.lost |= link.unsent > 0
+        link.lost |= link.unsent > 0 or (link.exec_sent and not link.answered)
         link.abort()
         self._links.discard(link)
         if link.lost:
@@ -125,6 +130,7 @@ class FaultProxy:
     async def _requests(self, reader: asyncio.StreamReader, link: _Link) -> None:
         while data := await reader.read(65536):
             link.exec_sent = b"EXEC\r\n" in data  # a client waits for its pipeline's replies
+            link.answered = False
             link.upstream.write(data)
             await link.upstream.drain()
 
@@ -153,6 +159,7 @@ class FaultProxy:
                     return
                 link.client.write(data)
                 await link.client.drain()
+                link.answered = True
             except OSError:
                 link.lost = True
                 return
