@@ -16,6 +16,7 @@ from it downstream can be reused as well: the cost of decoding follows what chan
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -125,7 +126,7 @@ class WindowRead:
             below = repr(self._start)
             commands += [("ZREMRANGEBYSCORE", key, "-inf", below) for key in window_keys]
         empty = self._empty.get((name, shard), ())
-        counted = [i for i in range(WINDOW_PARTITIONS) if i not in empty]
+        counted = _counted(empty)
         low, high = self._low, self._high
         commands += [("ZCOUNT", window_keys[i], low, high) for i in counted]
         if empty:
@@ -135,7 +136,7 @@ class WindowRead:
     def _decode_shard(
         self,
         place: Place,
-        counted: list[int],
+        counted: tuple[int, ...],
         empty: tuple[int, ...],
         trims: bool,
         replies: list[Any],
@@ -211,7 +212,7 @@ class WindowRead:
             summed = per_shard[0] if shards == 1 else [sum(c) for c in zip(*per_shard, strict=True)]
             since = self._since.get(name)
             parts = self._totals[name]
-            totals = parts[0] if len(parts) == 1 else _summed(parts)
+            totals = parts[0] if len(parts) == 1 else _summed(parts) if parts else _NO_TOTALS
             transitions, exemplars = self._transitions[name], self._exemplars[name]
             inputs = (summed, since, totals, breaker, transitions, exemplars)
             build = partial(_provider_reading, name, *inputs)
@@ -245,6 +246,16 @@ def _provider_reading(
     counts = window_counts(window)
     breaker_counts: WindowCounts = counts if since is None else window_counts(since)
     return ProviderReading(name, counts, breaker_counts, totals, breaker, transitions, exemplars)
+
+
+_NO_TOTALS: dict[str, int] = {}  # a read without counters (never changed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _counted(empty: tuple[int, ...]) -> tuple[int, ...]:
+    """The partitions counted when ``empty`` are known to be empty (a provider's calls fill
+    a few of the partitions: a handful of distinct sets, looked up instead of computed)."""
+    return tuple(i for i in range(WINDOW_PARTITIONS) if i not in empty)
 
 
 def _summed(parts: list[dict[str, int]]) -> dict[str, int]:
