@@ -15,12 +15,12 @@ import time
 from collections import Counter
 from typing import Any
 
+from client._batch import Batch
 from client._event_ids import EventIds
 from client._slots import CommandList
 from gatewayz_protocol.clock import SharedClock
 from gatewayz_protocol.fields import clock_offset_value
 from gatewayz_protocol.keys import Keys
-from gatewayz_transport.routing import Command
 
 REPORT_EVERY_SECONDS = 1.0
 """How often a batch's transaction carries the writer's report: the Redis operations it counted
@@ -88,17 +88,20 @@ class OwnCommands:
         self._local = clock.local if clock is not None else time.monotonic
         self._clock_at = -math.inf  # (local clock) when a transaction last measured it
         self._reported_at = -math.inf  # (local clock) when a transaction last reported
+        self._batch: Batch | None = None  # the last batch queued, and whether it reports
+        self._due = False
         self.round_trip = (0.0, 0.0)
         """(local clock) when the last transaction was sent, when its reply came: set by the
         writer's send, read with a ``TIME`` reply."""
 
-    def queue(
-        self, plan: CommandList, extra: tuple[Command, ...], events: int, ops: Counter[str]
-    ) -> Placed:
-        """After the batch's commands (``ops`` counts them): ``extra``; this writer's clock
+    def queue(self, plan: CommandList, batch: Batch, ops: Counter[str]) -> Placed:
+        """After the batch's commands (``ops`` counts them): its ``extra``; this writer's clock
         skew; the reservation of ids ahead when the ids held run short; when due, the report:
         ``TIME`` (in a transaction of more than ``CLOCK_MAX_EVENTS`` events only once ten
-        reports went by without one) and the operations counted since the last."""
+        reports went by without one) and the operations counted since the last. A batch sent
+        again carries the report if its first attempt did, and only then: a Redis Cluster
+        skips the slots an attempt applied, so the commands must stay where they were."""
+        extra, events = batch.extra, batch.events
         placed = Placed(len(plan), len(extra))
         add = plan.execute_command
         for command in extra:
@@ -118,7 +121,9 @@ class OwnCommands:
                 add(*command)
             ops.update({"set": 1, "incrby": 1, "expire": 1})
         now = self._local()
-        if now - self._reported_at < REPORT_EVERY_SECONDS:
+        if batch is not self._batch:
+            self._batch, self._due = batch, now - self._reported_at >= REPORT_EVERY_SECONDS
+        if not self._due:
             return placed
         placed.reported_at = now
         long_unmeasured = now - self._clock_at >= 10 * REPORT_EVERY_SECONDS

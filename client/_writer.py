@@ -150,7 +150,7 @@ class RedisWriter:
         if batch.instruments is not None:
             offset = self._clock.offset if self._clock is not None else 0.0
             checks = self._metrics.queue(plan, script_calls, batch.instruments, offset, ops)
-        placed = self._own.queue(plan, batch.extra, batch.events, ops)
+        placed = self._own.queue(plan, batch, ops)
         try:
             replies = self._send(batch, plan)
         except BaseException:

@@ -7,12 +7,15 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from typing import Any
 
+import pytest
 import redis
 
-from client._batch import build_batch
+from client._batch import Batch, build_batch
 from client._events import Event
 from client._ledger import NO_NOTES
+from client._slots import CommandList
 from client._writer import RedisWriter, WriteReport
 from gatewayz_protocol.clock import SharedClock
 from gatewayz_protocol.keys import Keys
@@ -97,4 +100,43 @@ def test_commands_riding_with_a_batch_get_their_replies_and_refuse_none_of_it(
         assert _window_events(r, keys, "openrouter") == 2
     finally:
         r.delete(counter, text)
+        connection.close()
+
+
+def test_a_batch_sent_again_carries_the_same_commands_though_the_report_fell_due(
+    redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Redis Cluster skips the slots an attempt applied, by command index: a retry whose
+    # report appeared (it fell due meanwhile) would have its counts skipped, then forgotten.
+    connection = connect(redis_url, socket_timeout=2.0)
+    clock = _CountingClock()
+    writer = RedisWriter(connection, keys, 360, 3600, clock=clock, writer_label="h:1")
+    sent: list[list[Any]] = []
+    send = RedisWriter._send
+    failing = [False]
+
+    def recorded(this: RedisWriter, batch: Batch, plan: CommandList) -> list[Any]:
+        sent.append(list(plan.commands))
+        if failing[0]:
+            failing[0] = False
+            raise redis.ConnectionError("reply lost")
+        return send(this, batch, plan)
+
+    monkeypatch.setattr(RedisWriter, "_send", recorded)
+    try:
+        _write(writer, 3)  # reports: the first
+        clock.at += 0.5
+        first = writer.reserve_event_ids(3)
+        events: list[Event] = [("openrouter", 1_800_000_000.0, 0.2, SUCCESS, 0, 0, None)] * 3
+        batch = build_batch(events, first, NO_NOTES)
+        failing[0] = True
+        with pytest.raises(redis.ConnectionError):
+            writer.write(batch)
+        clock.at += 0.6  # the report is due now, but the batch is the one sent before
+        writer.write(batch)
+        assert [c[0] for c in sent[2]] == [c[0] for c in sent[1]]
+        assert not any(c[0] == "HINCRBY" and c[1] == keys.redis_ops for c in sent[2])
+        _write(writer, 3)  # the next batch reports
+        assert any(c[0] == "HINCRBY" and c[1] == keys.redis_ops for c in sent[3])
+    finally:
         connection.close()
