@@ -321,8 +321,16 @@ def read_memory(connection: Connection, ops: Counter[str]) -> RedisMemory | None
         memory = connection.info("memory", target_nodes=masters)
         stats = connection.info("stats", target_nodes=masters)
         errors = connection.info("errorstats", target_nodes=masters)
-        ops["info"] += 3 * len(memory)
-        readings = [redis_memory(memory[node], stats[node], errors.get(node)) for node in memory]
+        ops["info"] += len(memory) + len(stats) + len(errors)
+        # the masters that answered both reads: a failover between them changes the set, and a
+        # master read once is read in full by the next cycle
+        readings = [
+            redis_memory(memory[node], stats[node], errors.get(node))
+            for node in memory
+            if node in stats
+        ]
+        if not readings:
+            raise redis.ConnectionError("no cluster master answered both INFO memory and stats")
         worst = max(readings, key=lambda m: m.used_bytes / m.max_bytes if m.max_bytes else 0)
         return replace(
             worst,
