@@ -51,7 +51,8 @@ class Flusher:
         """``clock``: event times are moved onto it (its offset, as the sink last measured it)
         when a batch is built; None: they are on the shared clock already. ``next_refresh``:
         seconds until ``before_flush`` has work (the breaker cache's next refresh): an idle
-        flusher sleeps until then, or until something is recorded. ``wakes``: marks each batch
+        flusher sleeps until then, or until something is recorded; a backoff wait does that
+        work when it falls due. ``wakes``: marks each batch
         with the breakers to wake (``client._wake``)."""
         self._buffer = buffer
         self._ledger = ledger
@@ -72,6 +73,9 @@ class Flusher:
             settings.backoff_initial_seconds,
             settings.backoff_max_seconds,
             stopping=lambda: self._stopping,
+            # the breaker cache keeps its cadence while a batch is retried (allow() follows)
+            meanwhile=before_flush,
+            next_due=next_refresh,
         )
         self._gauges = GaugeRefresh(settings.gauge_ttl_seconds, monotonic)
         self._pass = FlushPass(

@@ -158,14 +158,6 @@ def test_a_leftover_resent_between_the_halves_of_a_split_batch_applies_nothing_t
 ALLOW_OOM_HSET = "#!lua flags=allow-oom\nreturn redis.call('HSET', KEYS[1], unpack(ARGV))"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="single seed 100005: the breaker cache is refreshed only between flush passes "
-    "(client/_flusher.py before_flush), so while a pass retries a batch Redis refuses (out of "
-    "memory, reads still served) or waits out its backoff, allow() answers a state as old as "
-    "the retrying lasts: an opened breaker is not followed, a stale closed state takes no "
-    "half-open permit",
-)
 def test_allow_follows_the_breaker_while_a_flush_is_retried(private_redis: redis.Redis) -> None:
     port = private_redis.connection_pool.connection_kwargs["port"]
     namespace = f"finding-{uuid.uuid4().hex[:8]}"

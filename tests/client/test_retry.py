@@ -97,3 +97,65 @@ def test_cut_short_ends_a_wait_at_once() -> None:
     started = time.monotonic()
     backoff.pause(60.0)
     assert time.monotonic() - started < 5.0
+
+
+class Due:
+    """A refresh due every ``every`` seconds of a fake clock that a wait advances (no sleeps:
+    ``cut_short`` is set, so each wait returns at once, and the clock moves by what it waited)."""
+
+    def __init__(self, every: float, fails: bool = False) -> None:
+        self.now = 0.0
+        self.every = every
+        self.fails = fails
+        self.last = 0.0
+        self.refreshed: list[float] = []
+
+    def next_due(self) -> float:
+        return self.last + self.every - self.now
+
+    def refresh(self) -> None:
+        self.refreshed.append(self.now)
+        if not self.fails:
+            self.last = self.now
+
+
+def pausing(due: Due) -> Backoff:
+    backoff = Backoff(
+        0.1,
+        0.5,
+        stopping=lambda: False,
+        meanwhile=due.refresh,
+        next_due=due.next_due,
+        monotonic=lambda: due.now,
+    )
+
+    class FakeEvent:
+        def wait(self, seconds: float) -> bool:
+            due.now += seconds
+            return False
+
+        def clear(self) -> None:
+            pass
+
+    backoff._cut_short = FakeEvent()  # type: ignore[assignment]
+    return backoff
+
+
+def test_a_wait_refreshes_what_falls_due_during_it_on_schedule() -> None:
+    due = Due(every=1.0)
+    pausing(due).pause(3.5)
+    assert due.refreshed == [1.0, 2.0, 3.0]
+    assert due.now == 3.5
+
+
+def test_a_refresh_that_fails_is_tried_once_per_wait_not_in_a_busy_loop() -> None:
+    due = Due(every=1.0, fails=True)
+    pausing(due).pause(3.5)
+    assert due.refreshed == [1.0]
+    assert due.now == 3.5
+
+
+def test_a_wait_with_nothing_due_is_one_wait() -> None:
+    due = Due(every=10.0)
+    pausing(due).pause(3.5)
+    assert (due.refreshed, due.now) == ([], 3.5)
