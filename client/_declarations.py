@@ -6,9 +6,11 @@ A metric's values are written only once Redis has answered that it holds a compa
 then they wait in the process. A process whose declaration conflicts with the one in Redis has
 its updates refused and counted (``gatewayz_metrics_conflicting_updates_total``), never raised:
 they would corrupt the values another declaration shaped (other buckets, other labels). Every
-declaration is sent again every ``REDECLARE_SECONDS`` (and checked again), so an emptied or
-expired schema is declared again, and the answer follows what Redis holds now. Not thread-safe:
-the instrument store's lock guards it.
+declaration is sent again every ``REDECLARE_SECONDS`` (and checked again), and the declaration
+of a metric a batch carries values of at most ``REASSERT_SECONDS`` after it was last sent: a
+schema Redis lost (a restart without data, a failover) is declared again within a second of the
+next value, at no cost to an idle process, and the answer follows what Redis holds now. Not
+thread-safe: the instrument store's lock guards it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ log = logging.getLogger("gatewayz.metrics.client")
 
 REDECLARE_SECONDS = 60.0
 """How often a process sends every declaration again (and learns whether Redis still agrees)."""
+
+REASSERT_SECONDS = 1.0
+"""A metric whose values a batch carries has its declaration in that batch when it was last
+sent this long ago or more: its values never sit in Redis for longer without a declaration
+(without one the aggregator exports none of them)."""
 
 PENDING = "pending"
 CONFIRMED = "confirmed"
@@ -42,6 +49,7 @@ class Declarations:
         self.specs: dict[str, MetricSpec] = {}
         self._state: dict[str, str] = {}
         self._next_redeclare = -math.inf
+        self._sent_at: dict[str, float] = {}
         self._logged: set[str] = set()
 
     def declare(self, spec: MetricSpec) -> MetricSpec | None:
@@ -61,14 +69,25 @@ class Declarations:
     def refused(self, name: str) -> bool:
         return self._state.get(name) == REFUSED
 
-    def to_send(self) -> list[MetricSpec]:
-        """The declarations a batch carries: those Redis has not answered about yet, and every
-        one each ``REDECLARE_SECONDS``."""
+    def to_send(self, carrying: Iterable[str] = ()) -> list[MetricSpec]:
+        """The declarations a batch carries: those Redis has not answered about yet, every one
+        each ``REDECLARE_SECONDS``, and those of the metrics whose values it carries
+        (``carrying``) last sent ``REASSERT_SECONDS`` ago or more."""
         now = self._clock()
         if now >= self._next_redeclare:
             self._next_redeclare = now + REDECLARE_SECONDS
-            return list(self.specs.values())
-        return [spec for name, spec in self.specs.items() if self._state[name] == PENDING]
+            sending = list(self.specs.values())
+        else:
+            stale = now - REASSERT_SECONDS
+            names = {n for n in carrying if self._sent_at.get(n, -math.inf) <= stale}
+            sending = [
+                spec
+                for name, spec in self.specs.items()
+                if self._state[name] == PENDING or name in names
+            ]
+        for spec in sending:
+            self._sent_at[spec.name] = now
+        return sending
 
     def answered(self, stored: Iterable[tuple[str, str | None]]) -> bool:
         """What Redis holds for the declarations a batch carried (its spec JSON, or None when it

@@ -283,7 +283,7 @@ class InstrumentStore:
             return Drained(
                 deltas,
                 gauges,
-                declarations.to_send(),
+                declarations.to_send({d[0].name for d in deltas} | {g[0] for g in gauges}),
                 _take(counts["dropped"]),
                 _take(counts["rejected"]),
                 self._drained_up_to,

@@ -86,11 +86,6 @@ def test_clock_step_between_record_and_flush(verdict: Verdict) -> None:
 
 
 @needs_redis
-@pytest.mark.xfail(
-    strict=True,
-    reason="after Redis restarts empty the workers' backend metrics vanish from /metrics: each "
-    "process writes its declarations ({metrics}:schema) once, its data with every flush",
-)
 def test_backend_metrics_come_back_after_redis_restarts_empty(verdict: Verdict) -> None:
     missing = [m for m in verdict.violations.get("exported_match", []) if "torture_" in m]
     assert missing == []

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from client._declarations import REDECLARE_SECONDS, Declarations
+from client._declarations import REASSERT_SECONDS, REDECLARE_SECONDS, Declarations
 from gatewayz_protocol.specs import MetricSpec
 
 JOBS = MetricSpec("jobs", "counter", "Jobs", ("kind",))
@@ -77,3 +77,21 @@ def test_unchecked_declarations_are_writable_at_once_and_a_fork_declares_again()
     assert declarations.to_send() == []
     declarations.reset_after_fork()
     assert declarations.to_send() == [JOBS]
+
+
+def test_a_metric_whose_values_a_batch_carries_is_declared_again_each_second() -> None:
+    # A schema Redis lost (restarted empty) comes back with the next values, not a minute later.
+    clock = Clock()
+    declarations = Declarations(clock)
+    declarations.declare(JOBS)
+    declarations.declare(LAT)
+    assert declarations.to_send(["jobs"]) == [JOBS, LAT]
+    declarations.answered([("jobs", JOBS.to_json()), ("lat", LAT.to_json())])
+    clock.now += REASSERT_SECONDS / 2
+    assert declarations.to_send(["jobs", "lat"]) == []  # sent half a second ago
+    clock.now += REASSERT_SECONDS / 2
+    assert declarations.to_send(["jobs"]) == [JOBS]  # lat has no values in this batch
+    assert declarations.to_send(["jobs"]) == []
+    clock.now += 10 * REASSERT_SECONDS
+    assert declarations.to_send() == []  # an idle process sends nothing
+    assert declarations.to_send(["lat", "unknown"]) == [LAT]
