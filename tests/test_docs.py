@@ -4,10 +4,11 @@ regenerates them; ``make docs`` builds the site with warnings as errors)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
-from devtools.docs_reference import PAGES, REFERENCE, render
+from devtools.docs_reference import PAGES, REFERENCE, ROOT, render
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))
@@ -36,3 +37,11 @@ def test_the_configuration_page_names_every_variable_and_its_old_name() -> None:
         assert f"| `{option.env}` |" in page, option.env
         for old in option.deprecated:
             assert f"| `{old}` | `{option.env}` |" in page, old
+
+
+def test_the_alerts_and_dashboards_page_names_every_provisioned_dashboard() -> None:
+    page = (ROOT / "docs" / "operations" / "alerts-and-dashboards.md").read_text()
+    dashboards = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
+    titles = [json.loads(path.read_text())["title"] for path in dashboards]
+    assert len(titles) == 3
+    assert [title for title in titles if f"**{title}**" not in page] == []
