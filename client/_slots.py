@@ -7,7 +7,8 @@ records, in that slot's ``applied`` hash, which events (or which batch) this wri
 there. When a node fails, only its slots are sent again; a slot whose outcome is unknown (the
 connection died after the transaction was sent) is first asked whether the marker says it ran.
 Slots known to have run are remembered for the batch and for the halves of a batch split
-because Redis was out of memory (their event ids fall inside the range already applied), and so
+because Redis was out of memory (their event ids fall inside the range already applied, until
+its last half is applied, whatever is sent between the halves), and so
 are the script calls such a slot ran while its node did not know their script (they did
 nothing: the writer sends them again). Markers carry the time they were written; each writer
 forgets the old ones of a slot (writers gone for good) with a transaction it sends there anyway.
@@ -138,6 +139,9 @@ class AppliedSlots:
         self.unknown.discard(slot)
 
 
+MAX_SPLITS: Final = 8
+"""Split batches whose progress is kept at once (one as a rule: a flush pass delivers a batch's
+halves before it takes more events)."""
 MARKER_LIFETIME_SECONDS: Final = 3600.0
 """A marker older than this is forgotten (``PRUNE_MARKERS``): a marker is read only by a retry
 whose transaction's reply was lost, seconds later as a rule. A writer that could not ask that
@@ -183,6 +187,9 @@ class ClusterWrites:
         self._now = now
         self._monotonic = monotonic
         self._progress = AppliedSlots()
+        self._splits: dict[tuple[int, int], AppliedSlots] = {}
+        """What each batch split for lack of memory applied, until its last half is applied:
+        a leftover resent between two halves must not make the second forget it."""
         self._batch: object = None
         self._eventless = 0
         self._prune = register(cluster, scripts.PRUNE_MARKERS)
@@ -198,10 +205,7 @@ class ClusterWrites:
         ids = self._ids(batch)
         progress = self._progress
         if batch is not self._batch:
-            # a new batch, unless it is half of the one before (its ids are within it)
-            lineage = batch.lineage if batch.events else ids
-            if batch.split_from is None or lineage != progress.lineage:
-                progress = self._progress = AppliedSlots(lineage=lineage)
+            progress = self._progress = self._progress_of(batch, ids)
             progress.replies = {}
             self._batch = batch
         groups = group_by_slot(commands)
@@ -236,7 +240,28 @@ class ClusterWrites:
             failure = failure or outcome.error
         if failure is not None:
             raise failure
+        if batch.split_from is not None and ids[1] == batch.split_from[1]:
+            self._splits.pop(batch.split_from, None)  # its last half: the lineage is applied
         return self._replies(progress, commands)
+
+    def _progress_of(self, batch: Batch, ids: tuple[int, int]) -> AppliedSlots:
+        """Where a new batch's progress is kept: a half's is its lineage's (the whole batch's
+        and every earlier half's, whatever was sent in between); a batch without events (a
+        leftover sent again) has its own; a new batch with events starts afresh, the splits
+        before it over (a flush pass delivers every half before it takes more events)."""
+        if batch.split_from is not None:
+            lineage = batch.split_from
+            progress = self._splits.get(lineage)
+            if progress is None:
+                current = self._progress
+                progress = current if current.lineage == lineage else AppliedSlots(lineage)
+                while len(self._splits) >= MAX_SPLITS:
+                    del self._splits[next(iter(self._splits))]
+                self._splits[lineage] = progress
+            return progress
+        if batch.events:
+            self._splits.clear()
+        return AppliedSlots(lineage=ids)
 
     def _pruning(self, slot: int, marker: str) -> list[Command]:
         """The call that forgets the slot's old markers, when this writer is due to prune it."""

@@ -21,7 +21,7 @@ from devtools.torture.checker import Verdict, check
 from devtools.torture.cpu_wait import effective_clock, run_queue_waits
 from devtools.torture.deployment import Deployment, Options
 from devtools.torture.history import History
-from devtools.torture.known import classify
+from devtools.torture.known import KnownBreak, classify
 from devtools.torture.ledger import profiles
 from devtools.torture.nemesis import Nemesis, dispatch
 from devtools.torture.opcmd import parse_requests
@@ -442,14 +442,35 @@ def test_duplicates_only_where_a_lost_reply_allows_them() -> None:
     assert any("2 events over" in note for note in verdict.notes)
 
 
+# Two breaks as known.py listed them until they were fixed: the machinery outlives them.
+DECLARATIONS_LOST = KnownBreak(
+    "backend-declarations-lost-with-redis",
+    frozenset({"exported_match"}),
+    frozenset({"restart_empty", "kill_master"}),
+    r"torture_(calls|cost_usd)_total",
+    "backend metrics vanish from /metrics after Redis loses its data",
+    "tests/test_torture_findings.py::test_backend_metrics_come_back_after_redis_restarts_empty",
+)
+SPLIT_APPLIED_TWICE = KnownBreak(
+    "split-batch-applied-twice-after-a-leftover",
+    frozenset({"totals_exact"}),
+    frozenset({"failover", "kill_master", "script_flush"}),
+    r"totals match no prefix|calls counted, \d+ recorded",
+    "a split batch's second half applied again after a leftover",
+    "tests/test_torture_findings.py::"
+    "test_a_leftover_resent_between_the_halves_of_a_split_batch_applies_nothing_twice",
+    needs=frozenset({"oom", "cluster"}),
+)
+
+
 def test_a_known_break_is_told_apart() -> None:
     history = perfect_history()
     for replica in history.replicas:
         del replica["counters"]['torture_calls_total{provider="w0-ok"}']
     verdict = check(history)
-    unexpected, known = classify(verdict, {"restart_empty"})
+    unexpected, known = classify(verdict, {"restart_empty"}, (DECLARATIONS_LOST,))
     assert unexpected == {} and "exported_match" in known
-    unexpected, known = classify(verdict, {"oom"})
+    unexpected, known = classify(verdict, {"oom"}, (DECLARATIONS_LOST,))
     assert "exported_match" in unexpected and known == {}
 
 
@@ -458,8 +479,9 @@ def test_a_known_break_needs_every_kind_it_names() -> None:
     totals = history.redis["providers"][OK]["totals"]
     set_total(history, OK, "n:success", int(totals["n:success"]) + 5)
     verdict = check(history)
-    assert "totals_exact" in classify(verdict, {"failover", "oom"})[0]  # not on a cluster
-    unexpected, known = classify(verdict, {"failover", "oom", "cluster"})
+    breaks = (SPLIT_APPLIED_TWICE,)
+    assert "totals_exact" in classify(verdict, {"failover", "oom"}, breaks)[0]  # not a cluster
+    unexpected, known = classify(verdict, {"failover", "oom", "cluster"}, breaks)
     assert unexpected == {} and "totals_exact" in known
 
 

@@ -107,13 +107,6 @@ def _cluster_totals(url: str, keys: Keys, provider: str) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items() if k.decode().startswith("n:")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cluster seed 200001: a batch split for lack of memory applies its second half "
-    "again in the slots the whole batch reached when a leftover (its script calls answered "
-    "NOSCRIPT by a master a failover promoted) is resent between the halves: ClusterWrites "
-    "keeps what a lineage applied only until the next batch (client/_slots.py _write)",
-)
 def test_a_leftover_resent_between_the_halves_of_a_split_batch_applies_nothing_twice(
     redis_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

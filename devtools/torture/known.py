@@ -34,27 +34,16 @@ class KnownBreak:
 # both reads are reported, and a cycle none answered fails by name), the breaker cache going
 # stale while a flush pass retries a batch (its refresh now runs in the backoff waits), backend
 # metrics vanishing after Redis restarts empty (a declaration is sent again with its values at
-# most a second after it was last sent).
-KNOWN: tuple[KnownBreak, ...] = (
-    KnownBreak(
-        "split-batch-applied-twice-after-a-leftover",
-        frozenset({"totals_exact"}),
-        frozenset({"failover", "kill_master", "script_flush"}),  # a master without the script
-        r"totals match no prefix|calls counted, \d+ recorded",  # the latter: after a data loss
-        "on a Redis Cluster, a batch split for lack of memory applies its second half again "
-        "in the slots the whole batch reached when its first half's leftover (script calls a "
-        "master answered NOSCRIPT) is resent between the halves: counters over-count",
-        "tests/test_torture_findings.py::"
-        "test_a_leftover_resent_between_the_halves_of_a_split_batch_applies_nothing_twice",
-        needs=frozenset({"oom", "cluster"}),
-    ),
-)
+# most a second after it was last sent), a split batch's second half applied again after a
+# leftover was resent between its halves (what a lineage applied is kept until its last half).
+KNOWN: tuple[KnownBreak, ...] = ()
 
 
 def classify(
-    verdict: Verdict, kinds: set[str]
+    verdict: Verdict, kinds: set[str], breaks: tuple[KnownBreak, ...] | None = None
 ) -> tuple[dict[str, list[str]], dict[str, list[tuple[str, KnownBreak]]]]:
-    """(unexpected violations, known ones with their break) by invariant."""
+    """(unexpected violations, known ones with their break) by invariant; ``breaks``: the
+    known breaks (``KNOWN`` unless given: tests pass their own)."""
     unexpected: dict[str, list[str]] = {}
     known: dict[str, list[tuple[str, KnownBreak]]] = {}
     for invariant, messages in verdict.violations.items():
@@ -62,7 +51,7 @@ def classify(
             match = next(
                 (
                     k
-                    for k in KNOWN
+                    for k in (KNOWN if breaks is None else breaks)
                     if invariant in k.invariants
                     and k.triggers & kinds
                     and k.needs <= kinds
