@@ -95,6 +95,9 @@ class AggregatorSettings:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     breaker_providers: Overrides = table.BREAKER_PROVIDERS.default
     """Per provider, the breaker settings replacing ``breaker``'s for it (``breaker_policy``)."""
+    breaker_models: tuple[str, ...] = shared.BREAKER_MODELS.default
+    """Providers that also get a breaker per model (``gatewayz_protocol.model_scopes``)."""
+    max_models_per_provider: int = shared.MAX_MODELS_PER_PROVIDER.default
     latency_target_seconds: float = table.LATENCY_TARGET.default
     latency_ceiling_seconds: float = table.LATENCY_CEILING.default
     extra_latency_buckets: tuple[float, ...] = table.EXTRA_LATENCY_BUCKETS.default
@@ -265,6 +268,8 @@ def _check_ranges(settings: AggregatorSettings) -> None:
         raise ValueError("max providers must be >= 1")
     if settings.max_series_per_metric < 1:
         raise ValueError("max series must be >= 1")
+    if settings.max_models_per_provider < 1:
+        raise ValueError("max models per provider must be >= 1")
     check_max_label_value_bytes(settings.max_label_value_bytes)
     if not 0.0 < settings.latency_target_seconds < settings.latency_ceiling_seconds:
         raise ValueError("need 0 < latency target < latency ceiling")

@@ -37,11 +37,13 @@ class RedisRegistry:
         connection: Connection,
         keys: Keys,
         horizon_seconds: float = DEFAULT_EXPORT_HORIZON_SECONDS,
+        key: str | None = None,
     ) -> None:
         """``horizon_seconds``: names without an event for this long are idle and do not
-        count against the cap."""
+        count against the cap. ``key``: another registry than the providers' (a provider's
+        model registry)."""
         self._admit = register(connection, scripts.ADMIT)
-        self._key = keys.providers
+        self._key = keys.providers if key is None else key
         self._horizon = horizon_seconds
 
     def admit(self, providers: list[str], cap: int, now: float) -> dict[str, bool]:

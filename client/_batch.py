@@ -11,6 +11,7 @@ from client._instruments import Drained
 from client._ledger import Notes
 from gatewayz_protocol.event_ids import event_members
 from gatewayz_protocol.fields import Exemplar, encode_totals
+from gatewayz_protocol.model_scopes import MODEL_WINDOW_OF_OUTCOME
 from gatewayz_protocol.partitions import (
     BUCKET_OF_PARTITION,
     LATENCY_PARTITIONS,
@@ -32,6 +33,9 @@ class ProviderBatch:
     """histogram bucket -> the latest exemplar of the batch in it"""
     unwindowed: int = 0
     """its events without a window member: cancelled calls, usage added to a booked call"""
+    models: dict[str, dict[int, list[str]]] = field(default_factory=dict)
+    """model -> model window (``MODEL_WINDOW_NAMES``) -> flat ZADD arguments: the members of
+    its calls' provider windows again (``breaker_models`` providers only)"""
 
     @property
     def events(self) -> int:
@@ -85,8 +89,17 @@ def build_batch(
     least it can: one partition lookup, one append."""
     grouped: dict[str, tuple[dict[int, list[float | str]], list[float]]] = {}
     exemplars: dict[str, dict[int, Exemplar]] = {}
+    models: dict[str, dict[str, dict[int, list[float | str]]]] = {}
     named = zip(events, event_members(first_id, len(events)), strict=True)
-    for (provider, ts, latency_s, outcome, tokens, cost_nusd, exemplar), member in named:
+    for event, member in named:
+        if len(event) == 7:
+            provider, ts, latency_s, outcome, tokens, cost_nusd, exemplar = event
+        else:  # a call of a provider with model breakers: its model scope too
+            provider, ts, latency_s, outcome, tokens, cost_nusd, exemplar, model = event
+            index = MODEL_WINDOW_OF_OUTCOME.get(outcome)
+            if index is not None:
+                scopes = models.setdefault(provider, {}).setdefault(model, {})
+                scopes.setdefault(index, []).extend((ts + offset, member))
         entry = grouped.get(provider)
         if entry is None:
             entry = grouped[provider] = ({}, [0.0, 0, 0, 0.0])
@@ -107,29 +120,53 @@ def build_batch(
         if exemplar is not None:  # rare: only calls timed inside a trace
             bucket = BUCKET_OF_PARTITION[key % LATENCY_PARTITIONS]
             exemplars.setdefault(provider, {})[bucket] = (exemplar, latency_s, ts + offset)
-    providers: dict[str, ProviderBatch] = {}
-    for provider, (groups, (latency_sum, tokens_sum, cost_sum, last_seen)) in grouped.items():
-        partitions: dict[int, list[str]] = {}
-        tally: dict[tuple[int, int], int] = {}
-        unwindowed = 0
-        for key, flat in groups.items():
-            outcome, latency_part = divmod(key, LATENCY_PARTITIONS)
-            tally[(outcome, latency_part)] = len(flat) // 2
-            if outcome >= len(OUTCOMES):  # CANCELLED, USAGE: counters only, no member
-                unwindowed += len(flat) // 2
-                continue
-            flat[0::2] = _scores(flat[0::2])
-            partition = window_partition(outcome, latency_part)
-            merged = partitions.get(partition)
-            if merged is None:
-                partitions[partition] = flat  # type: ignore[assignment]  # all str now
-            else:
-                merged += flat  # type: ignore[arg-type]
-        totals = encode_totals(tally, latency_sum, int(tokens_sum), int(cost_sum))
-        providers[provider] = ProviderBatch(
-            partitions, totals, last_seen, exemplars.get(provider, {}), unwindowed
+    providers = {
+        provider: _provider_batch(
+            groups, sums, exemplars.get(provider, {}), _model_windows(models.get(provider))
         )
+        for provider, (groups, sums) in grouped.items()
+    }
     return Batch(providers, notes, instruments, offset, first_id, split_from)
+
+
+def _provider_batch(
+    groups: dict[int, list[float | str]],
+    sums: list[float],
+    exemplars: dict[int, Exemplar],
+    models: dict[str, dict[int, list[str]]],
+) -> ProviderBatch:
+    """One provider's part of a batch, from its events grouped by (outcome, partition)."""
+    latency_sum, tokens_sum, cost_sum, last_seen = sums
+    partitions: dict[int, list[str]] = {}
+    tally: dict[tuple[int, int], int] = {}
+    unwindowed = 0
+    for key, flat in groups.items():
+        outcome, latency_part = divmod(key, LATENCY_PARTITIONS)
+        tally[(outcome, latency_part)] = len(flat) // 2
+        if outcome >= len(OUTCOMES):  # CANCELLED, USAGE: counters only, no member
+            unwindowed += len(flat) // 2
+            continue
+        flat[0::2] = _scores(flat[0::2])
+        partition = window_partition(outcome, latency_part)
+        merged = partitions.get(partition)
+        if merged is None:
+            partitions[partition] = flat  # type: ignore[assignment]  # all str now
+        else:
+            merged += flat  # type: ignore[arg-type]
+    totals = encode_totals(tally, latency_sum, int(tokens_sum), int(cost_sum))
+    return ProviderBatch(partitions, totals, last_seen, exemplars, unwindowed, models)
+
+
+def _model_windows(
+    models: dict[str, dict[int, list[float | str]]] | None,
+) -> dict[str, dict[int, list[str]]]:
+    """A provider's model windows with their scores formatted as the provider's."""
+    if not models:
+        return {}
+    for windows in models.values():
+        for flat in windows.values():
+            flat[0::2] = _scores(flat[0::2])
+    return models  # type: ignore[return-value]  # all str now
 
 
 def _scores(times: list[float | str]) -> list[str]:

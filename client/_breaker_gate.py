@@ -73,7 +73,7 @@ class RedisBreakerStore:
         for provider in providers:
             pipe.hmget(self._keys.breaker(provider), [STATE_FIELD, "open_until", FORCED_FIELD])
         replies = pipe.execute()
-        return {p: _stored(*raw) for p, raw in zip(providers, replies, strict=True)}
+        return {p: stored_breaker(*raw) for p, raw in zip(providers, replies, strict=True)}
 
     def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
         keys = self._keys
@@ -83,7 +83,7 @@ class RedisBreakerStore:
         return decode_state_name(state), bool(granted)
 
 
-def _stored(state: object, open_until: object, forced: object) -> Stored:
+def stored_breaker(state: object, open_until: object, forced: object) -> Stored:
     """A breaker as HMGET read it: what is not a number is unknown (0), as a hand edit may be."""
     try:
         until = float(open_until)  # type: ignore[arg-type]
@@ -124,8 +124,11 @@ class BreakerGate:
         monotonic: Callable[[], float] = time.monotonic,
         max_entries: int = 2000,
         now: Callable[[], float] = time.time,
+        valid: Callable[[str], bool] = is_valid_provider,
     ) -> None:
-        """``now``: the clock breaker deadlines are on (Redis's: the shared clock)."""
+        """``now``: the clock breaker deadlines are on (Redis's: the shared clock); ``valid``:
+        which names a breaker can exist for (provider names; scopes for model breakers)."""
+        self._valid = valid
         self._max_entries = max_entries
         self._now = now
         self._store = store
@@ -187,7 +190,7 @@ class BreakerGate:
         about, or a half-open one whose trial permit must be taken in Redis)."""
         entry = self._entries.get(provider)
         if entry is None:
-            if not is_valid_provider(provider) or len(self._entries) >= self._max_entries:
+            if not self._valid(provider) or len(self._entries) >= self._max_entries:
                 # No breaker can exist for it (record() rejects it), or a flood of names: the
                 # cache stays bounded and such calls pass without a round trip.
                 return True

@@ -19,12 +19,17 @@ from gatewayz_protocol.fields import NANO_USD_PER_USD
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_protocol.partitions import OUTCOME_CODES, UNWINDOWED
 
-Event = tuple[str, float, float, int, int, int, dict[str, str] | None]
+Event = (
+    tuple[str, float, float, int, int, int, dict[str, str] | None]
+    | tuple[str, float, float, int, int, int, dict[str, str] | None, str]
+)
 """(provider, time on the client's clock, latency seconds, outcome code, tokens, cost in nano-USD,
-exemplar labels or None). The client's clock is the monotonic one (moved onto Redis's by the
-offset measured when the batch is built), or an injected clock taken as the shared one. Codes:
-``OUTCOMES``' (0..3), ``CANCELLED`` (no latency, no window member) and ``USAGE`` (tokens and
-cost added to a call booked earlier: nothing else)."""
+exemplar labels or None[, model]): the model (bounded) only for a call of a provider with model
+breakers (``breaker_models``), whose model scope it also feeds. The client's clock is the
+monotonic one (moved onto Redis's by the offset measured when the batch is built), or an
+injected clock taken as the shared one. Codes: ``OUTCOMES``' (0..3), ``CANCELLED`` (no
+latency, no window member) and ``USAGE`` (tokens and cost added to a call booked earlier:
+nothing else)."""
 
 _MAX_CACHED_NAMES = 4096
 MAX_LATENCY_SECONDS = 86_400.0  # a day: longer is a bug, and it must fit Redis's integers

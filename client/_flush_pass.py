@@ -93,11 +93,13 @@ class FlushPass:
         max_providers: int,
         clock: SharedClock | None = None,
         wakes: Callable[[Batch], Batch] = lambda batch: batch,
+        models: Callable[[list[Event]], list[Event]] | None = None,
     ) -> None:
         """``clock``: event times are moved onto it (its offset, as the sink last measured it)
         when a batch is built; None: they are on the shared clock already. ``max_providers``:
-        the registry's cap, as the log says it. ``wakes``: marks a batch with the breakers to
-        wake (``client._wake.BreakerWakes.mark``)."""
+        the registry's cap, as the log says it. ``models``: the model admission
+        (``client._model_scopes``), before the batch is built. ``wakes``: marks a batch with
+        the breakers to wake (``client._wake.BreakerWakes.mark``)."""
         self._buffer = buffer
         self._ledger = ledger
         self._instruments = instruments
@@ -109,6 +111,7 @@ class FlushPass:
         self._max_providers = max_providers
         self._clock = clock
         self._wakes = wakes
+        self._models = models
         self.drained_version = 0
         """The instrument store's version the last batch took: values changed since wait."""
         self._logged: set[str] = set()
@@ -133,6 +136,8 @@ class FlushPass:
         notes: Notes | None = None
         try:
             events = self._admitted_only(events)
+            if self._models is not None:  # model breakers: the models their registries admit
+                events = self._models(events)
             self._note_log_drops()
             notes = self._ledger.take_notes()
             offset = self._clock.offset if self._clock is not None else 0.0

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from client._admission import ProviderAdmission
 from client._batch import Batch
 from client._buffer import EventBuffer
+from client._events import Event
 from client._flush_pass import FlushPass, GaugeRefresh, Pass, Sink
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
@@ -47,13 +48,15 @@ class Flusher:
         clock: SharedClock | None = None,
         next_refresh: Callable[[], float] = lambda: math.inf,
         wakes: Callable[[Batch], Batch] = lambda batch: batch,
+        models: Callable[[list[Event]], list[Event]] | None = None,
     ) -> None:
         """``clock``: event times are moved onto it (its offset, as the sink last measured it)
         when a batch is built; None: they are on the shared clock already. ``next_refresh``:
         seconds until ``before_flush`` has work (the breaker cache's next refresh): an idle
         flusher sleeps until then, or until something is recorded; a backoff wait does that
-        work when it falls due. ``wakes``: marks each batch
-        with the breakers to wake (``client._wake``)."""
+        work when it falls due. ``wakes``: marks each batch with the breakers to wake
+        (``client._wake``). ``models``: leaves out of the events the models their provider's
+        model registry refused (``client._model_scopes``)."""
         self._buffer = buffer
         self._ledger = ledger
         self._instruments = instruments
@@ -90,6 +93,7 @@ class Flusher:
             max_providers=settings.max_providers,
             clock=clock,
             wakes=wakes,
+            models=models,
         )
 
     @property

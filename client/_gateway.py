@@ -172,7 +172,7 @@ class GatewayMetrics:
         client = self.client
         if not client.record(
             provider, latency_s, status_code, outcome, tokens_in + tokens_out, cost_usd,
-            exemplar=exemplar,
+            exemplar=exemplar, model=model_,
         ):  # fmt: skip
             return False
         for cause, value in omitted:
@@ -226,10 +226,11 @@ class GatewayMetrics:
         self, provider: str, model: str, endpoint: str = "", *, guard: bool = False
     ) -> InferenceCall:
         """Time a model call in a ``with`` block; see InferenceCall. With ``guard=True`` the
-        breaker is asked first (``client.admit()``): when it rejects the call,
+        breaker is asked first (``client.admit()``, with the model: a provider of
+        ``breaker_models`` has a breaker per model too): when it rejects the call,
         CircuitOpenError (with ``retry_after_s``) is raised and the block never runs."""
         if guard:
-            status = self.client.admit(provider)
+            status = self.client.admit(provider, model)
             if not status:
                 raise CircuitOpenError.of(status)
         return InferenceCall(self, provider, model, endpoint)

@@ -34,6 +34,7 @@ from client._signals import watch as watch_shutdown
 from client._tracking import CallTracker
 from gatewayz_protocol.fields import NANO_USD_PER_USD
 from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.model_scopes import MODEL_WINDOW_OF_OUTCOME
 from gatewayz_protocol.partitions import CANCELLED, USAGE
 
 log = logging.getLogger("gatewayz.metrics.client")
@@ -113,6 +114,7 @@ class MetricsClient:
         self._ledger, self._buffer = parts.ledger, parts.buffer
         self._gate, self._flusher = parts.gate, parts.flusher
         self._breakers = parts.breakers
+        self._models = parts.models
 
     # -- the circuit breaker (BreakerQueries) and backend metrics (MetricRegistry) -------------
 
@@ -140,6 +142,7 @@ class MetricsClient:
         cost_usd: float = 0.0,
         *,
         exemplar: Mapping[str, str] | None = None,
+        model: str | None = None,
     ) -> bool:
         """Record one finished provider call. Never blocks on I/O, never raises.
 
@@ -153,7 +156,9 @@ class MetricsClient:
         Returns whether the call was booked. A bad provider, latency, status code or outcome
         rejects it (counted by cause, nothing booked); a bad ``tokens`` (not a count in
         [0, 1e12]; 12.0 is 12), ``cost_usd`` or ``exemplar`` is left out, counted by cause, and
-        the call is booked without it.
+        the call is booked without it. ``model``: for a provider of ``breaker_models``, the
+        model called, whose own breaker the call also feeds (bounded like a label value; not a
+        non-empty string: left out, counted as ``invalid_model``); ignored for other providers.
         """
         try:
             code = self._validator.validate(provider, latency_s, status_code, outcome)
@@ -173,6 +178,15 @@ class MetricsClient:
         if code >= CANCELLED:  # nothing of it in the histogram: no latency, no exemplar
             latency, exemplar = 0.0, None
         labels = None if exemplar is None else checked_exemplar(exemplar, self._ledger.reject)
+        if model is not None and self._models is not None and code in MODEL_WINDOW_OF_OUTCOME:
+            scoped = self._models.model(provider, model)
+            if scoped is not None:
+                at = self._clock()
+                scoped_event = (provider, at, latency, code, tokens, cost_nusd, labels, scoped)
+                self._flusher.notify(self._buffer.append(scoped_event))
+                return True
+            if provider in self._models.providers:
+                self._reject("invalid_model", model)
         event = (provider, self._clock(), latency, code, tokens, cost_nusd, labels)
         self._flusher.notify(self._buffer.append(event))
         return True
@@ -198,7 +212,7 @@ class MetricsClient:
             self._flusher.notify(self._buffer.append(event))
         return cost_nusd
 
-    def track(self, provider: str, *, guard: bool = False) -> CallTracker:
+    def track(self, provider: str, *, guard: bool = False, model: str | None = None) -> CallTracker:
         """Time a ``with`` block as one call to ``provider``.
 
         An exception inside the block records a failure, or the class of the status code it
@@ -209,13 +223,14 @@ class MetricsClient:
         ``call.booked_as`` says what was booked and ``call.add_usage()`` adds tokens and cost
         known later. With ``guard=True`` the breaker is asked first (``admit()``): when it
         rejects the call, CircuitOpenError (with ``retry_after_s``) is raised and the block
-        never runs.
+        never runs. ``model``: the model called, for a provider of ``breaker_models`` (its
+        breaker asked too, and fed: ``record(model=...)``).
         """
         if guard:
-            status = self.admit(provider)
+            status = self.admit(provider, model)
             if not status:
                 raise CircuitOpenError.of(status)
-        return CallTracker(self, provider)
+        return CallTracker(self, provider, model)
 
     def _reject(self, cause: str, value: object) -> None:
         try:

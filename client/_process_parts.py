@@ -20,15 +20,17 @@ from client._admission import ProviderAdmission, RedisRegistry
 from client._breaker_gate import BreakerGate, RedisBreakerStore
 from client._breaker_queries import BreakerQueries
 from client._buffer import EventBuffer
+from client._events import Event
 from client._flusher import Flusher
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
+from client._model_scopes import ModelAdmission, ModelScopes, RedisModelBreakerStore, is_scope
 from client._settings import ClientSettings
 from client._wake import BreakerWakes, WakeRule
 from client._writer import RedisWriter
 from gatewayz_protocol.clock import SharedClock
 from gatewayz_protocol.keys import Keys
-from gatewayz_transport.connection import connect
+from gatewayz_transport.connection import Connection, connect
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class ProcessParts:
     flusher: Flusher
     breakers: BreakerQueries
     """``allow()``, ``admit()``, ``breaker()`` and their async twins, on this process's gate."""
+    models: ModelScopes | None = None
+    """The model scopes calls feed (None: no provider in ``breaker_models``)."""
 
     @classmethod
     def build(
@@ -87,6 +91,7 @@ class ProcessParts:
         )
         rule = WakeRule(settings.breaker_wake_failures)
         wakes = BreakerWakes(rule, keys.breaker_wakes, time.monotonic, gate.hurry)
+        models = _ModelParts.build(settings, keys, writer_id, connection, shared_now, ledger, gate)
         flusher = Flusher(
             buffer,
             ledger,
@@ -94,13 +99,70 @@ class ProcessParts:
             writer,
             admission,
             settings,
-            before_flush=gate.refresh_if_due,
-            next_refresh=gate.seconds_until_refresh,
+            before_flush=models.before_flush,
+            next_refresh=models.next_refresh,
             clock=corrected,
             wakes=wakes.mark,
+            models=models.admitted,
         )
-        breakers = BreakerQueries(gate, ledger, flusher)
-        return cls(writer_id, ledger, buffer, gate, flusher, breakers)
+        breakers = BreakerQueries(gate, ledger, flusher, models.scopes, models.gate)
+        return cls(writer_id, ledger, buffer, gate, flusher, breakers, models.scopes)
+
+
+@dataclass(frozen=True)
+class _ModelParts:
+    """The model breakers' parts of a process (``breaker_models``; none listed: the providers'
+    breaker cache's hooks alone, nothing else)."""
+
+    before_flush: Callable[[], None]
+    next_refresh: Callable[[], float]
+    scopes: ModelScopes | None = None
+    gate: BreakerGate | None = None
+    """The model breakers' cache (names: ``provider/model`` scopes)."""
+    admitted: Callable[[list[Event]], list[Event]] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: ClientSettings,
+        keys: Keys,
+        writer_id: str,
+        connection: Connection,
+        shared_now: Callable[[], float],
+        ledger: Ledger,
+        gate: BreakerGate,
+    ) -> _ModelParts:
+        if not settings.breaker_models:
+            return cls(gate.refresh_if_due, gate.seconds_until_refresh)
+        scopes = ModelScopes(settings.breaker_models, settings.max_label_value_bytes)
+        model_gate = BreakerGate(
+            RedisModelBreakerStore(
+                connect(settings.redis_url, settings.allow_timeout_seconds), keys
+            ),
+            holder_prefix=writer_id,
+            refresh_seconds=settings.breaker_refresh_seconds,
+            max_entries=len(scopes.providers) * settings.max_models_per_provider,
+            now=shared_now,
+            valid=is_scope,
+        )
+        admission = ModelAdmission.build(
+            connection,
+            keys,
+            scopes.providers,
+            settings.max_models_per_provider,
+            settings.export_horizon_seconds,
+            shared_now,
+            ledger,
+        )
+
+        def refresh() -> None:
+            gate.refresh_if_due()
+            model_gate.refresh_if_due()
+
+        def next_refresh() -> float:
+            return min(gate.seconds_until_refresh(), model_gate.seconds_until_refresh())
+
+        return cls(refresh, next_refresh, scopes, model_gate, admission.admitted)
 
 
 def _wall_clock() -> float:

@@ -12,11 +12,13 @@ from typing import Any
 from client._instruments import DEFAULT_MAX_BATCH_BYTES
 from client._sharding import ShardPlan
 from gatewayz_protocol.labels import check_max_label_value_bytes
-from gatewayz_protocol.names import check_namespace
+from gatewayz_protocol.names import check_namespace, is_valid_provider
 from gatewayz_protocol.options import (
+    BREAKER_MODELS,
     CLIENT,
     EXPORT_HORIZON_SECONDS,
     MAX_LABEL_VALUE_BYTES,
+    MAX_MODELS_PER_PROVIDER,
     MAX_PROVIDERS,
     MAX_SERIES,
     NAMESPACE,
@@ -167,6 +169,11 @@ class ClientSettings:
     and ends with ``~`` and a hash of the whole (``gatewayz_protocol.labels``)."""
     max_batch_bytes: int = MAX_BATCH_BYTES.default
     """Bytes of backend metric increments one batch carries at most (one series at least)."""
+    breaker_models: tuple[str, ...] = BREAKER_MODELS.default
+    """Providers whose calls also feed a breaker per model (``allow(provider, model)``
+    consults it; ``gatewayz_protocol.model_scopes``); others cost nothing more."""
+    max_models_per_provider: int = MAX_MODELS_PER_PROVIDER.default
+    """Model breakers per listed provider, cluster-wide (more: counted, provider only)."""
 
     def __post_init__(self) -> None:
         check_namespace(self.namespace)
@@ -186,6 +193,7 @@ class ClientSettings:
             "gauge_ttl_seconds": self.gauge_ttl_seconds,
             "export_horizon_seconds": self.export_horizon_seconds,
             "max_batch_bytes": self.max_batch_bytes,
+            "max_models_per_provider": self.max_models_per_provider,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -198,6 +206,9 @@ class ClientSettings:
             raise ValueError("key_ttl_margin_seconds must be >= 0")
         ShardPlan.parse(self.provider_shards)
         check_max_label_value_bytes(self.max_label_value_bytes)
+        for provider in self.breaker_models:
+            if not is_valid_provider(provider):
+                raise ValueError(f"breaker_models: invalid provider name {provider!r}")
 
     @property
     def shard_plan(self) -> ShardPlan:

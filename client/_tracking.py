@@ -71,11 +71,12 @@ class CallTracker(TimedCall):
     """The object ``MetricsClient.track()`` yields; see there. ``add_usage()`` adds tokens and
     cost known only later."""
 
-    __slots__ = ("_client", "tokens")
+    __slots__ = ("_client", "_model", "tokens")
 
-    def __init__(self, client: MetricsClient, provider: str) -> None:
+    def __init__(self, client: MetricsClient, provider: str, model: str | None = None) -> None:
         TimedCall.__init__(self, provider)  # not super(): a third of the construction
         self._client = client
+        self._model = model
         self.tokens = 0
 
     def __exit__(
@@ -96,6 +97,7 @@ class CallTracker(TimedCall):
             self.tokens,
             self.cost_usd,
             exemplar=exemplar,
+            model=self._model,
         )
         self.booked_as = outcome_name(self.status_code, outcome) if accepted else None
 

@@ -204,6 +204,8 @@ class RedisWriter:
             add("EXPIRE", totals_key, self._retention)
             ops["expire"] += 1
             last_seen += [pbatch.last_seen, provider]
+            if pbatch.models:
+                self._queue_models(plan, provider, pbatch, ops)
             if pbatch.exemplars:
                 self._queue_exemplars(plan, keys.exemplars(provider, shard), pbatch, ops)
         for provider, count in batch.notes.breaker_rejected.items():
@@ -221,6 +223,28 @@ class RedisWriter:
             ops["expire"] += 1
         self._queue_shard_counts(plan, batch, ops)
         return windows
+
+    def _queue_models(
+        self, plan: CommandList, provider: str, pbatch: ProviderBatch, ops: Counter[str]
+    ) -> None:
+        """The model scopes' window members (the same members as the provider's: a retried
+        ZADD adds nothing twice) and their last-seen times in the provider's model registry,
+        all in the provider's hash tag (``gatewayz_protocol.model_scopes``)."""
+        keys, add = self._keys, plan.execute_command
+        seen: list[str | float] = []
+        for model, windows in pbatch.models.items():
+            window_keys = keys.model_window_keys(provider, model)
+            for index, members in windows.items():
+                add("ZADD", window_keys[index], *members)
+                add("EXPIRE", window_keys[index], self._window_ttl)
+                ops["zadd"] += 1
+                ops["expire"] += 1
+            seen += [pbatch.last_seen, model]
+        registry = keys.models(provider)
+        add("ZADD", registry, "GT", *seen)
+        add("EXPIRE", registry, self._retention)
+        ops["zadd"] += 1
+        ops["expire"] += 1
 
     def _queue_exemplars(
         self, plan: CommandList, key: str, pbatch: ProviderBatch, ops: Counter[str]

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from aggregator.core.backend import BackendFamily
 from aggregator.core.health import WindowCounts
+from aggregator.core.model_breakers import ModelBreaker
 from aggregator.core.readings import RedisMemory
 from aggregator.core.served import CycleStatus, ServedState
 from aggregator.core.snapshot import Snapshot, provider_health
@@ -33,6 +34,7 @@ def every_kind_of_state() -> ServedState:
         client_dropped_by_cause={"buffer_full": 1},
         client_clock_offsets={"host:1": 0.0},
         backend=(worker_metric,),
+        model_breakers=(ModelBreaker("openrouter", "openai/gpt-4o"),),
     )
     status = CycleStatus(
         cycles_ok=1,

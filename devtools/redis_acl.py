@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from gatewayz_protocol.keys import DEFAULT_NAMESPACE, Keys
 
 # Sample names the patterns are cut from (each replaced by ``*``).
-_PROVIDER, _METRIC, _WRITER = "p0", "m0", "w0"
+_PROVIDER, _METRIC, _WRITER, _MODEL = "p0", "m0", "w0", "model0"
 
 ADMIN = "admin"
 ROLES = ("worker", "aggregator", "operator", "reader")
@@ -116,6 +116,10 @@ def key_patterns(namespace: str = DEFAULT_NAMESPACE) -> dict[str, str]:
         "permits": provider(keys.permits(_PROVIDER)),
         "transitions": provider(keys.transitions(_PROVIDER)),
         "history": provider(keys.history(_PROVIDER)),
+        "model registry": provider(keys.models(_PROVIDER)),
+        "model breaker": _any_model(provider(keys.model_breaker(_PROVIDER, _MODEL))),
+        "model permits": _any_model(provider(keys.model_permits(_PROVIDER, _MODEL))),
+        "model transitions": _any_model(provider(keys.model_transitions(_PROVIDER, _MODEL))),
         "applied": provider(keys.applied(keys.totals(_PROVIDER))),
         "registry": keys.providers,
         "shards": keys.shards,
@@ -135,6 +139,13 @@ def key_patterns(namespace: str = DEFAULT_NAMESPACE) -> dict[str, str]:
         "gauge values": named(keys.gauge_values(_WRITER), _WRITER),
         "gauge_writers": keys.gauge_writers,
     }
+
+
+def _any_model(key: str) -> str:
+    """A model breaker key's pattern: any model in place of ``_MODEL`` (percent-encoded, it
+    holds no ``:``)."""
+    assert key.count(f":m:{_MODEL}:") == 1, key
+    return key.replace(f":m:{_MODEL}:", ":m:*:")
 
 
 READS: tuple[str, ...] = (
@@ -165,6 +176,18 @@ WORKER = Role(
             why="PERMIT's commands: ZREMRANGEBYSCORE on no other kind",
         ),
         Grant(("breaker", "permits"), ("evalsha",), why="the PERMIT call (keys read-write)"),
+        Grant(("model breaker",), ("hget", "hmget"), read_only=True, why="allow(provider, model)"),
+        Grant(
+            ("model permits",),
+            ("zadd", "zcard", "zremrangebyscore", "pexpire"),
+            why="PERMIT's commands, a model's",
+        ),
+        Grant(("model breaker", "model permits"), ("evalsha",), why="a model's PERMIT call"),
+        Grant(
+            ("model registry",),
+            ("evalsha", "zadd", "zscore", "zcount", "expire"),
+            why="a provider's models: ADMIT and last-seen times",
+        ),
         Grant(
             ("registry",),
             ("evalsha", "zadd", "zscore", "zcount", "expire"),
@@ -223,7 +246,11 @@ AGGREGATOR = Role(
         "+xadd",
     ),
     grants=(
-        Grant(("breaker", "permits", "lease"), ("del",), why="TRANSITION, RAISE_FENCE, RELEASE"),
+        Grant(
+            ("breaker", "permits", "model breaker", "model permits", "lease"),
+            ("del",),
+            why="TRANSITION, RAISE_FENCE, RELEASE",
+        ),
     ),
 )
 

@@ -23,6 +23,15 @@ key                                         type    content
 ``gatewayz:{p}:permits``                    zset    half-open trial permits: member = holder,
                                                     score = expiry (Redis server time)
 ``gatewayz:{p}:transitions``                hash    breaker transitions, field ``from>to``
+``gatewayz:{p}:models``                     zset    model breakers (``breaker_models`` providers
+                                                    only): member = model name (bounded), score =
+                                                    last-seen unix time; at most 50 per provider
+``gatewayz:{p}:w:m:<model>:<w>``            zset    a model's breaker window: ``<w>`` = ``ok``,
+                                                    ``fail`` or ``rl`` (calls of that outcome);
+                                                    ``<model>`` percent-encoded (``model_scopes``);
+                                                    trimmed to what a breaker judges (about 60 s)
+``gatewayz:{p}:m:<model>:breaker``          hash    a model's breaker (also ``:permits``,
+                                                    ``:transitions``), as the provider's
 ``gatewayz:{p}:history``                    zset    the last hour's health, one member per minute:
                                                     ``<minute>|<health>|<error rate>``, score =
                                                     minute start (aggregator writes; 60 kept)
@@ -61,6 +70,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from gatewayz_protocol.model_scopes import MODEL_WINDOW_NAMES, model_key_part
 from gatewayz_protocol.names import check_namespace, is_valid_provider
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS
 
@@ -145,6 +155,29 @@ class Keys:
             self.transitions(provider),
         )
 
+    # -- model breakers (``model_scopes``) ------------------------------------------------------
+
+    def models(self, provider: str) -> str:
+        """The registry of ``provider``'s model breakers (member: model, score: last seen)."""
+        return f"{self._provider(provider)}:models"
+
+    def model_window_keys(self, provider: str, model: str) -> tuple[str, ...]:
+        """A model breaker's window sets, indexed as ``MODEL_WINDOW_NAMES``."""
+        base = f"{self._provider(provider)}:w:m:{model_key_part(model)}"
+        return tuple(f"{base}:{name}" for name in MODEL_WINDOW_NAMES)
+
+    def model_breaker(self, provider: str, model: str) -> str:
+        return f"{self._model(provider, model)}:breaker"
+
+    def model_permits(self, provider: str, model: str) -> str:
+        return f"{self._model(provider, model)}:permits"
+
+    def model_transitions(self, provider: str, model: str) -> str:
+        return f"{self._model(provider, model)}:transitions"
+
+    def _model(self, provider: str, model: str) -> str:
+        return f"{self._provider(provider)}:m:{model_key_part(model)}"
+
     def history(self, provider: str) -> str:
         return f"{self._provider(provider)}:history"
 
@@ -199,6 +232,8 @@ class Keys:
         tail = key.partition("}:")[2]
         if tail.startswith("w:"):
             return "window"
+        if tail.startswith("m:"):  # a model breaker's: its model is percent-encoded (no ':')
+            return "model " + tail.rpartition(":")[2]
         head, colon, _ = tail.partition(":")
         named = _KINDS.get(tail) or (_KINDS.get(head + colon) if colon else None)
         return named or tail.replace(":", " ") or "unknown"
@@ -210,6 +245,7 @@ class Keys:
 
 _KINDS = {
     "providers": "registry",
+    "models": "model registry",
     "stats:clients": "client stats",
     "stats:redis_ops": "redis operations",
     "stats:clock": "clock offsets",

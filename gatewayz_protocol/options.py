@@ -35,6 +35,8 @@ from gatewayz_protocol.keys import (
     DEFAULT_NAMESPACE,
 )
 from gatewayz_protocol.labels import DEFAULT_MAX_LABEL_VALUE_BYTES
+from gatewayz_protocol.model_scopes import DEFAULT_MAX_MODELS_PER_PROVIDER
+from gatewayz_protocol.names import is_valid_provider
 
 T = TypeVar("T")
 
@@ -313,6 +315,40 @@ MAX_LABEL_VALUE_BYTES: Option[int] = Option(
     flag="--max-label-value-bytes",
 )
 
+
+def provider_names(raw: str) -> tuple[str, ...]:
+    """``names`` that must each be a provider name (``gatewayz_protocol.names``)."""
+    listed = names(raw)
+    for name in listed:
+        if not is_valid_provider(name):
+            raise ValueError(f"provider names (A-Z a-z 0-9 . _ -), got {name!r}")
+    return listed
+
+
+BREAKER_MODELS: Option[tuple[str, ...]] = Option(
+    "breaker_models",
+    "GATEWAYZ_BREAKER_MODELS",
+    provider_names,
+    (),
+    "comma-separated providers that also get a circuit breaker per model (for gateways that "
+    "route by model): their clients write each call's model scope too (3 window sets, a "
+    "registry, about 60 s of members) and the aggregator evaluates and exports each model's "
+    "breaker; other providers cost nothing more (docs/guides/circuit-breaker.md)",
+    (CLIENT, AGGREGATOR),
+    flag="--breaker-models",
+)
+
+MAX_MODELS_PER_PROVIDER: Option[int] = Option(
+    "max_models_per_provider",
+    "GATEWAYZ_MAX_MODELS_PER_PROVIDER",
+    integer,
+    DEFAULT_MAX_MODELS_PER_PROVIDER,
+    "model breakers per provider of --breaker-models, cluster-wide: calls of further models "
+    "count for the provider's breaker only (counted as too_many_models)",
+    (CLIENT, AGGREGATOR),
+    flag="--max-models-per-provider",
+)
+
 SHARED: tuple[Option[Any], ...] = (
     REDIS_URL,
     NAMESPACE,
@@ -322,5 +358,7 @@ SHARED: tuple[Option[Any], ...] = (
     RETENTION_SECONDS,
     MAX_SERIES,
     MAX_LABEL_VALUE_BYTES,
+    BREAKER_MODELS,
+    MAX_MODELS_PER_PROVIDER,
 )
 """What the clients and the aggregator must agree on, each declared here only."""

@@ -72,7 +72,17 @@ ENV_OF = {
     "operator": "REDIS_OPERATOR_PASSWORD",
     "reader": "REDIS_READER_PASSWORD",
 }
-PROTECTED = ("breaker", "transitions", "history", "lease", "token", "cycle", "snapshot")
+PROTECTED = (
+    "breaker",
+    "transitions",
+    "model breaker",
+    "model transitions",
+    "history",
+    "lease",
+    "token",
+    "cycle",
+    "snapshot",
+)
 """Key kinds only the aggregator (and, for a breaker's own keys, the operator) may write."""
 
 
@@ -98,6 +108,10 @@ def _sample_keys(namespace: str) -> list[tuple[str, str]]:
     for provider in ("openrouter", "shared", "leader", "metrics", "fireworks.ai", "a_b-c"):
         found += keys.provider_keys(provider, shards=3)
         found += [keys.history(provider), keys.applied(keys.totals(provider, 2))]
+        for model in ("openai/gpt-4o", "a:b}{*?[x]", "breaker"):  # model breakers
+            found += [keys.models(provider), *keys.model_window_keys(provider, model)]
+            found += [keys.model_breaker(provider, model), keys.model_permits(provider, model)]
+            found.append(keys.model_transitions(provider, model))
     found += [keys.providers, keys.shards, keys.event_ids, keys.client_stats, keys.redis_ops]
     found += [keys.clock_offsets, keys.leader_lease, keys.leader_token, keys.snapshot_cycle]
     found += [keys.snapshot, keys.metric_schema, keys.gauge_writers, keys.applied(keys.providers)]

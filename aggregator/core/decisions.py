@@ -15,6 +15,7 @@ from aggregator.core.breaker import (
 )
 from aggregator.core.breaker_policy import BreakerPolicy
 from aggregator.core.health import WindowCounts
+from aggregator.core.model_breakers import ModelReading
 from aggregator.core.readings import ProviderReading
 from aggregator.core.snapshot import Snapshot
 from gatewayz_protocol.breaker_state import CLOSED, BreakerState
@@ -28,6 +29,8 @@ class Decisions:
     """Openings the guard held back."""
     restores: Mapping[str, BreakerState]
     """Breakers whose state vanished from Redis, to restore from the last snapshot."""
+    models: tuple[tuple[ModelReading, Transition], ...] = ()
+    """Model breakers' transitions to write (``breaker_models``), after the rest."""
 
 
 def breaker_calls(counts: WindowCounts, config: BreakerConfig) -> BreakerCalls:

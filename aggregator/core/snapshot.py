@@ -22,6 +22,7 @@ from aggregator.core.health import (
     health_score,
     latency_score,
 )
+from aggregator.core.model_breakers import ModelBreaker
 from aggregator.core.readings import Reading
 from aggregator.core.schema import DATA_CONFIG
 from gatewayz_protocol.breaker_state import CLOSED, BreakerState
@@ -37,8 +38,9 @@ from gatewayz_protocol.partitions import HISTOGRAM_BOUNDS, OUTCOMES, WINDOW_BOUN
 if TYPE_CHECKING:
     from aggregator.core.snapshot_reuse import SnapshotReuse
 
-SNAPSHOT_VERSION = 3
-"""The layout of a published snapshot (1: before versions; 3: ``histogram_bounds``). A replica
+SNAPSHOT_VERSION = 4
+"""The layout of a published snapshot (1: before versions; 3: ``histogram_bounds``; 4:
+``model_breakers``). A replica
 reads any version: what it does not know is ignored, what is missing takes the default below,
 and what it cannot use fails the cycle by name (counted, ``last_error``), never silently
 (README "Two replicas")."""
@@ -110,6 +112,8 @@ class Snapshot:
     histogram_bounds: tuple[float, ...] = HISTOGRAM_BOUNDS
     """The bounds of ``provider_response_time_seconds`` (then +Inf): the seed's, and the extra
     ones the leader was configured with (absent: the seed's)."""
+    model_breakers: tuple[ModelBreaker, ...] = ()
+    """The model breakers of the ``breaker_models`` providers (absent: none)."""
 
     def __post_init__(self) -> None:
         if not histogram_bounds_ok(self.histogram_bounds):

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from aggregator.core.backend import BackendFamily, families_of
+from aggregator.core.model_breakers import ModelBreaker
 from aggregator.core.readings import BackendReading, Reading
 from aggregator.core.reuse import Reuse
 from aggregator.core.snapshot import (
@@ -49,9 +50,11 @@ class SnapshotReuse:
         now: float,
         cycle: int,
         open_suppressed: frozenset[str] = frozenset(),
+        model_breakers: tuple[ModelBreaker, ...] = (),
     ) -> Snapshot:
         """``build_snapshot`` against the targets given, reusing what the last one built."""
-        return build_snapshot(reading, states, now, cycle, self._targets, open_suppressed, self)
+        built = build_snapshot(reading, states, now, cycle, self._targets, open_suppressed, self)
+        return replace(built, model_breakers=model_breakers) if model_breakers else built
 
     def with_backend(
         self, snapshot: Snapshot, reading: BackendReading, max_series: int, max_label_bytes: int

@@ -84,7 +84,7 @@ class Aggregator:
             settings.lease_seconds,
         )
         self._clock = CycleClock(self._reader.redis_time, clock)
-        self._breakers = BreakerStep(settings.breaker_policy)
+        self._breakers = BreakerStep.of(settings, connection, keys, self._reader)
         self._history = HistoryMinutes()
         self._notices = Notices(f"namespace {settings.namespace!r} on {redact(settings.redis_url)}")
         self._log_drops = NewLogDrops()
@@ -226,7 +226,7 @@ class Aggregator:
         if cycle is None or cycle == FENCED:
             self._lease.deposed()
             return None
-        snapshot = self._reuse.build(reading, states, now, cycle, self._breakers.suppressed)
+        snapshot = self._reuse.build(reading, states, now, cycle, *self._breakers.shown())
         with tracer.start_as_current_span("read_backend_metrics"):
             backend = self._reader.backend(now, self.settings.retention_seconds)
             if backend.expired_writers:
@@ -269,7 +269,7 @@ class Aggregator:
         taken_over = self._lease.taken_over
         commit = self._writer.begin(fence, self._lease.valid_until_ms)
         if taken_over:  # before anything else: a deposed leader's late writes are refused
-            commit.raise_fences([item.provider for item in reading.providers])
+            commit.raise_fences(*self._breakers.fences(reading))
         commit = (
             commit.transitions(self._breakers.writes(decisions))
             .keep_registered(acting(states), now)

@@ -37,6 +37,8 @@ class PlannedWrite:
     expected_epoch: int
     new: BreakerState
     counter_field: str  # "closed>open"
+    model: str | None = None
+    """A model breaker of ``provider`` (``gatewayz_protocol.model_scopes``); None: its own."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,15 @@ class Commit:
         self._plain: list[tuple[Any, ...]] = []  # bookkeeping: may wait while out of memory
         self._log_drops = 0
 
-    def raise_fences(self, providers: Sequence[str]) -> Commit:
+    def raise_fences(self, providers: Sequence[str], breakers: Sequence[str] = ()) -> Commit:
         """Raise these breakers' fences to this commit's token (a leader that just took over:
-        whatever a deposed leader sends them later is refused)."""
+        whatever a deposed leader sends them later is refused); ``breakers``: more breaker
+        hashes (model breakers')."""
+        breakers = [*(self._writer.keys.breaker(p) for p in providers), *breakers]
         if self._fence:
             script, ttl = self._writer.raise_fence_script, self._writer.retention
-            for provider in providers:
-                keys = [self._writer.keys.breaker(provider)]
-                self._scripts.append((script, keys, [self._fence, ttl]))
+            for key in breakers:
+                self._scripts.append((script, [key], [self._fence, ttl]))
         return self
 
     def transitions(self, writes: Sequence[PlannedWrite]) -> Commit:
@@ -84,11 +87,7 @@ class Commit:
             self._scripts.append(
                 (
                     writer.transition_script,
-                    [
-                        keys.breaker(write.provider),
-                        keys.permits(write.provider),
-                        keys.transitions(write.provider),
-                    ],
+                    _breaker_keys(keys, write),
                     [
                         write.expected_epoch,
                         "" if self._fence is None else self._fence,
@@ -177,6 +176,18 @@ class Commit:
     @property
     def log_drops_count(self) -> int:
         return self._log_drops
+
+
+def _breaker_keys(keys: Keys, write: PlannedWrite) -> list[str]:
+    """The breaker, permits and transitions keys a write's TRANSITION call names."""
+    provider, model = write.provider, write.model
+    if model is None:
+        return [keys.breaker(provider), keys.permits(provider), keys.transitions(provider)]
+    return [
+        keys.model_breaker(provider, model),
+        keys.model_permits(provider, model),
+        keys.model_transitions(provider, model),
+    ]
 
 
 class StateWriter:

@@ -26,6 +26,7 @@ from aggregator.core.served import CycleStatus, ServedState
 from aggregator.core.snapshot import ProviderHealth, Snapshot
 from aggregator.serve.backend_metrics import backend_metrics
 from aggregator.serve.exemplars import with_exemplars
+from aggregator.serve.model_metrics import model_metrics
 from gatewayz_protocol.breaker_state import STATES
 from gatewayz_protocol.partitions import OUTCOMES
 
@@ -63,6 +64,7 @@ class SnapshotCollector(Collector):
             yield from families
         yield from backend_metrics(snapshot)
         yield from client_metrics(snapshot)
+        yield from model_metrics(snapshot)
 
 
 def status_metrics(served: ServedState) -> Iterator[Metric]:

@@ -39,6 +39,7 @@ from aggregator.serve.collector import (
     le_labels,
     status_metrics,
 )
+from aggregator.serve.model_metrics import model_metrics
 
 Encoder = Callable[[CollectorRegistry], bytes]
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -129,7 +130,8 @@ class Exposition:
         if snapshot is not None:
             chunks += self._provider_chunks(snapshot)
             chunks += self._backend_chunks(served_families(snapshot))
-            chunks.append(_Chunk(self._text([*count_metrics(snapshot), *client_metrics(snapshot)])))
+            families = [*count_metrics(snapshot), *client_metrics(snapshot)]
+            chunks.append(_Chunk(self._text([*families, *model_metrics(snapshot)])))
         chunks.append(_Chunk(self._end))
         self._last, self._chunks = served, chunks
         self._body = b"".join([chunk.data for chunk in chunks])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from client import BreakerStatus
-from client._breaker_gate import BreakerGate, Stored, _stored
+from client._breaker_gate import BreakerGate, Stored, stored_breaker
 
 
 class FakeRedisSide:
@@ -240,10 +240,10 @@ def test_a_refresh_and_a_permit_answer_move_the_deadline(
 
 
 def test_a_breaker_hash_is_read_leniently() -> None:
-    assert _stored(b"open", b"1800000030.5", b"0") == Stored("open", 1_800_000_030.5, False)
-    assert _stored(b"open", None, b"1") == Stored("open", 0.0, True)
-    assert _stored(None, b"nan", None) == Stored("closed", 0.0, False)
-    assert _stored(b"odd", b"soon", b"yes") == Stored("closed", 0.0, False)
+    assert stored_breaker(b"open", b"1800000030.5", b"0") == Stored("open", 1_800_000_030.5, False)
+    assert stored_breaker(b"open", None, b"1") == Stored("open", 0.0, True)
+    assert stored_breaker(None, b"nan", None) == Stored("closed", 0.0, False)
+    assert stored_breaker(b"odd", b"soon", b"yes") == Stored("closed", 0.0, False)
 
 
 def test_a_hurried_provider_is_refreshed_every_tenth_of_a_second_until_it_opens() -> None:

@@ -39,6 +39,8 @@ def test_the_defaults_are_the_documented_ones() -> None:
         "provider_shards": "",
         "max_label_value_bytes": 256,
         "max_batch_bytes": 1_048_576,
+        "breaker_models": (),
+        "max_models_per_provider": 50,
     }
     assert settings.window_ttl_seconds == 360  # window + margin
     assert settings.shard_plan == ShardPlan()

@@ -87,7 +87,8 @@ def test_a_tracked_block_books_its_latency_and_what_it_set(perf: PerfCounter) ->
         call.cost_usd = 0.002
     ((args, kwargs),) = booked.calls
     assert args == ("openrouter", 0.25, 502, None, 900, 0.002)
-    assert set(kwargs) == {"exemplar"}
+    assert set(kwargs) == {"exemplar", "model"}
+    assert kwargs["model"] is None  # no model given: none booked
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,15 @@ import logging
 import pytest
 
 from aggregator.core.breaker import BreakerCalls, BreakerConfig, Transition
+from aggregator.core.breaker_policy import BreakerPolicy
 from aggregator.core.decisions import Decisions
 from aggregator.core.health import WindowCounts
+from aggregator.core.model_breakers import ModelReading
 from aggregator.core.readings import ProviderReading, Reading
-from aggregator.engine.evaluate import BreakerStep
+from aggregator.engine.evaluate import BreakerStep, ModelBreakerStep
 from aggregator.engine.writer import FENCED, Committed, PlannedWrite
 from gatewayz_protocol.breaker_state import CLOSED, OPEN, BreakerState
+from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS
 
 CLOSED_STATE = BreakerState(CLOSED, 10.0, 2, 0.0, 0)
@@ -83,3 +86,30 @@ def test_suppressed_openings_are_remembered_and_logged(caplog: pytest.LogCapture
     ]
     step.decide(Reading(reading.providers[1:], {}, {}), None, 201.0)
     assert step.suppressed == frozenset()  # remembered per cycle, not forever
+
+
+class _FakeModelReader:
+    """Stands in for ``ModelBreakerReader``: the readings given, no Redis."""
+
+    def __init__(self, readings: list[ModelReading]) -> None:
+        self.readings = readings
+
+    def read(self, now: float, policy: BreakerPolicy) -> list[ModelReading]:
+        return self.readings
+
+
+def test_model_breakers_exported_as_the_commit_left_them_and_a_wake_changes_nothing() -> None:
+    failing = ModelReading("p", "a", BreakerState(), successes=0, failures=25)
+    reader = _FakeModelReader([failing, ModelReading("p", "b", BreakerState())])
+    step = ModelBreakerStep(reader, Keys("ns"))  # type: ignore[arg-type]
+    policy = BreakerPolicy(BreakerConfig())
+    due = step.decide(1_000.0, policy)
+    assert [m.model for m, _ in due] == ["a"]
+    assert step.breakers() == ["ns:{p}:m:a:breaker", "ns:{p}:m:b:breaker"]
+    step.settle(due, [1])
+    assert [(m.model, m.breaker.state) for m in step.exported] == [("a", "open"), ("b", "closed")]
+    step.settle((), [])  # a woken provider's commit: no model decided with it
+    assert [m.breaker.state for m in step.exported] == ["open", "closed"]
+    refused = step.decide(1_001.0, policy)
+    step.settle(refused, [0])  # the epoch moved on: what was read is shown
+    assert [m.breaker.state for m in step.exported] == ["closed", "closed"]

@@ -140,6 +140,7 @@ def test_every_family_of_a_snapshot_in_order_with_its_values() -> None:
         *PROVIDERS,
         *BACKEND,
         *CLIENTS,
+        "gatewayz_model_circuit_breaker_state",
     ]
     assert families["gatewayz_redis_permission_refusals"] == {
         ("gatewayz_redis_permission_refusals_total", ()): 3.0
