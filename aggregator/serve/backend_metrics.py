@@ -39,6 +39,7 @@ RESERVED_NAMES = frozenset(
         "gatewayz_provider_latency_p95_seconds",
         "gatewayz_provider_window_requests",
         "gatewayz_circuit_breaker_state",
+        "gatewayz_model_circuit_breaker_state",
         "gatewayz_provider_requests",
         "gatewayz_cost_by_provider",
         "gatewayz_provider_tokens",
