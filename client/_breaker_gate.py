@@ -61,25 +61,31 @@ class BreakerStore(Protocol):
 
 
 class RedisBreakerStore:
-    """The gate's Redis I/O: states in one pipelined read, permits through a script."""
+    """The gate's Redis I/O: states in one pipelined read, permits through a script. A name's
+    keys (its breaker hash, its permits) come from ``keys_of``: a provider's by default, a
+    (provider, model) scope's for the model breakers (``client._model_scopes``)."""
 
-    def __init__(self, connection: Connection, keys: Keys) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        keys: Keys,
+        keys_of: Callable[[str], tuple[str, str]] | None = None,
+    ) -> None:
         self._redis = connection
-        self._keys = keys
+        self._keys_of = keys_of or (
+            lambda provider: (keys.breaker(provider), keys.permits(provider))
+        )
         self._permit = register(connection, scripts.PERMIT)
 
     def states(self, providers: list[str]) -> dict[str, Stored]:
         pipe = pipeline(self._redis)
         for provider in providers:
-            pipe.hmget(self._keys.breaker(provider), [STATE_FIELD, "open_until", FORCED_FIELD])
+            pipe.hmget(self._keys_of(provider)[0], [STATE_FIELD, "open_until", FORCED_FIELD])
         replies = pipe.execute()
         return {p: stored_breaker(*raw) for p, raw in zip(providers, replies, strict=True)}
 
     def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
-        keys = self._keys
-        state, granted = self._permit(
-            keys=[keys.breaker(provider), keys.permits(provider)], args=[holder]
-        )
+        state, granted = self._permit(keys=list(self._keys_of(provider)), args=[holder])
         return decode_state_name(state), bool(granted)
 
 

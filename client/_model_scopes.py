@@ -15,17 +15,12 @@ import logging
 from collections.abc import Callable
 
 from client._admission import ProviderAdmission, RedisRegistry
-from client._breaker_gate import Stored, stored_breaker
 from client._events import Event
 from client._ledger import Ledger
-from gatewayz_protocol import scripts
-from gatewayz_protocol.breaker_state import FORCED_FIELD, STATE_FIELD, decode_state_name
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.model_scopes import bounded_model, scope_name, split_scope
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_transport.connection import Connection
-from gatewayz_transport.routing import pipeline
-from gatewayz_transport.scripts import register
 
 log = logging.getLogger("gatewayz.metrics.client")
 
@@ -130,27 +125,12 @@ class ModelAdmission:
         return kept
 
 
-class RedisModelBreakerStore:
-    """The model breakers' Redis I/O for a ``BreakerGate`` whose names are scopes
-    (``provider/model``): states in one pipelined read, permits through the permit script."""
+def model_breaker_keys(keys: Keys) -> Callable[[str], tuple[str, str]]:
+    """A scope's (``provider/model``) breaker and permits keys, for a ``RedisBreakerStore``
+    whose names are scopes: the model breakers' gate."""
 
-    def __init__(self, connection: Connection, keys: Keys) -> None:
-        self._redis = connection
-        self._keys = keys
-        self._permit = register(connection, scripts.PERMIT)
+    def keys_of(scope: str) -> tuple[str, str]:
+        provider, model = split_scope(scope)
+        return keys.model_breaker(provider, model or ""), keys.model_permits(provider, model or "")
 
-    def states(self, providers: list[str]) -> dict[str, Stored]:
-        pipe = pipeline(self._redis)
-        for scope in providers:
-            provider, model = split_scope(scope)
-            key = self._keys.model_breaker(provider, model or "")
-            pipe.hmget(key, [STATE_FIELD, "open_until", FORCED_FIELD])
-        replies = pipe.execute()
-        return {scope: stored_breaker(*raw) for scope, raw in zip(providers, replies, strict=True)}
-
-    def take_permit(self, provider: str, holder: str) -> tuple[str, bool]:
-        name, model = split_scope(provider)
-        model = model or ""
-        keys = [self._keys.model_breaker(name, model), self._keys.model_permits(name, model)]
-        state, granted = self._permit(keys=keys, args=[holder])
-        return decode_state_name(state), bool(granted)
+    return keys_of

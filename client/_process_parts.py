@@ -24,7 +24,7 @@ from client._events import Event
 from client._flusher import Flusher
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
-from client._model_scopes import ModelAdmission, ModelScopes, RedisModelBreakerStore, is_scope
+from client._model_scopes import ModelAdmission, ModelScopes, is_scope, model_breaker_keys
 from client._settings import ClientSettings
 from client._wake import BreakerWakes, WakeRule
 from client._writer import RedisWriter
@@ -136,8 +136,10 @@ class _ModelParts:
             return cls(gate.refresh_if_due, gate.seconds_until_refresh)
         scopes = ModelScopes(settings.breaker_models, settings.max_label_value_bytes)
         model_gate = BreakerGate(
-            RedisModelBreakerStore(
-                connect(settings.redis_url, settings.allow_timeout_seconds), keys
+            RedisBreakerStore(
+                connect(settings.redis_url, settings.allow_timeout_seconds),
+                keys,
+                model_breaker_keys(keys),
             ),
             holder_prefix=writer_id,
             refresh_seconds=settings.breaker_refresh_seconds,
