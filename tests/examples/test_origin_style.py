@@ -29,6 +29,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import client
 from aggregator.core.breaker import BreakerConfig
+from aggregator.core.breaker_policy import parse_overrides
 from aggregator.engine.cycle import Aggregator
 from aggregator.serve.app import create_app
 from devtools.redis_server import free_port
@@ -200,9 +201,15 @@ def test_the_origin_style_gateway_books_every_item_exactly_across_two_workers(
     tmp_path: Path,
 ) -> None:
     # The breaker judges a minute of calls (not 8 s): a slow machine cannot spread the 20
-    # failing calls thin enough to keep it closed.
-    breaker = BreakerConfig(window_seconds=60.0)
-    aggregator = make_aggregator(breaker, auth_token=READER, operator_token=OPERATOR)
+    # failing calls thin enough to keep it closed. Item 7: the global thresholds would never
+    # open a breaker (1,000 calls); flakyai's own (20 calls) opens it.
+    breaker = BreakerConfig(window_seconds=60.0, min_calls=1000)
+    aggregator = make_aggregator(
+        breaker,
+        auth_token=READER,
+        operator_token=OPERATOR,
+        breaker_providers=parse_overrides("flakyai:min_calls=20"),
+    )
     admin = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     hold = "/admin/breakers/anthropic/open?create=true"
     # Item 8: breaker commands over HTTP, the operator's token only.
