@@ -58,7 +58,7 @@ class _LabelSets:
 
     def admit(self, labels: tuple[str, ...]) -> tuple[str, ...] | None:
         bounded = _bounded(labels, self.max_bytes)
-        if bounded is not labels and bounded != labels:
+        if bounded != labels:
             self.truncated += 1
         if bounded in self._seen:
             self.repeated += 1
