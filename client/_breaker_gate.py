@@ -131,10 +131,14 @@ class BreakerGate:
         max_entries: int = 2000,
         now: Callable[[], float] = time.time,
         valid: Callable[[str], bool] = is_valid_provider,
+        on_schedule: Callable[[], None] = lambda: None,
     ) -> None:
         """``now``: the clock breaker deadlines are on (Redis's: the shared clock); ``valid``:
-        which names a breaker can exist for (provider names; scopes for model breakers)."""
+        which names a breaker can exist for (provider names; scopes for model breakers);
+        ``on_schedule``: called when the refresh schedule changes (a state cached, a breaker
+        hurried), so the refresher (``client._breaker_refresh``) looks at it again."""
         self._valid = valid
+        self._on_schedule = on_schedule
         self._max_entries = max_entries
         self._now = now
         self._store = store
@@ -234,17 +238,27 @@ class BreakerGate:
             known = None
         entry = _Entry(known, self._monotonic())
         with self._lock:
-            self._entries.setdefault(provider, entry)
-            return self._entries[provider]
+            entry = self._entries.setdefault(provider, entry)
+        self._on_schedule()
+        return entry
 
     def hurry(self, providers: Iterable[str], until: float) -> None:
         """Refresh ``providers``' cached states every ``HURRY_SECONDS`` (at most the refresh
         interval) until ``until`` (monotonic): their breakers were just woken
         (``client._wake``). Providers not cached are left alone (``allow()`` learns them)."""
+        hurried = False
         for provider in providers:
             entry = self._entries.get(provider)
             if entry is not None:
                 entry.hurry_until = max(entry.hurry_until, until)
+                hurried = True
+        if hurried:
+            self._on_schedule()
+
+    @property
+    def retry_seconds(self) -> float:
+        """How long a refresh Redis did not answer waits to be tried again."""
+        return self._refresh_seconds
 
     def _due_at(self, entry: _Entry, now: float) -> float:
         if now < entry.hurry_until:
@@ -259,18 +273,19 @@ class BreakerGate:
         first = min(self._due_at(e, now) for e in list(self._entries.values()))
         return first - now
 
-    def refresh_if_due(self) -> None:
+    def refresh_if_due(self) -> bool:
         """Refresh every cached state older than the refresh interval (a hurried one: older than
-        ``HURRY_SECONDS``); the flusher calls this before each pass."""
+        ``HURRY_SECONDS``), on the refresher's thread. False when Redis did not answer (the
+        last known states keep answering)."""
         now = self._monotonic()
         due = [p for p, e in list(self._entries.items()) if now >= self._due_at(e, now)]
         if not due:
-            return
+            return True
         try:
             states = self._store.states(due)
         except Exception as exc:  # keep answering from the last known states
             self._log_redis_error(exc)
-            return
+            return False
         for provider in due:
             entry = self._entries[provider]
             new = states.get(provider, Stored(CLOSED))
@@ -281,6 +296,7 @@ class BreakerGate:
             entry.learn(new)
             entry.refreshed_at = now
         self._redis_errors_logged = False
+        return True
 
     def _log_redis_error(self, exc: Exception) -> None:
         if not self._redis_errors_logged:

@@ -1,15 +1,14 @@
 """The flusher: the background thread that drains the event buffer into Redis.
 
 One batch per round trip (MULTI/EXEC), at most one in flight, waiting ``flush_interval`` first so
-events accumulate; an idle flusher sleeps until something is recorded or a refresh is due. The
-thread only schedules: a pass (``_flush_pass``) takes, builds, delivers and settles a batch, and
+events accumulate; an idle flusher sleeps until something is recorded or a gauge rewrite is due.
+The thread only schedules: a pass (``_flush_pass``) takes, builds, delivers and settles a batch, and
 ``Backoff`` (``_retry``) retries while Redis is unreachable, keeping the batch it has taken.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -43,26 +42,20 @@ class Flusher:
         sink: Sink,
         admission: ProviderAdmission,
         settings: ClientSettings,
-        before_flush: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
         clock: SharedClock | None = None,
-        next_refresh: Callable[[], float] = lambda: math.inf,
         wakes: Callable[[Batch], Batch] = lambda batch: batch,
         models: Callable[[list[Event]], list[Event]] | None = None,
     ) -> None:
         """``clock``: event times are moved onto it (its offset, as the sink last measured it)
-        when a batch is built; None: they are on the shared clock already. ``next_refresh``:
-        seconds until ``before_flush`` has work (the breaker cache's next refresh): an idle
-        flusher sleeps until then, or until something is recorded; a backoff wait does that
-        work when it falls due. ``wakes``: marks each batch with the breakers to wake
-        (``client._wake``). ``models``: leaves out of the events the models their provider's
-        model registry refused (``client._model_scopes``)."""
+        when a batch is built; None: they are on the shared clock already. ``wakes``: marks
+        each batch with the breakers to wake (``client._wake``). ``models``: leaves out of the
+        events the models their provider's model registry refused (``client._model_scopes``).
+        """
         self._buffer = buffer
         self._ledger = ledger
         self._instruments = instruments
         self._settings = settings
-        self._before_flush = before_flush
-        self._next_refresh = next_refresh
         self._wake = threading.Event()  # a batch is ready, work after idleness, or flush()
         self._idle = False  # asleep with nothing to send: the next record() wakes it
         self._urgent = False  # flush()/close() asked: no time for a batch to accumulate
@@ -76,9 +69,6 @@ class Flusher:
             settings.backoff_initial_seconds,
             settings.backoff_max_seconds,
             stopping=lambda: self._stopping,
-            # the breaker cache keeps its cadence while a batch is retried (allow() follows)
-            meanwhile=before_flush,
-            next_due=next_refresh,
         )
         self._gauges = GaugeRefresh(settings.gauge_ttl_seconds, monotonic)
         self._pass = FlushPass(
@@ -180,7 +170,6 @@ class Flusher:
                     self._wake.wait(self._settings.flush_interval_seconds)
                     self._wake.clear()
                 self._urgent = False
-            self._before_flush()
             self.passes += 1
             done = self._pass.run()
             if done is Pass.STOPPED or (stopping and done is Pass.IDLE):
@@ -197,10 +186,9 @@ class Flusher:
         )
 
     def idle_seconds(self) -> float:
-        """How long an idle flusher may sleep: until the breaker cache or the gauge values are
-        due for a refresh, and at most ``IDLE_CHECK_SECONDS`` (the log sender's drop count is
-        polled, not pushed)."""
-        due = [IDLE_CHECK_SECONDS, self._next_refresh()]
+        """How long an idle flusher may sleep: until the gauge values are due for a rewrite, and
+        at most ``IDLE_CHECK_SECONDS`` (the log sender's drop count is polled, not pushed)."""
+        due = [IDLE_CHECK_SECONDS]
         if self._instruments.has_gauges:
             due.append(self._gauges.seconds_until_due())
         return max(0.0, min(due))

@@ -113,6 +113,7 @@ class MetricsClient:
         # Attributes of their own: record() reaches the buffer and the flusher in one lookup.
         self._ledger, self._buffer = parts.ledger, parts.buffer
         self._gate, self._flusher = parts.gate, parts.flusher
+        self._refresher = parts.refresher
         self._breakers = parts.breakers
         self._models = parts.models
 
@@ -261,13 +262,15 @@ class MetricsClient:
         return self._ledger.wait(target, dropped, seconds)
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush (up to ``timeout`` seconds) and stop the flusher. Returns flush()'s answer.
+        """Flush (up to ``timeout`` seconds) and stop the flusher and the breaker refresher.
+        Returns flush()'s answer.
 
         SIGTERM no longer flushes this client; when it is the last open client that asked for
         SIGTERM handling, the handler they installed is put back as it was (SIG_DFL, or the
         application's handler it chained), unless something replaced it since."""
         flushed = self.flush(timeout)
         self._flusher.stop(max(1.0, self.settings.socket_timeout_seconds * 2))
+        self._refresher.stop(max(1.0, self.settings.allow_timeout_seconds * 2))
         unwatch_shutdown(self)
         return flushed
 

@@ -1,9 +1,9 @@
 """One process's parts of a client: what a forked child must never share with its parent.
 
 The buffer and the ledger (a child must not re-send its parent's events), the connections, the
-breaker cache, the writer id (members and gauge values are named after it) and the flusher
-(whose thread a child does not inherit). Built when the client is constructed and again in
-every forked child; building them does no I/O and starts no thread.
+breaker cache, the writer id (members and gauge values are named after it), the flusher and the
+breaker refresher (whose threads a child does not inherit). Built when the client is
+constructed and again in every forked child; building them does no I/O and starts no thread.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from client._admission import ProviderAdmission, RedisRegistry
 from client._breaker_gate import BreakerGate, RedisBreakerStore
 from client._breaker_queries import BreakerQueries
+from client._breaker_refresh import BreakerRefresher
 from client._buffer import EventBuffer
 from client._events import Event
 from client._flusher import Flusher
@@ -43,6 +44,8 @@ class ProcessParts:
     flusher: Flusher
     breakers: BreakerQueries
     """``allow()``, ``admit()``, ``breaker()`` and their async twins, on this process's gate."""
+    refresher: BreakerRefresher
+    """Keeps the breaker caches fresh, on a thread apart from the flusher's."""
     models: ModelScopes | None = None
     """The model scopes calls feed (None: no provider in ``breaker_models``)."""
 
@@ -64,13 +67,16 @@ class ProcessParts:
         connection = connect(settings.redis_url, settings.socket_timeout_seconds)
         ledger = Ledger()
         buffer = EventBuffer(settings.max_buffer, ledger.evicted)
+        refresher = BreakerRefresher()
         gate = BreakerGate(
             RedisBreakerStore(connect(settings.redis_url, settings.allow_timeout_seconds), keys),
             holder_prefix=writer_id,
             refresh_seconds=settings.breaker_refresh_seconds,
             max_entries=settings.max_providers,
             now=shared_now,
+            on_schedule=refresher.notify,
         )
+        refresher.watch(gate)
         writer = RedisWriter(
             connection,
             keys,
@@ -91,7 +97,11 @@ class ProcessParts:
         )
         rule = WakeRule(settings.breaker_wake_failures)
         wakes = BreakerWakes(rule, keys.breaker_wakes, time.monotonic, gate.hurry)
-        models = _ModelParts.build(settings, keys, writer_id, connection, shared_now, ledger, gate)
+        models = _ModelParts.build(
+            settings, keys, writer_id, connection, shared_now, ledger, refresher.notify
+        )
+        if models.gate is not None:
+            refresher.watch(models.gate)
         flusher = Flusher(
             buffer,
             ledger,
@@ -99,23 +109,18 @@ class ProcessParts:
             writer,
             admission,
             settings,
-            before_flush=models.before_flush,
-            next_refresh=models.next_refresh,
             clock=corrected,
             wakes=wakes.mark,
             models=models.admitted,
         )
         breakers = BreakerQueries(gate, ledger, flusher, models.scopes, models.gate)
-        return cls(writer_id, ledger, buffer, gate, flusher, breakers, models.scopes)
+        return cls(writer_id, ledger, buffer, gate, flusher, breakers, refresher, models.scopes)
 
 
 @dataclass(frozen=True)
 class _ModelParts:
-    """The model breakers' parts of a process (``breaker_models``; none listed: the providers'
-    breaker cache's hooks alone, nothing else)."""
+    """The model breakers' parts of a process (``breaker_models``; none listed: nothing)."""
 
-    before_flush: Callable[[], None]
-    next_refresh: Callable[[], float]
     scopes: ModelScopes | None = None
     gate: BreakerGate | None = None
     """The model breakers' cache (names: ``provider/model`` scopes)."""
@@ -130,10 +135,10 @@ class _ModelParts:
         connection: Connection,
         shared_now: Callable[[], float],
         ledger: Ledger,
-        gate: BreakerGate,
+        on_schedule: Callable[[], None] = lambda: None,
     ) -> _ModelParts:
         if not settings.breaker_models:
-            return cls(gate.refresh_if_due, gate.seconds_until_refresh)
+            return cls()
         scopes = ModelScopes(settings.breaker_models, settings.max_label_value_bytes)
         model_gate = BreakerGate(
             RedisBreakerStore(
@@ -146,6 +151,7 @@ class _ModelParts:
             max_entries=len(scopes.providers) * settings.max_models_per_provider,
             now=shared_now,
             valid=is_scope,
+            on_schedule=on_schedule,
         )
         admission = ModelAdmission.build(
             connection,
@@ -156,15 +162,7 @@ class _ModelParts:
             shared_now,
             ledger,
         )
-
-        def refresh() -> None:
-            gate.refresh_if_due()
-            model_gate.refresh_if_due()
-
-        def next_refresh() -> float:
-            return min(gate.seconds_until_refresh(), model_gate.seconds_until_refresh())
-
-        return cls(refresh, next_refresh, scopes, model_gate, admission.admitted)
+        return cls(scopes, model_gate, admission.admitted)
 
 
 def _wall_clock() -> float:

@@ -4,18 +4,13 @@ Exponential backoff, from ``backoff_initial_seconds`` doubling to ``backoff_max_
 retry re-sends the same request, so a Redis that is down or refusing for now costs one
 reconnect per backoff, never a busy loop. ``flush()`` and ``close()`` cut a wait short; stop()
 ends the retries. Whether the last round trip reached Redis is logged once per change.
-
-A wait runs the flusher's other duties when they fall due (``meanwhile``: the breaker cache's
-refresh), so they keep their cadence however long a batch is retried.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import math
 import threading
-import time
 from collections.abc import Callable
 from typing import Final, Literal, TypeVar
 
@@ -41,19 +36,11 @@ class Backoff:
         initial: float,
         maximum: float,
         stopping: Callable[[], bool],
-        meanwhile: Callable[[], None] = lambda: None,
-        next_due: Callable[[], float] = lambda: math.inf,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``stopping``: whether stop() was called (the flusher's own state, read here).
-        ``meanwhile``: work a wait does when ``next_due()`` (seconds until it has some) says
-        so: the breaker cache's refresh, which must not wait for a retried batch."""
+        """``stopping``: whether stop() was called (the flusher's own state, read here)."""
         self._initial = initial
         self._maximum = maximum
         self._stopping = stopping
-        self._meanwhile = meanwhile
-        self._next_due = next_due
-        self._monotonic = monotonic
         self._cut_short = threading.Event()
         self.redis_ok = True
         """Whether the last round trip reached Redis (``stats()["redis_ok"]``)."""
@@ -92,23 +79,8 @@ class Backoff:
         self._cut_short.set()
 
     def pause(self, seconds: float) -> None:
-        """Wait ``seconds``, or until ``cut_short()``, doing ``meanwhile`` whenever it is due.
-        If it is still due right after (it failed: Redis refuses reads too), the rest of the
-        wait is waited out: one attempt per wait, never a busy loop."""
-        deadline = self._monotonic() + seconds
-        while True:
-            remaining = deadline - self._monotonic()
-            if remaining <= 0:
-                break
-            due = self._next_due()
-            if due > 0 and self._cut_short.wait(min(remaining, due)):
-                break
-            if due >= remaining:
-                break  # waited out (nothing was due during it)
-            self._meanwhile()
-            if self._next_due() <= 0:
-                self._cut_short.wait(max(0.0, deadline - self._monotonic()))
-                break
+        """Wait ``seconds``, or until ``cut_short()``."""
+        self._cut_short.wait(seconds)
         self._cut_short.clear()
 
     def _wait_to_retry(self, exc: BaseException, backoff: float) -> bool:

@@ -38,9 +38,12 @@ def _request(url: str, body: dict[str, object] | None = None) -> tuple[int, str]
 
 
 @pytest.fixture
-def gateway(redis_url: str, namespace: str) -> Iterator[str]:
-    with example_gateway(redis_url, namespace) as base:
+def gateway(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[str]:
+    log = tmp_path / "gunicorn.stderr"
+    with log.open("wb") as stderr, example_gateway(redis_url, namespace, stderr=stderr) as base:
         yield base
+    # A worker whose events never arrived says why here (pytest shows it beside a failure).
+    print(log.read_text(errors="replace")[-20_000:])
 
 
 def _wait_for_totals(
