@@ -1,7 +1,8 @@
 """The breaker queries a ``MetricsClient`` offers: ``allow()`` and ``admit()`` decide a call (a
 half-open trial permit taken, a rejection counted), ``breaker()`` only says what the breaker is
 (nothing taken, nothing counted), each with its ``async`` twin that never makes an event loop
-wait for Redis. All answer from the per-process cache the flusher refreshes. One per process
+wait for Redis. All answer from the per-process cache the breaker refresher keeps fresh on its
+own thread (``client._breaker_refresh``). One per process
 (``ProcessParts``): a forked child gets its own.
 
 Given a ``model`` of a provider listed in ``breaker_models``, each also consults that model's
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 class BreakerQueries:
     """Answers from ``gate`` (the breaker cache); counts rejections in ``ledger``; pokes
-    ``flusher`` (which refreshes the cache and ships the counts)."""
+    ``flusher``, which ships the counts."""
 
     def __init__(
         self,
@@ -126,7 +127,6 @@ class BreakerQueries:
                 assert self._model_gate is not None
                 in_model = self._model_gate.status(scope)
                 status = status if in_model.allowed else in_model
-            self._flusher.poke()  # keeps the cached states refreshed
         except Exception:
             return BreakerStatus(provider, None, True)
         return status
@@ -160,5 +160,5 @@ class BreakerQueries:
     def _verdict(self, provider: str, allowed: bool) -> bool:
         if not allowed:
             self._ledger.reject_call(provider)
-        self._flusher.poke()  # keeps the cached states refreshed, and ships the count
+            self._flusher.poke()  # ships the count
         return allowed
