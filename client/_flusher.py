@@ -104,10 +104,13 @@ class Flusher:
             self._idle = False
             self._wake.set()  # Event.set() takes a lock: only when it changes something
 
-    def poke(self) -> None:
+    def poke(self, start: bool = True) -> None:
         """Something besides an event waits to be written (a backend metric value, a counted
-        rejection): start the thread, wake it when it sleeps idle."""
+        rejection): start the thread (unless ``start`` is False: it then waits for the next
+        thing that starts it, ``flush()`` or ``close()``), wake it when it sleeps idle."""
         if self._thread is None:
+            if not start:
+                return
             self.start()
         if self._idle:
             self._idle = False

@@ -60,11 +60,16 @@ class InstrumentStore:
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         wall: Callable[[], float] = time.time,
         check_declarations: bool = False,
+        on_declare: Callable[[], None] | None = None,
     ):
         """``clock``: the client's (durations, and times moved onto the shared clock when
         written); ``wall``: Unix time (``Gauge.set_to_current_time()``);
         ``check_declarations``: a metric's values wait until Redis agreed with its declaration
-        (the client's writer answers; a sink that does not leaves it off)."""
+        (the client's writer answers; a sink that does not leaves it off); ``on_declare``:
+        called for a new declaration (default: ``on_update``). The client's wakes a running
+        flusher and starts none: a Gunicorn master that preloads the app declares its metrics
+        and then forks, and a thread running in it then could hold a lock its workers inherit
+        held."""
         self.lock = threading.Lock()
         self.max_series = max_series_per_metric
         self.max_label_value_bytes = max_label_value_bytes
@@ -72,6 +77,7 @@ class InstrumentStore:
         self.clock = clock
         self.wall = wall
         self.on_update = on_update  # starts the flusher; called outside the lock
+        self.on_declare = on_declare or on_update
         self.version = 0  # counts updates: flush() waits for the drained version to reach it
         self._drained_up_to = 0  # the version the last drain that left nothing behind reached
         self.declarations = Declarations(clock, check_declarations)
@@ -90,7 +96,7 @@ class InstrumentStore:
             if declared is spec:
                 self.series[spec.name] = {}
         if declared is spec:
-            self.on_update()  # the declaration is written with the next batch
+            self.on_declare()  # the declaration is written with the next batch
         return declared
 
     def get_series(self, spec: MetricSpec, labelvalues: tuple[str, ...]) -> Series | None:

@@ -86,6 +86,7 @@ class MetricsClient:
             max_batch_bytes=self.settings.max_batch_bytes,
             wall=clock or time.time,
             check_declarations=True,
+            on_declare=lambda: self._flusher.poke(start=False),
         )
         self._metrics = MetricRegistry(self._instruments)
         self._start_process()

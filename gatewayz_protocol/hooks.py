@@ -11,6 +11,7 @@ a process that ships no logs registers nothing and pays nothing.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
@@ -19,6 +20,16 @@ Count = Callable[[], int]
 
 _lock = threading.Lock()
 _log_drop_counts: list[Count] = []
+
+
+def _new_lock_in_child() -> None:
+    # A thread of the parent may have held the lock when it forked: the child's copy would stay
+    # held, and a client built again in the child (it reads these counts) would wait forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def register_log_drops(count: Count) -> Callable[[], None]:

@@ -23,6 +23,7 @@ mapping they are given, when the settings are built.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -151,6 +152,14 @@ def numbers(raw: str) -> tuple[float, ...]:
 
 _told: set[tuple[str, str]] = set()
 _told_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    global _told_lock  # a parent's thread may have held it when it forked
+    _told_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def _tell_once(old: str, new: str, message: str) -> None:

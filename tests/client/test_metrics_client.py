@@ -558,3 +558,32 @@ def test_the_factories_have_prometheus_clients_signatures(make_client: MakeClien
     summary = metrics.summary("s", "S", labelnames=["table"], namespace="db")
     assert (summary.spec.name, summary.spec.kind) == ("db_s", "summary")
     assert metrics.info("i", "I", registry=object()).spec.kind == "info"
+
+
+def test_a_preloading_master_that_only_declares_runs_no_thread_and_its_workers_ship(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    """A Gunicorn master with ``preload_app`` builds the client and declares the gateway's
+    metrics, then forks. A flusher thread started by the declarations ran in the master while
+    it forked: a lock it held then stays held in a worker (one worker's events once never
+    reached Redis). Declaring starts no thread; the worker's first value starts its own."""
+    metrics = make_client()
+    requests = metrics.counter("preload_requests", "Requests", ["route"])
+    metrics.gauge("preload_inflight", "In flight", combine="sum")
+    assert not metrics._flusher.started
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            requests.labels("/chat").inc(3)
+            metrics.record("openrouter", 0.1)
+            code = 0 if metrics.flush(timeout=5) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not metrics._flusher.started  # the master still runs no thread of ours
+    assert _hash(r, keys.totals("openrouter"))["n:success"] == 1
+    requests.labels("/chat").inc(2)  # the master's own first value starts its thread
+    assert metrics._flusher.started
+    assert metrics.flush(timeout=5)

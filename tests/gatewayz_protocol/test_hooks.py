@@ -4,6 +4,8 @@ replaced for the test), so nothing another test or telemetry registered counts h
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -89,3 +91,18 @@ def test_new_log_drops_default_to_the_registered_counts() -> None:
     assert drops.take() == 5
     register_log_drops(Count(2))
     assert drops.take() == 2
+
+
+def test_a_lock_held_by_a_thread_when_the_process_forked_is_free_in_the_child() -> None:
+    """A parent's thread inside ``log_records_dropped()`` while the process forks: the child
+    (where a client is built again, reading these counts) must not wait for it forever."""
+    hooks._lock.acquire()  # as a thread of the parent would hold it at the fork
+    try:
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(5)  # a lock still held would hang the child: SIGALRM ends it
+            os._exit(0 if hooks.log_records_dropped() >= 0 else 1)
+    finally:
+        hooks._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
