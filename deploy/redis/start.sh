@@ -13,13 +13,17 @@
 #   operator    REDIS_OPERATOR_PASSWORD    (breaker open|close|reset)
 #   reader      REDIS_READER_PASSWORD      (inspect, breaker status)
 #
-# A user whose variable is unset or empty keeps no password: it cannot log in (said on stderr).
+# A user whose variable is unset or empty keeps no password: it cannot log in (said on stderr),
+# unless the variable is one of REDIS_ACL_REQUIRED (names separated by spaces, default none):
+# then nothing starts (exit 2, one line on stderr naming it). compose.acl.yml requires admin's,
+# the workers' and the aggregators'.
 # Passwords must be URL-safe (0-9 A-Z a-z . _ ~ -: they go into redis:// URLs unescaped), e.g.
 # `openssl rand -hex 24`. Then redis-server runs with --aclfile and the flags given, through the
 # redis image's entrypoint when there is one (it drops root for the redis user).
 set -eu
 
 template=${REDIS_ACL_TEMPLATE:-/etc/redis/users.acl}
+required=" ${REDIS_ACL_REQUIRED:-} "
 rendered=${REDIS_ACL_FILE:-/data/users.acl}
 script=""
 for pair in admin:REDIS_PASSWORD worker:REDIS_WORKER_PASSWORD \
@@ -30,6 +34,12 @@ for pair in admin:REDIS_PASSWORD worker:REDIS_WORKER_PASSWORD \
     eval "password=\${$variable:-}"
     case $password in
         "")
+            case $required in
+                *" $variable "*)
+                    echo "start.sh: $variable is empty or unset: refusing to start without user $user" >&2
+                    exit 2
+                    ;;
+            esac
             echo "start.sh: $variable is not set: user $user cannot log in" >&2
             continue
             ;;

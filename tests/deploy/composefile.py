@@ -3,9 +3,10 @@ interpolation of every value: ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-default}``,
 ``${VAR-default}``, ``${VAR:?error}`` and ``${VAR?error}`` (the forms the Compose specification
 defines; nested defaults are not used here).
 
-``DEMO_ENV`` is what the tests give Compose for the required variables; ``docker_compose_config``
-runs the real ``docker-compose config`` with an environment, for the tests that check Compose
-itself agrees."""
+``DEMO_ENV`` is what the tests give Compose for the required variables (Compose reads the file
+without them, as empty strings; the services refuse to start then: test_compose_guards.py);
+``docker_compose_config`` runs the real ``docker-compose config`` with an environment, for the
+tests that check Compose itself agrees."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 
-# The variables `docker compose up` requires (the README says how to set them). URL-safe: the
-# Redis password goes into redis:// URLs unescaped.
+# The variables the stack requires to run (the README says how to set them): each defaults to
+# empty, and the services that hold one refuse to start without it. URL-safe: the Redis
+# password goes into redis:// URLs unescaped.
 DEMO_ENV = {
     "REDIS_PASSWORD": "0f4e2a9c7b1d3e5f60718293a4b5c6d7e8f90123456789ab",
     "GRAFANA_ADMIN_PASSWORD": "grafana-test-password",
@@ -86,6 +88,17 @@ def load(env: Mapping[str, str] | None = None, path: Path = COMPOSE) -> dict[str
     loaded = interpolated(raw(path), DEMO_ENV if env is None else env)
     assert isinstance(loaded, dict)
     return loaded
+
+
+def variables_in(node: Any) -> set[str]:
+    """The names of the variables the string values of ``node`` (uninterpolated) use."""
+    if isinstance(node, str):
+        return {m["braced"] or m["named"] for m in _VARIABLE.finditer(node) if not m["escaped"]}
+    if isinstance(node, dict):
+        return {name for value in node.values() for name in variables_in(value)}
+    if isinstance(node, list):
+        return {name for value in node for name in variables_in(value)}
+    return set()
 
 
 def variables(path: Path = COMPOSE) -> set[str]:

@@ -1,7 +1,8 @@
 """The compose stack's project services run from a built image, with or without an engine.
 
 Without one (``Simulation``): each service built from the image (``build:`` in compose) runs its
-compose ``command`` (else the image's ``CMD``) with the image's ``ENV`` and its compose
+compose ``entrypoint`` (a ``sh -c`` guard, run for real: /bin/sh is the host's) then its compose
+``command`` (else the image's ``CMD``) with the image's ``ENV`` and its compose
 ``environment``, in the image's working directory inside the tree imagebuild.py made, with the
 fresh environment's Python first on PATH, as a user other than root when the test runs as root
 (the image's ``USER``; HOME its home in the tree), in a process group of its own. Compose's
@@ -9,7 +10,9 @@ network is replaced by loopback: each (service, container port) a test process l
 that nothing listens on, gets a local port (``Addresses``), and every ``service:port``,
 ``0.0.0.0`` and ``127.0.0.1:port`` in a command, an environment value or a health check is
 rewritten to it. Health checks (``CMD``, ``CMD-SHELL``) run the same way, as compose would run
-them in the container, until they pass.
+them in the container, until they pass. The compose ``redis`` service runs the same way (its
+guard, then the host's redis-server), a stand-in for the redis image's ``docker-entrypoint.sh``
+first on PATH.
 
 With an engine (``EngineStack``: docker or podman that answers): the image is built by the
 engine, each service runs as a container on a network of its own with its compose name as
@@ -69,11 +72,93 @@ def container_ports(service: Mapping[str, Any]) -> list[int]:
     return found
 
 
+def _words(value: str | list[Any]) -> list[str]:
+    return shlex.split(value) if isinstance(value, str) else [str(w) for w in value]
+
+
 def command_of(service: Mapping[str, Any], image: Image | None = None) -> list[str]:
     command = service.get("command")
     if command is None:
         return list(image.cmd) if image else []
-    return shlex.split(command) if isinstance(command, str) else [str(w) for w in command]
+    return _words(command)
+
+
+def entrypoint_of(service: Mapping[str, Any]) -> list[str]:
+    """The compose ``entrypoint`` (it replaces the image's), ``[]`` when the service sets none."""
+    entrypoint = service.get("entrypoint")
+    return [] if entrypoint is None else _words(entrypoint)
+
+
+def container_argv(service: Mapping[str, Any], image: Image | None = None) -> list[str]:
+    """What the container runs: the compose entrypoint, then the command. As Compose does, an
+    entrypoint set in compose drops the image's ``CMD`` when no ``command`` is given."""
+    entrypoint = entrypoint_of(service)
+    return [*entrypoint, *command_of(service, None if entrypoint else image)]
+
+
+REDIS_IMAGE_ENTRYPOINT = "docker-entrypoint.sh"
+_ENTRYPOINT_STAND_IN = """#!/bin/sh
+# Stands for the redis image's docker-entrypoint.sh, which drops root for the redis user and
+# then runs its arguments: here, only the running.
+exec "$@"
+"""
+
+
+def _executable(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def redis_image_env(service: Mapping[str, Any], directory: Path) -> dict[str, str]:
+    """The environment the compose ``redis`` service runs with on this host: its compose
+    ``environment``, and PATH: ``directory`` with a stand-in for the image's
+    ``docker-entrypoint.sh`` (the guard execs it), then the test's (redis-server)."""
+    _executable(directory / REDIS_IMAGE_ENTRYPOINT, _ENTRYPOINT_STAND_IN)
+    path = f"{directory}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    return {**environment_of(service), "PATH": path}
+
+
+# Stands for what a guard execs: says it started, then its arguments one per line.
+_RECORDER = '#!/bin/sh\necho started\nfor word; do printf "%s\\n" "$word"; done\n'
+
+
+def run_guard(
+    service: Mapping[str, Any], directory: Path, image_entrypoint: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A service's guard (its compose ``entrypoint``, ``sh -c SCRIPT VARIABLE``) run by /bin/sh
+    with its command and its compose environment, as its container starts it, a recorder
+    standing for what the guard execs: ``image_entrypoint`` (the image's, on PATH or an
+    absolute path in the script), else the command itself. The recorder prints ``started`` and
+    its arguments, one per line."""
+    entrypoint, command = entrypoint_of(service), command_of(service)
+    assert entrypoint[:2] == ["sh", "-c"], f"not a guard: {entrypoint}"
+    on_path = image_entrypoint if image_entrypoint and "/" not in image_entrypoint else None
+    recorder = _executable(directory / "bin" / (on_path or "recorder"), _RECORDER)
+    script = entrypoint[2]
+    if image_entrypoint is None:
+        command = [str(recorder), *command]
+    elif on_path is None:  # a path in the script: the recorder's instead
+        assert script.count(f'exec {image_entrypoint} "$@"') == 1, script
+        script = script.replace(image_entrypoint, str(recorder))
+    return subprocess.run(
+        ["/bin/sh", "-c", script, *entrypoint[3:], *command],
+        env={**environment_of(service), "PATH": f"{recorder.parent}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def local_redis_argv(service: Mapping[str, Any], port: int, workdir: Path) -> list[str]:
+    """The compose ``redis`` service's entrypoint and command (its password, maxmemory,
+    policy) listening on ``127.0.0.1:port`` with its files in ``workdir``."""
+    command = command_of(service)
+    assert command[0] == "redis-server", f"the redis service runs {command[0]}"
+    local = ("--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir))
+    return [*container_argv(service), *local]
 
 
 def environment_of(service: Mapping[str, Any]) -> dict[str, str]:
@@ -224,6 +309,7 @@ class Simulation:
     addresses: Addresses = field(init=False)
     running: dict[str, Running] = field(default_factory=dict)
     others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    redis: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.addresses = Addresses(self.compose["services"])
@@ -245,28 +331,34 @@ class Simulation:
         return {"user": NOBODY, "group": NOBODY, "extra_groups": []}
 
     def start_redis(self) -> str:
-        """The compose ``redis`` service's command (its password, maxmemory, policy) on a
-        local port; returns the port."""
+        """The compose ``redis`` service (its guard, then redis-server with its password,
+        maxmemory, policy) on a local port; returns the port."""
         service = self.services["redis"]
         port = self.addresses.port("redis", 6379)
         workdir = self.logs / "redis"
         workdir.mkdir(exist_ok=True)
-        argv = [
-            *command_of(service),
-            *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)),
-        ]
-        assert argv[0] == "redis-server", f"the redis service runs {argv[0]}"
-        argv[0] = shutil.which("redis-server") or "redis-server"
-        log = (self.logs / "redis.log").open("wb")
-        self.others.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        argv = local_redis_argv(service, port, workdir)
+        env = redis_image_env(service, self.logs / "redis-image")
+        with (self.logs / "redis.log").open("wb") as log:
+            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.others.append(process)
+        self.redis = process
         return str(port)
+
+    def redis_exited(self) -> str | None:
+        """Why the redis service is gone (its exit code and output), None while it runs."""
+        assert self.redis is not None, "redis was not started"
+        code = self.redis.poll()
+        if code is None:
+            return None
+        return f"redis exited with {code}: {(self.logs / 'redis.log').read_text()[-2000:]}"
 
     def start(self, name: str) -> Running:
         service = self.services[name]
         cwd = self.image.path(self.image.workdir)
         env = {**self.image.process_env()}
         env |= {k: self.addresses.rewrite(v, name) for k, v in environment_of(service).items()}
-        argv = self.addresses.rewrite_argv(command_of(service, self.image), name)
+        argv = self.addresses.rewrite_argv(container_argv(service, self.image), name)
         health = health_command(service)
         log = self.logs / f"{name}.log"
         with log.open("wb") as out:
@@ -415,9 +507,12 @@ class EngineStack:
             args += ["--memory", str(service["mem_limit"])]
         for key, value in environment_of(service).items():
             args += ["-e", f"{key}={value}"]
+        entrypoint = entrypoint_of(service)
+        if entrypoint:  # --entrypoint takes the program; its arguments follow the image
+            args += ["--entrypoint", entrypoint[0]]
         image = self.tag if "build" in service else service["image"]
         self.created.append(self.container(name))
-        self.run(*args, image, *command_of(service))
+        self.run(*args, image, *entrypoint[1:], *command_of(service))
 
     def logs(self, name: str) -> str:
         result = subprocess.run(

@@ -1,9 +1,10 @@
 """docker-compose.yml: valid for Compose (the real `docker-compose config -q`, with the variables
-it requires), and what it promises holds: every service of the stack, pinned images, mounts from
-deploy/ only, health-gated dependencies that can turn healthy, the documented ports, the
-aggregator flags the docs give. The file is read as Compose reads it (tests/deploy/
-composefile.py: interpolated with the required variables set); what makes it safe to copy is
-checked in test_compose_safety.py."""
+the stack requires; without them too: test_compose_guards.py), and what it promises holds:
+every service of the stack, pinned images, mounts from deploy/ only, health-gated dependencies
+that can turn healthy, the documented ports, the aggregator flags the docs give. The file is
+read as Compose reads it (tests/deploy/composefile.py: interpolated with the required variables
+set); what makes it safe to copy is checked in test_compose_safety.py and
+test_compose_guards.py."""
 
 from __future__ import annotations
 

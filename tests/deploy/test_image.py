@@ -3,14 +3,16 @@
 The image is built from the build context as Docker sees it (``.dockerignore`` respected), with
 only what the ``Dockerfile`` copies and its ``pip install`` run in a fresh environment
 (tests/deploy/imagebuild.py). Then every service of docker-compose.yml built from that image
-(aggregator-1, aggregator-2, gateway, traffic) starts with its compose command and environment,
+(aggregator-1, aggregator-2, gateway, traffic) starts with its compose entrypoint (where it has
+one: the guard that refuses an empty Redis password, run by /bin/sh), command and environment,
 from the image's working directory in that tree, never from the checkout
-(tests/deploy/stack.py): Redis is a redis-server running the compose ``redis`` command (so with
-its password), Loki and Tempo are the test receivers of tests/support/. Each service must pass
-its compose health check; the gateway must answer a chat completion; the traffic must reach
-both aggregators' /metrics (every fake provider), and logs and spans the stand-ins; no service
-may use more memory than its compose ``mem_limit``. A service whose entry point imports a module
-the image lacks fails the test with the module's name.
+(tests/deploy/stack.py): Redis is a redis-server running the compose ``redis`` entrypoint and
+command (so its guard, and its password), Loki and Tempo are the test receivers of
+tests/support/. Each service must pass its compose health check; the gateway must answer a chat
+completion; the traffic must reach both aggregators' /metrics (every fake provider), and logs
+and spans the stand-ins; no service may use more memory than its compose ``mem_limit``. A
+service whose entry point imports a module the image lacks fails the test with the module's
+name.
 
 Where a container engine answers (docker or podman: ``info`` succeeds), the same test builds
 the image with it and runs the same services as containers instead. Where none does it runs the
@@ -44,6 +46,7 @@ from tests.deploy.stack import (
     Addresses,
     EngineStack,
     Simulation,
+    entrypoint_of,
     environment_of,
     find_engine,
     health_command,
@@ -135,8 +138,8 @@ def _simulation(image: imagebuild.Image, compose: dict[str, Any], logs: Path) ->
 
 
 def _start_redis(simulation: Simulation) -> None:
-    """The compose redis service's command; it answers with the compose GATEWAYZ_REDIS_URL's
-    password and refuses a client without it."""
+    """The compose redis service's entrypoint (its guard) and command; it answers with the
+    compose GATEWAYZ_REDIS_URL's password and refuses a client without it."""
     simulation.start_redis()
     url = simulation.addresses.rewrite(
         environment_of(simulation.services["gateway"])["GATEWAYZ_REDIS_URL"], "gateway"
@@ -144,6 +147,8 @@ def _start_redis(simulation: Simulation) -> None:
     client = redis.Redis.from_url(url, socket_timeout=2)
 
     def answers() -> bool:
+        exited = simulation.redis_exited()
+        assert exited is None, exited
         try:
             return bool(client.ping())
         except redis.ConnectionError:
@@ -399,10 +404,16 @@ def test_with_an_engine_each_service_is_a_container_of_the_built_image(
     assert "--init" in aggregator and aggregator[aggregator.index("--memory") + 1] == "256m"
     password = composefile.DEMO_ENV["REDIS_PASSWORD"]
     assert f"GATEWAYZ_REDIS_URL=redis://:{password}@redis:6379/0" in aggregator
+    # the compose entrypoint: its program as --entrypoint, its arguments after the image
+    guard = entrypoint_of(composefile.load()["services"]["aggregator-1"])
+    assert guard[:2] == ["sh", "-c"] and aggregator[aggregator.index("--entrypoint") + 1] == "sh"
     tail = aggregator[aggregator.index(stack.tag) :]
-    assert tail == (stack.tag, "python", "-m", "aggregator", "--host", "0.0.0.0", "--port", "9108",
-                    "--instance", "aggregator-1")  # fmt: skip
+    assert tail == (stack.tag, *guard[1:], "python", "-m", "aggregator", "--host", "0.0.0.0",
+                    "--port", "9108", "--instance", "aggregator-1")  # fmt: skip
     assert "redis:7.2.5" in redis_run and "--requirepass" in redis_run
+    assert redis_run[redis_run.index("redis:7.2.5") + 1 : redis_run.index("redis:7.2.5") + 4] == (
+        "-c", entrypoint_of(composefile.load()["services"]["redis"])[2], "REDIS_PASSWORD"
+    )  # fmt: skip
     assert stack.created == ["net-aggregator-1", "net-redis"]
 
 
