@@ -77,19 +77,7 @@ class ProcessParts:
             on_schedule=refresher.notify,
         )
         refresher.watch(gate)
-        writer = RedisWriter(
-            connection,
-            keys,
-            settings.window_ttl_seconds,
-            int(settings.retention_seconds),
-            writer_id=writer_id,
-            max_series=settings.max_series_per_metric,
-            gauge_ttl=math.ceil(settings.gauge_ttl_seconds),
-            clock=corrected,
-            writer_label=f"{socket.gethostname()}:{os.getpid()}",
-            shards=settings.shard_plan,
-            now=shared_now,
-        )
+        writer = _writer(settings, keys, connection, writer_id, corrected, shared_now)
         admission = ProviderAdmission(
             RedisRegistry(connection, keys, settings.export_horizon_seconds),
             settings.max_providers,
@@ -163,6 +151,29 @@ class _ModelParts:
             ledger,
         )
         return cls(scopes, model_gate, admission.admitted)
+
+
+def _writer(
+    settings: ClientSettings,
+    keys: Keys,
+    connection: Connection,
+    writer_id: str,
+    corrected: SharedClock | None,
+    shared_now: Callable[[], float],
+) -> RedisWriter:
+    return RedisWriter(
+        connection,
+        keys,
+        settings.window_ttl_seconds,
+        int(settings.retention_seconds),
+        writer_id=writer_id,
+        max_series=settings.max_series_per_metric,
+        gauge_ttl=math.ceil(settings.gauge_ttl_seconds),
+        clock=corrected,
+        writer_label=f"{socket.gethostname()}:{os.getpid()}",
+        shards=settings.shard_plan,
+        now=shared_now,
+    )
 
 
 def _wall_clock() -> float:
