@@ -140,9 +140,12 @@ def _every_worker_sees(base: str, provider: str, allowed: bool) -> None:
     wait_for(both, timeout=20, poll=0.02)
 
 
-def _cancelled_stream(base: str) -> None:
-    """A streamed answer whose client goes away after the status line while the provider's
-    first chunk is 30 s away: the worker's task is cancelled inside the timed block."""
+def _cancelled_stream(base: str, log: Path) -> None:
+    """A streamed answer whose client goes away while the provider's first chunk is 30 s away
+    (the provider called: the status line goes out before the stream opens, so the client
+    waits for the call to show in the provider's log): the worker's task is cancelled inside
+    the timed block."""
+    called = _called(log)["flakyai"]
     host, port = base.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     body = {"model": GPT, "stream": True, "behaviour": {"flakyai": {"chunk_s": 30}}}
@@ -150,6 +153,7 @@ def _cancelled_stream(base: str) -> None:
         "POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"}
     )
     assert connection.getresponse().status == 200
+    wait_for(lambda: _called(log)["flakyai"] == called + 1, timeout=20)
     connection.close()
 
 
@@ -251,7 +255,7 @@ def _drive(
         assert status == 200
         assert streamed.endswith(b"data: [DONE]\n\n")  # usage added before it (item 4)
     # Item 2: a client gone mid-stream is booked cancelled, outside the error rate.
-    _cancelled_stream(base)
+    _cancelled_stream(base, log)
     wait_for(lambda: r.hget(keys.totals("flakyai"), "cancelled") == b"1", timeout=20)
     # Item 3 and 8: held open by the operator: 503, no deadline to tell, anthropic not called.
     held = _chat(base, HAIKU)
