@@ -23,8 +23,8 @@ is False; a worker that cannot reach Redis keeps an older state, and is left out
 
 
 ALLOW_LAG = 1.5
-"""Seconds an allow() answer may lag the breaker: the 0.5 s cache refresh, the sample period,
-a flush pass that refreshes it late on this loaded machine."""
+"""Seconds an allow() answer may lag the breaker: the 0.5 s cache refresh (its own thread), the
+sample period, a refresh that waits for a core on this loaded machine."""
 
 
 def _epoch(breaker: dict[str, str]) -> int | None:
@@ -115,7 +115,7 @@ def check_permits(history: History, verdict: Verdict, troubled: Any) -> None:
     """At most ``HALF_OPEN_CALLS`` allow() True answers, all workers together, within one
     half-open period."""
     samples = sorted((s for s in history.samples if "error" not in s), key=lambda s: s["t0"])
-    # where the machine starved, a worker may answer from a state its refresh (the flusher's
+    # where the machine starved, a worker may answer from a state its refresh (the refresher's
     # thread) has not replaced yet, e.g. closed from before the breaker opened (seed 100005)
     starved = starved_windows(history)
     answers = [
