@@ -258,7 +258,9 @@ class MetricsClient:
         seconds = _seconds(timeout)
         target, dropped = self._ledger.target(self._buffer.appended, self._instruments.version)
         if not self._flusher.started:
-            return self._ledger.wait(target, dropped, 0.0)
+            if not self._instruments.declarations.specs:
+                return self._ledger.wait(target, dropped, 0.0)  # nothing to write
+            self._flusher.start()  # declarations only: they start no thread of their own
         self._flusher.wake()
         return self._ledger.wait(target, dropped, seconds)
 

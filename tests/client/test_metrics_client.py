@@ -33,6 +33,7 @@ from gatewayz_protocol.names import PROVIDER_NAME_RE
 from gatewayz_protocol.partitions import OUTCOMES, WINDOW_BOUNDS
 from tests.support.backends import BOTH_BACKENDS
 from tests.support.clock import FakeClock
+from tests.support.processes import wait_for
 from tests.support.strategies import DOCUMENTED_CAUSES, property_settings
 
 pytestmark = BOTH_BACKENDS
@@ -587,3 +588,13 @@ def test_a_preloading_master_that_only_declares_runs_no_thread_and_its_workers_s
     requests.labels("/chat").inc(2)  # the master's own first value starts its thread
     assert metrics._flusher.started
     assert metrics.flush(timeout=5)
+
+
+def test_declarations_alone_are_written_by_flush(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    metrics = make_client()
+    metrics.counter("declared_only", "Declared, never counted")
+    assert not metrics._flusher.started  # declaring starts nothing (a preloading master)
+    assert metrics.flush(timeout=5)
+    wait_for(lambda: r.hexists(keys.metric_schema, "declared_only"), timeout=5)
