@@ -230,21 +230,31 @@ def test_forked_child_does_not_resend_parent_events(
     for _ in range(10):
         metrics.record("openrouter", 0.1)
     assert metrics.stats()["buffered"] == 10
-    pid = os.fork()
-    if pid == 0:  # child: its own events only, then leave without running atexit hooks
-        code = 1
-        try:
-            for _ in range(5):
-                metrics.record("openrouter", 0.2)
-            code = 0 if metrics.flush(timeout=5) else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> bool:  # its own events only
+        for _ in range(5):
+            metrics.record("openrouter", 0.2)
+        return metrics.flush(timeout=5)
+
+    assert _exit_code_of_forked(child) == 0
     assert metrics.flush(timeout=5)
     totals = _hash(r, keys.totals("openrouter"))
     assert totals["n:success"] == 15
     assert totals["lat_us"] == 10 * 100_000 + 5 * 200_000
+
+
+def _exit_code_of_forked(body: Callable[[], bool]) -> int:
+    """``body()`` in a forked child, which leaves without running atexit hooks: 0 when it
+    returned True, 2 when False, 1 when it raised."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if body() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def _scores(r: redis.Redis, keys: Keys, provider: str) -> list[float]:
@@ -572,17 +582,13 @@ def test_a_preloading_master_that_only_declares_runs_no_thread_and_its_workers_s
     requests = metrics.counter("preload_requests", "Requests", ["route"])
     metrics.gauge("preload_inflight", "In flight", combine="sum")
     assert not metrics._flusher.started
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            requests.labels("/chat").inc(3)
-            metrics.record("openrouter", 0.1)
-            code = 0 if metrics.flush(timeout=5) else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def worker() -> bool:
+        requests.labels("/chat").inc(3)
+        metrics.record("openrouter", 0.1)
+        return metrics.flush(timeout=5)
+
+    assert _exit_code_of_forked(worker) == 0
     assert not metrics._flusher.started  # the master still runs no thread of ours
     assert _hash(r, keys.totals("openrouter"))["n:success"] == 1
     requests.labels("/chat").inc(2)  # the master's own first value starts its thread
