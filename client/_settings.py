@@ -57,7 +57,7 @@ BREAKER_REFRESH_SECONDS: Option[float] = Option(
     "GATEWAYZ_BREAKER_REFRESH_SECONDS",
     number,
     0.5,
-    "seconds between the flusher's reads of the breaker states allow() answers from",
+    "seconds between the breaker refresher's reads of the states allow() answers from",
     (CLIENT,),
     deprecated=("METRICS_BREAKER_REFRESH_SECONDS",),
 )
