@@ -47,6 +47,8 @@ class Placed:
         self.time_at: int | None = None
         self.reported_at: float | None = None
         """When it carries the writer's report: the local clock's time it was queued at."""
+        self.marker: range = range(0)
+        """Where the writer's applied marker sits (one Redis: ``_applied.LostReplies``)."""
 
     def extra_replies(self, replies: list[Any]) -> tuple[Any, ...]:
         return tuple(replies[self.extra_at : self.extra_at + self.extra])
@@ -61,6 +63,7 @@ class Placed:
             own.update(range(self.ahead[0] - 1, self.ahead[0] + 2))
         if self.time_at is not None:
             own.add(self.time_at)
+        own.update(self.marker)
         return tuple(str(replies[i]) for i in errors if i not in own)
 
 

@@ -26,6 +26,13 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from client._applied import (
+    MARKER_LIFETIME_SECONDS,
+    PRUNE_EVERY_SECONDS,
+    BatchIds,
+    decode_marker,
+    encode_marker,
+)
 from client._batch import Batch
 from client._transaction import Outcome as SlotOutcome
 from client._transaction import pack_transaction, read_transaction
@@ -142,29 +149,6 @@ class AppliedSlots:
 MAX_SPLITS: Final = 8
 """Split batches whose progress is kept at once (one as a rule: a flush pass delivers a batch's
 halves before it takes more events)."""
-MARKER_LIFETIME_SECONDS: Final = 3600.0
-"""A marker older than this is forgotten (``PRUNE_MARKERS``): a marker is read only by a retry
-whose transaction's reply was lost, seconds later as a rule. A writer that could not ask that
-node again for an hour may apply that slot's part twice (as on one Redis)."""
-PRUNE_EVERY_SECONDS: Final = MARKER_LIFETIME_SECONDS / 4
-"""How often a writer prunes a slot's markers, with a transaction it sends there anyway."""
-
-
-def encode_marker(ids: tuple[int, int], written_at: float) -> str:
-    """``r<first id>:<count>:<unix time>``: what a writer applied in a slot, and when."""
-    return f"r{ids[0]}:{ids[1] - ids[0]}:{int(written_at)}"
-
-
-def decode_marker(raw: Any) -> tuple[int, int] | None:
-    """The ids a marker names (with or without its time: older clients wrote none)."""
-    if raw is None:
-        return None
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    try:
-        first, count = text[1:].split(":")[:2]
-        return int(first), int(first) + int(count)
-    except ValueError:
-        return None
 
 
 class ClusterWrites:
@@ -191,7 +175,7 @@ class ClusterWrites:
         """What each batch split for lack of memory applied, until its last half is applied:
         a leftover resent between two halves must not make the second forget it."""
         self._batch: object = None
-        self._eventless = 0
+        self._batch_ids = BatchIds()
         self._prune = register(cluster, scripts.PRUNE_MARKERS)
         self._prune_loaded = False
         self._pruned: dict[int, float] = {}  # slot -> when this writer last pruned it
@@ -202,7 +186,7 @@ class ClusterWrites:
         return self.refreshing_after_errors(lambda: self._write(batch, commands))
 
     def _write(self, batch: Batch, commands: Sequence[Command]) -> list[Any]:
-        ids = self._ids(batch)
+        ids = self._batch_ids.of(batch)
         progress = self._progress
         if batch is not self._batch:
             progress = self._progress = self._progress_of(batch, ids)
@@ -304,15 +288,6 @@ class ClusterWrites:
                 tuple(commands[i]) for i, reply in enumerate(replies) if _did_nothing(reply)
             )
         return replies
-
-    def _ids(self, batch: Batch) -> tuple[int, int]:
-        """The batch's event ids; a batch without events gets a number of its own (below every
-        event id) that stays the same while it is retried."""
-        if batch.events:
-            return batch.first_id, batch.first_id + batch.events
-        if batch is not self._batch:
-            self._eventless += 1
-        return -self._eventless - 1, -self._eventless
 
     def node_of(self, key: str) -> redis.Redis:
         """A client of the node serving ``key``'s slot (for commands a cluster pipeline

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from client._applied import LostReplies
 from client._batch import Batch, ProviderBatch
 from client._event_ids import EventIds
 from client._instruments import Drained
@@ -102,13 +103,15 @@ class RedisWriter:
         self._cluster: ClusterWrites | None = None
         self._single: redis.Redis | None = None
         self._transactions: Transactions | None = None
+        self._lost: LostReplies | None = None
+        unreported: Counter[str] = Counter()  # Redis operations, until the next report
+        shared_now = now or (clock.now if clock is not None else time.time)
         if isinstance(connection, RedisCluster):
-            shared_now = now or (clock.now if clock is not None else time.time)
             self._cluster = ClusterWrites(connection, keys, writer_id, retention, shared_now)
         else:
             self._single = connection
             self._transactions = Transactions(connection)
-        unreported: Counter[str] = Counter()  # Redis operations, until the next report
+            self._lost = LostReplies(connection, keys, writer_id, retention, shared_now, unreported)
         self._ids = EventIds(connection, keys, retention, clock, self._cluster, unreported)
         self._own = OwnCommands(
             keys, self._ids, clock, writer_label, self._single is not None, unreported
@@ -151,12 +154,16 @@ class RedisWriter:
             offset = self._clock.offset if self._clock is not None else 0.0
             checks = self._metrics.queue(plan, script_calls, batch.instruments, offset, ops)
         placed = self._own.queue(plan, batch, ops)
+        if self._lost is not None:
+            placed.marker = self._lost.queue(plan, batch, ops)
         try:
             replies = self._send(batch, plan)
         except BaseException:
             self._own.failed()
             raise
         self._own.applied(replies, placed, ops)
+        if self._lost is not None:
+            self._lost.applied(replies, placed.marker)
         leftover = None
         missing = script_calls.missing(replies)
         if missing and batch.instruments is not None:
@@ -170,7 +177,11 @@ class RedisWriter:
                 events for index, events in windows.items() if isinstance(replies[index], Exception)
             ),
             errors=placed.errors_but_own(replies),
-            conflicts=tuple(name for index, name, spec in checks if _text(replies[index]) != spec),
+            conflicts=tuple(
+                name
+                for index, name, spec in checks
+                if replies[index] is not None and _text(replies[index]) != spec
+            ),
             declared=tuple((name, _stored(replies[index])) for index, name, _ in checks),
             extra_replies=placed.extra_replies(replies),
             leftover=leftover,
@@ -290,10 +301,19 @@ class RedisWriter:
         (``_transaction``), the local clock read just before it went and just after its reply
         came (a ``TIME`` in it is placed between)."""
         if self._transactions is not None:
+            assert self._lost is not None
             packed = pack_transaction(plan.commands)
+            if self._lost.applied_before(batch):  # its reply was lost, and it had run
+                return [None] * len(plan)
             local = self._clock.local if self._clock is not None else time.monotonic
             sent_at = local()
-            replies = self._transactions.run(packed, len(plan))
+            try:
+                replies = self._transactions.run(packed, len(plan))
+            except redis.ResponseError:
+                raise  # Redis refused it: nothing of it ran
+            except BaseException:
+                self._lost.lost(batch)
+                raise
             self._own.round_trip = (sent_at, local())
             return replies
         assert self._cluster is not None

@@ -10,8 +10,8 @@ impossible by design is said, never checked silently weaker:
 
 - a Redis that lost its data (a restart without AOF; a killed cluster master, for its slots)
   keeps no prefix: only "no event invented or counted twice" (upper bounds) is checked;
-- a lost reply on one Redis may apply one batch's counters twice (docs "Failure
-  behaviour"): totals may exceed the prefix by at most ``dup_bound`` events, each counted;
+- a lost reply applies nothing twice (the writer reads its applied marker before it sends
+  that batch again): no allowance is made for it;
 - events a client dropped (and counted) leave holes: counts are checked, not composition.
 """
 
@@ -76,12 +76,12 @@ class Case:
         self.hi = len(self.profile.events)
 
 
-def match_totals(case: Case, dup_bound: int, dropped: int) -> list[str]:
+def match_totals(case: Case, dropped: int) -> list[str]:
     """Violations of ``totals_exact`` (an empty list: held); sets ``case.matched``."""
     observed, profile = case.observed, case.profile
     if case.lost or dropped:
         top = profile.totals(case.hi)
-        if count_of(observed) > count_of(top) + dup_bound:
+        if count_of(observed) > count_of(top):
             seen = count_of(observed)
             return [f"{case.provider}: {seen} calls counted, {count_of(top)} recorded"]
         flushed = count_of(profile.totals(case.lo))
@@ -103,12 +103,6 @@ def match_totals(case: Case, dup_bound: int, dropped: int) -> list[str]:
         distance = abs(count_of(totals) - count_of(observed))
         if best is None or distance < best[0]:
             best = (distance, m)
-    low = profile.totals(case.lo)
-    if dup_bound and all(observed[n] >= low.get(n, 0) for n in FIELDS):
-        excess = count_of(observed) - count_of(profile.totals(case.hi))
-        if excess <= dup_bound:
-            case.notes.append(f"{case.provider}: counters above every prefix, {excess} events over")
-            return []
     nearest = best[1] if best else case.lo
     return [
         f"{case.provider}: totals match no prefix of {case.lo}..{case.hi} recorded events; "

@@ -101,12 +101,6 @@ def lost_tags(history: History) -> tuple[float | None, dict[str, float]]:
     return total, tags
 
 
-def dup_bound(history: History) -> int:
-    """Events whose counters a lost reply may have applied twice (one Redis only: a cluster
-    writer checks its marker before a retry)."""
-    return 0 if history.cluster else history.incidents.get("workers_exec", 0) * history.max_batch
-
-
 def build_cases(history: History) -> list[Case]:
     total_loss, tags = lost_tags(history)
     cases = []
@@ -124,21 +118,20 @@ def build_cases(history: History) -> list[Case]:
 
 
 def check_accounting(history: History, cases: list[Case], verdict: Verdict) -> None:
-    bound = dup_bound(history)
     if any(case.lost for case in cases):
         reason = "Redis lost what it held (restart without AOF or a killed cluster master)"
         for name in ("totals_exact", "window_exact", "backend_exact"):
             verdict.suspend(name, f"{reason}: only upper bounds checked for those providers")
-    if bound:
+    if history.incidents.get("workers_exec", 0):
+        # no allowance: a writer reads its applied marker before it sends such a batch again
         verdict.notes.append(
-            f"{history.incidents['workers_exec']} worker transactions lost their reply: counters "
-            f"may exceed the recorded prefix by up to {bound} events (docs: one batch per loss)"
+            f"{history.incidents['workers_exec']} worker transactions lost their reply"
         )
     for case in cases:
         verdict.count("providers accounted")
         verdict.count("events accounted", case.hi)
         dropped = int(case.ledger.end["stats"]["dropped"]) if case.ledger.end else 0
-        for message in accounting.match_totals(case, bound, dropped):
+        for message in accounting.match_totals(case, dropped):
             name = "totals_exact"
             if accounting.count_of(case.observed) < case.lo and not case.lost:
                 name = "flush_truthful"
@@ -149,11 +142,11 @@ def check_accounting(history: History, cases: list[Case], verdict: Verdict) -> N
         )
         if problem:
             verdict.fail("window_exact", problem)
-        check_backend(history, case, bound, verdict)
+        check_backend(history, case, verdict)
         check_exported_window(history, case, verdict)
 
 
-def check_backend(history: History, case: Case, bound: int, verdict: Verdict) -> None:
+def check_backend(history: History, case: Case, verdict: Verdict) -> None:
     sid = series_id([case.provider])
     data = history.redis.get("backend", {})
     calls = _amount(data.get(CALLS_METRIC, {}), sid)
@@ -162,12 +155,12 @@ def check_backend(history: History, case: Case, bound: int, verdict: Verdict) ->
     if case.lost or "metrics" in lost_tags(history)[1]:  # all backend data is in {metrics}
         calls_lo = cost_lo = 0
     nano = 1_000_000_000
-    if not calls_lo * nano <= calls <= (calls_hi + bound) * nano:
+    if not calls_lo * nano <= calls <= calls_hi * nano:
         verdict.fail(
             "backend_exact",
             f"{case.provider}: {CALLS_METRIC} {calls / nano:g}, recorded {calls_lo}..{calls_hi}",
         )
-    if not cost_lo <= cost <= cost_hi + (bound * 2_500_000 if bound else 0):
+    if not cost_lo <= cost <= cost_hi:
         verdict.fail(
             "backend_exact",
             f"{case.provider}: {COST_METRIC} {cost} nano-USD, recorded {cost_lo}..{cost_hi}",
@@ -288,7 +281,7 @@ def _rejections_counted(history: History, verdict: Verdict) -> None:
         verdict.suspend("breaker_rejections_counted", "Redis lost counts it held")
         return
     killed = any(w.end is None for w in history.workers)
-    gate_checks.check_rejections_counted(history, verdict, not killed and not dup_bound(history))
+    gate_checks.check_rejections_counted(history, verdict, not killed)
 
 
 def _markers(history: History, verdict: Verdict) -> None:

@@ -27,7 +27,7 @@ QUIET_KINDS = frozenset(
 
 
 def check_rejections(history: History, verdict: Verdict) -> None:
-    from devtools.torture.checker import dup_bound, lost_tags
+    from devtools.torture.checker import lost_tags
 
     total_loss, tags = lost_tags(history)
     for ledger in history.workers:
@@ -56,11 +56,10 @@ def check_rejections(history: History, verdict: Verdict) -> None:
         verdict.suspend("rejections_counted", "Redis lost the clients' stats: workers only")
         return
     stats = history.redis.get("client_stats", {})
-    bound = dup_bound(history)
     for cause in sorted(set(low) | set(high)):
         seen = stats.get(f"rejected:{cause}", "0")
         got = int(seen) if seen.isdigit() else -1
-        if not low.get(cause, 0) <= got <= high.get(cause, 0) + bound:
+        if not low.get(cause, 0) <= got <= high.get(cause, 0):
             verdict.fail(
                 "rejections_counted",
                 f"Redis rejected:{cause} = {got}, ledger {low.get(cause, 0)}..{high[cause]}",
@@ -93,11 +92,11 @@ def check_drops(history: History, verdict: Verdict) -> None:
 
 def _drops_in_redis(history: History, verdict: Verdict) -> None:
     """Redis's drop counts, by cause, are the workers' (when every worker closed and Redis
-    kept everything and no reply was lost: else each side may know of drops the other lost)."""
-    from devtools.torture.checker import dup_bound, lost_tags
+    kept everything: else each side may know of drops the other lost)."""
+    from devtools.torture.checker import lost_tags
 
     total_loss, tags = lost_tags(history)
-    if any(w.end is None for w in history.workers) or total_loss or tags or dup_bound(history):
+    if any(w.end is None for w in history.workers) or total_loss or tags:
         return
     counted: dict[str, int] = {}
     for ledger in history.workers:

@@ -12,9 +12,9 @@ Requests always reach Redis; what the nemesis varies is what comes back:
 
 ``incidents`` counts connections that lost a reply (dropped, cut, or answered after its client
 gave up), ``exec_incidents`` those whose unanswered requests included an ``EXEC``: each may
-have run a transaction its client will send again. That is the only way a batch's cumulative
-counters can be applied twice on one Redis (docs "Failure behaviour"), and the checker
-bounds such duplicates by it.
+have run a transaction its client will send again: the writer reads its applied marker before
+it does (``client/_applied.py``), so the checker allows no duplicate for them and only notes
+how many there were.
 """
 
 from __future__ import annotations

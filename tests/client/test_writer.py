@@ -61,10 +61,11 @@ def test_scripts_run_by_sha_and_a_forgotten_one_runs_once(
         assert _calls(private_redis, "eval") == 0  # no script body with every call
         # loaded when Redis did not know them: the instruments script at the first flush and
         # after the cache was flushed, the registry's and the first id reservation's at the
-        # first flush
-        assert _calls(private_redis, "script|load") == 4
-        # every flush, one admission, one reservation asking which master hands out ids
-        assert _succeeded(private_redis, "evalsha") == 20 + 1 + 1
+        # first flush, the applied markers' pruning at the second (its first call met NOSCRIPT)
+        assert _calls(private_redis, "script|load") == 5
+        # every flush, one admission, one reservation asking which master hands out ids, one
+        # pruning of the applied markers
+        assert _succeeded(private_redis, "evalsha") == 20 + 1 + 1 + 1
         data = private_redis.hgetall(keys.metric_data("requests"))
         assert data[b'i:["/a"]'] == b"40"  # every increment once, none twice
         assert _window_events(private_redis, keys, "openrouter") == 20

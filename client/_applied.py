@@ -1,0 +1,145 @@
+"""Markers of what a writer applied, so a batch whose transaction's reply was lost is never
+applied twice.
+
+Each transaction a writer sends also records, in an ``applied`` hash (``Keys.applied``), which
+events (or which batch without events) it applied: on a Redis Cluster one marker per slot
+(``_slots``), on one Redis or a Sentinel-managed one a marker in ``{shared}``'s (``LostReplies``).
+The marker is written by the transaction itself, so it holds exactly when the batch does: a
+restart from the append-only file keeps both or neither, a replica promoted by a failover has
+both or neither. When the connection dies after a transaction was sent, its outcome is unknown;
+before sending that batch again the writer reads its marker, and a batch it names is not sent
+again. Markers carry the time they were written; writers forget the old ones (writers gone for
+good) with a transaction they send anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Final
+
+import redis
+
+from client._batch import Batch
+from gatewayz_protocol import scripts
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.scripts import may_run_again, register
+
+MARKER_LIFETIME_SECONDS: Final = 3600.0
+"""A marker older than this is forgotten (``PRUNE_MARKERS``): a marker is read only by a retry
+whose transaction's reply was lost, seconds later as a rule. A writer that could not ask Redis
+again for an hour may apply that batch twice."""
+PRUNE_EVERY_SECONDS: Final = MARKER_LIFETIME_SECONDS / 4
+"""How often a writer prunes an applied hash, with a transaction it sends there anyway."""
+
+
+def encode_marker(ids: tuple[int, int], written_at: float) -> str:
+    """``r<first id>:<count>:<unix time>``: what a writer applied, and when."""
+    return f"r{ids[0]}:{ids[1] - ids[0]}:{int(written_at)}"
+
+
+def decode_marker(raw: Any) -> tuple[int, int] | None:
+    """The ids a marker names (with or without its time: older clients wrote none)."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    try:
+        first, count = text[1:].split(":")[:2]
+        return int(first), int(first) + int(count)
+    except ValueError:
+        return None
+
+
+class BatchIds:
+    """The ids a marker names for a batch: its events' (``[first, end)``); for a batch without
+    events (backend metric values, a leftover sent again) a number of its own, below every
+    event id, that stays the same while that batch is retried."""
+
+    def __init__(self) -> None:
+        self._last: Batch | None = None
+        self._eventless = 0
+
+    def of(self, batch: Batch) -> tuple[int, int]:
+        new = batch is not self._last
+        self._last = batch
+        if batch.events:
+            return batch.first_id, batch.first_id + batch.events
+        if new:
+            self._eventless += 1
+        return -self._eventless - 1, -self._eventless
+
+
+class LostReplies:
+    """On one Redis (or a Sentinel-managed one): each transaction carries this writer's marker
+    in ``{shared}``'s applied hash; a batch whose last transaction's outcome is unknown is sent
+    again only if the marker does not name it (one ``HGET`` first, only then)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        writer_id: str,
+        retention: int,
+        now: Callable[[], float],
+        unreported: Counter[str],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``now``: the shared clock, the time markers carry; ``unreported``: the writer's count
+        of Redis operations not reported yet (the marker's read adds to it)."""
+        self._client = client
+        self._key = keys.applied(keys.event_ids)
+        self._writer_id = writer_id
+        self._retention = retention
+        self._now = now
+        self._unreported = unreported
+        self._monotonic = monotonic
+        self._ids = BatchIds()
+        self._unknown: Batch | None = None
+        self._prune = register(client, scripts.PRUNE_MARKERS)
+        self._prune_known = True  # loaded on demand: a NOSCRIPT reply says so
+        self._pruned_at = -math.inf
+
+    def queue(self, plan: Any, batch: Batch, ops: Counter[str]) -> range:
+        """The marker (and, when due, the pruning of old ones) after the batch's commands in
+        ``plan``; returns where they sit (their replies are the writer's own)."""
+        start = len(plan)
+        add = plan.execute_command
+        add("HSET", self._key, self._writer_id, encode_marker(self._ids.of(batch), self._now()))
+        add("EXPIRE", self._key, self._retention)
+        ops.update({"hset": 1, "expire": 1})
+        now = self._monotonic()
+        if now - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            if not self._prune_known:
+                self._prune.load()
+                self._prune_known = True
+            self._pruned_at = now
+            cutoff = int(self._now() - MARKER_LIFETIME_SECONDS)
+            add("EVALSHA", self._prune.sha, 1, self._key, cutoff)
+            ops["evalsha"] += 1
+        return range(start, len(plan))
+
+    def applied(self, replies: list[Any], placed: range) -> None:
+        """The transaction ran: no outcome is unknown; a pruning Redis did not know the script
+        of is loaded and done again with the next transaction."""
+        self._unknown = None
+        if len(placed) > 2:
+            reply = replies[placed[2]]
+            if isinstance(reply, Exception) and may_run_again(reply):
+                self._prune_known = False
+                self._pruned_at = -math.inf
+
+    def lost(self, batch: Batch) -> None:
+        """``batch``'s transaction was sent (maybe in part) and no reply came: it may have run."""
+        self._unknown = batch
+
+    def applied_before(self, batch: Batch) -> bool:
+        """Whether ``batch`` is the one whose outcome was unknown and its marker says it ran
+        (reads the marker: raises redis.RedisError while Redis cannot answer)."""
+        if batch is not self._unknown:
+            return False
+        raw = self._client.hget(self._key, self._writer_id)
+        self._unreported["hget"] += 1
+        self._unknown = None  # known now: applied, or to be sent
+        return decode_marker(raw) == self._ids.of(batch)
