@@ -52,9 +52,10 @@ key                                         type    content
 ``gatewayz:{shared}:breaker_wakes``         stream  workers' requests for an evaluation of a
                                                     breaker now (field ``p`` = provider; capped
                                                     at about 1,000 entries, expires; ``wakes``)
-``gatewayz:{<tag>}:applied``                hash    Redis Cluster only: per writer, the event ids
-                                                    (or batch) it last applied in this slot, so a
-                                                    retried batch is never applied twice
+``gatewayz:{<tag>}:applied``                hash    per writer, the event ids (or batch) it last
+                                                    applied in this slot (one Redis: in
+                                                    ``{shared}``), so a retried batch is never
+                                                    applied twice
 ==========================================  ======  ===============================================
 
 Every key carries a hash tag (``{p}``, ``{leader}``, ``{metrics}``, ``{shared}``): on a Redis
@@ -222,7 +223,7 @@ class Keys:
         return f"{self.namespace}:{{metrics}}:gauge_writers"
 
     def applied(self, key: str) -> str:
-        """The cluster writer's marker hash in the slot of ``key`` (one of this namespace's)."""
+        """The writers' marker hash in the slot of ``key`` (one of this namespace's)."""
         tag = key[key.index("{") : key.index("}") + 1]
         return f"{self.namespace}:{tag}:applied"
 
