@@ -211,7 +211,7 @@ WORKER = Role(
         Grant(
             ("applied",),
             ("evalsha", "hset", "hget", "hgetall", "hdel", "expire"),
-            why="Redis Cluster markers (PRUNE_MARKERS)",
+            why="applied markers, read after a lost reply (PRUNE_MARKERS)",
         ),
     ),
 )
