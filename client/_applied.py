@@ -3,13 +3,21 @@ applied twice.
 
 Each transaction a writer sends also records, in an ``applied`` hash (``Keys.applied``), which
 events (or which batch without events) it applied: on a Redis Cluster one marker per slot
-(``_slots``), on one Redis or a Sentinel-managed one a marker in ``{shared}``'s (``LostReplies``).
-The marker is written by the transaction itself, so it holds exactly when the batch does: a
-restart from the append-only file keeps both or neither, a replica promoted by a failover has
-both or neither. When the connection dies after a transaction was sent, its outcome is unknown;
-before sending that batch again the writer reads its marker, and a batch it names is not sent
-again. Markers carry the time they were written; writers forget the old ones (writers gone for
-good) with a transaction they send anyway.
+(``_slots``), on one Redis or a Sentinel-managed one a marker in ``{metrics}``'s
+(``LostReplies``). The marker is written by the transaction itself, so it holds exactly when the
+batch does: a restart from the append-only file keeps both or neither, a replica promoted by a
+failover has both or neither. When the connection dies after a transaction was sent, its
+outcome is unknown; before sending that batch again the writer reads its marker, and a batch it
+names is not sent again.
+
+One part of a transaction may not have run though it did: the backend metric increments' script
+call, when Redis had forgotten the script (a restart, a failover, ``SCRIPT FLUSH``), did nothing
+while the rest ran. So that call sets a second marker itself (``increments_field``) once it
+applied them; a transaction that ran without it has its increments sent again, alone, as when
+the reply said NOSCRIPT (torture seed 171003: without it, a cut reply after a restart lost them).
+
+Markers carry the time they were written; writers forget the old ones (writers gone for good)
+with a transaction they send anyway.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
@@ -33,6 +42,17 @@ whose transaction's reply was lost, seconds later as a rule. A writer that could
 again for an hour may apply that batch twice."""
 PRUNE_EVERY_SECONDS: Final = MARKER_LIFETIME_SECONDS / 4
 """How often a writer prunes an applied hash, with a transaction it sends there anyway."""
+
+
+def increments_field(writer_id: str) -> str:
+    """The applied hash's field the increments' script call sets (beside the writer's marker
+    in ``{metrics}``'s: no writer id holds ``+``)."""
+    return f"{writer_id}+i"
+
+
+def covers(applied: tuple[int, int] | None, ids: tuple[int, int]) -> bool:
+    """Whether a marker's ids hold ``ids`` (a half of a batch whose whole it names)."""
+    return applied is not None and applied[0] <= ids[0] and ids[1] <= applied[1]
 
 
 def encode_marker(ids: tuple[int, int], written_at: float) -> str:
@@ -71,10 +91,34 @@ class BatchIds:
         return -self._eventless - 1, -self._eventless
 
 
+class IncrementsMarker:
+    """What a batch's increments' script call sets once it applied them (``increments_field``
+    in ``{metrics}``'s applied hash), read after a lost reply on one Redis as on a cluster. The
+    same for every attempt at a batch and for the half of a split batch that carries them (the
+    whole batch's ids and first time): a cluster recognises a call that did nothing in an
+    earlier attempt by its arguments."""
+
+    def __init__(
+        self, keys: Keys, writer_id: str, now: Callable[[], float], batch_ids: BatchIds
+    ) -> None:
+        self._key = keys.applied(keys.metric_schema)
+        self._field = increments_field(writer_id)
+        self._now = now
+        self._ids = batch_ids
+        self._named: tuple[tuple[int, int], str] | None = None
+
+    def of(self, batch: Batch) -> tuple[str, str, str]:
+        """(applied hash, field, value) for ``batch``'s increments' call."""
+        ids = batch.lineage if batch.events else self._ids.of(batch)
+        if self._named is None or self._named[0] != ids:
+            self._named = (ids, encode_marker(ids, self._now()))
+        return self._key, self._field, self._named[1]
+
+
 class LostReplies:
     """On one Redis (or a Sentinel-managed one): each transaction carries this writer's marker
-    in ``{shared}``'s applied hash; a batch whose last transaction's outcome is unknown is sent
-    again only if the marker does not name it (one ``HGET`` first, only then)."""
+    in ``{metrics}``'s applied hash; a batch whose last transaction's outcome is unknown is sent
+    again only if the marker does not name it (its markers read first, only then)."""
 
     def __init__(
         self,
@@ -84,18 +128,20 @@ class LostReplies:
         retention: int,
         now: Callable[[], float],
         unreported: Counter[str],
+        batch_ids: BatchIds,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``now``: the shared clock, the time markers carry; ``unreported``: the writer's count
-        of Redis operations not reported yet (the marker's read adds to it)."""
+        of Redis operations not reported yet (the markers' reads add to it); ``batch_ids``: the
+        writer's (the increments' marker names the same ids)."""
         self._client = client
-        self._key = keys.applied(keys.event_ids)
+        self._key = keys.applied(keys.metric_schema)
         self._writer_id = writer_id
         self._retention = retention
         self._now = now
         self._unreported = unreported
         self._monotonic = monotonic
-        self._ids = BatchIds()
+        self._ids = batch_ids
         self._unknown: Batch | None = None
         self._prune = register(client, scripts.PRUNE_MARKERS)
         self._prune_known = True  # loaded on demand: a NOSCRIPT reply says so
@@ -130,16 +176,54 @@ class LostReplies:
                 self._prune_known = False
                 self._pruned_at = -math.inf
 
-    def lost(self, batch: Batch) -> None:
-        """``batch``'s transaction was sent (maybe in part) and no reply came: it may have run."""
-        self._unknown = batch
+    def send(
+        self,
+        batch: Batch,
+        length: int,
+        script_calls: Sequence[int],
+        send: Callable[[], list[Any]],
+    ) -> list[Any]:
+        """The replies of ``batch``'s transaction (``length`` commands, the increments' script
+        calls at ``script_calls``): sent (``send``) unless it is the one whose reply was lost
+        and its marker says it ran; then its replies are unknown (None), but for a script call
+        that did nothing (answered NOSCRIPT: sent again, alone, by the flush pass)."""
+        ran = self.ran_before(batch)
+        if ran is None:
+            try:
+                return send()
+            except redis.ResponseError:
+                raise  # Redis refused it: nothing of it ran
+            except BaseException:
+                self._unknown = batch  # sent, maybe in part, and no reply came: it may have run
+                raise
+        replies: list[Any] = [None] * length
+        if not ran.increments:
+            for index in script_calls:
+                replies[index] = redis.exceptions.NoScriptError("NOSCRIPT (a lost reply's)")
+        return replies
 
-    def applied_before(self, batch: Batch) -> bool:
-        """Whether ``batch`` is the one whose outcome was unknown and its marker says it ran
-        (reads the marker: raises redis.RedisError while Redis cannot answer)."""
+    def ran_before(self, batch: Batch) -> Ran | None:
+        """When ``batch`` is the one whose outcome was unknown and its marker says it ran:
+        what of it ran; else None (send it). Reads the markers: raises redis.RedisError while
+        Redis cannot answer."""
         if batch is not self._unknown:
-            return False
-        raw = self._client.hget(self._key, self._writer_id)
-        self._unreported["hget"] += 1
-        self._unknown = None  # known now: applied, or to be sent
-        return decode_marker(raw) == self._ids.of(batch)
+            return None
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hget(self._key, self._writer_id)
+        pipe.hget(self._key, increments_field(self._writer_id))
+        marker, increments = pipe.execute()
+        self._unreported["hget"] += 2
+        self._unknown = None  # known now: it ran, or it is sent
+        ids = self._ids.of(batch)
+        if decode_marker(marker) != ids:
+            return None
+        # (the increments' marker names the whole batch a half came from: ``RedisWriter``)
+        return Ran(increments=covers(decode_marker(increments), ids))
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A transaction whose reply was lost, found to have run."""
+
+    increments: bool
+    """Its increments' script call (if it had one) applied them: Redis knew the script."""

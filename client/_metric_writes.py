@@ -56,13 +56,15 @@ class MetricWrites:
         drained: Drained,
         offset: float,
         ops: Counter[str],
+        marker: tuple[str, str, str] | None = None,
     ) -> list[SpecCheck]:
         """Queue ``drained``'s writes (gauge and exemplar times moved by ``offset`` onto the
         shared clock), counting each Redis operation in ``ops``; returns the HGETs that tell
-        whether Redis holds the same spec as this process."""
+        whether Redis holds the same spec as this process. ``marker``: (applied hash, field,
+        value) the increments' script call sets once it applied them (``client._applied``)."""
         checks = self._queue_specs(plan, drained, ops)
         if drained.deltas:
-            self._queue_increments(script_calls, drained, ops)
+            self._queue_increments(script_calls, drained, ops, marker)
         self._queue_exemplars_and_counts(plan, drained, offset, ops)
         if drained.gauges:
             self._queue_gauges(plan, drained, offset, ops)
@@ -89,7 +91,11 @@ class MetricWrites:
         return checks
 
     def _queue_increments(
-        self, script_calls: ScriptCalls, drained: Drained, ops: Counter[str]
+        self,
+        script_calls: ScriptCalls,
+        drained: Drained,
+        ops: Counter[str],
+        marker: tuple[str, str, str] | None,
     ) -> None:
         """Every counter and histogram increment in one script call: it admits each series up
         to the cap (``max_series``) and applies the increments of those it admitted."""
@@ -105,6 +111,10 @@ class MetricWrites:
                 args += [sid, updates, len(fields)]
                 for field_name, amount in fields:
                     args += [field_name, amount]
+        if marker is not None:
+            applied, field_name, value = marker
+            script_keys.append(applied)
+            args += [field_name, value]
         script_calls.queue(self.script, script_keys, args)
         ops["evalsha"] += 1
 

@@ -30,8 +30,10 @@ from client._applied import (
     MARKER_LIFETIME_SECONDS,
     PRUNE_EVERY_SECONDS,
     BatchIds,
+    covers,
     decode_marker,
     encode_marker,
+    increments_field,
 )
 from client._batch import Batch
 from client._transaction import Outcome as SlotOutcome
@@ -162,8 +164,10 @@ class ClusterWrites:
         retention: int,
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        batch_ids: BatchIds | None = None,
     ):
-        """``now``: the shared clock, the time markers carry."""
+        """``now``: the shared clock, the time markers carry; ``batch_ids``: the writer's (the
+        increments' marker names the same ids)."""
         self._cluster = cluster
         self._keys = keys
         self._writer_id = writer_id
@@ -175,7 +179,8 @@ class ClusterWrites:
         """What each batch split for lack of memory applied, until its last half is applied:
         a leftover resent between two halves must not make the second forget it."""
         self._batch: object = None
-        self._batch_ids = BatchIds()
+        self._batch_ids = batch_ids or BatchIds()
+        self._increments = increments_field(writer_id)
         self._prune = register(cluster, scripts.PRUNE_MARKERS)
         self._prune_loaded = False
         self._pruned: dict[int, float] = {}  # slot -> when this writer last pruned it
@@ -201,11 +206,18 @@ class ClusterWrites:
             if slot in progress.unknown:
                 # routed: an ASK followed even to a node the layout does not show yet (a
                 # new node importing the slot), where redis-py's own hget fails
-                found = execute_routed(self._cluster, [("HGET", marker, self._writer_id)], read_raw)
+                reads = [
+                    ("HGET", marker, self._writer_id),
+                    ("HGET", self._keys.applied(self._keys.metric_schema), self._increments),
+                ]
+                found = execute_routed(self._cluster, reads, read_raw)
                 raise_first_error(found)
-                applied = decode_marker(found[0])
-                if applied is not None and applied[0] <= ids[0] and ids[1] <= applied[1]:
+                if covers(decode_marker(found[0]), ids):
                     progress.record(slot, ids)
+                    calls = [tuple(commands[i]) for i in indexes if commands[i][0] == "EVALSHA"]
+                    if calls and not covers(decode_marker(found[1]), ids):
+                        # the increments' call did nothing (Redis did not know its script)
+                        progress.missing_scripts.update(calls)
                     continue
             pending[slot] = [
                 *(commands[i] for i in indexes),

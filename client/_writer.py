@@ -5,6 +5,7 @@ flush pass."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from client._applied import LostReplies
+from client._applied import BatchIds, IncrementsMarker, LostReplies
 from client._batch import Batch, ProviderBatch
 from client._event_ids import EventIds
 from client._instruments import Drained
@@ -106,12 +107,18 @@ class RedisWriter:
         self._lost: LostReplies | None = None
         unreported: Counter[str] = Counter()  # Redis operations, until the next report
         shared_now = now or (clock.now if clock is not None else time.time)
+        batch_ids = BatchIds()  # what the markers name (``_applied``)
+        self._increments = IncrementsMarker(keys, writer_id, shared_now, batch_ids)
         if isinstance(connection, RedisCluster):
-            self._cluster = ClusterWrites(connection, keys, writer_id, retention, shared_now)
+            self._cluster = ClusterWrites(
+                connection, keys, writer_id, retention, shared_now, batch_ids=batch_ids
+            )
         else:
             self._single = connection
             self._transactions = Transactions(connection)
-            self._lost = LostReplies(connection, keys, writer_id, retention, shared_now, unreported)
+            self._lost = LostReplies(
+                connection, keys, writer_id, retention, shared_now, unreported, batch_ids
+            )
         self._ids = EventIds(connection, keys, retention, clock, self._cluster, unreported)
         self._own = OwnCommands(
             keys, self._ids, clock, writer_label, self._single is not None, unreported
@@ -147,23 +154,29 @@ class RedisWriter:
         ops: Counter[str] = Counter()
         plan = CommandList()
         windows = self._queue_providers(plan, batch, ops)
-        self._queue_notes(plan, batch.notes, ops)
+        _queue_notes(plan, self._keys, batch.notes, ops)
         script_calls = ScriptCalls(plan)  # type: ignore[arg-type]  # queues like a pipeline
         checks: list[SpecCheck] = []
         if batch.instruments is not None:
             offset = self._clock.offset if self._clock is not None else 0.0
-            checks = self._metrics.queue(plan, script_calls, batch.instruments, offset, ops)
+            marker = self._increments.of(batch)
+            checks = self._metrics.queue(plan, script_calls, batch.instruments, offset, ops, marker)
         placed = self._own.queue(plan, batch, ops)
-        if self._lost is not None:
-            placed.marker = self._lost.queue(plan, batch, ops)
+        lost = self._lost
+        if lost is not None:
+            placed.marker = lost.queue(plan, batch, ops)
         try:
-            replies = self._send(batch, plan)
+            send = functools.partial(self._send, batch, plan)
+            if lost is None:
+                replies = send()
+            else:
+                replies = lost.send(batch, len(plan), script_calls.indexes, send)
         except BaseException:
             self._own.failed()
             raise
         self._own.applied(replies, placed, ops)
-        if self._lost is not None:
-            self._lost.applied(replies, placed.marker)
+        if lost is not None:
+            lost.applied(replies, placed.marker)
         leftover = None
         missing = script_calls.missing(replies)
         if missing and batch.instruments is not None:
@@ -282,42 +295,34 @@ class RedisWriter:
             ops["zadd"] += 1
             ops["expire"] += 1
 
-    def _queue_notes(self, plan: CommandList, notes: Notes, ops: Counter[str]) -> None:
-        """The process's counts noted since the last batch: rejections, drops, log records
-        dropped."""
-        keys, add = self._keys, plan.execute_command
-        for cause, count in notes.rejected.items():
-            add("HINCRBY", keys.client_stats, rejected_field(cause), count)
-            ops["hincrby"] += 1
-        for cause, count in notes.dropped.items():
-            add("HINCRBY", keys.client_stats, dropped_field(cause), count)
-            ops["hincrby"] += 1
-        if notes.log_records_dropped:
-            add("HINCRBY", keys.client_stats, LOG_RECORDS_DROPPED_FIELD, notes.log_records_dropped)
-            ops["hincrby"] += 1
-
     def _send(self, batch: Batch, plan: CommandList) -> list[Any]:
         """The transaction's replies (errors as exceptions). On one Redis: sent raw
         (``_transaction``), the local clock read just before it went and just after its reply
         came (a ``TIME`` in it is placed between)."""
         if self._transactions is not None:
-            assert self._lost is not None
             packed = pack_transaction(plan.commands)
-            if self._lost.applied_before(batch):  # its reply was lost, and it had run
-                return [None] * len(plan)
             local = self._clock.local if self._clock is not None else time.monotonic
             sent_at = local()
-            try:
-                replies = self._transactions.run(packed, len(plan))
-            except redis.ResponseError:
-                raise  # Redis refused it: nothing of it ran
-            except BaseException:
-                self._lost.lost(batch)
-                raise
+            replies = self._transactions.run(packed, len(plan))
             self._own.round_trip = (sent_at, local())
             return replies
         assert self._cluster is not None
         return self._cluster.write(batch, plan.commands)
+
+
+def _queue_notes(plan: CommandList, keys: Keys, notes: Notes, ops: Counter[str]) -> None:
+    """The process's counts noted since the last batch: rejections, drops, log records
+    dropped."""
+    add = plan.execute_command
+    for cause, count in notes.rejected.items():
+        add("HINCRBY", keys.client_stats, rejected_field(cause), count)
+        ops["hincrby"] += 1
+    for cause, count in notes.dropped.items():
+        add("HINCRBY", keys.client_stats, dropped_field(cause), count)
+        ops["hincrby"] += 1
+    if notes.log_records_dropped:
+        add("HINCRBY", keys.client_stats, LOG_RECORDS_DROPPED_FIELD, notes.log_records_dropped)
+        ops["hincrby"] += 1
 
 
 def _stored(reply: object) -> str | None:

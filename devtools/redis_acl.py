@@ -205,6 +205,11 @@ WORKER = Role(
             ("evalsha", "sadd", "sismember", "scard", "hincrby", "expire"),
             why="INSTRUMENTS and dropped counts",
         ),
+        Grant(
+            ("metric series", "metric data", "applied"),
+            ("evalsha",),
+            why="INSTRUMENTS with the marker it sets once applied",
+        ),
         Grant(("metric exemplars",), ("hset", "expire"), why="metric exemplars"),
         Grant(("gauge values",), ("del", "hset", "expire"), why="its gauges, replaced whole"),
         Grant(("gauge_writers",), ("zadd", "expire"), why="its last gauge write"),

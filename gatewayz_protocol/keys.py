@@ -54,7 +54,7 @@ key                                         type    content
                                                     at about 1,000 entries, expires; ``wakes``)
 ``gatewayz:{<tag>}:applied``                hash    per writer, the event ids (or batch) it last
                                                     applied in this slot (one Redis: in
-                                                    ``{shared}``), so a retried batch is never
+                                                    ``{metrics}``), so a retried batch is never
                                                     applied twice
 ==========================================  ======  ===============================================
 

@@ -63,11 +63,15 @@ INSTRUMENTS: Final = """
 -- Counter/histogram deltas of one flush under a per-metric series cap: a series id not yet in
 -- the metric's set is admitted while the set is smaller than the cap, else its updates are
 -- dropped and counted. All keys share the {metrics} hash tag (one cluster slot).
--- KEYS: per metric, its series set then its data hash. ARGV[1] cap, ARGV[2] TTL seconds; then
--- per metric: series count; per series: id, updates, field count, (field, increment)...
+-- KEYS: per metric, its series set then its data hash; then, when their count is odd, the
+-- slot's applied hash. ARGV[1] cap, ARGV[2] TTL seconds; then per metric: series count; per
+-- series: id, updates, field count, (field, increment)...; then, with the applied hash, a field
+-- and a value set in it once every increment is applied: the writer's marker that this call
+-- ran, read after a lost reply (a call Redis did not know the script of did nothing, while the
+-- rest of its transaction ran).
 local cap = tonumber(ARGV[1])
 local a = 3
-for m = 1, #KEYS, 2 do
+for m = 1, #KEYS - (#KEYS % 2), 2 do
   local set, data = KEYS[m], KEYS[m + 1]
   local dropped = 0
   local nseries = tonumber(ARGV[a])
@@ -101,6 +105,10 @@ for m = 1, #KEYS, 2 do
   end
   redis.call('EXPIRE', set, ARGV[2])
   redis.call('EXPIRE', data, ARGV[2])
+end
+if #KEYS % 2 == 1 then
+  redis.call('HSET', KEYS[#KEYS], ARGV[a], ARGV[a + 1])
+  redis.call('EXPIRE', KEYS[#KEYS], ARGV[2])
 end
 return 1
 """

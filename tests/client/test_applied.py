@@ -114,7 +114,7 @@ def test_the_marker_is_written_by_the_transaction_itself(single_redis_url: str, 
     connection = connect(single_redis_url, socket_timeout=2.0)
     writer = RedisWriter(connection, keys, 360, 3600, writer_id="w1")
     r = open_redis(single_redis_url)
-    applied = keys.applied(keys.event_ids)
+    applied = keys.applied(keys.metric_schema)
     try:
         first = writer.reserve_event_ids(4)
         events: list[Event] = [("openrouter", 1_800_000_000.0, 0.2, SUCCESS, 0, 0, None)] * 4
@@ -134,7 +134,7 @@ def test_markers_of_writers_gone_for_good_are_forgotten_on_one_redis(
     # hash would grow without bound.
     port = private_redis.connection_pool.connection_kwargs["port"]
     keys = Keys(f"applied-{uuid.uuid4().hex[:8]}")
-    applied = keys.applied(keys.event_ids)
+    applied = keys.applied(keys.metric_schema)
     now = time.time()
     private_redis.hset(
         applied,
@@ -167,3 +167,33 @@ def test_a_batch_without_events_keeps_its_number_while_retried() -> None:
     assert ids.of(build_batch([], 0, NO_NOTES)) == (-3, -2)
     events: list[Event] = [("openrouter", 1_800_000_000.0, 0.2, SUCCESS, 0, 0, None)] * 3
     assert ids.of(build_batch(events, 500, NO_NOTES)) == (500, 503)
+
+
+def test_increments_a_forgetful_redis_did_not_apply_are_sent_again_after_a_lost_reply(
+    private_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis restarted (it forgot the scripts): the next transaction ran but its increments'
+    # script call did nothing, and its reply was lost. Its marker says it ran; before the
+    # increments' own marker, the retry took the whole batch as applied and the increments were
+    # lost (torture seed 171003: 7 calls missing from a backend counter).
+    port = private_redis.connection_pool.connection_kwargs["port"]
+    settings = ClientSettings(redis_url=f"redis://127.0.0.1:{port}/0", namespace="forgetful")
+    metrics = MetricsClient(settings=settings)
+    keys = Keys("forgetful")
+    calls = metrics.counter("calls_total", "Calls")
+    try:
+        calls.inc()
+        metrics.record("openrouter", 0.2, status_code=200)
+        assert metrics.flush(timeout=5)
+        private_redis.script_flush()
+        lose = _LoseReplies(monkeypatch)
+        lose.plan = ["ran"]
+        calls.inc(3)
+        metrics.record("openrouter", 0.2, status_code=200)
+        assert metrics.flush(timeout=10)
+        assert lose.plan == []
+        assert private_redis.hget(keys.metric_data("calls"), "i:[]") == b"4"
+        assert private_redis.hget(keys.totals("openrouter"), "n:success") == b"2"
+        assert metrics.stats()["dropped"] == 0
+    finally:
+        metrics.close(timeout=2)

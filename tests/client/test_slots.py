@@ -272,6 +272,48 @@ def test_a_split_batch_keeps_the_increments_a_forgetful_node_did_not_apply(
             node.close()
 
 
+def test_a_lost_reply_whose_increments_did_nothing_sends_them_again(
+    redis_cluster: LocalCluster, cluster_keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The {metrics} node forgot its scripts, and the reply of its slot's transaction was lost:
+    # its marker says the slot ran, the increments' own marker says their call did nothing.
+    # Before, the slot was taken as applied whole and the increments were lost.
+    cluster = open_redis(redis_cluster.url)
+    metrics_slot = key_slot(cluster_keys.metric_schema.encode())
+    settings = ClientSettings(
+        redis_url=redis_cluster.url,
+        namespace=cluster_keys.namespace,
+        flush_interval_seconds=30.0,
+        backoff_initial_seconds=0.01,
+        backoff_max_seconds=0.05,
+    )
+    client = MetricsClient(settings=settings)
+    calls = client.counter("calls_total", "Calls")
+    forgetful = _node(cluster, cluster_keys.metric_schema)
+    real = slots.run_slot_transactions
+    lost = [False]
+
+    def lose_the_metrics_reply(slot: int, outcome: SlotOutcome) -> SlotOutcome | None:
+        if slot == metrics_slot and outcome.applied and not lost[0]:
+            lost[0] = True
+            return SlotOutcome(False, error=redis.ConnectionError("reply lost"), unknown=True)
+        return None
+
+    try:
+        calls.inc()
+        assert client.flush(timeout=5)
+        forgetful.script_flush()
+        monkeypatch.setattr(slots, "run_slot_transactions", faulty(real, lose_the_metrics_reply))
+        calls.inc(3)
+        assert client.flush(timeout=10)
+        assert lost[0]
+        assert cluster.hget(cluster_keys.metric_data("calls"), "i:[]") == b"4"
+        assert client.stats()["dropped"] == 0
+    finally:
+        client.close(timeout=2)
+        forgetful.close()
+
+
 def test_markers_carry_their_time_and_dead_writers_markers_are_forgotten(
     writer: RedisWriter, redis_cluster: LocalCluster, cluster_keys: Keys
 ) -> None:
