@@ -124,6 +124,7 @@ def test_names_that_could_steer_keys_are_rejected_and_write_nothing(
     allowed = re.compile(
         rf"{ns}:(\{{shared\}}:(providers|event_ids|applied|stats:clients|stats:redis_ops)"
         rf"|\{{leader\}}:(lease|token|cycle|snapshot)"
+        rf"|\{{metrics\}}:applied"  # the writer's marker (a lost reply applies nothing twice)
         # (its breaker hash holds the fencing token the leader raised as it took over)
         rf"|\{{openrouter\}}:(w:ok:\d+|w:fail|w:rl|w:ce|totals|breaker))"
     )
@@ -157,7 +158,9 @@ def test_weird_label_values_stay_inside_their_metric_keys(
     assert metrics.flush(timeout=5.0)
     assert [k for k in _keys(r, "*") if TOKEN in k] == []
     ns = re.escape(keys.namespace)
-    metric_keys = re.compile(rf"{ns}:\{{metrics\}}:(schema|gauge_writers|(series|data):[a-z_]+)")
+    metric_keys = re.compile(
+        rf"{ns}:\{{metrics\}}:(schema|gauge_writers|applied|(series|data):[a-z_]+)"
+    )
     assert [
         k for k in _keys(r, f"{keys.namespace}:{{metrics}}:*") if not metric_keys.fullmatch(k)
     ] == []
