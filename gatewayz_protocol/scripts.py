@@ -260,12 +260,21 @@ return 1
 """
 )
 
+TOKEN_JUMP: Final = 1 << 20
+"""How far the leader's token counter jumps when a lease holder's token was refused by a fence
+above it (``LEASE``)."""
+
 LEASE: Final = (
     ALLOW_OOM
-    + """
+    + f"""
 -- Acquire or renew the leader lease. KEYS[1] lease, KEYS[2] token counter; ARGV[1] instance,
--- ARGV[2] TTL ms. Returns {the holder's fencing token, Redis time in ms until which the lease
--- holds}, or {0, 0} when another instance holds it.
+-- ARGV[2] TTL ms, ARGV[3] a token of this instance's that a breaker's fence refused (absent or
+-- 0: none). Returns {{the holder's fencing token, Redis time in ms until which the lease
+-- holds}}, or {{0, 0}} when another instance holds it. A lease held under a refused token is
+-- taken again under a new one, the counter jumped by {TOKEN_JUMP} first: no other leader holds
+-- the lease, so the fence is above every token the counter gives, which lost its value with its
+-- slot's data (a restart without AOF, a cluster master killed before it replicated) while the
+-- breakers kept theirs. Renewing the refused token, the leader was fenced off for good.
 local held = redis.call('GET', KEYS[1])
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -273,14 +282,18 @@ local until_ms = now_ms + tonumber(ARGV[2])
 if held then
   local sep = string.find(held, '|', 1, true)
   if string.sub(held, 1, sep - 1) ~= ARGV[1] then
-    return {0, 0}
+    return {{0, 0}}
   end
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {tonumber(string.sub(held, sep + 1)), until_ms}
+  local token = tonumber(string.sub(held, sep + 1))
+  if token > tonumber(ARGV[3] or '0') then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {{token, until_ms}}
+  end
+  redis.call('INCRBY', KEYS[2], {TOKEN_JUMP})
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
-return {token, until_ms}
+return {{token, until_ms}}
 """
 )
 

@@ -26,7 +26,7 @@ class LeaderLease:
 
     def __init__(
         self,
-        hold: Callable[[str, float], tuple[int, int]],
+        hold: Callable[[str, float, int], tuple[int, int]],
         release: Callable[[str], None],
         instance: str,
         ttl_seconds: float,
@@ -38,6 +38,7 @@ class LeaderLease:
         self._ttl = ttl_seconds
         self._monotonic = monotonic
         self._fence = 0  # our fencing token while we hold the lease, else 0
+        self._refused = 0  # our last token a fence refused: never renewed, a new one is taken
         self._deadline = 0.0  # monotonic time our lease surely lasts until
         self._until_ms = 0  # Redis time (ms) at which Redis lets the lease expire
         self.taken_over = False
@@ -63,7 +64,7 @@ class LeaderLease:
         was_leader = self.is_leader
         started = self._monotonic()
         try:
-            token, until_ms = self._hold(self._instance, self._ttl)
+            token, until_ms = self._hold(self._instance, self._ttl, self._refused)
         except (redis.RedisError, OSError) as exc:
             if was_leader and not self.is_leader:
                 log.warning("lost leadership: lease not renewed (%s)", describe_error(exc))
@@ -83,9 +84,11 @@ class LeaderLease:
         return self.is_leader
 
     def deposed(self) -> None:
-        """A fenced write was refused: a newer leader exists."""
+        """A fenced write was refused: a newer leader exists, or the token counter lost its
+        value (the lease still names us: the next tick takes a new token above the fences)."""
         if self._fence:
             log.warning("%s: a write was fenced off, a newer leader exists", self._instance)
+            self._refused = self._fence
         self._fence = 0
 
     def release(self) -> None:

@@ -270,12 +270,13 @@ class StateWriter:
         self._unreported_ops["evalsha"] += 1
         return int(pruned)
 
-    def hold_lease(self, instance: str, ttl_seconds: float) -> tuple[int, int]:
+    def hold_lease(self, instance: str, ttl_seconds: float, refused: int = 0) -> tuple[int, int]:
         """Acquire or renew the leader lease: (the fencing token, Redis time in ms until which
-        the lease holds), or (0, 0) when another holds it."""
+        the lease holds), or (0, 0) when another holds it. ``refused``: a token of ours a fence
+        refused: a lease still held under it is taken again under a new token above it."""
         token, until_ms = self._lease(
             keys=[self.keys.leader_lease, self.keys.leader_token],
-            args=[instance, max(1, int(ttl_seconds * 1000))],
+            args=[instance, max(1, int(ttl_seconds * 1000)), refused],
         )
         self._unreported_ops["evalsha"] += 1
         return int(token), int(until_ms)

@@ -10,6 +10,7 @@ import redis
 from aggregator.engine.writer import FENCED, Committed, PlannedWrite, StateWriter
 from gatewayz_protocol.breaker_state import BreakerState
 from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.scripts import TOKEN_JUMP
 from tests.support.backends import BOTH_BACKENDS
 from tests.support.processes import wait_for
 
@@ -41,6 +42,25 @@ def test_a_stale_epoch_or_a_deposed_leader_cannot_overwrite_a_newer_state(
 def _calls(connection: redis.Redis, command: str) -> int:
     stats = connection.info("commandstats").get(f"cmdstat_{command}")
     return int(stats["calls"]) if stats else 0
+
+
+def test_a_holder_whose_token_a_fence_refused_gets_a_new_token_above_the_fences(
+    r: redis.Redis, keys: Keys
+) -> None:
+    # The {leader} slot lost its data (its token counter restarted) while a breaker kept the
+    # fence of an earlier leader: the holder's transitions are refused. Asked with the refused
+    # token, the lease is taken again under a token past the fence.
+    writer = StateWriter(r, keys, retention_seconds=3600)
+    earlier, _ = writer.hold_lease("a", ttl_seconds=60)
+    writer.begin(earlier + 5).raise_fences(["openrouter"]).send()  # a later leader's fence
+    r.delete(keys.leader_lease, keys.leader_token)  # lost with the slot's data
+    token, _ = writer.hold_lease("a", ttl_seconds=60)
+    assert token == 1 and int(r.hget(keys.breaker("openrouter"), "fence")) == earlier + 5
+    assert writer.hold_lease("a", ttl_seconds=60, refused=0)[0] == 1  # renewed
+    again, _ = writer.hold_lease("a", ttl_seconds=60, refused=token)
+    assert again == 1 + TOKEN_JUMP + 1
+    assert writer.hold_lease("a", ttl_seconds=60, refused=token)[0] == again  # renewed now
+    assert writer.hold_lease("b", ttl_seconds=60, refused=token)[0] == 0  # not b's to take
 
 
 def test_a_replica_without_the_lease_can_neither_number_nor_publish_a_snapshot(
