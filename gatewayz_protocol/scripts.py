@@ -289,7 +289,8 @@ if held then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return {{token, until_ms}}
   end
-  redis.call('INCRBY', KEYS[2], {TOKEN_JUMP})
+  -- (GET and SET: the aggregator's ACL grants no INCRBY)
+  redis.call('SET', KEYS[2], (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) + {TOKEN_JUMP})
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 import redis
 
+from aggregator.engine.writer import StateWriter
 from client import ClientSettings, MetricsClient
 from devtools.processes import stop_process
 from devtools.redis_acl import (
@@ -50,6 +51,7 @@ from devtools.redis_cluster import start_cluster
 from devtools.redis_server import free_port, start_redis
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import FAILURE, window_partition
+from gatewayz_protocol.scripts import TOKEN_JUMP
 from tests.support.backends import open_redis
 from tests.support.processes import need_tool, wait_for
 
@@ -644,3 +646,20 @@ def test_without_the_users_a_worker_password_forces_a_breaker() -> None:
         worker.close()
     finally:
         server.stop()
+
+
+def test_the_aggregator_may_take_a_new_token_above_the_fences(acl_server: AclServer) -> None:
+    # The lease script's jump past a refused token (the token counter lost with its slot's
+    # data) runs under the aggregator's rights: GET and SET on the counter, no INCRBY.
+    admin = acl_server.client(ADMIN)
+    admin.delete(KEYS.leader_lease)  # an earlier test's aggregator may still hold it
+    admin.close()
+    aggregator = acl_server.client("aggregator")
+    writer = StateWriter(aggregator, KEYS, retention_seconds=3600)
+    try:
+        token, _ = writer.hold_lease("acl-a", ttl_seconds=60)
+        again, _ = writer.hold_lease("acl-a", ttl_seconds=60, refused=token)
+        assert again == token + TOKEN_JUMP + 1
+    finally:
+        writer.release_lease("acl-a")
+        aggregator.close()
