@@ -220,6 +220,18 @@ def _node(cluster: redis.Redis, key: str) -> redis.Redis:
     return redis.Redis(host=node.host, port=node.port)
 
 
+def _patient_client(redis_cluster: LocalCluster, cluster_keys: Keys) -> MetricsClient:
+    """A client that flushes only when asked, and retries within 50 ms."""
+    settings = ClientSettings(
+        redis_url=redis_cluster.url,
+        namespace=cluster_keys.namespace,
+        flush_interval_seconds=30.0,
+        backoff_initial_seconds=0.01,
+        backoff_max_seconds=0.05,
+    )
+    return MetricsClient(settings=settings)
+
+
 def test_a_split_batch_keeps_the_increments_a_forgetful_node_did_not_apply(
     redis_cluster: LocalCluster, cluster_keys: Keys
 ) -> None:
@@ -241,14 +253,7 @@ def test_a_split_batch_keeps_the_increments_a_forgetful_node_did_not_apply(
         _node(cluster, cluster_keys.totals(provider)),
         _node(cluster, cluster_keys.metric_schema),
     )
-    settings = ClientSettings(
-        redis_url=redis_cluster.url,
-        namespace=cluster_keys.namespace,
-        flush_interval_seconds=30.0,
-        backoff_initial_seconds=0.01,
-        backoff_max_seconds=0.05,
-    )
-    client = MetricsClient(settings=settings)
+    client = _patient_client(redis_cluster, cluster_keys)
     calls = client.counter("calls_total", "Calls")
     try:
         calls.inc()
@@ -280,14 +285,7 @@ def test_a_lost_reply_whose_increments_did_nothing_sends_them_again(
     # Before, the slot was taken as applied whole and the increments were lost.
     cluster = open_redis(redis_cluster.url)
     metrics_slot = key_slot(cluster_keys.metric_schema.encode())
-    settings = ClientSettings(
-        redis_url=redis_cluster.url,
-        namespace=cluster_keys.namespace,
-        flush_interval_seconds=30.0,
-        backoff_initial_seconds=0.01,
-        backoff_max_seconds=0.05,
-    )
-    client = MetricsClient(settings=settings)
+    client = _patient_client(redis_cluster, cluster_keys)
     calls = client.counter("calls_total", "Calls")
     forgetful = _node(cluster, cluster_keys.metric_schema)
     real = slots.run_slot_transactions
