@@ -231,6 +231,29 @@ def test_a_counter_reset_is_allowed_once_after_redis_lost_its_data() -> None:
     assert {"counters_monotonic", "totals_exact", "window_exact"} <= set(verdict.suspended)
 
 
+def _empty_restart(at: float) -> dict[str, object]:
+    return {"kind": "restart_empty", "params": {}, "at": at, "start": T0 + at, "end": T0 + at,
+            "notes": {"data_loss": "all", "killed_at": T0 + at, "restarted_at": T0 + at}}  # fmt: skip
+
+
+@pytest.mark.parametrize("losses", [1, 2])
+def test_each_loss_allows_one_reset_even_when_both_are_seen_after_the_second(losses: int) -> None:
+    """Torture seed 190004: two empty restarts 5.5 s apart, the first reset seen only after the
+    second (the replica was down in between, then served a snapshot taken before the second
+    loss). Each loss explains one reset; one loss never explains two."""
+    history = perfect_history()
+    history.faults += [_empty_restart(2.5 + i / 10) for i in range(losses)]
+    for scrape in history.scrapes:
+        if scrape["t0"] >= T0 + 3:
+            step = scrape["t0"] - T0 - 3  # 3 -> 1.0, then 4 -> 0.5
+            scrape["values"] = {k: 1.0 - step / 2 for k in scrape["values"]}
+    verdict = check(history)
+    if losses == 2:
+        assert "counters_monotonic" not in verdict.violations
+    else:
+        _only(verdict, "counters_monotonic", "a1", "went from 1 to 0.5")
+
+
 def test_data_loss_still_catches_counting_more_than_was_recorded() -> None:
     history = perfect_history()
     history.faults.append(
