@@ -20,6 +20,7 @@ from devtools.torture import ci
 from devtools.torture.checker import Verdict, check
 from devtools.torture.cpu_wait import effective_clock, run_queue_waits
 from devtools.torture.deployment import Deployment, Options
+from devtools.torture.faults import FaultRecord, Heal, HealLater
 from devtools.torture.history import History
 from devtools.torture.known import KnownBreak, classify
 from devtools.torture.ledger import profiles
@@ -30,6 +31,7 @@ from devtools.torture.schedule import (
     ALL_KINDS,
     CLUSTER_ONLY,
     SINGLE_ONLY,
+    Fault,
     Schedule,
     kinds_for,
     make_schedule,
@@ -87,6 +89,58 @@ def test_every_kind_drawn_is_applied_by_exactly_one_fault_family(tmp_path: Path)
     assert sorted(nemesis.handlers) == sorted(ALL_KINDS)
     with pytest.raises(ValueError, match="'oom' claimed by two families"):
         dispatch((nemesis.redis, nemesis.redis))
+
+
+class _VirtualTime:
+    """``time`` as the nemesis uses it, where sleeping only moves the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+def test_a_heal_that_must_wait_lets_the_heals_it_waits_for_run_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cluster seed 290002: a slot move's heal waited 30 s inside itself for the target's
+    memory limit, whose own heal could not run meanwhile; the slot stayed half-moved."""
+    clock = _VirtualTime()
+    monkeypatch.setattr("devtools.torture.nemesis.time", clock)
+    nemesis = Nemesis(Deployment(Options(seed=0, duration=1.0), directory=tmp_path))  # no I/O
+    full, order = [True], []
+
+    def move(fault: Fault, record: FaultRecord) -> Heal:
+        def finish() -> None:
+            order.append(f"finish {'refused' if full[0] else 'done'} at {clock.now - 1000:g}")
+            if full[0]:
+                raise HealLater(0.5, "target out of memory")
+
+        return finish
+
+    def limit(fault: Fault, record: FaultRecord) -> Heal:
+        def lift() -> None:
+            order.append(f"limit lifted at {clock.now - 1000:g}")
+            full[0] = False
+
+        return lift
+
+    nemesis.handlers = {"move": move, "limit": limit}
+    faults = (Fault(0.0, "move", 1.0), Fault(0.5, "limit", 2.0))
+    nemesis.run(Schedule(0, 10.0, False, faults), clock.now)
+    assert order == [
+        "finish refused at 1", "finish refused at 1.5", "finish refused at 2",
+        "limit lifted at 2.5", "finish done at 2.5",
+    ]  # fmt: skip
+    move_record = nemesis.records[0]
+    assert move_record.error is None and move_record.end == 1002.5
 
 
 # -- the checker on hand-made histories --------------------------------------------------------
@@ -232,8 +286,9 @@ def test_a_counter_reset_is_allowed_once_after_redis_lost_its_data() -> None:
 
 
 def _empty_restart(at: float) -> dict[str, object]:
-    return {"kind": "restart_empty", "params": {}, "at": at, "start": T0 + at, "end": T0 + at,
-            "notes": {"data_loss": "all", "killed_at": T0 + at, "restarted_at": T0 + at}}  # fmt: skip
+    when = T0 + at
+    return {"kind": "restart_empty", "params": {}, "at": at, "start": when, "end": when,
+            "notes": {"data_loss": "all", "killed_at": when, "restarted_at": when}}  # fmt: skip
 
 
 @pytest.mark.parametrize("losses", [1, 2])

@@ -27,6 +27,16 @@ from gatewayz_transport.connection import connect
 Heal = Callable[[], None]
 
 
+class HealLater(Exception):
+    """Raised by a heal that cannot finish yet (a slot move whose target is out of memory while
+    a later fault keeps it so): the nemesis runs it again ``after`` seconds later, after the
+    heals due before then, instead of waiting inside it while they cannot run."""
+
+    def __init__(self, after: float, why: str) -> None:
+        super().__init__(why)
+        self.after = after
+
+
 @dataclass
 class FaultRecord:
     kind: str

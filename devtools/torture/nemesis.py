@@ -17,12 +17,15 @@ import time
 from collections.abc import Mapping
 
 from devtools.torture.deployment import Deployment
-from devtools.torture.faults import Apply, FaultFamily, FaultRecord, Heal, Targets
+from devtools.torture.faults import Apply, FaultFamily, FaultRecord, Heal, HealLater, Targets
 from devtools.torture.faults_cluster import ClusterFaults
 from devtools.torture.faults_data import DataFaults, OperatorFaults, OperatorRun
 from devtools.torture.faults_process import ProcessFaults
 from devtools.torture.faults_redis import NetworkFaults, RedisFaults
 from devtools.torture.schedule import Fault, Schedule
+
+FINAL_HEAL_SECONDS = 30.0
+"""How long ``heal_all`` keeps retrying a heal that asks to be run later (every limit lifted)."""
 
 
 def dispatch(families: tuple[FaultFamily, ...]) -> dict[str, Apply]:
@@ -78,12 +81,23 @@ class Nemesis:
             self._heals.remove(due[0])
             self._run_heal(record, heal)
 
-    def _run_heal(self, record: FaultRecord, heal: Heal) -> None:
-        try:
-            heal()
-        except Exception as exc:
-            record.error = f"heal: {type(exc).__name__}: {exc}"
-        record.end = time.time()
+    def _run_heal(self, record: FaultRecord, heal: Heal, *, final: bool = False) -> None:
+        deadline = time.monotonic() + FINAL_HEAL_SECONDS
+        while True:
+            try:
+                heal()
+            except HealLater as later:
+                if not final:
+                    self._heals.append((time.time() + later.after, record, heal))
+                    return
+                if time.monotonic() < deadline:
+                    time.sleep(later.after)
+                    continue
+                record.error = f"heal: not done after {FINAL_HEAL_SECONDS:g} s: {later}"
+            except Exception as exc:
+                record.error = f"heal: {type(exc).__name__}: {exc}"
+            record.end = time.time()
+            return
 
     def apply(self, fault: Fault, t0: float) -> FaultRecord:
         record = FaultRecord(fault.kind, dict(fault.params), fault.at, time.time())
@@ -107,7 +121,7 @@ class Nemesis:
     def heal_all(self) -> None:
         self.redis.lift_limits()  # before other heals: they may need to write
         for _, record, heal in sorted(self._heals, key=lambda h: h[0]):
-            self._run_heal(record, heal)
+            self._run_heal(record, heal, final=True)
         self._heals.clear()
         self.operators.restore()
         self.processes.restore()
