@@ -115,6 +115,47 @@ class IncrementsMarker:
         return self._key, self._field, self._named[1]
 
 
+class MarkerPruning:
+    """When a writer forgets the old markers of an applied hash (``PRUNE_MARKERS``, with a
+    transaction it sends there anyway), one policy for one Redis and a cluster's slots alike:
+    each hash at most every ``PRUNE_EVERY_SECONDS``; the script loaded before the first pruning
+    (a call inside a transaction goes by SHA); a pruning answered by a node that forgot it (a
+    restart, a failover, ``SCRIPT FLUSH``) has it loaded again and that hash pruned with the
+    next transaction."""
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        now: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``now``: the shared clock, the time markers carry; ``monotonic``: when to prune."""
+        self._script = register(client, scripts.PRUNE_MARKERS)
+        self._loaded = False
+        self._now = now
+        self.monotonic = monotonic
+        self._pruned: dict[str, float] = {}  # applied hash -> when this writer last pruned it
+
+    def due(self, applied: str) -> list[tuple[Any, ...]]:
+        """The call that prunes ``applied`` with this transaction; none when it is not due.
+        Loads the script first when needed (raises redis.RedisError when that fails)."""
+        now = self.monotonic()
+        if now - self._pruned.get(applied, -math.inf) < PRUNE_EVERY_SECONDS:
+            return []
+        if not self._loaded:
+            self._script.load()  # on a cluster, on every master
+            self._loaded = True
+        self._pruned[applied] = now
+        cutoff = int(self._now() - MARKER_LIFETIME_SECONDS)
+        return [("EVALSHA", self._script.sha, 1, applied, cutoff)]
+
+    def answered(self, applied: str, reply: Any) -> None:
+        """The reply of ``applied``'s pruning call, in a transaction that ran."""
+        if isinstance(reply, Exception) and may_run_again(reply):
+            self._loaded = False
+            self._pruned.pop(applied, None)
+
+
 class LostReplies:
     """On one Redis (or a Sentinel-managed one): each transaction carries this writer's marker
     in ``{metrics}``'s applied hash; a batch whose last transaction's outcome is unknown is sent
@@ -140,12 +181,9 @@ class LostReplies:
         self._retention = retention
         self._now = now
         self._unreported = unreported
-        self._monotonic = monotonic
         self._ids = batch_ids
         self._unknown: Batch | None = None
-        self._prune = register(client, scripts.PRUNE_MARKERS)
-        self._prune_known = True  # loaded on demand: a NOSCRIPT reply says so
-        self._pruned_at = -math.inf
+        self.pruning = MarkerPruning(client, now, monotonic)
 
     def queue(self, plan: Any, batch: Batch, ops: Counter[str]) -> range:
         """The marker (and, when due, the hash's TTL and the pruning of old markers) after the
@@ -157,27 +195,18 @@ class LostReplies:
         add = plan.execute_command
         add("HSET", self._key, self._writer_id, encode_marker(self._ids.of(batch), self._now()))
         ops["hset"] += 1
-        now = self._monotonic()
-        if now - self._pruned_at >= PRUNE_EVERY_SECONDS:
-            if not self._prune_known:
-                self._prune.load()
-                self._prune_known = True
-            self._pruned_at = now
-            cutoff = int(self._now() - MARKER_LIFETIME_SECONDS)
+        for command in self.pruning.due(self._key):
             add("EXPIRE", self._key, self._retention)
-            add("EVALSHA", self._prune.sha, 1, self._key, cutoff)
+            add(*command)
             ops.update({"expire": 1, "evalsha": 1})
         return range(start, len(plan))
 
     def applied(self, replies: list[Any], placed: range) -> None:
-        """The transaction ran: no outcome is unknown; a pruning Redis did not know the script
-        of is loaded and done again with the next transaction."""
+        """The transaction ran: no outcome is unknown (and the pruning, if it had one, is
+        answered)."""
         self._unknown = None
         if len(placed) > 2:
-            reply = replies[placed[2]]
-            if isinstance(reply, Exception) and may_run_again(reply):
-                self._prune_known = False
-                self._pruned_at = -math.inf
+            self.pruning.answered(self._key, replies[placed[2]])
 
     def send(
         self,

@@ -16,7 +16,6 @@ forgets the old ones of a slot (writers gone for good) with a transaction it sen
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +26,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from client._applied import (
-    MARKER_LIFETIME_SECONDS,
-    PRUNE_EVERY_SECONDS,
     BatchIds,
+    MarkerPruning,
     covers,
     decode_marker,
     encode_marker,
@@ -38,7 +36,6 @@ from client._applied import (
 from client._batch import Batch
 from client._transaction import Outcome as SlotOutcome
 from client._transaction import pack_transaction, read_transaction
-from gatewayz_protocol import scripts
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import pooled_connection
 from gatewayz_transport.errors import raise_first_error
@@ -50,7 +47,7 @@ from gatewayz_transport.routing import (
     refresh_layout,
     slot_of,
 )
-from gatewayz_transport.scripts import may_run_again, register
+from gatewayz_transport.scripts import may_run_again
 
 _T = TypeVar("_T")
 
@@ -173,7 +170,6 @@ class ClusterWrites:
         self._writer_id = writer_id
         self._retention = retention
         self._now = now
-        self._monotonic = monotonic
         self._progress = AppliedSlots()
         self._splits: dict[tuple[int, int], AppliedSlots] = {}
         """What each batch split for lack of memory applied, until its last half is applied:
@@ -181,9 +177,7 @@ class ClusterWrites:
         self._batch: object = None
         self._batch_ids = batch_ids or BatchIds()
         self._increments = increments_field(writer_id)
-        self._prune = register(cluster, scripts.PRUNE_MARKERS)
-        self._prune_loaded = False
-        self._pruned: dict[int, float] = {}  # slot -> when this writer last pruned it
+        self.pruning = MarkerPruning(cluster, now, monotonic)
 
     def write(self, batch: Batch, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands`` (the batch's), errors as exceptions; raises the first
@@ -199,6 +193,7 @@ class ClusterWrites:
             self._batch = batch
         groups = group_by_slot(commands)
         pending: dict[int, list[Command]] = {}
+        markers: dict[int, str] = {}  # slot -> its applied hash
         for slot, indexes in groups.items():
             if progress.covers(slot, ids):
                 continue
@@ -223,13 +218,16 @@ class ClusterWrites:
                 *(commands[i] for i in indexes),
                 ("HSET", marker, self._writer_id, encode_marker(ids, self._now())),
                 ("EXPIRE", marker, self._retention),
-                *self._pruning(slot, marker),
+                *self.pruning.due(marker),
             ]
+            markers[slot] = marker
         failure: BaseException | None = None
         for slot, outcome in run_slot_transactions(self._cluster, pending).items():
             if outcome.applied:
                 progress.record(slot, ids)
                 self._take_replies(progress, commands, groups[slot], outcome.replies)
+                for reply in outcome.replies[len(groups[slot]) + 2 :]:
+                    self.pruning.answered(markers[slot], reply)
                 continue
             if outcome.unknown:
                 progress.unknown.add(slot)
@@ -259,18 +257,6 @@ class ClusterWrites:
             self._splits.clear()
         return AppliedSlots(lineage=ids)
 
-    def _pruning(self, slot: int, marker: str) -> list[Command]:
-        """The call that forgets the slot's old markers, when this writer is due to prune it."""
-        now = self._monotonic()
-        if now - self._pruned.get(slot, -math.inf) < PRUNE_EVERY_SECONDS:
-            return []
-        if not self._prune_loaded:
-            self._prune.load()  # on every master: a script call in a transaction is by SHA
-            self._prune_loaded = True
-        self._pruned[slot] = now
-        cutoff = int(self._now() - MARKER_LIFETIME_SECONDS)
-        return [("EVALSHA", self._prune.sha, 1, marker, cutoff)]
-
     def _take_replies(
         self,
         progress: AppliedSlots,
@@ -278,14 +264,11 @@ class ClusterWrites:
         indexes: list[int],
         got: list[Any],
     ) -> None:
-        """A slot's transaction ran: its replies, the script calls that did nothing, and
-        whether the pruning met a node that forgot its script (loaded again next time)."""
+        """A slot's transaction ran: its replies and the script calls that did nothing."""
         for index, reply in zip(indexes, got, strict=False):
             progress.replies[index] = reply
             if _did_nothing(reply):
                 progress.missing_scripts.add(tuple(commands[index]))
-        if any(_did_nothing(reply) for reply in got[len(indexes) + 2 :]):
-            self._prune_loaded = False
 
     def _replies(self, progress: AppliedSlots, commands: Sequence[Command]) -> list[Any]:
         """Every command's reply; a script call that did nothing in a slot applied by an

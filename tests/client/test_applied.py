@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from client import ClientSettings, MetricsClient
-from client._applied import MARKER_LIFETIME_SECONDS, BatchIds, decode_marker
+from client._applied import MARKER_LIFETIME_SECONDS, PRUNE_EVERY_SECONDS, BatchIds, decode_marker
 from client._batch import build_batch
 from client._events import Event
 from client._ledger import NO_NOTES
@@ -148,9 +148,23 @@ def test_markers_of_writers_gone_for_good_are_forgotten_on_one_redis(
     connection = connect(f"redis://127.0.0.1:{port}/0", socket_timeout=2.0)
     writer = RedisWriter(connection, keys, 360, 3600, writer_id="w1")
     events: list[Event] = [("openrouter", 1_800_000_000.0, 0.2, SUCCESS, 0, 0, None)] * 2
+    expired = f"r100:5:{int(now - MARKER_LIFETIME_SECONDS - 60)}"
+    assert writer._lost is not None
+    pruning = writer._lost.pruning
     try:
-        # the first pruning meets a Redis that does not know its script: nothing of the batch
-        # is refused, and the next transaction loads it and prunes
+        writer.write(build_batch(events, writer.reserve_event_ids(2), NO_NOTES))
+        assert {k.decode() for k in private_redis.hkeys(applied)} == {"live", "~ids", "w1"}
+
+        # not again before PRUNE_EVERY_SECONDS
+        private_redis.hset(applied, "recycled", expired)
+        writer.write(build_batch(events, writer.reserve_event_ids(2), NO_NOTES))
+        assert private_redis.hexists(applied, "recycled")
+
+        # due, and Redis forgot the script (a restart): nothing of the batch is refused, and
+        # the next transaction loads it and prunes, without waiting PRUNE_EVERY_SECONDS again
+        later = time.monotonic() + PRUNE_EVERY_SECONDS
+        pruning.monotonic = lambda: later
+        private_redis.script_flush()
         report = writer.write(build_batch(events, writer.reserve_event_ids(2), NO_NOTES))
         assert (report.errors, report.refused_events) == ((), 0)
         assert private_redis.hexists(applied, "recycled")

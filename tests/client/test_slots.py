@@ -13,10 +13,11 @@ from redis.crc import key_slot
 
 import client._slots as slots
 from client import ClientSettings, MetricsClient
+from client._applied import MARKER_LIFETIME_SECONDS, PRUNE_EVERY_SECONDS
 from client._batch import Batch, build_batch
 from client._events import Event
 from client._ledger import NO_NOTES
-from client._slots import MARKER_LIFETIME_SECONDS, PRUNE_EVERY_SECONDS, SlotOutcome
+from client._slots import SlotOutcome
 from client._writer import RedisWriter
 from devtools.redis_cluster import LocalCluster
 from gatewayz_protocol.keys import Keys
@@ -345,7 +346,7 @@ def test_markers_carry_their_time_and_dead_writers_markers_are_forgotten(
     cluster_writes = writer._cluster  # its clock: the next pruning is due
     assert cluster_writes is not None
     monotonic = time.monotonic() + PRUNE_EVERY_SECONDS
-    cluster_writes._monotonic = lambda: monotonic
+    cluster_writes.pruning.monotonic = lambda: monotonic
     writer.write(build_batch(events(3), 3000, NO_NOTES))
     assert not r.hexists(marker, "recycled")
     assert {k.decode() for k in r.hkeys(marker)} == {"live", "~ids", "w1"}
