@@ -240,8 +240,9 @@ class Aggregator:
         return snapshot
 
     def _follow(self) -> Snapshot | None:
-        """The published snapshot when it is not the one served already (the leader publishes
-        each cycle number once, so a different number is a newer snapshot)."""
+        """The published snapshot when it is not the one served already: a different number,
+        or the same number taken at another time (a counter lost with Redis's data restarts
+        below a number this replica may still serve)."""
         published = self._reader.published_snapshot()
         commit = self._writer.begin(fence=None).log_drops(self._log_drops.take())
         self._out_of_memory |= commit.send(self._reader.take_ops()).out_of_memory
@@ -250,7 +251,10 @@ class Aggregator:
         snapshot = decode_snapshot(published)
         self._notices.snapshot_version(snapshot.version)
         current = self._served.snapshot
-        if current is not None and current.cycle == snapshot.cycle:
+        if current is not None and (current.cycle, current.taken_at) == (
+            snapshot.cycle,
+            snapshot.taken_at,
+        ):
             return current  # the same object: its rendered bodies stay valid
         return snapshot
 

@@ -403,6 +403,27 @@ def test_a_follower_serves_what_it_knows_of_a_newer_leaders_snapshot(
     assert "snapshot version 99, this replica knows" in caplog.text
 
 
+def test_a_follower_serves_a_new_snapshot_under_a_number_it_served_before(
+    make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
+) -> None:
+    # Redis lost its data (the cycle counter with it) while the follower could not read it;
+    # the new leader, restarted too, counted up to the number the follower still served. Before:
+    # the follower kept its old snapshot under that number, and two replicas served one number
+    # with different series (torture seed 190001, `replicas_agree`).
+    leader = make_aggregator(instance="leader")
+    follower = make_aggregator(instance="follower")
+    published = leader.run_cycle()
+    assert published is not None and follower.run_cycle() == published
+    document = json.loads(published.to_json())
+    document.update(taken_at=published.taken_at + 30.0)
+    document["providers"] = [{"provider": "after-the-loss", "window_requests": 3}]
+    _publish(r, keys, document)
+    served = follower.run_cycle()
+    assert served is not None and served.cycle == published.cycle
+    assert [p.provider for p in served.providers] == ["after-the-loss"]
+    assert follower.run_cycle() is served  # the same snapshot again: the same object
+
+
 def test_a_snapshot_a_follower_cannot_serve_fails_its_cycle_by_name(
     make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
 ) -> None:
