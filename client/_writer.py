@@ -163,13 +163,12 @@ class RedisWriter:
             checks = self._metrics.queue(plan, script_calls, batch.instruments, offset, ops, marker)
         placed = self._own.queue(plan, batch, ops)
         lost = self._lost
-        if lost is not None:
-            placed.marker = lost.queue(plan, batch, ops)
         try:
             send = functools.partial(self._send, batch, plan)
             if lost is None:
                 replies = send()
-            else:
+            else:  # (queueing may load the pruning script first: a round trip that may fail)
+                placed.marker = lost.queue(plan, batch, ops)
                 replies = lost.send(batch, len(plan), script_calls.indexes, send)
         except BaseException:
             self._own.failed()

@@ -174,6 +174,38 @@ def test_markers_of_writers_gone_for_good_are_forgotten_on_one_redis(
         connection.close()
 
 
+def test_a_pruning_script_that_cannot_be_loaded_fails_the_write_like_a_lost_connection(
+    single_redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first transaction loads the pruning script first: when that round trip fails, the
+    # write raises (the flusher keeps the batch), the ids held are given up as after any failed
+    # round trip, and the next write loads it and applies the batch once.
+    connection = connect(single_redis_url, socket_timeout=2.0)
+    writer = RedisWriter(connection, keys, 360, 3600, writer_id="w1")
+    assert writer._lost is not None
+    script = writer._lost.pruning._script
+    real_load = script.load
+
+    def down() -> None:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(script, "load", down)
+    r = open_redis(single_redis_url)
+    try:
+        events: list[Event] = [("openrouter", 1_800_000_000.0, 0.2, SUCCESS, 0, 0, None)] * 2
+        batch = build_batch(events, writer.reserve_event_ids(2), NO_NOTES)
+        with pytest.raises(redis.ConnectionError):
+            writer.write(batch)
+        assert writer._ids._check_master  # the ids held given up: the next reservation asks
+        assert not r.exists(keys.totals("openrouter"))
+        monkeypatch.setattr(script, "load", real_load)
+        assert writer.write(batch).errors == ()
+        assert r.hget(keys.totals("openrouter"), "n:success") == b"2"
+    finally:
+        connection.close()
+        r.close()
+
+
 def test_a_batch_without_events_keeps_its_number_while_retried() -> None:
     ids = BatchIds()
     leftover = build_batch([], 0, NO_NOTES)
