@@ -13,6 +13,7 @@ from client._instruments import Drained
 from client._slots import CommandList
 from gatewayz_protocol.fields import (
     CONFLICTS_FIELD,
+    GAUGE_CAP_FIELD,
     SERIES_DROPPED_FIELD,
     TRUNCATED_FIELD,
     VALUES_REJECTED_FIELD,
@@ -151,8 +152,9 @@ class MetricWrites:
     def _queue_gauges(
         self, plan: CommandList, drained: Drained, offset: float, ops: Counter[str]
     ) -> None:
-        """This writer's gauge values, replaced whole and expiring ``gauge_ttl`` after this
-        write, and the writer's newest update time among the gauge writers. Times are on the
+        """This writer's gauge values (and its series cap, which the aggregator applies across
+        writers), replaced whole and expiring ``gauge_ttl`` after this write, and the writer's
+        newest update time among the gauge writers. Times are on the
         shared clock: "latest" must not be won by the fastest host clock."""
         keys, add = self._keys, plan.execute_command
         gauge_key = keys.gauge_values(self._writer_id)
@@ -160,6 +162,8 @@ class MetricWrites:
         add(
             "HSET",
             gauge_key,
+            GAUGE_CAP_FIELD,
+            self._max_series,
             *(
                 item
                 for name, sid, value, updated_at in drained.gauges

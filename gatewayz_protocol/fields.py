@@ -342,6 +342,21 @@ def series_buckets(data: Mapping[str, int], sid: str, buckets: int) -> tuple[int
 # -- gauge values: one hash per process, ``<metric>|<sid>`` -> ``<value>|<unix time>`` ---------
 
 
+GAUGE_CAP_FIELD: Final = "~max_series"
+"""In a process's gauge hash: the series cap per metric it runs with (``max_series_per_metric``).
+Across processes the aggregator serves at most the largest cap among the processes holding a
+gauge's values (no metric name starts with ``~``: never a gauge's field)."""
+
+
+def gauge_cap(values: Mapping[str, str]) -> int | None:
+    """The cap a process's gauge hash declares; None when absent (a client from before) or not a
+    positive integer (another writer's data)."""
+    raw = values.get(GAUGE_CAP_FIELD)
+    if raw is None or not raw.isdigit() or len(raw) > 9:
+        return None
+    return int(raw) or None
+
+
 def gauge_field(metric: str, sid: str) -> str:
     return f"{metric}|{sid}"
 

@@ -24,6 +24,7 @@ from gatewayz_protocol.fields import (
     decode_exemplar,
     decode_gauges,
     exemplar_field,
+    gauge_cap,
     series_buckets,
     series_value,
 )
@@ -176,6 +177,16 @@ def _combine(mode: str, contributions: list[tuple[float, float]]) -> float:
     return sum(values)
 
 
+def _writers_cap(caps: Sequence[int | None], max_series: int) -> int:
+    """The series cap of a gauge across the writers holding its values: the largest they
+    declared (one writer's cap applies across writers, as a counter's set is admitted up to it),
+    never above the aggregator's own; the aggregator's while any writer declared none (a client
+    from before caps)."""
+    if not caps or None in caps:
+        return max_series
+    return min(max_series, max(cap for cap in caps if cap is not None))
+
+
 def gauge_family(
     spec: MetricSpec,
     writers: Iterable[Mapping[str, str]],
@@ -183,11 +194,18 @@ def gauge_family(
     max_series: int = DEFAULT_MAX_SERIES,
     max_label_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
 ) -> BackendFamily:
-    """Each live writer's values for this gauge, combined per label set."""
+    """Each live writer's values for this gauge, combined per label set, at most the largest
+    series cap among those writers (``_writers_cap``)."""
     by_series: dict[str, list[tuple[float, float]]] = {}
+    caps: list[int | None] = []
     for values in writers:
+        held = False
         for sid, value, updated in decode_gauges(values, spec.name):
             by_series.setdefault(sid, []).append((value, updated))
+            held = True
+        if held:
+            caps.append(gauge_cap(values))
+    max_series = _writers_cap(caps, max_series)
     samples = []
     sets = _LabelSets(max_label_bytes)
     for sid in sorted(by_series):
@@ -195,7 +213,8 @@ def gauge_family(
         labels = sets.admit(decoded) if decoded is not None else None
         if labels is not None:
             samples.append((labels, _combine(spec.combine, by_series[sid])))
-    # Gauges are capped in each process; across processes the cap applies here.
+    # Gauges are capped in each process; across processes the cap applies here (the series
+    # first in order kept: the same ones every cycle while the same series are held).
     over = max(0, len(samples) - max_series)
     return _family(spec, data, samples=tuple(samples[:max_series]), over=over, sets=sets)
 
@@ -210,11 +229,17 @@ def info_family(
     """Each distinct set of labels a live writer holds for this info (served with the value 1),
     at most ``max_series`` of them."""
     found: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], None] = {}
+    caps: list[int | None] = []
     for values in writers:
+        held = False
         for sid, _, _ in decode_gauges(values, spec.name):
+            held = True
             decoded = info_labels(sid, spec.labelnames)
             if decoded is not None:
                 found[(decoded[0], tuple(sorted(decoded[1].items())))] = None
+        if held:
+            caps.append(gauge_cap(values))
+    max_series = _writers_cap(caps, max_series)
     sets = _LabelSets(max_label_bytes)
     bounded: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], None] = {}
     for labels, info in found:  # distinct sets: each served once, whoever holds it

@@ -140,7 +140,16 @@ def test_gauges_replace_this_writers_values_with_times_on_the_shared_clock() -> 
     values = KEYS.gauge_values("w1")
     assert commands == [
         ("DEL", values),
-        ("HSET", values, "depth|g1", "7.0|1800000002.5", "depth|g2", "-1.5|1800000005.5"),
+        (
+            "HSET",
+            values,
+            "~max_series",
+            50,  # the cap the aggregator applies across writers
+            "depth|g1",
+            "7.0|1800000002.5",
+            "depth|g2",
+            "-1.5|1800000005.5",
+        ),
         ("EXPIRE", values, 30),
         ("ZADD", "ns:{metrics}:gauge_writers", 1_800_000_005.5, "w1"),
         ("EXPIRE", "ns:{metrics}:gauge_writers", 3600),

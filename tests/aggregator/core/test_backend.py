@@ -142,6 +142,51 @@ def test_gauge_without_live_writers_has_no_samples() -> None:
     assert family.samples == ()
 
 
+def _users(writer: int, count: int, cap: str | None) -> dict[str, str]:
+    """A writer's gauge hash: ``count`` series of ``users`` (labels w<writer>-<i>), its cap."""
+    values = {f'users|["w{writer}-{i:02}"]': "1.0|100.0" for i in range(count)}
+    return values | ({} if cap is None else {"~max_series": cap})
+
+
+@pytest.mark.parametrize(
+    ("caps", "served"),
+    [
+        (["5", "5", "5"], 5),  # the clients' cap across writers, not 5 per writer
+        (["3", "8", "5"], 8),  # a rolling change of the setting: the largest
+        (["5", None, "5"], 12),  # a client from before caps: the aggregator's own (12 here)
+        (["50", "50", "50"], 12),  # never above the aggregator's own
+        (["5", "0", "5"], 12),  # not a positive integer: another writer's data, not trusted
+        (["5", "x9", "5"], 12),
+    ],
+)
+def test_gauges_are_capped_across_writers_at_the_writers_cap(
+    caps: list[str | None], served: int
+) -> None:
+    schema = {"users": _spec("users", "gauge", ["user"], combine="sum")}
+    writers = [_users(w, 6, cap) for w, cap in enumerate(caps)]  # 18 distinct series
+    family = _only(build_families(schema, {}, {"users": {"!dropped": 2}}, writers, 12))
+    expected = sorted(f"w{w}-{i:02}" for w in range(3) for i in range(6))[:served]
+    assert [labels for labels, _ in family.samples] == [(user,) for user in expected]
+    assert family.dropped == 2 + 18 - served
+
+
+def test_a_writer_without_the_gauge_does_not_set_its_cap() -> None:
+    schema = {"users": _spec("users", "gauge", ["user"], combine="sum")}
+    writers = [_users(0, 6, "2"), {"~max_series": "9", 'other|["x"]': "1.0|100.0"}]
+    family = _only(build_families(schema, {}, {}, writers))
+    assert len(family.samples) == 2 and family.dropped == 4
+
+
+def test_info_sets_are_capped_across_writers_at_the_writers_cap() -> None:
+    schema = {"build": _spec("build", "info", ["host"])}
+    writers = [
+        {f'build|["h{w}"]': "1.0|100.0", "~max_series": "1"} for w in range(3)
+    ]  # one set each, a cap of 1
+    family = _only(build_families(schema, {}, {}, writers))
+    assert [labels for labels, _ in family.infos] == [("h0",)]
+    assert family.dropped == 2
+
+
 def test_unreadable_specs_are_skipped() -> None:
     schema = {
         "a_not_json": "{not json",
