@@ -318,7 +318,8 @@ def test_every_process_runs_under_its_role_and_redis_refuses_none_of_it(
         assert admin.hexists(KEYS.metric_schema, "acl_retries")  # a counter: no _total
         assert admin.zcard(KEYS.gauge_writers) == 1
         (writer,) = admin.zrange(KEYS.gauge_writers, 0, -1)
-        assert admin.hlen(KEYS.gauge_values(writer.decode())) == 1
+        gauges = admin.hgetall(KEYS.gauge_values(writer.decode()))
+        assert len(gauges) == 2 and gauges[b"~max_series"] == b"1000"  # a value, the cap
         assert int(admin.hget(KEYS.redis_ops, "zadd") or 0) > 0
 
         # the aggregator: cycles, leads, opens the breaker, then half-open; serves /metrics
