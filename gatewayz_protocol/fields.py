@@ -352,7 +352,7 @@ def gauge_cap(values: Mapping[str, str]) -> int | None:
     """The cap a process's gauge hash declares; None when absent (a client from before) or not a
     positive integer (another writer's data)."""
     raw = values.get(GAUGE_CAP_FIELD)
-    if raw is None or not raw.isdigit() or len(raw) > 9:
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 9:  # "²" is a digit
         return None
     return int(raw) or None
 

@@ -157,6 +157,8 @@ def _users(writer: int, count: int, cap: str | None) -> dict[str, str]:
         (["50", "50", "50"], 12),  # never above the aggregator's own
         (["5", "0", "5"], 12),  # not a positive integer: another writer's data, not trusted
         (["5", "x9", "5"], 12),
+        (["5", "²", "5"], 12),  # a digit to str.isdigit(), not to int()
+        (["5", "1" * 30, "5"], 12),
     ],
 )
 def test_gauges_are_capped_across_writers_at_the_writers_cap(
