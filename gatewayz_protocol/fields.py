@@ -357,6 +357,27 @@ def gauge_cap(values: Mapping[str, str]) -> int | None:
     return int(raw) or None
 
 
+def read_gauges(raw: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """A process's gauge hash as read: the fields the aggregator can serve, and those it cannot
+    (another writer's data: a value or time that is not a finite number, a cap that is not a
+    positive integer, a field that is neither). A client writes finite values only."""
+    usable, bad = {}, []
+    for name, value in raw.items():
+        if name == GAUGE_CAP_FIELD:
+            ok = gauge_cap(raw) is not None
+        else:
+            number, _, updated = value.partition("|")
+            try:
+                ok = "|" in name and math.isfinite(float(number) + float(updated or 0))
+            except ValueError:
+                ok = False
+        if ok:
+            usable[name] = value
+        else:
+            bad.append(name)
+    return usable, bad
+
+
 def gauge_field(metric: str, sid: str) -> str:
     return f"{metric}|{sid}"
 

@@ -13,6 +13,7 @@ from gatewayz_protocol.fields import (
     decode_exemplar,
     int_fields,
     read_clock_offsets,
+    read_gauges,
     text_fields,
 )
 from gatewayz_protocol.keys import Keys
@@ -219,6 +220,12 @@ class Skips:
 
     def texts(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, str]:
         values, bad = text_fields(raw)
+        if bad:
+            self.note(key, bad)
+        return values
+
+    def gauges(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, str]:
+        values, bad = read_gauges(self.texts(key, raw))
         if bad:
             self.note(key, bad)
         return values

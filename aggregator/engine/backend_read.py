@@ -29,6 +29,7 @@ class BackendRead:
         self._data: dict[str, dict[str, int]] = {}
         self._exemplars: dict[str, dict[str, str]] = {}
         self._gauges: list[dict[str, str]] = []
+        self._expired: list[str] = []  # writers whose gauge hash is gone
 
     def first_round(self, prune_below: float | None) -> Plan:
         """The specs and the processes with gauges; ``prune_below`` (the maintaining reader's):
@@ -77,18 +78,19 @@ class BackendRead:
         )
 
     def _decode_gauges(self, replies: list[Any]) -> None:
-        pairs = zip(self._writers, replies, strict=True)
+        pairs = list(zip(self._writers, replies, strict=True))
         self._gauges = [self._gauge_values(writer, raw) for writer, raw in pairs]
+        self._expired = [writer for writer, raw in pairs if not raw]
 
     def _gauge_values(self, writer: str, raw: Any) -> dict[str, str]:
         key, skips = self._keys.gauge_values(writer), self.skips
-        return self._decoded.decode(key, raw, skips, lambda raw: skips.texts(key, as_dict(raw)))
+        return self._decoded.decode(key, raw, skips, lambda raw: skips.gauges(key, as_dict(raw)))
 
     def reading(self) -> BackendReading:
-        """What the rounds read: processes without gauge values left (their hash expired) are
-        the expired writers, to forget."""
+        """What the rounds read: processes whose gauge hash is gone (expired) are the expired
+        writers, to forget; one holding nothing usable is skipped, not forgotten."""
         live = [values for values in self._gauges if values]
-        expired = [w for w, values in zip(self._writers, self._gauges, strict=True) if not values]
+        expired = self._expired
         return BackendReading(
             self._schema, self._series, self._data, live, expired, self._exemplars
         )

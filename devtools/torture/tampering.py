@@ -42,6 +42,10 @@ def poison_commands(keys: Keys, provider: str, variant: int, cluster: bool) -> l
     ]
     if cluster:
         menu.append(("HSET", keys.applied(keys.totals(provider)), "ghost-writer", "garbage"))
+    menu += [  # a gauge writer no client is: read (and skipped) while both are there
+        ("HSET", keys.gauge_values("intruder"), "torture_gauge|[]", "nan|x", "~max_series", "-1"),
+        ("ZADD", keys.gauge_writers, "+inf", "intruder"),
+    ]
     chosen = [command for bit, command in enumerate(menu) if variant >> bit & 1]
     return chosen or menu[:1]
 

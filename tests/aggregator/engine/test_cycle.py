@@ -515,6 +515,41 @@ def test_malformed_values_are_skipped_counted_and_named_and_never_stop_a_breaker
     assert ready, reason
 
 
+def test_gauge_values_another_writer_spoiled_are_skipped_and_never_fail_a_cycle(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+) -> None:
+    # Before: float() of a value no client writes raised in the cycle, which then failed every
+    # time while the hash was there (served: the last snapshot; /readyz: 503 once it aged).
+    metrics = make_client(clock=clock)
+    metrics.gauge("queue_depth", "Jobs waiting", ["queue"], combine="max").labels("a").set(4)
+    assert metrics.flush(timeout=5)
+    r.zadd(keys.gauge_writers, {"intruder": clock.now})
+    r.hset(
+        keys.gauge_values("intruder"),
+        mapping={
+            'queue_depth|["a"]': "not a number|1.0",  # spoiled value
+            'queue_depth|["b"]': "nan|1.0",  # not finite: no client writes it
+            'queue_depth|["c"]': "9.0|inf",  # not a finite time
+            'queue_depth|["d"]': "7.0|1.0",  # a good one, served
+            "~max_series": "²",  # not a cap
+            "stray": "1.0|1.0",  # neither a gauge's field nor the cap
+        },
+    )
+    r.hset(keys.gauge_values("spoiled-only"), "queue_depth|[]", "x|y")
+    r.zadd(keys.gauge_writers, {"spoiled-only": clock.now})
+    aggregator = make_aggregator()
+    snapshot = aggregator.run_cycle()
+    assert snapshot is not None and aggregator.status.cycles_failed == 0
+    (family,) = [f for f in snapshot.backend if f.name == "queue_depth"]
+    assert family.samples == ((("a",), 4.0), (("d",), 7.0))
+    assert aggregator.status.values_skipped == {"gauge values": 6}
+    assert r.exists(keys.gauge_values("spoiled-only"))  # skipped, not forgotten as expired
+
+
 def test_out_of_memory_stays_visible_while_any_writer_is_refused(
     private_redis: redis.Redis, clock: FakeClock
 ) -> None:
