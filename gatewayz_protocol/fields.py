@@ -26,15 +26,17 @@ from gatewayz_protocol.partitions import (
 
 
 def int_fields(raw: Mapping[bytes, bytes]) -> tuple[dict[str, int], list[str]]:
-    """A hash of integers (HINCRBY's) as read back: the fields that are one, and the names of
-    those that are not (not UTF-8, not an integer, beyond 64 bits): a foreign or hand-written
-    value is skipped, never a reason for a reader to stop."""
+    """A hash of counts (HINCRBY's) as read back: the fields that are one, and the names of
+    those that are not (not UTF-8, not an integer, negative, beyond 64 bits): a foreign or
+    hand-written value is skipped, never a reason for a reader to stop. No writer of this
+    project decrements a count (an exposition refuses a negative counter: one made every
+    scrape fail)."""
     found: dict[str, int] = {}
     bad: list[str] = []
     for name, value in raw.items():
         try:
             number = int(value)
-            if not -(2**63) <= number < 2**63:
+            if not 0 <= number < 2**63:
                 raise ValueError(value)
             found[name.decode()] = number
         except ValueError:  # UnicodeDecodeError is one

@@ -260,6 +260,37 @@ return 1
 """
 )
 
+_LEASE_HOLDER = """(function()
+  local held = redis.pcall('GET', KEYS[1])
+  if type(held) ~= 'string' then
+    return nil
+  end
+  local sep = string.find(held, '|', 1, true)
+  if not sep or sep == 1 then
+    return nil
+  end
+  local token = tonumber(string.sub(held, sep + 1))
+  if not token or token < 1 or token ~= math.floor(token) then
+    return nil
+  end
+  return string.sub(held, 1, sep - 1), token
+end)()"""
+"""Lua: the lease's holder and token (KEYS[1]); nothing when no lease is held or the key holds
+what no replica writes (not ``instance|token``, another type)."""
+
+_COUNT = """(function(key)
+  local raw = redis.pcall('GET', key)
+  if raw == false then
+    return 0
+  end
+  if type(raw) ~= 'string' or not string.match(raw, '^%d+$') or #raw > 15 then
+    return nil
+  end
+  return tonumber(raw)
+end)"""
+"""Lua: a counter's value (a function of its key), 0 when it is missing; nothing when it holds
+what INCR would refuse (another writer's)."""
+
 TOKEN_JUMP: Final = 1 << 20
 """How far the leader's token counter jumps when a lease holder's token was refused by a fence
 above it (``LEASE``)."""
@@ -275,24 +306,29 @@ LEASE: Final = (
 -- the lease, so the fence is above every token the counter gives, which lost its value with its
 -- slot's data (a restart without AOF, a cluster master killed before it replicated) while the
 -- breakers kept theirs. Renewing the refused token, the leader was fenced off for good.
-local held = redis.call('GET', KEYS[1])
+-- A lease value no replica writes (not `instance|token`, or without the TTL every lease has)
+-- and a counter that is not one are another writer's: overwritten, never a reason to stop.
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local until_ms = now_ms + tonumber(ARGV[2])
-if held then
-  local sep = string.find(held, '|', 1, true)
-  if string.sub(held, 1, sep - 1) ~= ARGV[1] then
+local holder, token = {_LEASE_HOLDER}
+if holder and redis.call('PTTL', KEYS[1]) < 0 then
+  holder = nil
+end
+if holder then
+  if holder ~= ARGV[1] then
     return {{0, 0}}
   end
-  local token = tonumber(string.sub(held, sep + 1))
   if token > tonumber(ARGV[3] or '0') then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return {{token, until_ms}}
   end
   -- (GET and SET: the aggregator's ACL grants no INCRBY)
-  redis.call('SET', KEYS[2], (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) + {TOKEN_JUMP})
+  redis.call('SET', KEYS[2], ({_COUNT}(KEYS[2]) or 0) + {TOKEN_JUMP})
+elseif {_COUNT}(KEYS[2]) == nil then  -- lost to another writer: jumped above the fences it gave
+  redis.call('SET', KEYS[2], {TOKEN_JUMP})
 end
-local token = redis.call('INCR', KEYS[2])
+token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
 return {{token, until_ms}}
 """
@@ -302,8 +338,8 @@ RELEASE: Final = (
     ALLOW_OOM
     + """
 -- Give the lease up at once (clean shutdown). KEYS[1] lease; ARGV[1] instance.
-local held = redis.call('GET', KEYS[1])
-if held and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
+local held = redis.pcall('GET', KEYS[1])
+if type(held) == 'string' and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -312,13 +348,9 @@ return 0
 
 # The leader's writes of shared state check that it still holds the lease under the token it
 # was given: a deposed leader (its lease expired, or taken over) can write nothing.
-_HOLDS_LEASE = """
-local held = redis.call('GET', KEYS[1])
-if not held then
-  return -1
-end
-local sep = string.find(held, '|', 1, true)
-if tonumber(string.sub(held, sep + 1)) ~= tonumber(ARGV[1]) then
+_HOLDS_LEASE = f"""
+local holder, token = {_LEASE_HOLDER}
+if not holder or token ~= tonumber(ARGV[1]) then
   return -1
 end
 """
@@ -331,8 +363,8 @@ RESERVE_CYCLE: Final = (
 -- replica knows (a counter lost with an emptied Redis restarts above it, never below).
 -- Returns the cycle, or -1 when the caller does not hold the lease.
 {_HOLDS_LEASE}
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if last < tonumber(ARGV[2]) then
+local last = {_COUNT}(KEYS[2])
+if last == nil or last < tonumber(ARGV[2]) then  -- (nil: another writer's value, overwritten)
   redis.call('SET', KEYS[2], ARGV[2])
 end
 return redis.call('INCR', KEYS[2])

@@ -1,0 +1,145 @@
+"""Every key of a live namespace spoiled by another writer, one at a time, by a machine: each
+hash's fields set to values no writer of this project writes, members no client adds, strings
+that are not numbers, keys of another type. Whatever is spoiled, the leader and a follower keep
+cycling and serving a parseable ``/metrics``, a leader can take over, and a worker keeps
+recording, flushing and answering ``allow()`` without raising (DESIGN "Trust boundaries").
+
+Found here (each failed before its fix): a negative count made every scrape fail (an exposition
+refuses a negative counter); a cycle counter that was not a number, or a lease value that was not
+``instance|token``, failed every cycle of every replica for as long as it stayed."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from aggregator.core.breaker import BreakerConfig
+from aggregator.engine.cycle import Aggregator
+from aggregator.settings import AggregatorSettings
+from client import ClientSettings, MetricsClient
+from gatewayz_protocol.keys import Keys
+from gatewayz_transport.connection import connect
+from tests.support.scrape import scrape
+
+GARBAGE = (b"x", b"nan", b"\xff\xfe", b"1e999", b"-1", b"9" * 40, b"", b"|", b"1|2|3", b'{"a":')
+"""Values no writer of this project writes (where it writes a number, a JSON document, text)."""
+
+Command = tuple[Any, ...]
+
+
+def _spoilings(r: redis.Redis, key: bytes) -> Iterator[tuple[str, list[Command]]]:
+    kind = r.type(key)
+    if kind == b"hash":
+        fields = r.hkeys(key)
+        for value in GARBAGE:
+            yield (
+                f"every field {value!r}",
+                [("HSET", key, *[x for f in fields for x in (f, value)])],
+            )
+        yield (
+            "fields no writer writes",
+            [("HSET", key, b"\xff", b"1", "zz", "x", "~max_series", "0")],
+        )
+    elif kind == b"zset":
+        members = ("1", b"\xff\xfe", "-inf", "x|y", "+inf", "bad name!")
+        yield "members no writer adds", [("ZADD", key, *members)]
+    elif kind == b"string":
+        for value in GARBAGE:
+            yield f"value {value!r}", [("SET", key, value)]
+    elif kind == b"set":
+        yield "members no writer adds", [("SADD", key, b"\xff", "[", '["a","b","c"]', "x")]
+    elif kind == b"stream":
+        yield "entries no writer adds", [("XADD", key, "*", b"\xff", b"x", "provider", "bad name!")]
+    yield "a key of another type", [("DEL", key), ("RPUSH", key, "x")]
+
+
+def _live_namespace(url: str, namespace: str) -> tuple[MetricsClient, Aggregator, Aggregator]:
+    """A worker with every kind of instrument and two providers (one failing: its breaker
+    opened), a leader and a follower, each having run."""
+    metrics = MetricsClient(settings=ClientSettings(redis_url=url, namespace=namespace))
+    metrics.gauge("depth", "Depth", ["q"]).labels("a").set(3)
+    metrics.counter("jobs_total", "Jobs", ["k"]).labels("x").inc(2)
+    metrics.histogram("lat_seconds", "Latency", ["k"], buckets=[0.1, 1.0]).labels("x").observe(0.5)
+    for _ in range(20):
+        metrics.record("failing", 0.3, status_code=503)
+        metrics.record("steady", 0.1, status_code=200, tokens=5, cost_usd=0.01)
+    assert metrics.flush(timeout=5)
+
+    def replica(name: str) -> Aggregator:
+        settings = AggregatorSettings(
+            redis_url=url, namespace=namespace, breaker=BreakerConfig(min_calls=5), instance=name
+        )
+        return Aggregator(settings, connect(url, socket_timeout=2.0))
+
+    leader, follower = replica("leader"), replica("follower")
+    for _ in range(2):
+        leader.run_breaker_cycle()
+        assert leader.run_cycle() is not None
+    metrics.allow("failing")
+    assert metrics.flush(timeout=5)
+    assert follower.run_cycle() is not None
+    return metrics, leader, follower
+
+
+def _what_breaks(
+    metrics: MetricsClient, leader: Aggregator, follower: Aggregator, lease: redis.Redis, key: str
+) -> list[str]:
+    """What goes wrong with the namespace as it is: cycles (and a takeover), scrapes, a worker."""
+    found: list[str] = []
+    failed = (leader.status.cycles_failed, follower.status.cycles_failed)
+    try:
+        leader.run_breaker_cycle()
+        if leader.run_cycle() is None or leader.status.cycles_failed != failed[0]:
+            found.append(f"the leader's cycle failed: {leader.status.last_error}")
+        if follower.run_cycle() is None and follower.status.cycles_failed != failed[1]:
+            found.append(f"the follower's cycle failed: {follower.status.last_error}")
+        scrape(leader)
+        scrape(follower)
+        lease.delete(key)
+        leader.tick_lease()  # a takeover, past whatever was spoiled
+        if leader.run_cycle() is None or leader.status.cycles_failed != failed[0]:
+            found.append(f"a takeover's cycle failed: {leader.status.last_error}")
+    except Exception as exc:  # what the test reports, whatever it is
+        found.append("raised " + "".join(traceback.format_exception_only(exc)).strip()[:300])
+    try:  # a worker never raises, whatever Redis holds
+        metrics.record("steady", 0.1, status_code=200)
+        metrics.allow("failing")
+        metrics.allow("steady")
+        metrics.flush(timeout=3)
+    except Exception as exc:
+        found.append(f"the worker raised {exc!r}")
+    return found
+
+
+def test_no_key_another_writer_spoils_stops_a_cycle_a_scrape_or_a_worker(
+    single_redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = redis.Redis.from_url(single_redis_url)
+    metrics, leader, follower = _live_namespace(single_redis_url, namespace)
+    problems, tried = [], 0
+    try:
+        for key in sorted(r.scan_iter(match=Keys(namespace).pattern(), count=1000)):
+            for spoiling, commands in _spoilings(r, key):
+                dump, ttl = r.dump(key), r.pttl(key)
+                try:
+                    for command in commands:
+                        r.execute_command(*command)
+                    with caplog.at_level(logging.CRITICAL):
+                        lease = Keys(namespace).leader_lease
+                        found = _what_breaks(metrics, leader, follower, r, lease)
+                    problems += [f"{key.decode()}, {spoiling}: {what}" for what in found]
+                    tried += 1
+                finally:
+                    r.delete(key)
+                    if isinstance(dump, bytes):
+                        r.restore(key, max(ttl, 0), dump, replace=True)
+    finally:
+        metrics.close(timeout=2)
+        r.close()
+    assert tried > 150  # every kind of key a live namespace holds, spoiled each way
+    assert problems == []
