@@ -403,6 +403,16 @@ def test_a_follower_serves_what_it_knows_of_a_newer_leaders_snapshot(
     assert "snapshot version 99, this replica knows" in caplog.text
 
 
+def _following(make_aggregator: MakeAggregator) -> tuple[Aggregator, Snapshot, dict[str, Any]]:
+    """A follower serving the leader's first snapshot: the follower, that snapshot, and its
+    published document (to change and publish as another leader would)."""
+    leader = make_aggregator(instance="leader")
+    follower = make_aggregator(instance="follower")
+    published = leader.run_cycle()
+    assert published is not None and follower.run_cycle() == published
+    return follower, published, json.loads(published.to_json())
+
+
 def test_a_follower_serves_a_new_snapshot_under_a_number_it_served_before(
     make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
 ) -> None:
@@ -410,11 +420,7 @@ def test_a_follower_serves_a_new_snapshot_under_a_number_it_served_before(
     # the new leader, restarted too, counted up to the number the follower still served. Before:
     # the follower kept its old snapshot under that number, and two replicas served one number
     # with different series (torture seed 190001, `replicas_agree`).
-    leader = make_aggregator(instance="leader")
-    follower = make_aggregator(instance="follower")
-    published = leader.run_cycle()
-    assert published is not None and follower.run_cycle() == published
-    document = json.loads(published.to_json())
+    follower, published, document = _following(make_aggregator)
     document.update(taken_at=published.taken_at + 30.0)
     document["providers"] = [{"provider": "after-the-loss", "window_requests": 3}]
     _publish(r, keys, document)
@@ -427,11 +433,7 @@ def test_a_follower_serves_a_new_snapshot_under_a_number_it_served_before(
 def test_a_snapshot_a_follower_cannot_serve_fails_its_cycle_by_name(
     make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
 ) -> None:
-    leader = make_aggregator(instance="leader")
-    follower = make_aggregator(instance="follower")
-    published = leader.run_cycle()
-    assert published is not None and follower.run_cycle() == published
-    document = json.loads(published.to_json())
+    follower, published, document = _following(make_aggregator)
     document.update(cycle=published.cycle + 1)
     document["providers"] = [{"provider": "p", "histogram_cumulative": [1, 2, 3]}]  # other bounds
     _publish(r, keys, document)
