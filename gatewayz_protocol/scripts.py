@@ -127,8 +127,15 @@ RESERVE_IDS: Final = f"""
 -- jump's is kept in KEYS[2]. A server whose id cannot be read (INFO denied, not Redis) jumps at
 -- every call, as before. KEYS[1] id counter, KEYS[2] the slot's applied hash; ARGV[1] ids to
 -- reserve, ARGV[2] the start of a missing counter, ARGV[3] the jump, ARGV[4] TTL seconds.
--- Returns the counter after the reservation.
+-- Returns the counter after the reservation. A counter INCRBY refuses (another writer's value,
+-- another type) or would soon overflow starts again at ARGV[2] like a missing one (ids are taken
+-- modulo 2^36): a writer's next reservation after the one that failed on it runs this, so the
+-- ids flow again instead of every flush failing.
 redis.call('SET', KEYS[1], ARGV[2], 'NX')
+local counter = redis.pcall('INCRBY', KEYS[1], 0)
+if type(counter) ~= 'number' or counter < 0 or counter >= 2 ^ 62 then
+  redis.call('SET', KEYS[1], ARGV[2])
+end
 local info = redis.pcall('INFO', 'replication')
 local master = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or nil
 if master == nil or redis.call('HGET', KEYS[2], '{ID_JUMP_FIELD}') ~= master then

@@ -6,6 +6,7 @@ asks whether the master changed."""
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -134,6 +135,35 @@ def debuggable_redis() -> Iterator[redis.Redis]:
     yield connection
     connection.close()
     server.stop()
+
+
+@pytest.mark.parametrize(
+    "spoiled",
+    [b"x", b"1e3", b"9" * 30, str(2**63 - 10).encode(), None],  # None: a list in its place
+    ids=["text", "float", "beyond-64-bits", "about-to-overflow", "another-type"],
+)
+def test_an_id_counter_another_writer_spoiled_starts_again_after_one_failed_reservation(
+    connection: redis.Redis, spoiled: bytes | None
+) -> None:
+    # Before: INCRBY refused the counter at every reservation, RESERVE_IDS's too, and every
+    # flush failed for as long as the value stayed (its events dropped once the buffer filled).
+    keys = Keys(f"spoiled-ids-{uuid.uuid4().hex[:8]}")
+    writer = RedisWriter(connection, keys, 360, 3600, writer_id="w1")
+    _pass(writer, 3)
+    connection.delete(keys.event_ids)
+    if spoiled is None:
+        connection.rpush(keys.event_ids, "x")
+    else:
+        connection.set(keys.event_ids, spoiled)
+    try:
+        with pytest.raises(redis.ResponseError):
+            writer.reserve_event_ids(AHEAD_MAX * 2)  # beyond the ids held: a reservation
+        first = writer.reserve_event_ids(AHEAD_MAX * 2)  # RESERVE_IDS, after the failure
+        assert 0 <= first < 2**40
+        _pass(writer, 3)
+        assert 0 < int(connection.get(keys.event_ids) or 0) < 2**40
+    finally:
+        connection.delete(*connection.keys(keys.pattern()))
 
 
 def test_a_failed_transaction_forgets_the_ids_held_and_the_next_asks_about_the_master(
