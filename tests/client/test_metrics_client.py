@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client import MetricsClient
+from client._event_ids import EventIds
 from client._outcome import classify_status
 from gatewayz_protocol.fields import (
     COST_FIELD,
@@ -108,9 +109,22 @@ def test_members_are_unique_across_writers_of_the_namespace(
 
 
 def test_events_wait_in_the_buffer_while_no_ids_can_be_reserved(
-    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+    make_client: MakeClient,
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    r.hset(keys.event_ids, "not", "a counter")  # INCRBY now fails with WRONGTYPE
+    # (a counter another writer spoiled no longer does this: RESERVE_IDS starts it again)
+    reserve = EventIds._reserve
+
+    def refused(this: EventIds, connection: redis.Redis, count: int) -> int:
+        if r.exists(keys.event_ids) and r.type(keys.event_ids) == b"hash":
+            raise redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+        return reserve(this, connection, count)
+
+    monkeypatch.setattr(EventIds, "_reserve", refused)
+    r.hset(keys.event_ids, "not", "a counter")  # every reservation refused while it is there
     metrics = make_client(clock=clock, backoff_initial_seconds=0.01, backoff_max_seconds=0.05)
     for _ in range(5):
         metrics.record("openrouter", 0.2, status_code=200)
