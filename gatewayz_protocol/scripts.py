@@ -132,7 +132,7 @@ RESERVE_IDS: Final = f"""
 -- modulo 2^36): a writer's next reservation after the one that failed on it runs this, so the
 -- ids flow again instead of every flush failing.
 redis.call('SET', KEYS[1], ARGV[2], 'NX')
-local counter = redis.pcall('INCRBY', KEYS[1], 0)
+local counter = redis.pcall('INCRBY', KEYS[1], 0)  -- (not _COUNT's GET: a worker's ACL has none)
 if type(counter) ~= 'number' or counter < 0 or counter >= 2 ^ 62 then
   redis.call('SET', KEYS[1], ARGV[2])
 end
@@ -343,10 +343,10 @@ return {{token, until_ms}}
 
 RELEASE: Final = (
     ALLOW_OOM
-    + """
+    + f"""
 -- Give the lease up at once (clean shutdown). KEYS[1] lease; ARGV[1] instance.
-local held = redis.pcall('GET', KEYS[1])
-if type(held) == 'string' and string.sub(held, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
+local holder = {_LEASE_HOLDER}
+if holder == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0

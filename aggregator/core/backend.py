@@ -177,14 +177,24 @@ def _combine(mode: str, contributions: list[tuple[float, float]]) -> float:
     return sum(values)
 
 
-def _writers_cap(caps: Sequence[int | None], max_series: int) -> int:
-    """The series cap of a gauge across the writers holding its values: the largest they
-    declared (one writer's cap applies across writers, as a counter's set is admitted up to it),
-    never above the aggregator's own; the aggregator's while any writer declared none (a client
-    from before caps)."""
+def _held(
+    writers: Iterable[Mapping[str, str]], metric: str, max_series: int
+) -> tuple[list[tuple[str, float, float]], int]:
+    """A gauge's (or info's) values as the live writers hold them, (series id, value, updated
+    at) each, and its series cap across those writers: the largest they declared (one writer's
+    cap applies across writers, as a counter's set is admitted up to it), never above the
+    aggregator's own; the aggregator's while any of them declared none (a client from before
+    caps)."""
+    held: list[tuple[str, float, float]] = []
+    caps: list[int | None] = []
+    for values in writers:
+        mine = list(decode_gauges(values, metric))
+        if mine:
+            held += mine
+            caps.append(gauge_cap(values))
     if not caps or None in caps:
-        return max_series
-    return min(max_series, max(cap for cap in caps if cap is not None))
+        return held, max_series
+    return held, min(max_series, max(cap for cap in caps if cap is not None))
 
 
 def gauge_family(
@@ -195,17 +205,11 @@ def gauge_family(
     max_label_bytes: int = DEFAULT_MAX_LABEL_VALUE_BYTES,
 ) -> BackendFamily:
     """Each live writer's values for this gauge, combined per label set, at most the largest
-    series cap among those writers (``_writers_cap``)."""
+    series cap among those writers (``_held``)."""
+    held, max_series = _held(writers, spec.name, max_series)
     by_series: dict[str, list[tuple[float, float]]] = {}
-    caps: list[int | None] = []
-    for values in writers:
-        held = False
-        for sid, value, updated in decode_gauges(values, spec.name):
-            by_series.setdefault(sid, []).append((value, updated))
-            held = True
-        if held:
-            caps.append(gauge_cap(values))
-    max_series = _writers_cap(caps, max_series)
+    for sid, value, updated in held:
+        by_series.setdefault(sid, []).append((value, updated))
     samples = []
     sets = _LabelSets(max_label_bytes)
     for sid in sorted(by_series):
@@ -228,18 +232,12 @@ def info_family(
 ) -> BackendFamily:
     """Each distinct set of labels a live writer holds for this info (served with the value 1),
     at most ``max_series`` of them."""
+    held, max_series = _held(writers, spec.name, max_series)
     found: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], None] = {}
-    caps: list[int | None] = []
-    for values in writers:
-        held = False
-        for sid, _, _ in decode_gauges(values, spec.name):
-            held = True
-            decoded = info_labels(sid, spec.labelnames)
-            if decoded is not None:
-                found[(decoded[0], tuple(sorted(decoded[1].items())))] = None
-        if held:
-            caps.append(gauge_cap(values))
-    max_series = _writers_cap(caps, max_series)
+    for sid, _, _ in held:
+        decoded = info_labels(sid, spec.labelnames)
+        if decoded is not None:
+            found[(decoded[0], tuple(sorted(decoded[1].items())))] = None
     sets = _LabelSets(max_label_bytes)
     bounded: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], None] = {}
     for labels, info in found:  # distinct sets: each served once, whoever holds it
