@@ -1,8 +1,11 @@
 """Every key of a live namespace spoiled by another writer, one at a time, by a machine: each
-hash's fields set to values no writer of this project writes, members no client adds, strings
-that are not numbers, keys of another type. Whatever is spoiled, the leader and a follower keep
-cycling and serving a parseable ``/metrics``, a leader can take over, and a worker keeps
-recording, flushing and answering ``allow()`` without raising (DESIGN "Trust boundaries").
+hash's fields set to values no writer of this project writes, members no client adds (at the
+scores a reader looks at), scores no client gives, strings that are not numbers, keys of another
+type. The namespace holds every kind of key a deployment does: breakers open, half-open with a
+permit taken and per model, a provider over two shards, exemplars, rejection counts. Whatever
+is spoiled, the leader and a follower keep cycling and serving a parseable ``/metrics``, a
+leader can take over, and a worker keeps recording, flushing and answering ``allow()`` without
+raising (DESIGN "Trust boundaries").
 
 Found here (each failed before its fix): a negative count made every scrape fail (an exposition
 refuses a negative counter); a cycle counter that was not a number, or a lease value that was not
@@ -27,6 +30,7 @@ from client import ClientSettings, MetricsClient
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 from tests.support.backends import BOTH_BACKENDS, open_redis
+from tests.support.clock import FakeClock
 from tests.support.scrape import scrape
 
 pytestmark = BOTH_BACKENDS
@@ -36,6 +40,8 @@ GARBAGE = (b"x", b"nan", b"\xff\xfe", b"1e999", b"-1", b"9" * 40, b"", b"|", b"1
 CLUSTER_GARBAGE = (b"x", b"\xff\xfe", b"-1", b"9" * 40)
 """Fewer on a cluster (each case costs several times as much there): the kinds of value, not
 every spelling of them."""
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 Command = tuple[Any, ...]
 
@@ -56,8 +62,14 @@ def _spoilings(
             [("HSET", key, b"\xff", b"1", "zz", "x", "~max_series", "0")],
         )
     elif kind == b"zset":
-        members = ("1", b"\xff\xfe", "-inf", "x|y", "+inf", "bad name!")
-        yield "members no writer adds", [("ZADD", key, *members)]
+        # At the newest score the key holds, where a reader looking back from now sees them
+        top = r.zrange(key, -1, -1, withscores=True)
+        score = repr(top[0][1]) if top else "0"
+        members = (b"\xff\xfe", "x|y", "bad name!", "", "1|nan|x", b"\x00", "9" * 300)
+        yield "members no writer adds", [("ZADD", key, *[x for m in members for x in (score, m)])]
+        held = r.zrange(key, 0, 4)
+        for bad in ("+inf", "-inf", "0"):
+            yield f"scores {bad}", [("ZADD", key, *[x for m in held for x in (bad, m)])]
     elif kind == b"string":
         for value in garbage:
             yield f"value {value!r}", [("SET", key, value)]
@@ -68,28 +80,78 @@ def _spoilings(
     yield "a key of another type", [("DEL", key), ("RPUSH", key, "x")]
 
 
+_OWN_STATE = (b":breaker", b":permits")
+"""Suffixes of keys spoiled in every provider's slot: each of these providers' breakers is in
+a state of its own (open, half-open, closed, a model's), read differently."""
+
+
+def _one_per_shape(keys: Iterator[bytes]) -> list[bytes]:
+    """The keys to spoil: of the keys differing only in their provider's slot (``{steady}:totals``,
+    ``{failing}:totals``), the first; a shard's (``{sharded:1}``) and a breaker's keep their own."""
+    chosen: dict[bytes, bytes] = {}
+    for key in sorted(keys):
+        prefix, _, rest = key.partition(b"{")
+        tag, _, suffix = rest.partition(b"}")
+        if tag in (b"leader", b"shared", b"metrics") or suffix.endswith(_OWN_STATE):
+            shape = key
+        else:
+            shape = prefix + (b"{p:n}" if b":" in tag else b"{p}") + suffix
+        chosen.setdefault(shape, key)
+    return sorted(chosen.values())
+
+
 def _live_namespace(url: str, namespace: str) -> tuple[MetricsClient, Aggregator, Aggregator]:
-    """A worker with every kind of instrument and two providers (one failing: its breaker
-    opened), a leader and a follower, each having run."""
-    metrics = MetricsClient(settings=ClientSettings(redis_url=url, namespace=namespace))
+    """A worker with every kind of instrument (exemplars too) and providers in every state a
+    key holds: one failing (its breaker open), one half-open with a trial permit taken, one
+    with model breakers, one split over two shards; a leader and a follower, each having run.
+    Time is a fake clock's, so the half-open breaker is reached without waiting."""
+    clock = FakeClock()
+    metrics = MetricsClient(
+        settings=ClientSettings(
+            redis_url=url,
+            namespace=namespace,
+            breaker_models=("modeled",),
+            provider_shards="sharded:2",
+        ),
+        clock=clock,
+    )
     metrics.gauge("depth", "Depth", ["q"]).labels("a").set(3)
     metrics.counter("jobs_total", "Jobs", ["k"]).labels("x").inc(2)
-    metrics.histogram("lat_seconds", "Latency", ["k"], buckets=[0.1, 1.0]).labels("x").observe(0.5)
-    for _ in range(20):
-        metrics.record("failing", 0.3, status_code=503)
-        metrics.record("steady", 0.1, status_code=200, tokens=5, cost_usd=0.01)
-    assert metrics.flush(timeout=5)
+    latency = metrics.histogram("lat_seconds", "Latency", ["k"], buckets=[0.1, 1.0])
+    latency.labels("x").observe(0.5, exemplar={"trace_id": TRACE_ID})
 
     def replica(name: str) -> Aggregator:
         settings = AggregatorSettings(
-            redis_url=url, namespace=namespace, breaker=BreakerConfig(min_calls=5), instance=name
+            redis_url=url,
+            namespace=namespace,
+            breaker=BreakerConfig(min_calls=5),
+            breaker_models=("modeled",),
+            instance=name,
         )
-        return Aggregator(settings, connect(url, socket_timeout=2.0))
+        return Aggregator(settings, connect(url, socket_timeout=2.0), clock=clock)
 
     leader, follower = replica("leader"), replica("follower")
+    for _ in range(20):
+        metrics.record("trial", 0.3, status_code=503)
+    assert metrics.flush(timeout=5)
+    clock.advance(1)
+    leader.run_breaker_cycle()  # trial: open
+    clock.advance(BreakerConfig().open_seconds)
+    for _ in range(20):
+        metrics.record("failing", 0.3, status_code=503)
+        metrics.record("steady", 0.1, status_code=200, tokens=5, cost_usd=0.01,
+                       exemplar={"trace_id": TRACE_ID})  # fmt: skip
+        metrics.record("modeled", 0.2, status_code=503, model="bad-model")
+        metrics.record("modeled", 0.2, status_code=200, model="good/model")
+    metrics.record("steady", -1.0)  # rejected: counted by cause in the clients' stats
+    for _ in range(4):  # batches, so both shards are written
+        metrics.record("sharded", 0.1, status_code=200)
+        assert metrics.flush(timeout=5)
+    clock.advance(1)
     for _ in range(2):
-        leader.run_breaker_cycle()
+        leader.run_breaker_cycle()  # failing, bad-model: open; trial: half-open
         assert leader.run_cycle() is not None
+    assert metrics.allow("trial")  # takes a trial permit
     metrics.allow("failing")
     assert metrics.flush(timeout=5)
     assert follower.run_cycle() is not None
@@ -141,7 +203,7 @@ def test_no_key_another_writer_spoils_stops_a_cycle_a_scrape_or_a_worker(
     metrics, leader, follower = _live_namespace(redis_url, namespace)
     problems, tried = [], 0
     try:
-        for key in sorted(r.scan_iter(match=Keys(namespace).pattern(), count=1000)):
+        for key in _one_per_shape(r.scan_iter(match=Keys(namespace).pattern(), count=1000)):
             for spoiling, commands in _spoilings(r, key, garbage):
                 dump, ttl = r.dump(key), r.pttl(key)
                 try:
