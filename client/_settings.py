@@ -4,6 +4,7 @@ client's own, declared here)."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from gatewayz_protocol.options import (
     read_all,
     text,
 )
+from gatewayz_transport.urls import check_url
 
 FLUSH_INTERVAL_SECONDS: Option[float] = Option(
     "flush_interval_seconds",
@@ -176,6 +178,10 @@ class ClientSettings:
     """Model breakers per listed provider, cluster-wide (more: counted, provider only)."""
 
     def __post_init__(self) -> None:
+        try:
+            check_url(self.redis_url)  # parses only: a bad URL is refused here, naming itself
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis URL: {exc}") from None
         check_namespace(self.namespace)
         positive = {
             "window_seconds": self.window_seconds,
@@ -198,12 +204,15 @@ class ClientSettings:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                # inf passes "> 0" and then fails far away (int(inf) naming a key's TTL)
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.breaker_wake_failures < 0:
             raise ValueError(
                 f"breaker_wake_failures must be >= 0, got {self.breaker_wake_failures!r}"
             )
-        if self.key_ttl_margin_seconds < 0:
-            raise ValueError("key_ttl_margin_seconds must be >= 0")
+        if not 0 <= self.key_ttl_margin_seconds < math.inf:
+            raise ValueError("key_ttl_margin_seconds must be a finite number >= 0")
         ShardPlan.parse(self.provider_shards)
         check_max_label_value_bytes(self.max_label_value_bytes)
         for provider in self.breaker_models:

@@ -4,6 +4,7 @@ variables of ``from_env()`` (docs/reference/configuration.md), their old names i
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import pytest
@@ -62,10 +63,23 @@ def test_a_value_that_must_be_positive_is_refused_at_zero_or_below(name: str) ->
             ClientSettings(**{name: value})
 
 
+SECONDS = [name for name in POSITIVE if name.endswith("_seconds")]
+
+
+@pytest.mark.parametrize("name", SECONDS)
+def test_a_duration_that_is_not_finite_is_refused_naming_it(name: str) -> None:
+    # inf is > 0: it used to pass, then fail as an OverflowError building the client
+    with pytest.raises(ValueError, match=f"^{name} must be a finite number, got inf$"):
+        ClientSettings(**{name: math.inf})
+    with pytest.raises(ValueError, match=f"^{name} must be > 0, got nan$"):
+        ClientSettings(**{name: math.nan})
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"key_ttl_margin_seconds": -1.0}, "key_ttl_margin_seconds must be >= 0"),
+        ({"key_ttl_margin_seconds": -1.0}, "key_ttl_margin_seconds must be a finite number >= 0"),
+        ({"key_ttl_margin_seconds": math.inf}, "key_ttl_margin_seconds must be a finite number"),
         ({"namespace": "a b"}, "invalid namespace 'a b'"),
         ({"namespace": "x" * 65}, "invalid namespace"),
         ({"provider_shards": "openrouter:0"}, "the count must be 1..64"),
