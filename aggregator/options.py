@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from aggregator.core.breaker import BreakerConfig
 from aggregator.option_table import AGGREGATOR_OPTIONS
 from aggregator.settings import AggregatorSettings, read_token_file, read_url_file
-from gatewayz_protocol.options import Option, lookup, parse_as
+from gatewayz_protocol.options import Option, blamed, lookup, parse_as
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -65,8 +65,7 @@ def settings_from_args(
     """Settings from parsed flags (those ``add_options`` added; a flag the parser lacks counts as
     not given), then env variables, then defaults. A bad value: ``parser.error`` (exit 2)."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    breaker: dict[str, Any] = {}
+    given: dict[str, tuple[str, Any]] = {}  # source -> (settings field or breaker.<field>, value)
     for option in AGGREGATOR_OPTIONS:
         try:
             found = _given(option, args, env)
@@ -77,20 +76,39 @@ def settings_from_args(
         source, value = found
         if option.name in _FILES:
             try:
-                values[_FILES[option.name]] = _FILE_READERS[option.name](value)
+                given[source] = (_FILES[option.name], _FILE_READERS[option.name](value))
             except ValueError as exc:
                 parser.error(f"{source}: {exc}")
             continue
         field = option.name.removeprefix("breaker_")
         if field != option.name and field in _BREAKER_FIELDS:
-            breaker[field] = value
+            given[source] = (f"breaker.{field}", value)
         else:
-            values[option.name] = value
-    values["otel_console"] = bool(getattr(args, "otel_console", False))
+            given[source] = (option.name, value)
+    otel_console = bool(getattr(args, "otel_console", False))
     try:
-        return AggregatorSettings(breaker=BreakerConfig(**breaker), **values)
+        return _settings(given.values(), otel_console)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(blamed(exc, given, lambda one: _valid([one], otel_console)))
+
+
+def _settings(given: Iterable[tuple[str, Any]], otel_console: bool) -> AggregatorSettings:
+    values: dict[str, Any] = {"otel_console": otel_console}
+    breaker: dict[str, Any] = {}
+    for name, value in given:
+        if name.startswith("breaker."):
+            breaker[name.removeprefix("breaker.")] = value
+        else:
+            values[name] = value
+    return AggregatorSettings(breaker=BreakerConfig(**breaker), **values)
+
+
+def _valid(given: Iterable[tuple[str, Any]], otel_console: bool) -> bool:
+    try:
+        _settings(given, otel_console)
+    except ValueError:
+        return False
+    return True
 
 
 def _given(

@@ -14,7 +14,7 @@ from aggregator.core.breaker_policy import BreakerPolicy, Overrides
 from aggregator.core.snapshot import HealthTargets
 from gatewayz_protocol import options as shared
 from gatewayz_protocol.labels import check_max_label_value_bytes
-from gatewayz_protocol.names import check_namespace, is_valid_provider
+from gatewayz_protocol.names import PROVIDER_NAME_HINT, check_namespace, is_valid_provider
 from gatewayz_protocol.partitions import EXTRA_HISTOGRAM_BOUNDS, HISTOGRAM_BOUNDS
 from gatewayz_telemetry import settings as telemetry
 from gatewayz_telemetry.settings import push_url, traces_url
@@ -167,7 +167,7 @@ class AggregatorSettings:
             raise ValueError(f"unknown log level {self.log_level!r}")
         for name in self.providers:
             if not is_valid_provider(name):
-                raise ValueError(f"invalid provider name {name!r}")
+                raise ValueError(f"invalid provider name {name!r}: {PROVIDER_NAME_HINT}")
         _check_ranges(self)
         _check_breaker(self.breaker)
         policy = BreakerPolicy.of(self.breaker, self.breaker_providers, _check_breaker)

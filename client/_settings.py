@@ -13,7 +13,7 @@ from typing import Any
 from client._instruments import DEFAULT_MAX_BATCH_BYTES
 from client._sharding import ShardPlan
 from gatewayz_protocol.labels import check_max_label_value_bytes
-from gatewayz_protocol.names import check_namespace, is_valid_provider
+from gatewayz_protocol.names import PROVIDER_NAME_HINT, check_namespace, is_valid_provider
 from gatewayz_protocol.options import (
     BREAKER_MODELS,
     CLIENT,
@@ -28,10 +28,11 @@ from gatewayz_protocol.options import (
     SHARED,
     WINDOW_SECONDS,
     Option,
+    blamed,
     boolean,
     integer,
     number,
-    read_all,
+    read_sourced,
     text,
 )
 from gatewayz_transport.urls import check_url
@@ -217,7 +218,9 @@ class ClientSettings:
         check_max_label_value_bytes(self.max_label_value_bytes)
         for provider in self.breaker_models:
             if not is_valid_provider(provider):
-                raise ValueError(f"breaker_models: invalid provider name {provider!r}")
+                raise ValueError(
+                    f"breaker_models: invalid provider name {provider!r}: {PROVIDER_NAME_HINT}"
+                )
 
     @property
     def shard_plan(self) -> ShardPlan:
@@ -233,4 +236,16 @@ class ClientSettings:
         that is set, the defaults otherwise (``docs/reference/configuration.md``). A value that
         cannot be read is a ValueError of one line naming its variable; an old name (such as
         ``REDIS_URL``) is still read, with a FutureWarning naming the new one."""
-        return cls(**read_all(CLIENT_OPTIONS, os.environ if env is None else env))
+        given = read_sourced(CLIENT_OPTIONS, os.environ if env is None else env)
+        try:
+            return cls(**dict(given.values()))
+        except ValueError as exc:
+            raise ValueError(blamed(exc, given, lambda one: _valid(cls, *one))) from None
+
+
+def _valid(settings: type[ClientSettings], name: str, value: Any) -> bool:
+    try:
+        settings(**{name: value})
+    except ValueError:
+        return False
+    return True

@@ -13,6 +13,9 @@ PROVIDER_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """Provider names: 1-64 characters of ASCII letters, digits, ``.``, ``_``, ``-``, starting with
 a letter or digit (``openrouter``, ``google-vertex``, ``fireworks.ai``)."""
 
+PROVIDER_NAME_HINT: Final = "use 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+"""What an error about a provider name a person typed (a setting, a command) tells them."""
+
 NAMESPACE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """Key prefixes: the same alphabet as provider names."""
 

@@ -224,12 +224,28 @@ def read(option: Option[T], env: Mapping[str, str]) -> T | None:
 def read_all(options: Iterable[Option[Any]], env: Mapping[str, str]) -> dict[str, Any]:
     """``{option.name: value}`` for each option set in ``env`` (unset ones left out, so the
     settings' own defaults, which are the options' defaults, apply)."""
-    values: dict[str, Any] = {}
+    return dict(read_sourced(options, env).values())
+
+
+def read_sourced(
+    options: Iterable[Option[Any]], env: Mapping[str, str]
+) -> dict[str, tuple[str, Any]]:
+    """``{variable: (option.name, value)}`` for each option set in ``env``: ``read_all`` with
+    where each value came from, for ``blamed``."""
+    values: dict[str, tuple[str, Any]] = {}
     for option in options:
         found = lookup(option, env)
         if found is not None:
-            values[option.name] = parse_as(option, *found)
+            values[found[0]] = (option.name, parse_as(option, *found))
     return values
+
+
+def blamed(error: ValueError, given: Mapping[str, T], valid_alone: Callable[[T], bool]) -> str:
+    """``error``'s message, naming the source (a variable, a flag) of ``given`` whose value
+    alone breaks a settings rule, as a value that cannot be parsed is named; a rule that two
+    given values break together (a target above a ceiling) leaves the message as it is."""
+    culprits = [source for source, value in given.items() if not valid_alone(value)]
+    return f"{culprits[0]}: {error}" if len(culprits) == 1 else str(error)
 
 
 # ------------------------------------------------------- shared: both sides must agree on these

@@ -20,6 +20,8 @@ def cluster_seeds(redis_url: str) -> tuple[str, list[tuple[str, int]]]:
     netloc, question, query = netloc.partition("?")
     userinfo, at, hosts = netloc.rpartition("@")
     first, *others = hosts.split(",")
+    if not first:
+        raise ValueError("a Redis Cluster URL names its nodes: redis+cluster://host:port[,...]")
     plain = f"{CLUSTER_SCHEMES[scheme.lower()]}://{userinfo}{at}{first}{slash}{tail}"
     plain += f"{question}{query}"
     seeds = []
@@ -43,6 +45,10 @@ def check_url(redis_url: str) -> None:
         parse_sentinel_url(redis_url)
     else:
         redis.ConnectionPool.from_url(redis_url)
+        path = urlparse(redis_url).path
+        if scheme in ("redis", "rediss") and path.strip("/") and not path.strip("/").isdigit():
+            # redis-py reads any other path as db 0, without a word
+            raise ValueError(f"the path names a db number (/0, /1...), not {path!r}")
 
 
 @dataclass(frozen=True)
@@ -55,20 +61,29 @@ class SentinelUrl:
 
 
 def parse_sentinel_url(redis_url: str) -> SentinelUrl:
-    problem = (
-        "a Sentinel URL reads redis+sentinel://[user:pass@]host:port[,host:port...]"
-        "/<master name>[/<db>]"
+    # No "user:pass@" in the form shown: credentials are redacted from every message up to
+    # the last "@", which would eat the form itself
+    form = (
+        "redis+sentinel://host:port[,host:port...]/<master name>[/<db>], credentials before "
+        "the hosts"
     )
     parsed = urlparse(redis_url)
     hosts = parsed.netloc.rpartition("@")[2]
     path = [unquote(part) for part in parsed.path.split("/") if part]
-    if not hosts or not 1 <= len(path) <= 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise ValueError(problem)
+    problem = ""
+    if not hosts:
+        problem = "no Sentinel host"
+    elif not path:
+        problem = "no master name"
+    elif len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        problem = f"the path is /<master name>[/<db number>], not {parsed.path!r}"
+    if problem:
+        raise ValueError(f"{problem}: a Sentinel URL reads {form}")
     sentinels = []
     for address in hosts.split(","):
         host, _, port = address.rpartition(":") if ":" in address else (address, "", "26379")
         if not host or not port.isdigit():
-            raise ValueError(problem)
+            raise ValueError(f"a Sentinel reads host[:port], not {address!r}: {form}")
         sentinels.append((host.strip("[]"), int(port)))
     return SentinelUrl(
         sentinels,

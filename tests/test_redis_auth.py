@@ -187,7 +187,7 @@ def test_a_wrong_password_and_a_dead_server_never_reveal_the_password(
     # every log record of both phases, the client's flusher included
     messages = [record.getMessage() for record in caplog.records]
     assert f"metrics flush to Redis failed, retrying with backoff: {AUTH_FAILED}" in messages
-    assert f"aggregation cycle failed, serving the last snapshot: {expected}" in messages
+    assert f"aggregation cycle failed, serving no snapshot yet: {expected}" in messages
     assert (
         f"aggregation cycle failed, serving the last snapshot: ConnectionError: {_refused(port)}"
         in messages
@@ -312,7 +312,8 @@ def test_a_bad_redis_url_is_a_one_line_error_without_the_password(
         with pytest.raises(SystemExit) as exit_info:
             parse_settings(["--redis-url", url], env={})
         assert exit_info.value.code == 2
-        assert capsys.readouterr().err == f"aggregator: error: invalid Redis URL: {reason}\n"
+        said = capsys.readouterr().err
+        assert said == f"aggregator: error: --redis-url: invalid Redis URL: {reason}\n"
 
 
 def test_credentials_in_any_message_are_redacted() -> None:

@@ -35,7 +35,7 @@ from aggregator.options import CONNECTION_FLAGS, add_options, settings_from_args
 from aggregator.settings import redact
 from gatewayz_protocol.fields import decode_totals
 from gatewayz_protocol.keys import Keys
-from gatewayz_protocol.names import is_valid_provider
+from gatewayz_protocol.names import PROVIDER_NAME_HINT, is_valid_provider
 from gatewayz_protocol.partitions import OUTCOMES, WINDOW_BOUNDS
 from gatewayz_transport.connection import connect
 
@@ -280,7 +280,7 @@ def run_args(
     """Run ``inspect`` with parsed arguments (``configure``'s)."""
     provider: str | None = args.provider
     if provider is not None and not is_valid_provider(provider):
-        parser.error(f"invalid provider name {provider!r}")
+        parser.error(f"invalid provider name {provider!r}: {PROVIDER_NAME_HINT}")
     settings = settings_from_args(args, parser, env)
     connection = connect(settings.redis_url, socket_timeout=5.0)
     reader = WindowReader(

@@ -350,6 +350,24 @@ def test_the_new_variable_wins_over_the_old_one_and_says_so_once() -> None:
             "aggregator: error: GATEWAYZ_AGGREGATOR_PORT: invalid value '1.5' "
             "(expected a whole number)\n",
         ),
+        (  # read, then refused by a rule of the settings: named the same way
+            {"GATEWAYZ_AGGREGATION_INTERVAL_SECONDS": "0"},
+            "aggregator: error: GATEWAYZ_AGGREGATION_INTERVAL_SECONDS: interval must be > 0\n",
+        ),
+        (
+            {"GATEWAYZ_BREAKER_FAILURE_RATE": "50"},
+            "aggregator: error: GATEWAYZ_BREAKER_FAILURE_RATE: breaker failure rate must be in "
+            "(0, 1]\n",
+        ),
+        (
+            {"GATEWAYZ_PROVIDERS": "Open Router"},
+            "aggregator: error: GATEWAYZ_PROVIDERS: invalid provider name 'Open Router': use 1-64 "
+            "of A-Z a-z 0-9 . _ -, starting with a letter or digit\n",
+        ),
+        (  # two values that break a rule together: the rule names them
+            {"GATEWAYZ_LATENCY_TARGET_SECONDS": "8", "GATEWAYZ_LATENCY_CEILING_SECONDS": "5"},
+            "aggregator: error: need 0 < latency target < latency ceiling\n",
+        ),
     ],
 )
 def test_a_bad_variable_is_one_line_naming_the_variable_it_came_from(
@@ -360,6 +378,12 @@ def test_a_bad_variable_is_one_line_naming_the_variable_it_came_from(
         with pytest.raises(SystemExit):
             parse_settings([], env)
     assert capsys.readouterr().err == line
+
+
+def test_a_flag_refused_by_a_rule_is_named_as_given(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--interval", "0"], {"GATEWAYZ_BREAKER_INTERVAL_SECONDS": "5"})
+    assert capsys.readouterr().err == "aggregator: error: --interval: interval must be > 0\n"
 
 
 def test_retention_and_max_series_are_settings_of_both_sides() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from aggregator.settings import redact
 from gatewayz_transport.urls import (
     CLUSTER_SCHEMES,
     SENTINEL_SCHEMES,
@@ -83,6 +84,10 @@ def test_urls_connect_can_read(url: str) -> None:
         "redis+sentinel://h:26379",
         "redis+sentinel://h:26379/m/x",
         "redis+sentinel://h:port/m",
+        "redis://h:6379/abc",  # redis-py would read it as db 0, without a word
+        "rediss://h/0/x",
+        "redis+cluster://",
+        "redis+cluster://:secret@/",
     ],
 )
 def test_urls_connect_cannot_read(url: str) -> None:
@@ -125,5 +130,7 @@ def test_a_sentinel_url(url: str, parsed: SentinelUrl) -> None:
     ],
 )
 def test_a_sentinel_url_without_sentinels_or_master_is_refused(url: str) -> None:
-    with pytest.raises(ValueError, match="redis\\+sentinel://"):
+    with pytest.raises(ValueError, match="redis\\+sentinel://host:port") as info:
         parse_sentinel_url(url)
+    # the form shown survives the redaction of every message up to a URL's last "@"
+    assert redact(str(info.value)) == str(info.value)
