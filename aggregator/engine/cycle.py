@@ -172,8 +172,8 @@ class Aggregator:
                 error = describe_error(exc)
                 failed = after_failure(self._served.status, time.perf_counter() - started, error)
                 self._serve(status=failed, leader=self._lease.is_leader)
-                served = "the last snapshot" if self._served.snapshot else "no snapshot yet"
-                log.error("aggregation cycle failed, serving %s: %s", served, error)
+                kept = "the last snapshot" if self._served.snapshot else "no snapshot yet"
+                log.error("aggregation cycle failed, serving %s: %s", kept, error)
                 span.set_attribute("error", True)
                 return None
             duration = time.perf_counter() - started

@@ -1,5 +1,6 @@
-"""Serving an ASGI application on the aggregator's guarded HTTP/1.1 connections: listen, run
-the application's lifespan around serving, stop on SIGTERM or SIGINT (``serve_http``).
+"""Serving an ASGI application on the aggregator's guarded HTTP/1.1 connections: listen
+(``listen``, before anything else starts), run the application's lifespan around serving, stop
+on SIGTERM or SIGINT (``serve_http``).
 
 At a stop: no new connection is accepted, idle connections are closed, a response under way is
 finished (for at most ``SHUTDOWN_GRACE_SECONDS``, then its connection is cut), and then the
@@ -9,11 +10,13 @@ lifespan's shutdown runs (the scheduler stops, the leader lease is released).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aggregator.serve.http_cycle import ASGIApp, Lifespan
@@ -36,10 +39,74 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def serve_http(app: ASGIApp, host: str, port: int, limits: HttpLimits) -> None:
-    """Serve ``app`` on ``host``:``port`` until SIGTERM or SIGINT."""
+class ListenError(OSError):
+    """``host``:``port`` cannot be listened on; the message is one line for the operator."""
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets listening on every address ``host`` resolves to ("": all interfaces), bound as
+    asyncio's ``create_server`` binds them. Called before the lifespan starts: a port in use or
+    a name that does not resolve is found before any Redis work or leader lease, and the very
+    sockets are served (``serve_sockets``), so nothing can take the port in between. Connections
+    arriving meanwhile wait in the backlog. ListenError when no address can be listened on."""
+    shown = host or "*"  # "": every interface
+    where = f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
+        raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from None
+    sockets: list[socket.socket] = []
+    skipped: OSError | None = None
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):  # deduplicated, in order
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # a family this host lacks (asyncio skips it too)
+            sockets.append(sock)
+            _configure(sock, family)
+            try:
+                sock.bind(address)
+                # listen now, not when serving starts: on Linux two sockets with SO_REUSEADDR
+                # may both bind a port while neither listens, so only listen() claims it
+                sock.listen(BACKLOG)
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from None
+                sockets.pop().close()  # that family not enabled (asyncio: bpo-30945)
+                skipped = exc
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        reason = _reason(skipped) if skipped is not None else "no address to bind"
+        raise ListenError(f"cannot listen on {where}: {reason}")
+    return sockets
+
+
+def _configure(sock: socket.socket, family: int) -> None:
+    """The options asyncio's ``create_server`` sets (``reuse_address=True`` as before)."""
+    if os.name == "posix":  # a restart binds at once past connections in TIME_WAIT; on Windows
+        # SO_REUSEADDR would let two processes share the port, so it is left off there
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+        # no dual stack: "::" would otherwise clash with the IPv4 socket of the same host
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+def _reason(exc: BaseException) -> str:
+    """``exc`` as the end of a one-line error: "address already in use" (asyncio's style)."""
+    text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def serve_http(app: ASGIApp, sockets: Sequence[socket.socket], limits: HttpLimits) -> None:
+    """Serve ``app`` on ``sockets`` (``listen``'s) until SIGTERM or SIGINT."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve_until_stopped(app, host, port, limits))
+        runner.run(serve_sockets(app, sockets, limits))
 
 
 async def serve_until_stopped(
@@ -50,8 +117,19 @@ async def serve_until_stopped(
     stop: asyncio.Event | None = None,
     started: Callable[[list[socket.socket]], None] = lambda sockets: None,
 ) -> None:
-    """Serve until ``stop`` is set (default: an event set by SIGTERM or SIGINT). ``started``
-    gets the listening sockets once they accept."""
+    """``serve_sockets`` on ``host``:``port``, listened on here."""
+    await serve_sockets(app, listen(host, port), limits, stop, started)
+
+
+async def serve_sockets(
+    app: ASGIApp,
+    sockets: Sequence[socket.socket],
+    limits: HttpLimits,
+    stop: asyncio.Event | None = None,
+    started: Callable[[list[socket.socket]], None] = lambda sockets: None,
+) -> None:
+    """Serve on ``sockets`` (listening) until ``stop`` is set (default: an event set by SIGTERM
+    or SIGINT); they are closed when it returns. ``started`` gets the sockets once they accept."""
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
@@ -59,18 +137,29 @@ async def serve_until_stopped(
             loop.add_signal_handler(signum, stop.set)
     state = ServerState(app)
     lifespan = Lifespan(app, state.lifespan_state)
-    await lifespan.startup()
-    protocol = guarded_protocol(limits)
-    server = await loop.create_server(
-        lambda: protocol(state), host=host, port=port, backlog=BACKLOG, reuse_address=True
-    )
-    sockets = list(server.sockets)
-    log.info("HTTP listening on %s", ", ".join(_name(s) for s in sockets))
-    started(sockets)
+    servers: list[asyncio.Server] = []
+    try:
+        await lifespan.startup()
+        protocol = guarded_protocol(limits)
+        # one server per socket: create_server takes one ready socket (sock=), not several
+        for sock in sockets:
+            servers.append(
+                await loop.create_server(lambda: protocol(state), sock=sock, backlog=BACKLOG)
+            )
+    except BaseException:
+        for server in servers:
+            server.close()
+        for sock in sockets[len(servers) :]:
+            sock.close()  # not handed to a server: nothing else closes it
+        raise
+    listening = [s for server in servers for s in server.sockets]
+    log.info("HTTP listening on %s", ", ".join(_name(s) for s in listening))
+    started(listening)
     try:
         await stop.wait()
     finally:
-        server.close()
+        for server in servers:
+            server.close()
         await _close_connections(state)
         await lifespan.shutdown()
 

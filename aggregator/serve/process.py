@@ -18,7 +18,7 @@ from aggregator.engine.wake import BLOCK_SECONDS
 from aggregator.observability import configure_logging, configure_tracing
 from aggregator.serve.app import Lifespan, create_app
 from aggregator.serve.http_guard import HttpLimits
-from aggregator.serve.http_serving import serve_http
+from aggregator.serve.http_serving import ListenError, listen, serve_http
 from aggregator.settings import AggregatorSettings, redact
 from gatewayz_transport.connection import connect
 
@@ -127,7 +127,16 @@ def http_limits(settings: AggregatorSettings) -> HttpLimits:
 
 
 def serve(settings: AggregatorSettings) -> int:
-    """Serve /metrics with ``settings`` until SIGTERM or SIGINT (the default command)."""
+    """Serve /metrics with ``settings`` until SIGTERM or SIGINT (the default command). Exit
+    code 2 with a one-line error when its address cannot be listened on."""
+    # Listen first: a port in use (another aggregator still running) or a host that does not
+    # resolve must stop it before it takes the leader lease or touches Redis at all, with a
+    # settings error's one line, not a traceback after stealing leadership for a while.
+    try:
+        sockets = listen(settings.host, settings.port)
+    except ListenError as exc:
+        print(f"aggregator: error: {exc}", file=sys.stderr)
+        return 2
     # Hand the GIL over within 0.2 ms (default 5 ms): a scrape needs it a few times, and a
     # cycle or a render holding it for the default interval each time was its tail latency.
     sys.setswitchinterval(0.0002)
@@ -155,5 +164,5 @@ def serve(settings: AggregatorSettings) -> int:
     gc.freeze()
     # Every connection through the guarded protocol (no WebSocket upgrade: the app has no
     # WebSocket route).
-    serve_http(app, settings.host, settings.port, http_limits(settings))
+    serve_http(app, sockets, http_limits(settings))
     return 0
