@@ -18,6 +18,7 @@ from gatewayz_protocol.names import PROVIDER_NAME_HINT, check_namespace, is_vali
 from gatewayz_protocol.partitions import EXTRA_HISTOGRAM_BOUNDS, HISTOGRAM_BOUNDS
 from gatewayz_telemetry import settings as telemetry
 from gatewayz_telemetry.settings import push_url, traces_url
+from gatewayz_transport.errors import explained
 from gatewayz_transport.urls import check_url
 
 # scheme://user:password@ -> scheme://***@ (greedy to the last "@" of the URL: a password may
@@ -36,7 +37,7 @@ def redact(text: str) -> str:
 def describe_error(exc: BaseException) -> str:
     """An error message fit for a log line or /readyz: its type and text, credentials redacted
     (redis-py never puts the URL's password in one; this makes sure)."""
-    return redact(f"{type(exc).__name__}: {exc}")
+    return redact(f"{type(exc).__name__}: {explained(exc)}")
 
 
 def read_token_file(path: str, what: str = "auth token") -> str:

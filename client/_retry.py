@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Final, Literal, TypeVar
 
+from gatewayz_transport.errors import explained
+
 log = logging.getLogger("gatewayz.metrics.client")
 
 _T = TypeVar("_T")
@@ -72,7 +74,7 @@ class Backoff:
         logged if it was until now."""
         if self.redis_ok:
             self.redis_ok = False
-            log.error(message, exc)
+            log.error(message, explained(exc))
 
     def cut_short(self) -> None:
         """End the current (or the next) wait at once: flush() or close() asks."""

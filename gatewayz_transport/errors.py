@@ -27,6 +27,31 @@ script, a replica after a failover, a cluster or its replicas not ready (MOVED a
 slot served elsewhere now, nothing of a transaction applied)."""
 
 
+READ_ONLY_HINT = (
+    "this Redis is a read-only replica: point the URL at its master, or use "
+    "redis+sentinel:// to follow failovers"
+)
+
+
+def explained(exc: BaseException) -> str:
+    """``exc``'s text, with what to do when it says something an operator must fix: a URL
+    naming a replica (an old master after a failover) refuses every write, for good."""
+    text = str(exc)
+    if is_read_only(exc):
+        return f"{text.rstrip('.')} ({READ_ONLY_HINT})"
+    return text
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Redis refused a write because it is a replica (also as a script's error)."""
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return True
+    text = str(exc)
+    return isinstance(exc, redis.ResponseError) and (
+        text.startswith("READONLY") or "write against a read only replica" in text
+    )
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Redis refused a write because it is at ``maxmemory`` (also as the reason a transaction
     was discarded)."""

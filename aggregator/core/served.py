@@ -30,6 +30,9 @@ class CycleStatus:
     (this replica, since it started)."""
     providers_over_cap: int = 0
     """Providers active in the registry beyond the cap at the last read: not read."""
+    lease_error: str | None = None
+    """Why this replica could not ask Redis for the leader lease at its last try (None: it
+    could, whether it leads or not)."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,14 @@ def readiness(served: ServedState, now: float, max_age_seconds: float) -> tuple[
         return False, (
             f"redis maxmemory-policy {memory.policy} can evict this project's keys: set noeviction"
         )
+    # A replica that cannot lead says why, where that may be why no snapshot comes
+    cannot_lead = (
+        f"; cannot take the leader lease: {status.lease_error}" if status.lease_error else ""
+    )
     snapshot = served.snapshot
     if snapshot is None:
-        return False, "no snapshot yet"
+        return False, f"no snapshot yet{cannot_lead}"
     age = now - snapshot.taken_at
     if age > max_age_seconds:
-        return False, f"snapshot is {age:.1f}s old (max {max_age_seconds:.1f}s)"
+        return False, f"snapshot is {age:.1f}s old (max {max_age_seconds:.1f}s){cannot_lead}"
     return True, "ok"

@@ -118,6 +118,9 @@ class Aggregator:
         return self._lease.is_leader
 
     def _serve(self, **changes: object) -> None:
+        status = changes.get("status")
+        if isinstance(status, CycleStatus):  # with why this replica cannot lead, if it cannot
+            changes["status"] = replace(status, lease_error=self._lease.error)
         self._served = replace(self._served, **changes)  # type: ignore[arg-type]
 
     # -- leadership ----------------------------------------------------------------------------

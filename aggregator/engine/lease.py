@@ -43,6 +43,9 @@ class LeaderLease:
         self._until_ms = 0  # Redis time (ms) at which Redis lets the lease expire
         self.taken_over = False
         """The last tick took the lease (a new token): the next commit raises the fences."""
+        self.error: str | None = None
+        """Why the last tick could not ask Redis for the lease (None: it could). A replica
+        that never leads for this reason serves no snapshot of its own: /readyz says why."""
 
     @property
     def fence(self) -> int:
@@ -66,9 +69,16 @@ class LeaderLease:
         try:
             token, until_ms = self._hold(self._instance, self._ttl, self._refused)
         except (redis.RedisError, OSError) as exc:
+            error = describe_error(exc)
             if was_leader and not self.is_leader:
-                log.warning("lost leadership: lease not renewed (%s)", describe_error(exc))
+                log.warning("lost leadership: lease not renewed (%s)", error)
+            elif error != self.error and not self.is_leader:
+                # said once per kind of failure: a replica URL, a missing ACL grant, would
+                # otherwise leave every replica following nobody, without a word
+                log.error("cannot take the leader lease: %s", error)
+            self.error = error
             return self.is_leader
+        self.error = None
         if token:
             if token != self._fence:
                 self.taken_over = True  # a new token: its fences are not raised yet
