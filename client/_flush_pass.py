@@ -12,6 +12,7 @@ import enum
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import redis
@@ -208,6 +209,8 @@ class FlushPass:
         except Exception as exc:
             if splittable and is_out_of_memory(exc):
                 return self._split(batch, events, first_id, exc)
+            if batch.extra and isinstance(exc, redis.RedisError):
+                return self._without_extra(batch, events, first_id, exc, rounds)
             return self._give_up(batch, exc)
         if report is STOPPED:
             self._settle(batch, lost=batch.events, cause=SHUTDOWN, notes_lost=True, failed=True)
@@ -224,6 +227,21 @@ class FlushPass:
         # script): the batch is done but for them, and they are sent again, on their own.
         self._settle(batch, lost=lost, write_error=error, pending=True)
         return self._resend(Batch({}, NO_NOTES, report.leftover, batch.offset), rounds + 1)
+
+    def _without_extra(
+        self, batch: Batch, events: list[Event], first_id: int, exc: BaseException, rounds: int
+    ) -> Pass:
+        """Redis refused for good a transaction carrying the pass's own commands (breaker
+        wakes: an ACL without XADD, streams renamed away refuse the whole MULTI): the batch
+        goes again without them, its events never lost for a wake."""
+        if "extra" not in self._logged:
+            self._logged.add("extra")
+            log.error(
+                "Redis refused a metrics batch carrying breaker wakes (%s): batches are sent "
+                "again without them, breakers wait for their next evaluation",
+                exc,
+            )
+        return self._deliver(replace(batch, extra=()), events, first_id, rounds)
 
     def _resend(self, leftover: Batch, rounds: int) -> Pass:
         """Deliver what a transaction left undone (with the same retries as a batch), unless

@@ -242,7 +242,8 @@ class ClusterWrites:
         """Where a new batch's progress is kept: a half's is its lineage's (the whole batch's
         and every earlier half's, whatever was sent in between); a batch without events (a
         leftover sent again) has its own; a new batch with events starts afresh, the splits
-        before it over (a flush pass delivers every half before it takes more events)."""
+        before it over (a flush pass delivers every half before it takes more events); the
+        same events again (ids are never named twice) keep theirs."""
         if batch.split_from is not None:
             lineage = batch.split_from
             progress = self._splits.get(lineage)
@@ -254,6 +255,10 @@ class ClusterWrites:
                 self._splits[lineage] = progress
             return progress
         if batch.events:
+            if self._progress.lineage == ids:
+                # the same events sent again without the commands of the pass's own that
+                # Redis refused (``FlushPass._without_extra``): the slots applied stay applied
+                return self._progress
             self._splits.clear()
         return AppliedSlots(lineage=ids)
 
