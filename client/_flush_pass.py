@@ -46,6 +46,16 @@ class Sink(Protocol):
     def write(self, batch: Batch) -> WriteReport: ...
 
 
+def _names_extra(exc: BaseException, batch: Batch) -> bool:
+    """Redis refused a command of the pass's own in ``batch`` (its error names the command):
+    not any refusal, since one of MULTI leaves the commands after it applied, outside a
+    transaction, where sending them again would apply them twice."""
+    if not isinstance(exc, redis.RedisError):
+        return False
+    text = str(exc).lower()
+    return any(f"'{str(command[0]).lower()}'" in text for command in batch.extra)
+
+
 class Pass(enum.Enum):
     """What one pass of the flusher did."""
 
@@ -209,7 +219,7 @@ class FlushPass:
         except Exception as exc:
             if splittable and is_out_of_memory(exc):
                 return self._split(batch, events, first_id, exc)
-            if batch.extra and isinstance(exc, redis.RedisError):
+            if batch.extra and _names_extra(exc, batch):
                 return self._without_extra(batch, events, first_id, exc, rounds)
             return self._give_up(batch, exc)
         if report is STOPPED:

@@ -9,6 +9,9 @@ transaction this way too (``_slots``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +21,11 @@ import redis
 
 from gatewayz_transport.connection import pooled_connection
 from gatewayz_transport.routing import Command
+
+log = logging.getLogger("gatewayz.metrics.client")
+
+SAY_EVERY_SECONDS = 60.0
+_said_at = [float("-inf")]  # when a refused MULTI was last logged, by any writer of the process
 
 _MULTI = hiredis.pack_command(("MULTI",))
 _EXEC = hiredis.pack_command(("EXEC",))
@@ -47,8 +55,12 @@ def pack_transaction(commands: Sequence[Command]) -> bytes:
 def read_transaction(connection: Any, queued: int) -> Outcome:
     """Read MULTI's reply, each QUEUED (or the refusal that aborts the transaction: MOVED, ASK,
     OOM...), then EXEC's."""
+    try:
+        connection.read_response()
+    except redis.ResponseError as exc:
+        return _ran_one_by_one(connection, queued, exc)
     refusal: BaseException | None = None
-    for _ in range(queued + 1):  # MULTI, then each command
+    for _ in range(queued):
         try:
             connection.read_response()
         except redis.ResponseError as exc:
@@ -60,6 +72,30 @@ def read_transaction(connection: Any, queued: int) -> Outcome:
     if replies is None:  # a WATCH failed: cannot happen here, but nothing ran
         return Outcome(False, error=refusal or redis.WatchError("transaction discarded"))
     return Outcome(True, replies=list(replies))
+
+
+def _ran_one_by_one(connection: Any, queued: int, refusal: BaseException) -> Outcome:
+    """Redis refused MULTI (an ACL without it, a proxy without transactions): it ran each
+    command as it came, and refuses EXEC. What they did is done: reported as applied, with
+    their own replies, never sent again (that would apply them twice), and said once a
+    minute."""
+    replies: list[Any] = []
+    for _ in range(queued):
+        try:
+            replies.append(connection.read_response())
+        except redis.ResponseError as exc:
+            replies.append(exc)
+    with contextlib.suppress(redis.ResponseError):
+        connection.read_response()  # EXEC without MULTI
+    now = time.monotonic()
+    if now - _said_at[0] >= SAY_EVERY_SECONDS:
+        _said_at[0] = now
+        log.error(
+            "Redis refused MULTI (%s): a batch's commands ran one by one, without a "
+            "transaction's guarantees; this client needs MULTI/EXEC",
+            refusal,
+        )
+    return Outcome(True, replies=replies)
 
 
 class Transactions:
