@@ -438,6 +438,20 @@ def test_a_fault_that_stops_the_cycles_excuses_a_stale_snapshot() -> None:
     assert check(history).violations == {}
 
 
+def test_a_slot_move_left_half_done_excuses_a_stale_snapshot_until_its_heal() -> None:
+    # cluster seed 292017: a reshard interrupted by the target's OOM left the slot migrating
+    # until its heal, 5 s later; every cycle met TRYAGAIN ("multiple keys request during
+    # rehashing of slot") until then, and the next one succeeded
+    history = perfect_history()
+    _stuck_from(history, 3)
+    reshard = {"kind": "reshard", "params": {"slot": 1, "flavor": "flaky"}, "at": 4,
+               "start": T0 + 4, "end": T0 + 9, "notes": {"slot": 15167}}  # fmt: skip
+    history.faults.append(reshard)
+    _only(check(history), "snapshots_advance", "served cycle 99")  # a move that finished
+    reshard["notes"] = {"interrupted": "ResponseError: OOM ...", "slot": 15167}
+    assert check(history).violations == {}
+
+
 def test_a_starved_machine_excuses_a_stale_snapshot() -> None:
     history = perfect_history()
     _stuck_from(history, 3)

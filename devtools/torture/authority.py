@@ -181,6 +181,10 @@ def _excused(history: History, replica: str) -> list[tuple[float, float]]:
         grace = EXCUSES.get(fault["kind"])
         if grace is None and fault["params"].get("target") == replica:
             grace = 5.0  # a proxy fault between this replica and Redis
+        if grace is None and (fault.get("notes") or {}).get("interrupted"):
+            # a slot move left half done until its heal: Redis answers TRYAGAIN to the
+            # multi-key commands of that slot (a cycle's scripts and transactions) meanwhile
+            grace = 3.0
         if grace is not None:
             end = float(fault.get("end") or fault["start"])
             windows.append((float(fault["start"]), end + grace))
