@@ -46,6 +46,22 @@ class Sink(Protocol):
     def write(self, batch: Batch) -> WriteReport: ...
 
 
+DECLARED_DIFFERENTLY = (
+    "metric %r is declared differently in Redis (another deployment?); the aggregator exports "
+    "the first declaration"
+)
+WAKES_REFUSED = (
+    "Redis refused a metrics batch carrying breaker wakes (%s): batches are sent again without "
+    "them (their events are never lost for a wake), breakers wait for their next evaluation"
+)
+
+
+def _log_once(logged: set[str], what: str, message: str, *args: object) -> None:
+    if what not in logged:
+        logged.add(what)
+        log.error(message, *args)
+
+
 def _names_extra(exc: BaseException, batch: Batch) -> bool:
     """Redis refused a command of the pass's own in ``batch`` (its error names the command):
     not any refusal, since one of MULTI leaves the commands after it applied, outside a
@@ -219,8 +235,9 @@ class FlushPass:
         except Exception as exc:
             if splittable and is_out_of_memory(exc):
                 return self._split(batch, events, first_id, exc)
-            if batch.extra and _names_extra(exc, batch):
-                return self._without_extra(batch, events, first_id, exc, rounds)
+            if batch.extra and _names_extra(exc, batch):  # sent again without the wakes
+                _log_once(self._logged, "extra", WAKES_REFUSED, exc)
+                return self._deliver(replace(batch, extra=()), events, first_id, rounds)
             return self._give_up(batch, exc)
         if report is STOPPED:
             self._settle(batch, lost=batch.events, cause=SHUTDOWN, notes_lost=True, failed=True)
@@ -237,21 +254,6 @@ class FlushPass:
         # script): the batch is done but for them, and they are sent again, on their own.
         self._settle(batch, lost=lost, write_error=error, pending=True)
         return self._resend(Batch({}, NO_NOTES, report.leftover, batch.offset), rounds + 1)
-
-    def _without_extra(
-        self, batch: Batch, events: list[Event], first_id: int, exc: BaseException, rounds: int
-    ) -> Pass:
-        """Redis refused for good a transaction carrying the pass's own commands (breaker
-        wakes: an ACL without XADD, streams renamed away refuse the whole MULTI): the batch
-        goes again without them, its events never lost for a wake."""
-        if "extra" not in self._logged:
-            self._logged.add("extra")
-            log.error(
-                "Redis refused a metrics batch carrying breaker wakes (%s): batches are sent "
-                "again without them, breakers wait for their next evaluation",
-                exc,
-            )
-        return self._deliver(replace(batch, extra=()), events, first_id, rounds)
 
     def _resend(self, leftover: Batch, rounds: int) -> Pass:
         """Deliver what a transaction left undone (with the same retries as a batch), unless
@@ -270,13 +272,7 @@ class FlushPass:
                 report.errors[0],
             )
         for name in report.conflicts:
-            if name not in self._logged:
-                self._logged.add(name)
-                log.error(
-                    "metric %r is declared differently in Redis (another deployment?); "
-                    "the aggregator exports the first declaration",
-                    name,
-                )
+            _log_once(self._logged, name, DECLARED_DIFFERENTLY, name)
 
     def _split(self, batch: Batch, events: list[Event], first_id: int, exc: BaseException) -> Pass:
         """Redis is at maxmemory, and a batch's own payload counts against it: deliver the

@@ -257,7 +257,7 @@ class ClusterWrites:
         if batch.events:
             if self._progress.lineage == ids:
                 # the same events sent again without the commands of the pass's own that
-                # Redis refused (``FlushPass._without_extra``): the slots applied stay applied
+                # Redis refused (wakes: ``FlushPass._deliver``): the slots applied stay applied
                 return self._progress
             self._splits.clear()
         return AppliedSlots(lineage=ids)

@@ -57,6 +57,6 @@ def test_a_replica_refuses_every_write_says_why_and_all_is_delivered_once_promot
         (acme,) = [p for p in snapshot.providers if p.provider == "acme"]
         assert acme.requests_total["success"] == 12  # every call recorded meanwhile
         assert readiness(aggregator.served(), time.time(), 60.0) == (True, "ok")
-        assert aggregator.status.lease_error is None
+        assert aggregator.served().lease_error is None
     finally:
         metrics.close(timeout=2.0)

@@ -30,9 +30,6 @@ class CycleStatus:
     (this replica, since it started)."""
     providers_over_cap: int = 0
     """Providers active in the registry beyond the cap at the last read: not read."""
-    lease_error: str | None = None
-    """Why this replica could not ask Redis for the leader lease at its last try (None: it
-    could, whether it leads or not)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +38,9 @@ class ServedState:
     snapshot: Snapshot | None = None
     status: CycleStatus = field(default_factory=CycleStatus)
     leader: bool = False
+    lease_error: str | None = None
+    """Why this replica could not ask Redis for the leader lease at its last try (None: it
+    could, whether it leads or not)."""
     interval_seconds: float = 30.0
     breaker_interval_seconds: float = 5.0
 
@@ -95,7 +95,7 @@ def readiness(served: ServedState, now: float, max_age_seconds: float) -> tuple[
         )
     # A replica that cannot lead says why, where that may be why no snapshot comes
     cannot_lead = (
-        f"; cannot take the leader lease: {status.lease_error}" if status.lease_error else ""
+        f"; cannot take the leader lease: {served.lease_error}" if served.lease_error else ""
     )
     snapshot = served.snapshot
     if snapshot is None:

@@ -53,8 +53,7 @@ tracer = trace.get_tracer("gatewayz.aggregator")
 
 
 class Aggregator:
-    """Owns the served state. The scheduler (or a test) drives ``run_cycle()``,
-    ``run_breaker_cycle()`` and ``tick_lease()``; never two of them at once."""
+    """Owns the served state; the scheduler drives its cycles and ticks, one at a time."""
 
     def __init__(
         self,
@@ -62,8 +61,7 @@ class Aggregator:
         connection: Connection,
         clock: Callable[[], float] | None = None,
     ):
-        """``clock``: by default the system clock corrected to Redis's (measured each cycle),
-        the clock the clients' events are on; an injected clock is taken as it is (tests)."""
+        """``clock``: default, the system clock corrected to Redis's, the clients' events' own."""
         self.settings = settings
         keys = Keys(settings.namespace)
         self._redis = connection
@@ -89,8 +87,7 @@ class Aggregator:
         self._notices = Notices(f"namespace {settings.namespace!r} on {redact(settings.redis_url)}")
         self._log_drops = NewLogDrops()
         self._lock = threading.RLock()
-        self._idle_checked = False
-        """Whether this process looked at every idle provider's breaker (its first read)."""
+        self._idle_checked = False  # looked at every idle provider's breaker (its first read)
         self._served = ServedState(
             settings.instance,
             interval_seconds=settings.interval_seconds,
@@ -118,9 +115,8 @@ class Aggregator:
         return self._lease.is_leader
 
     def _serve(self, **changes: object) -> None:
-        status = changes.get("status")
-        if isinstance(status, CycleStatus):  # with why this replica cannot lead, if it cannot
-            changes["status"] = replace(status, lease_error=self._lease.error)
+        if "leader" in changes:  # with why this replica cannot lead, if it cannot
+            changes["lease_error"] = self._lease.error
         self._served = replace(self._served, **changes)  # type: ignore[arg-type]
 
     # -- leadership ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ ACL (an ACL written by hand, a command renamed away, a proxy):
   whole transaction it rides in. The batch is sent again without its wakes: every event is
   delivered exactly once (on a cluster the slots the first attempt applied are not applied
   again), and the breaker waits for its next evaluation (client/_flush_pass.py
-  ``_without_extra``).
+  ``FlushPass._deliver``).
 - ``MULTI``: Redis runs each command as it comes, then refuses EXEC. The batch was applied,
   one command at a time: it is reported so, never sent again (that applied it twice, with the
   wakes' retry) and never counted as dropped (client/_transaction.py ``_ran_one_by_one``)."""
