@@ -30,6 +30,8 @@ class CycleStatus:
     (this replica, since it started)."""
     providers_over_cap: int = 0
     """Providers active in the registry beyond the cap at the last read: not read."""
+    breaker_cycles_failed: int = 0
+    """Breaker cycles of this replica, as leader, that failed: breakers not evaluated then."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class ServedState:
     could, whether it leads or not)."""
     interval_seconds: float = 30.0
     breaker_interval_seconds: float = 5.0
+
+
+def after_breaker_failure(status: CycleStatus) -> CycleStatus:
+    """The status after a failed breaker cycle: counted (the breakers keep their states)."""
+    return replace(status, breaker_cycles_failed=status.breaker_cycles_failed + 1)
 
 
 def after_failure(status: CycleStatus, duration: float, error: str) -> CycleStatus:

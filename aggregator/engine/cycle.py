@@ -27,6 +27,7 @@ from aggregator.core.readings import Reading, refusing
 from aggregator.core.served import (
     CycleStatus,
     ServedState,
+    after_breaker_failure,
     after_failure,
     after_success,
     readiness,
@@ -147,6 +148,7 @@ class Aggregator:
                 _, applied, _ = self._evaluate_and_commit(reading, now)
             except (redis.RedisError, OSError) as exc:
                 log.error("breaker cycle failed: %s", describe_error(exc))
+                self._serve(status=after_breaker_failure(self._served.status))
                 return []
             return applied
 
@@ -197,8 +199,7 @@ class Aggregator:
     # -- the steps -----------------------------------------------------------------------------
 
     def _read(self, now: float, counters: bool = True) -> Reading:
-        """The configured providers, the registry's, and those whose breaker acted in the last
-        snapshot (a registry lost to eviction must not hide an open breaker)."""
+        """The configured, registered and last acting providers (eviction hides no breaker)."""
         with tracer.start_as_current_span("read_windows"):
             names = self._reader.known_providers(
                 now,

@@ -99,6 +99,12 @@ def _replica_metrics(served: ServedState) -> Iterator[Metric]:
         "Seconds between breaker evaluations (--breaker-interval)",
         value=served.breaker_interval_seconds,
     )
+    yield CounterMetricFamily(
+        "gatewayz_aggregator_breaker_cycles_failed",
+        "Breaker cycles this replica ran as leader that failed: no breaker was evaluated, each "
+        "kept its state (the log says why)",
+        value=served.status.breaker_cycles_failed,
+    )
     yield from _redis_metrics(served.status)
     leader = GaugeMetricFamily(
         "gatewayz_aggregator_leader",

@@ -56,6 +56,7 @@ EMPTY_WHEN_HEALTHY = {
     "GatewayzAggregatorSnapshotStale": "the aggregator cycles every second",
     "GatewayzAggregatorNoLeader": "the only replica holds the lease",
     "GatewayzAggregatorMultipleLeaders": "there is one replica",
+    "GatewayzAggregatorBreakerCyclesFailing": "the leader's breaker cycles all succeed",
     "GatewayzClientEventsDropped": "Redis is up and accepts every event: nothing is dropped",
     "GatewayzRedisOutOfMemory": "the test Redis has memory",
     "GatewayzRedisPermissionRefused": "the aggregator's and the workers' users may run every "
