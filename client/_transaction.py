@@ -20,6 +20,7 @@ import hiredis
 import redis
 
 from gatewayz_transport.connection import pooled_connection
+from gatewayz_transport.errors import is_transient
 from gatewayz_transport.routing import Command
 
 log = logging.getLogger("gatewayz.metrics.client")
@@ -55,11 +56,13 @@ def pack_transaction(commands: Sequence[Command]) -> bytes:
 def read_transaction(connection: Any, queued: int) -> Outcome:
     """Read MULTI's reply, each QUEUED (or the refusal that aborts the transaction: MOVED, ASK,
     OOM...), then EXEC's."""
+    refusal: BaseException | None = None
     try:
         connection.read_response()
     except redis.ResponseError as exc:
-        return _ran_one_by_one(connection, queued, exc)
-    refusal: BaseException | None = None
+        if not is_transient(exc):  # NOPERM, an unknown command: Redis runs what follows
+            return _ran_one_by_one(connection, queued, exc)
+        refusal = exc  # BUSY, MASTERDOWN...: it refuses what follows as well
     for _ in range(queued):
         try:
             connection.read_response()

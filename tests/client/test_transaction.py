@@ -4,6 +4,8 @@ connection is dropped and connected again."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -12,6 +14,7 @@ import redis
 
 from client._transaction import Transactions, pack_transaction
 from gatewayz_transport.connection import connect
+from tests.support.processes import wait_for
 
 
 @pytest.fixture
@@ -74,3 +77,56 @@ def test_a_broken_connection_raises_and_the_next_transaction_connects_again(
 def test_an_argument_redis_cannot_encode_is_refused_before_anything_is_sent() -> None:
     with pytest.raises(redis.DataError):
         pack_transaction([("SET", "k", object())])
+
+
+def test_a_refused_multi_means_the_commands_ran_one_by_one(private_redis: redis.Redis) -> None:
+    # an ACL without MULTI (or a proxy without transactions): Redis runs each command as it
+    # comes and refuses EXEC; what they did is done, reported as applied, never sent again
+    port = private_redis.connection_pool.connection_kwargs["port"]
+    private_redis.acl_setuser(
+        "no-multi", enabled=True, passwords=["+pw-3"], keys=["*"], commands=["+@all", "-multi"]
+    )
+    url = f"redis://no-multi:pw-3@127.0.0.1:{port}/0"
+    transactions = Transactions(connect(url, socket_timeout=2.0))  # type: ignore[arg-type]
+    commands = [("INCRBY", "n", 2), ("HSET", "n", "f", "v"), ("INCRBY", "n", 3)]
+    replies = transactions.run(pack_transaction(commands), len(commands))
+    assert replies[0] == 2 and isinstance(replies[1], redis.ResponseError) and replies[2] == 5
+    assert private_redis.get("n") == b"5"
+    assert transactions.run(pack_transaction(commands[:1]), 1) == [7]  # the connection is fine
+
+
+def _spin(connection: redis.Redis) -> None:
+    """A script that never ends (until SCRIPT KILL)."""
+    with contextlib.suppress(redis.RedisError):
+        connection.eval("while true do end", 0)
+
+
+def _busy(connection: redis.Redis) -> bool:
+    try:
+        connection.ping()
+    except redis.ResponseError as exc:
+        return str(exc).startswith("BUSY")
+    return False
+
+
+def test_a_multi_refused_for_now_applies_nothing(private_redis: redis.Redis) -> None:
+    # BUSY (a script running past its time limit) refuses MULTI and every command after it:
+    # nothing ran, the refusal is raised (the flusher retries), unlike a MULTI refused for good
+    port = private_redis.connection_pool.connection_kwargs["port"]
+    private_redis.config_set("busy-reply-threshold", 50)
+    blocker = redis.Redis(port=port, socket_timeout=10)
+    spinning = threading.Thread(target=_spin, args=(blocker,), daemon=True)
+    spinning.start()
+    try:
+        wait_for(lambda: _busy(private_redis), timeout=5)
+        url = f"redis://127.0.0.1:{port}/0"
+        transactions = Transactions(connect(url, socket_timeout=2.0))  # type: ignore[arg-type]
+        commands = [("SET", "a", "1"), ("SET", "b", "2")]
+        with pytest.raises(redis.ResponseError, match="BUSY"):
+            transactions.run(pack_transaction(commands), len(commands))
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis(port=port).script_kill()
+        spinning.join(timeout=10)
+        blocker.close()
+    assert private_redis.exists("a", "b") == 0
