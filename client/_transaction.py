@@ -62,7 +62,9 @@ def read_transaction(connection: Any, queued: int) -> Outcome:
     except redis.ResponseError as exc:
         if not is_transient(exc):  # NOPERM, an unknown command: Redis runs what follows
             return _ran_one_by_one(connection, queued, exc)
-        refusal = exc  # BUSY, MASTERDOWN...: it refuses what follows as well
+        # Redis runs MULTI even while busy, loading or stale; a proxy saying "not now" to it
+        # refuses what follows as well: a transaction that did not run
+        refusal = exc
     for _ in range(queued):
         try:
             connection.read_response()

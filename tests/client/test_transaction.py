@@ -109,18 +109,22 @@ def _busy(connection: redis.Redis) -> bool:
     return False
 
 
-def test_a_multi_refused_for_now_applies_nothing(private_redis: redis.Redis) -> None:
-    # BUSY (a script running past its time limit) refuses MULTI and every command after it:
-    # nothing ran, the refusal is raised (the flusher retries), unlike a MULTI refused for good
+def test_a_busy_redis_discards_the_transaction_and_applies_nothing(
+    private_redis: redis.Redis,
+) -> None:
+    # BUSY (a script running past its time limit): Redis takes MULTI (it runs even then) and
+    # refuses each command, so EXEC discards the transaction: nothing ran, the refusal is
+    # raised (the flusher retries), unlike a MULTI refused for good
     port = private_redis.connection_pool.connection_kwargs["port"]
     private_redis.config_set("busy-reply-threshold", 50)
+    url = f"redis://127.0.0.1:{port}/0"
+    transactions = Transactions(connect(url, socket_timeout=2.0))  # type: ignore[arg-type]
+    assert transactions.run(pack_transaction([("PING",)]), 1) == [b"PONG"]  # connected before
     blocker = redis.Redis(port=port, socket_timeout=10)
     spinning = threading.Thread(target=_spin, args=(blocker,), daemon=True)
     spinning.start()
     try:
         wait_for(lambda: _busy(private_redis), timeout=5)
-        url = f"redis://127.0.0.1:{port}/0"
-        transactions = Transactions(connect(url, socket_timeout=2.0))  # type: ignore[arg-type]
         commands = [("SET", "a", "1"), ("SET", "b", "2")]
         with pytest.raises(redis.ResponseError, match="BUSY"):
             transactions.run(pack_transaction(commands), len(commands))
