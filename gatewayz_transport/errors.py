@@ -20,13 +20,19 @@ _TRANSIENT_CODES = frozenset(
         "NOREPLICAS",
         "MOVED",
         "ASK",
+        "MISCONF",
     )
 )
 """Refusals that say "not now", not "never": out of memory, loading its data, busy running a
 script, a replica after a failover, a cluster or its replicas not ready (MOVED and ASK: a
-slot served elsewhere now, nothing of a transaction applied)."""
+slot served elsewhere now, nothing of a transaction applied), unable to save to disk (MISCONF:
+writes refused until a save succeeds again)."""
 
 
+CANNOT_SAVE_HINT = (
+    "Redis refuses writes until it can save to disk again: free space on its disk, or check "
+    "its dir and permissions"
+)
 READ_ONLY_HINT = (
     "this Redis is a read-only replica: point the URL at its master, or use "
     "redis+sentinel:// to follow failovers"
@@ -35,10 +41,13 @@ READ_ONLY_HINT = (
 
 def explained(exc: BaseException) -> str:
     """``exc``'s text, with what to do when it says something an operator must fix: a URL
-    naming a replica (an old master after a failover) refuses every write, for good."""
+    naming a replica (an old master after a failover) refuses every write for good, a Redis
+    that cannot save to disk until it can."""
     text = str(exc)
     if is_read_only(exc):
         return f"{text.rstrip('.')} ({READ_ONLY_HINT})"
+    if isinstance(exc, redis.ResponseError) and text.startswith("MISCONF"):
+        return f"{text.rstrip('.')} ({CANNOT_SAVE_HINT})"
     return text
 
 
@@ -80,7 +89,9 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, redis.ResponseError):
         return False
-    return is_out_of_memory(exc) or str(exc).split(" ", 1)[0] in _TRANSIENT_CODES
+    # a transaction discarded because of one command's refusal names it: that one decides
+    reason = str(exc).rpartition("discarded because of: ")[2]
+    return is_out_of_memory(exc) or reason.split(" ", 1)[0] in _TRANSIENT_CODES
 
 
 def raise_first_error(replies: Sequence[Any]) -> None:

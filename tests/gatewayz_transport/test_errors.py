@@ -216,6 +216,21 @@ def test_a_node_that_does_not_serve_the_slot_redirects(redis_cluster: LocalClust
         ("READONLY You can't write against a read only replica.", False),
         ("NOREPLICAS Not enough good replicas to write.", False),
         ("BUSY Redis is busy running a script.", False),
+        (
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to "
+            "persist to disk.",
+            False,
+        ),
+        (
+            "EXECABORT Transaction discarded because of: MISCONF Redis is configured to save RDB "
+            "snapshots, but it's currently unable to persist to disk.",
+            False,
+        ),
+        (
+            "EXECABORT Transaction discarded because of: READONLY You can't write against a read "
+            "only replica.",
+            False,
+        ),
         ("OOM command not allowed when used memory > 'maxmemory'.", True),
         (
             "ERR Error running script (call to f_0123): @user_script:1: @user_script: 1: "
@@ -245,6 +260,8 @@ def test_replies_that_say_not_now(single_redis_url: str, reply: str, out_of_memo
         "ERR value is not an integer or out of range",
         "NOPERM this user has no permissions to run the 'set' command",
         "ERR Error running script: ROOM is full",  # OOM inside a word is not a code
+        "EXECABORT Transaction discarded because of: NOPERM this user has no permissions to "
+        "run the 'set' command",
     ],
 )
 def test_replies_that_say_never(single_redis_url: str, reply: str) -> None:
