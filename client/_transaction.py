@@ -26,6 +26,8 @@ from gatewayz_transport.routing import Command
 log = logging.getLogger("gatewayz.metrics.client")
 
 SAY_EVERY_SECONDS = 60.0
+IDLE_SECONDS = 1.0
+"""A connection unused this long is looked at before a transaction is sent on it."""
 _said_at = [float("-inf")]  # when a refused MULTI was last logged, by any writer of the process
 
 _MULTI = hiredis.pack_command(("MULTI",))
@@ -112,6 +114,7 @@ class Transactions:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._connection: Any = None
+        self._used_at = 0.0  # monotonic: when the connection last sent a transaction
 
     def run(self, packed: bytes, queued: int) -> list[Any]:
         """A transaction (``pack_transaction`` of ``queued`` commands) in one round trip: the
@@ -120,8 +123,15 @@ class Transactions:
         refusal, OOM say, or EXECABORT), or the connection's error (the connection is dropped:
         nothing or everything was applied)."""
         connection = self._connection
+        now = time.monotonic()
+        if connection is not None and now - self._used_at >= IDLE_SECONDS and _closed(connection):
+            # Redis closed it while it was idle (its `timeout` setting): a fresh one, rather
+            # than a failed round trip, an error logged and a retry after every quiet spell
+            self._give_back(connection)
+            connection = None
         if connection is None:
             connection = self._connection = pooled_connection(self._client.connection_pool)
+        self._used_at = now
         try:
             connection.send_packed_command([packed], check_health=False)
             outcome = read_transaction(connection, queued)
@@ -130,11 +140,23 @@ class Transactions:
             # hold half a reply: given back closed, and the next transaction takes one from the
             # pool, which connects it as the pool does (a Sentinel pool: to the master it names
             # now; redis-py reconnecting by itself on send would go back to the old address)
-            self._connection = None
-            connection.disconnect()
-            self._client.connection_pool.release(connection)
+            self._give_back(connection)
             raise
         if not outcome.applied:
             assert outcome.error is not None
             raise outcome.error
         return outcome.replies
+
+    def _give_back(self, connection: Any) -> None:
+        self._connection = None
+        connection.disconnect()
+        self._client.connection_pool.release(connection)
+
+
+def _closed(connection: Any) -> bool:
+    """Whether Redis closed ``connection`` (or sent on it unasked): a look at its socket that
+    does not wait."""
+    try:
+        return bool(connection.can_read(timeout=0))
+    except (redis.ConnectionError, OSError):
+        return True

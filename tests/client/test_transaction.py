@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from client import _transaction as transaction
 from client._transaction import Transactions, pack_transaction
 from gatewayz_transport.connection import connect
 from tests.support.processes import wait_for
@@ -134,3 +135,16 @@ def test_a_busy_redis_discards_the_transaction_and_applies_nothing(
         spinning.join(timeout=10)
         blocker.close()
     assert private_redis.exists("a", "b") == 0
+
+
+def test_a_connection_redis_closed_while_idle_is_replaced_before_sending(
+    private_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis's `timeout` closes idle connections: the next transaction failed (an error logged,
+    # a retry) after every quiet spell. Killed here, as the timeout would, after any idleness.
+    monkeypatch.setattr(transaction, "IDLE_SECONDS", 0.0)
+    port = private_redis.connection_pool.connection_kwargs["port"]
+    transactions = Transactions(connect(f"redis://127.0.0.1:{port}/0", socket_timeout=2.0))  # type: ignore[arg-type]
+    assert transactions.run(pack_transaction([("INCRBY", "n", 1)]), 1) == [1]
+    assert private_redis.client_kill_filter(_type="normal", skipme=True) == 1
+    assert transactions.run(pack_transaction([("INCRBY", "n", 1)]), 1) == [2]  # no error
