@@ -21,6 +21,7 @@ OWN = [
     "gatewayz_aggregator_providers_over_cap",
     "gatewayz_aggregator_interval_seconds",
     "gatewayz_aggregator_breaker_interval_seconds",
+    "gatewayz_aggregator_breaker_cycles_failed",
 ]
 REDIS = [
     "gatewayz_redis_memory_used_bytes",
