@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 PER_PROCESS = (
     "gatewayz_aggregator_cycles_total",
     "gatewayz_aggregator_cycles_failed_total",
+    "gatewayz_aggregator_breaker_cycles_failed_total",  # "cycles this replica ran"
     "gatewayz_redis_values_skipped_total",  # "skipped by this replica"
 )
 """Counters of one aggregator process (docs "Metrics"): they start again at 0 when it is
