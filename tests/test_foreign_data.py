@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -32,7 +32,7 @@ from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 from tests.support.backends import BOTH_BACKENDS, open_redis
 from tests.support.clock import FakeClock
-from tests.support.scrape import scrape
+from tests.support.scrape import scraper
 
 pytestmark = BOTH_BACKENDS
 
@@ -170,6 +170,7 @@ def _what_breaks(
     lease: redis.Redis,
     key: str,
     takeover: bool,
+    scrapes: tuple[Callable[[], str], ...],
 ) -> list[str]:
     """What goes wrong with the namespace as it is: cycles (and a takeover), scrapes, a worker."""
     found: list[str] = []
@@ -180,8 +181,8 @@ def _what_breaks(
             found.append(f"the leader's cycle failed: {leader.status.last_error}")
         if follower.run_cycle() is None and follower.status.cycles_failed != failed[1]:
             found.append(f"the follower's cycle failed: {follower.status.last_error}")
-        scrape(leader)
-        scrape(follower)
+        for scrape in scrapes:  # the leader's and the follower's /metrics parse
+            scrape()
         if takeover:  # past whatever was spoiled (the lease, its token, the cycle counter)
             lease.delete(key)
             leader.tick_lease()
@@ -206,6 +207,7 @@ def test_no_key_another_writer_spoils_stops_a_cycle_a_scrape_or_a_worker(
     cluster = redis_url.startswith("redis+cluster://")
     garbage = CLUSTER_GARBAGE if cluster else GARBAGE
     metrics, leader, follower = _live_namespace(redis_url, namespace)
+    scrapes = (scraper(leader), scraper(follower))  # each app made once: it costs more
     problems, tried = [], 0
     try:
         for key in _one_per_shape(r.scan_iter(match=Keys(namespace).pattern(), count=1000)):
@@ -217,7 +219,7 @@ def test_no_key_another_writer_spoils_stops_a_cycle_a_scrape_or_a_worker(
                     with caplog.at_level(logging.CRITICAL):
                         lease = Keys(namespace).leader_lease
                         takeover = b"{leader}" in key  # the keys a takeover reads
-                        found = _what_breaks(metrics, leader, follower, r, lease, takeover)
+                        found = _what_breaks(metrics, leader, follower, r, lease, takeover, scrapes)
                     problems += [f"{key.decode()}, {spoiling}: {what}" for what in found]
                     tried += 1
                 finally:
