@@ -89,7 +89,7 @@ def settings_from_args(
     try:
         return _settings(given.values(), otel_console)
     except ValueError as exc:
-        parser.error(blamed(exc, given, lambda one: _valid([one], otel_console)))
+        parser.error(blamed(exc, given, lambda one: _settings([one], otel_console)))
 
 
 def _settings(given: Iterable[tuple[str, Any]], otel_console: bool) -> AggregatorSettings:
@@ -101,14 +101,6 @@ def _settings(given: Iterable[tuple[str, Any]], otel_console: bool) -> Aggregato
         else:
             values[name] = value
     return AggregatorSettings(breaker=BreakerConfig(**breaker), **values)
-
-
-def _valid(given: Iterable[tuple[str, Any]], otel_console: bool) -> bool:
-    try:
-        _settings(given, otel_console)
-    except ValueError:
-        return False
-    return True
 
 
 def _given(

@@ -240,12 +240,4 @@ class ClientSettings:
         try:
             return cls(**dict(given.values()))
         except ValueError as exc:
-            raise ValueError(blamed(exc, given, lambda one: _valid(cls, *one))) from None
-
-
-def _valid(settings: type[ClientSettings], name: str, value: Any) -> bool:
-    try:
-        settings(**{name: value})
-    except ValueError:
-        return False
-    return True
+            raise ValueError(blamed(exc, given, lambda one: cls(**dict([one])))) from None

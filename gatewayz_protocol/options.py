@@ -240,11 +240,20 @@ def read_sourced(
     return values
 
 
-def blamed(error: ValueError, given: Mapping[str, T], valid_alone: Callable[[T], bool]) -> str:
+def blamed(error: ValueError, given: Mapping[str, T], build_alone: Callable[[T], object]) -> str:
     """``error``'s message, naming the source (a variable, a flag) of ``given`` whose value
-    alone breaks a settings rule, as a value that cannot be parsed is named; a rule that two
-    given values break together (a target above a ceiling) leaves the message as it is."""
-    culprits = [source for source, value in given.items() if not valid_alone(value)]
+    alone breaks a settings rule (``build_alone`` of it raises ValueError), as a value that
+    cannot be parsed is named; a rule that two given values break together (a target above a
+    ceiling) leaves the message as it is."""
+
+    def breaks(value: T) -> bool:
+        try:
+            build_alone(value)
+        except ValueError:
+            return True
+        return False
+
+    culprits = [source for source, value in given.items() if breaks(value)]
     return f"{culprits[0]}: {error}" if len(culprits) == 1 else str(error)
 
 

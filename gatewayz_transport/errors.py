@@ -44,21 +44,24 @@ def explained(exc: BaseException) -> str:
     naming a replica (an old master after a failover) refuses every write for good, a Redis
     that cannot save to disk until it can."""
     text = str(exc)
-    if is_read_only(exc):
+    code = _refusal_code(exc)
+    if (
+        isinstance(exc, redis.exceptions.ReadOnlyError)
+        or code == "READONLY"
+        or "write against a read only replica" in text  # a script's error
+    ):
         return f"{text.rstrip('.')} ({READ_ONLY_HINT})"
-    if isinstance(exc, redis.ResponseError) and text.startswith("MISCONF"):
+    if code == "MISCONF":
         return f"{text.rstrip('.')} ({CANNOT_SAVE_HINT})"
     return text
 
 
-def is_read_only(exc: BaseException) -> bool:
-    """Redis refused a write because it is a replica (also as a script's error)."""
-    if isinstance(exc, redis.exceptions.ReadOnlyError):
-        return True
-    text = str(exc)
-    return isinstance(exc, redis.ResponseError) and (
-        text.startswith("READONLY") or "write against a read only replica" in text
-    )
+def _refusal_code(exc: BaseException) -> str:
+    """The code of Redis's refusal (``OOM``, ``READONLY``...): a transaction discarded because
+    of one command's refusal names that one; "" for anything but an error reply."""
+    if not isinstance(exc, redis.ResponseError):
+        return ""
+    return str(exc).rpartition("discarded because of: ")[2].split(" ", 1)[0]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -87,11 +90,7 @@ def is_transient(exc: BaseException) -> bool:
         | redis.exceptions.AskError,
     ):
         return True
-    if not isinstance(exc, redis.ResponseError):
-        return False
-    # a transaction discarded because of one command's refusal names it: that one decides
-    reason = str(exc).rpartition("discarded because of: ")[2]
-    return is_out_of_memory(exc) or reason.split(" ", 1)[0] in _TRANSIENT_CODES
+    return is_out_of_memory(exc) or _refusal_code(exc) in _TRANSIENT_CODES
 
 
 def raise_first_error(replies: Sequence[Any]) -> None:
