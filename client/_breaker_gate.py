@@ -29,6 +29,7 @@ from gatewayz_protocol.breaker_state import (
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_transport.connection import Connection
+from gatewayz_transport.errors import explained
 from gatewayz_transport.routing import pipeline
 from gatewayz_transport.scripts import register
 
@@ -301,4 +302,7 @@ class BreakerGate:
     def _log_redis_error(self, exc: Exception) -> None:
         if not self._redis_errors_logged:
             self._redis_errors_logged = True
-            log.warning("breaker state unavailable, answering from the last known state: %s", exc)
+            log.warning(
+                "breaker state unavailable, answering from the last known state: %s",
+                explained(exc),
+            )

@@ -24,10 +24,11 @@ from client._events import Event
 from client._instruments import Drained, InstrumentStore
 from client._ledger import ERROR, NO_NOTES, REFUSED, SHUTDOWN, Ledger, Notes
 from client._retry import STOPPED, Backoff
+from client._throttle import Throttle
 from client._writer import WriteReport
 from gatewayz_protocol.clock import SharedClock
 from gatewayz_protocol.hooks import NewLogDrops
-from gatewayz_transport.errors import is_out_of_memory, is_transient
+from gatewayz_transport.errors import explained, is_out_of_memory, is_transient
 
 log = logging.getLogger("gatewayz.metrics.client")
 
@@ -77,6 +78,7 @@ class Pass(enum.Enum):
 
     IDLE = "nothing was waiting"
     WRITTEN = "a batch was delivered (or given up on, and counted)"
+    REFUSED = "Redis refused a batch for good: given up on, its events counted as dropped"
     STOPPED = "stop() ended the retries while Redis was unreachable"
 
 
@@ -142,6 +144,8 @@ class FlushPass:
         self.drained_version = 0
         """The instrument store's version the last batch took: values changed since wait."""
         self._logged: set[str] = set()
+        self._refusals_said = Throttle()  # what Redis refused, batch after batch
+        self._give_ups_said = Throttle()
         self._log_drops = NewLogDrops()  # a forked child: only its own from here
 
     def run(self) -> Pass:
@@ -259,17 +263,20 @@ class FlushPass:
         """Deliver what a transaction left undone (with the same retries as a batch), unless
         Redis forgot the script again each time it was loaded: then it is given up on."""
         if rounds > MAX_RESENDS:
-            return self._give_up(leftover, redis.ResponseError("NOSCRIPT after every reload"))
+            self._give_up(leftover, redis.ResponseError("NOSCRIPT after every reload"))
+            return Pass.WRITTEN  # the batch was: only its increments were given up on
         return self._deliver(leftover, [], 0, rounds)
 
     def _log_refusals(self, report: WriteReport) -> None:
         """What Redis refused of a batch it ran: every time; a conflicting metric declaration:
         once per metric."""
-        if report.errors:
+        again = self._refusals_said.due() if report.errors else None
+        if again is not None:
             log.error(
-                "Redis refused part of a metrics batch (%d events counted as dropped): %s",
+                "Redis refused part of a metrics batch (%d events counted as dropped): %s%s",
                 report.refused_events,
-                report.errors[0],
+                explained(redis.ResponseError(report.errors[0])),
+                again,
             )
         for name in report.conflicts:
             _log_once(self._logged, name, DECLARED_DIFFERENTLY, name)
@@ -298,8 +305,14 @@ class FlushPass:
     def _give_up(self, batch: Batch, exc: BaseException) -> Pass:
         """Redis refused the whole transaction for good, or the batch holds something that
         cannot be sent: nothing was applied, and retrying would fail again."""
+        again = self._give_ups_said.due()
         if isinstance(exc, redis.RedisError):
-            log.error("metrics batch refused, its events counted as dropped: %s", exc)
+            if again is not None:
+                log.error(
+                    "metrics batch refused, its events counted as dropped: %s%s",
+                    explained(exc),
+                    again,
+                )
             cause = REFUSED
         else:
             log.error(
@@ -310,7 +323,7 @@ class FlushPass:
         self._settle(
             batch, lost=batch.events, cause=cause, notes_lost=True, write_error=True, failed=True
         )
-        return Pass.WRITTEN
+        return Pass.REFUSED
 
     def _settle(
         self,

@@ -64,6 +64,7 @@ class Flusher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._refused_in_a_row = 0
         self._wake_at = max(1, settings.max_batch // 2)
         self._backoff = Backoff(
             settings.backoff_initial_seconds,
@@ -175,8 +176,24 @@ class Flusher:
                 self._urgent = False
             self.passes += 1
             done = self._pass.run()
-            if done is Pass.STOPPED or (stopping and done is Pass.IDLE):
-                return
+            if done is Pass.STOPPED or (stopping and done in (Pass.IDLE, Pass.REFUSED)):
+                return  # (stopping: what Redis refused for good it would refuse again)
+            self._refused_in_a_row = self._refused_in_a_row + 1 if done is Pass.REFUSED else 0
+            if self._refused_in_a_row:
+                # Refused for good (an ACL, a renamed command): the counts of what was dropped
+                # wait for the next batch, which Redis would refuse at once; back off as from
+                # an unreachable Redis, so that is no loop (flush() and close() cut it short)
+                self._backoff.pause(self._refusal_pause())
+
+    def _refusal_pause(self) -> float:
+        """The wait after the latest of ``_refused_in_a_row`` refusals: doubling, as a retry's."""
+        doubling = 2 ** min(self._refused_in_a_row - 1, 30)
+        return float(
+            min(
+                self._settings.backoff_initial_seconds * doubling,
+                self._settings.backoff_max_seconds,
+            )
+        )
 
     def _pending(self) -> bool:
         """Whether anything waits to be written: events, counted notes, metric values."""

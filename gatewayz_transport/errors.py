@@ -3,10 +3,13 @@ reply to raise."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import redis
+
+from gatewayz_transport.scripts import command_at
 
 _TRANSIENT_CODES = frozenset(
     (
@@ -39,11 +42,22 @@ READ_ONLY_HINT = (
 )
 
 
+_SCRIPT_LINE = re.compile(r"script: ([0-9a-f]{40}), on @user_script:(\d+)")
+
+
 def explained(exc: BaseException) -> str:
     """``exc``'s text, with what to do when it says something an operator must fix: a URL
     naming a replica (an old master after a failover) refuses every write for good, a Redis
-    that cannot save to disk until it can."""
+    that cannot save to disk until it can, a Redis user refused a command inside a script
+    (Redis names the script's line, not the command)."""
     text = str(exc)
+    where = _SCRIPT_LINE.search(text) if "user executing the script can't" in text else None
+    command = command_at(where.group(1), int(where.group(2))) if where else None
+    if where and command:
+        return (
+            f"{text.rstrip('. ')} (line {where.group(2)} runs '{command}': this Redis user's "
+            "ACL must allow that command on the script's keys)"
+        )
     code = _refusal_code(exc)
     if (
         isinstance(exc, redis.exceptions.ReadOnlyError)

@@ -4,6 +4,8 @@ them (a restart, a failover, ``SCRIPT FLUSH``). The scripts' text is the contrac
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,11 +16,33 @@ from redis.typing import EncodableT, KeyT
 
 from gatewayz_transport.connection import Connection
 
+_CALLED = re.compile(r"""redis\.p?call\(\s*['"]([A-Za-z|-]+)['"]""")
+_bodies: dict[str, str] = {}
+"""SHA -> body of every script this process made (both forms of a flagged one), so a refusal
+that names a script's line can say which command that line runs."""
+
+
+def command_at(sha: str, line: int) -> str | None:
+    """The command (lower case) that line ``line`` of the script ``sha`` runs, if this process
+    knows the script and the line names one."""
+    lines = _bodies.get(sha, "").split("\n")
+    if not 0 < line <= len(lines):
+        return None
+    called = _CALLED.search(lines[line - 1])
+    return called.group(1).lower() if called else None
+
 
 class FlaggedScript(Script):
     """A script that may start with a Redis 7 flags line (``#!lua flags=...``). A server that
     cannot run it (Redis 6, fakeredis: "unexpected symbol near '#'") gets it without the line:
     the same script, without the flags' privileges."""
+
+    def __init__(self, registered_client: Any, script: str) -> None:
+        super().__init__(registered_client, script)
+        _bodies[self.sha] = script
+        if script.startswith("#!"):
+            unflagged = script.split("\n", 1)[1]
+            _bodies[hashlib.sha1(unflagged.encode()).hexdigest()] = unflagged
 
     def load(self) -> str:
         """Load the script into Redis's cache; returns the SHA later calls use."""

@@ -13,15 +13,14 @@ ACL (an ACL written by hand, a command renamed away, a proxy):
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from client import ClientSettings, MetricsClient
 from client import _transaction as transaction
 from gatewayz_protocol.keys import Keys
+from tests.support.acl import user_without
 from tests.support.backends import BOTH_BACKENDS, open_redis
 
 pytestmark = BOTH_BACKENDS
@@ -34,28 +33,9 @@ def refused(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def without(redis_url: str, refused: str) -> Iterator[str]:
-    """``redis_url`` as a user who may run every command but ``refused`` (on every node of a
-    cluster)."""
-    user, password = f"no-{refused}-{secrets.token_hex(4)}", secrets.token_hex(8)
-    admin = open_redis(redis_url)
-    nodes = (
-        [node.redis_connection for node in admin.get_nodes()]
-        if isinstance(admin, redis.RedisCluster)
-        else [admin]
-    )
-    for node in nodes:
-        node.acl_setuser(  # type: ignore[union-attr]
-            user,
-            enabled=True,
-            passwords=[f"+{password}"],
-            keys=["*"],
-            commands=["+@all", f"-{refused}"],
-        )
-    scheme, _, rest = redis_url.partition("://")
-    yield f"{scheme}://{user}:{password}@{rest}"
-    for node in nodes:
-        node.acl_deluser(user)  # type: ignore[union-attr]
-    admin.close()
+    """``redis_url`` as a user who may run every command but ``refused``."""
+    with user_without(redis_url, refused) as url:
+        yield url
 
 
 def test_every_event_is_delivered_once_whichever_of_these_is_refused(
@@ -90,3 +70,29 @@ def test_every_event_is_delivered_once_whichever_of_these_is_refused(
     finally:
         metrics.close(timeout=2.0)
         r.close()
+
+
+@pytest.mark.parametrize("refused", ["hincrby"])
+def test_a_batch_refused_for_good_is_retried_with_backoff_said_once_and_closed_at_once(
+    redis_url: str,
+    namespace: str,
+    without: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Every batch carries the counts of the one dropped before it: refused again each time, a
+    # batch every flush interval and an ERROR line each (20 a second), and close() left the
+    # thread sending them in a busy loop (3,500 a second) after it returned.
+    metrics = MetricsClient(settings=ClientSettings(redis_url=without, namespace=namespace))
+    with caplog.at_level(logging.ERROR, logger="gatewayz.metrics.client"):
+        for _ in range(10):
+            assert metrics.record("refused", 0.1, status_code=200)
+        assert not metrics.flush(timeout=1.0)
+        passes = metrics._flusher.passes
+        assert not metrics.flush(timeout=1.0)  # one more try, then a pause (0.1 s, doubling)
+        assert metrics._flusher.passes - passes <= 5  # (a pass every 50 ms: 20)
+        assert metrics.stats()["dropped"] == 10
+        metrics.close(timeout=1.0)
+        thread = metrics._flusher._thread
+        assert thread is not None and not thread.is_alive()
+    said = [r.getMessage() for r in caplog.records if "metrics batch refused" in r.getMessage()]
+    assert len(said) == 1 and "'hincrby'" in said[0], said

@@ -17,9 +17,10 @@ import redis
 
 from devtools.redis_cluster import LocalCluster
 from gatewayz_transport.connection import connect
-from gatewayz_transport.errors import is_out_of_memory, is_transient, raise_first_error
+from gatewayz_transport.errors import explained, is_out_of_memory, is_transient, raise_first_error
 from gatewayz_transport.raw import execute_raw
 from gatewayz_transport.routing import slot_of
+from gatewayz_transport.scripts import register
 from tests.support.listeners import BrokenServer
 
 NOT_AN_ERROR = (ValueError("x"), KeyError("k"), RuntimeError("OOM"), Exception("BUSY"))
@@ -282,3 +283,24 @@ def test_raise_first_error_raises_the_first_error_reply(private_redis: redis.Red
     assert "WRONGTYPE" in str(raised.value)
     raise_first_error([True, b"1", None, 0])
     raise_first_error([])
+
+
+def test_a_command_refused_inside_a_script_is_named(private_redis: redis.Redis) -> None:
+    # Redis names the script's SHA and line, not the command: the operator needs the command
+    private_redis.acl_setuser(
+        "no-pexpire", enabled=True, passwords=["+pw-4"], keys=["*"], commands=["+@all", "-pexpire"]
+    )
+    port = private_redis.connection_pool.connection_kwargs["port"]
+    worker = connect(f"redis://no-pexpire:pw-4@127.0.0.1:{port}/0", socket_timeout=2.0)
+    body = "#!lua\nredis.call('SET', KEYS[1], 1)\n\nredis.call(\"PEXPIRE\", KEYS[1], 10)\n"
+    script = register(worker, body)
+    refused = _raised(lambda: script(keys=["k"]))
+    said = explained(refused)
+    assert said.startswith(str(refused).rstrip(". "))
+    assert said.endswith(
+        "(line 4 runs 'pexpire': this Redis user's ACL must allow that command on the "
+        "script's keys)"
+    )
+    assert explained(redis.ResponseError("ERR x script: " + "0" * 40 + ", on @user_script:1")) == (
+        "ERR x script: " + "0" * 40 + ", on @user_script:1"
+    )  # not a refusal, and a script this process never made: as it was
