@@ -299,6 +299,8 @@ class Aggregator:
         cannot evict this project's keys, and the served snapshot is at most N intervals old."""
         try:
             self._redis.ping()
+        except redis.ResponseError as exc:  # it answered: with a refusal (an ACL without PING)
+            return False, f"redis refuses PING: {describe_error(exc)}"
         except (redis.RedisError, OSError) as exc:
             return False, f"redis unreachable: {describe_error(exc)}"
         max_age = self.settings.readiness_max_age_intervals * self.settings.interval_seconds

@@ -19,7 +19,7 @@ from aggregator.observability import configure_logging, configure_tracing
 from aggregator.serve.app import Lifespan, create_app
 from aggregator.serve.http_guard import HttpLimits
 from aggregator.serve.http_serving import ListenError, listen, serve_http
-from aggregator.settings import AggregatorSettings, redact
+from aggregator.settings import AggregatorSettings, describe_error, redact
 from gatewayz_transport.connection import connect
 
 log = logging.getLogger("gatewayz.aggregator")
@@ -110,7 +110,7 @@ def serving_lifespan(aggregator: Aggregator, settings: AggregatorSettings) -> Li
             try:
                 aggregator.release_lease()
             except Exception as exc:
-                log.warning("could not release the leader lease: %s", redact(str(exc)))
+                log.warning("could not release the leader lease: %s", describe_error(exc))
 
     return lifespan
 
