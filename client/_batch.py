@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from client._events import Event
 from client._instruments import Drained
 from client._ledger import Notes
@@ -65,6 +67,16 @@ class Batch:
     @property
     def events(self) -> int:
         return sum(p.events for p in self.providers.values())
+
+    def refused_extra(self, exc: BaseException) -> bool:
+        """Redis refused a command of the pass's own in this batch (its error names the
+        command): the batch can go again without them. Not any refusal: one of MULTI leaves the
+        commands after it applied, outside a transaction, where sending them again would apply
+        them twice."""
+        if not self.extra or not isinstance(exc, redis.RedisError):
+            return False
+        text = str(exc).lower()
+        return any(f"'{str(command[0]).lower()}'" in text for command in self.extra)
 
     @property
     def empty(self) -> bool:

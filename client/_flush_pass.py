@@ -63,16 +63,6 @@ def _log_once(logged: set[str], what: str, message: str, *args: object) -> None:
         log.error(message, *args)
 
 
-def _names_extra(exc: BaseException, batch: Batch) -> bool:
-    """Redis refused a command of the pass's own in ``batch`` (its error names the command):
-    not any refusal, since one of MULTI leaves the commands after it applied, outside a
-    transaction, where sending them again would apply them twice."""
-    if not isinstance(exc, redis.RedisError):
-        return False
-    text = str(exc).lower()
-    return any(f"'{str(command[0]).lower()}'" in text for command in batch.extra)
-
-
 class Pass(enum.Enum):
     """What one pass of the flusher did."""
 
@@ -239,7 +229,7 @@ class FlushPass:
         except Exception as exc:
             if splittable and is_out_of_memory(exc):
                 return self._split(batch, events, first_id, exc)
-            if batch.extra and _names_extra(exc, batch):  # sent again without the wakes
+            if batch.refused_extra(exc):  # sent again without the wakes
                 _log_once(self._logged, "extra", WAKES_REFUSED, exc)
                 return self._deliver(replace(batch, extra=()), events, first_id, rounds)
             return self._give_up(batch, exc)

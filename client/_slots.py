@@ -38,7 +38,7 @@ from client._transaction import Outcome as SlotOutcome
 from client._transaction import pack_transaction, read_transaction
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import pooled_connection
-from gatewayz_transport.errors import raise_first_error
+from gatewayz_transport.errors import is_transient, raise_first_error
 from gatewayz_transport.routing import (
     Command,
     command_key,
@@ -112,6 +112,12 @@ def run_slot_transactions(
         finally:
             pool.release(connection)
     return outcomes
+
+
+def _for_good(error: BaseException | None, batch: Batch) -> bool:
+    """A slot's transaction Redis will refuse again, unchanged (not a wake it refuses: the
+    flusher sends the batch again without them)."""
+    return error is not None and not is_transient(error) and not batch.refused_extra(error)
 
 
 def group_by_slot(commands: Sequence[Command]) -> dict[int, list[int]]:
@@ -222,6 +228,7 @@ class ClusterWrites:
             ]
             markers[slot] = marker
         failure: BaseException | None = None
+        refused: dict[int, BaseException] = {}
         for slot, outcome in run_slot_transactions(self._cluster, pending).items():
             if outcome.applied:
                 progress.record(slot, ids)
@@ -231,12 +238,36 @@ class ClusterWrites:
                 continue
             if outcome.unknown:
                 progress.unknown.add(slot)
+            elif _for_good(outcome.error, batch):
+                refused[slot] = outcome.error  # type: ignore[assignment]
+                continue
             failure = failure or outcome.error
         if failure is not None:
             raise failure
+        if refused:
+            self._refused_slots(progress, ids, groups, refused)
         if batch.split_from is not None and ids[1] == batch.split_from[1]:
             self._splits.pop(batch.split_from, None)  # its last half: the lineage is applied
         return self._replies(progress, commands)
+
+    def _refused_slots(
+        self,
+        progress: AppliedSlots,
+        ids: tuple[int, int],
+        groups: dict[int, list[int]],
+        refused: dict[int, BaseException],
+    ) -> None:
+        """Slots whose transaction Redis refused for good (an ACL without one of its commands):
+        when other slots of the batch applied theirs, the batch is done, each refused command
+        answered with the refusal, as one Redis answers a transaction that ran; the flusher
+        counts as dropped exactly the events whose window write it was. Nothing applied
+        anywhere: the batch is refused whole (raised)."""
+        if not progress.applied:
+            raise next(iter(refused.values()))
+        for slot, error in refused.items():
+            progress.record(slot, ids)  # done with: never sent again
+            for index in groups[slot]:
+                progress.replies[index] = error
 
     def _progress_of(self, batch: Batch, ids: tuple[int, int]) -> AppliedSlots:
         """Where a new batch's progress is kept: a half's is its lineage's (the whole batch's

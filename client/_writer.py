@@ -192,7 +192,7 @@ class RedisWriter:
             conflicts=tuple(
                 name
                 for index, name, spec in checks
-                if replies[index] is not None and _text(replies[index]) != spec
+                if _stored(replies[index]) is not None and _text(replies[index]) != spec
             ),
             declared=tuple((name, _stored(replies[index])) for index, name, _ in checks),
             extra_replies=placed.extra_replies(replies),

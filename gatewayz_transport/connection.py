@@ -141,9 +141,31 @@ class _DeferredCluster(RedisCluster):
         except RedisClusterException as exc:
             for name in [n for n in self.__dict__ if not n.startswith("_deferred")]:
                 del self.__dict__[name]  # half built: started again on the next use
-            raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+            why = self._deferred_why(exc)
+            raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}{why}") from exc
         finally:
             self._deferred_starting = False
+
+    def _deferred_why(self, exc: RedisClusterException) -> str:
+        """redis-py reads any error reply to CLUSTER SLOTS as "Cluster mode is not enabled on
+        this node": what the first seed really answers (an ACL without CLUSTER SLOTS, say)."""
+        if "Cluster mode is not enabled" not in str(exc):
+            return ""
+        settings = self._deferred_settings
+        probe = redis.Redis.from_url(
+            settings["url"],
+            socket_timeout=settings.get("socket_timeout"),
+            socket_connect_timeout=settings.get("socket_connect_timeout"),
+        )
+        try:
+            probe.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call, unused-ignore]
+        except redis.ResponseError as answer:
+            return f" (its first node answers CLUSTER SLOTS with: {answer})"
+        except (redis.RedisError, OSError):
+            pass
+        finally:
+            probe.close()
+        return ""
 
     def get_encoder(self) -> Any:
         """No I/O (scripts are registered before the first command): the encoder the cluster

@@ -8,8 +8,10 @@ import redis
 from redis.cluster import RedisCluster
 from redis.sentinel import SentinelConnectionPool
 
+from devtools.redis_cluster import LocalCluster
 from gatewayz_transport.connection import connect
 from gatewayz_transport.urls import check_url
+from tests.support.acl import user_without
 
 COMMANDS = [
     ("MULTI",),
@@ -69,3 +71,17 @@ def test_the_url_picks_one_redis_a_cluster_or_sentinel_without_io() -> None:
     ):
         with pytest.raises(ValueError):
             check_url(bad)
+
+
+def test_a_cluster_user_refused_cluster_slots_is_told_so(redis_cluster: LocalCluster) -> None:
+    # redis-py reads the refusal as "Cluster mode is not enabled on this node"
+    with user_without(redis_cluster.url, "cluster|slots") as url:
+        cluster = connect(url, socket_timeout=2.0)
+        with pytest.raises(redis.ConnectionError) as raised:
+            cluster.ping()
+    said = str(raised.value)
+    assert said.startswith("Redis Cluster unreachable: ")
+    assert said.endswith(
+        " (its first node answers CLUSTER SLOTS with: this user has no permissions to run the "
+        "'cluster|slots' command)"
+    ), said
