@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import redis
-from redis.connection import parse_url
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # -> TLS
@@ -34,13 +36,15 @@ def cluster_seeds(redis_url: str) -> tuple[str, list[tuple[str, int]]]:
 
 
 def check_url(redis_url: str) -> None:
-    """ValueError unless ``connect`` can read ``redis_url`` (parses only: no I/O)."""
+    """ValueError unless ``connect`` can read ``redis_url`` (parses only: no I/O), its query
+    options (``?client_name=...``) included."""
     scheme = redis_url.partition("://")[0].lower()
     if scheme in CLUSTER_SCHEMES:
         plain, _ = cluster_seeds(redis_url)
         options = parse_url(plain)  # type: ignore[no-untyped-call]
         if options.get("db", 0) != 0 or "path" in options:
             raise ValueError("a Redis Cluster has only db 0, over TCP")
+        _check_options(options)
     elif scheme in SENTINEL_SCHEMES:
         parse_sentinel_url(redis_url)
     else:
@@ -49,6 +53,53 @@ def check_url(redis_url: str) -> None:
         if scheme in ("redis", "rediss") and path.strip("/") and not path.strip("/").isdigit():
             # redis-py reads any other path as db 0, without a word
             raise ValueError(f"the path names a db number (/0, /1...), not {path!r}")
+        _check_options(parse_url(redis_url))  # type: ignore[no-untyped-call]
+
+
+_FROM_NETLOC = {"host", "port", "username", "password", "db", "path", "connection_class"}
+_REFUSED = {
+    "decode_responses": "replies are read as bytes here (whatever its value: redis-py reads "
+    "any text as true)",
+    "encoding": "keys, members and labels are UTF-8 for every writer",
+    "encoding_errors": "a value UTF-8 cannot encode is refused when recorded, not replaced",
+}
+_TEXT_OPTIONS = ("client_name", "lib_name", "lib_version", "ssl_")
+"""Options whose value is text (as redis-py passes an option it does not parse): the others it
+does not parse would reach the connection as text where it needs an object or a number."""
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """ValueError for a query option a connection of this redis-py does not take (it would
+    fail at the first connection, in the flusher's thread), or that breaks what every writer
+    must agree on (decoded replies, another encoding)."""
+    connection_class = options.get("connection_class", redis.Connection)
+    taken = _parameters(connection_class) | _parameters(redis.ConnectionPool)
+    for name in sorted(set(options) - _FROM_NETLOC):
+        if name in _REFUSED:
+            if not _as_ours(name, options[name]):
+                raise ValueError(f"?{name}= is not supported: {_REFUSED[name]}")
+        elif name not in taken:
+            over = "this kind of" if name.startswith("ssl_") else "a"
+            raise ValueError(f"?{name}= is not an option of {over} Redis connection")
+        elif name not in URL_QUERY_ARGUMENT_PARSERS and not name.startswith(_TEXT_OPTIONS):
+            raise ValueError(f"?{name}= cannot be given in a URL (its value is not text)")
+
+
+def _as_ours(name: str, value: object) -> bool:
+    """Whether a refused option's value is what the project uses anyway (UTF-8, strict)."""
+    if name == "encoding":
+        return str(value).lower().replace("-", "").replace("_", "") == "utf8"
+    return name == "encoding_errors" and value == "strict"
+
+
+def _parameters(cls: type) -> set[str]:
+    """The keyword parameters of ``cls``'s constructors, along its MRO."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names.update(inspect.signature(init).parameters)
+    return names - {"self", "args", "kwargs"}
 
 
 @dataclass(frozen=True)

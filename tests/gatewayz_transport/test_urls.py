@@ -67,10 +67,37 @@ def test_a_seed_must_read_host_port(url: str) -> None:
         "rediss+cluster://h:7000,h2:7001",
         "redis+sentinel://h:26379/mymaster",
         "rediss+sentinel://:secret@h,h2:26380/mymaster/3",
+        "redis://h/0?client_name=gw&socket_keepalive=true&health_check_interval=30",
+        "redis://h?protocol=3&max_connections=5&socket_timeout=2&retry_on_timeout=true",
+        "redis://h?encoding=UTF-8&encoding_errors=strict",  # what every writer uses anyway
+        "rediss://h?ssl_cert_reqs=none&ssl_ca_certs=/etc/ca.pem",
+        "rediss+cluster://h:7000,h2:7001?ssl_cert_reqs=none",
     ],
 )
 def test_urls_connect_can_read(url: str) -> None:
     check_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        # replies decoded to text fail the aggregator's every cycle ("true", "false": both on)
+        ("redis://h/0?decode_responses=false", "?decode_responses= is not supported: "),
+        ("redis+cluster://h:1,h:2?decode_responses=1", "?decode_responses= is not supported"),
+        ("redis://h?encoding=latin-1", "?encoding= is not supported: keys, members and labels"),
+        ("redis://h?encoding_errors=replace", "?encoding_errors= is not supported"),
+        # redis-py passes what it does not know to every new connection: a TypeError in the
+        # flusher's thread, a traceback every backoff, nothing delivered
+        ("redis://h/0?foo=bar", "?foo= is not an option of a Redis connection"),
+        ("unix:///tmp/r.sock?db=2&socket_keepalive=1", "?socket_keepalive= is not an option"),
+        ("redis://h?ssl_ca_certs=/ca.pem", "?ssl_ca_certs= is not an option of this kind"),
+        ("redis://h?retry=3", "?retry= cannot be given in a URL (its value is not text)"),
+    ],
+)
+def test_query_options_no_connection_can_take_are_refused_by_name(url: str, said: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        check_url(url)
+    assert str(refused.value).startswith(said), refused.value
 
 
 @pytest.mark.parametrize(
