@@ -70,20 +70,22 @@ class Declarations:
         return self._state.get(name) == REFUSED
 
     def to_send(self, carrying: Iterable[str] = ()) -> list[MetricSpec]:
-        """The declarations a batch carries: those Redis has not answered about yet, every one
-        each ``REDECLARE_SECONDS``, and those of the metrics whose values it carries
-        (``carrying``) last sent ``REASSERT_SECONDS`` ago or more."""
+        """The declarations a batch carries: every one each ``REDECLARE_SECONDS``; else those
+        Redis has not answered about yet and those of the metrics whose values it carries
+        (``carrying``), each last sent ``REASSERT_SECONDS`` ago or more (never sent: at once). A
+        declaration Redis keeps refusing (an ACL without HSETNX) is so sent once a second, not
+        with every batch, nor in a batch of its own every flush interval."""
         now = self._clock()
         if now >= self._next_redeclare:
             self._next_redeclare = now + REDECLARE_SECONDS
             sending = list(self.specs.values())
         else:
-            stale = now - REASSERT_SECONDS
-            names = {n for n in carrying if self._sent_at.get(n, -math.inf) <= stale}
+            stale, carried = now - REASSERT_SECONDS, set(carrying)
             sending = [
                 spec
                 for name, spec in self.specs.items()
-                if self._state[name] == PENDING or name in names
+                if (self._state[name] == PENDING or name in carried)
+                and self._sent_at.get(name, -math.inf) <= stale
             ]
         for spec in sending:
             self._sent_at[spec.name] = now

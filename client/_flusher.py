@@ -176,8 +176,12 @@ class Flusher:
                 self._urgent = False
             self.passes += 1
             done = self._pass.run()
-            if done is Pass.STOPPED or (stopping and done in (Pass.IDLE, Pass.REFUSED)):
-                return  # (stopping: what Redis refused for good it would refuse again)
+            if done is Pass.STOPPED or (
+                stopping and (done in (Pass.IDLE, Pass.REFUSED) or not self._waiting())
+            ):
+                # stopping: what Redis refused for good it would refuse again, and a pass with
+                # nothing new would only send again what Redis has not taken (a declaration)
+                return
             self._refused_in_a_row = self._refused_in_a_row + 1 if done is Pass.REFUSED else 0
             if self._refused_in_a_row:
                 # Refused for good (an ACL, a renamed command): the counts of what was dropped
@@ -196,13 +200,15 @@ class Flusher:
         )
 
     def _pending(self) -> bool:
+        """Whether a pass is due: something waits to be written, or flush() or stop() asks."""
+        return self._waiting() or self._urgent or self._stopping
+
+    def _waiting(self) -> bool:
         """Whether anything waits to be written: events, counted notes, metric values."""
         return (
             len(self._buffer) > 0
             or self._ledger.has_notes()
             or self._instruments.version != self._pass.drained_version
-            or self._urgent
-            or self._stopping
         )
 
     def idle_seconds(self) -> float:

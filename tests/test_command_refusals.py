@@ -90,10 +90,10 @@ def _traffic(url: str, admin_url: str, namespace: str) -> Run:
             open_allowed += metrics.allow("shut")
             # (once a flush failed, the next ones are not waited for as long: the run would
             # only take longer)
-            flushes.append(metrics.flush(timeout=0.5 if all(flushes) else 0.1))
+            flushes.append(metrics.flush(timeout=0.5 if all(flushes) else 0.05))
         stats = metrics.stats()
     finally:
-        metrics.close(timeout=0.2)
+        metrics.close(timeout=0.1)
     admin = redis.Redis.from_url(admin_url)
     keys = Keys(namespace)
     try:

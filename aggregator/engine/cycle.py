@@ -297,14 +297,22 @@ class Aggregator:
     def ready(self) -> tuple[bool, str]:
         """(ready, reason): Redis answers, has memory for writes and a maxmemory-policy that
         cannot evict this project's keys, and the served snapshot is at most N intervals old."""
-        try:
-            self._redis.ping()
-        except redis.ResponseError as exc:  # it answered: with a refusal (an ACL without PING)
-            return False, f"redis refuses PING: {describe_error(exc)}"
-        except (redis.RedisError, OSError) as exc:
-            return False, f"redis unreachable: {describe_error(exc)}"
+        trouble = _ping_trouble(self._redis)
+        if trouble:
+            return False, trouble
         max_age = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
         return readiness(self._served, self._clock.now(), max_age)
+
+
+def _ping_trouble(connection: Connection) -> str:
+    """Why Redis does not answer PING ("" when it does): unreachable, or refusing it (an ACL
+    without PING: an answer, not an outage)."""
+    try:
+        connection.ping()
+    except (redis.RedisError, OSError) as exc:
+        state = "refuses PING" if isinstance(exc, redis.ResponseError) else "unreachable"
+        return f"redis {state}: {describe_error(exc)}"
+    return ""
 
 
 def breaker_commands(aggregator: Aggregator) -> BreakerCommands:

@@ -30,11 +30,15 @@ def test_values_wait_for_redis_to_agree_with_the_declaration() -> None:
     assert declarations.declare(LAT) is LAT
     assert not declarations.writable("jobs")
     assert declarations.to_send() == [JOBS, LAT]  # the first batch: every declaration
-    assert declarations.to_send() == [JOBS, LAT]  # unanswered: sent again
+    assert declarations.to_send() == []  # unanswered: not in every batch (a refusal: 20/s)...
+    clock.now += REASSERT_SECONDS
+    assert declarations.to_send() == [JOBS, LAT]  # ...but once a second
     other_help = MetricSpec("jobs", "counter", "Jobs done", ("kind",))
     declarations.answered([("jobs", other_help.to_json()), ("lat", None)])  # lat: not read
     assert declarations.writable("jobs")  # the help text may differ
     assert not declarations.writable("lat") and not declarations.refused("lat")
+    assert declarations.to_send() == []
+    clock.now += REASSERT_SECONDS
     assert declarations.to_send() == [LAT]
     declarations.answered([("lat", LAT.to_json())])
     assert declarations.to_send() == []
