@@ -295,8 +295,8 @@ class FlushPass:
     def _give_up(self, batch: Batch, exc: BaseException) -> Pass:
         """Redis refused the whole transaction for good, or the batch holds something that
         cannot be sent: nothing was applied, and retrying would fail again."""
-        again = self._give_ups_said.due()
         if isinstance(exc, redis.RedisError):
+            again = self._give_ups_said.due()
             if again is not None:
                 log.error(
                     "metrics batch refused, its events counted as dropped: %s%s",
