@@ -201,6 +201,22 @@ TRANSITION: Final = (
 -- Returns 1 applied, 0 epoch mismatch, -1 stale fencing token or lease over. A breaker key that
 -- is not a hash, or a field that is not a number (a foreign or hand-written value), reads as
 -- absent and is overwritten: one bad value never freezes a breaker.
+-- Every write is checked against the caller's ACL first (Redis 7): Redis applies a script's
+-- commands up to the one it refuses, which left a state written, its permits kept and the
+-- transition uncounted while the caller was told it failed.
+if redis.acl_check_cmd then
+  local writes = {{'DEL', KEYS[1]}, {'HSET', KEYS[1], 'state', ''}, {'DEL', KEYS[2]}}
+  table.insert(writes, ARGV[3] == '0' and {'PERSIST', KEYS[1]} or {'EXPIRE', KEYS[1], '1'})
+  if ARGV[4] ~= '' then
+    table.insert(writes, {'HINCRBY', KEYS[3], ARGV[4], '1'})
+  end
+  for _, write in ipairs(writes) do
+    if not redis.acl_check_cmd(unpack(write)) then
+      return redis.error_reply("NOPERM this user has no permissions to run the '"
+        .. string.lower(write[1]) .. "' command (the transition wrote nothing)")
+    end
+  end
+end
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'hash' and kind ~= 'none' then
   redis.call('DEL', KEYS[1])

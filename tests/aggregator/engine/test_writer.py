@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import zlib
 
+import pytest
 import redis
 
 from aggregator.engine.writer import FENCED, Committed, PlannedWrite, StateWriter
 from gatewayz_protocol.breaker_state import BreakerState
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.scripts import TOKEN_JUMP
+from gatewayz_transport.connection import connect
+from tests.support.acl import user_without
 from tests.support.backends import BOTH_BACKENDS
 from tests.support.processes import wait_for
 
@@ -156,3 +159,17 @@ def test_a_deposed_leaders_late_transition_is_refused(r: redis.Redis, keys: Keys
     assert r.exists(keys.breaker("q")) == 0  # refused by the server's clock: the lease is over
     assert r.hgetall(keys.transitions("p")) == {} and r.hgetall(keys.transitions("q")) == {}
     assert writer.begin(new, new_until).transitions([late]).send().results == [1]
+
+
+@pytest.mark.parametrize("refused", ["del", "hincrby", "expire"])
+def test_a_transition_its_user_may_not_finish_writes_nothing(
+    redis_url: str, r: redis.Redis, keys: Keys, refused: str
+) -> None:
+    # Redis applies a script's commands up to the one it refuses: the state was written, its
+    # permits kept and the transition uncounted, while the caller was told it failed
+    with user_without(redis_url, refused) as url:
+        writer = StateWriter(connect(url, socket_timeout=2.0), keys, retention_seconds=3600)
+        opened = BreakerState("open", 10.0, 1, 40.0, 1)
+        with pytest.raises(redis.ResponseError, match=f"'{refused}' command"):
+            writer.begin(None).transitions([PlannedWrite("p", 0, opened, "closed>open")]).send()
+    assert not r.exists(keys.breaker("p"), keys.transitions("p"))
