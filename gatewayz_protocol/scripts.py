@@ -15,8 +15,25 @@ ALLOW_OOM: Final = "#!lua flags=allow-oom\n"
 """Redis 7 script flags: run even when Redis is out of memory. A server that knows no flags
 (Redis 6, fakeredis) gets the script without this line (``connection.register``)."""
 
+_WRITES_ALLOWED = """
+-- Redis applies a script's commands up to the one it refuses: each write of the script is
+-- checked against the caller's ACL first (Redis 7), so a refused one leaves nothing half done.
+local function refused(writes, what)
+  if redis.acl_check_cmd then
+    for _, write in ipairs(writes) do
+      if not redis.acl_check_cmd(unpack(write)) then
+        return redis.error_reply("NOPERM this user has no permissions to run the '"
+          .. string.lower(write[1]) .. "' command (" .. what .. " wrote nothing)")
+      end
+    end
+  end
+  return nil
+end
+"""
+
 PERMIT: Final = (
     ALLOW_OOM
+    + _WRITES_ALLOWED
     + """
 -- Take one half-open trial permit if fewer than the breaker's ``permits`` are live. Permits
 -- expire ``permit_ms`` after they are taken (Redis server time, so hosts' clocks do not matter).
@@ -25,6 +42,12 @@ local fields = redis.call('HMGET', KEYS[1], 'state', 'permits', 'permit_ms')
 local state = fields[1] or 'closed'
 if state ~= 'half_open' then
   return {state, 0}
+end
+local writes = {{'ZREMRANGEBYSCORE', KEYS[2], '0', '0'}, {'ZADD', KEYS[2], '0', ''},
+  {'PEXPIRE', KEYS[2], '1'}}
+local no = refused(writes, 'taking a permit')  -- (a permit taken, never used, kept its place)
+if no then
+  return no
 end
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -189,6 +212,7 @@ return pruned
 
 TRANSITION: Final = (
     ALLOW_OOM
+    + _WRITES_ALLOWED
     + """
 -- Compare-and-set on the state epoch, fenced by the leader's token and its lease: a writer
 -- holding a stale epoch, a deposed leader's token, or a lease this server's clock says is over
@@ -201,21 +225,14 @@ TRANSITION: Final = (
 -- Returns 1 applied, 0 epoch mismatch, -1 stale fencing token or lease over. A breaker key that
 -- is not a hash, or a field that is not a number (a foreign or hand-written value), reads as
 -- absent and is overwritten: one bad value never freezes a breaker.
--- Every write is checked against the caller's ACL first (Redis 7): Redis applies a script's
--- commands up to the one it refuses, which left a state written, its permits kept and the
--- transition uncounted while the caller was told it failed.
-if redis.acl_check_cmd then
-  local writes = {{'DEL', KEYS[1]}, {'HSET', KEYS[1], 'state', ''}, {'DEL', KEYS[2]}}
-  table.insert(writes, ARGV[3] == '0' and {'PERSIST', KEYS[1]} or {'EXPIRE', KEYS[1], '1'})
-  if ARGV[4] ~= '' then
-    table.insert(writes, {'HINCRBY', KEYS[3], ARGV[4], '1'})
-  end
-  for _, write in ipairs(writes) do
-    if not redis.acl_check_cmd(unpack(write)) then
-      return redis.error_reply("NOPERM this user has no permissions to run the '"
-        .. string.lower(write[1]) .. "' command (the transition wrote nothing)")
-    end
-  end
+local writes = {{'DEL', KEYS[1]}, {'HSET', KEYS[1], 'state', ''}, {'DEL', KEYS[2]}}
+table.insert(writes, ARGV[3] == '0' and {'PERSIST', KEYS[1]} or {'EXPIRE', KEYS[1], '1'})
+if ARGV[4] ~= '' then
+  table.insert(writes, {'HINCRBY', KEYS[3], ARGV[4], '1'})
+end
+local no = refused(writes, 'the transition')  -- (a state written, its permits kept, uncounted)
+if no then
+  return no
 end
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'hash' and kind ~= 'none' then

@@ -21,6 +21,7 @@ import redis
 from client import ClientSettings, MetricsClient
 from client import _transaction as transaction
 from gatewayz_protocol.keys import Keys
+from tests.client.test_allow import set_state
 from tests.support.acl import user_without
 from tests.support.backends import BOTH_BACKENDS, open_redis
 
@@ -129,4 +130,24 @@ def test_a_part_refused_for_good_leaves_the_rest_of_the_batch_counted_as_written
         assert thread is not None and not thread.is_alive()  # 3,000 times a second, after close)
     finally:
         metrics.close(timeout=0.2)
+        r.close()
+
+
+@pytest.mark.parametrize("refused", ["pexpire"])
+def test_a_permit_its_user_may_not_finish_is_not_taken(
+    redis_url: str, namespace: str, without: str
+) -> None:
+    # PERMIT added the permit, then Redis refused its PEXPIRE: each allow() took one of the
+    # half-open period's permits from every worker, and none made a trial call
+    keys, r = Keys(namespace), open_redis(redis_url)
+    set_state(r, keys, "trial", "half_open", permits=5)
+    metrics = MetricsClient(settings=ClientSettings(redis_url=without, namespace=namespace))
+    try:
+        assert [metrics.allow("trial") for _ in range(3)] == [False] * 3  # no trial call
+        assert r.zcard(keys.permits("trial")) == 0  # and no permit gone from the others
+        other = MetricsClient(redis_url=redis_url, namespace=namespace)
+        assert other.allow("trial")  # a worker whose user may: its trial call
+        other.close(timeout=0.5)
+    finally:
+        metrics.close(timeout=0.5)
         r.close()
