@@ -63,9 +63,10 @@ _REFUSED = {
     "encoding": "keys, members and labels are UTF-8 for every writer",
     "encoding_errors": "a value UTF-8 cannot encode is refused when recorded, not replaced",
 }
-_TEXT_OPTIONS = ("client_name", "lib_name", "lib_version", "ssl_")
-"""Options whose value is text (as redis-py passes an option it does not parse): the others it
-does not parse would reach the connection as text where it needs an object or a number."""
+_TEXT_OPTIONS = ("client_name", "lib_name", "lib_version", "protocol", "ssl_")
+"""Options a connection takes as text (as redis-py passes an option it does not parse; before
+redis-py 5.1, ``protocol`` too): the others it does not parse would reach the connection as text
+where it needs an object or a number."""
 
 
 def _check_options(options: dict[str, Any]) -> None:

@@ -81,7 +81,8 @@ def test_a_cluster_user_refused_cluster_slots_is_told_so(redis_cluster: LocalClu
             cluster.ping()
     said = str(raised.value)
     assert said.startswith("Redis Cluster unreachable: ")
-    assert said.endswith(
-        " (its first node answers CLUSTER SLOTS with: this user has no permissions to run the "
-        "'cluster|slots' command)"
+    # redis-py 5.0 passes the refusal on; later releases replace it (the probe tells it then)
+    assert said.endswith("no permissions to run the 'cluster|slots' command)") or said.endswith(
+        "Please provide at least one reachable node: this user has no permissions to run the "
+        "'cluster|slots' command"
     ), said
