@@ -50,8 +50,8 @@ from devtools.redis_acl import (
 from devtools.redis_cluster import start_cluster
 from devtools.redis_server import free_port, start_redis
 from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.leader_scripts import TOKEN_JUMP
 from gatewayz_protocol.partitions import FAILURE, window_partition
-from gatewayz_protocol.scripts import TOKEN_JUMP
 from tests.support.backends import open_redis
 from tests.support.processes import need_tool, wait_for
 

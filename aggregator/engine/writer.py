@@ -18,7 +18,7 @@ from typing import Any
 
 from aggregator.core.history import HISTORY_POINTS, HISTORY_TTL_SECONDS, HistoryPoint
 from aggregator.core.snapshot import encode_published
-from gatewayz_protocol import scripts
+from gatewayz_protocol import leader_scripts, scripts
 from gatewayz_protocol.breaker_state import BreakerState, encode_breaker
 from gatewayz_protocol.fields import LOG_RECORDS_DROPPED_FIELD
 from gatewayz_protocol.keys import Keys
@@ -205,11 +205,11 @@ class StateWriter:
         self.permits = permits
         self.permit_seconds = permit_seconds
         self.transition_script = register(connection, scripts.TRANSITION)
-        self.reserve_cycle_script = register(connection, scripts.RESERVE_CYCLE)
-        self.raise_fence_script = register(connection, scripts.RAISE_FENCE)
-        self._lease = register(connection, scripts.LEASE)
-        self._release = register(connection, scripts.RELEASE)
-        self._publish = register(connection, scripts.PUBLISH_SNAPSHOT)
+        self.reserve_cycle_script = register(connection, leader_scripts.RESERVE_CYCLE)
+        self.raise_fence_script = register(connection, leader_scripts.RAISE_FENCE)
+        self._lease = register(connection, leader_scripts.LEASE)
+        self._release = register(connection, leader_scripts.RELEASE)
+        self._publish = register(connection, leader_scripts.PUBLISH_SNAPSHOT)
         self._prune_writers = register(connection, scripts.PRUNE_GAUGE_WRITERS)
         self._unreported_ops: Counter[str] = Counter()
         self._unreported_log_drops = 0

@@ -11,7 +11,7 @@ import redis
 from aggregator.engine.writer import FENCED, Committed, PlannedWrite, StateWriter
 from gatewayz_protocol.breaker_state import BreakerState
 from gatewayz_protocol.keys import Keys
-from gatewayz_protocol.scripts import TOKEN_JUMP
+from gatewayz_protocol.leader_scripts import TOKEN_JUMP
 from gatewayz_transport.connection import connect
 from tests.support.acl import user_without
 from tests.support.backends import BOTH_BACKENDS
