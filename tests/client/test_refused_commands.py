@@ -8,7 +8,15 @@ ACL (an ACL written by hand, a command renamed away, a proxy):
   ``FlushPass._deliver``).
 - ``MULTI``: Redis runs each command as it comes, then refuses EXEC. The batch was applied,
   one command at a time: it is reported so, never sent again (that applied it twice, with the
-  wakes' retry) and never counted as dropped (client/_transaction.py ``_ran_one_by_one``)."""
+  wakes' retry) and never counted as dropped (client/_transaction.py ``_ran_one_by_one``).
+- ``HINCRBY`` (a batch refused whole): retried with backoff, said once a minute, and ``close()``
+  ends the thread (it looped before: client/_flusher.py).
+- ``HSETNX`` (a declaration): on a cluster a slot of its own, refused while the providers' slots
+  applied the events: a part refused, not the whole batch (client/_slots.py), and the refused
+  declaration sent again once a second, not in a loop (client/_declarations.py).
+- ``PEXPIRE`` (PERMIT's last write): no permit taken (gatewayz_protocol/scripts.py).
+
+The search that found them runs on every CI: tests/test_command_refusals.py."""
 
 from __future__ import annotations
 
