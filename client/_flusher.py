@@ -187,17 +187,7 @@ class Flusher:
                 # Refused for good (an ACL, a renamed command): the counts of what was dropped
                 # wait for the next batch, which Redis would refuse at once; back off as from
                 # an unreachable Redis, so that is no loop (flush() and close() cut it short)
-                self._backoff.pause(self._refusal_pause())
-
-    def _refusal_pause(self) -> float:
-        """The wait after the latest of ``_refused_in_a_row`` refusals: doubling, as a retry's."""
-        doubling = 2 ** min(self._refused_in_a_row - 1, 30)
-        return float(
-            min(
-                self._settings.backoff_initial_seconds * doubling,
-                self._settings.backoff_max_seconds,
-            )
-        )
+                self._backoff.pause(self._backoff.delay(self._refused_in_a_row))
 
     def _pending(self) -> bool:
         """Whether a pass is due: something waits to be written, or flush() or stop() asks."""

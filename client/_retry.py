@@ -53,21 +53,26 @@ class Backoff:
         """``attempt()``, retried with exponential backoff while it fails with an error
         ``retry_if`` accepts, until it succeeds or stop() is called (then STOPPED); any other
         error is raised."""
-        backoff = self._initial
+        failures = 0
         while True:
             try:
                 result = attempt()
             except Exception as exc:
                 if not retry_if(exc):
                     raise
-                if not self._wait_to_retry(exc, backoff):
+                failures += 1
+                if not self._wait_to_retry(exc, self.delay(failures)):
                     return STOPPED
-                backoff = min(backoff * 2, self._maximum)
                 continue
             if not self.redis_ok:
                 self.redis_ok = True
                 log.warning("metrics flush to Redis recovered")
             return result
+
+    def delay(self, failures: int) -> float:
+        """The wait after ``failures`` failures in a row: the initial backoff, doubling to the
+        maximum."""
+        return float(min(self._initial * 2 ** min(failures - 1, 30), self._maximum))
 
     def failed(self, message: str, exc: BaseException) -> None:
         """A round trip failed: Redis is not OK, and ``message`` (with ``%s``: the error) is
