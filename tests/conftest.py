@@ -24,7 +24,7 @@ from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import start_redis
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
-from tests.support.backends import local_cluster, open_redis
+from tests.support.backends import empty_namespace, local_cluster, open_redis
 from tests.support.clock import FakeClock
 from tests.support.processes import need_tool
 
@@ -79,10 +79,7 @@ def redis_url(request: pytest.FixtureRequest, single_redis_url: str) -> str:
 def namespace(redis_url: str) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    connection = open_redis(redis_url)
-    for key in list(connection.scan_iter(match=Keys(name).pattern(), count=1000)):
-        connection.delete(key)
-    connection.close()
+    empty_namespace(redis_url, name)
 
 
 @pytest.fixture

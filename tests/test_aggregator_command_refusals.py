@@ -32,6 +32,7 @@ from devtools.redis_acl import AGGREGATOR
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 from tests.support.acl import check_named, role_commands, user_without
+from tests.support.backends import empty_namespace
 from tests.support.scrape import samples, scrape
 
 CALLS = 20
@@ -106,10 +107,7 @@ def _aggregate(url: str, admin_url: str, namespace: str) -> Run:
 @pytest.fixture(scope="module")
 def with_every_right(single_redis_url: str) -> Run:
     namespace = "aggregator-refusals-baseline"
-    admin = redis.Redis.from_url(single_redis_url)
-    for key in admin.scan_iter(match=Keys(namespace).pattern()):
-        admin.delete(key)
-    admin.close()
+    empty_namespace(single_redis_url, namespace)
     _record(single_redis_url, namespace)
     return _aggregate(single_redis_url, single_redis_url, namespace)
 

@@ -32,6 +32,7 @@ from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 from tests.client.test_allow import set_state
 from tests.support.acl import check_named, role_commands, user_without
+from tests.support.backends import empty_namespace
 from tests.support.scrape import samples, scrape
 
 ROUNDS, CALLS, PERMITS = 3, 10, 5
@@ -141,10 +142,8 @@ def breakers(redis_url: str, namespace: str) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def with_every_right(single_redis_url: str) -> Run:
     namespace = "refusals-baseline"
-    admin = redis.Redis.from_url(single_redis_url)
-    for key in admin.scan_iter(match=Keys(namespace).pattern()):
-        admin.delete(key)
-    keys = Keys(namespace)
+    empty_namespace(single_redis_url, namespace)
+    admin, keys = redis.Redis.from_url(single_redis_url), Keys(namespace)
     set_state(admin, keys, "trial", "half_open", permits=PERMITS)
     set_state(admin, keys, "shut", "open")
     admin.close()

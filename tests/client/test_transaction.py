@@ -15,6 +15,7 @@ import redis
 from client import _transaction as transaction
 from client._transaction import Transactions, pack_transaction
 from gatewayz_transport.connection import connect
+from tests.support.acl import user_without
 from tests.support.processes import wait_for
 
 
@@ -84,16 +85,14 @@ def test_a_refused_multi_means_the_commands_ran_one_by_one(private_redis: redis.
     # an ACL without MULTI (or a proxy without transactions): Redis runs each command as it
     # comes and refuses EXEC; what they did is done, reported as applied, never sent again
     port = private_redis.connection_pool.connection_kwargs["port"]
-    private_redis.acl_setuser(
-        "no-multi", enabled=True, passwords=["+pw-3"], keys=["*"], commands=["+@all", "-multi"]
-    )
-    url = f"redis://no-multi:pw-3@127.0.0.1:{port}/0"
-    transactions = Transactions(connect(url, socket_timeout=2.0))  # type: ignore[arg-type]
-    commands = [("INCRBY", "n", 2), ("HSET", "n", "f", "v"), ("INCRBY", "n", 3)]
-    replies = transactions.run(pack_transaction(commands), len(commands))
-    assert replies[0] == 2 and isinstance(replies[1], redis.ResponseError) and replies[2] == 5
-    assert private_redis.get("n") == b"5"
-    assert transactions.run(pack_transaction(commands[:1]), 1) == [7]  # the connection is fine
+    with user_without(f"redis://127.0.0.1:{port}/0", "multi") as url:
+        transactions = Transactions(connect(url, socket_timeout=2.0))  # type: ignore[arg-type]
+        commands = [("INCRBY", "n", 2), ("HSET", "n", "f", "v"), ("INCRBY", "n", 3)]
+        replies = transactions.run(pack_transaction(commands), len(commands))
+        assert replies[0] == 2 and isinstance(replies[1], redis.ResponseError)
+        assert replies[2] == 5
+        assert private_redis.get("n") == b"5"
+        assert transactions.run(pack_transaction(commands[:1]), 1) == [7]  # the connection is fine
 
 
 def _spin(connection: redis.Redis) -> None:

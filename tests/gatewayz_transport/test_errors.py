@@ -21,6 +21,7 @@ from gatewayz_transport.errors import explained, is_out_of_memory, is_transient,
 from gatewayz_transport.raw import execute_raw
 from gatewayz_transport.routing import slot_of
 from gatewayz_transport.scripts import register
+from tests.support.acl import user_without
 from tests.support.listeners import BrokenServer
 
 NOT_AN_ERROR = (ValueError("x"), KeyError("k"), RuntimeError("OOM"), Exception("BUSY"))
@@ -287,14 +288,10 @@ def test_raise_first_error_raises_the_first_error_reply(private_redis: redis.Red
 
 def test_a_command_refused_inside_a_script_is_named(private_redis: redis.Redis) -> None:
     # Redis names the script's SHA and line, not the command: the operator needs the command
-    private_redis.acl_setuser(
-        "no-pexpire", enabled=True, passwords=["+pw-4"], keys=["*"], commands=["+@all", "-pexpire"]
-    )
-    port = private_redis.connection_pool.connection_kwargs["port"]
-    worker = connect(f"redis://no-pexpire:pw-4@127.0.0.1:{port}/0", socket_timeout=2.0)
     body = "#!lua\nredis.call('SET', KEYS[1], 1)\n\nredis.call(\"PEXPIRE\", KEYS[1], 10)\n"
-    script = register(worker, body)
-    refused = _raised(lambda: script(keys=["k"]))
+    with user_without(_url(private_redis), "pexpire") as url:
+        script = register(connect(url, socket_timeout=2.0), body)
+        refused = _raised(lambda: script(keys=["k"]))
     said = explained(refused)
     assert said.startswith(str(refused).rstrip(". "))
     assert said.endswith(

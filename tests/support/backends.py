@@ -10,6 +10,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from devtools.redis_cluster import LocalCluster, start_cluster
+from gatewayz_protocol.keys import Keys
 from tests.support.processes import need_tool
 
 BOTH_BACKENDS = pytest.mark.both_backends
@@ -24,6 +25,14 @@ def open_redis(url: str) -> redis.Redis:
         nodes = [ClusterNode(host, int(port)) for host, port in (s.split(":") for s in seeds)]
         return cast(redis.Redis, RedisCluster(startup_nodes=nodes))  # same commands, by key
     return redis.Redis.from_url(url)
+
+
+def empty_namespace(url: str, namespace: str) -> None:
+    """Delete every key of ``namespace`` (on every master of a cluster)."""
+    connection = open_redis(url)
+    for key in list(connection.scan_iter(match=Keys(namespace).pattern(), count=1000)):
+        connection.delete(key)
+    connection.close()
 
 
 def local_cluster() -> Iterator[LocalCluster]:
