@@ -19,8 +19,14 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# One pytest process per core (at most 4: every one shares the harness's Redis), tests handed out
+# one at a time except the heavy end-to-end modules' (marked xdist_group("heavy"): one process
+# runs them one after another, so no two of them compete for the cores). PYTEST_WORKERS=0 runs
+# everything in this process.
+PYTEST_WORKERS ?= auto
 test: install
-	$(BIN)/python -m devtools.redis_server -- $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m devtools.redis_server -- $(BIN)/python -m pytest --durations=25 \
+		--numprocesses=$(PYTEST_WORKERS) --maxprocesses=4 --dist=loadgroup $(PYTEST_ARGS)
 
 # The tests of each side on the OLDEST versions of its dependencies pyproject.toml allows, and
 # everything on the NEWEST releases: one venv per environment under .venv-matrix/ (oldest-gateway:

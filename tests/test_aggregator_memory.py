@@ -18,7 +18,9 @@ import pytest
 from client import ClientSettings, MetricsClient
 from devtools.processes import stop_process
 from devtools.redis_server import free_port
-from tests.support.processes import wait_for
+from tests.support.processes import HEAVY, wait_for
+
+pytestmark = HEAVY
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES_PER_SECOND = 400

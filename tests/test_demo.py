@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from devtools.redis_server import free_port
-from tests.support.processes import need_tool
+from tests.support.processes import HEAVY, need_tool
+
+pytestmark = HEAVY
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,9 +32,10 @@ from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 from tests.support.backends import BOTH_BACKENDS, open_redis
 from tests.support.clock import FakeClock
+from tests.support.processes import HEAVY
 from tests.support.scrape import scraper
 
-pytestmark = BOTH_BACKENDS
+pytestmark = [BOTH_BACKENDS, HEAVY]
 
 GARBAGE = (b"x", b"nan", b"\xff\xfe", b"1e999", b"-1", b"9" * 40, b"1|2|3", b'{"a":')
 """Values no writer of this project writes (where it writes a number, a JSON document, text,

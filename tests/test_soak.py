@@ -4,7 +4,6 @@ redis-server, the aggregator, spawned workers) whose exactness checks must all h
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +11,16 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="the soak starts its own redis-server"
-)
+from tests.support.processes import HEAVY, need_redis_tools
+
+pytestmark = HEAVY
+
+
+@pytest.fixture(autouse=True)
+def _redis_tools() -> None:
+    need_redis_tools()  # the soak starts its own redis-server
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

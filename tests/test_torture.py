@@ -37,6 +37,9 @@ from devtools.torture.schedule import (
     make_schedule,
 )
 from devtools.torture.synthetic import PROVIDERS, T0, perfect_history, set_prefix, set_total
+from tests.support.processes import HEAVY, need_redis_tools
+
+pytestmark = HEAVY
 
 ROOT = Path(__file__).resolve().parent.parent
 OK, FLAKY = PROVIDERS
@@ -691,10 +694,6 @@ def test_each_fixed_seed_draws_every_kind_of_its_group() -> None:
     assert set(ALL_KINDS) - covered == {"restart_empty"}
 
 
-needs_redis = pytest.mark.skipif(
-    not ci.available(),
-    reason="the torture run starts its own redis-server (apt-get install redis-server)",
-)
 FRESH = random.randrange(1 << 31)
 CI_TEST = "test_fixed_seeds_and_a_fresh_one_break_nothing"
 
@@ -714,12 +713,12 @@ for _seed, _cluster, _kinds in RUNS:  # started with the findings' runs (devtool
 def batch(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ci.Batch]:
+    need_redis_tools()
     ci.BATCH.start({item.name for item in request.session.items}, tmp_path_factory.getbasetemp())
     yield ci.BATCH
     ci.BATCH.stop([CI_TEST])
 
 
-@needs_redis
 def test_fixed_seeds_and_a_fresh_one_break_nothing(batch: ci.Batch) -> None:
     args = f"--workers 2 --per-second {PER_SECOND:g}"
     replay = f"make torture SEED={FRESH} DURATION={DURATION:g} ARGS='{args}'"

@@ -33,11 +33,9 @@ from gatewayz_protocol.breaker_state import OPEN, BreakerState, encode_breaker
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import SUCCESS
 from gatewayz_transport.connection import connect
+from tests.support.processes import HEAVY, need_redis_tools
 
-needs_redis = pytest.mark.skipif(
-    not ci.available(),
-    reason="the torture run starts its own redis-server (apt-get install redis-server)",
-)
+pytestmark = HEAVY
 
 
 def _steps() -> tuple[Fault, ...]:
@@ -64,6 +62,7 @@ for _name, _pinned in PINNED.items():  # started with the seeds' runs (devtools/
 def _pinned_runs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ci.Batch]:
+    need_redis_tools()
     ci.BATCH.start({item.name for item in request.session.items}, tmp_path_factory.getbasetemp())
     yield ci.BATCH
     ci.BATCH.stop(list(PINNED))
@@ -80,18 +79,15 @@ def verdict(request: pytest.FixtureRequest, _pinned_runs: ci.Batch) -> Verdict:
     return found
 
 
-@needs_redis
 def test_clock_step_between_record_and_flush(verdict: Verdict) -> None:
     assert "window_exact" not in verdict.violations
 
 
-@needs_redis
 def test_backend_metrics_come_back_after_redis_restarts_empty(verdict: Verdict) -> None:
     missing = [m for m in verdict.violations.get("exported_match", []) if "torture_" in m]
     assert missing == []
 
 
-@needs_redis
 def test_aggregator_cycles_go_on_while_a_slot_migrates(verdict: Verdict) -> None:
     # Was: every cycle failed with AskError for as long as a slot was half-moved (the read sent
     # again to the same node, never with ASKING). Now an ASK is followed to the importing node.

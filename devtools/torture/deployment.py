@@ -92,6 +92,10 @@ def wait_until(condition: Any, timeout: float, step: float = 0.05) -> bool:
         time.sleep(step)
 
 
+def _answered_or_gone(aggregator: AggregatorProcess) -> bool:
+    return not aggregator.alive() or http_get(aggregator.port, "/healthz")[0] == 200
+
+
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -341,8 +345,10 @@ class Deployment:
         for slot in range(self.options.workers):
             self.add_worker(slot)
         for agg in self.aggregators:
-            if not wait_until(lambda a=agg: http_get(a.port, "/healthz")[0] == 200, 120, 0.1):
-                raise RuntimeError(f"aggregator {agg.name} did not answer /healthz")
+            # one that exited (its port taken meanwhile, say) will never answer: say why at once
+            if not wait_until(lambda a=agg: _answered_or_gone(a), 120, 0.1) or not agg.alive():
+                tail = agg.log.read_text(errors="replace")[-2000:] if agg.log.exists() else ""
+                raise RuntimeError(f"aggregator {agg.name} did not answer /healthz:\n{tail}")
         # 120 s: a loaded machine (a long run under nice) takes long to start Python processes
         if not wait_until(lambda: all(w.started() for w in self.workers.values()), 120, 0.05):
             raise RuntimeError("workers did not start")

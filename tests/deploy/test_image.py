@@ -55,7 +55,9 @@ from tests.deploy.stack import (
     missing_module,
 )
 from tests.support import loki, otlp
-from tests.support.processes import need_tool, wait_for
+from tests.support.processes import HEAVY, need_tool, wait_for
+
+pytestmark = HEAVY
 
 PROJECT_SERVICES = ["aggregator-1", "aggregator-2", "gateway", "traffic"]
 AGGREGATOR_PORT, GATEWAY_PORT = 9108, 8080

@@ -39,7 +39,9 @@ from client import ClientSettings, GatewayMetrics, MetricsClient
 from devtools.processes import stop_process
 from devtools.redis_server import free_port
 from tests.support import railway
-from tests.support.processes import need_tool, wait_for
+from tests.support.processes import HEAVY, need_tool, wait_for
+
+pytestmark = HEAVY
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -11,7 +11,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from devtools.redis_cluster import LocalCluster, start_cluster
 from gatewayz_protocol.keys import Keys
-from tests.support.processes import need_tool
+from tests.support.processes import need_redis_tools
 
 BOTH_BACKENDS = pytest.mark.both_backends
 """Runs each test that uses Redis against one Redis and against a Redis Cluster, with the same
@@ -37,8 +37,7 @@ def empty_namespace(url: str, namespace: str) -> None:
 
 def local_cluster() -> Iterator[LocalCluster]:
     """A local Redis Cluster of 3 masters, stopped after the fixture that yields from it."""
-    need_tool("redis-server", "apt-get install redis-server")
-    need_tool("redis-cli", "apt-get install redis-server")
+    need_redis_tools()
     cluster = start_cluster(masters=3)
     yield cluster
     cluster.stop()

@@ -9,6 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
+HEAVY = pytest.mark.xdist_group("heavy")
+"""A module of heavy end-to-end runs (many processes, tens of seconds): under ``make test``'s
+``--dist=loadgroup`` one pytest process runs every such module, one after another, so two of
+them never compete for the cores (on a module: ``pytestmark = HEAVY``)."""
+
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, poll: float = 0.05) -> None:
     """Poll ``condition`` until it holds (for end-to-end tests of real processes); a condition
@@ -32,3 +37,9 @@ def need_tool(name: str, install: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+def need_redis_tools() -> None:
+    """``need_tool`` for what a test that starts its own Redis runs: redis-server and redis-cli."""
+    need_tool("redis-server", "apt-get install redis-server")
+    need_tool("redis-cli", "apt-get install redis-server")
