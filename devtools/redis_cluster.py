@@ -90,10 +90,11 @@ class LocalCluster:
     def node(self, port: int) -> RedisProcess:
         return next(node for node in self.nodes if node.port == port)
 
-    def master_of_slot(self, slot: int) -> RedisProcess:
-        """The live node that serves ``slot`` now."""
+    def master_of_slot(self, slot: int, asking_all_but: int | None = None) -> RedisProcess:
+        """The live node that serves ``slot`` now, as the first node that answers sees it (not
+        the node on port ``asking_all_but``: a stopped one would keep the question waiting)."""
         for node in self.nodes:
-            if node.process.poll() is not None:
+            if node.process.poll() is not None or node.port == asking_all_but:
                 continue
             connection = redis.Redis(port=node.port, socket_timeout=2)
             try:

@@ -10,9 +10,10 @@ from collections.abc import Callable
 import pytest
 
 HEAVY = pytest.mark.xdist_group("heavy")
-"""A module of heavy end-to-end runs (many processes, tens of seconds): under ``make test``'s
-``--dist=loadgroup`` one pytest process runs every such module, one after another, so two of
-them never compete for the cores (on a module: ``pytestmark = HEAVY``)."""
+"""A module of heavy end-to-end runs (many processes, tens of seconds), or of timing a loaded
+machine upsets (a Redis Cluster's 1 s node timeout): under ``make test``'s ``--dist=loadgroup``
+one pytest process runs every such module, one after another, so none of them competes for the
+cores with another (on a module: ``pytestmark = HEAVY``)."""
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, poll: float = 0.05) -> None:
