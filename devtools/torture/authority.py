@@ -153,7 +153,7 @@ STALL_LIMIT = 5.0
 """Seconds a replica may serve one snapshot (1 s cycles) while nothing excuses it."""
 EXCUSES = {
     "restart_aof": 5.0, "restart_empty": 5.0, "client_pause": 5.0, "leader_stop": 5.0,
-    "kill_aggregator": 5.0, "kill_master": 8.0, "failover": 8.0,
+    "kill_aggregator": 5.0, "kill_master": 8.0, "stop_master": 8.0, "failover": 8.0,
 }  # fmt: skip
 """Faults that stop every replica's cycles, and for how long after they end (docs: a
 failed cycle, a takeover within 2 breaker intervals, a failover detected in about 2 s)."""

@@ -1,8 +1,9 @@
 """Redis Cluster faults: a manual failover, a busy provider's slot moved under load (or held
-half-moved), the master serving it killed."""
+half-moved), the master serving it killed or stopped (SIGSTOP) for about the node timeout."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping
 
 import redis
@@ -38,7 +39,12 @@ class ClusterFaults:
         return None
 
     def handlers(self) -> Mapping[str, Apply]:
-        return {"failover": self.failover, "reshard": self.reshard, "kill_master": self.kill_master}
+        return {
+            "failover": self.failover,
+            "reshard": self.reshard,
+            "kill_master": self.kill_master,
+            "stop_master": self.stop_master,
+        }
 
     def failover(self, fault: Fault, record: FaultRecord) -> None:
         cluster = self.targets.dep.cluster
@@ -98,13 +104,7 @@ class ClusterFaults:
             return None
         node, ranges = cluster_ops.kill_master(cluster, tag)
         self._down.add(node.port)
-        names = [provider_name(w.index, f) for w in dep.all_workers() for f in FLAVORS]
-
-        def hit(tags: list[str]) -> bool:
-            return any(lo <= cluster_ops.slot_of(t) <= hi for t in tags for lo, hi in ranges)
-
-        lost = [name for name in names if hit(shard_tags(name))]
-        lost += [tag for tag in ("leader", "shared", "metrics") if hit([tag])]
+        lost = self._tags_in(ranges)
         record.notes.update(port=node.port, slots=ranges, data_loss="tags", lost_tags=lost)
 
         def heal() -> None:
@@ -118,3 +118,43 @@ class ClusterFaults:
             self._down.discard(node.port)
 
         return heal
+
+    def stop_master(self, fault: Fault, record: FaultRecord) -> Heal | None:
+        """The master serving a busy provider stopped (SIGSTOP: a stall, a paused VM) for the
+        fault's duration, about the node timeout, then resumed. Its replica may take over
+        meanwhile, and the old master, resumed, takes writes until it learns it was replaced,
+        then drops them: only then may its slots have lost data (declared when healed). Stopped
+        for less, or not replaced, it loses nothing."""
+        cluster = self.targets.dep.cluster
+        assert cluster is not None
+        node = cluster.master_of_slot(cluster_ops.slot_of(self.targets.provider(fault)))
+        busy = self._busy(node.port)
+        if busy is not None:
+            record.notes["skipped"] = busy
+            return None
+        ranges = [list(pair) for pair in cluster.slots_of(node.port)]
+        node.process.send_signal(signal.SIGSTOP)
+        self._down.add(node.port)
+        record.notes.update(port=node.port, slots=ranges)
+
+        def heal() -> None:
+            node.process.send_signal(signal.SIGCONT)
+            record.notes["healthy"] = wait_until(lambda: cluster._healthy(), 30, 0.2)
+            replaced = cluster.master_of_slot(ranges[0][0]).port != node.port
+            record.notes["replaced"] = replaced
+            if replaced:
+                record.notes.update(data_loss="tags", lost_tags=self._tags_in(ranges))
+            self._down.discard(node.port)
+
+        return heal
+
+    def _tags_in(self, ranges: list[list[int]]) -> list[str]:
+        """The shard tags (providers', and the leader's, shared and metrics keys') whose slots
+        are in ``ranges``: what a master serving them may lose."""
+        names = [provider_name(w.index, f) for w in self.targets.dep.all_workers() for f in FLAVORS]
+
+        def hit(tags: list[str]) -> bool:
+            return any(lo <= cluster_ops.slot_of(t) <= hi for t in tags for lo, hi in ranges)
+
+        lost = [name for name in names if hit(shard_tags(name))]
+        return lost + [tag for tag in ("leader", "shared", "metrics") if hit([tag])]

@@ -129,6 +129,11 @@ def _master_down(rng: random.Random, workers: int) -> tuple[float, Params]:
     return rng.uniform(1.0, 3.0), {"slot": rng.randrange(workers), "flavor": "ok"}
 
 
+def _master_stall(rng: random.Random, workers: int) -> tuple[float, Params]:
+    # about the node timeout (1 s): replaced or not, resumed during the election or after it
+    return rng.uniform(0.5, 3.0), {"slot": rng.randrange(workers), "flavor": "ok"}
+
+
 Drawer = Callable[[random.Random, int], tuple[float, Params]]
 
 SINGLE_ONLY: dict[str, Drawer] = {
@@ -151,6 +156,7 @@ CLUSTER_ONLY: dict[str, Drawer] = {
     "failover": _slot_move,
     "reshard": _reshard,
     "kill_master": _master_down,
+    "stop_master": _master_stall,
 }
 BOTH: dict[str, Drawer] = {
     "oom": _oom,
@@ -166,14 +172,16 @@ BOTH: dict[str, Drawer] = {
     "operator": _operator,
 }
 ALL_KINDS: tuple[str, ...] = tuple(sorted({*SINGLE_ONLY, *CLUSTER_ONLY, *BOTH}))
-DATA_LOSS_KINDS = frozenset({"restart_empty", "kill_master"})
-"""Faults after which Redis may no longer hold what it acknowledged (by design)."""
+DATA_LOSS_KINDS = frozenset({"restart_empty", "kill_master", "stop_master"})
+"""Faults after which Redis may no longer hold what it acknowledged (by design; a stopped master
+only when it was replaced meanwhile)."""
 WEIGHTS: Mapping[str, float] = {
     "operator": 3,
     "oom": 2,
     "script_flush": 2,
     "restart_empty": 0.5,  # suspends most exactness checks for the run: drawn less often
     "kill_master": 0.5,
+    "stop_master": 0.5,
 }
 
 
