@@ -19,7 +19,7 @@ from devtools.redis_cluster import LocalCluster, cluster_ports, start_cluster
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 from tests.support.load import Load, counted
-from tests.support.processes import HEAVY, need_tool, wait_for
+from tests.support.processes import HEAVY, need_redis_tools, wait_for
 
 # Not beside the torture runs: a cluster node starved of the cores for its node timeout (1 s) is
 # failed over while it still acknowledges writes, which loses more than a master killed does.
@@ -44,8 +44,7 @@ def providers_in(cluster: LocalCluster, port: int, count: int, within: int) -> l
 
 @pytest.fixture
 def own_cluster() -> Iterator[LocalCluster]:
-    need_tool("redis-server", "apt-get install redis-server")
-    need_tool("redis-cli", "apt-get install redis-server")
+    need_redis_tools()
     cluster = start_cluster(masters=3, replicas=1)
     yield cluster
     cluster.stop()
@@ -184,8 +183,7 @@ def test_a_master_stalled_past_its_node_timeout_is_replaced_with_no_error_or_dou
 
 
 def test_a_client_started_before_the_cluster_answers_catches_up() -> None:
-    need_tool("redis-server", "apt-get install redis-server")
-    need_tool("redis-cli", "apt-get install redis-server")
+    need_redis_tools()
     ports = cluster_ports(3)
     url = f"redis+cluster://127.0.0.1:{ports[0]}"
     with pytest.raises(redis.ConnectionError):  # an outage like any other, not a crash

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from devtools.redis_server import free_port
-from tests.support.processes import HEAVY, need_tool
+from tests.support.processes import HEAVY, need_redis_tools
 
 pytestmark = HEAVY
 
@@ -17,8 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_demo_runs_on_a_local_cluster() -> None:
-    need_tool("redis-server", "apt-get install redis-server")
-    need_tool("redis-cli", "apt-get install redis-server")
+    need_redis_tools()
     done = subprocess.run(
         [sys.executable, "-m", "devtools.demo", "--cluster", "--duration", "8", "--refresh", "3",
          "--port", str(free_port()), "--gateway-port", str(free_port()), "--workers", "2"],

@@ -8,7 +8,8 @@ the window (counted on Redis's clock) that prefix's events whose time falls insi
 backend counters (drained apart from the events) between the two bounds. What a fault makes
 impossible by design is said, never checked silently weaker:
 
-- a Redis that lost its data (a restart without AOF; a killed cluster master, for its slots)
+- a Redis that lost its data (a restart without AOF; a cluster master killed, or stopped and
+  replaced meanwhile, for its slots)
   keeps no prefix: only "no event invented or counted twice" (upper bounds) is checked;
 - a lost reply applies nothing twice (the writer reads its applied marker before it sends
   that batch again): no allowance is made for it;
