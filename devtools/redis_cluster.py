@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from devtools.redis_server import RedisProcess, start_redis, wait_replicas_synced
+from devtools.redis_server import RedisProcess, local_connection, start_redis, wait_replicas_synced
 
 INSTALL_HINT = "redis-server and redis-cli not on PATH: install them (apt-get install redis-server)"
 
@@ -96,7 +96,7 @@ class LocalCluster:
         for node in self.nodes:
             if node.process.poll() is not None or node.port == asking_all_but:
                 continue
-            connection = redis.Redis(port=node.port, socket_timeout=2)
+            connection = local_connection(node.port)
             try:
                 for start, end, master, *_ in _ask(connection, "CLUSTER SLOTS"):
                     if start <= slot <= end:
@@ -109,7 +109,7 @@ class LocalCluster:
 
     def slots_of(self, port: int) -> list[tuple[int, int]]:
         """The slot ranges the node on ``port`` serves."""
-        connection = redis.Redis(port=port, socket_timeout=2)
+        connection = local_connection(port)
         try:
             return [
                 (int(start), int(end))
@@ -130,7 +130,7 @@ class LocalCluster:
         )  # fmt: skip
 
     def _node_id(self, port: int) -> str:
-        connection = redis.Redis(port=port, socket_timeout=2)
+        connection = local_connection(port)
         try:
             raw = _ask(connection, "CLUSTER MYID")
             return raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -155,7 +155,7 @@ class LocalCluster:
         for node in self.nodes:
             if node.process.poll() is not None:
                 continue
-            connection = redis.Redis(port=node.port, socket_timeout=2)
+            connection = local_connection(node.port)
             try:
                 if _ask(connection, "CLUSTER INFO").get("cluster_state") != "ok":
                     return False

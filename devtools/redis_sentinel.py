@@ -20,7 +20,13 @@ from typing import Any
 
 import redis
 
-from devtools.redis_server import RedisProcess, free_port, start_redis, wait_replicas_synced
+from devtools.redis_server import (
+    RedisProcess,
+    free_port,
+    local_connection,
+    start_redis,
+    wait_replicas_synced,
+)
 
 MASTER_NAME = "gatewayz"
 REPLICATION = ("--repl-diskless-sync-delay", "0")
@@ -43,7 +49,7 @@ class LocalSentinel:
     def master(self) -> RedisProcess:
         """The server the sentinels name as master now."""
         for port in self.sentinel_ports:
-            connection = redis.Redis(port=port, socket_timeout=2)
+            connection = local_connection(port)
             try:
                 address: Any = connection.sentinel_get_master_addr_by_name(MASTER_NAME)
                 return next(s for s in self.servers if s.port == int(address[1]))
@@ -112,7 +118,7 @@ def start_sentinel(replicas: int = 1, sentinels: int = 3, timeout: float = 30.0)
 
 
 def _sentinel_ready(port: int, sentinels: int) -> bool:
-    connection = redis.Redis(port=port, socket_timeout=2)
+    connection = local_connection(port)
     try:
         state: Any = connection.sentinel_master(MASTER_NAME)
         return int(state.get("num-other-sentinels", 0)) == sentinels - 1

@@ -78,11 +78,18 @@ class RedisProcess:
             self.process.wait()
 
 
+def local_connection(port: int) -> redis.Redis:
+    """A connection to the server on this host's ``port`` that gives up after 2 s, connecting
+    too: a stopped server (SIGSTOP) whose listen backlog is full would hold a connect forever
+    (torture seed 171000 hung there)."""
+    return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+
+
 def replicas_synced(ports: Sequence[int]) -> bool:
     """Whether every replica among the servers on ``ports`` has its first copy of its master's
     data and is linked (masters pass; a server that does not answer does not)."""
     for port in ports:
-        connection = redis.Redis(port=port, socket_timeout=2)
+        connection = local_connection(port)
         try:
             info = connection.info("replication")
         except redis.RedisError:
