@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from devtools.processes import stop_process
 
@@ -80,9 +82,12 @@ class RedisProcess:
 
 def local_connection(port: int) -> redis.Redis:
     """A connection to the server on this host's ``port`` that gives up after 2 s, connecting
-    too: a stopped server (SIGSTOP) whose listen backlog is full would hold a connect forever
-    (torture seed 171000 hung there)."""
-    return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+    too, and does not retry (its callers poll, or try the next server): a stopped server
+    (SIGSTOP) whose listen backlog is full held a connect forever, and redis-py 6's default
+    retries then held it for seconds a call (torture seed 171000)."""
+    return redis.Redis(
+        port=port, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
 
 
 def replicas_synced(ports: Sequence[int]) -> bool:
