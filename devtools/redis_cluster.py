@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,11 +90,11 @@ class LocalCluster:
     def node(self, port: int) -> RedisProcess:
         return next(node for node in self.nodes if node.port == port)
 
-    def master_of_slot(self, slot: int, asking_all_but: int | None = None) -> RedisProcess:
+    def master_of_slot(self, slot: int, ignoring: Collection[int] = ()) -> RedisProcess:
         """The live node that serves ``slot`` now, as the first node that answers sees it (not
-        the node on port ``asking_all_but``: a stopped one would keep the question waiting)."""
+        asking those on the ports ``ignoring``: a stopped one would keep the question waiting)."""
         for node in self.nodes:
-            if node.process.poll() is not None or node.port == asking_all_but:
+            if node.process.poll() is not None or node.port in ignoring:
                 continue
             connection = local_connection(node.port)
             try:
@@ -145,15 +145,17 @@ class LocalCluster:
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Until every live node says the cluster is ok and agrees on every slot's master."""
         deadline = time.monotonic() + timeout
-        while not self._healthy():
+        while not self.healthy():
             if time.monotonic() > deadline:
                 raise RuntimeError("the Redis Cluster did not become healthy")
             time.sleep(0.1)
 
-    def _healthy(self) -> bool:
+    def healthy(self, ignoring: Collection[int] = ()) -> bool:
+        """Whether every live node (but those on the ports ``ignoring``: stopped ones, say)
+        says the cluster is ok and agrees on every slot's master."""
         views = set()
         for node in self.nodes:
-            if node.process.poll() is not None:
+            if node.process.poll() is not None or node.port in ignoring:
                 continue
             connection = local_connection(node.port)
             try:

@@ -120,6 +120,11 @@ class Nemesis:
 
     def heal_all(self) -> None:
         self.redis.lift_limits()  # before other heals: they may need to write
+        # every heal once before any waits for its turn to finish: one that cannot yet (a
+        # cluster node resumed while another is still stopped) waits for the heals after it
+        pending, self._heals = sorted(self._heals, key=lambda h: h[0]), []
+        for _, record, heal in pending:
+            self._run_heal(record, heal)
         for _, record, heal in sorted(self._heals, key=lambda h: h[0]):
             self._run_heal(record, heal, final=True)
         self._heals.clear()
