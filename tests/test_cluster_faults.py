@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -42,6 +43,22 @@ def providers_in(cluster: LocalCluster, port: int, count: int, within: int) -> l
     raise AssertionError("no such provider names")
 
 
+def _worker(cluster: LocalCluster) -> MetricsClient:
+    """A worker whose buffer holds everything a fault test records meanwhile."""
+    settings = ClientSettings(redis_url=cluster.url, namespace=NAMESPACE, max_buffer=500_000)
+    return MetricsClient(settings=settings)
+
+
+def _drained(metrics: MetricsClient, load: Load) -> dict[str, Any]:
+    """Everything the worker recorded delivered, then closed: no error reached the recording
+    thread and nothing was dropped. The worker's stats."""
+    assert metrics.flush(timeout=30)
+    stats = metrics.stats()
+    metrics.close(timeout=5)
+    assert load.errors == [] and stats["dropped"] == 0
+    return stats
+
+
 @pytest.fixture
 def own_cluster() -> Iterator[LocalCluster]:
     need_redis_tools()
@@ -56,9 +73,7 @@ def test_resharding_under_load_loses_nothing_and_counts_nothing_twice(
     source, target = own_cluster.nodes[0].port, own_cluster.nodes[1].port
     moving = providers_in(own_cluster, source, 3, within=200)
     staying = ["steady"]
-    metrics = MetricsClient(
-        settings=ClientSettings(redis_url=own_cluster.url, namespace=NAMESPACE, max_buffer=500_000)
-    )
+    metrics = _worker(own_cluster)
     load = Load(metrics, moving + staying)
     try:
         time.sleep(0.5)
@@ -66,11 +81,8 @@ def test_resharding_under_load_loses_nothing_and_counts_nothing_twice(
         time.sleep(0.5)
     finally:
         recorded = load.stop()
-    assert metrics.flush(timeout=30)
-    stats = metrics.stats()
-    metrics.close(timeout=5)
-    assert load.errors == []
-    assert stats["dropped"] == 0 and stats["rejected"] == {} and stats["write_errors"] == 0
+    stats = _drained(metrics, load)
+    assert stats["rejected"] == {} and stats["write_errors"] == 0
     for provider in moving:
         slot = key_slot(Keys(NAMESPACE).totals(provider).encode())
         assert own_cluster.master_of_slot(slot).port == target  # it did move
@@ -87,9 +99,7 @@ def test_a_master_killed_under_load_is_followed_to_its_replica(
     keys = Keys(NAMESPACE)
     slot = key_slot(keys.totals("openrouter").encode())
     victim = own_cluster.master_of_slot(slot)
-    metrics = MetricsClient(
-        settings=ClientSettings(redis_url=own_cluster.url, namespace=NAMESPACE, max_buffer=500_000)
-    )
+    metrics = _worker(own_cluster)
     settings = AggregatorSettings(redis_url=own_cluster.url, namespace=NAMESPACE)
     aggregator = Aggregator(settings, connect(settings.redis_url, socket_timeout=2.0))
     load = Load(metrics, ["openrouter", "anthropic", "groq"])
@@ -108,10 +118,7 @@ def test_a_master_killed_under_load_is_followed_to_its_replica(
         time.sleep(0.5)
     finally:
         recorded = load.stop()
-    assert metrics.flush(timeout=30)  # the client found the new master by itself
-    stats = metrics.stats()
-    metrics.close(timeout=5)
-    assert load.errors == [] and stats["dropped"] == 0
+    _drained(metrics, load)  # the client found the new master by itself
     for provider in ("openrouter", "anthropic", "groq"):
         window, calls = counted(own_cluster.url, NAMESPACE, provider)
         assert window == calls  # never one without the other: one transaction per slot
@@ -149,9 +156,7 @@ def test_a_master_stalled_past_its_node_timeout_is_replaced_with_no_error_or_dou
         if own_cluster.master_of_slot(key_slot(Keys(NAMESPACE).totals(p).encode())) != victim
     }
     assert elsewhere  # anthropic's slot is on another master
-    metrics = MetricsClient(
-        settings=ClientSettings(redis_url=own_cluster.url, namespace=NAMESPACE, max_buffer=500_000)
-    )
+    metrics = _worker(own_cluster)
     load = Load(metrics, providers)
     try:
         time.sleep(0.5)
@@ -167,10 +172,7 @@ def test_a_master_stalled_past_its_node_timeout_is_replaced_with_no_error_or_dou
         time.sleep(0.5)
     finally:
         recorded = load.stop()
-    assert metrics.flush(timeout=30)
-    stats = metrics.stats()
-    metrics.close(timeout=5)
-    assert load.errors == [] and stats["dropped"] == 0
+    _drained(metrics, load)
     for provider in providers:
         window, calls = counted(own_cluster.url, NAMESPACE, provider)
         assert window == calls <= recorded[provider]
