@@ -36,6 +36,16 @@ def node_id(port: int) -> str:
     return _text(_ask(port, "CLUSTER", "MYID"))
 
 
+def replication_id(port: int) -> str:
+    """The server's replication id: it changes when a master is demoted to follow another (its
+    data set then replaced by the new master's), and never comes back."""
+    client = _client(port)
+    try:
+        return str(client.info("replication")["master_replid"])
+    finally:
+        client.close()
+
+
 def live(cluster: LocalCluster) -> list[RedisProcess]:
     return [node for node in cluster.nodes if node.process.poll() is None]
 

@@ -135,6 +135,7 @@ class ClusterFaults:
             record.notes["skipped"] = busy
             return None
         ranges = [list(pair) for pair in cluster.slots_of(node.port)]
+        data_set = cluster_ops.replication_id(node.port)
         node.process.send_signal(signal.SIGSTOP)
         self._down.add(node.port)
         self._stopped.add(node.port)
@@ -148,7 +149,9 @@ class ClusterFaults:
             # settling until its own heal resumes it (cluster seed 171000 waited on it for good)
             if not cluster.healthy(ignoring=self._stopped):
                 raise HealLater(0.5, f"the cluster has not settled since {node.port} resumed")
-            replaced = cluster.master_of_slot(ranges[0][0], self._stopped).port != node.port
+            # by its data set, not by who serves the slot now: a later failover fault may have
+            # made it the master again
+            replaced = cluster_ops.replication_id(node.port) != data_set
             record.notes["replaced"] = replaced
             if replaced:
                 record.notes.update(data_loss="tags", lost_tags=self._tags_in(ranges))
