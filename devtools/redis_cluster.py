@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,11 +90,10 @@ class LocalCluster:
     def node(self, port: int) -> RedisProcess:
         return next(node for node in self.nodes if node.port == port)
 
-    def master_of_slot(self, slot: int, ignoring: Collection[int] = ()) -> RedisProcess:
-        """The live node that serves ``slot`` now, as the first node that answers sees it (not
-        asking those on the ports ``ignoring``: a stopped one would keep the question waiting)."""
+    def master_of_slot(self, slot: int) -> RedisProcess:
+        """The node that serves ``slot`` now, as the first node that answers sees it."""
         for node in self.nodes:
-            if node.process.poll() is not None or node.port in ignoring:
+            if not node.answers():
                 continue
             connection = local_connection(node.port)
             try:
@@ -150,12 +149,12 @@ class LocalCluster:
                 raise RuntimeError("the Redis Cluster did not become healthy")
             time.sleep(0.1)
 
-    def healthy(self, ignoring: Collection[int] = ()) -> bool:
-        """Whether every live node (but those on the ports ``ignoring``: stopped ones, say)
-        says the cluster is ok and agrees on every slot's master."""
+    def healthy(self) -> bool:
+        """Whether every node that answers (not one exited or stopped) says the cluster is ok
+        and agrees on every slot's master."""
         views = set()
         for node in self.nodes:
-            if node.process.poll() is not None or node.port in ignoring:
+            if not node.answers():
                 continue
             connection = local_connection(node.port)
             try:

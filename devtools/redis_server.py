@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
@@ -78,6 +79,18 @@ class RedisProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+
+    def answers(self) -> bool:
+        """Whether it runs and is not stopped (SIGSTOP, whose server takes connections and
+        answers nothing: a question to it only waits for its timeout). Linux tells from /proc;
+        elsewhere a stopped one counts as answering."""
+        if self.process.poll() is not None:
+            return False
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[-1].split()[0] not in ("T", "t")
 
 
 def local_connection(port: int) -> redis.Redis:

@@ -166,7 +166,7 @@ def test_a_master_stalled_past_its_node_timeout_is_replaced_with_no_error_or_dou
             if isinstance(stall, float):
                 time.sleep(stall)
             else:
-                wait_for(lambda: own_cluster.master_of_slot(slot, [victim.port]) != victim, 30)
+                wait_for(lambda: own_cluster.master_of_slot(slot) != victim, 30)
         finally:
             victim.process.send_signal(signal.SIGCONT)
         own_cluster.wait_healthy(timeout=30)
