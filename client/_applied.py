@@ -186,27 +186,32 @@ class LostReplies:
         self.pruning = MarkerPruning(client, now, monotonic)
 
     def queue(self, plan: Any, batch: Batch, ops: Counter[str]) -> range:
-        """The marker (and, when due, the hash's TTL and the pruning of old markers) after the
-        batch's commands in ``plan``; returns where they sit (their replies are the writer's
-        own). The TTL is set with the first transaction and every ``PRUNE_EVERY_SECONDS``
-        (each increments' call sets it too), not with every one: a flush pass costs one
-        command more, not two."""
+        """The marker (read, then written; and, when due, the hash's TTL and the pruning of
+        old markers) after the batch's commands in ``plan``; returns where they sit (their
+        replies are the writer's own). The TTL is set with the first transaction and every
+        ``PRUNE_EVERY_SECONDS`` (each increments' call sets it too), not with every one."""
         start = len(plan)
         add = plan.execute_command
+        add("HGET", self._key, self._writer_id)  # what the master had: ``_acknowledged``
         add("HSET", self._key, self._writer_id, encode_marker(self._ids.of(batch), self._now()))
-        ops["hset"] += 1
+        ops.update({"hget": 1, "hset": 1})
         for command in self.pruning.due(self._key):
             add("EXPIRE", self._key, self._retention)
             add(*command)
             ops.update({"expire": 1, "evalsha": 1})
         return range(start, len(plan))
 
+    @property
+    def marker_field(self) -> tuple[str, str]:
+        """(applied hash, field) of this writer's marker."""
+        return self._key, self._writer_id
+
     def applied(self, replies: list[Any], placed: range) -> None:
         """The transaction ran: no outcome is unknown (and the pruning, if it had one, is
         answered)."""
         self._unknown = None
-        if len(placed) > 2:
-            self.pruning.answered(self._key, replies[placed[2]])
+        if len(placed) > 3:
+            self.pruning.answered(self._key, replies[placed[3]])
 
     def send(
         self,

@@ -76,6 +76,7 @@ class EventIds:
         self._script = register(connection, scripts.RESERVE_IDS)
         self._check_master = True  # the first reservation, and the first after a failed one
         self._next = self._end = 0  # the ids held: reserved, not yet naming anything
+        self._high = 0  # the end of the highest block this writer was given
         self._need = 0  # the events of the last batch named: the next likely needs as many
 
     @property
@@ -92,10 +93,19 @@ class EventIds:
             self._next += count
             return first
         try:
-            return self.on_counter_node(lambda node: self._reserve(node, count))
+            checked = self._check_master
+            first = self.on_counter_node(lambda node: self._reserve(node, count))
+            if not checked and first < self._high:
+                # The counter went back (a master restarted from a snapshot, a replica promoted,
+                # met on a connection opened again without a failed round trip): its ids may be
+                # ones this writer named already. Asked again, whether the master changed.
+                self.forget()
+                first = self.on_counter_node(lambda node: self._reserve(node, count))
         except BaseException:
             self.forget()
             raise
+        self._high = max(self._high, first + count)
+        return first
 
     def forget(self) -> None:
         """A round trip failed (the writer's, or a reservation): Redis may come back as a
@@ -125,6 +135,10 @@ class EventIds:
         """The transaction reserved ``count`` ids up to ``last``: held (after the ones held,
         when they follow on)."""
         first = last - count
+        if first < self._high:
+            self.forget()  # the counter went back (``reserve``): not these
+            return
+        self._high = last
         if first != self._end:
             self._next = first
         self._end = last

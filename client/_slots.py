@@ -25,6 +25,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from client._acknowledged import AcknowledgedLog
 from client._applied import (
     BatchIds,
     MarkerPruning,
@@ -34,10 +35,9 @@ from client._applied import (
     increments_field,
 )
 from client._batch import Batch
-from client._transaction import Outcome as SlotOutcome
-from client._transaction import pack_transaction, read_transaction
+from client._resend import kept_commands, resend_on_cluster
+from client._transaction import run_slot_transactions
 from gatewayz_protocol.keys import Keys
-from gatewayz_transport.connection import pooled_connection
 from gatewayz_transport.errors import is_transient, raise_first_error
 from gatewayz_transport.routing import (
     Command,
@@ -63,55 +63,6 @@ class CommandList:
 
     def __len__(self) -> int:
         return len(self.commands)
-
-
-def run_slot_transactions(
-    cluster: RedisCluster, groups: dict[int, list[Command]]
-) -> dict[int, SlotOutcome]:
-    """Each slot's commands as one MULTI/EXEC on the node serving it; a node's transactions go
-    out in one write, all nodes are written before any is read. Every transaction is packed
-    before anything is sent (redis.DataError for an argument Redis has no encoding for)."""
-    packed = {slot: pack_transaction(commands) for slot, commands in groups.items()}
-    by_node: dict[str, tuple[Any, list[int]]] = {}
-    outcomes: dict[int, SlotOutcome] = {}
-    for slot in groups:
-        try:
-            node = cluster.get_node_from_key(command_key(groups[slot][0]))  # type: ignore[no-untyped-call]
-        except Exception as exc:  # no node serves the slot now (a failover under way)
-            outcomes[slot] = SlotOutcome(False, error=redis.ConnectionError(str(exc)))
-            continue
-        entry = by_node.setdefault(node.name, (node, []))
-        entry[1].append(slot)
-    sent: list[tuple[Any, Any, list[int]]] = []
-    for node, slots in by_node.values():
-        pool = cluster.get_redis_connection(node).connection_pool
-        try:
-            connection = pooled_connection(pool)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            outcomes.update({s: SlotOutcome(False, error=exc) for s in slots})
-            continue
-        try:
-            connection.send_packed_command(  # type: ignore[no-untyped-call]
-                [b"".join(packed[slot] for slot in slots)], check_health=False
-            )
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            pool.release(connection)
-            # a write that failed may have left part of the buffer: outcome unknown
-            outcomes.update({s: SlotOutcome(False, error=exc, unknown=True) for s in slots})
-            continue
-        sent.append((pool, connection, slots))
-    for pool, connection, slots in sent:
-        try:
-            for slot in slots:
-                outcomes[slot] = read_transaction(connection, len(groups[slot]))
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            connection.disconnect()
-            for slot in slots:
-                outcomes.setdefault(slot, SlotOutcome(False, error=exc, unknown=True))
-        finally:
-            pool.release(connection)
-    return outcomes
 
 
 def _for_good(error: BaseException | None, batch: Batch) -> bool:
@@ -168,9 +119,12 @@ class ClusterWrites:
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         batch_ids: BatchIds | None = None,
+        acked: AcknowledgedLog[list[Command]] | None = None,
+        load_scripts: Callable[[], object] = lambda: None,
     ):
         """``now``: the shared clock, the time markers carry; ``batch_ids``: the writer's (the
-        increments' marker names the same ids)."""
+        increments' marker names the same ids); ``acked``: the writer's acknowledged
+        transactions, sent again where a failover lost them (after ``load_scripts()``)."""
         self._cluster = cluster
         self._keys = keys
         self._writer_id = writer_id
@@ -184,11 +138,24 @@ class ClusterWrites:
         self._batch_ids = batch_ids or BatchIds()
         self._increments = increments_field(writer_id)
         self.pruning = MarkerPruning(cluster, now, monotonic)
+        self._acked: AcknowledgedLog[list[Command]] = (
+            AcknowledgedLog() if acked is None else acked  # (an empty log is falsy)
+        )
+        self._load_scripts = load_scripts
+        self._marker_of: dict[int, str] = {}  # slot -> its applied hash
 
     def write(self, batch: Batch, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands`` (the batch's), errors as exceptions; raises the first
         reason a slot's part is still not applied (the flusher retries the same batch)."""
         return self.refreshing_after_errors(lambda: self._write(batch, commands))
+
+    def resend_lost(self) -> None:
+        """Send again what a failover lost of the acknowledged transactions (``_resend``)."""
+        self.refreshing_after_errors(
+            lambda: resend_on_cluster(
+                self._cluster, self._acked, self._marker_of, self._writer_id, self._load_scripts
+            )
+        )
 
     def _write(self, batch: Batch, commands: Sequence[Command]) -> list[Any]:
         ids = self._batch_ids.of(batch)
@@ -222,6 +189,7 @@ class ClusterWrites:
                     continue
             pending[slot] = [
                 *(commands[i] for i in indexes),
+                ("HGET", marker, self._writer_id),  # what the master had: ``_acknowledged``
                 ("HSET", marker, self._writer_id, encode_marker(ids, self._now())),
                 ("EXPIRE", marker, self._retention),
                 *self.pruning.due(marker),
@@ -233,7 +201,15 @@ class ClusterWrites:
             if outcome.applied:
                 progress.record(slot, ids)
                 self._take_replies(progress, commands, groups[slot], outcome.replies)
-                for reply in outcome.replies[len(groups[slot]) + 2 :]:
+                at = len(groups[slot])  # the previous marker read, then this one written
+                self._marker_of[slot] = markers[slot]
+                self._acked.acknowledged(
+                    slot,
+                    pending[slot][at + 1][3],
+                    kept_commands(pending[slot], outcome.replies),
+                    previous=outcome.replies[at],
+                )
+                for reply in outcome.replies[at + 3 :]:
                     self.pruning.answered(markers[slot], reply)
                 continue
             if outcome.unknown:

@@ -18,10 +18,11 @@ from typing import Any
 
 import hiredis
 import redis
+from redis.cluster import RedisCluster
 
 from gatewayz_transport.connection import pooled_connection
 from gatewayz_transport.errors import is_transient
-from gatewayz_transport.routing import Command
+from gatewayz_transport.routing import Command, command_key
 
 log = logging.getLogger("gatewayz.metrics.client")
 
@@ -160,3 +161,52 @@ def _closed(connection: Any) -> bool:
         return bool(connection.can_read(timeout=0))
     except (redis.ConnectionError, OSError):
         return True
+
+
+def run_slot_transactions(
+    cluster: RedisCluster, groups: dict[int, list[Command]]
+) -> dict[int, Outcome]:
+    """Each slot's commands as one MULTI/EXEC on the node serving it; a node's transactions go
+    out in one write, all nodes are written before any is read. Every transaction is packed
+    before anything is sent (redis.DataError for an argument Redis has no encoding for)."""
+    packed = {slot: pack_transaction(commands) for slot, commands in groups.items()}
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    outcomes: dict[int, Outcome] = {}
+    for slot in groups:
+        try:
+            node = cluster.get_node_from_key(command_key(groups[slot][0]))  # type: ignore[no-untyped-call]
+        except Exception as exc:  # no node serves the slot now (a failover under way)
+            outcomes[slot] = Outcome(False, error=redis.ConnectionError(str(exc)))
+            continue
+        entry = by_node.setdefault(node.name, (node, []))
+        entry[1].append(slot)
+    sent: list[tuple[Any, Any, list[int]]] = []
+    for node, slots in by_node.values():
+        pool = cluster.get_redis_connection(node).connection_pool
+        try:
+            connection = pooled_connection(pool)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            outcomes.update({s: Outcome(False, error=exc) for s in slots})
+            continue
+        try:
+            connection.send_packed_command(  # type: ignore[no-untyped-call]
+                [b"".join(packed[slot] for slot in slots)], check_health=False
+            )
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            pool.release(connection)
+            # a write that failed may have left part of the buffer: outcome unknown
+            outcomes.update({s: Outcome(False, error=exc, unknown=True) for s in slots})
+            continue
+        sent.append((pool, connection, slots))
+    for pool, connection, slots in sent:
+        try:
+            for slot in slots:
+                outcomes[slot] = read_transaction(connection, len(groups[slot]))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            connection.disconnect()
+            for slot in slots:
+                outcomes.setdefault(slot, Outcome(False, error=exc, unknown=True))
+        finally:
+            pool.release(connection)
+    return outcomes

@@ -5,6 +5,7 @@ flush pass."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from client._acknowledged import AcknowledgedLog
 from client._applied import BatchIds, IncrementsMarker, LostReplies
 from client._batch import Batch, ProviderBatch
 from client._event_ids import EventIds
@@ -22,6 +24,7 @@ from client._instruments import Drained
 from client._ledger import Notes
 from client._metric_writes import MetricWrites, SpecCheck
 from client._own_commands import OwnCommands
+from client._resend import kept_commands, resend_on_one_redis
 from client._sharding import ShardPlan
 from client._slots import ClusterWrites, CommandList
 from client._transaction import Transactions, pack_transaction
@@ -37,6 +40,7 @@ from gatewayz_protocol.fields import (
 )
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import Connection
+from gatewayz_transport.routing import Command
 from gatewayz_transport.scripts import ScriptCalls, register
 
 
@@ -109,9 +113,19 @@ class RedisWriter:
         shared_now = now or (clock.now if clock is not None else time.time)
         batch_ids = BatchIds()  # what the markers name (``_applied``)
         self._increments = IncrementsMarker(keys, writer_id, shared_now, batch_ids)
+        # what a failover may still lose, sent again if it did (``_acknowledged``)
+        self._acked: AcknowledgedLog[list[Command]] = AcknowledgedLog()
+        self._sent = False  # the transaction just written was sent (not found run already)
         if isinstance(connection, RedisCluster):
             self._cluster = ClusterWrites(
-                connection, keys, writer_id, retention, shared_now, batch_ids=batch_ids
+                connection,
+                keys,
+                writer_id,
+                retention,
+                shared_now,
+                batch_ids=batch_ids,
+                acked=self._acked,
+                load_scripts=self._metrics.script.load,
             )
         else:
             self._single = connection
@@ -131,7 +145,11 @@ class RedisWriter:
         redis.RedisError). A missing counter (new or emptied Redis) starts at a random id, so a
         batch reserved before Redis was emptied and written after it is unlikely to reuse ids
         written since."""
-        return self._ids.reserve(count)
+        try:
+            return self._ids.reserve(count)
+        except BaseException:
+            self._acked.failed()  # a failover may be why: the next write checks the markers
+            raise
 
     def _ready(self, batch: Batch) -> None:
         """Before anything of the batch is sent (an error here: nothing was): the instruments
@@ -149,7 +167,38 @@ class RedisWriter:
         """Apply the batch in one MULTI/EXEC round trip (on a cluster: one per slot, see
         ``_slots``). Raises redis.RedisError when the transaction did not run (connection lost:
         nothing or everything was applied; EXECABORT: nothing was), else reports what Redis
-        refused of it (Redis runs every other command) and what is left to send again."""
+        refused of it (Redis runs every other command) and what is left to send again. After a
+        failed round trip, the acknowledged transactions a failover lost are sent again first
+        (``_acknowledged``)."""
+        try:
+            if self._acked.suspect:
+                self._resend_lost()
+            report = self._write(batch)
+        except BaseException:
+            self._acked.failed()
+            raise
+        if self._acked.suspect:  # the transaction found its master lacking earlier ones
+            # now, not with the next batch (there may be none); if it fails, that one tries first
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._resend_lost()
+        return report
+
+    def _resend_lost(self) -> None:
+        """The acknowledged transactions a failover lost sent again (raises redis.RedisError
+        while Redis cannot take them)."""
+        if self._cluster is not None:
+            self._cluster.resend_lost()
+            return
+        assert self._single and self._transactions and self._lost
+        resend_on_one_redis(
+            self._single,
+            self._transactions,
+            self._acked,
+            self._lost.marker_field,
+            self._metrics.script.load,
+        )
+
+    def _write(self, batch: Batch) -> WriteReport:
         self._ready(batch)
         ops: Counter[str] = Counter()
         plan = CommandList()
@@ -163,6 +212,7 @@ class RedisWriter:
             checks = self._metrics.queue(plan, script_calls, batch.instruments, offset, ops, marker)
         placed = self._own.queue(plan, batch, ops)
         lost = self._lost
+        self._sent = False
         try:
             send = functools.partial(self._send, batch, plan)
             if lost is None:
@@ -176,6 +226,14 @@ class RedisWriter:
         self._own.applied(replies, placed, ops)
         if lost is not None:
             lost.applied(replies, placed.marker)
+            if self._sent:
+                at = placed.marker.start  # the previous marker read, then this one written
+                self._acked.acknowledged(
+                    0,
+                    plan.commands[at + 1][3],
+                    kept_commands(plan.commands, replies),
+                    previous=replies[at],
+                )
         leftover = None
         missing = script_calls.missing(replies)
         if missing and batch.instruments is not None:
@@ -304,6 +362,7 @@ class RedisWriter:
             sent_at = local()
             replies = self._transactions.run(packed, len(plan))
             self._own.round_trip = (sent_at, local())
+            self._sent = True
             return replies
         assert self._cluster is not None
         return self._cluster.write(batch, plan.commands)

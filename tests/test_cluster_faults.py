@@ -4,8 +4,10 @@ error reaches the worker, nothing is counted twice, and what is lost is bounded 
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +18,8 @@ from redis.crc import key_slot
 from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
-from devtools.redis_cluster import LocalCluster, cluster_ports, start_cluster
-from devtools.redis_server import local_connection
+from devtools.redis_cluster import CLUSTER_NODE_ARGS, LocalCluster, cluster_ports, start_cluster
+from devtools.redis_server import local_connection, start_redis
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 from tests.support.load import Load, counted
@@ -185,6 +187,56 @@ def test_a_master_stalled_past_its_node_timeout_is_replaced_with_no_error_or_dou
     replaced = own_cluster.master_of_slot(slot) != victim
     assert (role, replaced) in ((b"slave", True), (b"master", False))
     assert replaced or stall != "until promoted"
+
+
+def test_writes_a_master_acknowledged_and_lost_in_a_restart_are_sent_again_to_its_slots_only() -> (
+    None
+):
+    """A master killed and restarted from a snapshot older than its last writes comes back
+    behind them, as a replica promoted before it had them does. The worker reads its markers on
+    the slots it had written, and sends again what each slot lacks: nothing is lost, nothing
+    counted twice (the other masters' slots had lost nothing, and get nothing twice)."""
+    need_redis_tools()
+    cluster = start_cluster(masters=3)
+    providers = ["openrouter", "anthropic", "groq"]
+    victim = cluster.master_of_slot(key_slot(Keys(NAMESPACE).totals("openrouter").encode()))
+    elsewhere = [
+        p
+        for p in providers
+        if cluster.master_of_slot(key_slot(Keys(NAMESPACE).totals(p).encode())) != victim
+    ]
+    assert elsewhere
+    args = (*CLUSTER_NODE_ARGS, "--cluster-config-file", f"nodes-{victim.port}.conf")
+    metrics = _worker(cluster)
+    recorded = Counter[str]()
+
+    def record(calls: int) -> None:
+        for provider in providers:
+            for i in range(calls):
+                metrics.record(provider, 0.05, status_code=503 if i % 5 == 0 else 200)
+            recorded[provider] += calls
+        assert metrics.flush(timeout=30)
+
+    try:
+        record(300)
+        with local_connection(victim.port) as connection:
+            connection.save()  # into its directory, beside its nodes.conf
+        for _ in range(4):
+            record(50)  # acknowledged, then lost with the crash
+        victim.kill()
+        restarted = start_redis(victim.port, extra_args=(*args, "--dir", victim.workdir))
+        cluster.nodes[cluster.nodes.index(victim)] = restarted
+        cluster.wait_healthy(timeout=30)
+        assert counted(cluster.url, NAMESPACE, "openrouter") == (300, 300)
+        record(10)  # meets the restart
+        stats = metrics.stats()
+        found = {p: counted(cluster.url, NAMESPACE, p) for p in providers}
+    finally:
+        metrics.close(timeout=5)
+        cluster.stop()
+        shutil.rmtree(victim.workdir, ignore_errors=True)
+    assert stats["dropped"] == 0 and recorded["openrouter"] == 510
+    assert found == {p: (510, 510) for p in providers}
 
 
 def test_a_client_started_before_the_cluster_answers_catches_up() -> None:

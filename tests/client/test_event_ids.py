@@ -111,16 +111,16 @@ def test_a_block_is_about_four_batches_like_the_last_one_within_bounds(
 ) -> None:
     ids = EventIds(connection, keys, 3600, None, None, Counter())
     assert ids.ahead() == 0  # nothing reserved yet: the first asks whether the master changed
-    ids.reserve(3)
+    base = ids.reserve(3) + 3  # the counter after it
     assert ids.ahead() == AHEAD_MIN
-    ids.took(1_000 + AHEAD_MIN, AHEAD_MIN)
+    ids.took(base + AHEAD_MIN, AHEAD_MIN)
     assert ids.held == AHEAD_MIN and ids.ahead() == 0  # enough held for a batch like the last
     ids.reserve(AHEAD_MIN - 2)  # from what is held
     assert ids.held == 2 and ids.ahead() == 4 * (AHEAD_MIN - 2)
-    ids.took(1_000 + AHEAD_MIN + 120, 120)  # follows on: the 2 left are kept
+    ids.took(base + AHEAD_MIN + 120, 120)  # follows on: the 2 left are kept
     assert ids.held == 122
-    assert ids.reserve(122) == 1_000 + AHEAD_MIN - 2
-    ids.took(50_000, 10)  # does not follow on: starts the held ids afresh
+    assert ids.reserve(122) == base + AHEAD_MIN - 2
+    ids.took(base + 50_000, 10)  # does not follow on: starts the held ids afresh
     assert ids.held == 10
     ids.reserve(5_000)  # a batch this large: the block ahead is capped
     assert ids.ahead() == AHEAD_MAX
@@ -212,3 +212,24 @@ def test_a_failed_write_on_the_same_master_moves_no_ids(debuggable_redis: redis.
     first = writer.reserve_event_ids(3)
     assert first == before  # asked about the master: the same one, so no jump
     connection.close()
+
+
+def test_a_counter_that_went_back_is_never_used_and_asked_again(
+    debuggable_redis: redis.Redis,
+) -> None:
+    """A master restarted from a snapshot (or a replica promoted) met without a failed round
+    trip (a connection opened again without a word): a block below the highest this writer was
+    given may hold ids it named already."""
+    keys = Keys("went-back")
+    ids = EventIds(debuggable_redis, keys, 3600, None, None, Counter())
+    first = ids.reserve(100)
+    ids.took(int(debuggable_redis.incrby(keys.event_ids, 100)), 100)  # as a transaction does
+    assert ids.held == 100
+    ids.took(first + 150, 10)  # a block below the last: not held, and the held ones forgotten
+    assert ids.held == 0 and ids.ahead() == 0  # the next reservation asks about the master
+    assert ids.reserve(10) >= first + 200  # (the same master: no jump, none reused)
+    ids.reserve(10)
+    debuggable_redis.set(keys.event_ids, first + 50)  # restarted from a snapshot...
+    debuggable_redis.execute_command("DEBUG", "CHANGE-REPL-ID")  # ...as a new master
+    again = ids.reserve(10)  # a plain reservation finds the counter went back: asks again
+    assert again == first + 60 + ID_GAP_PER_MASTER  # (after the plain block it did not use)

@@ -17,7 +17,7 @@ from client._applied import MARKER_LIFETIME_SECONDS, PRUNE_EVERY_SECONDS
 from client._batch import Batch, build_batch
 from client._events import Event
 from client._ledger import NO_NOTES
-from client._slots import SlotOutcome
+from client._transaction import Outcome as SlotOutcome
 from client._writer import RedisWriter
 from devtools.redis_cluster import LocalCluster
 from gatewayz_protocol.keys import Keys

@@ -1,0 +1,124 @@
+"""The log of acknowledged transactions a failover may still lose (pure, an injected clock): what
+it keeps, for how long, and which transactions a marker read after a failover says were lost."""
+
+from __future__ import annotations
+
+from client._acknowledged import AcknowledgedLog
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _log(clock: Clock, keep_seconds: float = 5.0, max_kept: int = 512) -> AcknowledgedLog[str]:
+    return AcknowledgedLog(keep_seconds=keep_seconds, max_kept=max_kept, monotonic=clock)
+
+
+def _ack(acked: AcknowledgedLog[str], unit: int, name: str, previous: str | None) -> None:
+    """``name``'s transaction acknowledged by a master that held ``previous``'s marker."""
+    acked.acknowledged(
+        unit, f"m{name}", f"t{name}", previous=f"m{previous}".encode() if previous else None
+    )
+
+
+def test_nothing_is_checked_while_round_trips_succeed() -> None:
+    acked = _log(Clock())
+    for n in range(3):
+        _ack(acked, 0, str(n), str(n - 1) if n else None)
+    assert not acked.suspect and acked.to_check == []
+    acked.failed()
+    assert acked.suspect and acked.to_check == [0]
+
+
+def test_the_transactions_after_the_one_the_marker_names_are_the_lost_ones() -> None:
+    acked = _log(Clock())
+    for n in range(5):
+        _ack(acked, 0, str(n), str(n - 1) if n else None)
+    acked.failed()
+    assert [k.payload for k in acked.lost(0, b"m2")] == ["t3", "t4"]
+    # the master has t0-t2: forgotten; t3 and t4, sent again, may be lost again
+    assert len(acked) == 2
+    assert [k.payload for k in acked.lost(0, "m3")] == ["t4"]
+    assert acked.lost(0, "m4") == [] and len(acked) == 0
+
+
+def test_a_marker_naming_nothing_kept_sends_nothing_and_forgets_the_unit() -> None:
+    for marker in (None, b"a transaction whose reply was lost", b"m-older-than-all-kept"):
+        acked = _log(Clock())
+        _ack(acked, 0, "0", None)
+        _ack(acked, 0, "1", "0")
+        acked.failed()
+        assert acked.lost(0, marker) == []
+        assert len(acked) == 0
+
+
+def test_units_are_apart() -> None:
+    acked = _log(Clock())
+    acked.acknowledged(7, "a0", "slot 7 t0")
+    acked.acknowledged(9, "b0", "slot 9 t0")
+    acked.acknowledged(7, "a1", "slot 7 t1", previous=b"a0")
+    acked.failed()
+    assert sorted(acked.to_check) == [7, 9]
+    assert [k.payload for k in acked.lost(7, "a0")] == ["slot 7 t1"]
+    assert acked.lost(9, "b0") == []
+    acked.checked()
+    assert not acked.suspect and acked.to_check == []
+    assert len(acked) == 1
+
+
+def test_old_transactions_are_forgotten_unless_a_round_trip_failed_since() -> None:
+    clock = Clock()
+    acked = _log(clock, keep_seconds=5.0)
+    _ack(acked, 0, "0", None)
+    clock.now += 4.0
+    _ack(acked, 0, "1", "0")
+    clock.now += 2.0  # t0 is 6 s old
+    _ack(acked, 0, "2", "1")
+    assert len(acked) == 2
+    acked.failed()
+    clock.now += 60.0  # an outage of a minute: what it may have lost is kept
+    _ack(acked, 0, "3", "2")
+    assert len(acked) == 3
+    assert [k.payload for k in acked.lost(0, "m1")] == ["t2", "t3"]
+    acked.checked()  # checked: the old ones go, the one just acknowledged stays
+    assert len(acked) == 1
+
+
+def test_each_unit_keeps_at_most_max_kept_the_oldest_going_first() -> None:
+    acked = _log(Clock(), max_kept=3)
+    for n in range(5):
+        _ack(acked, 0, str(n), str(n - 1) if n else None)
+    acked.failed()
+    assert len(acked) == 3
+    assert acked.lost(0, "m1") == []  # t1 is no longer kept: nothing can be told
+    for n in range(5):
+        _ack(acked, 0, str(n), str(n - 1) if n else None)
+    assert [k.payload for k in acked.lost(0, "m2")] == ["t3", "t4"]
+
+
+def test_a_transaction_that_found_an_earlier_marker_has_the_ones_in_between_sent_after_it() -> None:
+    """No round trip failed (a connection opened again without a word, a master restarted on
+    its address): the transaction itself read an earlier marker than the writer's last."""
+    acked = _log(Clock())
+    for n in range(4):
+        _ack(acked, 0, str(n), str(n - 1) if n else None)
+    assert not acked.suspect
+    acked.acknowledged(0, "m4", "t4", previous=b"m1")  # t2 and t3 are not on this master
+    assert acked.suspect and acked.to_check == [0]
+    # the master applied t4 after t1: read again, its marker names t4, and t2, t3 follow it
+    assert [k.payload for k in acked.lost(0, b"m4")] == ["t2", "t3"]
+
+
+def test_a_transaction_that_found_no_marker_or_an_unknown_one_sends_nothing() -> None:
+    for previous in (None, b"m-a-transaction-whose-reply-was-lost"):
+        acked = _log(Clock())
+        _ack(acked, 0, "0", None)
+        _ack(acked, 0, "1", "0")
+        acked.acknowledged(0, "m2", "t2", previous=previous)
+        assert not acked.suspect and len(acked) == 1
+        _ack(acked, 0, "3", "2")
+        assert not acked.suspect and len(acked) == 2
