@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
+
+from gatewayz_transport.scripts import may_run_again
 
 KEEP_SECONDS: Final = 5.0
 """How long an acknowledged transaction is kept while round trips succeed: a failover's loss
@@ -46,6 +48,7 @@ MAX_KEPT: Final = 512
 the oldest go first, so a worker's memory stays bounded through a long outage."""
 
 _P = TypeVar("_P")
+Command = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -147,3 +150,16 @@ class AcknowledgedLog(Generic[_P]):
 def _text(marker: Any) -> str | None:
     """A marker as read from Redis (bytes, str or None) as the text it was written as."""
     return marker.decode("utf-8", "replace") if isinstance(marker, bytes) else marker
+
+
+def kept_commands(commands: Sequence[Command], replies: Sequence[Any]) -> list[Command]:
+    """What sends a transaction again: its commands but the script calls that did nothing
+    (Redis did not know their script: what they carried went again on its own, and sending them
+    with the rest would apply it twice)."""
+    if not any(isinstance(reply, Exception) and may_run_again(reply) for reply in replies):
+        return list(commands)
+    return [
+        command
+        for command, reply in zip(commands, replies, strict=False)
+        if not (isinstance(reply, Exception) and may_run_again(reply))
+    ]

@@ -22,6 +22,7 @@ with a transaction they send anyway.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import Counter
@@ -31,9 +32,13 @@ from typing import Any, Final
 
 import redis
 
+from client._acknowledged import AcknowledgedLog, kept_commands
 from client._batch import Batch
+from client._resend import resend_on_one_redis
+from client._transaction import Transactions
 from gatewayz_protocol import scripts
 from gatewayz_protocol.keys import Keys
+from gatewayz_transport.routing import Command
 from gatewayz_transport.scripts import may_run_again, register
 
 MARKER_LIFETIME_SECONDS: Final = 3600.0
@@ -170,11 +175,13 @@ class LostReplies:
         now: Callable[[], float],
         unreported: Counter[str],
         batch_ids: BatchIds,
+        acked: AcknowledgedLog[list[Command]],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``now``: the shared clock, the time markers carry; ``unreported``: the writer's count
         of Redis operations not reported yet (the markers' reads add to it); ``batch_ids``: the
-        writer's (the increments' marker names the same ids)."""
+        writer's (the increments' marker names the same ids); ``acked``: where each transaction
+        sent is kept until no failover can lose it."""
         self._client = client
         self._key = keys.applied(keys.metric_schema)
         self._writer_id = writer_id
@@ -183,6 +190,8 @@ class LostReplies:
         self._unreported = unreported
         self._ids = batch_ids
         self._unknown: Batch | None = None
+        self._acked = acked
+        self._sent = False  # the last transaction was sent (not found to have run already)
         self.pruning = MarkerPruning(client, now, monotonic)
 
     def queue(self, plan: Any, batch: Batch, ops: Counter[str]) -> range:
@@ -201,17 +210,27 @@ class LostReplies:
             ops.update({"expire": 1, "evalsha": 1})
         return range(start, len(plan))
 
-    @property
-    def marker_field(self) -> tuple[str, str]:
-        """(applied hash, field) of this writer's marker."""
-        return self._key, self._writer_id
+    def resender(
+        self, transactions: Transactions, load_scripts: Callable[[], Any]
+    ) -> Callable[[], None]:
+        """What sends again the transactions a failover lost (``_resend``), on ``transactions``
+        (the writer's), the scripts loaded first."""
+        marker = (self._key, self._writer_id)
+        return functools.partial(
+            resend_on_one_redis, self._client, transactions, self._acked, marker, load_scripts
+        )
 
-    def applied(self, replies: list[Any], placed: range) -> None:
-        """The transaction ran: no outcome is unknown (and the pruning, if it had one, is
-        answered)."""
+    def applied(self, replies: list[Any], placed: range, commands: list[Command]) -> None:
+        """The transaction (``commands``) ran: no outcome is unknown, the pruning (if it had
+        one) is answered, and a transaction sent is kept until no failover can lose it, with
+        the marker it wrote and the one it found (``_acknowledged``)."""
         self._unknown = None
         if len(placed) > 3:
             self.pruning.answered(self._key, replies[placed[3]])
+        if self._sent:
+            at = placed.start  # the marker read, then written
+            kept = kept_commands(commands, replies)
+            self._acked.acknowledged(0, commands[at + 1][3], kept, previous=replies[at])
 
     def send(
         self,
@@ -225,6 +244,7 @@ class LostReplies:
         and its marker says it ran; then its replies are unknown (None), but for a script call
         that did nothing (answered NOSCRIPT: sent again, alone, by the flush pass)."""
         ran = self.ran_before(batch)
+        self._sent = ran is None
         if ran is None:
             try:
                 return send()

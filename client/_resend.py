@@ -4,9 +4,10 @@ first sent (its own marker with it, so a send cut off half way resumes from the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
@@ -15,9 +16,10 @@ from client._acknowledged import AcknowledgedLog, Kept
 from client._transaction import Transactions, pack_transaction, run_slot_transactions
 from gatewayz_transport.errors import explained, is_out_of_memory, is_transient, raise_first_error
 from gatewayz_transport.routing import Command, execute_routed, read_raw
-from gatewayz_transport.scripts import may_run_again
 
 log = logging.getLogger("gatewayz.metrics.client")
+
+_T = TypeVar("_T")
 
 RESENT = (
     "a failover or restart lost %d transactions of this writer that Redis had acknowledged "
@@ -25,17 +27,39 @@ RESENT = (
 )
 
 
-def kept_commands(commands: Sequence[Command], replies: Sequence[Any]) -> list[Command]:
-    """What sends a transaction again: its commands but the script calls that did nothing
-    (Redis did not know their script: what they carried went again on its own, and sending them
-    with the rest would apply it twice)."""
-    if not any(isinstance(reply, Exception) and may_run_again(reply) for reply in replies):
-        return list(commands)
-    return [
-        command
-        for command, reply in zip(commands, replies, strict=False)
-        if not (isinstance(reply, Exception) and may_run_again(reply))
-    ]
+class Resends:
+    """When a writer sends again what a failover lost (``resend``): before its next transaction
+    once a round trip failed, and right after a transaction that found its master lacking
+    earlier ones (there may be no next one soon)."""
+
+    def __init__(self, acked: AcknowledgedLog[list[Command]], resend: Callable[[], None]) -> None:
+        self._acked = acked
+        self._resend = resend
+
+    def around(self, transaction: Callable[[], _T]) -> _T:
+        """``transaction()``, what a failover lost sent again before it when a round trip
+        failed, and after it when it found its master lacking earlier ones. Raises what the
+        transaction, or the resend before it, raised (the log then stays suspect)."""
+        try:
+            if self._acked.suspect:
+                self._resend()
+            result = transaction()
+        except BaseException:
+            self._acked.failed()
+            raise
+        if self._acked.suspect:  # after it: if this fails, the next transaction tries first
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._resend()
+        return result
+
+    def round_trip(self, call: Callable[[], _T]) -> _T:
+        """``call()``, a round trip of the writer's own (an id reservation): when it fails, a
+        failover may be why, and the next transaction reads the markers first."""
+        try:
+            return call()
+        except BaseException:
+            self._acked.failed()
+            raise
 
 
 def _for_now(exc: BaseException) -> BaseException:

@@ -25,7 +25,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from client._acknowledged import AcknowledgedLog
+from client._acknowledged import AcknowledgedLog, kept_commands
 from client._applied import (
     BatchIds,
     MarkerPruning,
@@ -35,7 +35,7 @@ from client._applied import (
     increments_field,
 )
 from client._batch import Batch
-from client._resend import kept_commands, resend_on_cluster
+from client._resend import resend_on_cluster
 from client._transaction import run_slot_transactions
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.errors import is_transient, raise_first_error
@@ -117,10 +117,10 @@ class ClusterWrites:
         writer_id: str,
         retention: int,
         now: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
         batch_ids: BatchIds | None = None,
         acked: AcknowledgedLog[list[Command]] | None = None,
         load_scripts: Callable[[], object] = lambda: None,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         """``now``: the shared clock, the time markers carry; ``batch_ids``: the writer's (the
         increments' marker names the same ids); ``acked``: the writer's acknowledged
@@ -201,16 +201,7 @@ class ClusterWrites:
             if outcome.applied:
                 progress.record(slot, ids)
                 self._take_replies(progress, commands, groups[slot], outcome.replies)
-                at = len(groups[slot])  # the previous marker read, then this one written
-                self._marker_of[slot] = markers[slot]
-                self._acked.acknowledged(
-                    slot,
-                    pending[slot][at + 1][3],
-                    kept_commands(pending[slot], outcome.replies),
-                    previous=outcome.replies[at],
-                )
-                for reply in outcome.replies[at + 3 :]:
-                    self.pruning.answered(markers[slot], reply)
+                self._ran(slot, markers[slot], pending[slot], outcome.replies, len(groups[slot]))
                 continue
             if outcome.unknown:
                 progress.unknown.add(slot)
@@ -225,6 +216,18 @@ class ClusterWrites:
         if batch.split_from is not None and ids[1] == batch.split_from[1]:
             self._splits.pop(batch.split_from, None)  # its last half: the lineage is applied
         return self._replies(progress, commands)
+
+    def _ran(
+        self, slot: int, marker: str, commands: list[Command], replies: list[Any], at: int
+    ) -> None:
+        """A slot's transaction ran: kept until no failover can lose it (``_acknowledged``),
+        with the marker it wrote and the one it found (read at ``at``, then written); its
+        pruning, if it had one, answered."""
+        self._marker_of[slot] = marker
+        kept = kept_commands(commands, replies)
+        self._acked.acknowledged(slot, commands[at + 1][3], kept, previous=replies[at])
+        for reply in replies[at + 3 :]:
+            self.pruning.answered(marker, reply)
 
     def _refused_slots(
         self,

@@ -5,7 +5,6 @@ flush pass."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from client._instruments import Drained
 from client._ledger import Notes
 from client._metric_writes import MetricWrites, SpecCheck
 from client._own_commands import OwnCommands
-from client._resend import kept_commands, resend_on_one_redis
+from client._resend import Resends
 from client._sharding import ShardPlan
 from client._slots import ClusterWrites, CommandList
 from client._transaction import Transactions, pack_transaction
@@ -86,10 +85,10 @@ class RedisWriter:
         now: Callable[[], float] | None = None,
     ):
         """``clock``: measured against Redis's TIME (with id reservations, and on one Redis in
-        a batch's transaction once a second), and its skew
-        written (under ``writer_label``) with each batch; None: the process's clock is the
-        shared one (tests inject one). ``now``: the shared time (by default ``clock``'s, or
-        the system clock's). ``shards``: providers split over several slots."""
+        a batch's transaction once a second), and its skew written (under ``writer_label``)
+        with each batch; None: the process's clock is the shared one (tests inject one).
+        ``now``: the shared time (by default ``clock``'s, or the system clock's). ``shards``:
+        providers split over several slots."""
         self._redis = connection
         self._keys = keys
         self._window_ttl = window_ttl
@@ -97,14 +96,8 @@ class RedisWriter:
         self._clock = clock
         self._writer_label = writer_label
         self._shards = shards or ShardPlan()
-        self._metrics = MetricWrites(
-            keys,
-            register(connection, scripts.INSTRUMENTS),
-            retention,
-            max_series,
-            gauge_ttl,
-            writer_id,
-        )
+        instruments = register(connection, scripts.INSTRUMENTS)
+        self._metrics = MetricWrites(keys, instruments, retention, max_series, gauge_ttl, writer_id)
         self._cluster: ClusterWrites | None = None
         self._single: redis.Redis | None = None
         self._transactions: Transactions | None = None
@@ -113,26 +106,20 @@ class RedisWriter:
         shared_now = now or (clock.now if clock is not None else time.time)
         batch_ids = BatchIds()  # what the markers name (``_applied``)
         self._increments = IncrementsMarker(keys, writer_id, shared_now, batch_ids)
-        # what a failover may still lose, sent again if it did (``_acknowledged``)
-        self._acked: AcknowledgedLog[list[Command]] = AcknowledgedLog()
-        self._sent = False  # the transaction just written was sent (not found run already)
+        acked: AcknowledgedLog[list[Command]] = AcknowledgedLog()  # (``_acknowledged``)
+        load = self._metrics.script.load
         if isinstance(connection, RedisCluster):
             self._cluster = ClusterWrites(
-                connection,
-                keys,
-                writer_id,
-                retention,
-                shared_now,
-                batch_ids=batch_ids,
-                acked=self._acked,
-                load_scripts=self._metrics.script.load,
+                connection, keys, writer_id, retention, shared_now, batch_ids, acked, load
             )
+            self._resends = Resends(acked, self._cluster.resend_lost)
         else:
             self._single = connection
             self._transactions = Transactions(connection)
             self._lost = LostReplies(
-                connection, keys, writer_id, retention, shared_now, unreported, batch_ids
+                connection, keys, writer_id, retention, shared_now, unreported, batch_ids, acked
             )
+            self._resends = Resends(acked, self._lost.resender(self._transactions, load))
         self._ids = EventIds(connection, keys, retention, clock, self._cluster, unreported)
         self._own = OwnCommands(
             keys, self._ids, clock, writer_label, self._single is not None, unreported
@@ -145,11 +132,7 @@ class RedisWriter:
         redis.RedisError). A missing counter (new or emptied Redis) starts at a random id, so a
         batch reserved before Redis was emptied and written after it is unlikely to reuse ids
         written since."""
-        try:
-            return self._ids.reserve(count)
-        except BaseException:
-            self._acked.failed()  # a failover may be why: the next write checks the markers
-            raise
+        return self._resends.round_trip(lambda: self._ids.reserve(count))
 
     def _ready(self, batch: Batch) -> None:
         """Before anything of the batch is sent (an error here: nothing was): the instruments
@@ -170,33 +153,7 @@ class RedisWriter:
         refused of it (Redis runs every other command) and what is left to send again. After a
         failed round trip, the acknowledged transactions a failover lost are sent again first
         (``_acknowledged``)."""
-        try:
-            if self._acked.suspect:
-                self._resend_lost()
-            report = self._write(batch)
-        except BaseException:
-            self._acked.failed()
-            raise
-        if self._acked.suspect:  # the transaction found its master lacking earlier ones
-            # now, not with the next batch (there may be none); if it fails, that one tries first
-            with contextlib.suppress(redis.RedisError, OSError):
-                self._resend_lost()
-        return report
-
-    def _resend_lost(self) -> None:
-        """The acknowledged transactions a failover lost sent again (raises redis.RedisError
-        while Redis cannot take them)."""
-        if self._cluster is not None:
-            self._cluster.resend_lost()
-            return
-        assert self._single and self._transactions and self._lost
-        resend_on_one_redis(
-            self._single,
-            self._transactions,
-            self._acked,
-            self._lost.marker_field,
-            self._metrics.script.load,
-        )
+        return self._resends.around(lambda: self._write(batch))
 
     def _write(self, batch: Batch) -> WriteReport:
         self._ready(batch)
@@ -212,7 +169,6 @@ class RedisWriter:
             checks = self._metrics.queue(plan, script_calls, batch.instruments, offset, ops, marker)
         placed = self._own.queue(plan, batch, ops)
         lost = self._lost
-        self._sent = False
         try:
             send = functools.partial(self._send, batch, plan)
             if lost is None:
@@ -225,15 +181,7 @@ class RedisWriter:
             raise
         self._own.applied(replies, placed, ops)
         if lost is not None:
-            lost.applied(replies, placed.marker)
-            if self._sent:
-                at = placed.marker.start  # the previous marker read, then this one written
-                self._acked.acknowledged(
-                    0,
-                    plan.commands[at + 1][3],
-                    kept_commands(plan.commands, replies),
-                    previous=replies[at],
-                )
+            lost.applied(replies, placed.marker, plan.commands)
         leftover = None
         missing = script_calls.missing(replies)
         if missing and batch.instruments is not None:
@@ -302,7 +250,7 @@ class RedisWriter:
             add("EXPIRE", keys.providers, self._retention)
             ops["zadd"] += 1
             ops["expire"] += 1
-        self._queue_shard_counts(plan, batch, ops)
+        _queue_shard_counts(plan, self._keys, self._shards, self._retention, batch, ops)
         return windows
 
     def _queue_models(
@@ -339,19 +287,6 @@ class RedisWriter:
         plan.execute_command("EXPIRE", key, self._retention)
         ops.update({"hset": 1, "expire": 1})
 
-    def _queue_shard_counts(self, plan: CommandList, batch: Batch, ops: Counter[str]) -> None:
-        """The shard count of each split provider of the batch: the aggregator sums every shard
-        a writer may have used."""
-        shard_counts: list[str | int] = []
-        for provider in batch.providers:
-            if (count := self._shards.count(provider)) > 1:
-                shard_counts += [count, provider]
-        if shard_counts:
-            plan.execute_command("ZADD", self._keys.shards, "GT", *shard_counts)
-            plan.execute_command("EXPIRE", self._keys.shards, self._retention)
-            ops["zadd"] += 1
-            ops["expire"] += 1
-
     def _send(self, batch: Batch, plan: CommandList) -> list[Any]:
         """The transaction's replies (errors as exceptions). On one Redis: sent raw
         (``_transaction``), the local clock read just before it went and just after its reply
@@ -362,10 +297,30 @@ class RedisWriter:
             sent_at = local()
             replies = self._transactions.run(packed, len(plan))
             self._own.round_trip = (sent_at, local())
-            self._sent = True
             return replies
         assert self._cluster is not None
         return self._cluster.write(batch, plan.commands)
+
+
+def _queue_shard_counts(
+    plan: CommandList,
+    keys: Keys,
+    shards: ShardPlan,
+    retention: int,
+    batch: Batch,
+    ops: Counter[str],
+) -> None:
+    """The shard count of each split provider of the batch: the aggregator sums every shard a
+    writer may have used."""
+    shard_counts: list[str | int] = []
+    for provider in batch.providers:
+        if (count := shards.count(provider)) > 1:
+            shard_counts += [count, provider]
+    if shard_counts:
+        plan.execute_command("ZADD", keys.shards, "GT", *shard_counts)
+        plan.execute_command("EXPIRE", keys.shards, retention)
+        ops["zadd"] += 1
+        ops["expire"] += 1
 
 
 def _queue_notes(plan: CommandList, keys: Keys, notes: Notes, ops: Counter[str]) -> None:
