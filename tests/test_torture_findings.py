@@ -24,6 +24,7 @@ from redis.crc import key_slot
 from client import ClientSettings, MetricsClient
 from client._batch import Batch, build_batch
 from client._ledger import NO_NOTES
+from client._transaction import Outcome as SlotOutcome
 from client._writer import RedisWriter
 from devtools.redis_cluster import LocalCluster
 from devtools.torture import ci
@@ -118,7 +119,7 @@ def test_a_leftover_resent_between_the_halves_of_a_split_batch_applies_nothing_t
     def out_of_memory(cluster: Any, groups: dict[int, list[Any]]) -> dict[int, Any]:
         outcomes = real(cluster, {s: g for s, g in groups.items() if s != full})
         if full in groups:  # delta's node at maxmemory: the flusher splits the batch
-            outcomes[full] = slots.SlotOutcome(False, error=redis.OutOfMemoryError("OOM"))
+            outcomes[full] = SlotOutcome(False, error=redis.OutOfMemoryError("OOM"))
         return outcomes
 
     calls = [
