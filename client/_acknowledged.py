@@ -34,8 +34,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from gatewayz_transport.scripts import may_run_again
 
@@ -48,11 +47,15 @@ MAX_KEPT: Final = 512
 the oldest go first, so a worker's memory stays bounded through a long outage."""
 
 _P = TypeVar("_P")
+
+IN_ORDER: Final = object()
+"""The ``previous`` marker of a transaction that did not read it: sent on the connection the
+last went on, to the server that applied the last (a server that changed fails the
+connection)."""
 Command = tuple[Any, ...]
 
 
-@dataclass(frozen=True)
-class Kept(Generic[_P]):
+class Kept(NamedTuple, Generic[_P]):
     marker: str
     """The marker value the transaction wrote."""
     payload: _P
@@ -75,13 +78,15 @@ class AcknowledgedLog(Generic[_P]):
         self._max_kept = max_kept
         self._monotonic = monotonic
         self._units: dict[Any, deque[Kept[_P]]] = {}
+        self._swept_at = monotonic()  # when units written no more were last forgotten
         self.suspect = False
         """A round trip failed since the markers were last read: a failover may have lost
         some of what is kept."""
 
     def acknowledged(self, unit: Any, marker: str, payload: _P, previous: Any = None) -> None:
         """A transaction of ``unit`` was acknowledged; ``previous``: the marker the master held
-        when it ran it (read in the same transaction, before it wrote ``marker``). When that
+        when it ran it (read in the same transaction, before it wrote ``marker``), or
+        ``IN_ORDER``. When that
         names a kept transaction other than the last, the master lacks the ones after it (it
         is not the one that acknowledged them): they are to be sent again, after this one,
         which the log now holds before them, as the master applied it. Old ones are forgotten
@@ -91,19 +96,26 @@ class AcknowledgedLog(Generic[_P]):
         kept = self._units.get(unit)
         if not kept:
             self._units[unit] = deque([entry])
-        elif _text(previous) == kept[-1].marker:
+        elif previous is IN_ORDER or _text(previous) == kept[-1].marker:
             kept.append(entry)
             if len(kept) > self._max_kept:
                 kept.popleft()
+            if not self.suspect:  # this unit's old ones (the others': ``_forget_older_than``)
+                cutoff = now - self._keep_seconds
+                while kept[0].at < cutoff:
+                    kept.popleft()
         else:
             lost = self.lost(unit, previous)
             self._units[unit] = deque([entry, *lost])
             if lost:
                 self.suspect = True  # the next transaction reads the marker: this one's
-        if not self.suspect:
+        if not self.suspect and now - self._swept_at >= self._keep_seconds:
             self._forget_older_than(now - self._keep_seconds)
 
     def _forget_older_than(self, cutoff: float) -> None:
+        """Every unit's transactions acknowledged before ``cutoff`` (each unit's own go as it
+        is written; this, every ``keep_seconds`` at most, takes the units no longer written)."""
+        self._swept_at = self._monotonic()
         for unit in list(self._units):
             kept = self._units[unit]
             while kept and kept[0].at < cutoff:
@@ -152,14 +164,16 @@ def _text(marker: Any) -> str | None:
     return marker.decode("utf-8", "replace") if isinstance(marker, bytes) else marker
 
 
-def kept_commands(commands: Sequence[Command], replies: Sequence[Any]) -> list[Command]:
-    """What sends a transaction again: its commands but the script calls that did nothing
-    (Redis did not know their script: what they carried went again on its own, and sending them
-    with the rest would apply it twice)."""
-    if not any(isinstance(reply, Exception) and may_run_again(reply) for reply in replies):
-        return list(commands)
-    return [
-        command
-        for command, reply in zip(commands, replies, strict=False)
-        if not (isinstance(reply, Exception) and may_run_again(reply))
-    ]
+def kept_commands(commands: list[Command], replies: Sequence[Any]) -> list[Command]:
+    """What sends a transaction again: its commands (the list itself: a transaction's list is
+    built for it and never changed after) but the script calls that did nothing (Redis did not
+    know their script: what they carried went again on its own, and sending them with the rest
+    would apply it twice)."""
+    for reply in replies:
+        if isinstance(reply, Exception) and may_run_again(reply):
+            return [
+                command
+                for command, reply in zip(commands, replies, strict=False)
+                if not (isinstance(reply, Exception) and may_run_again(reply))
+            ]
+    return commands

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import redis
 
-from client._acknowledged import AcknowledgedLog, kept_commands
+from client._acknowledged import IN_ORDER, AcknowledgedLog, kept_commands
 from client._batch import Batch
 from client._resend import resend_on_one_redis
 from client._transaction import Transactions
@@ -191,19 +191,25 @@ class LostReplies:
         self._ids = batch_ids
         self._unknown: Batch | None = None
         self._acked = acked
+        self._read_at: int | None = None  # where the last transaction read the marker first
         self._sent = False  # the last transaction was sent (not found to have run already)
         self.pruning = MarkerPruning(client, now, monotonic)
 
-    def queue(self, plan: Any, batch: Batch, ops: Counter[str]) -> range:
-        """The marker (read, then written; and, when due, the hash's TTL and the pruning of
-        old markers) after the batch's commands in ``plan``; returns where they sit (their
-        replies are the writer's own). The TTL is set with the first transaction and every
-        ``PRUNE_EVERY_SECONDS`` (each increments' call sets it too), not with every one."""
+    def queue(self, plan: Any, batch: Batch, ops: Counter[str], fresh: bool) -> range:
+        """The marker (and, when due, the hash's TTL and the pruning of old markers) after the
+        batch's commands in ``plan``; returns where they sit (their replies are the writer's
+        own). The TTL is set with the first transaction and every ``PRUNE_EVERY_SECONDS``
+        (each increments' call sets it too), not with every one. ``fresh``: the transaction
+        goes on a connection the last did not, maybe to another server: the marker there is
+        read first (``_acknowledged``; on one connection, a server that changed fails it)."""
         start = len(plan)
         add = plan.execute_command
-        add("HGET", self._key, self._writer_id)  # what the master had: ``_acknowledged``
+        self._read_at = start if fresh else None
+        if fresh:
+            add("HGET", self._key, self._writer_id)
+            ops["hget"] += 1
         add("HSET", self._key, self._writer_id, encode_marker(self._ids.of(batch), self._now()))
-        ops.update({"hget": 1, "hset": 1})
+        ops["hset"] += 1
         for command in self.pruning.due(self._key):
             add("EXPIRE", self._key, self._retention)
             add(*command)
@@ -225,12 +231,14 @@ class LostReplies:
         one) is answered, and a transaction sent is kept until no failover can lose it, with
         the marker it wrote and the one it found (``_acknowledged``)."""
         self._unknown = None
-        if len(placed) > 3:
-            self.pruning.answered(self._key, replies[placed[3]])
+        read_at = self._read_at
+        written_at = placed.start if read_at is None else read_at + 1
+        if placed.stop - written_at > 2:
+            self.pruning.answered(self._key, replies[written_at + 2])
         if self._sent:
-            at = placed.start  # the marker read, then written
             kept = kept_commands(commands, replies)
-            self._acked.acknowledged(0, commands[at + 1][3], kept, previous=replies[at])
+            previous = IN_ORDER if read_at is None else replies[read_at]
+            self._acked.acknowledged(0, commands[written_at][3], kept, previous=previous)
 
     def send(
         self,

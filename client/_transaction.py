@@ -115,14 +115,16 @@ class Transactions:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._connection: Any = None
+        self._fresh = True  # the connection was not used by a transaction that got its reply
         self._used_at = 0.0  # monotonic: when the connection last sent a transaction
 
-    def run(self, packed: bytes, queued: int) -> list[Any]:
-        """A transaction (``pack_transaction`` of ``queued`` commands) in one round trip: the
-        commands' replies, errors as exceptions (Redis runs every other command of a
-        transaction). Raises what discarded the transaction (nothing of it ran: the first
-        refusal, OOM say, or EXECABORT), or the connection's error (the connection is dropped:
-        nothing or everything was applied)."""
+    def fresh(self) -> bool:
+        """Whether the next transaction goes on a connection the last one did not (taken from
+        the pool now: maybe to another server). Raises redis.RedisError when none can be had."""
+        self._connection_now()
+        return self._fresh
+
+    def _connection_now(self) -> Any:
         connection = self._connection
         now = time.monotonic()
         if connection is not None and now - self._used_at >= IDLE_SECONDS and _closed(connection):
@@ -132,7 +134,17 @@ class Transactions:
             connection = None
         if connection is None:
             connection = self._connection = pooled_connection(self._client.connection_pool)
+            self._fresh = True
         self._used_at = now
+        return connection
+
+    def run(self, packed: bytes, queued: int) -> list[Any]:
+        """A transaction (``pack_transaction`` of ``queued`` commands) in one round trip: the
+        commands' replies, errors as exceptions (Redis runs every other command of a
+        transaction). Raises what discarded the transaction (nothing of it ran: the first
+        refusal, OOM say, or EXECABORT), or the connection's error (the connection is dropped:
+        nothing or everything was applied)."""
+        connection = self._connection_now()
         try:
             connection.send_packed_command([packed], check_health=False)
             outcome = read_transaction(connection, queued)
@@ -143,6 +155,7 @@ class Transactions:
             # now; redis-py reconnecting by itself on send would go back to the old address)
             self._give_back(connection)
             raise
+        self._fresh = False  # answered on it: the next goes to the same server
         if not outcome.applied:
             assert outcome.error is not None
             raise outcome.error

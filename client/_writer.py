@@ -174,7 +174,9 @@ class RedisWriter:
             if lost is None:
                 replies = send()
             else:  # (queueing may load the pruning script first: a round trip that may fail)
-                placed.marker = lost.queue(plan, batch, ops)
+                assert self._transactions is not None
+                fresh = self._transactions.fresh()
+                placed.marker = lost.queue(plan, batch, ops, fresh)
                 replies = lost.send(batch, len(plan), script_calls.indexes, send)
         except BaseException:
             self._own.failed()

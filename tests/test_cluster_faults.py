@@ -1,6 +1,7 @@
 """A real local Redis Cluster under faults, while a worker records flat out: slots resharded
-(``redis-cli --cluster reshard``) and a master killed (SIGKILL) with its replica promoted. No
-error reaches the worker, nothing is counted twice, and what is lost is bounded and counted."""
+(``redis-cli --cluster reshard``), a master killed (SIGKILL) or stalled (SIGSTOP) with its
+replica promoted, a master restarted from an old snapshot. No error reaches the worker, nothing
+is counted twice, and what a master acknowledged and then lost is sent again."""
 
 from __future__ import annotations
 
@@ -124,11 +125,9 @@ def test_a_master_killed_under_load_is_followed_to_its_replica(
     _drained(metrics, load)  # the client found the new master by itself
     for provider in ("openrouter", "anthropic", "groq"):
         window, calls = counted(own_cluster.url, NAMESPACE, provider)
-        assert window == calls  # never one without the other: one transaction per slot
-        # Loss bounded by what the dead master had acknowledged but not replicated: at most
-        # the last flushes before the kill (asynchronous replication, about a millisecond).
-        assert recorded[provider] - 2_000 <= calls <= recorded[provider]
-        print(f"{provider}: {recorded[provider] - calls} of {recorded[provider]} lost")
+        # What the dead master had acknowledged and not replicated (asynchronous replication)
+        # the worker sends again once the new master's marker shows it lacks it: nothing lost.
+        assert (window, calls) == (recorded[provider], recorded[provider])
     # The aggregator recovers by itself too: a cycle that meets the dead node fails (and is
     # counted), the next one asks the cluster for its new layout.
     wait_for(lambda: aggregator.run_cycle() is not None and aggregator.ready()[0], timeout=15)
@@ -140,7 +139,7 @@ def test_a_master_killed_under_load_is_followed_to_its_replica(
 
 
 @pytest.mark.parametrize("stall", ["until promoted", 1.6])
-def test_a_master_stalled_past_its_node_timeout_is_replaced_with_no_error_or_double_count(
+def test_a_master_stalled_past_its_node_timeout_is_replaced_and_loses_nothing(
     own_cluster: LocalCluster, stall: str | float
 ) -> None:
     """SIGSTOP, not SIGKILL: a master that stops answering for longer than the node timeout (a
@@ -148,8 +147,9 @@ def test_a_master_stalled_past_its_node_timeout_is_replaced_with_no_error_or_dou
     writes until it learns it was replaced, and drops them with its data set to follow the new
     master. Stalled 1.6 s (node timeout 1 s), it may come back during the election, win it or
     not. Either way nothing reaches the worker as an error, nothing is counted twice (window and
-    totals agree), the other masters' slots lose nothing, and the old master is a master only if
-    it still serves the slot."""
+    totals agree), and the old master is a master only if it still serves the slot. What the old
+    master took after it was replaced the worker finds missing by its markers on the new master,
+    and sends again: nothing is lost."""
     slot = key_slot(Keys(NAMESPACE).totals("openrouter").encode())
     victim = own_cluster.master_of_slot(slot)
     providers = ["openrouter", "anthropic", "groq"]
@@ -176,12 +176,11 @@ def test_a_master_stalled_past_its_node_timeout_is_replaced_with_no_error_or_dou
     finally:
         recorded = load.stop()
     _drained(metrics, load)
-    for provider in providers:
-        window, calls = counted(own_cluster.url, NAMESPACE, provider)
-        assert window == calls <= recorded[provider]
-        if provider in elsewhere:
-            assert calls == recorded[provider]
-        print(f"{provider}: {recorded[provider] - calls} of {recorded[provider]} lost")
+    for provider in providers:  # what the old master took after it was replaced: sent again
+        assert counted(own_cluster.url, NAMESPACE, provider) == (
+            recorded[provider],
+            recorded[provider],
+        )
     with local_connection(victim.port) as connection:
         role = connection.role()[0]
     replaced = own_cluster.master_of_slot(slot) != victim
