@@ -75,7 +75,8 @@ def _for_now(exc: BaseException) -> BaseException:
 
 def _gave_up(count: int, exc: BaseException) -> None:
     log.error(
-        "Redis refused %d transactions lost by a failover, sent again: not sent (%s)",
+        "Redis refused the %d transactions a failover lost when they were sent again: "
+        "given up on (%s)",
         count,
         explained(exc),
     )
@@ -88,9 +89,10 @@ def resend_on_one_redis(
     marker: tuple[str, str],
     load_scripts: Callable[[], Any],
 ) -> None:
-    """On one Redis (or a Sentinel-managed one), after a failed round trip: the writer's
-    ``marker`` (applied hash, field) read, and the kept transactions after the one it names sent
-    again. Raises redis.RedisError while Redis cannot take them (the log stays suspect)."""
+    """On one Redis (or a Sentinel-managed one), once a round trip failed or a transaction
+    found its master lacking earlier ones: the writer's ``marker`` (applied hash, field) read,
+    and the kept transactions after the one it names sent again. Raises redis.RedisError
+    while Redis cannot take them (the log stays suspect)."""
     if not acked.to_check:
         acked.checked()
         return
@@ -118,10 +120,11 @@ def resend_on_cluster(
     writer_id: str,
     load_scripts: Callable[[], Any],
 ) -> None:
-    """On a Redis Cluster, after a failed round trip: each kept slot's marker (this writer's
-    field of ``marker_of[slot]``, its applied hash) read where the slot is served now, and what
-    each slot lacks sent again, the slots' n-th transactions side by side. Raises
-    redis.RedisError while a node cannot take them (the log stays suspect)."""
+    """On a Redis Cluster, once a round trip failed or a transaction found its master lacking
+    earlier ones: each kept slot's marker (this writer's field of ``marker_of[slot]``, its
+    applied hash) read where the slot is served now, and what each slot lacks sent again, the
+    slots' n-th transactions side by side. Raises redis.RedisError while a node cannot take
+    them (the log stays suspect)."""
     slots = acked.to_check
     if not slots:
         acked.checked()
