@@ -38,13 +38,16 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from gatewayz_transport.scripts import may_run_again
 
-KEEP_SECONDS: Final = 5.0
-"""How long an acknowledged transaction is kept while round trips succeed: a failover's loss
-shows as a failed round trip within a second or two of the last write it lost (the old master
-refuses writes once it knows it was replaced; a dead one does not answer)."""
-MAX_KEPT: Final = 512
-"""Transactions kept per unit at most (about 25 s of flush passes at the default interval):
-the oldest go first, so a worker's memory stays bounded through a long outage."""
+KEEP_SECONDS: Final = 30.0
+"""How long an acknowledged transaction is kept while round trips succeed. A failover's loss
+shows within seconds as a failed round trip or an older marker, but a stalled master that
+resumes keeps taking writes until it is told it was replaced: Sentinel does that at its next
+look at it, up to about 10 s later, then drops those writes with the rest."""
+MAX_KEPT: Final = 4096
+"""Transactions kept per unit at most (the oldest go first)."""
+MAX_KEPT_SIZE: Final = 200_000
+"""Command arguments kept in all (about 100,000 events: a few MB), the oldest transactions
+going first: a worker flat out keeps less than ``KEEP_SECONDS``, its memory bounded."""
 
 _P = TypeVar("_P")
 
@@ -62,6 +65,10 @@ class Kept(NamedTuple, Generic[_P]):
     """What sends it again."""
     at: float
     """When it was acknowledged (monotonic)."""
+    seq: int
+    """Its place in the order of the whole log."""
+    size: int
+    """Its share of ``MAX_KEPT_SIZE``."""
 
 
 class AcknowledgedLog(Generic[_P]):
@@ -73,44 +80,82 @@ class AcknowledgedLog(Generic[_P]):
         keep_seconds: float = KEEP_SECONDS,
         max_kept: int = MAX_KEPT,
         monotonic: Callable[[], float] = time.monotonic,
+        max_size: int = MAX_KEPT_SIZE,
     ) -> None:
         self._keep_seconds = keep_seconds
         self._max_kept = max_kept
+        self._max_size = max_size
         self._monotonic = monotonic
         self._units: dict[Any, deque[Kept[_P]]] = {}
+        self._order: deque[tuple[int, Any]] = deque()  # (seq, unit), oldest first; some gone
+        self._seq = 0
+        self._size = 0
         self._swept_at = monotonic()  # when units written no more were last forgotten
         self.suspect = False
         """A round trip failed since the markers were last read: a failover may have lost
         some of what is kept."""
 
-    def acknowledged(self, unit: Any, marker: str, payload: _P, previous: Any = None) -> None:
+    def acknowledged(
+        self, unit: Any, marker: str, payload: _P, previous: Any = None, size: int = 1
+    ) -> None:
         """A transaction of ``unit`` was acknowledged; ``previous``: the marker the master held
         when it ran it (read in the same transaction, before it wrote ``marker``), or
-        ``IN_ORDER``. When that
-        names a kept transaction other than the last, the master lacks the ones after it (it
-        is not the one that acknowledged them): they are to be sent again, after this one,
-        which the log now holds before them, as the master applied it. Old ones are forgotten
-        unless a round trip failed since (then they may be what was lost)."""
+        ``IN_ORDER``. When that names a kept transaction other than the last, the master lacks
+        the ones after it (it is not the one that acknowledged them): they are to be sent
+        again, after this one, which the log now holds before them, as the master applied it.
+        Old ones are forgotten unless a round trip failed since (then they may be what was
+        lost); the oldest go first past ``max_size`` (``size``: this one's share)."""
         now = self._monotonic()
-        entry = Kept(marker, payload, now)
         kept = self._units.get(unit)
         if not kept:
-            self._units[unit] = deque([entry])
+            self._append(unit, marker, payload, now, size)
         elif previous is IN_ORDER or _text(previous) == kept[-1].marker:
-            kept.append(entry)
+            self._append(unit, marker, payload, now, size)
             if len(kept) > self._max_kept:
-                kept.popleft()
+                self._pop_head(unit)
             if not self.suspect:  # this unit's old ones (the others': ``_forget_older_than``)
                 cutoff = now - self._keep_seconds
                 while kept[0].at < cutoff:
-                    kept.popleft()
+                    self._pop_head(unit)
         else:
             lost = self.lost(unit, previous)
-            self._units[unit] = deque([entry, *lost])
+            self._drop_unit(unit)
+            self._append(unit, marker, payload, now, size)
+            for entry in lost:  # after this one now, as the master will have applied them
+                self._append(unit, entry.marker, entry.payload, entry.at, entry.size)
             if lost:
                 self.suspect = True  # the next transaction reads the marker: this one's
+        while self._size > self._max_size:
+            seq, oldest = self._order[0]
+            if self._live(seq, oldest):
+                self._pop_head(oldest)
+            self._order.popleft()
         if not self.suspect and now - self._swept_at >= self._keep_seconds:
             self._forget_older_than(now - self._keep_seconds)
+
+    def _append(self, unit: Any, marker: str, payload: _P, at: float, size: int) -> None:
+        self._seq += 1
+        self._units.setdefault(unit, deque()).append(Kept(marker, payload, at, self._seq, size))
+        self._order.append((self._seq, unit))
+        self._size += size
+        while self._order and not self._live(*self._order[0]):
+            self._order.popleft()  # what went another way (its unit's oldest gone before)
+
+    def _live(self, seq: int, unit: Any) -> bool:
+        """Whether the log's oldest reference still names its unit's oldest transaction."""
+        kept = self._units.get(unit)
+        return bool(kept) and kept[0].seq == seq  # type: ignore[index]
+
+    def _pop_head(self, unit: Any) -> None:
+        kept = self._units[unit]
+        self._size -= kept.popleft().size
+        if not kept:
+            del self._units[unit]
+
+    def _drop_unit(self, unit: Any) -> None:
+        kept = self._units.pop(unit, None)
+        if kept:
+            self._size -= sum(entry.size for entry in kept)
 
     def _forget_older_than(self, cutoff: float) -> None:
         """Every unit's transactions acknowledged before ``cutoff`` (each unit's own go as it
@@ -118,10 +163,8 @@ class AcknowledgedLog(Generic[_P]):
         self._swept_at = self._monotonic()
         for unit in list(self._units):
             kept = self._units[unit]
-            while kept and kept[0].at < cutoff:
-                kept.popleft()
-            if not kept:
-                del self._units[unit]
+            while unit in self._units and kept[0].at < cutoff:
+                self._pop_head(unit)
 
     def failed(self) -> None:
         """A round trip failed (maybe a failover): check the markers before the next
@@ -145,9 +188,9 @@ class AcknowledgedLog(Generic[_P]):
         for index, entry in enumerate(kept):
             if entry.marker == text:
                 for _ in range(index + 1):
-                    kept.popleft()
+                    self._pop_head(unit)
                 return list(kept)
-        del self._units[unit]
+        self._drop_unit(unit)
         return []
 
     def checked(self) -> None:
@@ -157,6 +200,11 @@ class AcknowledgedLog(Generic[_P]):
 
     def __len__(self) -> int:
         return sum(len(kept) for kept in self._units.values())
+
+    @property
+    def size(self) -> int:
+        """The share of ``max_size`` taken."""
+        return self._size
 
 
 def _text(marker: Any) -> str | None:

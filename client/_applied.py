@@ -168,7 +168,7 @@ class LostReplies:
 
     def __init__(
         self,
-        client: redis.Redis,
+        transactions: Transactions,
         keys: Keys,
         writer_id: str,
         retention: int,
@@ -182,7 +182,7 @@ class LostReplies:
         of Redis operations not reported yet (the markers' reads add to it); ``batch_ids``: the
         writer's (the increments' marker names the same ids); ``acked``: where each transaction
         sent is kept until no failover can lose it."""
-        self._client = client
+        self._transactions = transactions
         self._key = keys.applied(keys.metric_schema)
         self._writer_id = writer_id
         self._retention = retention
@@ -193,7 +193,8 @@ class LostReplies:
         self._acked = acked
         self._read_at: int | None = None  # where the last transaction read the marker first
         self._sent = False  # the last transaction was sent (not found to have run already)
-        self.pruning = MarkerPruning(client, now, monotonic)
+        self._ran_marker: str | None = None  # what a transaction found to have run wrote
+        self.pruning = MarkerPruning(transactions.client, now, monotonic)
 
     def queue(self, plan: Any, batch: Batch, ops: Counter[str], fresh: bool) -> range:
         """The marker (and, when due, the hash's TTL and the pruning of old markers) after the
@@ -216,14 +217,12 @@ class LostReplies:
             ops.update({"expire": 1, "evalsha": 1})
         return range(start, len(plan))
 
-    def resender(
-        self, transactions: Transactions, load_scripts: Callable[[], Any]
-    ) -> Callable[[], None]:
-        """What sends again the transactions a failover lost (``_resend``), on ``transactions``
-        (the writer's), the scripts loaded first."""
+    def resender(self, load_scripts: Callable[[], Any]) -> Callable[[], None]:
+        """What sends again the transactions a failover lost (``_resend``), on the writer's
+        transactions, the scripts loaded first."""
         marker = (self._key, self._writer_id)
         return functools.partial(
-            resend_on_one_redis, self._client, transactions, self._acked, marker, load_scripts
+            resend_on_one_redis, self._transactions, self._acked, marker, load_scripts
         )
 
     def applied(self, replies: list[Any], placed: range, commands: list[Command]) -> None:
@@ -235,10 +234,16 @@ class LostReplies:
         written_at = placed.start if read_at is None else read_at + 1
         if placed.stop - written_at > 2:
             self.pruning.answered(self._key, replies[written_at + 2])
-        if self._sent:
-            kept = kept_commands(commands, replies)
+        ran, self._ran_marker = self._ran_marker, None
+        if self._sent or ran is not None:
             previous = IN_ORDER if read_at is None else replies[read_at]
-            self._acked.acknowledged(0, commands[written_at][3], kept, previous=previous)
+            if ran is not None:  # kept as it ran: with the marker it wrote then
+                commands = list(commands)
+                commands[written_at] = (*commands[written_at][:3], ran)
+                previous = IN_ORDER
+            kept = kept_commands(commands, replies)
+            marker, size = commands[written_at][3], sum(map(len, kept))
+            self._acked.acknowledged(0, marker, kept, previous, size)
 
     def send(
         self,
@@ -273,15 +278,15 @@ class LostReplies:
         Redis cannot answer."""
         if batch is not self._unknown:
             return None
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hget(self._key, self._writer_id)
-        pipe.hget(self._key, increments_field(self._writer_id))
-        marker, increments = pipe.execute()
+        # on the transactions' connection: the server they go to, which the pool may not name
+        marker = self._transactions.read("HGET", self._key, self._writer_id)
+        increments = self._transactions.read("HGET", self._key, increments_field(self._writer_id))
         self._unreported["hget"] += 2
         self._unknown = None  # known now: it ran, or it is sent
         ids = self._ids.of(batch)
         if decode_marker(marker) != ids:
             return None
+        self._ran_marker = marker.decode() if isinstance(marker, bytes) else str(marker)
         # (the increments' marker names the whole batch a half came from: ``RedisWriter``)
         return Ran(increments=covers(decode_marker(increments), ids))
 

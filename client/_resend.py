@@ -83,7 +83,6 @@ def _gave_up(count: int, exc: BaseException) -> None:
 
 
 def resend_on_one_redis(
-    client: redis.Redis,
     transactions: Transactions,
     acked: AcknowledgedLog[list[Command]],
     marker: tuple[str, str],
@@ -96,7 +95,7 @@ def resend_on_one_redis(
     if not acked.to_check:
         acked.checked()
         return
-    lost = acked.lost(0, client.hget(*marker))
+    lost = acked.lost(0, transactions.read("HGET", *marker))
     if lost:
         load_scripts()  # the new master may not know them
         for done, entry in enumerate(lost):

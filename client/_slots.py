@@ -225,7 +225,8 @@ class ClusterWrites:
         pruning, if it had one, answered."""
         self._marker_of[slot] = marker
         kept = kept_commands(commands, replies)
-        self._acked.acknowledged(slot, commands[at + 1][3], kept, previous=replies[at])
+        size = sum(map(len, kept))
+        self._acked.acknowledged(slot, commands[at + 1][3], kept, replies[at], size)
         for reply in replies[at + 3 :]:
             self.pruning.answered(marker, reply)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import hiredis
 import redis
 from redis.cluster import RedisCluster
+from redis.sentinel import SentinelConnectionPool
 
 from gatewayz_transport.connection import pooled_connection
 from gatewayz_transport.errors import is_transient
@@ -29,6 +30,10 @@ log = logging.getLogger("gatewayz.metrics.client")
 SAY_EVERY_SECONDS = 60.0
 IDLE_SECONDS = 1.0
 """A connection unused this long is looked at before a transaction is sent on it."""
+MASTER_CHECK_SECONDS = 1.0
+"""How often a Sentinel-managed connection asks the sentinels whether it still goes to the
+master they name: a master stalled past their failover and resumed keeps taking writes (and
+answering them) until they turn it into a replica, seconds later, which drops them."""
 _said_at = [float("-inf")]  # when a refused MULTI was last logged, by any writer of the process
 
 _MULTI = hiredis.pack_command(("MULTI",))
@@ -112,8 +117,14 @@ class Transactions:
     for stray data (a ``poll`` each time): a connection that failed is given back, and the
     next transaction takes another."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self, client: redis.Redis, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._client = client
+        pool = client.connection_pool
+        self._sentinels = pool if isinstance(pool, SentinelConnectionPool) else None
+        self._monotonic = monotonic
+        self._asked_at = monotonic()  # when the sentinels were last asked for the master
         self._connection: Any = None
         self._fresh = True  # the connection was not used by a transaction that got its reply
         self._used_at = 0.0  # monotonic: when the connection last sent a transaction
@@ -126,12 +137,17 @@ class Transactions:
 
     def _connection_now(self) -> Any:
         connection = self._connection
-        now = time.monotonic()
+        now = self._monotonic()
         if connection is not None and now - self._used_at >= IDLE_SECONDS and _closed(connection):
             # Redis closed it while it was idle (its `timeout` setting): a fresh one, rather
             # than a failed round trip, an error logged and a retry after every quiet spell
             self._give_back(connection)
             connection = None
+        if connection is not None and now - self._asked_at >= MASTER_CHECK_SECONDS:
+            self._asked_at = now
+            if self._replaced(connection):  # the next goes to the master named now
+                self._give_back(connection)
+                connection = None
         if connection is None:
             connection = self._connection = pooled_connection(self._client.connection_pool)
             self._fresh = True
@@ -160,6 +176,36 @@ class Transactions:
             assert outcome.error is not None
             raise outcome.error
         return outcome.replies
+
+    def read(self, *command: Any) -> Any:
+        """One command's reply, from the server the transactions go to (on their connection:
+        the pool's may name another by now, a Sentinel pool the new master while this one still
+        writes to the old). Raises Redis's refusal, or what broke the exchange (the connection
+        is dropped)."""
+        connection = self._connection_now()
+        try:
+            connection.send_packed_command([hiredis.pack_command(command)], check_health=False)
+            return connection.read_response()
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            self._give_back(connection)
+            raise
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def _replaced(self, connection: Any) -> bool:
+        """Whether the sentinels name another master than the one ``connection`` goes to (a
+        round trip to a sentinel; one that cannot answer leaves the connection alone)."""
+        if self._sentinels is None:
+            return False
+        try:
+            host, port = self._sentinels.get_master_address()  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            return False
+        return (str(host), int(port)) != (str(connection.host), int(connection.port))
 
     def _give_back(self, connection: Any) -> None:
         self._connection = None

@@ -115,11 +115,11 @@ class RedisWriter:
             self._resends = Resends(acked, self._cluster.resend_lost)
         else:
             self._single = connection
-            self._transactions = Transactions(connection)
+            tx = self._transactions = Transactions(connection)
             self._lost = LostReplies(
-                connection, keys, writer_id, retention, shared_now, unreported, batch_ids, acked
+                tx, keys, writer_id, retention, shared_now, unreported, batch_ids, acked
             )
-            self._resends = Resends(acked, self._lost.resender(self._transactions, load))
+            self._resends = Resends(acked, self._lost.resender(load))
         self._ids = EventIds(connection, keys, retention, clock, self._cluster, unreported)
         self._own = OwnCommands(
             keys, self._ids, clock, writer_label, self._single is not None, unreported

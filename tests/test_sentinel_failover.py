@@ -1,24 +1,39 @@
 """A Sentinel-managed Redis (a master, a replica, three sentinels, all real processes): the
-master killed (SIGKILL) while a worker records; the sentinels promote the replica and the
-client and the aggregator follow it by themselves, from a ``redis+sentinel://`` URL."""
+master killed (SIGKILL) or stalled (SIGSTOP) while a worker records; the sentinels promote the
+replica and the client and the aggregator follow it by themselves, from a
+``redis+sentinel://`` URL."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
 from devtools.redis_sentinel import LocalSentinel, start_sentinel
+from devtools.redis_server import local_connection
 from gatewayz_transport.connection import connect
 from tests.support.load import Load, counted
 from tests.support.processes import need_tool, wait_for
 
 NAMESPACE = "sentinel"
 PROVIDERS = ["openrouter", "anthropic"]
+
+
+def _role(port: int) -> bytes:
+    """The server's role; nothing while it cannot answer (the sentinels reconfiguring it close
+    its connections)."""
+    try:
+        with local_connection(port) as connection:
+            role: bytes = connection.role()[0]
+            return role
+    except redis.RedisError:
+        return b""
 
 
 @pytest.fixture
@@ -29,7 +44,14 @@ def sentinel() -> Iterator[LocalSentinel]:
     started.stop()
 
 
-def test_the_client_follows_the_master_the_sentinels_promote(sentinel: LocalSentinel) -> None:
+@pytest.mark.parametrize("fault", ["killed", "stalled"])
+def test_the_client_follows_the_master_the_sentinels_promote(
+    sentinel: LocalSentinel, fault: str
+) -> None:
+    """Killed (SIGKILL), or stalled (SIGSTOP) until the sentinels promote its replica and then
+    resumed: the old master takes writes until the sentinels turn it into a replica, which
+    drops them. The worker finds them missing by its marker on the new master and sends them
+    again: nothing is lost, nothing counted twice."""
     old = sentinel.master()
     metrics = MetricsClient(
         settings=ClientSettings(redis_url=sentinel.url, namespace=NAMESPACE, max_buffer=500_000)
@@ -41,8 +63,16 @@ def test_the_client_follows_the_master_the_sentinels_promote(sentinel: LocalSent
     try:
         time.sleep(0.5)
         assert metrics.flush(timeout=10)
-        old.kill()  # SIGKILL
-        wait_for(lambda: sentinel.master().port != old.port, timeout=30)
+        if fault == "killed":
+            old.kill()
+            wait_for(lambda: sentinel.master().port != old.port, timeout=30)
+        else:
+            old.process.send_signal(signal.SIGSTOP)
+            try:
+                wait_for(lambda: sentinel.master().port != old.port, timeout=30)
+            finally:
+                old.process.send_signal(signal.SIGCONT)
+            wait_for(lambda: _role(old.port) == b"slave", timeout=30)
         time.sleep(0.5)
     finally:
         recorded = load.stop()

@@ -122,3 +122,29 @@ def test_a_transaction_that_found_no_marker_or_an_unknown_one_sends_nothing() ->
         assert not acked.suspect and len(acked) == 1
         _ack(acked, 0, "3", "2")
         assert not acked.suspect and len(acked) == 2
+
+
+def test_past_the_size_budget_the_oldest_go_first_whatever_their_unit() -> None:
+    acked = AcknowledgedLog[str](keep_seconds=60.0, max_size=10, monotonic=Clock())
+    acked.acknowledged(1, "a0", "slot 1 t0", size=4)
+    acked.acknowledged(2, "b0", "slot 2 t0", size=4)
+    acked.acknowledged(1, "a1", "slot 1 t1", previous=b"a0", size=4)  # 12: slot 1 t0 goes
+    assert acked.size == 8 and len(acked) == 2
+    acked.acknowledged(2, "b1", "slot 2 t1", previous=b"b0", size=4)  # 12: slot 2 t0 goes
+    assert acked.size == 8
+    acked.failed()
+    assert [k.payload for k in acked.lost(1, b"a1")] == []  # slot 1 t1 kept
+    assert acked.lost(2, b"b0") == []  # slot 2 t0 is gone: nothing can be told
+    assert acked.size == 0 and len(acked) == 0
+
+
+def test_the_budget_counts_what_a_loss_put_back_once() -> None:
+    acked = AcknowledgedLog[str](keep_seconds=60.0, max_size=100, monotonic=Clock())
+    for n in range(4):
+        acked.acknowledged(
+            0, f"m{n}", f"t{n}", previous=f"m{n - 1}".encode() if n else None, size=5
+        )
+    acked.acknowledged(0, "m4", "t4", previous=b"m1", size=5)  # t2, t3 lost: after t4 now
+    assert acked.size == 15 and len(acked) == 3
+    assert [k.payload for k in acked.lost(0, b"m4")] == ["t2", "t3"]
+    assert acked.size == 10
