@@ -93,13 +93,18 @@ class RedisProcess:
         return stat.rsplit(")", 1)[-1].split()[0] not in ("T", "t")
 
 
-def local_connection(port: int) -> redis.Redis:
-    """A connection to the server on this host's ``port`` that gives up after 2 s, connecting
-    too, and does not retry (its callers poll, or try the next server): a stopped server
-    (SIGSTOP) whose listen backlog is full held a connect forever, and redis-py 6's default
-    retries then held it for seconds a call (torture seed 171000)."""
+def local_connection(port: int, timeout: float = 2.0, host: str = "127.0.0.1") -> redis.Redis:
+    """A connection to the server on ``host``'s ``port`` (this host's by default) that gives up
+    after ``timeout`` seconds (connecting: after 2 s) and does not retry (its callers poll, or
+    try the next server): a stopped server (SIGSTOP) whose listen backlog is full held a connect
+    forever, and redis-py 6's default retries then held it for seconds a call (torture seed
+    171000)."""
     return redis.Redis(
-        port=port, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        host=host,
+        port=port,
+        socket_timeout=timeout,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
     )
 
 

@@ -27,12 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from devtools.processes import stop_process
 from devtools.redis_cluster import CLUSTER_NODE_ARGS, LocalCluster, start_cluster
-from devtools.redis_server import RedisProcess, answers, free_port
+from devtools.redis_server import RedisProcess, answers, free_port, local_connection
 from devtools.torture.proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,10 +73,7 @@ def text(raw: object) -> str:
 def plain_redis(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> redis.Redis:
     """A connection to one server that never retries on its own (redis-py's default retries
     with backoff would hold the nemesis for seconds against a server it just killed)."""
-    return redis.Redis(
-        host=host, port=port, socket_timeout=timeout, socket_connect_timeout=2,
-        retry=Retry(NoBackoff(), 0),
-    )  # fmt: skip
+    return local_connection(port, timeout, host)
 
 
 def wait_until(condition: Any, timeout: float, step: float = 0.05) -> bool:
