@@ -10,10 +10,11 @@ transactions it has. So a writer keeps each acknowledged transaction, with the m
 wrote, for ``KEEP_SECONDS`` (and while its round trips fail, whatever their age), and finds out
 what a master lacks two ways:
 
-- each transaction reads the marker before it writes its own: a master that held an earlier
-  one than the writer's last lacks the transactions in between, whether or not a round trip
-  failed on the way (a connection redis-py opened again without a word, a master restarted on
-  the same address);
+- a transaction that may reach another server than the last (on a cluster each, since
+  redis-py may open a pooled connection again without a word; on one Redis the first on a new
+  connection) reads the marker before it writes its own: a master that held an earlier one
+  than the writer's last lacks the transactions in between, whether or not a round trip failed
+  on the way (a master restarted on the same address);
 - after a failed round trip, before its next transaction, the writer reads its marker.
 
 Either way the transactions kept after the one the marker names are sent again, in order, each
@@ -109,7 +110,7 @@ class AcknowledgedLog(Generic[_P]):
         kept = self._units.get(unit)
         if not kept:
             self._append(unit, marker, payload, now, size)
-        elif previous is IN_ORDER or _text(previous) == kept[-1].marker:
+        elif previous is IN_ORDER or marker_text(previous) == kept[-1].marker:
             self._append(unit, marker, payload, now, size)
             if len(kept) > self._max_kept:
                 self._pop_head(unit)
@@ -144,7 +145,7 @@ class AcknowledgedLog(Generic[_P]):
     def _live(self, seq: int, unit: Any) -> bool:
         """Whether the log's oldest reference still names its unit's oldest transaction."""
         kept = self._units.get(unit)
-        return bool(kept) and kept[0].seq == seq  # type: ignore[index]
+        return kept is not None and kept[0].seq == seq  # (a unit's log is never left empty)
 
     def _pop_head(self, unit: Any) -> None:
         kept = self._units[unit]
@@ -184,7 +185,7 @@ class AcknowledgedLog(Generic[_P]):
         kept = self._units.get(unit)
         if not kept:
             return []
-        text = _text(marker)
+        text = marker_text(marker)
         for index, entry in enumerate(kept):
             if entry.marker == text:
                 for _ in range(index + 1):
@@ -207,7 +208,7 @@ class AcknowledgedLog(Generic[_P]):
         return self._size
 
 
-def _text(marker: Any) -> str | None:
+def marker_text(marker: Any) -> str | None:
     """A marker as read from Redis (bytes, str or None) as the text it was written as."""
     return marker.decode("utf-8", "replace") if isinstance(marker, bytes) else marker
 

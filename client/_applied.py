@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import redis
 
-from client._acknowledged import IN_ORDER, AcknowledgedLog, kept_commands
+from client._acknowledged import IN_ORDER, AcknowledgedLog, kept_commands, marker_text
 from client._batch import Batch
 from client._resend import resend_on_one_redis
 from client._transaction import Transactions
@@ -192,8 +192,7 @@ class LostReplies:
         self._unknown: Batch | None = None
         self._acked = acked
         self._read_at: int | None = None  # where the last transaction read the marker first
-        self._sent = False  # the last transaction was sent (not found to have run already)
-        self._ran_marker: str | None = None  # what a transaction found to have run wrote
+        self._ran_marker: str | None = None  # what the batch found to have run wrote: not sent
         self.pruning = MarkerPruning(transactions.client, now, monotonic)
 
     def queue(self, plan: Any, batch: Batch, ops: Counter[str], fresh: bool) -> range:
@@ -235,15 +234,14 @@ class LostReplies:
         if placed.stop - written_at > 2:
             self.pruning.answered(self._key, replies[written_at + 2])
         ran, self._ran_marker = self._ran_marker, None
-        if self._sent or ran is not None:
-            previous = IN_ORDER if read_at is None else replies[read_at]
-            if ran is not None:  # kept as it ran: with the marker it wrote then
-                commands = list(commands)
-                commands[written_at] = (*commands[written_at][:3], ran)
-                previous = IN_ORDER
-            kept = kept_commands(commands, replies)
-            marker, size = commands[written_at][3], sum(map(len, kept))
-            self._acked.acknowledged(0, marker, kept, previous, size)
+        previous = IN_ORDER if read_at is None else replies[read_at]
+        if ran is not None:  # found to have run, not sent: kept with the marker it wrote then
+            commands = list(commands)
+            commands[written_at] = (*commands[written_at][:3], ran)
+            previous = IN_ORDER
+        kept = kept_commands(commands, replies)
+        marker, size = commands[written_at][3], sum(map(len, kept))
+        self._acked.acknowledged(0, marker, kept, previous, size)
 
     def send(
         self,
@@ -257,7 +255,6 @@ class LostReplies:
         and its marker says it ran; then its replies are unknown (None), but for a script call
         that did nothing (answered NOSCRIPT: sent again, alone, by the flush pass)."""
         ran = self.ran_before(batch)
-        self._sent = ran is None
         if ran is None:
             try:
                 return send()
@@ -286,7 +283,7 @@ class LostReplies:
         ids = self._ids.of(batch)
         if decode_marker(marker) != ids:
             return None
-        self._ran_marker = marker.decode() if isinstance(marker, bytes) else str(marker)
+        self._ran_marker = marker_text(marker)
         # (the increments' marker names the whole batch a half came from: ``RedisWriter``)
         return Ran(increments=covers(decode_marker(increments), ids))
 
