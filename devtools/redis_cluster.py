@@ -186,6 +186,12 @@ def cluster_ports(count: int) -> list[int]:
     return ports
 
 
+def start_node(port: int | None = None) -> RedisProcess:
+    """One cluster node, not yet in any cluster, on ``port`` (a free one by default). Its
+    ``nodes.conf`` lives in its own directory, where a restart with ``--dir`` finds it."""
+    return start_redis(port, extra_args=CLUSTER_NODE_ARGS, choose_port=_cluster_port)
+
+
 def start_cluster(
     masters: int = 3,
     replicas: int = 0,
@@ -199,13 +205,9 @@ def start_cluster(
         raise RuntimeError(INSTALL_HINT)
     nodes: list[RedisProcess] = []
     try:
-        for port in ports or cluster_ports(masters * (1 + replicas)):
-            nodes.append(
-                start_redis(
-                    port,
-                    extra_args=(*CLUSTER_NODE_ARGS, "--cluster-config-file", f"nodes-{port}.conf"),
-                )
-            )
+        chosen: Sequence[int | None] = ports or [None] * (masters * (1 + replicas))
+        for port in chosen:
+            nodes.append(start_node(port))
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
         subprocess.run(
             ["redis-cli", "--cluster", "create", *addresses,

@@ -21,7 +21,9 @@ from typing import Any
 import redis
 
 from devtools.redis_server import (
+    PORT_ATTEMPTS,
     RedisProcess,
+    answers,
     free_port,
     local_connection,
     start_redis,
@@ -81,22 +83,11 @@ def start_sentinel(replicas: int = 1, sentinels: int = 3, timeout: float = 30.0)
             servers.append(
                 start_redis(extra_args=(*REPLICATION, "--replicaof", "127.0.0.1", str(master.port)))
             )
-        ports = [free_port() for _ in range(sentinels)]
-        for port in ports:
-            config = Path(workdir) / f"sentinel-{port}.conf"
-            config.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
-                f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} {sentinels // 2 + 1}\n"
-                f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
-                f"sentinel failover-timeout {MASTER_NAME} 5000\n"
-            )
-            processes.append(
-                subprocess.Popen(
-                    ["redis-server", str(config), "--sentinel"],
-                    stdout=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
+        ports: list[int] = []
+        for _ in range(sentinels):
+            process, port = _start_one_sentinel(workdir, master.port, sentinels // 2 + 1)
+            processes.append(process)
+            ports.append(port)
         cluster = LocalSentinel(servers, processes, ports, workdir)
         wait_replicas_synced([server.port for server in servers], timeout)
         deadline = time.monotonic() + timeout
@@ -115,6 +106,36 @@ def start_sentinel(replicas: int = 1, sentinels: int = 3, timeout: float = 30.0)
         for server in servers:
             server.stop()
         raise
+
+
+def _start_one_sentinel(
+    workdir: str, master_port: int, quorum: int, timeout: float = 10.0
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A sentinel answering on a free port: like ``start_redis``, another port is tried when
+    the chosen one was taken before the sentinel bound it (it then exits at once)."""
+    for _ in range(PORT_ATTEMPTS):
+        port = free_port()
+        config = Path(workdir) / f"sentinel-{port}.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+            f"sentinel failover-timeout {MASTER_NAME} 5000\n"
+        )
+        process = subprocess.Popen(
+            ["redis-server", str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and not answers(f"redis://127.0.0.1:{port}", 0.2):
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"a sentinel did not start on port {port}")
+            time.sleep(0.05)
+        if process.poll() is None:
+            return process, port
+    raise RuntimeError(f"no sentinel started in {PORT_ATTEMPTS} attempts")
 
 
 def _sentinel_ready(port: int, sentinels: int) -> bool:

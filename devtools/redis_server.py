@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -135,6 +135,13 @@ def wait_replicas_synced(ports: Sequence[int], timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+PORT_ATTEMPTS = 5
+
+
+class ExitedAtStart(RuntimeError):
+    """The server exited before it answered (most often: its port was taken)."""
+
+
 def start_redis(
     port: int | None = None,
     *,
@@ -142,10 +149,33 @@ def start_redis(
     force_fake: bool = False,
     extra_args: Sequence[str] = (),
     timeout: float = 10.0,
+    choose_port: Callable[[], int] = free_port,
 ) -> RedisProcess:
-    """Start a throw-away Redis on 127.0.0.1:``port`` (a free one by default), nothing on disk:
-    ``redis-server`` from PATH, else (``allow_fake``) or always (``force_fake``) fakeredis."""
-    port = port or free_port()
+    """Start a throw-away Redis on 127.0.0.1:``port`` (one ``choose_port`` gives by default),
+    nothing on disk: ``redis-server`` from PATH, else (``allow_fake``) or always
+    (``force_fake``) fakeredis.
+
+    A port chosen here can be taken by another process before the server binds it (tests run
+    in parallel, and clients' ephemeral ports come from the same range); the server then exits
+    at once, and another port is tried."""
+    if port is not None:
+        return _start_redis(port, allow_fake, force_fake, extra_args, timeout)
+    for attempt in range(PORT_ATTEMPTS):
+        try:
+            return _start_redis(choose_port(), allow_fake, force_fake, extra_args, timeout)
+        except ExitedAtStart:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_redis(
+    port: int,
+    allow_fake: bool,
+    force_fake: bool,
+    extra_args: Sequence[str],
+    timeout: float,
+) -> RedisProcess:
     workdir = tempfile.mkdtemp(prefix="gatewayz-redis-")
     binary = None if force_fake else shutil.which("redis-server")
     if binary:
@@ -171,7 +201,10 @@ def start_redis(
     server = RedisProcess(process, port, kind, workdir)
     deadline = time.monotonic() + timeout
     while not answers(server.url, timeout=0.2):
-        if process.poll() is not None or time.monotonic() > deadline:
+        if process.poll() is not None:
+            server.stop()
+            raise ExitedAtStart(f"{kind} exited at start on port {port}")
+        if time.monotonic() > deadline:
             server.stop()
             raise RuntimeError(f"{kind} did not start on port {port}")
         time.sleep(0.05)

@@ -205,7 +205,6 @@ def test_writes_a_master_acknowledged_and_lost_in_a_restart_are_sent_again_to_it
         if cluster.master_of_slot(key_slot(Keys(NAMESPACE).totals(p).encode())) != victim
     ]
     assert elsewhere
-    args = (*CLUSTER_NODE_ARGS, "--cluster-config-file", f"nodes-{victim.port}.conf")
     metrics = _worker(cluster)
     recorded = Counter[str]()
 
@@ -223,7 +222,9 @@ def test_writes_a_master_acknowledged_and_lost_in_a_restart_are_sent_again_to_it
         for _ in range(4):
             record(50)  # acknowledged, then lost with the crash
         victim.kill()
-        restarted = start_redis(victim.port, extra_args=(*args, "--dir", victim.workdir))
+        restarted = start_redis(
+            victim.port, extra_args=(*CLUSTER_NODE_ARGS, "--dir", victim.workdir)
+        )
         cluster.nodes[cluster.nodes.index(victim)] = restarted
         cluster.wait_healthy(timeout=30)
         assert counted(cluster.url, NAMESPACE, "openrouter") == (300, 300)

@@ -158,7 +158,7 @@ def relaunch_node(node: RedisProcess) -> None:
     command = [
         "redis-server", "--port", str(node.port), "--bind", "127.0.0.1", "--save", "",
         "--appendonly", "no", "--dir", node.workdir, "--logfile", "", "--loglevel", "warning",
-        *CLUSTER_NODE_ARGS, "--cluster-config-file", f"nodes-{node.port}.conf",
+        *CLUSTER_NODE_ARGS,
     ]  # fmt: skip
     node.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
     wait_until(lambda: answers(node.url, 0.2), 20)
@@ -280,18 +280,6 @@ class WorkerProcess:
         return int.from_bytes(data[:8], "little"), int.from_bytes(data[8:16], "little")
 
 
-def _with_retries(start: Any, attempts: int = 3) -> Any:
-    """A local cluster on free ports: another process may take a port between its check and
-    the server's bind (the server then does not start): tried again on other ports."""
-    for attempt in range(attempts):
-        try:
-            return start()
-        except RuntimeError:
-            if attempt == attempts - 1:
-                raise
-    return None
-
-
 @dataclass
 class Deployment:
     options: Options
@@ -318,7 +306,7 @@ class Deployment:
             self.directory = self.options.keep
             self.directory.mkdir(parents=True, exist_ok=True)
         if self.options.cluster:
-            self.cluster = _with_retries(lambda: start_cluster(masters=3, replicas=1))
+            self.cluster = start_cluster(masters=3, replicas=1)
             worker_url = agg_url = self.cluster.url
         else:
             shm = Path("/dev/shm")

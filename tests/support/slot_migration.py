@@ -10,8 +10,7 @@ from typing import Any
 
 import redis
 
-from devtools.redis_cluster import CLUSTER_NODE_ARGS, LocalCluster, cluster_ports
-from devtools.redis_server import start_redis
+from devtools.redis_cluster import LocalCluster, start_node
 
 
 def ask(port: int, *args: Any) -> Any:
@@ -70,10 +69,8 @@ class SlotMigration:
 def add_empty_master(cluster: LocalCluster, timeout: float = 30.0) -> int:
     """A new node joined to ``cluster`` without any slot (``redis-cli --cluster add-node``):
     what an operator scaling out adds before resharding onto it. Stopped with the cluster."""
-    port = cluster_ports(1)[0]
-    node = start_redis(
-        port, extra_args=(*CLUSTER_NODE_ARGS, "--cluster-config-file", f"nodes-{port}.conf")
-    )
+    node = start_node()
+    port = node.port
     cluster.nodes.append(node)
     ask(port, "CLUSTER", "MEET", "127.0.0.1", cluster.nodes[0].port)
     deadline = time.monotonic() + timeout

@@ -1,0 +1,73 @@
+"""The throw-away servers tests start: a port taken between its choice and the server's bind
+(parallel tests, clients' ephemeral ports) costs another try, not a failed test."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.redis_cluster import start_node
+from devtools.redis_server import ExitedAtStart, answers, free_port, start_redis
+from tests.support.processes import need_redis_tools
+
+
+def _held_ports(count: int) -> Iterator[socket.socket]:
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock
+
+
+def test_a_chosen_port_taken_before_the_server_binds_it_is_replaced() -> None:
+    need_redis_tools()
+    held = list(_held_ports(2))
+    offered = [sock.getsockname()[1] for sock in held]
+    choices = iter([*offered, free_port()])
+    try:
+        server = start_redis(choose_port=lambda: next(choices))
+    finally:
+        for sock in held:
+            sock.close()
+    try:
+        assert server.port not in offered
+        assert answers(server.url)
+    finally:
+        server.stop()
+
+
+def test_a_port_the_caller_named_is_not_replaced() -> None:
+    need_redis_tools()
+    (held,) = _held_ports(1)
+    try:
+        with pytest.raises(ExitedAtStart):
+            start_redis(held.getsockname()[1])
+    finally:
+        held.close()
+
+
+def test_every_offered_port_taken_gives_up_with_the_reason() -> None:
+    need_redis_tools()
+    (held,) = _held_ports(1)
+    try:
+        with pytest.raises(ExitedAtStart, match="exited at start"):
+            start_redis(choose_port=lambda: int(held.getsockname()[1]))
+    finally:
+        held.close()
+
+
+def test_a_cluster_node_keeps_its_state_in_its_own_directory() -> None:
+    """Two nodes' ``nodes.conf`` never collide: each is in the node's own directory."""
+    need_redis_tools()
+    first, second = start_node(), start_node()
+    try:
+        assert first.workdir != second.workdir
+        for node in (first, second):
+            assert answers(node.url)
+            assert (Path(node.workdir) / "nodes.conf").is_file()
+    finally:
+        first.stop()
+        second.stop()
