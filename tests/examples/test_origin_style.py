@@ -130,14 +130,21 @@ def _every_worker_sees(base: str, provider: str, allowed: bool) -> None:
     """Wait until both workers' ``breaker()`` of ``provider`` says ``allowed`` (each worker's
     cache is refreshed on its own): two processes seen answering so."""
     seen: set[str] = set()
+    last: dict[str, object] = {}  # each worker's last answer, for the failure's message
 
     def both() -> bool:
         status, headers, body = _get(f"{base}/admin/circuit-breakers")
-        if status == 200 and json.loads(body)[provider]["allowed"] is allowed:
-            seen.add(headers["x-worker-pid"])
+        pid = headers.get("x-worker-pid", "?")
+        answer = json.loads(body)[provider] if status == 200 else body
+        last[pid] = (round(time.monotonic(), 2), status, answer)
+        if status == 200 and answer["allowed"] is allowed:
+            seen.add(pid)
         return len(seen) == 2
 
-    wait_for(both, timeout=20, poll=0.02)
+    try:
+        wait_for(both, timeout=20, poll=0.02)
+    except AssertionError:
+        raise AssertionError(f"not every worker saw {provider} allowed={allowed}: {last}") from None
 
 
 def _cancelled_stream(base: str, log: Path) -> None:
