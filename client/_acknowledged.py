@@ -21,10 +21,13 @@ Either way the transactions kept after the one the marker names are sent again, 
 as it was first sent, its own marker with it, so a send that fails half way resumes from the
 marker and is never applied twice.
 
-Only a marker naming a kept transaction other than the last sends anything: no marker (an
-emptied Redis, a writer whose first transactions never reached the replica), or one naming
-something not kept (a transaction whose reply was lost, or one older than everything kept),
-sends nothing: what cannot be told apart from applied is never sent twice.
+A marker naming a kept transaction other than the last sends the ones after it. One naming a
+transaction the log kept and has forgotten since (applied as a marker showed, or past the keep
+or the budget) sends every one still kept: the log forgets from its oldest, so all it still
+keeps came after that one, and the master lacks them (what was forgotten between is lost for
+good). Anything else sends nothing: no marker (an emptied Redis, a writer whose first
+transactions never reached the replica), or one naming a transaction never kept (its reply was
+lost): what cannot be told apart from applied is never sent twice.
 
 One unit per marker: on one Redis (or a Sentinel-managed one) the writer's marker; on a
 cluster, each slot's.
@@ -49,6 +52,9 @@ MAX_KEPT: Final = 4096
 MAX_KEPT_SIZE: Final = 200_000
 """Command arguments kept in all (about 100,000 events: a few MB), the oldest transactions
 going first: a worker flat out keeps less than ``KEEP_SECONDS``, its memory bounded."""
+
+MAX_FORGOTTEN: Final = 16_384
+"""Markers of forgotten transactions remembered at most (the oldest go first): about 1 MB."""
 
 _P = TypeVar("_P")
 
@@ -92,6 +98,7 @@ class AcknowledgedLog(Generic[_P]):
         self._seq = 0
         self._size = 0
         self._swept_at = monotonic()  # when units written no more were last forgotten
+        self._forgotten: dict[tuple[Any, str], None] = {}  # (unit, marker), oldest first
         self.suspect = False
         """A round trip failed since the markers were last read: a failover may have lost
         some of what is kept."""
@@ -149,9 +156,13 @@ class AcknowledgedLog(Generic[_P]):
 
     def _pop_head(self, unit: Any) -> None:
         kept = self._units[unit]
-        self._size -= kept.popleft().size
+        head = kept.popleft()
+        self._size -= head.size
         if not kept:
             del self._units[unit]
+        self._forgotten[(unit, head.marker)] = None
+        if len(self._forgotten) > MAX_FORGOTTEN:
+            del self._forgotten[next(iter(self._forgotten))]
 
     def _drop_unit(self, unit: Any) -> None:
         kept = self._units.pop(unit, None)
@@ -180,8 +191,9 @@ class AcknowledgedLog(Generic[_P]):
 
     def lost(self, unit: Any, marker: Any) -> list[Kept[_P]]:
         """The kept transactions of ``unit`` after the one ``marker`` (as read from Redis:
-        bytes, str or None) names, in order: the ones the master serving now lacks. What the
-        master has is forgotten; a marker naming nothing kept forgets the unit's all."""
+        bytes, str or None) names, in order: the ones the master serving now lacks; all kept
+        when it names one forgotten since (all kept came after it). What the master has is
+        forgotten; a marker naming nothing kept or forgotten forgets the unit's all."""
         kept = self._units.get(unit)
         if not kept:
             return []
@@ -191,6 +203,8 @@ class AcknowledgedLog(Generic[_P]):
                 for _ in range(index + 1):
                     self._pop_head(unit)
                 return list(kept)
+        if text is not None and (unit, text) in self._forgotten:
+            return list(kept)
         self._drop_unit(unit)
         return []
 

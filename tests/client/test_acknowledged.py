@@ -3,7 +3,7 @@ it keeps, for how long, and which transactions a marker read after a failover sa
 
 from __future__ import annotations
 
-from client._acknowledged import AcknowledgedLog
+from client._acknowledged import MAX_FORGOTTEN, AcknowledgedLog
 
 
 class Clock:
@@ -47,7 +47,7 @@ def test_the_transactions_after_the_one_the_marker_names_are_the_lost_ones() -> 
 
 
 def test_a_marker_naming_nothing_kept_sends_nothing_and_forgets_the_unit() -> None:
-    for marker in (None, b"a transaction whose reply was lost", b"m-older-than-all-kept"):
+    for marker in (None, b"a transaction whose reply was lost", b"m-never-kept"):
         acked = _log(Clock())
         _ack(acked, 0, "0", None)
         _ack(acked, 0, "1", "0")
@@ -94,10 +94,39 @@ def test_each_unit_keeps_at_most_max_kept_the_oldest_going_first() -> None:
         _ack(acked, 0, str(n), str(n - 1) if n else None)
     acked.failed()
     assert len(acked) == 3
-    assert acked.lost(0, "m1") == []  # t1 is no longer kept: nothing can be told
-    for n in range(5):
+    assert [k.payload for k in acked.lost(0, "m3")] == ["t4"]
+
+
+def test_a_marker_naming_a_forgotten_transaction_sends_every_one_still_kept() -> None:
+    """t0 and t1 went past max_kept: a master holding t1's marker (or t0's) applied nothing
+    after it, and everything kept came after it."""
+    for marker in (b"m1", b"m0"):
+        acked = _log(Clock(), max_kept=3)
+        for n in range(5):
+            _ack(acked, 0, str(n), str(n - 1) if n else None)
+        acked.failed()
+        assert [k.payload for k in acked.lost(0, marker)] == ["t2", "t3", "t4"]
+        assert len(acked) == 3  # sent again, they may be lost again
+        assert acked.lost(0, b"m4") == [] and len(acked) == 0
+
+
+def test_applied_transactions_are_forgotten_and_known_when_a_later_failover_goes_back() -> None:
+    acked = _log(Clock())
+    for n in range(4):
         _ack(acked, 0, str(n), str(n - 1) if n else None)
-    assert [k.payload for k in acked.lost(0, "m2")] == ["t3", "t4"]
+    acked.failed()
+    assert [k.payload for k in acked.lost(0, b"m2")] == ["t3"]  # t0-t2 applied: forgotten
+    acked.failed()  # another failover, to a replica that had only t1
+    assert [k.payload for k in acked.lost(0, b"m1")] == ["t3"]  # t2's loss cannot be mended
+
+
+def test_only_the_last_max_forgotten_markers_are_remembered() -> None:
+    acked = _log(Clock(), max_kept=1)
+    for n in range(MAX_FORGOTTEN + 2):
+        _ack(acked, 0, str(n), str(n - 1) if n else None)
+    acked.failed()
+    assert [k.payload for k in acked.lost(0, b"m1")] == [f"t{MAX_FORGOTTEN + 1}"]
+    assert acked.lost(0, b"m0") == [] and len(acked) == 0  # no longer known: nothing sent
 
 
 def test_a_transaction_that_found_an_earlier_marker_has_the_ones_in_between_sent_after_it() -> None:
@@ -134,7 +163,8 @@ def test_past_the_size_budget_the_oldest_go_first_whatever_their_unit() -> None:
     assert acked.size == 8
     acked.failed()
     assert [k.payload for k in acked.lost(1, b"a1")] == []  # slot 1 t1 kept
-    assert acked.lost(2, b"b0") == []  # slot 2 t0 is gone: nothing can be told
+    assert [k.payload for k in acked.lost(2, b"b0")] == ["slot 2 t1"]  # slot 2 t0 forgotten
+    assert acked.lost(2, b"b-unknown") == []
     assert acked.size == 0 and len(acked) == 0
 
 

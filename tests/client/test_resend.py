@@ -5,6 +5,7 @@ twice, and what cannot be told apart from applied is not sent."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from client import ClientSettings, MetricsClient
+from client._acknowledged import AcknowledgedLog
 from devtools.redis_server import RedisProcess, local_connection, start_redis
 from tests.support.load import counted
 from tests.support.processes import need_redis_tools
@@ -100,3 +102,30 @@ def test_a_restart_that_lost_nothing_has_nothing_sent_again(
     assert counted(restartable.url, NAMESPACE, "openrouter") == (210, 210)
     assert counted(restartable.url, NAMESPACE, "anthropic") == (100, 100)
     assert not [r for r in caplog.records if "sent again" in r.getMessage()]
+
+
+def test_writes_kept_after_the_one_the_restart_went_back_to_are_sent_even_when_it_is_gone(
+    restartable: Restartable, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log keeps only the last 8 transactions (a worker flat out past its budget keeps
+    few): the one whose marker the snapshot holds is no longer kept, but every kept one came
+    after it, so all 8 are sent again. (Before, a marker naming nothing kept sent nothing.)"""
+    monkeypatch.setattr(
+        "client._writer.AcknowledgedLog", functools.partial(AcknowledgedLog, max_kept=8)
+    )
+    metrics = MetricsClient(settings=ClientSettings(redis_url=restartable.url, namespace=NAMESPACE))
+    try:
+        _record(metrics, "openrouter", 300)
+        restartable.snapshot()
+        for _ in range(4):  # eight transactions: the only ones kept
+            _record(metrics, "openrouter", 50)
+            _record(metrics, "anthropic", 25)
+        restartable.crash_and_restart()
+        with caplog.at_level(logging.WARNING, logger="gatewayz.metrics.client"):
+            _record(metrics, "openrouter", 10)
+    finally:
+        metrics.close(timeout=5)
+    assert counted(restartable.url, NAMESPACE, "openrouter") == (510, 510)
+    assert counted(restartable.url, NAMESPACE, "anthropic") == (100, 100)
+    resent = [r.getMessage() for r in caplog.records if "sent again" in r.getMessage()]
+    assert len(resent) == 1 and " lost 8 transactions " in resent[0], resent
