@@ -35,6 +35,7 @@ cluster, each slot's.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -102,6 +103,9 @@ class AcknowledgedLog(Generic[_P]):
         self.suspect = False
         """A round trip failed since the markers were last read: a failover may have lost
         some of what is kept."""
+        self.lost_for_good = 0
+        """Transactions a master was found to lack that were no longer kept, so not sent
+        again (the caller reports and resets it)."""
 
     def acknowledged(
         self, unit: Any, marker: str, payload: _P, previous: Any = None, size: int = 1
@@ -204,9 +208,15 @@ class AcknowledgedLog(Generic[_P]):
                     self._pop_head(unit)
                 return list(kept)
         if text is not None and (unit, text) in self._forgotten:
+            self.lost_for_good += self._forgotten_after(unit, text)
             return list(kept)
         self._drop_unit(unit)
         return []
+
+    def _forgotten_after(self, unit: Any, marker: str) -> int:
+        """How many of ``unit``'s transactions were forgotten after the one ``marker`` names."""
+        later = itertools.dropwhile(lambda key: key != (unit, marker), self._forgotten)
+        return sum(1 for key in later if key[0] == unit) - 1
 
     def checked(self) -> None:
         """Every unit's marker was read and what it lacked sent again."""

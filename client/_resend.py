@@ -26,6 +26,11 @@ RESENT = (
     "(%d commands; their markers are missing on the master serving now): sent again"
 )
 
+LOST_FOR_GOOD = (
+    "a failover or restart lost %d transactions of this writer that Redis had acknowledged and "
+    "that were no longer kept (older than the keep, or past its size budget): lost for good"
+)
+
 
 class Resends:
     """When a writer sends again what a failover lost (``resend``): before its next transaction
@@ -73,6 +78,12 @@ def _for_now(exc: BaseException) -> BaseException:
     return error
 
 
+def _report_lost_for_good(acked: AcknowledgedLog[list[Command]]) -> None:
+    if acked.lost_for_good:
+        log.error(LOST_FOR_GOOD, acked.lost_for_good)
+        acked.lost_for_good = 0
+
+
 def _gave_up(count: int, exc: BaseException) -> None:
     log.error(
         "Redis refused the %d transactions a failover lost when they were sent again: "
@@ -109,6 +120,7 @@ def resend_on_one_redis(
                 break
         if lost:
             log.warning(RESENT, len(lost), sum(len(entry.payload) for entry in lost))
+    _report_lost_for_good(acked)
     acked.checked()
 
 
@@ -152,4 +164,5 @@ def resend_on_cluster(
         sent = [entry for entries in lost.values() for entry in entries]
         if sent:
             log.warning(RESENT, len(sent), sum(len(entry.payload) for entry in sent))
+    _report_lost_for_good(acked)
     acked.checked()

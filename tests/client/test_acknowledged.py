@@ -178,3 +178,15 @@ def test_the_budget_counts_what_a_loss_put_back_once() -> None:
     assert acked.size == 15 and len(acked) == 3
     assert [k.payload for k in acked.lost(0, b"m4")] == ["t2", "t3"]
     assert acked.size == 10
+
+
+def test_what_was_forgotten_after_the_named_marker_is_counted_lost_for_good() -> None:
+    acked = _log(Clock(), max_kept=2)
+    for n in range(6):  # t0-t3 forgotten, t4 and t5 kept
+        _ack(acked, 0, str(n), str(n - 1) if n else None)
+    acked.acknowledged(1, "other0", "another unit's")
+    acked.failed()
+    assert [k.payload for k in acked.lost(0, b"m1")] == ["t4", "t5"]
+    assert acked.lost_for_good == 2  # t2 and t3: neither on the master nor kept
+    assert [k.payload for k in acked.lost(0, b"m3")] == ["t4", "t5"]
+    assert acked.lost_for_good == 2

@@ -104,20 +104,26 @@ def test_a_restart_that_lost_nothing_has_nothing_sent_again(
     assert not [r for r in caplog.records if "sent again" in r.getMessage()]
 
 
-def test_writes_kept_after_the_one_the_restart_went_back_to_are_sent_even_when_it_is_gone(
-    restartable: Restartable, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("max_kept", [8, 6])
+def test_what_is_kept_after_a_forgotten_marker_is_sent_again_and_the_rest_reported_lost(
+    restartable: Restartable,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    max_kept: int,
 ) -> None:
-    """The log keeps only the last 8 transactions (a worker flat out past its budget keeps
-    few): the one whose marker the snapshot holds is no longer kept, but every kept one came
-    after it, so all 8 are sent again. (Before, a marker naming nothing kept sent nothing.)"""
+    """The log keeps only the last ``max_kept`` transactions (as a worker flat out past its
+    budget keeps few): the one whose marker the snapshot holds is no longer kept, but every
+    kept one came after it, so all are sent again (before, a marker naming nothing kept sent
+    nothing: 200 calls lost). With 6 kept, the first 2 of the 8 lost are gone for good, and
+    the worker says so."""
     monkeypatch.setattr(
-        "client._writer.AcknowledgedLog", functools.partial(AcknowledgedLog, max_kept=8)
+        "client._writer.AcknowledgedLog", functools.partial(AcknowledgedLog, max_kept=max_kept)
     )
     metrics = MetricsClient(settings=ClientSettings(redis_url=restartable.url, namespace=NAMESPACE))
     try:
         _record(metrics, "openrouter", 300)
         restartable.snapshot()
-        for _ in range(4):  # eight transactions: the only ones kept
+        for _ in range(4):  # eight transactions, acknowledged and then lost
             _record(metrics, "openrouter", 50)
             _record(metrics, "anthropic", 25)
         restartable.crash_and_restart()
@@ -125,7 +131,13 @@ def test_writes_kept_after_the_one_the_restart_went_back_to_are_sent_even_when_i
             _record(metrics, "openrouter", 10)
     finally:
         metrics.close(timeout=5)
-    assert counted(restartable.url, NAMESPACE, "openrouter") == (510, 510)
-    assert counted(restartable.url, NAMESPACE, "anthropic") == (100, 100)
-    resent = [r.getMessage() for r in caplog.records if "sent again" in r.getMessage()]
-    assert len(resent) == 1 and " lost 8 transactions " in resent[0], resent
+    gone = 8 - max_kept  # the oldest transactions: one of each provider's per round
+    openrouter, anthropic = 510 - 50 * gone // 2, 100 - 25 * gone // 2
+    assert counted(restartable.url, NAMESPACE, "openrouter") == (openrouter, openrouter)
+    assert counted(restartable.url, NAMESPACE, "anthropic") == (anthropic, anthropic)
+    messages = [r.getMessage() for r in caplog.records]
+    resent = [m for m in messages if "sent again" in m]
+    assert len(resent) == 1 and f" lost {max_kept} transactions " in resent[0], resent
+    for_good = [m for m in messages if "lost for good" in m]
+    assert len(for_good) == (1 if gone else 0), for_good
+    assert all(f" lost {gone} transactions " in m for m in for_good)

@@ -12,10 +12,14 @@ from tests.support.backends import open_redis
 
 
 class Load:
-    """A worker thread recording calls round robin over ``providers`` until stopped."""
+    """A worker thread recording calls round robin over ``providers`` until stopped, about
+    ``per_second`` of them a second (not a busy loop)."""
 
-    def __init__(self, metrics: MetricsClient, providers: list[str]) -> None:
+    def __init__(
+        self, metrics: MetricsClient, providers: list[str], per_second: int = 30_000
+    ) -> None:
         self.metrics = metrics
+        self._pause = 200 / per_second
         self.providers = providers
         self.recorded: Counter[str] = Counter()
         self.errors: list[BaseException] = []
@@ -34,7 +38,7 @@ class Load:
             self.recorded[provider] += 1
             i += 1
             if i % 200 == 0:
-                time.sleep(0.005)  # about 30,000 calls a second, not a busy loop
+                time.sleep(self._pause)
 
     def stop(self) -> Counter[str]:
         self._stop.set()
