@@ -51,7 +51,7 @@ look at it, up to about 10 s later, then drops those writes with the rest."""
 MAX_KEPT: Final = 4096
 """Transactions kept per unit at most (the oldest go first)."""
 MAX_KEPT_SIZE: Final = 200_000
-"""Command arguments kept in all (about 100,000 events: a few MB), the oldest transactions
+"""Command arguments kept in all (about 100,000 events, about 13 MB), the oldest transactions
 going first: a worker flat out keeps less than ``KEEP_SECONDS``, its memory bounded."""
 
 MAX_FORGOTTEN: Final = 16_384
