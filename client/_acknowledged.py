@@ -197,7 +197,8 @@ class AcknowledgedLog(Generic[_P]):
         """The kept transactions of ``unit`` after the one ``marker`` (as read from Redis:
         bytes, str or None) names, in order: the ones the master serving now lacks; all kept
         when it names one forgotten since (all kept came after it). What the master has is
-        forgotten; a marker naming nothing kept or forgotten forgets the unit's all."""
+        forgotten; a marker naming nothing kept or forgotten (one whose reply was lost, or
+        none) has the unit's all forgotten: taken as applied, never sent twice."""
         kept = self._units.get(unit)
         if not kept:
             return []
@@ -210,7 +211,8 @@ class AcknowledgedLog(Generic[_P]):
         if text is not None and (unit, text) in self._forgotten:
             self.lost_for_good += self._forgotten_after(unit, text)
             return list(kept)
-        self._drop_unit(unit)
+        while unit in self._units:  # taken as applied (a lost reply's ran after them)
+            self._pop_head(unit)
         return []
 
     def _forgotten_after(self, unit: Any, marker: str) -> int:

@@ -25,7 +25,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from client._acknowledged import AcknowledgedLog, kept_commands
+from client._acknowledged import IN_ORDER, AcknowledgedLog, kept_commands, marker_text
 from client._applied import (
     BatchIds,
     MarkerPruning,
@@ -171,22 +171,10 @@ class ClusterWrites:
             if progress.covers(slot, ids):
                 continue
             marker = self._keys.applied(_text(command_key(commands[indexes[0]])))
-            if slot in progress.unknown:
-                # routed: an ASK followed even to a node the layout does not show yet (a
-                # new node importing the slot), where redis-py's own hget fails
-                reads = [
-                    ("HGET", marker, self._writer_id),
-                    ("HGET", self._keys.applied(self._keys.metric_schema), self._increments),
-                ]
-                found = execute_routed(self._cluster, reads, read_raw)
-                raise_first_error(found)
-                if covers(decode_marker(found[0]), ids):
-                    progress.record(slot, ids)
-                    calls = [tuple(commands[i]) for i in indexes if commands[i][0] == "EVALSHA"]
-                    if calls and not covers(decode_marker(found[1]), ids):
-                        # the increments' call did nothing (Redis did not know its script)
-                        progress.missing_scripts.update(calls)
-                    continue
+            if slot in progress.unknown and self._ran_before(
+                progress, ids, slot, marker, indexes, commands
+            ):
+                continue
             pending[slot] = [
                 *(commands[i] for i in indexes),
                 ("HGET", marker, self._writer_id),  # what the master had: ``_acknowledged``
@@ -229,6 +217,51 @@ class ClusterWrites:
         self._acked.acknowledged(slot, commands[at + 1][3], kept, replies[at], size)
         for reply in replies[at + 3 :]:
             self.pruning.answered(marker, reply)
+
+    def _ran_before(
+        self,
+        progress: AppliedSlots,
+        ids: tuple[int, int],
+        slot: int,
+        marker: str,
+        indexes: list[int],
+        commands: Sequence[Command],
+    ) -> bool:
+        """Whether the slot's transaction whose reply was lost ran (its marker says so): then
+        the slot is applied, and its transaction kept as it ran. Raises what the read met."""
+        # routed: an ASK followed even to a node the layout does not show yet (a new node
+        # importing the slot), where redis-py's own hget fails
+        reads = [
+            ("HGET", marker, self._writer_id),
+            ("HGET", self._keys.applied(self._keys.metric_schema), self._increments),
+        ]
+        found = execute_routed(self._cluster, reads, read_raw)
+        raise_first_error(found)
+        if not covers(decode_marker(found[0]), ids):
+            return False
+        progress.record(slot, ids)
+        calls = [tuple(commands[i]) for i in indexes if commands[i][0] == "EVALSHA"]
+        did_nothing = bool(calls) and not covers(decode_marker(found[1]), ids)
+        if did_nothing:  # the increments' call (Redis did not know its script)
+            progress.missing_scripts.update(calls)
+        if decode_marker(found[0]) == ids:  # this batch's own transaction ran
+            ran = [commands[i] for i in indexes]
+            if did_nothing:
+                ran = [command for command in ran if command[0] != "EVALSHA"]
+            self._found_ran(slot, marker, ran, marker_text(found[0]))
+        return True
+
+    def _found_ran(self, slot: int, marker: str, commands: list[Command], written: Any) -> None:
+        """A slot's transaction whose reply was lost, found to have run (the marker it wrote,
+        ``written``, read back): kept as it ran, as ``_ran`` keeps one whose reply came."""
+        self._marker_of[slot] = marker
+        kept = [
+            *commands,
+            ("HGET", marker, self._writer_id),
+            ("HSET", marker, self._writer_id, written),
+            ("EXPIRE", marker, self._retention),
+        ]
+        self._acked.acknowledged(slot, written, kept, IN_ORDER, sum(map(len, kept)))
 
     def _refused_slots(
         self,

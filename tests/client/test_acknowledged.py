@@ -3,7 +3,7 @@ it keeps, for how long, and which transactions a marker read after a failover sa
 
 from __future__ import annotations
 
-from client._acknowledged import MAX_FORGOTTEN, AcknowledgedLog
+from client._acknowledged import IN_ORDER, MAX_FORGOTTEN, AcknowledgedLog
 
 
 class Clock:
@@ -190,3 +190,18 @@ def test_what_was_forgotten_after_the_named_marker_is_counted_lost_for_good() ->
     assert acked.lost_for_good == 2  # t2 and t3: neither on the master nor kept
     assert [k.payload for k in acked.lost(0, b"m3")] == ["t4", "t5"]
     assert acked.lost_for_good == 2
+
+
+def test_a_marker_naming_a_lost_reply_takes_what_is_kept_as_applied_and_remembers_it() -> None:
+    """t2's reply was lost and it ran (its marker is on the master): t0 and t1, before it, are
+    applied. Found to have run, t2 is kept; a later master holding t1 lacks t2."""
+    acked = _log(Clock())
+    _ack(acked, 0, "0", None)
+    _ack(acked, 0, "1", "0")
+    acked.failed()
+    assert acked.lost(0, b"m2") == [] and len(acked) == 0
+    acked.acknowledged(0, "m2", "t2", previous=IN_ORDER)  # found to have run: kept as it ran
+    acked.checked()
+    acked.failed()
+    assert [k.payload for k in acked.lost(0, b"m1")] == ["t2"]
+    assert acked.lost_for_good == 0

@@ -142,6 +142,60 @@ def test_a_slot_whose_reply_was_lost_is_asked_not_sent_again(
         assert window_events(r, cluster_keys, provider) == 30
 
 
+def _rolled_back(node: redis.Redis, slot: int) -> Callable[[], None]:
+    """What ``slot`` holds on ``node`` now; the returned call puts it back as it is now (as a
+    replica promoted with only this would hold it)."""
+    saved = {
+        key: node.dump(key) for key in node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    }
+
+    def restore() -> None:
+        for key in node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000):
+            node.delete(key)
+        for key, value in saved.items():
+            node.restore(key, 0, value, replace=True)
+
+    return restore
+
+
+def test_a_slot_found_run_after_its_reply_was_lost_is_kept_for_a_failover(
+    writer: RedisWriter,
+    redis_cluster: LocalCluster,
+    cluster_keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """beta's transaction ran, its reply lost; the retry finds its marker and sends nothing.
+    Then beta's master goes back to before it (a failover to a replica that lacked it): the
+    next transaction finds the earlier marker, and the one that ran is sent again, as it ran."""
+    lost = slot_of(cluster_keys, "beta")
+    writer.write(build_batch(events(30), 1000, NO_NOTES))
+    node = _node(open_redis(redis_cluster.url), cluster_keys.totals("beta"))
+    restore = _rolled_back(node, lost)
+    real = slots.run_slot_transactions
+
+    def lose_the_reply(slot: int, outcome: SlotOutcome) -> SlotOutcome | None:
+        if slot == lost:
+            assert outcome.applied
+            return SlotOutcome(False, error=redis.ConnectionError("reply lost"), unknown=True)
+        return None
+
+    monkeypatch.setattr(slots, "run_slot_transactions", faulty(real, lose_the_reply))
+    second = [(p, t + 100, *rest) for p, t, *rest in events(30)]
+    batch = build_batch(second, 2000, NO_NOTES)  # type: ignore[arg-type]
+    with pytest.raises(redis.ConnectionError):
+        writer.write(batch)
+    monkeypatch.setattr(slots, "run_slot_transactions", real)
+    assert writer.write(batch).errors == ()
+    restore()  # beta's master lost the transaction that ran
+    third = [(p, t + 200, *rest) for p, t, *rest in events(30)]
+    assert writer.write(build_batch(third, 3000, NO_NOTES)).errors == ()  # type: ignore[arg-type]
+    r = open_redis(redis_cluster.url)
+    for provider in PROVIDERS:
+        found = totals(r, cluster_keys, provider)
+        assert {k: found[k] for k in ("n:success", "n:failure")} == expected(90), provider
+        assert window_events(r, cluster_keys, provider) == 90, provider
+
+
 def test_a_refused_slot_alone_is_sent_again(
     writer: RedisWriter,
     redis_cluster: LocalCluster,
