@@ -244,14 +244,15 @@ class ClusterWrites:
         did_nothing = bool(calls) and not covers(decode_marker(found[1]), ids)
         if did_nothing:  # the increments' call (Redis did not know its script)
             progress.missing_scripts.update(calls)
-        if decode_marker(found[0]) == ids:  # this batch's own transaction ran
+        written = marker_text(found[0])
+        if written is not None and decode_marker(written) == ids:  # this very batch's ran
             ran = [commands[i] for i in indexes]
             if did_nothing:
                 ran = [command for command in ran if command[0] != "EVALSHA"]
-            self._found_ran(slot, marker, ran, marker_text(found[0]))
+            self._found_ran(slot, marker, ran, written)
         return True
 
-    def _found_ran(self, slot: int, marker: str, commands: list[Command], written: Any) -> None:
+    def _found_ran(self, slot: int, marker: str, commands: list[Command], written: str) -> None:
         """A slot's transaction whose reply was lost, found to have run (the marker it wrote,
         ``written``, read back): kept as it ran, as ``_ran`` keeps one whose reply came."""
         self._marker_of[slot] = marker
