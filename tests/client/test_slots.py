@@ -80,6 +80,19 @@ def faulty(real: Runner, fault: Callable[[int, SlotOutcome], SlotOutcome | None]
     return run
 
 
+def losing_the_reply(lost: int) -> Callable[[int, SlotOutcome], SlotOutcome | None]:
+    """A ``faulty`` fault: slot ``lost``'s transaction applied by Redis, but the connection
+    died before its reply came."""
+
+    def lose(slot: int, outcome: SlotOutcome) -> SlotOutcome | None:
+        if slot == lost:
+            assert outcome.applied
+            return SlotOutcome(False, error=redis.ConnectionError("reply lost"), unknown=True)
+        return None
+
+    return lose
+
+
 def recording(real: Runner, sent: list[set[int]]) -> Runner:
     """The real transactions, noting the slots each call sends."""
 
@@ -119,14 +132,7 @@ def test_a_slot_whose_reply_was_lost_is_asked_not_sent_again(
 ) -> None:
     lost = slot_of(cluster_keys, "beta")
     real = slots.run_slot_transactions
-
-    def lose_the_reply(slot: int, outcome: SlotOutcome) -> SlotOutcome | None:
-        if slot == lost:  # applied by Redis, but the connection died before the reply came
-            assert outcome.applied
-            return SlotOutcome(False, error=redis.ConnectionError("reply lost"), unknown=True)
-        return None
-
-    monkeypatch.setattr(slots, "run_slot_transactions", faulty(real, lose_the_reply))
+    monkeypatch.setattr(slots, "run_slot_transactions", faulty(real, losing_the_reply(lost)))
     batch = build_batch(events(30), 5000, NO_NOTES)
     with pytest.raises(redis.ConnectionError):
         writer.write(batch)
@@ -172,14 +178,7 @@ def test_a_slot_found_run_after_its_reply_was_lost_is_kept_for_a_failover(
     node = _node(open_redis(redis_cluster.url), cluster_keys.totals("beta"))
     restore = _rolled_back(node, lost)
     real = slots.run_slot_transactions
-
-    def lose_the_reply(slot: int, outcome: SlotOutcome) -> SlotOutcome | None:
-        if slot == lost:
-            assert outcome.applied
-            return SlotOutcome(False, error=redis.ConnectionError("reply lost"), unknown=True)
-        return None
-
-    monkeypatch.setattr(slots, "run_slot_transactions", faulty(real, lose_the_reply))
+    monkeypatch.setattr(slots, "run_slot_transactions", faulty(real, losing_the_reply(lost)))
     second = [(p, t + 100, *rest) for p, t, *rest in events(30)]
     batch = build_batch(second, 2000, NO_NOTES)  # type: ignore[arg-type]
     with pytest.raises(redis.ConnectionError):
@@ -422,14 +421,7 @@ def test_a_lost_reply_is_asked_where_a_migration_moved_the_marker(
     writer = RedisWriter(connect(own_cluster.url, 2.0), keys, 360, 3600, writer_id="w1")
     lost = slot_of(keys, "beta")
     real = slots.run_slot_transactions
-
-    def lose_the_reply(slot: int, outcome: SlotOutcome) -> SlotOutcome | None:
-        if slot == lost:
-            assert outcome.applied
-            return SlotOutcome(False, error=redis.ConnectionError("reply lost"), unknown=True)
-        return None
-
-    monkeypatch.setattr(slots, "run_slot_transactions", faulty(real, lose_the_reply))
+    monkeypatch.setattr(slots, "run_slot_transactions", faulty(real, losing_the_reply(lost)))
     batch = build_batch(events(30), 5000, NO_NOTES)
     with pytest.raises(redis.ConnectionError):
         writer.write(batch)

@@ -39,22 +39,16 @@ def test_a_chosen_port_taken_before_the_server_binds_it_is_replaced() -> None:
         server.stop()
 
 
-def test_a_port_the_caller_named_is_not_replaced() -> None:
+@pytest.mark.parametrize("named", [True, False])
+def test_a_taken_port_the_caller_named_or_every_port_offered_fails_with_the_reason(
+    named: bool,
+) -> None:
     need_redis_tools()
     (held,) = _held_ports(1)
+    port = int(held.getsockname()[1])
     try:
-        with pytest.raises(ExitedAtStart):
-            start_redis(held.getsockname()[1])
-    finally:
-        held.close()
-
-
-def test_every_offered_port_taken_gives_up_with_the_reason() -> None:
-    need_redis_tools()
-    (held,) = _held_ports(1)
-    try:
-        with pytest.raises(ExitedAtStart, match="exited at start"):
-            start_redis(choose_port=lambda: int(held.getsockname()[1]))
+        with pytest.raises(ExitedAtStart, match=f"exited at start on port {port}"):
+            start_redis(port) if named else start_redis(choose_port=lambda: port)
     finally:
         held.close()
 
