@@ -8,9 +8,10 @@ the window (counted on Redis's clock) that prefix's events whose time falls insi
 backend counters (drained apart from the events) between the two bounds. What a fault makes
 impossible by design is said, never checked silently weaker:
 
-- a Redis that lost its data (a restart without AOF; a cluster master killed, or stopped and
-  replaced meanwhile, for its slots)
-  keeps no prefix: only "no event invented or counted twice" (upper bounds) is checked;
+- a Redis that lost its data (a restart without AOF; a cluster master killed with no replica
+  promoted, for its slots) keeps no prefix: only "no event invented or counted twice" (upper
+  bounds) is checked. A master killed or stalled whose replica took over loses nothing of the
+  workers' provider keys: they send again what the replica lacks (``faults_cluster``);
 - a lost reply applies nothing twice (the writer reads its applied marker before it sends
   that batch again): no allowance is made for it;
 - events a client dropped (and counted) leave holes: counts are checked, not composition.

@@ -119,7 +119,7 @@ def build_cases(history: History) -> list[Case]:
 
 def check_accounting(history: History, cases: list[Case], verdict: Verdict) -> None:
     if any(case.lost for case in cases):
-        reason = "Redis lost what it held (no AOF restart, a cluster master killed or replaced)"
+        reason = "Redis lost what it held (no AOF restart, a cluster master restarted empty)"
         for name in ("totals_exact", "window_exact", "backend_exact"):
             verdict.suspend(name, f"{reason}: only upper bounds checked for those providers")
     if history.incidents.get("workers_exec", 0):

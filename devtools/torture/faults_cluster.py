@@ -113,6 +113,8 @@ class ClusterFaults:
             slot = ranges[0][0]
             promoted = wait_until(lambda: cluster.master_of_slot(slot).port != node.port, 15, 0.2)
             record.notes["promoted"] = promoted
+            if promoted:
+                record.notes["lost_tags"] = _not_resent(lost)
             relaunch_node(node)
             wait_until(cluster.healthy, 30, 0.2)
             self._down.discard(node.port)
@@ -149,7 +151,7 @@ class ClusterFaults:
             replaced = cluster_ops.replication_id(node.port) != data_set
             record.notes["replaced"] = replaced
             if replaced:
-                record.notes.update(data_loss="tags", lost_tags=self._tags_in(ranges))
+                record.notes.update(data_loss="tags", lost_tags=_not_resent(self._tags_in(ranges)))
             self._down.discard(node.port)
 
         return heal
@@ -164,3 +166,15 @@ class ClusterFaults:
 
         lost = [name for name in names if hit(shard_tags(name))]
         return lost + [tag for tag in ("leader", "shared", "metrics") if hit([tag])]
+
+
+NOT_RESENT = ("leader", "shared", "metrics")
+"""Tags whose keys a master that fails over may lose for good: the aggregator's own (``leader``),
+and those a worker writes outside the transactions it keeps (the event-id counter, the provider
+registry, its stats, the backend metrics' declarations). A worker's provider keys are written
+by its kept transactions only, sent again where a promoted replica lacks them
+(``client._acknowledged``): no loss is declared for them."""
+
+
+def _not_resent(tags: list[str]) -> list[str]:
+    return [tag for tag in tags if tag in NOT_RESENT]
