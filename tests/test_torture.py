@@ -222,6 +222,37 @@ def test_an_export_that_differs_from_redis() -> None:
     _only(check(history), "exported_match", "a1", "tokens")
 
 
+def _backend_series_lost(history: History) -> None:
+    """w0-ok's backend series gone from Redis ({metrics} restarted empty; the worker, killed,
+    never wrote them again), declared as such."""
+    for metric in history.redis["backend"].values():
+        for field in [f for f in metric if '"w0-ok"' in f]:
+            del metric[field]
+    history.faults.append(
+        {
+            "kind": "kill_master",
+            "start": T0 + 1,
+            "notes": {"data_loss": "tags", "lost_tags": ["metrics"]},
+        }
+    )
+
+
+def test_a_backend_series_redis_lost_is_not_exported() -> None:
+    history = perfect_history()
+    _backend_series_lost(history)
+    for replica in history.replicas:
+        for name in [n for n in replica["counters"] if n.startswith("torture_") and '"w0-ok"' in n]:
+            del replica["counters"][name]
+    assert "exported_match" not in check(history).violations
+
+
+def test_a_backend_series_exported_that_redis_does_not_hold() -> None:
+    history = perfect_history()
+    _backend_series_lost(history)  # the replicas still export it
+    verdict = check(history)
+    assert any("Redis says nothing" in m for m in verdict.violations["exported_match"])
+
+
 def test_a_window_export_outside_its_bounds() -> None:
     history = perfect_history()
     name = 'gatewayz_provider_window_requests{provider="w0-flaky"}'
