@@ -125,8 +125,9 @@ class ClusterFaults:
         """The master serving a busy provider stopped (SIGSTOP: a stall, a paused VM) for the
         fault's duration, about the node timeout, then resumed. Its replica may take over
         meanwhile, and the old master, resumed, takes writes until it learns it was replaced,
-        then drops them: only then may its slots have lost data (declared once the cluster has
-        settled). Stopped for less, or not replaced, it loses nothing."""
+        then drops them: only then may its slots have lost data, and only the keys workers do
+        not send again (``NOT_RESENT``: declared once the cluster has settled). Stopped for
+        less, or not replaced, it loses nothing."""
         cluster = self.targets.dep.cluster
         assert cluster is not None
         node = cluster.master_of_slot(cluster_ops.slot_of(self.targets.provider(fault)))
