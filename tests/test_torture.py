@@ -209,6 +209,36 @@ def test_a_killed_worker_losing_more_than_its_last_flush_interval() -> None:
     _only(check(history), "kill_loss", "1400 ms before the kill")
 
 
+def _promoted_kill(history: History, start: float) -> None:
+    """A master serving w0-ok killed at ``start`` and its replica promoted, settled 1 s later:
+    its worker sends again what the replica lacked (``resent_tags``)."""
+    notes = {"data_loss": "tags", "lost_tags": ["leader"], "resent_tags": [OK]}
+    notes |= {"promoted": True, "settled_at": start + 1.0}
+    history.faults.append({"kind": "kill_master", "start": start, "notes": notes})
+
+
+def test_a_promoted_master_loses_nothing_its_live_worker_sends_again() -> None:
+    history = perfect_history()
+    _promoted_kill(history, T0 + 1.0)
+    set_prefix(history, OK, profiles(history.seed, 0, 400)[OK].prefix(300))
+    assert "flush_truthful" in check(history).violations  # judged exactly: 100 events short
+
+
+@pytest.mark.parametrize(("start", "lost"), [(T0 + 1.0, True), (T0 + 10.0, False)])
+def test_a_worker_killed_before_it_sent_again_what_a_promoted_master_lacked(
+    start: float, lost: bool
+) -> None:
+    """Killed at 4.5 s, before its master's fault settled and the resend's 5 s passed: what it
+    kept died with it. Killed before the fault: only its last flush interval may be lost."""
+    history = perfect_history()
+    _killed(history)
+    _promoted_kill(history, start)
+    set_prefix(history, OK, profiles(history.seed, 0, 400)[OK].prefix(300))
+    verdict = check(history)
+    assert ("kill_loss" in verdict.violations) is not lost
+    assert ("totals_exact" in verdict.suspended) is lost
+
+
 def test_a_window_one_event_short_is_a_window_violation() -> None:
     history = perfect_history()
     history.redis["providers"][FLAKY]["window"][21] -= 1

@@ -9,6 +9,7 @@ guarantee.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from devtools.torture import accounting, authority, client_checks, gate_checks
@@ -19,6 +20,7 @@ from devtools.torture.ledger import (
     CALLS_METRIC,
     COST_METRIC,
     profiles,
+    worker_of,
 )
 from devtools.torture.recorder import series_name
 from gatewayz_protocol.fields import COUNT_FIELDS, HISTOGRAM_FIELDS, LATENCY_SUM_FIELD
@@ -86,18 +88,34 @@ class Verdict:
         ]
 
 
+RESEND_SECONDS = 5.0
+"""How long after the cluster settled a worker may take to send again what a promoted replica
+lacks (its next flush, or its retries' backoff)."""
+
+
 def lost_tags(history: History) -> tuple[float | None, dict[str, float]]:
-    """(time of the first total data loss, tag -> time it may have been lost)."""
+    """(time of the first total data loss, tag -> time it may have been lost). A master whose
+    replica took over loses its workers' provider keys only when their worker was killed
+    before it could send again what the replica lacked (``resent_tags``)."""
     total: float | None = None
     tags: dict[str, float] = {}
+    killed: dict[int | None, float] = {
+        w.index: w.killed_at for w in history.workers if w.killed_at is not None
+    }
     for fault in history.faults:
         notes = fault.get("notes", {})
+        start = float(fault["start"])
         if notes.get("data_loss") == "all":
-            at = float(notes.get("killed_at", fault["start"]))
+            at = float(notes.get("killed_at", start))
             total = at if total is None else min(total, at)
         elif notes.get("data_loss") == "tags":
             for tag in notes.get("lost_tags", []):
-                tags.setdefault(tag, float(fault["start"]))
+                tags.setdefault(tag, start)
+            until = float(notes.get("settled_at", math.inf)) + RESEND_SECONDS
+            for tag in notes.get("resent_tags", []):
+                died = killed.get(worker_of(tag))
+                if died is not None and start <= died <= until:
+                    tags.setdefault(tag, start)
     return total, tags
 
 

@@ -4,6 +4,7 @@ half-moved), the master serving it killed or stopped (SIGSTOP) for about the nod
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Mapping
 
 import redis
@@ -114,9 +115,10 @@ class ClusterFaults:
             promoted = wait_until(lambda: cluster.master_of_slot(slot).port != node.port, 15, 0.2)
             record.notes["promoted"] = promoted
             if promoted:
-                record.notes["lost_tags"] = _not_resent(lost)
+                _declare_resent(record, lost)
             relaunch_node(node)
             wait_until(cluster.healthy, 30, 0.2)
+            record.notes["settled_at"] = time.time()
             self._down.discard(node.port)
 
         return heal
@@ -152,7 +154,9 @@ class ClusterFaults:
             replaced = cluster_ops.replication_id(node.port) != data_set
             record.notes["replaced"] = replaced
             if replaced:
-                record.notes.update(data_loss="tags", lost_tags=_not_resent(self._tags_in(ranges)))
+                record.notes["data_loss"] = "tags"
+                _declare_resent(record, self._tags_in(ranges))
+                record.notes["settled_at"] = time.time()
             self._down.discard(node.port)
 
         return heal
@@ -177,5 +181,9 @@ by its kept transactions only, sent again where a promoted replica lacks them
 (``client._acknowledged``): no loss is declared for them."""
 
 
-def _not_resent(tags: list[str]) -> list[str]:
-    return [tag for tag in tags if tag in NOT_RESENT]
+def _declare_resent(record: FaultRecord, tags: list[str]) -> None:
+    """A master whose replica took over: only ``NOT_RESENT`` tags are lost; the workers' send
+    again what the replica lacks (``resent_tags``), unless a worker dies before it has (the
+    checker's ``lost_tags``)."""
+    record.notes["lost_tags"] = [tag for tag in tags if tag in NOT_RESENT]
+    record.notes["resent_tags"] = [tag for tag in tags if tag not in NOT_RESENT]

@@ -59,6 +59,12 @@ def provider_name(index: int, flavor: str) -> str:
     return f"w{index}-{flavor}"
 
 
+def worker_of(tag: str) -> int | None:
+    """The index of the worker whose provider (or provider's shard) ``tag`` is."""
+    head = tag.split("-", 1)[0]
+    return int(head[1:]) if head[:1] == "w" and head[1:].isdigit() else None
+
+
 def shard_count(provider: str) -> int:
     """How many slots a provider's windows and totals are split over
     (``GATEWAYZ_PROVIDER_SHARDS``): 3 for every odd worker's ``ok`` provider, else 1."""
