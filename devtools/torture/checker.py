@@ -91,6 +91,9 @@ class Verdict:
 RESEND_SECONDS = 5.0
 """How long after the cluster settled a worker may take to send again what a promoted replica
 lacks (its next flush, or its retries' backoff)."""
+REPLICATION_SECONDS = 1.0
+"""How long before a master's fault a worker killed may have written what the replica had not
+yet replicated (asynchronous replication: far less on a sound machine)."""
 
 
 def lost_tags(history: History) -> tuple[float | None, dict[str, float]]:
@@ -114,7 +117,7 @@ def lost_tags(history: History) -> tuple[float | None, dict[str, float]]:
             until = float(notes.get("settled_at", math.inf)) + RESEND_SECONDS
             for tag in notes.get("resent_tags", []):
                 died = killed.get(worker_of(tag))
-                if died is not None and start <= died <= until:
+                if died is not None and start - REPLICATION_SECONDS <= died <= until:
                     tags.setdefault(tag, start)
     return total, tags
 
