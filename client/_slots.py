@@ -177,9 +177,7 @@ class ClusterWrites:
                 continue
             pending[slot] = [
                 *(commands[i] for i in indexes),
-                ("HGET", marker, self._writer_id),  # what the master had: ``_acknowledged``
-                ("HSET", marker, self._writer_id, encode_marker(ids, self._now())),
-                ("EXPIRE", marker, self._retention),
+                *self._marking(marker, encode_marker(ids, self._now())),
                 *self.pruning.due(marker),
             ]
             markers[slot] = marker
@@ -237,7 +235,8 @@ class ClusterWrites:
         ]
         found = execute_routed(self._cluster, reads, read_raw)
         raise_first_error(found)
-        if not covers(decode_marker(found[0]), ids):
+        named = decode_marker(found[0])
+        if not covers(named, ids):
             return False
         progress.record(slot, ids)
         calls = [tuple(commands[i]) for i in indexes if commands[i][0] == "EVALSHA"]
@@ -245,23 +244,28 @@ class ClusterWrites:
         if did_nothing:  # the increments' call (Redis did not know its script)
             progress.missing_scripts.update(calls)
         written = marker_text(found[0])
-        if written is not None and decode_marker(written) == ids:  # this very batch's ran
+        if named == ids and written is not None:  # this very batch's transaction ran
             ran = [commands[i] for i in indexes]
             if did_nothing:
                 ran = [command for command in ran if command[0] != "EVALSHA"]
             self._found_ran(slot, marker, ran, written)
         return True
 
-    def _found_ran(self, slot: int, marker: str, commands: list[Command], written: str) -> None:
-        """A slot's transaction whose reply was lost, found to have run (the marker it wrote,
-        ``written``, read back): kept as it ran, as ``_ran`` keeps one whose reply came."""
-        self._marker_of[slot] = marker
-        kept = [
-            *commands,
+    def _marking(self, marker: str, written: str) -> list[Command]:
+        """What a slot's transaction writes after its commands: the writer's marker, read
+        first (what the master had: ``_acknowledged``), and its hash's TTL (``_ran`` reads
+        their replies by place)."""
+        return [
             ("HGET", marker, self._writer_id),
             ("HSET", marker, self._writer_id, written),
             ("EXPIRE", marker, self._retention),
         ]
+
+    def _found_ran(self, slot: int, marker: str, commands: list[Command], written: str) -> None:
+        """A slot's transaction whose reply was lost, found to have run (the marker it wrote,
+        ``written``, read back): kept as it ran, as ``_ran`` keeps one whose reply came."""
+        self._marker_of[slot] = marker
+        kept = [*commands, *self._marking(marker, written)]
         self._acked.acknowledged(slot, written, kept, IN_ORDER, sum(map(len, kept)))
 
     def _refused_slots(
