@@ -177,7 +177,9 @@ class ClusterWrites:
                 continue
             pending[slot] = [
                 *(commands[i] for i in indexes),
-                *self._marking(marker, encode_marker(ids, self._now())),
+                *_marking(
+                    marker, self._writer_id, encode_marker(ids, self._now()), self._retention
+                ),
                 *self.pruning.due(marker),
             ]
             markers[slot] = marker
@@ -251,21 +253,11 @@ class ClusterWrites:
             self._found_ran(slot, marker, ran, written)
         return True
 
-    def _marking(self, marker: str, written: str) -> list[Command]:
-        """What a slot's transaction writes after its commands: the writer's marker, read
-        first (what the master had: ``_acknowledged``), and its hash's TTL (``_ran`` reads
-        their replies by place)."""
-        return [
-            ("HGET", marker, self._writer_id),
-            ("HSET", marker, self._writer_id, written),
-            ("EXPIRE", marker, self._retention),
-        ]
-
     def _found_ran(self, slot: int, marker: str, commands: list[Command], written: str) -> None:
         """A slot's transaction whose reply was lost, found to have run (the marker it wrote,
         ``written``, read back): kept as it ran, as ``_ran`` keeps one whose reply came."""
         self._marker_of[slot] = marker
-        kept = [*commands, *self._marking(marker, written)]
+        kept = [*commands, *_marking(marker, self._writer_id, written, self._retention)]
         self._acked.acknowledged(slot, written, kept, IN_ORDER, sum(map(len, kept)))
 
     def _refused_slots(
@@ -359,6 +351,17 @@ class ClusterWrites:
             ):
                 refresh_layout(self._cluster, exc)
             raise
+
+
+def _marking(marker: str, writer_id: str, written: str, retention: int) -> list[Command]:
+    """What a slot's transaction writes after its commands: the writer's marker, read first
+    (what the master had: ``_acknowledged``), and its hash's TTL (``ClusterWrites._ran`` reads
+    their replies by place)."""
+    return [
+        ("HGET", marker, writer_id),
+        ("HSET", marker, writer_id, written),
+        ("EXPIRE", marker, retention),
+    ]
 
 
 def _did_nothing(reply: Any) -> bool:
