@@ -102,9 +102,7 @@ def lost_tags(history: History) -> tuple[float | None, dict[str, float]]:
     before it could send again what the replica lacked (``resent_tags``)."""
     total: float | None = None
     tags: dict[str, float] = {}
-    killed: dict[int | None, float] = {
-        w.index: w.killed_at for w in history.workers if w.killed_at is not None
-    }
+    killed = {w.index: w.killed_at for w in history.workers if w.killed_at is not None}
     for fault in history.faults:
         notes = fault.get("notes", {})
         start = float(fault["start"])
@@ -116,7 +114,8 @@ def lost_tags(history: History) -> tuple[float | None, dict[str, float]]:
                 tags.setdefault(tag, start)
             until = float(notes.get("settled_at", math.inf)) + RESEND_SECONDS
             for tag in notes.get("resent_tags", []):
-                died = killed.get(worker_of(tag))
+                index = worker_of(tag)
+                died = None if index is None else killed.get(index)
                 if died is not None and start - REPLICATION_SECONDS <= died <= until:
                     tags.setdefault(tag, start)
     return total, tags
