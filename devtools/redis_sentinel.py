@@ -21,12 +21,11 @@ from typing import Any
 import redis
 
 from devtools.redis_server import (
-    PORT_ATTEMPTS,
     RedisProcess,
-    answers,
-    free_port,
     local_connection,
+    on_a_free_port,
     start_redis,
+    wait_answering,
     wait_replicas_synced,
 )
 
@@ -111,31 +110,35 @@ def start_sentinel(replicas: int = 1, sentinels: int = 3, timeout: float = 30.0)
 def _start_one_sentinel(
     workdir: str, master_port: int, quorum: int, timeout: float = 10.0
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """A sentinel answering on a free port: like ``start_redis``, another port is tried when
-    the chosen one was taken before the sentinel bound it (it then exits at once)."""
-    for _ in range(PORT_ATTEMPTS):
-        port = free_port()
-        config = Path(workdir) / f"sentinel-{port}.conf"
-        config.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
-            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}\n"
-            f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
-            f"sentinel failover-timeout {MASTER_NAME} 5000\n"
-        )
-        process = subprocess.Popen(
-            ["redis-server", str(config), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while process.poll() is None and not answers(f"redis://127.0.0.1:{port}", 0.2):
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"a sentinel did not start on port {port}")
-            time.sleep(0.05)
-        if process.poll() is None:
-            return process, port
-    raise RuntimeError(f"no sentinel started in {PORT_ATTEMPTS} attempts")
+    """A sentinel answering on a free port (another tried when the one chosen was taken, as
+    ``start_redis`` does)."""
+    return on_a_free_port(
+        lambda port: _launch_sentinel(port, workdir, master_port, quorum, timeout)
+    )
+
+
+def _launch_sentinel(
+    port: int, workdir: str, master_port: int, quorum: int, timeout: float
+) -> tuple[subprocess.Popen[bytes], int]:
+    config = Path(workdir) / f"sentinel-{port}.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+        f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}\n"
+        f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+        f"sentinel failover-timeout {MASTER_NAME} 5000\n"
+    )
+    process = subprocess.Popen(
+        ["redis-server", str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_answering(process, port, "a sentinel", timeout)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=10)
+        raise
+    return process, port
 
 
 def _sentinel_ready(port: int, sentinels: int) -> bool:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import redis
@@ -158,15 +159,44 @@ def start_redis(
     A port chosen here can be taken by another process before the server binds it (tests run
     in parallel, and clients' ephemeral ports come from the same range); the server then exits
     at once, and another port is tried."""
+    return on_a_free_port(
+        lambda chosen: _start_redis(chosen, allow_fake, force_fake, extra_args, timeout),
+        port,
+        choose_port,
+    )
+
+
+_T = TypeVar("_T")
+
+
+def on_a_free_port(
+    start: Callable[[int], _T], port: int | None = None, choose_port: Callable[[], int] = free_port
+) -> _T:
+    """``start(port)``, or with no ``port`` on one ``choose_port`` gives: when the server
+    exits at start there (``ExitedAtStart``: the port was taken since it was chosen), on
+    another, ``PORT_ATTEMPTS`` in all."""
     if port is not None:
-        return _start_redis(port, allow_fake, force_fake, extra_args, timeout)
+        return start(port)
     for attempt in range(PORT_ATTEMPTS):
         try:
-            return _start_redis(choose_port(), allow_fake, force_fake, extra_args, timeout)
+            return start(choose_port())
         except ExitedAtStart:
             if attempt == PORT_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def wait_answering(process: subprocess.Popen[bytes], port: int, kind: str, timeout: float) -> None:
+    """Until the server ``process`` runs answers PING on 127.0.0.1:``port``; raises
+    ``ExitedAtStart`` when it exits first, RuntimeError after ``timeout`` seconds (the caller
+    stops it)."""
+    deadline = time.monotonic() + timeout
+    while not answers(f"redis://127.0.0.1:{port}", timeout=0.2):
+        if process.poll() is not None:
+            raise ExitedAtStart(f"{kind} exited at start on port {port}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{kind} did not start on port {port}")
+        time.sleep(0.05)
 
 
 def _start_redis(
@@ -199,15 +229,11 @@ def _start_redis(
         raise RuntimeError(INSTALL_HINT.format(url=f"redis://127.0.0.1:{port}"))
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
     server = RedisProcess(process, port, kind, workdir)
-    deadline = time.monotonic() + timeout
-    while not answers(server.url, timeout=0.2):
-        if process.poll() is not None:
-            server.stop()
-            raise ExitedAtStart(f"{kind} exited at start on port {port}")
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"{kind} did not start on port {port}")
-        time.sleep(0.05)
+    try:
+        wait_answering(process, port, kind, timeout)
+    except BaseException:
+        server.stop()
+        raise
     return server
 
 
