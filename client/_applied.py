@@ -276,8 +276,12 @@ class LostReplies:
         if batch is not self._unknown:
             return None
         # on the transactions' connection: the server they go to, which the pool may not name
-        marker = self._transactions.read("HGET", self._key, self._writer_id)
-        increments = self._transactions.read("HGET", self._key, increments_field(self._writer_id))
+        marker, increments = self._transactions.reads(
+            [
+                ("HGET", self._key, self._writer_id),
+                ("HGET", self._key, increments_field(self._writer_id)),
+            ]
+        )
         self._unreported["hget"] += 2
         self._unknown = None  # known now: it ran, or it is sent
         ids = self._ids.of(batch)

@@ -178,19 +178,30 @@ class Transactions:
         return outcome.replies
 
     def read(self, *command: Any) -> Any:
-        """One command's reply, from the server the transactions go to (on their connection:
-        the pool's may name another by now, a Sentinel pool the new master while this one still
-        writes to the old). Raises Redis's refusal, or what broke the exchange (the connection
-        is dropped)."""
+        """One command's reply (``reads``)."""
+        return self.reads([command])[0]
+
+    def reads(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """The commands' replies, in one round trip, from the server the transactions go to
+        (on their connection: the pool's may name another by now, a Sentinel pool the new
+        master while this one still writes to the old). Raises Redis's refusal, or what broke
+        the exchange (the connection is dropped, as it is when a refusal leaves replies
+        unread)."""
         connection = self._connection_now()
+        replies: list[Any] = []
         try:
-            connection.send_packed_command([hiredis.pack_command(command)], check_health=False)
-            return connection.read_response()
+            packed = [hiredis.pack_command(tuple(command)) for command in commands]
+            connection.send_packed_command(packed, check_health=False)
+            for _ in commands:
+                replies.append(connection.read_response())
         except redis.ResponseError:
+            if len(replies) < len(commands) - 1:
+                self._give_back(connection)
             raise
         except BaseException:
             self._give_back(connection)
             raise
+        return replies
 
     @property
     def client(self) -> redis.Redis:

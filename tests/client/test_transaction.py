@@ -147,3 +147,25 @@ def test_a_connection_redis_closed_while_idle_is_replaced_before_sending(
     assert transactions.run(pack_transaction([("INCRBY", "n", 1)]), 1) == [1]
     assert private_redis.client_kill_filter(_type="normal", skipme=True) == 1
     assert transactions.run(pack_transaction([("INCRBY", "n", 1)]), 1) == [2]  # no error
+
+
+def test_reads_answer_in_order_and_a_refusal_before_the_last_drops_the_connection(
+    r: redis.Redis, redis_url: str, key: str
+) -> None:
+    """A refusal mid-way leaves the later replies unread on the connection: it is dropped, so
+    the next transaction cannot read them as its own. A refusal last leaves nothing unread.
+    (Which connection: Redis's CLIENT ID, read on it.)"""
+    r.set(key, "x")
+    transactions = Transactions(connect(redis_url, socket_timeout=2.0))  # type: ignore[arg-type]
+    first, got, missing = transactions.reads(
+        [("CLIENT", "ID"), ("GET", key), ("HGET", key + "h", "f")]
+    )
+    assert (got, missing) == (b"x", None)
+    with pytest.raises(redis.ResponseError):
+        transactions.reads([("GET", key), ("HGET", key, "f")])  # WRONGTYPE, last
+    assert transactions.read("CLIENT", "ID") == first  # the same connection goes on
+    with pytest.raises(redis.ResponseError):
+        transactions.reads([("HGET", key, "f"), ("GET", key)])  # WRONGTYPE, then one unread
+    second = transactions.read("CLIENT", "ID")
+    assert isinstance(second, int) and second != first  # another connection: not a stale reply
+    assert transactions.read("GET", key) == b"x"
