@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -105,11 +107,12 @@ def _aggregate(url: str, admin_url: str, namespace: str) -> Run:
 
 
 @pytest.fixture(scope="module")
-def with_every_right(single_redis_url: str) -> Run:
-    namespace = "aggregator-refusals-baseline"
-    empty_namespace(single_redis_url, namespace)
+def with_every_right(single_redis_url: str) -> Iterator[Run]:
+    # its own namespace: the module's tests may run in several processes, each building this
+    namespace = f"aggregator-refusals-baseline-{uuid.uuid4().hex[:12]}"
     _record(single_redis_url, namespace)
-    return _aggregate(single_redis_url, single_redis_url, namespace)
+    yield _aggregate(single_redis_url, single_redis_url, namespace)
+    empty_namespace(single_redis_url, namespace)
 
 
 def _check_safe(run: Run) -> None:

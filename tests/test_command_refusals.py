@@ -18,6 +18,7 @@ deployment grants it), plus the connection's own and EVAL (the scripts' fallback
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -140,14 +141,15 @@ def breakers(redis_url: str, namespace: str) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def with_every_right(single_redis_url: str) -> Run:
-    namespace = "refusals-baseline"
-    empty_namespace(single_redis_url, namespace)
+def with_every_right(single_redis_url: str) -> Iterator[Run]:
+    # its own namespace: the module's tests may run in several processes, each building this
+    namespace = f"refusals-baseline-{uuid.uuid4().hex[:12]}"
     admin, keys = redis.Redis.from_url(single_redis_url), Keys(namespace)
     set_state(admin, keys, "trial", "half_open", permits=PERMITS)
     set_state(admin, keys, "shut", "open")
     admin.close()
-    return _traffic(single_redis_url, single_redis_url, namespace)
+    yield _traffic(single_redis_url, single_redis_url, namespace)
+    empty_namespace(single_redis_url, namespace)
 
 
 def _check_safe(run: Run) -> None:
