@@ -292,8 +292,9 @@ def _datasource_kind(datasource: Any) -> str:
     return str(datasource or "").lower()
 
 
-def _dashboard_expressions() -> dict[str, str]:
-    """ "dashboard / panel / refId" -> PromQL of every Prometheus target of every dashboard."""
+def _dashboard_expressions(exemplar_only: bool = False) -> dict[str, str]:
+    """ "dashboard / panel / refId" -> PromQL of every Prometheus target of every dashboard (of
+    those showing exemplars only, if ``exemplar_only``)."""
     found: dict[str, str] = {}
     for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
         dashboard = json.loads(path.read_text())
@@ -301,6 +302,8 @@ def _dashboard_expressions() -> dict[str, str]:
             for target in panel.get("targets", []):
                 kind = _datasource_kind(target.get("datasource") or panel.get("datasource"))
                 if not target.get("expr") or any(s in kind for s in ("loki", "tempo")):
+                    continue
+                if exemplar_only and target.get("exemplar") is not True:
                     continue
                 name = f"{path.name} / {panel.get('title', '?')} / {target.get('refId', '?')}"
                 found[name] = _substitute(target["expr"])
@@ -343,18 +346,25 @@ def test_rules_and_dashboards_against_a_real_prometheus(
     finally:
         capped.close(timeout=5)
 
-    # Traces exist (the workers' calls run in spans): their exemplars reach Prometheus.
-    def exemplars() -> list[dict[str, Any]]:
+    # Traces exist (the workers' calls run in spans): their exemplars reach Prometheus, and
+    # every dashboard target that shows exemplars finds them (Grafana sends the target's own
+    # expression to query_exemplars: a recording rule's series would have none).
+    def exemplars(query: str) -> list[dict[str, Any]]:
         found = stack.api(
             "/api/v1/query_exemplars",
-            query=f'provider_response_time_seconds_bucket{{provider="{HEALTHY}"}}',
+            query=query,
             start=str(time.time() - 300),
             end=str(time.time() + 60),
         )
         return [e for series in found for e in series["exemplars"]]
 
-    wait_for(lambda: bool(exemplars()), timeout=DEADLINE_SECONDS)
-    assert all(re.fullmatch(r"[0-9a-f]{32}", e["labels"]["trace_id"]) for e in exemplars())
+    queries = [f'provider_response_time_seconds_bucket{{provider="{HEALTHY}"}}']
+    queries += _dashboard_expressions(exemplar_only=True).values()
+    assert len(queries) >= 2
+    for query in queries:
+        wait_for(lambda query=query: bool(exemplars(query)), timeout=DEADLINE_SECONDS)
+        found = exemplars(query)
+        assert all(re.fullmatch(r"[0-9a-f]{32}", e["labels"]["trace_id"]) for e in found)
     mark("exemplars in Prometheus")
 
     rules = _rule_expressions()
