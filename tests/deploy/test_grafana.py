@@ -255,6 +255,19 @@ def test_datasources_are_provisioned_with_the_uids_the_dashboards_use() -> None:
     assert sources["tempo"]["jsonData"]["tracesToLogsV2"]["filterByTraceID"] is True
 
 
+def test_traces_link_only_to_metrics_that_exist() -> None:
+    """A span's "related metrics" queries take its `provider` attribute (every call span has
+    one) as the label; no service map, which needs Tempo's metrics generator (not run here).
+    The Prometheus end-to-end test runs each query with a provider's label."""
+    tempo = {source["uid"]: source for source in _datasources()}["tempo"]["jsonData"]
+    assert "serviceMap" not in tempo
+    to_metrics = tempo["tracesToMetrics"]
+    assert to_metrics["datasourceUid"] == "prometheus"
+    assert to_metrics["tags"] == [{"key": "provider", "value": "provider"}]
+    assert len(to_metrics["queries"]) == 3
+    assert all("{$$__tags}" in query["query"] for query in to_metrics["queries"])
+
+
 def test_dashboard_provider_path_is_the_folder_compose_mounts() -> None:
     documents = [_yaml(path) for path in sorted(PROVIDERS.glob("*.yml"))]
     providers = [p for document in documents for p in document["providers"]]

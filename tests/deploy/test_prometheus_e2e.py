@@ -310,6 +310,16 @@ def _dashboard_expressions(exemplar_only: bool = False) -> dict[str, str]:
     return found
 
 
+def _trace_to_metrics_queries() -> dict[str, str]:
+    """The Tempo datasource's "related metrics" queries, as Grafana runs them for a span of the
+    healthy provider (YAML's `$$` is provisioning's escape of `$`)."""
+    path = DEPLOY / "grafana" / "provisioning" / "datasources" / "datasources.yml"
+    sources = {s["uid"]: s for s in yaml.safe_load(path.read_text())["datasources"]}
+    queries = sources["tempo"]["jsonData"]["tracesToMetrics"]["queries"]
+    tags = f'provider="{HEALTHY}"'
+    return {q["name"]: q["query"].replace("$$__tags", tags) for q in queries}
+
+
 def test_rules_and_dashboards_against_a_real_prometheus(
     stack: Stack, redis_url: str, namespace: str
 ) -> None:
@@ -371,6 +381,7 @@ def test_rules_and_dashboards_against_a_real_prometheus(
     dashboards = _dashboard_expressions()
     expressions = {f"rule {name}": expr for name, expr in rules.items()}
     expressions |= {f"dashboard {name}": expr for name, expr in dashboards.items()}
+    expressions |= {f"trace to metrics {n}": e for n, e in _trace_to_metrics_queries().items()}
     may_be_empty = {f"rule {name}" for name in EMPTY_WHEN_HEALTHY} | {
         f"dashboard {name}"
         for name, expr in dashboards.items()
