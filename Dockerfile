@@ -7,8 +7,8 @@
 # taught (tests/deploy/imagebuild.py).
 FROM python:3.11-slim
 
-# No .pyc files in the image layers, logs unbuffered (they go to `docker compose logs`), no pip
-# cache or version check in the layer.
+# No .pyc files written at run time (pip byte-compiles what it installs, at build time), logs
+# unbuffered (they go to `docker compose logs`), no pip cache or version check in the layer.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
