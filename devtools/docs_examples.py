@@ -24,6 +24,8 @@ def every_kind_of_state() -> ServedState:
     health = provider_health(
         "openrouter", counts, BreakerState(), {"n:success": 1}, {"closed>open": 1}, 2.0, 10.0
     )
+    # A worker's family, for the per-metric counts' `metric` label: the metrics page leaves the
+    # family itself out (the workers' own families are not the aggregator's).
     worker_metric = BackendFamily("requests", "counter", "help", (), (), (((), 1.0),), (), 0, 0)
     snapshot = Snapshot(
         1.0,

@@ -5,7 +5,8 @@
 - configuration: the option tables (``gatewayz_protocol/options.py``, ``client/_settings.py``,
   ``aggregator/option_table.py``, ``gatewayz_telemetry/settings.py``);
 - metrics: the families the aggregator's collector declares, rendered from a served state
-  that holds every kind of value (``aggregator/serve/collector.py``);
+  that holds every kind of value (``aggregator/serve/collector.py``), the workers' own families
+  left out (``tests/test_docs.py`` compares the page with a real aggregator's scrape);
 - HTTP API: the routes of the aggregator's app and their summaries (its OpenAPI document);
 - CLI: each command's ``--help``, as argparse renders it at 100 columns;
 - Redis key schema: the table of ``gatewayz_protocol/keys.py``'s docstring;
@@ -96,11 +97,19 @@ def _option_table(options: Sequence[Option[Any]], flags: bool) -> str:
 
 
 def metrics() -> str:
+    from aggregator.serve.backend_metrics import served_families
     from aggregator.serve.collector import SnapshotCollector
     from devtools.docs_examples import every_kind_of_state
 
+    state = every_kind_of_state()
+    # The example's worker family is there for the per-metric counts' `metric` label only: the
+    # workers' own families are theirs, not the aggregator's, and are not listed.
+    snapshot = state.snapshot
+    workers = {family.name for family in served_families(snapshot)} if snapshot else set()
     rows = []
-    for family in SnapshotCollector(every_kind_of_state).collect():
+    for family in SnapshotCollector(lambda: state).collect():
+        if family.name in workers:
+            continue
         labels = sorted(
             {name for sample in family.samples for name in sample.labels if name != "le"}
         )
@@ -110,9 +119,10 @@ def metrics() -> str:
         rows.append(f"| `{name}` | {family.type} | {shown} | {help_text} |")
     return (
         "# Metrics\n\n"
-        "Every family the aggregator serves on `/metrics` (the workers' own metrics besides), as "
-        "its collector declares them. Counters are exposed with `_total`; a histogram with "
-        "`_bucket`, `_count` and `_sum`.\n\n"
+        "Every family the aggregator serves on `/metrics` of its own, as its collector declares "
+        "them. Besides these it serves the workers' own families as the workers declare them "
+        "(see [Backend metrics](../guides/backend-metrics.md)): those are not listed here. "
+        "Counters are exposed with `_total`; a histogram with `_bucket`, `_count` and `_sum`.\n\n"
         "| name | type | labels | help |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 

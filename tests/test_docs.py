@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from collections.abc import Callable
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from aggregator.engine.cycle import Aggregator
+from aggregator.settings import AggregatorSettings
+from client import MetricsClient
 from devtools.docs_reference import PAGES, REFERENCE, ROOT, render
+from gatewayz_transport.connection import connect
+from tests.support.scrape import scrape
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))
@@ -45,3 +53,40 @@ def test_the_alerts_and_dashboards_page_names_every_provisioned_dashboard() -> N
     titles = [json.loads(path.read_text())["title"] for path in dashboards]
     assert len(titles) == 3
     assert [title for title in titles if f"**{title}**" not in page] == []
+
+
+def _page_families(page: str) -> dict[tuple[str, str], str]:
+    """The metrics page's rows: (family name as the parsers name it, type) -> help."""
+    rows = {}
+    for line in page.splitlines():
+        found = re.fullmatch(r"\| `([a-z0-9_]+)` \| (\w+) \| [^|]*\| (.*) \|", line)
+        if found:
+            name, kind, help_text = found.groups()
+            name = name.removesuffix("_total") if kind == "counter" else name
+            rows[(name, kind)] = help_text.replace("\\|", "|")
+    return rows
+
+
+def test_the_metrics_page_lists_what_a_real_aggregator_serves_and_nothing_else(
+    make_client: Callable[..., MetricsClient], redis_url: str, namespace: str
+) -> None:
+    """Every family of a real scrape (on Redis's clock, as served: no injected clock), the
+    workers' own left out, is on the page with its type and help; the page lists no other (an
+    example's worker family was once listed as the aggregator's)."""
+    metrics = make_client()
+    metrics.counter("docs_jobs_total", "Jobs", ["queue"]).labels("a").inc(1)
+    metrics.record("openrouter", 0.2)
+    assert metrics.flush(timeout=5)
+    settings = AggregatorSettings(
+        redis_url=redis_url, namespace=namespace, breaker_models=("openrouter",)
+    )
+    with connect(settings.redis_url, socket_timeout=2.0) as connection:
+        aggregator = Aggregator(settings, connection)
+        assert aggregator.run_cycle() is not None
+        exposition = scrape(aggregator)
+    scraped = {
+        (family.name, family.type): family.documentation
+        for family in text_string_to_metric_families(exposition)
+    }
+    assert scraped.pop(("docs_jobs", "counter")) == "Jobs"  # the worker's: not on the page
+    assert _page_families((REFERENCE / "metrics.md").read_text()) == scraped
