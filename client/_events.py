@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from client._outcome import classify_status
+from client._outcome import classify_status, plain_status
 from gatewayz_protocol.fields import NANO_USD_PER_USD
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_protocol.partitions import OUTCOME_CODES, UNWINDOWED
@@ -75,6 +75,8 @@ class EventValidator:
         if status_code is not None:
             if outcome is not None:
                 raise Rejected("status_and_outcome", (status_code, outcome))
+            if type(status_code) is not int:
+                status_code = plain_status(status_code)  # type: ignore[assignment]
             found = _STATUS_CLASSES.get(status_code) if type(status_code) is int else None
             if found is None:
                 raise Rejected("invalid_status_code", status_code)

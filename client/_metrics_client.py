@@ -148,8 +148,9 @@ class MetricsClient:
     ) -> bool:
         """Record one finished provider call. Never blocks on I/O, never raises.
 
-        ``status_code`` decides the outcome class (success, failure, rate_limited,
-        caller_error); ``outcome`` may be given instead, not both; neither means success.
+        ``status_code`` (an int, or an IntEnum such as ``http.HTTPStatus``) decides the outcome
+        class (success, failure, rate_limited, caller_error); ``outcome`` may be given instead,
+        not both; neither means success.
         ``outcome="cancelled"``: the caller gave up before the provider's answer (counted,
         never in the window, the histogram, the error rate or the breaker; its latency is not
         kept). ``exemplar``: labels (such as ``{"trace_id": ...}``) linking the call's

@@ -20,9 +20,27 @@ CANCELLED_OUTCOME = next(name for name, code in UNWINDOWED.items() if code == CA
 """``cancelled``: the caller gave up on the call before the provider's answer was seen."""
 
 
+def plain_status(value: object) -> object:
+    """``value`` as a plain int when it is an int of a subclass other than bool: an IntEnum such
+    as ``http.HTTPStatus`` or ``httpx.codes`` (FastAPI's HTTPException keeps the one it was
+    given, and Starlette sends it as the response's status) is the status it stands for.
+    Anything else comes back unchanged, for the caller's ``type(...) is int`` check to reject:
+    a bool is no status. Never raises."""
+    if type(value) is int:
+        return value
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return int(value)
+    except Exception:  # an odd subclass whose int() fails: not a status
+        pass
+    return value
+
+
 def classify_status(status_code: int) -> int:
     """Outcome code of an HTTP status: 429 rate_limited, 408 and 5xx failure, other 4xx
-    caller_error, 1xx-3xx success. Raises ValueError outside 100..599."""
+    caller_error, 1xx-3xx success (an IntEnum status is its int). Raises ValueError outside
+    100..599."""
+    status_code = plain_status(status_code)  # type: ignore[assignment]
     if type(status_code) is not int or not 100 <= status_code <= 599:
         raise ValueError(f"invalid status_code {status_code!r}")
     if status_code < 400:
@@ -42,6 +60,7 @@ def status_of_exception(exc: BaseException) -> int | None:
         status = getattr(exc, "status_code", None)
         if status is None:
             status = getattr(getattr(exc, "response", None), "status_code", None)
+        status = plain_status(status)
     except Exception:
         return None
     if type(status) is int and 100 <= status <= 599:
@@ -84,5 +103,10 @@ _OUTCOME_NAMES: dict[int | str | None, str] = {
 
 def outcome_name(status_code: object, outcome: object) -> str:
     """The outcome class of a call ``record()`` accepted with ``status_code`` or ``outcome``
-    (neither: success). One dict lookup."""
-    return _OUTCOME_NAMES[outcome if status_code is None else status_code]  # type: ignore[index]
+    (neither: success). One dict lookup (two for an int subclass that does not hash as its
+    int)."""
+    key = outcome if status_code is None else status_code
+    try:
+        return _OUTCOME_NAMES[key]  # type: ignore[index]
+    except KeyError:
+        return _OUTCOME_NAMES[plain_status(key)]  # type: ignore[index]

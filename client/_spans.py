@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from client._exemplars import current_exemplar
-from client._outcome import classify_status
+from client._outcome import classify_status, plain_status
 from gatewayz_protocol.partitions import FAILURE, OUTCOMES, SUCCESS
 
 SPAN_NAME = "model_inference"
@@ -78,6 +78,7 @@ class CallSpan:
             return None if self._scope is _NO_OP else current_exemplar()
         try:
             exemplar = current_exemplar()  # this span's ids: still current here
+            status_code = plain_status(status_code)  # an HTTPStatus is its int on the span
             attributes = _span_attributes(status_code, outcome, tokens, cost_usd)
             span.set_attributes({k: v for k, v in attributes.items() if v is not None})
             if error is not None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from enum import IntEnum
+from http import HTTPStatus
 from typing import Any
 
+import httpx
 import pytest
 
 from client._events import (
@@ -80,6 +83,25 @@ def test_an_invalid_health_event_is_rejected_with_its_cause_and_value(
     with pytest.raises(Rejected) as rejected:
         validate(**call)
     assert (rejected.value.cause, rejected.value.value) == (cause, value)
+
+
+class _Upstream(IntEnum):
+    BUSY = 503
+
+
+class _NoInt(int):
+    def __int__(self) -> int:
+        raise RuntimeError("no int")
+
+
+def test_a_status_given_as_an_int_enum_is_the_status_it_stands_for() -> None:
+    # FastAPI's HTTPException keeps the HTTPStatus it was given; httpx.codes is an IntEnum too
+    statuses = (HTTPStatus.OK, httpx.codes.TOO_MANY_REQUESTS, HTTPStatus.NOT_FOUND, _Upstream.BUSY)
+    assert [validate(status_code=status) for status in statuses] == [0, 2, 3, 1]
+    for odd in (HTTPStatus.CONTINUE - 1, _NoInt(200)):  # an int subclass, but no status
+        with pytest.raises(Rejected) as rejected:
+            validate(status_code=odd)
+        assert rejected.value.cause == "invalid_status_code"
 
 
 def test_a_nan_latency_is_rejected_as_the_value_it_was() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 
+import httpx
 import pytest
 
 from client import CircuitOpenError
@@ -34,6 +36,23 @@ SUCCESS, FAILURE, RATE_LIMITED, CALLER_ERROR = 0, 1, 2, 3
     ],
 )
 def test_classify_status(status: int, expected: int) -> None:
+    assert classify_status(status) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (HTTPStatus.CONTINUE, SUCCESS),
+        (HTTPStatus.OK, SUCCESS),
+        (HTTPStatus.REQUEST_TIMEOUT, FAILURE),
+        (HTTPStatus.UNPROCESSABLE_ENTITY, CALLER_ERROR),
+        (httpx.codes.TOO_MANY_REQUESTS, RATE_LIMITED),
+        (httpx.codes.BAD_GATEWAY, FAILURE),
+    ],
+)
+def test_a_status_given_as_an_int_enum_is_classified_as_its_int(
+    status: HTTPStatus, expected: int
+) -> None:
     assert classify_status(status) == expected
 
 
@@ -75,6 +94,9 @@ class ResponseError(Exception):
         (ResponseError(429), RATE_LIMITED),
         (ResponseError(422), CALLER_ERROR),
         (ResponseError(502), FAILURE),
+        (StatusError(HTTPStatus.BAD_REQUEST), CALLER_ERROR),  # FastAPI keeps the enum given
+        (StatusError(HTTPStatus.TOO_MANY_REQUESTS), RATE_LIMITED),
+        (ResponseError(httpx.codes.SERVICE_UNAVAILABLE), FAILURE),
         (TimeoutError("read timed out"), FAILURE),
         (ConnectionError("refused"), FAILURE),
         (ConnectionResetError(), FAILURE),
@@ -124,9 +146,20 @@ def test_what_a_block_is_booked_as(
     assert outcome_of_block(exc, status_code, outcome) == expected
 
 
+class _OddHash(int):
+    """An int subclass that does not hash as its int: its outcome is still its int's."""
+
+    def __hash__(self) -> int:
+        return -7
+
+
 def test_outcome_names_of_accepted_calls() -> None:
     assert [outcome_name(s, None) for s in (None, 200, 302, 408, 429, 404, 503)] == [
         "success", "success", "success", "failure", "rate_limited", "caller_error", "failure",
+    ]  # fmt: skip
+    statuses = (HTTPStatus.OK, HTTPStatus.TOO_MANY_REQUESTS, _OddHash(404), _OddHash(503))
+    assert [outcome_name(s, None) for s in statuses] == [
+        "success", "rate_limited", "caller_error", "failure",
     ]  # fmt: skip
     assert [outcome_name(None, o) for o in ("failure", "caller_error", "cancelled")] == [
         "failure", "caller_error", "cancelled",

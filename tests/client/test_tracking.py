@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from http import HTTPStatus
 from types import SimpleNamespace
 from typing import Any, cast
 
+import httpx
 import pytest
 import redis
+from fastapi import HTTPException
 
 import client._gateway as gateway_module
 import client._tracking as tracking
@@ -260,3 +263,34 @@ def test_a_tracked_call_then_its_usage_from_another_thread(
         "n:success": 1, "b:0.1": 1, "cancelled": 1, "tokens": 917, "cost_nusd": 2_000_000,
     }  # fmt: skip
     assert sum(int(r.zcard(key)) for key in keys.window_keys("anthropic")) == 1
+
+
+def test_a_status_given_as_an_int_enum_is_booked_as_its_int(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    # FastAPI's HTTPException keeps the HTTPStatus it was given; httpx.codes is an IntEnum too
+    metrics = make_client()
+    gateway = GatewayMetrics(metrics)
+    calls: list[CallTracker | InferenceCall] = []
+    with metrics.track("anthropic") as call:
+        call.status_code = HTTPStatus.OK
+    calls.append(call)
+    with gateway.inference("anthropic", "claude") as inferred:
+        inferred.status_code = HTTPStatus.CREATED
+    calls.append(inferred)
+    for status in (HTTPStatus.BAD_REQUEST, HTTPStatus.TOO_MANY_REQUESTS):
+        with pytest.raises(HTTPException), metrics.track("anthropic") as call:
+            calls.append(call)
+            raise HTTPException(status_code=status)
+    assert metrics.record("anthropic", 0.1, status_code=httpx.codes.BAD_GATEWAY) is True
+    assert [c.booked_as for c in calls] == ["success", "success", "caller_error", "rate_limited"]
+    assert metrics.flush(timeout=5)
+    totals = _hash(r, keys.totals("anthropic"))
+    assert [totals.get(f"n:{o}") for o in ("success", "caller_error", "rate_limited")] == [2, 1, 1]
+    assert totals.get("n:failure") == 1  # the 502
+    requests = {
+        k.decode(): int(v)
+        for k, v in r.hgetall(keys.metric_data("model_inference_requests")).items()
+    }
+    assert requests == {'i:["anthropic","claude","success"]': 1}
+    assert metrics.stats()["rejected"] == {}
