@@ -10,6 +10,7 @@ from typing import Any
 
 from client._gateway import GatewayMetrics
 from client._instruments import Series
+from client._outcome import plain_status
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -80,7 +81,9 @@ class MetricsMiddleware:
         try:
             method = str(scope.get("method", ""))
             path = route_template(scope)
-            code = status if type(status) is int else 500
+            code = plain_status(status)  # Starlette sends an HTTPStatus as it was given
+            if type(code) is not int:
+                code = 500
             key = (method, path, code)
             booked = self._booked.get(key)
             if booked is None:

@@ -4,9 +4,11 @@ included, and no raw path ever."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 
 import redis
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from client import GatewayMetrics, MetricsClient, MetricsMiddleware
@@ -39,4 +41,37 @@ def test_every_matched_route_is_labelled_by_its_template(
         'i:["t","GET","/redoc","200","2xx"]': 1,
         'i:["t","GET","/v1/chat/{chat_id}","200","2xx"]': 2,
         'i:["t","GET","__unmatched__","404","4xx"]': 1,
+    }
+
+
+def _requests(r: redis.Redis, keys: Keys) -> dict[str, int]:
+    raw = r.hgetall(keys.metric_data("fastapi_requests"))
+    return {field.decode(): int(value) for field, value in raw.items()}
+
+
+def test_a_status_sent_as_an_int_enum_is_counted_as_its_int(
+    make_client: Callable[..., MetricsClient], r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    # Starlette sends the status a response was given: FastAPI's HTTPException keeps an
+    # HTTPStatus, and so does a response built with one
+    metrics = make_client(clock=clock)
+    app = FastAPI()
+
+    @app.get("/missing")
+    def missing() -> None:
+        raise HTTPException(status_code=HTTPStatus.NOT_FOUND, detail="no such model")
+
+    @app.get("/created")
+    def created() -> JSONResponse:
+        return JSONResponse({"ok": True}, status_code=HTTPStatus.CREATED)
+
+    app.add_middleware(MetricsMiddleware, gateway=GatewayMetrics(metrics, app_name="t"))
+    http = TestClient(app)
+    assert [http.get(path).status_code for path in ("/missing", "/created", "/created")] == [
+        404, 201, 201,
+    ]  # fmt: skip
+    assert metrics.flush(timeout=5)
+    assert _requests(r, keys) == {
+        'i:["t","GET","/missing","404","4xx"]': 1,
+        'i:["t","GET","/created","201","2xx"]': 2,
     }
