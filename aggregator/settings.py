@@ -18,7 +18,7 @@ from gatewayz_protocol.names import PROVIDER_NAME_HINT, check_namespace, is_vali
 from gatewayz_protocol.partitions import EXTRA_HISTOGRAM_BOUNDS, HISTOGRAM_BOUNDS
 from gatewayz_telemetry import settings as telemetry
 from gatewayz_telemetry.settings import push_url, traces_url
-from gatewayz_transport.errors import explained
+from gatewayz_transport.errors import explained, is_auth_failure
 from gatewayz_transport.urls import check_url
 
 # scheme://user:password@ -> scheme://***@ (greedy to the last "@" of the URL: a password may
@@ -34,10 +34,21 @@ def redact(text: str) -> str:
     return _PASSWORD_PARAM.sub(r"\g<name>***", _URL_USERINFO.sub(r"\g<scheme>***@", text))
 
 
+AUTH_HINT = (
+    f"Redis wants other credentials: put them in {shared.REDIS_URL.env} or "
+    f"{shared.REDIS_URL.flag} as redis://user:password@host:port/db"
+)
+"""What to do when Redis refuses to authenticate (``describe_error`` adds it)."""
+
+
 def describe_error(exc: BaseException) -> str:
     """An error message fit for a log line or /readyz: its type and text, credentials redacted
-    (redis-py never puts the URL's password in one; this makes sure)."""
-    return redact(f"{type(exc).__name__}: {explained(exc)}")
+    (redis-py never puts the URL's password in one; this makes sure), then what to do when
+    Redis refuses the credentials or wants some (``AUTH_HINT``)."""
+    described = redact(f"{type(exc).__name__}: {explained(exc)}")
+    if is_auth_failure(exc):
+        return f"{described.rstrip('. ')} ({AUTH_HINT})"
+    return described
 
 
 def read_token_file(path: str, what: str = "auth token") -> str:

@@ -37,8 +37,10 @@ INSTALL_HINT = (
 )
 
 
-def answers(url: str, timeout: float = 0.5) -> bool:
-    """True when a Redis server answers PING at ``url``."""
+def answers(url: str, timeout: float = 0.5, *, asking_credentials: bool = False) -> bool:
+    """True when a Redis server answers PING at ``url``; with ``asking_credentials`` also when
+    it answers that it wants other credentials (a server started with ``--requirepass``, asked
+    without the password: it runs)."""
     try:
         connection = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
@@ -47,6 +49,8 @@ def answers(url: str, timeout: float = 0.5) -> bool:
             return bool(connection.ping())
         finally:
             connection.close()
+    except redis.AuthenticationError:
+        return asking_credentials
     except (redis.RedisError, OSError, ValueError):
         return False
 
@@ -187,11 +191,11 @@ def on_a_free_port(
 
 
 def wait_answering(process: subprocess.Popen[bytes], port: int, kind: str, timeout: float) -> None:
-    """Until the server ``process`` runs answers PING on 127.0.0.1:``port``; raises
-    ``ExitedAtStart`` when it exits first, RuntimeError after ``timeout`` seconds (the caller
-    stops it)."""
+    """Until the server ``process`` runs answers PING on 127.0.0.1:``port`` (or that it wants a
+    password: ``--requirepass`` among its arguments); raises ``ExitedAtStart`` when it exits
+    first, RuntimeError after ``timeout`` seconds (the caller stops it)."""
     deadline = time.monotonic() + timeout
-    while not answers(f"redis://127.0.0.1:{port}", timeout=0.2):
+    while not answers(f"redis://127.0.0.1:{port}", timeout=0.2, asking_credentials=True):
         if process.poll() is not None:
             raise ExitedAtStart(f"{kind} exited at start on port {port}")
         if time.monotonic() > deadline:

@@ -78,6 +78,20 @@ def _refusal_code(exc: BaseException) -> str:
     return str(exc).rpartition("discarded because of: ")[2].split(" ", 1)[0]
 
 
+_AUTH_CODES = frozenset(("NOAUTH", "WRONGPASS"))
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """Redis refused this connection's credentials, or wants some: redis-py's
+    ``AuthenticationError`` (a ``ConnectionError``, yet no outage: it fails again until the
+    credentials change) or a ``NOAUTH`` / ``WRONGPASS`` reply passed on as an error reply."""
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    if not isinstance(exc, redis.RedisError):
+        return False
+    return str(exc).rpartition("discarded because of: ")[2].split(" ", 1)[0] in _AUTH_CODES
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Redis refused a write because it is at ``maxmemory`` (also as the reason a transaction
     was discarded)."""

@@ -27,6 +27,7 @@ from aggregator.settings import describe_error, redact
 from client import ClientSettings, MetricsClient
 from devtools.redis_server import RedisProcess, free_port, start_redis
 from gatewayz_transport.connection import connect
+from tests.support.backends import AUTH_HINT
 from tests.support.clock import FakeClock
 from tests.support.processes import wait_for
 
@@ -36,6 +37,8 @@ WRONG = "Wr0ng-Pw-h4Tn8RvY-5517"
 OTHER = "0th3r-Pw-c6Jd1WsE-2208"
 SECRETS = (SECRET, WRONG, OTHER)
 AUTH_FAILED = "invalid username-password pair or user is disabled."
+REFUSED = f"AuthenticationError: {AUTH_FAILED.rstrip('.')} ({AUTH_HINT})"
+"""The aggregator's error for a wrong password: Redis's, and where to put the credentials."""
 
 MakeAggregator = Callable[..., Aggregator]
 
@@ -60,13 +63,9 @@ def _log_text(caplog: pytest.LogCaptureFixture) -> str:
 
 @pytest.fixture
 def secured() -> Iterator[RedisProcess]:
-    """A throw-away redis-server that requires SECRET. (start_redis waits for an
-    unauthenticated PING, so the password is set right after the start.)"""
-    server = start_redis()
+    """A throw-away redis-server that requires SECRET."""
+    server = start_redis(extra_args=("--requirepass", SECRET))
     try:
-        plain = redis.Redis(port=server.port)
-        assert plain.config_set("requirepass", SECRET)
-        plain.close()
         yield server
     finally:
         server.stop()
@@ -143,13 +142,13 @@ def test_a_wrong_password_and_a_dead_server_never_reveal_the_password(
         wrong.close(timeout=0.2)
     aggregator = make_aggregator(url=_url(port, WRONG))
     assert aggregator.run_cycle() is None
-    expected = f"AuthenticationError: {AUTH_FAILED}"
+    expected = REFUSED
     assert aggregator.status.last_error == expected
     http = TestClient(create_app(aggregator), base_url="http://127.0.0.1")
     ready = http.get("/readyz")
     assert (ready.status_code, ready.json()) == (
         503,
-        {"ready": False, "reason": f"redis unreachable: {expected}"},
+        {"ready": False, "reason": f"redis authentication failed: {expected}"},
     )
     dashboard = http.get("/health/dashboard")
     assert dashboard.json()["status"]["last_error"] == expected
@@ -248,7 +247,7 @@ def test_python_m_aggregator_with_a_password_url_keeps_it_out_of_stderr(
         status, ready = _get(http_port, "/readyz")
         assert (status, json.loads(ready)) == (
             503,
-            {"ready": False, "reason": f"redis unreachable: AuthenticationError: {AUTH_FAILED}"},
+            {"ready": False, "reason": f"redis authentication failed: {REFUSED}"},
         )
 
         wait_for(
@@ -258,9 +257,7 @@ def test_python_m_aggregator_with_a_password_url_keeps_it_out_of_stderr(
             )
         )
         status, dashboard = _get(http_port, "/health/dashboard", "scrape-tok-4410")
-        assert (
-            json.loads(dashboard)["status"]["last_error"] == f"AuthenticationError: {AUTH_FAILED}"
-        )
+        assert json.loads(dashboard)["status"]["last_error"] == REFUSED
         for text in (ready, dashboard, _get(http_port, "/metrics", "scrape-tok-4410")[1]):
             _assert_no_secret(text)
 
@@ -285,10 +282,7 @@ def test_python_m_aggregator_with_a_password_url_keeps_it_out_of_stderr(
         process.wait(timeout=10)
     output = stderr_path.read_text()
     assert "aggregator " in output and "serving http://127.0.0.1:" in output
-    assert (
-        f"aggregation cycle failed, serving the last snapshot: AuthenticationError: {AUTH_FAILED}"
-        in output
-    )
+    assert f"aggregation cycle failed, serving the last snapshot: {REFUSED}" in output
     assert (
         f"aggregation cycle failed, serving the last snapshot: ConnectionError: {_refused(port)}"
         in output

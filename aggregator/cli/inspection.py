@@ -32,7 +32,7 @@ from aggregator.core.readings import ProviderInspection
 from aggregator.core.times import human, iso, relative
 from aggregator.engine.reader import FUTURE_TOLERANCE_SECONDS, WindowReader
 from aggregator.options import CONNECTION_FLAGS, add_options, settings_from_args
-from aggregator.settings import redact
+from aggregator.settings import describe_error, redact
 from gatewayz_protocol.fields import decode_totals
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import PROVIDER_NAME_HINT, is_valid_provider
@@ -313,9 +313,7 @@ def run_args(
             )
             text = format_report(doc)
     except (redis.RedisError, OSError) as exc:
-        sys.stderr.write(
-            f"aggregator inspect: error: redis: {redact(f'{type(exc).__name__}: {exc}')}\n"
-        )
+        sys.stderr.write(f"aggregator inspect: error: redis: {describe_error(exc)}\n")
         return 1
     finally:
         connection.close()

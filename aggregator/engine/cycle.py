@@ -48,6 +48,7 @@ from gatewayz_protocol.breaker_state import BreakerState
 from gatewayz_protocol.hooks import NewLogDrops
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import Connection
+from gatewayz_transport.errors import is_auth_failure
 
 log = logging.getLogger("gatewayz.aggregator")
 tracer = trace.get_tracer("gatewayz.aggregator")
@@ -305,12 +306,18 @@ class Aggregator:
 
 
 def _ping_trouble(connection: Connection) -> str:
-    """Why Redis does not answer PING ("" when it does): unreachable, or refusing it (an ACL
-    without PING: an answer, not an outage)."""
+    """Why Redis does not answer PING ("" when it does): unreachable, refusing the credentials
+    (an answer, not an outage, though redis-py's AuthenticationError is a ConnectionError), or
+    refusing PING (an ACL without it)."""
     try:
         connection.ping()
     except (redis.RedisError, OSError) as exc:
-        state = "refuses PING" if isinstance(exc, redis.ResponseError) else "unreachable"
+        if is_auth_failure(exc):
+            state = "authentication failed"
+        elif isinstance(exc, redis.ResponseError):
+            state = "refuses PING"
+        else:
+            state = "unreachable"
         return f"redis {state}: {describe_error(exc)}"
     return ""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
 from aggregator.core.breaker import BreakerConfig
 from aggregator.core.snapshot import HealthTargets
@@ -91,3 +92,21 @@ def test_a_token_file_holds_one_word(tmp_path: Path) -> None:
 def test_a_password_holding_a_slash_or_an_at_is_redacted_whole() -> None:
     assert redact("redis://:pa/ss@h:6379/0 refused") == "redis://***@h:6379/0 refused"
     assert redact("x rediss://u:p@ss/w@h/0 y") == "x rediss://***@h/0 y"
+
+
+def test_an_error_of_redis_refusing_the_credentials_says_where_to_put_them() -> None:
+    hint = (
+        "Redis wants other credentials: put them in GATEWAYZ_REDIS_URL or --redis-url as "
+        "redis://user:password@host:port/db"
+    )
+    refused = redis.AuthenticationError("invalid username-password pair or user is disabled.")
+    assert describe_error(refused) == (
+        f"AuthenticationError: invalid username-password pair or user is disabled ({hint})"
+    )
+    no_auth = redis.ResponseError("NOAUTH Authentication required.")
+    assert describe_error(no_auth) == f"ResponseError: NOAUTH Authentication required ({hint})"
+    leaked = redis.AuthenticationError("at redis://:hunter2@h/0")  # redacted, the hint kept
+    assert describe_error(leaked) == f"AuthenticationError: at redis://***@h/0 ({hint})"
+    assert describe_error(redis.ConnectionError("Connection refused.")) == (
+        "ConnectionError: Connection refused."
+    )

@@ -65,3 +65,16 @@ def test_a_cluster_node_keeps_its_state_in_its_own_directory() -> None:
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_server_started_with_requirepass_is_waited_for_and_wants_the_password() -> None:
+    """A server that answers "wants a password" runs: start_redis returns it (it waited for an
+    answer to PING without the password, until its timeout, and failed)."""
+    need_redis_tools()
+    server = start_redis(extra_args=("--requirepass", "pw-8812"), timeout=5.0)
+    try:
+        assert not answers(server.url)
+        assert answers(server.url, asking_credentials=True)
+        assert answers(f"redis://:pw-8812@127.0.0.1:{server.port}/0")
+    finally:
+        server.stop()

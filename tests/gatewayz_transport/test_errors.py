@@ -16,13 +16,21 @@ import pytest
 import redis
 
 from devtools.redis_cluster import LocalCluster
+from devtools.redis_server import start_redis
 from gatewayz_transport.connection import connect
-from gatewayz_transport.errors import explained, is_out_of_memory, is_transient, raise_first_error
+from gatewayz_transport.errors import (
+    explained,
+    is_auth_failure,
+    is_out_of_memory,
+    is_transient,
+    raise_first_error,
+)
 from gatewayz_transport.raw import execute_raw
 from gatewayz_transport.routing import slot_of
 from gatewayz_transport.scripts import register
 from tests.support.acl import user_without
 from tests.support.listeners import BrokenServer
+from tests.support.processes import need_redis_tools
 
 NOT_AN_ERROR = (ValueError("x"), KeyError("k"), RuntimeError("OOM"), Exception("BUSY"))
 
@@ -301,3 +309,36 @@ def test_a_command_refused_inside_a_script_is_named(private_redis: redis.Redis) 
     assert explained(redis.ResponseError("ERR x script: " + "0" * 40 + ", on @user_script:1")) == (
         "ERR x script: " + "0" * 40 + ", on @user_script:1"
     )  # not a refusal, and a script this process never made: as it was
+
+
+@pytest.mark.parametrize(
+    ("reply", "auth"),
+    [
+        ("NOAUTH Authentication required.", True),
+        ("WRONGPASS invalid username-password pair or user is disabled.", True),
+        ("EXECABORT Transaction discarded because of: NOAUTH Authentication required.", True),
+        ("NOPERM this user has no permissions to run the 'set' command", False),
+        ("WRONGTYPE Operation against a key holding the wrong kind of value", False),
+    ],
+)
+def test_replies_that_refuse_the_credentials(single_redis_url: str, reply: str, auth: bool) -> None:
+    assert is_auth_failure(error_from_redis(single_redis_url, reply)) is auth
+
+
+def test_a_server_that_wants_a_password_refuses_the_credentials_and_a_dead_one_does_not() -> None:
+    need_redis_tools()
+    server = start_redis(extra_args=("--requirepass", "pw-4410"))
+    try:
+        for url in (server.url, f"redis://:wrong@127.0.0.1:{server.port}/0"):
+            with (
+                connect(url, 2.0) as connection,
+                pytest.raises(redis.AuthenticationError) as raised,
+            ):
+                connection.ping()
+            assert is_auth_failure(raised.value)
+    finally:
+        server.stop()
+    with connect(server.url, 2.0) as connection, pytest.raises(redis.ConnectionError) as refused:
+        connection.ping()
+    assert not is_auth_failure(refused.value)
+    assert not is_auth_failure(OSError("NOAUTH"))

@@ -10,6 +10,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from devtools.redis_cluster import LocalCluster, start_cluster
+from devtools.redis_server import RedisProcess, start_redis
 from gatewayz_protocol.keys import Keys
 from tests.support.processes import need_redis_tools
 
@@ -41,3 +42,25 @@ def local_cluster() -> Iterator[LocalCluster]:
     cluster = start_cluster(masters=3)
     yield cluster
     cluster.stop()
+
+
+REDIS_PASSWORD = "requirepass-Pw-5n2Qx"
+"""The password of ``password_redis``'s server."""
+
+AUTH_HINT = (
+    "Redis wants other credentials: put them in GATEWAYZ_REDIS_URL or --redis-url as "
+    "redis://user:password@host:port/db"
+)
+"""What the aggregator adds to an error of Redis refusing its credentials (written out, not
+imported: the tests say what an operator reads)."""
+
+
+def password_redis() -> Iterator[RedisProcess]:
+    """A throw-away redis-server started with ``--requirepass REDIS_PASSWORD``, stopped after
+    the fixture that yields from it."""
+    need_redis_tools()
+    server = start_redis(extra_args=("--requirepass", REDIS_PASSWORD))
+    try:
+        yield server
+    finally:
+        server.stop()

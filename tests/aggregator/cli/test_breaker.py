@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
 import redis
 
 from client import MetricsClient
+from devtools.redis_server import RedisProcess
 from gatewayz_protocol.keys import Keys
-from tests.support.backends import BOTH_BACKENDS
+from tests.support.backends import AUTH_HINT, BOTH_BACKENDS, password_redis
 
 pytestmark = BOTH_BACKENDS
 
@@ -131,3 +133,20 @@ def test_status_and_forcing_never_touch_a_window_whatever_the_commands_window_an
     seconds, micros = r.time()
     since = float(r.hget(keys.breaker("acme"), "since") or 0)
     assert seconds + micros / 1e6 - 5 < since <= seconds + micros / 1e6
+
+
+@pytest.fixture
+def secured() -> Iterator[RedisProcess]:
+    yield from password_redis()
+
+
+def test_a_redis_refusing_the_credentials_is_said_so_with_what_to_do(
+    secured: RedisProcess,
+) -> None:
+    wrong = f"redis://:wrong@127.0.0.1:{secured.port}/0"
+    status = breaker(wrong, "refused-credentials", "status")
+    assert (status.returncode, status.stderr) == (
+        1,
+        "aggregator: error: redis: AuthenticationError: invalid username-password pair or "
+        f"user is disabled ({AUTH_HINT})\n",
+    )

@@ -8,15 +8,17 @@ import math
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import redis
 
 from aggregator.cli.inspection import minute_edges
 from client import MetricsClient
+from devtools.redis_server import RedisProcess
 from gatewayz_protocol.keys import Keys
-from tests.support.backends import BOTH_BACKENDS
+from tests.support.backends import AUTH_HINT, BOTH_BACKENDS, password_redis
 from tests.support.clock import FakeClock
 
 pytestmark = BOTH_BACKENDS
@@ -145,3 +147,18 @@ def test_values_written_into_redis_never_reach_the_terminal_as_escapes(
         assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout
     detail = cli("inspect", "acme", url=redis_url, namespace=namespace).stdout
     assert "note=\\x1b]0;pwned\\x07" in detail and "\\x1b]52;c;" in detail
+
+
+@pytest.fixture
+def secured() -> Iterator[RedisProcess]:
+    yield from password_redis()
+
+
+def test_a_redis_refusing_the_credentials_is_said_so_with_what_to_do(
+    secured: RedisProcess,
+) -> None:
+    shown = cli("inspect", url=secured.url, namespace="refused-credentials")  # no password
+    assert shown.returncode == 1
+    prefix = "aggregator inspect: error: redis: AuthenticationError: "
+    assert shown.stderr.startswith(prefix), shown.stderr
+    assert shown.stderr.endswith(f" ({AUTH_HINT})\n") and shown.stderr.count("\n") == 1

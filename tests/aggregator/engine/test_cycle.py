@@ -8,7 +8,7 @@ import json
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,10 +21,11 @@ from aggregator.core.snapshot import ProviderHealth, Snapshot, decode_published,
 from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
+from devtools.redis_server import RedisProcess
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport import routing
 from gatewayz_transport.connection import Connection, connect
-from tests.support.backends import BOTH_BACKENDS
+from tests.support.backends import AUTH_HINT, BOTH_BACKENDS, password_redis
 from tests.support.clock import FakeClock
 from tests.support.processes import wait_for
 
@@ -586,3 +587,40 @@ def test_out_of_memory_stays_visible_while_any_writer_is_refused(
         assert aggregator.run_cycle() is not None
     assert aggregator.status.redis_out_of_memory is False  # nobody refused since
     assert aggregator.ready() == (True, "ok")
+
+
+@pytest.fixture(scope="module")
+def secured() -> Iterator[RedisProcess]:
+    yield from password_redis()
+
+
+@pytest.mark.parametrize(
+    ("password", "refusal"),
+    [
+        (None, "HELLO must be called with the client already authenticated"),  # NOAUTH
+        ("wrong", "invalid username-password pair or user is disabled"),  # WRONGPASS
+    ],
+)
+def test_a_redis_refusing_the_credentials_is_said_so_with_what_to_do(
+    secured: RedisProcess,
+    password: str | None,
+    refusal: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not "redis unreachable" (redis-py's AuthenticationError is a ConnectionError): the
+    cycle's error, its log line and /readyz's reason say Redis refused the credentials, and
+    where to put them."""
+    url = secured.url if password is None else f"redis://:{password}@127.0.0.1:{secured.port}/0"
+    with connect(url, 2.0) as probe, pytest.raises(redis.AuthenticationError) as raised:
+        probe.ping()
+    text = str(raised.value)
+    assert text.startswith(refusal)
+    said = f"AuthenticationError: {text.rstrip('. ')} ({AUTH_HINT})"
+    settings = AggregatorSettings(redis_url=url, namespace="refused-credentials")
+    with connect(url, 2.0) as connection:
+        aggregator = Aggregator(settings, connection, clock=clock)
+        assert aggregator.run_cycle() is None
+        assert aggregator.status.last_error == said
+        assert aggregator.ready() == (False, f"redis authentication failed: {said}")
+    assert f"aggregation cycle failed, serving no snapshot yet: {said}" in caplog.messages
