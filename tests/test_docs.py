@@ -90,3 +90,20 @@ def test_the_metrics_page_lists_what_a_real_aggregator_serves_and_nothing_else(
     }
     assert scraped.pop(("docs_jobs", "counter")) == "Jobs"  # the worker's: not on the page
     assert _page_families((REFERENCE / "metrics.md").read_text()) == scraped
+
+
+def test_the_example_gateways_providers_on_its_page_are_those_the_code_and_compose_set() -> None:
+    """The gunicorn command shown sets no FAKE_PROVIDERS: the page names the code's default for
+    it, and the compose stack's own list (a provider only compose has once 404'd a reader)."""
+    import yaml  # type: ignore[import-untyped]  # PyYAML ships no types
+
+    from examples.gateway.providers import DEFAULT_PROVIDERS
+
+    text = (ROOT / "docs" / "guides" / "backend-metrics.md").read_text()
+    (command,) = [line for line in text.splitlines() if "examples.gateway.app:app" in line]
+    assert "FAKE_PROVIDERS" not in command
+    page = " ".join(text.split())
+    assert f"without it (as in the command below) they are `{DEFAULT_PROVIDERS}`" in page
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose_providers = compose["services"]["gateway"]["environment"]["FAKE_PROVIDERS"]
+    assert f"The compose stack sets `{compose_providers}`" in page
