@@ -12,6 +12,7 @@ a day, at most 1e12 tokens and 1e6 USD (or credits) per call."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Final
 
 from client._outcome import classify_status, plain_status
@@ -70,7 +71,11 @@ class EventValidator:
                 raise Rejected("invalid_provider", provider)
             if len(self._valid_names) < _MAX_CACHED_NAMES:
                 self._valid_names.add(provider)
-        if not 0.0 <= latency_s <= MAX_LATENCY_SECONDS:
+        try:
+            in_range = 0.0 <= latency_s <= MAX_LATENCY_SECONDS
+        except ArithmeticError:  # a Decimal NaN refuses to be compared (decimal.InvalidOperation)
+            in_range = False
+        if not in_range:
             raise Rejected("invalid_latency", latency_s)
         if status_code is not None:
             if outcome is not None:
@@ -96,9 +101,31 @@ class EventValidator:
             return False
 
 
+def plain_number(value: object) -> int | float | None:
+    """``value`` as a plain int or float when it is a number the client takes: an int (not a
+    bool), a float, a subclass of either, or a finite ``decimal.Decimal`` (what a database
+    driver returns for a NUMERIC column, a price say) as a float; None otherwise. A Decimal is
+    as welcome as the float a cost or a credit amount ends up as: Redis adds integers, and each
+    amount is rounded to one before it gets there. Never raises."""
+    if type(value) is int or type(value) is float:
+        return value
+    try:
+        if isinstance(value, Decimal):
+            return float(value) if value.is_finite() else None
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, float):
+            return float(value)
+    except Exception:  # an odd subclass whose conversion fails: not a number
+        pass
+    return None
+
+
 def token_count(value: object) -> int | None:
-    """A token count as an int (an integral float such as 12.0 is 12; none given is 0), or None
-    when it is not one in [0, 1e12]. Never raises."""
+    """A token count as an int (an integral float or Decimal such as 12.0 is 12; none given is
+    0), or None when it is not one in [0, 1e12]. Never raises."""
     if type(value) is int:
         return value if 0 <= value <= MAX_TOKENS else None
     try:
@@ -106,9 +133,10 @@ def token_count(value: object) -> int | None:
             return 0
     except Exception:
         return None
-    if type(value) is float and value.is_integer() and 0.0 <= value <= MAX_TOKENS:
-        return int(value)
-    return None
+    number = plain_number(value)
+    if type(number) is float and number.is_integer():
+        number = int(number)
+    return number if type(number) is int and 0 <= number <= MAX_TOKENS else None
 
 
 def nano_usd(value: object) -> int | None:
@@ -125,9 +153,11 @@ def nano_usd(value: object) -> int | None:
 
 
 def credits_amount(value: object) -> int | float | None:
-    """Credits as an int or float in [0, 1e6] (none given is 0), or None. Never raises."""
-    if type(value) in (int, float):
-        return value if 0.0 <= value <= MAX_CREDITS else None  # type: ignore[operator, return-value]
+    """Credits as an int or float in [0, 1e6] (a Decimal as a float; none given is 0), or None.
+    Never raises."""
+    number = plain_number(value)
+    if number is not None:
+        return number if 0.0 <= number <= MAX_CREDITS else None
     try:
         return 0 if not value else None
     except Exception:
@@ -136,11 +166,12 @@ def credits_amount(value: object) -> int | float | None:
 
 def seconds_or_none(value: object) -> tuple[float | None, bool]:
     """(a TTFB or TTFC in seconds, or None when not measured; whether it was valid): a number in
-    [0, a day], or None. Never raises."""
+    [0, a day] (a Decimal too), or None. Never raises."""
     if value is None:
         return None, True
-    if type(value) in (int, float) and 0.0 <= value <= MAX_LATENCY_SECONDS:  # type: ignore[operator]
-        return float(value), True  # type: ignore[arg-type]
+    number = plain_number(value)
+    if number is not None and 0.0 <= number <= MAX_LATENCY_SECONDS:
+        return float(number), True
     return None, False
 
 

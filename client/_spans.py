@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from client._events import plain_number
 from client._exemplars import current_exemplar
 from client._outcome import classify_status, plain_status
 from gatewayz_protocol.partitions import FAILURE, OUTCOMES, SUCCESS
@@ -118,5 +119,5 @@ def _span_attributes(
         "outcome": outcome if isinstance(outcome, str) else None,
         "http.status_code": status_code if type(status_code) is int else None,
         "gen_ai.usage.total_tokens": tokens if type(tokens) is int and tokens else None,
-        "cost_usd": cost_usd if type(cost_usd) in (int, float) and cost_usd else None,
+        "cost_usd": plain_number(cost_usd) or None,  # a Decimal as a float: a span takes no other
     }

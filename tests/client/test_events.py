@@ -22,6 +22,7 @@ from client._events import (
     check_inference,
     credits_amount,
     nano_usd,
+    plain_number,
     seconds_or_none,
     token_count,
 )
@@ -128,6 +129,10 @@ def test_a_provider_name_is_checked_once_then_remembered() -> None:
     assert not any(validator.valid_provider(p) for p in ("open router", None, [], "a" * 65))
 
 
+class _Tokens(IntEnum):
+    MANY = 400
+
+
 class _Falsy:
     def __bool__(self) -> bool:
         raise RuntimeError("no bool")
@@ -153,7 +158,12 @@ class _Falsy:
         (-2.0, None),
         (True, None),
         ("12", None),
-        (Decimal(3), None),
+        (Decimal(3), 3),  # a NUMERIC column's count: integral, as 3.0 is
+        (Decimal("1e12"), 10**12),
+        (Decimal("2.5"), None),
+        (Decimal("NaN"), None),
+        (Decimal("-1"), None),
+        (_Tokens.MANY, 400),  # an int subclass is its int
         (_Falsy(), None),
     ],
 )
@@ -193,6 +203,30 @@ def test_credits_and_seconds_or_left_out() -> None:
         (None, True), (0.0, True), (0.25, True), (86_400.0, True),
     ]  # fmt: skip
     assert [seconds_or_none(v) for v in (-0.1, 86_401, math.nan, True, "1")] == [(None, False)] * 5
+
+
+def test_a_finite_decimal_is_a_number_wherever_a_number_is_taken() -> None:
+    # What a database driver returns for a NUMERIC column (a price, a balance)
+    assert credits_amount(Decimal("0.0025000")) == 0.0025
+    assert type(credits_amount(Decimal("0.0025000"))) is float
+    assert [credits_amount(Decimal(v)) for v in ("1e6", "0", "-0.5", "1000001")] == [
+        1e6, 0, None, None,
+    ]  # fmt: skip
+    assert [seconds_or_none(Decimal(v)) for v in ("0.25", "86400", "-0.1")] == [
+        (0.25, True), (86_400.0, True), (None, False),
+    ]  # fmt: skip
+    assert validate(latency_s=Decimal("0.42"), status_code=503) == 1
+    for odd in ("NaN", "sNaN", "Infinity", "-Infinity"):  # not finite: left out, never raised
+        assert credits_amount(Decimal(odd)) is None
+        assert seconds_or_none(Decimal(odd)) == (None, False)
+        assert nano_usd(Decimal(odd)) is None
+        with pytest.raises(Rejected) as rejected:
+            validate(latency_s=Decimal(odd))
+        assert rejected.value.cause == "invalid_latency"
+    assert [plain_number(v) for v in (3, 0.5, Decimal("2"), _Tokens.MANY, True, "1", None)] == [
+        3, 0.5, 2.0, 400, None, None, None,
+    ]  # fmt: skip
+    assert [type(plain_number(v)) for v in (Decimal("2"), _Tokens.MANY)] == [float, int]
 
 
 def test_an_inference_keeps_its_valid_values_and_names_each_left_out() -> None:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -177,6 +178,11 @@ NO_MODEL = {k: ({} if isinstance(v, dict) else 0) for k, v in EVERYTHING.items()
         ({"model": None}, "invalid_model", NO_MODEL),
         ({"exemplar": {"bad name": "x"}}, "invalid_exemplar", {}),
         ({"input_tokens": 100.0, "output_tokens": 40.0}, None, {}),  # integral floats: counts
+        # a NUMERIC column's values (psycopg, asyncpg): a finite Decimal is a number
+        ({"latency_s": Decimal("0.5"), "input_tokens": Decimal(100), "output_tokens": Decimal(40),
+          "credits": Decimal("0.5"), "cost_usd": Decimal("0.25"), "ttfb_s": Decimal("0.1"),
+          "ttfc_s": Decimal("0.2")}, None, {}),
+        ({"credits": Decimal("NaN")}, "invalid_credits", {"credits_used": {}}),
     ],
 )  # fmt: skip
 def test_a_bad_value_is_left_out_alone_and_the_rest_booked(
@@ -394,3 +400,21 @@ def test_usage_known_later_is_added_through_the_handle_without_a_second_event(
     }  # one window event, one count, one latency: the usage only in the counters
     assert metrics.stats()["rejected"] == {"invalid_tokens": 1, "invalid_credits": 1}
     assert gateway.inference("bad name", "gpt").add_usage(input_tokens=1) is False
+
+
+def test_amounts_priced_from_a_database_are_taken_as_decimals(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    # psycopg and asyncpg return a NUMERIC price as a Decimal; the cost known only later
+    metrics = make_client(clock=clock)
+    gateway = GatewayMetrics(metrics)
+    price = Decimal("0.0000025") * 1000  # Decimal('0.0025000'): 2,500,000 nano-units
+    with gateway.inference("openrouter", "gpt") as call:
+        call.status_code = 200
+        call.credits, call.cost_usd = price, price  # type: ignore[assignment]
+    assert call.add_usage(output_tokens=Decimal(1000), credits=price, cost_usd=price)  # type: ignore[arg-type]
+    assert metrics.flush(timeout=5)
+    assert metrics.stats()["rejected"] == {}
+    assert _data(r, keys, "credits_used") == {'n:["openrouter","gpt"]': 5_000_000}
+    assert _data(r, keys, "gatewayz_api_cost_usd") == {'n:["openrouter","gpt"]': 5_000_000}
+    assert _data(r, keys, "tokens_used") == {'i:["openrouter","gpt","output"]': 1000}
