@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The test harness's Redis (devtools.redis_server starts one there when none answers; CI too).
 # REDIS_URL is the harness's variable, not the product's: tests/conftest.py hands it to what the
-# tests start as GATEWAYZ_REDIS_URL. Exported to the test targets only, so `make run` and
-# `make demo` read the product's GATEWAYZ_* variables and nothing else.
+# tests start as GATEWAYZ_REDIS_URL. Exported to the test targets only; `make run` and `make demo`
+# run without it (env -u: one exported in the shell, as for `make test`, would otherwise reach
+# the product, which still reads it as the old name of GATEWAYZ_REDIS_URL), so they read the
+# product's GATEWAYZ_* variables and nothing else.
 REDIS_URL ?= redis://127.0.0.1:6379/0
 test test-deps: export REDIS_URL := $(REDIS_URL)
 
@@ -47,7 +49,7 @@ format: install
 	$(BIN)/ruff format .
 
 run: install
-	$(BIN)/python -m aggregator $(ARGS)
+	env -u REDIS_URL $(BIN)/python -m aggregator $(ARGS)
 
 # The docs site: reference pages regenerated from the code, then built with every warning an
 # error (broken links included) into build/site.
@@ -63,7 +65,7 @@ $(BIN)/.demo-installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.demo-installed
-	$(BIN)/python -m devtools.demo $(ARGS)
+	env -u REDIS_URL $(BIN)/python -m devtools.demo $(ARGS)
 
 # prometheus-redis-client (a peer, measured side by side) pins redis<5 although it runs on
 # redis 5+: installed without its dependencies, for the benchmarks only. The gateway benchmark's

@@ -13,6 +13,7 @@ try:
     from aggregator.cli import inspection as inspect_command
     from aggregator.options import add_options, make_parser, settings_from_args
     from aggregator.serve.process import serve
+    from gatewayz_protocol.deprecations import notices_as_lines
 except ModuleNotFoundError as missing:  # a worker's install: the client only
     module = (missing.name or "?").partition(".")[0]
     if module in ("aggregator", "client", "gatewayz_protocol", "gatewayz_transport",
@@ -55,6 +56,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with notices_as_lines("aggregator"):  # a renamed variable: one line, "aggregator: warning:"
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser, commands = build_parser()
     parsed = parser.parse_args(args)

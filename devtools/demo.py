@@ -36,6 +36,7 @@ import redis
 from devtools.demo_traffic import HEALTH, excerpt
 from devtools.redis_cluster import LocalCluster, node_urls, start_cluster
 from devtools.redis_server import DEFAULT_URL, RedisProcess, ensure_redis
+from gatewayz_protocol.deprecations import notices_as_lines
 from gatewayz_protocol.keys import DEFAULT_NAMESPACE, Keys
 from gatewayz_protocol.options import REDIS_URL, read
 from gatewayz_protocol.partitions import SUCCESS, latency_partition, window_partition
@@ -334,7 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     children = Children()
-    with tempfile.NamedTemporaryFile(prefix="gatewayz-demo-", suffix=".log", delete=False) as log:
+    with (
+        tempfile.NamedTemporaryFile(prefix="gatewayz-demo-", suffix=".log", delete=False) as log,
+        notices_as_lines("demo"),  # a renamed variable: one line, "demo: warning: ..."
+    ):
         try:
             code = run(args, children, stop, log)
         finally:

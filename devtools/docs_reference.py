@@ -73,9 +73,13 @@ def configuration() -> str:
         + _option_table(TELEMETRY_OPTIONS, flags=True)
         + "\n## Renamed variables\n\n"
         "The names before the prefix are still read for one release. When only an old name is "
-        "set, its value is used and the process says once, as a `FutureWarning` on stderr "
-        "(shown by default, unlike a `DeprecationWarning`), which variable to set instead; when "
-        "both are set, the new one wins and that is said once too.\n\n"
+        "set, its value is used and the process says once which variable to set instead: a "
+        "gateway's process as a `FutureWarning` on stderr (shown by default, unlike a "
+        "`DeprecationWarning`) naming the gateway's line that read the settings, "
+        "`python -m aggregator` as one line (`aggregator: warning: REDIS_URL is deprecated "
+        "...`); when both are set, the new one wins and that is said once too. `make run` and "
+        "`make demo` run without `REDIS_URL`, the test harness's variable (`make test`), even "
+        "when the shell exports it.\n\n"
         "| old name | new name |\n|---|---|\n"
         + "".join(f"| `{old}` | `{new}` |\n" for old, new in sorted(renamed.items()))
         + "\nThe example gateway's own variables (`examples/gateway`: `GATEWAY_BIND`, "

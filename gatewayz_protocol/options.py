@@ -10,12 +10,10 @@ reference page (``docs/reference/configuration.md``) is generated from the same 
 Every variable this project defines starts with ``GATEWAYZ_``; standard variables defined by
 others keep their names (``OTEL_EXPORTER_OTLP_ENDPOINT`` and the other ``OTEL_*`` of the
 OpenTelemetry specification). An option's old names (``deprecated``) are still read for one
-release: when only an old name is set its value is used, and the process is told once, with a
-:class:`FutureWarning` naming the new variable; when both are set the new one wins, and that is
-said once too. ``FutureWarning``, not ``DeprecationWarning``: the one to act is whoever set the
-variable (an operator reading a worker's or the aggregator's stderr), and Python shows a
-``DeprecationWarning`` only to code run as ``__main__``, which a library's never is; a
-``FutureWarning`` is shown by default.
+release: when only an old name is set its value is used, and the process is told once which
+variable to set instead; when both are set the new one wins, and that is said once too
+(``gatewayz_protocol/deprecations.py``: a ``FutureWarning`` at the gateway's line that reads the
+settings, one line on stderr in this project's own commands).
 
 Nothing here reads the environment at import time: :func:`read` and :func:`read_all` read the
 mapping they are given, when the settings are built.
@@ -23,13 +21,12 @@ mapping they are given, when the settings are built.
 
 from __future__ import annotations
 
-import os
-import threading
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from gatewayz_protocol.deprecations import forget_notices as forget_notices  # tests reset it
+from gatewayz_protocol.deprecations import tell_once
 from gatewayz_protocol.keys import (
     DEFAULT_EXPORT_HORIZON_SECONDS,
     DEFAULT_MAX_PROVIDERS,
@@ -150,33 +147,6 @@ def numbers(raw: str) -> tuple[float, ...]:
 
 # ---------------------------------------------------------------------------------- reading
 
-_told: set[tuple[str, str]] = set()
-_told_lock = threading.Lock()
-
-
-def _new_lock_in_child() -> None:
-    global _told_lock  # a parent's thread may have held it when it forked
-    _told_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock_in_child)
-
-
-def _tell_once(old: str, new: str, message: str) -> None:
-    """A FutureWarning, once per process for each old name (a Gunicorn master tells it once,
-    before it forks its workers)."""
-    with _told_lock:
-        if (old, new) in _told:
-            return
-        _told.add((old, new))
-    warnings.warn(message, FutureWarning, stacklevel=4)
-
-
-def forget_notices() -> None:
-    """Tell every deprecation again (tests)."""
-    with _told_lock:
-        _told.clear()
-
 
 def lookup(option: Option[Any], env: Mapping[str, str]) -> tuple[str, str] | None:
     """The variable that gives ``option`` a value in ``env`` and that value (stripped), or None
@@ -188,14 +158,14 @@ def lookup(option: Option[Any], env: Mapping[str, str]) -> tuple[str, str] | Non
         if not old_value:
             continue
         if value:
-            _tell_once(
+            tell_once(
                 old,
                 option.env,
                 f"{old} is ignored: {option.env} is set and wins. {old} is deprecated and no "
                 f"longer read from the next release: remove it.",
             )
         else:
-            _tell_once(
+            tell_once(
                 old,
                 option.env,
                 f"{old} is deprecated and no longer read from the next release: set "

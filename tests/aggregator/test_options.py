@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -411,3 +413,21 @@ def test_breaker_providers_from_flag_or_env_and_bad_values_exit_with_one_line(
             parse_settings(argv, {})
         assert exited.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_python_m_aggregator_says_an_old_variable_in_one_line() -> None:
+    """Not a FutureWarning naming a line of the aggregator's own code and quoting it."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAYZ_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "aggregator", "--port", "notaport"],
+        env={**env, "REDIS_URL": "redis://old:6379/0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "aggregator: warning: REDIS_URL is deprecated and no longer read from the next release: "
+        "set GATEWAYZ_REDIS_URL instead (its value is used meanwhile).\n"
+        "aggregator: error: --port: invalid value 'notaport' (expected a whole number)\n",
+    )
