@@ -6,13 +6,15 @@
   that change state (``POST /admin/breakers/...``). Without that token no request may change
   anything over HTTP.
 
-Answers (RFC 6750): no ``Authorization: Bearer`` header (or another scheme, or an empty token)
--> **401** with ``WWW-Authenticate: Bearer``; a token that is neither -> **401** with
-``error="invalid_token"``; the reader's token on an operator route -> **403** with
-``error="insufficient_scope"`` (authenticated, not allowed); an operator route while no
-operator token is configured -> **403**. Tokens are compared in constant time, both of them
-every time. The role a request was let in with is left in ``request.state.role`` (``None``:
-an open route without a token) for the audit line.
+Answers (RFC 6750), JSON as every error of the API, ``{"error": code, "detail": text}``
+(``Refused``): no ``Authorization: Bearer`` header (or another scheme, or an empty token) ->
+**401** ``token_required`` with ``WWW-Authenticate: Bearer``; a token that is neither -> **401**
+``invalid_token`` with ``error="invalid_token"``; the reader's token on an operator route ->
+**403** ``insufficient_scope`` with ``error="insufficient_scope"`` (authenticated, not
+allowed); an operator route while no operator token is configured -> **403** ``commands_off``.
+Tokens are compared in constant time, both of them every time. The role a request was let in
+with is left in ``request.state.role`` (``None``: an open route without a token) for the audit
+line.
 """
 
 from __future__ import annotations
@@ -22,12 +24,33 @@ from collections.abc import Awaitable, Callable
 from typing import Final, Literal
 
 from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
 
 Role = Literal["reader", "operator"]
 
 OPERATOR_OFF: Final = (
     "breaker commands over HTTP are off: start the aggregator with --operator-token-file"
 )
+
+
+class Refused(HTTPException):
+    """A request turned away: answered ``{"error": code, "detail": text}`` (``answer``), with
+    its ``WWW-Authenticate`` challenge if any."""
+
+    def __init__(self, status_code: int, code: str, detail: str, challenge: str | None = None):
+        headers = None if challenge is None else {"WWW-Authenticate": challenge}
+        super().__init__(status_code, detail, headers=headers)
+        self.code = code
+
+    def answer(self) -> JSONResponse:
+        body = {"error": self.code, "detail": self.detail}
+        return JSONResponse(body, status_code=self.status_code, headers=self.headers)
+
+
+async def refused_answer(request: Request, exc: Exception) -> JSONResponse:
+    """The app's handler of ``Refused`` (``app.add_exception_handler(Refused, ...)``)."""
+    assert isinstance(exc, Refused)
+    return exc.answer()
 
 
 class Access:
@@ -48,12 +71,10 @@ class Access:
 
     def role_of(self, authorization: str) -> Role | None:
         """The role an ``Authorization`` header value proves: None for a bearer token that is
-        neither; HTTPException 401 without a bearer token at all."""
+        neither; Refused 401 without a bearer token at all."""
         scheme, _, credentials = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
-            raise HTTPException(
-                401, "bearer token required", headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise Refused(401, "token_required", "bearer token required", "Bearer")
         # Starlette decodes header bytes as latin-1: encoding back gives the bytes sent.
         sent = credentials.strip().encode("latin-1")
         is_operator = self._operator is not None and hmac.compare_digest(sent, self._operator)
@@ -74,7 +95,7 @@ class Access:
 
     def reader_role(self, authorization: str | None) -> Role | None:
         """The role a data endpoint lets a request in with (None: no reader token configured,
-        every request is let in); HTTPException 401 when it is refused."""
+        every request is let in); Refused 401 when it is refused."""
         if self._reader is None:
             return None
         role = self.role_of(authorization or "")
@@ -92,10 +113,10 @@ class Access:
             request.state.role = None
             if self._operator is None:
                 refused(request, 403)
-                raise HTTPException(403, OPERATOR_OFF)
+                raise Refused(403, "commands_off", OPERATOR_OFF)
             try:
                 role = self.role_of(request.headers.get("authorization", ""))
-            except HTTPException:
+            except Refused:
                 refused(request, 401)
                 raise
             request.state.role = role
@@ -104,18 +125,15 @@ class Access:
                 raise _invalid_token()
             if role != "operator":
                 refused(request, 403)
-                raise HTTPException(
+                raise Refused(
                     403,
+                    "insufficient_scope",
                     "this token may read, not change: breaker commands need the operator token",
-                    headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+                    'Bearer error="insufficient_scope"',
                 )
 
         return guard
 
 
-def _invalid_token() -> HTTPException:
-    return HTTPException(
-        401,
-        "invalid bearer token",
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-    )
+def _invalid_token() -> Refused:
+    return Refused(401, "invalid_token", "invalid bearer token", 'Bearer error="invalid_token"')

@@ -11,10 +11,11 @@ A change is a POST: no GET changes anything, and every request must carry the to
 another origin can neither send it nor read the answer), so a change cannot be forged from a
 web page. Answers are JSON: a status answers ``{"namespace", "breakers": [...]}`` (each the
 CLI's JSON line), a change the CLI's JSON line; an error ``{"error": code, "detail": text}``:
-400 ``invalid_provider``/``unknown_action``/``invalid_create``, 404 ``no_data`` (status) or
-``not_registered`` (a change without ``create``), 409 ``conflict`` (the state kept changing),
-503 ``redis_error``. Every change asked for, applied or refused, is one audit log line: the role
-it came with, what, from where (``gatewayz.aggregator.audit``).
+400 ``invalid_provider``/``unknown_action``/``invalid_create``, 401/403 the access refusals
+(``access``: ``token_required``, ``invalid_token``, ``insufficient_scope``, ``commands_off``),
+404 ``no_data`` (status) or ``not_registered`` (a change without ``create``), 409 ``conflict``
+(the state kept changing), 503 ``redis_error``. Every change asked for, applied or refused, is
+one audit log line: the role it came with, what, from where (``gatewayz.aggregator.audit``).
 """
 
 from __future__ import annotations

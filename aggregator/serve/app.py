@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from aggregator.engine.cycle import Aggregator
-from aggregator.serve.access import Access
+from aggregator.serve.access import Access, Refused, refused_answer
 from aggregator.serve.admin import add_admin
 from aggregator.serve.dashboard import DashboardCache, DashboardResponse
 from aggregator.serve.history import HistoryResponse, history_response
@@ -51,6 +51,7 @@ def create_app(aggregator: Aggregator, lifespan: Lifespan | None = None) -> Fast
     rendered = RenderedMetrics(aggregator.served)
     app.state.rendered = rendered  # the entry point primes it after each cycle
     access = Access(settings.auth_token, settings.operator_token)
+    app.add_exception_handler(Refused, refused_answer)  # {"error", "detail"}, as every error
     # a scrape of a rendered body answered ahead of the routing (inside the host check)
     app.add_middleware(MetricsFastPath, rendered=rendered, access=access)
     hosts = settings.trusted_hosts

@@ -7,7 +7,7 @@ so a scrape waits less behind a cycle's or a render's threads (the tail of a scr
 providers is GIL time). Everything else goes to the application as before, and so does a
 /metrics request for a body not rendered yet (the route checks the token, then renders it in a
 worker thread). A request for a rendered body is checked as the route checks it (the same
-guard, one token comparison), and refused as FastAPI refuses it (its own exception handler).
+guard, one token comparison), and refused as the app refuses it (``Refused.answer``).
 It sits inside the trusted-host check, which stays Starlette's own. The answer is the route's,
 header for header (the tests compare).
 """
@@ -17,10 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
-
-from aggregator.serve.access import Access
+from aggregator.serve.access import Access, Refused
 from aggregator.serve.rendering import RenderedMetrics, accepts_gzip
 
 Scope = MutableMapping[str, Any]
@@ -69,9 +66,8 @@ class MetricsFastPath:
         """The route's answer: the body, or the reader guard's refusal as FastAPI answers it."""
         try:
             self._access.reader_role(found.get(b"authorization"))
-        except HTTPException as refused:
-            response = await http_exception_handler(Request(scope, receive), refused)
-            await response(scope, receive, send)
+        except Refused as refused:
+            await refused.answer()(scope, receive, send)
             return
         body, content_type = cached
         # the headers Starlette's Response writes for the route's: its own, then the length

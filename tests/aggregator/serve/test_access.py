@@ -80,7 +80,7 @@ def test_a_request_without_the_bearer_token_gets_401_with_a_challenge(
         response = guarded.get(path, headers=headers)
         assert response.status_code == 401, headers
         assert response.headers["www-authenticate"] == "Bearer"
-        assert response.json() == {"detail": "bearer token required"}
+        assert response.json() == {"error": "token_required", "detail": "bearer token required"}
         assert "provider" not in response.text
 
 
@@ -90,7 +90,7 @@ def test_a_wrong_token_gets_401_invalid_token(guarded: TestClient, path: str) ->
         response = guarded.get(path, headers={"Authorization": f"Bearer {wrong}"})
         assert response.status_code == 401, wrong
         assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
-        assert response.json() == {"detail": "invalid bearer token"}
+        assert response.json() == {"error": "invalid_token", "detail": "invalid bearer token"}
 
 
 def test_the_right_token_opens_metrics_and_the_dashboard(guarded: TestClient) -> None:
