@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from gatewayz_protocol.fields import MAX_EXEMPLAR_LABEL_CHARACTERS, exemplar_labels_ok
 
@@ -25,12 +26,17 @@ def current_exemplar() -> dict[str, str] | None:
     if otel is None:
         return None
     try:
-        context = otel.get_current_span().get_span_context()
-        if not context.is_valid or not context.trace_flags.sampled:
-            return None
-        return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+        return exemplar_of(otel.get_current_span().get_span_context())
     except Exception:  # a broken or partial OpenTelemetry: no exemplar, never an error
         return None
+
+
+def exemplar_of(context: Any) -> dict[str, str] | None:
+    """``{"trace_id", "span_id"}`` of an OpenTelemetry ``SpanContext`` when it is valid and
+    sampled, else None (raises what a broken one raises)."""
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
 
 
 def valid_exemplar(labels: object) -> dict[str, str] | None:

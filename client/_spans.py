@@ -5,11 +5,13 @@ not use it pays one dict lookup per call."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
 from typing import Any
 
 from client._events import plain_number
-from client._exemplars import current_exemplar
+from client._exemplars import current_exemplar, exemplar_of
 from client._outcome import classify_status, plain_status
 from gatewayz_protocol.partitions import FAILURE, OUTCOMES, SUCCESS
 
@@ -26,7 +28,7 @@ set, it is a proxy that follows the SDK once one is (and a process's provider is
 
 
 _NO_OP = object()
-"""A CallSpan's scope when OpenTelemetry's tracer gave the invalid no-op span."""
+"""A CallSpan's token when OpenTelemetry's tracer gave the invalid no-op span."""
 
 
 def _tracer_of(otel: Any) -> Any:
@@ -41,11 +43,11 @@ def _tracer_of(otel: Any) -> Any:
 class CallSpan:
     """Opened when a timed call starts, finished when it ends; never raises."""
 
-    __slots__ = ("_otel", "_scope", "_span")
+    __slots__ = ("_otel", "_span", "_token")
 
     def __init__(self, attributes: dict[str, Any]) -> None:
         self._span: Any = None
-        self._scope: Any = None
+        self._token: Any = None
         self._otel = sys.modules.get("opentelemetry.trace")
         if self._otel is None:
             return
@@ -55,13 +57,15 @@ class CallSpan:
                 # No SDK (FastAPI imports OpenTelemetry's API whether or not it is used): the
                 # span is the invalid no-op one, already current. Nothing to make current,
                 # nothing to finish, no exemplar.
-                self._scope = _NO_OP
+                self._token = _NO_OP
                 return
             self._span = span
-            self._scope = self._otel.use_span(span, end_on_exit=False)
-            self._scope.__enter__()
+            # Current through a context token of our own, not use_span(): its exit detaches
+            # wherever the block ends, which may be another context (_detach says when).
+            context = sys.modules["opentelemetry.context"]  # imported by opentelemetry.trace
+            self._token = context.attach(self._otel.set_span_in_context(span))
         except Exception:  # a broken or partial OpenTelemetry: no span, never an error
-            self._span = self._scope = None
+            self._span = self._token = None
 
     def finish(
         self,
@@ -76,9 +80,11 @@ class CallSpan:
         span)."""
         span = self._span
         if span is None:
-            return None if self._scope is _NO_OP else current_exemplar()
+            return None if self._token is _NO_OP else current_exemplar()
         try:
-            exemplar = current_exemplar()  # this span's ids: still current here
+            # The call's own span, not whichever is current where the block ends: the request's
+            # in a sync stream's last next(), which Starlette runs in a copy of its context.
+            exemplar = exemplar_of(span.get_span_context())
             status_code = plain_status(status_code)  # an HTTPStatus is its int on the span
             attributes = _span_attributes(status_code, outcome, tokens, cost_usd)
             span.set_attributes({k: v for k, v in attributes.items() if v is not None})
@@ -88,11 +94,27 @@ class CallSpan:
                 status = sys.modules.get("opentelemetry.trace.status")
                 if status is not None:
                     span.set_status(status.Status(status.StatusCode.ERROR))
-            self._scope.__exit__(None, None, None)
+            _detach(self._token)
             span.end()
             return exemplar
         except Exception:
             return None
+
+
+def _detach(token: Any) -> None:
+    """Make the call's span current no more, in the context where it was made current. A block
+    can end in another one: Starlette runs each ``next()`` of a sync streaming generator in a
+    fresh copy of the request's context, and the event loop finalizes an abandoned async
+    generator in a task of its own. There the span was never current and there is nothing to
+    undo; OpenTelemetry's ``detach()`` would log "Failed to detach context" as an ERROR with a
+    traceback for every such call, so the token is reset here and refused quietly."""
+    if isinstance(token, contextvars.Token):  # OpenTelemetry's runtime context (the default)
+        with contextlib.suppress(ValueError, RuntimeError):  # another context's, or used
+            token.var.reset(token)
+        return
+    context = sys.modules.get("opentelemetry.context")
+    if context is not None:  # a runtime context of the application's own: its detach()
+        context.detach(token)
 
 
 def _is_failure(status_code: object, outcome: object) -> bool:

@@ -3,9 +3,12 @@ to it, through Redis to the OpenMetrics exposition (never the text format)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from http import HTTPStatus
 
 import pytest
 from opentelemetry import trace
@@ -13,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from starlette.concurrency import iterate_in_threadpool
 
 from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
@@ -96,6 +100,69 @@ def test_a_timed_call_is_a_child_span_with_its_outcome_and_an_exemplar(
     ), linked
     assert any('provider="anthropic"' in line for line in linked)  # the failure links too
     assert trace_hex not in scrape(aggregator)  # the text format carries no exemplars
+
+
+def test_a_stream_ending_in_another_context_links_its_own_span_and_logs_no_error(
+    spans: InMemorySpanExporter,
+    make_client: Callable[..., MetricsClient],
+    make_aggregator: Callable[..., Aggregator],
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = make_client(clock=clock)
+    gateway = GatewayMetrics(metrics)
+    tracer = trace.get_tracer("test")
+
+    def sync_body() -> Iterator[bytes]:  # a StreamingResponse's sync body
+        with gateway.inference("openrouter", "gpt", "/v1/chat") as call:
+            for chunk in (b"a", b"b", b"c"):
+                call.chunk()
+                yield chunk
+            call.status_code = HTTPStatus.OK
+
+    async def async_body() -> AsyncIterator[bytes]:
+        with gateway.inference("anthropic", "claude", "/v1/chat") as call:
+            yield b"first"
+            call.status_code = 200  # never reached: its client went away
+
+    async def serve() -> AsyncIterator[bytes]:
+        with tracer.start_as_current_span("GET /sync") as request:
+            # Starlette's own iteration of a sync body: each next() in a worker thread, in a
+            # new copy of the request's context; the block ends in the last one
+            assert [chunk async for chunk in iterate_in_threadpool(sync_body())] == [
+                b"a",
+                b"b",
+                b"c",
+            ]
+            assert trace.get_current_span() is request
+        with tracer.start_as_current_span("GET /async"):
+            abandoned = async_body()
+            assert await anext(abandoned) == b"first"
+        return abandoned  # closed by asyncio.run's shutdown_asyncgens, in a task of its own
+
+    with caplog.at_level(logging.ERROR):
+        abandoned = asyncio.run(serve())
+    assert [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert metrics.flush(timeout=5)
+
+    by_provider = {s.attributes["provider"]: s for s in spans.get_finished_spans()
+                   if s.name == "model_inference"}  # fmt: skip
+    streamed, cancelled = by_provider["openrouter"], by_provider["anthropic"]
+    assert (streamed.attributes or {})["outcome"] == "success"
+    status = (streamed.attributes or {})["http.status_code"]
+    assert (status, type(status)) == (200, int)  # the HTTPStatus as its int
+    assert (cancelled.attributes or {})["outcome"] == "cancelled"
+    aggregator = make_aggregator()
+    aggregator.run_cycle()
+    text = scrape(aggregator, OPENMETRICS)
+    own = f'span_id="{streamed.context.span_id:016x}"'
+    linked = [line for line in text.splitlines() if "span_id=" in line]
+    for family in (
+        "provider_response_time_seconds_bucket",
+        "model_inference_duration_seconds_bucket",
+    ):
+        assert [own in line for line in linked if line.startswith(family)] == [True], linked
+    del abandoned
 
 
 def test_an_application_that_configures_no_tracing_links_nothing(
