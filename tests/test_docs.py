@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -107,3 +108,17 @@ def test_the_example_gateways_providers_on_its_page_are_those_the_code_and_compo
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     compose_providers = compose["services"]["gateway"]["environment"]["FAKE_PROVIDERS"]
     assert f"The compose stack sets `{compose_providers}`" in page
+
+
+def test_the_inspect_commands_the_aggregator_guide_shows_are_those_the_demo_prints() -> None:
+    """The guide's demo session runs the commands `make demo` prints (its Redis named with
+    --redis-url: a Redis the demo started is gone after it), with the venv's python."""
+    from devtools.demo import cli_hints
+
+    text = (ROOT / "docs" / "guides" / "aggregator.md").read_text()
+    shown = [line[2:] for line in text.splitlines() if line.startswith("$ ") and " inspect" in line]
+    url = re.search(r"--redis-url (\S+)", shown[0])
+    assert len(shown) == 2 and url is not None
+    printed = [hint.split("   #")[0] for hint in cli_hints(url.group(1), "gatewayz-demo-cli")]
+    venv_python = [command.replace(sys.executable, ".venv/bin/python") for command in printed]
+    assert shown == venv_python[:2]
