@@ -130,9 +130,15 @@ class Children:
             f"{n} (exit {code})" for n, p, _ in self.procs if (code := exit_code(p)) is not None
         ]
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
         """Newest first, one at a time: traffic, Gunicorn (the master stops its workers
-        gracefully: they flush), aggregator; then a Redis we started."""
+        gracefully: they flush), aggregator; then a Redis we started. Says what it stops;
+        False when nothing was started."""
+        started = [name for name, _, _ in reversed(self.procs)]
+        started += [] if self.redis is None else [f"the Redis it started ({self.redis.url})"]
+        if not started:
+            return False
+        print(f"\nstopping {', '.join(started)}...", flush=True)
         for name, proc, grace in reversed(self.procs):
             if proc.returncode is not None:
                 continue  # reaped already
@@ -150,6 +156,8 @@ class Children:
             print(f"  stopped {name} (pid {proc.pid}, {how})", flush=True)
         if self.redis is not None:
             self.redis.stop()  # idempotent
+            print(f"  stopped the Redis it started ({self.redis.url}), and its data", flush=True)
+        return True
 
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # local: never a proxy
@@ -266,7 +274,8 @@ def run(args: argparse.Namespace, children: Children, stop: threading.Event, log
     url = read(REDIS_URL, os.environ) or DEFAULT_URL  # the product's variable, as the demo runs it
     for port, flag in ((args.port, "--port"), (args.gateway_port, "--gateway-port")):
         if port_in_use(port):
-            return fail(f"port {port} is in use; pick another with {flag}", 2)
+            another = f'{flag} N (make demo ARGS="{flag} N")'
+            return fail(f"port {port} is in use: nothing started; pick another with {another}", 2)
     if args.cluster:
         try:
             children.redis = start_cluster(masters=3)
@@ -342,9 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             code = run(args, children, stop, log)
         finally:
-            print("\nstopping traffic, gateway, aggregator, Redis (if started)...", flush=True)
-            children.stop()
-    print("demo stopped", flush=True)
+            stopped = children.stop()
+    if stopped:
+        print("demo stopped", flush=True)
     return code
 
 

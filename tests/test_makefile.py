@@ -41,8 +41,7 @@ def test_make_run_does_not_hand_the_shells_redis_url_to_the_aggregator() -> None
     assert done.returncode == 2
     assert done.stderr.splitlines()[0] == (
         "aggregator: error: --port: invalid value 'notaport' (expected a whole number)"
-    )
-    assert "REDIS_URL" not in done.stderr
+    )  # and nothing about REDIS_URL
 
 
 def test_make_demo_does_not_hand_the_shells_redis_url_to_the_demo() -> None:
@@ -51,6 +50,21 @@ def test_make_demo_does_not_hand_the_shells_redis_url_to_the_demo() -> None:
         held.listen()
         port = held.getsockname()[1]
         done = make("demo", f"--port {port}")  # stops at once: the port is taken
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[0] == (
+        f"error: port {port} is in use: nothing started; pick another with --port N (make demo "
+        'ARGS="--port N")'
+    )  # and nothing about REDIS_URL
+
+
+def test_make_run_on_a_port_in_use_says_how_to_move_it() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = make("run", f"--port {port}")
     assert done.returncode == 2
-    assert "REDIS_URL" not in done.stdout + done.stderr
-    assert f"port {port} is in use" in done.stderr
+    assert done.stderr.splitlines()[0] == (
+        f"aggregator: error: cannot listen on 127.0.0.1:{port}: address already in use; pick "
+        'another port with --port N or GATEWAYZ_AGGREGATOR_PORT (make run ARGS="--port N")'
+    )

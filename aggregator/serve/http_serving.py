@@ -40,7 +40,12 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 class ListenError(OSError):
-    """``host``:``port`` cannot be listened on; the message is one line for the operator."""
+    """``host``:``port`` cannot be listened on; the message is one line for the operator.
+    ``in_use``: something else listens there (the caller may say which setting moves it)."""
+
+    def __init__(self, message: str, in_use: bool = False) -> None:
+        super().__init__(message)
+        self.in_use = in_use
 
 
 def listen(host: str, port: int) -> list[socket.socket]:
@@ -74,7 +79,9 @@ def listen(host: str, port: int) -> list[socket.socket]:
                 sock.listen(BACKLOG)
             except OSError as exc:
                 if exc.errno != errno.EADDRNOTAVAIL:
-                    raise ListenError(f"cannot listen on {where}: {_reason(exc)}") from None
+                    in_use = exc.errno == errno.EADDRINUSE
+                    message = f"cannot listen on {where}: {_reason(exc)}"
+                    raise ListenError(message, in_use) from None
                 sockets.pop().close()  # that family not enabled (asyncio: bpo-30945)
                 skipped = exc
     except BaseException:

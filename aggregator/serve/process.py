@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from aggregator.engine.cycle import Aggregator, woken_breakers
 from aggregator.engine.wake import BLOCK_SECONDS
 from aggregator.observability import configure_logging, configure_tracing
+from aggregator.option_table import PORT
 from aggregator.serve.app import Lifespan, create_app
 from aggregator.serve.http_guard import HttpLimits
 from aggregator.serve.http_serving import ListenError, listen, serve_http
@@ -126,6 +127,10 @@ def http_limits(settings: AggregatorSettings) -> HttpLimits:
     )
 
 
+PORT_HINT = f'; pick another port with {PORT.flag} N or {PORT.env} (make run ARGS="{PORT.flag} N")'
+"""What a port in use adds to its error (another aggregator may be running there)."""
+
+
 def serve(settings: AggregatorSettings) -> int:
     """Serve /metrics with ``settings`` until SIGTERM or SIGINT (the default command). Exit
     code 2 with a one-line error when its address cannot be listened on."""
@@ -135,7 +140,7 @@ def serve(settings: AggregatorSettings) -> int:
     try:
         sockets = listen(settings.host, settings.port)
     except ListenError as exc:
-        print(f"aggregator: error: {exc}", file=sys.stderr)
+        print(f"aggregator: error: {exc}{PORT_HINT if exc.in_use else ''}", file=sys.stderr)
         return 2
     # Hand the GIL over within 0.2 ms (default 5 ms): a scrape needs it a few times, and a
     # cycle or a render holding it for the default interval each time was its tail latency.

@@ -56,7 +56,8 @@ def test_a_port_in_use_is_a_one_line_error_before_any_lease(
     done = run_aggregator(redis_url, namespace, "--port", str(taken_port))
     assert done.returncode == 2
     assert done.stderr == (
-        f"aggregator: error: cannot listen on 127.0.0.1:{taken_port}: address already in use\n"
+        f"aggregator: error: cannot listen on 127.0.0.1:{taken_port}: address already in use; "
+        'pick another port with --port N or GATEWAYZ_AGGREGATOR_PORT (make run ARGS="--port N")\n'
     )
     assert done.stdout == ""
     assert_nothing_written(redis_url, namespace)
@@ -74,7 +75,7 @@ def test_a_host_that_does_not_resolve_is_a_one_line_error_before_any_lease(
     assert done.stderr.startswith(prefix), done.stderr
     assert done.stderr.endswith("\n") and done.stderr.count("\n") == 1
     assert len(done.stderr) > len(prefix) + 1  # a reason is given
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "pick another port" not in done.stderr
     assert_nothing_written(redis_url, namespace)
 
 
@@ -89,6 +90,7 @@ def test_listening_claims_the_port_before_serving_starts() -> None:
         with pytest.raises(ListenError) as raised:
             listen("127.0.0.1", port)
         assert str(raised.value) == f"cannot listen on 127.0.0.1:{port}: address already in use"
+        assert raised.value.in_use
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass  # accepted into the backlog before any server runs
     finally:
