@@ -38,6 +38,9 @@ ERROR: Final = "error"
 """Drop cause: an unexpected error in the flusher (a bug: it is logged with its traceback)."""
 SHUTDOWN: Final = "shutdown"
 """Drop cause: the client closed while Redis was unreachable."""
+CLOSED: Final = "closed"
+"""Drop cause: recorded after ``close()``. Counted in this process only (``stats()``): nothing
+writes to Redis after close."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,17 @@ class Ledger:
         with self._cond:
             self._drop(1, BUFFER_FULL)
             self._settle_events(1)
+
+    def dropped_after_close(self) -> bool:
+        """A call recorded after ``close()``: dropped for ``CLOSED``, never buffered, so nothing
+        settles, and no note waits for a batch (none will be written). Nor is it a loss that
+        fails flush(): record() refused it, as it does an invalid call. True the first time
+        (log it once)."""
+        with self._cond:
+            self._dropped_total[CLOSED] += 1
+            first = CLOSED not in self._causes_seen
+            self._causes_seen.add(CLOSED)
+            return first
 
     def reject_call(self, provider: str) -> None:
         """``allow()`` turned a call to ``provider`` away."""

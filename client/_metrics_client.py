@@ -26,6 +26,7 @@ from client._delegation import delegated
 from client._events import MAX_COST_USD, MAX_TOKENS, EventValidator, Rejected, nano_usd, token_count
 from client._exemplars import checked_exemplar
 from client._instruments import InstrumentStore
+from client._ledger import Ledger
 from client._metric_registry import MetricRegistry
 from client._process_parts import ProcessParts
 from client._settings import ClientSettings
@@ -68,16 +69,14 @@ class MetricsClient:
         background), so every writer's events share one clock and a step of the host's clock
         moves none of them; an injected clock is taken as the shared one as it is (tests)."""
         base = settings or ClientSettings()
-        overrides: dict[str, Any] = {}
-        if redis_url is not None:
-            overrides["redis_url"] = redis_url
-        if namespace is not None:
-            overrides["namespace"] = namespace
+        given = {"redis_url": redis_url, "namespace": namespace}
+        overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         self.settings = replace(base, **overrides) if overrides else base
         self._keys = Keys(self.settings.namespace)
         self._clock = clock or time.monotonic
         self._shared_clock = clock is None
         self._validator = EventValidator()
+        self._closed = False  # after close(), record() books nothing (nor a forked child's)
         self._instruments = InstrumentStore(
             self.settings.max_series_per_metric,
             self._clock,
@@ -150,19 +149,20 @@ class MetricsClient:
 
         ``status_code`` (an int, or an IntEnum such as ``http.HTTPStatus``) decides the outcome
         class (success, failure, rate_limited, caller_error); ``outcome`` may be given instead,
-        not both; neither means success.
-        ``outcome="cancelled"``: the caller gave up before the provider's answer (counted,
-        never in the window, the histogram, the error rate or the breaker; its latency is not
-        kept). ``exemplar``: labels (such as ``{"trace_id": ...}``) linking the call's
-        ``provider_response_time_seconds`` bucket to a trace; ``track()`` and
-        ``gateway.inference()`` take them from the active OpenTelemetry span.
-        Returns whether the call was booked. A bad provider, latency, status code or outcome
-        rejects it (counted by cause, nothing booked); a bad ``tokens`` (not a count in
-        [0, 1e12]; 12.0 is 12), ``cost_usd`` or ``exemplar`` is left out, counted by cause, and
-        the call is booked without it. ``model``: for a provider of ``breaker_models``, the
-        model called, whose own breaker the call also feeds (bounded like a label value; not a
-        non-empty string: left out, counted as ``invalid_model``); ignored for other providers.
+        not both; neither means success. ``outcome="cancelled"``: the caller gave up before the
+        provider's answer (counted, never in the window, the histogram, the error rate or the
+        breaker; its latency is not kept). ``exemplar``: labels (such as ``{"trace_id": ...}``)
+        linking the call's ``provider_response_time_seconds`` bucket to a trace (``track()``,
+        ``gateway.inference()``: their span's). Returns whether the call was booked. A bad
+        provider, latency, status code or outcome rejects it (counted by cause, nothing booked);
+        a bad ``tokens`` (not a count in [0, 1e12]; 12.0 is 12), ``cost_usd`` or ``exemplar`` is
+        left out, counted by cause, and the call is booked without it. ``model``: for a provider
+        of ``breaker_models``, the model called, whose own breaker the call also feeds (bounded
+        like a label value; not a non-empty string: left out, counted as ``invalid_model``);
+        ignored for other providers. After ``close()``: False, counted as dropped (``closed``).
         """
+        if self._closed:
+            return _dropped_after_close(self._ledger)
         try:
             code = self._validator.validate(provider, latency_s, status_code, outcome)
             latency = float(latency_s)
@@ -205,6 +205,8 @@ class MetricsClient:
         """Tokens and cost added to a call booked earlier (``add_usage()`` of ``track()`` and
         ``gateway.inference()``): one event that only adds to the provider's totals. Returns
         the cost accepted, in nano-USD (None: rejected, an invalid provider)."""
+        if self._closed:
+            return _dropped_after_close(self._ledger) or None  # counted; None: not booked
         if not self._validator.valid_provider(provider):
             self._reject("invalid_provider", provider)
             return None
@@ -253,10 +255,10 @@ class MetricsClient:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until everything recorded (and every rejection counted) before this call is in
-        Redis, or ``timeout`` seconds pass. Returns True when it all got there: False on a
-        timeout, and when events were given up on meanwhile (counted as dropped). Never
-        raises."""
-        seconds = _seconds(timeout)
+        Redis, or ``timeout`` seconds pass (after ``close()``: none, no flusher is left). Returns
+        True when it all got there: False on a timeout, and when events were given up on
+        meanwhile (counted as dropped). Never raises."""
+        seconds = 0.0 if self._closed else _seconds(timeout)
         target, dropped = self._ledger.target(self._buffer.appended, self._instruments.version)
         if not self._flusher.started:
             if not self._instruments.declarations.specs:
@@ -266,16 +268,18 @@ class MetricsClient:
         return self._ledger.wait(target, dropped, seconds)
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush (up to ``timeout`` seconds) and stop the flusher and the breaker refresher.
-        Returns flush()'s answer.
+        """Flush (up to ``timeout`` seconds) and stop the flusher and the breaker refresher;
+        returns flush()'s answer. After it ``record()`` books nothing (``closed``: see there).
 
         SIGTERM no longer flushes this client; when it is the last open client that asked for
         SIGTERM handling, the handler they installed is put back as it was (SIG_DFL, or the
         application's handler it chained), unless something replaced it since."""
-        flushed = self.flush(timeout)
-        self._flusher.stop(max(1.0, self.settings.socket_timeout_seconds * 2))
-        self._refresher.stop(max(1.0, self.settings.allow_timeout_seconds * 2))
-        unwatch_shutdown(self)
+        flushed = self.flush(timeout)  # a second close() (the exit's): at once
+        if not self._closed:
+            self._closed = True  # before stop(): what record() took until now, stop() writes
+            self._flusher.stop(max(1.0, self.settings.socket_timeout_seconds * 2))
+            self._refresher.stop(max(1.0, self.settings.allow_timeout_seconds * 2))
+            unwatch_shutdown(self)
         return flushed
 
     def stats(self) -> dict[str, Any]:
@@ -297,6 +301,22 @@ def _seconds(timeout: object) -> float:
     except Exception:
         return 0.0
     return min(max(seconds, 0.0), _MAX_WAIT_SECONDS) if seconds == seconds else 0.0
+
+
+def _dropped_after_close(ledger: Ledger) -> bool:
+    """A call recorded after ``close()``: counted as dropped (``closed``) in this process,
+    logged the first time; never buffered, since no flusher would write it (and a buffered
+    event would hold every later ``flush()``, the exit's too, for its whole timeout). False:
+    record()'s answer."""
+    try:
+        if ledger.dropped_after_close():
+            log.warning(
+                "metrics recorded after close() are dropped (counted as dropped, cause closed); "
+                "further ones are only counted"
+            )
+    except Exception:  # logging misconfigured, interpreter shutting down...
+        pass
+    return False
 
 
 def _call(ref: weakref.ref[MetricsClient], method: str) -> None:

@@ -76,3 +76,15 @@ def test_a_write_redis_refused_or_updates_lost_fail_the_flush_that_waited() -> N
     assert ledger.stats()["metric_updates_dropped"] == {"shutdown": 12}
     target, losses = ledger.target(buffered=3, instruments_version=4)
     assert ledger.wait(target, losses, 0.0) is True  # nothing given up on since
+
+
+def test_a_call_after_close_is_a_drop_that_waits_for_no_batch() -> None:
+    ledger = Ledger()
+    target, losses = ledger.target(buffered=0, instruments_version=0)
+    assert ledger.dropped_after_close() is True  # the first: log it
+    assert ledger.dropped_after_close() is False
+    assert not ledger.has_notes()  # nothing will write a note after close
+    assert ledger.target(buffered=0, instruments_version=0) == (target, losses)
+    assert ledger.wait(target, losses, 0.0) is True  # refused, not given up on: flush() holds
+    stats = ledger.stats()
+    assert (stats["dropped"], stats["dropped_by_cause"], stats["settled"]) == (2, {"closed": 2}, 0)

@@ -18,7 +18,7 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client import MetricsClient
+from client import GatewayMetrics, MetricsClient
 from client._event_ids import EventIds
 from client._outcome import classify_status
 from gatewayz_protocol.fields import (
@@ -235,6 +235,35 @@ def test_each_rejection_cause_is_logged_once(
     assert "invalid_provider" in messages[0]
     assert "invalid_latency" in messages[1]
     assert metrics.stats()["rejected"] == {"invalid_provider": 5, "invalid_latency": 5}
+
+
+def test_after_close_nothing_is_booked_a_drop_is_counted_and_nothing_waits(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = make_client()
+    gateway = GatewayMetrics(metrics)
+    assert metrics.record("openrouter", 0.1) is True
+    assert metrics.close(timeout=5) is True
+    with caplog.at_level(logging.WARNING, logger="gatewayz.metrics.client"):
+        assert metrics.record("openrouter", 0.2) is False
+        with metrics.track("openrouter") as call:  # a request still in flight at shutdown
+            call.status_code = 200
+        assert call.booked_as is None
+        assert call.add_usage(tokens=5) is False
+        assert gateway.record_inference("openrouter", "gpt", 0.3) is False
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "metrics recorded after close() are dropped (counted as dropped, cause closed); "
+        "further ones are only counted"
+    ]
+    stats = metrics.stats()
+    assert (stats["accepted"], stats["buffered"], stats["settled"]) == (1, 0, 1)
+    assert (stats["dropped"], stats["dropped_by_cause"]) == (4, {"closed": 4})
+    # Nothing buffered, no flusher to wait for: a buffered event held every flush() for its
+    # whole timeout (and the exit's close() for 5 s), then said False
+    assert metrics.flush(timeout=2) is True
+    assert metrics.close(timeout=2) is True  # the exit's, after the application's
+    assert _hash(r, keys.totals("openrouter"))["n:success"] == 1
+    assert r.hget(keys.client_stats, "dropped:closed") is None  # nothing writes after close
 
 
 def test_forked_child_does_not_resend_parent_events(
