@@ -20,6 +20,7 @@ from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedS
 from gatewayz_transport.urls import (
     CLUSTER_SCHEMES,
     SENTINEL_SCHEMES,
+    check_scheme,
     cluster_seeds,
     parse_sentinel_url,
 )
@@ -84,7 +85,8 @@ def connect(redis_url: str, socket_timeout: float) -> Connection:
     Cluster, any nodes as the seeds (several: it is found while one of them answers).
     ``redis+sentinel://[user:pass@]host:port[,host:port...]/<master name>[/<db>]``
     (``rediss+sentinel``: TLS to the master): the master the sentinels name, followed across
-    failovers. ValueError for a URL none of these read."""
+    failovers. ValueError for a URL none of these read (``check_scheme``: naming them all)."""
+    check_scheme(redis_url)
     scheme = redis_url.partition("://")[0].lower()
     timeouts: dict[str, Any] = {
         "socket_timeout": socket_timeout,

@@ -10,8 +10,23 @@ from urllib.parse import unquote, urlparse
 import redis
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
+PLAIN_SCHEMES = ("redis", "rediss", "unix")
+"""One Redis, as redis-py reads its URL (it takes these, lower case, and no other)."""
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # -> TLS
+SCHEMES = (*PLAIN_SCHEMES, *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
+"""Every scheme ``connect`` reads: what a URL with another is told (``check_scheme``)."""
+
+
+def check_scheme(redis_url: str) -> None:
+    """ValueError naming every scheme this project reads (redis-py's own message names only
+    its three) unless ``redis_url`` starts with one of them. The URL is not quoted: it may hold
+    a password."""
+    scheme, separator, _ = redis_url.partition("://")
+    plain = scheme in PLAIN_SCHEMES  # redis-py: lower case only
+    if not separator or not (plain or scheme.lower() in (*CLUSTER_SCHEMES, *SENTINEL_SCHEMES)):
+        listed = ", ".join(f"{known}://" for known in SCHEMES)
+        raise ValueError(f"a Redis URL starts with one of {listed} (redis://host:6379/0)")
 
 
 def cluster_seeds(redis_url: str) -> tuple[str, list[tuple[str, int]]]:
@@ -38,6 +53,7 @@ def cluster_seeds(redis_url: str) -> tuple[str, list[tuple[str, int]]]:
 def check_url(redis_url: str) -> None:
     """ValueError unless ``connect`` can read ``redis_url`` (parses only: no I/O), its query
     options (``?client_name=...``) included."""
+    check_scheme(redis_url)
     scheme = redis_url.partition("://")[0].lower()
     if scheme in CLUSTER_SCHEMES:
         plain, _ = cluster_seeds(redis_url)

@@ -296,7 +296,8 @@ def test_a_bad_redis_url_is_a_one_line_error_without_the_password(
     for url, reason in (
         (
             f"http://:{SECRET}@127.0.0.1:6379/0",
-            "Redis URL must specify one of the following schemes (redis://, rediss://, unix://)",
+            "a Redis URL starts with one of redis://, rediss://, unix://, redis+cluster://, "
+            "rediss+cluster://, redis+sentinel://, rediss+sentinel:// (redis://host:6379/0)",
         ),
         (
             f"redis://:{SECRET}@127.0.0.1:notaport/0",

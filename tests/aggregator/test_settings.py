@@ -110,3 +110,13 @@ def test_an_error_of_redis_refusing_the_credentials_says_where_to_put_them() -> 
     assert describe_error(redis.ConnectionError("Connection refused.")) == (
         "ConnectionError: Connection refused."
     )
+
+
+def test_a_redis_url_of_another_scheme_names_every_scheme_read() -> None:
+    with pytest.raises(ValueError) as raised:
+        AggregatorSettings(redis_url="127.0.0.1:6379")
+    assert str(raised.value) == (
+        "invalid Redis URL: a Redis URL starts with one of redis://, rediss://, unix://, "
+        "redis+cluster://, rediss+cluster://, redis+sentinel://, rediss+sentinel:// "
+        "(redis://host:6379/0)"
+    )

@@ -170,9 +170,10 @@ def test_from_env_names_the_variable_it_cannot_read() -> None:
     assert str(info.value) == "GATEWAYZ_WINDOW_SECONDS: window_seconds must be > 0, got -5.0"
     with pytest.raises(ValueError) as info:
         ClientSettings.from_env({"GATEWAYZ_REDIS_URL": "localhost:6379"})
-    assert str(info.value) == (
-        "GATEWAYZ_REDIS_URL: invalid Redis URL: Redis URL must specify one of the following "
-        "schemes (redis://, rediss://, unix://)"
+    assert str(info.value) == (  # every scheme the project reads, not redis-py's three
+        "GATEWAYZ_REDIS_URL: invalid Redis URL: a Redis URL starts with one of redis://, "
+        "rediss://, unix://, redis+cluster://, rediss+cluster://, redis+sentinel://, "
+        "rediss+sentinel:// (redis://host:6379/0)"
     )
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from aggregator.settings import redact
+from gatewayz_transport.connection import connect
 from gatewayz_transport.urls import (
     CLUSTER_SCHEMES,
+    SCHEMES,
     SENTINEL_SCHEMES,
     SentinelUrl,
     check_url,
@@ -19,6 +21,50 @@ from gatewayz_transport.urls import (
 def test_the_schemes() -> None:
     assert CLUSTER_SCHEMES == {"redis+cluster": "redis", "rediss+cluster": "rediss"}
     assert SENTINEL_SCHEMES == {"redis+sentinel": False, "rediss+sentinel": True}
+    assert SCHEMES == (
+        "redis",
+        "rediss",
+        "unix",
+        "redis+cluster",
+        "rediss+cluster",
+        "redis+sentinel",
+        "rediss+sentinel",
+    )
+
+
+UNKNOWN_SCHEME = (
+    "a Redis URL starts with one of redis://, rediss://, unix://, redis+cluster://, "
+    "rediss+cluster://, redis+sentinel://, rediss+sentinel:// (redis://host:6379/0)"
+)
+
+
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:6379", "localhost", "http://:secret@h/0", "REDIS://h/0", "redis:/h", ""]
+)
+def test_a_url_of_no_scheme_read_here_names_every_one_that_is(url: str) -> None:
+    """Not redis-py's message, which names its three only (and never the URL: a password)."""
+    with pytest.raises(ValueError) as checked:
+        check_url(url)
+    assert str(checked.value) == UNKNOWN_SCHEME
+    with pytest.raises(ValueError) as connecting:
+        connect(url, 1.0)
+    assert str(connecting.value) == UNKNOWN_SCHEME
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:6379/0",
+        "rediss://h/0",
+        "unix:///run/redis.sock",
+        "redis+cluster://h:7000",
+        "REDISS+CLUSTER://h:7000",
+        "redis+sentinel://h:26379/mymaster",
+        "rediss+sentinel://h/mymaster/1",
+    ],
+)
+def test_every_scheme_read_here_passes_the_check(url: str) -> None:
+    check_url(url)
 
 
 @pytest.mark.parametrize(
