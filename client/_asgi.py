@@ -47,8 +47,10 @@ def route_template(scope: Scope) -> str:
 class MetricsMiddleware:
     """``app.add_middleware(MetricsMiddleware, gateway=GatewayMetrics(metrics, "gatewayz"))``.
 
-    Times the whole request (the streamed body included); an exception escaping the app counts
-    as a 500. Lifespan and websocket traffic pass through untouched."""
+    Times the whole request (the streamed body included) and counts it with the status its
+    response started with. An exception escaping the app before that counts as a 500; one after
+    it (a stream broken mid-body) counts with the status already sent, which is what the client
+    got. Lifespan and websocket traffic pass through untouched."""
 
     def __init__(self, app: ASGIApp, gateway: GatewayMetrics) -> None:
         self.app = app

@@ -3,12 +3,12 @@ included, and no raw path ever."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 
 import redis
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
 
 from client import GatewayMetrics, MetricsClient, MetricsMiddleware
@@ -74,4 +74,34 @@ def test_a_status_sent_as_an_int_enum_is_counted_as_its_int(
     assert _requests(r, keys) == {
         'i:["t","GET","/missing","404","4xx"]': 1,
         'i:["t","GET","/created","201","2xx"]': 2,
+    }
+
+
+def test_an_exception_before_the_response_is_a_500_and_after_it_the_status_sent(
+    make_client: Callable[..., MetricsClient], r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    app = FastAPI()
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("before the response started")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        raise RuntimeError("upstream broke mid-stream")
+
+    @app.get("/stream")
+    def stream() -> StreamingResponse:
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    app.add_middleware(MetricsMiddleware, gateway=GatewayMetrics(metrics, app_name="t"))
+    http = TestClient(app, raise_server_exceptions=False)
+    assert http.get("/boom").status_code == 500
+    cut_short = http.get("/stream")  # 200 headers, then the body as far as it got
+    assert (cut_short.status_code, cut_short.content) == (200, b"data: 1\n\n")
+    assert metrics.flush(timeout=5)
+    assert _requests(r, keys) == {
+        'i:["t","GET","/boom","500","5xx"]': 1,
+        'i:["t","GET","/stream","200","2xx"]': 1,  # what the client got
     }
