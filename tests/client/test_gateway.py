@@ -6,14 +6,17 @@ cancelled calls and usage added after the call. Checked in Redis, field by field
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import pytest
 import redis
+from starlette.responses import StreamingResponse
 
 from client import GatewayMetrics, InferenceCall, MetricsClient
 from client._gateway import ORIGIN_BUCKETS
@@ -365,6 +368,69 @@ def test_a_stream_closed_early_is_booked_cancelled(
     assert calls[0].booked_as == "cancelled"
     assert metrics.flush(timeout=5)
     assert _cancelled_view(r, keys) == CANCELLED_VIEW
+
+
+def _disconnect_after_first_chunk(body: Iterator[bytes]) -> None:
+    """Starlette's own StreamingResponse serves ``body`` (a sync generator: it iterates it in a
+    worker thread with iterate_in_threadpool) to a client that goes away after the first chunk:
+    the response's task is cancelled, and nothing closes ``body``."""
+
+    async def serve() -> None:
+        gone = anyio.Event()
+
+        async def receive() -> dict[str, Any]:
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message.get("body"):
+                gone.set()
+                await anyio.sleep_forever()  # the socket of a client that went away
+
+        await StreamingResponse(body)({"type": "http", "method": "GET"}, receive, send)
+
+    asyncio.run(serve())
+
+
+def test_a_sync_stream_whose_client_went_away_is_booked_cancelled_when_python_frees_it(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    metrics = make_client(clock=clock)
+    gateway = GatewayMetrics(metrics)
+    calls: list[InferenceCall] = []
+
+    def body() -> Iterator[bytes]:
+        with gateway.inference("openrouter", "gpt", "/v1/chat") as call:
+            calls.append(call)
+            call.input_tokens = 100
+            for chunk in (b"first", b"second"):
+                call.chunk()
+                yield chunk
+            call.status_code = 200
+
+    collecting = gc.isenabled()
+    gc.disable()  # the collections this test makes are its own
+    try:
+        _disconnect_after_first_chunk(body())
+        # Suspended inside its block, and (through the cancellation's traceback) in a reference
+        # cycle: the docs say it waits for the garbage collector. (Should Starlette ever close
+        # the iterator, this is booked here already, and the streaming docs must say so.)
+        assert calls[0].booked_as is None
+        gc.collect()
+        assert calls[0].booked_as == "cancelled"
+        assert metrics.flush(timeout=5)
+        assert _cancelled_view(r, keys) == CANCELLED_VIEW
+        # One freed after the client closed (the lifespan's close() at shutdown): counted as
+        # dropped, and the exit's close() has nothing to wait for
+        _disconnect_after_first_chunk(body())
+        assert metrics.close(timeout=5) is True
+        gc.collect()
+        assert calls[1].booked_as is None  # not booked: record() said False
+        assert metrics.stats()["dropped_by_cause"] == {"closed": 1}
+        assert metrics.close(timeout=2) is True
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def test_usage_known_later_is_added_through_the_handle_without_a_second_event(
