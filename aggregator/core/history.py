@@ -18,6 +18,8 @@ HISTORY_POINTS: Final = 60
 HISTORY_TTL_SECONDS: Final = 2 * 3600
 """A provider's history expires this long after its last point."""
 MINUTE: Final = 60
+MAX_MINUTE: Final = 253_402_300_740
+"""The last minute a date can name (9999-12-31T23:59Z): a point's minute is a Unix time."""
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,18 @@ class HistoryPoint:
 
     @classmethod
     def decode(cls, member: bytes | str) -> HistoryPoint | None:
-        """Inverse of encode; None for a member that is not one (written by something else)."""
-        text = member.decode() if isinstance(member, bytes) else member
+        """Inverse of encode; None for a member that is not one (written by something else):
+        not UTF-8, not three parts, a minute that is not one (``MAX_MINUTE``), a figure that is
+        not a finite number in [0, 1] (a health score and an error rate are)."""
         try:
+            text = member.decode() if isinstance(member, bytes) else member
             minute, health, error = text.split("|")
-            return cls(int(minute), float(health), float(error))
-        except ValueError:
+            point = cls(int(minute), float(health), float(error))
+        except ValueError:  # UnicodeDecodeError is one
             return None
+        figures_ok = 0.0 <= point.health_score <= 1.0 and 0.0 <= point.error_rate <= 1.0
+        minute_ok = 0 <= point.minute_start <= MAX_MINUTE and point.minute_start % MINUTE == 0
+        return point if figures_ok and minute_ok else None
 
 
 def minute_start(timestamp: float) -> int:
@@ -81,5 +88,17 @@ class HistoryMinutes:
 
 def decode_points(members: Iterable[bytes | str]) -> list[HistoryPoint]:
     """Decoded points, oldest first, skipping members that are not points."""
-    points = (HistoryPoint.decode(member) for member in members)
-    return sorted((p for p in points if p is not None), key=lambda p: p.minute_start)
+    return read_points(members)[0]
+
+
+def read_points(members: Iterable[bytes | str]) -> tuple[list[HistoryPoint], list[str]]:
+    """Decoded points, oldest first, and the members that are not points (as text, bytes that
+    are not UTF-8 replaced): another writer's, skipped."""
+    points, bad = [], []
+    for member in members:
+        point = HistoryPoint.decode(member)
+        if point is not None:
+            points.append(point)
+        else:
+            bad.append(member.decode("utf-8", "replace") if isinstance(member, bytes) else member)
+    return sorted(points, key=lambda p: p.minute_start), bad

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from aggregator.core.history import HistoryPoint, decode_points
+from aggregator.core.history import HistoryPoint, read_points
 from aggregator.core.readings import (
     BackendReading,
     ProviderInspection,
@@ -273,9 +273,13 @@ class WindowReader:
         self._run(plan)
         lease, *members = found
         holder = None if lease is None else (as_text(lease).rpartition("|")[0] or None)
-        return holder, {
-            provider: decode_points(raw) for provider, raw in zip(providers, members, strict=True)
-        }
+        points = {}
+        for provider, raw in zip(providers, members, strict=True):
+            points[provider], bad = read_points(raw)
+            if bad:  # appended (no list rebound): this runs on a serving thread, beside cycles
+                key = self._keys.history(provider)
+                self.skipped.append(Skip(self._keys.kind(key), key, tuple(bad)))
+        return holder, points
 
     # -- read-only views (``python -m aggregator inspect``): no trim, no registry change --------
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import redis
 
-from aggregator.core.history import HISTORY_POINTS, HistoryPoint, decode_points, minute_start
+from aggregator.core.history import (
+    HISTORY_POINTS,
+    HistoryPoint,
+    decode_points,
+    minute_start,
+    read_points,
+)
 from aggregator.engine.writer import StateWriter
 from gatewayz_protocol.keys import Keys
 from tests.support.backends import BOTH_BACKENDS
@@ -19,8 +25,19 @@ def test_points_round_trip_and_strangers_are_skipped() -> None:
     assert HistoryPoint.decode(point.encode().encode()) == point
     assert HistoryPoint.decode("not|a point") is None
     assert HistoryPoint.decode("1|x|0.5") is None
+    for foreign in (
+        b"\xff\xfe",
+        "60|nan|0",
+        "60|0.5|inf",
+        "60|1.5|0",
+        "60|0.5|-1",
+        "61|1|0",
+        "-60|1|0",
+    ):
+        assert HistoryPoint.decode(foreign) is None, foreign
     later = HistoryPoint(1_800_000_120, 1.0, 0.0)
     assert decode_points([later.encode(), b"junk", point.encode()]) == [point, later]
+    assert read_points([b"\xff", later.encode(), "1|2"]) == ([later], ["\ufffd", "1|2"])
 
 
 def test_a_minute_starts_on_the_minute() -> None:
