@@ -13,6 +13,7 @@ process for each old name, and never as lines of this project's code.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -59,7 +60,8 @@ def _outside_level() -> int:
     """The ``stacklevel`` that makes a ``warnings.warn`` in ``tell_once`` name the first frame
     outside this project's packages (2 names ``tell_once``'s caller)."""
     level = 2
-    frame: FrameType | None = sys._getframe(level)
+    here = inspect.currentframe()  # this function's; its caller's caller is level 2
+    frame: FrameType | None = here.f_back.f_back if here and here.f_back else None
     while frame is not None and os.path.realpath(frame.f_code.co_filename).startswith(_PACKAGES):
         level, frame = level + 1, frame.f_back
     return level
