@@ -273,13 +273,7 @@ class WindowReader:
         self._run(plan)
         lease, *members = found
         holder = None if lease is None else (as_text(lease).rpartition("|")[0] or None)
-        points = {}
-        for provider, raw in zip(providers, members, strict=True):
-            points[provider], bad = read_points(raw)
-            if bad:  # appended (no list rebound): this runs on a serving thread, beside cycles
-                key = self._keys.history(provider)
-                self.skipped.append(Skip(self._keys.kind(key), key, tuple(bad)))
-        return holder, points
+        return holder, _points(self._keys, providers, members, self.skipped)
 
     # -- read-only views (``python -m aggregator inspect``): no trim, no registry change --------
 
@@ -313,6 +307,21 @@ class WindowReader:
         inspect_read = InspectRead(self._keys, now, edges, self._shards)
         self._run(inspect_read.plan(providers))
         return inspect_read.found
+
+
+def _points(
+    keys: Keys, providers: Sequence[str], members: Sequence[Any], skipped: list[Skip]
+) -> dict[str, list[HistoryPoint]]:
+    """Each provider's history points from its ZRANGE reply; members that are not points noted
+    in ``skipped`` (appended, the list never rebound: this runs on a serving thread, beside the
+    cycles that take it)."""
+    points = {}
+    for provider, raw in zip(providers, members, strict=True):
+        points[provider], bad = read_points(raw)
+        if bad:
+            key = keys.history(provider)
+            skipped.append(Skip(keys.kind(key), key, tuple(bad)))
+    return points
 
 
 def read_memory(connection: Connection, ops: Counter[str]) -> RedisMemory | None:
