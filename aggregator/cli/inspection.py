@@ -50,6 +50,7 @@ Exit codes: 0 shown; 1 no data (empty namespace, unknown provider) or Redis unre
 2 bad usage."""
 
 FLAGS = (*CONNECTION_FLAGS, "--window")
+SKIPPED_NOTE = "fields no writer of this project writes, skipped as the aggregator skips them"
 _DEADLINES = ("since", "open_until")
 
 
@@ -145,6 +146,7 @@ def report(
             key: {"exists": ttl != -2, "ttl_seconds": ttl / 1000 if ttl >= 0 else None}
             for key, ttl in found.ttl_ms.items()
         },
+        "skipped": found.bad,
     }
 
 
@@ -166,6 +168,7 @@ def overview(
                 **counts_row(_summed(item.spans)),
                 "breaker": breaker.get("state", "closed"),
                 "forced": breaker.get("forced") == "1",
+                "skipped": sum(len(fields) for fields in item.bad.values()),
             }
         )
     return {
@@ -219,6 +222,9 @@ def format_overview(doc: Mapping[str, Any]) -> str:
         for p in doc["providers"]
     ]
     table = _table(["provider", *_COUNT_HEADER, "breaker", "last seen"], rows)
+    spoiled = [p["provider"] for p in doc["providers"] if p["skipped"]]
+    if spoiled:
+        table += ["", f"{SKIPPED_NOTE}, of: {', '.join(spoiled)} (inspect PROVIDER names them)"]
     return "\n".join([head, "", *table])
 
 
@@ -268,6 +274,10 @@ def format_report(doc: Mapping[str, Any]) -> str:
         ttl = info["ttl_seconds"]
         lines.append(f"  {key}  {'no expiry' if ttl is None else f'{ttl:.0f} s'}")
     lines.append(f"  ({len(doc['keys']) - len(present)} other keys of the provider absent)")
+    if doc["skipped"]:
+        lines += ["", f"{SKIPPED_NOTE} (left out above):"]
+        for key, fields in doc["skipped"].items():
+            lines += [f"  {key}", *(f"    {name!r} = {value!r}" for name, value in fields.items())]
     return "\n".join(lines)
 
 

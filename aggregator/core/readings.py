@@ -108,12 +108,6 @@ def refusing(before: RedisMemory | None, now: RedisMemory | None) -> bool:
     return before is not None and now is not None and now.oom_refusals > before.oom_refusals
 
 
-def int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
-    """A hash of integers as read, every field valid (``Skips.ints`` for one another writer may
-    have touched)."""
-    return {k.decode(): int(v) for k, v in raw.items()}
-
-
 @dataclass(frozen=True)
 class BackendReading:
     schema: dict[str, str]
@@ -164,10 +158,6 @@ def newest_exemplars(a: dict[int, Exemplar], b: dict[int, Exemplar]) -> dict[int
     return merged
 
 
-def text_hash(raw: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
-
-
 @dataclass(frozen=True)
 class ProviderInspection:
     """What ``WindowReader.inspect`` read of one provider."""
@@ -183,6 +173,10 @@ class ProviderInspection:
     """Live half-open permits: (holder, expiry in unix seconds)."""
     ttl_ms: dict[str, int]
     """Each key's PTTL: -2 missing, -1 no expiry."""
+    bad: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Key -> the fields of its hash no writer of this project writes (not UTF-8, a count that
+    is not one, a breaker field the aggregator would not take), each with its value as text
+    (cut at ``SHOWN_CHARACTERS``): left out of ``totals``, ``breaker`` and ``transitions``."""
 
     @property
     def exists(self) -> bool:

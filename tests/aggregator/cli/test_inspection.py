@@ -149,6 +149,52 @@ def test_values_written_into_redis_never_reach_the_terminal_as_escapes(
     assert "note=\\x1b]0;pwned\\x07" in detail and "\\x1b]52;c;" in detail
 
 
+def test_fields_no_writer_writes_are_shown_as_skipped_and_the_rest_as_read(
+    make_client: MakeClient, redis_url: str, namespace: str, r: redis.Redis, keys: Keys
+) -> None:
+    # Before: each of these (and about 50 other spellings) made inspect exit 1 with a traceback
+    # (int() of a count, a breaker field name decoded strictly, float() of a deadline).
+    metrics = make_client()
+    for status in (200, 200, 200, 503, 503):
+        metrics.record("acme", 0.3, status_code=status)
+    assert metrics.flush(timeout=5)
+    totals = {
+        "n:failure": "x",
+        "lat_us": "9" * 40,
+        "b:+Inf": "1.5",
+        "tokens": "",
+        "cost_nusd": "1.8e9",
+    }
+    breaker = {"state": "open", "since": "1800000000.5", "open_until": "\u00e9", "permits": "x"}
+    r.hset(keys.totals("acme"), mapping=totals)
+    r.hset(keys.breaker("acme"), mapping={**breaker, b"\xff": "1", "note": "kept"})
+    r.hset(keys.transitions("acme"), mapping={"closed>open": "1", "open>closed": "-1"})
+    shown = cli("inspect", "acme", "--json", url=redis_url, namespace=namespace)
+    assert shown.returncode == 0 and shown.stderr == ""
+    doc = json.loads(shown.stdout)
+    assert doc["totals"]["requests"] == {
+        "success": 3,
+        "failure": 0,
+        "rate_limited": 0,
+        "caller_error": 0,
+    }
+    assert (doc["totals"]["latency_sum_seconds"], doc["totals"]["tokens"]) == (0.0, 0)
+    assert doc["breaker"]["state"] == "open" and list(doc["breaker"]["deadlines"]) == ["since"]
+    assert doc["breaker"]["fields"] == {"state": "open", "since": "1800000000.5", "note": "kept"}
+    assert doc["transitions"] == {"closed>open": 1}
+    assert doc["skipped"] == {
+        keys.totals("acme"): totals,
+        keys.breaker("acme"): {"open_until": "\u00e9", "permits": "x", "\ufffd": "1"},
+        keys.transitions("acme"): {"open>closed": "-1"},
+    }
+    text = cli("inspect", "acme", url=redis_url, namespace=namespace)
+    assert text.returncode == 0 and text.stderr == ""
+    assert "success=3 failure=0" in text.stdout and "'open_until' = '\u00e9'" in text.stdout
+    table = cli("inspect", url=redis_url, namespace=namespace)
+    assert table.returncode == 0 and table.stderr == ""
+    assert "skipped as the aggregator skips them, of: acme" in table.stdout
+
+
 @pytest.fixture
 def secured() -> Iterator[RedisProcess]:
     yield from password_redis()

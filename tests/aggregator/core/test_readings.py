@@ -8,11 +8,9 @@ from aggregator.core.readings import (
     ProviderInspection,
     RedisMemory,
     decode_exemplars,
-    int_hash,
     newest_exemplars,
     redis_memory,
     shard_counts,
-    text_hash,
     window_counts,
 )
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
@@ -43,11 +41,6 @@ def test_memory_as_info_tells_it() -> None:
     assert redis_memory({}, {}, errorstats) == RedisMemory(0, 0, "", 0, 12, 5)
     as_text = {"errorstat_OOM": "count=12", "errorstat_NOPERM": "count=5"}  # redis-py 5.0
     assert redis_memory({}, {}, as_text) == RedisMemory(0, 0, "", 0, 12, 5)
-
-
-def test_hashes_decode() -> None:
-    assert int_hash({b"a": b"3", b"b": b"-4"}) == {"a": 3, "b": -4}
-    assert text_hash({b"k": b"v|1"}) == {"k": "v|1"}
 
 
 def test_exemplars_no_client_wrote_are_skipped() -> None:

@@ -54,3 +54,32 @@ def test_replies_become_the_inspection() -> None:
     assert found.permits == [("worker-1", 1030.0)]
     assert found.ttl_ms[KEYS.window_keys("p")[0]] == 305_000
     assert found.exists
+
+
+def test_fields_no_writer_writes_are_left_out_and_named_with_their_values() -> None:
+    read = InspectRead(KEYS, 1_000.0, [700.0, 1_010.0], {"p": 2})
+    plan = read.plan(["p"])
+    per_shard = [0] * WINDOW_PARTITIONS
+    ttls = [-2] * len(KEYS.provider_keys("p", 2))
+    plan.decode(
+        [
+            *per_shard,
+            [b"n:success", b"7", b"n:failure", b"1.5", b"lat_us", b"9" * 40],
+            *per_shard,
+            [b"n:success", b"2", b"\xff", b"1", b"tokens", b"x" * 500],
+            [b"state", b"bogus", b"since", b"nan", b"open_until", b"5.5", b"permits", b"x"],
+            [b"closed>open", b"", b"open>closed", b"3"],
+            [],
+            *ttls,
+        ]
+    )
+    (found,) = read.found
+    assert found.totals == {"n:success": 9}
+    assert found.breaker == {"open_until": "5.5"}
+    assert found.transitions == {"open>closed": 3}
+    assert found.bad == {
+        KEYS.totals("p"): {"n:failure": "1.5", "lat_us": "9" * 40},
+        KEYS.totals("p", 1): {"\ufffd": "1", "tokens": "x" * 120 + "... (500 bytes)"},
+        KEYS.breaker("p"): {"state": "bogus", "since": "nan", "permits": "x"},
+        KEYS.transitions("p"): {"closed>open": ""},
+    }
