@@ -89,8 +89,9 @@ class RequestResponseCycle:
         self.message_event.set()
 
     async def receive(self) -> Message:
-        if self.expect_100 and not self.connection.transport.is_closing():
-            self.connection.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        transport = self.connection.transport
+        if self.expect_100 and not self.disconnected and not transport.is_closing():
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.expect_100 = False
         if not self.disconnected and not self.response_complete:
             self.connection.resume_reading()

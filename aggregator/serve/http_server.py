@@ -23,34 +23,33 @@ scrape a 503. Here, per connection, before any route or bearer token is looked a
   in progress is the new one answered 503. So connections held open by a slow client cannot
   lock Prometheus out: its connection pushes the oldest of them out and is served at once.
 
+A request that cannot be parsed (or whose headers are too large) is answered 400 (431) after
+the requests read in full before it on the connection, which are answered first
+(``http_closing``); a client sending garbage costs the log one counted line per 10 s at most.
+
 The per-request cost is a byte counter and one timer; everything else runs when a limit is hit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
-from collections import deque
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import unquote
 
 import httptools
 
+from aggregator.serve.http_closing import ClosingConnection
 from aggregator.serve.http_cycle import ASGIApp, RequestResponseCycle
 from aggregator.serve.http_guard import (
     BAD_REQUEST,
     FULL,
-    LINGER_SECONDS,
     MAX_PIPELINED,
     TIMED_OUT,
     TOO_LARGE,
     ConnectionGuard,
-    FlowControlled,
     HttpLimits,
 )
+from aggregator.serve.http_request import address, http_scope
 
 __all__ = [
     "ConnectionGuard",
@@ -59,8 +58,6 @@ __all__ = [
     "ServerState",
     "guarded_protocol",
 ]
-
-_LINGER_OFF = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and drops the buffer
 
 
 @dataclass
@@ -79,7 +76,7 @@ class _PipelineTooDeep(Exception):
     """Raised from a parser callback: the only way to stop httptools in the middle of a read."""
 
 
-class GuardedHttpProtocol(FlowControlled):
+class GuardedHttpProtocol(ClosingConnection):
     """One HTTP/1.1 connection with the bounds of ``guard.limits`` (module docstring). Use
     ``guarded_protocol(limits)``, which binds a guard shared by one server's connections."""
 
@@ -88,32 +85,23 @@ class GuardedHttpProtocol(FlowControlled):
     def __init__(self, state: ServerState) -> None:
         super().__init__()
         self.state = state
-        self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
-        self.cycle: RequestResponseCycle | None = None  # the newest request parsed
-        self.pipeline: deque[RequestResponseCycle] = deque()
         self.admitted = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._refused = False
-        self._discarding = False  # answered and closing: input is read and dropped
         self._overflowed = False
-        self._reading_headers = True
         self._header_bytes = 0
         self._headers_done = 0
-        self._request_timer: asyncio.TimerHandle | None = None
-        self._linger_timer: asyncio.TimerHandle | None = None
-        self._running: RequestResponseCycle | None = None
 
     # connection life
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
-        self.server = _address(transport.get_extra_info("sockname"))
-        self.client = _address(transport.get_extra_info("peername"))
+        self.server = address(transport.get_extra_info("sockname"))
+        self.client = address(transport.get_extra_info("peername"))
         if self.state.stopping:
             transport.close()
             return
@@ -127,7 +115,7 @@ class GuardedHttpProtocol(FlowControlled):
             return
         self.guard.count("refused")
         self.guard.refused_lingering += 1
-        self._answer_and_close(FULL)
+        self.answer_and_close(FULL)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.release(self)
@@ -138,39 +126,8 @@ class GuardedHttpProtocol(FlowControlled):
         self.pipeline.clear()
         if self._refused and self._linger_timer is not None:
             self.guard.refused_lingering -= 1
-        timers = (self._request_timer, self._linger_timer, self._send_timer, self._keepalive_timer)
-        for timer in timers:
-            if timer is not None:
-                timer.cancel()
-        self._request_timer = self._linger_timer = self._send_timer = None
-        self._keepalive_timer = None
+        self.cancel_timers()
         self._writable.set()  # a send waiting for the client to read: it is gone
-
-    def cut(self, reason: str, reset: bool = False) -> None:
-        """Close the connection at once, dropping anything unsent, and count why. ``reset``:
-        drop what the kernel still holds for the client, too (a TCP reset): a peer that reads
-        nothing would otherwise keep up to megabytes of socket buffer alive after the close."""
-        self._discarding = True
-        self.guard.count(reason)
-        if reset:
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
-        self.transport.abort()
-
-    def _answer_and_close(self, response: bytes) -> None:
-        """Send ``response``, then read and drop input until the client closes or
-        ``LINGER_SECONDS`` pass (closing with unread input would reset the connection and
-        could destroy the answer before the client reads it)."""
-        self._discarding = True
-        self._cancel_request_timer()
-        transport = self.transport
-        if transport.is_closing():
-            return
-        transport.write(response)
-        if transport.can_write_eof():
-            transport.write_eof()
-        self._linger_timer = self.loop.call_later(LINGER_SECONDS, transport.abort)
 
     # reading a request
 
@@ -197,7 +154,7 @@ class GuardedHttpProtocol(FlowControlled):
             return
         if self._headers_done == headers_done:
             self.guard.count("header_too_large")
-            self._answer_and_close(TOO_LARGE)
+            self.answer_and_close(TOO_LARGE)
             return
         self.data_received(data[allowed:])
 
@@ -214,7 +171,8 @@ class GuardedHttpProtocol(FlowControlled):
                     self.cut("pipeline_too_deep")
                 return
             self.guard.count("bad_request")
-            self._answer_and_close(BAD_REQUEST)
+            self.drop_unfinished()
+            self.answer_and_close(BAD_REQUEST)
 
     # httptools' callbacks
 
@@ -263,11 +221,6 @@ class GuardedHttpProtocol(FlowControlled):
             self.guard.limits.header_timeout_seconds, self._request_timed_out
         )
 
-    def _cancel_request_timer(self) -> None:
-        if self._request_timer is not None:
-            self._request_timer.cancel()
-            self._request_timer = None
-
     def _request_timed_out(self) -> None:
         self._request_timer = None
         if self._discarding or self.transport.is_closing():
@@ -277,7 +230,7 @@ class GuardedHttpProtocol(FlowControlled):
             self.cut("header_timeout")  # silent, or an answer is under way: just close
             return
         self.guard.count("header_timeout")
-        self._answer_and_close(TIMED_OUT)
+        self.answer_and_close(TIMED_OUT)
 
     def _start(self, cycle: RequestResponseCycle) -> None:
         self._running = cycle
@@ -301,6 +254,8 @@ class GuardedHttpProtocol(FlowControlled):
             self._start(self.pipeline.popleft())
             if not self.pipeline:
                 self.resume_reading()
+        elif self.answer_due():  # what followed the requests answered
+            pass
         else:
             self.resume_reading()
             self._keepalive_timer = self.loop.call_later(
@@ -326,37 +281,6 @@ class GuardedHttpProtocol(FlowControlled):
             return
         self._running.keep_alive = False
         self.pipeline.clear()
-
-
-def http_scope(
-    parser: Any,
-    url: bytes,
-    headers: list[tuple[bytes, bytes]],
-    ends: tuple[tuple[str, int] | None, tuple[str, int] | None],
-    state: ServerState,
-) -> MutableMapping[str, Any]:
-    """The ASGI scope of the request ``parser`` has just read the headers of."""
-    parsed = httptools.parse_url(url)
-    raw_path = parsed.path or b"/"
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": parser.get_http_version(),
-        "server": ends[0],
-        "client": ends[1],
-        "scheme": "http",
-        "method": parser.get_method().decode("ascii"),
-        "root_path": "",
-        "path": unquote(raw_path.decode("ascii", "replace")),
-        "raw_path": raw_path,
-        "query_string": parsed.query or b"",
-        "headers": headers,
-        "state": state.lifespan_state.copy(),
-    }
-
-
-def _address(raw: Any) -> tuple[str, int] | None:
-    return (str(raw[0]), int(raw[1])) if isinstance(raw, tuple) and len(raw) >= 2 else None
 
 
 def guarded_protocol(limits: HttpLimits) -> type[GuardedHttpProtocol]:

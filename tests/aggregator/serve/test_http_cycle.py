@@ -114,6 +114,21 @@ def test_expect_100_continue_is_answered_when_the_body_is_asked_for() -> None:
     assert b"connection: close\r\n" in asyncio.run(run())
 
 
+def test_a_request_dropped_before_its_application_reads_writes_nothing() -> None:
+    # A body that breaks off: the server answers 400 and ends its output; the application,
+    # run after that, must write no 100 Continue nor answer (a write after the end raised).
+    async def run() -> bytes:
+        connection = FakeConnection()
+        headers = [(b"expect", b"100-continue")]
+        cycle = RequestResponseCycle(scope("POST", headers), connection, keep_alive=True)
+        cycle.disconnect()
+        await cycle.run(echo)
+        assert connection.completed == 0
+        return bytes(connection.transport.written)
+
+    assert asyncio.run(run()) == b""
+
+
 def test_status_lines() -> None:
     assert status_line(431) == b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
     assert status_line(599) == b"HTTP/1.1 599 \r\n"
