@@ -21,6 +21,7 @@ from gatewayz_protocol.partitions import (
     HISTOGRAM_BOUNDS,
     OUTCOMES,
 )
+from gatewayz_protocol.text import is_text
 
 # -- reading hashes another writer may have touched --------------------------------------------
 
@@ -253,11 +254,12 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 def exemplar_labels_ok(labels: Mapping[str, str]) -> bool:
     """Whether ``labels`` may be an exemplar's in OpenMetrics: names of its label grammar,
-    values that are text, at most ``MAX_EXEMPLAR_LABEL_CHARACTERS`` in all. One that is not
-    makes the strict parsers (Prometheus's) refuse the whole scrape."""
+    values that are text (``is_text``: no lone surrogate), at most
+    ``MAX_EXEMPLAR_LABEL_CHARACTERS`` in all. One that is not makes the strict parsers
+    (Prometheus's) refuse the whole scrape, or no encoder write it."""
     size = 0
     for name, value in labels.items():
-        if not isinstance(name, str) or not isinstance(value, str):
+        if not isinstance(name, str) or not is_text(value):
             return False
         if not _LABEL_NAME.fullmatch(name):
             return False

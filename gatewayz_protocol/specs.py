@@ -12,11 +12,12 @@ import functools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Final
 
 from gatewayz_protocol.names import METRIC_NAME_RE, is_valid_label_name
+from gatewayz_protocol.text import is_text
 
 KINDS: Final = ("counter", "gauge", "histogram", "summary", "info")
 PROCESS_KINDS: Final = ("gauge", "info")
@@ -43,8 +44,8 @@ class MetricSpec:
             raise ValueError(f"invalid metric name {self.name!r}")
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: unknown metric type {self.kind!r}")
-        if not isinstance(self.help, str):
-            raise ValueError(f"{self.name}: help must be a string")
+        if not is_text(self.help):
+            raise ValueError(f"{self.name}: help must be a string (UTF-8: no lone surrogate)")
         for label in self.labelnames:
             if not isinstance(label, str) or not is_valid_label_name(label):
                 raise ValueError(f"invalid label name {label!r} for {self.name}")
@@ -99,6 +100,43 @@ class MetricSpec:
         )
 
 
+@functools.lru_cache(maxsize=1024)
+def spec_of(spec_json: str) -> MetricSpec | None:
+    """A declaration as read (frozen: one object per text is shared); None when no client wrote
+    it."""
+    try:
+        return MetricSpec.from_json(spec_json)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def read_specs(raw: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The schema hash as read: the declarations a client could have written (each decodes to a
+    spec named as its field: ``HSETNX schema <name> <spec>``), and the fields that are not one."""
+    usable: dict[str, str] = {}
+    bad: list[str] = []
+    for name, text in raw.items():
+        spec = spec_of(text)
+        if spec is not None and spec.name == name:
+            usable[name] = text
+        else:
+            bad.append(name)
+    return usable, bad
+
+
+def read_series(members: Iterable[str], spec: MetricSpec) -> tuple[list[str], list[str]]:
+    """A metric's series set as read, sorted: the series ids of ``spec``'s label values, and
+    the members that are not one (written under another declaration, or by no client). A gauge
+    or info keeps its series in each process's hash: its set is taken as it is."""
+    if spec.kind in PROCESS_KINDS:
+        return sorted(members), []
+    usable: list[str] = []
+    bad: list[str] = []
+    for sid in members:
+        (usable if series_labels(sid, len(spec.labelnames)) is not None else bad).append(sid)
+    return sorted(usable), bad
+
+
 def series_id(labelvalues: Sequence[str]) -> str:
     """A series' label values as one hash-field-safe string (JSON array)."""
     return json.dumps(list(labelvalues), ensure_ascii=False, separators=(",", ":"))
@@ -107,14 +145,16 @@ def series_id(labelvalues: Sequence[str]) -> str:
 @functools.lru_cache(maxsize=1 << 16)  # every cycle decodes the same series ids again
 def series_labels(sid: str, expected: int) -> tuple[str, ...] | None:
     """The label values of a series id, or None when it is not one of ``expected`` values
-    (written under a different declaration, or not by a client)."""
+    (written under a different declaration, or not by a client: a value no encoder writes,
+    ``is_text``). A value that is not a string is its text (``[1]`` is ``["1"]``)."""
     try:
         values = json.loads(sid)
     except (ValueError, RecursionError):
         return None
     if not isinstance(values, list) or len(values) != expected:
         return None
-    return tuple(str(v) for v in values)
+    labels = tuple(str(v) for v in values)
+    return labels if all(map(is_text, labels)) else None
 
 
 def info_series_id(labelvalues: Sequence[str], info: Sequence[tuple[str, str]]) -> str:
@@ -135,7 +175,7 @@ def info_labels(
     count = len(labelnames)
     if not isinstance(values, list) or len(values) < count or (len(values) - count) % 2:
         return None
-    if not all(isinstance(value, str) for value in values):
+    if not all(map(is_text, values)):
         return None
     pairs = values[count:]
     info = dict(zip(pairs[0::2], pairs[1::2], strict=True))

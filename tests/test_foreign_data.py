@@ -28,12 +28,13 @@ from aggregator.core.breaker import BreakerConfig
 from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
+from gatewayz_protocol.fields import encode_exemplar
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 from tests.support.backends import BOTH_BACKENDS, open_redis
 from tests.support.clock import FakeClock
 from tests.support.processes import HEAVY
-from tests.support.scrape import scraper
+from tests.support.scrape import scrape, scraper
 
 pytestmark = [BOTH_BACKENDS, HEAVY]
 
@@ -232,3 +233,64 @@ def test_no_key_another_writer_spoils_stops_a_cycle_a_scrape_or_a_worker(
         r.close()
     assert tried > (80 if cluster else 150)  # every kind of key a live namespace holds
     assert problems == []
+
+
+LONE_SURROGATE = "\\ud800"
+"""A lone surrogate as JSON escapes it: valid JSON, valid UTF-8 as Redis holds it, and a text
+no encoder writes once decoded."""
+
+
+def test_text_no_encoder_writes_is_skipped_counted_and_the_rest_served(
+    make_client: Callable[..., MetricsClient],
+    make_aggregator: Callable[..., Aggregator],
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+) -> None:
+    # Before: each of these made the leader's /metrics (both formats) and /health/dashboard
+    # answer 500 while /readyz said ready, and its followers fail every cycle on the snapshot
+    # it published (UnusableSnapshot: "unexpected end of hex escape").
+    metrics = make_client(clock=clock)
+    latency = metrics.histogram("lat_seconds", "Latency", ["k"], buckets=[0.1, 1.0])
+    latency.labels("x").observe(0.5, exemplar={"trace_id": TRACE_ID})
+    metrics.record("steady", 0.3, status_code=200, exemplar={"trace_id": TRACE_ID})
+    assert metrics.flush(timeout=5)
+    spoiled_id = f'["{LONE_SURROGATE}"]'
+    spoiled_exemplar = encode_exemplar(({"trace_id": "t"}, 0.5, clock.now)).replace(
+        '"t"', f'"{LONE_SURROGATE}"'
+    )
+    declared = r.hget(keys.metric_schema, "lat_seconds")
+    assert declared is not None
+    other = (
+        declared.decode().replace("lat_seconds", "other_seconds").replace("Latency", LONE_SURROGATE)
+    )
+    r.sadd(keys.metric_series("lat_seconds"), spoiled_id)
+    r.hset(keys.metric_data("lat_seconds"), mapping={f"i:{spoiled_id}": 1, f"b1:{spoiled_id}": 1})
+    r.hset(keys.metric_exemplars("lat_seconds"), '0:["x"]', spoiled_exemplar)
+    r.hset(keys.exemplars("steady"), "5", spoiled_exemplar)  # bucket (5, 10]: none real there
+    r.hset(keys.metric_schema, "other_seconds", other)  # a help text no encoder writes
+    leader, follower = make_aggregator(instance="leader"), make_aggregator(instance="follower")
+    published = leader.run_cycle()
+    assert published is not None and follower.run_cycle() == published
+    assert (leader.status.cycles_failed, follower.status.cycles_failed) == (0, 0)
+    assert leader.status.values_skipped == {
+        "metric series": 1,
+        "metric exemplars": 1,
+        "exemplars": 1,
+        "schema": 1,
+    }
+    (family,) = [f for f in published.backend if f.name.startswith(("lat_", "other_"))]
+    assert family.histograms == ((("x",), (0, 1, 1), 0.5),)
+    assert [e[:2] for e in family.exemplars] == [(("x",), 1)]  # the real one, bucket (0.1, 1]
+    (steady,) = published.providers
+    assert [(bucket, e[0]) for bucket, e in steady.exemplars.items()] == [
+        ("1", {"trace_id": TRACE_ID})  # 0.3 s: the bucket (0.1, 0.5]
+    ]
+    from fastapi.testclient import TestClient  # here: see tests/support/scrape.py
+
+    from aggregator.serve.app import create_app
+
+    for replica in (leader, follower):
+        scrape(replica)  # both formats answer 200 and parse
+        http = TestClient(create_app(replica), base_url="http://127.0.0.1")
+        assert http.get("/health/dashboard").status_code == 200

@@ -4,7 +4,6 @@ pure functions from what the reader fetched to the families the snapshot holds."
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,9 +29,8 @@ from gatewayz_protocol.fields import (
 )
 from gatewayz_protocol.labels import bounded_label_value
 from gatewayz_protocol.options import MAX_LABEL_VALUE_BYTES, MAX_SERIES
-from gatewayz_protocol.specs import MetricSpec, info_labels, series_labels
+from gatewayz_protocol.specs import MetricSpec, info_labels, series_labels, spec_of
 
-log = logging.getLogger("gatewayz.aggregator")
 DEFAULT_MAX_SERIES = MAX_SERIES.default
 """Gauge series served per metric (``GATEWAYZ_MAX_SERIES``: the clients' cap for counters and
 histograms is the same setting)."""
@@ -266,9 +264,8 @@ def build_families(
     its ``finish()``."""
     families = []
     for name in sorted(schema):
-        spec = _spec(schema[name])
-        if spec is None:
-            log.warning("metric %r has an unreadable spec in Redis; skipped", name)
+        spec = spec_of(schema[name])
+        if spec is None:  # the reader skipped and counted it already (``read_specs``)
             continue
         values = data.get(name, {})
         build: Callable[[], BackendFamily]
@@ -283,15 +280,6 @@ def build_families(
             inputs = (spec, values, bounds, series.get(name, ()), linked)
         families.append(build() if reuse is None else reuse.reuse(name, inputs, build))
     return tuple(families)
-
-
-@functools.lru_cache(maxsize=1024)
-def _spec(spec_json: str) -> MetricSpec | None:
-    """A spec as read (frozen: one object per text is shared); None when no client wrote it."""
-    try:
-        return MetricSpec.from_json(spec_json)
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def families_of(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aggregator.core.health import WindowCounts
@@ -19,6 +19,7 @@ from gatewayz_protocol.fields import (
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS
+from gatewayz_protocol.specs import MetricSpec, read_series, read_specs
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,27 @@ class Skips:
         if bad:
             self.note(key, bad)
         return state
+
+    def specs(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, str]:
+        usable, bad = read_specs(self.texts(key, raw))
+        if bad:
+            self.note(key, bad)
+        return usable
+
+    def series(self, key: str, members: Iterable[str], spec: MetricSpec) -> list[str]:
+        usable, bad = read_series(members, spec)
+        if bad:
+            self.note(key, bad)
+        return usable
+
+    def metric_exemplars(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, str]:
+        """A backend metric's exemplars hash (``<bucket>:<sid>`` -> exemplar JSON): the fields
+        whose exemplar decodes (``decode_exemplar``)."""
+        texts = self.texts(key, raw)
+        usable = {name: text for name, text in texts.items() if decode_exemplar(text) is not None}
+        if len(usable) < len(texts):
+            self.note(key, [name for name in texts if name not in usable])
+        return usable
 
     def exemplars(self, key: str, raw: dict[bytes, bytes]) -> dict[int, Exemplar]:
         found, bad = read_exemplars(raw)

@@ -12,6 +12,7 @@ from aggregator.core.readings import BackendReading, Skips
 from aggregator.core.reuse import Reuse
 from aggregator.engine.plan import Plan
 from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.specs import spec_of
 from gatewayz_transport.raw import as_dict, as_text
 
 
@@ -46,7 +47,7 @@ class BackendRead:
     def _decode_first(self, replies: list[Any]) -> None:
         key, skips = self._keys.metric_schema, self.skips
         self._schema = self._decoded.decode(
-            key, replies[0], skips, lambda raw: skips.texts(key, as_dict(raw))
+            key, replies[0], skips, lambda raw: skips.specs(key, as_dict(raw))
         )
         self._writers = [as_text(writer) for writer in replies[-1]]
 
@@ -67,14 +68,22 @@ class BackendRead:
     def _decode_metric(self, name: str, replies: list[Any]) -> None:
         members, values, latest = replies
         keys, skips, decoded = self._keys, self.skips, self._decoded
-        self._series[name] = decoded.decode(keys.metric_series(name), members, skips, _sorted_texts)
+        spec = spec_of(self._schema[name])  # one ``read_specs`` kept: never None
+        assert spec is not None
+        series = keys.metric_series(name)
+        self._series[name] = decoded.decode(  # keyed with the spec its members are read under
+            (series, spec),
+            members,
+            skips,
+            lambda raw: skips.series(series, [as_text(m) for m in raw], spec),
+        )
         key = keys.metric_data(name)
         self._data[name] = decoded.decode(
             key, values, skips, lambda raw: skips.ints(key, as_dict(raw))
         )
-        key = keys.metric_exemplars(name)
+        examples = keys.metric_exemplars(name)
         self._exemplars[name] = decoded.decode(
-            key, latest, skips, lambda raw: skips.texts(key, as_dict(raw))
+            examples, latest, skips, lambda raw: skips.metric_exemplars(examples, as_dict(raw))
         )
 
     def _decode_gauges(self, replies: list[Any]) -> None:
@@ -94,7 +103,3 @@ class BackendRead:
         return BackendReading(
             self._schema, self._series, self._data, live, expired, self._exemplars
         )
-
-
-def _sorted_texts(members: Any) -> list[str]:
-    return sorted(as_text(member) for member in members)

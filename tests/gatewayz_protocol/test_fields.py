@@ -390,6 +390,17 @@ def test_an_exemplar_no_client_wrote_is_none(raw: str) -> None:
     assert decode_exemplar(raw) is None
 
 
+def test_an_exemplar_whose_label_value_no_encoder_writes_is_none() -> None:
+    # a lone surrogate, escaped: valid JSON and valid UTF-8 as Redis holds it
+    assert decode_exemplar('{"l":{"trace_id":"\\ud800"},"v":0.5,"t":1.0}') is None
+    assert not exemplar_labels_ok({"trace_id": "ab\udfff"})
+    assert decode_exemplar('{"l":{"trace_id":"\\ud83d\\ude00"},"v":0.5,"t":1.0}') == (
+        {"trace_id": "\U0001f600"},  # a pair is one character
+        0.5,
+        1.0,
+    )
+
+
 def test_a_deeply_nested_exemplar_is_none() -> None:
     assert decode_exemplar("[" * 100_000) is None
 

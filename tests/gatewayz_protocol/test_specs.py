@@ -16,6 +16,8 @@ from gatewayz_protocol.specs import (
     MetricSpec,
     info_labels,
     info_series_id,
+    read_series,
+    read_specs,
     series_id,
     series_labels,
 )
@@ -160,6 +162,8 @@ def test_an_info_series_id_holds_its_labels_then_its_info_pairs() -> None:
         ('["v",1]', ()),
         ('{"v":"1"}', ()),
         ("not json", ()),
+        ('["\\ud800","1"]', ()),  # a lone surrogate, escaped: valid JSON, no encoder writes it
+        ('["h1","v","\\udfff"]', ("host",)),
     ],
 )
 def test_an_info_series_id_no_client_wrote_is_none(sid: str, labelnames: tuple[str, ...]) -> None:
@@ -233,6 +237,8 @@ def test_series_ids_read_back_to_their_label_values(values: list[str]) -> None:
         ('"a"', 1),
         ("1", 1),
         ("null", 0),
+        ('["\\ud800"]', 1),  # a lone surrogate, escaped: valid JSON, no encoder writes it
+        ('["a","x\\udc00"]', 2),
     ],
 )
 def test_a_series_id_no_client_wrote_is_none(sid: str, expected: int) -> None:
@@ -241,3 +247,25 @@ def test_a_series_id_no_client_wrote_is_none(sid: str, expected: int) -> None:
 
 def test_a_deeply_nested_series_id_is_none() -> None:
     assert series_labels("[" * 100_000, 1) is None
+
+
+def test_a_help_text_no_encoder_writes_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="help must be a string"):
+        MetricSpec("jobs", "counter", "Jobs \ud800")
+    text = MetricSpec("jobs", "counter", "Jobs").to_json().replace('"Jobs"', '"Jobs\\ud800"')
+    with pytest.raises(ValueError, match="help must be a string"):
+        MetricSpec.from_json(text)
+
+
+def test_declarations_no_client_wrote_are_named_and_the_rest_kept() -> None:
+    jobs = MetricSpec("jobs", "counter", "Jobs", ("k",)).to_json()
+    raw = {"jobs": jobs, "other": jobs, "broken": '{"kind":"counter"}', "nojson": "{"}
+    assert read_specs(raw) == ({"jobs": jobs}, ["other", "broken", "nojson"])
+
+
+def test_series_members_no_client_wrote_are_named_and_the_rest_sorted() -> None:
+    counter = MetricSpec("jobs", "counter", "Jobs", ("k",))
+    members = ['["b"]', '["\\ud800"]', '["a"]', '["a","b"]', "["]
+    assert read_series(members, counter) == (['["a"]', '["b"]'], members[1:2] + members[3:])
+    gauge = MetricSpec("depth", "gauge", "Depth", ("q",), combine="max")
+    assert read_series(["x", '["a"]'], gauge) == (['["a"]', "x"], [])  # a gauge's set: unused

@@ -3,11 +3,16 @@ commands of both rounds and the reading hand-made replies make. Pure: no Redis."
 
 from __future__ import annotations
 
-from aggregator.core.readings import BackendReading
+from aggregator.core.readings import BackendReading, Skip
 from aggregator.engine.backend_read import BackendRead
+from gatewayz_protocol.fields import encode_exemplar
 from gatewayz_protocol.keys import Keys
+from gatewayz_protocol.specs import MetricSpec
 
 KEYS = Keys("br")
+REQS = MetricSpec("reqs", "counter", "Requests", ("route",)).to_json()
+INFLIGHT = MetricSpec("inflight", "gauge", "In flight", combine="sum").to_json()
+EXEMPLAR = encode_exemplar(({"trace_id": "ab"}, 0.5, 100.0))
 
 
 def test_round_one_reads_specs_and_writers_and_prunes_only_when_asked() -> None:
@@ -25,7 +30,7 @@ def test_round_one_reads_specs_and_writers_and_prunes_only_when_asked() -> None:
 def test_replies_become_the_reading_and_writers_without_values_expired() -> None:
     read = BackendRead(KEYS)
     read.first_round(None).decode(
-        [[b"reqs", b'{"kind":"counter"}', b"inflight", b'{"kind":"gauge"}'], [b"w1", b"w2"]]
+        [[b"reqs", REQS.encode(), b"inflight", INFLIGHT.encode()], [b"w1", b"w2"]]
     )
     second = read.second_round()
     assert second.commands == [
@@ -45,16 +50,61 @@ def test_replies_become_the_reading_and_writers_without_values_expired() -> None
             [],
             [b'["b"]', b'["a"]'],
             [b'i:["a"]', b"3"],
-            [b'0:["a"]', b'{"l":{}}'],
+            [b'0:["a"]', EXEMPLAR.encode()],
             [b'inflight|["x"]', b"2.0|50.0"],
             [],  # w2's gauge hash expired: it is gone
         ]
     )
     assert read.reading() == BackendReading(
-        schema={"reqs": '{"kind":"counter"}', "inflight": '{"kind":"gauge"}'},
+        schema={"reqs": REQS, "inflight": INFLIGHT},
         series={"inflight": [], "reqs": ['["a"]', '["b"]']},
         data={"inflight": {}, "reqs": {'i:["a"]': 3}},
         gauge_writers=[{'inflight|["x"]': "2.0|50.0"}],
         expired_writers=["w2"],
-        exemplars={"inflight": {}, "reqs": {'0:["a"]': '{"l":{}}'}},
+        exemplars={"inflight": {}, "reqs": {'0:["a"]': EXEMPLAR}},
     )
+    assert read.skips.found == []
+
+
+def test_declarations_series_and_exemplars_no_client_wrote_are_skipped_and_named() -> None:
+    surrogate = '"\\ud800"'  # valid JSON, valid UTF-8 as stored: a text no encoder writes
+    spoiled_help = REQS.replace('"Requests"', surrogate).replace('"reqs"', '"spoiled"')
+    read = BackendRead(KEYS)
+    read.first_round(None).decode(
+        [
+            [
+                b"reqs", REQS.encode(),
+                b"spoiled", spoiled_help.encode(),  # help text: a lone surrogate
+                b"other", REQS.encode(),  # a declaration of reqs under another name
+                b"broken", b'{"kind":"counter"}',
+            ],
+            [],
+        ]
+    )  # fmt: skip
+    second = read.second_round()
+    assert [c[1] for c in second.commands] == [
+        KEYS.metric_series("reqs"),
+        KEYS.metric_data("reqs"),
+        KEYS.metric_exemplars("reqs"),
+    ]
+    lone = f"[{surrogate}]"
+    second.decode(
+        [
+            [b'["a"]', lone.encode(), b'["a","b"]', b"["],
+            [b'i:["a"]', b"3", f"i:{lone}".encode(), b"1000"],
+            [
+                b'0:["a"]', EXEMPLAR.encode(),
+                b'1:["a"]', EXEMPLAR.replace('"ab"', surrogate).encode(),
+                b'2:["a"]', b'{"l":{}}',
+            ],
+        ]
+    )  # fmt: skip
+    reading = read.reading()
+    assert reading.schema == {"reqs": REQS}
+    assert reading.series == {"reqs": ['["a"]']}
+    assert reading.exemplars == {"reqs": {'0:["a"]': EXEMPLAR}}
+    assert read.skips.found == [
+        Skip("schema", KEYS.metric_schema, ("spoiled", "other", "broken")),
+        Skip("metric series", KEYS.metric_series("reqs"), (lone, '["a","b"]', "[")),
+        Skip("metric exemplars", KEYS.metric_exemplars("reqs"), ('1:["a"]', '2:["a"]')),
+    ]
