@@ -36,6 +36,7 @@ class ClosingConnection(FlowControlled):
         self._reading_headers = True  # False: between a request's headers and its end
         self._discarding = False  # answered and closing: input is read and dropped
         self._closing_answer: bytes | None = None  # due once the requests read are answered
+        self._peer_closed = False  # the client half-closed: close once they are answered
         self._request_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
 
@@ -55,7 +56,7 @@ class ClosingConnection(FlowControlled):
         """Send ``response``, then read and drop input until the client closes or
         ``LINGER_SECONDS`` pass (closing with unread input would reset the connection and
         could destroy the answer before the client reads it). With requests still to answer,
-        ``response`` waits for their answers (``answer_due``)."""
+        ``response`` waits for their answers (``end_after_answers``)."""
         self._discarding = True
         self._cancel_request_timer()
         transport = self.transport
@@ -65,18 +66,43 @@ class ClosingConnection(FlowControlled):
             self._closing_answer = response
             return
         transport.write(response)
+        if self._peer_closed:  # nothing more comes in: no input to linger for
+            transport.close()
+            return
         if transport.can_write_eof():
             transport.write_eof()
         self.resume_reading()  # input is read and dropped
         self.guard.idle(self)  # answered and closing: the first to evict
         self._linger_timer = self.loop.call_later(LINGER_SECONDS, transport.abort)
 
-    def answer_due(self) -> bool:
-        """Send the answer that waited for the requests before it, if any (they are answered)."""
-        if self._closing_answer is None:
+    def eof_received(self) -> bool:
+        """The client sends nothing more (``shutdown(SHUT_WR)``: ``nc -N``, socat, a pipe's
+        end): the requests it sent in full are answered, then the connection closes. True keeps
+        it open for them; False (nothing to answer) lets the transport close it."""
+        if self._peer_closed:
+            return True  # again: reading was resumed after the end
+        self._peer_closed = True
+        self._cancel_request_timer()
+        self.drop_unfinished()  # half a request, or a body cut short: never whole
+        if self.transport.is_closing() or (self._running is None and not self.pipeline):
             return False
-        self.answer_and_close(self._closing_answer)
+        last = self.cycle
+        if last is not None and not last.response_started and self._closing_answer is None:
+            last.keep_alive = False  # the last answer says "connection: close"
         return True
+
+    def ends_after_answers(self) -> bool:
+        """Whether the connection ends once its requests are answered (``end_after_answers``)."""
+        return self._closing_answer is not None or self._peer_closed
+
+    def end_after_answers(self) -> None:
+        """The requests read are answered: the answer that waited for them follows, or (the
+        client half-closed) the connection closes."""
+        answer, self._closing_answer = self._closing_answer, None
+        if answer is not None:
+            self.answer_and_close(answer)
+        else:
+            self.transport.close()  # flushes what is pending first
 
     def drop_unfinished(self) -> None:
         """Forget the request whose body was being read (it breaks off): it is never answered.

@@ -26,6 +26,7 @@ scrape a 503. Here, per connection, before any route or bearer token is looked a
 A request that cannot be parsed (or whose headers are too large) is answered 400 (431) after
 the requests read in full before it on the connection, which are answered first
 (``http_closing``); a client sending garbage costs the log one counted line per 10 s at most.
+A client that half-closes after its requests gets their answers, then the close.
 
 The per-request cost is a byte counter and one timer; everything else runs when a limit is hit.
 """
@@ -254,8 +255,8 @@ class GuardedHttpProtocol(ClosingConnection):
             self._start(self.pipeline.popleft())
             if not self.pipeline:
                 self.resume_reading()
-        elif self.answer_due():  # what followed the requests answered
-            pass
+        elif self.ends_after_answers():
+            self.end_after_answers()
         else:
             self.resume_reading()
             self._keepalive_timer = self.loop.call_later(
