@@ -1,15 +1,31 @@
-"""What the aggregator's HTTP server makes of a request's head (``http_server``): its ASGI
-scope, and the peer addresses in the form ASGI takes them."""
+"""What the aggregator's HTTP server makes of a request's head (``http_server``): whether its
+Host header is one RFC 9112 accepts, its ASGI scope, and the peer addresses in the form ASGI
+takes them."""
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import re
+from collections.abc import MutableMapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 import httptools
 
-__all__ = ["ServerShared", "address", "http_scope"]
+__all__ = ["ServerShared", "address", "host_is_valid", "http_scope"]
+
+_HOST = re.compile(rb"(\[[0-9A-Za-z:._~!$&'()*+,;=%-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(:[0-9]*)?")
+"""RFC 3986's host (an IP literal in brackets, or a name or IPv4 address) and optional port."""
+
+
+def host_is_valid(http_version: str, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's Host header is as RFC 9112 (3.2) requires, which says to answer
+    400 otherwise: exactly one (none only in HTTP/1.0), its value a host and optional port.
+    With two, the first served (Starlette's trusted-host check reads that one) while a proxy
+    in front may have judged the request by the other. ``headers``: names in lower case."""
+    hosts = [value for name, value in headers if name == b"host"]
+    if not hosts:
+        return http_version == "1.0"
+    return len(hosts) == 1 and _HOST.fullmatch(hosts[0].strip(b" \t")) is not None
 
 
 class ServerShared(Protocol):

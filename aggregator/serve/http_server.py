@@ -17,6 +17,7 @@ scrape a 503. Here, per connection, before any route or bearer token is looked a
 - a send deadline: a client that reads nothing of a pending response for
   ``send_timeout_seconds`` is cut;
 - at most ``MAX_PIPELINED`` requests queued behind the running one;
+- exactly one valid Host header (none only in HTTP/1.0), as RFC 9112 requires, else 400;
 - at most ``max_connections`` open connections. A new connection beyond them evicts the one
   that has waited longest without a request in progress (reading headers, idle, lingering):
   nginx drains its "reusable" connections the same way. Only when every connection has a request
@@ -50,7 +51,7 @@ from aggregator.serve.http_guard import (
     ConnectionGuard,
     HttpLimits,
 )
-from aggregator.serve.http_request import address, http_scope
+from aggregator.serve.http_request import address, host_is_valid, http_scope
 
 __all__ = [
     "ConnectionGuard",
@@ -75,6 +76,10 @@ class ServerState:
 
 class _PipelineTooDeep(Exception):
     """Raised from a parser callback: the only way to stop httptools in the middle of a read."""
+
+
+class _InvalidHost(Exception):
+    """Raised from a parser callback: a request without exactly one valid Host header (400)."""
 
 
 class GuardedHttpProtocol(ClosingConnection):
@@ -191,6 +196,8 @@ class GuardedHttpProtocol(ClosingConnection):
         if len(self.pipeline) >= MAX_PIPELINED:
             self._overflowed = True
             raise _PipelineTooDeep
+        if not host_is_valid(self.parser.get_http_version(), self._headers):
+            raise _InvalidHost  # answered 400 after the requests before it
         self._reading_headers = False
         self._headers_done += 1
         self.guard.busy(self)

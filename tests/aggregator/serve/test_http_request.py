@@ -7,7 +7,7 @@ from typing import Any
 
 import httptools
 
-from aggregator.serve.http_request import address, http_scope
+from aggregator.serve.http_request import address, host_is_valid, http_scope
 
 
 class Shared:
@@ -62,3 +62,23 @@ def test_addresses() -> None:
     assert address(("::1", 9108, 0, 0)) == ("::1", 9108)
     assert address("/run/aggregator.sock") is None
     assert address(None) is None
+
+
+def test_one_valid_host_header_is_required_none_only_for_http_1_0() -> None:
+    # RFC 9112 section 3.2: 400 for an HTTP/1.1 request without Host, for more than one Host,
+    # and for a Host that is not a host[:port]
+    def valid(version: str, *hosts: bytes) -> bool:
+        return host_is_valid(version, [(b"accept", b"*/*"), *((b"host", h) for h in hosts)])
+
+    assert valid("1.1", b"localhost")
+    assert valid("1.1", b"127.0.0.1:9108") and valid("1.1", b"[::1]:9108")
+    assert valid("1.1", b"aggregator.internal.example") and valid("1.1", b"localhost ")
+    assert valid("1.1", b"")  # a target without an authority
+    assert valid("1.0") and valid("1.0", b"localhost")
+    assert not valid("1.1")
+    assert not valid("1.1", b"localhost", b"evil.example")
+    assert not valid("1.1", b"evil.example", b"localhost")
+    assert not valid("1.1", b"localhost", b"localhost")
+    assert not valid("1.0", b"localhost", b"localhost")
+    for bad in (b"a b", b"user@localhost", b"localhost/x", b"localhost:80:81", b"[::1", b'"x"'):
+        assert not valid("1.1", bad), bad

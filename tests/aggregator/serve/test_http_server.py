@@ -21,6 +21,7 @@ import pytest
 
 from devtools.processes import stop_process
 from devtools.redis_server import free_port
+from tests.support.http_local import BAD, GET, LOOPS, Local, serving
 from tests.support.processes import wait_for
 
 MB = 1024 * 1024
@@ -389,3 +390,37 @@ def test_deep_pipelining_is_cut_without_memory_growth(serve: Callable[..., Serve
     for sock in socks:
         sock.close()
     assert served.get() == 200
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_request_without_exactly_one_host_gets_400(loop: str) -> None:
+    with serving(LOOPS[loop]) as local:
+        two = b"GET /x HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n"
+        assert local.exchange(two) == [BAD]
+        assert local.exchange(b"GET /x HTTP/1.1\r\n\r\n") == [BAD]
+        assert local.exchange(b"GET /x HTTP/1.1\r\nHost: a b\r\n\r\n") == [BAD]
+        assert local.exchange(GET % b"a" + two) == [(200, b"/a"), BAD]
+        assert local.exchange(b"GET /x HTTP/1.0\r\n\r\n") == [(200, b"/x")]
+
+
+def test_garbage_half_closes_and_two_hosts_on_the_aggregator(serve: Callable[..., Served]) -> None:
+    # The fuzz audit's repro, on a real aggregator (uvloop, the FastAPI app): a request then
+    # garbage lost its answer and logged a ~52-line traceback per connection, a half-closed
+    # client got nothing, and the first of two Host headers was served.
+    served = serve()
+    local = Local(served.port)
+    healthz = (200, b'{"status":"ok"}')
+    for _ in range(20):
+        assert local.exchange(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n\xff\xfe") == [
+            healthz,
+            BAD,
+        ]
+    request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    assert local.exchange(request, half_close=True) == [healthz]
+    two = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n"
+    assert local.exchange(two) == [BAD]
+    assert served.get("/healthz") == 200
+    logged = served.stderr.read_text()
+    assert "Traceback" not in logged and "ASGI" not in logged
+    cut = [line for line in logged.splitlines() if "HTTP connections cut" in line]
+    assert len(cut) == 1 and cut[0].endswith("bad_request 1")  # the rest 10 s later, in one line
