@@ -225,3 +225,38 @@ def test_the_dashboard_asks_for_the_token_and_keeps_it_out_of_the_url(
     assert "s3cret" not in browser.evaluate("location.href + document.cookie")
     stored = "sessionStorage.getItem('gatewayz-dashboard-token')"
     assert browser.evaluate(stored) == "s3cret-token"
+
+
+def test_provider_names_that_are_names_of_object_members_show_as_any_other(
+    start: Start, browser: Browser, redis_url: str, namespace: str
+) -> None:
+    # Valid provider names that Object.prototype also has: the page kept its per-provider
+    # state in plain objects, and showed "constructor: breaker function Object() { [native
+    # code] } → closed" on its first draw (and a sparkline of a function).
+    names = ["constructor", "toString", "valueOf", "hasOwnProperty"]
+    aggregator = start()
+    metrics = MetricsClient(redis_url=redis_url, namespace=namespace)
+    for name in names:
+        for _ in range(20):
+            metrics.record(name, 0.1)
+    assert metrics.flush(timeout=5)
+    browser.goto(aggregator.url)
+    browser.wait_for(f"{ROWS} === 6 && Number(document.body.dataset.updates) >= 2")
+    events = "document.querySelector('#events').textContent"
+    assert browser.evaluate(events) == ""
+    for name in names:
+        assert browser.evaluate(cell_text(name, "status")) == "Online"
+        assert browser.evaluate(cell_text(name, "breaker")).startswith("closed")
+        sparkline = f"document.querySelector('tr[data-provider=\"{name}\"] svg').dataset.points"
+        assert browser.evaluate(sparkline) in ("0", "1")  # a list of points, not a function
+    assert browser.evaluate("document.querySelector('#banner').hidden") is True
+
+    for _ in range(40):  # a real transition of one of them is shown, once
+        metrics.record("constructor", 0.1, status_code=500)
+    assert metrics.flush(timeout=5)
+    browser.wait_for(f"{cell_text('constructor', 'breaker')}?.startsWith('open')")
+    shown = browser.evaluate(
+        "[...document.querySelectorAll('#events .event')]"
+        ".map(e => e.textContent.replace(/^.*?  /, ''))"  # without the time
+    )
+    assert shown == ["constructor: breaker closed → open"]
