@@ -325,11 +325,21 @@ def encode_published(snapshot_json: str) -> bytes:
     return PUBLISHED_PREFIX + zlib.compress(snapshot_json.encode(), 1)
 
 
-def decode_published(raw: bytes) -> str:
-    """The JSON of a published snapshot (ValueError when it is neither form)."""
-    if raw.startswith(PUBLISHED_PREFIX):
-        try:
-            return zlib.decompress(raw[len(PUBLISHED_PREFIX) :]).decode()
-        except zlib.error as exc:
-            raise ValueError(f"published snapshot: {exc}") from exc
-    return raw.decode()
+def decode_published(raw: bytes, max_bytes: int | None = None) -> str:
+    """The JSON of a published snapshot; ValueError when it is neither form, or its JSON is over
+    ``max_bytes`` (``snapshot_rules.published_bytes``; None: no bound): decompressed no further
+    than that, so a small value (a zlib bomb: 1 MB that inflates to 1 GB) costs no more."""
+    over = f"published snapshot: over {max_bytes} bytes of JSON, this replica's bound"
+    if not raw.startswith(PUBLISHED_PREFIX):
+        if max_bytes is not None and len(raw) > max_bytes:
+            raise ValueError(over)
+        return raw.decode()
+    inflate = zlib.decompressobj()
+    try:
+        data = inflate.decompress(raw[len(PUBLISHED_PREFIX) :], max_bytes or 0)  # 0: no bound
+        if not inflate.eof:  # stopped at the bound, or the stream ends early
+            more = inflate.decompress(inflate.unconsumed_tail, 1)
+            raise ValueError(over if more else "published snapshot: truncated stream")
+    except zlib.error as exc:
+        raise ValueError(f"published snapshot: {exc}") from exc
+    return data.decode()

@@ -32,8 +32,9 @@ from aggregator.core.served import (
     after_success,
     readiness,
 )
-from aggregator.core.snapshot import Snapshot, silent_clocks
+from aggregator.core.snapshot import Snapshot, decode_published, silent_clocks
 from aggregator.core.snapshot_reuse import SnapshotReuse
+from aggregator.core.snapshot_rules import published_bytes
 from aggregator.engine.clock import CycleClock
 from aggregator.engine.evaluate import BreakerStep
 from aggregator.engine.lease import LeaderLease
@@ -97,6 +98,8 @@ class Aggregator:
         )
         self._out_of_memory = False  # this cycle: Redis refused a plain write for lack of memory
         self._reuse = SnapshotReuse(settings.health_targets)  # the last cycle's, reused
+        self._max_json = published_bytes(settings)  # a published snapshot's (snapshot_rules)
+        self._max_age = settings.readiness_max_age_intervals * settings.interval_seconds
 
     # -- what is served ------------------------------------------------------------------------
 
@@ -234,9 +237,9 @@ class Aggregator:
             if backend.expired_writers:
                 self._writer.forget_gauge_writers(backend.expired_writers)
         snapshot = self._reuse.with_backend(snapshot, backend, *self.settings.backend_bounds)
-        ttl = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
         with tracer.start_as_current_span("publish_snapshot"):
-            if not self._writer.publish(snapshot.to_json(self._reuse), self._lease.fence, ttl):
+            text = self._notices.published(snapshot.to_json(self._reuse), self._max_json)
+            if not self._writer.publish(text, self._lease.fence, self._max_age):
                 self._lease.deposed()
                 return None
         return snapshot
@@ -249,7 +252,7 @@ class Aggregator:
         self._out_of_memory |= commit.send(self._reader.take_ops()).out_of_memory
         if published is None:
             return None
-        snapshot = decode_snapshot(published)
+        snapshot = decode_snapshot(published, self._max_json)
         self._notices.snapshot_version(snapshot.version)
         current = self._served.snapshot
         if current is not None and _same(current, snapshot):
@@ -301,8 +304,7 @@ class Aggregator:
         trouble = _ping_trouble(self._redis)
         if trouble:
             return False, trouble
-        max_age = self.settings.readiness_max_age_intervals * self.settings.interval_seconds
-        return readiness(self._served, self._clock.now(), max_age)
+        return readiness(self._served, self._clock.now(), self._max_age)
 
 
 def _ping_trouble(connection: Connection) -> str:
@@ -342,11 +344,13 @@ class UnusableSnapshot(ValueError):
     """The published snapshot cannot be served by this replica (the cycle fails by this name)."""
 
 
-def decode_snapshot(published: str) -> Snapshot:
-    """The leader's published snapshot; UnusableSnapshot naming why it cannot be served (a
-    newer leader's, in a rolling upgrade, is served as far as this replica knows it)."""
+def decode_snapshot(published: bytes, max_bytes: int | None = None) -> Snapshot:
+    """The leader's published snapshot as stored (``encode_published``); UnusableSnapshot
+    naming why it cannot be served: not a snapshot, over ``max_bytes`` of JSON (``snapshot_rules``:
+    decompressed no further). A newer leader's, in a rolling upgrade, is served as far as this
+    replica knows it."""
     try:
-        return Snapshot.from_json(published)
+        return Snapshot.from_json(decode_published(published, max_bytes))
     except ValueError as exc:
         raise UnusableSnapshot(f"the published snapshot cannot be served: {exc}") from None
 

@@ -34,6 +34,7 @@ class Notices:
         self._policy: str | None = None  # the evicting policy last reported
         self._versions: set[int] = set()  # newer snapshot versions reported
         self._no_providers_said: float | None = None  # when "no provider" was last said
+        self._over_size = False  # the last snapshot published was over the followers' bound
 
     def skipped(self, skipped: Iterable[Skip]) -> None:
         for skip in skipped:
@@ -76,6 +77,22 @@ class Notices:
                 version,
                 SNAPSHOT_VERSION,
             )
+
+    def published(self, text: str, limit: int) -> str:
+        """``text``, the JSON of the snapshot the leader publishes, said once when it is over
+        what followers take (``snapshot_rules``), and again after a snapshot under it."""
+        if len(text) <= limit:
+            self._over_size = False
+        elif not self._over_size:
+            self._over_size = True
+            log.error(
+                "the snapshot published is %d bytes of JSON, over the %d bytes a follower with "
+                "these settings takes (docs/operations/reliability.md): followers refuse it "
+                "(UnusableSnapshot) and keep serving the last one they took",
+                len(text),
+                limit,
+            )
+        return text
 
     def providers_seen(self, count: int, now: float) -> None:
         """No provider registered (a wrong namespace or Redis fails silently otherwise): said

@@ -33,7 +33,6 @@ from aggregator.core.readings import (
     shard_counts,
 )
 from aggregator.core.reuse import Reuse
-from aggregator.core.snapshot import decode_published
 from aggregator.engine.backend_read import BackendRead
 from aggregator.engine.inspect_read import InspectRead
 from aggregator.engine.plan import Plan
@@ -252,16 +251,15 @@ class WindowReader:
         self._backend_decoded.finish()
         return reading
 
-    def published_snapshot(self) -> str | None:
-        """The leader's last published snapshot (JSON), if any."""
+    def published_snapshot(self) -> bytes | None:
+        """The leader's last published snapshot as stored (``snapshot.decode_published``), if
+        any."""
         found: list[Any] = []
         plan = Plan()
         plan.add([("GET", self._keys.snapshot)], found.extend)
         self._run(plan)
         raw = found[0]
-        if raw is None:
-            return None
-        return decode_published(raw if isinstance(raw, bytes) else str(raw).encode())
+        return raw if raw is None or isinstance(raw, bytes) else str(raw).encode()
 
     def history(self, providers: Sequence[str]) -> tuple[str | None, dict[str, list[HistoryPoint]]]:
         """The dashboard's view, read only, in one round trip: the leader lease's holder (None:

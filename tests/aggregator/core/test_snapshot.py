@@ -207,3 +207,19 @@ def test_the_published_form_is_compressed_json_and_plain_json_still_reads() -> N
     assert decode_published(text.encode()) == text  # an older leader's
     with pytest.raises(ValueError, match="published snapshot"):
         decode_published(b"z1:not zlib")
+
+
+def test_a_published_snapshot_inflates_no_further_than_the_bound_it_is_read_with() -> None:
+    text = json.dumps({"cycle": 1, "padding": "a" * 10_000})
+    published = encode_published(text)
+    assert decode_published(published, len(text)) == text  # at the bound: read
+    for bound in (len(text) - 1, 100):
+        with pytest.raises(ValueError, match=f"over {bound} bytes of JSON"):
+            decode_published(published, bound)
+    with pytest.raises(ValueError, match=f"over {len(text) - 1} bytes"):
+        decode_published(text.encode(), len(text) - 1)  # an older leader's plain JSON too
+    with pytest.raises(ValueError, match="truncated stream"):
+        decode_published(published[:-4])
+    bomb = b"z1:" + zlib.compress(b"a" * (100 << 20), 9)  # 100 MB from 100 KB
+    with pytest.raises(ValueError, match="over 65536 bytes"):
+        decode_published(bomb, 65_536)

@@ -8,6 +8,8 @@ import json
 import logging
 import multiprocessing
 import time
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ import aggregator.engine.reader as reader_module
 import aggregator.engine.writer as writer_module
 from aggregator.core.breaker import BreakerConfig
 from aggregator.core.snapshot import ProviderHealth, Snapshot, decode_published, encode_published
+from aggregator.core.snapshot_rules import published_bytes
 from aggregator.engine.cycle import Aggregator
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
@@ -404,11 +407,14 @@ def test_a_follower_serves_what_it_knows_of_a_newer_leaders_snapshot(
     assert "snapshot version 99, this replica knows" in caplog.text
 
 
-def _following(make_aggregator: MakeAggregator) -> tuple[Aggregator, Snapshot, dict[str, Any]]:
+def _following(
+    make_aggregator: MakeAggregator, **settings: Any
+) -> tuple[Aggregator, Snapshot, dict[str, Any]]:
     """A follower serving the leader's first snapshot: the follower, that snapshot, and its
-    published document (to change and publish as another leader would)."""
-    leader = make_aggregator(instance="leader")
-    follower = make_aggregator(instance="follower")
+    published document (to change and publish as another leader would). ``settings``: both
+    replicas'."""
+    leader = make_aggregator(instance="leader", **settings)
+    follower = make_aggregator(instance="follower", **settings)
     published = leader.run_cycle()
     assert published is not None and follower.run_cycle() == published
     return follower, published, json.loads(published.to_json())
@@ -448,6 +454,41 @@ def test_a_snapshot_a_follower_cannot_serve_fails_its_cycle_by_name(
     assert follower.snapshot == published  # the last one it could serve stays
     r.set(keys.snapshot, b"z1:not zlib at all")
     assert follower.run_cycle() is None and follower.status.cycles_failed == 2
+
+
+def test_a_snapshot_over_the_followers_bound_is_refused_without_inflating_it(
+    make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
+) -> None:
+    # Before: a follower inflated whatever {leader}:snapshot held: 1 MB of zlib made 1 GB of
+    # JSON (2 GB at its peak, a 3 s cycle), and a valid snapshot padded so was served.
+    settings = {"max_providers": 2, "max_series_per_metric": 1, "max_label_value_bytes": 64}
+    follower, published, document = _following(make_aggregator, **settings)
+    bound = published_bytes(follower.settings)
+    assert bound == (
+        64 * 1024 + 1000 * 300 + 3 * 65 * 100  # the bounded counts and clock offsets
+        + 2 * 36 * 1024  # 2 providers at their largest
+        + 64 * 1 * (768 + 64)  # 64 families of 1 series, a 64-byte label value each
+    )  # fmt: skip
+    document.update(cycle=published.cycle + 1, padding="a" * (64 << 20))  # 64 MB of JSON
+    bomb = zlib.compress(json.dumps(document).encode(), 9)
+    assert len(bomb) < bound < 64 << 20  # a value under the bound inflating far over it
+    r.set(keys.snapshot, b"z1:" + bomb)
+    tracemalloc.start()
+    try:
+        assert follower.run_cycle() is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * bound  # inflated no further than the bound
+    assert follower.status.cycles_failed == 1 and follower.snapshot == published
+    assert follower.status.last_error == (
+        "UnusableSnapshot: the published snapshot cannot be served: published snapshot: "
+        f"over {bound} bytes of JSON, this replica's bound"
+    )
+    document.update(padding="a" * (bound // 2))  # a snapshot under the bound is served
+    _publish(r, keys, document)
+    served = follower.run_cycle()
+    assert served is not None and served.cycle == published.cycle + 1
 
 
 def test_a_leader_raises_every_breakers_fence_as_it_takes_over(

@@ -84,3 +84,17 @@ def test_no_provider_is_said_at_once_then_every_ten_minutes_while_it_lasts(
     said = "no provider registered in namespace 'x' on redis://h:6379/0"
     # at 0 (the first), at 600 (ten minutes on), at 701 (gone again after providers came)
     assert [m.startswith(said) for m in _messages(caplog)] == [True, True, True]
+
+
+def test_a_snapshot_over_the_followers_bound_is_said_once_while_it_lasts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    told = Notices()
+    with caplog.at_level(logging.ERROR, logger="gatewayz.aggregator"):
+        for text in ("x" * 10, "x" * 11, "x" * 12, "x" * 5, "x" * 11):
+            assert told.published(text, 10) == text
+    over = "the snapshot published is %d bytes of JSON, over the 10 bytes a follower with these"
+    assert [m[: len(over) - 1] for m in _messages(caplog)] == [
+        over[:-1] % 11,
+        over[:-1] % 11,  # again: it came back after one under the bound
+    ]
