@@ -152,6 +152,7 @@ READS: tuple[str, ...] = (
     "+zrange",
     "+zrangebyscore",
     "+zcount",
+    "+zscore",
     "+exists",
     "+hgetall",
     "+hget",
@@ -159,7 +160,8 @@ READS: tuple[str, ...] = (
     "+pttl",
     "+ttl",
 )
-"""What ``inspect`` and ``breaker status`` read with (and TTL for redis-cli)."""
+"""What ``inspect`` and ``breaker status`` read with (and TTL for redis-cli); ZSCORE: one
+provider looked up in the registry by name, whatever its size."""
 
 WORKER = Role(
     "worker",
@@ -246,7 +248,6 @@ AGGREGATOR = Role(
         "+hset",
         "+hdel",
         "+hincrby",
-        "+zscore",
         "+xread",
         "+xadd",
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import socket
@@ -60,6 +61,46 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out to a bind on port 0 and to outgoing connections (Linux:
+    ``ip_local_port_range``; elsewhere IANA's dynamic range)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(word) for word in text.split())
+    except (OSError, ValueError):
+        low, high = 49152, 65535
+    return range(low, high + 1)
+
+
+def bindable(port: int) -> bool:
+    """Whether ``port`` can be bound on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def stable_port(plus: int = 0) -> int:
+    """A free port outside the kernel's ephemeral range, ``port + plus`` free and outside it
+    too (a cluster node's bus port). For a process restarted on its port after a kill (a
+    cluster node, the torture's Redis and aggregators): an ephemeral port freed by the kill can
+    go meanwhile to another process's port-0 bind (``free_port``, run by tests in parallel) or
+    outgoing connection, and the restart then finds it taken or, worse, another server on it."""
+    ephemeral = ephemeral_ports()
+    candidates = [
+        port
+        for port in range(10_000, 65_536 - plus)
+        if port not in ephemeral and port + plus not in ephemeral
+    ]
+    for _ in range(1000):
+        port = random.choice(candidates)
+        if bindable(port) and (plus == 0 or bindable(port + plus)):
+            return port
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 @dataclass

@@ -22,7 +22,7 @@ import redis
 
 from aggregator.core.operator_actions import ACTIONS as CHANGES
 from aggregator.core.operator_actions import CommandResult, command_error, forced_state
-from aggregator.engine.operator_commands import BreakerCommands
+from aggregator.engine.operator_commands import BreakerCommands, StatusResult
 from aggregator.options import (
     CONNECTION_FLAGS,
     add_options,
@@ -67,6 +67,7 @@ def run(
     connection = connect(settings.redis_url, socket_timeout=5.0)
     where = f"namespace {settings.namespace!r} on {redact(settings.redis_url)}"
     commands = BreakerCommands(connection, settings, clock, where)
+    result: CommandResult
     try:
         if action == "status":
             result = commands.status(provider)
@@ -86,6 +87,12 @@ def _shown(result: CommandResult, action: str) -> int:
     if result.kind in ("done", "unchanged"):
         for row in result.rows:
             print(json.dumps(row))
+        if isinstance(result, StatusResult) and result.truncated:
+            sys.stderr.write(
+                f"aggregator breaker: {len(result.rows)} of {result.registered} registered"
+                " providers shown, the most recently seen (GATEWAYZ_MAX_PROVIDERS); name one"
+                " to see it: breaker status PROVIDER\n"
+            )
         return 0
     if result.kind == "no_data":
         sys.stderr.write(f"aggregator breaker: {result.message}\n")

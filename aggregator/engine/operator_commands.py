@@ -8,11 +8,17 @@ pruning, whatever the command's window and clock). A change is a compare-and-set
 epoch read (the transition script: it deletes the half-open permits and counts the transition),
 retried a few times while the state keeps changing under it, and registers the provider so the
 forced state is exported. Redis errors are raised to the shell.
+
+Every command's work is bounded whatever the registry holds (a week of clients whose provider
+names churn can leave 100,000 names in it, which read in full took 16 s a request): ``status``
+reads at most ``max_providers`` breakers, the most recently seen (the cap the cycles read),
+and says how many the registry holds; a named provider is looked up by name (``ZSCORE``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aggregator.core.operator_actions import (
     CommandResult,
@@ -24,7 +30,7 @@ from aggregator.core.operator_actions import (
     unchanged_row,
 )
 from aggregator.engine.clock import CycleClock
-from aggregator.engine.reader import WindowReader
+from aggregator.engine.reader import WindowReader, read_registry
 from aggregator.engine.writer import PlannedWrite, StateWriter
 from aggregator.settings import AggregatorSettings
 from gatewayz_protocol.keys import Keys
@@ -32,6 +38,15 @@ from gatewayz_transport.connection import Connection
 
 ATTEMPTS = 5
 """Compare-and-set attempts of a change before it answers ``conflict``."""
+
+
+@dataclass(frozen=True)
+class StatusResult(CommandResult):
+    """A status's result; for every breaker's, also how many names the registry holds and
+    whether more than the rows shown (``truncated``: the cap of names read was reached)."""
+
+    registered: int = 0
+    truncated: bool = False
 
 
 class BreakerCommands:
@@ -49,6 +64,8 @@ class BreakerCommands:
     ) -> None:
         keys = Keys(settings.namespace)
         self.namespace = settings.namespace
+        self._connection, self._keys = connection, keys
+        self._cap = settings.max_providers
         self._where = where
         self._window = settings.window_seconds
         self._reader = WindowReader(connection, keys, settings.window_seconds, maintains=False)
@@ -61,33 +78,36 @@ class BreakerCommands:
             settings.permit_seconds,
         )
 
-    def status(self, provider: str | None = None) -> CommandResult:
-        """Every registered breaker (or ``provider``'s), sorted by name; ``no_data`` for an
-        empty registry, or a provider neither registered nor holding any key."""
+    def status(self, provider: str | None = None) -> StatusResult:
+        """Every registered breaker (at most ``max_providers``: the most recently seen), sorted
+        by name, or ``provider``'s; ``no_data`` for an empty registry, or a provider neither
+        registered nor holding any key."""
         now = self._clock()
-        registered = self._reader.registered()
+        newest = self._cap if provider is None else 0
+        names = [] if provider is None else [provider]
+        registered, count = read_registry(self._connection, self._keys, newest, names)
         if provider is None and not registered:
-            return CommandResult(
+            return StatusResult(
                 "no_data", message=f"no data in {self._where}: no provider registered"
             )
         if provider is not None and provider not in registered:
             (found,) = self._reader.inspect(now, [provider], [now - self._window, now])
             if not found.exists:
-                return CommandResult(
+                return StatusResult(
                     "no_data", message=f"no data for provider {provider!r} in {self._where}"
                 )
-        names = [provider] if provider else sorted(registered)
-        reading = self._reader.read(now, names)
+        reading = self._reader.read(now, names or sorted(registered))
         rows = tuple(
             status_row(item.provider, item.breaker, item.transitions) for item in reading.providers
         )
-        return CommandResult("done", rows)
+        truncated = provider is None and count > self._cap
+        return StatusResult("done", rows, registered=count, truncated=truncated)
 
     def force(self, action: str, provider: str, create: bool) -> CommandResult:
         """Set the state ``action`` asks for (``open``, ``close``, ``reset``). ``create`` False
         refuses a provider that is not registered (no traffic seen: a typo must not make a
         breaker)."""
-        if not create and provider not in self._reader.registered():
+        if not create and not read_registry(self._connection, self._keys, 0, [provider])[0]:
             return CommandResult(
                 "not_registered",
                 message=f"provider {provider!r} is not registered in namespace"

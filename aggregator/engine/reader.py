@@ -359,3 +359,25 @@ def read_memory(connection: Connection, ops: Counter[str]) -> RedisMemory | None
         return None
     ops["info"] += 3
     return redis_memory(found, stats, errors)
+
+
+def read_registry(
+    connection: Connection, keys: Keys, newest: int, names: Sequence[str] = ()
+) -> tuple[dict[str, float], int]:
+    """Part of the provider registry, read only, in one round trip whatever its size (an
+    operator's command: ``registered`` reads it all, 100,000 names in seconds): the ``newest``
+    most recently seen names and those of ``names`` it holds (name -> last seen; names no client
+    could have written left out), and how many names it holds in all."""
+    found: list[Any] = []
+    registry = keys.providers
+    commands: list[tuple[Any, ...]] = [("ZCOUNT", registry, "-inf", "+inf")]
+    if newest > 0:
+        commands.append(("ZRANGE", registry, -newest, -1, "WITHSCORES"))
+    commands += [("ZSCORE", registry, name) for name in names]
+    plan = Plan()
+    plan.add(commands, found.extend)
+    plan.run(connection)
+    count, *rest = found
+    known = {as_text(name): seen for name, seen in (as_scored(rest.pop(0)) if newest > 0 else [])}
+    known |= {name: float(seen) for name, seen in zip(names, rest, strict=True) if seen is not None}
+    return {name: seen for name, seen in known.items() if is_valid_provider(name)}, int(count)

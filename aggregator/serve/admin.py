@@ -10,7 +10,9 @@ A change is a POST: no GET changes anything, and every request must carry the to
 ``Authorization`` header, which a browser never adds on its own (no cookie, no CORS: a page of
 another origin can neither send it nor read the answer), so a change cannot be forged from a
 web page. Answers are JSON: a status answers ``{"namespace", "breakers": [...]}`` (each the
-CLI's JSON line), a change the CLI's JSON line; an error ``{"error": code, "detail": text}``:
+CLI's JSON line; every breaker's adds ``registered``, the names the registry holds, and
+``truncated``, true when it holds more than the ``max_providers`` most recently seen shown), a
+change the CLI's JSON line; an error ``{"error": code, "detail": text}``:
 400 ``invalid_provider``/``unknown_action``/``invalid_create``, 401/403 the access refusals
 (``access``: ``token_required``, ``invalid_token``, ``insufficient_scope``, ``commands_off``),
 404 ``no_data`` (status) or ``not_registered`` (a change without ``create``), 409 ``conflict``
@@ -31,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aggregator.core.operator_actions import ACTIONS, CommandResult, command_error, shown_name
 from aggregator.engine.cycle import Aggregator, breaker_commands
-from aggregator.engine.operator_commands import BreakerCommands
+from aggregator.engine.operator_commands import BreakerCommands, StatusResult
 from aggregator.serve.access import Access
 from aggregator.settings import describe_error
 
@@ -65,7 +67,7 @@ def add_admin(app: FastAPI, aggregator: Aggregator, access: Access) -> None:
         dependencies=readers,
     )
     def breakers() -> JSONResponse:
-        return _answer(_run(lambda: commands().status(None)), namespace)
+        return _answer(_run(lambda: commands().status(None)), namespace, every=True)
 
     @app.get(
         "/admin/breakers/{provider}",
@@ -121,9 +123,12 @@ def _run(command: Callable[[], CommandResult]) -> CommandResult | str:
         return f"redis: {describe_error(exc)}"
 
 
-def _answer(result: CommandResult | str, namespace: str | None) -> JSONResponse:
+def _answer(
+    result: CommandResult | str, namespace: str | None, every: bool = False
+) -> JSONResponse:
     """A command's result as the HTTP answer: a status's rows under ``breakers`` (with the
-    ``namespace``), a change's one row as it is; an error as ``{"error", "detail"}``."""
+    ``namespace``; ``every`` breaker's: with how many are registered, and whether more than
+    shown), a change's one row as it is; an error as ``{"error", "detail"}``."""
     if isinstance(result, str):
         return _error(503, "redis_error", result)
     status = RESULT_STATUS[result.kind]
@@ -133,7 +138,10 @@ def _answer(result: CommandResult | str, namespace: str | None) -> JSONResponse:
             detail += "; add ?create=true to force it anyway"
         return _error(status, result.kind, detail)
     if namespace is not None:
-        return JSONResponse({"namespace": namespace, "breakers": list(result.rows)})
+        answer: dict[str, object] = {"namespace": namespace, "breakers": list(result.rows)}
+        if every and isinstance(result, StatusResult):
+            answer |= {"registered": result.registered, "truncated": result.truncated}
+        return JSONResponse(answer)
     (row,) = result.rows
     return JSONResponse(row)
 

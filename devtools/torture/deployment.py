@@ -30,7 +30,7 @@ import redis
 
 from devtools.processes import stop_process
 from devtools.redis_cluster import CLUSTER_NODE_ARGS, LocalCluster, start_cluster
-from devtools.redis_server import RedisProcess, answers, free_port, local_connection
+from devtools.redis_server import RedisProcess, answers, local_connection, stable_port
 from devtools.torture.proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +106,7 @@ class SingleRedis:
     restart that lost everything."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+        self.port = stable_port()
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
         self.incarnation = 0
@@ -320,7 +320,7 @@ class Deployment:
         for name, url in (("a0", self.direct_url), ("a1", agg_url)):
             log = self.directory / f"{name}.log"
             agg = AggregatorProcess(
-                name, free_port(), url, self.namespace, self.options.window, log
+                name, stable_port(), url, self.namespace, self.options.window, log
             )
             agg.start()
             self.aggregators.append(agg)

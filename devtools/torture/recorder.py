@@ -124,6 +124,8 @@ class Scraper:
             counters, gauges = parse_metrics(body)
         except Exception:
             return
+        if series_name("gatewayz_aggregator_leader", {"replica": agg.name}) not in gauges:
+            return  # another process on its port (one that took it while it was down)
         values = counters | {k: v for k, v in gauges.items() if k in SERVED_GAUGES}
         served = provider_series(counters, gauges)
         digest = provider_digest(served)

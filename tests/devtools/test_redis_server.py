@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from devtools.redis_cluster import start_node
-from devtools.redis_server import ExitedAtStart, answers, free_port, start_redis
+from devtools.redis_server import (
+    ExitedAtStart,
+    answers,
+    bindable,
+    ephemeral_ports,
+    free_port,
+    stable_port,
+    start_redis,
+)
 from tests.support.processes import need_redis_tools
 
 
@@ -78,3 +86,19 @@ def test_a_server_started_with_requirepass_is_waited_for_and_wants_the_password(
         assert answers(f"redis://:pw-8812@127.0.0.1:{server.port}/0")
     finally:
         server.stop()
+
+
+def test_a_stable_port_is_free_and_outside_the_ports_the_kernel_hands_out() -> None:
+    """A process restarted on its port after a kill must not find it handed, meanwhile, to a
+    port-0 bind or an outgoing connection: those take ephemeral ports only."""
+    ephemeral = ephemeral_ports()
+    taken = [free_port() for _ in range(50)]
+    assert all(port in ephemeral for port in taken)  # what free_port() (port 0) gives
+    for plus in (0, 10_000):
+        for _ in range(50):
+            port = stable_port(plus)
+            assert port not in ephemeral and port + plus not in ephemeral
+            assert port >= 10_000 and port + plus <= 65_535
+            assert bindable(port) and bindable(port + plus)
+    cluster_ports = {stable_port(10_000) for _ in range(50)}
+    assert max(cluster_ports) <= 55_535  # Redis refuses higher ports in cluster mode

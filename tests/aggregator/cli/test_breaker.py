@@ -4,6 +4,7 @@ nothing (real subprocesses for the exit codes)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -91,6 +92,34 @@ def test_status_and_usage_errors(redis_url: str, namespace: str) -> None:
     assert unknown.returncode == 1 and "no data" in unknown.stderr
     missing = breaker(redis_url, namespace, "open")
     assert missing.returncode == 2 and "needs a PROVIDER" in missing.stderr
+
+
+def test_status_shows_at_most_the_cap_of_providers_and_says_how_many_there_are(
+    redis_url: str, namespace: str, r: redis.Redis, keys: Keys
+) -> None:
+    r.zadd(keys.providers, {f"p{i:02d}": 1_800_000_000 + i for i in range(10)})
+    command = [sys.executable, "-m", "aggregator", "breaker", "status"]
+    env = {**os.environ, "GATEWAYZ_MAX_PROVIDERS": "3"}
+    shown = subprocess.run(
+        [*command, *connection(redis_url, namespace)], capture_output=True, text=True, env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert [json.loads(line)["provider"] for line in shown.stdout.splitlines()] == [
+        "p07",
+        "p08",
+        "p09",
+    ]
+    assert shown.stderr == (
+        "aggregator breaker: 3 of 10 registered providers shown, the most recently seen"
+        " (GATEWAYZ_MAX_PROVIDERS); name one to see it: breaker status PROVIDER\n"
+    )
+    one = subprocess.run(
+        [*command, "p00", *connection(redis_url, namespace)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (one.returncode, one.stderr, json.loads(one.stdout)["provider"]) == (0, "", "p00")
 
 
 def test_status_and_forcing_never_touch_a_window_whatever_the_commands_window_and_clock(

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from aggregator.core.operator_actions import CommandResult
+from aggregator.engine import plan
 from aggregator.engine.operator_commands import ATTEMPTS, BreakerCommands
 from aggregator.settings import AggregatorSettings
 from gatewayz_protocol.keys import Keys
@@ -117,3 +118,46 @@ def test_a_state_that_keeps_changing_is_a_conflict_and_wins(
     assert result == CommandResult("conflict", message="acme: state kept changing, try again")
     assert r.hget(keys.breaker("acme"), "state") == b"open"
     assert r.hget(keys.breaker("acme"), "epoch") == str(1 + ATTEMPTS).encode()
+
+
+def test_every_command_reads_a_bounded_part_of_the_registry(
+    redis_url: str,
+    namespace: str,
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """status reads at most ``max_providers`` breakers, the most recently seen, and says how
+    many names there are; a named provider is looked up by name, beyond the cap too. (The whole
+    registry was read per command: 100,000 names took 16 s over HTTP, 19 s on the CLI.)"""
+    r.zadd(keys.providers, {f"p{i:02d}": NOW - 100 + i for i in range(10)})  # p09 the newest
+    sent: list[tuple[Any, ...]] = []
+    execute = plan.execute_raw
+
+    def recorded(connection: Any, commands: list[tuple[Any, ...]]) -> Any:
+        sent.extend(commands)
+        return execute(connection, commands)
+
+    monkeypatch.setattr(plan, "execute_raw", recorded)
+    settings = AggregatorSettings(redis_url=redis_url, namespace=namespace, max_providers=3)
+    connection = connect(redis_url, socket_timeout=2.0)
+    commands = BreakerCommands(connection, settings, clock, f"namespace {namespace!r}")
+    listed = commands.status()
+    assert [row["provider"] for row in listed.rows] == ["p07", "p08", "p09"]
+    assert (listed.kind, listed.registered, listed.truncated) == ("done", 10, True)
+    assert [row["provider"] for row in commands.status("p00").rows] == ["p00"]
+    assert commands.force("open", "p00", create=False).kind == "done"
+    registry = [command[:4] for command in sent if command[1] == keys.providers]
+    assert registry == [
+        ("ZCOUNT", keys.providers, "-inf", "+inf"),
+        ("ZRANGE", keys.providers, -3, -1),
+        ("ZCOUNT", keys.providers, "-inf", "+inf"),
+        ("ZSCORE", keys.providers, "p00"),
+        ("ZCOUNT", keys.providers, "-inf", "+inf"),
+        ("ZSCORE", keys.providers, "p00"),
+    ]  # then the forced open registers it: a script, on its breaker's key
+    whole = AggregatorSettings(redis_url=redis_url, namespace=namespace, max_providers=11)
+    every = BreakerCommands(connection, whole, clock, "here").status()
+    assert (len(every.rows), every.registered, every.truncated) == (10, 10, False)
+    connection.close()

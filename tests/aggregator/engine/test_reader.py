@@ -12,7 +12,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from aggregator.engine.reader import TRIM_SHARE, WindowReader, read_memory
+from aggregator.engine.reader import TRIM_SHARE, WindowReader, read_memory, read_registry
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS, WINDOW_PARTITIONS
 from gatewayz_transport.connection import connect
@@ -164,6 +164,19 @@ def test_the_aggregator_holds_its_own_cap_on_names_written_around_the_clients(
     assert (skip.kind, skip.key) == ("registry", keys.providers)
     assert sorted(skip.fields) == sorted(["'bad name!'", repr("\ufffd\ufffd")])
     assert set(reader.registered()) == {f"raw-{i}" for i in range(2_500)}  # inspect's view
+
+
+def test_an_operators_read_of_the_registry_is_bounded_whatever_it_holds(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    r.zadd(keys.providers, {f"raw-{i}": NOW - 1_000 + i for i in range(500)})
+    r.zadd(keys.providers, {"bad name!": NOW})  # the newest: counted, not a name
+    connection = connect(redis_url, 5.0)
+    newest, count = read_registry(connection, keys, 3)
+    assert (newest, count) == ({"raw-498": NOW - 502, "raw-499": NOW - 501}, 501)
+    named = read_registry(connection, keys, 0, ["raw-0", "nobody", "bad name!"])
+    assert named == ({"raw-0": NOW - 1_000}, 501)
+    assert read_registry(connection, Keys(f"empty-{uuid.uuid4().hex[:8]}"), 3) == ({}, 0)
 
 
 def test_every_command_an_acl_refuses_is_counted_on_every_master(redis_url: str) -> None:
