@@ -41,6 +41,13 @@ class BreakerState:
     forced: bool = False
 
 
+def is_transition_field(name: str) -> bool:
+    """Whether ``name`` is a field of a ``transitions`` hash: ``<from>><to>``, both states (an
+    operator's command may count ``open>open``)."""
+    old, arrow, new = name.partition(">")
+    return bool(arrow) and old in STATES and new in STATES
+
+
 def encode_breaker(state: BreakerState, permits: int, permit_seconds: float) -> list[str]:
     """Field/value pairs of the hash: the state, plus what the permit script needs (how many
     half-open trial permits, and their lifetime in ms)."""

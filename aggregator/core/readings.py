@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aggregator.core.health import WindowCounts
-from gatewayz_protocol.breaker_state import BreakerState, read_breaker
+from gatewayz_protocol.breaker_state import BreakerState, is_transition_field, read_breaker
 from gatewayz_protocol.fields import (
     Exemplar,
     decode_exemplar,
@@ -212,6 +212,15 @@ class Skips:
         if bad:
             self.note(key, bad)
         return values
+
+    def transitions(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, int]:
+        """A ``transitions`` hash: counts whose field is a transition (``is_transition_field``),
+        the only ones the leader publishes and a follower takes."""
+        counts = self.ints(key, raw)
+        usable = {name: count for name, count in counts.items() if is_transition_field(name)}
+        if len(usable) < len(counts):
+            self.note(key, [name for name in counts if name not in usable])
+        return usable
 
     def texts(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, str]:
         values, bad = text_fields(raw)

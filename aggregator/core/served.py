@@ -109,5 +109,9 @@ def readiness(served: ServedState, now: float, max_age_seconds: float) -> tuple[
         return False, f"no snapshot yet{cannot_lead}"
     age = now - snapshot.taken_at
     if age > max_age_seconds:
-        return False, f"snapshot is {age:.1f}s old (max {max_age_seconds:.1f}s){cannot_lead}"
+        # and why no newer one came, when a cycle said so (a published snapshot refused)
+        failed = f"; last cycle failed: {status.last_error}" if status.last_error else ""
+        return False, (
+            f"snapshot is {age:.1f}s old (max {max_age_seconds:.1f}s){cannot_lead}{failed}"
+        )
     return True, "ok"

@@ -34,7 +34,7 @@ from aggregator.core.served import (
 )
 from aggregator.core.snapshot import Snapshot, decode_published, silent_clocks
 from aggregator.core.snapshot_reuse import SnapshotReuse
-from aggregator.core.snapshot_rules import published_bytes
+from aggregator.core.snapshot_rules import published_bytes, snapshot_problem
 from aggregator.engine.clock import CycleClock
 from aggregator.engine.evaluate import BreakerStep
 from aggregator.engine.lease import LeaderLease
@@ -172,7 +172,7 @@ class Aggregator:
                 leader = self._lease.tick()
                 snapshot = self._lead(now) if leader else None
                 if snapshot is None:
-                    snapshot = self._follow()
+                    snapshot = self._follow(now)
             except (redis.RedisError, OSError, ValueError) as exc:
                 error = describe_error(exc)
                 failed = after_failure(self._served.status, time.perf_counter() - started, error)
@@ -244,7 +244,7 @@ class Aggregator:
                 return None
         return snapshot
 
-    def _follow(self) -> Snapshot | None:
+    def _follow(self, now: float) -> Snapshot | None:
         """The published snapshot when it is not the one served already (``_same``: not by
         its number alone)."""
         published = self._reader.published_snapshot()
@@ -252,7 +252,7 @@ class Aggregator:
         self._out_of_memory |= commit.send(self._reader.take_ops()).out_of_memory
         if published is None:
             return None
-        snapshot = decode_snapshot(published, self._max_json)
+        snapshot = decode_snapshot(published, self._max_json, now)
         self._notices.snapshot_version(snapshot.version)
         current = self._served.snapshot
         if current is not None and _same(current, snapshot):
@@ -344,15 +344,20 @@ class UnusableSnapshot(ValueError):
     """The published snapshot cannot be served by this replica (the cycle fails by this name)."""
 
 
-def decode_snapshot(published: bytes, max_bytes: int | None = None) -> Snapshot:
-    """The leader's published snapshot as stored (``encode_published``); UnusableSnapshot
-    naming why it cannot be served: not a snapshot, over ``max_bytes`` of JSON (``snapshot_rules``:
-    decompressed no further). A newer leader's, in a rolling upgrade, is served as far as this
-    replica knows it."""
+def decode_snapshot(published: bytes, max_bytes: int, now: float) -> Snapshot:
+    """The leader's published snapshot as stored (``encode_published``), taken at ``now``;
+    UnusableSnapshot naming why it cannot be served: not a snapshot, over ``max_bytes`` of
+    JSON (decompressed no further), a value no leader publishes (``snapshot_rules``: the
+    snapshot is refused whole). A newer leader's, in a rolling upgrade, is served as far as
+    this replica knows it."""
     try:
-        return Snapshot.from_json(decode_published(published, max_bytes))
+        snapshot = Snapshot.from_json(decode_published(published, max_bytes))
     except ValueError as exc:
         raise UnusableSnapshot(f"the published snapshot cannot be served: {exc}") from None
+    problem = snapshot_problem(snapshot, now)
+    if problem is not None:
+        raise UnusableSnapshot(f"the published snapshot cannot be served: {problem}")
+    return snapshot
 
 
 def _same(served: Snapshot, published: Snapshot) -> bool:

@@ -112,7 +112,7 @@ class WindowRead:
             return
         key = keys.transitions(name)
         self._transitions[name] = decoded.decode(
-            key, replies[1], skips, lambda raw: skips.ints(key, as_dict(raw))
+            key, replies[1], skips, lambda raw: skips.transitions(key, as_dict(raw))
         )
 
     def _queue_shard(self, plan: Plan, name: str, shard: int) -> None:

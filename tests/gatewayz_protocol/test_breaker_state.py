@@ -20,6 +20,7 @@ from gatewayz_protocol.breaker_state import (
     decode_breaker,
     decode_state_name,
     encode_breaker,
+    is_transition_field,
     read_breaker,
 )
 from gatewayz_protocol.scripts import PERMIT
@@ -183,3 +184,9 @@ def test_a_worker_reads_any_state_it_does_not_know_as_closed() -> None:
     assert decode_state_name(b"\xff\xfe") == "closed"
     assert decode_state_name("isolated") == "closed"
     assert decode_state_name(None) == "closed"
+
+
+def test_a_transition_field_names_two_states() -> None:
+    assert is_transition_field("closed>open") and is_transition_field("open>open")
+    for name in ("closed>bogus", "closed", "closed>open>half_open", "", ">", "x\ny"):
+        assert not is_transition_field(name), name

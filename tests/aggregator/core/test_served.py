@@ -56,6 +56,13 @@ def test_ready_with_a_fresh_snapshot_and_room_in_redis() -> None:
 def test_not_ready_reasons() -> None:
     assert readiness(_served(None), 1_000.0, 90.0) == (False, "no snapshot yet")
     assert readiness(_served(), 1_090.5, 90.0) == (False, "snapshot is 90.5s old (max 90.0s)")
+    refused = _served(last_error="UnusableSnapshot: the published snapshot cannot be served: x")
+    assert readiness(refused, 1_090.5, 90.0) == (
+        False,
+        "snapshot is 90.5s old (max 90.0s); last cycle failed: UnusableSnapshot: the published "
+        "snapshot cannot be served: x",
+    )
+    assert readiness(refused, 1_090.0, 90.0) == (True, "ok")  # fresh: a failed cycle is no reason
     assert readiness(_served(redis_out_of_memory=True, redis_memory=ROOMY), 1_000.0, 90.0) == (
         False,
         "redis is out of memory: it refuses writes (used 10 of 100 bytes)",

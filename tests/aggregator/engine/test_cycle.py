@@ -31,6 +31,7 @@ from gatewayz_transport.connection import Connection, connect
 from tests.support.backends import AUTH_HINT, BOTH_BACKENDS, password_redis
 from tests.support.clock import FakeClock
 from tests.support.processes import wait_for
+from tests.support.scrape import scrape
 
 pytestmark = BOTH_BACKENDS
 
@@ -456,6 +457,59 @@ def test_a_snapshot_a_follower_cannot_serve_fails_its_cycle_by_name(
     assert follower.run_cycle() is None and follower.status.cycles_failed == 2
 
 
+SPOILED_SNAPSHOTS = {
+    # what each made a follower serve before: an exposition Prometheus refuses, or a 500
+    "a provider named as markup": (
+        lambda d: d["providers"][0].update(provider="<b>"),  # /health/history: 500
+        "provider '<b>': not a provider name",
+    ),
+    "a negative counter": (
+        lambda d: d["providers"][0]["requests_total"].update(success=-5),  # OpenMetrics
+        "provider 'openrouter': a negative count",
+    ),
+    "a provider twice": (
+        lambda d: d["providers"].append(dict(d["providers"][0])),  # OpenMetrics
+        "provider 'openrouter' twice",
+    ),
+    "taken in year 33658": (
+        lambda d: d.update(taken_at=1e12),  # /health/dashboard: 500; never stale
+        "taken_at 1000000000000.0: not a time up to now (18000000",  # (now)
+    ),
+}
+
+
+@pytest.mark.parametrize("spoiling", SPOILED_SNAPSHOTS)
+def test_a_snapshot_with_a_value_no_leader_publishes_is_refused_whole(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    spoiling: str,
+) -> None:
+    metrics = make_client(clock=clock)
+    metrics.record("openrouter", 0.2, status_code=200)
+    assert metrics.flush(timeout=5)
+    follower, published, document = _following(make_aggregator)
+    spoil, problem = SPOILED_SNAPSHOTS[spoiling]
+    spoil(document)
+    document.update(cycle=published.cycle + 1)
+    _publish(r, keys, document)
+    assert follower.run_cycle() is None
+    assert follower.status.cycles_failed == 1 and follower.snapshot == published
+    error = f"UnusableSnapshot: the published snapshot cannot be served: {problem}"
+    assert (follower.status.last_error or "").startswith(error)
+    scrape(follower)  # what it serves parses, in both formats
+    clock.advance(91)  # past /readyz's 3 intervals of 30 s
+    assert follower.run_cycle() is None  # the same value: refused again
+    last = follower.status.last_error
+    assert last is not None and last.startswith(error)
+    assert follower.ready() == (
+        False,
+        f"snapshot is 91.0s old (max 90.0s); last cycle failed: {last}",
+    )
+
+
 def test_a_snapshot_over_the_followers_bound_is_refused_without_inflating_it(
     make_aggregator: MakeAggregator, r: redis.Redis, keys: Keys
 ) -> None:
@@ -557,6 +611,27 @@ def test_malformed_values_are_skipped_counted_and_named_and_never_stop_a_breaker
     assert any(repr(keys.breaker("failing")) in m and "'epoch'" in m for m in named)
     ready, reason = aggregator.ready()
     assert ready, reason
+
+
+def test_transition_counts_of_no_transition_are_skipped_counted_and_never_published(
+    make_client: MakeClient,
+    make_aggregator: MakeAggregator,
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+) -> None:
+    # A follower refuses a snapshot with a transition between states that are not states: the
+    # leader leaves out what no aggregator counts (it published every field before).
+    metrics = make_client(clock=clock)
+    metrics.record("p", 0.1, status_code=200)
+    assert metrics.flush(timeout=5)
+    spoiled = {"closed>bogus": 4, "zz": 1, "open>open": 2}  # open>open: an operator's
+    r.hset(keys.transitions("p"), mapping=spoiled)
+    leader, follower = make_aggregator(instance="leader"), make_aggregator(instance="follower")
+    published = leader.run_cycle()
+    assert published is not None and follower.run_cycle() == published
+    assert _one(published, "p").transitions == {"open>open": 2}
+    assert leader.status.values_skipped == {"transitions": 2}
 
 
 def test_gauge_values_another_writer_spoiled_are_skipped_and_never_fail_a_cycle(
