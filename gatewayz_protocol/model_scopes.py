@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from gatewayz_protocol.labels import bounded_label_value
 from gatewayz_protocol.partitions import FAILURE, RATE_LIMITED, SUCCESS
+from gatewayz_protocol.text import is_text
 
 DEFAULT_MAX_MODELS_PER_PROVIDER: Final = 50
 """Models tracked per listed provider (cluster-wide): more are refused (their calls still count
@@ -44,10 +45,9 @@ def bounded_model(model: object, max_bytes: int) -> str | None:
     """The model name a scope is kept under: ``model`` bounded to ``max_bytes`` UTF-8 bytes
     like a label value (a longer one ends with ``~`` and a hash of the whole); None when it is
     not a non-empty string. Pure, never raises."""
-    if type(model) is not str or not model:
+    if type(model) is not str or not model or not is_text(model):  # a lone surrogate: no key
         return None
     try:
-        model.encode("utf-8")  # a lone surrogate can be in no key
         return bounded_label_value(model, max_bytes)
     except Exception:
         return None
@@ -70,7 +70,7 @@ def read_model_name(raw: object, max_bytes: int) -> str | None:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    if isinstance(raw, str) and 0 < len(raw.encode("utf-8", "surrogatepass")) <= max_bytes:
+    if isinstance(raw, str) and is_text(raw) and 0 < len(raw.encode()) <= max_bytes:
         return raw
     return None
 

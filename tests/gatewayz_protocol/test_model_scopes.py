@@ -68,6 +68,7 @@ def test_a_registry_member_is_read_only_when_a_writer_could_have_written_it() ->
     assert read_model_name(b"x" * 257, 256) is None
     assert read_model_name(b"\xff\xfe", 256) is None
     assert read_model_name(3, 256) is None
+    assert read_model_name("gpt\ud800", 256) is None  # a lone surrogate: no encoder writes it
 
 
 def test_outcomes_of_a_model_window_and_the_horizon() -> None:
