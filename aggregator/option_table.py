@@ -11,6 +11,7 @@ from typing import Any
 from aggregator.core.breaker import BreakerConfig
 from aggregator.core.breaker_policy import OVERRIDABLE, Overrides, parse_overrides
 from gatewayz_protocol import options as shared
+from gatewayz_protocol.bounds import DAY, HOUR, YEAR, Bounds
 from gatewayz_protocol.options import AGGREGATOR, Option, integer, names, number, numbers, text
 from gatewayz_telemetry import settings as telemetry
 
@@ -48,6 +49,7 @@ PORT: Option[int] = Option(
     read_by=(AGGREGATOR,),
     flag="--port",
     deprecated=("AGGREGATOR_PORT",),
+    bounds=Bounds(1, 65_535, whole=True),
 )
 INTERVAL: Option[float] = Option(
     name="interval_seconds",
@@ -58,6 +60,7 @@ INTERVAL: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--interval",
     deprecated=("AGGREGATION_INTERVAL_SECONDS",),
+    bounds=Bounds(0.1, DAY),
 )
 BREAKER_INTERVAL: Option[float] = Option(
     name="breaker_interval_seconds",
@@ -68,6 +71,7 @@ BREAKER_INTERVAL: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-interval",
     deprecated=("BREAKER_INTERVAL_SECONDS",),
+    bounds=Bounds(0.1, HOUR),
 )
 INSTANCE: Option[str] = Option(
     name="instance",
@@ -99,16 +103,18 @@ BREAKER_MIN_CALLS: Option[int] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-min-calls",
     deprecated=("BREAKER_MIN_CALLS",),
+    bounds=Bounds(1, 1_000_000, whole=True),
 )
 BREAKER_FAILURE_RATE: Option[float] = Option(
     name="breaker_failure_rate",
     env="GATEWAYZ_BREAKER_FAILURE_RATE",
     parse=number,
     default=_BREAKER.failure_rate,
-    help="failure rate (0..1] that opens it, and that trial calls must stay below",
+    help="failure rate that opens it, and that trial calls must stay below",
     read_by=(AGGREGATOR,),
     flag="--breaker-failure-rate",
     deprecated=("BREAKER_FAILURE_RATE",),
+    bounds=Bounds(0, 1, above_low=True),
 )
 BREAKER_OPEN_SECONDS: Option[float] = Option(
     name="breaker_open_seconds",
@@ -119,6 +125,7 @@ BREAKER_OPEN_SECONDS: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-open-seconds",
     deprecated=("BREAKER_OPEN_SECONDS",),
+    bounds=Bounds(0.1, YEAR),
 )
 BREAKER_MAX_OPEN_SECONDS: Option[float] = Option(
     name="breaker_max_open_seconds",
@@ -129,6 +136,7 @@ BREAKER_MAX_OPEN_SECONDS: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-max-open-seconds",
     deprecated=("BREAKER_MAX_OPEN_SECONDS",),
+    bounds=Bounds(0.1, YEAR),
 )
 BREAKER_WINDOW: Option[float] = Option(
     name="breaker_window_seconds",
@@ -139,6 +147,7 @@ BREAKER_WINDOW: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-window",
     deprecated=("BREAKER_WINDOW_SECONDS",),
+    bounds=Bounds(0.1, HOUR),
 )
 BREAKER_RECENT_WINDOW: Option[float] = Option(
     name="breaker_recent_window_seconds",
@@ -149,6 +158,7 @@ BREAKER_RECENT_WINDOW: Option[float] = Option(
     "(its calls fail there); 0: a wake judges the breaker window only",
     read_by=(AGGREGATOR,),
     flag="--breaker-recent-window",
+    bounds=Bounds(0, HOUR),
 )
 BREAKER_PROVIDERS: Option[Overrides] = Option(
     name="breaker_providers",
@@ -173,6 +183,7 @@ BREAKER_HALF_OPEN_CALLS: Option[int] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-half-open-calls",
     deprecated=("BREAKER_HALF_OPEN_CALLS",),
+    bounds=Bounds(1, 10_000, whole=True),
 )
 BREAKER_HALF_OPEN_TIMEOUT: Option[float] = Option(
     name="breaker_half_open_timeout_seconds",
@@ -183,6 +194,7 @@ BREAKER_HALF_OPEN_TIMEOUT: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-half-open-timeout",
     deprecated=("BREAKER_HALF_OPEN_TIMEOUT_SECONDS",),
+    bounds=Bounds(0.1, DAY),
 )
 BREAKER_PERMIT_SECONDS: Option[float] = Option(
     name="permit_seconds",
@@ -193,16 +205,18 @@ BREAKER_PERMIT_SECONDS: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-permit-seconds",
     deprecated=("BREAKER_PERMIT_SECONDS",),
+    bounds=Bounds(0.1, HOUR),
 )
 BREAKER_MAX_OPEN_SHARE: Option[float] = Option(
     name="breaker_max_open_share",
     env="GATEWAYZ_BREAKER_MAX_OPEN_SHARE",
     parse=number,
     default=_BREAKER.max_open_share,
-    help="largest share of providers held open or half-open at once, 0..1 (1: all may open)",
+    help="largest share of providers held open or half-open at once (1: all may open)",
     read_by=(AGGREGATOR,),
     flag="--breaker-max-open-share",
     deprecated=("BREAKER_MAX_OPEN_SHARE",),
+    bounds=Bounds(0, 1),
 )
 LATENCY_TARGET: Option[float] = Option(
     name="latency_target_seconds",
@@ -213,6 +227,7 @@ LATENCY_TARGET: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--latency-target",
     deprecated=("LATENCY_TARGET_SECONDS",),
+    bounds=Bounds(0.001, HOUR),
 )
 LATENCY_CEILING: Option[float] = Option(
     name="latency_ceiling_seconds",
@@ -223,6 +238,7 @@ LATENCY_CEILING: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--latency-ceiling",
     deprecated=("LATENCY_CEILING_SECONDS",),
+    bounds=Bounds(0.01, DAY),
 )
 EXTRA_LATENCY_BUCKETS: Option[tuple[float, ...]] = Option(
     name="extra_latency_buckets",
@@ -240,10 +256,11 @@ MAX_HEADER_BYTES: Option[int] = Option(
     env="GATEWAYZ_AGGREGATOR_MAX_HEADER_BYTES",
     parse=integer,
     default=8192,
-    help="largest request line plus headers; beyond: 431 (at least 1024)",
+    help="largest request line plus headers; beyond: 431",
     read_by=(AGGREGATOR,),
     flag="--max-header-bytes",
     deprecated=("AGGREGATOR_MAX_HEADER_BYTES",),
+    bounds=Bounds(1024, 1_048_576, whole=True),
 )
 HEADER_TIMEOUT: Option[float] = Option(
     name="header_timeout_seconds",
@@ -255,6 +272,7 @@ HEADER_TIMEOUT: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--header-timeout",
     deprecated=("AGGREGATOR_HEADER_TIMEOUT_SECONDS",),
+    bounds=Bounds(0.1, HOUR),
 )
 KEEPALIVE_TIMEOUT: Option[float] = Option(
     name="keepalive_timeout_seconds",
@@ -265,6 +283,7 @@ KEEPALIVE_TIMEOUT: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--keepalive-timeout",
     deprecated=("AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS",),
+    bounds=Bounds(0.1, HOUR),
 )
 SEND_TIMEOUT: Option[float] = Option(
     name="send_timeout_seconds",
@@ -275,6 +294,7 @@ SEND_TIMEOUT: Option[float] = Option(
     read_by=(AGGREGATOR,),
     flag="--send-timeout",
     deprecated=("AGGREGATOR_SEND_TIMEOUT_SECONDS",),
+    bounds=Bounds(0.1, HOUR),
 )
 MAX_CONNECTIONS: Option[int] = Option(
     name="max_connections",
@@ -285,6 +305,7 @@ MAX_CONNECTIONS: Option[int] = Option(
     read_by=(AGGREGATOR,),
     flag="--max-connections",
     deprecated=("AGGREGATOR_MAX_CONNECTIONS",),
+    bounds=Bounds(1, 100_000, whole=True),
 )
 ALLOWED_HOSTS: Option[tuple[str, ...]] = Option(
     name="allowed_hosts",

@@ -49,7 +49,8 @@ def add_options(parser: argparse.ArgumentParser, flags: Collection[str] | None =
     those named in ``flags`` (e.g. ``CONNECTION_FLAGS``). ``settings_from_args`` reads them."""
     for option in AGGREGATOR_OPTIONS:
         if option.flag is not None and (flags is None or option.flag in flags):
-            shown = f"{option.help} (env {option.env}; default: {option.shown_default()})"
+            bounds = f"; {option.bounds.text()}" if option.bounds else ""
+            shown = f"{option.help} (env {option.env}; default: {option.shown_default()}{bounds})"
             parser.add_argument(option.flag, dest=option.name, help=shown)
     if flags is None:
         parser.add_argument(

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from aggregator import option_table as table
 from aggregator.core.breaker import BreakerConfig
 from aggregator.core.breaker_policy import BreakerPolicy, Overrides
 from aggregator.core.snapshot import HealthTargets
 from gatewayz_protocol import options as shared
-from gatewayz_protocol.labels import check_max_label_value_bytes
+from gatewayz_protocol.bounds import Bounds, shown
 from gatewayz_protocol.names import PROVIDER_NAME_HINT, check_namespace, is_valid_provider
+from gatewayz_protocol.options import Option
 from gatewayz_protocol.partitions import EXTRA_HISTOGRAM_BOUNDS, HISTOGRAM_BOUNDS
 from gatewayz_telemetry import settings as telemetry
 from gatewayz_telemetry.settings import push_url, traces_url
@@ -171,10 +172,11 @@ class AggregatorSettings:
             object.__setattr__(
                 self, "instance", f"{socket.gethostname()}:{self.port}:{os.getpid()}"
             )
-        if "|" in self.instance:
-            raise ValueError("instance must not contain '|'")
+        if "|" in self.instance or not self.instance.isprintable():
+            raise ValueError("instance must not contain '|' or a control character")
         check_namespace(self.namespace)
-        _check_finite(self)
+        _check_host(self.host)
+        _check_bounds(self)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {self.log_level!r}")
         for name in self.providers:
@@ -226,64 +228,44 @@ class AggregatorSettings:
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def _check_finite(settings: AggregatorSettings) -> None:
-    numbers = {
-        "interval": settings.interval_seconds,
-        "breaker interval": settings.breaker_interval_seconds,
-        "window": settings.window_seconds,
-        "export horizon": settings.export_horizon_seconds,
-        "retention": settings.retention_seconds,
-        "latency target": settings.latency_target_seconds,
-        "latency ceiling": settings.latency_ceiling_seconds,
-        "breaker open seconds": settings.breaker.open_seconds,
-        "breaker max open seconds": settings.breaker.max_open_seconds,
-        "breaker half-open timeout": settings.breaker.half_open_timeout_seconds,
-        "breaker permit seconds": settings.permit_seconds,
-        "breaker window": settings.breaker.window_seconds,
-        "breaker recent window": settings.breaker.recent_window_seconds,
-        "header timeout": settings.header_timeout_seconds,
-        "keep-alive timeout": settings.keepalive_timeout_seconds,
-        "send timeout": settings.send_timeout_seconds,
-    }
-    for label, value in numbers.items():
-        if not math.isfinite(value):
-            raise ValueError(f"{label} must be a finite number, got {value!r}")
+def _label(option: Option[Any]) -> str:
+    """What an error calls an option: its flag in words (``--breaker-interval``: breaker
+    interval); ``parse_settings`` puts the flag or the variable the value came from first."""
+    return (option.flag or option.name).removeprefix("--").replace("-", " ")
+
+
+def _breaker_field(option: Option[Any]) -> str | None:
+    """The ``BreakerConfig`` field ``option`` fills (``breaker_min_calls``: min_calls), if any."""
+    field = option.name.removeprefix("breaker_")
+    return field if field != option.name and field in BreakerConfig.__dataclass_fields__ else None
+
+
+_SETTINGS_BOUNDS: list[tuple[str, str, Bounds]] = [
+    (option.name, _label(option), option.bounds)
+    for option in table.AGGREGATOR_OPTIONS
+    if option.bounds is not None and not _breaker_field(option)
+]
+"""(settings field, label, bounds) of every bounded option but the breaker's."""
+_BREAKER_BOUNDS: list[tuple[str, str, Bounds]] = [
+    (_breaker_field(option) or "", _label(option), option.bounds)
+    for option in table.AGGREGATOR_OPTIONS
+    if option.bounds is not None and _breaker_field(option)
+]
+"""(``BreakerConfig`` field, label, bounds): held by the global breaker and by each provider's
+of ``--breaker-providers`` alike."""
+
+
+def _check_bounds(settings: AggregatorSettings) -> None:
+    """Every numeric setting within the bounds its option declares (``option_table``)."""
+    for name, label, bounds in _SETTINGS_BOUNDS:
+        bounds.check(label, getattr(settings, name))
 
 
 def _check_ranges(settings: AggregatorSettings) -> None:
-    if not settings.interval_seconds > 0:
-        raise ValueError("interval must be > 0")
-    if not settings.breaker_interval_seconds > 0:
-        raise ValueError("breaker interval must be > 0")
-    if not settings.permit_seconds > 0:
-        raise ValueError("breaker permit seconds must be > 0")
-    if not settings.window_seconds > 0:
-        raise ValueError("window must be > 0")
-    if not settings.retention_seconds > 0:
-        raise ValueError("retention must be > 0")
+    """The rules between settings (each within its own bounds already)."""
     if not settings.window_seconds <= settings.export_horizon_seconds <= settings.retention_seconds:
         raise ValueError("export horizon must be between the window and the retention")
-    if not 0 < settings.port < 65536:
-        raise ValueError(f"port {settings.port} outside 1..65535")
-    for label, seconds in (
-        ("header timeout", settings.header_timeout_seconds),
-        ("keep-alive timeout", settings.keepalive_timeout_seconds),
-        ("send timeout", settings.send_timeout_seconds),
-    ):
-        if not seconds > 0:
-            raise ValueError(f"{label} must be > 0")
-    if settings.max_header_bytes < 1024:  # a request line and the usual headers need ~500
-        raise ValueError("max header bytes must be >= 1024")
-    if settings.max_connections < 1:
-        raise ValueError("max connections must be >= 1")
-    if settings.max_providers < 1:
-        raise ValueError("max providers must be >= 1")
-    if settings.max_series_per_metric < 1:
-        raise ValueError("max series must be >= 1")
-    if settings.max_models_per_provider < 1:
-        raise ValueError("max models per provider must be >= 1")
-    check_max_label_value_bytes(settings.max_label_value_bytes)
-    if not 0.0 < settings.latency_target_seconds < settings.latency_ceiling_seconds:
+    if not settings.latency_target_seconds < settings.latency_ceiling_seconds:
         raise ValueError("need 0 < latency target < latency ceiling")
     unknown = [b for b in settings.extra_latency_buckets if b not in EXTRA_HISTOGRAM_BOUNDS]
     if unknown:
@@ -294,18 +276,18 @@ def _check_ranges(settings: AggregatorSettings) -> None:
         )
 
 
+def _check_host(host: str) -> None:
+    """An address or a name: one line in every message that quotes it (no newline, no
+    control character, no space)."""
+    if len(host) > 255 or not host.isprintable() or any(c.isspace() for c in host):
+        raise ValueError(
+            f"host must be an address or a name, without spaces or control characters, got "
+            f"{shown(host)}"
+        )
+
+
 def _check_breaker(b: BreakerConfig) -> None:
-    if b.min_calls < 1 or b.half_open_calls < 1:
-        raise ValueError("breaker min calls and half-open calls must be >= 1")
-    if not 0.0 < b.failure_rate <= 1.0:
-        raise ValueError("breaker failure rate must be in (0, 1]")
-    if not 0 < b.open_seconds <= b.max_open_seconds:
+    for name, label, bounds in _BREAKER_BOUNDS:
+        bounds.check(label, getattr(b, name))
+    if not b.open_seconds <= b.max_open_seconds:
         raise ValueError("need 0 < breaker open seconds <= breaker max open seconds")
-    if not b.window_seconds > 0:
-        raise ValueError("breaker window must be > 0")
-    if not b.recent_window_seconds >= 0:
-        raise ValueError("breaker recent window must be >= 0")
-    if not b.half_open_timeout_seconds > 0:
-        raise ValueError("breaker half-open timeout must be > 0")
-    if not 0.0 <= b.max_open_share <= 1.0:
-        raise ValueError("breaker max open share must be in [0, 1]")

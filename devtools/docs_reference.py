@@ -49,8 +49,8 @@ def configuration() -> str:
         "`python -m aggregator` takes each of its settings as a flag or a variable (the flag "
         "wins), and its `breaker` and `inspect` commands take the connection settings the same "
         "way; `gatewayz_telemetry.setup()` reads its own. An empty value counts as unset. A "
-        "value that cannot be read, or that a rule refuses (a duration that is 0, negative or "
-        "not finite, a Redis URL that cannot be parsed, a path that is not a db number), is a "
+        "value that cannot be read, or that a rule refuses (a number outside its range, a Redis "
+        "URL that cannot be parsed, a path that is not a db number), is a "
         "one-line error naming its variable or flag (the client: a `ValueError` from "
         "`from_env()`, before any connection; the aggregator: exit code 2); a rule two values "
         "break together (a latency target above its ceiling) names both settings instead.\n\n"
@@ -64,7 +64,7 @@ def configuration() -> str:
         + _option_table([o for o in CLIENT_OPTIONS if id(o) not in shared], flags=False)
         + "\n## The aggregator\n\n"
         + _option_table(own, flags=True)
-        + "| | `--otel-console` | off | print OpenTelemetry spans to stdout (a flag only) |\n"
+        + "| | `--otel-console` | off | | print OpenTelemetry spans to stdout (a flag only) |\n"
         + "\n## Telemetry (workers and the aggregator)\n\n"
         "`gatewayz_telemetry.setup()` reads these in whichever process calls it; the aggregator "
         "also takes the ones with a flag on its command line. The sampler "
@@ -89,14 +89,22 @@ def configuration() -> str:
 
 
 def _option_table(options: Sequence[Option[Any]], flags: bool) -> str:
-    head = "| environment | flag | default | meaning |\n|---|---|---|---|\n"
-    if not flags:
-        head = "| environment | default | meaning |\n|---|---|---|\n"
+    """One row per option; a range column, when one of them has bounds, says what a numeric
+    one may be (``gatewayz_protocol.bounds``)."""
+    ranged = any(option.bounds for option in options)
+    columns = ["environment", *(["flag"] if flags else []), "default"]
+    columns += [*(["range"] if ranged else []), "meaning"]
+    head = f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}\n"
     rows = []
     for option in options:
-        flag = f" `{option.flag}` |" if flags and option.flag else (" |" if flags else "")
-        meaning = option.help.replace("|", "\\|").replace("<", "&lt;").replace("*", "\\*")
-        rows.append(f"| `{option.env}` |{flag} {option.shown_default()} | {meaning} |\n")
+        cells = [f"`{option.env}`"]
+        if flags:
+            cells.append(f"`{option.flag}`" if option.flag else "")
+        cells.append(option.shown_default())
+        if ranged:
+            cells.append(option.bounds.text() if option.bounds else "")
+        cells.append(option.help.replace("|", "\\|").replace("<", "&lt;").replace("*", "\\*"))
+        rows.append(f"| {' | '.join(cells)} |\n".replace("|  |", "| |"))
     return head + "".join(rows)
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from gatewayz_protocol.bounds import DAY, YEAR, Bounds, shown
 from gatewayz_protocol.deprecations import forget_notices as forget_notices  # tests reset it
 from gatewayz_protocol.deprecations import tell_once
 from gatewayz_protocol.keys import (
@@ -32,7 +33,7 @@ from gatewayz_protocol.keys import (
     DEFAULT_MAX_PROVIDERS,
     DEFAULT_NAMESPACE,
 )
-from gatewayz_protocol.labels import DEFAULT_MAX_LABEL_VALUE_BYTES
+from gatewayz_protocol.labels import DEFAULT_MAX_LABEL_VALUE_BYTES, MIN_MAX_LABEL_VALUE_BYTES
 from gatewayz_protocol.model_scopes import DEFAULT_MAX_MODELS_PER_PROVIDER
 from gatewayz_protocol.names import is_valid_provider
 
@@ -57,7 +58,9 @@ class Option(Generic[T]):
     argparse dest), ``env`` its variable, ``flag`` the aggregator's flag (None: no flag),
     ``read_by`` who reads it (``CLIENT``, ``AGGREGATOR``, ``TELEMETRY``), ``deprecated`` its old
     variable names, still read for one release, and ``default_text`` what the reference shows
-    when the default is worked out at run time (None: the default itself)."""
+    when the default is worked out at run time (None: the default itself), ``bounds`` the
+    values a numeric one may take (``gatewayz_protocol.bounds``: held by the settings object
+    that reads it, shown by the reference and ``--help``)."""
 
     name: str
     env: str
@@ -68,6 +71,7 @@ class Option(Generic[T]):
     flag: str | None = None
     deprecated: tuple[str, ...] = ()
     default_text: str | None = None
+    bounds: Bounds | None = None
 
     def __post_init__(self) -> None:
         if not self.env.startswith((PREFIX, *STANDARD_PREFIXES)):
@@ -182,7 +186,7 @@ def parse_as(option: Option[T], source: str, raw: str) -> T:
         return option.parse(raw)
     except ValueError as exc:
         expected = f" (expected {exc})" if str(exc) else ""
-        raise ValueError(f"{source}: invalid value {raw!r}{expected}") from None
+        raise ValueError(f"{source}: invalid value {shown(raw, 80)}{expected}") from None
 
 
 def read(option: Option[T], env: Mapping[str, str]) -> T | None:
@@ -263,6 +267,7 @@ WINDOW_SECONDS: Option[float] = Option(
     (CLIENT, AGGREGATOR),
     flag="--window",
     deprecated=("WINDOW_SECONDS",),
+    bounds=Bounds(1, DAY),
 )
 EXPORT_HORIZON_SECONDS: Option[float] = Option(
     "export_horizon_seconds",
@@ -275,6 +280,7 @@ EXPORT_HORIZON_SECONDS: Option[float] = Option(
     (CLIENT, AGGREGATOR),
     flag="--export-horizon",
     deprecated=("EXPORT_HORIZON_SECONDS",),
+    bounds=Bounds(1, YEAR),
 )
 MAX_PROVIDERS: Option[int] = Option(
     "max_providers",
@@ -286,6 +292,7 @@ MAX_PROVIDERS: Option[int] = Option(
     (CLIENT, AGGREGATOR),
     flag="--max-providers",
     deprecated=("METRICS_MAX_PROVIDERS",),
+    bounds=Bounds(1, 100_000, whole=True),
 )
 RETENTION_SECONDS: Option[float] = Option(
     "retention_seconds",
@@ -295,6 +302,7 @@ RETENTION_SECONDS: Option[float] = Option(
     "seconds an idle provider's counters and registry entry are kept",
     (CLIENT, AGGREGATOR),
     flag="--retention",
+    bounds=Bounds(60, YEAR),
 )
 
 MAX_SERIES: Option[int] = Option(
@@ -307,6 +315,7 @@ MAX_SERIES: Option[int] = Option(
     (CLIENT, AGGREGATOR),
     flag="--max-series",
     deprecated=("METRICS_MAX_SERIES",),
+    bounds=Bounds(1, 100_000, whole=True),
 )
 
 MAX_LABEL_VALUE_BYTES: Option[int] = Option(
@@ -319,6 +328,7 @@ MAX_LABEL_VALUE_BYTES: Option[int] = Option(
     "bound what they write, the aggregator what it reads (a raw write, a client set higher)",
     (CLIENT, AGGREGATOR),
     flag="--max-label-value-bytes",
+    bounds=Bounds(MIN_MAX_LABEL_VALUE_BYTES, 65_536, whole=True),
 )
 
 
@@ -353,6 +363,7 @@ MAX_MODELS_PER_PROVIDER: Option[int] = Option(
     "count for the provider's breaker only (counted as too_many_models)",
     (CLIENT, AGGREGATOR),
     flag="--max-models-per-provider",
+    bounds=Bounds(1, 10_000, whole=True),
 )
 
 SHARED: tuple[Option[Any], ...] = (

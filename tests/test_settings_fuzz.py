@@ -1,38 +1,65 @@
 """Configuration crosses a trust boundary too: every option of the client and the aggregator set,
 one at a time, to each of many values nobody documents (by a machine, not by hand). Each value is
 either refused with one line naming what is wrong (the client: a ValueError; the aggregator: exit
-status 2 and one ``aggregator: error:`` line), or taken, and then a client built with it starts
-and closes without raising.
+status 2 and one ``aggregator: error:`` line), or taken: then a client built with it starts and
+closes without raising, and an aggregator built with it runs its cycles without a failure, is
+ready, and its scheduler starts and stops. Each end of every range the aggregator declares
+(``gatewayz_protocol.bounds``) is a value that works.
 
 Found here: ``GATEWAYZ_WINDOW_SECONDS=inf`` (and the retention, the gauge TTL) passed the client's
-"> 0" check, then failed building the client as an OverflowError naming nothing."""
+"> 0" check, then failed building the client as an OverflowError naming nothing;
+``--interval 1e30`` overflowed the scheduler at startup (a traceback), ``--interval 1e-9`` was
+never ready, ``--max-providers 1e30`` failed every cycle, ``--breaker-providers`` nested past the
+JSON decoder's recursion was a RecursionError's traceback."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from aggregator.engine.cycle import Aggregator
 from aggregator.option_table import AGGREGATOR_OPTIONS
 from aggregator.options import parse_settings
+from aggregator.serve.process import start_scheduler
+from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
 from client._settings import CLIENT_OPTIONS
+from gatewayz_protocol.bounds import DAY, YEAR
 from gatewayz_protocol.options import Option
+from gatewayz_transport.connection import connect
+from tests.support.backends import empty_namespace
 
 ODD_VALUES = (
     "", " ", "x", "-1", "0", "-0", "1.5", "nan", "NaN", "inf", "-inf", "1e999", "1e-320",
     "9" * 30, "1" * 400, "0x10", "1_000", " 5 ", "5\n", "\x00", "\u2028", "١٢", "true",
     ",", "a,b", "openrouter:0", "a:99", ":::", "redis://", "rediss://[::1",
     "redis+cluster://", "redis+sentinel://h/",
+    "1e30", "1e19", "1e-9", "5e-324", "99999999999", "2.5", "0.5", "a\nb",
+    "redis://127.0.0.1:1/0?socket_timeout=-1", '{"a":' + "[" * 5000,
 )  # fmt: skip
 """Empty, blank, signs, specials, overflow, underflow, other numerals, separators, URLs
-without a host: what a typo, a templating bug or a copied value puts in a variable."""
+without a host: what a typo, a templating bug or a copied value puts in a variable; numbers
+every parser reads but far beyond what anyone runs with (a unit mistake, ms for s), a newline,
+a bad query option, JSON nested past the decoder's recursion."""
 
 
 def _one_line(message: str) -> bool:
     return bool(message.strip()) and "\n" not in message.strip() and "Traceback" not in message
+
+
+def _ends(bounds: Any) -> list[float]:
+    """The two ends of ``bounds`` that a value can be (the low one only when included)."""
+    low = bounds.low if not bounds.above_low else None
+    ends = [end for end in (low, bounds.high) if end is not None]
+    return [int(end) for end in ends] if bounds.whole else [float(end) for end in ends]
+
+
+# ---------------------------------------------------------------------------------- the client
 
 
 @pytest.mark.parametrize("option", CLIENT_OPTIONS, ids=lambda option: option.env)
@@ -60,20 +87,58 @@ def test_the_client_refuses_an_odd_value_in_one_line_or_runs_with_it(
     assert problems == []
 
 
+# ------------------------------------------------------------------------------ the aggregator
+
+
+def _aggregator_trouble(settings: AggregatorSettings) -> str | None:
+    """What goes wrong with an aggregator of ``settings`` (None: nothing): a breaker cycle and
+    a metrics cycle that fail, a replica not ready after them, a scheduler that cannot start."""
+    connection = connect(
+        settings.redis_url, socket_timeout=max(1.0, min(5.0, settings.interval_seconds))
+    )
+    aggregator = Aggregator(settings, connection)
+    try:
+        aggregator.run_breaker_cycle()
+        aggregator.run_cycle()
+        status, ready = aggregator.status, aggregator.ready()
+        if status.cycles_failed or status.breaker_cycles_failed or ready != (True, "ok"):
+            return (
+                f"cycles: {status.last_error}, breaker cycles failed: "
+                f"{status.breaker_cycles_failed}, ready: {ready}"
+            )
+        start_scheduler(aggregator, settings).shutdown(wait=True)
+    finally:
+        aggregator.release_lease()
+        connection.close()
+    return None
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[io.StringIO]:
+    """stderr captured, the aggregator's logs (a failed cycle's) off."""
+    stderr = io.StringIO()
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(stderr):
+            yield stderr
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 @pytest.mark.parametrize("option", AGGREGATOR_OPTIONS, ids=lambda option: option.env)
-def test_the_aggregator_refuses_an_odd_value_in_one_line(option: Option[Any]) -> None:
+def test_the_aggregator_refuses_an_odd_value_in_one_line_or_works_with_it(
+    option: Option[Any], redis_url: str, namespace: str
+) -> None:
     problems = []
+    base = {"GATEWAYZ_REDIS_URL": redis_url, "GATEWAYZ_NAMESPACE": namespace}
     for value in ODD_VALUES:
-        for argv, env in (
-            ([], {option.env: value}),
-            ([f"{option.flag}={value}"], {}),
-        ):
+        settings = None
+        for argv, env in (([], {**base, option.env: value}), ([f"{option.flag}={value}"], base)):
             if argv and option.flag is None:
                 continue
-            stderr = io.StringIO()
             try:
-                with contextlib.redirect_stderr(stderr):
-                    parse_settings(argv, env)
+                with _quiet() as stderr:
+                    settings = parse_settings(argv, env)
             except SystemExit as refused:
                 said = stderr.getvalue()
                 if refused.code != 2 or not said.startswith("aggregator: error: "):
@@ -82,4 +147,45 @@ def test_the_aggregator_refuses_an_odd_value_in_one_line(option: Option[Any]) ->
                     problems.append(f"{argv or env}: refused in more than one line: {said!r}")
             except Exception as exc:  # what the test reports, whatever it is
                 problems.append(f"{argv or env}: raised {exc!r}")
+        if settings is None or option.name in ("redis_url", "redis_url_file"):
+            continue  # refused; or a URL that may name the default Redis
+        try:
+            with _quiet():
+                trouble = _aggregator_trouble(settings)
+            if trouble:
+                problems.append(f"{option.env}={value!r}: taken, then {trouble}")
+        except Exception as exc:
+            problems.append(f"{option.env}={value!r}: taken, then raised {exc!r}")
+        finally:
+            if settings.namespace != namespace:
+                empty_namespace(redis_url, settings.namespace)
     assert problems == []
+
+
+COMPANIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    # what another setting must be for this end to be possible at all (a rule of two)
+    ("--window", "high"): (f"--export-horizon={DAY}",),
+    ("--export-horizon", "low"): ("--window=1",),
+    ("--export-horizon", "high"): (f"--retention={YEAR}",),
+    ("--retention", "low"): ("--window=60", "--export-horizon=60"),
+    ("--latency-target", "high"): (f"--latency-ceiling={DAY}",),
+    ("--latency-ceiling", "low"): ("--latency-target=0.001",),
+    ("--breaker-open-seconds", "high"): (f"--breaker-max-open-seconds={YEAR}",),
+    ("--breaker-max-open-seconds", "low"): ("--breaker-open-seconds=0.1",),
+}
+_BOUNDED = [option for option in AGGREGATOR_OPTIONS if option.bounds is not None]
+
+
+@pytest.mark.parametrize("option", _BOUNDED, ids=lambda option: option.env)
+def test_each_end_of_an_aggregator_settings_range_works(
+    option: Option[Any], redis_url: str, namespace: str
+) -> None:
+    assert option.bounds is not None and option.flag is not None
+    base = [f"--redis-url={redis_url}", f"--namespace={namespace}"]
+    for which, end in zip(("low", "high"), _ends(option.bounds), strict=False):
+        if option.bounds.above_low:
+            which = "high"
+        argv = [*base, *COMPANIONS.get((option.flag, which), ()), f"{option.flag}={end}"]
+        with _quiet():
+            trouble = _aggregator_trouble(parse_settings(argv, {}))
+        assert trouble is None, (option.flag, end, trouble)

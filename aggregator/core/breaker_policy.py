@@ -84,6 +84,10 @@ def parse_overrides(raw: str) -> Overrides:
             decoded = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ValueError(f"JSON: {exc.msg} at character {exc.pos}") from None
+        except RecursionError:  # nested deeper than the decoder's recursion
+            raise ValueError("JSON: nested too deeply (an object of objects)") from None
+        except ValueError:  # a number of more digits than int() reads
+            raise ValueError("JSON: a number too long to read") from None
         if not isinstance(decoded, dict) or not all(isinstance(v, dict) for v in decoded.values()):
             raise ValueError('JSON: an object of objects, {"provider": {"setting": value}}')
         found = {str(name): dict(settings) for name, settings in decoded.items()}

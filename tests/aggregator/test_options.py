@@ -158,8 +158,8 @@ def test_otel_console_flag() -> None:
             {"GATEWAYZ_AGGREGATION_INTERVAL_SECONDS": "abc"},
             "GATEWAYZ_AGGREGATION_INTERVAL_SECONDS",
         ),
-        (["--port", "0"], {}, "port 0"),
-        (["--port", "65536"], {}, "port 65536"),
+        (["--port", "0"], {}, "port must be a whole number from 1 to 65535, got 0"),
+        (["--port", "65536"], {}, "got 65536"),
         (["--port", "1.5"], {}, "--port"),
         (["--interval", "0"], {}, "interval"),
         (["--breaker-failure-rate", "1.5"], {}, "failure rate"),
@@ -169,21 +169,26 @@ def test_otel_console_flag() -> None:
         (["--latency-target", "20"], {}, "latency target"),  # default ceiling is 10
         (["--namespace", "a:b"], {}, "namespace"),
         (["--no-such-flag"], {}, "--no-such-flag"),
-        (["--interval", "inf"], {}, "interval must be a finite number"),
+        (["--interval", "inf"], {}, "interval must be from 0.1 to 86400, got inf"),
+        (["--interval", "1e30"], {}, "interval must be from 0.1 to 86400, got 1e+30"),
+        (["--interval", "1e-9"], {}, "interval must be from 0.1 to 86400, got 1e-09"),
+        (["--breaker-interval", "1e30"], {}, "breaker interval must be from 0.1 to 3600"),
+        (["--max-providers", "1e30"], {}, "max providers must be a whole number from 1 to"),
+        (["--host", "a\nb"], {}, "host must be an address or a name, without spaces or"),
         (["--window", "nan"], {}, "window"),
         (["--breaker-max-open-share", "1.5"], {}, "max open share"),
         (["--log-level", "LOUD"], {}, "log level"),
-        (["--max-header-bytes", "100"], {}, "max header bytes must be >= 1024"),
+        (["--max-header-bytes", "100"], {}, "max header bytes must be a whole number from 1024"),
         (["--max-header-bytes", "8k"], {}, "--max-header-bytes: invalid value '8k'"),
-        (["--header-timeout", "0"], {}, "header timeout must be > 0"),
+        (["--header-timeout", "0"], {}, "header timeout must be from 0.1 to 3600, got 0.0"),
         (
             [],
             {"GATEWAYZ_AGGREGATOR_KEEPALIVE_TIMEOUT_SECONDS": "-1"},
-            "keep-alive timeout must be > 0",
+            "keepalive timeout must be from 0.1 to 3600, got -1.0",
         ),
-        (["--send-timeout", "nan"], {}, "send timeout must be a finite number"),
-        (["--header-timeout", "inf"], {}, "header timeout must be a finite number"),
-        (["--max-connections", "0"], {}, "max connections must be >= 1"),
+        (["--send-timeout", "nan"], {}, "send timeout must be from 0.1 to 3600, got nan"),
+        (["--header-timeout", "inf"], {}, "header timeout must be from 0.1 to 3600, got inf"),
+        (["--max-connections", "0"], {}, "max connections must be a whole number from 1 to"),
         (["--max-connections", "1.5"], {}, "--max-connections: invalid value '1.5'"),
         (
             ["--extra-latency-buckets", "15,20,45"],
@@ -268,10 +273,10 @@ def test_help_shows_each_options_variable_and_default(capsys: pytest.CaptureFixt
     for shown in (
         "usage: aggregator [breaker|inspect] [flags]",
         "(env GATEWAYZ_REDIS_URL; default: redis://127.0.0.1:6379/0)",
-        "(env GATEWAYZ_WINDOW_SECONDS; default: 300)",
-        "(env GATEWAYZ_BREAKER_MIN_CALLS; default: 20)",
-        "(env GATEWAYZ_BREAKER_FAILURE_RATE; default: 0.5)",
-        "(env GATEWAYZ_MAX_PROVIDERS; default: 1000)",
+        "(env GATEWAYZ_WINDOW_SECONDS; default: 300; from 1 to 86400)",
+        "(env GATEWAYZ_BREAKER_MIN_CALLS; default: 20; a whole number from 1 to 1000000)",
+        "(env GATEWAYZ_BREAKER_FAILURE_RATE; default: 0.5; above 0, at most 1)",
+        "(env GATEWAYZ_MAX_PROVIDERS; default: 1000; a whole number from 1 to 100000)",
         "(env GATEWAYZ_AGGREGATOR_INSTANCE; default: host:port:pid)",
         "(env GATEWAYZ_LOKI_URL; default: none)",
     ):
@@ -287,7 +292,8 @@ def test_help_names_every_option_with_its_variable_and_default(
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for option in AGGREGATOR_OPTIONS:
-        assert f"(env {option.env}; default: {option.shown_default()})" in text, option.env
+        bounds = f"; {option.bounds.text()}" if option.bounds else ""  # its range, if a number
+        assert f"(env {option.env}; default: {option.shown_default()}{bounds})" in text, option.env
 
 
 def test_the_defaults_are_the_option_tables() -> None:
@@ -354,12 +360,13 @@ def test_the_new_variable_wins_over_the_old_one_and_says_so_once() -> None:
         ),
         (  # read, then refused by a rule of the settings: named the same way
             {"GATEWAYZ_AGGREGATION_INTERVAL_SECONDS": "0"},
-            "aggregator: error: GATEWAYZ_AGGREGATION_INTERVAL_SECONDS: interval must be > 0\n",
+            "aggregator: error: GATEWAYZ_AGGREGATION_INTERVAL_SECONDS: interval must be from 0.1 "
+            "to 86400, got 0.0\n",
         ),
         (
             {"GATEWAYZ_BREAKER_FAILURE_RATE": "50"},
-            "aggregator: error: GATEWAYZ_BREAKER_FAILURE_RATE: breaker failure rate must be in "
-            "(0, 1]\n",
+            "aggregator: error: GATEWAYZ_BREAKER_FAILURE_RATE: breaker failure rate must be "
+            "above 0, at most 1, got 50.0\n",
         ),
         (
             {"GATEWAYZ_PROVIDERS": "Open Router"},
@@ -385,7 +392,9 @@ def test_a_bad_variable_is_one_line_naming_the_variable_it_came_from(
 def test_a_flag_refused_by_a_rule_is_named_as_given(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse_settings(["--interval", "0"], {"GATEWAYZ_BREAKER_INTERVAL_SECONDS": "5"})
-    assert capsys.readouterr().err == "aggregator: error: --interval: interval must be > 0\n"
+    assert capsys.readouterr().err == (
+        "aggregator: error: --interval: interval must be from 0.1 to 86400, got 0.0\n"
+    )
 
 
 def test_retention_and_max_series_are_settings_of_both_sides() -> None:

@@ -4,6 +4,8 @@ provider and the setting, and a provider judged by its own settings, the others 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from aggregator.core.breaker import BreakerCalls, BreakerConfig, evaluate
@@ -46,6 +48,9 @@ def test_text_and_json_read_alike() -> None:
         ('{"a": {}}', "a: at least one setting"),
         ('{"a": {"min_calls": true}}', "a: min_calls must be an integer, got True"),
         ("{oops", "JSON: Expecting property name"),
+        # deeper than the decoder recurses: a RecursionError's traceback, not this line
+        ('{"a":' + "[" * 100_000, "JSON: nested too deeply"),
+        ('{"a": {"min_calls": ' + "1" * 5000 + "}}", "JSON: a number too long to read"),
     ],
 )
 def test_bad_input_says_what_and_where(raw: str, message: str) -> None:
@@ -57,6 +62,15 @@ def test_a_setting_that_cannot_be_is_refused_naming_the_provider() -> None:
     overrides = parse_overrides("groq:failure_rate=1.5")
     with pytest.raises(ValueError, match=r"breaker providers: groq: breaker failure rate"):
         BreakerPolicy.of(BreakerConfig(), overrides, _check_breaker)
+    # each provider's settings are held to the bounds of the global options
+    for setting, said in [
+        ("open_seconds=1e30", "groq: breaker open seconds must be from 0.1 to 31536000, got 1e+30"),
+        ("window_seconds=nan", "groq: breaker window must be from 0.1 to 3600, got nan"),
+        ("min_calls=99999999999", "groq: breaker min calls must be a whole number from 1 to"),
+        ("recent_window_seconds=-1", "groq: breaker recent window must be from 0 to 3600"),
+    ]:
+        with pytest.raises(ValueError, match=f"^breaker providers: {re.escape(said)}"):
+            BreakerPolicy.of(BreakerConfig(), parse_overrides(f"groq:{setting}"), _check_breaker)
     overrides = parse_overrides("groq:open_seconds=600")  # above the global cap of 300
     with pytest.raises(ValueError, match="open seconds <= breaker max open seconds"):
         BreakerPolicy.of(BreakerConfig(), overrides, _check_breaker)
