@@ -4,7 +4,6 @@ client's own, declared here)."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 from client._instruments import DEFAULT_MAX_BATCH_BYTES
 from client._sharding import ShardPlan
-from gatewayz_protocol.labels import check_max_label_value_bytes
+from gatewayz_protocol.bounds import DAY, HOUR, MINUTE, Bounds
 from gatewayz_protocol.names import PROVIDER_NAME_HINT, check_namespace, is_valid_provider
 from gatewayz_protocol.options import (
     BREAKER_MODELS,
@@ -45,6 +44,7 @@ FLUSH_INTERVAL_SECONDS: Option[float] = Option(
     "seconds between the flusher's batches (sooner when a batch is full)",
     (CLIENT,),
     deprecated=("METRICS_FLUSH_INTERVAL_SECONDS",),
+    bounds=Bounds(0.001, MINUTE),
 )
 MAX_BUFFER: Option[int] = Option(
     "max_buffer",
@@ -54,6 +54,7 @@ MAX_BUFFER: Option[int] = Option(
     "events a worker buffers while Redis is slow or away; beyond, the oldest are dropped (counted)",
     (CLIENT,),
     deprecated=("METRICS_MAX_BUFFER",),
+    bounds=Bounds(1, 10_000_000, whole=True),
 )
 BREAKER_REFRESH_SECONDS: Option[float] = Option(
     "breaker_refresh_seconds",
@@ -63,6 +64,7 @@ BREAKER_REFRESH_SECONDS: Option[float] = Option(
     "seconds between the breaker refresher's reads of the states allow() answers from",
     (CLIENT,),
     deprecated=("METRICS_BREAKER_REFRESH_SECONDS",),
+    bounds=Bounds(0.01, MINUTE),
 )
 BREAKER_WAKE_FAILURES: Option[int] = Option(
     "breaker_wake_failures",
@@ -73,6 +75,7 @@ BREAKER_WAKE_FAILURES: Option[int] = Option(
     "which the worker asks the aggregator to evaluate its breaker at once (at most once a "
     "second); 0: never, the breaker cycle decides alone",
     (CLIENT,),
+    bounds=Bounds(0, 100_000, whole=True),
 )
 GAUGE_TTL_SECONDS: Option[float] = Option(
     "gauge_ttl_seconds",
@@ -82,6 +85,7 @@ GAUGE_TTL_SECONDS: Option[float] = Option(
     "seconds a worker's gauge values outlive it (it refreshes them while alive)",
     (CLIENT,),
     deprecated=("METRICS_GAUGE_TTL_SECONDS",),
+    bounds=Bounds(1, DAY),
 )
 HANDLE_SIGTERM: Option[bool] = Option(
     "handle_sigterm",
@@ -112,6 +116,7 @@ MAX_BATCH_BYTES: Option[int] = Option(
     "bytes of backend metric increments (series ids and fields) one batch carries at most; "
     "the rest go with the next batch",
     (CLIENT,),
+    bounds=Bounds(1, 64 * 1024 * 1024, whole=True),
 )
 
 CLIENT_OPTIONS: tuple[Option[Any], ...] = (
@@ -127,6 +132,23 @@ CLIENT_OPTIONS: tuple[Option[Any], ...] = (
 )
 """What ``ClientSettings.from_env()`` reads: the shared options, then the client's own."""
 
+FIELD_BOUNDS: dict[str, Bounds] = {
+    "key_ttl_margin_seconds": Bounds(0, DAY),
+    "max_batch": Bounds(1, 100_000, whole=True),
+    "socket_timeout_seconds": Bounds(0.01, 5 * MINUTE),
+    "backoff_initial_seconds": Bounds(0.001, MINUTE),
+    "backoff_max_seconds": Bounds(0.001, HOUR),
+    "allow_timeout_seconds": Bounds(0.001, MINUTE),
+}
+"""The bounds of the settings given as keyword arguments only (no variable): the
+``ClientSettings`` docstring says them (``tests/client/test_settings.py`` holds it to these)."""
+
+BOUNDS: dict[str, Bounds] = {
+    **{option.name: option.bounds for option in CLIENT_OPTIONS if option.bounds is not None},
+    **FIELD_BOUNDS,
+}
+"""Every numeric setting's bounds, held at construction (``ClientSettings.__post_init__``)."""
+
 
 @dataclass(frozen=True)
 class ClientSettings:
@@ -134,6 +156,20 @@ class ClientSettings:
 
     ``window_seconds`` must match the aggregator's window: window keys expire
     ``window_seconds + key_ttl_margin_seconds`` after their last write.
+
+    Every setting is checked here, when the settings are built (``from_env()`` builds them
+    too): a value the client cannot work with (a number outside its range, a fraction where a
+    count is wanted, a Redis URL or query option no connection can use) is a ``ValueError`` of
+    one line naming the setting, never an error later in ``record()``, ``allow()``,
+    ``flush()`` or ``close()``. The range of each setting that has a variable is in the
+    configuration reference; those of the others are:
+
+    - ``key_ttl_margin_seconds`` (how much longer than the window its keys live): from 0 to 86400
+    - ``max_batch`` (events one batch carries at most): a whole number from 1 to 100000
+    - ``socket_timeout_seconds`` (of every Redis command): from 0.01 to 300
+    - ``backoff_initial_seconds`` (the first wait after a failed write): from 0.001 to 60
+    - ``backoff_max_seconds`` (the longest such wait): from 0.001 to 3600
+    - ``allow_timeout_seconds`` (the longest an ``allow`` call waits): from 0.001 to 60
     """
 
     redis_url: str = REDIS_URL.default
@@ -184,38 +220,11 @@ class ClientSettings:
         except ValueError as exc:
             raise ValueError(f"invalid Redis URL: {exc}") from None
         check_namespace(self.namespace)
-        positive = {
-            "window_seconds": self.window_seconds,
-            "flush_interval_seconds": self.flush_interval_seconds,
-            "max_batch": self.max_batch,
-            "max_buffer": self.max_buffer,
-            "socket_timeout_seconds": self.socket_timeout_seconds,
-            "backoff_initial_seconds": self.backoff_initial_seconds,
-            "backoff_max_seconds": self.backoff_max_seconds,
-            "retention_seconds": self.retention_seconds,
-            "breaker_refresh_seconds": self.breaker_refresh_seconds,
-            "allow_timeout_seconds": self.allow_timeout_seconds,
-            "max_series_per_metric": self.max_series_per_metric,
-            "max_providers": self.max_providers,
-            "gauge_ttl_seconds": self.gauge_ttl_seconds,
-            "export_horizon_seconds": self.export_horizon_seconds,
-            "max_batch_bytes": self.max_batch_bytes,
-            "max_models_per_provider": self.max_models_per_provider,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-            if isinstance(value, float) and not math.isfinite(value):
-                # inf passes "> 0" and then fails far away (int(inf) naming a key's TTL)
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if self.breaker_wake_failures < 0:
-            raise ValueError(
-                f"breaker_wake_failures must be >= 0, got {self.breaker_wake_failures!r}"
-            )
-        if not 0 <= self.key_ttl_margin_seconds < math.inf:
-            raise ValueError("key_ttl_margin_seconds must be a finite number >= 0")
+        for name, bounds in BOUNDS.items():
+            # A value beyond them failed far from here: a TTL Redis refuses on every batch, a
+            # timeout a thread's join() overflows on in close(), a batch size of 2.5
+            bounds.check(name, getattr(self, name))
         ShardPlan.parse(self.provider_shards)
-        check_max_label_value_bytes(self.max_label_value_bytes)
         for provider in self.breaker_models:
             if not is_valid_provider(provider):
                 raise ValueError(

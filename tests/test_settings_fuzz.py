@@ -1,16 +1,18 @@
 """Configuration crosses a trust boundary too: every option of the client and the aggregator set,
 one at a time, to each of many values nobody documents (by a machine, not by hand). Each value is
 either refused with one line naming what is wrong (the client: a ValueError; the aggregator: exit
-status 2 and one ``aggregator: error:`` line), or taken: then a client built with it starts and
-closes without raising, and an aggregator built with it runs its cycles without a failure, is
-ready, and its scheduler starts and stops. Each end of every range the aggregator declares
-(``gatewayz_protocol.bounds``) is a value that works.
+status 2 and one ``aggregator: error:`` line), or taken, and then works: a client built with it
+records, flushes (``flush()`` True) and closes without raising; an aggregator built with it runs
+its cycles without a failure, is ready, and its scheduler starts and stops. The same holds for the
+client's settings given as keyword arguments, and for the ends of every declared range
+(``gatewayz_protocol.bounds``): each end is a value that works.
 
 Found here: ``GATEWAYZ_WINDOW_SECONDS=inf`` (and the retention, the gauge TTL) passed the client's
-"> 0" check, then failed building the client as an OverflowError naming nothing;
-``--interval 1e30`` overflowed the scheduler at startup (a traceback), ``--interval 1e-9`` was
-never ready, ``--max-providers 1e30`` failed every cycle, ``--breaker-providers`` nested past the
-JSON decoder's recursion was a RecursionError's traceback."""
+"> 0" check, then failed building the client as an OverflowError naming nothing; ``1e19`` then
+passed, and Redis refused every batch's TTL (``flush()`` False forever); ``--interval 1e30``
+overflowed the scheduler at startup (a traceback), ``--interval 1e-9`` was never ready,
+``--max-providers 1e30`` failed every cycle; ``ClientSettings(allow_timeout_seconds=1e30)`` made
+``close()`` raise OverflowError, ``max_batch=2.5`` never flushed."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from aggregator.options import parse_settings
 from aggregator.serve.process import start_scheduler
 from aggregator.settings import AggregatorSettings
 from client import ClientSettings, MetricsClient
-from client._settings import CLIENT_OPTIONS
+from client._settings import BOUNDS, CLIENT_OPTIONS, FIELD_BOUNDS
 from gatewayz_protocol.bounds import DAY, YEAR
 from gatewayz_protocol.options import Option
 from gatewayz_transport.connection import connect
@@ -47,6 +49,23 @@ without a host: what a typo, a templating bug or a copied value puts in a variab
 every parser reads but far beyond what anyone runs with (a unit mistake, ms for s), a newline,
 a bad query option, JSON nested past the decoder's recursion."""
 
+ODD_OBJECTS: tuple[object, ...] = (
+    0,
+    -1,
+    0.5,
+    2.5,
+    1e30,
+    10**30,
+    1e-300,
+    5e-324,
+    float("nan"),
+    float("inf"),
+    True,
+    "5",
+    None,
+)
+"""What a gateway's code may pass as a keyword argument of ``ClientSettings``."""
+
 
 def _one_line(message: str) -> bool:
     return bool(message.strip()) and "\n" not in message.strip() and "Traceback" not in message
@@ -62,15 +81,32 @@ def _ends(bounds: Any) -> list[float]:
 # ---------------------------------------------------------------------------------- the client
 
 
+def _client_trouble(settings: ClientSettings) -> str | None:
+    """What goes wrong with a client of ``settings`` that records, flushes and closes (None:
+    nothing); an exception it raises is the caller's to report."""
+    metrics = MetricsClient(settings=settings)
+    try:
+        metrics.gauge("fuzz_inflight", "In flight").set(1)
+        metrics.record("openrouter", 0.2, status_code=200)
+        metrics.allow("openrouter")
+        flushed = metrics.flush(timeout=5.0)
+    finally:
+        closed = metrics.close(timeout=5.0)
+    return None if flushed and closed else f"flush() {flushed}, close() {closed}"
+
+
 @pytest.mark.parametrize("option", CLIENT_OPTIONS, ids=lambda option: option.env)
-def test_the_client_refuses_an_odd_value_in_one_line_or_runs_with_it(
-    option: Option[Any], redis_url: str
+def test_the_client_refuses_an_odd_value_in_one_line_or_works_with_it(
+    option: Option[Any], redis_url: str, namespace: str
 ) -> None:
     problems = []
     for value in ODD_VALUES:
-        env = {option.env: value}
-        if option.env != "GATEWAYZ_REDIS_URL":
-            env["GATEWAYZ_REDIS_URL"] = redis_url
+        env = {
+            "GATEWAYZ_REDIS_URL": redis_url,
+            "GATEWAYZ_NAMESPACE": namespace,
+            "GATEWAYZ_HANDLE_SIGTERM": "0",
+            option.env: value,
+        }
         try:
             settings = ClientSettings.from_env(env)
         except ValueError as refused:
@@ -81,10 +117,54 @@ def test_the_client_refuses_an_odd_value_in_one_line_or_runs_with_it(
             problems.append(f"{value!r}: raised {exc!r} while reading it")
             continue
         try:
-            MetricsClient(settings=settings).close(timeout=0.2)
+            if option.env == "GATEWAYZ_REDIS_URL":  # it may name the default Redis: built only
+                MetricsClient(settings=settings).close(timeout=0.2)
+                continue
+            trouble = _client_trouble(settings)
+            if trouble:
+                problems.append(f"{value!r}: taken, then {trouble}")
+        except Exception as exc:
+            problems.append(f"{value!r}: taken, then a client raised {exc!r}")
+        finally:
+            if option.env == "GATEWAYZ_NAMESPACE" and settings.namespace != namespace:
+                empty_namespace(redis_url, settings.namespace)
+    assert problems == []
+
+
+@pytest.mark.parametrize("name", sorted(FIELD_BOUNDS))
+def test_a_keyword_only_setting_is_refused_in_one_line_or_works(
+    name: str, redis_url: str, namespace: str
+) -> None:
+    problems = []
+    for value in ODD_OBJECTS:
+        given: dict[str, Any] = {name: value}
+        try:
+            settings = ClientSettings(
+                redis_url=redis_url, namespace=namespace, handle_sigterm=False, **given
+            )
+        except ValueError as refused:
+            if not _one_line(str(refused)) or not str(refused).startswith(name):
+                problems.append(f"{value!r}: refused as {refused!r}")
+            continue
+        try:
+            trouble = _client_trouble(settings)
+            if trouble:
+                problems.append(f"{value!r}: taken, then {trouble}")
         except Exception as exc:
             problems.append(f"{value!r}: taken, then a client raised {exc!r}")
     assert problems == []
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_each_end_of_a_client_settings_range_works(
+    name: str, redis_url: str, namespace: str
+) -> None:
+    for end in _ends(BOUNDS[name]):
+        given: dict[str, Any] = {name: end}
+        settings = ClientSettings(
+            redis_url=redis_url, namespace=namespace, handle_sigterm=False, **given
+        )
+        assert _client_trouble(settings) is None, (name, end)
 
 
 # ------------------------------------------------------------------------------ the aggregator
