@@ -240,8 +240,9 @@ REDIS_URL: Option[str] = Option(
     "redis://127.0.0.1:6379/0",
     "Redis (rediss:// for TLS, redis://:password@host); a Redis Cluster "
     "redis+cluster://host:port[,host:port...], a Sentinel-managed one "
-    "redis+sentinel://host:26379[,...]/<master>[/<db>]; query options as redis-py reads them "
-    "(?client_name=, ?socket_keepalive=, ?ssl_ca_certs= with rediss://), but not "
+    "redis+sentinel://host:26379[,...]/<master>[/<db>]; query options as redis-py reads them, "
+    "each with a value a connection can use (?client_name= one word, ?socket_timeout= 0.01 to "
+    "300, ?ssl_ca_certs= with rediss://; none with redis+sentinel://), but not "
     "?decode_responses= or an encoding other than UTF-8",
     (CLIENT, AGGREGATOR),
     flag="--redis-url",

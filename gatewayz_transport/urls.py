@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 import redis
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
+
+from gatewayz_transport.url_values import check_db as _check_db
+from gatewayz_transport.url_values import check_values as _check_values
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 """One Redis, as redis-py reads its URL (it takes these, lower case, and no other)."""
@@ -60,16 +62,18 @@ def check_url(redis_url: str) -> None:
         options = parse_url(plain)  # type: ignore[no-untyped-call]
         if options.get("db", 0) != 0 or "path" in options:
             raise ValueError("a Redis Cluster has only db 0, over TCP")
-        _check_options(options)
+        _check_options(plain)
     elif scheme in SENTINEL_SCHEMES:
         parse_sentinel_url(redis_url)
     else:
         redis.ConnectionPool.from_url(redis_url)
         path = urlparse(redis_url).path
-        if scheme in ("redis", "rediss") and path.strip("/") and not path.strip("/").isdigit():
+        if scheme in ("redis", "rediss") and path.strip("/"):
             # redis-py reads any other path as db 0, without a word
-            raise ValueError(f"the path names a db number (/0, /1...), not {path!r}")
-        _check_options(parse_url(redis_url))  # type: ignore[no-untyped-call]
+            if not path.strip("/").isdigit():
+                raise ValueError(f"the path names a db number (/0, /1...), not {path!r}")
+            _check_db(int(path.strip("/")), "the path's db number")
+        _check_options(redis_url)
 
 
 _FROM_NETLOC = {"host", "port", "username", "password", "db", "path", "connection_class"}
@@ -85,10 +89,12 @@ redis-py 5.1, ``protocol`` too): the others it does not parse would reach the co
 where it needs an object or a number."""
 
 
-def _check_options(options: dict[str, Any]) -> None:
+def _check_options(url: str) -> None:
     """ValueError for a query option a connection of this redis-py does not take (it would
     fail at the first connection, in the flusher's thread), or that breaks what every writer
-    must agree on (decoded replies, another encoding)."""
+    must agree on (decoded replies, another encoding); then for each value no connection can
+    use (``_check_values``)."""
+    options = parse_url(url)  # type: ignore[no-untyped-call]
     connection_class = options.get("connection_class", redis.Connection)
     taken = _parameters(connection_class) | _parameters(redis.ConnectionPool)
     for name in sorted(set(options) - _FROM_NETLOC):
@@ -100,6 +106,7 @@ def _check_options(options: dict[str, Any]) -> None:
             raise ValueError(f"?{name}= is not an option of {over} Redis connection")
         elif name not in URL_QUERY_ARGUMENT_PARSERS and not name.startswith(_TEXT_OPTIONS):
             raise ValueError(f"?{name}= cannot be given in a URL (its value is not text)")
+    _check_values(urlparse(url).query, set(options) - _FROM_NETLOC - set(_REFUSED))
 
 
 def _as_ours(name: str, value: object) -> bool:
@@ -153,10 +160,16 @@ def parse_sentinel_url(redis_url: str) -> SentinelUrl:
         if not host or not port.isdigit():
             raise ValueError(f"a Sentinel reads host[:port], not {address!r}: {form}")
         sentinels.append((host.strip("[]"), int(port)))
+    if parsed.query:
+        raise ValueError(
+            "a Sentinel URL takes no query options: its connections' settings are the project's own"
+        )
+    db = int(path[1]) if len(path) == 2 else 0
+    _check_db(db, "the path's db number")
     return SentinelUrl(
         sentinels,
         path[0],
-        int(path[1]) if len(path) == 2 else 0,
+        db,
         unquote(parsed.username) if parsed.username else None,
         unquote(parsed.password) if parsed.password else None,
     )

@@ -4,15 +4,16 @@ either refused with one line naming what is wrong (the client: a ValueError; the
 status 2 and one ``aggregator: error:`` line), or taken, and then works: a client built with it
 records, flushes (``flush()`` True) and closes without raising; an aggregator built with it runs
 its cycles without a failure, is ready, and its scheduler starts and stops. The same holds for the
-client's settings given as keyword arguments, and for the ends of every declared range
-(``gatewayz_protocol.bounds``): each end is a value that works.
+client's settings given as keyword arguments, for every query option of a Redis URL, and for the
+ends of every declared range (``gatewayz_protocol.bounds``): each end is a value that works.
 
 Found here: ``GATEWAYZ_WINDOW_SECONDS=inf`` (and the retention, the gauge TTL) passed the client's
 "> 0" check, then failed building the client as an OverflowError naming nothing; ``1e19`` then
 passed, and Redis refused every batch's TTL (``flush()`` False forever); ``--interval 1e30``
 overflowed the scheduler at startup (a traceback), ``--interval 1e-9`` was never ready,
 ``--max-providers 1e30`` failed every cycle; ``ClientSettings(allow_timeout_seconds=1e30)`` made
-``close()`` raise OverflowError, ``max_batch=2.5`` never flushed."""
+``close()`` raise OverflowError; ``?socket_timeout=-1``, ``?protocol=9``, ``?client_name=a%20b``
+were taken and no connection could be made."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import io
 import logging
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -34,7 +36,8 @@ from client._settings import BOUNDS, CLIENT_OPTIONS, FIELD_BOUNDS
 from gatewayz_protocol.bounds import DAY, YEAR
 from gatewayz_protocol.options import Option
 from gatewayz_transport.connection import connect
-from tests.support.backends import empty_namespace
+from gatewayz_transport.url_values import CHECKS
+from tests.support.backends import empty_namespace, open_redis
 
 ODD_VALUES = (
     "", " ", "x", "-1", "0", "-0", "1.5", "nan", "NaN", "inf", "-inf", "1e999", "1e-320",
@@ -65,6 +68,12 @@ ODD_OBJECTS: tuple[object, ...] = (
     None,
 )
 """What a gateway's code may pass as a keyword argument of ``ClientSettings``."""
+
+ODD_QUERY_VALUES = (
+    "-1", "0", "1", "2", "3", "4", "9", "nan", "inf", "1e30", "0.5", "99999999999", "a b",
+    "gw", "true", "flase", "none", "bogus", "TimeoutError", "771",
+)  # fmt: skip
+"""Values of a Redis URL's query options."""
 
 
 def _one_line(message: str) -> bool:
@@ -269,3 +278,53 @@ def test_each_end_of_an_aggregator_settings_range_works(
         with _quiet():
             trouble = _aggregator_trouble(parse_settings(argv, {}))
         assert trouble is None, (option.flag, end, trouble)
+
+
+# ------------------------------------------------------------------------- Redis URL options
+
+
+def _databases(redis_url: str) -> int:
+    """How many dbs the test's Redis has (its ``databases`` setting)."""
+    connection = open_redis(redis_url)
+    try:
+        return int(str(connection.config_get("databases")["databases"]))
+    finally:
+        connection.close()
+
+
+def _with_query(redis_url: str, name: str, value: str) -> str:
+    return f"{redis_url}{'&' if '?' in redis_url else '?'}{name}={quote(value)}"
+
+
+@pytest.mark.parametrize("name", sorted({*CHECKS, "db"}))
+def test_a_query_option_is_refused_in_one_line_or_works_on_both_sides(
+    name: str, redis_url: str, namespace: str
+) -> None:
+    problems = []
+    databases = _databases(redis_url)
+    for value in ODD_QUERY_VALUES:
+        if name == "db" and value.isdigit() and databases <= int(value) < 2**31 - 1:
+            continue  # a db a Redis may have (its databases setting), this one has not
+        url = _with_query(redis_url, name, value)
+        try:
+            client = ClientSettings(redis_url=url, namespace=namespace, handle_sigterm=False)
+        except ValueError as refused:
+            with pytest.raises(ValueError) as also:  # the aggregator refuses it alike
+                AggregatorSettings(redis_url=url, namespace=namespace)
+            if not _one_line(str(refused)) or str(refused) != str(also.value):
+                problems.append(f"?{name}={value}: refused as {refused!r} and {also.value!r}")
+            continue
+        try:
+            trouble = _client_trouble(client)
+            with _quiet():
+                trouble = trouble or _aggregator_trouble(
+                    AggregatorSettings(redis_url=url, namespace=namespace)
+                )
+            if trouble:
+                problems.append(f"?{name}={value}: taken, then {trouble}")
+        except Exception as exc:
+            problems.append(f"?{name}={value}: taken, then raised {exc!r}")
+        finally:
+            if name == "db":
+                empty_namespace(url, namespace)
+    assert problems == []

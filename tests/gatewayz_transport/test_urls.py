@@ -207,3 +207,37 @@ def test_a_sentinel_url_without_sentinels_or_master_is_refused(url: str) -> None
         parse_sentinel_url(url)
     # the form shown survives the redaction of every message up to a URL's last "@"
     assert redact(str(info.value)) == str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        # taken by name, then no connection could be made: flush() False for good, every cycle
+        # of the aggregator failed (gatewayz_transport.url_values)
+        ("redis://h/0?socket_timeout=-1", "?socket_timeout= must be a number from 0.01 to 300"),
+        ("redis://h/0?socket_timeout=nan", "?socket_timeout= must be a number"),
+        ("redis://h/0?socket_connect_timeout=-5", "?socket_connect_timeout= must be a number"),
+        ("redis://h/0?client_name=a%20b", "?client_name= must be one word of visible ASCII"),
+        ("redis://h/0?health_check_interval=-1", "?health_check_interval= must be a whole"),
+        ("redis://h/0?protocol=9", "?protocol= must be 2 or 3 (RESP2, RESP3), got '9'"),
+        ("redis://h/99999999999", "the path's db number must be a whole number from 0 to"),
+        ("unix:///tmp/r.sock?db=99999999999", "?db= must be a whole number from 0 to"),
+        ("rediss://h/0?ssl_cert_reqs=bogus", "?ssl_cert_reqs= must be one of none, optional"),
+        ("redis+cluster://h:1,h:2?socket_timeout=0", "?socket_timeout= must be a number"),
+        ("redis+sentinel://h/m/99999999999", "the path's db number must be a whole number"),
+        ("redis+sentinel://h/m?socket_timeout=1", "a Sentinel URL takes no query options"),
+    ],
+)
+def test_a_query_value_no_connection_can_use_is_refused_naming_the_option(
+    url: str, said: str
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        check_url(url)
+    assert str(refused.value).startswith(said), refused.value
+    assert "\n" not in str(refused.value)
+
+
+def test_a_refused_value_never_quotes_the_password() -> None:
+    with pytest.raises(ValueError) as refused:
+        check_url("redis://user:hunter2@h/0?socket_timeout=-1&password=hunter2")
+    assert "hunter2" not in str(refused.value)
