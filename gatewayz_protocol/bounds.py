@@ -59,7 +59,10 @@ class Bounds:
 
 def shown(value: object, limit: int = 40) -> str:
     """``value`` as an error message quotes it: its repr, on one line, cut at ``limit``
-    characters (a value of 400 digits says where it starts, not all of it)."""
+    characters (a value of 400 digits says where it starts, not all of it); a whole number of
+    more than 15 digits as a float says it (``1e+30``, as given, not the 31 digits it reads as)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return f"{float(value):g}" if abs(value) < 10**308 else f"{repr(value)[: limit - 3]}..."
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 

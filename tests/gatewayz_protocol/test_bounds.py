@@ -49,6 +49,9 @@ def test_a_value_outside_is_one_line_naming_the_setting_and_the_range() -> None:
 def test_shown_cuts_a_long_value_on_one_line() -> None:
     assert shown("a\nb") == "'a\\nb'"
     assert shown("x" * 100) == repr("x" * 100)[:37] + "..."
+    assert shown(int(1e30)) == "1e+30"  # "--max-providers 1e30", not its 31 digits
+    assert shown(10**400) == repr(10**400)[:37] + "..."
+    assert shown(99_999) == "99999"
 
 
 def test_bounds_need_finite_ends_in_order() -> None:
