@@ -25,7 +25,14 @@ Decode = Callable[[list[Any]], None]
 """Takes the replies of the commands queued with it, in order, as Redis sent them."""
 
 _first = itemgetter(0)
-_ABSENT: dict[str, Any] = {"GET": None, "ZCOUNT": 0, "ZREMRANGEBYSCORE": 0, "ZREM": 0}
+_ABSENT: dict[str, Any] = {
+    "GET": None,
+    "ZSCORE": None,
+    "ZCOUNT": 0,
+    "ZREMRANGEBYSCORE": 0,
+    "ZREMRANGEBYRANK": 0,
+    "ZREM": 0,
+}
 """What a command answers about a missing key, where that is not an empty list."""
 
 

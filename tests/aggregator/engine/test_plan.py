@@ -57,11 +57,12 @@ def test_a_key_of_another_type_reads_as_absent_and_is_named() -> None:
         ("GET", "s"),
         ("HMGET", "m", "state", "forced"),
         ("ZRANGE", "r", 0, -1),
+        ("ZSCORE", "y", "member"),
     ]
     plan.add(commands, got.extend)
     plan.decode([wrong] * len(commands))
-    assert got == [[], 0, None, [None, None], []]
-    assert plan.wrong_type == ["h", "z", "s", "m", "r"]
+    assert got == [[], 0, None, [None, None], [], None]
+    assert plan.wrong_type == ["h", "z", "s", "m", "r", "y"]
 
 
 def test_an_empty_plan_decodes_empty_groups_without_a_round_trip() -> None:

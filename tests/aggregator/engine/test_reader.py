@@ -179,6 +179,17 @@ def test_an_operators_read_of_the_registry_is_bounded_whatever_it_holds(
     assert read_registry(connection, Keys(f"empty-{uuid.uuid4().hex[:8]}"), 3) == ({}, 0)
 
 
+def test_a_registry_of_another_type_reads_as_empty(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    # Found by a fuzz of foreign data: ZSCORE on a key of another type read back as [] (what
+    # a missing list answers) and float([]) raised: every breaker command over HTTP answered
+    # 500 while the registry held another type.
+    r.set(keys.providers, "x")
+    connection = connect(redis_url, 5.0)
+    assert read_registry(connection, keys, 3, ["steady", "modeled"]) == ({}, 0)
+
+
 def test_every_command_an_acl_refuses_is_counted_on_every_master(redis_url: str) -> None:
     """Redis's own count of NOPERM refusals (any client's, summed over a cluster's masters) is
     what the aggregator exports (gatewayz_redis_permission_refusals_total)."""
