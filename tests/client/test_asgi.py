@@ -99,7 +99,10 @@ def test_an_exception_before_the_response_is_a_500_and_after_it_the_status_sent(
     http = TestClient(app, raise_server_exceptions=False)
     assert http.get("/boom").status_code == 500
     cut_short = http.get("/stream")  # 200 headers, then the body as far as it got
-    assert (cut_short.status_code, cut_short.content) == (200, b"data: 1\n\n")
+    assert cut_short.status_code == 200
+    # the TestClient of the oldest supported FastAPI (0.110) drops the body
+    # it got when the app raises; later ones keep it
+    assert cut_short.content in (b"data: 1\n\n", b"")
     assert metrics.flush(timeout=5)
     assert _requests(r, keys) == {
         'i:["t","GET","/boom","500","5xx"]': 1,
