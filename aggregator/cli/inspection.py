@@ -1,9 +1,11 @@
 """``python -m aggregator inspect [PROVIDER] [--json]``: what Redis holds, read directly.
 
-Without a provider: every registered provider with its window counts and breaker state. With
-one: its window minute by minute (calls by outcome, p50/p95 of successes from the latency
-partitions), its cumulative totals, its breaker hash (deadlines in human time), the live
-half-open permits and each key's TTL. "now" is Redis's clock (``TIME``, the shared clock).
+Without a provider: the registered providers with their window counts and breaker state, at
+most ``--max-providers`` of them (the most recently seen, the cap the cycles read), and how many
+the registry holds (it keeps names 7 days, and churning names can leave 100,000). With
+one, looked up by name: its window minute by minute (calls by outcome, p50/p95 of successes
+from the latency partitions), its cumulative totals, its breaker hash (deadlines in human
+time), the live half-open permits and each key's TTL. "now" is Redis's clock (``TIME``).
 
 Reads only: no window is trimmed, nothing is registered (``WindowReader.registered`` and
 ``WindowReader.inspect``, never ``known_providers`` or ``read``). The functions below the I/O
@@ -41,15 +43,17 @@ from gatewayz_transport.connection import connect
 
 DESCRIPTION = """Shows what Redis holds, read directly and never changed.
 
-Without a provider: every registered provider with its window counts and breaker state. With
-one: its window minute by minute (calls by outcome, p50/p95 of successes), its cumulative
-totals, its breaker (deadlines in UTC and relative to now), the live half-open permits and each
-key's TTL. "now" is Redis's clock. --json prints one JSON document instead.
+Without a provider: the registered providers with their window counts and breaker state, at
+most --max-providers of them, the most recently seen (the line below the table says when more
+are registered: name one to see it). With one: its window minute by minute (calls by outcome,
+p50/p95 of successes), its cumulative totals, its breaker (deadlines in UTC and relative to
+now), the live half-open permits and each key's TTL. "now" is Redis's clock. --json prints
+one JSON document instead ("registered" and "truncated" beside the providers).
 
 Exit codes: 0 shown; 1 no data (empty namespace, unknown provider) or Redis unreachable;
 2 bad usage."""
 
-FLAGS = (*CONNECTION_FLAGS, "--window")
+FLAGS = (*CONNECTION_FLAGS, "--window", "--max-providers")
 SKIPPED_NOTE = "fields no writer of this project writes, skipped as the aggregator skips them"
 _DEADLINES = ("since", "open_until")
 
@@ -225,6 +229,13 @@ def format_overview(doc: Mapping[str, Any]) -> str:
     spoiled = [p["provider"] for p in doc["providers"] if p["skipped"]]
     if spoiled:
         table += ["", f"{SKIPPED_NOTE}, of: {', '.join(spoiled)} (inspect PROVIDER names them)"]
+    if doc.get("truncated"):
+        table += [
+            "",
+            f"{len(doc['providers'])} of {doc['registered']} registered providers shown, the most"
+            " recently seen (--max-providers, GATEWAYZ_MAX_PROVIDERS); name one to see it:"
+            " inspect PROVIDER",
+        ]
     return "\n".join([head, "", *table])
 
 
@@ -300,13 +311,15 @@ def run_args(
     try:
         seconds, micros = reader.redis_time()
         now = seconds + micros / 1_000_000
-        registry = reader.registered()
+        newest = settings.max_providers if provider is None else 0
+        registry, count = reader.registered(newest, [provider] if provider else [])
         if provider is None:
             if not registry:
                 return _no_data(f"no data in {where}: no provider registered")
             edges = [now - settings.window_seconds, now + FUTURE_TOLERANCE_SECONDS]
             found = reader.inspect(now, sorted(registry), edges)
             doc = overview(found, registry, now, settings.window_seconds, settings.namespace)
+            doc |= {"registered": count, "truncated": count > settings.max_providers}
             text = format_overview(doc)
         else:
             edges = minute_edges(now, settings.window_seconds)

@@ -275,24 +275,19 @@ class WindowReader:
 
     # -- read-only views (``python -m aggregator inspect``): no trim, no registry change --------
 
-    def registered(self) -> dict[str, float]:
-        """The provider registry as it is: name -> last seen. Unlike ``known_providers`` it
-        removes nothing."""
-        found: list[Any] = []
+    def registered(self, newest: int, names: Sequence[str] = ()) -> tuple[dict[str, float], int]:
+        """``read_registry``'s part of the registry (the ``newest`` most recently seen and those
+        of ``names`` it holds: name -> last seen) and how many names it holds, then the shard
+        counts of those by name (``ZSCORE``): bounded work whatever the registries hold. Unlike
+        ``known_providers`` it removes nothing."""
+        found, count = read_registry(self._redis, self._keys, newest, names)
+        scores: list[Any] = []
         plan = Plan()
-        plan.add(
-            [
-                ("ZRANGE", self._keys.providers, 0, -1, "WITHSCORES"),
-                ("ZRANGE", self._keys.shards, 0, -1, "WITHSCORES"),
-            ],
-            found.extend,
-        )
+        plan.add([("ZSCORE", self._keys.shards, name) for name in found], scores.extend)
         self._run(plan)
-        pairs, raw_shards = found
-        self._shards = shard_counts(as_scored(raw_shards))
-        scored = as_scored(pairs)
-        valid = set(self._valid([name for name, _ in scored]))
-        return {as_text(name): score for name, score in scored if as_text(name) in valid}
+        pairs = zip(found, scores, strict=True)
+        self._shards = shard_counts([(n.encode(), float(s)) for n, s in pairs if s is not None])
+        return found, count
 
     def inspect(
         self, now: float, providers: Sequence[str], edges: Sequence[float]

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import redis
 
+from aggregator.__main__ import main
 from aggregator.cli.inspection import minute_edges
+from aggregator.engine import plan
 from client import MetricsClient
 from devtools.redis_server import RedisProcess
 from gatewayz_protocol.keys import Keys
@@ -126,6 +128,64 @@ def test_every_command_is_listed_and_takes_the_connection_flags() -> None:
         assert "--redis-url" in helped.stdout and "--namespace" in helped.stdout
     bad = cli("inspect", "bad name!")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_inspect_reads_a_bounded_part_of_the_registry_and_says_how_many_there_are(
+    redis_url: str,
+    namespace: str,
+    r: redis.Redis,
+    keys: Keys,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The overview reads the --max-providers most recently seen and says how many names the
+    registry holds; a named provider is looked up by name, beyond the cap too. (The whole
+    registry was read, every name's windows with it: 100,000 names, a week of churning clients,
+    made the command very slow.)"""
+    seconds, _ = r.time()
+    r.zadd(keys.providers, {f"p{i:02d}": seconds - 100 + i for i in range(10)})  # p09 newest
+    r.zadd(keys.shards, {"p08": 2, "p00": 3})
+    r.zadd(keys.window_keys("p08", 1)[0], {"call-1": seconds - 1})  # its shard 1 counts
+    sent: list[tuple[Any, ...]] = []
+    execute = plan.execute_raw
+
+    def recorded(connection: Any, commands: list[tuple[Any, ...]]) -> Any:
+        sent.extend(commands)
+        return execute(connection, commands)
+
+    monkeypatch.setattr(plan, "execute_raw", recorded)
+    flags = ["--redis-url", redis_url, "--namespace", namespace, "--max-providers", "3"]
+    assert main(["inspect", "--json", *flags]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["provider"] for p in doc["providers"]] == ["p07", "p08", "p09"]
+    assert [p["total"] for p in doc["providers"]] == [0, 1, 0]
+    assert (doc["registered"], doc["truncated"]) == (10, True)
+    registries = (keys.providers, keys.shards)
+    assert [c[:4] for c in sent if c[1] in registries] == [
+        ("ZCOUNT", keys.providers, "-inf", "+inf"),
+        ("ZRANGE", keys.providers, -3, -1),
+        ("ZSCORE", keys.shards, "p07"),
+        ("ZSCORE", keys.shards, "p08"),
+        ("ZSCORE", keys.shards, "p09"),
+    ]
+    assert main(["inspect", *flags]) == 0
+    assert capsys.readouterr().out.endswith(
+        "\n\n3 of 10 registered providers shown, the most recently seen (--max-providers,"
+        " GATEWAYZ_MAX_PROVIDERS); name one to see it: inspect PROVIDER\n"
+    )
+    sent.clear()
+    assert main(["inspect", "p00", "--json", *flags]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert (one["provider"], one["last_seen"]["unix"]) == ("p00", seconds - 100)
+    assert len([key for key in one["keys"] if ":w:fail" in key]) == 3  # its three shards
+    assert [c[:4] for c in sent if c[1] in registries] == [
+        ("ZCOUNT", keys.providers, "-inf", "+inf"),
+        ("ZSCORE", keys.providers, "p00"),
+        ("ZSCORE", keys.shards, "p00"),
+    ]
+    assert main(["inspect", "--json", *flags[:-1], "10"]) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert (len(every["providers"]), every["registered"], every["truncated"]) == (10, 10, False)
 
 
 def test_minute_edges() -> None:
