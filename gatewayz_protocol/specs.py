@@ -137,6 +137,26 @@ def read_series(members: Iterable[str], spec: MetricSpec) -> tuple[list[str], li
     return sorted(usable), bad
 
 
+def process_series_problems(values: Iterable[str], schema: Mapping[str, str]) -> list[str]:
+    """The fields of a process's gauge hash (``<metric>|<series id>``) whose series id is not
+    one of the gauge or info ``schema`` declares under that name (``series_labels``,
+    ``info_labels``): written under another declaration, or by no client. Fields of a metric
+    not declared as a gauge or info are not judged (never served)."""
+    bad = []
+    for field in values:
+        metric, _, sid = field.partition("|")
+        spec = spec_of(schema[metric]) if metric in schema else None
+        if spec is None or spec.kind not in PROCESS_KINDS:
+            continue
+        if spec.kind == "info":
+            ok = info_labels(sid, spec.labelnames) is not None
+        else:
+            ok = series_labels(sid, len(spec.labelnames)) is not None
+        if not ok:
+            bad.append(field)
+    return bad
+
+
 def series_id(labelvalues: Sequence[str]) -> str:
     """A series' label values as one hash-field-safe string (JSON array)."""
     return json.dumps(list(labelvalues), ensure_ascii=False, separators=(",", ":"))

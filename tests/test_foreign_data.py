@@ -294,3 +294,42 @@ def test_text_no_encoder_writes_is_skipped_counted_and_the_rest_served(
         scrape(replica)  # both formats answer 200 and parse
         http = TestClient(create_app(replica), base_url="http://127.0.0.1")
         assert http.get("/health/dashboard").status_code == 200
+
+
+def test_gauge_series_ids_no_client_writes_are_skipped_and_counted(
+    make_client: Callable[..., MetricsClient],
+    make_aggregator: Callable[..., Aggregator],
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before: a gauge's or info's series id that did not decode under its declaration (not
+    # JSON, another count of label values, text no encoder writes, an info label named as a
+    # label) was left out silently, every cycle, while the backend read counted the rest.
+    metrics = make_client(clock=clock)
+    metrics.gauge("depth", "Depth", ["q"]).labels("a").set(3)
+    metrics.info("build", "Build", ["q"]).labels("a").info({"version": "1"})
+    assert metrics.flush(timeout=5)
+    (writer,) = r.zrange(keys.gauge_writers, 0, -1)
+    gauges = keys.gauge_values(writer.decode())
+    value = f"5.0|{clock.now!r}"
+    spoiled = {
+        "depth|not json": value,
+        'depth|["a","b"]': value,
+        f'depth|["{LONE_SURROGATE}"]': value,
+        'build|["b","q","x"]': value,  # an info label named as the metric's label
+    }
+    r.hset(gauges, mapping=spoiled)
+    r.hset(gauges, "undeclared|[1]", value)  # a metric not declared: never served, not judged
+    leader = make_aggregator(instance="leader")
+    with caplog.at_level(logging.WARNING, logger="gatewayz.aggregator"):
+        for _ in range(2):
+            published = leader.run_cycle()
+    assert published is not None and leader.status.cycles_failed == 0
+    assert leader.status.values_skipped == {"gauge values": 8}  # 4 fields, counted each cycle
+    named = [m for m in caplog.messages if gauges in m]
+    assert len(named) == 1 and all(repr(f)[1:-1] in named[0] for f in spoiled)
+    families = {f.name: f for f in published.backend}
+    assert families["depth"].samples == ((("a",), 3.0),)
+    assert families["build"].infos == ((("a",), (("version", "1"),)),)

@@ -19,7 +19,12 @@ from gatewayz_protocol.fields import (
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.names import is_valid_provider
 from gatewayz_protocol.partitions import LATENCY_PARTITIONS
-from gatewayz_protocol.specs import MetricSpec, read_series, read_specs
+from gatewayz_protocol.specs import (
+    MetricSpec,
+    process_series_problems,
+    read_series,
+    read_specs,
+)
 
 
 @dataclass(frozen=True)
@@ -228,11 +233,16 @@ class Skips:
             self.note(key, bad)
         return values
 
-    def gauges(self, key: str, raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    def gauges(
+        self, key: str, raw: Mapping[bytes, bytes], schema: Mapping[str, str]
+    ) -> dict[str, str]:
+        """A process's gauge hash: the values the aggregator can serve (``read_gauges``) whose
+        series id is one of its declared gauge or info (``process_series_problems``)."""
         values, bad = read_gauges(self.texts(key, raw))
-        if bad:
-            self.note(key, bad)
-        return values
+        strangers = process_series_problems(values, schema)
+        if bad or strangers:
+            self.note(key, [*bad, *strangers])
+        return {name: value for name, value in values.items() if name not in strangers}
 
     def breaker(self, key: str, raw: Mapping[bytes, bytes]) -> BreakerState:
         state, bad = read_breaker(raw)

@@ -25,6 +25,9 @@ class BackendRead:
         self._decoded = Reuse() if decoded is None else decoded
         self.skips = Skips(keys)
         self._schema: dict[str, str] = {}
+        self._schema_read = object()
+        """The schema's decoding, by identity: the same object while its reply is unchanged
+        (a gauge hash decodes under the schema read; one reused is so under the same)."""
         self._writers: list[str] = []
         self._series: dict[str, list[str]] = {}
         self._data: dict[str, dict[str, int]] = {}
@@ -46,8 +49,8 @@ class BackendRead:
 
     def _decode_first(self, replies: list[Any]) -> None:
         key, skips = self._keys.metric_schema, self.skips
-        self._schema = self._decoded.decode(
-            key, replies[0], skips, lambda raw: skips.specs(key, as_dict(raw))
+        self._schema, self._schema_read = self._decoded.decode(
+            key, replies[0], skips, lambda raw: (skips.specs(key, as_dict(raw)), object())
         )
         self._writers = [as_text(writer) for writer in replies[-1]]
 
@@ -92,8 +95,13 @@ class BackendRead:
         self._expired = [writer for writer, raw in pairs if not raw]
 
     def _gauge_values(self, writer: str, raw: Any) -> dict[str, str]:
-        key, skips = self._keys.gauge_values(writer), self.skips
-        return self._decoded.decode(key, raw, skips, lambda raw: skips.gauges(key, as_dict(raw)))
+        key, skips, schema = self._keys.gauge_values(writer), self.skips, self._schema
+        return self._decoded.decode(
+            (key, self._schema_read),
+            raw,
+            skips,
+            lambda raw: skips.gauges(key, as_dict(raw), schema),
+        )
 
     def reading(self) -> BackendReading:
         """What the rounds read: processes whose gauge hash is gone (expired) are the expired

@@ -16,6 +16,7 @@ from gatewayz_protocol.specs import (
     MetricSpec,
     info_labels,
     info_series_id,
+    process_series_problems,
     read_series,
     read_specs,
     series_id,
@@ -269,3 +270,28 @@ def test_series_members_no_client_wrote_are_named_and_the_rest_sorted() -> None:
     assert read_series(members, counter) == (['["a"]', '["b"]'], members[1:2] + members[3:])
     gauge = MetricSpec("depth", "gauge", "Depth", ("q",), combine="max")
     assert read_series(["x", '["a"]'], gauge) == (['["a"]', "x"], [])  # a gauge's set: unused
+
+
+def test_process_series_problems_judge_each_field_by_its_declaration() -> None:
+    gauge = MetricSpec("depth", "gauge", "Depth", ("q",), combine="sum").to_json()
+    info = MetricSpec("build", "info", "Build", ("q",)).to_json()
+    counter = MetricSpec("jobs_total", "counter", "Jobs", ("k",)).to_json()
+    schema = {"depth": gauge, "build": info, "jobs_total": counter}
+    fields = [
+        'depth|["a"]',
+        'depth|["a","b"]',
+        "depth|x",
+        'depth|["\\ud800"]',
+        'build|["a","version","1"]',
+        'build|["a","q","1"]',
+        'build|["a","version"]',
+        'jobs_total|["a","b"]',  # not a gauge or info: never served, not judged
+        'undeclared|["a","b"]',
+    ]
+    assert process_series_problems(fields, schema) == [
+        'depth|["a","b"]',
+        "depth|x",
+        'depth|["\\ud800"]',
+        'build|["a","q","1"]',
+        'build|["a","version"]',
+    ]

@@ -4,6 +4,7 @@ commands of both rounds and the reading hand-made replies make. Pure: no Redis."
 from __future__ import annotations
 
 from aggregator.core.readings import BackendReading, Skip
+from aggregator.core.reuse import Reuse
 from aggregator.engine.backend_read import BackendRead
 from gatewayz_protocol.fields import encode_exemplar
 from gatewayz_protocol.keys import Keys
@@ -51,7 +52,7 @@ def test_replies_become_the_reading_and_writers_without_values_expired() -> None
             [b'["b"]', b'["a"]'],
             [b'i:["a"]', b"3"],
             [b'0:["a"]', EXEMPLAR.encode()],
-            [b'inflight|["x"]', b"2.0|50.0"],
+            [b"inflight|[]", b"2.0|50.0"],
             [],  # w2's gauge hash expired: it is gone
         ]
     )
@@ -59,7 +60,7 @@ def test_replies_become_the_reading_and_writers_without_values_expired() -> None
         schema={"reqs": REQS, "inflight": INFLIGHT},
         series={"inflight": [], "reqs": ['["a"]', '["b"]']},
         data={"inflight": {}, "reqs": {'i:["a"]': 3}},
-        gauge_writers=[{'inflight|["x"]': "2.0|50.0"}],
+        gauge_writers=[{"inflight|[]": "2.0|50.0"}],
         expired_writers=["w2"],
         exemplars={"inflight": {}, "reqs": {'0:["a"]': EXEMPLAR}},
     )
@@ -107,4 +108,24 @@ def test_declarations_series_and_exemplars_no_client_wrote_are_skipped_and_named
         Skip("schema", KEYS.metric_schema, ("spoiled", "other", "broken")),
         Skip("metric series", KEYS.metric_series("reqs"), (lone, '["a","b"]', "[")),
         Skip("metric exemplars", KEYS.metric_exemplars("reqs"), ('1:["a"]', '2:["a"]')),
+    ]
+
+
+def test_a_gauge_hash_read_again_is_judged_again_under_a_changed_declaration() -> None:
+    """A gauge hash whose reply is unchanged is reused only under the same schema: its series
+    ids are judged by the declarations read with it."""
+    labelled = MetricSpec("inflight", "gauge", "In flight", ("q",), combine="sum").to_json()
+    decoded = Reuse()
+    found = []
+    for schema in (INFLIGHT, INFLIGHT, labelled):
+        read = BackendRead(KEYS, decoded)
+        read.first_round(None).decode([[b"inflight", schema.encode()], [b"w1"]])
+        read.second_round().decode([[], [], [], [b"inflight|[]", b"2.0|50.0"]])
+        found.append((read.reading().gauge_writers, read.skips.found))
+        decoded.finish()
+    skip = Skip("gauge values", KEYS.gauge_values("w1"), ("inflight|[]",))
+    assert found == [
+        ([{"inflight|[]": "2.0|50.0"}], []),
+        ([{"inflight|[]": "2.0|50.0"}], []),
+        ([], [skip]),
     ]
