@@ -69,7 +69,9 @@ class ProcessParts:
         buffer = EventBuffer(settings.max_buffer, ledger.evicted)
         refresher = BreakerRefresher()
         gate = BreakerGate(
-            RedisBreakerStore(connect(settings.redis_url, settings.allow_timeout_seconds), keys),
+            RedisBreakerStore(
+                connect(settings.redis_url, settings.allow_timeout_seconds, timeout_wins=True), keys
+            ),
             holder_prefix=writer_id,
             refresh_seconds=settings.breaker_refresh_seconds,
             max_entries=settings.max_providers,
@@ -130,7 +132,7 @@ class _ModelParts:
         scopes = ModelScopes(settings.breaker_models, settings.max_label_value_bytes)
         model_gate = BreakerGate(
             RedisBreakerStore(
-                connect(settings.redis_url, settings.allow_timeout_seconds),
+                connect(settings.redis_url, settings.allow_timeout_seconds, timeout_wins=True),
                 keys,
                 model_breaker_keys(keys),
             ),

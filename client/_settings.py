@@ -166,10 +166,12 @@ class ClientSettings:
 
     - ``key_ttl_margin_seconds`` (how much longer than the window its keys live): from 0 to 86400
     - ``max_batch`` (events one batch carries at most): a whole number from 1 to 100000
-    - ``socket_timeout_seconds`` (of every Redis command): from 0.01 to 300
+    - ``socket_timeout_seconds`` (of the writer's Redis commands and connects; a URL's
+      ``?socket_timeout=`` and ``?socket_connect_timeout=`` take its place): from 0.01 to 300
     - ``backoff_initial_seconds`` (the first wait after a failed write): from 0.001 to 60
     - ``backoff_max_seconds`` (the longest such wait): from 0.001 to 3600
-    - ``allow_timeout_seconds`` (the longest an ``allow`` call waits): from 0.001 to 60
+    - ``allow_timeout_seconds`` (the longest an ``allow`` call waits: the breaker connection's
+      timeout, whatever the URL's ``?socket_timeout=`` says): from 0.001 to 60
     """
 
     redis_url: str = REDIS_URL.default

@@ -76,9 +76,17 @@ def pooled_connection(pool: redis.ConnectionPool) -> RedisConnection:
     return connection
 
 
-def connect(redis_url: str, socket_timeout: float) -> Connection:
+_TIMEOUT_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout"})
+
+
+def connect(redis_url: str, socket_timeout: float, *, timeout_wins: bool = False) -> Connection:
     """A connection that never retries on its own (the caller owns retries, so a command is
     never silently sent twice) and sends each pipeline in one piece. Does no I/O.
+
+    ``socket_timeout`` bounds each command and each connect, unless the URL says otherwise
+    (``?socket_timeout=``, ``?socket_connect_timeout=``: redis-py takes the URL's over the
+    arguments); ``timeout_wins``: ``socket_timeout`` whatever the URL says (a connection whose
+    timeout is a promise to its callers: the client's ``allow()``, ``allow_timeout_seconds``).
 
     ``redis://``, ``rediss://``, ``unix://``: one Redis.
     ``redis+cluster://[user:pass@]host:port[,host:port...]`` (``rediss+cluster``: TLS): a Redis
@@ -87,6 +95,8 @@ def connect(redis_url: str, socket_timeout: float) -> Connection:
     (``rediss+sentinel``: TLS to the master): the master the sentinels name, followed across
     failovers. ValueError for a URL none of these read (``check_scheme``: naming them all)."""
     check_scheme(redis_url)
+    if timeout_wins:
+        redis_url = _without_options(redis_url, _TIMEOUT_OPTIONS)
     scheme = redis_url.partition("://")[0].lower()
     timeouts: dict[str, Any] = {
         "socket_timeout": socket_timeout,
@@ -108,6 +118,13 @@ def connect(redis_url: str, socket_timeout: float) -> Connection:
     pool = redis.ConnectionPool.from_url(redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
     pool.connection_class = _one_buffer(pool.connection_class)  # TCP, TLS or Unix socket
     return redis.Redis.from_pool(pool)
+
+
+def _without_options(redis_url: str, names: frozenset[str]) -> str:
+    """``redis_url`` without the query options ``names`` (the others as given)."""
+    base, question, query = redis_url.partition("?")
+    kept = [part for part in query.split("&") if part.partition("=")[0] not in names]
+    return f"{base}?{'&'.join(kept)}" if question and any(kept) else base
 
 
 class _DeferredCluster(RedisCluster):

@@ -3,8 +3,11 @@ that cannot answer: building does no I/O and starts no thread (a preload master 
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 
+from client import MetricsClient
 from client._events import Event
 from client._instruments import InstrumentStore
 from client._process_parts import ProcessParts
@@ -49,3 +52,28 @@ def test_the_buffer_holds_max_buffer_events_and_its_evictions_are_counted() -> N
         1_800_000_004.0,
     ]
     assert parts.ledger.stats()["dropped_by_cause"] == {"buffer_full": 2}
+
+
+def test_allow_waits_at_most_allow_timeout_whatever_the_urls_socket_timeout() -> None:
+    """The breaker connection keeps ``allow_timeout_seconds`` (how long ``allow()`` may wait
+    on Redis) over a URL's ``?socket_timeout=``, which sets the writer's connection. Before, the
+    URL's won there too: against a Redis that never answers, the first ``allow()`` of a
+    provider waited the URL's 5 s, not 0.2 s."""
+    silent = socket.socket()  # accepts connections (the kernel's backlog), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    settings = ClientSettings(
+        redis_url=f"redis://127.0.0.1:{port}/0?socket_timeout=5",
+        namespace="parts",
+        allow_timeout_seconds=0.2,
+    )
+    metrics = MetricsClient(settings=settings)
+    try:
+        started = time.monotonic()
+        assert metrics.allow("acme") is True  # Redis did not answer: fail open
+        waited = time.monotonic() - started
+    finally:
+        metrics.close(timeout=0.5)
+        silent.close()
+    assert waited < 2.5  # 0.2 s and some scheduling; the URL's 5 s before

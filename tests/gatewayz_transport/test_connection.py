@@ -86,3 +86,23 @@ def test_a_cluster_user_refused_cluster_slots_is_told_so(redis_cluster: LocalClu
         "Please provide at least one reachable node: this user has no permissions to run the "
         "'cluster|slots' command"
     ), said
+
+
+def test_a_urls_timeouts_win_unless_the_callers_must() -> None:
+    """redis-py takes a URL's ``?socket_timeout=`` and ``?socket_connect_timeout=`` over the
+    arguments; ``timeout_wins`` keeps the caller's (the client's breaker connection: its timeout
+    is ``allow()``'s promise, ``allow_timeout_seconds``), the URL's other options as given."""
+    query = "?socket_timeout=5&client_name=gw&socket_connect_timeout=6"
+    url = f"redis://127.0.0.1:1/0{query}"
+    timeouts = ("socket_timeout", "socket_connect_timeout", "client_name")
+    for wins, expected in ((False, (5.0, 6.0, "gw")), (True, (0.25, 0.25, "gw"))):
+        pooled = connect(url, 0.25, timeout_wins=wins).connection_pool.connection_kwargs
+        assert tuple(pooled[name] for name in timeouts) == expected
+    only = connect("redis://127.0.0.1:1/0?socket_timeout=5", 0.25, timeout_wins=True)
+    assert only.connection_pool.connection_kwargs["socket_timeout"] == 0.25
+    cluster = connect(f"redis+cluster://127.0.0.1:1,127.0.0.2:2{query}", 0.25, timeout_wins=True)
+    settings = cluster._deferred_settings  # type: ignore[union-attr]
+    assert (settings["url"], settings["socket_timeout"]) == (
+        "redis://127.0.0.1:1?client_name=gw",
+        0.25,
+    )
