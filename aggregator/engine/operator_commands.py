@@ -30,7 +30,7 @@ from aggregator.core.operator_actions import (
     unchanged_row,
 )
 from aggregator.engine.clock import CycleClock
-from aggregator.engine.reader import WindowReader, read_registry
+from aggregator.engine.reader import WindowReader
 from aggregator.engine.writer import PlannedWrite, StateWriter
 from aggregator.settings import AggregatorSettings
 from gatewayz_protocol.keys import Keys
@@ -64,7 +64,6 @@ class BreakerCommands:
     ) -> None:
         keys = Keys(settings.namespace)
         self.namespace = settings.namespace
-        self._connection, self._keys = connection, keys
         self._cap = settings.max_providers
         self._where = where
         self._window = settings.window_seconds
@@ -85,7 +84,7 @@ class BreakerCommands:
         now = self._clock()
         newest = self._cap if provider is None else 0
         names = [] if provider is None else [provider]
-        registered, count = read_registry(self._connection, self._keys, newest, names)
+        registered, count = self._reader.registered(newest, names)
         if provider is None and not registered:
             return StatusResult(
                 "no_data", message=f"no data in {self._where}: no provider registered"
@@ -107,7 +106,7 @@ class BreakerCommands:
         """Set the state ``action`` asks for (``open``, ``close``, ``reset``). ``create`` False
         refuses a provider that is not registered (no traffic seen: a typo must not make a
         breaker)."""
-        if not create and not read_registry(self._connection, self._keys, 0, [provider])[0]:
+        if not create and not self._reader.registered(0, [provider])[0]:
             return CommandResult(
                 "not_registered",
                 message=f"provider {provider!r} is not registered in namespace"
