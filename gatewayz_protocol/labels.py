@@ -37,13 +37,3 @@ def bounded_label_value(value: str, max_bytes: int) -> str:
     keep = max_bytes - HASH_HEX_DIGITS - len(SEPARATOR)
     start = encoded[:keep].decode("utf-8", "ignore")  # a character cut in two is left out
     return f"{start}{SEPARATOR}{digest}"
-
-
-def check_max_label_value_bytes(max_bytes: int) -> int:
-    """``max_bytes`` when it is a usable bound, else ValueError."""
-    if type(max_bytes) is not int or max_bytes < MIN_MAX_LABEL_VALUE_BYTES:
-        raise ValueError(
-            f"max_label_value_bytes must be an integer >= {MIN_MAX_LABEL_VALUE_BYTES}, "
-            f"got {max_bytes!r}"
-        )
-    return max_bytes

@@ -14,8 +14,8 @@ from gatewayz_protocol.labels import (
     DEFAULT_MAX_LABEL_VALUE_BYTES,
     MIN_MAX_LABEL_VALUE_BYTES,
     bounded_label_value,
-    check_max_label_value_bytes,
 )
+from gatewayz_protocol.options import MAX_LABEL_VALUE_BYTES
 from tests.support.strategies import property_settings
 
 
@@ -48,7 +48,9 @@ def test_bounded_values_fit_and_stay_distinct(a: str, b: str, limit: int) -> Non
 
 def test_the_bound_is_checked() -> None:
     assert DEFAULT_MAX_LABEL_VALUE_BYTES == 256
-    assert check_max_label_value_bytes(34) == 34 == MIN_MAX_LABEL_VALUE_BYTES
+    bounds = MAX_LABEL_VALUE_BYTES.bounds  # held by both settings objects
+    assert bounds is not None and bounds.low == 34 == MIN_MAX_LABEL_VALUE_BYTES
+    bounds.check("max_label_value_bytes", 34)
     for bad in (33, 0, -1, 256.0, "256", True):
         with pytest.raises(ValueError, match="max_label_value_bytes"):
-            check_max_label_value_bytes(bad)  # type: ignore[arg-type]
+            bounds.check("max_label_value_bytes", bad)
