@@ -20,7 +20,7 @@ line.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Literal
 
 from fastapi import HTTPException, Request
@@ -43,8 +43,14 @@ class Refused(HTTPException):
         self.code = code
 
     def answer(self) -> JSONResponse:
-        body = {"error": self.code, "detail": self.detail}
-        return JSONResponse(body, status_code=self.status_code, headers=self.headers)
+        return error_answer(self.status_code, self.code, self.detail, self.headers)
+
+
+def error_answer(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """An error of the API, every one alike: ``{"error": code, "detail": text}``."""
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
 async def refused_answer(request: Request, exc: Exception) -> JSONResponse:

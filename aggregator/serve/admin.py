@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from aggregator.core.operator_actions import ACTIONS, CommandResult, command_error, shown_name
 from aggregator.engine.cycle import Aggregator, breaker_commands
 from aggregator.engine.operator_commands import BreakerCommands, StatusResult
-from aggregator.serve.access import Access
+from aggregator.serve.access import Access, error_answer
 from aggregator.settings import describe_error
 
 audit = logging.getLogger("gatewayz.aggregator.audit")
@@ -77,7 +77,7 @@ def add_admin(app: FastAPI, aggregator: Aggregator, access: Access) -> None:
     def breaker(provider: str) -> JSONResponse:
         error = command_error("status", provider)
         if error is not None:
-            return _error(400, "invalid_provider", error)
+            return error_answer(400, "invalid_provider", error)
         return _answer(_run(lambda: commands().status(provider)), namespace)
 
     @app.post(
@@ -106,12 +106,14 @@ def _refusal(action: str, provider: str, create: str | None) -> JSONResponse | N
     """The 400 a change's input earns, if any."""
     if action not in ACTIONS:
         listed = ", ".join(ACTIONS)
-        return _error(400, "unknown_action", f"unknown action {shown_name(action)}: {listed}")
+        return error_answer(400, "unknown_action", f"unknown action {shown_name(action)}: {listed}")
     error = command_error(action, provider)
     if error is not None:
-        return _error(400, "invalid_provider", error)
+        return error_answer(400, "invalid_provider", error)
     if create is not None and create.lower() not in _CREATE_VALUES:
-        return _error(400, "invalid_create", f"create is true or false, not {shown_name(create)}")
+        return error_answer(
+            400, "invalid_create", f"create is true or false, not {shown_name(create)}"
+        )
     return None
 
 
@@ -130,13 +132,13 @@ def _answer(
     ``namespace``; ``every`` breaker's: with how many are registered, and whether more than
     shown), a change's one row as it is; an error as ``{"error", "detail"}``."""
     if isinstance(result, str):
-        return _error(503, "redis_error", result)
+        return error_answer(503, "redis_error", result)
     status = RESULT_STATUS[result.kind]
     if status != 200:
         detail = result.message
         if result.kind == "not_registered":
             detail += "; add ?create=true to force it anyway"
-        return _error(status, result.kind, detail)
+        return error_answer(status, result.kind, detail)
     if namespace is not None:
         answer: dict[str, object] = {"namespace": namespace, "breakers": list(result.rows)}
         if every and isinstance(result, StatusResult):
@@ -144,10 +146,6 @@ def _answer(
         return JSONResponse(answer)
     (row,) = result.rows
     return JSONResponse(row)
-
-
-def _error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
 
 def _outcome(result: CommandResult | str) -> str:
