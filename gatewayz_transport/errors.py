@@ -87,9 +87,7 @@ def is_auth_failure(exc: BaseException) -> bool:
     credentials change) or a ``NOAUTH`` / ``WRONGPASS`` reply passed on as an error reply."""
     if isinstance(exc, redis.AuthenticationError):
         return True
-    if not isinstance(exc, redis.RedisError):
-        return False
-    return str(exc).rpartition("discarded because of: ")[2].split(" ", 1)[0] in _AUTH_CODES
+    return isinstance(exc, redis.RedisError) and _refusal_code(exc) in _AUTH_CODES
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
