@@ -206,7 +206,8 @@ class MetricsClient:
         ``gateway.inference()``): one event that only adds to the provider's totals. Returns
         the cost accepted, in nano-USD (None: rejected, an invalid provider)."""
         if self._closed:
-            return _dropped_after_close(self._ledger) or None  # counted; None: not booked
+            _dropped_after_close(self._ledger)
+            return None
         if not self._validator.valid_provider(provider):
             self._reject("invalid_provider", provider)
             return None
