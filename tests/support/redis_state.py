@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
+import pytest
 import redis
 
+from aggregator.engine import plan
 from gatewayz_protocol.keys import Keys
 
 OP_COUNTER = ":stats:redis_ops"
@@ -45,3 +47,17 @@ def breaker_hash(state: str, epoch: int, forced: bool, since: float) -> dict[str
         "permits": "5",
         "permit_ms": "30000",
     }
+
+
+def sent_commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The list every command the aggregator's plans send from now on is appended to, in
+    order (``plan.execute_raw`` recorded, then run)."""
+    sent: list[tuple[Any, ...]] = []
+    execute = plan.execute_raw
+
+    def recorded(connection: Any, commands: list[tuple[Any, ...]]) -> Any:
+        sent.extend(commands)
+        return execute(connection, commands)
+
+    monkeypatch.setattr(plan, "execute_raw", recorded)
+    return sent

@@ -16,12 +16,12 @@ import redis
 
 from aggregator.__main__ import main
 from aggregator.cli.inspection import minute_edges
-from aggregator.engine import plan
 from client import MetricsClient
 from devtools.redis_server import RedisProcess
 from gatewayz_protocol.keys import Keys
 from tests.support.backends import AUTH_HINT, BOTH_BACKENDS, password_redis
 from tests.support.clock import FakeClock
+from tests.support.redis_state import sent_commands
 
 pytestmark = BOTH_BACKENDS
 
@@ -146,14 +146,7 @@ def test_inspect_reads_a_bounded_part_of_the_registry_and_says_how_many_there_ar
     r.zadd(keys.providers, {f"p{i:02d}": seconds - 100 + i for i in range(10)})  # p09 newest
     r.zadd(keys.shards, {"p08": 2, "p00": 3})
     r.zadd(keys.window_keys("p08", 1)[0], {"call-1": seconds - 1})  # its shard 1 counts
-    sent: list[tuple[Any, ...]] = []
-    execute = plan.execute_raw
-
-    def recorded(connection: Any, commands: list[tuple[Any, ...]]) -> Any:
-        sent.extend(commands)
-        return execute(connection, commands)
-
-    monkeypatch.setattr(plan, "execute_raw", recorded)
+    sent = sent_commands(monkeypatch)
     flags = ["--redis-url", redis_url, "--namespace", namespace, "--max-providers", "3"]
     assert main(["inspect", "--json", *flags]) == 0
     doc = json.loads(capsys.readouterr().out)

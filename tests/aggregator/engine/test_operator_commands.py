@@ -10,14 +10,13 @@ import pytest
 import redis
 
 from aggregator.core.operator_actions import CommandResult
-from aggregator.engine import plan
 from aggregator.engine.operator_commands import ATTEMPTS, BreakerCommands
 from aggregator.settings import AggregatorSettings
 from gatewayz_protocol.keys import Keys
 from gatewayz_transport.connection import connect
 from tests.support.backends import BOTH_BACKENDS
 from tests.support.clock import FakeClock
-from tests.support.redis_state import breaker_hash, state_of
+from tests.support.redis_state import breaker_hash, sent_commands, state_of
 
 pytestmark = BOTH_BACKENDS
 NOW = 1_800_000_000.0
@@ -132,14 +131,7 @@ def test_every_command_reads_a_bounded_part_of_the_registry(
     many names there are; a named provider is looked up by name, beyond the cap too. (The whole
     registry was read per command: 100,000 names took 16 s over HTTP, 19 s on the CLI.)"""
     r.zadd(keys.providers, {f"p{i:02d}": NOW - 100 + i for i in range(10)})  # p09 the newest
-    sent: list[tuple[Any, ...]] = []
-    execute = plan.execute_raw
-
-    def recorded(connection: Any, commands: list[tuple[Any, ...]]) -> Any:
-        sent.extend(commands)
-        return execute(connection, commands)
-
-    monkeypatch.setattr(plan, "execute_raw", recorded)
+    sent = sent_commands(monkeypatch)
     settings = AggregatorSettings(redis_url=redis_url, namespace=namespace, max_providers=3)
     connection = connect(redis_url, socket_timeout=2.0)
     commands = BreakerCommands(connection, settings, clock, f"namespace {namespace!r}")
