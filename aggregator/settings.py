@@ -46,10 +46,9 @@ def describe_error(exc: BaseException) -> str:
     """An error message fit for a log line or /readyz: its type and text, credentials redacted
     (redis-py never puts the URL's password in one; this makes sure), then what to do when
     Redis refuses the credentials or wants some (``AUTH_HINT``)."""
-    described = redact(f"{type(exc).__name__}: {explained(exc)}")
-    if is_auth_failure(exc):
-        return f"{described.rstrip('. ')} ({AUTH_HINT})"
-    return described
+    if is_auth_failure(exc):  # the hint's own URL is no credential: kept out of redact()
+        return f"{redact(f'{type(exc).__name__}: {exc}').rstrip('. ')} ({AUTH_HINT})"
+    return redact(f"{type(exc).__name__}: {explained(exc)}")
 
 
 def read_token_file(path: str, what: str = "auth token") -> str:

@@ -36,6 +36,9 @@ CANNOT_SAVE_HINT = (
     "Redis refuses writes until it can save to disk again: free space on its disk, or check "
     "its dir and permissions"
 )
+CREDENTIALS_HINT = (
+    "Redis wants other credentials: put them in the Redis URL as redis://user:password@host:port/db"
+)
 READ_ONLY_HINT = (
     "this Redis is a read-only replica: point the URL at its master, or use "
     "redis+sentinel:// to follow failovers"
@@ -45,12 +48,15 @@ READ_ONLY_HINT = (
 _SCRIPT_LINE = re.compile(r"script: ([0-9a-f]{40}), on @user_script:(\d+)")
 
 
-def explained(exc: BaseException) -> str:
+def explained(exc: BaseException, auth_hint: str = CREDENTIALS_HINT) -> str:
     """``exc``'s text, with what to do when it says something an operator must fix: a URL
     naming a replica (an old master after a failover) refuses every write for good, a Redis
     that cannot save to disk until it can, a Redis user refused a command inside a script
-    (Redis names the script's line, not the command)."""
+    (Redis names the script's line, not the command), a Redis that refuses the credentials or
+    wants some (``auth_hint``: where a program's user puts them)."""
     text = str(exc)
+    if is_auth_failure(exc):
+        return f"{text.rstrip('. ')} ({auth_hint})"
     where = _SCRIPT_LINE.search(text) if "user executing the script can't" in text else None
     command = command_at(where.group(1), int(where.group(2))) if where else None
     if where and command:

@@ -185,7 +185,11 @@ def test_a_wrong_password_and_a_dead_server_never_reveal_the_password(
 
     # every log record of both phases, the client's flusher included
     messages = [record.getMessage() for record in caplog.records]
-    assert f"metrics flush to Redis failed, retrying with backoff: {AUTH_FAILED}" in messages
+    client_refused = (
+        f"{AUTH_FAILED.rstrip('.')} (Redis wants other credentials: put them in the Redis URL as "
+        "redis://user:password@host:port/db)"
+    )
+    assert f"metrics flush to Redis failed, retrying with backoff: {client_refused}" in messages
     assert f"aggregation cycle failed, serving no snapshot yet: {expected}" in messages
     assert (
         f"aggregation cycle failed, serving the last snapshot: ConnectionError: {_refused(port)}"

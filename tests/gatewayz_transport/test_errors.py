@@ -322,7 +322,17 @@ def test_a_command_refused_inside_a_script_is_named(private_redis: redis.Redis) 
     ],
 )
 def test_replies_that_refuse_the_credentials(single_redis_url: str, reply: str, auth: bool) -> None:
-    assert is_auth_failure(error_from_redis(single_redis_url, reply)) is auth
+    refused = error_from_redis(single_redis_url, reply)
+    assert is_auth_failure(refused) is auth
+    hint = (
+        " (Redis wants other credentials: put them in the Redis URL as "
+        "redis://user:password@host:port/db)"
+    )
+    # the client logs explained(): a refusal of credentials says where they go, only that one
+    assert explained(refused) == (str(refused).rstrip(". ") + hint if auth else str(refused))
+    assert explained(refused, "put them elsewhere").endswith(
+        "(put them elsewhere)" if auth else str(refused)
+    )
 
 
 def test_a_server_that_wants_a_password_refuses_the_credentials_and_a_dead_one_does_not() -> None:
