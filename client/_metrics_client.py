@@ -116,6 +116,8 @@ class MetricsClient:
         self._refresher = parts.refresher
         self._breakers = parts.breakers
         self._models = parts.models
+        if self._closed:  # a child forked after close(): its updates are counted from here
+            self._ledger.updated_after_close(self._instruments.version)
 
     # -- the circuit breaker (BreakerQueries) and backend metrics (MetricRegistry) -------------
 
@@ -270,7 +272,8 @@ class MetricsClient:
 
     def close(self, timeout: float = 5.0) -> bool:
         """Flush (up to ``timeout`` seconds) and stop the flusher and the breaker refresher;
-        returns flush()'s answer. After it ``record()`` books nothing (``closed``: see there).
+        returns flush()'s answer. After it ``record()`` books nothing (``closed``: see there),
+        and backend metric updates are counted as dropped (``closed``), never written.
 
         SIGTERM no longer flushes this client; when it is the last open client that asked for
         SIGTERM handling, the handler they installed is put back as it was (SIG_DFL, or the
@@ -281,7 +284,22 @@ class MetricsClient:
             self._flusher.stop(max(1.0, self.settings.socket_timeout_seconds * 2))
             self._refresher.stop(max(1.0, self.settings.allow_timeout_seconds * 2))
             unwatch_shutdown(self)
+            self._ledger.updated_after_close(self._instruments.version)
+            self._instruments.on_update = self._updated_after_close
         return flushed
+
+    def _updated_after_close(self) -> None:
+        """A backend metric updated after ``close()``: counted as dropped (``closed``), logged
+        the first time; no flusher is left to write it."""
+        try:
+            if self._ledger.updated_after_close(self._instruments.version):
+                log.warning(
+                    "backend metric updates after close() are dropped (counted in "
+                    "stats()['metric_updates_dropped'], cause closed); further ones are only "
+                    "counted"
+                )
+        except Exception:  # logging misconfigured, interpreter shutting down...
+            pass
 
     def stats(self) -> dict[str, Any]:
         """This process's counters: buffered, accepted, settled, dropped, rejected by cause,

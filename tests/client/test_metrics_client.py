@@ -266,6 +266,31 @@ def test_after_close_nothing_is_booked_a_drop_is_counted_and_nothing_waits(
     assert r.hget(keys.client_stats, "dropped:closed") is None  # nothing writes after close
 
 
+def test_backend_metric_updates_after_close_are_counted_dropped_not_written_nor_waited_for(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = make_client()
+    jobs = metrics.counter("jobs", "Jobs", ["kind"])
+    depth = metrics.gauge("depth", "Depth")
+    jobs.labels("batch").inc(2)
+    assert metrics.close(timeout=5) is True
+    with caplog.at_level(logging.WARNING, logger="gatewayz.metrics.client"):
+        jobs.labels("batch").inc()  # a request still in flight at shutdown
+        jobs.labels("stream").inc(5)
+        depth.set(7)
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "backend metric updates after close() are dropped (counted in "
+        "stats()['metric_updates_dropped'], cause closed); further ones are only counted"
+    ]
+    assert metrics.stats()["metric_updates_dropped"] == {"closed": 3}
+    # refused as a call after close() is: no flush() waits for them (the exit's neither)
+    assert metrics.flush(timeout=2) is True
+    assert metrics.close(timeout=2) is True
+    assert {k.decode(): v for k, v in r.hgetall(keys.metric_data("jobs")).items()} == {
+        'i:["batch"]': b"2"
+    }
+
+
 def test_forked_child_does_not_resend_parent_events(
     make_client: MakeClient, r: redis.Redis, keys: Keys
 ) -> None:
