@@ -25,6 +25,7 @@ from client._breaker_status import CircuitOpenError
 from client._delegation import delegated
 from client._events import MAX_COST_USD, MAX_TOKENS, EventValidator, Rejected, nano_usd, token_count
 from client._exemplars import checked_exemplar
+from client._flusher import Flusher
 from client._instruments import InstrumentStore
 from client._ledger import Ledger
 from client._metric_registry import MetricRegistry
@@ -241,18 +242,7 @@ class MetricsClient:
         return CallTracker(self, provider, model)
 
     def _reject(self, cause: str, value: object) -> None:
-        try:
-            first = self._ledger.reject(cause)
-            self._flusher.poke()
-            if first:
-                log.warning(
-                    "metrics event rejected (%s): %.80r; further rejections of this cause are "
-                    "only counted",
-                    cause,
-                    value,
-                )
-        except Exception:  # logging misconfigured, interpreter shutting down...
-            pass
+        _rejected(self._ledger, self._flusher, cause, value)
 
     # -- flushing ------------------------------------------------------------------------------
 
@@ -285,21 +275,10 @@ class MetricsClient:
             self._refresher.stop(max(1.0, self.settings.allow_timeout_seconds * 2))
             unwatch_shutdown(self)
             self._ledger.updated_after_close(self._instruments.version)
-            self._instruments.on_update = self._updated_after_close
+            self._instruments.on_update = lambda: _updated_after_close(
+                self._ledger, self._instruments.version
+            )
         return flushed
-
-    def _updated_after_close(self) -> None:
-        """A backend metric updated after ``close()``: counted as dropped (``closed``), logged
-        the first time; no flusher is left to write it."""
-        try:
-            if self._ledger.updated_after_close(self._instruments.version):
-                log.warning(
-                    "backend metric updates after close() are dropped (counted in "
-                    "stats()['metric_updates_dropped'], cause closed); further ones are only "
-                    "counted"
-                )
-        except Exception:  # logging misconfigured, interpreter shutting down...
-            pass
 
     def stats(self) -> dict[str, Any]:
         """This process's counters: buffered, accepted, settled, dropped, rejected by cause,
@@ -322,6 +301,23 @@ def _seconds(timeout: object) -> float:
     return min(max(seconds, 0.0), _MAX_WAIT_SECONDS) if seconds == seconds else 0.0
 
 
+def _rejected(ledger: Ledger, flusher: Flusher, cause: str, value: object) -> None:
+    """A call (or a part of it: tokens, cost...) rejected for ``cause``: counted, to be
+    written with the next batch, logged the first time."""
+    try:
+        first = ledger.reject(cause)
+        flusher.poke()
+        if first:
+            log.warning(
+                "metrics event rejected (%s): %.80r; further rejections of this cause are "
+                "only counted",
+                cause,
+                value,
+            )
+    except Exception:  # logging misconfigured, interpreter shutting down...
+        pass
+
+
 def _dropped_after_close(ledger: Ledger) -> bool:
     """A call recorded after ``close()``: counted as dropped (``closed``) in this process,
     logged the first time; never buffered, since no flusher would write it (and a buffered
@@ -336,6 +332,20 @@ def _dropped_after_close(ledger: Ledger) -> bool:
     except Exception:  # logging misconfigured, interpreter shutting down...
         pass
     return False
+
+
+def _updated_after_close(ledger: Ledger, instruments_version: int) -> None:
+    """A backend metric updated after ``close()``: counted as dropped (``closed``), logged
+    the first time; no flusher is left to write it."""
+    try:
+        if ledger.updated_after_close(instruments_version):
+            log.warning(
+                "backend metric updates after close() are dropped (counted in "
+                "stats()['metric_updates_dropped'], cause closed); further ones are only "
+                "counted"
+            )
+    except Exception:  # logging misconfigured, interpreter shutting down...
+        pass
 
 
 def _call(ref: weakref.ref[MetricsClient], method: str) -> None:
