@@ -1,8 +1,6 @@
-"""The aggregator's options, in the order ``--help`` shows them: the shared ones
-(``gatewayz_protocol.options``), telemetry's it takes flags for (``gatewayz_telemetry.settings``)
-and its own, declared here. ``AggregatorSettings`` takes its defaults from them, and
-``aggregator/options.py`` builds every command's parser from them. Declarations only: nothing
-here reads the environment."""
+"""The aggregator's options in ``--help``'s order: the shared ones (``gatewayz_protocol.options``),
+telemetry's (``gatewayz_telemetry.settings``) and its own. ``AggregatorSettings`` takes its
+defaults from them, ``aggregator/options.py`` every parser. Nothing here reads the environment."""
 
 from __future__ import annotations
 
@@ -173,6 +171,17 @@ BREAKER_PROVIDERS: Option[Overrides] = Option(
     read_by=(AGGREGATOR,),
     flag="--breaker-providers",
     default_text="none: every provider has the global settings",
+)
+MAX_METRIC_FAMILIES: Option[int] = Option(
+    name="max_metric_families",
+    env="GATEWAYZ_MAX_METRIC_FAMILIES",
+    parse=integer,
+    default=128,
+    help="workers' backend metrics read and exported at most, the first by name; the others are "
+    "counted (gatewayz_aggregator_metric_families_over_cap)",
+    read_by=(AGGREGATOR,),
+    flag="--max-metric-families",
+    bounds=Bounds(1, 10_000, whole=True),
 )
 BREAKER_HALF_OPEN_CALLS: Option[int] = Option(
     name="breaker_half_open_calls",
@@ -358,6 +367,7 @@ AGGREGATOR_OPTIONS: tuple[Option[Any], ...] = (
     PROVIDERS,
     shared.MAX_PROVIDERS,
     shared.MAX_SERIES,
+    MAX_METRIC_FAMILIES,
     shared.MAX_LABEL_VALUE_BYTES,
     BREAKER_MIN_CALLS,
     BREAKER_FAILURE_RATE,

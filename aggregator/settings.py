@@ -122,6 +122,9 @@ class AggregatorSettings:
     held against names written to the registry some other way)."""
     max_series_per_metric: int = shared.MAX_SERIES.default
     """Series served per gauge, across processes (the clients' cap for the other kinds)."""
+    max_metric_families: int = table.MAX_METRIC_FAMILIES.default
+    """Workers' backend metrics read and exported at most, the first by name (what a
+    snapshot's size allows for: ``core.snapshot_rules``)."""
     max_label_value_bytes: int = shared.MAX_LABEL_VALUE_BYTES.default
     """UTF-8 bytes of a backend label value as served: the clients' bound, held again on read
     against raw writes (``gatewayz_protocol.labels``)."""

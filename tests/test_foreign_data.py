@@ -333,3 +333,54 @@ def test_gauge_series_ids_no_client_writes_are_skipped_and_counted(
     families = {f.name: f for f in published.backend}
     assert families["depth"].samples == ((("a",), 3.0),)
     assert families["build"].infos == ((("a",), (("version", "1"),)),)
+
+
+def test_metric_families_and_gauge_writers_beyond_the_caps_are_left_out_counted_and_said(
+    make_client: Callable[..., MetricsClient],
+    make_aggregator: Callable[..., Aggregator],
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before: every declaration in {metrics}:schema was read each cycle (three commands each)
+    # and served, and every process in {metrics}:gauge_writers: a metric named per model, or a
+    # flood of writer names, grew every cycle and /metrics without bound (20,000: 1.3 s cycles).
+    metrics = make_client(clock=clock)
+    for model in ("e", "a", "d", "b", "c"):  # a metric per model: the bug the cap is for
+        metrics.counter(f"calls_{model}", "Calls").inc(2)
+    metrics.gauge("depth", "Depth").set(4)
+    assert metrics.flush(timeout=5)
+    (writer,) = r.zrange(keys.gauge_writers, 0, -1, withscores=True)
+    fakes = {f"w{i}": writer[1] - 1 - i for i in range(10_002)}  # older: read after the real
+    r.zadd(keys.gauge_writers, fakes)
+    leader = make_aggregator(instance="leader", max_metric_families=3)
+    with caplog.at_level(logging.WARNING, logger="gatewayz.aggregator"):
+        first = leader.run_cycle()
+        assert first is not None
+        assert (leader.status.metric_families_over_cap, leader.status.gauge_writers_over_cap) == (
+            3,  # calls_d, calls_e, depth: the first three by name are read
+            3,  # 10,003 processes with gauges: the 10,000 that wrote last are read
+        )
+        # the fakes read had no gauge hash: forgotten, so the next read takes the rest
+        assert r.zcard(keys.gauge_writers) == 4
+        second = leader.run_cycle()
+    assert second is not None
+    assert (leader.status.metric_families_over_cap, leader.status.gauge_writers_over_cap) == (3, 0)
+    for published in (first, second):
+        assert [(f.name, f.samples) for f in published.backend] == [
+            ("calls_a", (((), 2.0),)),
+            ("calls_b", (((), 2.0),)),
+            ("calls_c", (((), 2.0),)),
+        ]
+    said = [m for m in caplog.messages if "beyond" in m]
+    assert said == [
+        "3 backend metrics beyond --max-metric-families (3) are neither read nor exported (the "
+        "first by name are; gatewayz_aggregator_metric_families_over_cap): a metric named per "
+        "value (a model, a route) instead of labelled?",
+        "3 processes with gauges beyond the 10000 that wrote them last: their gauges are not "
+        "read until the retention forgets them (gatewayz_aggregator_gauge_writers_over_cap)",
+    ]  # once each, not every cycle
+    body = scrape(leader)
+    assert "calls_c_total 2.0" in body and "calls_d" not in body and "depth" not in body
+    assert "gatewayz_aggregator_metric_families_over_cap 3.0" in body

@@ -30,6 +30,11 @@ class CycleStatus:
     (this replica, since it started)."""
     providers_over_cap: int = 0
     """Providers active in the registry beyond the cap at the last read: not read."""
+    metric_families_over_cap: int = 0
+    """Backend metrics beyond ``--max-metric-families`` at this replica's last backend read
+    (a leader's): neither read nor exported."""
+    gauge_writers_over_cap: int = 0
+    """Processes with gauges beyond those a backend read takes (the latest to write them)."""
     breaker_cycles_failed: int = 0
     """Breaker cycles of this replica, as leader, that failed: breakers not evaluated then."""
 
@@ -71,12 +76,16 @@ def after_success(
     clock_offset: float | None,
     values_skipped: Mapping[str, int] | None = None,
     providers_over_cap: int = 0,
+    backend_over_cap: tuple[int, int] = (0, 0),
 ) -> CycleStatus:
-    """The status after a successful cycle at ``now``."""
+    """The status after a successful cycle at ``now``; ``backend_over_cap``: metric families
+    and gauge writers left out of the last backend read."""
     return replace(
         status,
         values_skipped=dict(values_skipped or {}),
         providers_over_cap=providers_over_cap,
+        metric_families_over_cap=backend_over_cap[0],
+        gauge_writers_over_cap=backend_over_cap[1],
         cycles_ok=status.cycles_ok + 1,
         last_success_at=now,
         last_duration_seconds=duration,

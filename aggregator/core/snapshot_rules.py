@@ -4,7 +4,7 @@ JSON (decompressed no further: ``snapshot.decode_published``), holding what a le
 
 The bound is what the leader can publish at this replica's settings (every replica should run
 the same): each provider at its largest, the model breakers, the bounded counts and clock
-offsets, and the workers' own metrics at ``BACKEND_FAMILIES`` families at their series cap.
+offsets, and the workers' own metrics at ``max_metric_families`` families at their series cap.
 
 The rules are the leader's own, checked again: provider names by the key schema's rule, each
 once; figures finite, counts and counters never negative, shares in [0, 1]; cumulative buckets
@@ -43,9 +43,6 @@ ESCAPED: Final = 6
 FIXED_BYTES: Final = 64 * 1024 + MAX_WRITERS * 300 + 3 * (MAX_COUNT_LABELS + 1) * 100
 """The rest: the snapshot's own fields, the clients' rejection, drop and Redis operation counts
 (``MAX_COUNT_LABELS`` names each) and ``MAX_WRITERS`` writers' clock offsets."""
-BACKEND_FAMILIES: Final = 64
-"""The workers' metric families allowed for at their series cap: a gateway declares tens (the
-aggregator reads every declaration: ``docs/operations/reliability.md``)."""
 SERIES_BYTES: Final = 768
 """A backend series' JSON but one label value at the bound: its other label values, a
 histogram's cumulative counts and sum, an exemplar."""
@@ -63,6 +60,8 @@ class SnapshotSettings(Protocol):
     @property
     def max_models_per_provider(self) -> int: ...
     @property
+    def max_metric_families(self) -> int: ...
+    @property
     def max_series_per_metric(self) -> int: ...
     @property
     def max_label_value_bytes(self) -> int: ...
@@ -71,12 +70,13 @@ class SnapshotSettings(Protocol):
 def published_bytes(settings: SnapshotSettings) -> int:
     """The most JSON a leader publishes at ``settings``: ``max_providers`` read from the
     registry and the configured ``providers``, ``max_models_per_provider`` model breakers for
-    each of the ``breaker_models``, ``BACKEND_FAMILIES`` families of ``max_series_per_metric``
-    series whose label values are at most ``max_label_value_bytes`` UTF-8 bytes. About 103 MB
-    at the defaults (1,000 providers, 1,000 series, 256 bytes)."""
+    each of the ``breaker_models``, ``max_metric_families`` families of ``max_series_per_metric``
+    series whose label values are at most ``max_label_value_bytes`` UTF-8 bytes. About 170 MB
+    at the defaults (1,000 providers, 128 families of 1,000 series, 256 bytes)."""
     label = settings.max_label_value_bytes
     models = len(settings.breaker_models) * settings.max_models_per_provider
-    backend = BACKEND_FAMILIES * settings.max_series_per_metric * (SERIES_BYTES + label)
+    families = settings.max_metric_families
+    backend = families * settings.max_series_per_metric * (SERIES_BYTES + label)
     providers = settings.max_providers + len(settings.providers)
     return (
         FIXED_BYTES

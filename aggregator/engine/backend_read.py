@@ -1,7 +1,12 @@
 """The read of the workers' own metrics (their Counters, Gauges, Histograms): the commands and
 how their replies decode, side by side (``plan.Plan``). Round one: the specs and the processes
 with gauges; round two: per metric its series, values and exemplars, and per process its gauge
-values. A reply equal to the last read's is not decoded again (``core.reuse.Reuse``)."""
+values. A reply equal to the last read's is not decoded again (``core.reuse.Reuse``).
+
+Both are bounded, since any writer of ``{metrics}`` keys adds to them (a metric named per
+model, a fleet recycling workers): at most ``max_families`` metrics, the first by name, and the
+``MAX_GAUGE_WRITERS`` processes that wrote gauges last; how many are left out is counted
+(``families_over_cap``, ``writers_over_cap``)."""
 
 from __future__ import annotations
 
@@ -11,17 +16,31 @@ from typing import Any
 from aggregator.core.readings import BackendReading, Skips
 from aggregator.core.reuse import Reuse
 from aggregator.engine.plan import Plan
+from aggregator.option_table import MAX_METRIC_FAMILIES
 from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.specs import spec_of
 from gatewayz_transport.raw import as_dict, as_text
+
+DEFAULT_MAX_FAMILIES = MAX_METRIC_FAMILIES.default
+MAX_GAUGE_WRITERS = 10_000
+"""Processes whose gauges a cycle reads at most, the latest to write them: a fleet's live
+workers (hosts x workers) with room to spare; the others wait for the retention to forget
+them. 100,000 cost a 0.9 s cycle."""
 
 
 class BackendRead:
     """``decoded``: what the last backend read decoded; the caller calls its ``finish()`` once
     the reading is made."""
 
-    def __init__(self, keys: Keys, decoded: Reuse | None = None) -> None:
+    def __init__(
+        self, keys: Keys, decoded: Reuse | None = None, max_families: int = DEFAULT_MAX_FAMILIES
+    ) -> None:
         self._keys = keys
+        self._max_families = max_families
+        self.families_over_cap = 0
+        """Declared metrics beyond ``max_families``: neither read nor exported."""
+        self.writers_over_cap = 0
+        """Processes with gauges beyond ``MAX_GAUGE_WRITERS``: their gauges not read."""
         self._decoded = Reuse() if decoded is None else decoded
         self.skips = Skips(keys)
         self._schema: dict[str, str] = {}
@@ -42,7 +61,8 @@ class BackendRead:
         commands: list[tuple[Any, ...]] = [("HGETALL", keys.metric_schema)]
         if prune_below is not None:
             commands.append(("ZREMRANGEBYSCORE", keys.gauge_writers, "-inf", repr(prune_below)))
-        commands.append(("ZRANGE", keys.gauge_writers, 0, -1))
+        commands.append(("ZREVRANGE", keys.gauge_writers, 0, MAX_GAUGE_WRITERS - 1))
+        commands.append(("ZCARD", keys.gauge_writers))
         plan = Plan()
         plan.add(commands, self._decode_first)
         return plan
@@ -52,12 +72,14 @@ class BackendRead:
         self._schema, self._schema_read = self._decoded.decode(
             key, replies[0], skips, lambda raw: (skips.specs(key, as_dict(raw)), object())
         )
-        self._writers = [as_text(writer) for writer in replies[-1]]
+        self._writers = [as_text(writer) for writer in replies[-2]]
+        self.writers_over_cap = max(0, int(replies[-1]) - len(self._writers))
+        self.families_over_cap = max(0, len(self._schema) - self._max_families)
 
     def second_round(self) -> Plan:
         keys = self._keys
         plan = Plan()
-        for name in sorted(self._schema):
+        for name in self._read_names():
             commands = [
                 ("SMEMBERS", keys.metric_series(name)),
                 ("HGETALL", keys.metric_data(name)),
@@ -67,6 +89,10 @@ class BackendRead:
         gauges = [("HGETALL", keys.gauge_values(writer)) for writer in self._writers]
         plan.add(gauges, self._decode_gauges)
         return plan
+
+    def _read_names(self) -> list[str]:
+        """The metrics read: the first ``max_families`` by name."""
+        return sorted(self._schema)[: self._max_families]
 
     def _decode_metric(self, name: str, replies: list[Any]) -> None:
         members, values, latest = replies
@@ -108,6 +134,5 @@ class BackendRead:
         writers, to forget; one holding nothing usable is skipped, not forgotten."""
         live = [values for values in self._gauges if values]
         expired = self._expired
-        return BackendReading(
-            self._schema, self._series, self._data, live, expired, self._exemplars
-        )
+        read = {name: self._schema[name] for name in self._read_names()}
+        return BackendReading(read, self._series, self._data, live, expired, self._exemplars)

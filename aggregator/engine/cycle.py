@@ -23,7 +23,7 @@ from opentelemetry import trace
 from aggregator.core.breaker import Transition, counting_start
 from aggregator.core.decisions import acting, acting_in
 from aggregator.core.history import HistoryMinutes, HistoryPoint
-from aggregator.core.readings import Reading, refusing
+from aggregator.core.readings import BackendReading, Reading, refusing
 from aggregator.core.served import (
     CycleStatus,
     ServedState,
@@ -192,6 +192,7 @@ class Aggregator:
                 self._clock.offset,
                 self._notices.counts,
                 self._reader.over_cap,
+                self._reader.backend_over_cap,
             )
             served = snapshot or self._served.snapshot
             self._serve(snapshot=served, status=status, leader=self._lease.is_leader)
@@ -233,9 +234,7 @@ class Aggregator:
             return None
         snapshot = self._reuse.build(reading, states, now, cycle, *self._breakers.shown())
         with tracer.start_as_current_span("read_backend_metrics"):
-            backend = self._reader.backend(now, self.settings.retention_seconds)
-            if backend.expired_writers:
-                self._writer.forget_gauge_writers(backend.expired_writers)
+            backend = _read_backend(self._reader, self._writer, self._notices, self.settings, now)
         snapshot = self._reuse.with_backend(snapshot, backend, *self.settings.backend_bounds)
         with tracer.start_as_current_span("publish_snapshot"):
             text = self._notices.published(snapshot.to_json(self._reuse), self._max_json)
@@ -365,3 +364,19 @@ def _same(served: Snapshot, published: Snapshot) -> bool:
     enough: a cycle counter lost with Redis's data restarts, under a leader restarted meanwhile,
     below a number a follower may still serve (torture seed 190001)."""
     return (served.cycle, served.taken_at) == (published.cycle, published.taken_at)
+
+
+def _read_backend(
+    reader: WindowReader,
+    writer: StateWriter,
+    notices: Notices,
+    settings: AggregatorSettings,
+    now: float,
+) -> BackendReading:
+    """The workers' metrics, at most ``max_metric_families``: the processes whose gauges
+    expired forgotten, what the read's caps left out said (once)."""
+    backend = reader.backend(now, settings.retention_seconds, settings.max_metric_families)
+    if backend.expired_writers:
+        writer.forget_gauge_writers(backend.expired_writers)
+    notices.backend_over_cap(*reader.backend_over_cap, settings.max_metric_families)
+    return backend

@@ -2,7 +2,7 @@
 writer of this project could have written them: another version, a bug, a hand edit; counted
 by key kind for /metrics, each key named once, never a reason for a cycle or a breaker to
 stop), a maxmemory-policy that can evict this project's keys, a leader publishing a newer
-snapshot version."""
+snapshot version, backend metrics or gauge writers beyond what a cycle reads."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from aggregator.core.readings import RedisMemory, Skip
 from aggregator.core.snapshot import SNAPSHOT_VERSION
+from aggregator.engine.backend_read import MAX_GAUGE_WRITERS
 
 log = logging.getLogger("gatewayz.aggregator")
 
@@ -35,6 +36,7 @@ class Notices:
         self._versions: set[int] = set()  # newer snapshot versions reported
         self._no_providers_said: float | None = None  # when "no provider" was last said
         self._over_size = False  # the last snapshot published was over the followers' bound
+        self._backend_over = (False, False)  # metrics, gauge writers over the read's caps
 
     def skipped(self, skipped: Iterable[Skip]) -> None:
         for skip in skipped:
@@ -93,6 +95,28 @@ class Notices:
                 limit,
             )
         return text
+
+    def backend_over_cap(self, families: int, writers: int, max_families: int) -> None:
+        """Backend metrics beyond ``--max-metric-families``, processes with gauges beyond
+        those a cycle reads: each said when it starts, again after a read within its cap."""
+        over = (families > 0, writers > 0)
+        if over[0] and not self._backend_over[0]:
+            log.warning(
+                "%d backend metrics beyond --max-metric-families (%d) are neither read nor "
+                "exported (the first by name are; gatewayz_aggregator_metric_families_over_cap): "
+                "a metric named per value (a model, a route) instead of labelled?",
+                families,
+                max_families,
+            )
+        if over[1] and not self._backend_over[1]:
+            log.warning(
+                "%d processes with gauges beyond the %d that wrote them last: their gauges are "
+                "not read until the retention forgets them "
+                "(gatewayz_aggregator_gauge_writers_over_cap)",
+                writers,
+                MAX_GAUGE_WRITERS,
+            )
+        self._backend_over = over
 
     def providers_seen(self, count: int, now: float) -> None:
         """No provider registered (a wrong namespace or Redis fails silently otherwise): said

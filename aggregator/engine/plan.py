@@ -29,6 +29,7 @@ _ABSENT: dict[str, Any] = {
     "GET": None,
     "ZSCORE": None,
     "ZCOUNT": 0,
+    "ZCARD": 0,
     "ZREMRANGEBYSCORE": 0,
     "ZREMRANGEBYRANK": 0,
     "ZREM": 0,

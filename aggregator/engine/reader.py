@@ -33,7 +33,7 @@ from aggregator.core.readings import (
     shard_counts,
 )
 from aggregator.core.reuse import Reuse
-from aggregator.engine.backend_read import BackendRead
+from aggregator.engine.backend_read import DEFAULT_MAX_FAMILIES, BackendRead
 from aggregator.engine.inspect_read import InspectRead
 from aggregator.engine.plan import Plan
 from aggregator.engine.window_read import Place, WindowRead
@@ -85,6 +85,9 @@ class WindowReader:
         self.over_cap = 0
         """Providers active in the registry beyond ``max_providers`` at the last read: not read
         (only the most recently seen ones are)."""
+        self.backend_over_cap = (0, 0)
+        """Backend metrics, and processes with gauges, left out of the last backend read
+        (beyond its caps: ``BackendRead``)."""
         self._shards: dict[str, int] = {}
         """Providers split over several shards (``Keys.shards``), as last read."""
         self._trim_slots: dict[str, int] = {}
@@ -239,14 +242,18 @@ class WindowReader:
         Raises when Redis is unreachable."""
         return read_memory(self._redis, self.ops)
 
-    def backend(self, now: float, retention_seconds: float) -> BackendReading:
-        """The workers' declared metrics (``BackendRead``): specs, admitted series, values, and
-        the gauge values of processes whose gauge hash has not expired. Two round trips."""
-        backend_read = BackendRead(self._keys, self._backend_decoded)
+    def backend(
+        self, now: float, retention_seconds: float, max_families: int = DEFAULT_MAX_FAMILIES
+    ) -> BackendReading:
+        """The workers' declared metrics (``BackendRead``; at most ``max_families``): specs,
+        admitted series, values, and the gauge values of processes whose gauge hash has not
+        expired. Two round trips. What was left out: ``backend_over_cap``."""
+        backend_read = BackendRead(self._keys, self._backend_decoded, max_families)
         prune_below = now - retention_seconds if self._maintains else None
         self._run(backend_read.first_round(prune_below))
         self._run(backend_read.second_round())
         self.skipped += backend_read.skips.found
+        self.backend_over_cap = (backend_read.families_over_cap, backend_read.writers_over_cap)
         reading = backend_read.reading()
         self._backend_decoded.finish()
         return reading

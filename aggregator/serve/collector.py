@@ -27,6 +27,7 @@ from aggregator.core.snapshot import ProviderHealth, Snapshot
 from aggregator.serve.backend_metrics import backend_metrics
 from aggregator.serve.exemplars import with_exemplars
 from aggregator.serve.model_metrics import model_metrics
+from aggregator.serve.redis_metrics import redis_metrics
 from gatewayz_protocol.breaker_state import STATES
 from gatewayz_protocol.partitions import OUTCOMES
 
@@ -105,7 +106,7 @@ def _replica_metrics(served: ServedState) -> Iterator[Metric]:
         "kept its state (the log says why)",
         value=served.status.breaker_cycles_failed,
     )
-    yield from _redis_metrics(served.status)
+    yield from redis_metrics(served.status)
     leader = GaugeMetricFamily(
         "gatewayz_aggregator_leader",
         "1 on the replica that holds the leader lease (evaluates breakers, computes "
@@ -300,48 +301,6 @@ def client_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     yield offsets
 
 
-def _redis_metrics(status: CycleStatus) -> Iterator[Metric]:
-    memory = status.redis_memory
-    if memory is None:  # a server without INFO (fakeredis)
-        return
-    yield GaugeMetricFamily(
-        "gatewayz_redis_memory_used_bytes",
-        "Memory Redis counts against maxmemory, seen by this replica's last cycle",
-        value=memory.used_bytes,
-    )
-    yield GaugeMetricFamily(
-        "gatewayz_redis_memory_max_bytes",
-        "Redis maxmemory (0: no limit)",
-        value=memory.max_bytes,
-    )
-    yield GaugeMetricFamily(
-        "gatewayz_redis_out_of_memory",
-        "1 when Redis refused a write for lack of memory since this replica's last cycle "
-        "(anyone's: INFO errorstats), or refused its own",
-        value=1.0 if status.redis_out_of_memory else 0.0,
-    )
-    policy = GaugeMetricFamily(
-        "gatewayz_redis_maxmemory_policy_safe",
-        "1 when Redis's maxmemory-policy cannot evict this project's keys (noeviction, or no "
-        "maxmemory), 0 when it can",
-        labels=["policy"],
-    )
-    policy.add_metric([memory.policy], 0.0 if memory.can_evict else 1.0)
-    yield policy
-    yield CounterMetricFamily(
-        "gatewayz_redis_evicted_keys",
-        "Keys Redis evicted since it started (INFO evicted_keys)",
-        value=memory.evicted_keys,
-    )
-    yield CounterMetricFamily(
-        "gatewayz_redis_permission_refusals",
-        "Commands Redis refused since it started because the user's ACL does not allow them "
-        "(INFO errorstats NOPERM, all clients): a process doing what its role may not; ACL LOG "
-        "names the user",
-        value=memory.permission_refusals,
-    )
-
-
 def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "gatewayz_aggregator_cycles",
@@ -380,12 +339,7 @@ def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[
     for kind, count in sorted(status.values_skipped.items()):
         skipped.add_metric([kind], count)
     yield skipped
-    yield GaugeMetricFamily(
-        "gatewayz_aggregator_providers_over_cap",
-        "Providers active in the registry beyond --max-providers at this replica's last read: "
-        "neither read nor exported (the most recently seen are)",
-        value=status.providers_over_cap,
-    )
+    yield from _over_cap_metrics(status)
     if snapshot is not None:
         yield GaugeMetricFamily(
             "gatewayz_aggregator_snapshot_timestamp_seconds",
@@ -397,3 +351,25 @@ def _status_metrics(snapshot: Snapshot | None, status: CycleStatus) -> Iterator[
             "Number of the served snapshot, shared by the replicas (equal on those serving it)",
             value=snapshot.cycle,
         )
+
+
+def _over_cap_metrics(status: CycleStatus) -> Iterator[Metric]:
+    """What the last reads left out beyond their caps."""
+    yield GaugeMetricFamily(
+        "gatewayz_aggregator_providers_over_cap",
+        "Providers active in the registry beyond --max-providers at this replica's last read: "
+        "neither read nor exported (the most recently seen are)",
+        value=status.providers_over_cap,
+    )
+    yield GaugeMetricFamily(
+        "gatewayz_aggregator_metric_families_over_cap",
+        "Workers' backend metrics beyond --max-metric-families at this replica's last read (a "
+        "leader's): neither read nor exported (the first by name are)",
+        value=status.metric_families_over_cap,
+    )
+    yield GaugeMetricFamily(
+        "gatewayz_aggregator_gauge_writers_over_cap",
+        "Processes with gauges beyond the 10,000 that wrote them last, at this replica's last "
+        "read (a leader's): their gauges not read until the retention forgets them",
+        value=status.gauge_writers_over_cap,
+    )

@@ -42,6 +42,7 @@ class Settings:
     providers: tuple[str, ...] = ("configured",)
     breaker_models: tuple[str, ...] = ("p0",)
     max_models_per_provider: int = 2
+    max_metric_families: int = 3
     max_series_per_metric: int = 5
     max_label_value_bytes: int = 64
 
@@ -68,7 +69,7 @@ def test_the_bound_is_its_parts_at_these_settings() -> None:
     fixed = 64 * 1024 + 1000 * 300 + 3 * 65 * 100
     providers = (3 + 1) * 36 * 1024
     models = 1 * 2 * (512 + 6 * 64)
-    backend = 64 * 5 * (768 + 64)
+    backend = 3 * 5 * (768 + 64)
     assert published_bytes(Settings()) == fixed + providers + models + backend
 
 
@@ -80,15 +81,18 @@ def test_a_snapshot_at_its_largest_holds_within_the_bound() -> None:
         for i in range(settings.max_models_per_provider)
     )
     value = "\x01" * settings.max_label_value_bytes  # 6 bytes of JSON each
-    family = BackendFamily(
-        "requests_total", "counter", "Requests", ("route",), (),
-        tuple(((value + str(i),), float(LONGEST)) for i in range(5)), (), LONGEST, LONGEST,
+    families = tuple(
+        BackendFamily(
+            f"requests_{name}_total", "counter", "Requests", ("route",), (),
+            tuple(((value + str(i),), float(LONGEST)) for i in range(5)), (), LONGEST, LONGEST,
+        )
+        for name in ("a" * 100, "b" * 100, "c" * 100)
     )  # fmt: skip
     snapshot = Snapshot(
         taken_at=FLOAT,
         cycle=LONGEST,
         providers=tuple(_provider(name) for name in [*names, "configured"]),
-        backend=(family,),
+        backend=families,
         histogram_bounds=BOUNDS,
         model_breakers=models,
         redis_ops={f"op{i:061d}": LONGEST for i in range(65)},

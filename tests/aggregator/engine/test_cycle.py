@@ -515,7 +515,12 @@ def test_a_snapshot_over_the_followers_bound_is_refused_without_inflating_it(
 ) -> None:
     # Before: a follower inflated whatever {leader}:snapshot held: 1 MB of zlib made 1 GB of
     # JSON (2 GB at its peak, a 3 s cycle), and a valid snapshot padded so was served.
-    settings = {"max_providers": 2, "max_series_per_metric": 1, "max_label_value_bytes": 64}
+    settings = {
+        "max_providers": 2,
+        "max_series_per_metric": 1,
+        "max_metric_families": 64,
+        "max_label_value_bytes": 64,
+    }
     follower, published, document = _following(make_aggregator, **settings)
     bound = published_bytes(follower.settings)
     assert bound == (

@@ -19,6 +19,8 @@ OWN = [
     "gatewayz_aggregator_cycle_duration_seconds",
     "gatewayz_redis_values_skipped",
     "gatewayz_aggregator_providers_over_cap",
+    "gatewayz_aggregator_metric_families_over_cap",
+    "gatewayz_aggregator_gauge_writers_over_cap",
     "gatewayz_aggregator_interval_seconds",
     "gatewayz_aggregator_breaker_interval_seconds",
     "gatewayz_aggregator_breaker_cycles_failed",
@@ -76,7 +78,13 @@ def _collect(
 
 
 def test_before_the_first_cycle_only_the_aggregators_own_metrics() -> None:
-    status = CycleStatus(cycles_failed=2, values_skipped={"totals": 3}, providers_over_cap=4)
+    status = CycleStatus(
+        cycles_failed=2,
+        values_skipped={"totals": 3},
+        providers_over_cap=4,
+        metric_families_over_cap=5,
+        gauge_writers_over_cap=6,
+    )
     served = ServedState("r1", leader=True, status=status)
     families = _collect(served)
     assert list(families) == [*OWN, "gatewayz_aggregator_leader"]  # no INFO: no Redis figures
@@ -91,6 +99,12 @@ def test_before_the_first_cycle_only_the_aggregators_own_metrics() -> None:
     }
     assert families["gatewayz_aggregator_providers_over_cap"] == {
         ("gatewayz_aggregator_providers_over_cap", ()): 4.0
+    }
+    assert families["gatewayz_aggregator_metric_families_over_cap"] == {
+        ("gatewayz_aggregator_metric_families_over_cap", ()): 5.0
+    }
+    assert families["gatewayz_aggregator_gauge_writers_over_cap"] == {
+        ("gatewayz_aggregator_gauge_writers_over_cap", ()): 6.0
     }
 
 
@@ -132,10 +146,10 @@ def test_every_family_of_a_snapshot_in_order_with_its_values() -> None:
     assert list(families) == [
         *OWN[:3],
         "gatewayz_aggregator_last_success_timestamp_seconds",
-        *OWN[3:5],
+        *OWN[3:7],
         "gatewayz_aggregator_snapshot_timestamp_seconds",
         "gatewayz_aggregator_snapshot_cycle",
-        *OWN[5:],
+        *OWN[7:],
         *REDIS,
         "gatewayz_aggregator_leader",
         *PROVIDERS,
