@@ -56,9 +56,10 @@ def valid_exemplar(labels: object) -> dict[str, str] | None:
 def checked_exemplar(exemplar: object, reject: Callable[[str], bool]) -> dict[str, str] | None:
     """``exemplar`` as labels (``valid_exemplar``), or None and counted through ``reject``
     (the ledger's: the exemplar left out under ``INVALID_EXEMPLAR``, the call itself recorded),
-    logged the first time."""
+    logged the first time. A falsy one (``{}``, ``False``, ``0``, ``""``: ``labels or {}``
+    in a gateway) is none given, as None is: nothing counted."""
     labels = valid_exemplar(exemplar)
-    if labels is None:
+    if labels is None and _given(exemplar):
         try:
             if reject(INVALID_EXEMPLAR):
                 log.warning(
@@ -70,3 +71,11 @@ def checked_exemplar(exemplar: object, reject: Callable[[str], bool]) -> dict[st
         except Exception:  # logging misconfigured, interpreter shutting down...
             pass
     return labels
+
+
+def _given(exemplar: object) -> bool:
+    """Whether ``exemplar`` is meant as one: not falsy (an object whose truth raises is)."""
+    try:
+        return bool(exemplar)
+    except Exception:
+        return True

@@ -4,6 +4,7 @@ OpenTelemetry's active span (only a valid, sampled one links)."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -80,3 +81,24 @@ def test_an_exemplar_openmetrics_would_refuse_is_left_out_counted_and_never_stor
     stored = r.hgetall(keys.exemplars("openrouter"))
     assert [json.loads(v)["l"] for v in stored.values()] == [{"trace_id": "ok"}]
     assert r.hget(keys.totals("openrouter"), "n:success") == b"3"  # every call recorded
+
+
+def test_a_falsy_exemplar_is_none_given_nothing_counted_nor_logged(
+    make_client: Callable[..., MetricsClient],
+    r: redis.Redis,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before: exemplar={} (a gateway's `labels or {}`), False, 0 or "" counted invalid_exemplar
+    # and logged a warning, while the docs (and a backend metric's observe()) take them as none
+    metrics = make_client()
+    with caplog.at_level(logging.WARNING, logger="gatewayz.metrics.client"):
+        for none_given in ({}, False, 0, "", (), None):
+            assert metrics.record("openrouter", 0.3, status_code=200, exemplar=none_given)
+        assert metrics.record("openrouter", 0.3, status_code=200, exemplar=[("trace_id", "x")])
+    assert metrics.flush(timeout=5)
+    assert metrics.stats()["rejected"] == {"invalid_exemplar": 1}  # a list: not a mapping
+    (logged,) = caplog.records  # the list's, once
+    assert logged.getMessage().startswith("metrics exemplar left out (invalid_exemplar): [(")
+    assert r.hgetall(keys.exemplars("openrouter")) == {}
+    assert r.hget(keys.totals("openrouter"), "n:success") == b"7"  # every call recorded
