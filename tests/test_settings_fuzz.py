@@ -328,3 +328,27 @@ def test_a_query_option_is_refused_in_one_line_or_works_on_both_sides(
             if name == "db":
                 empty_namespace(url, namespace)
     assert problems == []
+
+
+def test_a_db_the_server_has_not_is_found_at_the_first_connection_logged_and_flush_fails(
+    single_redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # failure-behaviour.md: a db number below 2^31 - 1 is taken (a Redis may have that many);
+    # one this server has not fails at the first connection, said in the log, nothing hidden
+    missing = _databases(single_redis_url)  # the first db number this server has not
+    base = single_redis_url.split("?")[0].rsplit("/", 1)[0]
+    settings = ClientSettings(
+        redis_url=f"{base}/{missing}",
+        namespace=namespace,
+        handle_sigterm=False,
+        backoff_max_seconds=0.1,
+    )
+    client = MetricsClient(settings=settings)
+    try:
+        with caplog.at_level(logging.ERROR, logger="gatewayz.metrics.client"):
+            assert client.record("openrouter", 0.1)
+            assert client.flush(timeout=1.0) is False
+        assert client.stats()["redis_ok"] is False
+        assert any("DB index is out of range" in m for m in caplog.messages)
+    finally:
+        client.close(timeout=0.1)
