@@ -163,10 +163,7 @@ class BreakerGate:
         """``provider``'s breaker, no permit taken (Redis read once for a provider never asked
         about); ``allowed``: the verdict of ``allow()`` on this call, if one was asked for."""
         if allowed is None:
-            allowed = self.cached(provider)
-            if allowed is None and provider not in self._entries:
-                self._learn(provider)
-                allowed = self.cached(provider)
+            allowed = self.peek(provider)
             if allowed is None:
                 allowed = True  # half-open, not refused lately: a permit may be free
         entry = self._entries.get(provider)
@@ -188,12 +185,21 @@ class BreakerGate:
     def allow(self, provider: str) -> bool:
         """Whether a call may go to ``provider`` now (Redis I/O only to learn a provider's state
         the first time, and to take a half-open trial permit)."""
-        verdict = self.cached(provider)
+        verdict = self.peek(provider)
         if verdict is None:
             entry = self._entries.get(provider) or self._learn(provider)
+            verdict = self._take_permit(provider, entry)
+        return verdict
+
+    def peek(self, provider: str) -> bool | None:
+        """``allow()``'s answer short of taking a permit: ``cached()``, after reading the state
+        of a provider never asked about (no permit taken). None: half-open, a permit to take.
+        So a caller asking two breakers learns whether either refuses before taking the
+        other's permit (``client._breaker_queries``)."""
+        verdict = self.cached(provider)
+        if verdict is None and provider not in self._entries:
+            self._learn(provider)
             verdict = self.cached(provider)
-            if verdict is None:
-                verdict = self._take_permit(provider, entry)
         return verdict
 
     def cached(self, provider: str) -> bool | None:

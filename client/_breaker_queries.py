@@ -7,8 +7,19 @@ own thread (``client._breaker_refresh``). One per process
 
 Given a ``model`` of a provider listed in ``breaker_models``, each also consults that model's
 breaker (a second cache of the same kind, whose names are ``provider/model`` scopes): a call is
-allowed only when both breakers allow it, and a breaker that refuses from its cache keeps the
-other's half-open permit untaken. For any other provider ``model`` changes nothing."""
+allowed only when both breakers allow it, and a breaker that refuses from its cache (open, or a
+permit denied to this process since its last refresh) keeps the other's half-open permit
+untaken, even the first time a process asks (both states are read before any permit is taken).
+Both half-open, the provider's permit is taken first and the model's then only if it was
+granted: the provider's permits are shared by all its models, so it is the one likelier to be
+refused. When the model's permit is then denied, the provider's was taken for nothing: nothing
+gives a permit back (the permit script only takes, and workers may not delete permits), so it
+stays taken until it expires (``--breaker-permit-seconds``, 30 s) or the provider's next
+transition. At most one per process, model and refresh interval (the denial is remembered),
+and only while the model, whose permit limit is the provider's (one global count), holds more
+live permits than the provider: every model permit being taken after a provider permit, that
+needs model permits taken while the provider was not half-open, or provider permits gone
+first (expired, or deleted by a transition). For any other provider ``model`` changes nothing."""
 
 from __future__ import annotations
 
@@ -75,11 +86,21 @@ class BreakerQueries:
         return self._verdict(provider, allowed)
 
     def _allow_both(self, provider: str, scope: str) -> bool:
+        """Both breakers' states are learned before any permit is taken: a permit taken for a
+        call the other breaker refuses is lost to the trials (an open provider's workers would
+        use up its half-open model's permits). Both half-open: the provider's first, its
+        permits being the scarcer (shared by all its models); see the module's docstring."""
         gate, model_gate = self._gate, self._model_gate
         assert model_gate is not None
-        if gate.cached(provider) is False or model_gate.cached(scope) is False:
-            return False  # no permit of the other breaker taken for a call that cannot go
-        return model_gate.allow(scope) and gate.allow(provider)
+        in_provider = gate.peek(provider)
+        if in_provider is False:
+            return False
+        in_model = model_gate.peek(scope)
+        if in_model is False:
+            return False
+        if in_provider is None and not gate.allow(provider):
+            return False
+        return in_model is True or model_gate.allow(scope)
 
     async def allow_async(self, provider: str, model: str | None = None) -> bool:
         """``allow()`` for an event loop: answered at once from the cache, and in a worker
