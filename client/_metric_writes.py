@@ -147,7 +147,10 @@ class MetricWrites:
                 counted.add(name)
         for name in sorted(counted):  # a metric counted but never incremented expires too
             add("EXPIRE", keys.metric_data(name), self._retention)
-            ops["expire"] += 1
+            # and its admitted series with it: a set expiring under a data hash kept alive by
+            # these counts admitted another cap's worth into it, every retention period
+            add("EXPIRE", keys.metric_series(name), self._retention)
+            ops["expire"] += 2
 
     def _queue_gauges(
         self, plan: CommandList, drained: Drained, offset: float, ops: Counter[str]

@@ -398,6 +398,32 @@ def test_gauge_series_are_capped_cluster_wide(
     assert dropped["flood_inflight"] == 2 * cap
 
 
+def test_a_metrics_admitted_series_live_as_long_as_its_counted_values(
+    make_client: MakeClient, r: redis.Redis, keys: Keys, clock: FakeClock
+) -> None:
+    # Before: a process past the cap kept counting drops into the metric's data hash (its TTL
+    # refreshed) while the admitted set, idle, expired: the next process admitted another cap's
+    # worth, the data hash grew by one cap per retention period (4 generations: 4,001 fields)
+    cap = 3
+    first = make_client(clock=clock, max_series_per_metric=cap)
+    calls = first.counter("capped_calls", "Calls", ["model"])
+    for model in ("a", "b", "c"):
+        calls.labels(model).inc()
+    assert first.flush(timeout=5.0)
+    series = keys.metric_series("capped_calls")
+    assert r.scard(series) == cap
+    r.expire(series, 30)  # idle since: about to expire, while drops go on being counted
+    calls.labels("d").inc()  # past the cap: dropped, counted in the data hash
+    assert first.flush(timeout=5.0)
+    retention = first.settings.retention_seconds
+    assert retention - 5 <= r.ttl(series) <= retention  # kept with the counts
+    assert r.ttl(keys.metric_data("capped_calls")) == r.ttl(series)
+    second = make_client(clock=clock, max_series_per_metric=cap)
+    second.counter("capped_calls", "Calls", ["model"]).labels("e").inc()
+    assert second.flush(timeout=5.0)
+    assert r.scard(series) == cap  # "e" not admitted: the cap holds across generations
+
+
 # -- values record() accepts but Redis cannot hold ---------------------------------------------
 
 EXTREME_CALLS = [

@@ -126,12 +126,16 @@ def test_exemplars_and_the_updates_dropped_rejected_refused_or_truncated_are_wri
         ("HINCRBY", KEYS.metric_data("lat"), VALUES_REJECTED_FIELD, 2),
         ("HINCRBY", KEYS.metric_data("calls"), TRUNCATED_FIELD, 3),
         ("HINCRBY", KEYS.metric_data("lat"), CONFLICTS_FIELD, 5),
-        # a metric only counted (never incremented) expires like one that is
+        # a metric only counted (never incremented) expires like one that is, and its admitted
+        # series with its values: the set outliving them no longer, nor they the set
         ("EXPIRE", KEYS.metric_data("calls"), 3600),
+        ("EXPIRE", KEYS.metric_series("calls"), 3600),
         ("EXPIRE", KEYS.metric_data("jobs"), 3600),
+        ("EXPIRE", KEYS.metric_series("jobs"), 3600),
         ("EXPIRE", KEYS.metric_data("lat"), 3600),
+        ("EXPIRE", KEYS.metric_series("lat"), 3600),
     ]  # fmt: skip
-    assert ops == {"hset": 2, "expire": 5, "hincrby": 5}
+    assert ops == {"hset": 2, "expire": 8, "hincrby": 5}
 
 
 def test_gauges_replace_this_writers_values_with_times_on_the_shared_clock() -> None:
