@@ -36,7 +36,7 @@ from aggregator.core.snapshot import Snapshot, decode_published, silent_clocks
 from aggregator.core.snapshot_reuse import SnapshotReuse
 from aggregator.core.snapshot_rules import published_bytes, snapshot_problem
 from aggregator.engine.clock import CycleClock
-from aggregator.engine.evaluate import BreakerStep
+from aggregator.engine.evaluate import BreakerStep, counted
 from aggregator.engine.lease import LeaderLease
 from aggregator.engine.notices import Notices
 from aggregator.engine.operator_commands import BreakerCommands
@@ -149,7 +149,7 @@ class Aggregator:
             try:
                 now = self._clock.measure()
                 reading = self._read(now, counters=False)  # breakers need no counters
-                _, applied, _ = self._evaluate_and_commit(reading, now)
+                _, _, applied, _ = self._evaluate_and_commit(reading, now)
             except (redis.RedisError, OSError) as exc:
                 log.error("breaker cycle failed: %s", describe_error(exc))
                 self._serve(status=after_breaker_failure(self._served.status))
@@ -224,10 +224,9 @@ class Aggregator:
 
     def _lead(self, now: float) -> Snapshot | None:
         """Compute and publish a snapshot; None when the lease turned out to be lost."""
-        reading = self._read(now)
         current = self._served.snapshot
-        states, _, cycle = self._evaluate_and_commit(
-            reading, now, reserve_cycle_above=current.cycle if current else 0
+        reading, states, _, cycle = self._evaluate_and_commit(
+            self._read(now), now, reserve_cycle_above=current.cycle if current else 0
         )
         if cycle is None or cycle == FENCED:
             self._lease.deposed()
@@ -260,14 +259,15 @@ class Aggregator:
 
     def _evaluate_and_commit(
         self, reading: Reading, now: float, reserve_cycle_above: int | None = None
-    ) -> tuple[dict[str, BreakerState], list[Transition], int | None]:
+    ) -> tuple[Reading, dict[str, BreakerState], list[Transition], int | None]:
         """Evaluate every breaker and commit the transitions due with the cycle's bookkeeping
-        (and, for a snapshot, reserve its cycle number) in one round trip: the states after
-        them, the transitions applied, and the cycle (FENCED when a newer leader exists)."""
+        (and, for a snapshot, reserve its cycle number) in one round trip: the reading with the
+        transitions applied counted and the states after them (a snapshot shows both), the
+        transitions applied, and the cycle (FENCED when a newer leader exists)."""
         states = {item.provider: item.breaker for item in reading.providers}
         fence = self._lease.fence
         if not fence:  # the lease ran out since the cycle began: write nothing
-            return states, [], FENCED
+            return reading, states, [], FENCED
         last = self._served.snapshot
         decisions = self._breakers.decide(reading, last, now)
         taken_over = self._lease.taken_over
@@ -290,7 +290,7 @@ class Aggregator:
         applied = self._breakers.settle(decisions, committed, states)
         if FENCED in committed.results:
             self._lease.deposed()
-        return states, applied, committed.cycle
+        return counted(reading, decisions, committed), states, applied, committed.cycle
 
     def history(self, providers: list[str]) -> tuple[str | None, dict[str, list[HistoryPoint]]]:
         """The dashboard's read (read only, any thread): the lease holder and each provider's

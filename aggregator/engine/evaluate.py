@@ -1,5 +1,5 @@
 """The cycle's evaluate step: the breakers' decisions (``core.decisions``) as writes, and what
-the commit made of them: the states after it, logged."""
+the commit made of them: the states after it, logged, and the transition counts after it."""
 
 from __future__ import annotations
 
@@ -77,12 +77,12 @@ class BreakerStep:
         """The transitions, compare-and-set on the epoch read, then the restores (epoch 0: only
         where the state is still missing)."""
         writes = [
-            PlannedWrite(name, t.old.epoch, t.new, f"{t.old.state}>{t.new.state}")
+            PlannedWrite(name, t.old.epoch, t.new, counter_field(t))
             for name, t in decisions.transitions
         ]
         writes += [PlannedWrite(name, 0, s, "") for name, s in decisions.restores.items()]
         return writes + [
-            PlannedWrite(m.provider, t.old.epoch, t.new, f"{t.old.state}>{t.new.state}", m.model)
+            PlannedWrite(m.provider, t.old.epoch, t.new, counter_field(t), m.model)
             for m, t in decisions.models
         ]
 
@@ -129,6 +129,32 @@ class BreakerStep:
             transition.calls.total,
             _deadline(transition.new, self._policy.config(name)),
         )
+
+
+def counter_field(transition: Transition) -> str:
+    """The field of the transitions hash that counts ``transition`` (``from>to``)."""
+    return f"{transition.old.state}>{transition.new.state}"
+
+
+def counted(reading: Reading, decisions: Decisions, committed: Committed) -> Reading:
+    """``reading`` with the providers' transitions the commit applied counted, as its script
+    counted each in Redis with the transition: the reading was taken before the commit, so a
+    snapshot built from it showed a count one cycle after the state it led to. A provider
+    without one keeps its reading, the same object (``SnapshotReuse`` compares them)."""
+    kept = decisions.transitions
+    added: dict[str, list[str]] = {}
+    for (name, transition), result in zip(kept, committed.results[: len(kept)], strict=True):
+        if result == 1:
+            added.setdefault(name, []).append(counter_field(transition))
+    if not added:
+        return reading
+    providers = []
+    for item in reading.providers:
+        counts = dict(item.transitions)
+        for field in added.get(item.provider, ()):
+            counts[field] = counts.get(field, 0) + 1
+        providers.append(replace(item, transitions=counts) if item.provider in added else item)
+    return replace(reading, providers=tuple(providers))
 
 
 def _deadline(state: BreakerState, config: BreakerConfig) -> str:

@@ -13,7 +13,7 @@ from aggregator.core.decisions import Decisions
 from aggregator.core.health import WindowCounts
 from aggregator.core.model_breakers import ModelReading
 from aggregator.core.readings import ProviderReading, Reading
-from aggregator.engine.evaluate import BreakerStep, ModelBreakerStep
+from aggregator.engine.evaluate import BreakerStep, ModelBreakerStep, counted
 from aggregator.engine.writer import FENCED, Committed, PlannedWrite
 from gatewayz_protocol.breaker_state import CLOSED, OPEN, BreakerState
 from gatewayz_protocol.keys import Keys
@@ -62,6 +62,25 @@ def test_a_fenced_write_changes_nothing_and_says_nothing(caplog: pytest.LogCaptu
     assert applied == []
     assert states == {"a": CLOSED_STATE, "b": CLOSED_STATE, "c": BreakerState()}
     assert caplog.records == []
+
+
+def test_the_transitions_the_commit_applied_are_counted_in_the_reading_taken_before_it() -> None:
+    # The snapshot of the cycle shows them with the state they led to (they were one cycle late).
+    window = WindowCounts((0,) * LATENCY_PARTITIONS, 20, 0, 0)
+    providers = [
+        ProviderReading(name, window, window, {}, CLOSED_STATE, {"open>half_open": 1})
+        for name in ("a", "b", "c")
+    ]
+    reading = Reading(tuple(providers), {}, {})
+    after = counted(reading, _decisions(), Committed([1, 0, 1]))  # b: the epoch moved on
+    assert [p.transitions for p in after.providers] == [
+        {"open>half_open": 1, "closed>open": 1},
+        {"open>half_open": 1},
+        {"open>half_open": 1},  # c: a restore, counted nowhere
+    ]
+    assert all(x is y for x, y in zip(after.providers[1:], reading.providers[1:], strict=True))
+    assert reading.providers[0].transitions == {"open>half_open": 1}  # read, not changed
+    assert counted(reading, _decisions(), Committed([FENCED, FENCED, FENCED])) is reading
 
 
 def test_suppressed_openings_are_remembered_and_logged(caplog: pytest.LogCaptureFixture) -> None:
