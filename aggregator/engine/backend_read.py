@@ -61,7 +61,7 @@ class BackendRead:
         commands: list[tuple[Any, ...]] = [("HGETALL", keys.metric_schema)]
         if prune_below is not None:
             commands.append(("ZREMRANGEBYSCORE", keys.gauge_writers, "-inf", repr(prune_below)))
-        commands.append(("ZREVRANGE", keys.gauge_writers, 0, MAX_GAUGE_WRITERS - 1))
+        commands.append(("ZRANGE", keys.gauge_writers, 0, MAX_GAUGE_WRITERS - 1, "REV"))
         commands.append(("ZCARD", keys.gauge_writers))
         plan = Plan()
         plan.add(commands, self._decode_first)

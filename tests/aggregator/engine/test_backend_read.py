@@ -20,13 +20,13 @@ def test_round_one_reads_specs_and_writers_and_prunes_only_when_asked() -> None:
     assert MAX_GAUGE_WRITERS == 10_000
     assert BackendRead(KEYS).first_round(None).commands == [
         ("HGETALL", KEYS.metric_schema),
-        ("ZREVRANGE", KEYS.gauge_writers, 0, 9_999),  # the latest to write gauges
+        ("ZRANGE", KEYS.gauge_writers, 0, 9_999, "REV"),  # the latest to write gauges
         ("ZCARD", KEYS.gauge_writers),
     ]
     assert BackendRead(KEYS).first_round(100.5).commands == [
         ("HGETALL", KEYS.metric_schema),
         ("ZREMRANGEBYSCORE", KEYS.gauge_writers, "-inf", "100.5"),
-        ("ZREVRANGE", KEYS.gauge_writers, 0, 9_999),
+        ("ZRANGE", KEYS.gauge_writers, 0, 9_999, "REV"),
         ("ZCARD", KEYS.gauge_writers),
     ]
 
