@@ -322,3 +322,31 @@ def test_an_idle_client_makes_no_flush_passes_and_wakes_for_an_event(redis_url: 
         assert time.monotonic() - started < 1.0  # woken by the event, not by a deadline
     finally:
         metrics.close(timeout=2)
+
+
+def test_half_a_batch_waiting_wakes_the_flusher_before_its_interval(redis_url: str) -> None:
+    """End to end on a real thread (client.md: "every 50 ms, or as soon as 5,000 are
+    waiting"): with a 20 s interval, 5,000 events recorded after a pass are written at once."""
+    namespace = f"wake-{uuid.uuid4().hex[:8]}"
+    settings = ClientSettings(redis_url=redis_url, namespace=namespace, flush_interval_seconds=20.0)
+    metrics = MetricsClient(settings=settings)
+    connection = redis.Redis.from_url(redis_url)
+    totals = f"{namespace}:{{openrouter}}:totals"
+    try:
+        assert settings.max_batch // 2 == 5_000
+        metrics.record("openrouter", 0.1)
+        assert metrics.flush(timeout=5)
+        flusher = metrics._flusher  # its state is what this test waits on
+        wait_for(lambda: flusher._idle, timeout=5)
+        metrics.record("openrouter", 0.1)  # wakes it to wait 20 s for a batch to gather
+        wait_for(lambda: not flusher._idle and not flusher._wake.is_set(), timeout=5)
+        for _ in range(4_998):
+            metrics.record("openrouter", 0.1)
+        assert metrics.stats()["buffered"] == 4_999  # below half a batch: still waiting
+        metrics.record("openrouter", 0.1)  # the 5,000th
+        wait_for(lambda: connection.hget(totals, "n:success") == b"5001", timeout=5)
+        assert metrics.stats()["buffered"] == 0
+    finally:
+        metrics.close(timeout=2)
+        connection.delete(*connection.keys(f"{namespace}:*"))
+        connection.close()

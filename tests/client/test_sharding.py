@@ -75,3 +75,28 @@ def test_a_sharded_provider_is_summed_exactly(
     assert openrouter.requests_total["success"] == 800
     assert openrouter.tokens_total == 3000
     assert by_name["groq"].window_requests == 40
+
+
+@BOTH_BACKENDS
+def test_workers_with_different_shard_settings_still_count_exactly(
+    make_client: MakeClient, make_aggregator: MakeAggregator, clock: FakeClock
+) -> None:
+    # scaling-out.md: the aggregator sums the shards, so workers sharding a provider and
+    # workers that do not (a rolling change of the setting) count exactly together
+    wide = make_client(clock=clock, provider_shards="openrouter:4")
+    narrow = make_client(clock=clock)  # one shard: the unsharded keys
+    for _ in range(20):
+        for _ in range(10):
+            wide.record("openrouter", 0.2, status_code=200)
+        assert wide.flush(timeout=5)
+    for _ in range(30):
+        narrow.record("openrouter", 0.2, status_code=503)
+    assert narrow.flush(timeout=5)
+    snapshot = make_aggregator().run_cycle()
+    assert snapshot is not None
+    (openrouter,) = snapshot.providers
+    assert openrouter.window_requests == 230
+    assert openrouter.window_by_outcome == {
+        "success": 200, "failure": 30, "rate_limited": 0, "caller_error": 0,
+    }  # fmt: skip
+    assert (openrouter.requests_total["success"], openrouter.requests_total["failure"]) == (200, 30)

@@ -65,6 +65,8 @@ def test_prometheus_has_no_shutdown_or_admin_endpoint() -> None:
     command = _services()["prometheus"]["command"]
     assert "--web.enable-lifecycle" not in command  # POST /-/quit, /-/reload for anyone
     assert "--web.enable-admin-api" not in command  # delete series, snapshots
+    # production-notes.md: "Retention is 2 days": a demo's disk stays small
+    assert "--storage.tsdb.retention.time=2d" in command
 
 
 def test_grafana_has_no_default_password_nor_anonymous_access_by_default() -> None:
