@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 import redis
@@ -222,3 +223,40 @@ def test_every_command_an_acl_refuses_is_counted_on_every_master(redis_url: str)
             node.acl_deluser(user)
             node.close()
         connection.close()
+
+
+class _Masters(RedisCluster):
+    """A cluster's INFO, two masters apart (no network): what read_memory makes of it."""
+
+    def __init__(self, sections: dict[str, dict[str, dict[str, object]]]) -> None:
+        self.sections = sections  # section -> node -> fields; RedisCluster's __init__ not run
+
+    def info(self, section: object = None, *args: object, **kwargs: object) -> Any:
+        return self.sections[str(section)]
+
+
+def test_on_a_cluster_the_fullest_master_is_reported_with_every_masters_evictions() -> None:
+    # scaling-out.md: "INFO comes from every master: memory headroom is the fullest master's,
+    # evictions the sum" (and an evicting policy on any master is reported)
+    cluster = _Masters(
+        {
+            "memory": {
+                "a:1": {"used_memory": 10, "maxmemory": 100, "maxmemory_policy": "noeviction"},
+                "b:2": {"used_memory": 90, "maxmemory": 100, "maxmemory_policy": "noeviction"},
+                "c:3": {"used_memory": 5, "maxmemory": 100, "maxmemory_policy": "allkeys-lru"},
+            },
+            "stats": {"a:1": {"evicted_keys": 3}, "b:2": {"evicted_keys": 4}, "c:3": {}},
+            "errorstats": {
+                "a:1": {"errorstat_OOM": {"count": 2}},
+                "b:2": {"errorstat_NOPERM": {"count": 5}},
+                "c:3": {"errorstat_OOM": {"count": 1}},
+            },
+        }
+    )
+    ops: Counter[str] = Counter()
+    memory = read_memory(cluster, ops)
+    assert memory is not None
+    assert (memory.used_bytes, memory.max_bytes) == (90, 100)  # b: 90% full
+    assert memory.policy == "allkeys-lru"  # c's: a master that can evict is said
+    assert (memory.evicted_keys, memory.oom_refusals, memory.permission_refusals) == (7, 3, 5)
+    assert ops == {"info": 9}  # three sections of three masters
