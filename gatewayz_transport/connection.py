@@ -20,6 +20,7 @@ from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedS
 from gatewayz_transport.urls import (
     CLUSTER_SCHEMES,
     SENTINEL_SCHEMES,
+    check_credentials,
     check_scheme,
     cluster_seeds,
     parse_sentinel_url,
@@ -93,8 +94,10 @@ def connect(redis_url: str, socket_timeout: float, *, timeout_wins: bool = False
     Cluster, any nodes as the seeds (several: it is found while one of them answers).
     ``redis+sentinel://[user:pass@]host:port[,host:port...]/<master name>[/<db>]``
     (``rediss+sentinel``: TLS to the master): the master the sentinels name, followed across
-    failovers. ValueError for a URL none of these read (``check_scheme``: naming them all)."""
+    failovers. ValueError for a URL none of these read (``check_scheme``: naming them all), or
+    whose credentials hold an unencoded '/', '?' or '#' (``check_credentials``: quoting none)."""
     check_scheme(redis_url)
+    check_credentials(redis_url)
     if timeout_wins:
         redis_url = _without_options(redis_url, _TIMEOUT_OPTIONS)
     scheme = redis_url.partition("://")[0].lower()

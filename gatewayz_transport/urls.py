@@ -31,6 +31,29 @@ def check_scheme(redis_url: str) -> None:
         raise ValueError(f"a Redis URL starts with one of {listed} (redis://host:6379/0)")
 
 
+CREDENTIALS_HINT = (
+    "an '@' comes after a '/', '?' or '#' (in a password?): percent-encode '/', '?', '#', '@' "
+    "and ':' in a user name or password (%2F, %3F, %23, %40, %3A), an '@' elsewhere as %40"
+)
+"""What a URL with an '@' beyond its host part is told (``check_credentials``): no part of it."""
+
+
+def check_credentials(redis_url: str) -> None:
+    """ValueError (``CREDENTIALS_HINT``, quoting nothing of ``redis_url``) when an '@' comes
+    after the first '/', '?' or '#' past the scheme: a user name or password holding one of them
+    unencoded. Every parser (urllib's, redis-py's, ours) ends the host part there, reads the
+    rest of the password as a port, path, query or fragment and would quote it in its error
+    (``Port could not be cast to integer value as 'Ab'``), or take a URL whose host, port or
+    socket path is made of it (a connection error then names them). Checked before any other
+    parsing: every message after it quotes only what follows the credentials. A URL without a
+    host part (``unix:///run/redis@main.sock``) holds no credentials: its '@' is left alone."""
+    rest = redis_url.partition("://")[2]
+    ends = [at for at in map(rest.find, "/?#") if at >= 0]
+    host_part = rest[: min(ends)] if ends else rest
+    if host_part and "@" in rest[len(host_part) :]:
+        raise ValueError(CREDENTIALS_HINT)
+
+
 def cluster_seeds(redis_url: str) -> tuple[str, list[tuple[str, int]]]:
     """A cluster URL (``redis+cluster://[user:pass@]host:port[,host:port...][?...]``) as the
     plain URL of its first node and the other seed nodes."""
@@ -56,6 +79,7 @@ def check_url(redis_url: str) -> None:
     """ValueError unless ``connect`` can read ``redis_url`` (parses only: no I/O), its query
     options (``?client_name=...``) included."""
     check_scheme(redis_url)
+    check_credentials(redis_url)
     scheme = redis_url.partition("://")[0].lower()
     if scheme in CLUSTER_SCHEMES:
         plain, _ = cluster_seeds(redis_url)

@@ -9,9 +9,11 @@ from aggregator.settings import redact
 from gatewayz_transport.connection import connect
 from gatewayz_transport.urls import (
     CLUSTER_SCHEMES,
+    CREDENTIALS_HINT,
     SCHEMES,
     SENTINEL_SCHEMES,
     SentinelUrl,
+    check_credentials,
     check_url,
     cluster_seeds,
     parse_sentinel_url,
@@ -241,3 +243,41 @@ def test_a_refused_value_never_quotes_the_password() -> None:
     with pytest.raises(ValueError) as refused:
         check_url("redis://user:hunter2@h/0?socket_timeout=-1&password=hunter2")
     assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pa/ss@h:6379/0",  # the password's rest would be the path, "pa" the port
+        "redis://:12?ss@h/0",  # taken: port 12 of localhost, the rest a query of no option
+        "redis://u:p#ss@h/0",  # taken: port of no number, the rest a fragment
+        "redis://:p@ss/w@h/0",
+        "unix://:pa/ss@/run/redis.sock",  # taken: the socket /ss@/run/redis.sock
+        "unix://:pass@/run/redis@main.sock",  # credentials, then a path's '@': as %40
+        "redis+cluster://:pa,ss/x@h1:7000,h2:7001",
+        "rediss+sentinel://:pa?ss@h:26379/mymaster",
+        "redis://h/0?client_name=a@b",  # a query's '@': as %40
+    ],
+)
+def test_an_at_after_the_host_part_is_refused_quoting_nothing(url: str) -> None:
+    for reader in (check_url, check_credentials, lambda url: connect(url, 1.0)):
+        with pytest.raises(ValueError) as refused:
+            reader(url)
+        assert str(refused.value) == CREDENTIALS_HINT
+    assert "percent-encode" in CREDENTIALS_HINT and "://" not in CREDENTIALS_HINT  # no redact()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "unix:///run/redis@main.sock",  # no host part: no credentials
+        "unix://:pass@/run/redis%40main.sock",
+        "redis://h/0?client_name=a%40b",
+        "redis://:p%2Fa%3Fs%23s%40w%3A@h:6379/0",
+        "redis://us:p:a@s@s@h:6379/0",  # ':' and '@' alone are read where they are
+        "redis+cluster://:p@ss@h1:7000,h2:7001",
+    ],
+)
+def test_an_at_within_the_host_part_or_encoded_is_read(url: str) -> None:
+    check_credentials(url)
+    check_url(url)
