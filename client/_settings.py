@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from client._instruments import DEFAULT_MAX_BATCH_BYTES
@@ -174,7 +174,7 @@ class ClientSettings:
       timeout, whatever the URL's ``?socket_timeout=`` says): from 0.001 to 60
     """
 
-    redis_url: str = REDIS_URL.default
+    redis_url: str = field(default=REDIS_URL.default, repr=False)  # its password stays out
     namespace: str = NAMESPACE.default
     window_seconds: float = WINDOW_SECONDS.default
     key_ttl_margin_seconds: float = 60.0

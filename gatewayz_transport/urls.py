@@ -125,6 +125,12 @@ def _check_options(url: str) -> None:
         if name in _REFUSED:
             if not _as_ours(name, options[name]):
                 raise ValueError(f"?{name}= is not supported: {_REFUSED[name]}")
+        elif name not in taken and "password" in options:
+            # the name may be the rest of a password cut at an unencoded '&': not quoted
+            raise ValueError(
+                "a query option is not one of a Redis connection (after ?password=: "
+                "percent-encode '&' in a password as %26)"
+            )
         elif name not in taken:
             over = "this kind of" if name.startswith("ssl_") else "a"
             raise ValueError(f"?{name}= is not an option of {over} Redis connection")

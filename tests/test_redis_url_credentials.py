@@ -228,3 +228,20 @@ def test_a_url_still_read_fails_to_connect_naming_only_where(url: str, where: st
     assert where in str(failed.value)
     password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
     assert _leaks(str(failed.value), password) == []
+
+
+def test_a_query_password_cut_at_an_ampersand_and_the_settings_repr_quote_nothing_of_it() -> None:
+    # Left by the fix above: '?password=QX&KV=JW' said "?KV= is not an option ...", a piece of
+    # the password; and repr(ClientSettings) held the URL with its password (the aggregator's
+    # settings never did: access.md says neither does)
+    with pytest.raises(ValueError) as refused:
+        ClientSettings(redis_url="redis://127.0.0.1:6379/0?password=QX&KVJW=1")
+    assert str(refused.value) == (
+        "invalid Redis URL: a query option is not one of a Redis connection (after ?password=: "
+        "percent-encode '&' in a password as %26)"
+    )
+    assert ClientSettings(redis_url="redis://127.0.0.1:6379/0?password=QX%26KVJW").redis_url
+    with pytest.raises(ValueError, match=r"^invalid Redis URL: \?nope= is not an option"):
+        ClientSettings(redis_url="redis://127.0.0.1:6379/0?nope=1")  # no password: named
+    settings = ClientSettings(redis_url="redis://gwuser:QXKVJW@127.0.0.1:6379/0")
+    assert "QXKVJW" not in repr(settings) and "namespace=" in repr(settings)
