@@ -169,8 +169,9 @@ class Flusher:
                         self._wake.wait(self.idle_seconds())
                     self._idle = False
                     self._wake.clear()
-                if not self._urgent:
-                    # Wait, so a batch accumulates: one round trip per interval.
+                if not self._urgent and len(self._buffer) < self._wake_at:
+                    # Wait, so a batch accumulates: one round trip per interval (none while
+                    # half a batch waits already: a backlog drains pass after pass).
                     self._wake.wait(self._settings.flush_interval_seconds)
                     self._wake.clear()
                 self._urgent = False

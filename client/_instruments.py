@@ -87,6 +87,10 @@ class InstrumentStore:
         self._unblocked = False  # a declaration became writable (``take_unblocked``)
         self.counts = _counts()
         """Per kind (``COUNTS``), per metric: updates noted since the last drain."""
+        self.closed = False
+        self.refused_after_close = 0
+        """Updates made after ``close()``: counted here, never applied (nothing would write
+        them, and a flusher stopping must not wait for them)."""
 
     def declare(self, spec: MetricSpec) -> MetricSpec | None:
         """The spec the name is declared with in this process (``spec`` the first time), or
@@ -118,12 +122,24 @@ class InstrumentStore:
         at the next batch; a counter's or histogram's pending increments are still written
         (the fleet's total stays in Redis)."""
         with self.lock:
-            table = self.series.get(spec.name, {})
+            table = {} if self._refused(1) else self.series.get(spec.name, {})
             for values in labelvalues:
                 if table.pop(values, None) is not None and spec.kind in PROCESS_KINDS:
                     self._values_removed = True
                     self.version += 1
         self.on_update()
+
+    def close(self) -> None:
+        """Take no update from now on: each is counted in ``refused_after_close`` instead (the
+        client closed). Under the lock: an update is either in before it, or counted after."""
+        with self.lock:
+            self.closed = True
+
+    def _refused(self, updates: int) -> bool:
+        """Under the lock: whether the store is closed (``updates`` are then counted)."""
+        if self.closed:
+            self.refused_after_close += updates
+        return self.closed
 
     def reset_after_fork(self) -> None:
         """A forked child keeps every declaration but none of its parent's pending values (the
@@ -139,7 +155,7 @@ class InstrumentStore:
                 series.exemplars = {}
         self.counts = _counts()
         self.declarations.reset_after_fork()
-        self.version = self._drained_up_to = 0
+        self.version = self._drained_up_to = self.refused_after_close = 0
 
     def _mark(self, series: Series) -> None:
         self.version += 1
@@ -150,12 +166,14 @@ class InstrumentStore:
 
     def add(self, series: Series, amount: float, exemplar: dict[str, str] | None = None) -> None:
         with self.lock:
-            self._add(series, amount, exemplar)
+            if not self._refused(1):
+                self._add(series, amount, exemplar)
         self.on_update()
 
     def observe(self, series: Series, value: float, exemplar: dict[str, str] | None = None) -> None:
         with self.lock:
-            self._observe(series, value, exemplar)
+            if not self._refused(1):
+                self._observe(series, value, exemplar)
         self.on_update()
 
     def update(
@@ -167,10 +185,11 @@ class InstrumentStore:
         ``on_update``: what one request or one model call books, as ``add()`` and ``observe()``
         one by one would (values already checked by the caller)."""
         with self.lock:
-            for series, amount in adds:
-                self._add(series, amount, None)
-            for series, value, labels in observes:
-                self._observe(series, value, labels)
+            if not self._refused(len(adds) + len(observes)):
+                for series, amount in adds:
+                    self._add(series, amount, None)
+                for series, value, labels in observes:
+                    self._observe(series, value, labels)
         self.on_update()
 
     def _add(self, series: Series, amount: float, exemplar: dict[str, str] | None) -> None:
@@ -195,26 +214,29 @@ class InstrumentStore:
 
     def set_gauge(self, series: Series, value: float | None, delta: float = 0.0) -> None:
         with self.lock:
-            series.value = (series.value + delta) if value is None else value
-            series.updated_at = self.clock()
-            self._mark(series)
+            if not self._refused(1):
+                series.value = (series.value + delta) if value is None else value
+                series.updated_at = self.clock()
+                self._mark(series)
         self.on_update()
 
     def set_info(self, series: Series, info: Sequence[tuple[str, str]]) -> None:
         """An info series' labels now: the series id names them (the old ones are withdrawn
         with the next rewrite of this process's values)."""
         with self.lock:
-            series.sid = info_series_id(series.labelvalues, info)
-            series.value = 1.0
-            series.updated_at = self.clock()
-            self._mark(series)
+            if not self._refused(1):
+                series.sid = info_series_id(series.labelvalues, info)
+                series.value = 1.0
+                series.updated_at = self.clock()
+                self._mark(series)
         self.on_update()
 
     def count(self, kind: str, name: str, count: int = 1) -> None:
         """``count`` of ``name``'s updates noted as ``kind`` (one of ``COUNTS``)."""
         with self.lock:
-            self.counts[kind][name] += count
-            self.version += 1
+            if not self._refused(count):
+                self.counts[kind][name] += count
+                self.version += 1
         self.on_update()
 
     def count_drop(self, name: str) -> None:
@@ -255,48 +277,53 @@ class InstrumentStore:
         write: the changed ones, or all of them when ``include_all_gauges`` (a TTL refresh).
         Values of a metric Redis has not agreed with yet, and deltas beyond
         ``max_batch_bytes``, stay for a later drain; those of a refused one are counted."""
-        with self.lock:
-            declarations = self.declarations
-            deltas: list[tuple[MetricSpec, str, int, list[tuple[str, int]]]] = []
-            exemplars: list[tuple[str, str, int, Exemplar]] = []
-            held: list[Series] = []
-            values_changed, self._values_removed = self._values_removed, False
-            budget = self.max_batch_bytes
-            for s in self.dirty:
-                name = s.spec.name
-                if declarations.refused(name):
-                    self.counts["conflicts"][name] += s.updates
-                    _clear(s)
-                elif not declarations.writable(name) or (budget <= 0 and deltas):
-                    held.append(s)
-                elif s.spec.kind in PROCESS_KINDS:
-                    values_changed = True
-                    s.dirty, s.updates = False, 0
-                else:
-                    fields = [(int_field(s.sid), s.ints), (nano_field(s.sid), s.nanos)]
-                    fields += [(bucket_field(i, s.sid), c) for i, c in enumerate(s.buckets) if c]
-                    fields = [(f, v) for f, v in fields if v]
-                    budget -= sum(len(f) + FIELD_OVERHEAD_BYTES for f, _ in fields)
-                    deltas.append((s.spec, s.sid, s.updates, fields))
-                    exemplars += [(name, s.sid, b, e) for b, e in s.exemplars.items()]
-                    _clear(s)
-            self.dirty = held
-            changed = values_changed or include_all_gauges
-            gauges = _process_values(self.series, declarations) if changed else []
-            if not held:
-                self._drained_up_to = self.version
-            counts, self.counts = self.counts, _counts()
-            return Drained(
-                deltas,
-                gauges,
-                declarations.to_send({d[0].name for d in deltas} | {g[0] for g in gauges}),
-                _take(counts["dropped"]),
-                _take(counts["rejected"]),
-                self._drained_up_to,
-                exemplars,
-                _take(counts["truncated"]),
-                _take(counts["conflicts"]),
-            )
+        return _drain(self, include_all_gauges)
+
+
+def _drain(store: InstrumentStore, include_all_gauges: bool) -> Drained:
+    """``store.drain()``: see there."""
+    with store.lock:
+        declarations = store.declarations
+        deltas: list[tuple[MetricSpec, str, int, list[tuple[str, int]]]] = []
+        exemplars: list[tuple[str, str, int, Exemplar]] = []
+        held: list[Series] = []
+        values_changed, store._values_removed = store._values_removed, False
+        budget = store.max_batch_bytes
+        for s in store.dirty:
+            name = s.spec.name
+            if declarations.refused(name):
+                store.counts["conflicts"][name] += s.updates
+                _clear(s)
+            elif not declarations.writable(name) or (budget <= 0 and deltas):
+                held.append(s)
+            elif s.spec.kind in PROCESS_KINDS:
+                values_changed = True
+                s.dirty, s.updates = False, 0
+            else:
+                fields = [(int_field(s.sid), s.ints), (nano_field(s.sid), s.nanos)]
+                fields += [(bucket_field(i, s.sid), c) for i, c in enumerate(s.buckets) if c]
+                fields = [(f, v) for f, v in fields if v]
+                budget -= sum(len(f) + FIELD_OVERHEAD_BYTES for f, _ in fields)
+                deltas.append((s.spec, s.sid, s.updates, fields))
+                exemplars += [(name, s.sid, b, e) for b, e in s.exemplars.items()]
+                _clear(s)
+        store.dirty = held
+        changed = values_changed or include_all_gauges
+        gauges = _process_values(store.series, declarations) if changed else []
+        if not held:
+            store._drained_up_to = store.version
+        counts, store.counts = store.counts, _counts()
+        return Drained(
+            deltas,
+            gauges,
+            declarations.to_send({d[0].name for d in deltas} | {g[0] for g in gauges}),
+            _take(counts["dropped"]),
+            _take(counts["rejected"]),
+            store._drained_up_to,
+            exemplars,
+            _take(counts["truncated"]),
+            _take(counts["conflicts"]),
+        )
 
 
 def _process_values(

@@ -84,8 +84,6 @@ class Ledger:
         self._write_errors = 0
         self._losses = 0  # anything given up on: what flush() fails on
         self._causes_seen: set[str] = set()
-        self._closed_version: int | None = None  # the instrument store's, at close()
-        self._counted_after_close = 0  # the store's version the closed count reached
 
     # -- notes ---------------------------------------------------------------------------------
 
@@ -119,21 +117,11 @@ class Ledger:
             self._causes_seen.add(CLOSED)
             return first
 
-    def updated_after_close(self, instruments_version: int) -> bool:
-        """Backend metric updates made after ``close()``, up to the store's
-        ``instruments_version``: counted as dropped (``CLOSED``, in this process; nothing
-        writes them), refused as record() refuses a call then, so flush() waits for none of
-        them. The first call notes the version ``close()`` left. True the first time some are
-        counted (log it once)."""
+    def first_time(self, what: str) -> bool:
+        """True the first time ``what`` is noted (log it once)."""
         with self._cond:
-            if self._closed_version is None:
-                self._closed_version = self._counted_after_close = instruments_version
-                return False
-            since, self._counted_after_close = self._counted_after_close, instruments_version
-            if instruments_version <= since:
-                return False
-            first = not self._updates_dropped[CLOSED]
-            self._updates_dropped[CLOSED] += instruments_version - since
+            first = what not in self._causes_seen
+            self._causes_seen.add(what)
             return first
 
     def reject_call(self, provider: str) -> None:
@@ -226,11 +214,8 @@ class Ledger:
     def target(self, buffered: int, instruments_version: int) -> tuple[Mark, int]:
         """What flush() waits for: every event ever buffered settled, every note noted so far
         and the instrument values of ``instruments_version`` written; and how many times
-        something was given up on so far (flush() fails if it grows meanwhile). After
-        ``close()``, the instrument values of the version it left."""
+        something was given up on so far (flush() fails if it grows meanwhile)."""
         with self._cond:
-            if self._closed_version is not None:
-                instruments_version = min(instruments_version, self._closed_version)
             return Mark(buffered, self._version, instruments_version), self._losses
 
     def wait(self, target: Mark, losses_before: int, timeout: float) -> bool:

@@ -27,7 +27,7 @@ from client._events import MAX_COST_USD, MAX_TOKENS, EventValidator, Rejected, n
 from client._exemplars import checked_exemplar
 from client._flusher import Flusher
 from client._instruments import InstrumentStore
-from client._ledger import Ledger
+from client._ledger import CLOSED, Ledger
 from client._metric_registry import MetricRegistry
 from client._process_parts import ProcessParts
 from client._settings import ClientSettings
@@ -117,8 +117,6 @@ class MetricsClient:
         self._refresher = parts.refresher
         self._breakers = parts.breakers
         self._models = parts.models
-        if self._closed:  # a child forked after close(): its updates are counted from here
-            self._ledger.updated_after_close(self._instruments.version)
 
     # -- the circuit breaker (BreakerQueries) and backend metrics (MetricRegistry) -------------
 
@@ -251,7 +249,9 @@ class MetricsClient:
         Redis, or ``timeout`` seconds pass (after ``close()``: none, no flusher is left). Returns
         True when it all got there: False on a timeout, and when events were given up on
         meanwhile (counted as dropped). Never raises."""
-        seconds = 0.0 if self._closed else _seconds(timeout)
+        return self._flush(0.0 if self._closed else _seconds(timeout))
+
+    def _flush(self, seconds: float) -> bool:
         target, dropped = self._ledger.target(self._buffer.appended, self._instruments.version)
         if not self._flusher.started:
             if not self._instruments.declarations.specs:
@@ -268,28 +268,26 @@ class MetricsClient:
         SIGTERM no longer flushes this client; when it is the last open client that asked for
         SIGTERM handling, the handler they installed is put back as it was (SIG_DFL, or the
         application's handler it chained), unless something replaced it since."""
-        flushed = self.flush(timeout)  # a second close() (the exit's): at once
-        if not self._closed:
-            self._closed = True  # before stop(): what record() took until now, stop() writes
-            self._flusher.stop(max(1.0, self.settings.socket_timeout_seconds * 2))
-            self._refresher.stop(max(1.0, self.settings.allow_timeout_seconds * 2))
-            unwatch_shutdown(self)
-            self._ledger.updated_after_close(self._instruments.version)
-            self._instruments.on_update = lambda: _updated_after_close(
-                self._ledger, self._instruments.version
-            )
+        if self._closed:
+            return self.flush()  # a second close() (the exit's): at once
+        self._closed = True  # first: what record() and the metrics took until now is flushed,
+        self._instruments.close()  # nothing after it (a flusher must not chase new updates)
+        self._instruments.on_update = lambda: _updated_after_close(self._ledger, self._instruments)
+        flushed = self._flush(_seconds(timeout))
+        self._flusher.stop(max(1.0, self.settings.socket_timeout_seconds * 2))
+        self._refresher.stop(max(1.0, self.settings.allow_timeout_seconds * 2))
+        unwatch_shutdown(self)
         return flushed
 
     def stats(self) -> dict[str, Any]:
         """This process's counters: buffered, accepted, settled, dropped, rejected by cause,
         whether the last write reached Redis, batches Redis refused (part of), and backend
         metric updates given up on, by cause."""
-        return {
-            "buffered": len(self._buffer),
-            "accepted": self._buffer.appended,
-            **self._ledger.stats(),
-            "redis_ok": self._flusher.redis_ok,
-        }
+        found: dict[str, Any] = {"buffered": len(self._buffer), "accepted": self._buffer.appended}
+        found |= self._ledger.stats() | {"redis_ok": self._flusher.redis_ok}
+        if refused := self._instruments.refused_after_close:
+            found["metric_updates_dropped"] |= {CLOSED: refused}
+        return found
 
 
 def _seconds(timeout: object) -> float:
@@ -334,11 +332,11 @@ def _dropped_after_close(ledger: Ledger) -> bool:
     return False
 
 
-def _updated_after_close(ledger: Ledger, instruments_version: int) -> None:
-    """A backend metric updated after ``close()``: counted as dropped (``closed``), logged
-    the first time; no flusher is left to write it."""
+def _updated_after_close(ledger: Ledger, instruments: InstrumentStore) -> None:
+    """After ``close()``: a backend metric update the store refused (counted) is said the first
+    time (the flusher's own bookkeeping, while it stops, comes here too: nothing to say)."""
     try:
-        if ledger.updated_after_close(instruments_version):
+        if instruments.refused_after_close and ledger.first_time("metric updates after close"):
             log.warning(
                 "backend metric updates after close() are dropped (counted in "
                 "stats()['metric_updates_dropped'], cause closed); further ones are only "

@@ -350,3 +350,23 @@ def test_half_a_batch_waiting_wakes_the_flusher_before_its_interval(redis_url: s
         metrics.close(timeout=2)
         connection.delete(*connection.keys(f"{namespace}:*"))
         connection.close()
+
+
+def test_a_backlog_of_many_batches_drains_pass_after_pass(redis_url: str) -> None:
+    """End to end on a real thread. A concurrency audit: with 30,000 events waiting and
+    batches of 100, the flusher waited its interval between passes (one batch per 50 ms:
+    15 s), so flush(5) said False with Redis healthy. Half a batch waiting is a pass now."""
+    namespace = f"backlog-{uuid.uuid4().hex[:8]}"
+    settings = ClientSettings(redis_url=redis_url, namespace=namespace, max_batch=100)
+    metrics = MetricsClient(settings=settings)
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(30_000):
+            metrics.record("openrouter", 0.1)
+        assert metrics.flush(timeout=5) is True
+        totals = f"{namespace}:{{openrouter}}:totals"
+        assert connection.hget(totals, "n:success") == b"30000"
+    finally:
+        metrics.close(timeout=2)
+        connection.delete(*connection.keys(f"{namespace}:*"))
+        connection.close()

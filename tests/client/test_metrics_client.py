@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import string
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -289,6 +290,43 @@ def test_backend_metric_updates_after_close_are_counted_dropped_not_written_nor_
     assert {k.decode(): v for k, v in r.hgetall(keys.metric_data("jobs")).items()} == {
         'i:["batch"]': b"2"
     }
+
+
+def test_close_under_updates_from_threads_stops_the_flusher_and_counts_every_update_once(
+    make_client: MakeClient, r: redis.Redis, keys: Keys
+) -> None:
+    # A concurrency audit (8 threads inc() while close() runs): close() returned with the
+    # flusher still writing every new update (it never stopped while the updates went on),
+    # updates were both written and counted dropped (183,061 counted for 160,000 made), and
+    # those between the last drain and close()'s end were neither. Now each update is either
+    # in before close() (and flushed by it) or refused after it and counted: exactly once.
+    metrics = make_client()
+    calls = metrics.counter("busy_calls", "Calls")
+    threads = 8
+    started, done = threading.Barrier(threads + 1), threading.Event()
+    made = [0] * threads
+
+    def work(index: int) -> None:
+        started.wait()
+        while not done.is_set():  # the gateway goes on while a lifespan closes the client
+            calls.inc()
+            made[index] += 1
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    started.wait()
+    try:
+        assert metrics.close(timeout=10) is True
+        flusher = metrics._flusher._thread  # whether it still runs is what this test is about
+        assert flusher is not None and not flusher.is_alive()
+    finally:
+        done.set()
+        for worker in workers:
+            worker.join()
+    written = int(r.hget(keys.metric_data("busy_calls"), "i:[]") or 0)
+    dropped = metrics.stats()["metric_updates_dropped"].get("closed", 0)
+    assert written + dropped == sum(made)
 
 
 def test_forked_child_does_not_resend_parent_events(
