@@ -3,6 +3,7 @@ transition script writes, and what the aggregator and the workers read back. Pur
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -43,6 +44,12 @@ def test_a_default_breaker_is_closed_never_transitioned() -> None:
     assert BreakerState() == BreakerState(
         state="closed", since=0.0, epoch=0, open_until=0.0, consecutive_opens=0, forced=False
     )
+
+
+def test_a_breaker_state_is_immutable() -> None:
+    state = BreakerState()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.state = "open"  # type: ignore[misc]
 
 
 def test_encode_writes_every_field_then_the_permit_fields() -> None:

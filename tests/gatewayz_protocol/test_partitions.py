@@ -13,12 +13,18 @@ from gatewayz_protocol.keys import Keys
 from gatewayz_protocol.partitions import (
     BUCKET_OF_PARTITION,
     CALLER_ERROR,
+    CANCELLED,
+    EXTRA_BAND_OF_PARTITION,
+    EXTRA_HISTOGRAM_BOUNDS,
     FAILURE,
+    HISTOGRAM_BOUNDS,
     LATENCY_PARTITIONS,
     OUTCOME_CODES,
     OUTCOMES,
     RATE_LIMITED,
     SUCCESS,
+    UNWINDOWED,
+    USAGE,
     WINDOW_BOUNDS,
     WINDOW_PARTITIONS,
     latency_partition,
@@ -100,6 +106,45 @@ def test_the_partition_counts_and_outcome_codes() -> None:
     assert LATENCY_PARTITIONS == 21  # 20 window bounds, then above them all
     assert WINDOW_PARTITIONS == 24  # the 21 success partitions, then fail, rl, ce
     assert len(Keys("ns").window_keys("p")) == WINDOW_PARTITIONS
+
+
+def test_the_event_codes_of_calls_no_window_holds_follow_the_outcome_codes() -> None:
+    # Codes 0..3 are OUTCOMES'; anything at or above len(OUTCOMES) == 4 is a counter only.
+    assert (CANCELLED, USAGE) == (4, 5)
+    assert UNWINDOWED == {"cancelled": 4}
+
+
+def test_the_bounds_are_the_documented_ones() -> None:
+    # docs/guides/semantics.md (latency partitions) and docs/guides/metrics.md (buckets)
+    assert WINDOW_BOUNDS == (
+        0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0,
+        15.0, 30.0, 60.0,
+    )  # fmt: skip
+    assert HISTOGRAM_BOUNDS == (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+    assert EXTRA_HISTOGRAM_BOUNDS == (15.0, 30.0, 60.0)
+
+
+def test_only_partitions_above_10s_have_an_extra_band() -> None:
+    # partitions 0..16 end at or below 10 s: no band; 15, 30, 60 and +Inf: bands 0, 1, 2, 3
+    assert EXTRA_BAND_OF_PARTITION == (None,) * 17 + (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("latency", "band"),
+    [
+        (0.0, None),
+        (10.0, None),  # the seed's last bound: not above it
+        (10.0001, 0),  # (10, 15]
+        (15.0, 0),
+        (15.0001, 1),  # (15, 30]
+        (30.0, 1),
+        (60.0, 2),  # (30, 60]
+        (60.0001, 3),  # above every extra bound
+        (1e9, 3),
+    ],
+)
+def test_the_extra_band_of_a_latency(latency: float, band: int | None) -> None:
+    assert EXTRA_BAND_OF_PARTITION[latency_partition(latency)] == band
 
 
 def test_the_histogram_bucket_of_each_latency_partition() -> None:

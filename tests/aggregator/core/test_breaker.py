@@ -5,7 +5,7 @@ and configurations, and of the guard on the share of open breakers (limit_open_s
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 from hypothesis import given
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from aggregator.core.breaker import (
     BreakerCalls,
     BreakerConfig,
+    Transition,
     evaluate,
     limit_open_share,
     open_duration,
@@ -59,6 +60,43 @@ def test_open_duration_custom(opens: int, expected: float) -> None:
     assert open_duration(opens, config) == expected
 
 
+def test_the_default_configuration_is_the_documented_one() -> None:
+    # docs/guides/circuit-breaker.md: >= 20 calls at a failure rate >= 0.5 in the last 8 s (1 s
+    # on a wake), open 30 s doubling up to 300 s, 5 trial calls within 60 s, every provider may
+    # open (max-open share 1.0); docs/guides/semantics.md: a 429 is a failure for the breaker.
+    assert BreakerConfig() == BreakerConfig(
+        min_calls=20,
+        failure_rate=0.5,
+        open_seconds=30.0,
+        max_open_seconds=300.0,
+        half_open_calls=5,
+        half_open_timeout_seconds=60.0,
+        rate_limited_is_failure=True,
+        max_open_share=1.0,
+        window_seconds=8.0,
+        recent_window_seconds=1.0,
+    )
+
+
+def test_configs_calls_and_transitions_are_immutable() -> None:
+    transition = evaluate(BreakerState(), BreakerCalls(0, 20), T0, CONFIG)
+    assert transition is not None
+    with pytest.raises(FrozenInstanceError):
+        CONFIG.min_calls = 1  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        transition.calls.failures = 0  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        transition.reason = ""  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("calls", "total", "rate"),
+    [(BreakerCalls(0, 0), 0, 0.0), (BreakerCalls(3, 1), 4, 0.25), (BreakerCalls(0, 7), 7, 1.0)],
+)
+def test_the_failure_rate_of_breaker_calls(calls: BreakerCalls, total: int, rate: float) -> None:
+    assert (calls.total, calls.failure_rate) == (total, rate)  # no calls: no failure rate, 0
+
+
 def test_closed_to_open() -> None:
     transition = evaluate(BreakerState(), BreakerCalls(10, 10), T0, CONFIG)
     assert transition is not None
@@ -92,6 +130,7 @@ def test_open_to_half_open_at_deadline() -> None:
     transition = evaluate(state, BreakerCalls(0, 0), T0 + 30.0, CONFIG)
     assert transition is not None
     assert transition.new == BreakerState(HALF_OPEN, T0 + 30.0, 2, T0 + 30.0, 1)
+    assert transition.calls == BreakerCalls(0, 0)  # judged on time, not on calls
 
 
 def test_open_ignores_calls_before_deadline() -> None:
@@ -367,6 +406,41 @@ def test_open_share_guard_only_ever_suppresses_openings(
         assert suppressed == []
 
 
+def _opening(name: str, successes: int, failures: int) -> tuple[str, Transition]:
+    transition = evaluate(BreakerState(), BreakerCalls(successes, failures), T0, CONFIG)
+    assert transition is not None and transition.new.state == OPEN
+    return name, transition
+
+
+def test_the_guard_opens_exactly_the_share_of_providers_the_worst_first() -> None:
+    # 50 closed providers, all failing: 58% of 50 is 29 (exactly; in floating point 0.58 * 50
+    # is 28.999999999999996). Failure rates 100/100, 100/101, ... 100/149: p00 is the worst.
+    names = [f"p{i:02d}" for i in range(50)]
+    planned = [_opening(name, i, 100) for i, name in enumerate(names)]
+    kept, suppressed = limit_open_share(planned, dict.fromkeys(names, BreakerState()), 0.58)
+    assert [name for name, _ in kept] == names[:29]
+    assert [name for name, _ in suppressed] == names[29:]
+
+
+def test_the_guard_counts_breakers_not_admitting_traffic_and_those_closing_now() -> None:
+    half = BreakerState(HALF_OPEN, T0 - 10.0, 2, T0 - 10.0, 1)
+    current = {"h": half, "x": BreakerState(), "y": BreakerState(), "z": BreakerState()}
+    opening_x, opening_y = _opening("x", 0, 20), _opening("y", 4, 16)  # rates 1.0 and 0.8
+    # a half-open breaker reopening still admits nothing: 1 of 4 + x = 2, the limit (0.5 * 4)
+    reopening = evaluate(half, BreakerCalls(0, 5), T0, CONFIG)
+    assert reopening is not None and reopening.new.state == OPEN
+    planned = [("h", reopening), opening_x, opening_y]
+    kept, suppressed = limit_open_share(planned, current, 0.5)
+    assert (kept, suppressed) == ([("h", reopening), opening_x], [opening_y])
+    # h closing in the same cycle frees its one place: h and o of 4, - h + x = 2, y held back
+    current["o"] = BreakerState(OPEN, T0 - 5.0, 1, T0 + 25.0, 1)
+    del current["z"]
+    closing = evaluate(half, BreakerCalls(5, 0), T0, CONFIG)
+    assert closing is not None and closing.new.state == CLOSED
+    planned = [("h", closing), opening_x, opening_y]
+    assert limit_open_share(planned, current, 0.5) == ([("h", closing), opening_x], [opening_y])
+
+
 # -- woken breakers (evaluate_woken, recent_start) ----------------------------------------------
 
 
@@ -374,8 +448,8 @@ def test_recent_start_is_the_recent_window_since_the_last_transition_at_most() -
     from aggregator.core.breaker import counting_start, recent_start
 
     closed = BreakerState(CLOSED, since=T0 - 100)
-    assert recent_start(closed, T0, CONFIG) == T0 - CONFIG.recent_window_seconds
-    assert counting_start(closed, T0, CONFIG) == T0 - CONFIG.window_seconds
+    assert recent_start(closed, T0, CONFIG) == T0 - 1.0  # the default recent window, 1 s
+    assert counting_start(closed, T0, CONFIG) == T0 - 8.0  # the default breaker window, 8 s
     fresh = BreakerState(CLOSED, since=T0 - 0.25)
     assert recent_start(fresh, T0, CONFIG) == T0 - 0.25
     half = BreakerState(HALF_OPEN, since=T0 - 100, epoch=2)

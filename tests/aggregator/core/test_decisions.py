@@ -3,8 +3,12 @@ breakers to restore after their state vanished, the max-open-share guard. Pure."
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
+import pytest
+
 from aggregator.core.breaker import BreakerCalls, BreakerConfig
-from aggregator.core.decisions import acting, breaker_calls, decide, vanished
+from aggregator.core.decisions import acting, acting_in, breaker_calls, decide, vanished
 from aggregator.core.health import WindowCounts
 from aggregator.core.readings import ProviderReading
 from aggregator.core.snapshot import Snapshot, provider_health
@@ -98,3 +102,21 @@ def test_acting_breakers_are_forced_or_not_closed() -> None:
         "forced": BreakerState(CLOSED, 1.0, 3, 0.0, 0, forced=True),
     }
     assert acting(states) == ["open", "half", "forced"]
+
+
+def test_the_breakers_acting_in_the_last_snapshot_are_read_again() -> None:
+    last = _last(
+        ("closed", BreakerState(CLOSED, 900.0, 2, 0.0, 0)),
+        ("open", BreakerState(OPEN, 900.0, 1, 930.0, 1)),
+        ("half", BreakerState(HALF_OPEN, 930.0, 2, 930.0, 1)),
+        ("forced", BreakerState(CLOSED, 900.0, 3, 0.0, 0, forced=True)),
+    )
+    assert acting_in(last) == ["open", "half", "forced"]
+    assert acting_in(None) == []  # no snapshot yet: none known
+
+
+def test_decisions_are_immutable() -> None:
+    decisions = decide([_reading("a", BreakerState(), 10, 0)], None, NOW, BreakerConfig())
+    assert decisions.transitions == ()
+    with pytest.raises(FrozenInstanceError):
+        decisions.transitions = ()  # type: ignore[misc]

@@ -65,6 +65,11 @@ def test_error_rate(successes: int, failures: int, expected: float) -> None:
         (0.95, (5, 0, 0, 5), 4.0),
         # rank = 0.25*8 = 2 in (0,1] (count 4): 0 + 1*(2-0)/4
         (0.25, (4, 0, 0, 4), 0.5),
+        # rank = 0.5*20 = 10 = cumulative 10 of (0,1], the first bucket reaching it (as
+        # histogram_quantile), not the next non-empty one (2,4]: 0 + 1*(10-0)/10
+        (0.5, (10, 0, 10, 0), 1.0),
+        # rank = 1.0*6 = 6; cumulative 2, 6 -> top of (1,2], empty buckets above: 1 + 1*(6-2)/4
+        (1.0, (2, 4, 0, 0), 2.0),
     ],
 )
 def test_bucket_quantile(q: float, counts: tuple[int, ...], expected: float) -> None:
