@@ -100,13 +100,14 @@ def read_breaker(raw: Mapping[bytes, bytes]) -> tuple[BreakerState, list[str]]:
 def _number(
     fields: Mapping[str, str], key: str, kind: type[int] | type[float], bad: list[str]
 ) -> int | float:
-    """A finite number, or for a count decimal digits only (as the transition script reads an
-    epoch: the two must agree); else 0 with ``key`` noted in ``bad``."""
+    """A finite number, or for a count at most 15 decimal digits (as the transition script and
+    the lease read theirs: the two must agree, and Lua's numbers are exact up to 2^53); else 0
+    with ``key`` noted in ``bad``."""
     text = fields.get(key)
     if text is None:
         return kind(0)
     if kind is int:
-        if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63:
+        if text.isascii() and text.isdigit() and len(text) <= 15:
             return int(text)
     else:
         try:

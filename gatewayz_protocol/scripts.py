@@ -238,8 +238,8 @@ local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'hash' and kind ~= 'none' then
   redis.call('DEL', KEYS[1])
 end
-local function count(value)  -- digits only, as the aggregator reads them (else 0: absent)
-  if value and string.match(value, '^%d+$') then
+local function count(value)  -- at most 15 digits, as the aggregator reads them (else absent)
+  if value and #value <= 15 and string.match(value, '^%d+$') then
     return tonumber(value)
   end
   return 0

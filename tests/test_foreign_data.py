@@ -384,3 +384,29 @@ def test_metric_families_and_gauge_writers_beyond_the_caps_are_left_out_counted_
     body = scrape(leader)
     assert "calls_c_total 2.0" in body and "calls_d" not in body and "depth" not in body
     assert "gatewayz_aggregator_metric_families_over_cap 3.0" in body
+
+
+@pytest.mark.parametrize("epoch", [b"9" * 20, str(2**63).encode(), b"0" * 19 + b"7", b"9" * 16])
+def test_a_breaker_with_an_epoch_too_long_to_read_is_rewritten_by_its_next_transition(
+    make_client: Callable[..., MetricsClient],
+    make_aggregator: Callable[..., Aggregator],
+    r: redis.Redis,
+    keys: Keys,
+    clock: FakeClock,
+    epoch: bytes,
+) -> None:
+    # A mutation audit: the reader took an epoch of 16 to 19 digits below 2^63 and refused
+    # longer ones as 0, while the TRANSITION script read any digits as a number: the two never
+    # agreed on such an epoch, every transition was refused as an epoch mismatch, and the
+    # breaker stayed as it was for good (metrics.md: "rewritten by its next transition")
+    r.hset(keys.breaker("spoiled"), mapping={"state": "closed", "epoch": epoch})
+    metrics = make_client(clock=clock)
+    for _ in range(20):
+        metrics.record("spoiled", 0.2, status_code=503)
+    assert metrics.flush(timeout=5)
+    aggregator = make_aggregator()
+    published = aggregator.run_cycle()
+    assert published is not None
+    (spoiled,) = published.providers
+    assert spoiled.breaker.state == "open"
+    assert r.hget(keys.breaker("spoiled"), "epoch") == b"1"  # read as absent (0), then moved on
