@@ -94,8 +94,7 @@ class Ledger:
             self._rejected[cause] += count
             self._rejected_total[cause] += count
             self._version += 1
-            first = cause not in self._causes_seen
-            self._causes_seen.add(cause)
+            first = self._first_seen(cause)
             if settles:
                 self._settle_events(settles)
             return first
@@ -113,16 +112,18 @@ class Ledger:
         (log it once)."""
         with self._cond:
             self._dropped_total[CLOSED] += 1
-            first = CLOSED not in self._causes_seen
-            self._causes_seen.add(CLOSED)
-            return first
+            return self._first_seen(CLOSED)
 
     def first_time(self, what: str) -> bool:
         """True the first time ``what`` is noted (log it once)."""
         with self._cond:
-            first = what not in self._causes_seen
-            self._causes_seen.add(what)
-            return first
+            return self._first_seen(what)
+
+    def _first_seen(self, what: str) -> bool:
+        """Under the lock: whether ``what`` is noted for the first time (noted now)."""
+        first = what not in self._causes_seen
+        self._causes_seen.add(what)
+        return first
 
     def reject_call(self, provider: str) -> None:
         """``allow()`` turned a call to ``provider`` away."""
